@@ -1,0 +1,19 @@
+/* log.h: one line per event to stderr, "ts=... level=... comp=... event=... key=value ..." or JSON.
+ * journald takes it as is; the level is configurable. */
+#ifndef SDW_LOG_H
+#define SDW_LOG_H
+
+enum { SDW_LOG_DEBUG = 0, SDW_LOG_INFO, SDW_LOG_WARN, SDW_LOG_ERROR };
+
+/** Sets the threshold, the output form (0 key=value, 1 JSON) and the component name ("supervisor", "worker"). */
+void sdw_log_init(int level, int json, const char *component);
+/** Parses "debug|info|warn|error"; -1 if unknown. */
+int sdw_log_level_parse(const char *s);
+/** Logs event with key=value pairs given as alternating key, value strings, NULL-terminated:
+ * sdw_log(SDW_LOG_INFO, "listening", "addr", "127.0.0.1:8080", NULL). Values are quoted as needed. */
+void sdw_log(int level, const char *event, ...) __attribute__((sentinel));
+/** printf-style convenience: sdw_logf(SDW_LOG_WARN, "worker_exit", "slot=%d code=%d", 0, 3); the formatted
+ * text is appended verbatim as key=value pairs (or as "msg" in JSON form). */
+void sdw_logf(int level, const char *event, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,62 @@
+/* config.h: the service configuration, read from one YAML file (libyaml) and validated;
+ * errors come back as "file:line:column: message". Imports neither the supervisor nor the engine. */
+#ifndef SDW_CONFIG_H
+#define SDW_CONFIG_H
+
+#include <stddef.h>
+
+typedef enum { SDW_DEV_CPU = 0, SDW_DEV_CUDA } sdw_device_kind;
+
+/** One devices: entry; one worker process each. */
+typedef struct {
+    sdw_device_kind kind;
+    char cpus[64]; /* CPU list for sched_setaffinity, e.g. "0-1" or "0,2"; "" = no pinning */
+    int threads;   /* OPENBLAS_NUM_THREADS; 0 = number of CPUs in cpus (or 1) */
+    int gpu;       /* CUDA device index for kind cuda */
+    char name[32]; /* "cpu:0-1", "cuda:0": how /ready and logs call it */
+} sdw_device_config;
+
+typedef struct {
+    char *file; /* path the config was read from */
+
+    char *listen_host; /* "127.0.0.1" */
+    int listen_port;   /* 8080; 0 picks a free port */
+    char *node_id;     /* prefix of job ids, for routing in a fleet; default: "n" + hostname hash */
+
+    char *model_path;     /* required */
+    char *tokenizer_path; /* optional, "" = the model's own */
+    char *prediction;     /* "auto" | "eps" | "v" */
+
+    sdw_device_config *devices; /* at least one */
+    int n_devices;
+
+    int queue_capacity; /* 32 */
+    int result_ttl_s;   /* 600 */
+
+    int max_width, max_height, max_steps; /* 1024, 1024, 150 */
+    size_t max_body_bytes;                /* 1048576 */
+    int request_timeout_s;                /* 300 */
+    int idle_timeout_s;                   /* 60: keep-alive connections with no request */
+
+    int restart_backoff_min_ms, restart_backoff_max_ms; /* 250, 30000 */
+    int job_timeout_s;                                  /* 600 */
+    int retry_on_crash;                                 /* 0 */
+    int shutdown_grace_s;                               /* 30 */
+
+    char **cors_origins; /* ["*"] */
+    int n_cors_origins;
+
+    int log_level;   /* SDW_LOG_* from common/log.h */
+    int log_json;    /* log: { format: json } */
+    int metrics;     /* metrics: { enabled: true } -> GET /metrics */
+} sdw_config;
+
+/** Fills every default (model_path stays NULL). */
+void sdw_config_defaults(sdw_config *cfg);
+/** Reads and validates path. 0, or -1 with "path:line:col: message" in err (cfg then holds nothing to free). */
+int sdw_config_load(const char *path, sdw_config *cfg, char *err, size_t errlen);
+/** Same from a string (file is the name used in messages). */
+int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_config *cfg, char *err, size_t errlen);
+void sdw_config_free(sdw_config *cfg);
+
+#endif

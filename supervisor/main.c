@@ -1,0 +1,117 @@
+/* main.c: the sd-worker command line. serve and check-config run here (the supervisor side); the
+ * engine commands (generate, tokenize, mkmodel) are exec'd from sd-worker-engine, so this binary
+ * never loads OpenBLAS or a model. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "server.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: sd-worker COMMAND [OPTIONS]\n"
+               "\n"
+               "Stable Diffusion image-generation service.\n"
+               "\n"
+               "commands:\n"
+               "  serve --config FILE         run the HTTP service (supervisor + one worker per device)\n"
+               "  check-config --config FILE  validate a configuration file and exit\n"
+               "  generate ...                one-shot text-to-image to a PNG file\n"
+               "  tokenize ...                print CLIP BPE token ids as JSON\n"
+               "  mkmodel ...                 write a small random-weight model\n"
+               "  version                     print the version\n"
+               "\n"
+               "'sd-worker COMMAND --help' documents each command's options.\n");
+}
+
+static int config_arg(int argc, char **argv, const char *cmd, const char **path)
+{
+    *path = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: sd-worker %s --config FILE\n\n", cmd);
+            if (!strcmp(cmd, "serve"))
+                printf("Starts the supervisor: the HTTP API on the configured listen address and one worker\n"
+                       "process per devices: entry. SIGTERM/SIGINT drain and stop it; a second signal forces it.\n");
+            else
+                printf("Reads and validates FILE; prints file:line:column: message for each problem found\n"
+                       "and exits 1, or prints 'ok' and exits 0.\n");
+            printf("\noptions:\n  --config FILE   the YAML configuration (see /etc/sd-worker/sd-worker.yaml)\n");
+            exit(0);
+        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            *path = argv[++i];
+        } else if (!strncmp(argv[i], "--config=", 9)) {
+            *path = argv[i] + 9;
+        } else {
+            fprintf(stderr, "sd-worker %s: unknown argument '%s' (try --help)\n", cmd, argv[i]);
+            return -1;
+        }
+    }
+    if (!*path) {
+        fprintf(stderr, "sd-worker %s: --config FILE is required\n", cmd);
+        return -1;
+    }
+    return 0;
+}
+
+static int exec_engine(int argc, char **argv)
+{
+    char path[4096], err[512];
+    if (sdw_engine_path(path, sizeof path, err, sizeof err) != 0) {
+        fprintf(stderr, "sd-worker: %s\n", err);
+        return 1;
+    }
+    argv[0] = path;
+    execv(path, argv);
+    fprintf(stderr, "sd-worker: cannot run %s: ", path);
+    perror(NULL);
+    (void)argc;
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 1 : 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("sd-worker %s\n", SDW_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "generate") || !strcmp(cmd, "tokenize") || !strcmp(cmd, "mkmodel"))
+        return exec_engine(argc, argv);
+    if (!strcmp(cmd, "serve") || !strcmp(cmd, "check-config")) {
+        const char *path;
+        if (config_arg(argc, argv, cmd, &path) != 0)
+            return 1;
+        sdw_config cfg;
+        char err[1024];
+        if (sdw_config_load(path, &cfg, err, sizeof err) != 0) {
+            fprintf(stderr, "%s\n", err);
+            return !strcmp(cmd, "serve") ? 2 : 1;
+        }
+        if (!strcmp(cmd, "check-config")) {
+            printf("%s: ok\n", path);
+            sdw_config_free(&cfg);
+            return 0;
+        }
+        char engine[4096];
+        if (sdw_engine_path(engine, sizeof engine, err, sizeof err) != 0) {
+            fprintf(stderr, "sd-worker serve: %s\n", err);
+            sdw_config_free(&cfg);
+            return 2;
+        }
+        sdw_log_init(cfg.log_level, cfg.log_json, "supervisor");
+        int rc = sdw_server_run(&cfg, engine);
+        sdw_config_free(&cfg);
+        return rc;
+    }
+    fprintf(stderr, "sd-worker: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 1;
+}

@@ -1,0 +1,51 @@
+/* checkpoint.h: a model's tensors by canonical (single-file LDM) name, from a safetensors file or a
+ * diffusers folder (whose names are mapped to LDM names), mmap'd, converted to float32 on request. */
+#ifndef SDE_CHECKPOINT_H
+#define SDE_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { SDE_DT_F32 = 0, SDE_DT_F16, SDE_DT_BF16, SDE_DT_F64, SDE_DT_I64, SDE_DT_I32, SDE_DT_I16, SDE_DT_I8, SDE_DT_U8, SDE_DT_BOOL } sde_dtype;
+
+#define SDE_MAX_DIMS 8
+
+/** One tensor as stored. data points into the mmap'd file. */
+typedef struct {
+    const char *name; /* canonical LDM name */
+    const char *file; /* file it lives in */
+    sde_dtype dtype;
+    int ndim;
+    int64_t shape[SDE_MAX_DIMS];
+    const void *data;
+    size_t nbytes;
+} sde_tensor;
+
+typedef struct sde_ckpt sde_ckpt;
+
+/** Opens a .safetensors file or a diffusers folder (unet/, vae/, text_encoder/, tokenizer/). */
+int sde_ckpt_open(const char *path, sde_ckpt **out, char *err, size_t errlen);
+/** Unmaps everything and frees converted copies. */
+void sde_ckpt_free(sde_ckpt *c);
+/** A tensor by canonical name, or NULL. */
+const sde_tensor *sde_ckpt_find(const sde_ckpt *c, const char *name);
+/** Number of tensors and the i-th one (stable order), for enumeration by prefix. */
+int sde_ckpt_count(const sde_ckpt *c);
+const sde_tensor *sde_ckpt_at(const sde_ckpt *c, int i);
+/** Float32 view of a tensor whose shape must be exactly shape[0..ndim) (trailing 1-dims are ignored on
+ * either side, so a Linear [o][i] matches a 1x1 conv [o][i][1][1]). F32 data aligned in the file is
+ * returned in place; F16/BF16/F64 are converted once into memory owned by the checkpoint.
+ * Returns NULL with err "FILE: tensor NAME: ..." when missing or mismatched. */
+const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err, size_t errlen);
+/** A __metadata__ string from the (main) file, or NULL. */
+const char *sde_ckpt_meta(const sde_ckpt *c, const char *key);
+/** Folder holding vocab.json + merges.txt when the checkpoint is a diffusers folder with one, else NULL. */
+const char *sde_ckpt_tokenizer_dir(const sde_ckpt *c);
+/** "scheduler/scheduler_config.json" prediction_type for diffusers folders ("epsilon", "v_prediction"), else NULL. */
+const char *sde_ckpt_prediction_type(const sde_ckpt *c);
+/** Path it was opened from. */
+const char *sde_ckpt_path(const sde_ckpt *c);
+/** Bytes of float32 copies made so far (for memory reports). */
+size_t sde_ckpt_converted_bytes(const sde_ckpt *c);
+
+#endif

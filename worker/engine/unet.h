@@ -1,0 +1,41 @@
+/* unet.h: the Stable Diffusion UNet (SD 1.x / 2.x / tiny configurations), weights from a checkpoint.
+ * Config is inferred from tensor shapes; forward runs a batch (cond+uncond) in one call. */
+#ifndef SDE_UNET_H
+#define SDE_UNET_H
+
+#include "checkpoint.h"
+
+typedef struct {
+    int in_channels;       /* 4 */
+    int out_channels;      /* 4 */
+    int model_channels;    /* 320 for SD 1.x/2.x */
+    int n_levels;          /* len(channel_mult): 4 */
+    int channel_mult[4];   /* {1,2,4,4} */
+    int num_res_blocks;    /* per level: 2 */
+    int attn_levels[4];    /* 1 where a level has transformer blocks: {1,1,1,0} */
+    int num_heads;         /* SD 1.x: 8; -1 when head_dim is fixed instead */
+    int head_dim;          /* SD 2.x: 64; -1 when num_heads is fixed instead */
+    int context_dim;       /* 768 (SD 1.x), 1024 (SD 2.x) */
+    int linear_proj;       /* proj_in/proj_out are Linear (SD 2.x) rather than 1x1 conv */
+    int transformer_depth; /* 1 */
+    int groups;            /* GroupNorm groups: 32 */
+} sde_unet_config;
+
+typedef struct sde_unet sde_unet;
+
+/** Infers the config from tensor shapes under model.diffusion_model.* (heads: metadata key
+ * "sdw.unet.num_head_channels" if present, else 8 heads when context_dim is 768, else 64 per head). */
+int sde_unet_config_infer(const sde_ckpt *c, sde_unet_config *cfg, char *err, size_t errlen);
+/** Resolves every weight; errors name the missing/mismatched tensor. */
+int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char *err, size_t errlen);
+void sde_unet_free(sde_unet *u);
+/** Allocates activations for up to batch images of h x w latents and n_ctx context tokens. Call before
+ * sampling; forward never allocates. */
+int sde_unet_reserve(sde_unet *u, int batch, int h, int w, int n_ctx, char *err, size_t errlen);
+/** out[b][4][h][w] = UNet(x[b][4][h][w], t[b], context[b][n_ctx][context_dim]). */
+void sde_unet_forward(sde_unet *u, const float *x, int batch, int h, int w, const float *timesteps,
+                      const float *context, int n_ctx, float *out);
+/** Multiply-adds of one forward for one image of this size (for GFLOP/s reports). */
+double sde_unet_flops(const sde_unet *u, int h, int w, int n_ctx);
+
+#endif

@@ -1,0 +1,28 @@
+/* vae.h: the Stable Diffusion VAE (KL-f8) decoder and encoder, weights from first_stage_model.*.
+ * Works in bounded memory at any size (convolutions are tiled over rows). */
+#ifndef SDE_VAE_H
+#define SDE_VAE_H
+
+#include "checkpoint.h"
+
+typedef struct {
+    int ch;             /* 128 */
+    int ch_mult[4];     /* {1,2,4,4} */
+    int n_levels;       /* 4 */
+    int num_res_blocks; /* 2 */
+    int z_channels;     /* 4 */
+    int groups;         /* 32 */
+} sde_vae_config;
+
+typedef struct sde_vae sde_vae;
+
+int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen);
+void sde_vae_free(sde_vae *v);
+/** rgb[3][8h][8w] in about [-1,1] from z[4][h][w] (z already divided by the 0.18215 scale factor).
+ * cancel (may be NULL) is polled between blocks; returns 0, 1 if cancelled, -1 on allocation failure. */
+int sde_vae_decode(sde_vae *v, const float *z, int h, int w, float *rgb, int (*cancel)(void *), void *ud,
+                   char *err, size_t errlen);
+/** mean[4][H/8][W/8] of the posterior for rgb[3][H][W] in [-1,1] (not yet multiplied by 0.18215). */
+int sde_vae_encode(sde_vae *v, const float *rgb, int H, int W, float *mean, char *err, size_t errlen);
+
+#endif
