@@ -1,9 +1,347 @@
-/* log.c: PLACEHOLDER until the config/log owner lands the logger. Replace this file entirely. */
+/* log.c: the structured logger: one line per event on stderr, logfmt ("key=value") or JSON, written
+ * with a single write(2) so lines from several processes on one pipe or journald never interleave. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "log.h"
 
-void sdw_log_init(int level, int json, const char *component) { (void)level; (void)json; (void)component; }
-int sdw_log_level_parse(const char *s) { (void)s; return SDW_LOG_INFO; }
-void sdw_log(int level, const char *event, ...) { (void)level; fprintf(stderr, "%s\n", event); }
-void sdw_logf(int level, const char *event, const char *fmt, ...) { (void)level; (void)fmt; fprintf(stderr, "%s\n", event); }
+/* Longest line we emit; longer values are cut with "..." so one event stays one atomic-ish write. */
+#define LOG_LINE_MAX 8192
+/* Room kept back for the closing of a line (quote, "...", JSON tail, newline) so it always fits. */
+#define LOG_TAIL_RESERVE 48
+
+static int g_level = SDW_LOG_INFO;
+static int g_json = 0;
+static char g_comp[64] = "";
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void sdw_log_init(int level, int json, const char *component)
+{
+    if (level < SDW_LOG_DEBUG)
+        level = SDW_LOG_DEBUG;
+    if (level > SDW_LOG_ERROR)
+        level = SDW_LOG_ERROR;
+    g_level = level;
+    g_json = json ? 1 : 0;
+    snprintf(g_comp, sizeof g_comp, "%s", component ? component : "");
+}
+
+int sdw_log_level_parse(const char *s)
+{
+    if (!s)
+        return -1;
+    for (int i = 0; i < 4; i++)
+        if (!strcasecmp(s, level_names[i]))
+            return i;
+    if (!strcasecmp(s, "warning"))
+        return SDW_LOG_WARN;
+    return -1;
+}
+
+/* The line being built: fixed storage on the stack, so logging never allocates (and is usable between
+ * fork and exec, where only async-signal-safe calls are allowed: see line_ts). */
+typedef struct {
+    char buf[LOG_LINE_MAX];
+    size_t len;
+    int full; /* a value was cut: every later field is dropped */
+} line_t;
+
+static size_t room(const line_t *l) { return l->len + LOG_TAIL_RESERVE < sizeof l->buf ? sizeof l->buf - LOG_TAIL_RESERVE - l->len : 0; }
+
+/* Raw append for fixed text; uses the reserve, which the callers size for. */
+static void put_raw(line_t *l, const char *s, size_t n)
+{
+    if (l->len + n > sizeof l->buf - 1)
+        n = sizeof l->buf - 1 - l->len;
+    memcpy(l->buf + l->len, s, n);
+    l->len += n;
+}
+static void put_str(line_t *l, const char *s) { put_raw(l, s, strlen(s)); }
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if it is not one. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t need;
+    unsigned min;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 2, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF)
+        need = 3, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4)
+        need = 4, min = 0x10000;
+    else
+        return 0;
+    if (n < need)
+        return 0;
+    unsigned cp = c & (0x7F >> need);
+    for (size_t i = 1; i < need; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return need;
+}
+
+static const char hexdig[] = "0123456789abcdef";
+
+/* Appends s escaped for a logfmt quoted value (json=0) or a JSON string (json=1), without the quotes.
+ * Control characters and invalid UTF-8 are escaped so a line can never be split or corrupted. */
+static void put_escaped(line_t *l, const char *s, int json)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        char tmp[8];
+        size_t tl = 0, adv = 1;
+        unsigned c = p[i];
+        if (c == '"' || c == '\\') {
+            tmp[0] = '\\', tmp[1] = (char)c, tl = 2;
+        } else if (c == '\n') {
+            tmp[0] = '\\', tmp[1] = 'n', tl = 2;
+        } else if (c == '\r') {
+            tmp[0] = '\\', tmp[1] = 'r', tl = 2;
+        } else if (c == '\t') {
+            tmp[0] = '\\', tmp[1] = 't', tl = 2;
+        } else if (c < 0x20 || c == 0x7F) {
+            if (json)
+                memcpy(tmp, "\\u00", 4), tmp[4] = hexdig[c >> 4], tmp[5] = hexdig[c & 15], tl = 6;
+            else
+                tmp[0] = '\\', tmp[1] = 'x', tmp[2] = hexdig[c >> 4], tmp[3] = hexdig[c & 15], tl = 4;
+        } else if (c < 0x80) {
+            tmp[0] = (char)c, tl = 1;
+        } else {
+            size_t u = utf8_len(p + i, n - i);
+            if (u) {
+                memcpy(tmp, p + i, u), tl = u, adv = u;
+            } else if (json) {
+                memcpy(tmp, "\\ufffd", 6), tl = 6;
+            } else {
+                tmp[0] = '\\', tmp[1] = 'x', tmp[2] = hexdig[c >> 4], tmp[3] = hexdig[c & 15], tl = 4;
+            }
+        }
+        if (tl > room(l)) {
+            put_str(l, "...");
+            l->full = 1;
+            return;
+        }
+        memcpy(l->buf + l->len, tmp, tl);
+        l->len += tl;
+        i += adv;
+    }
+}
+
+/* A logfmt value needs quotes when it is empty or holds anything a logfmt reader splits or unescapes on. */
+static int needs_quotes(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    if (!n)
+        return 1;
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i];
+        if (c <= 0x20 || c == '"' || c == '=' || c == '\\' || c == 0x7F)
+            return 1;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t u = utf8_len(p + i, n - i);
+        if (!u)
+            return 1;
+        i += u;
+    }
+    return 0;
+}
+
+/* Keys come from our own code, but a stray space or '=' must not break the line format. */
+static void put_key(line_t *l, const char *k)
+{
+    size_t n = 0;
+    for (const char *p = k; *p && n < 64; p++, n++) {
+        unsigned char c = (unsigned char)*p;
+        char o = (c > 0x20 && c < 0x7F && c != '=' && c != '"' && c != '\\') ? (char)c : '_';
+        put_raw(l, &o, 1);
+    }
+    if (!n)
+        put_str(l, "_");
+}
+
+static void put_field(line_t *l, const char *key, const char *val)
+{
+    if (l->full)
+        return;
+    if (!val)
+        val = "";
+    if (g_json) {
+        put_str(l, ",\"");
+        put_escaped(l, key, 1);
+        put_str(l, "\":\"");
+        put_escaped(l, val, 1);
+        put_str(l, "\"");
+    } else {
+        put_str(l, " ");
+        put_key(l, key);
+        put_str(l, "=");
+        int q = needs_quotes(val);
+        if (q)
+            put_str(l, "\"");
+        put_escaped(l, val, 0);
+        if (q)
+            put_str(l, "\"");
+    }
+}
+
+/* UTC timestamp computed by hand (days-from-civil inverse, Howard Hinnant's algorithm) rather than
+ * with gmtime_r, which may take locks: this keeps sdw_log async-signal-safe. */
+static void line_ts(char out[32])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long secs = ts.tv_sec;
+    long long days = secs / 86400, sod = secs % 86400;
+    if (sod < 0)
+        sod += 86400, days--;
+    long long z = days + 719468;
+    long long era = (z >= 0 ? z : z - 146096) / 146097;
+    long long doe = z - era * 146097;
+    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long long y = yoe + era * 400;
+    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    long long mp = (5 * doy + 2) / 153;
+    long long d = doy - (153 * mp + 2) / 5 + 1;
+    long long m = mp < 10 ? mp + 3 : mp - 9;
+    if (m <= 2)
+        y++;
+    int v[7] = {(int)y, (int)m, (int)d, (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60),
+                (int)(ts.tv_nsec / 1000000)};
+    /* Fixed-width digits written by hand: snprintf is not async-signal-safe either. */
+    static const int width[7] = {4, 2, 2, 2, 2, 2, 3};
+    static const char sep[7] = {'-', '-', 'T', ':', ':', '.', 'Z'};
+    size_t o = 0;
+    for (int i = 0; i < 7; i++) {
+        int x = v[i] < 0 ? 0 : v[i];
+        for (int w = width[i] - 1; w >= 0; w--, x /= 10)
+            out[o + (size_t)w] = (char)('0' + x % 10);
+        o += (size_t)width[i];
+        out[o++] = sep[i];
+    }
+    out[o] = 0;
+}
+
+static void line_begin(line_t *l, int level, const char *event)
+{
+    char ts[32];
+    line_ts(ts);
+    l->len = 0;
+    l->full = 0;
+    const char *comp = g_comp[0] ? g_comp : program_invocation_short_name;
+    if (g_json) {
+        put_str(l, "{\"ts\":\"");
+        put_str(l, ts);
+        put_str(l, "\",\"level\":\"");
+        put_str(l, level_names[level]);
+        put_str(l, "\"");
+        put_field(l, "comp", comp);
+        put_field(l, "event", event);
+    } else {
+        put_str(l, "ts=");
+        put_str(l, ts);
+        put_str(l, " level=");
+        put_str(l, level_names[level]);
+        put_field(l, "comp", comp);
+        put_field(l, "event", event);
+    }
+}
+
+/* One write(2) for the whole line; errno is preserved so logging inside error paths is harmless. */
+static void line_end(line_t *l)
+{
+    if (g_json)
+        put_str(l, l->full ? ",\"truncated\":true}" : "}");
+    else if (l->full)
+        put_str(l, " truncated=1");
+    put_str(l, "\n");
+    int saved = errno;
+    size_t off = 0;
+    while (off < l->len) {
+        ssize_t w = write(STDERR_FILENO, l->buf + off, l->len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    errno = saved;
+}
+
+static int level_ok(int level) { return level >= g_level && level >= SDW_LOG_DEBUG && level <= SDW_LOG_ERROR; }
+
+void sdw_log(int level, const char *event, ...)
+{
+    if (!level_ok(level))
+        return;
+    line_t l;
+    line_begin(&l, level, event ? event : "");
+    va_list ap;
+    va_start(ap, event);
+    for (;;) {
+        const char *k = va_arg(ap, const char *);
+        if (!k)
+            break;
+        const char *v = va_arg(ap, const char *);
+        put_field(&l, k, v);
+        /* An odd-length list ends with a NULL value; stop there rather than read past the sentinel. */
+        if (!v)
+            break;
+    }
+    va_end(ap);
+    line_end(&l);
+}
+
+void sdw_logf(int level, const char *event, const char *fmt, ...)
+{
+    if (!level_ok(level))
+        return;
+    line_t l;
+    line_begin(&l, level, event ? event : "");
+    char msg[LOG_LINE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (g_json) {
+        put_field(&l, "msg", msg);
+    } else if (!l.full && msg[0]) {
+        /* Verbatim key=value text, but still one line: control characters are escaped, nothing else. */
+        put_str(&l, " ");
+        for (const unsigned char *p = (const unsigned char *)msg; *p && !l.full; p++) {
+            if (room(&l) < 4) {
+                put_str(&l, "...");
+                l.full = 1;
+            } else if (*p < 0x20 || *p == 0x7F) {
+                char esc[4] = {'\\', 'x', hexdig[*p >> 4], hexdig[*p & 15]};
+                if (*p == '\n')
+                    put_raw(&l, "\\n", 2);
+                else if (*p == '\t')
+                    put_raw(&l, "\\t", 2);
+                else if (*p == '\r')
+                    put_raw(&l, "\\r", 2);
+                else
+                    put_raw(&l, esc, 4);
+            } else {
+                put_raw(&l, (const char *)p, 1);
+            }
+        }
+    }
+    line_end(&l);
+}
