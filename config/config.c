@@ -749,7 +749,7 @@ static int parse_device(ctx *c, const node *v, int i, sdw_device_config *d)
         snprintf(path, sizeof path, "%s.threads", where);
         if (!is_null(val[2]))
             get_int32(c, val[2], path, 0, 1024, &d->threads);
-        snprintf(d->name, sizeof d->name, "cpu:%s", d->cpus[0] ? d->cpus : "all");
+        snprintf(d->name, sizeof d->name, "cpu:%.27s", d->cpus[0] ? d->cpus : "all"); /* parse_cpus kept it <= 27 */
     } else {
         if (val[1])
             cerr(c, AT(k[1]), "%s.cpus: only applies to kind cpu", where);
