@@ -1,0 +1,460 @@
+/* validate.c: POST /v1/jobs request checks: media type, body size, strict JSON (jansson), every field's
+ * type and range. The first problem found is reported with the field it concerns. */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <jansson.h>
+
+#include "validate.h"
+
+static const char *const samplers[] = {"euler", "euler_a", "ddim", "dpmpp_2m", "lcm"};
+static const char *const schedules[] = {"discrete", "karras"};
+static const char *const known_fields[] = {"prompt", "negative_prompt", "steps", "guidance_scale", "seed",
+                                           "width", "height", "sampler", "schedule"};
+
+/* jansson stores integers as long long, so a seed above 2^63-1 would be a parse error. Such literals are
+ * rewritten, before parsing, into strings "\0int<nonce>:<digits>" and read back as integers. The random
+ * nonce makes the marker unforgeable: a client string that merely looks like one stays a string. */
+typedef struct {
+    char marker[24]; /* "\0int" + 16 hex + ":" */
+    size_t len;      /* 0 when nothing was rewritten */
+} bigint_ctx;
+
+#define N_OF(a) (sizeof(a) / sizeof *(a))
+
+int sdw_api_error_set(sdw_api_error *e, int status, const char *code, const char *field, const char *fmt, ...)
+{
+    e->status = status;
+    snprintf(e->code, sizeof e->code, "%s", code);
+    snprintf(e->field, sizeof e->field, "%s", field ? field : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int sdw_validate_sampler_known(const char *name)
+{
+    for (size_t i = 0; name && i < N_OF(samplers); i++)
+        if (!strcmp(name, samplers[i]))
+            return 1;
+    return 0;
+}
+
+int sdw_validate_schedule_known(const char *name)
+{
+    for (size_t i = 0; name && i < N_OF(schedules); i++)
+        if (!strcmp(name, schedules[i]))
+            return 1;
+    return 0;
+}
+
+static int ci_eq(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    if (alen != blen)
+        return 0;
+    for (size_t i = 0; i < alen; i++)
+        if (tolower((unsigned char)a[i]) != tolower((unsigned char)b[i]))
+            return 0;
+    return 1;
+}
+
+static void trim(const char **s, size_t *len)
+{
+    while (*len && (**s == ' ' || **s == '\t')) {
+        (*s)++;
+        (*len)--;
+    }
+    while (*len && ((*s)[*len - 1] == ' ' || (*s)[*len - 1] == '\t'))
+        (*len)--;
+}
+
+int sdw_validate_content_type(const char *ct, size_t len, sdw_api_error *e)
+{
+    if (!ct || !len)
+        return sdw_api_error_set(e, 415, "unsupported_media_type", NULL,
+                                 "Content-Type is missing; send the body as application/json");
+    const char *semi = memchr(ct, ';', len);
+    const char *type = ct;
+    size_t tlen = semi ? (size_t)(semi - ct) : len;
+    trim(&type, &tlen);
+    if (!ci_eq(type, tlen, "application/json"))
+        return sdw_api_error_set(e, 415, "unsupported_media_type", NULL,
+                                 "Content-Type '%.*s' is not supported; send application/json", (int)(len > 100 ? 100 : len),
+                                 ct);
+    /* parameters: only a charset other than UTF-8 matters (JSON is UTF-8, RFC 8259) */
+    while (semi) {
+        const char *p = semi + 1;
+        const char *end = ct + len;
+        semi = memchr(p, ';', (size_t)(end - p));
+        size_t plen = semi ? (size_t)(semi - p) : (size_t)(end - p);
+        const char *eq = memchr(p, '=', plen);
+        if (!eq)
+            continue;
+        const char *name = p;
+        size_t nlen = (size_t)(eq - p);
+        const char *val = eq + 1;
+        size_t vlen = plen - nlen - 1;
+        trim(&name, &nlen);
+        trim(&val, &vlen);
+        if (vlen >= 2 && val[0] == '"' && val[vlen - 1] == '"') {
+            val++;
+            vlen -= 2;
+        }
+        if (ci_eq(name, nlen, "charset") && !ci_eq(val, vlen, "utf-8") && !ci_eq(val, vlen, "utf8"))
+            return sdw_api_error_set(e, 415, "unsupported_media_type", NULL,
+                                     "charset '%.*s' is not supported; JSON bodies must be UTF-8",
+                                     (int)(vlen > 40 ? 40 : vlen), val);
+    }
+    return 0;
+}
+
+/* 1 if the integer literal s[0..n) (optional '-', digits, no leading zero) does not fit int64. */
+static int int_literal_overflows(const char *s, size_t n)
+{
+    int neg = s[0] == '-';
+    const char *d = s + neg;
+    size_t nd = n - (size_t)neg;
+    const char *lim = neg ? "9223372036854775808" : "9223372036854775807";
+    if (nd != 19)
+        return nd > 19;
+    return memcmp(d, lim, 19) > 0;
+}
+
+/* Returns a malloc'd copy of body with int64-overflowing integer literals rewritten as BIGINT_PREFIX
+ * strings, or NULL (with *oom 0) when nothing needs rewriting. Only whole, well-formed integer tokens
+ * outside strings are touched, so malformed JSON stays malformed for the parser to report. */
+static char *rewrite_big_ints(const char *body, size_t len, bigint_ctx *bc, size_t *outlen, int *oom)
+{
+    char *out = NULL;
+    size_t cap = 0, o = 0, copied = 0;
+    *oom = 0;
+    for (size_t i = 0; i < len;) {
+        char c = body[i];
+        if (c == '"') {
+            for (i++; i < len && body[i] != '"'; i++)
+                if (body[i] == '\\')
+                    i++;
+            i++;
+            continue;
+        }
+        if (c != '-' && !(c >= '0' && c <= '9')) {
+            i++;
+            continue;
+        }
+        size_t start = i, j = i + (c == '-');
+        size_t dstart = j;
+        while (j < len && body[j] >= '0' && body[j] <= '9')
+            j++;
+        int is_int = j > dstart && (j == len || (body[j] != '.' && body[j] != 'e' && body[j] != 'E'));
+        int leading_zero = j - dstart > 1 && body[dstart] == '0';
+        if (!is_int || leading_zero || !int_literal_overflows(body + start, j - start)) {
+            /* skip the rest of the number token */
+            while (j < len && body[j] && (isdigit((unsigned char)body[j]) || strchr(".eE+-", body[j])))
+                j++;
+            i = j > i ? j : i + 1;
+            continue;
+        }
+        size_t need = o + (start - copied) + (j - start) + 40;
+        if (need > cap) {
+            size_t ncap = cap ? cap * 2 : len + 64;
+            while (ncap < need)
+                ncap *= 2;
+            char *n = realloc(out, ncap);
+            if (!n) {
+                free(out);
+                *oom = 1;
+                return NULL;
+            }
+            out = n;
+            cap = ncap;
+        }
+        memcpy(out + o, body + copied, start - copied);
+        o += start - copied;
+        o += (size_t)sprintf(out + o, "\"\\u0000%s", bc->marker + 1);
+        memcpy(out + o, body + start, j - start);
+        o += j - start;
+        out[o++] = '"';
+        copied = i = j;
+    }
+    if (!out)
+        return NULL;
+    bc->len = 1 + strlen(bc->marker + 1);
+    if (o + (len - copied) > cap) {
+        char *n = realloc(out, o + (len - copied) + 1);
+        if (!n) {
+            free(out);
+            *oom = 1;
+            return NULL;
+        }
+        out = n;
+    }
+    memcpy(out + o, body + copied, len - copied);
+    *outlen = o + (len - copied);
+    return out;
+}
+
+static int is_bigint(const bigint_ctx *bc, const json_t *v)
+{
+    return bc->len && json_is_string(v) && json_string_length(v) > bc->len &&
+           !memcmp(json_string_value(v), bc->marker, bc->len);
+}
+
+static const char *json_kind(const bigint_ctx *bc, const json_t *v)
+{
+    if (is_bigint(bc, v))
+        return "an integer";
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number with a fraction";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "a value";
+}
+
+static int wrong_type(const bigint_ctx *bc, sdw_api_error *e, const char *field, const char *want, const json_t *v)
+{
+    return sdw_api_error_set(e, 400, "invalid_type", field, "%s must be %s, not %s", field, want, json_kind(bc, v));
+}
+
+/* A string field: no NUL, at most maxb bytes, non-blank when required. */
+static int get_string(const bigint_ctx *bc, const json_t *v, const char *field, size_t maxb, int nonblank, const char **out, size_t *olen,
+                      sdw_api_error *e)
+{
+    if (!json_is_string(v) || is_bigint(bc, v))
+        return wrong_type(bc, e, field, "a string", v);
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (memchr(s, '\0', n))
+        return sdw_api_error_set(e, 400, "invalid_value", field, "%s must not contain NUL characters", field);
+    if (n > maxb)
+        return sdw_api_error_set(e, 400, "out_of_range", field, "%s is %zu bytes long; at most %zu are accepted", field, n,
+                                 maxb);
+    if (nonblank) {
+        size_t k = 0;
+        while (k < n && isspace((unsigned char)s[k]))
+            k++;
+        if (k == n)
+            return sdw_api_error_set(e, 400, "out_of_range", field, "%s must not be empty", field);
+    }
+    *out = s;
+    *olen = n;
+    return 0;
+}
+
+/* An integer field in lo..hi (step: required multiple, 1 for none). */
+static int get_int(const bigint_ctx *bc, const json_t *v, const char *field, long long lo, long long hi, long long step, int *out,
+                   sdw_api_error *e)
+{
+    if (is_bigint(bc, v))
+        return sdw_api_error_set(e, 400, "out_of_range", field, "%s must be between %lld and %lld", field, lo, hi);
+    if (!json_is_integer(v))
+        return wrong_type(bc, e, field, "an integer", v);
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi || x % step != 0) {
+        if (step > 1)
+            return sdw_api_error_set(e, 400, "out_of_range", field,
+                                     "%s is %lld; it must be a multiple of %lld between %lld and %lld", field, x, step, lo,
+                                     hi);
+        return sdw_api_error_set(e, 400, "out_of_range", field, "%s is %lld; it must be between %lld and %lld", field, x,
+                                 lo, hi);
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int get_seed(const bigint_ctx *bc, const json_t *v, uint64_t *out, sdw_api_error *e)
+{
+    if (is_bigint(bc, v)) {
+        const char *d = json_string_value(v) + bc->len;
+        if (*d == '-')
+            return sdw_api_error_set(e, 400, "out_of_range", "seed", "seed must be between 0 and 18446744073709551615");
+        errno = 0;
+        char *end;
+        unsigned long long x = strtoull(d, &end, 10);
+        if (errno == ERANGE || *end)
+            return sdw_api_error_set(e, 400, "out_of_range", "seed", "seed must be between 0 and 18446744073709551615");
+        *out = (uint64_t)x;
+        return 0;
+    }
+    if (!json_is_integer(v))
+        return wrong_type(bc, e, "seed", "an integer", v);
+    long long x = json_integer_value(v);
+    if (x < 0)
+        return sdw_api_error_set(e, 400, "out_of_range", "seed", "seed is %lld; it must be between 0 and 18446744073709551615",
+                                 x);
+    *out = (uint64_t)x;
+    return 0;
+}
+
+static int get_name(const bigint_ctx *bc, const json_t *v, const char *field, int (*known)(const char *), const char *list, char *out,
+                    size_t outlen, sdw_api_error *e)
+{
+    const char *s = NULL;
+    size_t n = 0;
+    if (get_string(bc, v, field, 64, 0, &s, &n, e) != 0)
+        return -1;
+    if (!known(s))
+        return sdw_api_error_set(e, 400, "invalid_value", field, "unknown %s '%.64s'; one of %s", field, s, list);
+    snprintf(out, outlen, "%s", s);
+    return 0;
+}
+
+void sdw_job_request_free(sdw_job_request *r)
+{
+    free(r->prompt);
+    free(r->negative_prompt);
+    r->prompt = r->negative_prompt = NULL;
+}
+
+static char *dup_n(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+static int check_fields(const bigint_ctx *bc, json_t *root, const sdw_validate_limits *lim, sdw_job_request *r, sdw_api_error *e)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        size_t i = 0;
+        while (i < N_OF(known_fields) && strcmp(key, known_fields[i]))
+            i++;
+        if (i == N_OF(known_fields))
+            return sdw_api_error_set(e, 400, "unknown_field", NULL,
+                                     "unknown field '%.64s'; known fields: prompt, negative_prompt, steps, guidance_scale, "
+                                     "seed, width, height, sampler, schedule",
+                                     key);
+    }
+
+    const char *s;
+    size_t n;
+    v = json_object_get(root, "prompt");
+    if (!v || json_is_null(v))
+        return sdw_api_error_set(e, 400, "missing_field", "prompt", "prompt is required");
+    if (get_string(bc, v, "prompt", SDW_PROMPT_MAX_BYTES, 1, &s, &n, e) != 0)
+        return -1;
+    if (!(r->prompt = dup_n(s, n)))
+        return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
+
+    s = "";
+    n = 0;
+    if ((v = json_object_get(root, "negative_prompt")) && !json_is_null(v) &&
+        get_string(bc, v, "negative_prompt", SDW_PROMPT_MAX_BYTES, 0, &s, &n, e) != 0)
+        return -1;
+    if (!(r->negative_prompt = dup_n(s, n)))
+        return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
+
+    if ((v = json_object_get(root, "steps")) && !json_is_null(v) &&
+        get_int(bc, v, "steps", 1, lim->max_steps, 1, &r->steps, e) != 0)
+        return -1;
+
+    if ((v = json_object_get(root, "guidance_scale")) && !json_is_null(v)) {
+        if (is_bigint(bc, v))
+            return sdw_api_error_set(e, 400, "out_of_range", "guidance_scale", "guidance_scale must be between 0 and 30");
+        if (!json_is_number(v))
+            return wrong_type(bc, e, "guidance_scale", "a number", v);
+        double g = json_number_value(v);
+        if (!isfinite(g) || g < 0 || g > 30)
+            return sdw_api_error_set(e, 400, "out_of_range", "guidance_scale", "guidance_scale is %g; it must be between 0 and 30",
+                                     g);
+        r->guidance_scale = g;
+    }
+
+    if ((v = json_object_get(root, "seed")) && !json_is_null(v)) {
+        if (get_seed(bc, v, &r->seed, e) != 0)
+            return -1;
+        r->has_seed = 1;
+    }
+
+    if ((v = json_object_get(root, "width")) && !json_is_null(v) &&
+        get_int(bc, v, "width", 64, lim->max_width, 8, &r->width, e) != 0)
+        return -1;
+    if ((v = json_object_get(root, "height")) && !json_is_null(v) &&
+        get_int(bc, v, "height", 64, lim->max_height, 8, &r->height, e) != 0)
+        return -1;
+
+    if ((v = json_object_get(root, "sampler")) && !json_is_null(v) &&
+        get_name(bc, v, "sampler", sdw_validate_sampler_known, "euler, euler_a, ddim, dpmpp_2m, lcm", r->sampler,
+                 sizeof r->sampler, e) != 0)
+        return -1;
+    if ((v = json_object_get(root, "schedule")) && !json_is_null(v) &&
+        get_name(bc, v, "schedule", sdw_validate_schedule_known, "discrete, karras", r->schedule, sizeof r->schedule, e) != 0)
+        return -1;
+    return 0;
+}
+
+int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_limits *lim, sdw_job_request *out,
+                             sdw_api_error *e)
+{
+    memset(out, 0, sizeof *out);
+    if (len > lim->max_body_bytes)
+        return sdw_api_error_set(e, 413, "body_too_large", NULL, "request body is %zu bytes; at most %zu are accepted", len,
+                                 lim->max_body_bytes);
+    if (!body || len == 0)
+        return sdw_api_error_set(e, 400, "invalid_json", NULL, "request body is empty; send a JSON object");
+
+    size_t rlen = 0;
+    int oom;
+    bigint_ctx bc = {{0}, 0};
+    uint64_t nonce;
+    if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce)
+        nonce = (uint64_t)(uintptr_t)&bc ^ (uint64_t)len * 0x9E3779B97F4A7C15ull;
+    snprintf(bc.marker + 1, sizeof bc.marker - 1, "int%016" PRIx64 ":", nonce);
+    char *rewritten = rewrite_big_ints(body, len, &bc, &rlen, &oom);
+    if (oom)
+        return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
+    json_error_t jerr;
+    json_t *root = json_loadb(rewritten ? rewritten : body, rewritten ? rlen : len,
+                              JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    free(rewritten);
+    if (!root)
+        return sdw_api_error_set(e, 400, "invalid_json", NULL, "invalid JSON at line %d column %d: %s", jerr.line,
+                                 jerr.column, jerr.text);
+    if (!json_is_object(root)) {
+        sdw_api_error_set(e, 400, "invalid_json", NULL, "the body must be a JSON object, not %s", json_kind(&bc, root));
+        json_decref(root);
+        return -1;
+    }
+
+    sdw_job_request r = {0};
+    r.steps = 20;
+    r.guidance_scale = 7.5;
+    r.width = r.height = 512;
+    snprintf(r.sampler, sizeof r.sampler, "euler");
+    snprintf(r.schedule, sizeof r.schedule, "discrete");
+    int rc = check_fields(&bc, root, lim, &r, e);
+    json_decref(root);
+    if (rc != 0) {
+        sdw_job_request_free(&r);
+        return -1;
+    }
+    /* defaults may exceed small configured limits; report that as the field's range error */
+    if (r.width > lim->max_width || r.height > lim->max_height || r.steps > lim->max_steps) {
+        const char *f = r.steps > lim->max_steps ? "steps" : r.width > lim->max_width ? "width" : "height";
+        sdw_api_error_set(e, 400, "out_of_range", f, "the default %s exceeds this server's limit; give %s explicitly", f, f);
+        sdw_job_request_free(&r);
+        return -1;
+    }
+    *out = r;
+    return 0;
+}

@@ -1,0 +1,287 @@
+/* test_validate.c: POST /v1/jobs request validation: every error class with its HTTP status, code and
+ * field, the defaults, the full seed range and the media-type rules. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "validate.h"
+
+static const sdw_validate_limits LIM = {.max_width = 1024, .max_height = 768, .max_steps = 150, .max_body_bytes = 8192};
+
+static int run(const char *body, sdw_job_request *r, sdw_api_error *e)
+{
+    memset(e, 0, sizeof *e);
+    return sdw_validate_job_request(body, strlen(body), &LIM, r, e);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    sdw_job_request r;
+    sdw_api_error e;
+    assert_int_equal(run("{\"prompt\":\"a red fox\"}", &r, &e), 0);
+    assert_string_equal(r.prompt, "a red fox");
+    assert_string_equal(r.negative_prompt, "");
+    assert_int_equal(r.steps, 20);
+    assert_true(r.guidance_scale == 7.5);
+    assert_int_equal(r.has_seed, 0);
+    assert_int_equal(r.width, 512);
+    assert_int_equal(r.height, 512);
+    assert_string_equal(r.sampler, "euler");
+    assert_string_equal(r.schedule, "discrete");
+    sdw_job_request_free(&r);
+    sdw_job_request_free(&r); /* idempotent */
+}
+
+static void test_all_fields(void **state)
+{
+    (void)state;
+    sdw_job_request r;
+    sdw_api_error e;
+    assert_int_equal(run("{\"prompt\":\"p\",\"negative_prompt\":\"blurry\",\"steps\":150,\"guidance_scale\":0,"
+                         "\"seed\":42,\"width\":1024,\"height\":64,\"sampler\":\"dpmpp_2m\",\"schedule\":\"karras\"}",
+                         &r, &e),
+                     0);
+    assert_string_equal(r.negative_prompt, "blurry");
+    assert_int_equal(r.steps, 150);
+    assert_true(r.guidance_scale == 0.0);
+    assert_int_equal(r.has_seed, 1);
+    assert_true(r.seed == 42);
+    assert_int_equal(r.width, 1024);
+    assert_int_equal(r.height, 64);
+    assert_string_equal(r.sampler, "dpmpp_2m");
+    assert_string_equal(r.schedule, "karras");
+    sdw_job_request_free(&r);
+
+    /* null means "use the default" for optional fields; a real number is fine for guidance_scale */
+    assert_int_equal(run("{\"prompt\":\"p\",\"seed\":null,\"steps\":null,\"guidance_scale\":12.25}", &r, &e), 0);
+    assert_int_equal(r.has_seed, 0);
+    assert_int_equal(r.steps, 20);
+    assert_true(r.guidance_scale == 12.25);
+    sdw_job_request_free(&r);
+}
+
+static void test_seed_range(void **state)
+{
+    (void)state;
+    sdw_job_request r;
+    sdw_api_error e;
+    assert_int_equal(run("{\"prompt\":\"p\",\"seed\":18446744073709551615}", &r, &e), 0);
+    assert_true(r.seed == UINT64_MAX);
+    sdw_job_request_free(&r);
+    assert_int_equal(run("{\"prompt\":\"p\",\"seed\":9223372036854775808}", &r, &e), 0);
+    assert_true(r.seed == 9223372036854775808ull);
+    sdw_job_request_free(&r);
+    assert_int_equal(run("{\"prompt\":\"p\",\"seed\":9223372036854775807}", &r, &e), 0);
+    assert_true(r.seed == 9223372036854775807ull);
+    sdw_job_request_free(&r);
+    assert_int_equal(run("{\"prompt\":\"p\",\"seed\":0}", &r, &e), 0);
+    assert_true(r.seed == 0 && r.has_seed);
+    sdw_job_request_free(&r);
+    /* a big integer elsewhere in the document does not disturb the prompt */
+    assert_int_equal(run("{\"prompt\":\"99999999999999999999\",\"seed\":1}", &r, &e), 0);
+    assert_string_equal(r.prompt, "99999999999999999999");
+    sdw_job_request_free(&r);
+}
+
+typedef struct {
+    const char *body;
+    int status;
+    const char *code;
+    const char *field; /* "" = none */
+} err_case;
+
+static const err_case ERRS[] = {
+    /* malformed */
+    {"", 400, "invalid_json", ""},
+    {"{", 400, "invalid_json", ""},
+    {"{\"prompt\":\"a\",}", 400, "invalid_json", ""},
+    {"{\"prompt\":\"a\"} trailing", 400, "invalid_json", ""},
+    {"[\"prompt\"]", 400, "invalid_json", ""},
+    {"\"just a string\"", 400, "invalid_json", ""},
+    {"{\"prompt\":\"a\",\"prompt\":\"b\"}", 400, "invalid_json", ""},
+    {"{\"prompt\":\"a\",\"steps\":0123}", 400, "invalid_json", ""},
+    {"{\"prompt\":\"a\",\"guidance_scale\":1e999}", 400, "invalid_json", ""},
+    /* unknown field */
+    {"{\"prompt\":\"a\",\"cfg_scale\":7}", 400, "unknown_field", ""},
+    {"{\"Prompt\":\"a\"}", 400, "unknown_field", ""},
+    /* missing / mistyped */
+    {"{}", 400, "missing_field", "prompt"},
+    {"{\"prompt\":null}", 400, "missing_field", "prompt"},
+    {"{\"prompt\":42}", 400, "invalid_type", "prompt"},
+    {"{\"prompt\":99999999999999999999}", 400, "invalid_type", "prompt"},
+    {"{\"prompt\":[\"a\"]}", 400, "invalid_type", "prompt"},
+    {"{\"prompt\":\"a\",\"negative_prompt\":false}", 400, "invalid_type", "negative_prompt"},
+    {"{\"prompt\":\"a\",\"steps\":\"20\"}", 400, "invalid_type", "steps"},
+    {"{\"prompt\":\"a\",\"steps\":20.5}", 400, "invalid_type", "steps"},
+    {"{\"prompt\":\"a\",\"steps\":20.0}", 400, "invalid_type", "steps"},
+    {"{\"prompt\":\"a\",\"guidance_scale\":\"7\"}", 400, "invalid_type", "guidance_scale"},
+    {"{\"prompt\":\"a\",\"seed\":1.5}", 400, "invalid_type", "seed"},
+    {"{\"prompt\":\"a\",\"seed\":\"42\"}", 400, "invalid_type", "seed"},
+    {"{\"prompt\":\"a\",\"width\":true}", 400, "invalid_type", "width"},
+    {"{\"prompt\":\"a\",\"height\":{}}", 400, "invalid_type", "height"},
+    {"{\"prompt\":\"a\",\"sampler\":1}", 400, "invalid_type", "sampler"},
+    {"{\"prompt\":\"a\",\"schedule\":[]}", 400, "invalid_type", "schedule"},
+    /* out of range */
+    {"{\"prompt\":\"\"}", 400, "out_of_range", "prompt"},
+    {"{\"prompt\":\"  \\n\\t \"}", 400, "out_of_range", "prompt"},
+    {"{\"prompt\":\"a\",\"steps\":0}", 400, "out_of_range", "steps"},
+    {"{\"prompt\":\"a\",\"steps\":151}", 400, "out_of_range", "steps"},
+    {"{\"prompt\":\"a\",\"steps\":-3}", 400, "out_of_range", "steps"},
+    {"{\"prompt\":\"a\",\"steps\":99999999999999999999}", 400, "out_of_range", "steps"},
+    {"{\"prompt\":\"a\",\"guidance_scale\":-0.5}", 400, "out_of_range", "guidance_scale"},
+    {"{\"prompt\":\"a\",\"guidance_scale\":30.01}", 400, "out_of_range", "guidance_scale"},
+    {"{\"prompt\":\"a\",\"seed\":-1}", 400, "out_of_range", "seed"},
+    {"{\"prompt\":\"a\",\"seed\":18446744073709551616}", 400, "out_of_range", "seed"},
+    {"{\"prompt\":\"a\",\"seed\":-9223372036854775809}", 400, "out_of_range", "seed"},
+    {"{\"prompt\":\"a\",\"width\":56}", 400, "out_of_range", "width"},
+    {"{\"prompt\":\"a\",\"width\":1032}", 400, "out_of_range", "width"},
+    {"{\"prompt\":\"a\",\"width\":513}", 400, "out_of_range", "width"},
+    {"{\"prompt\":\"a\",\"height\":776}", 400, "out_of_range", "height"},
+    {"{\"prompt\":\"a\",\"height\":0}", 400, "out_of_range", "height"},
+    /* unknown names and bad characters */
+    {"{\"prompt\":\"a\",\"sampler\":\"heun\"}", 400, "invalid_value", "sampler"},
+    {"{\"prompt\":\"a\",\"sampler\":\"EULER\"}", 400, "invalid_value", "sampler"},
+    {"{\"prompt\":\"a\",\"schedule\":\"linear\"}", 400, "invalid_value", "schedule"},
+    {"{\"prompt\":\"a\\u0000b\"}", 400, "invalid_value", "prompt"},
+    {"{\"prompt\":\"\\u0000int0000000000000000:5\"}", 400, "invalid_value", "prompt"},
+};
+
+static void test_errors(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof ERRS / sizeof *ERRS; i++) {
+        const err_case *c = &ERRS[i];
+        sdw_job_request r;
+        sdw_api_error e;
+        int rc = run(c->body, &r, &e);
+        if (rc != -1 || e.status != c->status || strcmp(e.code, c->code) || strcmp(e.field, c->field))
+            fail_msg("case %zu %s: rc %d status %d code '%s' field '%s' message '%s'; want %d %s '%s'", i, c->body, rc,
+                     e.status, e.code, e.field, e.message, c->status, c->code, c->field);
+        assert_true(e.message[0] != '\0');
+        assert_null(r.prompt);
+    }
+}
+
+static void test_messages(void **state)
+{
+    (void)state;
+    sdw_job_request r;
+    sdw_api_error e;
+    assert_int_equal(run("{\"prompt\":\"a\",\"cfg_scale\":7}", &r, &e), -1);
+    assert_non_null(strstr(e.message, "cfg_scale"));
+    assert_int_equal(run("{\"prompt\":\"a\",\"sampler\":\"heun\"}", &r, &e), -1);
+    assert_non_null(strstr(e.message, "heun"));
+    assert_non_null(strstr(e.message, "dpmpp_2m"));
+    assert_int_equal(run("{\"prompt\":\"a\",\n\"steps\":}", &r, &e), -1);
+    assert_non_null(strstr(e.message, "line 2"));
+    assert_int_equal(run("{\"prompt\":\"a\",\"width\":513}", &r, &e), -1);
+    assert_non_null(strstr(e.message, "multiple of 8"));
+}
+
+static void test_prompt_length(void **state)
+{
+    (void)state;
+    char *body = malloc(SDW_PROMPT_MAX_BYTES + 64);
+    sdw_job_request r;
+    sdw_api_error e;
+    sdw_validate_limits big = LIM;
+    big.max_body_bytes = 1 << 20;
+    int n = sprintf(body, "{\"prompt\":\"");
+    memset(body + n, 'x', SDW_PROMPT_MAX_BYTES);
+    strcpy(body + n + SDW_PROMPT_MAX_BYTES, "\"}");
+    assert_int_equal(sdw_validate_job_request(body, strlen(body), &big, &r, &e), 0);
+    assert_int_equal(strlen(r.prompt), SDW_PROMPT_MAX_BYTES);
+    sdw_job_request_free(&r);
+    memset(body + n, 'x', SDW_PROMPT_MAX_BYTES + 1);
+    strcpy(body + n + SDW_PROMPT_MAX_BYTES + 1, "\"}");
+    assert_int_equal(sdw_validate_job_request(body, strlen(body), &big, &r, &e), -1);
+    assert_string_equal(e.code, "out_of_range");
+    assert_string_equal(e.field, "prompt");
+    free(body);
+}
+
+static void test_body_too_large(void **state)
+{
+    (void)state;
+    size_t len = LIM.max_body_bytes + 1;
+    char *body = malloc(len);
+    memset(body, ' ', len);
+    body[0] = '{';
+    body[len - 1] = '}';
+    sdw_job_request r;
+    sdw_api_error e;
+    assert_int_equal(sdw_validate_job_request(body, len, &LIM, &r, &e), -1);
+    assert_int_equal(e.status, 413);
+    assert_string_equal(e.code, "body_too_large");
+    assert_string_equal(e.field, "");
+    free(body);
+}
+
+static void test_default_exceeds_limit(void **state)
+{
+    (void)state;
+    sdw_validate_limits small = LIM;
+    small.max_width = 256;
+    sdw_job_request r;
+    sdw_api_error e;
+    const char *b = "{\"prompt\":\"a\"}";
+    assert_int_equal(sdw_validate_job_request(b, strlen(b), &small, &r, &e), -1);
+    assert_string_equal(e.field, "width");
+    b = "{\"prompt\":\"a\",\"width\":256}";
+    assert_int_equal(sdw_validate_job_request(b, strlen(b), &small, &r, &e), 0);
+    sdw_job_request_free(&r);
+}
+
+static void test_content_type(void **state)
+{
+    (void)state;
+    sdw_api_error e;
+    static const char *ok[] = {"application/json", "Application/JSON", "application/json; charset=utf-8",
+                               "application/json;charset=\"UTF-8\"", " application/json ; foo=bar"};
+    static const char *bad[] = {"text/plain", "application/jsonx", "application/x-www-form-urlencoded",
+                                "application/json; charset=latin1", "multipart/form-data; boundary=x", ""};
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
+        if (sdw_validate_content_type(ok[i], strlen(ok[i]), &e) != 0)
+            fail_msg("'%s' refused: %s", ok[i], e.message);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        memset(&e, 0, sizeof e);
+        if (sdw_validate_content_type(bad[i], strlen(bad[i]), &e) != -1)
+            fail_msg("'%s' accepted", bad[i]);
+        assert_int_equal(e.status, 415);
+        assert_string_equal(e.code, "unsupported_media_type");
+    }
+    assert_int_equal(sdw_validate_content_type(NULL, 0, &e), -1);
+    assert_int_equal(e.status, 415);
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    const char *s[] = {"euler", "euler_a", "ddim", "dpmpp_2m", "lcm"};
+    for (int i = 0; i < 5; i++)
+        assert_true(sdw_validate_sampler_known(s[i]));
+    assert_false(sdw_validate_sampler_known("heun"));
+    assert_false(sdw_validate_sampler_known(NULL));
+    assert_true(sdw_validate_schedule_known("discrete"));
+    assert_true(sdw_validate_schedule_known("karras"));
+    assert_false(sdw_validate_schedule_known("exponential"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_all_fields),
+        cmocka_unit_test(test_seed_range),     cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_messages),       cmocka_unit_test(test_prompt_length),
+        cmocka_unit_test(test_body_too_large), cmocka_unit_test(test_default_exceeds_limit),
+        cmocka_unit_test(test_content_type),   cmocka_unit_test(test_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
