@@ -47,5 +47,9 @@ const char *sde_ckpt_prediction_type(const sde_ckpt *c);
 const char *sde_ckpt_path(const sde_ckpt *c);
 /** Bytes of float32 copies made so far (for memory reports). */
 size_t sde_ckpt_converted_bytes(const sde_ckpt *c);
+/** AUTOMATIC1111's "Model hash": the first 10 hex digits of the sha256 of the whole file at path (which
+ * need not be open), NUL-terminated in out. A directory (diffusers folder) gives "" and returns 0.
+ * Returns -1 with err "PATH: ..." when the file cannot be read. */
+int sde_ckpt_short_hash(const char *path, char out[11], char *err, size_t errlen);
 
 #endif
