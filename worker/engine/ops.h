@@ -24,9 +24,10 @@ void sde_gelu_tanh(float *x, size_t n);
 void sde_quick_gelu(float *x, size_t n);
 /** In-place softmax over each row of x[rows][cols]. */
 void sde_softmax_rows(float *x, int rows, int cols);
-/** Multi-head scaled-dot-product attention, one head at a time so only one [nq][nk] score matrix exists.
- * q[nq][heads*hd], k,v[nk][heads*hd] (row strides given), out[nq][heads*hd]. scratch: nq*nk floats
- * plus nq*hd*3 + nk*hd*2 floats (see sde_attention_scratch). causal masks keys after the query index. */
+/** Multi-head scaled-dot-product attention, one head at a time and a block of queries at a time, so only
+ * one [block][nk] score matrix exists (block = nq for short sequences such as CLIP's 77 tokens).
+ * q[nq][heads*hd], k,v[nk][heads*hd] (row strides given), out[nq][heads*hd]. causal masks keys after the
+ * query index. scratch holds at least sde_attention_scratch() BYTES (about min(nq, 2^20/nk)*nk floats). */
 size_t sde_attention_scratch(int nq, int nk, int hd);
 void sde_attention(const float *q, int q_stride, const float *k, int k_stride, const float *v, int v_stride,
                    int nq, int nk, int heads, int hd, int causal, float *out, int out_stride, float *scratch);
@@ -36,5 +37,52 @@ void sde_upsample2x(const float *x, int c, int h, int w, float *y);
 void sde_transpose(const float *x, int rows, int cols, float *y);
 /** Sets the number of BLAS threads (0 leaves the default). */
 void sde_set_threads(int n);
+
+/* ---- Extensions for the UNet and the VAE: batched layouts, fused GroupNorm+SiLU, tiled convolutions. ----
+ * Images may live in a batch-interleaved layout [C][B][HW] (channel c of image b at x + c*cstride + b*bstride)
+ * so that one GEMM spans the whole batch. */
+
+/** Per-channel coefficients of GroupNorm for one image whose channel planes are cstride floats apart:
+ * normalised = x*scale[c] + shift[c]. Mean and variance are two-pass, accumulated in double. */
+void sde_groupnorm_coeffs(const float *x, int c, int hw, size_t cstride, int groups, const float *g, const float *b,
+                          float eps, float *scale, float *shift);
+/** y = x*scale[c] + shift[c] (then SiLU if silu) over c planes of hw; x and y may be the same. */
+void sde_affine_act(const float *x, size_t x_cstride, int c, int hw, const float *scale, const float *shift, int silu,
+                    float *y, size_t y_cstride);
+/** GEGLU: y[n][inner] = x[n][0..inner) * gelu(x[n][inner..2*inner)) with the exact erf GELU. */
+void sde_geglu(const float *x, int n, int inner, float *y);
+/** y[i] += x[i]. */
+void sde_add(float *y, const float *x, size_t n);
+
+/** A 2-D convolution over a batch, with an optional per-(image, channel) affine (+SiLU) applied to the
+ * input on the fly (fused GroupNorm+SiLU), an optional on-the-fly nearest-2x upsample of the input, and
+ * asymmetric padding. Zero padding is applied after the input transform, as in PyTorch. */
+typedef struct {
+    const float *x;          /* input planes: channel c of image b at x + c*x_cstride + b*x_bstride */
+    int batch, cin, h, w;    /* h, w: stored input size (before the optional upsample) */
+    size_t x_cstride, x_bstride;
+    const float *in_scale;   /* [batch][cin] or NULL: v = x*in_scale + in_shift ... */
+    const float *in_shift;   /* [batch][cin] (required with in_scale) */
+    int in_silu;             /* ... then SiLU (only with in_scale) */
+    int upsample;            /* read the input as if nearest-2x upsampled (2h x 2w) */
+    const float *wt;         /* [cout][cin][k][k] */
+    const float *bias;       /* [cout] or NULL */
+    const float *bias_b;     /* [batch][cout] or NULL: a second, per-image bias (UNet time embedding) */
+    int cout, k, stride;
+    int pad_t, pad_b, pad_l, pad_r;
+    float *y;                /* output planes: channel c of image b at y + c*y_cstride + b*y_bstride */
+    size_t y_cstride, y_bstride;
+    int accumulate;          /* add into y instead of overwriting it */
+} sde_conv_desc;
+
+/** Output height/width of a described convolution. */
+int sde_conv_out_h(const sde_conv_desc *d);
+int sde_conv_out_w(const sde_conv_desc *d);
+/** Bytes of scratch sde_conv2d_ex() uses for d when allowed at most budget bytes (it tiles output rows to
+ * fit; one output row is the minimum, so the result may exceed a tiny budget). */
+size_t sde_conv2d_ex_scratch(const sde_conv_desc *d, size_t budget);
+/** Runs d with scratch_bytes of scratch (use sde_conv2d_ex_scratch(d, budget) bytes). y must not overlap x,
+ * except for 1x1 stride-1 unpadded convolutions without upsampling where y == x and cout <= cin. */
+void sde_conv2d_ex(const sde_conv_desc *d, float *scratch, size_t scratch_bytes);
 
 #endif

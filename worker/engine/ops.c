@@ -1,0 +1,726 @@
+/* ops.c: the neural-network primitives of ops.h: GEMM-shaped work goes to OpenBLAS, the elementwise and
+ * normalisation loops are written so gcc vectorises them (cloned for AVX2+FMA where the CPU has it). */
+#include "ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* FP exceptions are never trapped here; saying so lets gcc if-convert the clamps and selects in the
+ * elementwise loops below and vectorise them. Results are unchanged. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+/* Hot elementwise loops get an AVX2/FMA clone picked at load time; the baseline build is plain x86-64. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define SDE_HOT __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define SDE_HOT
+#endif
+
+/* Lanes of the manual partial sums below: written as independent accumulators so the loops vectorise
+ * without -ffast-math (which would also change rounding elsewhere). */
+#define LANES 16
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Vectorisable transcendental helpers. */
+
+/* exp(x) for float x, within ~2 ulp: Cody-Waite range reduction and the Cephes expf polynomial.
+ * Branch-free so loops calling it vectorise; underflows to exactly 0 below -87.3 and saturates at 88.7. */
+static inline __attribute__((always_inline)) float fast_expf(float x)
+{
+    float xc = x > 88.7f ? 88.7f : x;
+    xc = xc < -87.3f ? -87.3f : xc;
+    float t = xc * 1.44269504088896341f;
+    float n = (t + 12582912.0f) - 12582912.0f; /* round to nearest integer */
+    float r = xc - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t ni = (int32_t)n;
+    int32_t bits = (ni + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    float res = p * scale;
+    return x < -87.3f ? 0.0f : res;
+}
+
+/* erfc(z) for z >= 0 with fractional error < 1.2e-7 everywhere (Numerical Recipes' Chebyshev fit), so
+ * GELU keeps full relative precision in its negative tail where 1 + erf(x) cancels. */
+static inline __attribute__((always_inline)) float erfc_pos(float z)
+{
+    float t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    return t * fast_expf(-z * z + p);
+}
+
+/* Exact-erf GELU: x * Phi(x), Phi(x) = erfc(-x/sqrt2)/2. */
+static inline __attribute__((always_inline)) float gelu_1(float x)
+{
+    float z = fabsf(x) * 0.70710678118654752f;
+    float e = 0.5f * erfc_pos(z);
+    return x * (x >= 0.0f ? 1.0f - e : e);
+}
+
+static inline __attribute__((always_inline)) float silu_1(float x)
+{
+    return x / (1.0f + fast_expf(-x));
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Elementwise activations. */
+
+SDE_HOT void sde_silu(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = silu_1(x[i]);
+}
+
+SDE_HOT void sde_gelu(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = gelu_1(x[i]);
+}
+
+SDE_HOT void sde_gelu_tanh(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+        /* 0.5*(1 + tanh(u)) = sigmoid(2u): no cancellation in the negative tail */
+        x[i] = v / (1.0f + fast_expf(-2.0f * u));
+    }
+}
+
+SDE_HOT void sde_quick_gelu(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = v / (1.0f + fast_expf(-1.702f * v));
+    }
+}
+
+SDE_HOT void sde_geglu(const float *x, int n, int inner, float *y)
+{
+    for (int r = 0; r < n; r++) {
+        const float *a = x + (size_t)r * 2 * inner;
+        const float *g = a + inner;
+        float *o = y + (size_t)r * inner;
+        for (int i = 0; i < inner; i++)
+            o[i] = a[i] * gelu_1(g[i]);
+    }
+}
+
+SDE_HOT void sde_add(float *y, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Reductions. */
+
+SDE_HOT static float row_max(const float *x, int n)
+{
+    float m[LANES];
+    int i = 0;
+    for (int j = 0; j < LANES; j++)
+        m[j] = -INFINITY;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++)
+            m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    float r = -INFINITY;
+    for (int j = 0; j < LANES; j++)
+        r = m[j] > r ? m[j] : r;
+    for (; i < n; i++)
+        r = x[i] > r ? x[i] : r;
+    return r;
+}
+
+/* Sum of x[0..n) in float lanes, folded into double every block so long planes keep precision. */
+SDE_HOT static double sum_f(const float *x, size_t n)
+{
+    double total = 0.0;
+    size_t i = 0;
+    while (i < n) {
+        size_t end = n - i > 4096 ? i + 4096 : n;
+        float s[LANES] = {0};
+        for (; i + LANES <= end; i += LANES)
+            for (int j = 0; j < LANES; j++)
+                s[j] += x[i + j];
+        float r = 0.0f;
+        for (; i < end; i++)
+            r += x[i];
+        for (int j = 0; j < LANES; j++)
+            r += s[j];
+        total += r;
+    }
+    return total;
+}
+
+/* Sum of (x - m)^2, same scheme. */
+SDE_HOT static double sumsq_dev(const float *x, size_t n, float m)
+{
+    double total = 0.0;
+    size_t i = 0;
+    while (i < n) {
+        size_t end = n - i > 4096 ? i + 4096 : n;
+        float s[LANES] = {0};
+        for (; i + LANES <= end; i += LANES)
+            for (int j = 0; j < LANES; j++) {
+                float d = x[i + j] - m;
+                s[j] += d * d;
+            }
+        float r = 0.0f;
+        for (; i < end; i++) {
+            float d = x[i] - m;
+            r += d * d;
+        }
+        for (int j = 0; j < LANES; j++)
+            r += s[j];
+        total += r;
+    }
+    return total;
+}
+
+/* exp(x - m) in place, returning the sum. */
+SDE_HOT static float exp_sum(float *x, int n, float m)
+{
+    float s[LANES] = {0};
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float e = fast_expf(x[i + j] - m);
+            x[i + j] = e;
+            s[j] += e;
+        }
+    float r = 0.0f;
+    for (; i < n; i++) {
+        float e = fast_expf(x[i] - m);
+        x[i] = e;
+        r += e;
+    }
+    for (int j = 0; j < LANES; j++)
+        r += s[j];
+    return r;
+}
+
+SDE_HOT static void scale_inplace(float *x, size_t n, float s)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] *= s;
+}
+
+void sde_softmax_rows(float *x, int rows, int cols)
+{
+    for (int r = 0; r < rows; r++) {
+        float *row = x + (size_t)r * cols;
+        float m = row_max(row, cols);
+        float s = exp_sum(row, cols, m);
+        scale_inplace(row, cols, 1.0f / s);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Normalisation. */
+
+SDE_HOT static void affine_row(const float *x, float *y, size_t n, float sc, float sh, int silu)
+{
+    if (silu)
+        for (size_t i = 0; i < n; i++)
+            y[i] = silu_1(x[i] * sc + sh);
+    else
+        for (size_t i = 0; i < n; i++)
+            y[i] = x[i] * sc + sh;
+}
+
+SDE_HOT static void ln_apply(float *x, int n, float mean, float rstd, const float *g, const float *b)
+{
+    for (int i = 0; i < n; i++) {
+        float v = (x[i] - mean) * rstd;
+        if (g)
+            v *= g[i];
+        if (b)
+            v += b[i];
+        x[i] = v;
+    }
+}
+
+void sde_layernorm(float *x, int n, int dim, const float *g, const float *b, float eps)
+{
+    for (int r = 0; r < n; r++) {
+        float *row = x + (size_t)r * dim;
+        float mean = (float)(sum_f(row, dim) / dim);
+        float var = (float)(sumsq_dev(row, dim, mean) / dim);
+        ln_apply(row, dim, mean, 1.0f / sqrtf(var + eps), g, b);
+    }
+}
+
+/* Mean and 1/std of one group: channels [c0, c0+cpg) of hw floats each, cstride apart. */
+static void group_stats(const float *x, int c0, int cpg, int hw, size_t cstride, float eps, float *mean,
+                        float *rstd)
+{
+    double s = 0.0;
+    for (int c = c0; c < c0 + cpg; c++)
+        s += sum_f(x + (size_t)c * cstride, hw);
+    double nel = (double)cpg * hw;
+    float m = (float)(s / nel);
+    double v = 0.0;
+    for (int c = c0; c < c0 + cpg; c++)
+        v += sumsq_dev(x + (size_t)c * cstride, hw, m);
+    *mean = m;
+    *rstd = (float)(1.0 / sqrt(v / nel + eps));
+}
+
+void sde_groupnorm_coeffs(const float *x, int c, int hw, size_t cstride, int groups, const float *g, const float *b,
+                          float eps, float *scale, float *shift)
+{
+    int cpg = c / groups;
+    for (int grp = 0; grp < groups; grp++) {
+        float mean, rstd;
+        group_stats(x, grp * cpg, cpg, hw, cstride, eps, &mean, &rstd);
+        for (int ch = grp * cpg; ch < (grp + 1) * cpg; ch++) {
+            float sc = rstd * (g ? g[ch] : 1.0f);
+            scale[ch] = sc;
+            shift[ch] = (b ? b[ch] : 0.0f) - mean * sc;
+        }
+    }
+}
+
+void sde_groupnorm(float *x, int c, int hw, int groups, const float *g, const float *b, float eps, int silu)
+{
+    int cpg = c / groups;
+    for (int grp = 0; grp < groups; grp++) {
+        float mean, rstd;
+        group_stats(x, grp * cpg, cpg, hw, (size_t)hw, eps, &mean, &rstd);
+        for (int ch = grp * cpg; ch < (grp + 1) * cpg; ch++) {
+            float sc = rstd * (g ? g[ch] : 1.0f);
+            float sh = (b ? b[ch] : 0.0f) - mean * sc;
+            float *p = x + (size_t)ch * hw;
+            affine_row(p, p, hw, sc, sh, silu);
+        }
+    }
+}
+
+void sde_affine_act(const float *x, size_t x_cstride, int c, int hw, const float *scale, const float *shift, int silu,
+                    float *y, size_t y_cstride)
+{
+    for (int ch = 0; ch < c; ch++)
+        affine_row(x + (size_t)ch * x_cstride, y + (size_t)ch * y_cstride, hw, scale[ch], shift[ch], silu);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Linear, transpose, upsample. */
+
+void sde_linear(const float *x, int n, int in, const float *w, const float *b, int out, float *y)
+{
+    float beta = 0.0f;
+    if (b) {
+        for (int r = 0; r < n; r++)
+            memcpy(y + (size_t)r * out, b, sizeof(float) * out);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, beta, y, out);
+}
+
+void sde_transpose(const float *x, int rows, int cols, float *y)
+{
+    /* 32x32 blocks keep both the reads and the writes within a few cache lines */
+    const int B = 32;
+    for (int r0 = 0; r0 < rows; r0 += B)
+        for (int c0 = 0; c0 < cols; c0 += B) {
+            int r1 = r0 + B < rows ? r0 + B : rows, c1 = c0 + B < cols ? c0 + B : cols;
+            for (int r = r0; r < r1; r++)
+                for (int c = c0; c < c1; c++)
+                    y[(size_t)c * rows + r] = x[(size_t)r * cols + c];
+        }
+}
+
+void sde_upsample2x(const float *x, int c, int h, int w, float *y)
+{
+    for (int ch = 0; ch < c; ch++)
+        for (int r = 0; r < h; r++) {
+            const float *src = x + ((size_t)ch * h + r) * w;
+            float *d0 = y + ((size_t)ch * 2 * h + 2 * r) * 2 * w;
+            for (int i = 0; i < w; i++)
+                d0[2 * i] = d0[2 * i + 1] = src[i];
+            memcpy(d0 + 2 * w, d0, sizeof(float) * 2 * w);
+        }
+}
+
+void sde_set_threads(int n)
+{
+    if (n > 0)
+        openblas_set_num_threads(n);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Attention. */
+
+/* Queries per block: the score block stays within ~4 MB (fits L2+L3 comfortably) unless nq is small. */
+static int attn_block(int nq, int nk)
+{
+    int blk = (1 << 20) / (nk > 0 ? nk : 1);
+    if (blk < 16)
+        blk = 16;
+    return blk < nq ? blk : nq;
+}
+
+size_t sde_attention_scratch(int nq, int nk, int hd)
+{
+    (void)hd;
+    int blk = attn_block(nq, nk);
+    /* the score block, then one 1/sum per query of the block */
+    return ((size_t)blk * nk + blk) * sizeof(float);
+}
+
+void sde_attention(const float *q, int q_stride, const float *k, int k_stride, const float *v, int v_stride, int nq,
+                   int nk, int heads, int hd, int causal, float *out, int out_stride, float *scratch)
+{
+    const int blk = attn_block(nq, nk);
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *inv = scratch + (size_t)blk * nk;
+    for (int h = 0; h < heads; h++) {
+        for (int q0 = 0; q0 < nq; q0 += blk) {
+            int nb = nq - q0 < blk ? nq - q0 : blk;
+            /* keys any query of a causal block can see: up to its last query */
+            int kn = causal ? (q0 + nb < nk ? q0 + nb : nk) : nk;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, kn, hd, scale, q + (size_t)q0 * q_stride + h * hd,
+                        q_stride, k + h * hd, k_stride, 0.0f, scratch, kn);
+            for (int i = 0; i < nb; i++) {
+                float *row = scratch + (size_t)i * kn;
+                int valid = causal ? (q0 + i + 1 < kn ? q0 + i + 1 : kn) : kn;
+                float m = row_max(row, valid);
+                inv[i] = 1.0f / exp_sum(row, valid, m);
+                if (valid < kn)
+                    memset(row + valid, 0, sizeof(float) * (kn - valid));
+            }
+            float *o = out + (size_t)q0 * out_stride + h * hd;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hd, kn, 1.0f, scratch, kn, v + h * hd, v_stride,
+                        0.0f, o, out_stride);
+            /* normalise the [nb][hd] output rather than the [nb][kn] probabilities: a far smaller pass */
+            for (int i = 0; i < nb; i++)
+                scale_inplace(o + (size_t)i * out_stride, hd, inv[i]);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Convolution: im2col + one SGEMM per tile, the tile being the whole batch when its columns fit the
+ * scratch budget (one big GEMM, weights streamed once), else bands of output rows of one image. */
+
+int sde_conv_out_h(const sde_conv_desc *d)
+{
+    int vh = d->upsample ? 2 * d->h : d->h;
+    return (vh + d->pad_t + d->pad_b - d->k) / d->stride + 1;
+}
+
+int sde_conv_out_w(const sde_conv_desc *d)
+{
+    int vw = d->upsample ? 2 * d->w : d->w;
+    return (vw + d->pad_l + d->pad_r - d->k) / d->stride + 1;
+}
+
+static int conv_pointwise(const sde_conv_desc *d)
+{
+    return d->k == 1 && d->stride == 1 && !d->upsample && !d->pad_t && !d->pad_b && !d->pad_l && !d->pad_r;
+}
+
+enum { PLAN_DIRECT, PLAN_POINTWISE_TILED, PLAN_BATCH, PLAN_ROWS };
+
+typedef struct {
+    int mode;
+    int tile;      /* columns (pointwise tiled) or output rows (PLAN_ROWS) per tile */
+    size_t floats; /* scratch needed */
+} conv_plan;
+
+/* Stored input rows [lo, hi) that output rows [r0, r1) read. */
+static void conv_in_rows(const sde_conv_desc *d, int r0, int r1, int *lo, int *hi)
+{
+    int vh = d->upsample ? 2 * d->h : d->h;
+    int v0 = r0 * d->stride - d->pad_t, v1 = (r1 - 1) * d->stride - d->pad_t + d->k;
+    v0 = v0 < 0 ? 0 : v0;
+    v1 = v1 > vh ? vh : v1;
+    if (v0 >= v1) {
+        *lo = *hi = 0;
+        return;
+    }
+    *lo = d->upsample ? v0 / 2 : v0;
+    *hi = d->upsample ? (v1 + 1) / 2 : v1;
+}
+
+static size_t conv_rows_floats(const sde_conv_desc *d, int tr, int ow)
+{
+    size_t kk = (size_t)d->cin * d->k * d->k;
+    size_t f = kk * tr * ow;
+    if (d->in_scale) {
+        int span = (tr - 1) * d->stride + d->k;
+        int rows = d->upsample ? span / 2 + 1 : span;
+        rows = rows > d->h ? d->h : rows;
+        f += (size_t)d->cin * rows * d->w;
+    }
+    return f;
+}
+
+static conv_plan conv_make_plan(const sde_conv_desc *d, size_t budget)
+{
+    conv_plan p = {PLAN_DIRECT, 0, 0};
+    size_t bf = budget / sizeof(float);
+    int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
+    if (conv_pointwise(d)) {
+        int inplace = d->y == d->x;
+        if (!d->in_scale && !inplace)
+            return p;
+        size_t per_col = (d->in_scale ? (size_t)d->cin : 0) + (inplace ? (size_t)d->cout : 0);
+        size_t hw = (size_t)d->h * d->w, nc = bf / per_col;
+        if (nc < 64)
+            nc = 64;
+        if (nc > hw)
+            nc = hw;
+        p.mode = PLAN_POINTWISE_TILED;
+        p.tile = (int)nc;
+        p.floats = nc * per_col;
+        return p;
+    }
+    size_t kk = (size_t)d->cin * d->k * d->k, ohw = (size_t)oh * ow;
+    int y_packed = d->y_bstride == ohw && d->y_cstride == (size_t)d->batch * ohw;
+    size_t fb = kk * d->batch * ohw + (d->in_scale ? (size_t)d->cin * d->h * d->w : 0);
+    if (y_packed && fb <= bf) {
+        p.mode = PLAN_BATCH;
+        p.floats = fb;
+        return p;
+    }
+    int tr = oh;
+    while (tr > 1 && conv_rows_floats(d, tr, ow) > bf) {
+        int nt = (int)((double)tr * bf / conv_rows_floats(d, tr, ow));
+        tr = nt < tr ? (nt > 0 ? nt : 1) : tr - 1;
+    }
+    p.mode = PLAN_ROWS;
+    p.tile = tr;
+    p.floats = conv_rows_floats(d, tr, ow);
+    return p;
+}
+
+size_t sde_conv2d_ex_scratch(const sde_conv_desc *d, size_t budget)
+{
+    return conv_make_plan(d, budget).floats * sizeof(float);
+}
+
+/* Prepares ncols output columns of image b (rows ldy apart) for a beta=1 GEMM; returns beta. */
+static float conv_prep_out(const sde_conv_desc *d, int b, float *y, size_t ldy, size_t ncols)
+{
+    if (!d->bias && !d->bias_b)
+        return d->accumulate ? 1.0f : 0.0f;
+    for (int c = 0; c < d->cout; c++) {
+        float bv = (d->bias ? d->bias[c] : 0.0f) + (d->bias_b ? d->bias_b[(size_t)b * d->cout + c] : 0.0f);
+        float *row = y + (size_t)c * ldy;
+        if (d->accumulate)
+            for (size_t i = 0; i < ncols; i++)
+                row[i] += bv;
+        else
+            for (size_t i = 0; i < ncols; i++)
+                row[i] = bv;
+    }
+    return 1.0f;
+}
+
+/* Rows (c, ky, kx) of the column matrix for output rows [r0, r1): src holds stored input rows from lo on,
+ * channel planes scs floats apart, rows d->w floats apart. */
+static void conv_im2col(const sde_conv_desc *d, const float *src, size_t scs, int lo, int r0, int r1, int ow,
+                        float *col, size_t ldc)
+{
+    const int k = d->k, s = d->stride, up = d->upsample, w = d->w;
+    const int vh = up ? 2 * d->h : d->h, vw = up ? 2 * d->w : d->w;
+    for (int c = 0; c < d->cin; c++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                float *base = col + ((size_t)(c * k + ky) * k + kx) * ldc;
+                int off = kx - d->pad_l; /* input column = ox*s + off */
+                int ox_lo = off >= 0 ? 0 : (-off + s - 1) / s;
+                int ox_hi = vw - 1 - off < 0 ? 0 : (vw - 1 - off) / s + 1;
+                ox_hi = ox_hi > ow ? ow : ox_hi;
+                ox_lo = ox_lo > ox_hi ? ox_hi : ox_lo;
+                for (int oy = r0; oy < r1; oy++) {
+                    float *dst = base + (size_t)(oy - r0) * ow;
+                    int vy = oy * s - d->pad_t + ky;
+                    if (vy < 0 || vy >= vh) {
+                        memset(dst, 0, sizeof(float) * ow);
+                        continue;
+                    }
+                    const float *srow = src + (size_t)c * scs + (size_t)((up ? vy >> 1 : vy) - lo) * w;
+                    for (int ox = 0; ox < ox_lo; ox++)
+                        dst[ox] = 0.0f;
+                    for (int ox = ox_hi; ox < ow; ox++)
+                        dst[ox] = 0.0f;
+                    if (!up && s == 1)
+                        memcpy(dst + ox_lo, srow + ox_lo + off, sizeof(float) * (ox_hi - ox_lo));
+                    else if (!up)
+                        for (int ox = ox_lo; ox < ox_hi; ox++)
+                            dst[ox] = srow[ox * s + off];
+                    else
+                        for (int ox = ox_lo; ox < ox_hi; ox++)
+                            dst[ox] = srow[(ox * s + off) >> 1];
+                }
+            }
+}
+
+/* Applies image b's input transform to stored rows [lo, hi) into band[cin][(hi-lo)*w]. */
+static void conv_band(const sde_conv_desc *d, int b, int lo, int hi, float *band)
+{
+    const float *xb = d->x + (size_t)b * d->x_bstride;
+    size_t n = (size_t)(hi - lo) * d->w;
+    for (int c = 0; c < d->cin; c++)
+        affine_row(xb + (size_t)c * d->x_cstride + (size_t)lo * d->w, band + (size_t)c * n, n,
+                   d->in_scale[(size_t)b * d->cin + c], d->in_shift[(size_t)b * d->cin + c], d->in_silu);
+}
+
+static void conv_pointwise_tiled(const sde_conv_desc *d, int nc, float *scratch)
+{
+    const int inplace = d->y == d->x;
+    const size_t hw = (size_t)d->h * d->w;
+    float *tin = scratch, *tout = scratch + (d->in_scale ? (size_t)d->cin * nc : 0);
+    for (int b = 0; b < d->batch; b++) {
+        const float *xb = d->x + (size_t)b * d->x_bstride;
+        float *yb = d->y + (size_t)b * d->y_bstride;
+        for (size_t p0 = 0; p0 < hw; p0 += nc) {
+            size_t n = hw - p0 < (size_t)nc ? hw - p0 : (size_t)nc;
+            const float *src = xb + p0;
+            size_t lds = d->x_cstride;
+            if (d->in_scale) {
+                for (int c = 0; c < d->cin; c++)
+                    affine_row(xb + (size_t)c * d->x_cstride + p0, tin + (size_t)c * n, n,
+                               d->in_scale[(size_t)b * d->cin + c], d->in_shift[(size_t)b * d->cin + c], d->in_silu);
+                src = tin;
+                lds = n;
+            }
+            if (!inplace) {
+                float beta = conv_prep_out(d, b, yb + p0, d->y_cstride, n);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)n, d->cin, 1.0f, d->wt, d->cin,
+                            src, (int)lds, beta, yb + p0, (int)d->y_cstride);
+                continue;
+            }
+            /* in place: every channel of these columns has been read once the GEMM is done */
+            float beta = conv_prep_out(d, b, tout, n, n);
+            if (d->accumulate) /* tout holds bias only: add the old values while copying back */
+                beta = (d->bias || d->bias_b) ? 1.0f : 0.0f;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)n, d->cin, 1.0f, d->wt, d->cin, src,
+                        (int)lds, beta, tout, (int)n);
+            for (int c = 0; c < d->cout; c++) {
+                float *dst = yb + (size_t)c * d->y_cstride + p0;
+                if (d->accumulate)
+                    sde_add(dst, tout + (size_t)c * n, n);
+                else
+                    memcpy(dst, tout + (size_t)c * n, sizeof(float) * n);
+            }
+        }
+    }
+}
+
+void sde_conv2d_ex(const sde_conv_desc *d, float *scratch, size_t scratch_bytes)
+{
+    conv_plan p = conv_make_plan(d, scratch_bytes);
+    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
+    const size_t ohw = (size_t)oh * ow, hw = (size_t)d->h * d->w;
+    const int K = d->cin * d->k * d->k;
+    if (p.mode == PLAN_DIRECT) {
+        int x_packed = d->x_bstride == hw && d->x_cstride == (size_t)d->batch * hw;
+        int y_packed = d->y_bstride == hw && d->y_cstride == (size_t)d->batch * hw;
+        int nb = x_packed && y_packed ? 1 : d->batch;
+        size_t n = x_packed && y_packed ? hw * d->batch : hw;
+        for (int b = 0; b < nb; b++) {
+            float *yb = d->y + (size_t)b * d->y_bstride;
+            float beta = 1.0f;
+            if (nb == 1 && d->batch > 1) {
+                for (int i = 0; i < d->batch; i++)
+                    beta = conv_prep_out(d, i, yb + i * hw, d->y_cstride, hw);
+            } else {
+                beta = conv_prep_out(d, b, yb, d->y_cstride, n);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)n, d->cin, 1.0f, d->wt, d->cin,
+                        d->x + (size_t)b * d->x_bstride, (int)d->x_cstride, beta, yb, (int)d->y_cstride);
+        }
+        return;
+    }
+    if (p.mode == PLAN_POINTWISE_TILED) {
+        conv_pointwise_tiled(d, p.tile, scratch);
+        return;
+    }
+    if (p.mode == PLAN_BATCH) {
+        float *col = scratch, *band = scratch + (size_t)K * d->batch * ohw;
+        size_t ldc = (size_t)d->batch * ohw;
+        float beta = 0.0f;
+        for (int b = 0; b < d->batch; b++) {
+            const float *src = d->x + (size_t)b * d->x_bstride;
+            size_t scs = d->x_cstride;
+            if (d->in_scale) {
+                conv_band(d, b, 0, d->h, band);
+                src = band;
+                scs = hw;
+            }
+            conv_im2col(d, src, scs, 0, 0, oh, ow, col + (size_t)b * ohw, ldc);
+            beta = conv_prep_out(d, b, d->y + (size_t)b * ohw, d->y_cstride, ohw);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)ldc, K, 1.0f, d->wt, K, col, (int)ldc,
+                    beta, d->y, (int)d->y_cstride);
+        return;
+    }
+    const int tr = p.tile;
+    float *col = scratch, *band = scratch + (size_t)K * tr * ow;
+    for (int b = 0; b < d->batch; b++) {
+        for (int r0 = 0; r0 < oh; r0 += tr) {
+            int r1 = r0 + tr < oh ? r0 + tr : oh;
+            size_t nc = (size_t)(r1 - r0) * ow;
+            int lo = 0, hi = 0;
+            const float *src = d->x + (size_t)b * d->x_bstride;
+            size_t scs = d->x_cstride;
+            int base = 0;
+            if (d->in_scale) {
+                conv_in_rows(d, r0, r1, &lo, &hi);
+                conv_band(d, b, lo, hi, band);
+                src = band;
+                scs = (size_t)(hi - lo) * d->w;
+                base = lo;
+            }
+            conv_im2col(d, src, scs, base, r0, r1, ow, col, nc);
+            float *yt = d->y + (size_t)b * d->y_bstride + (size_t)r0 * ow;
+            float beta = conv_prep_out(d, b, yt, d->y_cstride, nc);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)nc, K, 1.0f, d->wt, K, col, (int)nc,
+                        beta, yt, (int)d->y_cstride);
+        }
+    }
+}
+
+size_t sde_conv2d_scratch(int cin, int h, int w, int k, int stride, int pad)
+{
+    if (k == 1 && stride == 1 && pad == 0)
+        return 0;
+    size_t oh = (size_t)(h + 2 * pad - k) / stride + 1, ow = (size_t)(w + 2 * pad - k) / stride + 1;
+    return (size_t)cin * k * k * oh * ow * sizeof(float);
+}
+
+void sde_conv2d(const float *x, int cin, int h, int w, const float *wt, const float *b, int cout, int k, int stride,
+                int pad, float *y, float *scratch)
+{
+    int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
+    sde_conv_desc d = {.x = x, .batch = 1, .cin = cin, .h = h, .w = w, .x_cstride = (size_t)h * w,
+                       .x_bstride = (size_t)cin * h * w, .wt = wt, .bias = b, .cout = cout, .k = k, .stride = stride,
+                       .pad_t = pad, .pad_b = pad, .pad_l = pad, .pad_r = pad, .y = y,
+                       .y_cstride = (size_t)oh * ow, .y_bstride = (size_t)cout * oh * ow};
+    sde_conv2d_ex(&d, scratch, sde_conv2d_scratch(cin, h, w, k, stride, pad));
+}
