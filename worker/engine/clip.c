@@ -1,0 +1,337 @@
+/* clip.c: the CLIP text transformer (pre-LayerNorm, causal self-attention, GELU MLP) over the weights
+ * of either naming scheme; all activations are allocated at build time so encoding never allocates. */
+#include "clip.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+#define HF_PFX "cond_stage_model.transformer.text_model."
+#define OC_PFX "cond_stage_model.model."
+#define CLIP_LN_EPS 1e-5f
+
+typedef struct {
+    const float *ln1_g, *ln1_b;
+    const float *wq, *bq, *wk, *bk, *wv, *bv; /* OpenCLIP: wq/bq point at the fused [3d][d] in_proj */
+    const float *wo, *bo;
+    const float *ln2_g, *ln2_b;
+    const float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} clip_layer;
+
+struct sde_clip {
+    sde_clip_config cfg;
+    const float *tok_emb, *pos_emb; /* [vocab][dim], [n_pos][dim] */
+    clip_layer *layer;
+    const float *lnf_g, *lnf_b;
+    int64_t n_params;
+    /* activations for one 77-token context */
+    float *x, *h, *qkv, *att, *mlp, *scratch;
+};
+
+/* Resolves one weight of the expected shape, remembering only the first failure. */
+typedef struct {
+    sde_ckpt *c;
+    char *err;
+    size_t errlen;
+    int failed;
+    int64_t params;
+} clip_loader;
+
+static const float *cl_get(clip_loader *L, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static const float *cl_get(clip_loader *L, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
+{
+    if (L->failed)
+        return NULL;
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const int64_t shape[2] = {d0, d1};
+    const float *p = sde_ckpt_f32(L->c, name, ndim, shape, L->err, L->errlen);
+    if (!p)
+        L->failed = 1;
+    else
+        L->params += ndim == 1 ? d0 : d0 * d1;
+    return p;
+}
+
+static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    char name[256];
+    const sde_tensor *te = sde_ckpt_find(c, HF_PFX "embeddings.token_embedding.weight");
+    if (!te) {
+        te = sde_ckpt_find(c, OC_PFX "token_embedding.weight");
+        cfg->openclip = te != NULL;
+    }
+    if (!te) {
+        snprintf(err, errlen, "%s: no text encoder: neither %s nor %s is present", sde_ckpt_path(c),
+                 HF_PFX "embeddings.token_embedding.weight", OC_PFX "token_embedding.weight");
+        return -1;
+    }
+    if (te->ndim != 2 || te->shape[0] < 2 || te->shape[1] < 1 || te->shape[0] > (1 << 24) ||
+        te->shape[1] > 8192) {
+        snprintf(err, errlen, "%s: tensor %s: unexpected shape for a token embedding", te->file, te->name);
+        return -1;
+    }
+    cfg->vocab = (int)te->shape[0];
+    cfg->dim = (int)te->shape[1];
+    const sde_tensor *pe = sde_ckpt_find(c, cfg->openclip ? OC_PFX "positional_embedding"
+                                                          : HF_PFX "embeddings.position_embedding.weight");
+    if (!pe || pe->ndim != 2 || pe->shape[1] != cfg->dim || pe->shape[0] < SDE_TOK_CONTEXT || pe->shape[0] > 4096) {
+        snprintf(err, errlen, "%s: tensor %s: missing, or not [>=%d][%d]", sde_ckpt_path(c),
+                 cfg->openclip ? OC_PFX "positional_embedding" : HF_PFX "embeddings.position_embedding.weight",
+                 SDE_TOK_CONTEXT, cfg->dim);
+        return -1;
+    }
+    cfg->n_pos = (int)pe->shape[0];
+    int n = 0;
+    for (;; n++) {
+        if (cfg->openclip)
+            snprintf(name, sizeof name, OC_PFX "transformer.resblocks.%d.ln_1.weight", n);
+        else
+            snprintf(name, sizeof name, HF_PFX "encoder.layers.%d.layer_norm1.weight", n);
+        if (!sde_ckpt_find(c, name))
+            break;
+    }
+    /* SD 2.x conditions on the penultimate resblock of OpenCLIP; HF-form SD 2.x text encoders already
+     * have the last layer removed, and SD 1.x uses the last layer. */
+    cfg->layers = cfg->openclip ? n - 1 : n;
+    if (cfg->layers < 1) {
+        snprintf(err, errlen, "%s: text encoder has %d layers (%s)", sde_ckpt_path(c), n,
+                 cfg->openclip ? "OpenCLIP needs at least 2" : "no encoder.layers.0");
+        return -1;
+    }
+    if (cfg->openclip)
+        snprintf(name, sizeof name, OC_PFX "transformer.resblocks.0.mlp.c_fc.weight");
+    else
+        snprintf(name, sizeof name, HF_PFX "encoder.layers.0.mlp.fc1.weight");
+    const sde_tensor *fc = sde_ckpt_find(c, name);
+    if (!fc || fc->ndim != 2 || fc->shape[1] != cfg->dim || fc->shape[0] < 1 || fc->shape[0] > 65536) {
+        snprintf(err, errlen, "%s: tensor %s: missing, or not [ff][%d]", sde_ckpt_path(c), name, cfg->dim);
+        return -1;
+    }
+    cfg->ff = (int)fc->shape[0];
+
+    const char *mh = sde_ckpt_meta(c, "sdw.text.num_heads");
+    if (mh) {
+        char *end;
+        long h = strtol(mh, &end, 10);
+        if (*end || h < 1 || h > cfg->dim || cfg->dim % h) {
+            snprintf(err, errlen, "%s: metadata sdw.text.num_heads=\"%s\" does not divide width %d",
+                     sde_ckpt_path(c), mh, cfg->dim);
+            return -1;
+        }
+        cfg->heads = (int)h;
+    } else {
+        if (cfg->dim % 64) {
+            snprintf(err, errlen, "%s: text width %d is not a multiple of 64; set metadata sdw.text.num_heads",
+                     sde_ckpt_path(c), cfg->dim);
+            return -1;
+        }
+        cfg->heads = cfg->dim / 64;
+    }
+    const int sd2 = cfg->openclip || cfg->dim == 1024;
+    const char *act = sde_ckpt_meta(c, "sdw.text.act");
+    if (act) {
+        if (!strcmp(act, "quick_gelu")) {
+            cfg->quick_gelu = 1;
+        } else if (!strcmp(act, "gelu")) {
+            cfg->quick_gelu = 0;
+        } else {
+            snprintf(err, errlen, "%s: metadata sdw.text.act=\"%s\": expected quick_gelu or gelu", sde_ckpt_path(c),
+                     act);
+            return -1;
+        }
+    } else {
+        cfg->quick_gelu = !sd2; /* OpenAI CLIP (SD 1.x) uses quick_gelu, OpenCLIP ViT-H exact GELU */
+    }
+    cfg->pad_zero = sd2;
+    return 0;
+}
+
+static int clip_resolve(sde_clip *m, sde_ckpt *c, char *err, size_t errlen)
+{
+    const sde_clip_config *g = &m->cfg;
+    const int64_t d = g->dim, ff = g->ff;
+    clip_loader L = {.c = c, .err = err, .errlen = errlen};
+    if (g->openclip) {
+        m->tok_emb = cl_get(&L, 2, g->vocab, d, OC_PFX "token_embedding.weight");
+        m->pos_emb = cl_get(&L, 2, g->n_pos, d, OC_PFX "positional_embedding");
+        for (int i = 0; i < g->layers; i++) {
+            clip_layer *y = &m->layer[i];
+#define P OC_PFX "transformer.resblocks.%d."
+            y->ln1_g = cl_get(&L, 1, d, 0, P "ln_1.weight", i);
+            y->ln1_b = cl_get(&L, 1, d, 0, P "ln_1.bias", i);
+            y->wq = cl_get(&L, 2, 3 * d, d, P "attn.in_proj_weight", i);
+            y->bq = cl_get(&L, 1, 3 * d, 0, P "attn.in_proj_bias", i);
+            y->wo = cl_get(&L, 2, d, d, P "attn.out_proj.weight", i);
+            y->bo = cl_get(&L, 1, d, 0, P "attn.out_proj.bias", i);
+            y->ln2_g = cl_get(&L, 1, d, 0, P "ln_2.weight", i);
+            y->ln2_b = cl_get(&L, 1, d, 0, P "ln_2.bias", i);
+            y->fc1_w = cl_get(&L, 2, ff, d, P "mlp.c_fc.weight", i);
+            y->fc1_b = cl_get(&L, 1, ff, 0, P "mlp.c_fc.bias", i);
+            y->fc2_w = cl_get(&L, 2, d, ff, P "mlp.c_proj.weight", i);
+            y->fc2_b = cl_get(&L, 1, d, 0, P "mlp.c_proj.bias", i);
+#undef P
+        }
+        m->lnf_g = cl_get(&L, 1, d, 0, OC_PFX "ln_final.weight");
+        m->lnf_b = cl_get(&L, 1, d, 0, OC_PFX "ln_final.bias");
+    } else {
+        m->tok_emb = cl_get(&L, 2, g->vocab, d, HF_PFX "embeddings.token_embedding.weight");
+        m->pos_emb = cl_get(&L, 2, g->n_pos, d, HF_PFX "embeddings.position_embedding.weight");
+        for (int i = 0; i < g->layers; i++) {
+            clip_layer *y = &m->layer[i];
+#define P HF_PFX "encoder.layers.%d."
+            y->ln1_g = cl_get(&L, 1, d, 0, P "layer_norm1.weight", i);
+            y->ln1_b = cl_get(&L, 1, d, 0, P "layer_norm1.bias", i);
+            y->wq = cl_get(&L, 2, d, d, P "self_attn.q_proj.weight", i);
+            y->bq = cl_get(&L, 1, d, 0, P "self_attn.q_proj.bias", i);
+            y->wk = cl_get(&L, 2, d, d, P "self_attn.k_proj.weight", i);
+            y->bk = cl_get(&L, 1, d, 0, P "self_attn.k_proj.bias", i);
+            y->wv = cl_get(&L, 2, d, d, P "self_attn.v_proj.weight", i);
+            y->bv = cl_get(&L, 1, d, 0, P "self_attn.v_proj.bias", i);
+            y->wo = cl_get(&L, 2, d, d, P "self_attn.out_proj.weight", i);
+            y->bo = cl_get(&L, 1, d, 0, P "self_attn.out_proj.bias", i);
+            y->ln2_g = cl_get(&L, 1, d, 0, P "layer_norm2.weight", i);
+            y->ln2_b = cl_get(&L, 1, d, 0, P "layer_norm2.bias", i);
+            y->fc1_w = cl_get(&L, 2, ff, d, P "mlp.fc1.weight", i);
+            y->fc1_b = cl_get(&L, 1, ff, 0, P "mlp.fc1.bias", i);
+            y->fc2_w = cl_get(&L, 2, d, ff, P "mlp.fc2.weight", i);
+            y->fc2_b = cl_get(&L, 1, d, 0, P "mlp.fc2.bias", i);
+#undef P
+        }
+        m->lnf_g = cl_get(&L, 1, d, 0, HF_PFX "final_layer_norm.weight");
+        m->lnf_b = cl_get(&L, 1, d, 0, HF_PFX "final_layer_norm.bias");
+    }
+    m->n_params = L.params;
+    return L.failed ? -1 : 0;
+}
+
+int sde_clip_build(sde_ckpt *c, sde_clip **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    sde_clip *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, errlen, "text encoder: out of memory");
+        return -1;
+    }
+    if (clip_config(c, &m->cfg, err, errlen)) {
+        free(m);
+        return -1;
+    }
+    const size_t T = SDE_TOK_CONTEXT, d = (size_t)m->cfg.dim, hd = d / (size_t)m->cfg.heads;
+    m->layer = calloc((size_t)m->cfg.layers, sizeof *m->layer);
+    m->x = malloc(T * d * sizeof(float));
+    m->h = malloc(T * d * sizeof(float));
+    m->qkv = malloc(3 * T * d * sizeof(float));
+    m->att = malloc(T * d * sizeof(float));
+    m->mlp = malloc(T * (size_t)m->cfg.ff * sizeof(float));
+    m->scratch = malloc(sde_attention_scratch((int)T, (int)T, (int)hd)); /* bytes */
+    if (!m->layer || !m->x || !m->h || !m->qkv || !m->att || !m->mlp || !m->scratch) {
+        snprintf(err, errlen, "text encoder: out of memory");
+        sde_clip_free(m);
+        return -1;
+    }
+    if (clip_resolve(m, c, err, errlen)) {
+        sde_clip_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+void sde_clip_encode(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *out)
+{
+    const sde_clip_config *g = &m->cfg;
+    const int T = SDE_TOK_CONTEXT, d = g->dim, hd = d / g->heads;
+    const int32_t pad = g->pad_zero ? 0 : g->vocab - 1;
+    for (int t = 0; t < T; t++) {
+        int32_t id = tokens[t] >= 0 && tokens[t] < g->vocab ? tokens[t] : pad;
+        const float *te = m->tok_emb + (size_t)id * d, *pe = m->pos_emb + (size_t)t * d;
+        float *x = m->x + (size_t)t * d;
+        for (int i = 0; i < d; i++)
+            x[i] = te[i] + pe[i];
+    }
+    for (int l = 0; l < g->layers; l++) {
+        const clip_layer *y = &m->layer[l];
+        memcpy(m->h, m->x, (size_t)T * d * sizeof(float));
+        sde_layernorm(m->h, T, d, y->ln1_g, y->ln1_b, CLIP_LN_EPS);
+        const float *q, *k, *v;
+        int stride;
+        if (g->openclip) {
+            sde_linear(m->h, T, d, y->wq, y->bq, 3 * d, m->qkv);
+            q = m->qkv;
+            k = m->qkv + d;
+            v = m->qkv + 2 * d;
+            stride = 3 * d;
+        } else {
+            float *qq = m->qkv, *kk = m->qkv + (size_t)T * d, *vv = m->qkv + 2 * (size_t)T * d;
+            sde_linear(m->h, T, d, y->wq, y->bq, d, qq);
+            sde_linear(m->h, T, d, y->wk, y->bk, d, kk);
+            sde_linear(m->h, T, d, y->wv, y->bv, d, vv);
+            q = qq;
+            k = kk;
+            v = vv;
+            stride = d;
+        }
+        sde_attention(q, stride, k, stride, v, stride, T, T, g->heads, hd, 1, m->att, d, m->scratch);
+        sde_linear(m->att, T, d, y->wo, y->bo, d, m->h);
+        for (size_t i = 0; i < (size_t)T * d; i++)
+            m->x[i] += m->h[i];
+
+        memcpy(m->h, m->x, (size_t)T * d * sizeof(float));
+        sde_layernorm(m->h, T, d, y->ln2_g, y->ln2_b, CLIP_LN_EPS);
+        sde_linear(m->h, T, d, y->fc1_w, y->fc1_b, g->ff, m->mlp);
+        if (g->quick_gelu)
+            sde_quick_gelu(m->mlp, (size_t)T * g->ff);
+        else
+            sde_gelu(m->mlp, (size_t)T * g->ff);
+        sde_linear(m->mlp, T, g->ff, y->fc2_w, y->fc2_b, d, m->h);
+        for (size_t i = 0; i < (size_t)T * d; i++)
+            m->x[i] += m->h[i];
+    }
+    memcpy(out, m->x, (size_t)T * d * sizeof(float));
+    sde_layernorm(out, T, d, m->lnf_g, m->lnf_b, CLIP_LN_EPS);
+}
+
+int sde_clip_dim(const sde_clip *m)
+{
+    return m->cfg.dim;
+}
+
+int32_t sde_clip_pad_id(const sde_clip *m, int32_t eos_id)
+{
+    return m->cfg.pad_zero ? 0 : eos_id;
+}
+
+const sde_clip_config *sde_clip_get_config(const sde_clip *m)
+{
+    return &m->cfg;
+}
+
+int64_t sde_clip_params(const sde_clip *m)
+{
+    return m->n_params;
+}
+
+void sde_clip_free(sde_clip *m)
+{
+    if (!m)
+        return;
+    free(m->layer);
+    free(m->x);
+    free(m->h);
+    free(m->qkv);
+    free(m->att);
+    free(m->mlp);
+    free(m->scratch);
+    free(m);
+}

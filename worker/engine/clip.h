@@ -1,0 +1,43 @@
+/* clip.h: the CLIP text encoders of Stable Diffusion: HF CLIPTextModel (SD 1.x ViT-L/14, diffusers
+ * text_encoder folders, tiny models) and OpenCLIP ViT-H/14 (SD 2.x single files, penultimate layer). */
+#ifndef SDE_CLIP_H
+#define SDE_CLIP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "checkpoint.h"
+#include "tokenizer.h"
+
+/** What was found in the checkpoint. */
+typedef struct {
+    int openclip;   /* names under cond_stage_model.model.* (SD 2.x single file) */
+    int dim;        /* hidden width: 768, 1024, 64 (tiny) */
+    int layers;     /* layers run (OpenCLIP: all but the last resblock) */
+    int heads;      /* dim / 64, or metadata sdw.text.num_heads */
+    int ff;         /* MLP hidden width */
+    int vocab;      /* rows of the token embedding */
+    int n_pos;      /* rows of the position embedding (>= 77) */
+    int quick_gelu; /* 1: x*sigmoid(1.702x) (OpenAI CLIP); 0: exact erf GELU (OpenCLIP, SD 2.x) */
+    int pad_zero;   /* SD 2.x pads the context with token 0 instead of the end token */
+} sde_clip_config;
+
+typedef struct sde_clip sde_clip;
+
+/** Finds the text encoder in the checkpoint, resolves every weight and allocates all activations.
+ * Returns 0, or -1 with err naming the missing or mismatched tensor. */
+int sde_clip_build(sde_ckpt *c, sde_clip **out, char *err, size_t errlen);
+/** out[77][dim] = the conditioning for a 77-token context. Ids outside the vocabulary are encoded as the
+ * pad token (the engine checks the tokenizer fits the model at load). Never allocates. */
+void sde_clip_encode(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *out);
+/** Width of one output token vector (the UNet's context_dim). */
+int sde_clip_dim(const sde_clip *m);
+/** The token that fills the context after the end token: eos for SD 1.x/tiny, 0 for SD 2.x. */
+int32_t sde_clip_pad_id(const sde_clip *m, int32_t eos_id);
+/** The resolved configuration. */
+const sde_clip_config *sde_clip_get_config(const sde_clip *m);
+/** Parameters of the layers actually used (embeddings included). */
+int64_t sde_clip_params(const sde_clip *m);
+void sde_clip_free(sde_clip *m);
+
+#endif
