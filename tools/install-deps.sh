@@ -4,7 +4,8 @@
 set -e
 PKGS="build-essential cmake pkg-config libh2o-evloop-dev libssl-dev libmsgpack-dev libyaml-dev
 libopenblas-dev libpng-dev zlib1g-dev libjansson-dev libcmocka-dev python3 curl
-debhelper lintian fakeroot nginx-light prometheus wrk"
+debhelper lintian fakeroot nginx-light prometheus wrk
+systemd procps man-db haproxy python3-yaml"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
