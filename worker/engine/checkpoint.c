@@ -193,13 +193,19 @@ static char *find_component(const char *dir, const char *sub, const char *base, 
             return p;
         free(p);
     }
-    snprintf(rel, sizeof rel, "%s/%s.bin", sub, base);
-    char *bin = join(dir, rel);
-    if (bin && is_file(bin))
-        fail(err, errlen, "%s: only safetensors is supported (found %s/%s.bin, a PyTorch pickle)", dir, sub, base);
-    else
-        fail(err, errlen, "%s: diffusers folder has no %s/%s.safetensors (or .fp16.safetensors)", dir, sub, base);
-    free(bin);
+    /* diffusers names pickles diffusion_pytorch_model.bin, transformers names them pytorch_model.bin. */
+    static const char *const pickles[] = {"%s/%s.bin", "%s/%s.fp16.bin", "%s/pytorch_model.bin", "%s/pytorch_model.fp16.bin"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(rel, sizeof rel, pickles[i], sub, base);
+        char *bin = join(dir, rel);
+        int found = bin && is_file(bin);
+        free(bin);
+        if (found) {
+            fail(err, errlen, "%s: only safetensors is supported (found %s, a PyTorch pickle)", dir, rel);
+            return NULL;
+        }
+    }
+    fail(err, errlen, "%s: diffusers folder has no %s/%s.safetensors (or .fp16.safetensors)", dir, sub, base);
     return NULL;
 }
 
