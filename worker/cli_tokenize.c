@@ -1,12 +1,83 @@
-/* cli_tokenize.c: PLACEHOLDER until the owner lands the real command; keeps sd-worker-engine linking.
- * Replace this file entirely. */
+/* cli_tokenize.c: `sd-worker tokenize --tokenizer PATH TEXT`, which prints TEXT's CLIP BPE ids as a JSON array
+ * on one line (no start/end tokens, no padding, no truncation), for checking prompts and tokenizer files. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "commands.h"
+#include "tokenizer.h"
+
+static void tokenize_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sd-worker tokenize --tokenizer PATH TEXT\n"
+            "Prints the CLIP BPE token ids of TEXT as a JSON array on one line, without the start/end tokens,\n"
+            "padding or the 75-token truncation the model applies.\n"
+            "  --tokenizer PATH  bpe_simple_vocab_16e6.txt(.gz) (the CLIP merges file), a vocab.json with\n"
+            "                    merges.txt beside it, or a folder holding vocab.json and merges.txt\n"
+            "                    (a diffusers model's tokenizer/ folder). Model files are not read here.\n"
+            "  -h, --help        this text\n"
+            "Exit status: 0 printed, 1 bad arguments or unreadable tokenizer.\n");
+}
 
 int sdw_cmd_tokenize(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "sd-worker tokenize: not built yet\n");
-    return 1;
+    const char *tok_path = NULL, *text = NULL;
+    int only_text = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!only_text && (!strcmp(a, "-h") || !strcmp(a, "--help"))) {
+            tokenize_usage(stdout);
+            return 0;
+        }
+        if (!only_text && !strcmp(a, "--")) {
+            only_text = 1;
+        } else if (!only_text && !strcmp(a, "--tokenizer")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "sd-worker tokenize: --tokenizer needs a PATH\n");
+                return 1;
+            }
+            tok_path = argv[++i];
+        } else if (!only_text && !strncmp(a, "--tokenizer=", 12)) {
+            tok_path = a + 12;
+        } else if (!only_text && a[0] == '-' && a[1] != '\0') {
+            fprintf(stderr, "sd-worker tokenize: unknown option %s (see --help)\n", a);
+            return 1;
+        } else if (text) {
+            fprintf(stderr, "sd-worker tokenize: one TEXT argument expected; quote the prompt\n");
+            return 1;
+        } else {
+            text = a;
+        }
+    }
+    if (!tok_path || !*tok_path) {
+        fprintf(stderr, "sd-worker tokenize: --tokenizer PATH is required (see --help)\n");
+        return 1;
+    }
+    if (!text) {
+        fprintf(stderr, "sd-worker tokenize: no TEXT given (see --help)\n");
+        return 1;
+    }
+    char err[512];
+    sde_tokenizer *t;
+    if (sde_tok_load(tok_path, &t, err, sizeof err)) {
+        fprintf(stderr, "sd-worker tokenize: %s\n", err);
+        return 1;
+    }
+    int n = sde_tok_encode(t, text, NULL, 0);
+    int32_t *ids = n > 0 ? malloc((size_t)n * sizeof *ids) : NULL;
+    if (n < 0 || (n > 0 && (!ids || sde_tok_encode(t, text, ids, n) != n))) {
+        fprintf(stderr, "sd-worker tokenize: out of memory encoding %zu bytes of text\n", strlen(text));
+        free(ids);
+        sde_tok_free(t);
+        return 1;
+    }
+    putchar('[');
+    for (int i = 0; i < n; i++)
+        printf(i ? ",%d" : "%d", (int)ids[i]);
+    putchar(']');
+    putchar('\n');
+    free(ids);
+    sde_tok_free(t);
+    return fflush(stdout) == 0 ? 0 : 1;
 }
