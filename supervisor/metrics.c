@@ -316,7 +316,7 @@ char *sdw_metrics_render(const sdw_metrics *m, int queue_depth, int running, con
     sb_counter(&b, "sdw_jobs_completed_total", "Jobs that finished with an image.", m->completed);
     sb_family(&b, "sdw_jobs_failed_total", "Jobs that ended in an error, by error code.", &m->failed, "code", NULL,
               NULL);
-    sb_counter(&b, "sdw_jobs_cancelled_total", "Jobs cancelled by a client or by shutdown.", m->cancelled);
+    sb_counter(&b, "sdw_jobs_cancelled_total", "Jobs that ended cancelled.", m->cancelled);
     sb_family(&b, "sdw_jobs_rejected_total", "Job submissions refused, by reason (queue_full, invalid, ...).",
               &m->rejected, "reason", NULL, NULL);
 
