@@ -370,6 +370,11 @@ static int tok_build_clip(sde_tokenizer *t, const char *txt, size_t len, char *e
     size_t n;
     if (parse_merges(txt, len, CLIP_MERGES, &m, &n, err, errlen, what))
         return -1;
+    if (n == 0) {
+        /* a vocabulary of bytes only is what a vocab.json says, never an empty or header-only merges file */
+        tok_err(err, errlen, "tokenizer %s: %s", what, "no merges found; not a CLIP merges file");
+        return -1;
+    }
     uint32_t cp[256];
     uint8_t order[256];
     bytes_to_unicode(cp, order);
@@ -538,7 +543,11 @@ static int read_file(const char *path, size_t max_lines, char **buf, size_t *len
         int got = gzread(f, b + n, want);
         if (got < 0) {
             int zerr;
-            why = gzerror(f, &zerr);
+            const char *zmsg = gzerror(f, &zerr);
+            /* copy now: the message lives in the gzFile */
+            tok_err(err, errlen, "tokenizer %s: read failed: %s", path,
+                    zerr == Z_ERRNO ? strerror(errno) : zmsg ? zmsg : "corrupt data");
+            why = NULL;
             rc = -1;
             break;
         }
@@ -554,7 +563,8 @@ static int read_file(const char *path, size_t max_lines, char **buf, size_t *len
     }
     gzclose(f);
     if (rc) {
-        tok_err(err, errlen, "tokenizer %s: %s", path, why);
+        if (why)
+            tok_err(err, errlen, "tokenizer %s: %s", path, why);
         free(b);
         return -1;
     }
