@@ -496,6 +496,22 @@ static void test_bad_input_never_crashes(void **state)
         else
             assert_int_equal(strncmp(err, "t.yaml", 6), 0);
     }
+    /* Every byte of the good file replaced by each YAML-significant character in turn. */
+    static const char subst[] = {':', '[', ']', '{', '"', '\n', '-', ' ', '#', '&', '*', '\0', '\xff'};
+    char mut[512];
+    assert_true(n < sizeof mut);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < sizeof subst; j++) {
+            memcpy(mut, good, n);
+            mut[i] = subst[j];
+            if (sdw_config_load_string(mut, n, "t.yaml", &cfg, err, sizeof err) == 0) {
+                assert_non_null(cfg.model_path);
+                sdw_config_free(&cfg);
+            } else {
+                assert_int_equal(strncmp(err, "t.yaml", 6), 0);
+            }
+        }
+    }
     unsigned char junk[256];
     unsigned x = 12345;
     for (int round = 0; round < 200; round++) {
