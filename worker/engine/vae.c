@@ -1,0 +1,574 @@
+/* vae.c: the KL-f8 autoencoder of Stable Diffusion (LDM ldm.modules.diffusionmodules.model Encoder/Decoder).
+ * Activations are allocated per call and freed as soon as the next stage has consumed them; convolutions
+ * tile their im2col over output rows, so memory is a few activations plus a bounded scratch. */
+#include "vae.h"
+
+#include <cblas.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+#define P "first_stage_model."
+/* im2col scratch per convolution: tiles of output rows; 64 MB keeps a 512x512 128-channel conv in ~27 tiles
+ * of big GEMMs while the tile stays far from the activations' size. */
+#define VAE_CONV_BUDGET ((size_t)64 << 20)
+#define MAX_LEVELS 4
+#define MAX_RES 4
+
+typedef struct {
+    const float *n1_g, *n1_b, *c1_w, *c1_b, *n2_g, *n2_b, *c2_w, *c2_b, *sk_w, *sk_b;
+    int cin, cout;
+} vres;
+
+typedef struct {
+    const float *n_g, *n_b, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
+} vattn;
+
+typedef struct {
+    const float *conv_in_w, *conv_in_b;
+    vres mid1, mid2;
+    vattn attn;
+    vres lv[MAX_LEVELS][MAX_RES + 1];
+    const float *samp_w[MAX_LEVELS], *samp_b[MAX_LEVELS]; /* upsample / downsample conv per level */
+    const float *norm_g, *norm_b, *conv_out_w, *conv_out_b;
+    const float *quant_w, *quant_b; /* post_quant_conv (decoder) / quant_conv (encoder) */
+} vcoder;
+
+struct sde_vae {
+    sde_vae_config cfg;
+    vcoder dec, enc;
+    int has_enc;
+};
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static const sde_tensor *findf(const sde_ckpt *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const sde_tensor *findf(const sde_ckpt *c, const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return sde_ckpt_find(c, name);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Weights. */
+
+typedef struct {
+    sde_ckpt *c;
+    char *err;
+    size_t errlen;
+    int failed;
+} loader;
+
+static const float *wget(loader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static const float *wget(loader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
+{
+    if (L->failed)
+        return NULL;
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    int64_t shape[4] = {d0, d1, d2, d3};
+    int nd = d3 ? 4 : d2 ? 3 : d1 ? 2 : 1;
+    const float *p = sde_ckpt_f32(L->c, name, nd, shape, L->err, L->errlen);
+    if (!p)
+        L->failed = 1;
+    return p;
+}
+
+static void load_res(loader *L, vres *r, const char *pre, int cin, int cout)
+{
+    r->cin = cin;
+    r->cout = cout;
+    r->n1_g = wget(L, cin, 0, 0, 0, P "%s.norm1.weight", pre);
+    r->n1_b = wget(L, cin, 0, 0, 0, P "%s.norm1.bias", pre);
+    r->c1_w = wget(L, cout, cin, 3, 3, P "%s.conv1.weight", pre);
+    r->c1_b = wget(L, cout, 0, 0, 0, P "%s.conv1.bias", pre);
+    r->n2_g = wget(L, cout, 0, 0, 0, P "%s.norm2.weight", pre);
+    r->n2_b = wget(L, cout, 0, 0, 0, P "%s.norm2.bias", pre);
+    r->c2_w = wget(L, cout, cout, 3, 3, P "%s.conv2.weight", pre);
+    r->c2_b = wget(L, cout, 0, 0, 0, P "%s.conv2.bias", pre);
+    if (cin != cout) {
+        r->sk_w = wget(L, cout, cin, 0, 0, P "%s.nin_shortcut.weight", pre);
+        r->sk_b = wget(L, cout, 0, 0, 0, P "%s.nin_shortcut.bias", pre);
+    }
+}
+
+static void load_attn(loader *L, vattn *a, const char *pre, int c)
+{
+    a->n_g = wget(L, c, 0, 0, 0, P "%s.norm.weight", pre);
+    a->n_b = wget(L, c, 0, 0, 0, P "%s.norm.bias", pre);
+    a->q_w = wget(L, c, c, 0, 0, P "%s.q.weight", pre);
+    a->q_b = wget(L, c, 0, 0, 0, P "%s.q.bias", pre);
+    a->k_w = wget(L, c, c, 0, 0, P "%s.k.weight", pre);
+    a->k_b = wget(L, c, 0, 0, 0, P "%s.k.bias", pre);
+    a->v_w = wget(L, c, c, 0, 0, P "%s.v.weight", pre);
+    a->v_b = wget(L, c, 0, 0, 0, P "%s.v.bias", pre);
+    a->o_w = wget(L, c, c, 0, 0, P "%s.proj_out.weight", pre);
+    a->o_b = wget(L, c, 0, 0, 0, P "%s.proj_out.bias", pre);
+}
+
+static int count_blocks(const sde_ckpt *c, const char *coder, const char *lvname, int l)
+{
+    int n = 0;
+    while (n <= MAX_RES && findf(c, P "%s.%s.%d.block.%d.conv1.weight", coder, lvname, l, n))
+        n++;
+    return n;
+}
+
+/* Infers ch, ch_mult, levels, res blocks and z from the decoder's (and encoder's) tensor shapes. */
+static int vae_infer(const sde_ckpt *c, sde_vae_config *cfg, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    const sde_tensor *t = findf(c, P "decoder.conv_in.weight");
+    if (!t || t->ndim != 4)
+        return fail(err, errlen, "%s: no VAE decoder (tensor " P "decoder.conv_in.weight %s)", sde_ckpt_path(c),
+                    t ? "is not a conv weight" : "missing");
+    cfg->z_channels = (int)t->shape[1];
+    int levels = 0;
+    while (levels < MAX_LEVELS && findf(c, P "decoder.up.%d.block.0.conv1.weight", levels))
+        levels++;
+    if (levels == 0 || findf(c, P "decoder.up.%d.block.0.conv1.weight", levels))
+        return fail(err, errlen, "%s: VAE decoder has %s up levels (" P "decoder.up.N)", sde_ckpt_path(c),
+                    levels ? "more than 4" : "no");
+    cfg->n_levels = levels;
+    int nb = count_blocks(c, "decoder", "up", 0);
+    if (nb < 2 || nb > MAX_RES + 1)
+        return fail(err, errlen, "%s: VAE decoder up.0 has %d res blocks", sde_ckpt_path(c), nb);
+    cfg->num_res_blocks = nb - 1;
+    /* ch from the encoder's conv_in when present; a decoder-only file has ch_mult[0] = 1 in every SD VAE */
+    const sde_tensor *e = findf(c, P "encoder.conv_in.weight");
+    const sde_tensor *o = findf(c, P "decoder.conv_out.weight");
+    if (!o || o->ndim != 4)
+        return fail(err, errlen, "%s: tensor " P "decoder.conv_out.weight missing or not a conv", sde_ckpt_path(c));
+    cfg->ch = e && e->ndim == 4 ? (int)e->shape[0] : (int)o->shape[1];
+    for (int l = 0; l < levels; l++) {
+        t = findf(c, P "decoder.up.%d.block.0.conv1.weight", l);
+        if (t->ndim != 4 || t->shape[0] % cfg->ch)
+            return fail(err, errlen, "%s: tensor " P "decoder.up.%d.block.0.conv1.weight: %lld channels are not a "
+                        "multiple of ch %d", sde_ckpt_path(c), l, (long long)t->shape[0], cfg->ch);
+        cfg->ch_mult[l] = (int)(t->shape[0] / cfg->ch);
+    }
+    const char *g = sde_ckpt_meta(c, "sdw.groups");
+    if (g) {
+        char *end;
+        long v = strtol(g, &end, 10);
+        if (end == g || *end || v < 1 || v > 4096)
+            return fail(err, errlen, "%s: metadata sdw.groups is not a positive integer", sde_ckpt_path(c));
+        cfg->groups = (int)v;
+    } else {
+        cfg->groups = cfg->ch < 32 ? cfg->ch : 32;
+    }
+    for (int l = 0; l < levels; l++)
+        if ((cfg->ch * cfg->ch_mult[l]) % cfg->groups)
+            return fail(err, errlen, "%s: VAE channels %d do not divide into %d GroupNorm groups", sde_ckpt_path(c),
+                        cfg->ch * cfg->ch_mult[l], cfg->groups);
+    return 0;
+}
+
+int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    sde_vae *v = calloc(1, sizeof *v);
+    if (!v)
+        return fail(err, errlen, "out of memory");
+    if (vae_infer(c, &v->cfg, err, errlen)) {
+        free(v);
+        return -1;
+    }
+    const sde_vae_config *cfg = &v->cfg;
+    const int ch = cfg->ch, z = cfg->z_channels, nl = cfg->n_levels, nrb = cfg->num_res_blocks;
+    loader L = {c, err, errlen, 0};
+    char pre[96];
+    /* decoder */
+    vcoder *d = &v->dec;
+    int bi = ch * cfg->ch_mult[nl - 1];
+    d->quant_w = wget(&L, z, z, 0, 0, P "post_quant_conv.weight");
+    d->quant_b = wget(&L, z, 0, 0, 0, P "post_quant_conv.bias");
+    d->conv_in_w = wget(&L, bi, z, 3, 3, P "decoder.conv_in.weight");
+    d->conv_in_b = wget(&L, bi, 0, 0, 0, P "decoder.conv_in.bias");
+    load_res(&L, &d->mid1, "decoder.mid.block_1", bi, bi);
+    load_attn(&L, &d->attn, "decoder.mid.attn_1", bi);
+    load_res(&L, &d->mid2, "decoder.mid.block_2", bi, bi);
+    for (int l = nl - 1; l >= 0; l--) {
+        int bo = ch * cfg->ch_mult[l];
+        for (int r = 0; r <= nrb; r++) {
+            snprintf(pre, sizeof pre, "decoder.up.%d.block.%d", l, r);
+            load_res(&L, &d->lv[l][r], pre, bi, bo);
+            bi = bo;
+        }
+        if (l > 0) {
+            d->samp_w[l] = wget(&L, bi, bi, 3, 3, P "decoder.up.%d.upsample.conv.weight", l);
+            d->samp_b[l] = wget(&L, bi, 0, 0, 0, P "decoder.up.%d.upsample.conv.bias", l);
+        }
+    }
+    d->norm_g = wget(&L, bi, 0, 0, 0, P "decoder.norm_out.weight");
+    d->norm_b = wget(&L, bi, 0, 0, 0, P "decoder.norm_out.bias");
+    d->conv_out_w = wget(&L, 3, bi, 3, 3, P "decoder.conv_out.weight");
+    d->conv_out_b = wget(&L, 3, 0, 0, 0, P "decoder.conv_out.bias");
+    /* encoder, when the file has one */
+    if (!L.failed && sde_ckpt_find(c, P "encoder.conv_in.weight")) {
+        vcoder *e = &v->enc;
+        v->has_enc = 1;
+        e->conv_in_w = wget(&L, ch, 3, 3, 3, P "encoder.conv_in.weight");
+        e->conv_in_b = wget(&L, ch, 0, 0, 0, P "encoder.conv_in.bias");
+        bi = ch;
+        for (int l = 0; l < nl; l++) {
+            int bo = ch * cfg->ch_mult[l];
+            for (int r = 0; r < nrb; r++) {
+                snprintf(pre, sizeof pre, "encoder.down.%d.block.%d", l, r);
+                load_res(&L, &e->lv[l][r], pre, bi, bo);
+                bi = bo;
+            }
+            if (l < nl - 1) {
+                e->samp_w[l] = wget(&L, bi, bi, 3, 3, P "encoder.down.%d.downsample.conv.weight", l);
+                e->samp_b[l] = wget(&L, bi, 0, 0, 0, P "encoder.down.%d.downsample.conv.bias", l);
+            }
+        }
+        load_res(&L, &e->mid1, "encoder.mid.block_1", bi, bi);
+        load_attn(&L, &e->attn, "encoder.mid.attn_1", bi);
+        load_res(&L, &e->mid2, "encoder.mid.block_2", bi, bi);
+        e->norm_g = wget(&L, bi, 0, 0, 0, P "encoder.norm_out.weight");
+        e->norm_b = wget(&L, bi, 0, 0, 0, P "encoder.norm_out.bias");
+        e->conv_out_w = wget(&L, 2 * z, bi, 3, 3, P "encoder.conv_out.weight");
+        e->conv_out_b = wget(&L, 2 * z, 0, 0, 0, P "encoder.conv_out.bias");
+        e->quant_w = wget(&L, 2 * z, 2 * z, 0, 0, P "quant_conv.weight");
+        e->quant_b = wget(&L, 2 * z, 0, 0, 0, P "quant_conv.bias");
+    }
+    if (L.failed) {
+        free(v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+void sde_vae_free(sde_vae *v)
+{
+    free(v);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Running. */
+
+/* Per-call working state: the scratch shared by every convolution and the GroupNorm coefficients. */
+typedef struct {
+    const sde_vae *v;
+    float *scratch;
+    size_t scratch_bytes;
+    float *gsc, *gsh; /* [max channels] */
+    char *err;
+    size_t errlen;
+    int oom;
+} vrun;
+
+static float *act_alloc(vrun *R, size_t n)
+{
+    float *p = malloc(n * sizeof(float));
+    if (!p && !R->oom) {
+        R->oom = 1;
+        fail(R->err, R->errlen, "VAE: out of memory allocating %.0f MB", n * 4.0 / 1048576.0);
+    }
+    return p;
+}
+
+/* A single-image conv descriptor: x [cin][h][w] -> y [cout][oh][ow]. */
+static sde_conv_desc conv_desc(const float *x, int cin, int h, int w, const float *wt, const float *b, int cout,
+                               int k, int stride, int pad, float *y)
+{
+    sde_conv_desc d = {.x = x, .batch = 1, .cin = cin, .h = h, .w = w, .x_cstride = (size_t)h * w,
+                       .x_bstride = (size_t)cin * h * w, .wt = wt, .bias = b, .cout = cout, .k = k,
+                       .stride = stride, .pad_t = pad, .pad_b = pad, .pad_l = pad, .pad_r = pad, .y = y};
+    int oh = sde_conv_out_h(&d), ow = sde_conv_out_w(&d);
+    d.y_cstride = (size_t)oh * ow;
+    d.y_bstride = (size_t)cout * oh * ow;
+    return d;
+}
+
+static void run_conv(vrun *R, sde_conv_desc *d)
+{
+    sde_conv2d_ex(d, R->scratch, R->scratch_bytes);
+}
+
+static void set_gn(vrun *R, sde_conv_desc *d, const float *x, int c, int hw, const float *g, const float *b)
+{
+    sde_groupnorm_coeffs(x, c, hw, (size_t)hw, R->v->cfg.groups, g, b, 1e-6f, R->gsc, R->gsh);
+    d->in_scale = R->gsc;
+    d->in_shift = R->gsh;
+    d->in_silu = 1;
+}
+
+/* ResnetBlock: returns x + conv2(GN+SiLU(conv1(GN+SiLU(x)))) (x through nin_shortcut when the width
+ * changes). Consumes x: the result reuses x's buffer when it is not wider, else x is freed. */
+static float *res_run(vrun *R, const vres *r, float *x, int h, int w)
+{
+    const int hw = h * w;
+    float *h1 = act_alloc(R, (size_t)r->cout * hw);
+    if (!h1) {
+        free(x);
+        return NULL;
+    }
+    sde_conv_desc d = conv_desc(x, r->cin, h, w, r->c1_w, r->c1_b, r->cout, 3, 1, 1, h1);
+    set_gn(R, &d, x, r->cin, hw, r->n1_g, r->n1_b);
+    run_conv(R, &d);
+    float *out = x;
+    if (r->sk_w) {
+        if (r->cout > r->cin) {
+            out = act_alloc(R, (size_t)r->cout * hw);
+            if (!out) {
+                free(x), free(h1);
+                return NULL;
+            }
+        }
+        /* 1x1 shortcut; in place when narrowing (every column is read before it is overwritten) */
+        sde_conv_desc s = conv_desc(x, r->cin, h, w, r->sk_w, r->sk_b, r->cout, 1, 1, 0, out);
+        run_conv(R, &s);
+        if (out != x)
+            free(x);
+    }
+    d = conv_desc(h1, r->cout, h, w, r->c2_w, r->c2_b, r->cout, 3, 1, 1, out);
+    set_gn(R, &d, h1, r->cout, hw, r->n2_g, r->n2_b);
+    d.accumulate = 1;
+    run_conv(R, &d);
+    free(h1);
+    return out;
+}
+
+/* AttnBlock: x += proj_out(softmax(q k^T / sqrt(C)) v) with q, k, v 1x1 convs of GroupNorm(x); one head.
+ * Computed in token layout [hw][C] so the attention is two GEMMs per query block. */
+static int attn_run(vrun *R, const vattn *a, float *x, int c, int h, int w)
+{
+    const int hw = h * w;
+    float *xn = act_alloc(R, (size_t)c * hw), *q = act_alloc(R, (size_t)c * hw), *k = act_alloc(R, (size_t)c * hw);
+    float *vv = act_alloc(R, (size_t)c * hw), *sc = act_alloc(R, sde_attention_scratch(hw, hw, c) / sizeof(float));
+    if (R->oom) {
+        free(xn), free(q), free(k), free(vv), free(sc);
+        return -1;
+    }
+    sde_groupnorm_coeffs(x, c, hw, (size_t)hw, R->v->cfg.groups, a->n_g, a->n_b, 1e-6f, R->gsc, R->gsh);
+    sde_affine_act(x, (size_t)hw, c, hw, R->gsc, R->gsh, 0, xn, (size_t)hw);
+    /* tokens [hw][C] = xn^T W^T + b, for q, k and v */
+    const float *W[3] = {a->q_w, a->k_w, a->v_w}, *B[3] = {a->q_b, a->k_b, a->v_b};
+    float *T[3] = {q, k, vv};
+    for (int i = 0; i < 3; i++) {
+        for (int r = 0; r < hw; r++)
+            memcpy(T[i] + (size_t)r * c, B[i], sizeof(float) * c);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, hw, c, c, 1.0f, xn, hw, W[i], c, 1.0f, T[i], c);
+    }
+    sde_attention(q, c, k, c, vv, c, hw, hw, 1, c, 0, xn, c, sc); /* xn now holds the [hw][C] output */
+    for (int ch = 0; ch < c; ch++) {
+        float bv = a->o_b[ch], *row = x + (size_t)ch * hw;
+        for (int i = 0; i < hw; i++)
+            row[i] += bv;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c, hw, c, 1.0f, a->o_w, c, xn, c, 1.0f, x, hw);
+    free(xn), free(q), free(k), free(vv), free(sc);
+    return 0;
+}
+
+/* Scratch for every convolution of a run at full resolution H x W: the tile budget, or one output row of
+ * the widest conv if that is larger (very wide images). Pages are only touched as far as tiles need. */
+static size_t vae_scratch_bytes(const sde_vae *v, int H, int W, int cmax)
+{
+    sde_conv_desc d = conv_desc(NULL, cmax, H, W, NULL, NULL, cmax, 3, 1, 1, NULL);
+    d.in_scale = d.in_shift = (const float *)v; /* the fused-GroupNorm band counts too (sizing only) */
+    size_t row = sde_conv2d_ex_scratch(&d, 1);
+    return row > VAE_CONV_BUDGET ? row : VAE_CONV_BUDGET;
+}
+
+static int vrun_init(vrun *R, const sde_vae *v, int h, int w, char *err, size_t errlen)
+{
+    memset(R, 0, sizeof *R);
+    R->v = v;
+    R->err = err;
+    R->errlen = errlen;
+    int cmax = 0;
+    for (int l = 0; l < v->cfg.n_levels; l++)
+        cmax = 2 * v->cfg.ch * v->cfg.ch_mult[l] > cmax ? 2 * v->cfg.ch * v->cfg.ch_mult[l] : cmax;
+    R->scratch_bytes = vae_scratch_bytes(v, h, w, cmax);
+    R->scratch = malloc(R->scratch_bytes);
+    R->gsc = malloc(sizeof(float) * cmax);
+    R->gsh = malloc(sizeof(float) * cmax);
+    if (!R->scratch || !R->gsc || !R->gsh) {
+        free(R->scratch), free(R->gsc), free(R->gsh);
+        return fail(err, errlen, "VAE: out of memory allocating %.0f MB of scratch", R->scratch_bytes / 1048576.0);
+    }
+    return 0;
+}
+
+static void vrun_free(vrun *R)
+{
+    free(R->scratch);
+    free(R->gsc);
+    free(R->gsh);
+}
+
+int sde_vae_decode(sde_vae *v, const float *z, int h, int w, float *rgb, int (*cancel)(void *), void *ud, char *err,
+                   size_t errlen)
+{
+    const sde_vae_config *cfg = &v->cfg;
+    if (h < 1 || w < 1 || h > 1024 || w > 1024)
+        return fail(err, errlen, "VAE: bad latent size %dx%d", h, w);
+    vrun R;
+    if (vrun_init(&R, v, 8 * h, 8 * w, err, errlen))
+        return -1;
+    const vcoder *d = &v->dec;
+    const int zc = cfg->z_channels;
+    int rc = -1, c = cfg->ch * cfg->ch_mult[cfg->n_levels - 1];
+    /* post_quant_conv (1x1) then conv_in */
+    float *zq = act_alloc(&R, (size_t)zc * h * w), *x = act_alloc(&R, (size_t)c * h * w);
+    if (!zq || !x) {
+        free(zq), free(x);
+        goto out;
+    }
+    sde_conv_desc cd = conv_desc(z, zc, h, w, d->quant_w, d->quant_b, zc, 1, 1, 0, zq);
+    run_conv(&R, &cd);
+    cd = conv_desc(zq, zc, h, w, d->conv_in_w, d->conv_in_b, c, 3, 1, 1, x);
+    run_conv(&R, &cd);
+    free(zq);
+#define CHECK_CANCEL()                                                                                            \
+    do {                                                                                                          \
+        if (cancel && cancel(ud)) {                                                                               \
+            free(x);                                                                                              \
+            rc = 1;                                                                                               \
+            goto out;                                                                                             \
+        }                                                                                                         \
+    } while (0)
+    if (!(x = res_run(&R, &d->mid1, x, h, w)))
+        goto out;
+    CHECK_CANCEL();
+    if (attn_run(&R, &d->attn, x, c, h, w)) {
+        free(x);
+        goto out;
+    }
+    CHECK_CANCEL();
+    if (!(x = res_run(&R, &d->mid2, x, h, w)))
+        goto out;
+    for (int l = cfg->n_levels - 1; l >= 0; l--) {
+        for (int r = 0; r <= cfg->num_res_blocks; r++) {
+            CHECK_CANCEL();
+            if (!(x = res_run(&R, &d->lv[l][r], x, h, w)))
+                goto out;
+            c = d->lv[l][r].cout;
+        }
+        if (l > 0) {
+            /* nearest 2x folded into the conv's im2col: the upsampled tensor never exists */
+            CHECK_CANCEL();
+            float *y = act_alloc(&R, (size_t)c * 4 * h * w);
+            if (!y) {
+                free(x);
+                goto out;
+            }
+            cd = conv_desc(x, c, h, w, d->samp_w[l], d->samp_b[l], c, 3, 1, 1, y);
+            cd.upsample = 1;
+            cd.y_cstride = (size_t)4 * h * w;
+            cd.y_bstride = (size_t)c * 4 * h * w;
+            run_conv(&R, &cd);
+            free(x);
+            x = y;
+            h *= 2;
+            w *= 2;
+        }
+    }
+    CHECK_CANCEL();
+    cd = conv_desc(x, c, h, w, d->conv_out_w, d->conv_out_b, 3, 3, 1, 1, rgb);
+    set_gn(&R, &cd, x, c, h * w, d->norm_g, d->norm_b);
+    run_conv(&R, &cd);
+    free(x);
+    rc = 0;
+out:
+    vrun_free(&R);
+    return rc;
+#undef CHECK_CANCEL
+}
+
+int sde_vae_encode(sde_vae *v, const float *rgb, int H, int W, float *mean, char *err, size_t errlen)
+{
+    const sde_vae_config *cfg = &v->cfg;
+    if (!v->has_enc)
+        return fail(err, errlen, "VAE: the checkpoint has no encoder (first_stage_model.encoder.*)");
+    const int f = 1 << (cfg->n_levels - 1);
+    if (H < f || W < f || H % 8 || W % 8 || H > 8192 || W > 8192)
+        return fail(err, errlen, "VAE: image size %dx%d is not a positive multiple of 8", W, H);
+    vrun R;
+    if (vrun_init(&R, v, H, W, err, errlen))
+        return -1;
+    const vcoder *e = &v->enc;
+    int rc = -1, c = cfg->ch, h = H, w = W;
+    float *x = act_alloc(&R, (size_t)c * h * w);
+    if (!x)
+        goto out;
+    sde_conv_desc cd = conv_desc(rgb, 3, h, w, e->conv_in_w, e->conv_in_b, c, 3, 1, 1, x);
+    run_conv(&R, &cd);
+    for (int l = 0; l < cfg->n_levels; l++) {
+        for (int r = 0; r < cfg->num_res_blocks; r++) {
+            if (!(x = res_run(&R, &e->lv[l][r], x, h, w)))
+                goto out;
+            c = e->lv[l][r].cout;
+        }
+        if (l < cfg->n_levels - 1) {
+            /* pad (0,1,0,1) then 3x3 stride 2, as LDM's Downsample */
+            sde_conv_desc dd = conv_desc(x, c, h, w, e->samp_w[l], e->samp_b[l], c, 3, 2, 0, NULL);
+            dd.pad_b = dd.pad_r = 1;
+            int oh = sde_conv_out_h(&dd), ow = sde_conv_out_w(&dd);
+            float *y = act_alloc(&R, (size_t)c * oh * ow);
+            if (!y) {
+                free(x);
+                goto out;
+            }
+            dd.y = y;
+            dd.y_cstride = (size_t)oh * ow;
+            dd.y_bstride = (size_t)c * oh * ow;
+            run_conv(&R, &dd);
+            free(x);
+            x = y;
+            h = oh;
+            w = ow;
+        }
+    }
+    if (!(x = res_run(&R, &e->mid1, x, h, w)))
+        goto out;
+    if (attn_run(&R, &e->attn, x, c, h, w)) {
+        free(x);
+        goto out;
+    }
+    if (!(x = res_run(&R, &e->mid2, x, h, w)))
+        goto out;
+    const int zc = cfg->z_channels;
+    float *moments = act_alloc(&R, (size_t)2 * zc * h * w), *q = act_alloc(&R, (size_t)2 * zc * h * w);
+    if (!moments || !q) {
+        free(x), free(moments), free(q);
+        goto out;
+    }
+    cd = conv_desc(x, c, h, w, e->conv_out_w, e->conv_out_b, 2 * zc, 3, 1, 1, moments);
+    set_gn(&R, &cd, x, c, h * w, e->norm_g, e->norm_b);
+    run_conv(&R, &cd);
+    free(x);
+    cd = conv_desc(moments, 2 * zc, h, w, e->quant_w, e->quant_b, 2 * zc, 1, 1, 0, q);
+    run_conv(&R, &cd);
+    memcpy(mean, q, sizeof(float) * zc * h * w); /* the first z channels are the mean, the rest log-variance */
+    free(moments), free(q);
+    rc = 0;
+out:
+    vrun_free(&R);
+    return rc;
+}
