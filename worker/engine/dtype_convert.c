@@ -6,6 +6,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define SDE_CVT_X86 1
 #endif
@@ -63,21 +64,34 @@ __attribute__((target("f16c,avx"))) static void f16_f16c(const uint8_t *s, size_
         d[i] = sde_cvt_half(h);
     }
 }
+
+/* cpuid rather than __builtin_cpu_supports("f16c"), which some clang versions do not know. */
+static int have_f16c(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_F16C) || !(c & bit_AVX) || !(c & bit_OSXSAVE))
+        return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    return (lo & 6) == 6; /* the OS saves XMM and YMM state */
+}
 #endif
 
 static int force_portable;
 
-void sde_cvt_force_portable(int on) { force_portable = on; }
+void sde_cvt_force_portable(int on) { __atomic_store_n(&force_portable, on, __ATOMIC_RELAXED); }
 
 static void f16_to_f32(const uint8_t *s, size_t n, float *d)
 {
 #ifdef SDE_CVT_X86
-    static int hw = -1; /* a benign race: every thread computes the same answer */
-    if (hw < 0) {
-        __builtin_cpu_init();
-        hw = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    static int hw = -1; /* cpuid once; relaxed atomics since every thread computes the same answer */
+    int have = __atomic_load_n(&hw, __ATOMIC_RELAXED);
+    if (have < 0) {
+        have = have_f16c();
+        __atomic_store_n(&hw, have, __ATOMIC_RELAXED);
     }
-    if (hw && !force_portable) {
+    if (have && !__atomic_load_n(&force_portable, __ATOMIC_RELAXED)) {
         f16_f16c(s, n, d);
         return;
     }

@@ -110,15 +110,18 @@ static int have_shani(void)
 
 static int force_portable;
 
-void sde_sha256_force_portable(int on) { force_portable = on; }
+void sde_sha256_force_portable(int on) { __atomic_store_n(&force_portable, on, __ATOMIC_RELAXED); }
 
 static void blocks(uint32_t h[8], const uint8_t *p, size_t nblocks)
 {
 #ifdef SDE_SHA_X86
-    static int hw = -1; /* a benign race: every thread computes the same answer */
-    if (hw < 0)
-        hw = have_shani();
-    if (hw && !force_portable) {
+    static int hw = -1; /* cpuid once; relaxed atomics since every thread computes the same answer */
+    int have = __atomic_load_n(&hw, __ATOMIC_RELAXED);
+    if (have < 0) {
+        have = have_shani();
+        __atomic_store_n(&hw, have, __ATOMIC_RELAXED);
+    }
+    if (have && !__atomic_load_n(&force_portable, __ATOMIC_RELAXED)) {
         blocks_shani(h, p, nblocks);
         return;
     }
