@@ -1,0 +1,73 @@
+/* access_log.c: one log line per HTTP request (method, path, status, bytes, ms, peer) through sdw_log,
+ * and the request counter of the metrics, both from an h2o logger that runs when a request ends. */
+#include <stdio.h>
+#include <string.h>
+#include <netdb.h>
+#include <sys/time.h>
+
+#include "log.h"
+#include "srv.h"
+
+typedef struct {
+    h2o_logger_t super;
+    sdw_srv *srv;
+} access_logger;
+
+/* Methods outside this set are counted as "other", so clients cannot grow the metric's label set. */
+static const char *method_label(h2o_iovec_t m)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "DELETE", "OPTIONS", "PUT", "PATCH"};
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (h2o_memis(m.base, m.len, known[i], strlen(known[i])))
+            return known[i];
+    return "other";
+}
+
+static void log_access(h2o_logger_t *self, h2o_req_t *req)
+{
+    sdw_srv *s = ((access_logger *)self)->srv;
+    const char *id;
+    size_t idlen;
+    sdw_route r = req->path_normalized.base
+                      ? sdw_route_match(req->path_normalized.base, req->path_normalized.len, &id, &idlen)
+                      : SDW_ROUTE_NONE;
+    const char *method = method_label(req->method.base ? req->method : req->input.method);
+    int status = req->res.status;
+    sdw_metrics_http(s->metrics, method, sdw_route_pattern(r), status);
+
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    double ms = 0;
+    if (req->timestamps.request_begin_at.tv_sec)
+        ms = (double)(now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1e3 +
+             (double)(now.tv_usec - req->timestamps.request_begin_at.tv_usec) / 1e3;
+
+    char path[256], st[8], bytes[24], msb[24], peer[64] = "";
+    size_t pl = req->input.path.len < sizeof path - 1 ? req->input.path.len : sizeof path - 1;
+    if (req->input.path.base)
+        memcpy(path, req->input.path.base, pl);
+    else
+        pl = 0;
+    path[pl] = '\0';
+    snprintf(st, sizeof st, "%d", status);
+    snprintf(bytes, sizeof bytes, "%zu", req->bytes_sent);
+    snprintf(msb, sizeof msb, "%.1f", ms);
+    struct sockaddr_storage sa;
+    socklen_t sl;
+    if (req->conn && req->conn->callbacks->get_peername &&
+        (sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa)) > 0) {
+        char host[NI_MAXHOST];
+        size_t hl = h2o_socket_getnumerichost((struct sockaddr *)&sa, sl, host);
+        if (hl != SIZE_MAX)
+            snprintf(peer, sizeof peer, "%.*s", (int)hl, host);
+    }
+    sdw_log(SDW_LOG_INFO, "http", "method", method, "path", path, "status", st, "bytes",
+            bytes, "ms", msb, "peer", peer, NULL);
+}
+
+void sdw_access_log_register(sdw_srv *s, h2o_pathconf_t *pathconf)
+{
+    access_logger *l = (access_logger *)h2o_create_logger(pathconf, sizeof *l);
+    l->super.log_access = log_access;
+    l->srv = s;
+}

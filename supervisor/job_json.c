@@ -1,0 +1,244 @@
+/* job_json.c: how a job is shown: the GET /v1/jobs/{id} document and the SSE event payloads
+ * (queued, started, progress, and the terminal complete/error/cancelled built once per job). */
+#include <stdio.h>
+#include <string.h>
+
+#include "srv.h"
+
+static void urls(sdw_jw *w, const sdw_job *job)
+{
+    char u[160];
+    snprintf(u, sizeof u, "/v1/jobs/%s/stream", job->id);
+    sdw_jw_key(w, "sse_url");
+    sdw_jw_str(w, u);
+    snprintf(u, sizeof u, "/v1/jobs/%s", job->id);
+    sdw_jw_key(w, "status_url");
+    sdw_jw_str(w, u);
+}
+
+void sdw_job_json_timings(sdw_jw *w, const sdw_job *job)
+{
+    sdw_jw_obj_open(w);
+    if (job->t_dispatched > 0) {
+        sdw_jw_key(w, "queued_s");
+        sdw_jw_num(w, job->t_dispatched - job->t_created);
+    }
+    if (job->status == SDW_JST_COMPLETE) {
+        sdw_jw_key(w, "encode_s");
+        sdw_jw_num(w, job->w_encode);
+        sdw_jw_key(w, "sample_s");
+        sdw_jw_num(w, job->w_sample);
+        sdw_jw_key(w, "decode_s");
+        sdw_jw_num(w, job->w_decode);
+        sdw_jw_key(w, "worker_s");
+        sdw_jw_num(w, job->w_total);
+    }
+    if (job->t_ended > 0) {
+        sdw_jw_key(w, "total_s");
+        sdw_jw_num(w, job->t_ended - job->t_created);
+    }
+    sdw_jw_obj_close(w);
+}
+
+void sdw_job_json(sdw_srv *s, sdw_jw *w, const sdw_job *job)
+{
+    sdw_jw_obj_open(w);
+    sdw_jw_key(w, "job_id");
+    sdw_jw_str(w, job->id);
+    sdw_jw_key(w, "status");
+    sdw_jw_str(w, sdw_job_status_name(job->status));
+    sdw_jw_key(w, "position");
+    sdw_jw_int(w, job->position);
+    sdw_jw_key(w, "step");
+    sdw_jw_int(w, job->step);
+    sdw_jw_key(w, "total");
+    sdw_jw_int(w, job->total);
+    sdw_jw_key(w, "seed");
+    sdw_jw_u64(w, job->seed);
+    sdw_jw_key(w, "device");
+    if (job->status == SDW_JST_RUNNING && job->slot >= 0 && s->pool)
+        sdw_jw_str(w, sdw_pool_device_name(s->pool, job->slot));
+    else
+        sdw_jw_null(w);
+    sdw_jw_key(w, "cancel_requested");
+    sdw_jw_bool(w, job->cancel_requested);
+    sdw_jw_key(w, "retried");
+    sdw_jw_bool(w, job->retried);
+
+    sdw_jw_key(w, "params");
+    sdw_jw_obj_open(w);
+    sdw_jw_key(w, "prompt");
+    sdw_jw_str(w, job->prompt);
+    sdw_jw_key(w, "negative_prompt");
+    sdw_jw_str(w, job->negative_prompt);
+    sdw_jw_key(w, "steps");
+    sdw_jw_int(w, job->steps);
+    sdw_jw_key(w, "guidance_scale");
+    sdw_jw_num(w, job->guidance_scale);
+    sdw_jw_key(w, "seed");
+    sdw_jw_u64(w, job->seed);
+    sdw_jw_key(w, "width");
+    sdw_jw_int(w, job->width);
+    sdw_jw_key(w, "height");
+    sdw_jw_int(w, job->height);
+    sdw_jw_key(w, "sampler");
+    sdw_jw_str(w, job->sampler);
+    sdw_jw_key(w, "schedule");
+    sdw_jw_str(w, job->schedule);
+    sdw_jw_obj_close(w);
+
+    sdw_jw_key(w, "timings");
+    sdw_job_json_timings(w, job);
+    sdw_jw_key(w, "error");
+    if (job->status == SDW_JST_ERROR) {
+        sdw_jw_obj_open(w);
+        sdw_jw_key(w, "code");
+        sdw_jw_str(w, job->err_code);
+        sdw_jw_key(w, "message");
+        sdw_jw_str(w, job->err_message);
+        sdw_jw_obj_close(w);
+    } else {
+        sdw_jw_null(w);
+    }
+    urls(w, job);
+    sdw_jw_key(w, "image_url");
+    if (job->status == SDW_JST_COMPLETE) {
+        char u[160];
+        snprintf(u, sizeof u, "/v1/jobs/%s/image", job->id);
+        sdw_jw_str(w, u);
+    } else {
+        sdw_jw_null(w);
+    }
+    sdw_jw_obj_close(w);
+}
+
+static void event_head(sdw_jw *w, const char *name)
+{
+    sdw_jw_raw(w, "event: ", 7);
+    sdw_jw_raw(w, name, strlen(name));
+    sdw_jw_raw(w, "\ndata: ", 7);
+}
+
+static sdw_rcbuf *event_finish(sdw_jw *w)
+{
+    sdw_jw_raw(w, "\n\n", 2);
+    sdw_rcbuf *b = sdw_jw_to_rcbuf(w);
+    sdw_jw_free(w);
+    return b;
+}
+
+sdw_rcbuf *sdw_job_sse_event(sdw_srv *s, const sdw_job *job, sdw_job_event ev)
+{
+    sdw_jw w;
+    sdw_jw_init(&w);
+    switch (ev) {
+    case SDW_JEV_QUEUED:
+        event_head(&w, "queued");
+        sdw_jw_obj_open(&w);
+        sdw_jw_key(&w, "job_id");
+        sdw_jw_str(&w, job->id);
+        sdw_jw_key(&w, "position");
+        sdw_jw_int(&w, job->position);
+        sdw_jw_obj_close(&w);
+        break;
+    case SDW_JEV_STARTED:
+        event_head(&w, "started");
+        sdw_jw_obj_open(&w);
+        sdw_jw_key(&w, "job_id");
+        sdw_jw_str(&w, job->id);
+        sdw_jw_key(&w, "device");
+        sdw_jw_str(&w, job->slot >= 0 && s->pool ? sdw_pool_device_name(s->pool, job->slot) : NULL);
+        sdw_jw_key(&w, "total");
+        sdw_jw_int(&w, job->total);
+        sdw_jw_key(&w, "retried");
+        sdw_jw_bool(&w, job->retried);
+        sdw_jw_obj_close(&w);
+        break;
+    case SDW_JEV_PROGRESS:
+        event_head(&w, "progress");
+        sdw_jw_obj_open(&w);
+        sdw_jw_key(&w, "step");
+        sdw_jw_int(&w, job->step);
+        sdw_jw_key(&w, "total");
+        sdw_jw_int(&w, job->total);
+        sdw_jw_key(&w, "elapsed_s");
+        sdw_jw_num(&w, job->last_elapsed);
+        sdw_jw_obj_close(&w);
+        break;
+    default:
+        sdw_jw_free(&w);
+        return NULL;
+    }
+    return event_finish(&w);
+}
+
+sdw_rcbuf *sdw_job_sse_terminal(sdw_job *job)
+{
+    if (!job->terminal_sse) {
+        sdw_jw w;
+        sdw_jw_init(&w);
+        switch (job->status) {
+        case SDW_JST_COMPLETE:
+            event_head(&w, "complete");
+            sdw_jw_obj_open(&w);
+            sdw_jw_key(&w, "job_id");
+            sdw_jw_str(&w, job->id);
+            sdw_jw_key(&w, "image");
+            sdw_jw_base64(&w, job->png, job->png_len);
+            sdw_jw_key(&w, "format");
+            sdw_jw_str(&w, "png");
+            sdw_jw_key(&w, "seed");
+            sdw_jw_u64(&w, job->seed);
+            sdw_jw_key(&w, "width");
+            sdw_jw_int(&w, job->out_width);
+            sdw_jw_key(&w, "height");
+            sdw_jw_int(&w, job->out_height);
+            sdw_jw_key(&w, "timings");
+            sdw_job_json_timings(&w, job);
+            sdw_jw_obj_close(&w);
+            break;
+        case SDW_JST_ERROR:
+            event_head(&w, "error");
+            sdw_jw_obj_open(&w);
+            sdw_jw_key(&w, "job_id");
+            sdw_jw_str(&w, job->id);
+            sdw_jw_key(&w, "code");
+            sdw_jw_str(&w, job->err_code);
+            sdw_jw_key(&w, "message");
+            sdw_jw_str(&w, job->err_message);
+            sdw_jw_obj_close(&w);
+            break;
+        case SDW_JST_CANCELLED:
+            event_head(&w, "cancelled");
+            sdw_jw_obj_open(&w);
+            sdw_jw_key(&w, "job_id");
+            sdw_jw_str(&w, job->id);
+            sdw_jw_obj_close(&w);
+            break;
+        default:
+            sdw_jw_free(&w);
+            return NULL;
+        }
+        job->terminal_sse = event_finish(&w);
+        if (!job->terminal_sse)
+            return NULL;
+    }
+    return sdw_rcbuf_retain(job->terminal_sse);
+}
+
+sdw_rcbuf *sdw_job_sse_submitted(const sdw_job *job)
+{
+    sdw_jw w;
+    sdw_jw_init(&w);
+    event_head(&w, "queued");
+    sdw_jw_obj_open(&w);
+    sdw_jw_key(&w, "job_id");
+    sdw_jw_str(&w, job->id);
+    sdw_jw_key(&w, "position");
+    sdw_jw_int(&w, job->position);
+    sdw_jw_key(&w, "seed");
+    sdw_jw_u64(&w, job->seed);
+    urls(&w, job);
+    sdw_jw_obj_close(&w);
+    return event_finish(&w);
+}

@@ -1,0 +1,392 @@
+/* routes.c: the HTTP API: path/method routing, CORS preflight, /health, /ready, /metrics and the
+ * /v1/jobs resource (submit, status, stream, image, cancel). Responses are JSON; see docs/api.md. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "srv.h"
+
+typedef struct {
+    h2o_handler_t super;
+    sdw_srv *srv;
+} route_handler;
+
+/* ---- routing ---- */
+
+static int seg_eq(const char *p, size_t len, const char *lit)
+{
+    size_t n = strlen(lit);
+    return len == n && !memcmp(p, lit, n);
+}
+
+sdw_route sdw_route_match(const char *path, size_t len, const char **id, size_t *idlen)
+{
+    *id = NULL;
+    *idlen = 0;
+    if (seg_eq(path, len, "/health"))
+        return SDW_ROUTE_HEALTH;
+    if (seg_eq(path, len, "/ready"))
+        return SDW_ROUTE_READY;
+    if (seg_eq(path, len, "/metrics"))
+        return SDW_ROUTE_METRICS;
+    if (seg_eq(path, len, "/v1/jobs"))
+        return SDW_ROUTE_JOBS;
+    static const char pfx[] = "/v1/jobs/";
+    size_t pl = sizeof pfx - 1;
+    if (len <= pl || memcmp(path, pfx, pl))
+        return SDW_ROUTE_NONE;
+    const char *rest = path + pl;
+    size_t rl = len - pl;
+    const char *slash = memchr(rest, '/', rl);
+    size_t il = slash ? (size_t)(slash - rest) : rl;
+    if (il == 0)
+        return SDW_ROUTE_NONE;
+    *id = rest;
+    *idlen = il;
+    if (!slash)
+        return SDW_ROUTE_JOB;
+    const char *tail = slash;
+    size_t tl = rl - il;
+    if (seg_eq(tail, tl, "/stream"))
+        return SDW_ROUTE_JOB_STREAM;
+    if (seg_eq(tail, tl, "/image"))
+        return SDW_ROUTE_JOB_IMAGE;
+    *id = NULL;
+    *idlen = 0;
+    return SDW_ROUTE_NONE;
+}
+
+const char *sdw_route_pattern(sdw_route r)
+{
+    switch (r) {
+    case SDW_ROUTE_HEALTH: return "/health";
+    case SDW_ROUTE_READY: return "/ready";
+    case SDW_ROUTE_METRICS: return "/metrics";
+    case SDW_ROUTE_JOBS: return "/v1/jobs";
+    case SDW_ROUTE_JOB: return "/v1/jobs/{id}";
+    case SDW_ROUTE_JOB_STREAM: return "/v1/jobs/{id}/stream";
+    case SDW_ROUTE_JOB_IMAGE: return "/v1/jobs/{id}/image";
+    case SDW_ROUTE_NONE: break;
+    }
+    return "other";
+}
+
+static const char *allowed_methods(sdw_route r)
+{
+    switch (r) {
+    case SDW_ROUTE_JOBS: return "POST, OPTIONS";
+    case SDW_ROUTE_JOB: return "GET, HEAD, DELETE, OPTIONS";
+    case SDW_ROUTE_JOB_STREAM: return "GET, OPTIONS";
+    default: return "GET, HEAD, OPTIONS";
+    }
+}
+
+static int method_is(h2o_req_t *req, const char *m)
+{
+    return h2o_memis(req->method.base, req->method.len, m, strlen(m));
+}
+
+static int method_allowed(h2o_req_t *req, sdw_route r)
+{
+    const char *list = allowed_methods(r);
+    size_t ml = req->method.len;
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n == ml && !memcmp(p, req->method.base, ml))
+            return 1;
+        if (!e)
+            break;
+        p = e + 2;
+    }
+    return 0;
+}
+
+/* ---- small handlers ---- */
+
+static void handle_preflight(sdw_srv *s, h2o_req_t *req, sdw_route r)
+{
+    sdw_http_prepare(s, req, 204, NULL);
+    const char *allow = allowed_methods(r);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allow, strlen(allow));
+    size_t olen, hlen;
+    if (sdw_http_header(req, "origin", &olen) && sdw_http_origin_allowed(s, req)) {
+        sdw_http_add_header(req, "access-control-allow-methods", allow);
+        const char *hdrs = sdw_http_header(req, "access-control-request-headers", &hlen);
+        if (hdrs) {
+            h2o_iovec_t v = h2o_strdup(&req->pool, hdrs, hlen);
+            h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-headers"), 0, NULL,
+                                  v.base, v.len);
+        } else {
+            sdw_http_add_header(req, "access-control-allow-headers", "Content-Type, Accept, Last-Event-ID");
+        }
+        sdw_http_add_header(req, "access-control-max-age", "600");
+    }
+    req->res.content_length = 0;
+    static h2o_generator_t gen = {NULL, NULL};
+    h2o_start_response(req, &gen);
+    h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+}
+
+static void handle_health(sdw_srv *s, h2o_req_t *req)
+{
+    char body[160];
+    int n = snprintf(body, sizeof body, "{\"status\":\"ok\",\"uptime_s\":%.3f,\"version\":\"%s\"}\n",
+                     sdw_srv_now() - s->started_at, SDW_VERSION);
+    sdw_http_send(s, req, 200, "application/json", body, (size_t)n);
+}
+
+static void handle_ready(sdw_srv *s, h2o_req_t *req)
+{
+    int ready = 0, busy = 0, loading = 0;
+    sdw_srv_worker_counts(s, &ready, &busy, &loading);
+    int can_serve = s->phase == SDW_SRV_RUNNING && ready + busy > 0;
+    sdw_jw w;
+    sdw_jw_init(&w);
+    sdw_jw_obj_open(&w);
+    sdw_jw_key(&w, "ready");
+    sdw_jw_bool(&w, can_serve);
+    sdw_jw_key(&w, "workers");
+    sdw_jw_arr_open(&w);
+    int n = s->pool ? sdw_pool_size(s->pool) : 0;
+    for (int i = 0; i < n; i++) {
+        sdw_jw_obj_open(&w);
+        sdw_jw_key(&w, "device");
+        sdw_jw_str(&w, sdw_pool_device_name(s->pool, i));
+        sdw_jw_key(&w, "state");
+        sdw_jw_str(&w, sdw_pool_state_name(sdw_pool_state(s->pool, i)));
+        sdw_jw_key(&w, "restarts");
+        sdw_jw_int(&w, sdw_pool_restarts(s->pool, i));
+        sdw_jw_key(&w, "jobs_served");
+        sdw_jw_u64(&w, sdw_pool_jobs_served(s->pool, i));
+        const char *arch = sdw_pool_model_arch(s->pool, i);
+        sdw_jw_key(&w, "model");
+        sdw_jw_str(&w, arch && *arch ? arch : NULL);
+        sdw_jw_obj_close(&w);
+    }
+    sdw_jw_arr_close(&w);
+    sdw_jw_key(&w, "queue");
+    sdw_jw_obj_open(&w);
+    sdw_jw_key(&w, "queued");
+    sdw_jw_int(&w, sdw_jobs_queued(s->jobs));
+    sdw_jw_key(&w, "running");
+    sdw_jw_int(&w, sdw_jobs_running(s->jobs));
+    sdw_jw_key(&w, "capacity");
+    sdw_jw_int(&w, s->cfg->queue_capacity);
+    sdw_jw_obj_close(&w);
+    if (!can_serve) {
+        char reason[160];
+        if (s->phase != SDW_SRV_RUNNING)
+            snprintf(reason, sizeof reason, "shutting down");
+        else if (!s->pool || !sdw_pool_can_ever_serve(s->pool))
+            snprintf(reason, sizeof reason, "no worker can serve: every worker failed");
+        else
+            snprintf(reason, sizeof reason, "no worker ready yet (%d loading, %d restarting)", loading,
+                     n - ready - busy - loading);
+        sdw_jw_key(&w, "reason");
+        sdw_jw_str(&w, reason);
+    }
+    sdw_jw_obj_close(&w);
+    sdw_http_send_jw(s, req, can_serve ? 200 : 503, &w);
+    sdw_jw_free(&w);
+}
+
+static void handle_metrics(sdw_srv *s, h2o_req_t *req)
+{
+    int n = s->pool ? sdw_pool_size(s->pool) : 0;
+    sdw_metrics_worker *ws = h2o_mem_alloc_pool(&req->pool, sizeof *ws * (size_t)(n > 0 ? n : 1));
+    for (int i = 0; i < n; i++) {
+        ws[i].device = sdw_pool_device_name(s->pool, i);
+        ws[i].state = sdw_pool_state_name(sdw_pool_state(s->pool, i));
+        ws[i].restarts = sdw_pool_restarts(s->pool, i);
+        ws[i].jobs_served = sdw_pool_jobs_served(s->pool, i);
+    }
+    size_t len = 0;
+    char *text = sdw_metrics_render(s->metrics, sdw_jobs_queued(s->jobs), sdw_jobs_running(s->jobs), ws, n,
+                                    sdw_srv_now() - s->started_at, &len);
+    if (!text) {
+        sdw_http_errorf(s, req, 500, "internal", NULL, "could not render the metrics");
+        return;
+    }
+    sdw_http_send(s, req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+}
+
+/* ---- jobs ---- */
+
+static int accepts_event_stream(h2o_req_t *req)
+{
+    size_t len;
+    const char *a = sdw_http_header(req, "accept", &len);
+    static const char want[] = "text/event-stream";
+    for (size_t i = 0; a && i + sizeof want - 1 <= len; i++)
+        if (!strncasecmp(a + i, want, sizeof want - 1))
+            return 1;
+    return 0;
+}
+
+static void reject(sdw_srv *s, h2o_req_t *req, const sdw_api_error *e, const char *reason)
+{
+    sdw_metrics_job_rejected(s->metrics, reason);
+    sdw_http_send_error(s, req, e);
+}
+
+static void handle_submit(sdw_srv *s, h2o_req_t *req)
+{
+    sdw_api_error e;
+    if (s->phase != SDW_SRV_RUNNING) {
+        sdw_api_error_set(&e, 503, "shutting_down", NULL, "the service is shutting down and takes no new jobs");
+        reject(s, req, &e, "shutting_down");
+        return;
+    }
+    if (!sdw_pool_can_ever_serve(s->pool)) {
+        sdw_api_error_set(&e, 503, "unavailable", NULL, "no worker can serve: every worker failed (see the service log)");
+        reject(s, req, &e, "unavailable");
+        return;
+    }
+    size_t ctlen;
+    const char *ct = sdw_http_header(req, "content-type", &ctlen);
+    if (sdw_validate_content_type(ct, ctlen, &e) != 0) {
+        reject(s, req, &e, "invalid");
+        return;
+    }
+    sdw_job_request jr;
+    if (sdw_validate_job_request(req->entity.base, req->entity.len, &s->limits, &jr, &e) != 0) {
+        reject(s, req, &e, "invalid");
+        return;
+    }
+    sdw_job *job;
+    int rc = sdw_jobs_submit(s->jobs, &jr, sdw_srv_now(), &job, &e);
+    sdw_job_request_free(&jr);
+    if (rc != 0) {
+        if (e.status == 429) {
+            char ra[16];
+            snprintf(ra, sizeof ra, "%d", sdw_jobs_retry_after(s->jobs));
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, ra, strlen(ra));
+        }
+        reject(s, req, &e, e.status == 429 ? "queue_full" : e.status == 503 ? "shutting_down" : "internal");
+        return;
+    }
+    sdw_metrics_job_submitted(s->metrics);
+    if (accepts_event_stream(req)) {
+        sdw_sse_start(s, req, job, sdw_job_sse_submitted(job));
+        return;
+    }
+    char loc[160];
+    snprintf(loc, sizeof loc, "/v1/jobs/%s", job->id);
+    sdw_http_add_header(req, "location", loc);
+    sdw_jw w;
+    sdw_jw_init(&w);
+    sdw_jw_obj_open(&w);
+    sdw_jw_key(&w, "job_id");
+    sdw_jw_str(&w, job->id);
+    snprintf(loc, sizeof loc, "/v1/jobs/%s/stream", job->id);
+    sdw_jw_key(&w, "sse_url");
+    sdw_jw_str(&w, loc);
+    snprintf(loc, sizeof loc, "/v1/jobs/%s", job->id);
+    sdw_jw_key(&w, "status_url");
+    sdw_jw_str(&w, loc);
+    sdw_jw_key(&w, "queue_position");
+    sdw_jw_int(&w, job->position);
+    sdw_jw_key(&w, "status");
+    sdw_jw_str(&w, sdw_job_status_name(job->status));
+    sdw_jw_key(&w, "seed");
+    sdw_jw_u64(&w, job->seed);
+    sdw_jw_obj_close(&w);
+    sdw_http_send_jw(s, req, 202, &w);
+    sdw_jw_free(&w);
+}
+
+/* Resolves {id}; answers 404/410 itself and returns NULL when there is no job to work on. */
+static sdw_job *find_job(sdw_srv *s, h2o_req_t *req, const char *id, size_t idlen)
+{
+    sdw_job *job;
+    switch (sdw_jobs_find(s->jobs, id, idlen, &job)) {
+    case SDW_JOBS_FOUND: return job;
+    case SDW_JOBS_GONE:
+        sdw_http_errorf(s, req, 410, "gone", NULL,
+                        "job %.*s ended more than %d s ago and its result was discarded", (int)(idlen > 80 ? 80 : idlen),
+                        id, s->cfg->result_ttl_s);
+        return NULL;
+    case SDW_JOBS_UNKNOWN: break;
+    }
+    sdw_http_errorf(s, req, 404, "not_found", NULL, "no job with id '%.*s'", (int)(idlen > 80 ? 80 : idlen), id);
+    return NULL;
+}
+
+static void send_job(sdw_srv *s, h2o_req_t *req, int status, const sdw_job *job)
+{
+    sdw_jw w;
+    sdw_jw_init(&w);
+    sdw_job_json(s, &w, job);
+    sdw_http_send_jw(s, req, status, &w);
+    sdw_jw_free(&w);
+}
+
+static void handle_job(sdw_srv *s, h2o_req_t *req, sdw_route r, const char *id, size_t idlen)
+{
+    sdw_job *job = find_job(s, req, id, idlen);
+    if (!job)
+        return;
+    if (r == SDW_ROUTE_JOB_STREAM) {
+        sdw_sse_start(s, req, job, NULL);
+        return;
+    }
+    if (r == SDW_ROUTE_JOB_IMAGE) {
+        if (job->status != SDW_JST_COMPLETE) {
+            sdw_http_errorf(s, req, 409, "not_complete", NULL, "job %s is %s; the image exists once it is complete",
+                            job->id, sdw_job_status_name(job->status));
+            return;
+        }
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("private, max-age=60"));
+        sdw_http_send(s, req, 200, "image/png", (const char *)job->png, job->png_len);
+        return;
+    }
+    if (method_is(req, "DELETE")) {
+        int rc = sdw_jobs_cancel(s->jobs, job, sdw_srv_now());
+        /* 202 while the worker has yet to reach its next step boundary */
+        send_job(s, req, rc == 1 && job->status == SDW_JST_RUNNING ? 202 : 200, job);
+        return;
+    }
+    send_job(s, req, 200, job);
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    sdw_srv *s = ((route_handler *)self)->srv;
+    const char *id;
+    size_t idlen;
+    sdw_route r = sdw_route_match(req->path_normalized.base, req->path_normalized.len, &id, &idlen);
+    if (r == SDW_ROUTE_NONE || (r == SDW_ROUTE_METRICS && !s->cfg->metrics)) {
+        sdw_http_errorf(s, req, 404, "not_found", NULL, "no such resource: %.*s",
+                        (int)(req->path_normalized.len > 100 ? 100 : req->path_normalized.len), req->path_normalized.base);
+        return 0;
+    }
+    if (method_is(req, "OPTIONS")) {
+        handle_preflight(s, req, r);
+        return 0;
+    }
+    if (!method_allowed(req, r)) {
+        const char *allow = allowed_methods(r);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allow, strlen(allow));
+        sdw_http_errorf(s, req, 405, "method_not_allowed", NULL, "%.*s is not allowed on %s; allowed: %s",
+                        (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base, sdw_route_pattern(r), allow);
+        return 0;
+    }
+    switch (r) {
+    case SDW_ROUTE_HEALTH: handle_health(s, req); break;
+    case SDW_ROUTE_READY: handle_ready(s, req); break;
+    case SDW_ROUTE_METRICS: handle_metrics(s, req); break;
+    case SDW_ROUTE_JOBS: handle_submit(s, req); break;
+    default: handle_job(s, req, r, id, idlen); break;
+    }
+    return 0;
+}
+
+void sdw_routes_register(sdw_srv *s, h2o_pathconf_t *pathconf)
+{
+    route_handler *h = (route_handler *)h2o_create_handler(pathconf, sizeof *h);
+    h->super.on_req = on_req;
+    h->srv = s;
+}
