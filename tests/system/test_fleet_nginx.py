@@ -16,6 +16,7 @@ import time
 
 SRC = os.environ.get("SDW_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("SDW_BUILD_DIR") or os.path.join(SRC, "build")
+sys.dont_write_bytecode = True  # the helper lives in the source tree
 sys.path.insert(0, os.path.join(SRC, "tests", "packaging"))
 import sdw_http as H  # noqa: E402
 
@@ -76,8 +77,14 @@ class Node:
         return "http://" + self.addr
 
     def wait_listening(self, timeout=60):
-        if not self._seen.wait(timeout):
-            raise H.Fail("%s did not log its listening address within %ds (see %s)" % (self.node_id, timeout, self.log.name))
+        deadline = time.monotonic() + timeout
+        while not self._seen.wait(0.1):
+            if self.proc.poll() is not None:
+                time.sleep(0.2)  # let the reader thread copy the last lines into the log
+                raise H.Fail("%s exited with %d before listening; its log:\n%s"
+                             % (self.node_id, self.proc.returncode, open(self.log.name).read()[-1500:]))
+            if time.monotonic() > deadline:
+                raise H.Fail("%s did not log its listening address within %ds (see %s)" % (self.node_id, timeout, self.log.name))
         H.wait_ready(self.base(), timeout=120, alive=lambda: self.proc.poll() is None)
 
     def kill(self):
