@@ -21,7 +21,7 @@ typedef struct {
 
     char *listen_host; /* "127.0.0.1" */
     int listen_port;   /* 8080; 0 picks a free port */
-    char *node_id;     /* prefix of job ids, for routing in a fleet; default: "n" + hostname hash */
+    char *node_id;     /* prefix of job ids, for routing in a fleet; default: the sanitized hostname */
 
     char *model_path;     /* required */
     char *tokenizer_path; /* optional, "" = the model's own */

@@ -90,7 +90,7 @@ int main(int argc, char **argv)
         if (config_arg(argc, argv, cmd, &path) != 0)
             return 1;
         sdw_config cfg;
-        char err[1024];
+        char err[4096];
         if (sdw_config_load(path, &cfg, err, sizeof err) != 0) {
             fprintf(stderr, "%s\n", err);
             return !strcmp(cmd, "serve") ? 2 : 1;
