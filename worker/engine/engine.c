@@ -1,0 +1,601 @@
+/* engine.c: the public engine API: loads checkpoint + tokenizer + text encoder + UNet + VAE, and runs
+ * prompt -> conditioning -> Philox noise -> sampler loop (CFG in one batched UNet call) -> VAE -> PNG. */
+#include "sd_engine.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "checkpoint.h"
+#include "clip.h"
+#include "engine_trace.h"
+#include "ops.h"
+#include "philox.h"
+#include "png_io.h"
+#include "sampler.h"
+#include "tokenizer.h"
+#include "unet.h"
+#include "vae.h"
+
+#ifndef SDW_VERSION
+#define SDW_VERSION "0.0.0"
+#endif
+
+/** SD's VAE latent scale factor (the same for SD 1.x and 2.x). */
+#define SDE_LATENT_SCALE 0.18215f
+/** Longest prompt accepted, in bytes; CLIP keeps 75 tokens anyway. */
+#define SDE_MAX_PROMPT_BYTES 65536
+
+struct sde_engine {
+    sde_ckpt *ck;
+    sde_tokenizer *tok;
+    sde_clip *clip;
+    sde_unet *unet;
+    sde_vae *vae;
+    sde_noise_table tab;
+    sde_model_info info;
+    int v_pred;
+    int32_t pad_id;
+    sde_trace_fn trace;
+    void *trace_ud;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return p && stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int has_vocab(const char *dir)
+{
+    char p[4200];
+    struct stat st;
+    if (snprintf(p, sizeof p, "%s/vocab.json", dir) >= (int)sizeof p)
+        return 0;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Tokenizer, in order: the caller's path, a diffusers tokenizer/ folder, one embedded in the file's metadata
+ * (tiny models), a tokenizer/ folder beside or inside the model, then a clear error. */
+static int load_tokenizer(sde_engine *e, const sde_load_opts *o, char *err, size_t errlen)
+{
+    const char *path = o->model_path;
+    if (o->tokenizer_path && *o->tokenizer_path)
+        return sde_tok_load(o->tokenizer_path, &e->tok, err, errlen);
+    const char *dir = sde_ckpt_tokenizer_dir(e->ck);
+    if (dir)
+        return sde_tok_load(dir, &e->tok, err, errlen);
+    const char *vj = sde_ckpt_meta(e->ck, "sdw.tokenizer.vocab_json");
+    const char *mg = sde_ckpt_meta(e->ck, "sdw.tokenizer.merges");
+    if (vj) {
+        if (sde_tok_load_mem(vj, strlen(vj), mg ? mg : "", mg ? strlen(mg) : 0, &e->tok, err, errlen)) {
+            size_t l = strlen(err);
+            snprintf(err + l, errlen - l, " (tokenizer embedded in %s)", path);
+            return -1;
+        }
+        return 0;
+    }
+    char cand[4096];
+    if (is_dir(path)) {
+        snprintf(cand, sizeof cand, "%s/tokenizer", path);
+        if (has_vocab(cand))
+            return sde_tok_load(cand, &e->tok, err, errlen);
+    } else {
+        snprintf(cand, sizeof cand, "%s.tokenizer", path);
+        if (has_vocab(cand))
+            return sde_tok_load(cand, &e->tok, err, errlen);
+        const char *slash = strrchr(path, '/');
+        if (slash)
+            snprintf(cand, sizeof cand, "%.*s/tokenizer", (int)(slash - path), path);
+        else
+            snprintf(cand, sizeof cand, "tokenizer");
+        if (has_vocab(cand))
+            return sde_tok_load(cand, &e->tok, err, errlen);
+    }
+    snprintf(err, errlen,
+             "no CLIP tokenizer found for %s: pass --tokenizer PATH (e.g. bpe_simple_vocab_16e6.txt.gz, or a "
+             "folder with vocab.json and merges.txt)",
+             path);
+    return -1;
+}
+
+/* The prediction type: caller > diffusers scheduler_config > metadata > arch default (v for SD 2.x). */
+static int resolve_prediction(sde_engine *e, const sde_load_opts *o, char *err, size_t errlen)
+{
+    if (o->prediction == SDE_PRED_EPS || o->prediction == SDE_PRED_V) {
+        e->v_pred = o->prediction == SDE_PRED_V;
+        return 0;
+    }
+    if (o->prediction != SDE_PRED_AUTO) {
+        snprintf(err, errlen, "prediction: unknown value %d", (int)o->prediction);
+        return -1;
+    }
+    const char *pt = sde_ckpt_prediction_type(e->ck);
+    if (pt) {
+        if (!strcmp(pt, "epsilon") || !strcmp(pt, "v_prediction")) {
+            e->v_pred = !strcmp(pt, "v_prediction");
+            return 0;
+        }
+        snprintf(err, errlen, "%s: scheduler prediction_type \"%s\" is not supported (epsilon or v_prediction)",
+                 o->model_path, pt);
+        return -1;
+    }
+    const char *m = sde_ckpt_meta(e->ck, "sdw.prediction");
+    if (m) {
+        if (!strcmp(m, "eps") || !strcmp(m, "v")) {
+            e->v_pred = !strcmp(m, "v");
+            return 0;
+        }
+        snprintf(err, errlen, "%s: metadata sdw.prediction=\"%s\": expected eps or v", o->model_path, m);
+        return -1;
+    }
+    e->v_pred = !strcmp(e->info.arch, "sd2");
+    if (e->v_pred)
+        /* Nothing in an SD 2.x single file says which it is; the 768-v models are the common ones. */
+        fprintf(stderr, "sd-engine: %s: SD 2.x model without a prediction type: assuming v (768-v); use "
+                        "prediction eps for 512-base models\n",
+                o->model_path);
+    return 0;
+}
+
+static int64_t count_params(const sde_ckpt *c, const char *prefix)
+{
+    int64_t total = 0;
+    size_t pl = strlen(prefix);
+    for (int i = 0; i < sde_ckpt_count(c); i++) {
+        const sde_tensor *t = sde_ckpt_at(c, i);
+        if (strncmp(t->name, prefix, pl))
+            continue;
+        int64_t n = 1;
+        for (int d = 0; d < t->ndim; d++)
+            n *= t->shape[d];
+        total += n;
+    }
+    return total;
+}
+
+int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!opts || !opts->model_path || !*opts->model_path) {
+        snprintf(err, errlen, "model: no model path given");
+        return -1;
+    }
+    sde_engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (opts->threads > 0)
+        sde_set_threads(opts->threads);
+    if (sde_ckpt_open(opts->model_path, &e->ck, err, errlen))
+        goto fail;
+    if (sde_clip_build(e->ck, &e->clip, err, errlen))
+        goto fail;
+    const sde_clip_config *cc = sde_clip_get_config(e->clip);
+    const char *preset = sde_ckpt_meta(e->ck, "sdw.preset");
+    if (cc->openclip || cc->dim == 1024)
+        snprintf(e->info.arch, sizeof e->info.arch, "sd2");
+    else if (preset && !strcmp(preset, "tiny"))
+        snprintf(e->info.arch, sizeof e->info.arch, "tiny");
+    else
+        snprintf(e->info.arch, sizeof e->info.arch, "sd1");
+
+    if (load_tokenizer(e, opts, err, errlen))
+        goto fail;
+    if (sde_tok_vocab_size(e->tok) > cc->vocab) {
+        snprintf(err, errlen, "%s: the tokenizer has %d tokens but the text encoder embeds only %d: wrong tokenizer?",
+                 opts->model_path, sde_tok_vocab_size(e->tok), cc->vocab);
+        goto fail;
+    }
+    e->pad_id = sde_clip_pad_id(e->clip, sde_tok_eos(e->tok));
+
+    sde_unet_config ucfg;
+    if (sde_unet_config_infer(e->ck, &ucfg, err, errlen) || sde_unet_build(e->ck, &ucfg, &e->unet, err, errlen))
+        goto fail;
+    if (ucfg.context_dim != cc->dim) {
+        snprintf(err, errlen, "%s: the UNet cross-attends to %d-wide context but the text encoder is %d wide",
+                 opts->model_path, ucfg.context_dim, cc->dim);
+        goto fail;
+    }
+    if (sde_vae_build(e->ck, &e->vae, err, errlen))
+        goto fail;
+
+    const float *ac = NULL;
+    if (sde_ckpt_find(e->ck, "alphas_cumprod")) {
+        const int64_t shape[1] = {SDE_TIMESTEPS};
+        ac = sde_ckpt_f32(e->ck, "alphas_cumprod", 1, shape, err, errlen);
+        if (!ac)
+            goto fail;
+    }
+    if (sde_noise_table_init(&e->tab, ac, err, errlen)) {
+        size_t l = strlen(err);
+        snprintf(err + l, errlen - l, " (%s)", opts->model_path);
+        goto fail;
+    }
+    if (resolve_prediction(e, opts, err, errlen))
+        goto fail;
+
+    sde_model_info *in = &e->info;
+    snprintf(in->prediction, sizeof in->prediction, "%s", e->v_pred ? "v" : "eps");
+    char hash[11];
+    if (sde_ckpt_short_hash(opts->model_path, hash, err, errlen))
+        goto fail;
+    snprintf(in->model_hash, sizeof in->model_hash, "%s", hash);
+    /* model name: the basename, without the extension of a file */
+    const char *base = opts->model_path;
+    size_t bl = strlen(base);
+    while (bl > 1 && base[bl - 1] == '/')
+        bl--;
+    size_t start = bl;
+    while (start > 0 && base[start - 1] != '/')
+        start--;
+    size_t nl = bl - start;
+    if (!is_dir(opts->model_path))
+        for (size_t i = nl; i > 1; i--)
+            if (base[start + i - 1] == '.') {
+                nl = i - 1;
+                break;
+            }
+    if (nl >= sizeof in->model_name)
+        nl = sizeof in->model_name - 1;
+    memcpy(in->model_name, base + start, nl);
+    in->model_name[nl] = 0;
+    in->context_dim = cc->dim;
+    in->default_size = !strcmp(in->arch, "tiny") ? 64 : !strcmp(in->arch, "sd2") && e->v_pred ? 768 : 512;
+    in->n_params = sde_clip_params(e->clip) + count_params(e->ck, "model.diffusion_model.") +
+                   count_params(e->ck, "first_stage_model.decoder.") +
+                   count_params(e->ck, "first_stage_model.post_quant_conv.");
+    *out = e;
+    return 0;
+fail:
+    sde_engine_free(e);
+    return -1;
+}
+
+void sde_engine_free(sde_engine *e)
+{
+    if (!e)
+        return;
+    sde_vae_free(e->vae);
+    sde_unet_free(e->unet);
+    sde_clip_free(e->clip);
+    sde_tok_free(e->tok);
+    sde_ckpt_free(e->ck);
+    free(e);
+}
+
+void sde_engine_info(const sde_engine *e, sde_model_info *info)
+{
+    *info = e->info;
+}
+
+void sde_engine_set_trace(sde_engine *e, sde_trace_fn fn, void *ud)
+{
+    e->trace = fn;
+    e->trace_ud = ud;
+}
+
+int sde_params_validate(const sde_gen_params *p, const char **field, char *err, size_t errlen)
+{
+    const char *f = NULL;
+    if (!p) {
+        f = "params";
+        snprintf(err, errlen, "no parameters");
+    } else if (!p->prompt) {
+        f = "prompt";
+        snprintf(err, errlen, "prompt is required");
+    } else if (strlen(p->prompt) > SDE_MAX_PROMPT_BYTES) {
+        f = "prompt";
+        snprintf(err, errlen, "prompt is longer than %d bytes", SDE_MAX_PROMPT_BYTES);
+    } else if (p->negative_prompt && strlen(p->negative_prompt) > SDE_MAX_PROMPT_BYTES) {
+        f = "negative_prompt";
+        snprintf(err, errlen, "negative_prompt is longer than %d bytes", SDE_MAX_PROMPT_BYTES);
+    } else if (p->steps < 1 || p->steps > SDE_MAX_STEPS) {
+        f = "steps";
+        snprintf(err, errlen, "steps must be 1..%d, got %d", SDE_MAX_STEPS, p->steps);
+    } else if (!isfinite(p->cfg_scale) || p->cfg_scale < 0.f || p->cfg_scale > 30.f) {
+        f = "cfg_scale";
+        snprintf(err, errlen, "cfg_scale must be a number in 0..30, got %g", (double)p->cfg_scale);
+    } else if (p->width < 64 || p->width > 2048 || p->width % 8) {
+        f = "width";
+        snprintf(err, errlen, "width must be a multiple of 8 in 64..2048, got %d", p->width);
+    } else if (p->height < 64 || p->height > 2048 || p->height % 8) {
+        f = "height";
+        snprintf(err, errlen, "height must be a multiple of 8 in 64..2048, got %d", p->height);
+    } else if (!strcmp(sde_sampler_name(p->sampler), "?")) {
+        f = "sampler";
+        snprintf(err, errlen, "unknown sampler %d", (int)p->sampler);
+    } else if (!strcmp(sde_schedule_name(p->schedule), "?")) {
+        f = "schedule";
+        snprintf(err, errlen, "unknown schedule %d", (int)p->schedule);
+    }
+    if (field)
+        *field = f;
+    return f ? -1 : 0;
+}
+
+/* ---- one generation ---- */
+
+/* Everything one generation needs, sized before sampling starts. */
+typedef struct {
+    sde_engine *e;
+    const sde_gen_params *p;
+    int lh, lw, batch;
+    size_t n;        /* latent elements: 4 * lh * lw */
+    float *ctx;      /* [batch][77][dim]: cond, then uncond */
+    float *unet_in;  /* [batch][4][lh][lw] */
+    float *unet_out; /* [batch][4][lh][lw] */
+    float *guided;   /* [4][lh][lw] */
+    float tsteps[2];
+    double t0;
+    int cancelled;
+} gen_run;
+
+static void trace(const gen_run *g, const char *name, int step, const float *d, size_t n)
+{
+    if (!g->e->trace)
+        return;
+    char nm[48];
+    if (step > 0)
+        snprintf(nm, sizeof nm, "step%02d_%s", step, name);
+    else
+        snprintf(nm, sizeof nm, "%s", name);
+    g->e->trace(g->e->trace_ud, nm, d, n);
+}
+
+static int gen_cancel_requested(const gen_run *g)
+{
+    return g->p->should_cancel && g->p->should_cancel(g->p->ud);
+}
+
+static int gen_denoise(void *ud, const float *x, float sigma, int step, float *den)
+{
+    gen_run *g = ud;
+    if (gen_cancel_requested(g)) {
+        g->cancelled = 1;
+        return 1;
+    }
+    float c_skip, c_out, c_in;
+    sde_denoiser_scalings(g->e->v_pred, sigma, &c_skip, &c_out, &c_in);
+    float t = sde_sigma_to_t(&g->e->tab, sigma);
+    for (int b = 0; b < g->batch; b++) {
+        for (size_t i = 0; i < g->n; i++)
+            g->unet_in[(size_t)b * g->n + i] = x[i] * c_in;
+        g->tsteps[b] = t;
+    }
+    trace(g, "x", step + 1, x, g->n);
+    trace(g, "unet_in", step + 1, g->unet_in, g->n);
+    sde_unet_forward(g->e->unet, g->unet_in, g->batch, g->lh, g->lw, g->tsteps, g->ctx, SDE_TOK_CONTEXT,
+                     g->unet_out);
+    const float *out = g->unet_out;
+    if (g->batch == 2) {
+        sde_cfg_combine(g->unet_out, g->unet_out + g->n, g->p->cfg_scale, g->n, g->guided);
+        out = g->guided;
+        trace(g, "eps_uncond", step + 1, g->unet_out + g->n, g->n);
+    }
+    trace(g, "eps_cond", step + 1, g->unet_out, g->n);
+    trace(g, "eps_guided", step + 1, out, g->n);
+    for (size_t i = 0; i < g->n; i++)
+        den[i] = c_skip * x[i] + c_out * out[i];
+    trace(g, "denoised", step + 1, den, g->n);
+    return 0;
+}
+
+static int gen_step(void *ud, int step, int total, const float *x)
+{
+    gen_run *g = ud;
+    (void)x;
+    if (g->p->progress && g->p->progress(g->p->ud, step + 1, total, now_s() - g->t0)) {
+        g->cancelled = 1;
+        return 1;
+    }
+    if (gen_cancel_requested(g)) {
+        g->cancelled = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static int gen_vae_cancel(void *ud)
+{
+    return gen_cancel_requested((const gen_run *)ud);
+}
+
+static const char *a1111_sampler(sde_sampler s)
+{
+    switch (s) {
+    case SDE_SAMPLER_EULER: return "Euler";
+    case SDE_SAMPLER_EULER_A: return "Euler a";
+    case SDE_SAMPLER_DDIM: return "DDIM";
+    case SDE_SAMPLER_DPMPP_2M: return "DPM++ 2M";
+    case SDE_SAMPLER_LCM: return "LCM";
+    }
+    return "?";
+}
+
+/* AUTOMATIC1111's "parameters" text, so the image's settings show up in the tools people already use.
+ * A1111 calls the plain linspace-of-timesteps schedule "Uniform". */
+static char *a1111_parameters(const sde_engine *e, const sde_gen_params *p)
+{
+    const char *neg = p->negative_prompt ? p->negative_prompt : "";
+    size_t cap = strlen(p->prompt) + strlen(neg) + 1024;
+    char *s = malloc(cap);
+    if (!s)
+        return NULL;
+    int n = snprintf(s, cap, "%s\n", p->prompt);
+    if (*neg)
+        n += snprintf(s + n, cap - (size_t)n, "Negative prompt: %s\n", neg);
+    n += snprintf(s + n, cap - (size_t)n, "Steps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %llu, "
+                                          "Size: %dx%d, ",
+                  p->steps, a1111_sampler(p->sampler), p->schedule == SDE_SCHEDULE_KARRAS ? "Karras" : "Uniform",
+                  (double)p->cfg_scale, (unsigned long long)p->seed, p->width, p->height);
+    if (e->info.model_hash[0])
+        n += snprintf(s + n, cap - (size_t)n, "Model hash: %s, ", e->info.model_hash);
+    snprintf(s + n, cap - (size_t)n, "Model: %s, Version: sd-worker %s", e->info.model_name, SDW_VERSION);
+    return s;
+}
+
+int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *err, size_t errlen)
+{
+    memset(res, 0, sizeof *res);
+    const char *field;
+    if (!e) {
+        snprintf(err, errlen, "no engine");
+        return SDE_ERR;
+    }
+    if (sde_params_validate(p, &field, err, errlen))
+        return SDE_ERR;
+    const double t0 = now_s();
+    gen_run g = {.e = e, .p = p, .lh = p->height / 8, .lw = p->width / 8, .t0 = t0};
+    g.batch = p->cfg_scale == 1.f ? 1 : 2;
+    g.n = (size_t)4 * g.lh * g.lw;
+    const int dim = sde_clip_dim(e->clip);
+    const size_t npx = (size_t)p->width * p->height;
+    float sigmas[SDE_MAX_STEPS + 1];
+    if (sde_sigmas_build(&e->tab, p->schedule, p->steps, sigmas, err, errlen))
+        return SDE_ERR;
+
+    int rc = SDE_ERR;
+    float *x = NULL, *work = NULL, *rgb = NULL;
+    uint8_t *px = NULL;
+    char *params_txt = NULL;
+    g.ctx = malloc((size_t)g.batch * SDE_TOK_CONTEXT * dim * sizeof(float));
+    g.unet_in = malloc((size_t)g.batch * g.n * sizeof(float));
+    g.unet_out = malloc((size_t)g.batch * g.n * sizeof(float));
+    g.guided = malloc(g.n * sizeof(float));
+    x = malloc(g.n * sizeof(float));
+    work = malloc(sde_sampler_work_floats(p->sampler, g.n) * sizeof(float));
+    rgb = malloc(3 * npx * sizeof(float));
+    px = malloc(3 * npx);
+    if (!g.ctx || !g.unet_in || !g.unet_out || !g.guided || !x || !work || !rgb || !px) {
+        snprintf(err, errlen, "out of memory for a %dx%d image", p->width, p->height);
+        goto out;
+    }
+    if (sde_unet_reserve(e->unet, g.batch, g.lh, g.lw, SDE_TOK_CONTEXT, err, errlen))
+        goto out;
+
+    /* text conditioning: cond in slot 0, uncond (negative prompt) in slot 1 */
+    int32_t ids[SDE_TOK_CONTEXT];
+    sde_tok_context(e->tok, p->prompt, e->pad_id, ids);
+    sde_clip_encode(e->clip, ids, g.ctx);
+    trace(&g, "cond_crossattn", 0, g.ctx, (size_t)SDE_TOK_CONTEXT * dim);
+    if (g.batch == 2) {
+        float *u = g.ctx + (size_t)SDE_TOK_CONTEXT * dim;
+        sde_tok_context(e->tok, p->negative_prompt ? p->negative_prompt : "", e->pad_id, ids);
+        sde_clip_encode(e->clip, ids, u);
+        trace(&g, "uncond_crossattn", 0, u, (size_t)SDE_TOK_CONTEXT * dim);
+    }
+    res->t_encode = now_s() - t0;
+    if (gen_cancel_requested(&g)) {
+        rc = SDE_CANCELLED;
+        goto out;
+    }
+
+    /* starting latent: Philox noise at (seed, offset 0), scaled to the first sigma */
+    const double ts = now_s();
+    sde_philox rng;
+    sde_philox_init(&rng, p->seed);
+    sde_philox_randn(&rng, x, g.n);
+    trace(&g, "noise", 0, x, g.n);
+    for (size_t i = 0; i < g.n; i++)
+        x[i] *= sigmas[0];
+    trace(&g, "x_T", 0, x, g.n);
+    sde_sample_args sa = {.kind = p->sampler,
+                          .n = g.n,
+                          .sigmas = sigmas,
+                          .steps = p->steps,
+                          .rng = &rng,
+                          .work = work,
+                          .denoise = gen_denoise,
+                          .on_step = gen_step,
+                          .ud = &g};
+    int sr = sde_sample(&sa, x);
+    res->t_sample = now_s() - ts;
+    if (sr == 1 || g.cancelled) {
+        rc = SDE_CANCELLED;
+        goto out;
+    }
+    if (sr != 0) {
+        snprintf(err, errlen, "sampler %s failed", sde_sampler_name(p->sampler));
+        goto out;
+    }
+    trace(&g, "x0", 0, x, g.n);
+    if (gen_cancel_requested(&g)) {
+        rc = SDE_CANCELLED;
+        goto out;
+    }
+
+    const double td = now_s();
+    for (size_t i = 0; i < g.n; i++)
+        x[i] /= SDE_LATENT_SCALE;
+    trace(&g, "vae_in", 0, x, g.n);
+    int vr = sde_vae_decode(e->vae, x, g.lh, g.lw, rgb, gen_vae_cancel, &g, err, errlen);
+    if (vr == 1) {
+        rc = SDE_CANCELLED;
+        goto out;
+    }
+    if (vr != 0)
+        goto out;
+    for (size_t i = 0; i < 3 * npx; i++) {
+        float v = (rgb[i] + 1.f) * 0.5f;
+        rgb[i] = v < 0.f ? 0.f : v > 1.f ? 1.f : v;
+    }
+    trace(&g, "vae_out", 0, rgb, 3 * npx);
+    /* planar [3][H][W] in [0,1] -> interleaved 8-bit RGB, rounded to nearest as the peer does */
+    for (size_t i = 0; i < npx; i++)
+        for (int c = 0; c < 3; c++)
+            px[3 * i + (size_t)c] = (uint8_t)(rgb[(size_t)c * npx + i] * 255.f + 0.5f);
+    params_txt = a1111_parameters(e, p);
+    if (!params_txt) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    const char *kv[] = {"parameters", params_txt, NULL};
+    if (sde_png_encode(px, p->width, p->height, kv, &res->png, &res->png_len, err, errlen))
+        goto out;
+    res->t_decode = now_s() - td;
+    res->width = p->width;
+    res->height = p->height;
+    res->seed = p->seed;
+    res->t_total = now_s() - t0;
+    rc = SDE_OK;
+out:
+    if (rc != SDE_OK) {
+        free(res->png);
+        res->png = NULL;
+        res->png_len = 0;
+    }
+    if (rc == SDE_CANCELLED)
+        snprintf(err, errlen, "cancelled");
+    free(params_txt);
+    free(px);
+    free(rgb);
+    free(work);
+    free(x);
+    free(g.guided);
+    free(g.unet_out);
+    free(g.unet_in);
+    free(g.ctx);
+    return rc;
+}
+
+void sde_result_free(sde_result *r)
+{
+    if (!r)
+        return;
+    free(r->png);
+    r->png = NULL;
+    r->png_len = 0;
+}
