@@ -62,9 +62,12 @@ for f in /usr/bin/sd-worker /usr/libexec/sd-worker/sd-worker-engine; do
     [ -x "$f" ] || fail "$f missing or not executable"
 done
 for f in /etc/sd-worker/sd-worker.yaml /lib/systemd/system/sd-worker.service /usr/lib/sysusers.d/sd-worker.conf \
-    /usr/lib/tmpfiles.d/sd-worker.conf /usr/share/man/man1/sd-worker.1.gz /usr/share/doc/sd-worker/README.md \
-    /usr/share/doc/sd-worker/copyright; do
+    /usr/lib/tmpfiles.d/sd-worker.conf /usr/share/man/man1/sd-worker.1.gz /usr/share/doc/sd-worker/copyright; do
     [ -f "$f" ] || fail "$f missing"
+done
+for f in README deployment architecture; do # dh_compress gzips the larger ones
+    [ -f "/usr/share/doc/sd-worker/$f.md" ] || [ -f "/usr/share/doc/sd-worker/$f.md.gz" ] ||
+        fail "/usr/share/doc/sd-worker/$f.md missing"
 done
 dpkg-query -W -f='${Conffiles}\n' sd-worker | grep -q '/etc/sd-worker/sd-worker.yaml' ||
     fail "/etc/sd-worker/sd-worker.yaml is not a conffile"
