@@ -70,6 +70,12 @@ int sdw_pool_restarts(const sdw_pool *p, int slot);
 uint64_t sdw_pool_jobs_served(const sdw_pool *p, int slot);
 /** Model info the worker reported when it became ready ("" before). */
 const char *sdw_pool_model_arch(const sdw_pool *p, int slot);
+/** More of what the worker reported in ready ("" before); added by the pool owner (s1). */
+const char *sdw_pool_model_name(const sdw_pool *p, int slot);
+const char *sdw_pool_model_hash(const sdw_pool *p, int slot);
+const char *sdw_pool_model_prediction(const sdw_pool *p, int slot);
+/** The slot's worker process id, 0 while it has none. */
+int sdw_pool_pid(const sdw_pool *p, int slot);
 /** A READY slot, or -1. */
 int sdw_pool_idle_slot(const sdw_pool *p);
 /** 1 while some worker is or may become able to serve (not all FAILED/STOPPED). */

@@ -1,0 +1,294 @@
+/* fake_worker.c: a test double for sd-worker-engine's worker command: speaks the frame protocol with no engine,
+ * and misbehaves on request (crash, hang, garbage, oversized or foreign frames) so pool tests can provoke it.
+ *
+ *   sdw-fake-worker worker --fd N --model SPEC [--threads N] [--device NAME] [anything else is accepted]
+ *
+ * SPEC is a comma-separated list: ok | load_fail (error model_load_failed, exit 2) | load_crash (exit 3 while
+ * loading) | load_ms=N | step_ms=N (default 5) | ignore_term (ignore SIGTERM and shutdown) | no_hello.
+ * A job's behaviour is its prompt: crash (exit 3), abort (SIGABRT), exit0, hang (silent forever), garbage,
+ * oversize, badver, wrongjob, error (engine_error), invalid (invalid_request), big (a 3 MB png after the steps);
+ * anything else runs `steps` steps,
+ * honours cancel at step boundaries and returns "FAKEPNG:<prompt>:<seed>" as the png. */
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "frame.h"
+
+static int fd = -1;
+static int ignore_term, step_ms = 5;
+static volatile sig_atomic_t got_term;
+static sdw_frame_reader *reader;
+static msgpack_sbuffer sb;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    got_term = 1;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !(got_term && !ignore_term))
+        ;
+}
+
+static void send_raw(const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            exit(0); /* supervisor gone */
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Sends what the last sdw_frame_* call appended to sb. */
+static void send_sb(void)
+{
+    send_raw(sb.data, sb.size);
+    msgpack_sbuffer_clear(&sb);
+}
+
+static char inbuf[65536];
+static size_t in_off, in_len;
+
+/* Reads what is there (waiting up to wait_ms, -1 = forever) and returns the next frame: 1, 0 none, exits on EOF. */
+static int next_frame(sdw_frame *f, int wait_ms)
+{
+    char err[256];
+    for (;;) {
+        if (in_off < in_len)
+            in_off += sdw_frame_reader_feed(reader, inbuf + in_off, in_len - in_off);
+        int rc = sdw_frame_reader_next(reader, f, err, sizeof err);
+        if (rc < 0) {
+            fprintf(stderr, "fake worker: bad frame from supervisor: %s\n", err);
+            exit(3);
+        }
+        if (rc == 1)
+            return 1;
+        if (in_off < in_len)
+            continue;
+        if (got_term && !ignore_term)
+            exit(0);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int n = poll(&pfd, 1, wait_ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return 0;
+        ssize_t got = read(fd, inbuf, sizeof inbuf);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            exit(0);
+        in_off = 0;
+        in_len = (size_t)got;
+        wait_ms = 0;
+    }
+}
+
+static void report_ready(const char *device)
+{
+    char cpus[256] = "";
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        size_t o = 0;
+        for (int c = 0; c < CPU_SETSIZE && o + 8 < sizeof cpus; c++)
+            if (CPU_ISSET(c, &set))
+                o += (size_t)snprintf(cpus + o, sizeof cpus - o, "%s%d", o ? "," : "", c);
+    }
+    const char *blas = getenv("OPENBLAS_NUM_THREADS"), *omp = getenv("OMP_NUM_THREADS");
+    char name[128];
+    snprintf(name, sizeof name, "threads=%s omp=%s cpus=%s device=%s", blas ? blas : "-", omp ? omp : "-", cpus,
+             device);
+    sdw_frame_ready(&sb, "fake", "eps", "fakehash01", name, 0.01);
+    send_sb();
+}
+
+static void run_job(const sdw_frame *j)
+{
+    uint64_t job = j->job;
+    const char *what = j->u.job.prompt;
+    sdw_frame_started(&sb, job);
+    send_sb();
+    if (!strcmp(what, "crash"))
+        exit(3);
+    if (!strcmp(what, "abort"))
+        abort();
+    if (!strcmp(what, "exit0"))
+        exit(0);
+    if (!strcmp(what, "hang")) {
+        for (;;)
+            pause();
+    }
+    if (!strcmp(what, "garbage")) {
+        send_raw("\xc1\xc1garbage", 9);
+        sleep_ms(10000);
+        exit(0);
+    }
+    if (!strcmp(what, "oversize")) {
+        /* a result whose png declares 100 MB: the supervisor must refuse from the header */
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 4);
+        msgpack_pack_str_with_body(&pk, "t", 1);
+        msgpack_pack_str_with_body(&pk, "result", 6);
+        msgpack_pack_str_with_body(&pk, "v", 1);
+        msgpack_pack_uint8(&pk, 1);
+        msgpack_pack_str_with_body(&pk, "job", 3);
+        msgpack_pack_uint64(&pk, job);
+        msgpack_pack_str_with_body(&pk, "png", 3);
+        msgpack_pack_bin(&pk, 100u << 20);
+        send_sb();
+        sleep_ms(10000);
+        exit(0);
+    }
+    if (!strcmp(what, "badver")) {
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 3);
+        msgpack_pack_str_with_body(&pk, "t", 1);
+        msgpack_pack_str_with_body(&pk, "cancelled", 9);
+        msgpack_pack_str_with_body(&pk, "v", 1);
+        msgpack_pack_uint8(&pk, 2);
+        msgpack_pack_str_with_body(&pk, "job", 3);
+        msgpack_pack_uint64(&pk, job);
+        send_sb();
+        sleep_ms(10000);
+        exit(0);
+    }
+    if (!strcmp(what, "wrongjob")) {
+        sdw_frame_cancelled(&sb, job + 1);
+        send_sb();
+        sleep_ms(10000);
+        exit(0);
+    }
+    if (!strcmp(what, "error") || !strcmp(what, "invalid")) {
+        int inv = !strcmp(what, "invalid");
+        sdw_frame_error(&sb, 1, job, inv ? "invalid_request" : "engine_error",
+                        inv ? "steps: must be 1..150" : "fake engine failure");
+        send_sb();
+        return;
+    }
+    for (int step = 1; step <= j->u.job.steps; step++) {
+        sleep_ms(step_ms);
+        /* the step boundary: look for cancel, ping, shutdown without waiting */
+        sdw_frame f;
+        while (next_frame(&f, 0) == 1) {
+            sdw_frame_type t = f.type;
+            uint64_t fj = f.job;
+            sdw_frame_free(&f);
+            if (t == SDW_FRAME_CANCEL && fj == job) {
+                sdw_frame_cancelled(&sb, job);
+                send_sb();
+                return;
+            }
+            if (t == SDW_FRAME_PING) {
+                sdw_frame_pong(&sb);
+                send_sb();
+            }
+            if (t == SDW_FRAME_SHUTDOWN && !ignore_term)
+                exit(0);
+        }
+        if (got_term && !ignore_term)
+            exit(0);
+        sdw_frame_progress(&sb, job, step, j->u.job.steps, step * step_ms / 1000.0);
+        send_sb();
+    }
+    if (!strcmp(what, "big")) {
+        /* 3 MB: many socket reads on the supervisor side, and more than any non-result frame may carry */
+        size_t len = 3000000;
+        uint8_t *png = malloc(len);
+        for (size_t i = 0; i < len; i++)
+            png[i] = (uint8_t)(i * 7 + (i >> 16));
+        sdw_frame_result(&sb, job, png, len, j->u.job.width, j->u.job.height, j->u.job.seed, 0, 0, 0, 0);
+        free(png);
+        send_sb();
+        return;
+    }
+    char png[512];
+    int n = snprintf(png, sizeof png, "FAKEPNG:%s:%llu", what, (unsigned long long)j->u.job.seed);
+    sdw_frame_result(&sb, job, (const uint8_t *)png, (size_t)n, j->u.job.width, j->u.job.height, j->u.job.seed,
+                     0.001, 0.002, 0.003, 0.006);
+    send_sb();
+}
+
+int main(int argc, char **argv)
+{
+    const char *spec = "ok", *device = "?";
+    if (argc < 2 || strcmp(argv[1], "worker") != 0) {
+        fprintf(stderr, "usage: sdw-fake-worker worker --fd N --model SPEC ...\n");
+        return 2;
+    }
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--fd"))
+            fd = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--model"))
+            spec = argv[i + 1];
+        else if (!strcmp(argv[i], "--device"))
+            device = argv[i + 1];
+    }
+    if (fd < 0) {
+        fprintf(stderr, "fake worker: --fd is required\n");
+        return 2;
+    }
+    int load_fail = strstr(spec, "load_fail") != NULL, load_crash = strstr(spec, "load_crash") != NULL;
+    int no_hello = strstr(spec, "no_hello") != NULL, load_ms = 0;
+    ignore_term = strstr(spec, "ignore_term") != NULL;
+    const char *v;
+    if ((v = strstr(spec, "load_ms=")))
+        load_ms = atoi(v + 8);
+    if ((v = strstr(spec, "step_ms=")))
+        step_ms = atoi(v + 8);
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = ignore_term ? SIG_IGN : on_term;
+    sigaction(SIGTERM, &sa, NULL);
+    reader = sdw_frame_reader_new(SDW_FRAME_MAX_SMALL);
+    msgpack_sbuffer_init(&sb);
+
+    if (!no_hello) {
+        sdw_frame_hello(&sb, getpid(), device, "loading");
+        send_sb();
+    }
+    if (load_crash)
+        return 3;
+    if (load_fail) {
+        sdw_frame_error(&sb, 0, 0, "model_load_failed", "fake: cannot load the model");
+        send_sb();
+        return 2;
+    }
+    sleep_ms(load_ms);
+    report_ready(device);
+    for (;;) {
+        sdw_frame f;
+        if (next_frame(&f, -1) != 1)
+            continue;
+        switch (f.type) {
+        case SDW_FRAME_JOB: run_job(&f); break;
+        case SDW_FRAME_PING:
+            sdw_frame_pong(&sb);
+            send_sb();
+            break;
+        case SDW_FRAME_SHUTDOWN:
+            if (!ignore_term)
+                return 0;
+            break;
+        default: break; /* a cancel for a job already over */
+        }
+        sdw_frame_free(&f);
+    }
+}

@@ -1,0 +1,668 @@
+/* test_pool.c: the worker pool on a real h2o evloop with real child processes: the test-double worker
+ * (tests/serving/fake_worker.c) for every failure mode, and the real sd-worker-engine worker when it can run. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "pool.h"
+
+#ifndef SDW_FAKE_WORKER
+#define SDW_FAKE_WORKER "sdw-fake-worker"
+#endif
+#ifndef SDW_ENGINE_PROGRAM
+#define SDW_ENGINE_PROGRAM "sd-worker-engine"
+#endif
+
+#define MAXREC 512
+
+typedef struct {
+    uint64_t job;
+    sdw_job_end end;
+    char code[64];
+    char message[512];
+    char png_head[64];
+    size_t png_len;
+    uint32_t png_sum;
+    int width, height;
+    uint64_t at;
+} done_rec;
+
+static struct {
+    h2o_loop_t *loop;
+    sdw_pool *pool;
+    h2o_socket_t *sigsock;
+    sdw_device_config devs[4];
+    sdw_config cfg;
+    char cpu[16]; /* one CPU this process may run on, for pinning */
+    done_rec done[MAXREC];
+    int ndone;
+    uint64_t started[MAXREC];
+    int nstarted;
+    int nprogress, last_step, last_total;
+    struct {
+        int slot;
+        sdw_worker_state st;
+        uint64_t at;
+    } states[MAXREC];
+    int nstates;
+    uint64_t submitted[MAXREC];
+    int nsubmitted;
+    int shutdown_done;
+    uint64_t shutdown_at;
+} T;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Runs the loop until cond holds or ms pass; evaluates to cond. */
+#define RUN_UNTIL(cond, ms)                                                                                         \
+    ({                                                                                                              \
+        uint64_t end_ = now_ms() + (ms);                                                                            \
+        while (!(cond) && now_ms() < end_)                                                                          \
+            h2o_evloop_run(T.loop, 10);                                                                             \
+        (cond);                                                                                                     \
+    })
+
+static void ev_state(void *ud, int slot, sdw_worker_state st)
+{
+    (void)ud;
+    if (T.nstates < MAXREC) {
+        T.states[T.nstates].slot = slot;
+        T.states[T.nstates].st = st;
+        T.states[T.nstates].at = now_ms();
+        T.nstates++;
+    }
+    assert_int_equal(sdw_pool_state(T.pool, slot), st);
+}
+
+static void ev_started(void *ud, uint64_t job, int slot)
+{
+    (void)ud;
+    assert_int_equal(sdw_pool_state(T.pool, slot), SDW_WS_BUSY);
+    T.started[T.nstarted++ % MAXREC] = job;
+}
+
+static void ev_progress(void *ud, uint64_t job, int step, int total, double elapsed)
+{
+    (void)ud;
+    (void)job;
+    assert_true(elapsed >= 0);
+    T.nprogress++;
+    T.last_step = step;
+    T.last_total = total;
+}
+
+static void ev_done(void *ud, uint64_t job, const sdw_job_outcome *o)
+{
+    (void)ud;
+    assert_true(T.ndone < MAXREC);
+    done_rec *r = &T.done[T.ndone++];
+    r->job = job;
+    r->end = o->end;
+    r->at = now_ms();
+    snprintf(r->code, sizeof r->code, "%s", o->code ? o->code : "");
+    snprintf(r->message, sizeof r->message, "%s", o->message ? o->message : "");
+    if (o->end == SDW_JOB_COMPLETE) {
+        r->png_len = o->png_len;
+        memcpy(r->png_head, o->png, o->png_len < sizeof r->png_head - 1 ? o->png_len : sizeof r->png_head - 1);
+        for (size_t i = 0; i < o->png_len; i++)
+            r->png_sum = r->png_sum * 31 + o->png[i];
+        r->width = o->width;
+        r->height = o->height;
+    } else if (o->end == SDW_JOB_ERROR) {
+        assert_non_null(o->code);
+        assert_non_null(o->message);
+    }
+}
+
+static const sdw_pool_events events = {ev_state, ev_started, ev_progress, ev_done};
+
+static void on_sigchld(h2o_socket_t *sock, const char *err)
+{
+    assert_null(err);
+    h2o_buffer_consume(&sock->input, sock->input->size);
+    if (T.pool)
+        sdw_pool_reap(T.pool);
+}
+
+static void on_shutdown_done(void *ud)
+{
+    assert_ptr_equal(ud, &T);
+    T.shutdown_done++;
+    T.shutdown_at = now_ms();
+}
+
+/* Fills T.cfg for n devices on the fake worker with model spec; the caller may adjust before pool_start(). */
+static void setup_cfg(const char *spec, int n)
+{
+    memset(&T, 0, sizeof T);
+    cpu_set_t set;
+    assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &set)) {
+            snprintf(T.cpu, sizeof T.cpu, "%d", c);
+            break;
+        }
+    for (int i = 0; i < n; i++) {
+        T.devs[i].kind = SDW_DEV_CPU;
+        snprintf(T.devs[i].cpus, sizeof T.devs[i].cpus, "%s", T.cpu);
+        snprintf(T.devs[i].name, sizeof T.devs[i].name, "cpu:%s/%d", T.cpu, i);
+    }
+    T.cfg.model_path = (char *)spec;
+    T.cfg.tokenizer_path = "";
+    T.cfg.prediction = "auto";
+    T.cfg.devices = T.devs;
+    T.cfg.n_devices = n;
+    T.cfg.restart_backoff_min_ms = 50;
+    T.cfg.restart_backoff_max_ms = 400;
+    T.cfg.job_timeout_s = 30;
+    T.cfg.log_level = 1;
+}
+
+static void pool_start(const char *engine)
+{
+    T.loop = h2o_evloop_create();
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    assert_int_equal(sigprocmask(SIG_BLOCK, &chld, NULL), 0);
+    int sfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+    assert_true(sfd >= 0);
+    T.sigsock = h2o_evloop_socket_create(T.loop, sfd, 0);
+    h2o_socket_read_start(T.sigsock, on_sigchld);
+    char err[512] = "";
+    int rc = sdw_pool_start(T.loop, &T.cfg, engine, &events, &T, &T.pool, err, sizeof err);
+    if (rc != 0)
+        fail_msg("sdw_pool_start: %s", err);
+    assert_int_equal(sdw_pool_size(T.pool), T.cfg.n_devices);
+}
+
+static void setup(const char *spec, int n)
+{
+    setup_cfg(spec, n);
+    pool_start(SDW_FAKE_WORKER);
+}
+
+static int count_done(uint64_t job)
+{
+    int n = 0;
+    for (int i = 0; i < T.ndone; i++)
+        n += T.done[i].job == job;
+    return n;
+}
+
+static const done_rec *done_for(uint64_t job)
+{
+    for (int i = 0; i < T.ndone; i++)
+        if (T.done[i].job == job)
+            return &T.done[i];
+    return NULL;
+}
+
+/* Shuts the pool down (unless the test did), then checks the one invariant every test shares: each submitted
+ * job ended exactly once, and nothing else ended. */
+static void teardown(void)
+{
+    if (!T.shutdown_done && T.pool) {
+        sdw_pool_shutdown(T.pool, 2000, on_shutdown_done, &T);
+        assert_true(RUN_UNTIL(T.shutdown_done, 10000));
+    }
+    for (int i = 0; i < sdw_pool_size(T.pool); i++)
+        assert_int_equal(sdw_pool_pid(T.pool, i), 0);
+    h2o_evloop_run(T.loop, 0);
+    assert_int_equal(T.shutdown_done, 1);
+    sdw_pool_free(T.pool);
+    T.pool = NULL;
+    h2o_socket_close(T.sigsock);
+    h2o_evloop_destroy(T.loop);
+    for (int i = 0; i < T.nsubmitted; i++)
+        if (count_done(T.submitted[i]) != 1)
+            fail_msg("job %llu ended %d times", (unsigned long long)T.submitted[i], count_done(T.submitted[i]));
+    assert_int_equal(T.ndone, T.nsubmitted);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_UNBLOCK, &chld, NULL);
+}
+
+static int submit(int slot, uint64_t job, const char *prompt, int steps)
+{
+    sdw_job_params jp = {.prompt = prompt,
+                         .negative_prompt = "",
+                         .steps = steps,
+                         .cfg_scale = 7.0,
+                         .seed = job * 10,
+                         .width = 64,
+                         .height = 48,
+                         .sampler = "euler",
+                         .schedule = "discrete"};
+    int rc = sdw_pool_submit(T.pool, slot, job, &jp);
+    if (rc == 0)
+        T.submitted[T.nsubmitted++] = job;
+    return rc;
+}
+
+static int saw_state(int slot, sdw_worker_state st)
+{
+    for (int i = 0; i < T.nstates; i++)
+        if (T.states[i].slot == slot && T.states[i].st == st)
+            return 1;
+    return 0;
+}
+
+static void expect_contains(const char *hay, const char *needle)
+{
+    if (!strstr(hay, needle))
+        fail_msg("\"%s\" does not contain \"%s\"", hay, needle);
+}
+
+/* ---- tests ---- */
+
+static void test_job_completes(void **state)
+{
+    (void)state;
+    setup("step_ms=2", 1);
+    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_LOADING);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_string_equal(sdw_pool_model_arch(T.pool, 0), "fake");
+    assert_string_equal(sdw_pool_model_prediction(T.pool, 0), "eps");
+    assert_string_equal(sdw_pool_model_hash(T.pool, 0), "fakehash01");
+    /* pinned to the configured CPU, threads 0 -> one per CPU in the set, exported to OpenBLAS and OpenMP */
+    char want[96];
+    snprintf(want, sizeof want, "threads=1 omp=1 cpus=%s device=cpu:%s/0", T.cpu, T.cpu);
+    assert_string_equal(sdw_pool_model_name(T.pool, 0), want);
+    assert_true(sdw_pool_pid(T.pool, 0) > 0);
+    assert_int_equal(sdw_pool_idle_slot(T.pool), 0);
+    assert_true(sdw_pool_can_ever_serve(T.pool));
+    assert_string_equal(sdw_pool_state_name(SDW_WS_RESTARTING), "restarting");
+
+    assert_int_equal(submit(0, 101, "a cat", 4), 0);
+    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_BUSY);
+    assert_int_equal(submit(0, 102, "a dog", 4), -1); /* one job at a time */
+    assert_int_equal(submit(1, 102, "a dog", 4), -1); /* no such slot */
+    assert_int_equal(sdw_pool_idle_slot(T.pool), -1);
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    const done_rec *r = done_for(101);
+    assert_int_equal(r->end, SDW_JOB_COMPLETE);
+    assert_string_equal(r->png_head, "FAKEPNG:a cat:1010");
+    assert_int_equal(r->width, 64);
+    assert_int_equal(r->height, 48);
+    assert_int_equal(T.nstarted, 1);
+    assert_int_equal(T.started[0], 101);
+    assert_int_equal(T.nprogress, 4);
+    assert_int_equal(T.last_step, 4);
+    assert_int_equal(T.last_total, 4);
+    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
+    assert_int_equal(sdw_pool_jobs_served(T.pool, 0), 1);
+    assert_true(saw_state(0, SDW_WS_BUSY));
+
+    /* a 3 MB result crosses many socket reads and the reader's buffer growth */
+    assert_int_equal(submit(0, 103, "big", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 2, 10000));
+    r = done_for(103);
+    assert_int_equal(r->end, SDW_JOB_COMPLETE);
+    assert_int_equal(r->png_len, 3000000);
+    uint32_t sum = 0;
+    for (size_t i = 0; i < 3000000; i++)
+        sum = sum * 31 + (uint8_t)(i * 7 + (i >> 16));
+    assert_int_equal(r->png_sum, sum);
+    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
+    assert_int_equal(sdw_pool_jobs_served(T.pool, 0), 2);
+    teardown();
+}
+
+static void test_two_devices(void **state)
+{
+    (void)state;
+    setup_cfg("step_ms=20", 2);
+    T.devs[1].threads = 3;
+    T.devs[1].cpus[0] = '\0'; /* unpinned */
+    pool_start(SDW_FAKE_WORKER);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY && sdw_pool_state(T.pool, 1) == SDW_WS_READY,
+                          5000));
+    expect_contains(sdw_pool_model_name(T.pool, 1), "threads=3 omp=3 ");
+    assert_string_equal(sdw_pool_device_name(T.pool, 1), T.devs[1].name);
+    int a = sdw_pool_idle_slot(T.pool);
+    assert_int_equal(submit(a, 1, "one", 5), 0);
+    int b = sdw_pool_idle_slot(T.pool);
+    assert_true(b >= 0 && b != a);
+    assert_int_equal(submit(b, 2, "two", 5), 0);
+    assert_int_equal(sdw_pool_idle_slot(T.pool), -1);
+    assert_true(RUN_UNTIL(T.ndone == 2, 5000));
+    assert_int_equal(done_for(1)->end, SDW_JOB_COMPLETE);
+    assert_int_equal(done_for(2)->end, SDW_JOB_COMPLETE);
+    /* both ran at once: each took ~100 ms, and they finished close together */
+    uint64_t d = done_for(1)->at > done_for(2)->at ? done_for(1)->at - done_for(2)->at : done_for(2)->at - done_for(1)->at;
+    assert_true(d < 90);
+    teardown();
+}
+
+static void test_crash_is_reported_and_respawned(void **state)
+{
+    (void)state;
+    setup("step_ms=2", 1);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    int pid1 = sdw_pool_pid(T.pool, 0);
+    assert_int_equal(submit(0, 7, "crash", 3), 0);
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_int_equal(T.done[0].end, SDW_JOB_ERROR);
+    assert_string_equal(T.done[0].code, "worker_crashed");
+    expect_contains(T.done[0].message, "exited with status 3");
+    assert_true(saw_state(0, SDW_WS_RESTARTING));
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_int_equal(sdw_pool_restarts(T.pool, 0), 1);
+    assert_true(sdw_pool_pid(T.pool, 0) != pid1);
+
+    assert_int_equal(submit(0, 8, "abort", 3), 0);
+    assert_true(RUN_UNTIL(T.ndone == 2, 5000));
+    assert_string_equal(T.done[1].code, "worker_crashed");
+    expect_contains(T.done[1].message, "killed by signal 6");
+
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_int_equal(submit(0, 9, "exit0", 3), 0); /* exit 0 unasked is still a crash for the job */
+    assert_true(RUN_UNTIL(T.ndone == 3, 5000));
+    expect_contains(T.done[2].message, "exited with status 0");
+
+    /* an idle worker killed from outside comes back without any job_done */
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    kill(sdw_pool_pid(T.pool, 0), SIGKILL);
+    assert_true(RUN_UNTIL(sdw_pool_restarts(T.pool, 0) == 4 && sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_int_equal(T.ndone, 3);
+    assert_int_equal(submit(0, 10, "fine", 3), 0);
+    assert_true(RUN_UNTIL(T.ndone == 4, 5000));
+    assert_int_equal(done_for(10)->end, SDW_JOB_COMPLETE);
+    teardown();
+}
+
+static void test_backoff_doubles_and_caps(void **state)
+{
+    (void)state;
+    setup_cfg("load_crash", 1);
+    T.cfg.restart_backoff_min_ms = 40;
+    T.cfg.restart_backoff_max_ms = 80;
+    pool_start(SDW_FAKE_WORKER);
+    assert_true(RUN_UNTIL(sdw_pool_restarts(T.pool, 0) >= 6, 10000));
+    /* the gap from each RESTARTING to the LOADING of the respawn is the backoff: 40, 80, then capped at 80
+     * (uncapped it would reach 1280). h2o's clock may lag ours by a few ms, hence the slack below. */
+    uint64_t gaps[8];
+    int ng = 0;
+    for (int i = 0; i + 1 < T.nstates && ng < 8; i++)
+        if (T.states[i].st == SDW_WS_RESTARTING && T.states[i + 1].st == SDW_WS_LOADING)
+            gaps[ng++] = T.states[i + 1].at - T.states[i].at;
+    assert_true(ng >= 6);
+    const int want[6] = {40, 80, 80, 80, 80, 80};
+    for (int i = 0; i < 6; i++) {
+        if (gaps[i] + 15 < (uint64_t)want[i])
+            fail_msg("respawn %d came after %llu ms, before its %d ms backoff", i, (unsigned long long)gaps[i],
+                     want[i]);
+    }
+    assert_true(gaps[5] < 640);
+    assert_false(saw_state(0, SDW_WS_FAILED));
+    teardown();
+}
+
+static void test_exit_2_fails_for_good(void **state)
+{
+    (void)state;
+    setup("load_fail", 1);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_FAILED, 5000));
+    RUN_UNTIL(0, 300);
+    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_FAILED);
+    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
+    assert_false(saw_state(0, SDW_WS_RESTARTING));
+    assert_false(sdw_pool_can_ever_serve(T.pool));
+    assert_int_equal(sdw_pool_idle_slot(T.pool), -1);
+    assert_int_equal(submit(0, 1, "x", 1), -1);
+    teardown();
+    assert_int_equal(T.states[T.nstates - 1].st, SDW_WS_STOPPED);
+}
+
+static void test_job_timeout(void **state)
+{
+    (void)state;
+    setup_cfg("step_ms=2", 1);
+    T.cfg.job_timeout_s = 1;
+    pool_start(SDW_FAKE_WORKER);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_int_equal(submit(0, 1, "quick", 3), 0);
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_int_equal(T.done[0].end, SDW_JOB_COMPLETE);
+    uint64_t t0 = now_ms();
+    assert_int_equal(submit(0, 2, "hang", 3), 0);
+    assert_true(RUN_UNTIL(T.ndone == 2, 5000));
+    assert_true(T.done[1].at - t0 >= 985);
+    assert_string_equal(T.done[1].code, "worker_timeout");
+    expect_contains(T.done[1].message, "no frame for 1 s");
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_int_equal(sdw_pool_restarts(T.pool, 0), 1);
+    teardown();
+}
+
+static void test_job_timeout_is_per_frame(void **state)
+{
+    (void)state;
+    setup_cfg("step_ms=200", 1);
+    T.cfg.job_timeout_s = 1;
+    pool_start(SDW_FAKE_WORKER);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_int_equal(submit(0, 1, "steady", 8), 0); /* 1.6 s in all, a frame every 200 ms */
+    assert_true(RUN_UNTIL(T.ndone == 1, 8000));
+    assert_int_equal(T.done[0].end, SDW_JOB_COMPLETE);
+    teardown();
+}
+
+static void test_protocol_violations_end_the_worker(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *prompt, *msg;
+    } cases[] = {
+        {"garbage", "not a msgpack map (first byte 0xc1)"},
+        {"oversize", "exceeds the 67108864-byte limit"},
+        {"badver", "protocol version 2"},
+        {"wrongjob", "cancelled frame for job 5 while running job 4"},
+    };
+    setup("step_ms=2", 1);
+    for (int i = 0; i < 4; i++) {
+        assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+        uint64_t job = 1 + (uint64_t)i;
+        assert_int_equal(submit(0, job, cases[i].prompt, 2), 0);
+        assert_true(RUN_UNTIL(count_done(job) == 1, 5000));
+        const done_rec *r = done_for(job);
+        assert_int_equal(r->end, SDW_JOB_ERROR);
+        assert_string_equal(r->code, "worker_crashed");
+        expect_contains(r->message, "protocol violation");
+        expect_contains(r->message, cases[i].msg);
+    }
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_int_equal(sdw_pool_restarts(T.pool, 0), 4);
+    teardown();
+
+    /* ready before hello */
+    setup("no_hello", 1);
+    assert_true(RUN_UNTIL(sdw_pool_restarts(T.pool, 0) >= 1, 5000));
+    assert_false(saw_state(0, SDW_WS_READY));
+    teardown();
+}
+
+static void test_worker_errors_keep_it(void **state)
+{
+    (void)state;
+    setup("step_ms=2", 1);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_int_equal(submit(0, 1, "error", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_string_equal(T.done[0].code, "engine_error");
+    assert_string_equal(T.done[0].message, "fake engine failure");
+    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
+    assert_int_equal(submit(0, 2, "invalid", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 2, 5000));
+    assert_string_equal(T.done[1].code, "invalid_request");
+    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
+    assert_int_equal(sdw_pool_jobs_served(T.pool, 0), 2);
+    teardown();
+}
+
+static void test_cancel_at_step_boundary(void **state)
+{
+    (void)state;
+    setup("step_ms=20", 1);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_int_equal(submit(0, 77, "long", 100), 0);
+    assert_true(RUN_UNTIL(T.nprogress >= 2, 5000));
+    sdw_pool_cancel(T.pool, 78); /* not running: nothing happens */
+    sdw_pool_cancel(T.pool, 77);
+    sdw_pool_cancel(T.pool, 77); /* twice is once */
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_int_equal(T.done[0].end, SDW_JOB_CANCELLED);
+    assert_true(T.nprogress < 20);
+    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
+    assert_int_equal(submit(0, 78, "after", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 2, 5000));
+    assert_int_equal(done_for(78)->end, SDW_JOB_COMPLETE);
+    teardown();
+}
+
+static void test_shutdown_ends_running_jobs(void **state)
+{
+    (void)state;
+    setup("step_ms=20", 2);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY && sdw_pool_state(T.pool, 1) == SDW_WS_READY,
+                          5000));
+    assert_int_equal(submit(0, 5, "long", 1000), 0);
+    assert_true(RUN_UNTIL(T.nstarted == 1, 5000));
+    uint64_t t0 = now_ms();
+    sdw_pool_shutdown(T.pool, 3000, on_shutdown_done, &T);
+    assert_int_equal(submit(1, 6, "late", 1), -1);
+    assert_int_equal(sdw_pool_idle_slot(T.pool), -1);
+    assert_false(sdw_pool_can_ever_serve(T.pool));
+    assert_true(RUN_UNTIL(T.shutdown_done, 5000));
+    assert_true(T.shutdown_at - t0 < 2000); /* they left on TERM, no KILL needed */
+    assert_int_equal(T.ndone, 1);
+    assert_int_equal(T.done[0].end, SDW_JOB_ERROR);
+    assert_string_equal(T.done[0].code, "shutting_down");
+    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_STOPPED);
+    assert_int_equal(sdw_pool_state(T.pool, 1), SDW_WS_STOPPED);
+    teardown();
+}
+
+static void test_shutdown_kills_stubborn_workers(void **state)
+{
+    (void)state;
+    setup("ignore_term", 1);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    uint64_t t0 = now_ms();
+    sdw_pool_shutdown(T.pool, 300, on_shutdown_done, &T);
+    assert_true(RUN_UNTIL(T.shutdown_done, 5000));
+    assert_true(T.shutdown_at - t0 >= 285);
+    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_STOPPED);
+    teardown();
+
+    /* a slot waiting out its backoff stops at once and never respawns */
+    setup_cfg("load_crash", 1);
+    T.cfg.restart_backoff_min_ms = 5000;
+    T.cfg.restart_backoff_max_ms = 5000;
+    pool_start(SDW_FAKE_WORKER);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_RESTARTING, 5000));
+    t0 = now_ms();
+    sdw_pool_shutdown(T.pool, 300, on_shutdown_done, &T);
+    assert_int_equal(T.shutdown_done, 0); /* done comes from the loop, not from inside shutdown */
+    assert_true(RUN_UNTIL(T.shutdown_done, 5000));
+    assert_true(T.shutdown_at - t0 < 200);
+    RUN_UNTIL(0, 100);
+    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
+    teardown();
+}
+
+static void test_start_refuses_bad_config(void **state)
+{
+    (void)state;
+    h2o_loop_t *loop = h2o_evloop_create();
+    char err[512];
+    sdw_pool *p = (sdw_pool *)&err; /* must be reset to NULL */
+    setup_cfg("ok", 1);
+    T.devs[0].kind = SDW_DEV_CUDA;
+    snprintf(T.devs[0].name, sizeof T.devs[0].name, "cuda:0");
+    assert_int_equal(sdw_pool_start(loop, &T.cfg, SDW_FAKE_WORKER, &events, NULL, &p, err, sizeof err), -1);
+    assert_null(p);
+    expect_contains(err, "cuda:0: kind cuda needs a GPU backend");
+
+    static const struct {
+        const char *cpus, *msg;
+    } bad[] = {{"0-", "cannot parse cpus '0-'"}, {"a", "cannot parse"},  {"1,", "cannot parse"},
+               {"3-1", "cannot parse"},          {"0 1", "cannot parse"}, {"1023", "CPU 1023 in cpus '1023' is not available"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setup_cfg("ok", 1);
+        snprintf(T.devs[0].cpus, sizeof T.devs[0].cpus, "%s", bad[i].cpus);
+        assert_int_equal(sdw_pool_start(loop, &T.cfg, SDW_FAKE_WORKER, &events, NULL, &p, err, sizeof err), -1);
+        expect_contains(err, bad[i].msg);
+    }
+    setup_cfg("ok", 1);
+    assert_int_equal(sdw_pool_start(loop, &T.cfg, "/nonexistent/sd-worker-engine", &events, NULL, &p, err, sizeof err),
+                     -1);
+    expect_contains(err, "/nonexistent/sd-worker-engine is not executable");
+    T.cfg.n_devices = 0;
+    assert_int_equal(sdw_pool_start(loop, &T.cfg, SDW_FAKE_WORKER, &events, NULL, &p, err, sizeof err), -1);
+    expect_contains(err, "no devices");
+    setup_cfg("", 1);
+    assert_int_equal(sdw_pool_start(loop, &T.cfg, SDW_FAKE_WORKER, &events, NULL, &p, err, sizeof err), -1);
+    expect_contains(err, "no model_path");
+    setup_cfg("ok", 1);
+    T.devs[0].threads = -1;
+    assert_int_equal(sdw_pool_start(loop, &T.cfg, SDW_FAKE_WORKER, &events, NULL, &p, err, sizeof err), -1);
+    expect_contains(err, "threads must be 0");
+    h2o_evloop_destroy(loop);
+}
+
+static void test_reaps_children_it_does_not_own(void **state)
+{
+    (void)state;
+    setup("ok", 1);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    pid_t other = fork();
+    if (other == 0)
+        _exit(7);
+    assert_true(RUN_UNTIL(kill(other, 0) == -1 && errno == ESRCH, 5000)); /* reaped, so gone */
+    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
+    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
+    teardown();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_job_completes),
+        cmocka_unit_test(test_two_devices),
+        cmocka_unit_test(test_crash_is_reported_and_respawned),
+        cmocka_unit_test(test_backoff_doubles_and_caps),
+        cmocka_unit_test(test_exit_2_fails_for_good),
+        cmocka_unit_test(test_job_timeout),
+        cmocka_unit_test(test_job_timeout_is_per_frame),
+        cmocka_unit_test(test_protocol_violations_end_the_worker),
+        cmocka_unit_test(test_worker_errors_keep_it),
+        cmocka_unit_test(test_cancel_at_step_boundary),
+        cmocka_unit_test(test_shutdown_ends_running_jobs),
+        cmocka_unit_test(test_shutdown_kills_stubborn_workers),
+        cmocka_unit_test(test_start_refuses_bad_config),
+        cmocka_unit_test(test_reaps_children_it_does_not_own),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
