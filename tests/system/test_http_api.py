@@ -1,0 +1,166 @@
+"""test_http_api.py: the service's HTTP surface without running jobs to the end: /health and /ready
+transitions (503 while loading), routing errors (404, 405 with Allow), CORS, /metrics, and every
+request validation error over HTTP (400 codes and fields, 413, 415)."""
+import json
+import os
+import socket
+import stat
+import time
+
+import sdw
+from sdw import Service, expect
+
+
+def slow_engine(svc_dir, seconds):
+    """An engine executable that waits before exec'ing the real one, so workers stay 'loading' a while."""
+    real = os.path.join(sdw.BUILD, "sdw-fake-worker" if sdw.FAKE else "sd-worker-engine")
+    path = os.path.join(svc_dir, "slow-engine.sh")
+    with open(path, "w") as f:
+        f.write('#!/bin/sh\nsleep %s\nexec "%s" "$@"\n' % (seconds, real))
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_health_and_ready():
+    svc = Service("ready", devices=2)
+    svc.engine_wrapper = slow_engine(svc.dir, 2)
+    with svc.start():
+        st, h, doc = svc.json("GET", "/health")
+        expect(st == 200 and doc["status"] == "ok" and doc["uptime_s"] >= 0, "health: %s %r" % (st, doc), svc)
+        expect(h["content-type"].startswith("application/json"), "health content-type %r" % h)
+        st, _, doc = svc.json("GET", "/ready")
+        expect(st == 503, "ready while loading: %s %r" % (st, doc), svc)
+        expect(doc["ready"] is False and "reason" in doc and "loading" in doc["reason"], "ready body %r" % doc, svc)
+        expect(len(doc["workers"]) == 2 and all(w["state"] == "loading" for w in doc["workers"]),
+               "workers while loading %r" % doc["workers"], svc)
+        # a job submitted while loading waits in the queue, it is not refused
+        job = svc.submit(prompt="early bird", steps=2, width=64, height=64)
+        expect(job["queue_position"] == 1, "queued while loading: %r" % job, svc)
+        doc = svc.wait_ready(60)
+        expect(doc["ready"] is True and "reason" not in doc, "ready body %r" % doc, svc)
+        expect(any(w["state"] in ("ready", "busy") for w in doc["workers"]), "ready without a worker %r" % doc, svc)
+        ws = svc.wait_workers(lambda ws: all(w["state"] in ("ready", "busy") for w in ws), 60)
+        for w in ws:
+            expect(set(w) >= {"device", "state", "restarts"} and w["restarts"] == 0, "worker %r" % w, svc)
+        expect(sorted(w["device"] for w in ws) == ["cpu:0", "cpu:1"] or os.cpu_count() == 1, "devices %r" % ws, svc)
+        done = svc.wait_status(job["job_id"], ("complete",), 120)
+        expect(done["step"] == 2, "early job %r" % done, svc)
+        st, _, _ = svc.request("HEAD", "/health")
+        expect(st == 200, "HEAD /health %s" % st, svc)
+
+
+def test_routes_and_cors():
+    svc = Service("routes", extra={"cors": {"allow_origins": ["http://ok.example", "https://app.example"]}})
+    with svc.start():
+        svc.wait_ready()
+        st, h, doc = svc.json("GET", "/nope")
+        expect(st == 404 and doc["error"]["code"] == "not_found" and doc["error"]["field"] is None,
+               "404 %s %r" % (st, doc), svc)
+        st, h, doc = svc.json("GET", "/v1/jobs")
+        expect(st == 405 and doc["error"]["code"] == "method_not_allowed", "405 %s %r" % (st, doc), svc)
+        expect("POST" in h.get("allow", ""), "Allow header %r" % h, svc)
+        st, h, _ = svc.json("PUT", "/health")
+        expect(st == 405 and "GET" in h.get("allow", ""), "405 on /health %s %r" % (st, h), svc)
+        st, h, _ = svc.json("POST", "/v1/jobs/x-0000000000000000/stream")
+        expect(st == 405, "POST stream %s" % st, svc)
+
+        # preflight from an allowed origin
+        st, h, body = svc.request("OPTIONS", "/v1/jobs", headers={
+            "Origin": "http://ok.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type"})
+        expect(st == 204 and h.get("access-control-allow-origin") == "http://ok.example", "preflight %s %r" % (st, h), svc)
+        expect("POST" in h.get("access-control-allow-methods", ""), "allow-methods %r" % h, svc)
+        expect(h.get("access-control-allow-headers", "").lower() == "content-type", "allow-headers %r" % h, svc)
+        expect(int(h.get("access-control-max-age", "0")) > 0, "max-age %r" % h, svc)
+        # a simple request from an allowed and from a foreign origin
+        st, h, _ = svc.request("GET", "/health", headers={"Origin": "https://app.example"})
+        expect(h.get("access-control-allow-origin") == "https://app.example" and "origin" in h.get("vary", "").lower(),
+               "CORS on GET %r" % h, svc)
+        st, h, _ = svc.request("GET", "/health", headers={"Origin": "http://evil.example"})
+        expect(st == 200 and "access-control-allow-origin" not in h, "foreign origin got CORS %r" % h, svc)
+        st, h, _ = svc.request("OPTIONS", "/v1/jobs", headers={
+            "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+        expect(st == 204 and "access-control-allow-origin" not in h, "foreign preflight %s %r" % (st, h), svc)
+        # errors carry CORS headers too, so browsers can read them
+        st, h, _ = svc.request("POST", "/v1/jobs", body="{}", headers={"Origin": "http://ok.example",
+                                                                       "Content-Type": "application/json"})
+        expect(st == 400 and h.get("access-control-allow-origin") == "http://ok.example", "CORS on 400 %r" % h, svc)
+
+        # /metrics counts requests by route pattern
+        st, h, body = svc.request("GET", "/metrics")
+        text = body.decode()
+        expect(st == 200 and h["content-type"].startswith("text/plain; version=0.0.4"), "metrics %s %r" % (st, h), svc)
+        expect("sdw_http_requests_total" in text and 'route="/v1/jobs/{id}/stream"' in text,
+               "metrics text lacks request counts:\n" + text[:2000], svc)
+        # one access log line per request
+        expect(svc.log_has("event=http method=OPTIONS path=/v1/jobs status=204"), "access log line", svc)
+
+
+VALIDATION = [
+    # (body, content type, status, code, field)
+    ("{\"prompt\":\"a\",", "application/json", 400, "invalid_json", None),
+    ("[]", "application/json", 400, "invalid_json", None),
+    ("{\"prompt\":\"a\",\"prompt\":\"b\"}", "application/json", 400, "invalid_json", None),
+    ("{\"prompt\":\"a\",\"cfg\":1}", "application/json", 400, "unknown_field", None),
+    ("{}", "application/json", 400, "missing_field", "prompt"),
+    ("{\"prompt\":7}", "application/json", 400, "invalid_type", "prompt"),
+    ("{\"prompt\":\"\"}", "application/json", 400, "out_of_range", "prompt"),
+    ("{\"prompt\":\"" + "x" * 4097 + "\"}", "application/json", 400, "out_of_range", "prompt"),
+    ("{\"prompt\":\"a\",\"negative_prompt\":1}", "application/json", 400, "invalid_type", "negative_prompt"),
+    ("{\"prompt\":\"a\",\"steps\":\"5\"}", "application/json", 400, "invalid_type", "steps"),
+    ("{\"prompt\":\"a\",\"steps\":2.5}", "application/json", 400, "invalid_type", "steps"),
+    ("{\"prompt\":\"a\",\"steps\":0}", "application/json", 400, "out_of_range", "steps"),
+    ("{\"prompt\":\"a\",\"steps\":151}", "application/json", 400, "out_of_range", "steps"),
+    ("{\"prompt\":\"a\",\"guidance_scale\":\"x\"}", "application/json", 400, "invalid_type", "guidance_scale"),
+    ("{\"prompt\":\"a\",\"guidance_scale\":31}", "application/json", 400, "out_of_range", "guidance_scale"),
+    ("{\"prompt\":\"a\",\"guidance_scale\":-1}", "application/json", 400, "out_of_range", "guidance_scale"),
+    ("{\"prompt\":\"a\",\"seed\":-1}", "application/json", 400, "out_of_range", "seed"),
+    ("{\"prompt\":\"a\",\"seed\":18446744073709551616}", "application/json", 400, "out_of_range", "seed"),
+    ("{\"prompt\":\"a\",\"seed\":1.5}", "application/json", 400, "invalid_type", "seed"),
+    ("{\"prompt\":\"a\",\"width\":60}", "application/json", 400, "out_of_range", "width"),
+    ("{\"prompt\":\"a\",\"width\":520}", "application/json", 400, "out_of_range", "width"),
+    ("{\"prompt\":\"a\",\"height\":100}", "application/json", 400, "out_of_range", "height"),
+    ("{\"prompt\":\"a\",\"height\":\"64\"}", "application/json", 400, "invalid_type", "height"),
+    ("{\"prompt\":\"a\",\"sampler\":\"heun\"}", "application/json", 400, "invalid_value", "sampler"),
+    ("{\"prompt\":\"a\",\"schedule\":\"cosine\"}", "application/json", 400, "invalid_value", "schedule"),
+    ("{\"prompt\":\"a\"}", "text/plain", 415, "unsupported_media_type", None),
+    ("{\"prompt\":\"a\"}", "application/json; charset=iso-8859-1", 415, "unsupported_media_type", None),
+    ("{\"prompt\":\"a\"}", None, 415, "unsupported_media_type", None),
+    ("{\"prompt\":\"" + "x" * 70000 + "\"}", "application/json", 413, "body_too_large", None),
+]
+
+
+def test_validation_errors():
+    with Service("validate", queue={"capacity": 4}) as svc:
+        svc.wait_ready()
+        for body, ct, status, code, field in VALIDATION:
+            headers = {"Content-Type": ct} if ct else {}
+            st, h, data = svc.request("POST", "/v1/jobs", body=body, headers=headers)
+            doc = json.loads(data)
+            err = doc.get("error", {})
+            expect(st == status and err.get("code") == code and err.get("field") == field and err.get("message"),
+                   "%r (%s): got %s %r, want %s %s %s" % (body[:80], ct, st, doc, status, code, field), svc)
+            expect(h["content-type"].startswith("application/json"), "error content type %r" % h, svc)
+        # a body far over the limit is refused by h2o from its Content-Length alone: still a 413
+        with socket.create_connection(("127.0.0.1", svc.port), timeout=30) as s:
+            s.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 400000\r\n\r\n")
+            head = s.recv(4096).decode("latin-1")
+        expect(head.startswith("HTTP/1.1 413"), "huge body: %r" % head[:200], svc)
+        # nothing was queued by any of it, and the service still serves
+        st, _, doc = svc.json("GET", "/ready")
+        expect(st == 200 and doc["queue"]["queued"] == 0 and doc["queue"]["running"] == 0, "after errors %r" % doc, svc)
+        ok = svc.submit(prompt="still fine", steps=1, width=64, height=64, seed=18446744073709551615)
+        expect(ok["seed"] == 18446744073709551615, "max seed echoed %r" % ok, svc)
+        # unknown and foreign ids
+        for path in ("/v1/jobs/nope", "/v1/jobs/other-0123456789abcdef", "/v1/jobs/other-0123456789abcdef/stream",
+                     "/v1/jobs/%s/image" % ok["job_id"][:-1]):
+            st, _, doc = svc.json("GET", path)
+            expect(st == 404 and doc["error"]["code"] == "not_found", "%s -> %s %r" % (path, st, doc), svc)
+        st, _, doc = svc.json("DELETE", "/v1/jobs/nope")
+        expect(st == 404, "DELETE unknown %s" % st, svc)
+        svc.wait_status(ok["job_id"], ("complete",))
+
+
+if __name__ == "__main__":
+    sdw.main([test_health_and_ready, test_routes_and_cors, test_validation_errors])
