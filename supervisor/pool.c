@@ -586,6 +586,48 @@ static void on_kill_deadline(h2o_timeout_entry_t *entry)
     }
 }
 
+/* Frames a worker wrote just before exiting may still sit unread when SIGCHLD wins the race with the read
+ * callback. Its fatal error (model_load_failed before exit 2) is the one worth having; the rest are dropped, since
+ * the process is gone and its job ends as a crash either way. */
+static void read_last_words(pool_slot *s)
+{
+    if (!s->sock || !s->reader)
+        return;
+    int fd = h2o_socket_get_fd(s->sock);
+    char buf[16384];
+    size_t budget = (size_t)1 << 20; /* a bounded look, not a drain of whatever a dying worker produced */
+    const char *data = s->sock->input->bytes;
+    size_t len = s->sock->input->size;
+    for (;;) {
+        while (len > 0) {
+            size_t n = sdw_frame_reader_feed(s->reader, data, len);
+            data += n;
+            len -= n;
+            sdw_frame f;
+            char ferr[256];
+            int rc;
+            while ((rc = sdw_frame_reader_next(s->reader, &f, ferr, sizeof ferr)) == 1) {
+                if (f.type == SDW_FRAME_ERROR && !f.has_job) {
+                    snprintf(s->last_error, sizeof s->last_error, "%s: %s", f.u.error.code, f.u.error.message);
+                    sdw_logf(SDW_LOG_ERROR, "worker_error", "slot=%d device=%s code=%s message=\"%s\"", s->index,
+                             s->dev.name, f.u.error.code, f.u.error.message);
+                }
+                sdw_frame_free(&f);
+            }
+            if (rc < 0)
+                return;
+        }
+        if (budget == 0)
+            return;
+        ssize_t got = recv(fd, buf, sizeof buf < budget ? sizeof buf : budget, MSG_DONTWAIT);
+        if (got <= 0)
+            return;
+        budget -= (size_t)got;
+        data = buf;
+        len = (size_t)got;
+    }
+}
+
 static void slot_exited(pool_slot *s, int status)
 {
     sdw_pool *p = s->pool;
@@ -599,6 +641,8 @@ static void slot_exited(pool_slot *s, int status)
         snprintf(how, sizeof how, "ended with wait status 0x%x", status);
     pid_t pid = s->pid;
     s->pid = 0;
+    if (!s->killed)
+        read_last_words(s);
     close_conn(s);
     h2o_timeout_unlink(&s->tmo_entry);
     h2o_timeout_unlink(&s->job_entry);
@@ -820,6 +864,12 @@ const char *sdw_pool_model_prediction(const sdw_pool *p, int slot)
 {
     const pool_slot *s = slot_at(p, slot);
     return s ? s->prediction : "";
+}
+
+const char *sdw_pool_last_error(const sdw_pool *p, int slot)
+{
+    const pool_slot *s = slot_at(p, slot);
+    return s ? s->last_error : "";
 }
 
 int sdw_pool_pid(const sdw_pool *p, int slot)

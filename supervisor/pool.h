@@ -74,6 +74,8 @@ const char *sdw_pool_model_arch(const sdw_pool *p, int slot);
 const char *sdw_pool_model_name(const sdw_pool *p, int slot);
 const char *sdw_pool_model_hash(const sdw_pool *p, int slot);
 const char *sdw_pool_model_prediction(const sdw_pool *p, int slot);
+/** The slot's last error reported outside a job ("model_load_failed: ..." for a FAILED slot), "" if none. */
+const char *sdw_pool_last_error(const sdw_pool *p, int slot);
 /** The slot's worker process id, 0 while it has none. */
 int sdw_pool_pid(const sdw_pool *p, int slot);
 /** A READY slot, or -1. */

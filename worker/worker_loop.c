@@ -1,12 +1,453 @@
-/* worker_loop.c: PLACEHOLDER until the serving-core owner lands the worker loop.
- * Replace this file entirely. */
+/* worker_loop.c: `sd-worker-engine worker`, the process the supervisor fork+execs per device: hello, load the
+ * model, ready, then one job at a time from frames on --fd, with a progress frame per step and cancel at step
+ * boundaries. Exit 0 clean (shutdown, SIGTERM, supervisor gone), 2 fatal (bad options, model), 3 protocol
+ * error. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "commands.h"
+#include "frame.h"
+#include "log.h"
+#include "sd_engine.h"
+
+#define WORKER_EXIT_CLEAN 0
+#define WORKER_EXIT_FATAL 2    /* not respawned: the configuration or the model is wrong */
+#define WORKER_EXIT_PROTOCOL 3 /* respawned: the supervisor sent something we cannot follow */
+
+/* A result buffer larger than this is given back after the frame went out instead of kept for the next job.
+ */
+#define WORKER_KEEP_OUT_BYTES ((size_t)8 << 20)
+
+static volatile sig_atomic_t g_term;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    g_term = 1;
+}
+
+typedef struct {
+    int fd;
+    const char *device;
+    sdw_frame_reader *reader;
+    msgpack_sbuffer out; /* every outgoing frame; reused, so a progress frame allocates nothing */
+    char in[65536];
+    size_t in_off, in_len;
+    sigset_t waitmask; /* the mask during ppoll: TERM/INT deliverable only there, so no wake-up is lost */
+    int stop;          /* shutdown frame, SIGTERM/SIGINT, or a protocol error: leave now */
+    int gone;          /* EOF or EPIPE: the supervisor is not there any more */
+    int exit_code;
+    sde_engine *eng;
+    int busy;
+    uint64_t job;
+    int cancel;
+} worker;
+
+static void usage(FILE *f)
+{
+    fprintf(
+        f, "usage: sd-worker-engine worker --fd N --model PATH [--tokenizer PATH] [--prediction auto|eps|v]\n"
+           "                               [--threads N] [--device NAME]\n"
+           "\n"
+           "The worker process the sd-worker supervisor starts, one per device. It speaks msgpack frames\n"
+           "(docs/protocol.md) on the connected stream socket N and runs one generation at a time.\n"
+           "Exit status: 0 clean stop, 2 bad options or the model failed to load (not restarted),\n"
+           "3 protocol error (restarted).\n");
+}
+
+/* Waits until fd is ready for events or timeout_ms passes (-1: no limit). 1 ready, 0 timeout or a stop
+ * signal. */
+static int wait_fd(worker *w, short events, int timeout_ms)
+{
+    for (;;) {
+        if (g_term) {
+            w->stop = 1;
+            return 0;
+        }
+        struct pollfd pfd = {.fd = w->fd, .events = events};
+        struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+        int n = ppoll(&pfd, 1, timeout_ms < 0 ? NULL : &ts, &w->waitmask);
+        if (n > 0) return 1;
+        if (n == 0) return 0;
+        if (errno != EINTR) {
+            w->gone = 1;
+            return 0;
+        }
+    }
+}
+
+/* Sends w->out whole (or gives up when the supervisor goes away or a stop signal comes) and empties it. */
+static void send_out(worker *w)
+{
+    size_t off = 0;
+    while (off < w->out.size && !w->gone) {
+        ssize_t n = send(w->fd, w->out.data + off, w->out.size - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!wait_fd(w, POLLOUT, -1)) break;
+        } else {
+            w->gone = 1;
+        }
+    }
+    msgpack_sbuffer_clear(&w->out);
+}
+
+/* Reads what the socket has, waiting up to wait_ms (-1: no limit) for something. 1 got bytes, 0 not. */
+static int read_some(worker *w, int wait_ms)
+{
+    for (;;) {
+        ssize_t n = recv(w->fd, w->in, sizeof w->in, MSG_DONTWAIT);
+        if (n > 0) {
+            w->in_off = 0;
+            w->in_len = (size_t)n;
+            return 1;
+        }
+        if (n == 0) {
+            w->gone = 1;
+            return 0;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            w->gone = 1;
+            return 0;
+        }
+        if (wait_ms == 0 || !wait_fd(w, POLLIN, wait_ms)) return 0;
+    }
+}
+
+/* The next frame from the supervisor: 1 with *f, 0 when none came within wait_ms or the worker must stop. */
+static int next_frame(worker *w, sdw_frame *f, int wait_ms)
+{
+    char err[256];
+    for (;;) {
+        if (w->in_off < w->in_len)
+            w->in_off += sdw_frame_reader_feed(w->reader, w->in + w->in_off, w->in_len - w->in_off);
+        int rc = sdw_frame_reader_next(w->reader, f, err, sizeof err);
+        if (rc == 1) return 1;
+        if (rc < 0) {
+            sdw_log(SDW_LOG_ERROR, "protocol_error", "device", w->device, "error", err, NULL);
+            w->exit_code = WORKER_EXIT_PROTOCOL;
+            w->stop = 1;
+            return 0;
+        }
+        if (w->in_off < w->in_len) continue; /* the reader was full; next() has made room */
+        if (w->stop || w->gone || !read_some(w, wait_ms)) return 0;
+    }
+}
+
+static void protocol_violation(worker *w, const char *what)
+{
+    sdw_log(SDW_LOG_ERROR, "protocol_error", "device", w->device, "error", what, NULL);
+    w->exit_code = WORKER_EXIT_PROTOCOL;
+    w->stop = 1;
+}
+
+/* Handles what may arrive while a job runs: cancel (for this job), ping, shutdown. */
+static void handle_during_job(worker *w, const sdw_frame *f)
+{
+    switch (f->type) {
+    case SDW_FRAME_CANCEL:
+        if (f->job == w->job) w->cancel = 1;
+        break;
+    case SDW_FRAME_PING:
+        if (sdw_frame_pong(&w->out) == 0) send_out(w);
+        break;
+    case SDW_FRAME_SHUTDOWN:
+        w->stop = 1;
+        break;
+    default: {
+        char what[96];
+        snprintf(what, sizeof what, "a '%s' frame while running job %llu", sdw_frame_type_name(f->type),
+                 (unsigned long long)w->job);
+        protocol_violation(w, what);
+    }
+    }
+}
+
+static int want_out(const worker *w)
+{
+    return w->cancel || w->stop || w->gone;
+}
+
+/* Engine hook, between steps and stages: drain the socket without waiting. */
+static int job_should_cancel(void *ud)
+{
+    worker *w = ud;
+    sdw_frame f;
+    if (g_term) w->stop = 1;
+    while (!want_out(w) && next_frame(w, &f, 0) == 1) {
+        handle_during_job(w, &f);
+        sdw_frame_free(&f);
+    }
+    return want_out(w);
+}
+
+/* Engine hook after every step. */
+static int job_progress(void *ud, int step, int total, double elapsed_s)
+{
+    worker *w = ud;
+    if (sdw_frame_progress(&w->out, w->job, step, total, elapsed_s) == 0) send_out(w);
+    return job_should_cancel(w);
+}
+
+static void send_job_error(worker *w, const char *code, const char *message)
+{
+    sdw_log(SDW_LOG_WARN, "job_failed", "device", w->device, "code", code, "message", message, NULL);
+    if (sdw_frame_error(&w->out, 1, w->job, code, message) == 0) send_out(w);
+}
+
+static void run_job(worker *w, const sdw_frame *jf)
+{
+    w->busy = 1;
+    w->job = jf->job;
+    w->cancel = 0;
+    sdw_logf(SDW_LOG_INFO, "job_start", "device=%s job=%llu steps=%d size=%dx%d sampler=%s schedule=%s",
+             w->device, (unsigned long long)w->job, jf->u.job.steps, jf->u.job.width, jf->u.job.height,
+             jf->u.job.sampler, jf->u.job.schedule);
+    if (sdw_frame_started(&w->out, w->job) == 0) send_out(w);
+    char err[512];
+    int sampler = sde_sampler_parse(jf->u.job.sampler), schedule = sde_schedule_parse(jf->u.job.schedule);
+    if (sampler < 0 || schedule < 0) {
+        if (sampler < 0)
+            snprintf(err, sizeof err, "unknown sampler '%.64s' (euler, euler_a, ddim, dpmpp_2m, lcm)",
+                     jf->u.job.sampler);
+        else
+            snprintf(err, sizeof err, "unknown schedule '%.64s' (discrete, karras)", jf->u.job.schedule);
+        send_job_error(w, "invalid_request", err);
+        w->busy = 0;
+        return;
+    }
+    sde_gen_params p = {.prompt = jf->u.job.prompt,
+                        .negative_prompt = jf->u.job.negative_prompt,
+                        .steps = jf->u.job.steps,
+                        .cfg_scale = (float)jf->u.job.cfg_scale,
+                        .seed = jf->u.job.seed,
+                        .sampler = (sde_sampler)sampler,
+                        .schedule = (sde_schedule)schedule,
+                        .width = jf->u.job.width,
+                        .height = jf->u.job.height,
+                        .progress = job_progress,
+                        .should_cancel = job_should_cancel,
+                        .ud = w};
+    const char *field = NULL;
+    if (sde_params_validate(&p, &field, err, sizeof err) != 0) {
+        send_job_error(w, "invalid_request", err);
+        w->busy = 0;
+        return;
+    }
+    sde_result res;
+    int rc = sde_generate(w->eng, &p, &res, err, sizeof err);
+    if (w->stop || w->gone) {
+        /* shutdown, SIGTERM or no supervisor: finish nothing */
+        sde_result_free(&res);
+        w->busy = 0;
+        return;
+    }
+    if (rc == SDE_OK) {
+        if (sdw_frame_result(&w->out, w->job, res.png, res.png_len, res.width, res.height, res.seed,
+                             res.t_encode, res.t_sample, res.t_decode, res.t_total) == 0) {
+            sdw_logf(SDW_LOG_INFO, "job_done",
+                     "device=%s job=%llu png_bytes=%zu encode_s=%.3f sample_s=%.3f "
+                     "decode_s=%.3f total_s=%.3f",
+                     w->device, (unsigned long long)w->job, res.png_len, res.t_encode, res.t_sample,
+                     res.t_decode, res.t_total);
+            send_out(w);
+        } else {
+            snprintf(err, sizeof err, "the %zu-byte PNG does not fit in a %zu-byte result frame", res.png_len,
+                     SDW_FRAME_MAX_RESULT);
+            send_job_error(w, "engine_error", err);
+        }
+        if (w->out.alloc > WORKER_KEEP_OUT_BYTES) {
+            msgpack_sbuffer_destroy(&w->out);
+            msgpack_sbuffer_init(&w->out);
+        }
+    } else if (rc == SDE_CANCELLED) {
+        sdw_logf(SDW_LOG_INFO, "job_cancelled", "device=%s job=%llu", w->device, (unsigned long long)w->job);
+        if (sdw_frame_cancelled(&w->out, w->job) == 0) send_out(w);
+    } else {
+        send_job_error(w, "engine_error", err);
+    }
+    sde_result_free(&res);
+    w->busy = 0;
+}
+
+static int parse_int_arg(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int log_level_from_env(void)
+{
+    const char *s = getenv("SDW_LOG_LEVEL");
+    int lv = s ? sdw_log_level_parse(s) : -1;
+    return lv >= 0 ? lv : SDW_LOG_INFO;
+}
 
 int sdw_cmd_worker(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "sd-worker worker: not built yet\n");
-    return 2;
+    const char *model = NULL, *tokenizer = NULL, *prediction = "auto", *device = "cpu";
+    int fd = -1, threads = 0;
+    char bad[256] = "";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return WORKER_EXIT_CLEAN;
+        }
+        if (!v) {
+            snprintf(bad, sizeof bad, "option '%s' needs a value or is unknown", a);
+            break;
+        }
+        i++;
+        if (!strcmp(a, "--fd")) {
+            if (parse_int_arg(v, 0, INT_MAX, &fd))
+                snprintf(bad, sizeof bad, "--fd '%s' is not a file descriptor number", v);
+        } else if (!strcmp(a, "--model")) {
+            model = v;
+        } else if (!strcmp(a, "--tokenizer")) {
+            tokenizer = v;
+        } else if (!strcmp(a, "--prediction")) {
+            prediction = v;
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_int_arg(v, 0, 1024, &threads))
+                snprintf(bad, sizeof bad, "--threads '%s' is not a number in 0..1024", v);
+        } else if (!strcmp(a, "--device")) {
+            device = v;
+        } else {
+            snprintf(bad, sizeof bad, "unknown option '%s'", a);
+        }
+        if (bad[0]) break;
+    }
+    sde_load_opts opts = {.model_path = model, .tokenizer_path = tokenizer, .threads = threads};
+    if (!bad[0] && !model) snprintf(bad, sizeof bad, "--model PATH is required");
+    if (!bad[0]) {
+        if (!strcmp(prediction, "auto"))
+            opts.prediction = SDE_PRED_AUTO;
+        else if (!strcmp(prediction, "eps"))
+            opts.prediction = SDE_PRED_EPS;
+        else if (!strcmp(prediction, "v"))
+            opts.prediction = SDE_PRED_V;
+        else
+            snprintf(bad, sizeof bad, "--prediction must be auto, eps or v, not '%s'", prediction);
+    }
+    if (fd < 0 || fcntl(fd, F_GETFL) < 0) {
+        fprintf(stderr, "sd-worker-engine worker: %s\n", fd < 0 ? "--fd N is required" : "--fd is not open");
+        if (!bad[0]) usage(stderr);
+        return WORKER_EXIT_FATAL;
+    }
+    const char *json = getenv("SDW_LOG_JSON");
+    sdw_log_init(log_level_from_env(), json && !strcmp(json, "1"), "worker");
+
+    worker *w = calloc(1, sizeof *w);
+    if (!w) {
+        fprintf(stderr, "sd-worker-engine worker: out of memory\n");
+        return WORKER_EXIT_FATAL;
+    }
+    w->fd = fd;
+    w->device = device;
+    w->reader = sdw_frame_reader_new(SDW_FRAME_MAX_SMALL);
+    msgpack_sbuffer_init(&w->out);
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_term; /* no SA_RESTART: a blocked call returns EINTR and the loop sees the flag */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    sigset_t stopsigs;
+    sigemptyset(&stopsigs);
+    sigaddset(&stopsigs, SIGTERM);
+    sigaddset(&stopsigs, SIGINT);
+    sigprocmask(SIG_SETMASK, NULL, &w->waitmask);
+    sigdelset(&w->waitmask, SIGTERM);
+    sigdelset(&w->waitmask, SIGINT);
+
+    if (!w->reader || sdw_frame_hello(&w->out, getpid(), device, "loading") != 0) {
+        snprintf(bad, sizeof bad, "out of memory");
+    } else {
+        send_out(w);
+    }
+    if (bad[0]) {
+        sdw_log(SDW_LOG_ERROR, "bad_arguments", "device", device, "error", bad, NULL);
+        if (sdw_frame_error(&w->out, 0, 0, "bad_arguments", bad) == 0) send_out(w);
+        w->exit_code = WORKER_EXIT_FATAL;
+        goto out;
+    }
+
+    sdw_log(SDW_LOG_INFO, "model_loading", "device", device, "model", model, NULL);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char err[1024];
+    if (sde_engine_load(&opts, &w->eng, err, sizeof err) != 0) {
+        sdw_log(SDW_LOG_ERROR, "model_load_failed", "device", device, "model", model, "error", err, NULL);
+        if (sdw_frame_error(&w->out, 0, 0, "model_load_failed", err) == 0) send_out(w);
+        w->exit_code = WORKER_EXIT_FATAL;
+        goto out;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double load_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    sde_model_info info;
+    sde_engine_info(w->eng, &info);
+    sdw_logf(SDW_LOG_INFO, "model_loaded",
+             "device=%s arch=%s prediction=%s model=%s hash=%s params=%lld load_s=%.2f", device, info.arch,
+             info.prediction, info.model_name, info.model_hash, (long long)info.n_params, load_s);
+    /* from here SIGTERM/SIGINT arrive only inside ppoll, where the loop is ready to act on them */
+    sigprocmask(SIG_BLOCK, &stopsigs, NULL);
+    if (g_term) goto out;
+    if (sdw_frame_ready(&w->out, info.arch, info.prediction, info.model_hash, info.model_name, load_s) == 0)
+        send_out(w);
+
+    while (!w->stop && !w->gone) {
+        sdw_frame f;
+        if (next_frame(w, &f, -1) != 1) continue;
+        switch (f.type) {
+        case SDW_FRAME_JOB:
+            run_job(w, &f);
+            break;
+        case SDW_FRAME_PING:
+            if (sdw_frame_pong(&w->out) == 0) send_out(w);
+            break;
+        case SDW_FRAME_SHUTDOWN:
+            w->stop = 1;
+            break;
+        case SDW_FRAME_CANCEL:
+            break; /* its job already ended: the cancel crossed our answer */
+        default: {
+            char what[64];
+            snprintf(what, sizeof what, "a '%s' frame from the supervisor", sdw_frame_type_name(f.type));
+            protocol_violation(w, what);
+        }
+        }
+        sdw_frame_free(&f);
+    }
+    sdw_logf(SDW_LOG_INFO, "worker_exit", "device=%s reason=%s code=%d", device,
+             w->exit_code ? "protocol_error"
+             : w->gone    ? "supervisor_gone"
+             : g_term     ? "signal"
+                          : "shutdown",
+             w->exit_code);
+out:;
+    int code = w->exit_code;
+    sde_engine_free(w->eng);
+    sdw_frame_reader_free(w->reader);
+    msgpack_sbuffer_destroy(&w->out);
+    free(w);
+    return code;
 }

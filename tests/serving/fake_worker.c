@@ -1,14 +1,15 @@
-/* fake_worker.c: a test double for sd-worker-engine's worker command: speaks the frame protocol with no engine,
- * and misbehaves on request (crash, hang, garbage, oversized or foreign frames) so pool tests can provoke it.
+/* fake_worker.c: a test double for sd-worker-engine's worker command: speaks the frame protocol with no
+ * engine, and misbehaves on request (crash, hang, garbage, oversized or foreign frames) so pool tests can
+ * provoke it.
  *
  *   sdw-fake-worker worker --fd N --model SPEC [--threads N] [--device NAME] [anything else is accepted]
  *
  * SPEC is a comma-separated list: ok | load_fail (error model_load_failed, exit 2) | load_crash (exit 3 while
  * loading) | load_ms=N | step_ms=N (default 5) | ignore_term (ignore SIGTERM and shutdown) | no_hello.
  * A job's behaviour is its prompt: crash (exit 3), abort (SIGABRT), exit0, hang (silent forever), garbage,
- * oversize, badver, wrongjob, error (engine_error), invalid (invalid_request), big (a 3 MB png after the steps);
- * anything else runs `steps` steps,
- * honours cancel at step boundaries and returns "FAKEPNG:<prompt>:<seed>" as the png. */
+ * oversize, badver, wrongjob, error (engine_error), invalid (invalid_request), big (a 3 MB png after the
+ * steps); anything else runs `steps` steps, honours cancel at step boundaries and returns
+ * "FAKEPNG:<prompt>:<seed>" as the png. */
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
@@ -45,10 +46,8 @@ static void send_raw(const void *data, size_t len)
     const char *p = data;
     while (len > 0) {
         ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            exit(0); /* supervisor gone */
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) exit(0); /* supervisor gone */
         p += n;
         len -= (size_t)n;
     }
@@ -64,35 +63,28 @@ static void send_sb(void)
 static char inbuf[65536];
 static size_t in_off, in_len;
 
-/* Reads what is there (waiting up to wait_ms, -1 = forever) and returns the next frame: 1, 0 none, exits on EOF. */
+/* Reads what is there (waiting up to wait_ms, -1 = forever) and returns the next frame: 1, 0 none, exits on
+ * EOF. */
 static int next_frame(sdw_frame *f, int wait_ms)
 {
     char err[256];
     for (;;) {
-        if (in_off < in_len)
-            in_off += sdw_frame_reader_feed(reader, inbuf + in_off, in_len - in_off);
+        if (in_off < in_len) in_off += sdw_frame_reader_feed(reader, inbuf + in_off, in_len - in_off);
         int rc = sdw_frame_reader_next(reader, f, err, sizeof err);
         if (rc < 0) {
             fprintf(stderr, "fake worker: bad frame from supervisor: %s\n", err);
             exit(3);
         }
-        if (rc == 1)
-            return 1;
-        if (in_off < in_len)
-            continue;
-        if (got_term && !ignore_term)
-            exit(0);
+        if (rc == 1) return 1;
+        if (in_off < in_len) continue;
+        if (got_term && !ignore_term) exit(0);
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int n = poll(&pfd, 1, wait_ms);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return 0;
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return 0;
         ssize_t got = read(fd, inbuf, sizeof inbuf);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            exit(0);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) exit(0);
         in_off = 0;
         in_len = (size_t)got;
         wait_ms = 0;
@@ -106,13 +98,12 @@ static void report_ready(const char *device)
     if (sched_getaffinity(0, sizeof set, &set) == 0) {
         size_t o = 0;
         for (int c = 0; c < CPU_SETSIZE && o + 8 < sizeof cpus; c++)
-            if (CPU_ISSET(c, &set))
-                o += (size_t)snprintf(cpus + o, sizeof cpus - o, "%s%d", o ? "," : "", c);
+            if (CPU_ISSET(c, &set)) o += (size_t)snprintf(cpus + o, sizeof cpus - o, "%s%d", o ? "," : "", c);
     }
     const char *blas = getenv("OPENBLAS_NUM_THREADS"), *omp = getenv("OMP_NUM_THREADS");
     char name[128];
-    snprintf(name, sizeof name, "threads=%s omp=%s cpus=%s device=%s", blas ? blas : "-", omp ? omp : "-", cpus,
-             device);
+    snprintf(name, sizeof name, "threads=%s omp=%s cpus=%s device=%s", blas ? blas : "-", omp ? omp : "-",
+             cpus, device);
     sdw_frame_ready(&sb, "fake", "eps", "fakehash01", name, 0.01);
     send_sb();
 }
@@ -123,12 +114,9 @@ static void run_job(const sdw_frame *j)
     const char *what = j->u.job.prompt;
     sdw_frame_started(&sb, job);
     send_sb();
-    if (!strcmp(what, "crash"))
-        exit(3);
-    if (!strcmp(what, "abort"))
-        abort();
-    if (!strcmp(what, "exit0"))
-        exit(0);
+    if (!strcmp(what, "crash")) exit(3);
+    if (!strcmp(what, "abort")) abort();
+    if (!strcmp(what, "exit0")) exit(0);
     if (!strcmp(what, "hang")) {
         for (;;)
             pause();
@@ -199,11 +187,9 @@ static void run_job(const sdw_frame *j)
                 sdw_frame_pong(&sb);
                 send_sb();
             }
-            if (t == SDW_FRAME_SHUTDOWN && !ignore_term)
-                exit(0);
+            if (t == SDW_FRAME_SHUTDOWN && !ignore_term) exit(0);
         }
-        if (got_term && !ignore_term)
-            exit(0);
+        if (got_term && !ignore_term) exit(0);
         sdw_frame_progress(&sb, job, step, j->u.job.steps, step * step_ms / 1000.0);
         send_sb();
     }
@@ -220,8 +206,8 @@ static void run_job(const sdw_frame *j)
     }
     char png[512];
     int n = snprintf(png, sizeof png, "FAKEPNG:%s:%llu", what, (unsigned long long)j->u.job.seed);
-    sdw_frame_result(&sb, job, (const uint8_t *)png, (size_t)n, j->u.job.width, j->u.job.height, j->u.job.seed,
-                     0.001, 0.002, 0.003, 0.006);
+    sdw_frame_result(&sb, job, (const uint8_t *)png, (size_t)n, j->u.job.width, j->u.job.height,
+                     j->u.job.seed, 0.001, 0.002, 0.003, 0.006);
     send_sb();
 }
 
@@ -248,10 +234,8 @@ int main(int argc, char **argv)
     int no_hello = strstr(spec, "no_hello") != NULL, load_ms = 0;
     ignore_term = strstr(spec, "ignore_term") != NULL;
     const char *v;
-    if ((v = strstr(spec, "load_ms=")))
-        load_ms = atoi(v + 8);
-    if ((v = strstr(spec, "step_ms=")))
-        step_ms = atoi(v + 8);
+    if ((v = strstr(spec, "load_ms="))) load_ms = atoi(v + 8);
+    if ((v = strstr(spec, "step_ms="))) step_ms = atoi(v + 8);
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -264,8 +248,7 @@ int main(int argc, char **argv)
         sdw_frame_hello(&sb, getpid(), device, "loading");
         send_sb();
     }
-    if (load_crash)
-        return 3;
+    if (load_crash) return 3;
     if (load_fail) {
         sdw_frame_error(&sb, 0, 0, "model_load_failed", "fake: cannot load the model");
         send_sb();
@@ -275,19 +258,20 @@ int main(int argc, char **argv)
     report_ready(device);
     for (;;) {
         sdw_frame f;
-        if (next_frame(&f, -1) != 1)
-            continue;
+        if (next_frame(&f, -1) != 1) continue;
         switch (f.type) {
-        case SDW_FRAME_JOB: run_job(&f); break;
+        case SDW_FRAME_JOB:
+            run_job(&f);
+            break;
         case SDW_FRAME_PING:
             sdw_frame_pong(&sb);
             send_sb();
             break;
         case SDW_FRAME_SHUTDOWN:
-            if (!ignore_term)
-                return 0;
+            if (!ignore_term) return 0;
             break;
-        default: break; /* a cancel for a job already over */
+        default:
+            break; /* a cancel for a job already over */
         }
         sdw_frame_free(&f);
     }

@@ -1,5 +1,6 @@
 /* test_pool.c: the worker pool on a real h2o evloop with real child processes: the test-double worker
- * (tests/serving/fake_worker.c) for every failure mode, and the real sd-worker-engine worker when it can run. */
+ * (tests/serving/fake_worker.c) for every failure mode, and the real sd-worker-engine worker when it can run.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -73,12 +74,12 @@ static uint64_t now_ms(void)
 }
 
 /* Runs the loop until cond holds or ms pass; evaluates to cond. */
-#define RUN_UNTIL(cond, ms)                                                                                         \
-    ({                                                                                                              \
-        uint64_t end_ = now_ms() + (ms);                                                                            \
-        while (!(cond) && now_ms() < end_)                                                                          \
-            h2o_evloop_run(T.loop, 10);                                                                             \
-        (cond);                                                                                                     \
+#define RUN_UNTIL(cond, ms)                                                                                  \
+    ({                                                                                                       \
+        uint64_t end_ = now_ms() + (ms);                                                                     \
+        while (!(cond) && now_ms() < end_)                                                                   \
+            h2o_evloop_run(T.loop, 10);                                                                      \
+        (cond);                                                                                              \
     })
 
 static void ev_state(void *ud, int slot, sdw_worker_state st)
@@ -122,7 +123,8 @@ static void ev_done(void *ud, uint64_t job, const sdw_job_outcome *o)
     snprintf(r->message, sizeof r->message, "%s", o->message ? o->message : "");
     if (o->end == SDW_JOB_COMPLETE) {
         r->png_len = o->png_len;
-        memcpy(r->png_head, o->png, o->png_len < sizeof r->png_head - 1 ? o->png_len : sizeof r->png_head - 1);
+        memcpy(r->png_head, o->png,
+               o->png_len < sizeof r->png_head - 1 ? o->png_len : sizeof r->png_head - 1);
         for (size_t i = 0; i < o->png_len; i++)
             r->png_sum = r->png_sum * 31 + o->png[i];
         r->width = o->width;
@@ -139,8 +141,7 @@ static void on_sigchld(h2o_socket_t *sock, const char *err)
 {
     assert_null(err);
     h2o_buffer_consume(&sock->input, sock->input->size);
-    if (T.pool)
-        sdw_pool_reap(T.pool);
+    if (T.pool) sdw_pool_reap(T.pool);
 }
 
 static void on_shutdown_done(void *ud)
@@ -190,8 +191,7 @@ static void pool_start(const char *engine)
     h2o_socket_read_start(T.sigsock, on_sigchld);
     char err[512] = "";
     int rc = sdw_pool_start(T.loop, &T.cfg, engine, &events, &T, &T.pool, err, sizeof err);
-    if (rc != 0)
-        fail_msg("sdw_pool_start: %s", err);
+    if (rc != 0) fail_msg("sdw_pool_start: %s", err);
     assert_int_equal(sdw_pool_size(T.pool), T.cfg.n_devices);
 }
 
@@ -212,8 +212,7 @@ static int count_done(uint64_t job)
 static const done_rec *done_for(uint64_t job)
 {
     for (int i = 0; i < T.ndone; i++)
-        if (T.done[i].job == job)
-            return &T.done[i];
+        if (T.done[i].job == job) return &T.done[i];
     return NULL;
 }
 
@@ -235,7 +234,8 @@ static void teardown(void)
     h2o_evloop_destroy(T.loop);
     for (int i = 0; i < T.nsubmitted; i++)
         if (count_done(T.submitted[i]) != 1)
-            fail_msg("job %llu ended %d times", (unsigned long long)T.submitted[i], count_done(T.submitted[i]));
+            fail_msg("job %llu ended %d times", (unsigned long long)T.submitted[i],
+                     count_done(T.submitted[i]));
     assert_int_equal(T.ndone, T.nsubmitted);
     sigset_t chld;
     sigemptyset(&chld);
@@ -255,23 +255,20 @@ static int submit(int slot, uint64_t job, const char *prompt, int steps)
                          .sampler = "euler",
                          .schedule = "discrete"};
     int rc = sdw_pool_submit(T.pool, slot, job, &jp);
-    if (rc == 0)
-        T.submitted[T.nsubmitted++] = job;
+    if (rc == 0) T.submitted[T.nsubmitted++] = job;
     return rc;
 }
 
 static int saw_state(int slot, sdw_worker_state st)
 {
     for (int i = 0; i < T.nstates; i++)
-        if (T.states[i].slot == slot && T.states[i].st == st)
-            return 1;
+        if (T.states[i].slot == slot && T.states[i].st == st) return 1;
     return 0;
 }
 
 static void expect_contains(const char *hay, const char *needle)
 {
-    if (!strstr(hay, needle))
-        fail_msg("\"%s\" does not contain \"%s\"", hay, needle);
+    if (!strstr(hay, needle)) fail_msg("\"%s\" does not contain \"%s\"", hay, needle);
 }
 
 /* ---- tests ---- */
@@ -336,8 +333,8 @@ static void test_two_devices(void **state)
     T.devs[1].threads = 3;
     T.devs[1].cpus[0] = '\0'; /* unpinned */
     pool_start(SDW_FAKE_WORKER);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY && sdw_pool_state(T.pool, 1) == SDW_WS_READY,
-                          5000));
+    assert_true(RUN_UNTIL(
+        sdw_pool_state(T.pool, 0) == SDW_WS_READY && sdw_pool_state(T.pool, 1) == SDW_WS_READY, 5000));
     expect_contains(sdw_pool_model_name(T.pool, 1), "threads=3 omp=3 ");
     assert_string_equal(sdw_pool_device_name(T.pool, 1), T.devs[1].name);
     int a = sdw_pool_idle_slot(T.pool);
@@ -350,7 +347,8 @@ static void test_two_devices(void **state)
     assert_int_equal(done_for(1)->end, SDW_JOB_COMPLETE);
     assert_int_equal(done_for(2)->end, SDW_JOB_COMPLETE);
     /* both ran at once: each took ~100 ms, and they finished close together */
-    uint64_t d = done_for(1)->at > done_for(2)->at ? done_for(1)->at - done_for(2)->at : done_for(2)->at - done_for(1)->at;
+    uint64_t d = done_for(1)->at > done_for(2)->at ? done_for(1)->at - done_for(2)->at
+                                                   : done_for(2)->at - done_for(1)->at;
     assert_true(d < 90);
     teardown();
 }
@@ -384,7 +382,8 @@ static void test_crash_is_reported_and_respawned(void **state)
     /* an idle worker killed from outside comes back without any job_done */
     assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
     kill(sdw_pool_pid(T.pool, 0), SIGKILL);
-    assert_true(RUN_UNTIL(sdw_pool_restarts(T.pool, 0) == 4 && sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(
+        RUN_UNTIL(sdw_pool_restarts(T.pool, 0) == 4 && sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
     assert_int_equal(T.ndone, 3);
     assert_int_equal(submit(0, 10, "fine", 3), 0);
     assert_true(RUN_UNTIL(T.ndone == 4, 5000));
@@ -411,8 +410,8 @@ static void test_backoff_doubles_and_caps(void **state)
     const int want[6] = {40, 80, 80, 80, 80, 80};
     for (int i = 0; i < 6; i++) {
         if (gaps[i] + 15 < (uint64_t)want[i])
-            fail_msg("respawn %d came after %llu ms, before its %d ms backoff", i, (unsigned long long)gaps[i],
-                     want[i]);
+            fail_msg("respawn %d came after %llu ms, before its %d ms backoff", i,
+                     (unsigned long long)gaps[i], want[i]);
     }
     assert_true(gaps[5] < 640);
     assert_false(saw_state(0, SDW_WS_FAILED));
@@ -424,6 +423,7 @@ static void test_exit_2_fails_for_good(void **state)
     (void)state;
     setup("load_fail", 1);
     assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_FAILED, 5000));
+    assert_string_equal(sdw_pool_last_error(T.pool, 0), "model_load_failed: fake: cannot load the model");
     RUN_UNTIL(0, 300);
     assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_FAILED);
     assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
@@ -545,8 +545,8 @@ static void test_shutdown_ends_running_jobs(void **state)
 {
     (void)state;
     setup("step_ms=20", 2);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY && sdw_pool_state(T.pool, 1) == SDW_WS_READY,
-                          5000));
+    assert_true(RUN_UNTIL(
+        sdw_pool_state(T.pool, 0) == SDW_WS_READY && sdw_pool_state(T.pool, 1) == SDW_WS_READY, 5000));
     assert_int_equal(submit(0, 5, "long", 1000), 0);
     assert_true(RUN_UNTIL(T.nstarted == 1, 5000));
     uint64_t t0 = now_ms();
@@ -607,17 +607,20 @@ static void test_start_refuses_bad_config(void **state)
 
     static const struct {
         const char *cpus, *msg;
-    } bad[] = {{"0-", "cannot parse cpus '0-'"}, {"a", "cannot parse"},  {"1,", "cannot parse"},
-               {"3-1", "cannot parse"},          {"0 1", "cannot parse"}, {"1023", "CPU 1023 in cpus '1023' is not available"}};
+    } bad[] = {{"0-", "cannot parse cpus '0-'"}, {"a", "cannot parse"},
+               {"1,", "cannot parse"},           {"3-1", "cannot parse"},
+               {"0 1", "cannot parse"},          {"1023", "CPU 1023 in cpus '1023' is not available"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         setup_cfg("ok", 1);
         snprintf(T.devs[0].cpus, sizeof T.devs[0].cpus, "%s", bad[i].cpus);
-        assert_int_equal(sdw_pool_start(loop, &T.cfg, SDW_FAKE_WORKER, &events, NULL, &p, err, sizeof err), -1);
+        assert_int_equal(sdw_pool_start(loop, &T.cfg, SDW_FAKE_WORKER, &events, NULL, &p, err, sizeof err),
+                         -1);
         expect_contains(err, bad[i].msg);
     }
     setup_cfg("ok", 1);
-    assert_int_equal(sdw_pool_start(loop, &T.cfg, "/nonexistent/sd-worker-engine", &events, NULL, &p, err, sizeof err),
-                     -1);
+    assert_int_equal(
+        sdw_pool_start(loop, &T.cfg, "/nonexistent/sd-worker-engine", &events, NULL, &p, err, sizeof err),
+        -1);
     expect_contains(err, "/nonexistent/sd-worker-engine is not executable");
     T.cfg.n_devices = 0;
     assert_int_equal(sdw_pool_start(loop, &T.cfg, SDW_FAKE_WORKER, &events, NULL, &p, err, sizeof err), -1);
@@ -638,11 +641,105 @@ static void test_reaps_children_it_does_not_own(void **state)
     setup("ok", 1);
     assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
     pid_t other = fork();
-    if (other == 0)
-        _exit(7);
+    if (other == 0) _exit(7);
     assert_true(RUN_UNTIL(kill(other, 0) == -1 && errno == ESRCH, 5000)); /* reaped, so gone */
     assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
     assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
+    teardown();
+}
+
+/* The real worker program end to end: a model that cannot load is a fatal error (exit 2, FAILED) and the
+ * worker's message reaches the log; with the tiny model (when sd-worker-engine can make one) a job completes.
+ */
+static void test_real_worker(void **state)
+{
+    (void)state;
+    const char *tmp = getenv("SDW_TMPDIR") ? getenv("SDW_TMPDIR") : "/tmp";
+    char model[512];
+    snprintf(model, sizeof model, "%s/test_pool-no-such-model.safetensors", tmp);
+    setup_cfg(model, 1);
+    pool_start(SDW_ENGINE_PROGRAM);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_FAILED, 20000));
+    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
+    expect_contains(sdw_pool_last_error(T.pool, 0), "model_load_failed: ");
+    expect_contains(sdw_pool_last_error(T.pool, 0), "test_pool-no-such-model.safetensors");
+    teardown();
+
+    snprintf(model, sizeof model, "%s/test_pool-tiny.safetensors", tmp);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "'%s' mkmodel --preset tiny --output '%s' >/dev/null 2>&1", SDW_ENGINE_PROGRAM,
+             model);
+    if (system(cmd) != 0) {
+        print_message("sd-worker-engine mkmodel --preset tiny failed: the real-worker job part is skipped\n");
+        skip();
+    }
+    setup_cfg(model, 1);
+    pool_start(SDW_ENGINE_PROGRAM);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) != SDW_WS_LOADING, 60000));
+    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
+    assert_string_equal(sdw_pool_model_arch(T.pool, 0), "tiny");
+    sdw_job_params jp = {.prompt = "a red cube",
+                         .negative_prompt = "",
+                         .steps = 4,
+                         .cfg_scale = 5.0,
+                         .seed = 42,
+                         .width = 64,
+                         .height = 64,
+                         .sampler = "euler",
+                         .schedule = "discrete"};
+    assert_int_equal(sdw_pool_submit(T.pool, 0, 1, &jp), 0);
+    T.submitted[T.nsubmitted++] = 1;
+    assert_true(RUN_UNTIL(T.ndone == 1, 60000));
+    if (T.done[0].end != SDW_JOB_COMPLETE)
+        fail_msg("real worker job ended %d: %s: %s", T.done[0].end, T.done[0].code, T.done[0].message);
+    assert_memory_equal(T.done[0].png_head, "\x89PNG\r\n\x1a\n", 8);
+    assert_int_equal(T.done[0].width, 64);
+    assert_int_equal(T.nprogress, 4);
+    /* parameters the engine rejects come back as invalid_request and keep the worker */
+    jp.width = 65;
+    assert_int_equal(sdw_pool_submit(T.pool, 0, 2, &jp), 0);
+    T.submitted[T.nsubmitted++] = 2;
+    assert_true(RUN_UNTIL(T.ndone == 2, 60000));
+    assert_string_equal(T.done[1].code, "invalid_request");
+    jp.width = 64;
+    jp.sampler = "no_such_sampler";
+    assert_int_equal(sdw_pool_submit(T.pool, 0, 3, &jp), 0);
+    T.submitted[T.nsubmitted++] = 3;
+    assert_true(RUN_UNTIL(T.ndone == 3, 60000));
+    assert_string_equal(T.done[2].code, "invalid_request");
+    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
+    /* cancel: many steps, cancelled after the first progress */
+    jp.sampler = "euler";
+    jp.steps = 150;
+    int before = T.nprogress;
+    assert_int_equal(sdw_pool_submit(T.pool, 0, 4, &jp), 0);
+    T.submitted[T.nsubmitted++] = 4;
+    assert_true(RUN_UNTIL(T.nprogress > before, 60000));
+    sdw_pool_cancel(T.pool, 4);
+    assert_true(RUN_UNTIL(T.ndone == 4, 60000));
+    assert_int_equal(T.done[3].end, SDW_JOB_CANCELLED);
+    assert_true(T.nprogress - before < 150);
+    /* shutdown while a job runs: the worker finishes nothing and exits 0 at the next step boundary */
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    before = T.nprogress;
+    assert_int_equal(sdw_pool_submit(T.pool, 0, 5, &jp), 0);
+    T.submitted[T.nsubmitted++] = 5;
+    assert_true(RUN_UNTIL(T.nprogress > before, 60000));
+    uint64_t t0 = now_ms();
+    sdw_pool_shutdown(T.pool, 10000, on_shutdown_done, &T);
+    assert_true(RUN_UNTIL(T.shutdown_done, 15000));
+    assert_true(T.shutdown_at - t0 < 5000);
+    assert_string_equal(T.done[4].code, "shutting_down");
+    expect_contains(T.done[4].message, "exited with status 0");
+    teardown();
+
+    /* options the worker cannot use are fatal too, with the reason */
+    setup_cfg(model, 1);
+    T.cfg.prediction = "sideways";
+    pool_start(SDW_ENGINE_PROGRAM);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_FAILED, 20000));
+    assert_string_equal(sdw_pool_last_error(T.pool, 0),
+                        "bad_arguments: --prediction must be auto, eps or v, not 'sideways'");
     teardown();
 }
 
@@ -663,6 +760,7 @@ int main(void)
         cmocka_unit_test(test_shutdown_kills_stubborn_workers),
         cmocka_unit_test(test_start_refuses_bad_config),
         cmocka_unit_test(test_reaps_children_it_does_not_own),
+        cmocka_unit_test(test_real_worker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
