@@ -255,6 +255,22 @@ static void test_name_prefix_variants(void **state)
     assert_non_null(sde_ckpt_find(c, "model.diffusion_model.out.2.bias"));
     sde_ckpt_free(c);
 
+    /* Older transformers wrote CLIPTextModel without the text_model level. */
+    stw_tensor oc[] = {
+        {"cond_stage_model.transformer.embeddings.position_embedding.weight", "F32", 1, {2}, v, sizeof v},
+        {"cond_stage_model.transformer.encoder.layers.0.mlp.fc1.bias", "F32", 1, {2}, v, sizeof v},
+        {"cond_stage_model.transformer.final_layer_norm.weight", "F32", 1, {2}, v, sizeof v},
+        {"cond_stage_model.transformer.text_model.encoder.layers.1.mlp.fc1.bias", "F32", 1, {2}, v, sizeof v},
+    };
+    assert_int_equal(stw_write_tensors(path, oc, 4, NULL), 0);
+    assert_int_equal(sde_ckpt_open(path, &c, err, sizeof err), 0);
+    assert_non_null(sde_ckpt_find(c, "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"));
+    assert_non_null(sde_ckpt_find(c, "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.bias"));
+    assert_non_null(sde_ckpt_find(c, "cond_stage_model.transformer.text_model.encoder.layers.1.mlp.fc1.bias"));
+    assert_non_null(sde_ckpt_find(c, "cond_stage_model.transformer.text_model.final_layer_norm.weight"));
+    assert_null(sde_ckpt_find(c, "cond_stage_model.transformer.final_layer_norm.weight"));
+    sde_ckpt_free(c);
+
     /* Two stored names that normalise to one is an error, not a silent pick. */
     stw_tensor dup[] = {
         {"state_dict.alphas_cumprod", "F32", 1, {2}, v, sizeof v},

@@ -94,6 +94,30 @@ static int cmp_tensor(const void *a, const void *b)
     return strcmp(((const sde_tensor *)a)->name, ((const sde_tensor *)b)->name);
 }
 
+/* The canonical name of a single-file tensor: variants some trainers and older tools write are folded
+ * onto the plain LDM names. Returns non-zero when the result does not fit. */
+static int single_file_name(const char *nm, int bare_unet, char *buf, size_t len)
+{
+    if (!strncmp(nm, "state_dict.", 11) && nm[11])
+        nm += 11; /* {"state_dict": {...}} flattened */
+    const char *pre = "";
+    if (bare_unet && !strncmp(nm, "diffusion_model.", 16))
+        pre = "model.";
+    /* transformers < 4.x CLIPTextModel had no text_model level: cond_stage_model.transformer.encoder... */
+    static const char *const old_clip[] = {"embeddings.", "encoder.", "final_layer_norm."};
+    char tmp[NAME_MAX_LEN];
+    if (!strncmp(nm, "cond_stage_model.transformer.", 29))
+        for (int i = 0; i < 3; i++)
+            if (!strncmp(nm + 29, old_clip[i], strlen(old_clip[i]))) {
+                if (snprintf(tmp, sizeof tmp, "cond_stage_model.transformer.text_model.%s", nm + 29) >= (int)sizeof tmp)
+                    return -1;
+                nm = tmp;
+                break;
+            }
+    int n = snprintf(buf, len, "%s%s", pre, nm);
+    return n < 0 || (size_t)n >= len;
+}
+
 /* Adds every tensor of f under a canonical name. kind: 0 single file, 1 unet, 2 vae, 3 text encoder. */
 static int add_file(sde_ckpt *c, sde_st_file *f, int kind, char *err, size_t errlen)
 {
@@ -139,13 +163,7 @@ static int add_file(sde_ckpt *c, sde_st_file *f, int kind, char *err, size_t err
         char buf[NAME_MAX_LEN];
         int bad = 0;
         switch (kind) {
-        case 0: {
-            const char *nm = s->name;
-            if (!strncmp(nm, "state_dict.", 11) && nm[11])
-                nm += 11; /* some trainers save {"state_dict": {...}} flattened */
-            bad = snprintf(buf, sizeof buf, "%s%s", bare_unet && !strncmp(nm, "diffusion_model.", 16) ? "model." : "", nm) >= (int)sizeof buf;
-            break;
-        }
+        case 0: bad = single_file_name(s->name, bare_unet, buf, sizeof buf); break;
         case 1: bad = sde_dn_unet_to_ldm(&L, s->name, buf, sizeof buf); break;
         case 2: bad = sde_dn_vae_to_ldm(vae_levels, s->name, buf, sizeof buf); break;
         default: bad = sde_dn_text_to_ldm(s->name, buf, sizeof buf); break;
@@ -395,13 +413,18 @@ const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t
     float *f = c->f32[idx];
     if (!f) {
         void *mem = NULL;
-        if (posix_memalign(&mem, 64, n ? n * sizeof(float) : 64)) {
+        size_t bytes = n ? n * sizeof(float) : 64, huge = (size_t)2 << 20;
+        /* Big copies go on 2 MB-aligned transparent huge pages: converting a whole SD checkpoint
+         * otherwise spends most of its time in a million 4 KB page faults. */
+        if (posix_memalign(&mem, bytes >= huge ? huge : 64, bytes)) {
             pthread_mutex_unlock(&c->mu);
             fail(err, errlen, "%s: tensor \"%s\": out of memory converting %zu %s values to float32", t->file, name, n,
                  sde_st_dtype_name(t->dtype));
             return NULL;
         }
         f = mem;
+        if (bytes >= huge)
+            madvise(mem, bytes & ~(huge - 1), MADV_HUGEPAGE);
         sde_cvt_to_f32(t->dtype, t->data, n, f);
         drop_pages(t->data, t->nbytes);
         c->f32[idx] = f;
