@@ -34,6 +34,16 @@ static int teardown(void **state)
     return 0;
 }
 
+/* A scratch folder inside this run's tmpdir, so the group teardown removes it even after a failure. */
+static char *subdir(const char *tag)
+{
+    char *p = malloc(strlen(tmpdir) + strlen(tag) + 16);
+    sprintf(p, "%s/%s-XXXXXX", tmpdir, tag);
+    if (!mkdtemp(p))
+        fail_msg("mkdtemp %s failed", p);
+    return p;
+}
+
 static void assert_contains(const char *s, const char *sub)
 {
     if (!strstr(s, sub))
@@ -540,7 +550,7 @@ static void write_folder(const char *dir, int with_extras)
 static void test_diffusers_folder(void **state)
 {
     (void)state;
-    char *dir = stw_mkdtemp("test_checkpoint_diffusers");
+    char *dir = subdir("diffusers");
     write_folder(dir, 1);
     char err[512] = "";
     sde_ckpt *c = NULL;
@@ -601,7 +611,7 @@ static void test_diffusers_errors(void **state)
     (void)state;
     char err[512];
     sde_ckpt *c = NULL;
-    char *dir = stw_mkdtemp("test_checkpoint_bad");
+    char *dir = subdir("bad");
     write_folder(dir, 0);
 
     /* A broken scheduler config is reported, not ignored. */
@@ -654,7 +664,7 @@ static void test_diffusers_errors(void **state)
     free(dir);
 
     /* A folder with only model_index.json is diffusers-shaped but incomplete. */
-    dir = stw_mkdtemp("test_checkpoint_empty");
+    dir = subdir("empty");
     assert_int_equal(stw_write(stw_path(dir, "model_index.json"), "{}", 2), 0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
     assert_contains(err, "diffusers folder has no unet/diffusion_pytorch_model.safetensors");
@@ -941,7 +951,7 @@ static void check_list(const char *arch, int expect_unet, int expect_vae, int ex
             assert_string_not_equal(s[i - 1], s[i]);
         free(s);
     }
-    char *dir = stw_mkdtemp("test_checkpoint_full");
+    char *dir = subdir("full");
     stw_mkdirs(dir, "unet");
     stw_mkdirs(dir, "vae");
     stw_mkdirs(dir, "text_encoder");
