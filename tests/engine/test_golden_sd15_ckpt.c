@@ -1,4 +1,4 @@
-/* test_golden_sd15_checkpoint.c: the full-size random SD 1.5 file (fixture randsd15): its A1111 short hash
+/* test_golden_sd15_ckpt.c: the full-size random SD 1.5 file (fixture randsd15): its A1111 short hash
  * matches the sha256 published in shared/README.md, every tensor converts, and only the float32 copies
  * stay resident (the mapped F16 pages are dropped). */
 #include <setjmp.h>
