@@ -263,6 +263,18 @@ int sdw_cmd_generate(int argc, char **argv)
         fprintf(stderr, "sd-worker generate: %s: %s\n", option_of(field), err);
         return 1;
     }
+    /* fail on an unwritable output before spending the load and the sampling on it */
+    char part[4200];
+    snprintf(part, sizeof part, "%s.part", output);
+    int pfd = open(part, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (pfd < 0 && errno != EEXIST) {
+        fprintf(stderr, "sd-worker generate: --output: %s: %s\n", part, strerror(errno));
+        return 1;
+    }
+    if (pfd >= 0) {
+        close(pfd);
+        unlink(part);
+    }
     if (!have_seed) {
         p.seed = random_seed();
         fprintf(stderr, "seed %llu\n", (unsigned long long)p.seed);
