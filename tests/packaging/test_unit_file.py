@@ -10,7 +10,7 @@ import sys
 import tempfile
 
 SRC = os.environ.get("SDW_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.environ.get("SDW_BUILD_DIR") or os.path.join(SRC, "build")
+BUILD = os.path.abspath(os.environ.get("SDW_BUILD_DIR") or os.path.join(SRC, "build"))
 UNIT = os.path.join(SRC, "debian", "sd-worker.service")
 MAX_EXPOSURE = 4.0
 

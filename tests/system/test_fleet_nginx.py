@@ -15,7 +15,7 @@ import threading
 import time
 
 SRC = os.environ.get("SDW_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.environ.get("SDW_BUILD_DIR") or os.path.join(SRC, "build")
+BUILD = os.path.abspath(os.environ.get("SDW_BUILD_DIR") or os.path.join(SRC, "build"))
 sys.dont_write_bytecode = True  # the helper lives in the source tree
 sys.path.insert(0, os.path.join(SRC, "tests", "packaging"))
 import sdw_http as H  # noqa: E402
