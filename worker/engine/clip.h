@@ -22,6 +22,7 @@ typedef struct {
     int pad_zero;   /* SD 2.x pads the context with token 0 instead of the end token */
 } sde_clip_config;
 
+/** A built text encoder: resolved weights plus its activation buffers (not safe for concurrent encodes). */
 typedef struct sde_clip sde_clip;
 
 /** Finds the text encoder in the checkpoint, resolves every weight and allocates all activations.
@@ -38,6 +39,7 @@ int32_t sde_clip_pad_id(const sde_clip *m, int32_t eos_id);
 const sde_clip_config *sde_clip_get_config(const sde_clip *m);
 /** Parameters of the layers actually used (embeddings included). */
 int64_t sde_clip_params(const sde_clip *m);
+/** Frees the buffers (the weights belong to the checkpoint). NULL is fine. */
 void sde_clip_free(sde_clip *m);
 
 #endif
