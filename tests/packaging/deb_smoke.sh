@@ -37,7 +37,10 @@ cleanup() {
     local rc=$?
     [ -n "$daemon_pid" ] && kill -KILL "$daemon_pid" 2>/dev/null || true
     pkill -KILL -u sd-worker 2>/dev/null || true # only processes of the test's service user
-    [ -n "$listener_pid" ] && kill -TERM "$listener_pid" 2>/dev/null || true
+    if [ -n "$listener_pid" ]; then
+        kill -TERM "$listener_pid" 2>/dev/null || true
+        wait "$listener_pid" 2>/dev/null || true
+    fi
     if [ "$rc" -ne 0 ]; then
         for f in "$tmp"/server.log "$tmp"/notify.log; do
             [ -f "$f" ] && { echo "--- deb_smoke: last lines of $f:"; tail -n 40 "$f"; }

@@ -43,7 +43,10 @@ def main(argv):
                 log.write(msg.decode("utf-8", "replace").strip("\n").replace("\n", "|") + "\n")
     finally:
         s.close()
-        os.unlink(a.socket)
+        try:
+            os.unlink(a.socket)
+        except FileNotFoundError:
+            pass
     return 0
 
 
