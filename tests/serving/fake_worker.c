@@ -101,7 +101,7 @@ static void report_ready(const char *device)
             if (CPU_ISSET(c, &set)) o += (size_t)snprintf(cpus + o, sizeof cpus - o, "%s%d", o ? "," : "", c);
     }
     const char *blas = getenv("OPENBLAS_NUM_THREADS"), *omp = getenv("OMP_NUM_THREADS");
-    char name[128];
+    char name[512];
     snprintf(name, sizeof name, "threads=%s omp=%s cpus=%s device=%s", blas ? blas : "-", omp ? omp : "-",
              cpus, device);
     sdw_frame_ready(&sb, "fake", "eps", "fakehash01", name, 0.01);
@@ -268,7 +268,10 @@ int main(int argc, char **argv)
             send_sb();
             break;
         case SDW_FRAME_SHUTDOWN:
-            if (!ignore_term) return 0;
+            if (!ignore_term) {
+                sdw_frame_free(&f);
+                return 0;
+            }
             break;
         default:
             break; /* a cancel for a job already over */

@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -13,12 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "frame.h"
 #include "pool.h"
 
 #ifndef SDW_FAKE_WORKER
@@ -743,6 +746,235 @@ static void test_real_worker(void **state)
     teardown();
 }
 
+/* ---- the worker program driven by hand, for what the pool never does on purpose ---- */
+
+static int make_tiny_model(char *path, size_t len)
+{
+    const char *tmp = getenv("SDW_TMPDIR") ? getenv("SDW_TMPDIR") : "/tmp";
+    snprintf(path, len, "%s/test_pool-tiny.safetensors", tmp);
+    struct stat st;
+    if (stat(path, &st) == 0 && st.st_size > 0) return 0;
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "'%s' mkmodel --preset tiny --output '%s' >/dev/null 2>&1", SDW_ENGINE_PROGRAM,
+             path);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static pid_t spawn_direct(const char *model, const char *extra_opt, const char *extra_val, int *fd)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(sv[1], 3);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (extra_opt)
+            execl(SDW_ENGINE_PROGRAM, "sd-worker-engine", "worker", "--fd", "3", "--model", model, "--device",
+                  "direct", extra_opt, extra_val, (char *)NULL);
+        else
+            execl(SDW_ENGINE_PROGRAM, "sd-worker-engine", "worker", "--fd", "3", "--model", model, "--device",
+                  "direct", (char *)NULL);
+        _exit(127);
+    }
+    close(sv[1]);
+    *fd = sv[0];
+    return pid;
+}
+
+/* Next frame from fd within ms: 1, or 0 on timeout/EOF. */
+static int direct_frame(int fd, sdw_frame_reader *r, sdw_frame *f, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    char err[256];
+    for (;;) {
+        int rc = sdw_frame_reader_next(r, f, err, sizeof err);
+        if (rc < 0) fail_msg("the worker sent a bad frame: %s", err);
+        if (rc == 1) return 1;
+        uint64_t now = now_ms();
+        if (now >= end) return 0;
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, (int)(end - now)) <= 0) return 0;
+        char buf[65536];
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) return 0;
+        size_t off = 0;
+        while (off < (size_t)n) {
+            off += sdw_frame_reader_feed(r, buf + off, (size_t)n - off);
+            if (off < (size_t)n && sdw_frame_reader_next(r, f, err, sizeof err) != 0)
+                fail_msg("the worker sent an oversized or bad frame");
+        }
+    }
+}
+
+/* Reads the next frame into *f (freeing what *f held) and checks its type. */
+static int expect_frame(int fd, sdw_frame_reader *r, sdw_frame_type t, sdw_frame *f)
+{
+    sdw_frame_free(f);
+    if (!direct_frame(fd, r, f, 20000)) fail_msg("no %s frame from the worker", sdw_frame_type_name(t));
+    if (f->type != t)
+        fail_msg("expected a %s frame, got %s", sdw_frame_type_name(t), sdw_frame_type_name(f->type));
+    return 1;
+}
+
+static void send_bytes(int fd, const void *p, size_t n)
+{
+    assert_int_equal(write(fd, p, n), (ssize_t)n);
+}
+
+/* Exit status of pid within ms, or -1. */
+static int wait_exit(pid_t pid, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    int st;
+    while (now_ms() < end) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return -1;
+}
+
+static pid_t direct_ready(const char *model, int *fd, sdw_frame_reader **r)
+{
+    pid_t pid = spawn_direct(model, NULL, NULL, fd);
+    *r = sdw_frame_reader_new(SDW_FRAME_MAX_RESULT);
+    sdw_frame f = {0};
+    expect_frame(*fd, *r, SDW_FRAME_HELLO, &f);
+    assert_int_equal(f.u.hello.pid, pid);
+    assert_string_equal(f.u.hello.device, "direct");
+    assert_string_equal(f.u.hello.state, "loading");
+    sdw_frame_free(&f);
+    expect_frame(*fd, *r, SDW_FRAME_READY, &f);
+    assert_string_equal(f.u.ready.arch, "tiny");
+    sdw_frame_free(&f);
+    return pid;
+}
+
+static void test_worker_program_contract(void **state)
+{
+    (void)state;
+    char model[512];
+    if (make_tiny_model(model, sizeof model) != 0) {
+        print_message("sd-worker-engine mkmodel --preset tiny failed: skipped\n");
+        skip();
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    sdw_frame f = {0}, jp = {0};
+    jp.u.job.prompt = "a cube";
+    jp.u.job.negative_prompt = "";
+    jp.u.job.steps = 2;
+    jp.u.job.cfg_scale = 1.0;
+    jp.u.job.seed = 5;
+    jp.u.job.width = 64;
+    jp.u.job.height = 64;
+    jp.u.job.sampler = "euler";
+    jp.u.job.schedule = "discrete";
+    int fd;
+    sdw_frame_reader *r;
+
+    /* ping, one job, then bytes that do not decode: exit 3 */
+    pid_t pid = direct_ready(model, &fd, &r);
+    sdw_frame_ping(&sb);
+    sdw_frame_job(&sb, 11, &jp);
+    send_bytes(fd, sb.data, sb.size);
+    msgpack_sbuffer_clear(&sb);
+    expect_frame(fd, r, SDW_FRAME_PONG, &f);
+    expect_frame(fd, r, SDW_FRAME_STARTED, &f);
+    assert_int_equal(f.job, 11);
+    expect_frame(fd, r, SDW_FRAME_PROGRESS, &f);
+    assert_int_equal(f.u.progress.step, 1);
+    assert_int_equal(f.u.progress.total, 2);
+    expect_frame(fd, r, SDW_FRAME_PROGRESS, &f);
+    assert_int_equal(f.u.progress.step, 2);
+    expect_frame(fd, r, SDW_FRAME_RESULT, &f);
+    assert_int_equal(f.job, 11);
+    assert_int_equal(f.u.result.seed, 5);
+    assert_true(f.u.result.png_len > 8 && !memcmp(f.u.result.png, "\x89PNG", 4));
+    assert_true(f.u.result.t_total > 0);
+    sdw_frame_free(&f);
+    send_bytes(fd, "\xc1", 1);
+    assert_int_equal(wait_exit(pid, 10000), 3);
+    close(fd);
+    sdw_frame_reader_free(r);
+
+    /* a worker->supervisor frame sent to the worker: exit 3 */
+    pid = direct_ready(model, &fd, &r);
+    sdw_frame_pong(&sb);
+    send_bytes(fd, sb.data, sb.size);
+    msgpack_sbuffer_clear(&sb);
+    assert_int_equal(wait_exit(pid, 10000), 3);
+    close(fd);
+    sdw_frame_reader_free(r);
+
+    /* idle SIGTERM: exit 0 at once */
+    pid = direct_ready(model, &fd, &r);
+    uint64_t t0 = now_ms();
+    kill(pid, SIGTERM);
+    assert_int_equal(wait_exit(pid, 5000), 0);
+    assert_true(now_ms() - t0 < 2000);
+    close(fd);
+    sdw_frame_reader_free(r);
+
+    /* the supervisor goes away: exit 0 */
+    pid = direct_ready(model, &fd, &r);
+    close(fd);
+    assert_int_equal(wait_exit(pid, 5000), 0);
+    sdw_frame_reader_free(r);
+
+    /* SIGTERM during a job: nothing more is sent, exit 0 at the step boundary */
+    pid = direct_ready(model, &fd, &r);
+    jp.u.job.steps = 150;
+    sdw_frame_job(&sb, 12, &jp);
+    send_bytes(fd, sb.data, sb.size);
+    msgpack_sbuffer_clear(&sb);
+    expect_frame(fd, r, SDW_FRAME_STARTED, &f);
+    expect_frame(fd, r, SDW_FRAME_PROGRESS, &f);
+    kill(pid, SIGTERM);
+    assert_int_equal(wait_exit(pid, 10000), 0);
+    sdw_frame_free(&f);
+    while (direct_frame(fd, r, &f, 100)) {
+        assert_int_equal(f.type, SDW_FRAME_PROGRESS); /* at most what was in flight */
+        sdw_frame_free(&f);
+    }
+    close(fd);
+    sdw_frame_reader_free(r);
+
+    /* a second job while one runs: exit 3 */
+    pid = direct_ready(model, &fd, &r);
+    sdw_frame_job(&sb, 13, &jp);
+    send_bytes(fd, sb.data, sb.size);
+    msgpack_sbuffer_clear(&sb);
+    expect_frame(fd, r, SDW_FRAME_STARTED, &f);
+    sdw_frame_job(&sb, 14, &jp);
+    send_bytes(fd, sb.data, sb.size);
+    msgpack_sbuffer_clear(&sb);
+    assert_int_equal(wait_exit(pid, 10000), 3);
+    close(fd);
+    sdw_frame_reader_free(r);
+
+    /* bad options: an error frame that says why, exit 2 */
+    pid = spawn_direct(model, "--threads", "many", &fd);
+    r = sdw_frame_reader_new(SDW_FRAME_MAX_RESULT);
+    expect_frame(fd, r, SDW_FRAME_HELLO, &f);
+    expect_frame(fd, r, SDW_FRAME_ERROR, &f);
+    assert_false(f.has_job);
+    assert_string_equal(f.u.error.code, "bad_arguments");
+    assert_string_equal(f.u.error.message, "--threads 'many' is not a number in 0..1024");
+    sdw_frame_free(&f);
+    assert_int_equal(wait_exit(pid, 5000), 2);
+    close(fd);
+    sdw_frame_reader_free(r);
+    msgpack_sbuffer_destroy(&sb);
+    sdw_frame_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -761,6 +993,7 @@ int main(void)
         cmocka_unit_test(test_start_refuses_bad_config),
         cmocka_unit_test(test_reaps_children_it_does_not_own),
         cmocka_unit_test(test_real_worker),
+        cmocka_unit_test(test_worker_program_contract),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
