@@ -587,12 +587,11 @@ static void on_kill_deadline(h2o_timeout_entry_t *entry)
 }
 
 /* Frames a worker wrote just before exiting may still sit unread when SIGCHLD wins the race with the read
- * callback. Its fatal error (model_load_failed before exit 2) is the one worth having; the rest are dropped, since
- * the process is gone and its job ends as a crash either way. */
+ * callback. Its fatal error (model_load_failed before exit 2) is the one worth having; the rest are dropped,
+ * since the process is gone and its job ends as a crash either way. */
 static void read_last_words(pool_slot *s)
 {
-    if (!s->sock || !s->reader)
-        return;
+    if (!s->sock || !s->reader) return;
     int fd = h2o_socket_get_fd(s->sock);
     char buf[16384];
     size_t budget = (size_t)1 << 20; /* a bounded look, not a drain of whatever a dying worker produced */
@@ -608,20 +607,18 @@ static void read_last_words(pool_slot *s)
             int rc;
             while ((rc = sdw_frame_reader_next(s->reader, &f, ferr, sizeof ferr)) == 1) {
                 if (f.type == SDW_FRAME_ERROR && !f.has_job) {
-                    snprintf(s->last_error, sizeof s->last_error, "%s: %s", f.u.error.code, f.u.error.message);
-                    sdw_logf(SDW_LOG_ERROR, "worker_error", "slot=%d device=%s code=%s message=\"%s\"", s->index,
-                             s->dev.name, f.u.error.code, f.u.error.message);
+                    snprintf(s->last_error, sizeof s->last_error, "%s: %s", f.u.error.code,
+                             f.u.error.message);
+                    sdw_logf(SDW_LOG_ERROR, "worker_error", "slot=%d device=%s code=%s message=\"%s\"",
+                             s->index, s->dev.name, f.u.error.code, f.u.error.message);
                 }
                 sdw_frame_free(&f);
             }
-            if (rc < 0)
-                return;
+            if (rc < 0) return;
         }
-        if (budget == 0)
-            return;
+        if (budget == 0) return;
         ssize_t got = recv(fd, buf, sizeof buf < budget ? sizeof buf : budget, MSG_DONTWAIT);
-        if (got <= 0)
-            return;
+        if (got <= 0) return;
         budget -= (size_t)got;
         data = buf;
         len = (size_t)got;
@@ -641,8 +638,7 @@ static void slot_exited(pool_slot *s, int status)
         snprintf(how, sizeof how, "ended with wait status 0x%x", status);
     pid_t pid = s->pid;
     s->pid = 0;
-    if (!s->killed)
-        read_last_words(s);
+    if (!s->killed) read_last_words(s);
     close_conn(s);
     h2o_timeout_unlink(&s->tmo_entry);
     h2o_timeout_unlink(&s->job_entry);
@@ -741,7 +737,16 @@ int sdw_pool_start(h2o_loop_t *loop, const sdw_config *cfg, const char *engine_p
         }
         s->pin = s->dev.cpus[0] != '\0';
         if (s->pin && parse_cpus(s->dev.cpus, s->dev.name, &s->cpus, err, errlen)) goto fail;
-        s->threads = d->threads > 0 ? d->threads : s->pin ? CPU_COUNT(&s->cpus) : 1;
+        if (d->threads > 0) {
+            s->threads = d->threads;
+        } else {
+            /* one BLAS thread per CPU the worker may use: its pinning, or everything we may use */
+            cpu_set_t all;
+            s->threads = s->pin ? CPU_COUNT(&s->cpus)
+                         : sched_getaffinity(0, sizeof all, &all) == 0 && CPU_COUNT(&all) > 0
+                             ? CPU_COUNT(&all)
+                             : 1;
+        }
     }
     p->loop = loop;
     if (ev) p->ev = *ev;

@@ -332,20 +332,27 @@ static void test_job_completes(void **state)
 static void test_two_devices(void **state)
 {
     (void)state;
-    setup_cfg("step_ms=20", 2);
+    setup_cfg("step_ms=20", 3);
     T.devs[1].threads = 3;
     T.devs[1].cpus[0] = '\0'; /* unpinned */
+    T.devs[2].cpus[0] = '\0'; /* unpinned, threads 0: one per CPU this process may use */
     pool_start(SDW_FAKE_WORKER);
     assert_true(RUN_UNTIL(
         sdw_pool_state(T.pool, 0) == SDW_WS_READY && sdw_pool_state(T.pool, 1) == SDW_WS_READY, 5000));
     expect_contains(sdw_pool_model_name(T.pool, 1), "threads=3 omp=3 ");
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 2) == SDW_WS_READY, 5000));
+    cpu_set_t all;
+    assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
+    char want[64];
+    snprintf(want, sizeof want, "threads=%d omp=%d ", CPU_COUNT(&all), CPU_COUNT(&all));
+    expect_contains(sdw_pool_model_name(T.pool, 2), want);
     assert_string_equal(sdw_pool_device_name(T.pool, 1), T.devs[1].name);
     int a = sdw_pool_idle_slot(T.pool);
     assert_int_equal(submit(a, 1, "one", 5), 0);
     int b = sdw_pool_idle_slot(T.pool);
     assert_true(b >= 0 && b != a);
     assert_int_equal(submit(b, 2, "two", 5), 0);
-    assert_int_equal(sdw_pool_idle_slot(T.pool), -1);
+    assert_int_equal(sdw_pool_idle_slot(T.pool), 3 - a - b);
     assert_true(RUN_UNTIL(T.ndone == 2, 5000));
     assert_int_equal(done_for(1)->end, SDW_JOB_COMPLETE);
     assert_int_equal(done_for(2)->end, SDW_JOB_COMPLETE);
