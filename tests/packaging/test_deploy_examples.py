@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # test_deploy_examples.py: keeps the deployment examples under deploy/ true: HAProxy's config passes
 # `haproxy -c` without warnings, the Kubernetes manifest is consistent with the config it embeds.
-"""The nginx example is exercised for real by tests/system/test_fleet_nginx.py. Exit 0 pass, 1 fail,
+"""The nginx and HAProxy examples are run for real by tests/system/test_fleet_{nginx,haproxy}.py. Exit 0 pass, 1 fail,
 77 when neither haproxy nor python3-yaml is installed (tools/install-deps.sh installs both)."""
 import os
 import re
