@@ -136,6 +136,7 @@ class Service:
         return "\n".join(out) + "\n"
 
     def start(self):
+        assert self.proc is None, "service %s started twice" % self.name
         path = os.path.join(self.dir, "sd-worker.yaml")
         with open(path, "w") as f:
             f.write(self.config_text())
@@ -255,7 +256,8 @@ class Service:
         return [p for p, st in _children(self.proc.pid) if st != "Z"]
 
     def __enter__(self):
-        return self.start()
+        # `with Service(...) as svc` starts it here; `with svc.start():` has started it already
+        return self.start() if self.proc is None else self
 
     def __exit__(self, *exc):
         try:
