@@ -23,7 +23,7 @@ if [ -z "$deb" ]; then
 fi
 [ -f "$deb" ] || fail "no package at $deb (run 'make deb' first)"
 deb=$(readlink -f "$deb")
-if dpkg-query -W -f='${Status}' sd-worker 2>/dev/null | grep -q "installed"; then
+if dpkg-query -W -f='${db:Status-Status}' sd-worker 2>/dev/null | grep -qv '^not-installed$'; then
     [ "${SDW_SMOKE_FORCE:-0}" = 1 ] || fail "sd-worker is already installed; SDW_SMOKE_FORCE=1 purges it first"
     dpkg --purge sd-worker
 fi
@@ -46,7 +46,7 @@ cleanup() {
             [ -f "$f" ] && { echo "--- deb_smoke: last lines of $f:"; tail -n 40 "$f"; }
         done
     fi
-    if [ "$installed" = 1 ] && dpkg-query -W -f='${Status}' sd-worker 2>/dev/null | grep -q "installed"; then
+    if [ "$installed" = 1 ] && dpkg-query -W -f='${db:Status-Status}' sd-worker 2>/dev/null | grep -qv '^not-installed$'; then
         dpkg --purge sd-worker >/dev/null 2>&1 || true
     fi
     rm -rf "$tmp"
