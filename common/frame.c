@@ -1,5 +1,6 @@
 /* frame.c: the msgpack frame codec: encoders into a msgpack_sbuffer, and a reader that finds each frame's
- * end with a bounded scan before msgpack_unpacker parses it, so a hostile stream can neither grow memory nor crash. */
+ * end with a bounded scan before msgpack_unpacker parses it, so a hostile stream can neither grow memory nor
+ * crash. */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,11 +12,12 @@
 /* Nesting and element bounds for the scan: real frames are one map of under 20 keys with one nested map, so
  * these leave room for new optional fields while keeping msgpack's per-object allocations small. */
 #define SCAN_MAX_DEPTH 8
-#define SCAN_MAX_ITEMS 128     /* elements (pairs for maps) in any one container */
-#define SCAN_MAX_OBJECTS 4096  /* objects in one frame */
+#define SCAN_MAX_ITEMS 128    /* elements (pairs for maps) in any one container */
+#define SCAN_MAX_OBJECTS 4096 /* objects in one frame */
 
 static const char *const type_names[SDW_FRAME__COUNT] = {
-    "hello", "ready", "started", "progress", "result", "error", "cancelled", "pong", "job", "cancel", "ping", "shutdown",
+    "hello",     "ready", "started", "progress", "result", "error",
+    "cancelled", "pong",  "job",     "cancel",   "ping",   "shutdown",
 };
 
 const char *sdw_frame_type_name(sdw_frame_type t)
@@ -38,8 +40,7 @@ static int pack_key(msgpack_packer *pk, const char *k)
 
 static int pack_s(msgpack_packer *pk, const char *k, const char *v)
 {
-    if (!v)
-        v = "";
+    if (!v) v = "";
     size_t n = strlen(v);
     return pack_key(pk, k) || msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, v, n);
 }
@@ -70,8 +71,8 @@ static int encode_body(msgpack_packer *pk, const sdw_frame *f)
                pack_s(pk, "state", f->u.hello.state);
     case SDW_FRAME_READY:
         return pack_s(pk, "arch", f->u.ready.arch) || pack_s(pk, "prediction", f->u.ready.prediction) ||
-               pack_s(pk, "model_hash", f->u.ready.model_hash) || pack_s(pk, "model_name", f->u.ready.model_name) ||
-               pack_d(pk, "load_s", f->u.ready.load_s);
+               pack_s(pk, "model_hash", f->u.ready.model_hash) ||
+               pack_s(pk, "model_name", f->u.ready.model_name) || pack_d(pk, "load_s", f->u.ready.load_s);
     case SDW_FRAME_STARTED:
     case SDW_FRAME_CANCELLED:
     case SDW_FRAME_CANCEL:
@@ -80,8 +81,7 @@ static int encode_body(msgpack_packer *pk, const sdw_frame *f)
         return pack_u(pk, "job", f->job) || pack_i(pk, "step", f->u.progress.step) ||
                pack_i(pk, "total", f->u.progress.total) || pack_d(pk, "elapsed", f->u.progress.elapsed);
     case SDW_FRAME_RESULT:
-        if (f->u.result.png_len > UINT32_MAX)
-            return -1;
+        if (f->u.result.png_len > UINT32_MAX) return -1;
         return pack_u(pk, "job", f->job) || pack_key(pk, "png") ||
                msgpack_pack_bin(pk, f->u.result.png_len) ||
                msgpack_pack_bin_body(pk, f->u.result.png, f->u.result.png_len) ||
@@ -94,10 +94,11 @@ static int encode_body(msgpack_packer *pk, const sdw_frame *f)
                pack_s(pk, "code", f->u.error.code) || pack_s(pk, "message", f->u.error.message);
     case SDW_FRAME_JOB:
         return pack_u(pk, "job", f->job) || pack_s(pk, "prompt", f->u.job.prompt) ||
-               pack_s(pk, "negative_prompt", f->u.job.negative_prompt) || pack_i(pk, "steps", f->u.job.steps) ||
-               pack_d(pk, "cfg_scale", f->u.job.cfg_scale) || pack_u(pk, "seed", f->u.job.seed) ||
-               pack_i(pk, "width", f->u.job.width) || pack_i(pk, "height", f->u.job.height) ||
-               pack_s(pk, "sampler", f->u.job.sampler) || pack_s(pk, "schedule", f->u.job.schedule);
+               pack_s(pk, "negative_prompt", f->u.job.negative_prompt) ||
+               pack_i(pk, "steps", f->u.job.steps) || pack_d(pk, "cfg_scale", f->u.job.cfg_scale) ||
+               pack_u(pk, "seed", f->u.job.seed) || pack_i(pk, "width", f->u.job.width) ||
+               pack_i(pk, "height", f->u.job.height) || pack_s(pk, "sampler", f->u.job.sampler) ||
+               pack_s(pk, "schedule", f->u.job.schedule);
     case SDW_FRAME_PONG:
     case SDW_FRAME_PING:
     case SDW_FRAME_SHUTDOWN:
@@ -109,13 +110,13 @@ static int encode_body(msgpack_packer *pk, const sdw_frame *f)
 
 int sdw_frame_encode(msgpack_sbuffer *sb, const sdw_frame *f)
 {
-    if ((unsigned)f->type >= SDW_FRAME__COUNT)
-        return -1;
+    if ((unsigned)f->type >= SDW_FRAME__COUNT) return -1;
     size_t start = sb->size;
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    int bad = msgpack_pack_map(&pk, 2 + (size_t)type_nkeys[f->type]) || pack_s(&pk, "t", type_names[f->type]) ||
-              pack_u(&pk, "v", SDW_FRAME_VERSION) || encode_body(&pk, f);
+    int bad = msgpack_pack_map(&pk, 2 + (size_t)type_nkeys[f->type]) ||
+              pack_s(&pk, "t", type_names[f->type]) || pack_u(&pk, "v", SDW_FRAME_VERSION) ||
+              encode_body(&pk, f);
     if (bad || sb->size - start > sdw_frame_max_size(f->type)) {
         sb->size = start;
         return -1;
@@ -159,8 +160,9 @@ int sdw_frame_progress(msgpack_sbuffer *sb, uint64_t job, int step, int total, d
     return sdw_frame_encode(sb, &f);
 }
 
-int sdw_frame_result(msgpack_sbuffer *sb, uint64_t job, const uint8_t *png, size_t png_len, int width, int height,
-                     uint64_t seed, double t_encode, double t_sample, double t_decode, double t_total)
+int sdw_frame_result(msgpack_sbuffer *sb, uint64_t job, const uint8_t *png, size_t png_len, int width,
+                     int height, uint64_t seed, double t_encode, double t_sample, double t_decode,
+                     double t_total)
 {
     sdw_frame f = {.type = SDW_FRAME_RESULT, .job = job};
     f.u.result.png = png;
@@ -223,8 +225,7 @@ int sdw_frame_shutdown(msgpack_sbuffer *sb)
 
 void sdw_frame_free(sdw_frame *f)
 {
-    if (!f)
-        return;
+    if (!f) return;
     free(f->_mem);
     memset(f, 0, sizeof *f);
 }
@@ -248,9 +249,10 @@ static uint64_t be(const uint8_t *p, size_t n)
     return v;
 }
 
-/* Finds the end of the msgpack object at the head of p[0..len). Returns its length, 0 when it continues past len,
- * or -1 with err when it cannot be a valid frame: not a map, an ext or reserved byte, nesting or element counts
- * past the bounds above, or a length that takes it past limit (decided from headers, before the bytes arrive). */
+/* Finds the end of the msgpack object at the head of p[0..len). Returns its length, 0 when it continues past
+ * len, or -1 with err when it cannot be a valid frame: not a map, an ext or reserved byte, nesting or element
+ * counts past the bounds above, or a length that takes it past limit (decided from headers, before the bytes
+ * arrive). */
 static long long scan_frame(const uint8_t *p, size_t len, size_t limit, char *err, size_t errlen)
 {
     uint64_t left[SCAN_MAX_DEPTH + 1];
@@ -267,14 +269,11 @@ static long long scan_frame(const uint8_t *p, size_t len, size_t limit, char *er
             seterr(err, errlen, "frame exceeds the %zu-byte limit", limit);
             return -1;
         }
-        if (pos > len)
-            break;
+        if (pos > len) break;
         while (depth > 0 && left[depth] == 0)
             depth--;
-        if (depth == 0 && left[0] == 0)
-            return (long long)pos;
-        if (pos == len)
-            break;
+        if (depth == 0 && left[0] == 0) return (long long)pos;
+        if (pos == len) break;
         if (++objects > SCAN_MAX_OBJECTS) {
             seterr(err, errlen, "frame has more than %d msgpack objects", SCAN_MAX_OBJECTS);
             return -1;
@@ -295,25 +294,58 @@ static long long scan_frame(const uint8_t *p, size_t len, size_t limit, char *er
             body = b & 0x1f;
         } else {
             switch (b) {
-            case 0xc4: case 0xd9: lenbytes = 1; break; /* bin8, str8 */
-            case 0xc5: case 0xda: lenbytes = 2; break;
-            case 0xc6: case 0xdb: lenbytes = 4; break;
-            case 0xca: body = 4; break; /* float32 */
-            case 0xcb: body = 8; break;
-            case 0xcc: case 0xd0: body = 1; break; /* (u)int8 */
-            case 0xcd: case 0xd1: body = 2; break;
-            case 0xce: case 0xd2: body = 4; break;
-            case 0xcf: case 0xd3: body = 8; break;
-            case 0xdc: container = 1, lenbytes = 2; break;
-            case 0xdd: container = 1, lenbytes = 4; break;
-            case 0xde: container = 2, lenbytes = 2; break;
-            case 0xdf: container = 2, lenbytes = 4; break;
+            case 0xc4:
+            case 0xd9:
+                lenbytes = 1;
+                break; /* bin8, str8 */
+            case 0xc5:
+            case 0xda:
+                lenbytes = 2;
+                break;
+            case 0xc6:
+            case 0xdb:
+                lenbytes = 4;
+                break;
+            case 0xca:
+                body = 4;
+                break; /* float32 */
+            case 0xcb:
+                body = 8;
+                break;
+            case 0xcc:
+            case 0xd0:
+                body = 1;
+                break; /* (u)int8 */
+            case 0xcd:
+            case 0xd1:
+                body = 2;
+                break;
+            case 0xce:
+            case 0xd2:
+                body = 4;
+                break;
+            case 0xcf:
+            case 0xd3:
+                body = 8;
+                break;
+            case 0xdc:
+                container = 1, lenbytes = 2;
+                break;
+            case 0xdd:
+                container = 1, lenbytes = 4;
+                break;
+            case 0xde:
+                container = 2, lenbytes = 2;
+                break;
+            case 0xdf:
+                container = 2, lenbytes = 4;
+                break;
             case 0xc1:
                 seterr(err, errlen, "reserved msgpack byte 0xc1 at offset %" PRIu64, pos);
                 return -1;
             default: /* 0xc7..0xc9, 0xd4..0xd8 */
-                seterr(err, errlen, "msgpack ext type 0x%02x at offset %" PRIu64 " is not part of the protocol", b,
-                       pos);
+                seterr(err, errlen,
+                       "msgpack ext type 0x%02x at offset %" PRIu64 " is not part of the protocol", b, pos);
                 return -1;
             }
         }
@@ -339,14 +371,16 @@ static long long scan_frame(const uint8_t *p, size_t len, size_t limit, char *er
             pos += hdr;
             if (items) {
                 if (depth == SCAN_MAX_DEPTH) {
-                    seterr(err, errlen, "msgpack nesting deeper than %d at offset %" PRIu64, SCAN_MAX_DEPTH, pos);
+                    seterr(err, errlen, "msgpack nesting deeper than %d at offset %" PRIu64, SCAN_MAX_DEPTH,
+                           pos);
                     return -1;
                 }
                 left[++depth] = items * (uint64_t)container;
             }
         } else {
             if (body > limit) {
-                seterr(err, errlen, "frame exceeds the %zu-byte limit (a %" PRIu64 "-byte value at offset %" PRIu64 ")",
+                seterr(err, errlen,
+                       "frame exceeds the %zu-byte limit (a %" PRIu64 "-byte value at offset %" PRIu64 ")",
                        limit, body, pos);
                 return -1;
             }
@@ -382,17 +416,26 @@ typedef struct {
 static const char *object_kind(const msgpack_object *o)
 {
     switch (o->type) {
-    case MSGPACK_OBJECT_NIL: return "nil";
-    case MSGPACK_OBJECT_BOOLEAN: return "boolean";
+    case MSGPACK_OBJECT_NIL:
+        return "nil";
+    case MSGPACK_OBJECT_BOOLEAN:
+        return "boolean";
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "integer";
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return "integer";
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: return "float";
-    case MSGPACK_OBJECT_STR: return "string";
-    case MSGPACK_OBJECT_BIN: return "binary";
-    case MSGPACK_OBJECT_ARRAY: return "array";
-    case MSGPACK_OBJECT_MAP: return "map";
-    default: return "ext";
+    case MSGPACK_OBJECT_FLOAT64:
+        return "float";
+    case MSGPACK_OBJECT_STR:
+        return "string";
+    case MSGPACK_OBJECT_BIN:
+        return "binary";
+    case MSGPACK_OBJECT_ARRAY:
+        return "array";
+    case MSGPACK_OBJECT_MAP:
+        return "map";
+    default:
+        return "ext";
     }
 }
 
@@ -413,9 +456,10 @@ static int check_keys(const msgpack_object_map *m, const char *where, char *err,
         }
         for (uint32_t j = 0; j < i; j++) {
             const msgpack_object *o = &m->ptr[j].key;
-            if (o->via.str.size == k->via.str.size && !memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size)) {
-                seterr(err, errlen, "%s: key '%.*s' appears twice", where, (int)(k->via.str.size > 64 ? 64 : k->via.str.size),
-                       k->via.str.ptr);
+            if (o->via.str.size == k->via.str.size &&
+                !memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size)) {
+                seterr(err, errlen, "%s: key '%.*s' appears twice", where,
+                       (int)(k->via.str.size > 64 ? 64 : k->via.str.size), k->via.str.ptr);
                 return -1;
             }
         }
@@ -426,16 +470,14 @@ static int check_keys(const msgpack_object_map *m, const char *where, char *err,
 static const msgpack_object *lookup(const msgpack_object_map *m, const char *key)
 {
     for (uint32_t i = 0; i < m->size; i++)
-        if (key_is(&m->ptr[i].key, key))
-            return &m->ptr[i].val;
+        if (key_is(&m->ptr[i].key, key)) return &m->ptr[i].val;
     return NULL;
 }
 
 static const msgpack_object *need(decoder *d, const char *key)
 {
     const msgpack_object *o = lookup(d->map, key);
-    if (!o)
-        seterr(d->err, d->errlen, "%s frame: field '%s' is missing", d->tname, key);
+    if (!o) seterr(d->err, d->errlen, "%s frame: field '%s' is missing", d->tname, key);
     return o;
 }
 
@@ -448,10 +490,8 @@ static int mistyped(decoder *d, const char *key, const char *want, const msgpack
 static int get_str(decoder *d, const char *key, const char **dst)
 {
     const msgpack_object *o = need(d, key);
-    if (!o)
-        return -1;
-    if (o->type != MSGPACK_OBJECT_STR)
-        return mistyped(d, key, "a string", o);
+    if (!o) return -1;
+    if (o->type != MSGPACK_OBJECT_STR) return mistyped(d, key, "a string", o);
     if (memchr(o->via.str.ptr, 0, o->via.str.size)) {
         seterr(d->err, d->errlen, "%s frame: field '%s' contains a NUL byte", d->tname, key);
         return -1;
@@ -466,10 +506,8 @@ static int get_str(decoder *d, const char *key, const char **dst)
 static int get_u64(decoder *d, const char *key, uint64_t *out)
 {
     const msgpack_object *o = need(d, key);
-    if (!o)
-        return -1;
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return mistyped(d, key, "an unsigned integer", o);
+    if (!o) return -1;
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return mistyped(d, key, "an unsigned integer", o);
     *out = o->via.u64;
     return 0;
 }
@@ -477,8 +515,7 @@ static int get_u64(decoder *d, const char *key, uint64_t *out)
 static int get_i64(decoder *d, const char *key, int64_t lo, int64_t hi, int64_t *out)
 {
     const msgpack_object *o = need(d, key);
-    if (!o)
-        return -1;
+    if (!o) return -1;
     int64_t v;
     if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= (uint64_t)INT64_MAX)
         v = (int64_t)o->via.u64;
@@ -489,8 +526,8 @@ static int get_i64(decoder *d, const char *key, int64_t lo, int64_t hi, int64_t 
     else
         return mistyped(d, key, "an integer", o);
     if (v < lo || v > hi) {
-        seterr(d->err, d->errlen, "%s frame: field '%s' is %" PRId64 ", outside %" PRId64 "..%" PRId64, d->tname, key,
-               v, lo, hi);
+        seterr(d->err, d->errlen, "%s frame: field '%s' is %" PRId64 ", outside %" PRId64 "..%" PRId64,
+               d->tname, key, v, lo, hi);
         return -1;
     }
     *out = v;
@@ -500,13 +537,13 @@ static int get_i64(decoder *d, const char *key, int64_t lo, int64_t hi, int64_t 
 static int get_int(decoder *d, const char *key, int *out)
 {
     int64_t v;
-    if (get_i64(d, key, INT32_MIN, INT32_MAX, &v))
-        return -1;
+    if (get_i64(d, key, INT32_MIN, INT32_MAX, &v)) return -1;
     *out = (int)v;
     return 0;
 }
 
-static int get_double_in(decoder *d, const msgpack_object_map *m, const char *where, const char *key, double *out)
+static int get_double_in(decoder *d, const msgpack_object_map *m, const char *where, const char *key,
+                         double *out)
 {
     const msgpack_object *o = lookup(m, key);
     if (!o) {
@@ -541,7 +578,8 @@ static int decode_fields(decoder *d, sdw_frame *f)
     case SDW_FRAME_READY:
         return get_str(d, "arch", &f->u.ready.arch) || get_str(d, "prediction", &f->u.ready.prediction) ||
                        get_str(d, "model_hash", &f->u.ready.model_hash) ||
-                       get_str(d, "model_name", &f->u.ready.model_name) || get_double(d, "load_s", &f->u.ready.load_s)
+                       get_str(d, "model_name", &f->u.ready.model_name) ||
+                       get_double(d, "load_s", &f->u.ready.load_s)
                    ? -1
                    : 0;
     case SDW_FRAME_STARTED:
@@ -550,14 +588,13 @@ static int decode_fields(decoder *d, sdw_frame *f)
         return get_u64(d, "job", &f->job);
     case SDW_FRAME_PROGRESS:
         return get_u64(d, "job", &f->job) || get_int(d, "step", &f->u.progress.step) ||
-                       get_int(d, "total", &f->u.progress.total) || get_double(d, "elapsed", &f->u.progress.elapsed)
+                       get_int(d, "total", &f->u.progress.total) ||
+                       get_double(d, "elapsed", &f->u.progress.elapsed)
                    ? -1
                    : 0;
     case SDW_FRAME_RESULT:
-        if (get_u64(d, "job", &f->job) || !(o = need(d, "png")))
-            return -1;
-        if (o->type != MSGPACK_OBJECT_BIN)
-            return mistyped(d, "png", "binary", o);
+        if (get_u64(d, "job", &f->job) || !(o = need(d, "png"))) return -1;
+        if (o->type != MSGPACK_OBJECT_BIN) return mistyped(d, "png", "binary", o);
         d->bin = o->via.bin.ptr;
         d->binlen = o->via.bin.size;
         d->bindst = &f->u.result.png;
@@ -565,10 +602,8 @@ static int decode_fields(decoder *d, sdw_frame *f)
         if (get_int(d, "width", &f->u.result.width) || get_int(d, "height", &f->u.result.height) ||
             get_u64(d, "seed", &f->u.result.seed) || !(o = need(d, "timings")))
             return -1;
-        if (o->type != MSGPACK_OBJECT_MAP)
-            return mistyped(d, "timings", "a map", o);
-        if (check_keys(&o->via.map, "result frame: timings", d->err, d->errlen))
-            return -1;
+        if (o->type != MSGPACK_OBJECT_MAP) return mistyped(d, "timings", "a map", o);
+        if (check_keys(&o->via.map, "result frame: timings", d->err, d->errlen)) return -1;
         return get_double_in(d, &o->via.map, "timings.", "encode", &f->u.result.t_encode) ||
                        get_double_in(d, &o->via.map, "timings.", "sample", &f->u.result.t_sample) ||
                        get_double_in(d, &o->via.map, "timings.", "decode", &f->u.result.t_decode) ||
@@ -576,8 +611,7 @@ static int decode_fields(decoder *d, sdw_frame *f)
                    ? -1
                    : 0;
     case SDW_FRAME_ERROR:
-        if (!(o = need(d, "job")))
-            return -1;
+        if (!(o = need(d, "job"))) return -1;
         if (o->type == MSGPACK_OBJECT_NIL) {
             f->has_job = 0;
         } else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
@@ -590,7 +624,8 @@ static int decode_fields(decoder *d, sdw_frame *f)
     case SDW_FRAME_JOB:
         return get_u64(d, "job", &f->job) || get_str(d, "prompt", &f->u.job.prompt) ||
                        get_str(d, "negative_prompt", &f->u.job.negative_prompt) ||
-                       get_int(d, "steps", &f->u.job.steps) || get_double(d, "cfg_scale", &f->u.job.cfg_scale) ||
+                       get_int(d, "steps", &f->u.job.steps) ||
+                       get_double(d, "cfg_scale", &f->u.job.cfg_scale) ||
                        get_u64(d, "seed", &f->u.job.seed) || get_int(d, "width", &f->u.job.width) ||
                        get_int(d, "height", &f->u.job.height) || get_str(d, "sampler", &f->u.job.sampler) ||
                        get_str(d, "schedule", &f->u.job.schedule)
@@ -601,7 +636,8 @@ static int decode_fields(decoder *d, sdw_frame *f)
     }
 }
 
-/* Turns one parsed msgpack object of wire length nbytes into *f; copies strings and the png into one block. */
+/* Turns one parsed msgpack object of wire length nbytes into *f; copies strings and the png into one block.
+ */
 static int decode_object(const msgpack_object *obj, size_t nbytes, sdw_frame *f, char *err, size_t errlen)
 {
     memset(f, 0, sizeof *f);
@@ -610,8 +646,7 @@ static int decode_object(const msgpack_object *obj, size_t nbytes, sdw_frame *f,
         return -1;
     }
     const msgpack_object_map *m = &obj->via.map;
-    if (check_keys(m, "frame", err, errlen))
-        return -1;
+    if (check_keys(m, "frame", err, errlen)) return -1;
     const msgpack_object *v = lookup(m, "v"), *t = lookup(m, "t");
     if (!v) {
         seterr(err, errlen, "frame has no protocol version 'v'");
@@ -636,8 +671,7 @@ static int decode_object(const msgpack_object *obj, size_t nbytes, sdw_frame *f,
     }
     int type = -1;
     for (int i = 0; i < SDW_FRAME__COUNT; i++)
-        if (key_is(t, type_names[i]))
-            type = i;
+        if (key_is(t, type_names[i])) type = i;
     if (type < 0) {
         int n = t->via.str.size > 40 ? 40 : (int)t->via.str.size;
         seterr(err, errlen, "unknown frame type '%.*s'", n, t->via.str.ptr);
@@ -688,15 +722,14 @@ struct sdw_frame_reader {
     char err[256];
 };
 
-/* After a large result the unpacker would keep a buffer of that size for the connection's life; start over once
- * it is empty instead. */
+/* After a large result the unpacker would keep a buffer of that size for the connection's life; start over
+ * once it is empty instead. */
 #define READER_KEEP_BYTES ((size_t)1 << 20)
 
 sdw_frame_reader *sdw_frame_reader_new(size_t max_frame)
 {
     sdw_frame_reader *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
+    if (!r) return NULL;
     if (!msgpack_unpacker_init(&r->up, MSGPACK_UNPACKER_INIT_BUFFER_SIZE)) {
         free(r);
         return NULL;
@@ -707,8 +740,7 @@ sdw_frame_reader *sdw_frame_reader_new(size_t max_frame)
 
 void sdw_frame_reader_free(sdw_frame_reader *r)
 {
-    if (!r)
-        return;
+    if (!r) return;
     msgpack_unpacker_destroy(&r->up);
     free(r);
 }
@@ -722,22 +754,18 @@ size_t sdw_frame_reader_pending(const sdw_frame_reader *r)
 static void reader_die(sdw_frame_reader *r, const char *msg)
 {
     r->dead = 1;
-    if (msg != r->err)
-        snprintf(r->err, sizeof r->err, "%s", msg);
+    if (msg != r->err) snprintf(r->err, sizeof r->err, "%s", msg);
     for (char *c = r->err; *c; c++)
-        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
-            *c = '?';
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f) *c = '?';
 }
 
 size_t sdw_frame_reader_feed(sdw_frame_reader *r, const void *data, size_t len)
 {
-    if (r->dead || len == 0)
-        return 0;
+    if (r->dead || len == 0) return 0;
     size_t pending = sdw_frame_reader_pending(r);
     size_t room = pending < r->max_frame ? r->max_frame - pending : 0;
     size_t n = len < room ? len : room;
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     if (!msgpack_unpacker_reserve_buffer(&r->up, n)) {
         reader_die(r, "out of memory buffering a frame");
         return 0;
@@ -750,11 +778,9 @@ size_t sdw_frame_reader_feed(sdw_frame_reader *r, const void *data, size_t len)
 int sdw_frame_reader_next(sdw_frame_reader *r, sdw_frame *f, char *err, size_t errlen)
 {
     memset(f, 0, sizeof *f);
-    if (r->dead)
-        goto dead;
+    if (r->dead) goto dead;
     size_t pending = sdw_frame_reader_pending(r);
-    if (pending == 0)
-        return 0;
+    if (pending == 0) return 0;
     /* parsed stays 0 between calls (the unpacker only ever sees whole frames), so the frame starts at off */
     const uint8_t *head = (const uint8_t *)r->up.buffer + r->up.off;
     long long n = scan_frame(head, pending, r->max_frame, r->err, sizeof r->err);
@@ -762,16 +788,15 @@ int sdw_frame_reader_next(sdw_frame_reader *r, sdw_frame *f, char *err, size_t e
         reader_die(r, r->err);
         goto dead;
     }
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     size_t used = 0;
     msgpack_unpack_return ret = msgpack_unpacker_next_with_size(&r->up, &u, &used);
     if (ret != MSGPACK_UNPACK_SUCCESS || used != (size_t)n) {
         msgpack_unpacked_destroy(&u);
-        snprintf(r->err, sizeof r->err, "malformed msgpack frame (unpacker status %d, %zu of %lld bytes)", (int)ret,
-                 used, n);
+        snprintf(r->err, sizeof r->err, "malformed msgpack frame (unpacker status %d, %zu of %lld bytes)",
+                 (int)ret, used, n);
         reader_die(r, r->err);
         goto dead;
     }

@@ -102,8 +102,9 @@ int sdw_frame_started(msgpack_sbuffer *sb, uint64_t job);
 /** progress: step of total finished, elapsed seconds into the job. */
 int sdw_frame_progress(msgpack_sbuffer *sb, uint64_t job, int step, int total, double elapsed);
 /** result: the job's PNG and what the engine measured. */
-int sdw_frame_result(msgpack_sbuffer *sb, uint64_t job, const uint8_t *png, size_t png_len, int width, int height,
-                     uint64_t seed, double t_encode, double t_sample, double t_decode, double t_total);
+int sdw_frame_result(msgpack_sbuffer *sb, uint64_t job, const uint8_t *png, size_t png_len, int width,
+                     int height, uint64_t seed, double t_encode, double t_sample, double t_decode,
+                     double t_total);
 /** error: has_job 0 for an error outside any job (e.g. model_load_failed). */
 int sdw_frame_error(msgpack_sbuffer *sb, int has_job, uint64_t job, const char *code, const char *message);
 /** cancelled: the job stopped at a step boundary on request. */
@@ -138,12 +139,13 @@ typedef struct sdw_frame_reader sdw_frame_reader;
  * SDW_FRAME_MAX_SMALL on the worker side); NULL when out of memory. */
 sdw_frame_reader *sdw_frame_reader_new(size_t max_frame);
 void sdw_frame_reader_free(sdw_frame_reader *r);
-/** Takes up to len bytes of the stream; returns how many it took (fewer when the buffer is at its limit: drain
- * complete frames with sdw_frame_reader_next() and feed the rest again). */
+/** Takes up to len bytes of the stream; returns how many it took (fewer when the buffer is at its limit:
+ * drain complete frames with sdw_frame_reader_next() and feed the rest again). */
 size_t sdw_frame_reader_feed(sdw_frame_reader *r, const void *data, size_t len);
-/** 1 with the next frame in *f (free it with sdw_frame_free()), 0 when more bytes are needed, -1 with err on a
- * protocol violation: malformed msgpack, not a map, wrong version, unknown type, a missing or mistyped field, an
- * oversized frame. After -1 the reader is dead: every later call returns -1 with the same message. */
+/** 1 with the next frame in *f (free it with sdw_frame_free()), 0 when more bytes are needed, -1 with err on
+ * a protocol violation: malformed msgpack, not a map, wrong version, unknown type, a missing or mistyped
+ * field, an oversized frame. After -1 the reader is dead: every later call returns -1 with the same message.
+ */
 int sdw_frame_reader_next(sdw_frame_reader *r, sdw_frame *f, char *err, size_t errlen);
 /** Bytes taken by feed and not yet returned as frames. */
 size_t sdw_frame_reader_pending(const sdw_frame_reader *r);

@@ -20,8 +20,6 @@
 
 extern char **environ;
 
-/* A worker that stayed up this long after becoming ready starts the next backoff from the minimum again. */
-#define POOL_STABLE_MS 30000
 /* A worker that closed its socket gets this long to exit on its own (so its exit code, e.g. 2, is seen)
  * before it is killed. */
 #define POOL_EOF_GRACE_MS 5000
@@ -536,7 +534,9 @@ static void slot_restart_later(pool_slot *s)
 {
     sdw_pool *p = s->pool;
     uint64_t now = h2o_now(p->loop);
-    if (s->ready_at && now - s->ready_at >= POOL_STABLE_MS) s->backoff_ms = p->backoff_min_ms;
+    /* a worker that stayed ready longer than the longest backoff is out of its crash loop: start over */
+    if (s->ready_at && now - s->ready_at >= (uint64_t)p->backoff_max_ms)
+        s->backoff_ms = p->backoff_min_ms;
     int delay = s->backoff_ms;
     s->backoff_ms = s->backoff_ms > p->backoff_max_ms / 2 ? p->backoff_max_ms : s->backoff_ms * 2;
     if (s->backoff_ms < 1) s->backoff_ms = 1;

@@ -11,7 +11,8 @@
 
 #include "frame.h"
 
-static const uint8_t png_bytes[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 0x0d, 'I', 'H', 'D', 'R'};
+static const uint8_t png_bytes[] = {0x89, 'P', 'N', 'G',  '\r', '\n', 0x1a, '\n',
+                                    0,    0,   0,   0x0d, 'I',  'H',  'D',  'R'};
 
 /* One encoded instance of every frame type, in type order. */
 static void encode_all(msgpack_sbuffer *sb, size_t *offsets)
@@ -27,10 +28,10 @@ static void encode_all(msgpack_sbuffer *sb, size_t *offsets)
     jp.u.job.sampler = "euler_a";
     jp.u.job.schedule = "karras";
     int i = 0;
-#define ADD(call)                                                                                                   \
-    do {                                                                                                            \
-        offsets[i++] = sb->size;                                                                                    \
-        assert_int_equal(call, 0);                                                                                  \
+#define ADD(call)                                                                                            \
+    do {                                                                                                     \
+        offsets[i++] = sb->size;                                                                             \
+        assert_int_equal(call, 0);                                                                           \
     } while (0)
     ADD(sdw_frame_hello(sb, 4242, "cpu:0-1", "loading"));
     ADD(sdw_frame_ready(sb, "sd1", "eps", "0123456789", "randsd15", 12.25));
@@ -126,8 +127,7 @@ static void test_round_trip_every_type(void **state)
         sdw_frame f;
         char err[256] = "";
         int rc = sdw_frame_reader_next(r, &f, err, sizeof err);
-        if (rc != 1)
-            fail_msg("%s: rc %d: %s", sdw_frame_type_name((sdw_frame_type)t), rc, err);
+        if (rc != 1) fail_msg("%s: rc %d: %s", sdw_frame_type_name((sdw_frame_type)t), rc, err);
         check_decoded(&f, t);
         /* re-encoding the decoded frame gives the same bytes */
         msgpack_sbuffer again;
@@ -281,8 +281,7 @@ static int decode_bytes(size_t limit, const void *data, size_t len, sdw_frame *f
     assert_non_null(r);
     size_t fed = sdw_frame_reader_feed(r, data, len);
     int rc = sdw_frame_reader_next(r, f, err, errlen);
-    if (rc == 0 && fed < len)
-        rc = -2; /* the caller's bytes did not fit */
+    if (rc == 0 && fed < len) rc = -2; /* the caller's bytes did not fit */
     sdw_frame_reader_free(r);
     return rc;
 }
@@ -382,12 +381,23 @@ static void build(msgpack_sbuffer *sb, int npairs, ...)
             msgpack_pack_str_with_body(&pk, v, strlen(v));
             break;
         }
-        case 'u': msgpack_pack_uint64(&pk, va_arg(ap, uint64_t)); break;
-        case 'i': msgpack_pack_int64(&pk, va_arg(ap, int64_t)); break;
-        case 'd': msgpack_pack_double(&pk, va_arg(ap, double)); break;
-        case 'n': msgpack_pack_nil(&pk); break;
-        case 'b': msgpack_pack_true(&pk); break;
-        default: fail();
+        case 'u':
+            msgpack_pack_uint64(&pk, va_arg(ap, uint64_t));
+            break;
+        case 'i':
+            msgpack_pack_int64(&pk, va_arg(ap, int64_t));
+            break;
+        case 'd':
+            msgpack_pack_double(&pk, va_arg(ap, double));
+            break;
+        case 'n':
+            msgpack_pack_nil(&pk);
+            break;
+        case 'b':
+            msgpack_pack_true(&pk);
+            break;
+        default:
+            fail();
         }
     }
     va_end(ap);
@@ -437,11 +447,11 @@ static void test_wrong_types(void **state)
     expect_error(L, sb.data, sb.size, "field 'job' must be an unsigned integer, not integer");
     build(&sb, 2, "t", 's', "cancel", "v", 'u', U(1));
     expect_error(L, sb.data, sb.size, "cancel frame: field 'job' is missing");
-    build(&sb, 6, "t", 's', "progress", "v", 'u', U(1), "job", 'u', U(1), "step", 'd', 1.0, "total", 'i', I(3),
-          "elapsed", 'd', 0.5);
+    build(&sb, 6, "t", 's', "progress", "v", 'u', U(1), "job", 'u', U(1), "step", 'd', 1.0, "total", 'i',
+          I(3), "elapsed", 'd', 0.5);
     expect_error(L, sb.data, sb.size, "field 'step' must be an integer, not float");
-    build(&sb, 6, "t", 's', "progress", "v", 'u', U(1), "job", 'u', U(1), "step", 'i', I(1), "total", 'i', I(3),
-          "elapsed", 'i', I(1));
+    build(&sb, 6, "t", 's', "progress", "v", 'u', U(1), "job", 'u', U(1), "step", 'i', I(1), "total", 'i',
+          I(3), "elapsed", 'i', I(1));
     expect_error(L, sb.data, sb.size, "field 'elapsed' must be a float, not integer");
     build(&sb, 6, "t", 's', "progress", "v", 'u', U(1), "job", 'u', U(1), "step", 'i', I(1), "total", 'u',
           U(1) << 40, "elapsed", 'd', 0.5);
@@ -450,7 +460,8 @@ static void test_wrong_types(void **state)
     expect_error(L, sb.data, sb.size, "field 'job' must be an unsigned integer or nil, not string");
     build(&sb, 5, "t", 's', "error", "v", 'u', U(1), "job", 'n', "code", 'b', "message", 's', "b");
     expect_error(L, sb.data, sb.size, "field 'code' must be a string, not boolean");
-    build(&sb, 5, "t", 's', "hello", "v", 'u', U(1), "pid", 'i', I(0), "device", 's', "cpu", "state", 's', "loading");
+    build(&sb, 5, "t", 's', "hello", "v", 'u', U(1), "pid", 'i', I(0), "device", 's', "cpu", "state", 's',
+          "loading");
     expect_error(L, sb.data, sb.size, "field 'pid' is 0");
     build(&sb, 3, "t", 's', "ping", "v", 'u', U(1), "t", 's', "pong");
     expect_error(L, sb.data, sb.size, "key 't' appears twice");
@@ -505,7 +516,8 @@ static void test_wrong_types(void **state)
     expect_error(L, sb.data, sb.size, "field 'timings.total' is missing");
 
     /* a NUL inside a string would silently cut it short in C */
-    build(&sb, 5, "t", 's', "hello", "v", 'u', U(1), "pid", 'i', I(5), "device", 's', "cpuX", "state", 's', "loading");
+    build(&sb, 5, "t", 's', "hello", "v", 'u', U(1), "pid", 'i', I(5), "device", 's', "cpuX", "state", 's',
+          "loading");
     char *x = memchr(sb.data, 'X', sb.size);
     *x = '\0';
     expect_error(L, sb.data, sb.size, "field 'device' contains a NUL byte");
@@ -579,24 +591,33 @@ static uint64_t rnd(void)
     rng_state ^= rng_state >> 27;
     return rng_state * 0x2545F4914F6CDD1DULL;
 }
-static size_t rndn(size_t n) { return n ? (size_t)(rnd() % n) : 0; }
+static size_t rndn(size_t n)
+{
+    return n ? (size_t)(rnd() % n) : 0;
+}
 
 static void mutate(uint8_t *buf, size_t *len, size_t cap)
 {
     int ops = 1 + (int)rndn(4);
-    for (int k = 0; k < ops && *len > 0; k++) {
+    for (int k = 0; k<ops && * len> 0; k++) {
         size_t at = rndn(*len);
         switch (rndn(7)) {
-        case 0: buf[at] ^= (uint8_t)(1u << rndn(8)); break; /* bit flip */
-        case 1: buf[at] = (uint8_t)rnd(); break;            /* byte replace */
-        case 2: { /* interesting values: type bytes that change lengths */
+        case 0:
+            buf[at] ^= (uint8_t)(1u << rndn(8));
+            break; /* bit flip */
+        case 1:
+            buf[at] = (uint8_t)rnd();
+            break; /* byte replace */
+        case 2: {  /* interesting values: type bytes that change lengths */
             static const uint8_t v[] = {0xc0, 0xc1, 0xc4, 0xc6, 0xca, 0xcb, 0xcf, 0xd3, 0xd9, 0xdb,
                                         0xdc, 0xdd, 0xde, 0xdf, 0x80, 0x8f, 0x90, 0xa0, 0xbf, 0xff};
             buf[at] = v[rndn(sizeof v)];
             break;
         }
-        case 3: *len = at; break; /* truncate */
-        case 4:                    /* insert */
+        case 3:
+            *len = at;
+            break; /* truncate */
+        case 4:    /* insert */
             if (*len < cap) {
                 memmove(buf + at + 1, buf + at, *len - at);
                 buf[at] = (uint8_t)rnd();
@@ -634,8 +655,7 @@ static void test_mutations(void **state)
         /* one to three consecutive frames from the corpus, then mutations */
         int first = (int)rndn(SDW_FRAME__COUNT);
         int count = 1 + (int)rndn(3);
-        if (first + count > SDW_FRAME__COUNT)
-            count = SDW_FRAME__COUNT - first;
+        if (first + count > SDW_FRAME__COUNT) count = SDW_FRAME__COUNT - first;
         size_t len = off[first + count] - off[first];
         memcpy(buf, sb.data + off[first], len);
         mutate(buf, &len, CAP);
@@ -646,8 +666,7 @@ static void test_mutations(void **state)
         int rc = 0;
         while (rc >= 0) {
             size_t chunk = 1 + rndn(len - fed + 1);
-            if (chunk > len - fed)
-                chunk = len - fed;
+            if (chunk > len - fed) chunk = len - fed;
             size_t n = sdw_frame_reader_feed(r, buf + fed, chunk);
             fed += n;
             sdw_frame f;
@@ -660,7 +679,8 @@ static void test_mutations(void **state)
                 assert_int_equal(sdw_frame_encode(&re, &f), 0);
                 sdw_frame g;
                 char err2[256];
-                assert_int_equal(decode_bytes(SDW_FRAME_MAX_RESULT, re.data, re.size, &g, err2, sizeof err2), 1);
+                assert_int_equal(decode_bytes(SDW_FRAME_MAX_RESULT, re.data, re.size, &g, err2, sizeof err2),
+                                 1);
                 msgpack_sbuffer re2;
                 msgpack_sbuffer_init(&re2);
                 assert_int_equal(sdw_frame_encode(&re2, &g), 0);
@@ -675,8 +695,7 @@ static void test_mutations(void **state)
                 assert_true(strlen(err) > 0);
                 errors++;
             } else if (fed == len) {
-                if (sdw_frame_reader_pending(r) > 0)
-                    incomplete++;
+                if (sdw_frame_reader_pending(r) > 0) incomplete++;
                 break;
             } else if (n == 0) {
                 fail_msg("iteration %d: the reader took nothing and returned no frame", it);
@@ -684,8 +703,8 @@ static void test_mutations(void **state)
         }
         sdw_frame_reader_free(r);
     }
-    print_message("mutation loop: %d iterations, %d frames decoded, %d errors, %d left incomplete\n", ITER, decoded,
-                  errors, incomplete);
+    print_message("mutation loop: %d iterations, %d frames decoded, %d errors, %d left incomplete\n", ITER,
+                  decoded, errors, incomplete);
     /* the loop only means something if every outcome happens a fair number of times */
     assert_true(decoded > ITER / 10);
     assert_true(errors > ITER / 10);

@@ -428,6 +428,45 @@ static void test_backoff_doubles_and_caps(void **state)
     teardown();
 }
 
+/* Gap from the n-th RESTARTING of slot 0 to the LOADING that follows it, or -1. */
+static int64_t respawn_gap(int n)
+{
+    for (int i = 0; i + 1 < T.nstates; i++)
+        if (T.states[i].slot == 0 && T.states[i].st == SDW_WS_RESTARTING && n-- == 0) {
+            for (int j = i + 1; j < T.nstates; j++)
+                if (T.states[j].slot == 0 && T.states[j].st == SDW_WS_LOADING)
+                    return (int64_t)(T.states[j].at - T.states[i].at);
+            return -1;
+        }
+    return -1;
+}
+
+static void test_backoff_resets_after_a_stable_run(void **state)
+{
+    (void)state;
+    setup_cfg("step_ms=1", 1);
+    T.cfg.restart_backoff_min_ms = 20;
+    T.cfg.restart_backoff_max_ms = 1000;
+    pool_start(SDW_FAKE_WORKER);
+    /* three quick crashes: 20, 40, 80 ms; the next would wait 160 */
+    for (int i = 0; i < 3; i++) {
+        assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+        assert_int_equal(submit(0, 100 + (uint64_t)i, "crash", 1), 0);
+        assert_true(RUN_UNTIL(T.ndone == i + 1, 5000));
+    }
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(respawn_gap(2) + 15 >= 80);
+    /* ready for longer than restart_backoff_max_ms: the next crash is back to the minimum */
+    RUN_UNTIL(0, 1100);
+    assert_int_equal(submit(0, 200, "crash", 1), 0);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY && sdw_pool_restarts(T.pool, 0) == 4, 5000));
+    int64_t gap = respawn_gap(3);
+    if (gap < 0 || gap >= 150)
+        fail_msg("respawn after a stable run took %lld ms; a reset backoff is 20 ms, an unreset one 160",
+                 (long long)gap);
+    teardown();
+}
+
 static void test_exit_2_fails_for_good(void **state)
 {
     (void)state;
@@ -989,6 +1028,7 @@ int main(void)
         cmocka_unit_test(test_two_devices),
         cmocka_unit_test(test_crash_is_reported_and_respawned),
         cmocka_unit_test(test_backoff_doubles_and_caps),
+        cmocka_unit_test(test_backoff_resets_after_a_stable_run),
         cmocka_unit_test(test_exit_2_fails_for_good),
         cmocka_unit_test(test_job_timeout),
         cmocka_unit_test(test_job_timeout_is_per_frame),
