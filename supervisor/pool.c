@@ -228,8 +228,11 @@ static void protocol_violation(pool_slot *s, const char *what)
 {
     char msg[320];
     snprintf(msg, sizeof msg, "protocol violation: %s", what);
-    sdw_logf(SDW_LOG_ERROR, "worker_protocol_error", "slot=%d device=%s pid=%d error=\"%s\"", s->index,
-             s->dev.name, (int)s->pid, what);
+    char slot[16], pid[16];
+    snprintf(slot, sizeof slot, "%d", s->index);
+    snprintf(pid, sizeof pid, "%d", (int)s->pid);
+    sdw_log(SDW_LOG_ERROR, "worker_protocol_error", "slot", slot, "device", s->dev.name, "pid", pid, "error",
+            what, NULL);
     kill_worker(s, KILL_PROTOCOL, msg);
 }
 
@@ -254,7 +257,8 @@ static int busy_with(const pool_slot *s, uint64_t job)
 static void handle_frame(pool_slot *s, const sdw_frame *f)
 {
     sdw_pool *p = s->pool;
-    char what[200];
+    char what[200], num[16];
+    snprintf(num, sizeof num, "%d", s->index);
     if (s->has_job && f->type != SDW_FRAME_HELLO && f->type != SDW_FRAME_READY) touch_job_timer(s);
     switch (f->type) {
     case SDW_FRAME_HELLO:
@@ -266,8 +270,8 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
         if (f->u.hello.pid != s->pid)
             sdw_logf(SDW_LOG_WARN, "worker_pid_mismatch", "slot=%d pid=%d hello_pid=%lld", s->index,
                      (int)s->pid, (long long)f->u.hello.pid);
-        sdw_logf(SDW_LOG_DEBUG, "worker_hello", "slot=%d device=%s pid=%d state=%s", s->index, s->dev.name,
-                 (int)s->pid, f->u.hello.state);
+        sdw_log(SDW_LOG_DEBUG, "worker_hello", "slot", num, "device", s->dev.name, "state", f->u.hello.state,
+                NULL);
         return;
     case SDW_FRAME_READY:
         if (!s->hello_seen || s->state != SDW_WS_LOADING) {
@@ -283,9 +287,11 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
         s->load_s = f->u.ready.load_s;
         s->ready_at = h2o_now(p->loop);
         s->last_error[0] = '\0';
-        sdw_logf(SDW_LOG_INFO, "worker_ready",
-                 "slot=%d device=%s pid=%d arch=%s prediction=%s model=%s hash=%s load_s=%.2f", s->index,
-                 s->dev.name, (int)s->pid, s->arch, s->prediction, s->model_name, s->model_hash, s->load_s);
+        char load[32];
+        snprintf(load, sizeof load, "%.2f", s->load_s);
+        sdw_log(SDW_LOG_INFO, "worker_ready", "slot", num, "device", s->dev.name, "arch", s->arch,
+                "prediction", s->prediction, "model", s->model_name, "hash", s->model_hash, "load_s", load,
+                NULL);
         set_state(s, SDW_WS_READY);
         return;
     case SDW_FRAME_STARTED:
@@ -296,8 +302,8 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
     case SDW_FRAME_ERROR:
         if (!f->has_job) {
             snprintf(s->last_error, sizeof s->last_error, "%s: %s", f->u.error.code, f->u.error.message);
-            sdw_logf(SDW_LOG_ERROR, "worker_error", "slot=%d device=%s pid=%d code=%s message=\"%s\"",
-                     s->index, s->dev.name, (int)s->pid, f->u.error.code, f->u.error.message);
+            sdw_log(SDW_LOG_ERROR, "worker_error", "slot", num, "device", s->dev.name, "code",
+                    f->u.error.code, "message", f->u.error.message, NULL);
             return;
         }
         break;
@@ -535,8 +541,7 @@ static void slot_restart_later(pool_slot *s)
     sdw_pool *p = s->pool;
     uint64_t now = h2o_now(p->loop);
     /* a worker that stayed ready longer than the longest backoff is out of its crash loop: start over */
-    if (s->ready_at && now - s->ready_at >= (uint64_t)p->backoff_max_ms)
-        s->backoff_ms = p->backoff_min_ms;
+    if (s->ready_at && now - s->ready_at >= (uint64_t)p->backoff_max_ms) s->backoff_ms = p->backoff_min_ms;
     int delay = s->backoff_ms;
     s->backoff_ms = s->backoff_ms > p->backoff_max_ms / 2 ? p->backoff_max_ms : s->backoff_ms * 2;
     if (s->backoff_ms < 1) s->backoff_ms = 1;
@@ -609,8 +614,8 @@ static void read_last_words(pool_slot *s)
                 if (f.type == SDW_FRAME_ERROR && !f.has_job) {
                     snprintf(s->last_error, sizeof s->last_error, "%s: %s", f.u.error.code,
                              f.u.error.message);
-                    sdw_logf(SDW_LOG_ERROR, "worker_error", "slot=%d device=%s code=%s message=\"%s\"",
-                             s->index, s->dev.name, f.u.error.code, f.u.error.message);
+                    sdw_log(SDW_LOG_ERROR, "worker_error", "device", s->dev.name, "code", f.u.error.code,
+                            "message", f.u.error.message, NULL);
                 }
                 sdw_frame_free(&f);
             }
@@ -637,6 +642,9 @@ static void slot_exited(pool_slot *s, int status)
     else
         snprintf(how, sizeof how, "ended with wait status 0x%x", status);
     pid_t pid = s->pid;
+    char slotnum[16], pidnum[16];
+    snprintf(slotnum, sizeof slotnum, "%d", s->index);
+    snprintf(pidnum, sizeof pidnum, "%d", (int)pid);
     s->pid = 0;
     if (!s->killed) read_last_words(s);
     close_conn(s);
@@ -649,18 +657,19 @@ static void slot_exited(pool_slot *s, int status)
     s->killed = KILL_NONE;
 
     if (p->shutting_down) {
-        sdw_logf(SDW_LOG_INFO, "worker_stopped", "slot=%d device=%s pid=%d how=\"%s\"", s->index, s->dev.name,
-                 (int)pid, how);
+        sdw_log(SDW_LOG_INFO, "worker_stopped", "slot", slotnum, "device", s->dev.name, "pid", pidnum, "how",
+                how, NULL);
         set_state(s, SDW_WS_STOPPED);
     } else if (!killed && WIFEXITED(status) && WEXITSTATUS(status) == 2) {
-        sdw_logf(SDW_LOG_ERROR, "worker_failed",
-                 "slot=%d device=%s pid=%d error=\"%s\" action=\"not restarted\"", s->index, s->dev.name,
-                 (int)pid, s->last_error[0] ? s->last_error : "exit status 2 (fatal config or model error)");
+        sdw_log(SDW_LOG_ERROR, "worker_failed", "slot", slotnum, "device", s->dev.name, "pid", pidnum,
+                "error", s->last_error[0] ? s->last_error : "exit status 2 (fatal config or model error)",
+                "action", "not restarted", NULL);
         set_state(s, SDW_WS_FAILED);
     } else {
-        sdw_logf(SDW_LOG_WARN, "worker_exit", "slot=%d device=%s pid=%d how=\"%s\"%s%s%s restart_in_ms=%d",
-                 s->index, s->dev.name, (int)pid, how, killed ? " reason=\"" : "", killed ? s->kill_msg : "",
-                 killed ? "\"" : "", s->backoff_ms);
+        char backoff[16];
+        snprintf(backoff, sizeof backoff, "%d", s->backoff_ms);
+        sdw_log(SDW_LOG_WARN, "worker_exit", "slot", slotnum, "device", s->dev.name, "pid", pidnum, "how",
+                how, "reason", killed ? s->kill_msg : "", "restart_in_ms", backoff, NULL);
         slot_restart_later(s);
     }
     if (had_job && p->ev.job_done) {

@@ -213,9 +213,12 @@ static void run_job(worker *w, const sdw_frame *jf)
     w->busy = 1;
     w->job = jf->job;
     w->cancel = 0;
-    sdw_logf(SDW_LOG_INFO, "job_start", "device=%s job=%llu steps=%d size=%dx%d sampler=%s schedule=%s",
-             w->device, (unsigned long long)w->job, jf->u.job.steps, jf->u.job.width, jf->u.job.height,
-             jf->u.job.sampler, jf->u.job.schedule);
+    char job[24], steps[16], size[32];
+    snprintf(job, sizeof job, "%llu", (unsigned long long)w->job);
+    snprintf(steps, sizeof steps, "%d", jf->u.job.steps);
+    snprintf(size, sizeof size, "%dx%d", jf->u.job.width, jf->u.job.height);
+    sdw_log(SDW_LOG_INFO, "job_start", "device", w->device, "job", job, "steps", steps, "size", size,
+            "sampler", jf->u.job.sampler, "schedule", jf->u.job.schedule, NULL);
     if (sdw_frame_started(&w->out, w->job) == 0) send_out(w);
     char err[512];
     int sampler = sde_sampler_parse(jf->u.job.sampler), schedule = sde_schedule_parse(jf->u.job.schedule);
@@ -258,11 +261,15 @@ static void run_job(worker *w, const sdw_frame *jf)
     if (rc == SDE_OK) {
         if (sdw_frame_result(&w->out, w->job, res.png, res.png_len, res.width, res.height, res.seed,
                              res.t_encode, res.t_sample, res.t_decode, res.t_total) == 0) {
-            sdw_logf(SDW_LOG_INFO, "job_done",
-                     "device=%s job=%llu png_bytes=%zu encode_s=%.3f sample_s=%.3f "
-                     "decode_s=%.3f total_s=%.3f",
-                     w->device, (unsigned long long)w->job, res.png_len, res.t_encode, res.t_sample,
-                     res.t_decode, res.t_total);
+            char job[24], bytes[24], te[24], ts[24], td[24], tt[24];
+            snprintf(job, sizeof job, "%llu", (unsigned long long)w->job);
+            snprintf(bytes, sizeof bytes, "%zu", res.png_len);
+            snprintf(te, sizeof te, "%.3f", res.t_encode);
+            snprintf(ts, sizeof ts, "%.3f", res.t_sample);
+            snprintf(td, sizeof td, "%.3f", res.t_decode);
+            snprintf(tt, sizeof tt, "%.3f", res.t_total);
+            sdw_log(SDW_LOG_INFO, "job_done", "device", w->device, "job", job, "png_bytes", bytes, "encode_s",
+                    te, "sample_s", ts, "decode_s", td, "total_s", tt, NULL);
             send_out(w);
         } else {
             snprintf(err, sizeof err, "the %zu-byte PNG does not fit in a %zu-byte result frame", res.png_len,
@@ -274,7 +281,9 @@ static void run_job(worker *w, const sdw_frame *jf)
             msgpack_sbuffer_init(&w->out);
         }
     } else if (rc == SDE_CANCELLED) {
-        sdw_logf(SDW_LOG_INFO, "job_cancelled", "device=%s job=%llu", w->device, (unsigned long long)w->job);
+        char job[24];
+        snprintf(job, sizeof job, "%llu", (unsigned long long)w->job);
+        sdw_log(SDW_LOG_INFO, "job_cancelled", "device", w->device, "job", job, NULL);
         if (sdw_frame_cancelled(&w->out, w->job) == 0) send_out(w);
     } else {
         send_job_error(w, "engine_error", err);
@@ -405,9 +414,11 @@ int sdw_cmd_worker(int argc, char **argv)
     double load_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
     sde_model_info info;
     sde_engine_info(w->eng, &info);
-    sdw_logf(SDW_LOG_INFO, "model_loaded",
-             "device=%s arch=%s prediction=%s model=%s hash=%s params=%lld load_s=%.2f", device, info.arch,
-             info.prediction, info.model_name, info.model_hash, (long long)info.n_params, load_s);
+    char params[24], secs[24];
+    snprintf(params, sizeof params, "%lld", (long long)info.n_params);
+    snprintf(secs, sizeof secs, "%.2f", load_s);
+    sdw_log(SDW_LOG_INFO, "model_loaded", "device", device, "arch", info.arch, "prediction", info.prediction,
+            "model", info.model_name, "hash", info.model_hash, "params", params, "load_s", secs, NULL);
     /* from here SIGTERM/SIGINT arrive only inside ppoll, where the loop is ready to act on them */
     sigprocmask(SIG_BLOCK, &stopsigs, NULL);
     if (g_term) goto out;
@@ -437,12 +448,12 @@ int sdw_cmd_worker(int argc, char **argv)
         }
         sdw_frame_free(&f);
     }
-    sdw_logf(SDW_LOG_INFO, "worker_exit", "device=%s reason=%s code=%d", device,
-             w->exit_code ? "protocol_error"
-             : w->gone    ? "supervisor_gone"
-             : g_term     ? "signal"
-                          : "shutdown",
-             w->exit_code);
+    sdw_log(SDW_LOG_INFO, "worker_exit", "device", device, "reason",
+            w->exit_code ? "protocol_error"
+            : w->gone    ? "supervisor_gone"
+            : g_term     ? "signal"
+                         : "shutdown",
+            NULL);
 out:;
     int code = w->exit_code;
     sde_engine_free(w->eng);

@@ -54,7 +54,7 @@ static struct {
     char cpu[16]; /* one CPU this process may run on, for pinning */
     done_rec done[MAXREC];
     int ndone;
-    uint64_t started[MAXREC];
+    uint64_t started[MAXREC], started_at[MAXREC];
     int nstarted;
     int nprogress, last_step, last_total;
     struct {
@@ -101,6 +101,7 @@ static void ev_started(void *ud, uint64_t job, int slot)
 {
     (void)ud;
     assert_int_equal(sdw_pool_state(T.pool, slot), SDW_WS_BUSY);
+    T.started_at[T.nstarted % MAXREC] = now_ms();
     T.started[T.nstarted++ % MAXREC] = job;
 }
 
@@ -356,10 +357,9 @@ static void test_two_devices(void **state)
     assert_true(RUN_UNTIL(T.ndone == 2, 5000));
     assert_int_equal(done_for(1)->end, SDW_JOB_COMPLETE);
     assert_int_equal(done_for(2)->end, SDW_JOB_COMPLETE);
-    /* both ran at once: each took ~100 ms, and they finished close together */
-    uint64_t d = done_for(1)->at > done_for(2)->at ? done_for(1)->at - done_for(2)->at
-                                                   : done_for(2)->at - done_for(1)->at;
-    assert_true(d < 90);
+    /* both ran at once: each had started before the other finished */
+    for (int i = 0; i < 2; i++)
+        assert_true(T.started_at[i] <= done_for(1)->at && T.started_at[i] <= done_for(2)->at);
     teardown();
 }
 
@@ -405,25 +405,25 @@ static void test_backoff_doubles_and_caps(void **state)
 {
     (void)state;
     setup_cfg("load_crash", 1);
-    T.cfg.restart_backoff_min_ms = 40;
-    T.cfg.restart_backoff_max_ms = 80;
+    T.cfg.restart_backoff_min_ms = 100;
+    T.cfg.restart_backoff_max_ms = 200;
     pool_start(SDW_FAKE_WORKER);
     assert_true(RUN_UNTIL(sdw_pool_restarts(T.pool, 0) >= 6, 10000));
-    /* the gap from each RESTARTING to the LOADING of the respawn is the backoff: 40, 80, then capped at 80
-     * (uncapped it would reach 1280). h2o's clock may lag ours by a few ms, hence the slack below. */
+    /* the gap from each RESTARTING to the LOADING of the respawn is the backoff: 100, then capped at 200
+     * (uncapped it would reach 3200). h2o's clock may lag ours by a few ms, hence the slack below. */
     uint64_t gaps[8];
     int ng = 0;
     for (int i = 0; i + 1 < T.nstates && ng < 8; i++)
         if (T.states[i].st == SDW_WS_RESTARTING && T.states[i + 1].st == SDW_WS_LOADING)
             gaps[ng++] = T.states[i + 1].at - T.states[i].at;
     assert_true(ng >= 6);
-    const int want[6] = {40, 80, 80, 80, 80, 80};
+    const int want[6] = {100, 200, 200, 200, 200, 200};
     for (int i = 0; i < 6; i++) {
-        if (gaps[i] + 15 < (uint64_t)want[i])
+        if (gaps[i] + 30 < (uint64_t)want[i])
             fail_msg("respawn %d came after %llu ms, before its %d ms backoff", i,
                      (unsigned long long)gaps[i], want[i]);
     }
-    assert_true(gaps[5] < 640);
+    assert_true(gaps[5] < 1600);
     assert_false(saw_state(0, SDW_WS_FAILED));
     teardown();
 }
@@ -448,21 +448,22 @@ static void test_backoff_resets_after_a_stable_run(void **state)
     T.cfg.restart_backoff_min_ms = 20;
     T.cfg.restart_backoff_max_ms = 1000;
     pool_start(SDW_FAKE_WORKER);
-    /* three quick crashes: 20, 40, 80 ms; the next would wait 160 */
-    for (int i = 0; i < 3; i++) {
+    /* four quick crashes: 20, 40, 80, 160 ms; the next would wait 320 */
+    for (int i = 0; i < 4; i++) {
         assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
         assert_int_equal(submit(0, 100 + (uint64_t)i, "crash", 1), 0);
         assert_true(RUN_UNTIL(T.ndone == i + 1, 5000));
     }
     assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
-    assert_true(respawn_gap(2) + 15 >= 80);
+    assert_true(respawn_gap(3) + 30 >= 160);
     /* ready for longer than restart_backoff_max_ms: the next crash is back to the minimum */
     RUN_UNTIL(0, 1100);
     assert_int_equal(submit(0, 200, "crash", 1), 0);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY && sdw_pool_restarts(T.pool, 0) == 4, 5000));
-    int64_t gap = respawn_gap(3);
-    if (gap < 0 || gap >= 150)
-        fail_msg("respawn after a stable run took %lld ms; a reset backoff is 20 ms, an unreset one 160",
+    assert_true(
+        RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY && sdw_pool_restarts(T.pool, 0) == 5, 5000));
+    int64_t gap = respawn_gap(4);
+    if (gap < 0 || gap >= 250)
+        fail_msg("respawn after a stable run took %lld ms; a reset backoff is 20 ms, an unreset one 320",
                  (long long)gap);
     teardown();
 }
@@ -497,7 +498,7 @@ static void test_job_timeout(void **state)
     uint64_t t0 = now_ms();
     assert_int_equal(submit(0, 2, "hang", 3), 0);
     assert_true(RUN_UNTIL(T.ndone == 2, 5000));
-    assert_true(T.done[1].at - t0 >= 985);
+    assert_true(T.done[1].at - t0 >= 900); /* not before its time (h2o's clock may lag ours a little) */
     assert_string_equal(T.done[1].code, "worker_timeout");
     expect_contains(T.done[1].message, "no frame for 1 s");
     assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
