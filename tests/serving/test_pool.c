@@ -280,7 +280,13 @@ static void expect_contains(const char *hay, const char *needle)
 static void test_job_completes(void **state)
 {
     (void)state;
+    /* a descriptor without close-on-exec must still not reach the worker */
+    int devnull = open("/dev/null", O_RDONLY);
+    int leak = fcntl(devnull, F_DUPFD, 10);
+    close(devnull);
+    assert_true(leak >= 10);
     setup("step_ms=2", 1);
+    close(leak);
     assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_LOADING);
     assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
     assert_string_equal(sdw_pool_model_arch(T.pool, 0), "fake");
@@ -288,7 +294,7 @@ static void test_job_completes(void **state)
     assert_string_equal(sdw_pool_model_hash(T.pool, 0), "fakehash01");
     /* pinned to the configured CPU, threads 0 -> one per CPU in the set, exported to OpenBLAS and OpenMP */
     char want[96];
-    snprintf(want, sizeof want, "threads=1 omp=1 cpus=%s device=cpu:%s/0", T.cpu, T.cpu);
+    snprintf(want, sizeof want, "threads=1 omp=1 cpus=%s device=cpu:%s/0 fds=0", T.cpu, T.cpu);
     assert_string_equal(sdw_pool_model_name(T.pool, 0), want);
     assert_true(sdw_pool_pid(T.pool, 0) > 0);
     assert_int_equal(sdw_pool_idle_slot(T.pool), 0);
