@@ -263,7 +263,7 @@ static void handle_submit(sdw_srv *s, h2o_req_t *req)
         if (e.status == 429) {
             char ra[16];
             snprintf(ra, sizeof ra, "%d", sdw_jobs_retry_after(s->jobs));
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, ra, strlen(ra));
+            sdw_http_add_header(req, "retry-after", ra);
         }
         reject(s, req, &e, e.status == 429 ? "queue_full" : e.status == 503 ? "shutting_down" : "internal");
         return;

@@ -370,9 +370,9 @@ static int bind_listener(sdw_srv *s, char *err, size_t errlen)
     getsockname(fd, (struct sockaddr *)&sa, &sl);
     char nh[NI_MAXHOST], ns[NI_MAXSERV];
     if (getnameinfo((struct sockaddr *)&sa, sl, nh, sizeof nh, ns, sizeof ns, NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-        snprintf(s->listen_addr, sizeof s->listen_addr, sa.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", nh, ns);
+        snprintf(s->listen_addr, sizeof s->listen_addr, sa.ss_family == AF_INET6 ? "[%.100s]:%.8s" : "%.100s:%.8s", nh, ns);
     else
-        snprintf(s->listen_addr, sizeof s->listen_addr, "%s:%s", host, port);
+        snprintf(s->listen_addr, sizeof s->listen_addr, "%.100s:%.8s", host, port);
     s->listener = h2o_evloop_socket_create(s->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     s->listener->data = s;
     return 0;

@@ -437,6 +437,11 @@ def main(tests):
         except Exception as e:  # noqa: BLE001 - report every failure and go on
             failed += 1
             log("FAIL %-40s %.1f s\n%s: %s" % (t.__name__, time.time() - t0, type(e).__name__, e))
+            if not isinstance(e, AssertionError):  # expect() already attached the log
+                for svc in _services:
+                    if svc.proc is not None and svc.proc.poll() is not None:
+                        log("sd-worker %s exited with %s" % (svc.name, svc.proc.returncode))
+                    log("--- log of %s ---\n%s" % (svc.name, svc.log_text()))
         finally:
             _cleanup()
             _services.clear()

@@ -13,7 +13,7 @@ from sdw import Service, expect
 
 def slow_engine(svc_dir, seconds):
     """An engine executable that waits before exec'ing the real one, so workers stay 'loading' a while."""
-    real = os.path.join(sdw.BUILD, "sdw-fake-worker" if sdw.FAKE else "sd-worker-engine")
+    real = os.environ.get("SDW_ENGINE") or os.path.join(sdw.BUILD, "sdw-fake-worker" if sdw.FAKE else "sd-worker-engine")
     path = os.path.join(svc_dir, "slow-engine.sh")
     with open(path, "w") as f:
         f.write('#!/bin/sh\nsleep %s\nexec "%s" "$@"\n' % (seconds, real))
