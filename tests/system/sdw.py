@@ -101,6 +101,7 @@ class Service:
         self.fake_model = fake_model
         self.engine_wrapper = engine_wrapper
         self.env = env or {}
+        self.model_override = None
         self.proc = None
         self.port = None
         self.lines = []
@@ -110,7 +111,7 @@ class Service:
     # -- lifecycle --
 
     def config_text(self):
-        model = (self.fake_model or "step_ms=30") if FAKE else tiny_model()
+        model = self.model_override or ((self.fake_model or "step_ms=30") if FAKE else tiny_model())
         cfg = {
             "listen": "127.0.0.1:0",
             "node_id": "st-" + self.name.replace("_", "-")[:20],

@@ -3,8 +3,10 @@ transitions (503 while loading), routing errors (404, 405 with Allow), CORS, /me
 request validation error over HTTP (400 codes and fields, 413, 415)."""
 import json
 import os
+import signal
 import socket
 import stat
+import tempfile
 import time
 
 import sdw
@@ -162,5 +164,97 @@ def test_validation_errors():
         svc.wait_status(ok["job_id"], ("complete",))
 
 
+def test_no_worker_can_serve():
+    """A model no worker can load: workers fail for good, queued jobs end, /ready and POST answer 503."""
+    svc = Service("failed", fake_model="load_fail")
+    bad = os.path.join(svc.dir, "not-a-model.safetensors")
+    with open(bad, "wb") as f:
+        f.write(b"this is not a safetensors file")
+    if not sdw.FAKE:
+        svc.model_override = bad
+    svc.engine_wrapper = slow_engine(svc.dir, 1)
+    with svc.start():
+        job = svc.submit(prompt="waits for a worker that never comes", steps=2, width=64, height=64)
+        s = svc.stream(job["sse_url"])
+        evs = s.read_all()
+        expect(evs[-1][0] == "error" and evs[-1][1]["code"] == "unavailable", "queued job: %r" % evs, svc)
+        st, _, doc = svc.json("GET", "/ready")
+        expect(st == 503 and doc["workers"][0]["state"] == "failed" and "failed" in doc["reason"], "ready %r" % doc, svc)
+        st, _, doc = svc.json("POST", "/v1/jobs", {"prompt": "x"})
+        expect(st == 503 and doc["error"]["code"] == "unavailable", "POST: %s %r" % (st, doc), svc)
+        st, _, doc = svc.json("GET", "/health")
+        expect(st == 200, "health %s" % st, svc)
+
+
+def test_timeouts_and_keepalive():
+    """An idle connection is closed after idle_timeout_s; a silent stream gets a keepalive comment every 15 s."""
+    svc = Service("keepalive", limits={"idle_timeout_s": 2})
+    svc.engine_wrapper = slow_engine(svc.dir, 25)
+    with svc.start():
+        t0 = time.time()
+        with socket.create_connection(("127.0.0.1", svc.port), timeout=10) as s:
+            data = s.recv(100)
+        expect(data == b"" and 1.5 < time.time() - t0 < 6, "idle connection: %r after %.1f s" % (data, time.time() - t0),
+               svc)
+        # the worker is still "loading" (the wrapper sleeps): the job waits, its stream is silent
+        job = svc.submit(prompt="waiting", steps=1, width=64, height=64)
+        c = svc.conn(40)
+        c.request("GET", job["sse_url"])
+        r = c.getresponse()
+        lines, t0 = [], time.time()
+        while time.time() - t0 < 20:
+            line = r.readline().decode().rstrip("\r\n")
+            lines.append(line)
+            if line.startswith(":"):
+                break
+        c.close()
+        expect(lines[0] == "event: queued" and lines[-1] == ": keepalive" and 13 < time.time() - t0 < 18,
+               "stream lines %r after %.1f s" % (lines, time.time() - t0), svc)
+
+
+def test_sd_notify():
+    """READY=1 once a worker is ready, STATUS= on changes, WATCHDOG=1 pings, STOPPING=1 on SIGTERM."""
+    sock_path = os.path.join(tempfile.mkdtemp(prefix="sdw-notify-"), "notify.sock")
+    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ns.bind(sock_path)
+    ns.settimeout(0.2)
+    msgs = []
+
+    def drain(until=None, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                msgs.append(ns.recv(4096).decode())
+            except socket.timeout:
+                pass
+            if until and any(until in m for m in msgs):
+                return True
+        return False
+
+    svc = Service("notify", env={"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "400000"})
+    svc.engine_wrapper = slow_engine(svc.dir, 1)
+    try:
+        with svc.start():
+            drain(timeout=0.5)
+            expect(not any("READY=1" in m for m in msgs), "READY=1 before a worker was ready: %r" % msgs, svc)
+            expect(drain("READY=1", 30), "no READY=1: %r" % msgs, svc)
+            ready = [m for m in msgs if "READY=1" in m][0]
+            expect("STATUS=1 ready" in ready, "READY message %r" % ready, svc)
+            st, _, _ = svc.request("GET", "/ready")
+            expect(st == 200, "READY=1 sent but /ready says %s" % st, svc)
+            job = svc.submit(prompt="status", steps=2, width=64, height=64)
+            svc.wait_status(job["job_id"], ("complete",))
+            drain(timeout=1)
+            expect(sum("WATCHDOG=1" in m for m in msgs) >= 3, "watchdog pings %r" % msgs, svc)
+            expect(any(m.startswith("STATUS=0 ready, 1 busy") for m in msgs), "no busy status in %r" % msgs, svc)
+            svc.signal(signal.SIGTERM)
+            expect(drain("STOPPING=1", 10), "no STOPPING=1: %r" % msgs, svc)
+            expect(svc.wait_exit(30) == 0, "exit code", svc)
+    finally:
+        ns.close()
+        os.unlink(sock_path)
+
+
 if __name__ == "__main__":
-    sdw.main([test_health_and_ready, test_routes_and_cors, test_validation_errors])
+    sdw.main([test_health_and_ready, test_routes_and_cors, test_validation_errors, test_no_worker_can_serve,
+              test_timeouts_and_keepalive, test_sd_notify])
