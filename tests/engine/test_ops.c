@@ -450,6 +450,14 @@ static void test_attention(void **state)
     check_attention(77, 77, 1, 8, 0, 3);   /* single head, strided rows */
     check_attention(64, 77, 8, 40, 0, 0);  /* UNet cross-attention: queries != keys */
     check_attention(50, 30, 2, 16, 1, 1);  /* causal with nq > nk */
+    /* long sequences with head_dim % 8 == 0 take the fused (flash-attention style) kernel where the CPU has
+     * AVX2+FMA: partial query tiles (301 = 12*24 + 13), partial key panels and chunks (333, 600), several
+     * key chunks so the online softmax rescales, strided rows, and the UNet's cross-attention shape */
+    check_attention(301, 333, 2, 40, 0, 0);
+    check_attention(150, 600, 3, 16, 0, 5);
+    check_attention(1000, 77, 8, 40, 0, 0);
+    check_attention(260, 520, 1, 80, 0, 2);
+    check_attention(256, 256, 1, 160, 0, 0);
     /* nk large enough that the queries are processed in several blocks (block = 2^20/nk = 16) */
     check_attention(40, 65536, 2, 4, 0, 0);
     check_attention(40, 65536, 1, 4, 1, 0);
