@@ -11,7 +11,7 @@ typedef enum { SDW_DEV_CPU = 0, SDW_DEV_CUDA } sdw_device_kind;
 typedef struct {
     sdw_device_kind kind;
     char cpus[64]; /* CPU list for sched_setaffinity, e.g. "0-1" or "0,2"; "" = no pinning */
-    int threads;   /* OPENBLAS_NUM_THREADS; 0 = number of CPUs in cpus (or 1) */
+    int threads;   /* OPENBLAS_NUM_THREADS; 0 = number of CPUs in cpus (all CPUs we may use when unpinned) */
     int gpu;       /* CUDA device index for kind cuda */
     char name[32]; /* "cpu:0-1", "cuda:0": how /ready and logs call it */
 } sdw_device_config;
