@@ -35,7 +35,7 @@ listener_pid=""
 installed=0
 cleanup() {
     local rc=$?
-    [ -n "$daemon_pid" ] && kill -KILL "$daemon_pid" 2>/dev/null || true
+    if [ -n "$daemon_pid" ]; then kill -KILL "$daemon_pid" 2>/dev/null || true; fi
     pkill -KILL -u sd-worker 2>/dev/null || true # only processes of the test's service user
     if [ -n "$listener_pid" ]; then
         kill -TERM "$listener_pid" 2>/dev/null || true
