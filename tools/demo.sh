@@ -2,12 +2,13 @@
 # demo.sh: `make demo`: serves a tiny self-generated model with the freshly built sd-worker on a free
 # loopback port, submits one job, follows its event stream with curl and writes the image to out/demo.png.
 #
-# usage: tools/demo.sh            (after `make`; SDW_BUILD_DIR=build-x picks another build folder)
+# usage: tools/demo.sh            (after `make`; SDW_BUILD_DIR=build-x, or `make demo BUILD=build-x`,
+#                                  picks another build folder)
 # The server runs from a temporary folder and is always stopped when the script ends.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${SDW_BUILD_DIR:-$root/build}
+build=${SDW_BUILD_DIR:-${BUILD:-$root/build}}
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
 out_dir="$root/out"
 sdw="$build/sd-worker"
