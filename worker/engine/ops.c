@@ -703,11 +703,11 @@ static int conv_pointwise(const sde_conv_desc *d)
     return d->k == 1 && d->stride == 1 && !d->upsample && !d->pad_t && !d->pad_b && !d->pad_l && !d->pad_r;
 }
 
-enum { PLAN_DIRECT, PLAN_POINTWISE_TILED, PLAN_BATCH, PLAN_ROWS };
+enum { PLAN_DIRECT, PLAN_POINTWISE_TILED, PLAN_BATCH, PLAN_ROWS, PLAN_WINO_BATCH, PLAN_WINO_ROWS };
 
 typedef struct {
     int mode;
-    int tile;      /* columns (pointwise tiled) or output rows (PLAN_ROWS) per tile */
+    int tile;      /* columns (pointwise tiled), output rows (PLAN_ROWS) or tile rows (PLAN_WINO_ROWS) */
     size_t floats; /* scratch needed */
 } conv_plan;
 
@@ -739,6 +739,204 @@ static size_t conv_rows_floats(const sde_conv_desc *d, int tr, int ow)
     return f;
 }
 
+/* Winograd F(2x2, 3x3) for stride-1, pad-1 3x3 convolutions: 2.25x fewer multiplies than im2col. Per
+ * 4x4 input tile d and 3x3 kernel g, the 2x2 output is A^T [(G g G^T) . (B^T d B)] A; the elementwise
+ * product over all channels becomes 16 GEMMs U[xi][cout][cin] x V[xi][cin][tiles]. Weights are
+ * transformed per call (no second copy of the model is kept); tiles are grouped in bands of tile rows. */
+static int wino_ok(const sde_conv_desc *d)
+{
+    if (d->k != 3 || d->stride != 1 || d->pad_t != 1 || d->pad_b != 1 || d->pad_l != 1 || d->pad_r != 1)
+        return 0;
+    int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
+    size_t tiles = (size_t)d->batch * ((oh + 1) / 2) * ((ow + 1) / 2);
+    /* small GEMMs (few tiles) or few channels: the transforms would cost more than they save */
+    return d->cin >= 16 && d->cout >= 16 && oh >= 4 && ow >= 4 && tiles >= 128;
+}
+
+/* Floats of a band of tr tile rows holding nt tiles: V and M, plus the deinterleaved input rows. */
+static size_t wino_band_floats(const sde_conv_desc *d, int tr, int tw, size_t nt)
+{
+    return 16 * nt * ((size_t)d->cin + d->cout) + (size_t)d->cin * (2 * tr + 2) * 2 * (tw + 1) + 16;
+}
+
+/* U[xi][o][c] = (G g G^T)[xi] for every kernel g = wt[o][c] (G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]). */
+static void wino_weights(const sde_conv_desc *d, float *U)
+{
+    const size_t plane = (size_t)d->cout * d->cin;
+    for (int o = 0; o < d->cout; o++)
+        for (int c = 0; c < d->cin; c++) {
+            const float *g = d->wt + ((size_t)o * d->cin + c) * 9;
+            float t[4][3];
+            for (int j = 0; j < 3; j++) {
+                t[0][j] = g[j];
+                t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+                t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+                t[3][j] = g[6 + j];
+            }
+            float *u = U + (size_t)o * d->cin + c;
+            for (int i = 0; i < 4; i++) {
+                u[(4 * i + 0) * plane] = t[i][0];
+                u[(4 * i + 1) * plane] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                u[(4 * i + 2) * plane] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                u[(4 * i + 3) * plane] = t[i][2];
+            }
+        }
+}
+
+/* Input rows of image b for tile rows [tr0, tr1), padded (one zero row/column before the image) and split
+ * into even/odd columns: row pr of channel c is at band + (c*rows + pr - 2*tr0) * 2*(tw+1), PE then PO,
+ * with PE[k] = P[2k], PO[k] = P[2k+1], P[u] = transformed virtual input column u-1 (0 outside). */
+SDE_HOT static void wino_band(const sde_conv_desc *d, int b, int tr0, int tr1, int tw, float *band, float *tmp)
+{
+    const int vh = d->upsample ? 2 * d->h : d->h, vw = d->upsample ? 2 * d->w : d->w, rows = 2 * (tr1 - tr0) + 2;
+    const size_t pitch = 2 * (size_t)(tw + 1);
+    const float *xb = d->x + (size_t)b * d->x_bstride;
+    for (int c = 0; c < d->cin; c++) {
+        const float sc = d->in_scale ? d->in_scale[(size_t)b * d->cin + c] : 1.0f;
+        const float sh = d->in_scale ? d->in_shift[(size_t)b * d->cin + c] : 0.0f;
+        for (int r = 0; r < rows; r++) {
+            float *pe = band + ((size_t)c * rows + r) * pitch, *po = pe + tw + 1;
+            int vr = 2 * tr0 + r - 1;
+            if (vr < 0 || vr >= vh) {
+                memset(pe, 0, sizeof(float) * pitch);
+                continue;
+            }
+            const float *src = xb + (size_t)c * d->x_cstride + (size_t)(d->upsample ? vr / 2 : vr) * d->w;
+            /* the stored row, transformed once into tmp */
+            if (d->in_scale)
+                affine_row(src, tmp, d->w, sc, sh, d->in_silu);
+            else
+                memcpy(tmp, src, sizeof(float) * d->w);
+            if (d->upsample) { /* P[2k] = x[k-1], P[2k+1] = x[k] */
+                for (int k = 0; k <= tw; k++) {
+                    pe[k] = k >= 1 && k - 1 < d->w ? tmp[k - 1] : 0.0f;
+                    po[k] = k < d->w ? tmp[k] : 0.0f;
+                }
+            } else { /* P[2k] = x[2k-1], P[2k+1] = x[2k] */
+                for (int k = 0; k <= tw; k++) {
+                    pe[k] = k >= 1 && 2 * k - 1 < vw ? tmp[2 * k - 1] : 0.0f;
+                    po[k] = 2 * k < vw ? tmp[2 * k] : 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* V[xi][c][col0 + (ty-tr0)*tw + tx] = (B^T d B)[xi] for the tiles of tile rows [tr0, tr1). */
+SDE_HOT static void wino_input(const sde_conv_desc *d, int tr0, int tr1, int tw, const float *band, float *V, size_t nt,
+                               size_t col0)
+{
+    const int rows = 2 * (tr1 - tr0) + 2;
+    const size_t pitch = 2 * (size_t)(tw + 1), xs = (size_t)d->cin * nt;
+    for (int c = 0; c < d->cin; c++)
+        for (int ty = tr0; ty < tr1; ty++) {
+            const float *r0 = band + ((size_t)c * rows + 2 * (ty - tr0)) * pitch;
+            const float *e0 = r0, *o0 = r0 + tw + 1, *e1 = r0 + pitch, *o1 = e1 + tw + 1;
+            const float *e2 = r0 + 2 * pitch, *o2 = e2 + tw + 1, *e3 = r0 + 3 * pitch, *o3 = e3 + tw + 1;
+            float *v = V + (size_t)c * nt + col0 + (size_t)(ty - tr0) * tw;
+            for (int tx = 0; tx < tw; tx++) {
+                /* d[i][j]: row i, columns P[2tx .. 2tx+3] = PE[tx], PO[tx], PE[tx+1], PO[tx+1] */
+                float d00 = e0[tx], d01 = o0[tx], d02 = e0[tx + 1], d03 = o0[tx + 1];
+                float d10 = e1[tx], d11 = o1[tx], d12 = e1[tx + 1], d13 = o1[tx + 1];
+                float d20 = e2[tx], d21 = o2[tx], d22 = e2[tx + 1], d23 = o2[tx + 1];
+                float d30 = e3[tx], d31 = o3[tx], d32 = e3[tx + 1], d33 = o3[tx + 1];
+                /* B^T d: rows d0-d2, d1+d2, d2-d1, d1-d3 */
+                float a0 = d00 - d20, a1 = d01 - d21, a2 = d02 - d22, a3 = d03 - d23;
+                float b0 = d10 + d20, b1 = d11 + d21, b2 = d12 + d22, b3 = d13 + d23;
+                float c0 = d20 - d10, c1 = d21 - d11, c2 = d22 - d12, c3 = d23 - d13;
+                float f0 = d10 - d30, f1 = d11 - d31, f2 = d12 - d32, f3 = d13 - d33;
+                /* (.) B: columns x0-x2, x1+x2, x2-x1, x1-x3 */
+                v[0 * xs + tx] = a0 - a2, v[1 * xs + tx] = a1 + a2, v[2 * xs + tx] = a2 - a1, v[3 * xs + tx] = a1 - a3;
+                v[4 * xs + tx] = b0 - b2, v[5 * xs + tx] = b1 + b2, v[6 * xs + tx] = b2 - b1, v[7 * xs + tx] = b1 - b3;
+                v[8 * xs + tx] = c0 - c2, v[9 * xs + tx] = c1 + c2, v[10 * xs + tx] = c2 - c1, v[11 * xs + tx] = c1 - c3;
+                v[12 * xs + tx] = f0 - f2, v[13 * xs + tx] = f1 + f2, v[14 * xs + tx] = f2 - f1,
+                v[15 * xs + tx] = f1 - f3;
+            }
+        }
+}
+
+/* y = A^T m A (+ bias, + y when accumulating) for image b's tile rows [tr0, tr1), whose M columns start
+ * at col0 (A^T = [1 1 1 0; 0 1 -1 -1]). tmp holds 4*tw floats. */
+SDE_HOT static void wino_output(const sde_conv_desc *d, int b, int tr0, int tr1, int tw, const float *M, size_t nt,
+                                size_t col0, float *tmp)
+{
+    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
+    const size_t xs = (size_t)d->cout * nt;
+    float *y00 = tmp, *y01 = tmp + tw, *y10 = tmp + 2 * tw, *y11 = tmp + 3 * tw;
+    for (int o = 0; o < d->cout; o++) {
+        const float bv = (d->bias ? d->bias[o] : 0.0f) + (d->bias_b ? d->bias_b[(size_t)b * d->cout + o] : 0.0f);
+        float *yo = d->y + (size_t)b * d->y_bstride + (size_t)o * d->y_cstride;
+        for (int ty = tr0; ty < tr1; ty++) {
+            const float *m = M + (size_t)o * nt + col0 + (size_t)(ty - tr0) * tw;
+            for (int tx = 0; tx < tw; tx++) {
+                float m0 = m[0 * xs + tx], m1 = m[1 * xs + tx], m2 = m[2 * xs + tx], m3 = m[3 * xs + tx];
+                float m4 = m[4 * xs + tx], m5 = m[5 * xs + tx], m6 = m[6 * xs + tx], m7 = m[7 * xs + tx];
+                float m8 = m[8 * xs + tx], m9 = m[9 * xs + tx], m10 = m[10 * xs + tx], m11 = m[11 * xs + tx];
+                float m12 = m[12 * xs + tx], m13 = m[13 * xs + tx], m14 = m[14 * xs + tx], m15 = m[15 * xs + tx];
+                /* A^T m: row sums s0 = m_0 + m_1 + m_2, s1 = m_1 - m_2 - m_3 (over tile rows) */
+                float s00 = m0 + m4 + m8, s01 = m1 + m5 + m9, s02 = m2 + m6 + m10, s03 = m3 + m7 + m11;
+                float s10 = m4 - m8 - m12, s11 = m5 - m9 - m13, s12 = m6 - m10 - m14, s13 = m7 - m11 - m15;
+                y00[tx] = s00 + s01 + s02 + bv;
+                y01[tx] = s01 - s02 - s03 + bv;
+                y10[tx] = s10 + s11 + s12 + bv;
+                y11[tx] = s11 - s12 - s13 + bv;
+            }
+            for (int a = 0; a < 2; a++) {
+                int oy = 2 * ty + a;
+                if (oy >= oh)
+                    break;
+                float *row = yo + (size_t)oy * ow;
+                const float *ev = a ? y10 : y00, *od = a ? y11 : y01;
+                int full = ow / 2;
+                if (d->accumulate) {
+                    for (int tx = 0; tx < full; tx++) {
+                        row[2 * tx] += ev[tx];
+                        row[2 * tx + 1] += od[tx];
+                    }
+                    if (ow & 1)
+                        row[ow - 1] += ev[full];
+                } else {
+                    for (int tx = 0; tx < full; tx++) {
+                        row[2 * tx] = ev[tx];
+                        row[2 * tx + 1] = od[tx];
+                    }
+                    if (ow & 1)
+                        row[ow - 1] = ev[full];
+                }
+            }
+        }
+    }
+}
+
+static void wino_run(const sde_conv_desc *d, const conv_plan *p, float *scratch)
+{
+    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d), th = (oh + 1) / 2, tw = (ow + 1) / 2;
+    float *U = scratch, *tmp = U + 16 * (size_t)d->cout * d->cin;
+    float *V = (float *)(((uintptr_t)(tmp + 4 * (size_t)tw) + 63) & ~(uintptr_t)63);
+    wino_weights(d, U);
+    const int batch_mode = p->mode == PLAN_WINO_BATCH, tr = batch_mode ? th : p->tile;
+    const size_t nt = batch_mode ? (size_t)d->batch * th * tw : (size_t)tr * tw;
+    float *M = V + 16 * nt * d->cin, *band = M + 16 * nt * d->cout;
+    /* tmp (4*tw >= 2*ow >= w floats) serves the band pass (one stored input row) and the output pass */
+    for (int b0 = 0; b0 < d->batch; b0 += batch_mode ? d->batch : 1) {
+        for (int tr0 = 0; tr0 < th; tr0 += tr) {
+            int tr1 = tr0 + tr < th ? tr0 + tr : th;
+            size_t n = batch_mode ? nt : (size_t)(tr1 - tr0) * tw;
+            for (int b = b0; b < (batch_mode ? d->batch : b0 + 1); b++) {
+                size_t col0 = batch_mode ? (size_t)b * th * tw : 0;
+                wino_band(d, b, tr0, tr1, tw, band, tmp);
+                wino_input(d, tr0, tr1, tw, band, V, nt, col0);
+            }
+            for (int xi = 0; xi < 16; xi++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)n, d->cin, 1.0f,
+                            U + (size_t)xi * d->cout * d->cin, d->cin, V + (size_t)xi * d->cin * nt, (int)nt, 0.0f,
+                            M + (size_t)xi * d->cout * nt, (int)nt);
+            for (int b = b0; b < (batch_mode ? d->batch : b0 + 1); b++)
+                wino_output(d, b, tr0, tr1, tw, M, nt, batch_mode ? (size_t)b * th * tw : 0, tmp);
+        }
+    }
+}
+
 static conv_plan conv_make_plan(const sde_conv_desc *d, size_t budget)
 {
     conv_plan p = {PLAN_DIRECT, 0, 0};
@@ -761,6 +959,26 @@ static conv_plan conv_make_plan(const sde_conv_desc *d, size_t budget)
     }
     size_t kk = (size_t)d->cin * d->k * d->k, ohw = (size_t)oh * ow;
     int y_packed = d->y_bstride == ohw && d->y_cstride == (size_t)d->batch * ohw;
+    if (wino_ok(d)) {
+        size_t th = (size_t)(oh + 1) / 2, tw = (size_t)(ow + 1) / 2;
+        size_t fixed = 16 * (size_t)d->cout * d->cin + 4 * tw;
+        if (fixed <= bf / 2) {
+            size_t fb = fixed + wino_band_floats(d, (int)th, (int)tw, d->batch * th * tw);
+            if (fb <= bf) {
+                p.mode = PLAN_WINO_BATCH;
+                p.tile = (int)th;
+                p.floats = fb;
+                return p;
+            }
+            int tr = (int)th;
+            while (tr > 1 && fixed + wino_band_floats(d, tr, (int)tw, (size_t)tr * tw) > bf)
+                tr--;
+            p.mode = PLAN_WINO_ROWS;
+            p.tile = tr;
+            p.floats = fixed + wino_band_floats(d, tr, (int)tw, (size_t)tr * tw);
+            return p;
+        }
+    }
     size_t fb = kk * d->batch * ohw + (d->in_scale ? (size_t)d->cin * d->h * d->w : 0);
     if (y_packed && fb <= bf) {
         p.mode = PLAN_BATCH;
@@ -920,6 +1138,10 @@ void sde_conv2d_ex(const sde_conv_desc *d, float *scratch, size_t scratch_bytes)
     }
     if (p.mode == PLAN_POINTWISE_TILED) {
         conv_pointwise_tiled(d, p.tile, scratch);
+        return;
+    }
+    if (p.mode == PLAN_WINO_BATCH || p.mode == PLAN_WINO_ROWS) {
+        wino_run(d, &p, scratch);
         return;
     }
     if (p.mode == PLAN_BATCH) {
