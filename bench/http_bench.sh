@@ -3,7 +3,7 @@
 # server (bench/h2o_hello.c) in the same run, req/s of each and their ratio; submit-to-`started` latency on an
 # idle worker; 100 concurrent SSE readers on one job (all must get the terminal event; time).
 #
-#   bench/http_bench.sh [BUILD_DIR]      (default: build; env DURATION=10 CONNECTIONS=32 ROUNDS=2 READERS=100)
+#   bench/http_bench.sh [BUILD_DIR]      (default: build; env DURATION=10 CONNECTIONS=32 ROUNDS=3 READERS=100)
 #
 # Needs wrk and python3; uses the real worker with the tiny model, one CPU device pinned to CPU 0, so the
 # HTTP side competes with the worker for the remaining CPU only (nothing runs jobs during the wrk rounds).
@@ -12,7 +12,7 @@ set -eu
 BUILD=${1:-${BUILD:-build}}
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 READERS=${READERS:-100}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "$BUILD" && pwd)
@@ -23,9 +23,15 @@ command -v python3 >/dev/null || { echo "http_bench: python3 is required" >&2; e
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sdw-http-bench.XXXXXX")
 SDW_PID=
+QUIET_PID=
 HELLO_PID=
 cleanup() {
     set +e
+    if [ -n "$QUIET_PID" ]; then
+        kill -TERM "$QUIET_PID" 2>/dev/null
+        wait "$QUIET_PID" 2>/dev/null
+        kill -KILL -- "-$QUIET_PID" 2>/dev/null
+    fi
     if [ -n "$HELLO_PID" ]; then
         kill -KILL "$HELLO_PID" 2>/dev/null
         wait "$HELLO_PID" 2>/dev/null
@@ -66,6 +72,11 @@ queue: { capacity: 256, result_ttl_s: 600 }
 log: { level: info }
 metrics: { enabled: true }
 EOF
+# the same service with the access log filtered out (level warn), to show what the log line costs; it
+# prints no listening line at that level, so it gets a port picked here
+QUIET_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+sed -e "s/127.0.0.1:0/127.0.0.1:$QUIET_PORT/" -e 's/level: info/level: warn/' -e 's/node_id: bench/node_id: quiet/' \
+    "$WORK/sd-worker.yaml" >"$WORK/quiet.yaml"
 
 # port from a "... event=listening addr=127.0.0.1:PORT" line
 wait_port() {
@@ -82,44 +93,67 @@ wait_port() {
 
 setsid "$BUILD/sd-worker" serve --config "$WORK/sd-worker.yaml" 2>"$WORK/sd-worker.log" &
 SDW_PID=$!
+setsid "$BUILD/sd-worker" serve --config "$WORK/quiet.yaml" 2>"$WORK/quiet.log" &
+QUIET_PID=$!
 "$HELLO" 0 2>"$WORK/hello.log" &
 HELLO_PID=$!
 SDW_PORT=$(wait_port "$WORK/sd-worker.log")
 HELLO_PORT=$(wait_port "$WORK/hello.log")
 
-python3 - "$SDW_PORT" <<'EOF'
+python3 - "$SDW_PORT" "$QUIET_PORT" <<'EOF'
 import json, sys, time, urllib.request
-port = sys.argv[1]
-for _ in range(600):
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%s/ready" % port) as r:
-            if r.status == 200:
-                sys.exit(0)
-    except Exception:
-        pass
-    time.sleep(0.1)
-sys.exit("sd-worker never became ready")
+for port in sys.argv[1:]:
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%s/ready" % port) as r:
+                if r.status == 200:
+                    break
+        except Exception:
+            pass
+        time.sleep(0.1)
+    else:
+        sys.exit("sd-worker on port %s never became ready" % port)
 EOF
 
-rps() {
-    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$1/health" | awk '/Requests\/sec/ {print $2}'
-}
+python3 - "$SDW_PORT" "$SDW_PID" "$HELLO_PORT" "$HELLO_PID" "$DURATION" "$CONNECTIONS" "$ROUNDS" "$QUIET_PORT" "$QUIET_PID" <<'EOF'
+import statistics, subprocess, sys
 
-echo "GET /health, wrk -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds each, alternating (sd-worker logs every request)"
-SDW_BEST=0
-HELLO_BEST=0
-r=1
-while [ $r -le "$ROUNDS" ]; do
-    a=$(rps "$SDW_PORT")
-    b=$(rps "$HELLO_PORT")
-    echo "  round $r: sd-worker $a req/s, h2o hello $b req/s"
-    SDW_BEST=$(python3 -c "print(max($SDW_BEST, $a))")
-    HELLO_BEST=$(python3 -c "print(max($HELLO_BEST, $b))")
-    r=$((r + 1))
-done
-python3 -c "
-s, h = $SDW_BEST, $HELLO_BEST
-print('best: sd-worker %.0f req/s, h2o hello %.0f req/s, ratio %.3f (aim >= 0.8)' % (s, h, s / h))"
+sdw_port, sdw_pid, hello_port, hello_pid, duration, conns, rounds, quiet_port, quiet_pid = sys.argv[1:10]
+tick = float(subprocess.run(["getconf", "CLK_TCK"], capture_output=True, text=True).stdout)
+
+def cpu(pid):
+    with open("/proc/%s/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / tick  # utime + stime, seconds
+
+def run(port, pid):
+    """wrk on GET /health: (req/s, server CPU microseconds per request)."""
+    c0 = cpu(pid)
+    out = subprocess.run(["wrk", "-t1", "-c" + conns, "-d" + duration + "s", "http://127.0.0.1:%s/health" % port],
+                         capture_output=True, text=True, check=True).stdout
+    c1 = cpu(pid)
+    n = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])
+    rps = float(next(l for l in out.splitlines() if l.startswith("Requests/sec")).split()[1])
+    return rps, (c1 - c0) * 1e6 / n
+
+print("GET /health, wrk -t1 -c%s -d%ss, %s rounds each, alternating; sd-worker writes an access log line per request"
+      % (conns, duration, rounds))
+s_rps, h_rps, q_rps, s_cpu, h_cpu, q_cpu = [], [], [], [], [], []
+for r in range(int(rounds)):
+    a, ac = run(sdw_port, sdw_pid)
+    b, bc = run(hello_port, hello_pid)
+    q, qc = run(quiet_port, quiet_pid)
+    s_rps.append(a); s_cpu.append(ac); h_rps.append(b); h_cpu.append(bc); q_rps.append(q); q_cpu.append(qc)
+    print("  round %d: sd-worker %.0f req/s (%.1f us CPU/req), h2o hello %.0f req/s (%.1f us), "
+          "sd-worker without access log %.0f req/s (%.1f us)" % (r + 1, a, ac, b, bc, q, qc))
+med = statistics.median
+ms, mh, mq = med(s_rps), med(h_rps), med(q_rps)
+cs, ch, cq = med(s_cpu), med(h_cpu), med(q_cpu)
+print("median req/s: sd-worker %.0f, h2o hello %.0f, ratio %.3f (aim >= 0.8); without the access log %.0f, ratio %.3f"
+      % (ms, mh, ms / mh, mq, mq / mh))
+print("median server CPU per request (steadier on a shared machine): sd-worker %.1f us, h2o hello %.1f us, "
+      "without the access log %.1f us; hello/sd-worker %.3f, hello/no-log %.3f" % (cs, ch, cq, ch / cs, ch / cq))
+EOF
 
 python3 - "$SDW_PORT" "$READERS" <<'EOF'
 import http.client, json, statistics, sys, threading, time

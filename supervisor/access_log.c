@@ -6,6 +6,7 @@
 #include <sys/time.h>
 
 #include "log.h"
+#include "numfmt.h"
 #include "srv.h"
 
 typedef struct {
@@ -42,24 +43,26 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
         ms = (double)(now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1e3 +
              (double)(now.tv_usec - req->timestamps.request_begin_at.tv_usec) / 1e3;
 
-    char path[256], st[8], bytes[24], msb[24], peer[64] = "";
+    char path[256], st[24], bytes[24], msb[32], peer[64] = "";
     size_t pl = req->input.path.len < sizeof path - 1 ? req->input.path.len : sizeof path - 1;
     if (req->input.path.base)
         memcpy(path, req->input.path.base, pl);
     else
         pl = 0;
     path[pl] = '\0';
-    snprintf(st, sizeof st, "%d", status);
-    snprintf(bytes, sizeof bytes, "%zu", req->bytes_sent);
-    snprintf(msb, sizeof msb, "%.1f", ms);
+    sdw_fmt_u64(st, (uint64_t)(status > 0 ? status : 0));
+    sdw_fmt_u64(bytes, req->bytes_sent);
+    sdw_fmt_fixed(msb, ms, 1);
     struct sockaddr_storage sa;
     socklen_t sl;
     if (req->conn && req->conn->callbacks->get_peername &&
         (sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa)) > 0) {
         char host[NI_MAXHOST];
         size_t hl = h2o_socket_getnumerichost((struct sockaddr *)&sa, sl, host);
-        if (hl != SIZE_MAX)
-            snprintf(peer, sizeof peer, "%.*s", (int)hl, host);
+        if (hl != SIZE_MAX && hl < sizeof peer) {
+            memcpy(peer, host, hl);
+            peer[hl] = '\0';
+        }
     }
     sdw_log(SDW_LOG_INFO, "http", "method", method, "path", path, "status", st, "bytes",
             bytes, "ms", msb, "peer", peer, NULL);
