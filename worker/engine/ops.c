@@ -708,6 +708,7 @@ enum { PLAN_DIRECT, PLAN_POINTWISE_TILED, PLAN_BATCH, PLAN_ROWS, PLAN_WINO_BATCH
 typedef struct {
     int mode;
     int tile;      /* columns (pointwise tiled), output rows (PLAN_ROWS) or tile rows (PLAN_WINO_ROWS) */
+    int cb;        /* output channels per weight-transform block (Winograd) */
     size_t floats; /* scratch needed */
 } conv_plan;
 
@@ -739,207 +740,272 @@ static size_t conv_rows_floats(const sde_conv_desc *d, int tr, int ow)
     return f;
 }
 
-/* Winograd F(2x2, 3x3) for stride-1, pad-1 3x3 convolutions: 2.25x fewer multiplies than im2col. Per
- * 4x4 input tile d and 3x3 kernel g, the 2x2 output is A^T [(G g G^T) . (B^T d B)] A; the elementwise
- * product over all channels becomes 16 GEMMs U[xi][cout][cin] x V[xi][cin][tiles]. Weights are
- * transformed per call (no second copy of the model is kept); tiles are grouped in bands of tile rows. */
+/* Winograd F(4x4, 3x3) for stride-1, pad-1 3x3 convolutions: 4x fewer multiplies than im2col. Per 6x6
+ * input tile d and 3x3 kernel g the 4x4 output is A^T [(G g G^T) . (B^T d B)] A (Lavin & Gray's
+ * matrices, interpolation points 0, +-1, +-2); over all channels the elementwise product becomes 36 GEMMs
+ * U[xi][cout][cin] x V[xi][cin][tiles]. Weights are transformed per call, a block of output channels at
+ * a time (no second copy of the model is kept); tiles are grouped in bands of tile rows. In fp32 the
+ * transforms cost a few 1e-7 of relative precision, far below the f16-weight noise of real checkpoints. */
+#define WG_T 36 /* 6x6 transformed tile */
+
+/* Distance between the 36 planes of V, M and U: n floats plus one cache line, so the 36 streams the
+ * transforms read and write do not all land in the same cache sets (n is often a multiple of 4 KB). */
+static size_t wg_stride(size_t n)
+{
+    return n + 16;
+}
+
 static int wino_ok(const sde_conv_desc *d)
 {
     if (d->k != 3 || d->stride != 1 || d->pad_t != 1 || d->pad_b != 1 || d->pad_l != 1 || d->pad_r != 1)
         return 0;
     int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
-    size_t tiles = (size_t)d->batch * ((oh + 1) / 2) * ((ow + 1) / 2);
+    size_t tiles = (size_t)d->batch * ((oh + 3) / 4) * ((ow + 3) / 4);
     /* small GEMMs (few tiles) or few channels: the transforms would cost more than they save */
-    return d->cin >= 16 && d->cout >= 16 && oh >= 4 && ow >= 4 && tiles >= 128;
+    return d->cin >= 16 && d->cout >= 16 && oh >= 8 && ow >= 8 && tiles >= 64;
 }
 
-/* Floats of a band of tr tile rows holding nt tiles: V and M, plus the deinterleaved input rows. */
-static size_t wino_band_floats(const sde_conv_desc *d, int tr, int tw, size_t nt)
+/* Floats of one band of tr tile rows holding nt tiles, for a block of cb output channels: V and M, the
+ * 4-phase input rows, alignment slack. */
+static size_t wino_band_floats(const sde_conv_desc *d, int tr, int tw, size_t nt, int cb)
 {
-    return 16 * nt * ((size_t)d->cin + d->cout) + (size_t)d->cin * (2 * tr + 2) * 2 * (tw + 1) + 16;
+    return WG_T * (wg_stride((size_t)d->cin * nt) + wg_stride((size_t)cb * nt)) + (size_t)d->cin * (4 * tr + 2) * 4 * (tw + 1) + 32;
 }
 
-/* U[xi][o][c] = (G g G^T)[xi] for every kernel g = wt[o][c] (G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]). */
-static void wino_weights(const sde_conv_desc *d, float *U)
+/* U[xi][o - o0][c] = (G g G^T)[xi] for kernels g = wt[o][c], o in [o0, o0+cb); planes wg_stride(cb*cin)
+ * apart. One output channel at a time through tmp ([36][cin]) so every write to U is contiguous. */
+static void wino_weights(const sde_conv_desc *d, int o0, int cb, float *U, float *tmp)
 {
-    const size_t plane = (size_t)d->cout * d->cin;
-    for (int o = 0; o < d->cout; o++)
-        for (int c = 0; c < d->cin; c++) {
-            const float *g = d->wt + ((size_t)o * d->cin + c) * 9;
-            float t[4][3];
+    const size_t plane = wg_stride((size_t)cb * d->cin);
+    const int cin = d->cin;
+    for (int o = o0; o < o0 + cb; o++) {
+        for (int c = 0; c < cin; c++) {
+            const float *g = d->wt + ((size_t)o * cin + c) * 9;
+            float t[6][3]; /* G g */
             for (int j = 0; j < 3; j++) {
-                t[0][j] = g[j];
-                t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-                t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-                t[3][j] = g[6 + j];
+                float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
+                t[0][j] = g0 * 0.25f;
+                t[1][j] = -(g0 + g1 + g2) * (1.0f / 6);
+                t[2][j] = -(g0 - g1 + g2) * (1.0f / 6);
+                t[3][j] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
+                t[4][j] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
+                t[5][j] = g2;
             }
-            float *u = U + (size_t)o * d->cin + c;
-            for (int i = 0; i < 4; i++) {
-                u[(4 * i + 0) * plane] = t[i][0];
-                u[(4 * i + 1) * plane] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-                u[(4 * i + 2) * plane] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-                u[(4 * i + 3) * plane] = t[i][2];
+            for (int i = 0; i < 6; i++) { /* (G g) G^T */
+                float g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
+                float *u = tmp + (size_t)(6 * i) * cin + c;
+                u[0] = g0 * 0.25f;
+                u[cin] = -(g0 + g1 + g2) * (1.0f / 6);
+                u[2 * cin] = -(g0 - g1 + g2) * (1.0f / 6);
+                u[3 * cin] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
+                u[4 * cin] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
+                u[5 * cin] = g2;
             }
         }
+        for (int xi = 0; xi < WG_T; xi++)
+            memcpy(U + xi * plane + (size_t)(o - o0) * cin, tmp + (size_t)xi * cin, sizeof(float) * cin);
+    }
 }
 
-/* Input rows of image b for tile rows [tr0, tr1), padded (one zero row/column before the image) and split
- * into even/odd columns: row pr of channel c is at band + (c*rows + pr - 2*tr0) * 2*(tw+1), PE then PO,
- * with PE[k] = P[2k], PO[k] = P[2k+1], P[u] = transformed virtual input column u-1 (0 outside). */
+/* Input rows of image b for tile rows [tr0, tr1): padded rows 4*tr0 .. 4*tr1+1 (padded row pr = virtual
+ * row pr-1, zero outside), each split into 4 column phases Q_m[k] = P[4k+m] (P[u] = transformed virtual
+ * column u-1, zero outside), stored at band + ((c*rows + pr - 4*tr0)*4 + m) * (tw+1). */
 SDE_HOT static void wino_band(const sde_conv_desc *d, int b, int tr0, int tr1, int tw, float *band, float *tmp)
 {
-    const int vh = d->upsample ? 2 * d->h : d->h, vw = d->upsample ? 2 * d->w : d->w, rows = 2 * (tr1 - tr0) + 2;
-    const size_t pitch = 2 * (size_t)(tw + 1);
+    const int vh = d->upsample ? 2 * d->h : d->h, vw = d->upsample ? 2 * d->w : d->w, rows = 4 * (tr1 - tr0) + 2;
+    const size_t ph = (size_t)tw + 1;
     const float *xb = d->x + (size_t)b * d->x_bstride;
     for (int c = 0; c < d->cin; c++) {
         const float sc = d->in_scale ? d->in_scale[(size_t)b * d->cin + c] : 1.0f;
         const float sh = d->in_scale ? d->in_shift[(size_t)b * d->cin + c] : 0.0f;
         for (int r = 0; r < rows; r++) {
-            float *pe = band + ((size_t)c * rows + r) * pitch, *po = pe + tw + 1;
-            int vr = 2 * tr0 + r - 1;
+            float *q = band + ((size_t)c * rows + r) * 4 * ph;
+            int vr = 4 * tr0 + r - 1;
             if (vr < 0 || vr >= vh) {
-                memset(pe, 0, sizeof(float) * pitch);
+                memset(q, 0, sizeof(float) * 4 * ph);
                 continue;
             }
             const float *src = xb + (size_t)c * d->x_cstride + (size_t)(d->upsample ? vr / 2 : vr) * d->w;
-            /* the stored row, transformed once into tmp */
+            /* the padded virtual row P (4*(tw+1) floats) in tmp, built from the stored row transformed once */
+            float *P = tmp, *row = tmp + 4 * ph;
             if (d->in_scale)
-                affine_row(src, tmp, d->w, sc, sh, d->in_silu);
+                affine_row(src, row, d->w, sc, sh, d->in_silu);
             else
-                memcpy(tmp, src, sizeof(float) * d->w);
-            if (d->upsample) { /* P[2k] = x[k-1], P[2k+1] = x[k] */
-                for (int k = 0; k <= tw; k++) {
-                    pe[k] = k >= 1 && k - 1 < d->w ? tmp[k - 1] : 0.0f;
-                    po[k] = k < d->w ? tmp[k] : 0.0f;
-                }
-            } else { /* P[2k] = x[2k-1], P[2k+1] = x[2k] */
-                for (int k = 0; k <= tw; k++) {
-                    pe[k] = k >= 1 && 2 * k - 1 < vw ? tmp[2 * k - 1] : 0.0f;
-                    po[k] = 2 * k < vw ? tmp[2 * k] : 0.0f;
-                }
+                memcpy(row, src, sizeof(float) * d->w);
+            P[0] = 0.0f;
+            if (d->upsample)
+                for (int k = 0; k < d->w; k++)
+                    P[1 + 2 * k] = P[2 + 2 * k] = row[k];
+            else
+                memcpy(P + 1, row, sizeof(float) * d->w);
+            for (size_t u = (size_t)vw + 1; u < 4 * ph; u++)
+                P[u] = 0.0f;
+            for (int m = 0; m < 4; m++) {
+                float *qm = q + m * ph;
+                for (size_t k = 0; k < ph; k++)
+                    qm[k] = P[4 * k + m];
             }
         }
     }
 }
 
-/* V[xi][c][col0 + (ty-tr0)*tw + tx] = (B^T d B)[xi] for the tiles of tile rows [tr0, tr1). */
-SDE_HOT static void wino_input(const sde_conv_desc *d, int tr0, int tr1, int tw, const float *band, float *V, size_t nt,
-                               size_t col0)
+/* o_k[t] = (B^T d)[k] for the 6-vectors d = (d0..d5)[t]: one 1-D input transform per t. restrict lets
+ * gcc vectorise over t. */
+static inline __attribute__((always_inline)) void wg_bt6(const float *restrict d0, const float *restrict d1,
+    const float *restrict d2, const float *restrict d3, const float *restrict d4, const float *restrict d5,
+    float *restrict o0, float *restrict o1, float *restrict o2, float *restrict o3, float *restrict o4,
+    float *restrict o5, int n)
 {
-    const int rows = 2 * (tr1 - tr0) + 2;
-    const size_t pitch = 2 * (size_t)(tw + 1), xs = (size_t)d->cin * nt;
+    for (int t = 0; t < n; t++) {
+        float a0 = d0[t], a1 = d1[t], a2 = d2[t], a3 = d3[t], a4 = d4[t], a5 = d5[t];
+        o0[t] = 4.0f * a0 - 5.0f * a2 + a4;
+        o1[t] = -4.0f * (a1 + a2) + a3 + a4;
+        o2[t] = 4.0f * (a1 - a2) - a3 + a4;
+        o3[t] = -2.0f * (a1 - a3) - a2 + a4;
+        o4[t] = 2.0f * (a1 - a3) - a2 + a4;
+        o5[t] = 4.0f * a1 - 5.0f * a3 + a5;
+    }
+}
+
+/* o_a[t] = (A^T m)[a], a = 0..3, for the 6-vectors m = (m0..m5)[t], plus bias. */
+static inline __attribute__((always_inline)) void wg_at6(const float *restrict m0, const float *restrict m1,
+    const float *restrict m2, const float *restrict m3, const float *restrict m4, const float *restrict m5,
+    float *restrict o0, float *restrict o1, float *restrict o2, float *restrict o3, float bias, int n)
+{
+    for (int t = 0; t < n; t++) {
+        float a = m1[t] + m2[t], b = m1[t] - m2[t], c = m3[t] + m4[t], e = m3[t] - m4[t];
+        o0[t] = m0[t] + a + c + bias;
+        o1[t] = b + 2.0f * e + bias;
+        o2[t] = a + 4.0f * c + bias;
+        o3[t] = b + 8.0f * e + m5[t] + bias;
+    }
+}
+
+/* V[xi][c][col0 + (ty-tr0)*tw + tx] = (B^T d B)[xi] for the tiles of tile rows [tr0, tr1); tmp holds
+ * 36 rows of tw floats (the row pass of the transform). */
+SDE_HOT static void wino_input(const sde_conv_desc *d, int tr0, int tr1, int tw, const float *band, float *V, size_t nt,
+                               size_t col0, float *tmp)
+{
+    const int rows = 4 * (tr1 - tr0) + 2;
+    const size_t ph = (size_t)tw + 1, xs = wg_stride((size_t)d->cin * nt);
     for (int c = 0; c < d->cin; c++)
         for (int ty = tr0; ty < tr1; ty++) {
-            const float *r0 = band + ((size_t)c * rows + 2 * (ty - tr0)) * pitch;
-            const float *e0 = r0, *o0 = r0 + tw + 1, *e1 = r0 + pitch, *o1 = e1 + tw + 1;
-            const float *e2 = r0 + 2 * pitch, *o2 = e2 + tw + 1, *e3 = r0 + 3 * pitch, *o3 = e3 + tw + 1;
+            /* pass 1, per tile row i: the 6 columns P[4tx .. 4tx+5] -> d B (B^T applied to the row) */
+            for (int i = 0; i < 6; i++) {
+                const float *q = band + ((size_t)c * rows + 4 * (ty - tr0) + i) * 4 * ph;
+                const float *q0 = q, *q1 = q + ph, *q2 = q + 2 * ph, *q3 = q + 3 * ph;
+                float *w = tmp + (size_t)(6 * i) * tw;
+                wg_bt6(q0, q1, q2, q3, q0 + 1, q1 + 1, w, w + tw, w + 2 * tw, w + 3 * tw, w + 4 * tw, w + 5 * tw, tw);
+            }
+            /* pass 2, per column j: combine the 6 rows with B^T */
             float *v = V + (size_t)c * nt + col0 + (size_t)(ty - tr0) * tw;
-            for (int tx = 0; tx < tw; tx++) {
-                /* d[i][j]: row i, columns P[2tx .. 2tx+3] = PE[tx], PO[tx], PE[tx+1], PO[tx+1] */
-                float d00 = e0[tx], d01 = o0[tx], d02 = e0[tx + 1], d03 = o0[tx + 1];
-                float d10 = e1[tx], d11 = o1[tx], d12 = e1[tx + 1], d13 = o1[tx + 1];
-                float d20 = e2[tx], d21 = o2[tx], d22 = e2[tx + 1], d23 = o2[tx + 1];
-                float d30 = e3[tx], d31 = o3[tx], d32 = e3[tx + 1], d33 = o3[tx + 1];
-                /* B^T d: rows d0-d2, d1+d2, d2-d1, d1-d3 */
-                float a0 = d00 - d20, a1 = d01 - d21, a2 = d02 - d22, a3 = d03 - d23;
-                float b0 = d10 + d20, b1 = d11 + d21, b2 = d12 + d22, b3 = d13 + d23;
-                float c0 = d20 - d10, c1 = d21 - d11, c2 = d22 - d12, c3 = d23 - d13;
-                float f0 = d10 - d30, f1 = d11 - d31, f2 = d12 - d32, f3 = d13 - d33;
-                /* (.) B: columns x0-x2, x1+x2, x2-x1, x1-x3 */
-                v[0 * xs + tx] = a0 - a2, v[1 * xs + tx] = a1 + a2, v[2 * xs + tx] = a2 - a1, v[3 * xs + tx] = a1 - a3;
-                v[4 * xs + tx] = b0 - b2, v[5 * xs + tx] = b1 + b2, v[6 * xs + tx] = b2 - b1, v[7 * xs + tx] = b1 - b3;
-                v[8 * xs + tx] = c0 - c2, v[9 * xs + tx] = c1 + c2, v[10 * xs + tx] = c2 - c1, v[11 * xs + tx] = c1 - c3;
-                v[12 * xs + tx] = f0 - f2, v[13 * xs + tx] = f1 + f2, v[14 * xs + tx] = f2 - f1,
-                v[15 * xs + tx] = f1 - f3;
+            for (int j = 0; j < 6; j++) {
+                const float *r0 = tmp + (size_t)j * tw, *r1 = r0 + 6 * (size_t)tw, *r2 = r1 + 6 * (size_t)tw,
+                            *r3 = r2 + 6 * (size_t)tw, *r4 = r3 + 6 * (size_t)tw, *r5 = r4 + 6 * (size_t)tw;
+                float *v0 = v + (size_t)j * xs;
+                wg_bt6(r0, r1, r2, r3, r4, r5, v0, v0 + 6 * xs, v0 + 12 * xs, v0 + 18 * xs, v0 + 24 * xs, v0 + 30 * xs,
+                       tw);
             }
         }
 }
 
-/* y = A^T m A (+ bias, + y when accumulating) for image b's tile rows [tr0, tr1), whose M columns start
- * at col0 (A^T = [1 1 1 0; 0 1 -1 -1]). tmp holds 4*tw floats. */
-SDE_HOT static void wino_output(const sde_conv_desc *d, int b, int tr0, int tr1, int tw, const float *M, size_t nt,
-                                size_t col0, float *tmp)
+/* y = A^T m A (+ bias, + y when accumulating) for output channels [o0, o0+cb) of image b's tile rows
+ * [tr0, tr1), whose M columns start at col0. tmp holds 24 rows of tw floats. */
+SDE_HOT static void wino_output(const sde_conv_desc *d, int b, int o0, int cb, int tr0, int tr1, int tw,
+                                const float *M, size_t nt, size_t col0, float *tmp)
 {
     const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
-    const size_t xs = (size_t)d->cout * nt;
-    float *y00 = tmp, *y01 = tmp + tw, *y10 = tmp + 2 * tw, *y11 = tmp + 3 * tw;
-    for (int o = 0; o < d->cout; o++) {
+    const size_t xs = wg_stride((size_t)cb * nt);
+    for (int o = o0; o < o0 + cb; o++) {
         const float bv = (d->bias ? d->bias[o] : 0.0f) + (d->bias_b ? d->bias_b[(size_t)b * d->cout + o] : 0.0f);
         float *yo = d->y + (size_t)b * d->y_bstride + (size_t)o * d->y_cstride;
         for (int ty = tr0; ty < tr1; ty++) {
-            const float *m = M + (size_t)o * nt + col0 + (size_t)(ty - tr0) * tw;
-            for (int tx = 0; tx < tw; tx++) {
-                float m0 = m[0 * xs + tx], m1 = m[1 * xs + tx], m2 = m[2 * xs + tx], m3 = m[3 * xs + tx];
-                float m4 = m[4 * xs + tx], m5 = m[5 * xs + tx], m6 = m[6 * xs + tx], m7 = m[7 * xs + tx];
-                float m8 = m[8 * xs + tx], m9 = m[9 * xs + tx], m10 = m[10 * xs + tx], m11 = m[11 * xs + tx];
-                float m12 = m[12 * xs + tx], m13 = m[13 * xs + tx], m14 = m[14 * xs + tx], m15 = m[15 * xs + tx];
-                /* A^T m: row sums s0 = m_0 + m_1 + m_2, s1 = m_1 - m_2 - m_3 (over tile rows) */
-                float s00 = m0 + m4 + m8, s01 = m1 + m5 + m9, s02 = m2 + m6 + m10, s03 = m3 + m7 + m11;
-                float s10 = m4 - m8 - m12, s11 = m5 - m9 - m13, s12 = m6 - m10 - m14, s13 = m7 - m11 - m15;
-                y00[tx] = s00 + s01 + s02 + bv;
-                y01[tx] = s01 - s02 - s03 + bv;
-                y10[tx] = s10 + s11 + s12 + bv;
-                y11[tx] = s11 - s12 - s13 + bv;
+            const float *m = M + (size_t)(o - o0) * nt + col0 + (size_t)(ty - tr0) * tw;
+            /* pass 1, per column j: A^T over the 6 rows -> s[a][j], a = 0..3 */
+            for (int j = 0; j < 6; j++) {
+                const float *m0 = m + (size_t)j * xs, *m1 = m0 + 6 * xs, *m2 = m1 + 6 * xs, *m3 = m2 + 6 * xs,
+                            *m4 = m3 + 6 * xs, *m5 = m4 + 6 * xs;
+                float *s0 = tmp + (size_t)j * tw;
+                wg_at6(m0, m1, m2, m3, m4, m5, s0, s0 + 6 * (size_t)tw, s0 + 12 * (size_t)tw, s0 + 18 * (size_t)tw,
+                       0.0f, tw);
             }
-            for (int a = 0; a < 2; a++) {
-                int oy = 2 * ty + a;
+            /* pass 2, per output row a: A^T over the 6 columns, written interleaved (4 columns per tile) */
+            for (int a = 0; a < 4; a++) {
+                int oy = 4 * ty + a;
                 if (oy >= oh)
                     break;
+                const float *t0 = tmp + (size_t)(6 * a) * tw, *t1 = t0 + tw, *t2 = t1 + tw, *t3 = t2 + tw,
+                            *t4 = t3 + tw, *t5 = t4 + tw;
                 float *row = yo + (size_t)oy * ow;
-                const float *ev = a ? y10 : y00, *od = a ? y11 : y01;
-                int full = ow / 2;
-                if (d->accumulate) {
-                    for (int tx = 0; tx < full; tx++) {
-                        row[2 * tx] += ev[tx];
-                        row[2 * tx + 1] += od[tx];
-                    }
-                    if (ow & 1)
-                        row[ow - 1] += ev[full];
-                } else {
-                    for (int tx = 0; tx < full; tx++) {
-                        row[2 * tx] = ev[tx];
-                        row[2 * tx + 1] = od[tx];
-                    }
-                    if (ow & 1)
-                        row[ow - 1] = ev[full];
+                int full = ow / 4;
+                for (int tx = 0; tx < full; tx++) {
+                    float p = t1[tx] + t2[tx], q = t1[tx] - t2[tx], r = t3[tx] + t4[tx], e = t3[tx] - t4[tx];
+                    float y0 = t0[tx] + p + r + bv, y1 = q + 2.0f * e + bv, y2 = p + 4.0f * r + bv,
+                          y3 = q + 8.0f * e + t5[tx] + bv;
+                    float *dst = row + 4 * tx;
+                    if (d->accumulate)
+                        dst[0] += y0, dst[1] += y1, dst[2] += y2, dst[3] += y3;
+                    else
+                        dst[0] = y0, dst[1] = y1, dst[2] = y2, dst[3] = y3;
+                }
+                if (full < tw) { /* the last, partial tile column */
+                    int tx = full;
+                    float p = t1[tx] + t2[tx], q = t1[tx] - t2[tx], r = t3[tx] + t4[tx], e = t3[tx] - t4[tx];
+                    float yv[4] = {t0[tx] + p + r + bv, q + 2.0f * e + bv, p + 4.0f * r + bv, q + 8.0f * e + t5[tx] + bv};
+                    for (int k = 0; 4 * tx + k < ow; k++)
+                        row[4 * tx + k] = d->accumulate ? row[4 * tx + k] + yv[k] : yv[k];
                 }
             }
         }
     }
+}
+
+/* Floats of the per-call temporary rows: a stored input row, the 36 rows of the input transform, or the
+ * [36][cin] weight-transform staging, whichever is largest. */
+static size_t wino_tmp_floats(const sde_conv_desc *d, int tw)
+{
+    size_t a = (size_t)36 * tw + d->w + 4, b = (size_t)36 * d->cin;
+    return (a > b ? a : b) + 16;
 }
 
 static void wino_run(const sde_conv_desc *d, const conv_plan *p, float *scratch)
 {
-    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d), th = (oh + 1) / 2, tw = (ow + 1) / 2;
-    float *U = scratch, *tmp = U + 16 * (size_t)d->cout * d->cin;
-    float *V = (float *)(((uintptr_t)(tmp + 4 * (size_t)tw) + 63) & ~(uintptr_t)63);
-    wino_weights(d, U);
-    const int batch_mode = p->mode == PLAN_WINO_BATCH, tr = batch_mode ? th : p->tile;
+    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d), th = (oh + 3) / 4, tw = (ow + 3) / 4;
+    const int cb = p->cb, batch_mode = p->mode == PLAN_WINO_BATCH, tr = batch_mode ? th : p->tile;
     const size_t nt = batch_mode ? (size_t)d->batch * th * tw : (size_t)tr * tw;
-    float *M = V + 16 * nt * d->cin, *band = M + 16 * nt * d->cout;
-    /* tmp (4*tw >= 2*ow >= w floats) serves the band pass (one stored input row) and the output pass */
+    const size_t us = wg_stride((size_t)cb * d->cin), vs = wg_stride((size_t)d->cin * nt), ms = wg_stride((size_t)cb * nt);
+    float *U = scratch, *tmp = U + WG_T * us;
+    float *V = (float *)(((uintptr_t)(tmp + wino_tmp_floats(d, tw)) + 63) & ~(uintptr_t)63);
+    float *M = V + WG_T * vs, *band = M + WG_T * ms;
+    if (cb == d->cout) /* all output channels at once: transform the weights once for every band */
+        wino_weights(d, 0, cb, U, tmp);
     for (int b0 = 0; b0 < d->batch; b0 += batch_mode ? d->batch : 1) {
+        const int b1 = batch_mode ? d->batch : b0 + 1;
         for (int tr0 = 0; tr0 < th; tr0 += tr) {
             int tr1 = tr0 + tr < th ? tr0 + tr : th;
             size_t n = batch_mode ? nt : (size_t)(tr1 - tr0) * tw;
-            for (int b = b0; b < (batch_mode ? d->batch : b0 + 1); b++) {
-                size_t col0 = batch_mode ? (size_t)b * th * tw : 0;
+            for (int b = b0; b < b1; b++) {
                 wino_band(d, b, tr0, tr1, tw, band, tmp);
-                wino_input(d, tr0, tr1, tw, band, V, nt, col0);
+                wino_input(d, tr0, tr1, tw, band, V, nt, batch_mode ? (size_t)b * th * tw : 0, tmp);
             }
-            for (int xi = 0; xi < 16; xi++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)n, d->cin, 1.0f,
-                            U + (size_t)xi * d->cout * d->cin, d->cin, V + (size_t)xi * d->cin * nt, (int)nt, 0.0f,
-                            M + (size_t)xi * d->cout * nt, (int)nt);
-            for (int b = b0; b < (batch_mode ? d->batch : b0 + 1); b++)
-                wino_output(d, b, tr0, tr1, tw, M, nt, batch_mode ? (size_t)b * th * tw : 0, tmp);
+            for (int o0 = 0; o0 < d->cout; o0 += cb) {
+                int nb = d->cout - o0 < cb ? d->cout - o0 : cb;
+                if (cb != d->cout)
+                    wino_weights(d, o0, nb, U, tmp);
+                const size_t ub = wg_stride((size_t)nb * d->cin);
+                for (int xi = 0; xi < WG_T; xi++)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, (int)n, d->cin, 1.0f, U + xi * ub, d->cin,
+                                V + xi * vs, (int)nt, 0.0f, M + xi * wg_stride((size_t)nb * nt), (int)nt);
+                for (int b = b0; b < b1; b++)
+                    wino_output(d, b, o0, nb, tr0, tr1, tw, M, nt, batch_mode ? (size_t)b * th * tw : 0, tmp);
+            }
         }
     }
 }
 
 static conv_plan conv_make_plan(const sde_conv_desc *d, size_t budget)
 {
-    conv_plan p = {PLAN_DIRECT, 0, 0};
+    conv_plan p = {PLAN_DIRECT, 0, 0, 0};
     size_t bf = budget / sizeof(float);
     int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
     if (conv_pointwise(d)) {
@@ -960,22 +1026,33 @@ static conv_plan conv_make_plan(const sde_conv_desc *d, size_t budget)
     size_t kk = (size_t)d->cin * d->k * d->k, ohw = (size_t)oh * ow;
     int y_packed = d->y_bstride == ohw && d->y_cstride == (size_t)d->batch * ohw;
     if (wino_ok(d)) {
-        size_t th = (size_t)(oh + 1) / 2, tw = (size_t)(ow + 1) / 2;
-        size_t fixed = 16 * (size_t)d->cout * d->cin + 4 * tw;
-        if (fixed <= bf / 2) {
-            size_t fb = fixed + wino_band_floats(d, (int)th, (int)tw, d->batch * th * tw);
-            if (fb <= bf) {
-                p.mode = PLAN_WINO_BATCH;
-                p.tile = (int)th;
-                p.floats = fb;
-                return p;
-            }
-            int tr = (int)th;
-            while (tr > 1 && fixed + wino_band_floats(d, tr, (int)tw, (size_t)tr * tw) > bf)
-                tr--;
+        size_t th = (size_t)(oh + 3) / 4, tw = (size_t)(ow + 3) / 4;
+        /* weights for all output channels if they take at most a third of the budget, else blocks of
+         * output channels (multiples of 16, re-transformed per band) */
+        size_t per_o = (size_t)WG_T * d->cin;
+        int cb = d->cout;
+        if (per_o * cb > bf / 3) {
+            cb = (int)(bf / 3 / per_o) / 16 * 16;
+            cb = cb < 16 ? 16 : cb;
+        }
+        size_t fixed = WG_T * wg_stride((size_t)cb * d->cin) + wino_tmp_floats(d, (int)tw) + 16;
+        size_t fb = fixed + wino_band_floats(d, (int)th, (int)tw, d->batch * th * tw, cb);
+        if (fb <= bf) {
+            p.mode = PLAN_WINO_BATCH;
+            p.tile = (int)th;
+            p.cb = cb;
+            p.floats = fb;
+            return p;
+        }
+        int tr = (int)th;
+        while (tr > 1 && fixed + wino_band_floats(d, tr, (int)tw, (size_t)tr * tw, cb) > bf)
+            tr--;
+        /* re-transforming blocked weights for many bands would cost more than Winograd saves */
+        if (fixed + wino_band_floats(d, tr, (int)tw, (size_t)tr * tw, cb) <= bf && (cb == d->cout || tr * 4 >= (int)th)) {
             p.mode = PLAN_WINO_ROWS;
             p.tile = tr;
-            p.floats = fixed + wino_band_floats(d, tr, (int)tw, (size_t)tr * tw);
+            p.cb = cb;
+            p.floats = fixed + wino_band_floats(d, tr, (int)tw, (size_t)tr * tw, cb);
             return p;
         }
     }
