@@ -35,6 +35,8 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
     const char *method = method_label(req->method.base ? req->method : req->input.method);
     int status = req->res.status;
     sdw_metrics_http(s->metrics, method, sdw_route_pattern(r), status);
+    if (s->cfg->log_level > SDW_LOG_INFO)
+        return; /* the line would be dropped: skip building it */
 
     struct timeval now;
     gettimeofday(&now, NULL);
