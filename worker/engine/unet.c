@@ -469,18 +469,25 @@ static size_t conv_need(const sde_conv_desc *d)
 
 int sde_unet_reserve(sde_unet *u, int batch, int h, int w, int n_ctx, char *err, size_t errlen)
 {
-    free(u->arena);
-    u->arena = NULL;
-    u->rb = u->rh = u->rw = u->rctx = 0;
-    if (batch == 0)
-        return 0; /* releases the activations */
-    if (batch < 0 || h < 1 || w < 1 || n_ctx < 1 || h > 1024 || w > 1024 || n_ctx > 4096)
-        return fail(err, errlen, "UNet: bad reservation %d x %dx%d, %d context tokens", batch, h, w, n_ctx);
     const sde_unet_config *cfg = &u->cfg;
     const int mult = 1 << (cfg->n_levels - 1);
+    if (batch == 0) { /* releases the activations */
+        free(u->arena);
+        u->arena = NULL;
+        u->rb = u->rh = u->rw = u->rctx = 0;
+        return 0;
+    }
+    if (batch < 0 || batch > 64 || h < 1 || w < 1 || n_ctx < 1 || h > 1024 || w > 1024 || n_ctx > 4096)
+        return fail(err, errlen, "UNet: bad reservation %d x %dx%d, %d context tokens", batch, h, w, n_ctx);
     if (h % mult || w % mult)
         return fail(err, errlen, "UNet: latent size %dx%d is not a multiple of %d (image sides must be multiples of %d)",
                     h, w, mult, 8 * mult);
+    /* every size is recomputed per forward, so a reservation covers all smaller shapes: keep it */
+    if (u->arena && batch <= u->rb && h <= u->rh && w <= u->rw && n_ctx <= u->rctx)
+        return 0;
+    free(u->arena);
+    u->arena = NULL;
+    u->rb = u->rh = u->rw = u->rctx = 0;
     size_t n_act = 0, n_h1 = 0, n_tok = 0, n_ctxkv = 0, n_ffh = 0, n_ffg = 0, n_attn = 0, n_conv = 0, cmax = 0;
     size_t n_skip[MAX_SKIPS];
     for (int i = 0; i < u->nskip; i++) {

@@ -29,8 +29,9 @@ int sde_unet_config_infer(const sde_ckpt *c, sde_unet_config *cfg, char *err, si
 /** Resolves every weight; errors name the missing/mismatched tensor. */
 int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char *err, size_t errlen);
 void sde_unet_free(sde_unet *u);
-/** Allocates activations for up to batch images of h x w latents and n_ctx context tokens. Call before
- * sampling; forward never allocates. */
+/** Allocates activations for up to batch images of h x w latents and n_ctx context tokens (h, w multiples of
+ * 2^(n_levels-1)). Call before sampling; forward never allocates. A reservation that already covers the
+ * shape is kept; batch 0 releases the activations (do that before the VAE decode to lower the peak). */
 int sde_unet_reserve(sde_unet *u, int batch, int h, int w, int n_ctx, char *err, size_t errlen);
 /** out[b][4][h][w] = UNet(x[b][4][h][w], t[b], context[b][n_ctx][context_dim]). */
 void sde_unet_forward(sde_unet *u, const float *x, int batch, int h, int w, const float *timesteps,

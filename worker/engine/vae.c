@@ -267,6 +267,11 @@ void sde_vae_free(sde_vae *v)
     free(v);
 }
 
+const sde_vae_config *sde_vae_get_config(const sde_vae *v)
+{
+    return &v->cfg;
+}
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* Running. */
 

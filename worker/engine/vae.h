@@ -16,8 +16,12 @@ typedef struct {
 
 typedef struct sde_vae sde_vae;
 
+/** Infers the config from tensor shapes under first_stage_model.* (GroupNorm groups: metadata "sdw.groups",
+ * else min(32, ch)) and resolves every weight; the encoder is optional. Errors name the tensor. */
 int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen);
 void sde_vae_free(sde_vae *v);
+/** The inferred configuration. */
+const sde_vae_config *sde_vae_get_config(const sde_vae *v);
 /** rgb[3][8h][8w] in about [-1,1] from z[4][h][w] (z already divided by the 0.18215 scale factor).
  * cancel (may be NULL) is polled between blocks; returns 0, 1 if cancelled, -1 on allocation failure. */
 int sde_vae_decode(sde_vae *v, const float *z, int h, int w, float *rgb, int (*cancel)(void *), void *ud,
