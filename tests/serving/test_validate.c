@@ -274,6 +274,63 @@ static void test_names(void **state)
     assert_false(sdw_validate_schedule_known("exponential"));
 }
 
+/* Seeded mutations of valid bodies (byte flips, insertions of JSON-significant characters, truncation,
+ * long digit runs): every result is either a request or a well-formed error, and nothing leaks (ASan). */
+static void test_mutations(void **state)
+{
+    (void)state;
+    static const char *seeds[] = {
+        "{\"prompt\":\"a red fox\",\"steps\":20,\"seed\":18446744073709551615,\"width\":512}",
+        "{\"prompt\":\"x\",\"negative_prompt\":\"y\",\"guidance_scale\":7.5,\"sampler\":\"lcm\",\"schedule\":\"karras\"}",
+        "{\"prompt\":\"\\u00e9\\n\\\"q\\\"\",\"seed\":-9223372036854775809,\"height\":64}",
+    };
+    static const char inserts[] = "{}[]\",:\\-+.eE0123456789 \x00\xff\xc3";
+    uint64_t rng = 0x5DEECE66Dull;
+    char buf[512];
+    int ok = 0, err = 0;
+    for (int it = 0; it < 30000; it++) {
+        const char *src = seeds[it % 3];
+        size_t len = strlen(src);
+        memcpy(buf, src, len);
+        int muts = 1 + (int)((rng >> 33) % 4);
+        for (int m = 0; m < muts; m++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            size_t pos = (size_t)((rng >> 33) % (len ? len : 1));
+            unsigned op = (unsigned)(rng >> 60) % 4;
+            char c = inserts[(rng >> 40) % (sizeof inserts - 1)];
+            if (op == 0 && len) {
+                buf[pos] = c;
+            } else if (op == 1 && len + 1 < sizeof buf) {
+                memmove(buf + pos + 1, buf + pos, len - pos);
+                buf[pos] = c;
+                len++;
+            } else if (op == 2) {
+                len = pos;
+            } else if (len + 24 < sizeof buf) {
+                memmove(buf + pos + 23, buf + pos, len - pos);
+                memset(buf + pos, '9', 23);
+                len += 23;
+            }
+        }
+        sdw_job_request r;
+        sdw_api_error e;
+        memset(&e, 0, sizeof e);
+        if (sdw_validate_job_request(buf, len, &LIM, &r, &e) == 0) {
+            assert_non_null(r.prompt);
+            assert_true(r.steps >= 1 && r.steps <= LIM.max_steps);
+            assert_true(r.width % 8 == 0 && r.width >= 64 && r.width <= LIM.max_width);
+            sdw_job_request_free(&r);
+            ok++;
+        } else {
+            assert_true(e.status == 400 || e.status == 413);
+            assert_true(e.code[0] && e.message[0]);
+            assert_null(r.prompt);
+            err++;
+        }
+    }
+    assert_true(ok > 0 && err > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +339,7 @@ int main(void)
         cmocka_unit_test(test_messages),       cmocka_unit_test(test_prompt_length),
         cmocka_unit_test(test_body_too_large), cmocka_unit_test(test_default_exceeds_limit),
         cmocka_unit_test(test_content_type),   cmocka_unit_test(test_names),
+        cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

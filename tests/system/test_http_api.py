@@ -255,6 +255,53 @@ def test_sd_notify():
         os.unlink(sock_path)
 
 
+def test_hostile_clients():
+    """Garbage, truncated and abandoned requests leave the service serving."""
+    import random
+    rnd = random.Random(7)
+    with Service("hostile") as svc:
+        svc.wait_ready()
+        junk = [
+            b"\x00\x01\x02garbage\r\n\r\n",
+            b"GET /health HTTP/9.9\r\n\r\n",
+            b"GET " + b"/a" * 40000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /health HTTP/1.1\r\n" + b"X-Big: " + b"y" * 70000 + b"\r\n\r\n",
+            b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"pro",
+            b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            b"BREW /v1/jobs HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /v1/jobs/%00%ff/../../health HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(rnd.randrange(256) for _ in range(200)),
+        ] + [bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 300))) for _ in range(40)]
+        for data in junk:
+            try:
+                with socket.create_connection(("127.0.0.1", svc.port), timeout=5) as s:
+                    s.sendall(data)
+                    s.shutdown(socket.SHUT_WR)
+                    s.settimeout(3)
+                    while s.recv(65536):
+                        pass
+            except OSError:
+                pass  # reset or timeout: the server may close as it likes
+            expect(svc.proc.poll() is None, "server died on %r" % data[:80], svc)
+        # stream readers that vanish mid-stream, and a client that closes while its POST stream starts
+        job = svc.submit(**sdw.slow_job(1.5, prompt="abandoned readers"))
+        for _ in range(5):
+            s = svc.stream(job["sse_url"])
+            next(s)
+            s.close()
+        with socket.create_connection(("127.0.0.1", svc.port), timeout=5) as s:
+            body = b'{"prompt":"hit and run","steps":2,"width":64,"height":64}'
+            s.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Accept: text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        done = svc.wait_status(job["job_id"], ("complete",), 60)
+        expect(done["status"] == "complete", "job %r" % done, svc)
+        st, _, _ = svc.request("GET", "/health")
+        expect(st == 200 and svc.proc.poll() is None, "health after abuse: %s" % st, svc)
+        ok = svc.submit(prompt="still serving", steps=1, width=64, height=64)
+        svc.wait_status(ok["job_id"], ("complete",), 60)
+
+
 if __name__ == "__main__":
     sdw.main([test_health_and_ready, test_routes_and_cors, test_validation_errors, test_no_worker_can_serve,
-              test_timeouts_and_keepalive, test_sd_notify])
+              test_timeouts_and_keepalive, test_sd_notify, test_hostile_clients])
