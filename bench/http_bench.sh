@@ -52,8 +52,9 @@ if [ ! -x "$HELLO" ]; then
     cc -O2 -DH2O_USE_LIBUV=0 -o "$HELLO" "$SRC/bench/h2o_hello.c" $(pkg-config --cflags --libs libh2o-evloop) -lssl -lcrypto
 fi
 
-# MODEL (and SDW_ENGINE, which sd-worker honours) may point elsewhere; by default the tiny model is made once
-if [ -z "${MODEL:-}" ]; then
+# HTTP_BENCH_MODEL (and SDW_ENGINE, which sd-worker honours) may point elsewhere; by default the tiny model is made once
+MODEL=${HTTP_BENCH_MODEL:-}
+if [ -z "$MODEL" ]; then
     MODEL=$BUILD/tmp/bench-tiny.safetensors
 fi
 if [ ! -e "$MODEL" ] && [ "$MODEL" = "$BUILD/tmp/bench-tiny.safetensors" ]; then
