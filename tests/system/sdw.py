@@ -6,6 +6,7 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -417,6 +418,7 @@ def _cleanup():
             s.kill()
         except Exception:
             pass
+        shutil.rmtree(s.dir, ignore_errors=True)
 
 
 atexit.register(_cleanup)

@@ -253,6 +253,7 @@ def test_sd_notify():
     finally:
         ns.close()
         os.unlink(sock_path)
+        os.rmdir(os.path.dirname(sock_path))
 
 
 def test_hostile_clients():
