@@ -471,6 +471,39 @@ static void test_attention(void **state)
     check_attention(40, 65536, 1, 4, 1, 0);
 }
 
+/* Our own loops split attention heads and Winograd channel chunks over threads: every item is computed
+ * exactly as in a serial run, so two threads must give bit-identical results (and pass the references). */
+static void test_threads_bitwise(void **state)
+{
+    (void)state;
+    const int B = 2, cin = 24, h = 30, w = 26, cout = 20, hw = h * w;
+    float *x = rand_buf((size_t)cin * B * hw, 1), *wt = rand_buf((size_t)cout * cin * 9, 0.2f), *bias = rand_buf(cout, 1);
+    float *sc = rand_buf((size_t)B * cin, 1), *sh = rand_buf((size_t)B * cin, 1);
+    float *y1 = malloc(sizeof(float) * cout * B * hw), *y2 = malloc(sizeof(float) * cout * B * hw);
+    sde_conv_desc d = {.x = x, .batch = B, .cin = cin, .h = h, .w = w, .x_cstride = (size_t)B * hw, .x_bstride = hw,
+                       .in_scale = sc, .in_shift = sh, .in_silu = 1, .wt = wt, .bias = bias, .cout = cout, .k = 3,
+                       .stride = 1, .pad_t = 1, .pad_b = 1, .pad_l = 1, .pad_r = 1, .y = y1,
+                       .y_cstride = (size_t)B * hw, .y_bstride = hw};
+    size_t sb = sde_conv2d_ex_scratch(&d, (size_t)64 << 20);
+    float *scratch = malloc(sb);
+    int nq = 500, nk = 700, heads = 4, hd = 40, C = heads * hd;
+    float *q = rand_buf((size_t)nq * C, 1), *k = rand_buf((size_t)nk * C, 1), *v = rand_buf((size_t)nk * C, 1);
+    float *o1 = malloc(sizeof(float) * nq * C), *o2 = malloc(sizeof(float) * nq * C);
+    float *as = malloc(sde_attention_scratch(nq, nk, hd));
+    sde_set_threads(1);
+    sde_conv2d_ex(&d, scratch, sb);
+    sde_attention(q, C, k, C, v, C, nq, nk, heads, hd, 0, o1, C, as);
+    sde_set_threads(2);
+    d.y = y2;
+    sde_conv2d_ex(&d, scratch, sb);
+    sde_attention(q, C, k, C, v, C, nq, nk, heads, hd, 0, o2, C, as);
+    sde_set_threads(1);
+    assert_memory_equal(y1, y2, sizeof(float) * cout * B * hw);
+    assert_memory_equal(o1, o2, sizeof(float) * nq * C);
+    free(x), free(wt), free(bias), free(sc), free(sh), free(y1), free(y2), free(scratch);
+    free(q), free(k), free(v), free(o1), free(o2), free(as);
+}
+
 static void test_geglu_from_ops(void **state)
 {
     (void)state;
@@ -529,7 +562,8 @@ int main(void)
         cmocka_unit_test(test_groupnorm),      cmocka_unit_test(test_conv2d_plain),
         cmocka_unit_test(test_conv2d_ex),      cmocka_unit_test(test_conv2d_inplace_1x1),
         cmocka_unit_test(test_activations),    cmocka_unit_test(test_softmax),
-        cmocka_unit_test(test_attention),      cmocka_unit_test(test_geglu_from_ops),
+        cmocka_unit_test(test_attention),      cmocka_unit_test(test_threads_bitwise),
+        cmocka_unit_test(test_geglu_from_ops),
         cmocka_unit_test(test_upsample_transpose),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,8 +4,10 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 /* FP exceptions are never trapped here; saying so lets gcc if-convert the clamps and selects in the
  * elementwise loops below and vectorise them. Results are unchanged. */
@@ -365,10 +367,114 @@ void sde_upsample2x(const float *x, int c, int h, int w, float *y)
         }
 }
 
+/* ---------------------------------------------------------------------------------------------------- */
+/* A tiny fork-join pool for our own loops (attention heads, Winograd transforms): OpenBLAS threads only
+ * its GEMMs. At most SDE_PAR_MAX threads including the caller; per-thread scratch is sized for that many,
+ * so scratch sizes never depend on the thread setting. Work items are claimed from a shared counter; each
+ * item's result is computed exactly as in a serial run, so results do not depend on the thread count. */
+
+typedef void (*par_fn)(void *ctx, int item, int thread);
+
+static struct {
+    pthread_mutex_t mu, call_mu;
+    pthread_cond_t work, done;
+    int nthreads;  /* 0 until configured */
+    int nhelpers;  /* helper threads started */
+    unsigned long gen;
+    par_fn fn;
+    void *ctx;
+    int n, next, busy;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          0, 0, 0, NULL, NULL, 0, 0, 0};
+
+static void *pool_helper(void *arg)
+{
+    const int tid = (int)(intptr_t)arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&pool.mu);
+    for (;;) {
+        while (pool.gen == seen || tid >= pool.nthreads) {
+            if (pool.gen != seen) /* a job this thread is not part of (fewer threads configured) */
+                seen = pool.gen;
+            pthread_cond_wait(&pool.work, &pool.mu);
+        }
+        seen = pool.gen;
+        while (pool.next < pool.n) {
+            int i = pool.next++;
+            pthread_mutex_unlock(&pool.mu);
+            pool.fn(pool.ctx, i, tid);
+            pthread_mutex_lock(&pool.mu);
+        }
+        if (--pool.busy == 0)
+            pthread_cond_signal(&pool.done);
+    }
+    return NULL;
+}
+
+/* Threads to use for n (<= SDE_PAR_MAX); starts helpers the first time. Returns 1 if none can be had. */
+static int pool_configure(int n)
+{
+    if (n > SDE_PAR_MAX)
+        n = SDE_PAR_MAX;
+    if (n < 1)
+        n = 1;
+    pthread_mutex_lock(&pool.mu);
+    while (pool.nhelpers < n - 1) {
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&at, 256 * 1024);
+        int rc = pthread_create(&t, &at, pool_helper, (void *)(intptr_t)(pool.nhelpers + 1));
+        pthread_attr_destroy(&at);
+        if (rc)
+            break;
+        pool.nhelpers++;
+    }
+    pool.nthreads = pool.nhelpers + 1 < n ? pool.nhelpers + 1 : n;
+    pthread_mutex_unlock(&pool.mu);
+    return pool.nthreads;
+}
+
+/* Runs fn(ctx, i, thread) for i in [0, n). Serial when one thread is configured, for a single item, or
+ * when another call is already running (nested or concurrent use). */
+static void par_for(int n, par_fn fn, void *ctx)
+{
+    if (!pool.nthreads) { /* default: the CPUs there are, capped */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        pool_configure(cpus > 0 ? (int)cpus : 1);
+    }
+    if (pool.nthreads < 2 || n < 2 || pthread_mutex_trylock(&pool.call_mu)) {
+        for (int i = 0; i < n; i++)
+            fn(ctx, i, 0);
+        return;
+    }
+    pthread_mutex_lock(&pool.mu);
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.n = n;
+    pool.next = 0;
+    pool.busy = pool.nthreads - 1;
+    pool.gen++;
+    pthread_cond_broadcast(&pool.work);
+    while (pool.next < n) {
+        int i = pool.next++;
+        pthread_mutex_unlock(&pool.mu);
+        fn(ctx, i, 0);
+        pthread_mutex_lock(&pool.mu);
+    }
+    while (pool.busy > 0)
+        pthread_cond_wait(&pool.done, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+    pthread_mutex_unlock(&pool.call_mu);
+}
+
 void sde_set_threads(int n)
 {
-    if (n > 0)
+    if (n > 0) {
         openblas_set_num_threads(n);
+        pool_configure(n);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -420,7 +526,7 @@ size_t sde_attention_scratch(int nq, int nk, int hd)
     /* the BLAS path: the score block, then one 1/sum per query of the block */
     size_t f = (size_t)blk * nk + blk;
     if (hd % 8 == 0 && hd <= FA_MAX_HD && (size_t)nq * nk >= 65536) {
-        size_t ff = attn_fused_floats(nk, hd);
+        size_t ff = SDE_PAR_MAX * attn_fused_floats(nk, hd); /* one workspace per thread */
         f = ff > f ? ff : f;
     }
     return f * sizeof(float);
@@ -643,15 +749,40 @@ static void attn_head_fused(const float *q, int qs, const float *k, int ks, cons
 }
 #endif
 
+typedef struct {
+    const float *q;
+    int qs;
+    const float *k;
+    int ks;
+    const float *v;
+    int vs, nq, nk, hd;
+    float scale;
+    float *out;
+    int os;
+    float *ws;
+    size_t ws_floats;
+} attn_job;
+
+static void attn_head_item(void *ctx, int h, int thread)
+{
+    const attn_job *j = ctx;
+#if defined(__x86_64__) && defined(__GNUC__)
+    attn_head_fused(j->q + h * j->hd, j->qs, j->k + h * j->hd, j->ks, j->v + h * j->hd, j->vs, j->nq, j->nk, j->hd,
+                    j->scale, j->out + h * j->hd, j->os, j->ws + (size_t)thread * j->ws_floats);
+#else
+    (void)j, (void)h, (void)thread;
+#endif
+}
+
 void sde_attention(const float *q, int q_stride, const float *k, int k_stride, const float *v, int v_stride, int nq,
                    int nk, int heads, int hd, int causal, float *out, int out_stride, float *scratch)
 {
     const float scale = 1.0f / sqrtf((float)hd);
 #if defined(__x86_64__) && defined(__GNUC__)
     if (attn_fused_ok(nq, nk, hd, causal)) {
-        for (int h = 0; h < heads; h++)
-            attn_head_fused(q + h * hd, q_stride, k + h * hd, k_stride, v + h * hd, v_stride, nq, nk, hd, scale,
-                            out + h * hd, out_stride, scratch);
+        attn_job job = {q, q_stride, k, k_stride, v, v_stride, nq, nk, hd, scale, out, out_stride, scratch,
+                        attn_fused_floats(nk, hd)};
+        par_for(heads, attn_head_item, &job); /* heads are independent: one per thread */
         return;
     }
 #endif
@@ -774,11 +905,11 @@ static size_t wino_band_floats(const sde_conv_desc *d, int tr, int tw, size_t nt
 
 /* U[xi][o - o0][c] = (G g G^T)[xi] for kernels g = wt[o][c], o in [o0, o0+cb); planes wg_stride(cb*cin)
  * apart. One output channel at a time through tmp ([36][cin]) so every write to U is contiguous. */
-static void wino_weights(const sde_conv_desc *d, int o0, int cb, float *U, float *tmp)
+static void wino_weights(const sde_conv_desc *d, int o0, int cb, float *U, float *tmp, int oa, int ob)
 {
     const size_t plane = wg_stride((size_t)cb * d->cin);
     const int cin = d->cin;
-    for (int o = o0; o < o0 + cb; o++) {
+    for (int o = oa; o < ob; o++) {
         for (int c = 0; c < cin; c++) {
             const float *g = d->wt + ((size_t)o * cin + c) * 9;
             float t[6][3]; /* G g */
@@ -810,12 +941,13 @@ static void wino_weights(const sde_conv_desc *d, int o0, int cb, float *U, float
 /* Input rows of image b for tile rows [tr0, tr1): padded rows 4*tr0 .. 4*tr1+1 (padded row pr = virtual
  * row pr-1, zero outside), each split into 4 column phases Q_m[k] = P[4k+m] (P[u] = transformed virtual
  * column u-1, zero outside), stored at band + ((c*rows + pr - 4*tr0)*4 + m) * (tw+1). */
-SDE_HOT static void wino_band(const sde_conv_desc *d, int b, int tr0, int tr1, int tw, float *band, float *tmp)
+SDE_HOT static void wino_band(const sde_conv_desc *d, int b, int tr0, int tr1, int tw, float *band, float *tmp, int c0,
+                               int c1)
 {
     const int vh = d->upsample ? 2 * d->h : d->h, vw = d->upsample ? 2 * d->w : d->w, rows = 4 * (tr1 - tr0) + 2;
     const size_t ph = (size_t)tw + 1;
     const float *xb = d->x + (size_t)b * d->x_bstride;
-    for (int c = 0; c < d->cin; c++) {
+    for (int c = c0; c < c1; c++) {
         const float sc = d->in_scale ? d->in_scale[(size_t)b * d->cin + c] : 1.0f;
         const float sh = d->in_scale ? d->in_shift[(size_t)b * d->cin + c] : 0.0f;
         for (int r = 0; r < rows; r++) {
@@ -884,11 +1016,11 @@ static inline __attribute__((always_inline)) void wg_at6(const float *restrict m
 /* V[xi][c][col0 + (ty-tr0)*tw + tx] = (B^T d B)[xi] for the tiles of tile rows [tr0, tr1); tmp holds
  * 36 rows of tw floats (the row pass of the transform). */
 SDE_HOT static void wino_input(const sde_conv_desc *d, int tr0, int tr1, int tw, const float *band, float *V, size_t nt,
-                               size_t col0, float *tmp)
+                               size_t col0, float *tmp, int c0, int c1)
 {
     const int rows = 4 * (tr1 - tr0) + 2;
     const size_t ph = (size_t)tw + 1, xs = wg_stride((size_t)d->cin * nt);
-    for (int c = 0; c < d->cin; c++)
+    for (int c = c0; c < c1; c++)
         for (int ty = tr0; ty < tr1; ty++) {
             /* pass 1, per tile row i: the 6 columns P[4tx .. 4tx+5] -> d B (B^T applied to the row) */
             for (int i = 0; i < 6; i++) {
@@ -912,11 +1044,11 @@ SDE_HOT static void wino_input(const sde_conv_desc *d, int tr0, int tr1, int tw,
 /* y = A^T m A (+ bias, + y when accumulating) for output channels [o0, o0+cb) of image b's tile rows
  * [tr0, tr1), whose M columns start at col0. tmp holds 24 rows of tw floats. */
 SDE_HOT static void wino_output(const sde_conv_desc *d, int b, int o0, int cb, int tr0, int tr1, int tw,
-                                const float *M, size_t nt, size_t col0, float *tmp)
+                                const float *M, size_t nt, size_t col0, float *tmp, int oa, int ob)
 {
     const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
     const size_t xs = wg_stride((size_t)cb * nt);
-    for (int o = o0; o < o0 + cb; o++) {
+    for (int o = oa; o < ob; o++) {
         const float bv = (d->bias ? d->bias[o] : 0.0f) + (d->bias_b ? d->bias_b[(size_t)b * d->cout + o] : 0.0f);
         float *yo = d->y + (size_t)b * d->y_bstride + (size_t)o * d->y_cstride;
         for (int ty = tr0; ty < tr1; ty++) {
@@ -968,36 +1100,83 @@ static size_t wino_tmp_floats(const sde_conv_desc *d, int tw)
     return (a > b ? a : b) + 16;
 }
 
+/* The per-thread pieces of one Winograd band, split over chunks of (output) channels. */
+typedef struct {
+    const sde_conv_desc *d;
+    int stage; /* 0: weights, 1: band + input transform, 2: output transform */
+    int b, b1, tr0, tr1, tw, th, o0, nb, cb, batch_mode, chunks;
+    float *U, *V, *M, *band, *tmp;
+    size_t nt, tmp_floats;
+} wino_job;
+
+static void wino_item(void *ctx, int item, int thread)
+{
+    const wino_job *j = ctx;
+    const sde_conv_desc *d = j->d;
+    float *tmp = j->tmp + (size_t)thread * j->tmp_floats;
+    const int n = j->stage == 1 ? d->cin : j->nb;
+    const int lo = (int)((long)n * item / j->chunks), hi = (int)((long)n * (item + 1) / j->chunks);
+    if (lo >= hi)
+        return;
+    if (j->stage == 0) {
+        wino_weights(d, j->o0, j->nb, j->U, tmp, j->o0 + lo, j->o0 + hi);
+    } else if (j->stage == 1) {
+        for (int b = j->b; b < j->b1; b++) {
+            wino_band(d, b, j->tr0, j->tr1, j->tw, j->band, tmp, lo, hi);
+            wino_input(d, j->tr0, j->tr1, j->tw, j->band, j->V, j->nt, j->batch_mode ? (size_t)b * j->th * j->tw : 0,
+                       tmp, lo, hi);
+        }
+    } else {
+        for (int b = j->b; b < j->b1; b++)
+            wino_output(d, b, j->o0, j->nb, j->tr0, j->tr1, j->tw, j->M, j->nt,
+                        j->batch_mode ? (size_t)b * j->th * j->tw : 0, tmp, j->o0 + lo, j->o0 + hi);
+    }
+}
+
+static void wino_stage(wino_job *j, int stage)
+{
+    j->stage = stage;
+    int n = stage == 1 ? j->d->cin : j->nb;
+    j->chunks = n < 4 * SDE_PAR_MAX ? n : 4 * SDE_PAR_MAX;
+    par_for(j->chunks, wino_item, j);
+}
+
 static void wino_run(const sde_conv_desc *d, const conv_plan *p, float *scratch)
 {
     const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d), th = (oh + 3) / 4, tw = (ow + 3) / 4;
     const int cb = p->cb, batch_mode = p->mode == PLAN_WINO_BATCH, tr = batch_mode ? th : p->tile;
     const size_t nt = batch_mode ? (size_t)d->batch * th * tw : (size_t)tr * tw;
     const size_t us = wg_stride((size_t)cb * d->cin), vs = wg_stride((size_t)d->cin * nt), ms = wg_stride((size_t)cb * nt);
-    float *U = scratch, *tmp = U + WG_T * us;
-    float *V = (float *)(((uintptr_t)(tmp + wino_tmp_floats(d, tw)) + 63) & ~(uintptr_t)63);
-    float *M = V + WG_T * vs, *band = M + WG_T * ms;
-    if (cb == d->cout) /* all output channels at once: transform the weights once for every band */
-        wino_weights(d, 0, cb, U, tmp);
+    wino_job j = {.d = d, .tw = tw, .th = th, .cb = cb, .batch_mode = batch_mode, .nt = nt,
+                  .tmp_floats = wino_tmp_floats(d, tw)};
+    j.U = scratch;
+    j.tmp = j.U + WG_T * us;
+    j.V = (float *)(((uintptr_t)(j.tmp + SDE_PAR_MAX * j.tmp_floats) + 63) & ~(uintptr_t)63);
+    j.M = j.V + WG_T * vs;
+    j.band = j.M + WG_T * ms;
+    if (cb == d->cout) { /* all output channels at once: transform the weights once for every band */
+        j.o0 = 0;
+        j.nb = cb;
+        wino_stage(&j, 0);
+    }
     for (int b0 = 0; b0 < d->batch; b0 += batch_mode ? d->batch : 1) {
-        const int b1 = batch_mode ? d->batch : b0 + 1;
+        j.b = b0;
+        j.b1 = batch_mode ? d->batch : b0 + 1;
         for (int tr0 = 0; tr0 < th; tr0 += tr) {
-            int tr1 = tr0 + tr < th ? tr0 + tr : th;
-            size_t n = batch_mode ? nt : (size_t)(tr1 - tr0) * tw;
-            for (int b = b0; b < b1; b++) {
-                wino_band(d, b, tr0, tr1, tw, band, tmp);
-                wino_input(d, tr0, tr1, tw, band, V, nt, batch_mode ? (size_t)b * th * tw : 0, tmp);
-            }
+            j.tr0 = tr0;
+            j.tr1 = tr0 + tr < th ? tr0 + tr : th;
+            size_t n = batch_mode ? nt : (size_t)(j.tr1 - tr0) * tw;
+            wino_stage(&j, 1);
             for (int o0 = 0; o0 < d->cout; o0 += cb) {
-                int nb = d->cout - o0 < cb ? d->cout - o0 : cb;
+                j.o0 = o0;
+                j.nb = d->cout - o0 < cb ? d->cout - o0 : cb;
                 if (cb != d->cout)
-                    wino_weights(d, o0, nb, U, tmp);
-                const size_t ub = wg_stride((size_t)nb * d->cin);
+                    wino_stage(&j, 0);
+                const size_t ub = wg_stride((size_t)j.nb * d->cin);
                 for (int xi = 0; xi < WG_T; xi++)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, (int)n, d->cin, 1.0f, U + xi * ub, d->cin,
-                                V + xi * vs, (int)nt, 0.0f, M + xi * wg_stride((size_t)nb * nt), (int)nt);
-                for (int b = b0; b < b1; b++)
-                    wino_output(d, b, o0, nb, tr0, tr1, tw, M, nt, batch_mode ? (size_t)b * th * tw : 0, tmp);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, j.nb, (int)n, d->cin, 1.0f, j.U + xi * ub,
+                                d->cin, j.V + xi * vs, (int)nt, 0.0f, j.M + xi * wg_stride((size_t)j.nb * nt), (int)nt);
+                wino_stage(&j, 2);
             }
         }
     }
@@ -1035,7 +1214,7 @@ static conv_plan conv_make_plan(const sde_conv_desc *d, size_t budget)
             cb = (int)(bf / 3 / per_o) / 16 * 16;
             cb = cb < 16 ? 16 : cb;
         }
-        size_t fixed = WG_T * wg_stride((size_t)cb * d->cin) + wino_tmp_floats(d, (int)tw) + 16;
+        size_t fixed = WG_T * wg_stride((size_t)cb * d->cin) + SDE_PAR_MAX * wino_tmp_floats(d, (int)tw) + 16;
         size_t fb = fixed + wino_band_floats(d, (int)th, (int)tw, d->batch * th * tw, cb);
         if (fb <= bf) {
             p.mode = PLAN_WINO_BATCH;

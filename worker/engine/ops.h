@@ -35,7 +35,10 @@ void sde_attention(const float *q, int q_stride, const float *k, int k_stride, c
 void sde_upsample2x(const float *x, int c, int h, int w, float *y);
 /** y[c][hw] <-> yt[hw][c] transposes. */
 void sde_transpose(const float *x, int rows, int cols, float *y);
-/** Sets the number of BLAS threads (0 leaves the default). */
+/** Most threads the engine's own loops (attention heads, Winograd transforms) use, the caller included. */
+#define SDE_PAR_MAX 2
+/** Sets the number of BLAS threads, and of our own loops up to SDE_PAR_MAX (0 leaves the defaults: all
+ * CPUs for both). Call it from one thread, outside any running op. */
 void sde_set_threads(int n);
 
 /* ---- Extensions for the UNet and the VAE: batched layouts, fused GroupNorm+SiLU, tiled convolutions. ----
