@@ -387,22 +387,26 @@ static struct {
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
           0, 0, 0, NULL, NULL, 0, 0, 0};
 
+/* A helper joins a job only while items are left, and the caller waits only for helpers that joined: a
+ * helper the scheduler does not run in time (a busy machine) costs nothing, the caller does its share. */
 static void *pool_helper(void *arg)
 {
     const int tid = (int)(intptr_t)arg;
     unsigned long seen = 0;
     pthread_mutex_lock(&pool.mu);
     for (;;) {
-        while (pool.gen == seen || tid >= pool.nthreads) {
-            if (pool.gen != seen) /* a job this thread is not part of (fewer threads configured) */
-                seen = pool.gen;
+        while (pool.gen == seen)
             pthread_cond_wait(&pool.work, &pool.mu);
-        }
         seen = pool.gen;
+        if (tid >= pool.nthreads || pool.next >= pool.n)
+            continue;
+        pool.busy++;
         while (pool.next < pool.n) {
             int i = pool.next++;
+            par_fn fn = pool.fn;
+            void *ctx = pool.ctx;
             pthread_mutex_unlock(&pool.mu);
-            pool.fn(pool.ctx, i, tid);
+            fn(ctx, i, tid);
             pthread_mutex_lock(&pool.mu);
         }
         if (--pool.busy == 0)
@@ -454,7 +458,6 @@ static void par_for(int n, par_fn fn, void *ctx)
     pool.ctx = ctx;
     pool.n = n;
     pool.next = 0;
-    pool.busy = pool.nthreads - 1;
     pool.gen++;
     pthread_cond_broadcast(&pool.work);
     while (pool.next < n) {
