@@ -25,9 +25,11 @@ void sde_quick_gelu(float *x, size_t n);
 /** In-place softmax over each row of x[rows][cols]. */
 void sde_softmax_rows(float *x, int rows, int cols);
 /** Multi-head scaled-dot-product attention, one head at a time and a block of queries at a time, so only
- * one [block][nk] score matrix exists (block = nq for short sequences such as CLIP's 77 tokens).
- * q[nq][heads*hd], k,v[nk][heads*hd] (row strides given), out[nq][heads*hd]. causal masks keys after the
- * query index. scratch holds at least sde_attention_scratch() BYTES (about min(nq, 2^20/nk)*nk floats). */
+ * a [block][nk] score matrix exists (block = nq for short sequences such as CLIP's 77 tokens). Long
+ * non-causal sequences with head_dim % 8 == 0 and <= 160 take a fused flash-attention style AVX2 kernel
+ * (online softmax, heads spread over our threads). q[nq][heads*hd], k,v[nk][heads*hd] (row strides given),
+ * out[nq][heads*hd]. causal masks keys after the query index. scratch holds at least
+ * sde_attention_scratch() BYTES. */
 size_t sde_attention_scratch(int nq, int nk, int hd);
 void sde_attention(const float *q, int q_stride, const float *k, int k_stride, const float *v, int v_stride,
                    int nq, int nk, int heads, int hd, int causal, float *out, int out_stride, float *scratch);
@@ -84,8 +86,10 @@ int sde_conv_out_w(const sde_conv_desc *d);
 /** Bytes of scratch sde_conv2d_ex() uses for d when allowed at most budget bytes (it tiles output rows to
  * fit; one output row is the minimum, so the result may exceed a tiny budget). */
 size_t sde_conv2d_ex_scratch(const sde_conv_desc *d, size_t budget);
-/** Runs d with scratch_bytes of scratch (use sde_conv2d_ex_scratch(d, budget) bytes). y must not overlap x,
- * except for 1x1 stride-1 unpadded convolutions without upsampling where y == x and cout <= cin. */
+/** Runs d with scratch_bytes of scratch (use sde_conv2d_ex_scratch(d, budget) bytes): 1x1 convolutions are
+ * one SGEMM, stride-1 pad-1 3x3 ones with >= 16 channels and >= 64 4x4 tiles use Winograd F(4x4,3x3),
+ * the rest im2col + SGEMM. y must not overlap x, except for 1x1 stride-1 unpadded convolutions without
+ * upsampling where y == x and cout <= cin. */
 void sde_conv2d_ex(const sde_conv_desc *d, float *scratch, size_t scratch_bytes);
 
 #endif
