@@ -3,7 +3,7 @@
 #   make check    install missing Debian packages, build, run the whole test suite (incl. ASan/UBSan unit tests)
 #   make demo     install missing packages, build, serve the tiny model and generate one image
 #   make deb      build the Debian package into ../
-#   make bench    run the benchmarks under bench/
+#   make bench    run the benchmarks under bench/ (engine speed/memory, then HTTP)
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -41,7 +41,8 @@ deb: deps
 	dpkg-buildpackage -us -uc -b
 
 bench: all
-	bench/run.sh
+	BUILD=$(BUILD) bench/run.sh
+	bench/http_bench.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
