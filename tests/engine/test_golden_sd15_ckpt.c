@@ -1,16 +1,8 @@
 /* test_golden_sd15_ckpt.c: the full-size random SD 1.5 file (fixture randsd15): its A1111 short hash
  * matches the sha256 published in shared/README.md, every tensor converts, and only the float32 copies
  * stay resident (the mapped F16 pages are dropped). */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
+#include "golden_util.h"
 
-#include <cmocka.h>
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 #include "checkpoint.h"
@@ -108,8 +100,7 @@ static void test_load_all(void **state)
 
 int main(void)
 {
-    const char *b = getenv("SDW_BUILD_DIR");
-    snprintf(path, sizeof path, "%s/tmp/randsd15-s1-f16.safetensors", b && *b ? b : ".");
+    gu_fixture_path(path, sizeof path, "sd15");
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_short_hash), cmocka_unit_test(test_load_all)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,45 +1,22 @@
 /* test_golden_sd15_text.c: the SD 1.5 text encoder (real CLIP ViT-L/14 shapes, random weights) on the
  * real CLIP tokenizer against stable-diffusion.cpp's conditioning for the same checkpoint. */
-#include <math.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <cmocka.h>
+#include "golden_util.h"
 
 #include "checkpoint.h"
 #include "clip.h"
 #include "tokenizer.h"
 
-static char g_shared[1024], g_build[1024];
+static char g_gold[1200];
 static sde_ckpt *g_ck;
 static sde_clip *g_clip;
 static sde_tokenizer *g_tok;
-
-static float *read_golden(const char *name, size_t n)
-{
-    char p[1200];
-    snprintf(p, sizeof p, "%s/golden/sd15-rand/euler/%s", g_shared, name);
-    FILE *f = fopen(p, "rb");
-    if (!f)
-        fail_msg("cannot open %s", p);
-    float *v = malloc(n * sizeof *v);
-    size_t got = fread(v, sizeof *v, n, f);
-    fclose(f);
-    if (got != n)
-        fail_msg("%s: short file", p);
-    return v;
-}
 
 static int setup(void **state)
 {
     (void)state;
     char p[1200], err[512];
-    snprintf(p, sizeof p, "%s/tmp/randsd15-s1-f16.safetensors", g_build);
+    gu_golden_dir(g_gold, sizeof g_gold, "sd15", "euler");
+    gu_fixture_path(p, sizeof p, "sd15");
     if (sde_ckpt_open(p, &g_ck, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return -1;
@@ -48,7 +25,7 @@ static int setup(void **state)
         fprintf(stderr, "%s\n", err);
         return -1;
     }
-    snprintf(p, sizeof p, "%s/clip/bpe_simple_vocab_16e6.txt.gz", g_shared);
+    gu_vocab_path(p, sizeof p);
     if (sde_tok_load(p, &g_tok, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return -1;
@@ -89,20 +66,13 @@ static void check(const char *text, const char *golden, const int32_t *expect_id
     assert_int_equal(ids[n_expect + 1], 49407);
     assert_int_equal(ids[76], 49407);
     float *out = malloc(77 * 768 * sizeof(float));
-    float *ref = read_golden(golden, 77 * 768);
+    float *ref = gu_load_f32(g_gold, golden, 77 * 768);
     sde_clip_encode(g_clip, ids, out);
-    double mx = 0, mean = 0, mag = 0;
-    for (int i = 0; i < 77 * 768; i++) {
-        double d = fabs((double)out[i] - ref[i]);
-        mx = fmax(mx, d);
-        mean += d;
-        mag += fabs(ref[i]);
-    }
-    mean /= 77 * 768;
-    mag /= 77 * 768;
-    print_message("\"%s\": max |diff| %.4g, mean |diff| %.4g (mean |value| %.3g)\n", text, mx, mean, mag);
-    assert_true(mx < 5e-3);
-    assert_true(mean < 1e-3);
+    gu_diff s = gu_diff_of(out, ref, 77 * 768);
+    print_message("\"%s\": max |diff| %.4g, mean |diff| %.4g (mean |value| %.3g)\n", text, s.max_abs, s.mean_abs,
+                  s.mean_mag);
+    assert_true(s.max_abs < 5e-3);
+    assert_true(s.mean_abs < 1e-3);
     free(out);
     free(ref);
 }
@@ -111,20 +81,17 @@ static void test_cond(void **state)
 {
     (void)state;
     const int32_t ids[] = {320, 1125, 539, 320, 2368};
-    check("a photo of a cat", "cond_crossattn.f32", ids, 5);
+    check("a photo of a cat", "cond_crossattn", ids, 5);
 }
 
 static void test_uncond(void **state)
 {
     (void)state;
-    check("", "uncond_crossattn.f32", NULL, 0);
+    check("", "uncond_crossattn", NULL, 0);
 }
 
 int main(void)
 {
-    const char *s = getenv("SDW_SHARED_DIR"), *b = getenv("SDW_BUILD_DIR");
-    snprintf(g_shared, sizeof g_shared, "%s", s ? s : "../shared");
-    snprintf(g_build, sizeof g_build, "%s", b ? b : "build");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cond),
         cmocka_unit_test(test_uncond),
