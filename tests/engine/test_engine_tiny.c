@@ -1,21 +1,9 @@
 /* test_engine_tiny.c: the whole public engine API on a freshly written tiny model: load, info, every
  * sampler and schedule, determinism, cancellation, progress, validation, the PNG and its parameters. */
-#include <math.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
-#include <cmocka.h>
-
-#include "engine_trace.h"
+#include "golden_util.h"
 #include "mkmodel.h"
-#include "png_io.h"
-#include "sd_engine.h"
 
 static char g_model[1200];
 static sde_engine *g_e;
@@ -30,12 +18,7 @@ static int setup(void **state)
         fprintf(stderr, "%s\n", err);
         return -1;
     }
-    sde_load_opts o = {.model_path = g_model};
-    if (sde_engine_load(&o, &g_e, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    return 0;
+    return gu_engine_load(g_model, NULL, &g_e);
 }
 
 static int teardown(void **state)
@@ -48,15 +31,7 @@ static int teardown(void **state)
 
 static sde_gen_params base_params(void)
 {
-    sde_gen_params p = {.prompt = "a photo of a cat",
-                        .steps = 4,
-                        .cfg_scale = 7.f,
-                        .seed = 42,
-                        .sampler = SDE_SAMPLER_EULER_A,
-                        .schedule = SDE_SCHEDULE_DISCRETE,
-                        .width = 64,
-                        .height = 64};
-    return p;
+    return gu_cat_params(SDE_SAMPLER_EULER_A);
 }
 
 static void gen_ok(const sde_gen_params *p, sde_result *r)
