@@ -1,9 +1,12 @@
 /* log.c: the structured logger: one line per event on stderr, logfmt ("key=value") or JSON, written
  * with a single write(2) so lines from several processes on one pipe or journald never interleave. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,6 +16,9 @@
 #define LOG_LINE_MAX 8192
 /* Room kept back for the closing of a line (quote, "...", JSON tail, newline) so it always fits. */
 #define LOG_TAIL_RESERVE 48
+/* The batch of deferred lines is written whole once it would pass this: PIPE_BUF, the size up to which
+ * one write(2) to a pipe is atomic, so a batch is never interleaved with another process's lines. */
+#define LOG_BATCH_MAX 4096
 
 static int g_level = SDW_LOG_INFO;
 static int g_json = 0;
@@ -53,11 +59,21 @@ typedef struct {
 
 static size_t room(const line_t *l) { return l->len + LOG_TAIL_RESERVE < sizeof l->buf ? sizeof l->buf - LOG_TAIL_RESERVE - l->len : 0; }
 
-/* Raw append for fixed text; uses the reserve, which the callers size for. */
-static void put_raw(line_t *l, const char *s, size_t n)
+/* Raw append for fixed text; uses the reserve, which the callers size for. The common case is split out
+ * so that appending a literal inlines to a fixed-size copy. */
+static __attribute__((noinline)) void put_raw_cut(line_t *l, const char *s, size_t n)
 {
     if (l->len + n > sizeof l->buf - 1)
         n = sizeof l->buf - 1 - l->len;
+    memcpy(l->buf + l->len, s, n);
+    l->len += n;
+}
+static inline void put_raw(line_t *l, const char *s, size_t n)
+{
+    if (__builtin_expect(l->len + n > sizeof l->buf - 1, 0)) {
+        put_raw_cut(l, s, n);
+        return;
+    }
     memcpy(l->buf + l->len, s, n);
     l->len += n;
 }
@@ -163,10 +179,35 @@ static int needs_quotes(const char *s)
     return 0;
 }
 
+/* Bytes copied as they are: printable ASCII except what logfmt quotes or either form escapes. Row 0 is
+ * logfmt: 0x21..0x7E without '"' (0x22), '=' (0x3D), '\\' (0x5C); row 1 JSON strings: 0x20..0x7E without
+ * '"' and '\\'. */
+static const unsigned char plain_byte[2][256] = {
+    {[0x21] = 1, [0x23 ... 0x3C] = 1, [0x3E ... 0x5B] = 1, [0x5D ... 0x7E] = 1},
+    {[0x20 ... 0x21] = 1, [0x23 ... 0x5B] = 1, [0x5D ... 0x7E] = 1},
+};
+
+/* Length of s when every byte may be copied as it is (plain_byte); 0 when s needs the careful path (or is
+ * empty). Most values are like this (numbers, paths, ids), and one table scan plus a memcpy is much
+ * cheaper than escaping byte by byte. */
+static size_t plain_len(const char *s, int json)
+{
+    const unsigned char *p = (const unsigned char *)s, *tab = plain_byte[json];
+    size_t n = 0;
+    while (tab[p[n]])
+        n++;
+    return p[n] ? 0 : n;
+}
+
 /* Keys come from our own code, but a stray space or '=' must not break the line format. */
 static void put_key(line_t *l, const char *k)
 {
-    size_t n = 0;
+    size_t n = plain_len(k, 0);
+    if (n && n <= 64) {
+        put_raw(l, k, n);
+        return;
+    }
+    n = 0;
     for (const char *p = k; *p && n < 64; p++, n++) {
         unsigned char c = (unsigned char)*p;
         char o = (c > 0x20 && c < 0x7F && c != '=' && c != '"' && c != '\\') ? (char)c : '_';
@@ -174,6 +215,18 @@ static void put_key(line_t *l, const char *k)
     }
     if (!n)
         put_str(l, "_");
+}
+
+/* Appends v, whose plain_len is n: copied whole when it is plain and fits (the very bytes the byte-by-byte
+ * path would give), else escaped and cut as needed. */
+static void put_value(line_t *l, const char *v, size_t n, int json)
+{
+    if (n && n <= room(l)) {
+        memcpy(l->buf + l->len, v, n);
+        l->len += n;
+        return;
+    }
+    put_escaped(l, v, json);
 }
 
 static void put_field(line_t *l, const char *key, const char *val)
@@ -184,14 +237,19 @@ static void put_field(line_t *l, const char *key, const char *val)
         val = "";
     if (g_json) {
         put_str(l, ",\"");
-        put_escaped(l, key, 1);
+        put_value(l, key, plain_len(key, 1), 1);
         put_str(l, "\":\"");
-        put_escaped(l, val, 1);
+        put_value(l, val, plain_len(val, 1), 1);
         put_str(l, "\"");
     } else {
         put_str(l, " ");
         put_key(l, key);
         put_str(l, "=");
+        size_t n = plain_len(val, 0);
+        if (n) { /* nothing to quote */
+            put_value(l, val, n, 0);
+            return;
+        }
         int q = needs_quotes(val);
         if (q)
             put_str(l, "\"");
@@ -202,12 +260,34 @@ static void put_field(line_t *l, const char *key, const char *val)
 }
 
 /* UTC timestamp computed by hand (days-from-civil inverse, Howard Hinnant's algorithm) rather than
- * with gmtime_r, which may take locks: this keeps sdw_log async-signal-safe. */
+ * with gmtime_r, which may take locks: this keeps sdw_log async-signal-safe. The "YYYY-MM-DDTHH:MM:SS."
+ * part is kept per thread for the current second, since a busy service logs many lines per second. */
+#define TS_PREFIX_LEN 20
+static __thread long long t_ts_sec = -1;
+static __thread char t_ts_prefix[TS_PREFIX_LEN];
+
+static void put_digits(char *out, int x, int width)
+{
+    if (x < 0)
+        x = 0;
+    for (int w = width - 1; w >= 0; w--, x /= 10)
+        out[w] = (char)('0' + x % 10);
+}
+
 static void line_ts(char out[32])
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     long long secs = ts.tv_sec;
+    int ms = (int)(ts.tv_nsec / 1000000);
+    /* A signal handler that logs may run between any two steps here: the prefix is copied, then the second
+     * it belongs to checked again, and an update marks the cache invalid while it rewrites it. */
+    if (t_ts_sec == secs) {
+        memcpy(out, t_ts_prefix, TS_PREFIX_LEN);
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        if (t_ts_sec == secs)
+            goto millis;
+    }
     long long days = secs / 86400, sod = secs % 86400;
     if (sod < 0)
         sod += 86400, days--;
@@ -222,20 +302,25 @@ static void line_ts(char out[32])
     long long m = mp < 10 ? mp + 3 : mp - 9;
     if (m <= 2)
         y++;
-    int v[7] = {(int)y, (int)m, (int)d, (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60),
-                (int)(ts.tv_nsec / 1000000)};
+    int v[6] = {(int)y, (int)m, (int)d, (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60)};
     /* Fixed-width digits written by hand: snprintf is not async-signal-safe either. */
-    static const int width[7] = {4, 2, 2, 2, 2, 2, 3};
-    static const char sep[7] = {'-', '-', 'T', ':', ':', '.', 'Z'};
+    static const int width[6] = {4, 2, 2, 2, 2, 2};
+    static const char sep[6] = {'-', '-', 'T', ':', ':', '.'};
     size_t o = 0;
-    for (int i = 0; i < 7; i++) {
-        int x = v[i] < 0 ? 0 : v[i];
-        for (int w = width[i] - 1; w >= 0; w--, x /= 10)
-            out[o + (size_t)w] = (char)('0' + x % 10);
+    for (int i = 0; i < 6; i++) {
+        put_digits(out + o, v[i], width[i]);
         o += (size_t)width[i];
         out[o++] = sep[i];
     }
-    out[o] = 0;
+    t_ts_sec = -1;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    memcpy(t_ts_prefix, out, TS_PREFIX_LEN);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    t_ts_sec = secs;
+millis:
+    put_digits(out + TS_PREFIX_LEN, ms, 3);
+    out[TS_PREFIX_LEN + 3] = 'Z';
+    out[TS_PREFIX_LEN + 4] = 0;
 }
 
 static void line_begin(line_t *l, int level, const char *event)
@@ -263,28 +348,135 @@ static void line_begin(line_t *l, int level, const char *event)
     }
 }
 
-/* One write(2) for the whole line; errno is preserved so logging inside error paths is harmless. */
-static void line_end(line_t *l)
+/* Closes the line: the truncation mark when a value was cut, the JSON brace, the newline. */
+static void line_close(line_t *l)
 {
     if (g_json)
         put_str(l, l->full ? ",\"truncated\":true}" : "}");
     else if (l->full)
         put_str(l, " truncated=1");
     put_str(l, "\n");
-    int saved = errno;
+}
+
+static void write_all(const char *buf, size_t len)
+{
     size_t off = 0;
-    while (off < l->len) {
-        ssize_t w = write(STDERR_FILENO, l->buf + off, l->len - off);
+    while (off < len) {
+        ssize_t w = write(STDERR_FILENO, buf + off, len - off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
             break;
         off += (size_t)w;
     }
+}
+
+/* ---- the batch of deferred lines ----
+ * Lines given to sdw_log_deferred wait here, complete and in order, until the owning thread (the first to
+ * defer a line: the supervisor's event loop) calls sdw_log_flush, writes an immediate line, forks or exits.
+ * Each write is at most LOG_BATCH_MAX bytes of whole lines. Other threads never touch it. */
+static char g_batch[LOG_BATCH_MAX];
+static size_t g_batch_len;
+static int g_batch_claimed;
+static __thread int t_batch_owner;
+
+static void batch_write(void)
+{
+    if (g_batch_len) {
+        write_all(g_batch, g_batch_len);
+        g_batch_len = 0;
+    }
+}
+
+/* fork() from the owner: the parent's lines go out first, so none is written twice or reordered. */
+static void batch_before_fork(void)
+{
+    if (t_batch_owner)
+        batch_write();
+}
+
+/* A child forked by another thread holds a copy of lines that belong to the parent: drop them. */
+static void batch_forget_in_child(void) { g_batch_len = 0; }
+
+static void batch_at_exit(void) { sdw_log_flush(); }
+
+/* Makes the calling thread the batch's owner if nobody is yet; returns whether it is the owner. */
+static int batch_claim(void)
+{
+    if (t_batch_owner)
+        return 1;
+    if (__atomic_exchange_n(&g_batch_claimed, 1, __ATOMIC_ACQ_REL))
+        return 0;
+    t_batch_owner = 1;
+    pthread_atfork(batch_before_fork, NULL, batch_forget_in_child);
+    atexit(batch_at_exit);
+    return 1;
+}
+
+/* Writes a finished line now. The owner's pending batch goes first, in the same write(2) when both fit,
+ * so a warning never overtakes the access lines logged before it. errno is preserved so logging inside
+ * error paths is harmless. */
+static void line_emit(line_t *l)
+{
+    int saved = errno;
+    if (t_batch_owner && g_batch_len) {
+        if (g_batch_len + l->len <= sizeof g_batch) {
+            memcpy(g_batch + g_batch_len, l->buf, l->len);
+            g_batch_len += l->len;
+            batch_write();
+            errno = saved;
+            return;
+        }
+        batch_write();
+    }
+    write_all(l->buf, l->len);
+    errno = saved;
+}
+
+/* Queues a finished line in the batch, writing the batch first when the line would not fit in it. */
+static void line_defer(line_t *l)
+{
+    if (!batch_claim()) {
+        line_emit(l);
+        return;
+    }
+    int saved = errno;
+    if (g_batch_len + l->len > sizeof g_batch)
+        batch_write();
+    if (l->len > sizeof g_batch)
+        write_all(l->buf, l->len); /* longer than any batch: alone, as an immediate line would be */
+    else {
+        memcpy(g_batch + g_batch_len, l->buf, l->len);
+        g_batch_len += l->len;
+    }
+    errno = saved;
+}
+
+void sdw_log_flush(void)
+{
+    if (!t_batch_owner)
+        return;
+    int saved = errno;
+    batch_write();
     errno = saved;
 }
 
 static int level_ok(int level) { return level >= g_level && level >= SDW_LOG_DEBUG && level <= SDW_LOG_ERROR; }
+
+/* Appends the NULL-terminated key, value list of sdw_log. */
+static void put_pairs(line_t *l, va_list ap)
+{
+    for (;;) {
+        const char *k = va_arg(ap, const char *);
+        if (!k)
+            break;
+        const char *v = va_arg(ap, const char *);
+        put_field(l, k, v);
+        /* An odd-length list ends with a NULL value; stop there rather than read past the sentinel. */
+        if (!v)
+            break;
+    }
+}
 
 void sdw_log(int level, const char *event, ...)
 {
@@ -294,18 +486,27 @@ void sdw_log(int level, const char *event, ...)
     line_begin(&l, level, event ? event : "");
     va_list ap;
     va_start(ap, event);
-    for (;;) {
-        const char *k = va_arg(ap, const char *);
-        if (!k)
-            break;
-        const char *v = va_arg(ap, const char *);
-        put_field(&l, k, v);
-        /* An odd-length list ends with a NULL value; stop there rather than read past the sentinel. */
-        if (!v)
-            break;
-    }
+    put_pairs(&l, ap);
     va_end(ap);
-    line_end(&l);
+    line_close(&l);
+    line_emit(&l);
+}
+
+void sdw_log_deferred(int level, const char *event, ...)
+{
+    if (!level_ok(level))
+        return;
+    line_t l;
+    line_begin(&l, level, event ? event : "");
+    va_list ap;
+    va_start(ap, event);
+    put_pairs(&l, ap);
+    va_end(ap);
+    line_close(&l);
+    if (level >= SDW_LOG_WARN)
+        line_emit(&l); /* warnings and errors are never held back */
+    else
+        line_defer(&l);
 }
 
 void sdw_logf(int level, const char *event, const char *fmt, ...)
@@ -343,5 +544,6 @@ void sdw_logf(int level, const char *event, const char *fmt, ...)
             }
         }
     }
-    line_end(&l);
+    line_close(&l);
+    line_emit(&l);
 }

@@ -15,5 +15,13 @@ void sdw_log(int level, const char *event, ...) __attribute__((sentinel));
 /** printf-style convenience: sdw_logf(SDW_LOG_WARN, "worker_exit", "slot=%d code=%d", 0, 3); the formatted
  * text is appended verbatim as key=value pairs (or as "msg" in JSON form). */
 void sdw_logf(int level, const char *event, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/** Like sdw_log, but a debug or info line may wait in the process's batch (up to 4096 bytes, PIPE_BUF, of
+ * whole lines) until sdw_log_flush, the next immediate line (which the batch precedes), a fork or exit;
+ * warnings and errors are written at once. For per-request lines on an event loop, which flushes once per
+ * iteration: one write(2) for many lines. The first thread to call it owns the batch; lines other threads
+ * defer are written at once. */
+void sdw_log_deferred(int level, const char *event, ...) __attribute__((sentinel));
+/** Writes the deferred lines of the calling thread's batch now (nothing if it holds none). */
+void sdw_log_flush(void);
 
 #endif
