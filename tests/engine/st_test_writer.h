@@ -6,13 +6,19 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <errno.h>
 #include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cmocka.h>
 
 /** One tensor to write: dtype as spelled in the format ("F16", ...), raw little-endian bytes. */
 typedef struct {
@@ -189,6 +195,34 @@ static __attribute__((unused)) void stw_mkdirs(const char *dir, const char *rel)
             *s = '/';
         }
     mkdir(p, 0755);
+}
+
+/* The test program's scratch folder, $SDW_TMPDIR/<program>-XXXXXX: made by the group setup
+ * stw_tmpdir_setup() and removed with all it holds by the group teardown stw_tmpdir_teardown(), so a
+ * failed test leaves nothing behind either. */
+static __attribute__((unused)) char *stw_tmpdir;
+
+static __attribute__((unused)) int stw_tmpdir_setup(void **state)
+{
+    (void)state;
+    stw_tmpdir = stw_mkdtemp(program_invocation_short_name);
+    return stw_tmpdir ? 0 : -1;
+}
+
+static __attribute__((unused)) int stw_tmpdir_teardown(void **state)
+{
+    (void)state;
+    stw_rmtree(stw_tmpdir);
+    free(stw_tmpdir);
+    stw_tmpdir = NULL;
+    return 0;
+}
+
+/** Fails the test unless s contains sub. */
+static __attribute__((unused)) void stw_assert_contains(const char *s, const char *sub)
+{
+    if (!strstr(s, sub))
+        fail_msg("expected \"%s\" in \"%s\"", sub, s);
 }
 
 #endif

@@ -17,37 +17,14 @@
 #include "sha256.h"
 #include "st_test_writer.h"
 
-static char *tmpdir;
-
-static int setup(void **state)
-{
-    (void)state;
-    tmpdir = stw_mkdtemp("test_checkpoint");
-    return tmpdir ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    stw_rmtree(tmpdir);
-    free(tmpdir);
-    return 0;
-}
-
-/* A scratch folder inside this run's tmpdir, so the group teardown removes it even after a failure. */
+/* A scratch folder inside stw_tmpdir, so the group teardown removes it even after a failure. */
 static char *subdir(const char *tag)
 {
-    char *p = malloc(strlen(tmpdir) + strlen(tag) + 16);
-    sprintf(p, "%s/%s-XXXXXX", tmpdir, tag);
+    char *p = malloc(strlen(stw_tmpdir) + strlen(tag) + 16);
+    sprintf(p, "%s/%s-XXXXXX", stw_tmpdir, tag);
     if (!mkdtemp(p))
         fail_msg("mkdtemp %s failed", p);
     return p;
-}
-
-static void assert_contains(const char *s, const char *sub)
-{
-    if (!strstr(s, sub))
-        fail_msg("expected \"%s\" in \"%s\"", sub, s);
 }
 
 static uint16_t f32_to_bf16(float f)
@@ -74,7 +51,7 @@ static void test_single_file(void **state)
         {"alphas_cumprod", "F64", 1, {5}, dd, sizeof dd},
         {"cond_stage_model.transformer.text_model.embeddings.position_ids", "I64", 2, {1, 4}, ids, sizeof ids},
     };
-    const char *path = stw_path(tmpdir, "single.safetensors");
+    const char *path = stw_path(stw_tmpdir, "single.safetensors");
     assert_int_equal(stw_write_tensors(path, t, 5, "{\"sdw.preset\":\"tiny\"}"), 0);
 
     char err[512] = "";
@@ -105,8 +82,8 @@ static void test_single_file(void **state)
     assert_ptr_equal(sde_ckpt_f32(c, tw->name, 5, (int64_t[]){2, 3, 1, 1, 1}, err, sizeof err), tw->data);
     assert_int_equal(sde_ckpt_converted_bytes(c), 0);
     assert_null(sde_ckpt_f32(c, tw->name, 2, (int64_t[]){3, 2}, err, sizeof err));
-    assert_contains(err, path);
-    assert_contains(err, "tensor \"model.diffusion_model.input_blocks.0.0.weight\": shape [2, 3, 1, 1] does not match expected [3, 2]");
+    stw_assert_contains(err, path);
+    stw_assert_contains(err, "tensor \"model.diffusion_model.input_blocks.0.0.weight\": shape [2, 3, 1, 1] does not match expected [3, 2]");
     assert_null(sde_ckpt_f32(c, tw->name, 1, (int64_t[]){6}, err, sizeof err));
     assert_null(sde_ckpt_f32(c, tw->name, 3, (int64_t[]){1, 2, 3}, err, sizeof err)); /* leading 1s count */
 
@@ -133,10 +110,10 @@ static void test_single_file(void **state)
     assert_int_equal(sde_ckpt_converted_bytes(c), 32 + 12 + 20);
 
     assert_null(sde_ckpt_f32(c, "cond_stage_model.transformer.text_model.embeddings.position_ids", 2, (int64_t[]){1, 4}, err, sizeof err));
-    assert_contains(err, "tensor \"cond_stage_model.transformer.text_model.embeddings.position_ids\": dtype I64 is not a floating-point type");
+    stw_assert_contains(err, "tensor \"cond_stage_model.transformer.text_model.embeddings.position_ids\": dtype I64 is not a floating-point type");
     assert_null(sde_ckpt_f32(c, "model.diffusion_model.out.2.weight", 1, (int64_t[]){4}, err, sizeof err));
-    assert_contains(err, path);
-    assert_contains(err, "tensor \"model.diffusion_model.out.2.weight\": not found");
+    stw_assert_contains(err, path);
+    stw_assert_contains(err, "tensor \"model.diffusion_model.out.2.weight\": not found");
     assert_null(sde_ckpt_f32(c, tw->name, 9, (int64_t[]){1, 1, 1, 1, 1, 1, 1, 1, 1}, err, sizeof err));
     sde_ckpt_free(c);
     sde_ckpt_free(NULL);
@@ -151,7 +128,7 @@ static void test_unaligned_f32(void **state)
     for (int mod = 1; mod < 4; mod++) {
         size_t len;
         uint8_t *img = stw_build(t, 1, NULL, mod, &len);
-        const char *path = stw_path(tmpdir, "unaligned.safetensors");
+        const char *path = stw_path(stw_tmpdir, "unaligned.safetensors");
         assert_int_equal(stw_write(path, img, len), 0);
         free(img);
         char err[256];
@@ -220,7 +197,7 @@ static void test_convert_speed(void **state)
     for (size_t i = 0; i < n; i++)
         h[i] = (uint16_t)(0x3000 + (i * 2654435761u >> 20) % 0x1000);
     stw_tensor t[] = {{"big", "F16", 2, {2048, 4096}, h, n * 2}};
-    const char *path = stw_path(tmpdir, "big.safetensors");
+    const char *path = stw_path(stw_tmpdir, "big.safetensors");
     assert_int_equal(stw_write_tensors(path, t, 1, NULL), 0);
     char err[256];
     sde_ckpt *c;
@@ -249,7 +226,7 @@ static void test_name_prefix_variants(void **state)
         {"state_dict.model.diffusion_model.out.2.bias", "F32", 1, {2}, v, sizeof v},
         {"state_dict.first_stage_model.quant_conv.bias", "F32", 1, {2}, v, sizeof v},
     };
-    const char *path = stw_path(tmpdir, "sd.safetensors");
+    const char *path = stw_path(stw_tmpdir, "sd.safetensors");
     assert_int_equal(stw_write_tensors(path, t, 2, NULL), 0);
     char err[512];
     sde_ckpt *c;
@@ -290,7 +267,7 @@ static void test_name_prefix_variants(void **state)
     c = (sde_ckpt *)1;
     assert_int_equal(sde_ckpt_open(path, &c, err, sizeof err), -1);
     assert_null(c);
-    assert_contains(err, "tensor \"alphas_cumprod\" appears twice");
+    stw_assert_contains(err, "tensor \"alphas_cumprod\" appears twice");
 }
 
 static void test_open_errors(void **state)
@@ -299,15 +276,15 @@ static void test_open_errors(void **state)
     char err[512];
     sde_ckpt *c = NULL;
     assert_int_equal(sde_ckpt_open("", &c, err, sizeof err), -1);
-    assert_int_equal(sde_ckpt_open(stw_path(tmpdir, "missing.safetensors"), &c, err, sizeof err), -1);
-    assert_contains(err, "missing.safetensors: cannot open");
-    const char *ck = stw_path(tmpdir, "model.ckpt");
+    assert_int_equal(sde_ckpt_open(stw_path(stw_tmpdir, "missing.safetensors"), &c, err, sizeof err), -1);
+    stw_assert_contains(err, "missing.safetensors: cannot open");
+    const char *ck = stw_path(stw_tmpdir, "model.ckpt");
     assert_int_equal(stw_write(ck, "\x80\x02}q\0", 5), 0);
     assert_int_equal(sde_ckpt_open(ck, &c, err, sizeof err), -1);
-    assert_contains(err, "only safetensors is supported");
-    stw_mkdirs(tmpdir, "plain_dir/sub");
-    assert_int_equal(sde_ckpt_open(stw_path(tmpdir, "plain_dir"), &c, err, sizeof err), -1);
-    assert_contains(err, "plain_dir: is a directory but not a diffusers folder");
+    stw_assert_contains(err, "only safetensors is supported");
+    stw_mkdirs(stw_tmpdir, "plain_dir/sub");
+    assert_int_equal(sde_ckpt_open(stw_path(stw_tmpdir, "plain_dir"), &c, err, sizeof err), -1);
+    stw_assert_contains(err, "plain_dir: is a directory but not a diffusers folder");
     assert_null(c);
 }
 
@@ -371,7 +348,7 @@ static void test_short_hash(void **state)
 {
     (void)state;
     char h[11], err[256];
-    const char *p = stw_path(tmpdir, "abc.safetensors");
+    const char *p = stw_path(stw_tmpdir, "abc.safetensors");
     assert_int_equal(stw_write(p, "abc", 3), 0);
     assert_int_equal(sde_ckpt_short_hash(p, h, err, sizeof err), 0);
     assert_string_equal(h, "ba7816bf8f");
@@ -391,10 +368,10 @@ static void test_short_hash(void **state)
     assert_int_equal(stw_write(p, "", 0), 0);
     assert_int_equal(sde_ckpt_short_hash(p, h, err, sizeof err), 0);
     assert_string_equal(h, "e3b0c44298");
-    assert_int_equal(sde_ckpt_short_hash(tmpdir, h, err, sizeof err), 0);
+    assert_int_equal(sde_ckpt_short_hash(stw_tmpdir, h, err, sizeof err), 0);
     assert_string_equal(h, "");
-    assert_int_equal(sde_ckpt_short_hash(stw_path(tmpdir, "nope"), h, err, sizeof err), -1);
-    assert_contains(err, "nope");
+    assert_int_equal(sde_ckpt_short_hash(stw_path(stw_tmpdir, "nope"), h, err, sizeof err), -1);
+    stw_assert_contains(err, "nope");
     unlink(p);
 }
 
@@ -572,11 +549,11 @@ static void test_diffusers_folder(void **state)
             fail_msg("%s: %s", folder_map[i].ldm, err);
         if (folder_map[i].comp == 1) {
             assert_int_equal(t->dtype, SDE_DT_F16);
-            assert_contains(t->file, "vae/diffusion_pytorch_model.fp16.safetensors");
+            stw_assert_contains(t->file, "vae/diffusion_pytorch_model.fp16.safetensors");
             for (size_t k = 0; k < m; k++)
                 assert_true(f[k] == sde_cvt_half((uint16_t)(0x3c00 + (i % 64) * 16 + (int)(k % 16))));
         } else {
-            assert_contains(t->file, folder_map[i].comp ? "text_encoder/model.safetensors" : "unet/diffusion_pytorch_model.safetensors");
+            stw_assert_contains(t->file, folder_map[i].comp ? "text_encoder/model.safetensors" : "unet/diffusion_pytorch_model.safetensors");
             assert_memory_equal(f, v, m * 4);
         }
         free(v);
@@ -618,16 +595,16 @@ static void test_diffusers_errors(void **state)
     stw_mkdirs(dir, "scheduler");
     assert_int_equal(stw_write(stw_path(dir, "scheduler/scheduler_config.json"), "{\"prediction_type\":", 19), 0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
-    assert_contains(err, "scheduler_config.json: not valid JSON");
+    stw_assert_contains(err, "scheduler_config.json: not valid JSON");
     assert_int_equal(stw_write(stw_path(dir, "scheduler/scheduler_config.json"), "{\"prediction_type\":3}", 21), 0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
-    assert_contains(err, "\"prediction_type\" is not a string");
+    stw_assert_contains(err, "\"prediction_type\" is not a string");
     stw_rmtree(stw_path(dir, "scheduler"));
 
     /* Only the pickle text encoder. */
     assert_int_equal(rename(stw_path(dir, "text_encoder/model.safetensors"), stw_path(dir, "text_encoder/pytorch_model.bin")), 0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
-    assert_contains(err, "only safetensors is supported");
+    stw_assert_contains(err, "only safetensors is supported");
     assert_int_equal(rename(stw_path(dir, "text_encoder/pytorch_model.bin"), stw_path(dir, "text_encoder/model.safetensors")), 0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), 0);
     sde_ckpt_free(c);
@@ -635,21 +612,21 @@ static void test_diffusers_errors(void **state)
     /* A missing component. */
     assert_int_equal(rename(stw_path(dir, "vae/diffusion_pytorch_model.fp16.safetensors"), stw_path(dir, "vae/other.safetensors")), 0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
-    assert_contains(err, "diffusers folder has no vae/diffusion_pytorch_model.safetensors");
+    stw_assert_contains(err, "diffusers folder has no vae/diffusion_pytorch_model.safetensors");
     assert_int_equal(rename(stw_path(dir, "vae/other.safetensors"), stw_path(dir, "vae/diffusion_pytorch_model.fp16.safetensors")), 0);
 
     /* A corrupt component names its file. */
     const char *te = stw_path(dir, "text_encoder/model.safetensors");
     assert_int_equal(stw_write(te, "\x10\0\0\0\0\0\0\0{\"a\":1}", 15), 0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
-    assert_contains(err, "text_encoder/model.safetensors: header length 16 is invalid");
+    stw_assert_contains(err, "text_encoder/model.safetensors: header length 16 is invalid");
 
     /* A tensor name diffusers SD pipelines do not have (SDXL's add_embedding) is rejected by name. */
     float v[2] = {0};
     stw_tensor t[] = {{"text_model.final_layer_norm.bias", "F32", 1, {2}, v, 8}, {"text_projection.weight", "F32", 1, {2}, v, 8}};
     assert_int_equal(stw_write_tensors(te, t, 2, NULL), 0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
-    assert_contains(err, "text_encoder/model.safetensors: tensor \"text_projection.weight\": unknown diffusers name");
+    stw_assert_contains(err, "text_encoder/model.safetensors: tensor \"text_projection.weight\": unknown diffusers name");
 
     /* Both VAE attention spellings at once map to one LDM name: rejected as a duplicate. */
     assert_int_equal(stw_write_tensors(te, t, 1, NULL), 0);
@@ -658,7 +635,7 @@ static void test_diffusers_errors(void **state)
                        {"decoder.up_blocks.0.resnets.0.conv1.bias", "F32", 1, {2}, v, 8}};
     assert_int_equal(stw_write_tensors(stw_path(dir, "vae/diffusion_pytorch_model.fp16.safetensors"), va, 3, NULL), 0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
-    assert_contains(err, "first_stage_model.decoder.mid.attn_1.q.weight\" appears twice");
+    stw_assert_contains(err, "first_stage_model.decoder.mid.attn_1.q.weight\" appears twice");
     assert_null(c);
     stw_rmtree(dir);
     free(dir);
@@ -667,7 +644,7 @@ static void test_diffusers_errors(void **state)
     dir = subdir("empty");
     assert_int_equal(stw_write(stw_path(dir, "model_index.json"), "{}", 2), 0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
-    assert_contains(err, "diffusers folder has no unet/diffusion_pytorch_model.safetensors");
+    stw_assert_contains(err, "diffusers folder has no unet/diffusion_pytorch_model.safetensors");
     stw_rmtree(dir);
     free(dir);
 }
@@ -888,7 +865,7 @@ static char **mkrandsd_names(const char *arch, int *n)
     snprintf(src, sizeof src, "%s/tools/mkrandsd/mkrandsd.c", shared);
     if (access(src, R_OK))
         fail_msg("%s not readable (set SDW_SHARED_DIR)", src);
-    snprintf(bin, sizeof bin, "%s/mkrandsd", tmpdir);
+    snprintf(bin, sizeof bin, "%s/mkrandsd", stw_tmpdir);
     if (access(bin, X_OK)) {
         snprintf(cmd, sizeof cmd, "cc -O1 -o '%s' '%s' -lm", bin, src);
         if (system(cmd))
@@ -1013,5 +990,5 @@ int main(void)
         cmocka_unit_test(test_name_mapping_units), cmocka_unit_test(test_sd15_names_bijective),
         cmocka_unit_test(test_sd21_names_bijective),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, stw_tmpdir_setup, stw_tmpdir_teardown);
 }

@@ -10,29 +10,6 @@
 #include "safetensors.h"
 #include "st_test_writer.h"
 
-static char *tmpdir;
-
-static int setup(void **state)
-{
-    (void)state;
-    tmpdir = stw_mkdtemp("test_safetensors");
-    return tmpdir ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    stw_rmtree(tmpdir);
-    free(tmpdir);
-    return 0;
-}
-
-static void assert_contains(const char *s, const char *sub)
-{
-    if (!strstr(s, sub))
-        fail_msg("expected \"%s\" in \"%s\"", sub, s);
-}
-
 static void test_valid_file(void **state)
 {
     (void)state;
@@ -49,7 +26,7 @@ static void test_valid_file(void **state)
         {"empty", "U8", 2, {3, 0}, NULL, 0},
         {"dbl", "F64", 2, {2, 1}, f, sizeof f},
     };
-    const char *path = stw_path(tmpdir, "valid.safetensors");
+    const char *path = stw_path(stw_tmpdir, "valid.safetensors");
     assert_int_equal(stw_write_tensors(path, t, 6, "{\"format\":\"pt\",\"note\":\"h\\u00e9llo\"}"), 0);
 
     char err[512] = "";
@@ -110,11 +87,11 @@ static void expect_reject(const uint8_t *img, size_t len, const char *want1, con
     if (rc == 0)
         fail_msg("accepted, expected an error with \"%s\"", want1 ? want1 : "(any)");
     assert_null(sf);
-    assert_contains(err, "bad.safetensors: ");
+    stw_assert_contains(err, "bad.safetensors: ");
     if (want1)
-        assert_contains(err, want1);
+        stw_assert_contains(err, want1);
     if (want2)
-        assert_contains(err, want2);
+        stw_assert_contains(err, want2);
 }
 
 static void test_header_length(void **state)
@@ -230,36 +207,36 @@ static void test_wrong_files(void **state)
     char err[512];
     sde_st_file *sf = NULL;
     /* By name: a pickle checkpoint. */
-    const char *ckpt = stw_path(tmpdir, "v1-5-pruned.ckpt");
+    const char *ckpt = stw_path(stw_tmpdir, "v1-5-pruned.ckpt");
     assert_int_equal(stw_write(ckpt, "PK\3\4whatever", 12), 0);
     assert_int_equal(sde_st_open(ckpt, &sf, err, sizeof err), -1);
-    assert_contains(err, ckpt);
-    assert_contains(err, "only safetensors is supported");
+    stw_assert_contains(err, ckpt);
+    stw_assert_contains(err, "only safetensors is supported");
     /* By content: a zip or a raw pickle stream, whatever the name. */
-    const char *zip = stw_path(tmpdir, "zip.safetensors");
+    const char *zip = stw_path(stw_tmpdir, "zip.safetensors");
     uint8_t zipb[64] = {'P', 'K', 3, 4};
     assert_int_equal(stw_write(zip, zipb, sizeof zipb), 0);
     assert_int_equal(sde_st_open(zip, &sf, err, sizeof err), -1);
-    assert_contains(err, "only safetensors is supported");
-    const char *pkl = stw_path(tmpdir, "pickle.safetensors");
+    stw_assert_contains(err, "only safetensors is supported");
+    const char *pkl = stw_path(stw_tmpdir, "pickle.safetensors");
     uint8_t pklb[64] = {0x80, 0x02, '}', 'q', 0};
     assert_int_equal(stw_write(pkl, pklb, sizeof pklb), 0);
     assert_int_equal(sde_st_open(pkl, &sf, err, sizeof err), -1);
-    assert_contains(err, "only safetensors is supported");
+    stw_assert_contains(err, "only safetensors is supported");
     /* A directory, a missing file, an empty file, a text file. */
-    assert_int_equal(sde_st_open(tmpdir, &sf, err, sizeof err), -1);
-    assert_contains(err, "is a directory");
-    assert_int_equal(sde_st_open(stw_path(tmpdir, "nope.safetensors"), &sf, err, sizeof err), -1);
-    assert_contains(err, "cannot open");
-    const char *empty = stw_path(tmpdir, "empty.safetensors");
+    assert_int_equal(sde_st_open(stw_tmpdir, &sf, err, sizeof err), -1);
+    stw_assert_contains(err, "is a directory");
+    assert_int_equal(sde_st_open(stw_path(stw_tmpdir, "nope.safetensors"), &sf, err, sizeof err), -1);
+    stw_assert_contains(err, "cannot open");
+    const char *empty = stw_path(stw_tmpdir, "empty.safetensors");
     assert_int_equal(stw_write(empty, "", 0), 0);
     assert_int_equal(sde_st_open(empty, &sf, err, sizeof err), -1);
-    assert_contains(err, "too small");
-    const char *txt = stw_path(tmpdir, "readme.safetensors");
+    stw_assert_contains(err, "too small");
+    const char *txt = stw_path(stw_tmpdir, "readme.safetensors");
     assert_int_equal(stw_write(txt, "hello, this is not a model\n", 27), 0);
     assert_int_equal(sde_st_open(txt, &sf, err, sizeof err), -1);
-    assert_contains(err, txt);
-    assert_contains(err, "header length");
+    stw_assert_contains(err, txt);
+    stw_assert_contains(err, "header length");
     assert_null(sf);
 }
 
@@ -273,13 +250,13 @@ static void test_truncated_file(void **state)
     stw_tensor t[] = {{"first_stage_model.decoder.conv_in.weight", "F32", 1, {64}, a, sizeof a}};
     size_t len;
     uint8_t *img = stw_build(t, 1, NULL, -1, &len);
-    const char *path = stw_path(tmpdir, "cut.safetensors");
+    const char *path = stw_path(stw_tmpdir, "cut.safetensors");
     assert_int_equal(stw_write(path, img, len - 10), 0);
     char err[512];
     sde_st_file *sf = NULL;
     assert_int_equal(sde_st_open(path, &sf, err, sizeof err), -1);
-    assert_contains(err, path);
-    assert_contains(err, "tensor \"first_stage_model.decoder.conv_in.weight\": data_offsets [0, 256] exceed data size 246");
+    stw_assert_contains(err, path);
+    stw_assert_contains(err, "tensor \"first_stage_model.decoder.conv_in.weight\": data_offsets [0, 256] exceed data size 246");
     free(img);
 }
 
@@ -290,5 +267,5 @@ int main(void)
         cmocka_unit_test(test_bad_json),         cmocka_unit_test(test_tensor_errors),     cmocka_unit_test(test_names_and_metadata),
         cmocka_unit_test(test_wrong_files),      cmocka_unit_test(test_truncated_file),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, stw_tmpdir_setup, stw_tmpdir_teardown);
 }

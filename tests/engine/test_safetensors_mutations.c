@@ -17,7 +17,6 @@
 #define ITERATIONS 30000
 #define FILE_EVERY 40 /* every Nth mutation also goes through a file and sde_ckpt_open */
 
-static char *tmpdir;
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 
 static uint64_t rnd(void)
@@ -29,21 +28,6 @@ static uint64_t rnd(void)
 }
 
 static size_t rndn(size_t n) { return n ? (size_t)(rnd() % n) : 0; }
-
-static int setup(void **state)
-{
-    (void)state;
-    tmpdir = stw_mkdtemp("test_safetensors_mutations");
-    return tmpdir ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    stw_rmtree(tmpdir);
-    free(tmpdir);
-    return 0;
-}
 
 /* The seed file: every dtype, a scalar, an empty tensor, metadata. */
 static uint8_t *seed_image(size_t *len, size_t *hlen)
@@ -248,7 +232,7 @@ static void check_parse(const uint8_t *img, size_t len, stats *st)
 /* The same bytes through a file and the checkpoint API: every float tensor converts, the rest refuse. */
 static void check_ckpt(const uint8_t *img, size_t len, stats *st)
 {
-    const char *path = stw_path(tmpdir, "mut.safetensors");
+    const char *path = stw_path(stw_tmpdir, "mut.safetensors");
     assert_int_equal(stw_write(path, img, len), 0);
     char err[512] = "";
     sde_ckpt *c = (sde_ckpt *)1;
@@ -346,5 +330,5 @@ static void test_mutations(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_mutations)};
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, stw_tmpdir_setup, stw_tmpdir_teardown);
 }
