@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 # sdw_fleet.py: the pieces the fleet tests share: sd-worker nodes on loopback (config, start, listening
-# address, kill), stopping every process a test started, and checks of job ids and images.
+# address, kill), a proxy in front of them, stopping every process a test started, and the checks.
 """Used by tests/system/test_fleet_nginx.py and test_fleet_haproxy.py; python3 stdlib only."""
 import atexit
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,40 @@ def start(name, argv, **kw):
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, **kw)
     procs.append((name, p))
     return p
+
+
+def find_program(name):
+    """The path of program name on PATH or in /usr/sbin (not on a plain user's PATH), or None."""
+    sbin = os.path.join("/usr/sbin", name)
+    return shutil.which(name) or (sbin if os.access(sbin, os.X_OK) else None)
+
+
+def render_example(rel, replacements):
+    """The text of deploy/<rel> with each (old, new) of replacements applied. An old text missing from the
+    example fails the test, so a changed example is not silently tested with stale addresses."""
+    with open(os.path.join(SRC, "deploy", rel)) as f:
+        text = f.read()
+    for old, new in replacements:
+        if old not in text:
+            raise H.Fail("deploy/%s no longer contains %r: update this test with it" % (rel, old))
+        text = text.replace(old, new)
+    return text
+
+
+def wait_proxy(name, p, base, path, timeout, interval, log_hint):
+    """Polls GET path through the proxy process p (called name) at base every interval seconds until it
+    answers 200; returns base. Fails after timeout seconds, or when p exits (adding log_hint())."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise H.Fail("%s exited with %d; %s" % (name, p.returncode, log_hint()))
+        try:
+            if H.request(base, "GET", path, timeout=2)[0] == 200:
+                return base
+        except OSError:
+            pass
+        time.sleep(interval)
+    raise H.Fail("%s did not answer %s on %s" % (name, path, base))
 
 
 class Node:
@@ -230,3 +265,35 @@ def fleet_checks(base, a, b, dead_status):
     if st != 200:
         raise H.Fail("GET /ready through the proxy with one node down: %d %r" % (st, js))
     print("ok: node-a killed: 4 new jobs completed on node-b, /ready 200, node-a's jobs %d" % dead_status)
+
+
+def proxy_test(name, package, launch, dead_status):
+    """A whole proxy test: exit code 77 when program name is not installed (Debian package `package`);
+    else two nodes, launch(program, tmp, node_a, node_b, port) starting the proxy on 127.0.0.1:port and
+    returning its base URL, fleet_checks() through it, and cleanup. Returns 0; a failed check raises."""
+    program = find_program(name)
+    if not program:
+        print("SKIP: %s is not installed (Debian: apt-get install %s)" % (name, package))
+        return 77
+    tmp, a, b = start_nodes("fleet-%s-" % name)
+    port = H.free_port()
+    base = launch(program, tmp, a, b, port)
+    print("nodes %s (node-a), %s (node-b); %s on %s" % (a.addr, b.addr, name, base))
+    fleet_checks(base, a, b, dead_status=dead_status)
+    stop_all()
+    shutil.rmtree(tmp, ignore_errors=True)
+    print("PASS")
+    return 0
+
+
+def run_main(main):
+    """Exits with main()'s code, or 1 after printing FAIL: and the reason when a check fails or a step
+    errs; every process started through this module is stopped either way."""
+    try:
+        rc = main()
+    except (H.Fail, OSError, subprocess.CalledProcessError, ValueError, KeyError) as e:
+        print("FAIL: %s" % e, file=sys.stderr)
+        rc = 1
+    finally:
+        stop_all()
+    sys.exit(rc)
