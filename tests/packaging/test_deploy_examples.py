@@ -10,17 +10,11 @@ import subprocess
 import sys
 import tempfile
 
+sys.dont_write_bytecode = True  # the helpers live in the source tree
+from sdw_checks import check, finish  # noqa: E402
+
 SRC = os.environ.get("SDW_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.abspath(os.environ.get("SDW_BUILD_DIR") or os.path.join(SRC, "build"))
-failures = []
-
-
-def check(ok, what):
-    print("%s: %s" % ("ok" if ok else "FAIL", what))
-    if not ok:
-        failures.append(what)
-
-
 def check_haproxy():
     cfg = os.path.join(SRC, "deploy", "haproxy", "haproxy.cfg")
     r = subprocess.run(["haproxy", "-c", "-f", cfg], capture_output=True, text=True)
@@ -83,11 +77,7 @@ def main():
     if not ran:
         print("SKIP: neither haproxy nor python3-yaml is installed")
         return 77
-    if failures:
-        print("FAILED: %d check(s)" % len(failures))
-        return 1
-    print("PASS")
-    return 0
+    return finish()
 
 
 if __name__ == "__main__":

@@ -9,19 +9,13 @@ import subprocess
 import sys
 import tempfile
 
+sys.dont_write_bytecode = True  # the helpers live in the source tree
+from sdw_checks import check, finish  # noqa: E402
+
 SRC = os.environ.get("SDW_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.abspath(os.environ.get("SDW_BUILD_DIR") or os.path.join(SRC, "build"))
 UNIT = os.path.join(SRC, "debian", "sd-worker.service")
 MAX_EXPOSURE = 4.0
-
-failures = []
-
-
-def check(ok, what):
-    print("%s: %s" % ("ok" if ok else "FAIL", what))
-    if not ok:
-        failures.append(what)
-
 
 def unit_settings(path):
     """{key: [values]} of the [Service] section (a key may repeat, e.g. SystemCallFilter)."""
@@ -141,11 +135,7 @@ def main():
         check_manpage()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print("FAILED: %d check(s)" % len(failures))
-        return 1
-    print("PASS")
-    return 0
+    return finish()
 
 
 if __name__ == "__main__":

@@ -6,22 +6,18 @@ import subprocess
 import sys
 import tempfile
 
+sys.dont_write_bytecode = True  # the helpers live in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "packaging"))
+from sdw_checks import check, finish  # noqa: E402
+
 BUILD = os.environ.get("SDW_BUILD_DIR", "build")
 SOURCE = os.environ.get("SDW_SOURCE_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 EXE = os.path.join(BUILD, "sd-worker")
-
-failures = []
 
 
 def run(*args):
     p = subprocess.run([EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
-
-
-def check(name, cond, detail=""):
-    print(("ok   " if cond else "FAIL ") + name + ("" if cond else ": " + detail))
-    if not cond:
-        failures.append(name)
 
 
 def write(tmp, name, text):
@@ -85,44 +81,40 @@ def main():
     with tempfile.TemporaryDirectory(prefix="sdw-check-config-") as tmp:
         good = write(tmp, "good.yaml", GOOD)
         rc, out, err = run("check-config", "--config", good)
-        check("good config: exit 0", rc == 0, "rc=%d stderr=%r" % (rc, err))
-        check("good config: prints '<file>: ok'", out == good + ": ok\n", repr(out))
-        check("good config: nothing on stderr", err == "", repr(err))
+        check(rc == 0, "good config: exit 0", "rc=%d stderr=%r" % (rc, err))
+        check(out == good + ": ok\n", "good config: prints '<file>: ok'", repr(out))
+        check(err == "", "good config: nothing on stderr", repr(err))
         rc, out, err = run("check-config", "--config=" + good)
-        check("--config=FILE form", rc == 0 and out == good + ": ok\n", "rc=%d %r %r" % (rc, out, err))
+        check(rc == 0 and out == good + ": ok\n", "--config=FILE form", "rc=%d %r %r" % (rc, out, err))
 
         packaged = os.path.join(SOURCE, "packaging", "sd-worker.yaml")
         if os.path.exists(packaged):
             rc, out, err = run("check-config", "--config", packaged)
-            check("packaged default config is valid", rc == 0 and out.endswith(": ok\n"), "rc=%d %r" % (rc, err))
+            check(rc == 0 and out.endswith(": ok\n"), "packaged default config is valid", "rc=%d %r" % (rc, err))
 
         for name, text, want in BAD:
             f = write(tmp, name, text)
             rc, out, err = run("check-config", "--config", f)
             lines = [w.replace("{f}", f) for w in want]
-            check(name + ": exit 1", rc == 1, "rc=%d" % rc)
-            check(name + ": message", err.splitlines() == lines, "got %r, want %r" % (err, lines))
-            check(name + ": nothing on stdout", out == "", repr(out))
+            check(rc == 1, name + ": exit 1", "rc=%d" % rc)
+            check(err.splitlines() == lines, name + ": message", "got %r, want %r" % (err, lines))
+            check(out == "", name + ": nothing on stdout", repr(out))
 
         missing = os.path.join(tmp, "absent.yaml")
         rc, out, err = run("check-config", "--config", missing)
-        check("missing file: exit 1", rc == 1, "rc=%d" % rc)
-        check("missing file: message", err == missing + ": cannot open: No such file or directory\n", repr(err))
+        check(rc == 1, "missing file: exit 1", "rc=%d" % rc)
+        check(err == missing + ": cannot open: No such file or directory\n", "missing file: message", repr(err))
 
         rc, out, err = run("check-config", "--config", tmp)
-        check("directory: exit 1 and message", rc == 1 and err == tmp + ": not a regular file\n", "rc=%d %r" % (rc, err))
+        check(rc == 1 and err == tmp + ": not a regular file\n", "directory: exit 1 and message", "rc=%d %r" % (rc, err))
 
         rc, out, err = run("check-config")
-        check("no --config: exit 1", rc == 1 and "--config FILE is required" in err, "rc=%d %r" % (rc, err))
+        check(rc == 1 and "--config FILE is required" in err, "no --config: exit 1", "rc=%d %r" % (rc, err))
 
         rc, out, err = run("check-config", "--help")
-        check("--help: exit 0 and usage", rc == 0 and "check-config --config FILE" in out, "rc=%d %r" % (rc, out))
+        check(rc == 0 and "check-config --config FILE" in out, "--help: exit 0 and usage", "rc=%d %r" % (rc, out))
 
-    if failures:
-        print("%d check(s) failed" % len(failures))
-        return 1
-    print("all checks passed")
-    return 0
+    return finish()
 
 
 if __name__ == "__main__":
