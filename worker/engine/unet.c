@@ -62,6 +62,7 @@ struct sde_unet {
 
     /* activations (sde_unet_reserve) */
     int rb, rh, rw, rctx; /* reserved batch, latent size, context length */
+    int force_resize;     /* every upsample through the explicit resize (sde_unet_force_resize) */
     float *arena;
     float *skip[MAX_SKIPS];
     float *bufA, *bufB, *h1;             /* [C][N] activations */
@@ -462,6 +463,23 @@ static int lvl_h(int h, int level)
     return h;
 }
 
+/* y[p][oh][ow] = x[p][floor(oy*ih/oh)][floor(ox*iw/ow)] for n planes: PyTorch's F.interpolate(size=(oh, ow),
+ * mode="nearest"), which diffusers' UNet2DConditionModel uses to meet a skip of odd size (its scale in/out
+ * gives the same indices as this exact integer form for the out = 2*in and 2*in - 1 sizes met here). */
+static void nearest_resize(const float *x, int n, int ih, int iw, int oh, int ow, float *y)
+{
+    for (int p = 0; p < n; p++) {
+        const float *xp = x + (size_t)p * ih * iw;
+        float *yp = y + (size_t)p * oh * ow;
+        for (int oy = 0; oy < oh; oy++) {
+            const float *src = xp + (size_t)((int64_t)oy * ih / oh) * iw;
+            float *dst = yp + (size_t)oy * ow;
+            for (int ox = 0; ox < ow; ox++)
+                dst[ox] = src[(int64_t)ox * iw / ow];
+        }
+    }
+}
+
 static size_t conv_need(const sde_conv_desc *d)
 {
     return sde_conv2d_ex_scratch(d, CONV_BUDGET);
@@ -470,7 +488,6 @@ static size_t conv_need(const sde_conv_desc *d)
 int sde_unet_reserve(sde_unet *u, int batch, int h, int w, int n_ctx, char *err, size_t errlen)
 {
     const sde_unet_config *cfg = &u->cfg;
-    const int mult = 1 << (cfg->n_levels - 1);
     if (batch == 0) { /* releases the activations */
         free(u->arena);
         u->arena = NULL;
@@ -479,9 +496,6 @@ int sde_unet_reserve(sde_unet *u, int batch, int h, int w, int n_ctx, char *err,
     }
     if (batch < 0 || batch > 64 || h < 1 || w < 1 || n_ctx < 1 || h > 1024 || w > 1024 || n_ctx > 4096)
         return fail(err, errlen, "UNet: bad reservation %d x %dx%d, %d context tokens", batch, h, w, n_ctx);
-    if (h % mult || w % mult)
-        return fail(err, errlen, "UNet: latent size %dx%d is not a multiple of %d (image sides must be multiples of %d)",
-                    h, w, mult, 8 * mult);
     /* every size is recomputed per forward, so a reservation covers all smaller shapes: keep it */
     if (u->arena && batch <= u->rb && h <= u->rh && w <= u->rw && n_ctx <= u->rctx)
         return 0;
@@ -524,7 +538,15 @@ int sde_unet_reserve(sde_unet *u, int batch, int h, int w, int n_ctx, char *err,
             c1.y_cstride = (size_t)batch * 4 * lh * lw;
             c1.y_bstride = (size_t)4 * lh * lw;
             need = conv_need(&c1);
-            size_t up = (size_t)b->cout * 4 * n; /* the upsampled output lands in an activation buffer */
+            /* the resize path convolves a stored th x tw input (th = 2*lh or 2*lh - 1, likewise tw); its plan
+             * is sized for both the odd target and a forced one at exactly 2x */
+            int th = lvl_h(h, b->level - 1), tw = lvl_h(w, b->level - 1);
+            sde_conv_desc c2 = conv3(NULL, batch, b->cin, th, tw, NULL, NULL, b->cout, 1, NULL);
+            sde_conv_desc c3 = conv3(NULL, batch, b->cin, 2 * lh, 2 * lw, NULL, NULL, b->cout, 1, NULL);
+            need = conv_need(&c2) > need ? conv_need(&c2) : need;
+            need = conv_need(&c3) > need ? conv_need(&c3) : need;
+            /* the upsampled input and output land in the activation buffers */
+            size_t up = (size_t)(b->cin > b->cout ? b->cin : b->cout) * 4 * n;
             n_act = up > n_act ? up : n_act;
         } else {
             size_t tok = (size_t)b->cout * n;
@@ -794,12 +816,23 @@ void sde_unet_forward(sde_unet *u, const float *x, int batch, int h, int w, cons
         } else if (b->kind == BLK_DOWN) {
             d = conv3(cur, batch, b->cin, lh, lw, b->cw, b->cb, b->cout, 2, dst);
             run_conv(u, &d);
-        } else { /* BLK_UP: nearest 2x folded into the conv's im2col */
-            d = conv3(cur, batch, b->cin, lh, lw, b->cw, b->cb, b->cout, 1, dst);
-            d.upsample = 1;
-            d.y_cstride = 4 * n;
-            d.y_bstride = (size_t)4 * lh * lw;
-            run_conv(u, &d);
+        } else { /* BLK_UP: nearest-resize to the size of the skip it meets next, then conv3x3 */
+            int th = lvl_h(h, b->level - 1), tw = lvl_h(w, b->level - 1);
+            if (th == 2 * lh && tw == 2 * lw && !u->force_resize) {
+                /* exactly 2x: the upsample is folded into the conv's input reads */
+                d = conv3(cur, batch, b->cin, lh, lw, b->cw, b->cb, b->cout, 1, dst);
+                d.upsample = 1;
+                d.y_cstride = (size_t)batch * th * tw;
+                d.y_bstride = (size_t)th * tw;
+                run_conv(u, &d);
+            } else {
+                /* an odd side one level up (2*lh - 1): resize into the free buffer, convolve back into
+                 * cur's, whose input is dead by then; both hold an upsampled activation (reserve) */
+                nearest_resize(cur, b->cin * batch, lh, lw, th, tw, dst);
+                d = conv3(dst, batch, b->cin, th, tw, b->cw, b->cb, b->cout, 1, cur);
+                run_conv(u, &d);
+                dst = cur;
+            }
         }
         if (down && b->push)
             si++;
@@ -815,6 +848,11 @@ void sde_unet_forward(sde_unet *u, const float *x, int batch, int h, int w, cons
     d.y_cstride = (size_t)h * w;
     d.y_bstride = (size_t)cfg->out_channels * h * w;
     run_conv(u, &d);
+}
+
+void sde_unet_force_resize(sde_unet *u, int on)
+{
+    u->force_resize = on != 0;
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -835,7 +873,7 @@ double sde_unet_flops(const sde_unet *u, int h, int w, int n_ctx)
             m += hw / 4 * 9 * b->cin * C;
             break;
         case BLK_UP:
-            m += hw * 4 * 9 * b->cin * C;
+            m += (double)lvl_h(h, b->level - 1) * lvl_h(w, b->level - 1) * 9 * b->cin * C;
             break;
         case BLK_ST: {
             double inner = (double)u->ff_inner * C, ctxd = cfg->context_dim;

@@ -29,13 +29,18 @@ int sde_unet_config_infer(const sde_ckpt *c, sde_unet_config *cfg, char *err, si
 /** Resolves every weight; errors name the missing/mismatched tensor. */
 int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char *err, size_t errlen);
 void sde_unet_free(sde_unet *u);
-/** Allocates activations for up to batch images of h x w latents and n_ctx context tokens (h, w multiples of
- * 2^(n_levels-1)). Call before sampling; forward never allocates. A reservation that already covers the
- * shape is kept; batch 0 releases the activations (do that before the VAE decode to lower the peak). */
+/** Allocates activations for up to batch images of h x w latents (any size 1..1024) and n_ctx context tokens.
+ * Call before sampling; forward never allocates. A reservation that already covers the shape is kept; batch 0
+ * releases the activations (do that before the VAE decode to lower the peak). */
 int sde_unet_reserve(sde_unet *u, int batch, int h, int w, int n_ctx, char *err, size_t errlen);
-/** out[b][4][h][w] = UNet(x[b][4][h][w], t[b], context[b][n_ctx][context_dim]). */
+/** out[b][4][h][w] = UNet(x[b][4][h][w], t[b], context[b][n_ctx][context_dim]). As in diffusers'
+ * UNet2DConditionModel, a stride-2 downsample of an odd side rounds up and each upsample is a nearest resize
+ * to the size of the skip connection it is concatenated with (exactly 2x unless that side is odd). */
 void sde_unet_forward(sde_unet *u, const float *x, int batch, int h, int w, const float *timesteps,
                       const float *context, int n_ctx, float *out);
+/** Test switch: on != 0 sends every upsample, exactly-2x ones included, through the explicit nearest resize
+ * + convolution used for odd sizes instead of the fused 2x path; the two give the same numbers. */
+void sde_unet_force_resize(sde_unet *u, int on);
 /** Multiply-adds of one forward for one image of this size (for GFLOP/s reports). */
 double sde_unet_flops(const sde_unet *u, int h, int w, int n_ctx);
 
