@@ -108,18 +108,43 @@ static inline gu_diff gu_diff_of(const float *got, const float *want, size_t n)
     return s;
 }
 
+/* ---------------------------------------------------------------- setup */
+
+/** For a group setup that could not load its model: prints err and returns -1 (cmocka then fails the group). */
+static inline int gu_setup_failed(const char *err)
+{
+    fprintf(stderr, "%s\n", err);
+    return -1;
+}
+
 /* ---------------------------------------------------------------- engine */
 
-/** sde_engine_load() for a group setup: 0, or -1 after printing the error (cmocka then skips the group).
- * tokenizer may be NULL (the model's own or the built-in one). */
+/** sde_engine_load() for a group setup: 0, or -1 after printing the error. tokenizer may be NULL (the
+ * model's own or the built-in one). */
 static inline int gu_engine_load(const char *model, const char *tokenizer, sde_engine **e)
 {
     char err[1024];
     sde_load_opts o = {.model_path = model, .tokenizer_path = tokenizer};
-    if (sde_engine_load(&o, e, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
+    return sde_engine_load(&o, e, err, sizeof err) ? gu_setup_failed(err) : 0;
+}
+
+/* The end-to-end tests' engine: the arch's random checkpoint fixture with the real CLIP vocabulary. */
+static __attribute__((unused)) sde_engine *ge_engine;
+
+/** Group setup body of an end-to-end test: loads ge_engine for arch ("sd15", "sd21"). */
+static inline int ge_engine_setup(const char *arch)
+{
+    char model[1200], tok[1200];
+    gu_fixture_path(model, sizeof model, arch);
+    gu_vocab_path(tok, sizeof tok);
+    return gu_engine_load(model, tok, &ge_engine);
+}
+
+static inline int ge_engine_teardown(void **state)
+{
+    (void)state;
+    sde_engine_free(ge_engine);
+    ge_engine = NULL;
     return 0;
 }
 

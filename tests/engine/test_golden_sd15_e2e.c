@@ -2,22 +2,10 @@
  * must reproduce stable-diffusion.cpp's image and intermediate tensors, for euler and euler_a. */
 #include "golden_util.h"
 
-static sde_engine *g_e;
-
 static int setup(void **state)
 {
     (void)state;
-    char model[1200], tok[1200];
-    gu_fixture_path(model, sizeof model, "sd15");
-    gu_vocab_path(tok, sizeof tok);
-    return gu_engine_load(model, tok, &g_e);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    sde_engine_free(g_e);
-    return 0;
+    return ge_engine_setup("sd15");
 }
 
 /* Tolerances. The peer ran the f16 checkpoint with f16 matmul inputs (about 3 significant digits per
@@ -37,7 +25,7 @@ static void run(const char *sampler_dir, sde_sampler s)
     char dir[1200], label[64];
     gu_golden_dir(dir, sizeof dir, "sd15", sampler_dir);
     snprintf(label, sizeof label, "SD 1.5 %s", sampler_dir);
-    ge_generate_check(g_e, &p, dir, label, &SD15_TOLS);
+    ge_generate_check(ge_engine, &p, dir, label, &SD15_TOLS);
 }
 
 static void test_euler(void **state)
@@ -58,5 +46,5 @@ int main(void)
         cmocka_unit_test(test_euler),
         cmocka_unit_test(test_euler_a),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, ge_engine_teardown);
 }

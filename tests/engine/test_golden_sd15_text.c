@@ -14,22 +14,13 @@ static sde_tokenizer *g_tok;
 static int setup(void **state)
 {
     (void)state;
-    char p[1200], err[512];
+    char model[1200], vocab[1200], err[512];
     gu_golden_dir(g_gold, sizeof g_gold, "sd15", "euler");
-    gu_fixture_path(p, sizeof p, "sd15");
-    if (sde_ckpt_open(p, &g_ck, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    if (sde_clip_build(g_ck, &g_clip, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    gu_vocab_path(p, sizeof p);
-    if (sde_tok_load(p, &g_tok, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
+    gu_fixture_path(model, sizeof model, "sd15");
+    gu_vocab_path(vocab, sizeof vocab);
+    if (sde_ckpt_open(model, &g_ck, err, sizeof err) || sde_clip_build(g_ck, &g_clip, err, sizeof err) ||
+        sde_tok_load(vocab, &g_tok, err, sizeof err))
+        return gu_setup_failed(err);
     return 0;
 }
 

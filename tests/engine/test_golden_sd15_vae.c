@@ -24,10 +24,8 @@ static int setup(void **state)
     gu_golden_dir(gold_dir, sizeof gold_dir, "sd15", "euler");
     char model[1200], err[512];
     gu_fixture_path(model, sizeof model, "sd15");
-    if (sde_ckpt_open(model, &ck, err, sizeof err) || sde_vae_build(ck, &vae, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
+    if (sde_ckpt_open(model, &ck, err, sizeof err) || sde_vae_build(ck, &vae, err, sizeof err))
+        return gu_setup_failed(err);
     return 0;
 }
 

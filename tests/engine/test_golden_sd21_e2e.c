@@ -2,23 +2,11 @@
  * through sde_generate(), compared with stable-diffusion.cpp's image and intermediates for euler. */
 #include "golden_util.h"
 
-static sde_engine *g_e;
-
 static int setup(void **state)
 {
     (void)state;
-    char model[1200], tok[1200];
-    gu_fixture_path(model, sizeof model, "sd21");
-    gu_vocab_path(tok, sizeof tok);
     /* prediction left on auto: nothing in the file says v, and the engine's SD 2.x default must pick it */
-    return gu_engine_load(model, tok, &g_e);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    sde_engine_free(g_e);
-    return 0;
+    return ge_engine_setup("sd21");
 }
 
 /* Tolerances as in test_golden_sd15_e2e.c, which SD 2.1 meets too despite the peer's caveat (its README):
@@ -32,7 +20,7 @@ static void test_euler_v(void **state)
 {
     (void)state;
     sde_model_info in;
-    sde_engine_info(g_e, &in);
+    sde_engine_info(ge_engine, &in);
     assert_string_equal(in.arch, "sd2");
     assert_string_equal(in.prediction, "v");
     assert_int_equal(in.context_dim, 1024);
@@ -42,7 +30,7 @@ static void test_euler_v(void **state)
     p.negative_prompt = "";
     char dir[1200];
     gu_golden_dir(dir, sizeof dir, "sd21", "euler");
-    ge_generate_check(g_e, &p, dir, "SD 2.1 euler (v)", &SD21_TOLS);
+    ge_generate_check(ge_engine, &p, dir, "SD 2.1 euler (v)", &SD21_TOLS);
 }
 
 int main(void)
@@ -50,5 +38,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_euler_v),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, ge_engine_teardown);
 }
