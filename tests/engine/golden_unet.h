@@ -1,5 +1,5 @@
-/* golden_unet.h: the UNet golden checks shared by test_golden_sd15_unet.c and test_golden_sd21_unet.c:
- * cond+uncond as one batch of 2 against the peer at two steps, batch-of-one consistency, shape errors. */
+/* golden_unet.h: the UNet golden test of test_golden_sd15_unet.c and test_golden_sd21_unet.c, given their
+ * gu_unet_case: config, cond+uncond as one batch of 2 against the peer at two steps, shape errors. */
 #ifndef SDW_TEST_GOLDEN_UNET_H
 #define SDW_TEST_GOLDEN_UNET_H
 
@@ -16,6 +16,9 @@ typedef struct {
     int wrong_context; /* a context width whose attn2.to_k shapes the file does not have */
     double max_rel;    /* max |ours - peer| allowed, as a fraction of max |peer| */
     double mean_rel;   /* mean |ours - peer| allowed, as a fraction of max |peer| */
+    int num_heads;     /* expected config: 8 heads (SD 1.x), or -1 when the head width is fixed */
+    int head_dim;      /* expected head width: 64 (SD 2.x); 0: not checked */
+    int linear_proj;   /* expected: 1 for SD 2.x's Linear proj_in/proj_out, 0 for 1x1 convolutions */
 } gu_unet_case;
 
 /* The group fixture: the checkpoint, the UNet reserved for batch 2 at 8x8 latents and 77 tokens. */
@@ -24,23 +27,16 @@ static sde_ckpt *gu_ck;
 static sde_unet *gu_un;
 static char gu_gold[1200];
 
-/** Group setup for case c: 0, or -1 after printing why. */
-static int gu_unet_setup(const gu_unet_case *c)
+static int gu_unet_setup(void **state)
 {
-    gu_uc = c;
-    gu_golden_dir(gu_gold, sizeof gu_gold, c->arch, "euler");
+    (void)state;
+    gu_golden_dir(gu_gold, sizeof gu_gold, gu_uc->arch, "euler");
     char model[1200], err[512];
-    gu_fixture_path(model, sizeof model, c->arch);
-    if (sde_ckpt_open(model, &gu_ck, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
+    gu_fixture_path(model, sizeof model, gu_uc->arch);
     sde_unet_config cfg;
-    if (sde_unet_config_infer(gu_ck, &cfg, err, sizeof err) || sde_unet_build(gu_ck, &cfg, &gu_un, err, sizeof err) ||
-        sde_unet_reserve(gu_un, 2, 8, 8, 77, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
+    if (sde_ckpt_open(model, &gu_ck, err, sizeof err) || sde_unet_config_infer(gu_ck, &cfg, err, sizeof err) ||
+        sde_unet_build(gu_ck, &cfg, &gu_un, err, sizeof err) || sde_unet_reserve(gu_un, 2, 8, 8, 77, err, sizeof err))
+        return gu_setup_failed(err);
     return 0;
 }
 
@@ -52,25 +48,32 @@ static int gu_unet_teardown(void **state)
     return 0;
 }
 
-/** Infers the file's UNet config into cfg and checks what SD 1.5 and 2.x share: 4 levels of 320 x {1,2,4,4}
- * channels with attention on the first three, 2 res blocks, depth-1 transformers, 32 groups, and ~805 GFLOP
- * per 512x512 image (the known SD 1.5 figure; x2: multiply-adds), which SD 2.1 keeps. */
-static void gu_unet_config_check(sde_unet_config *cfg)
+/* The inferred config: what SD 1.5 and 2.x share (4 levels of 320 x {1,2,4,4} channels with attention on the
+ * first three, 2 res blocks, depth-1 transformers, 32 groups, ~805 GFLOP per 512x512 image: the known SD 1.5
+ * figure, x2 for multiply-adds, which SD 2.1 keeps) and the case's heads, context and projections. */
+static void test_config(void **state)
 {
+    (void)state;
+    sde_unet_config cfg;
     char err[256];
-    assert_int_equal(sde_unet_config_infer(gu_ck, cfg, err, sizeof err), 0);
-    assert_int_equal(cfg->in_channels, 4);
-    assert_int_equal(cfg->out_channels, 4);
-    assert_int_equal(cfg->model_channels, 320);
-    assert_int_equal(cfg->n_levels, 4);
+    assert_int_equal(sde_unet_config_infer(gu_ck, &cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.in_channels, 4);
+    assert_int_equal(cfg.out_channels, 4);
+    assert_int_equal(cfg.model_channels, 320);
+    assert_int_equal(cfg.n_levels, 4);
     const int mult[4] = {1, 2, 4, 4}, attn[4] = {1, 1, 1, 0};
     for (int i = 0; i < 4; i++) {
-        assert_int_equal(cfg->channel_mult[i], mult[i]);
-        assert_int_equal(cfg->attn_levels[i], attn[i]);
+        assert_int_equal(cfg.channel_mult[i], mult[i]);
+        assert_int_equal(cfg.attn_levels[i], attn[i]);
     }
-    assert_int_equal(cfg->num_res_blocks, 2);
-    assert_int_equal(cfg->transformer_depth, 1);
-    assert_int_equal(cfg->groups, 32);
+    assert_int_equal(cfg.num_res_blocks, 2);
+    assert_int_equal(cfg.num_heads, gu_uc->num_heads);
+    if (gu_uc->head_dim)
+        assert_int_equal(cfg.head_dim, gu_uc->head_dim);
+    assert_int_equal(cfg.context_dim, gu_uc->context_dim);
+    assert_int_equal(cfg.linear_proj, gu_uc->linear_proj);
+    assert_int_equal(cfg.transformer_depth, 1);
+    assert_int_equal(cfg.groups, 32);
     double macs = sde_unet_flops(gu_un, 64, 64, 77);
     assert_true(macs > 3.3e11 && macs < 4.5e11);
 }
@@ -153,6 +156,20 @@ static void test_unreserved_shape(void **state)
     assert_int_equal(sde_unet_reserve(gu_un, 1, 8, 1025, 77, err, sizeof err), -1); /* too wide (odd sizes are fine) */
     assert_non_null(strstr(err, "bad reservation"));
     assert_int_equal(sde_unet_reserve(gu_un, 2, 8, 8, 77, err, sizeof err), 0);
+}
+
+/** The whole test program for case c (its main()). */
+static int gu_unet_main(const gu_unet_case *c)
+{
+    gu_uc = c;
+    sde_set_threads(2);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_step1_t999),
+        cmocka_unit_test(test_step4_t0),
+        cmocka_unit_test(test_unreserved_shape),
+    };
+    return cmocka_run_group_tests(tests, gu_unet_setup, gu_unet_teardown);
 }
 
 #endif

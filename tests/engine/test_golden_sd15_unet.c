@@ -9,32 +9,7 @@
  * mean (~3x); a wrong block order, head split, norm eps, GEGLU half or timestep layout moves the output
  * by 1e-1 or more of its range. */
 static const gu_unet_case SD15 = {
-    .arch = "sd15", .context_dim = 768, .wrong_context = 1024, .max_rel = 3e-3, .mean_rel = 6e-4};
+    .arch = "sd15", .context_dim = 768, .wrong_context = 1024, .max_rel = 3e-3, .mean_rel = 6e-4,
+    .num_heads = 8, .linear_proj = 0};
 
-static int setup(void **state)
-{
-    (void)state;
-    return gu_unet_setup(&SD15);
-}
-
-static void test_config(void **state)
-{
-    (void)state;
-    sde_unet_config cfg;
-    gu_unet_config_check(&cfg);
-    assert_int_equal(cfg.num_heads, 8);
-    assert_int_equal(cfg.context_dim, 768);
-    assert_int_equal(cfg.linear_proj, 0);
-}
-
-int main(void)
-{
-    sde_set_threads(2);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config),
-        cmocka_unit_test(test_step1_t999),
-        cmocka_unit_test(test_step4_t0),
-        cmocka_unit_test(test_unreserved_shape),
-    };
-    return cmocka_run_group_tests(tests, setup, gu_unet_teardown);
-}
+int main(void) { return gu_unet_main(&SD15); }

@@ -8,33 +8,7 @@
  * allow 3e-3 on the max and 6e-4 on the mean; 8 heads instead of 64-wide ones, or a transposed Linear
  * proj_in, move the output by 1e-1 or more of its range. */
 static const gu_unet_case SD21 = {
-    .arch = "sd21", .context_dim = 1024, .wrong_context = 768, .max_rel = 3e-3, .mean_rel = 6e-4};
+    .arch = "sd21", .context_dim = 1024, .wrong_context = 768, .max_rel = 3e-3, .mean_rel = 6e-4,
+    .num_heads = -1, .head_dim = 64, .linear_proj = 1};
 
-static int setup(void **state)
-{
-    (void)state;
-    return gu_unet_setup(&SD21);
-}
-
-static void test_config(void **state)
-{
-    (void)state;
-    sde_unet_config cfg;
-    gu_unet_config_check(&cfg);
-    assert_int_equal(cfg.num_heads, -1);
-    assert_int_equal(cfg.head_dim, 64);
-    assert_int_equal(cfg.context_dim, 1024);
-    assert_int_equal(cfg.linear_proj, 1);
-}
-
-int main(void)
-{
-    sde_set_threads(2);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config),
-        cmocka_unit_test(test_step1_t999),
-        cmocka_unit_test(test_step4_t0),
-        cmocka_unit_test(test_unreserved_shape),
-    };
-    return cmocka_run_group_tests(tests, setup, gu_unet_teardown);
-}
+int main(void) { return gu_unet_main(&SD21); }
