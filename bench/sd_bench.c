@@ -84,7 +84,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!model || steps < 1 || size < 64 || size % 64) {
+    if (!model || steps < 1 || size < 64 || size > 2048 || size % 8) {
         usage();
         return 2;
     }
