@@ -1,6 +1,7 @@
 /* checkpoint.c: a model's tensors by canonical LDM name, from one .safetensors file or a diffusers folder
  * (unet/ vae/ text_encoder/ mapped through diffusers_names.c), with float32 views converted once. */
 #include "checkpoint.h"
+#include "weights.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,16 +37,6 @@ struct sde_ckpt {
     pthread_mutex_t mu; /* guards f32[] and converted: builders may resolve weights from several threads */
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static char *join(const char *dir, const char *rel)
 {
@@ -125,14 +116,14 @@ static int add_file(sde_ckpt *c, sde_st_file *f, int kind, char *err, size_t err
     int vae_levels = 0;
     const char **names = malloc((f->n ? f->n : 1) * sizeof *names);
     if (!names)
-        return fail(err, errlen, "%s: out of memory", f->label);
+        return sde_fail(err, errlen, "%s: out of memory", f->label);
     for (int i = 0; i < f->n; i++)
         names[i] = f->t[i].name;
     int rc = 0;
     if (kind == 1) {
         char e2[512];
         if (sde_dn_unet_layout_scan(names, f->n, &L, e2, sizeof e2))
-            rc = fail(err, errlen, "%s: %s", f->label, e2);
+            rc = sde_fail(err, errlen, "%s: %s", f->label, e2);
     } else if (kind == 2) {
         vae_levels = sde_dn_vae_levels(names, f->n);
     }
@@ -156,7 +147,7 @@ static int add_file(sde_ckpt *c, sde_st_file *f, int kind, char *err, size_t err
 
     sde_tensor *nt = realloc(c->t, (size_t)(c->n + f->n) * sizeof *nt);
     if (!nt)
-        return fail(err, errlen, "%s: out of memory", f->label);
+        return sde_fail(err, errlen, "%s: out of memory", f->label);
     c->t = nt;
     for (int i = 0; i < f->n; i++) {
         const sde_st_tensor *s = &f->t[i];
@@ -169,12 +160,12 @@ static int add_file(sde_ckpt *c, sde_st_file *f, int kind, char *err, size_t err
         default: bad = sde_dn_text_to_ldm(s->name, buf, sizeof buf); break;
         }
         if (bad)
-            return fail(err, errlen, "%s: tensor \"%s\": %s", f->label, s->name,
+            return sde_fail(err, errlen, "%s: tensor \"%s\": %s", f->label, s->name,
                         kind ? "unknown diffusers name (no single-file LDM equivalent)" : "name too long");
         sde_tensor *t = &c->t[c->n];
         memset(t, 0, sizeof *t);
         if (!(t->name = strdup(buf)))
-            return fail(err, errlen, "%s: out of memory", f->label);
+            return sde_fail(err, errlen, "%s: out of memory", f->label);
         c->n++;
         t->file = f->label;
         t->dtype = s->dtype;
@@ -192,10 +183,10 @@ static int index_names(sde_ckpt *c, char *err, size_t errlen)
     qsort(c->t, (size_t)c->n, sizeof *c->t, cmp_tensor);
     for (int i = 1; i < c->n; i++)
         if (!strcmp(c->t[i].name, c->t[i - 1].name))
-            return fail(err, errlen, "%s: tensor \"%s\" appears twice (in %s and %s, after name mapping)", c->path,
+            return sde_fail(err, errlen, "%s: tensor \"%s\" appears twice (in %s and %s, after name mapping)", c->path,
                         c->t[i].name, c->t[i - 1].file, c->t[i].file);
     c->f32 = calloc(c->n ? (size_t)c->n : 1, sizeof *c->f32);
-    return c->f32 ? 0 : fail(err, errlen, "%s: out of memory", c->path);
+    return c->f32 ? 0 : sde_fail(err, errlen, "%s: out of memory", c->path);
 }
 
 /* dir/sub/base.safetensors, else dir/sub/base.fp16.safetensors (full precision preferred: aligned F32
@@ -219,11 +210,11 @@ static char *find_component(const char *dir, const char *sub, const char *base, 
         int found = bin && is_file(bin);
         free(bin);
         if (found) {
-            fail(err, errlen, "%s: only safetensors is supported (found %s, a PyTorch pickle)", dir, rel);
+            sde_fail(err, errlen, "%s: only safetensors is supported (found %s, a PyTorch pickle)", dir, rel);
             return NULL;
         }
     }
-    fail(err, errlen, "%s: diffusers folder has no %s/%s.safetensors (or .fp16.safetensors)", dir, sub, base);
+    sde_fail(err, errlen, "%s: diffusers folder has no %s/%s.safetensors (or .fp16.safetensors)", dir, sub, base);
     return NULL;
 }
 
@@ -231,7 +222,7 @@ static int read_prediction_type(sde_ckpt *c, char *err, size_t errlen)
 {
     char *p = join(c->path, "scheduler/scheduler_config.json");
     if (!p)
-        return fail(err, errlen, "%s: out of memory", c->path);
+        return sde_fail(err, errlen, "%s: out of memory", c->path);
     if (!is_file(p)) {
         free(p);
         return 0; /* diffusers' default (epsilon) applies; the engine decides */
@@ -240,15 +231,15 @@ static int read_prediction_type(sde_ckpt *c, char *err, size_t errlen)
     json_t *root = json_load_file(p, 0, &je);
     int rc = 0;
     if (!root) {
-        rc = fail(err, errlen, "%s: not valid JSON: %s (line %d)", p, je.text, je.line);
+        rc = sde_fail(err, errlen, "%s: not valid JSON: %s (line %d)", p, je.text, je.line);
     } else if (!json_is_object(root)) {
-        rc = fail(err, errlen, "%s: not a JSON object", p);
+        rc = sde_fail(err, errlen, "%s: not a JSON object", p);
     } else {
         json_t *v = json_object_get(root, "prediction_type");
         if (v && !json_is_string(v))
-            rc = fail(err, errlen, "%s: \"prediction_type\" is not a string", p);
+            rc = sde_fail(err, errlen, "%s: \"prediction_type\" is not a string", p);
         else if (v && !(c->prediction_type = strdup(json_string_value(v))))
-            rc = fail(err, errlen, "%s: out of memory", p);
+            rc = sde_fail(err, errlen, "%s: out of memory", p);
     }
     json_decref(root);
     free(p);
@@ -263,7 +254,7 @@ static int open_folder(sde_ckpt *c, char *err, size_t errlen)
     free(mi);
     free(unet);
     if (!diffusers)
-        return fail(err, errlen, "%s: is a directory but not a diffusers folder (no model_index.json or unet/); "
+        return sde_fail(err, errlen, "%s: is a directory but not a diffusers folder (no model_index.json or unet/); "
                                  "give a .safetensors file or a diffusers folder", dir);
 
     static const char *const comp[][2] = {{"unet", "diffusion_pytorch_model"}, {"vae", "diffusion_pytorch_model"}, {"text_encoder", "model"}};
@@ -294,11 +285,11 @@ int sde_ckpt_open(const char *path, sde_ckpt **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (!path || !*path)
-        return fail(err, errlen, "no model path given");
+        return sde_fail(err, errlen, "no model path given");
     sde_ckpt *c = calloc(1, sizeof *c);
     if (!c || !(c->path = strdup(path))) {
         free(c);
-        return fail(err, errlen, "%s: out of memory", path);
+        return sde_fail(err, errlen, "%s: out of memory", path);
     }
     pthread_mutex_init(&c->mu, NULL);
     int rc;
@@ -373,17 +364,17 @@ static void drop_pages(const void *p, size_t n)
 const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err, size_t errlen)
 {
     if (!c || !name) {
-        fail(err, errlen, "sde_ckpt_f32: no checkpoint or name");
+        sde_fail(err, errlen, "sde_ckpt_f32: no checkpoint or name");
         return NULL;
     }
     int idx = find_index(c, name);
     if (idx < 0) {
-        fail(err, errlen, "%s: tensor \"%s\": not found", c->path, name);
+        sde_fail(err, errlen, "%s: tensor \"%s\": not found", c->path, name);
         return NULL;
     }
     const sde_tensor *t = &c->t[idx];
     if (ndim < 0 || ndim > SDE_MAX_DIMS || (ndim && !shape)) {
-        fail(err, errlen, "%s: tensor \"%s\": invalid expected rank %d", t->file, name, ndim);
+        sde_fail(err, errlen, "%s: tensor \"%s\": invalid expected rank %d", t->file, name, ndim);
         return NULL;
     }
     int na = t->ndim, nb = ndim;
@@ -398,7 +389,7 @@ const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t
         char a[160], b[160];
         shape_str(a, sizeof a, t->ndim, t->shape);
         shape_str(b, sizeof b, ndim, shape);
-        fail(err, errlen, "%s: tensor \"%s\": shape %s does not match expected %s", t->file, name, a, b);
+        sde_fail(err, errlen, "%s: tensor \"%s\": shape %s does not match expected %s", t->file, name, a, b);
         return NULL;
     }
     if (t->dtype == SDE_DT_F32 && ((uintptr_t)t->data & 3) == 0)
@@ -406,7 +397,7 @@ const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t
 
     size_t es = sde_st_dtype_size(t->dtype), n = es ? t->nbytes / es : 0;
     if (t->dtype != SDE_DT_F32 && t->dtype != SDE_DT_F16 && t->dtype != SDE_DT_BF16 && t->dtype != SDE_DT_F64) {
-        fail(err, errlen, "%s: tensor \"%s\": dtype %s is not a floating-point type", t->file, name, sde_st_dtype_name(t->dtype));
+        sde_fail(err, errlen, "%s: tensor \"%s\": dtype %s is not a floating-point type", t->file, name, sde_st_dtype_name(t->dtype));
         return NULL;
     }
     pthread_mutex_lock(&c->mu);
@@ -418,7 +409,7 @@ const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t
          * otherwise spends most of its time in a million 4 KB page faults. */
         if (posix_memalign(&mem, bytes >= huge ? huge : 64, bytes)) {
             pthread_mutex_unlock(&c->mu);
-            fail(err, errlen, "%s: tensor \"%s\": out of memory converting %zu %s values to float32", t->file, name, n,
+            sde_fail(err, errlen, "%s: tensor \"%s\": out of memory converting %zu %s values to float32", t->file, name, n,
                  sde_st_dtype_name(t->dtype));
             return NULL;
         }
@@ -460,15 +451,15 @@ int sde_ckpt_short_hash(const char *path, char out[11], char *err, size_t errlen
     out[0] = 0;
     struct stat st;
     if (!path || stat(path, &st))
-        return fail(err, errlen, "%s: cannot stat: %s", path ? path : "(null)", strerror(errno));
+        return sde_fail(err, errlen, "%s: cannot stat: %s", path ? path : "(null)", strerror(errno));
     if (S_ISDIR(st.st_mode))
         return 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return sde_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, errlen, "%s: not a regular file", path);
+        return sde_fail(err, errlen, "%s: not a regular file", path);
     }
     size_t len = (size_t)st.st_size;
     sde_sha256_ctx s;
@@ -478,7 +469,7 @@ int sde_ckpt_short_hash(const char *path, char out[11], char *err, size_t errlen
         if (map == MAP_FAILED) {
             int e = errno;
             close(fd);
-            return fail(err, errlen, "%s: cannot mmap: %s", path, strerror(e));
+            return sde_fail(err, errlen, "%s: cannot mmap: %s", path, strerror(e));
         }
         madvise(map, len, MADV_SEQUENTIAL);
         /* Hash in chunks and drop each from the mapping, so hashing a 2 GB file does not leave it resident. */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ops.h"
+#include "weights.h"
 
 #define HF_PFX "cond_stage_model.transformer.text_model."
 #define OC_PFX "cond_stage_model.model."
@@ -31,36 +32,6 @@ struct sde_clip {
     /* activations for one 77-token context */
     float *x, *h, *qkv, *att, *mlp, *scratch;
 };
-
-/* Resolves one weight of the expected shape, remembering only the first failure. */
-typedef struct {
-    sde_ckpt *c;
-    char *err;
-    size_t errlen;
-    int failed;
-    int64_t params;
-} clip_loader;
-
-static const float *cl_get(clip_loader *L, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
-static const float *cl_get(clip_loader *L, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
-{
-    if (L->failed)
-        return NULL;
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    const int64_t shape[2] = {d0, d1};
-    const float *p = sde_ckpt_f32(L->c, name, ndim, shape, L->err, L->errlen);
-    if (!p)
-        L->failed = 1;
-    else
-        L->params += ndim == 1 ? d0 : d0 * d1;
-    return p;
-}
 
 static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errlen)
 {
@@ -161,55 +132,55 @@ static int clip_resolve(sde_clip *m, sde_ckpt *c, char *err, size_t errlen)
 {
     const sde_clip_config *g = &m->cfg;
     const int64_t d = g->dim, ff = g->ff;
-    clip_loader L = {.c = c, .err = err, .errlen = errlen};
+    sde_wloader L = {.c = c, .err = err, .errlen = errlen};
     if (g->openclip) {
-        m->tok_emb = cl_get(&L, 2, g->vocab, d, OC_PFX "token_embedding.weight");
-        m->pos_emb = cl_get(&L, 2, g->n_pos, d, OC_PFX "positional_embedding");
+        m->tok_emb = sde_wload(&L, g->vocab, d, 0, 0, OC_PFX "token_embedding.weight");
+        m->pos_emb = sde_wload(&L, g->n_pos, d, 0, 0, OC_PFX "positional_embedding");
         for (int i = 0; i < g->layers; i++) {
             clip_layer *y = &m->layer[i];
 #define P OC_PFX "transformer.resblocks.%d."
-            y->ln1_g = cl_get(&L, 1, d, 0, P "ln_1.weight", i);
-            y->ln1_b = cl_get(&L, 1, d, 0, P "ln_1.bias", i);
-            y->wq = cl_get(&L, 2, 3 * d, d, P "attn.in_proj_weight", i);
-            y->bq = cl_get(&L, 1, 3 * d, 0, P "attn.in_proj_bias", i);
-            y->wo = cl_get(&L, 2, d, d, P "attn.out_proj.weight", i);
-            y->bo = cl_get(&L, 1, d, 0, P "attn.out_proj.bias", i);
-            y->ln2_g = cl_get(&L, 1, d, 0, P "ln_2.weight", i);
-            y->ln2_b = cl_get(&L, 1, d, 0, P "ln_2.bias", i);
-            y->fc1_w = cl_get(&L, 2, ff, d, P "mlp.c_fc.weight", i);
-            y->fc1_b = cl_get(&L, 1, ff, 0, P "mlp.c_fc.bias", i);
-            y->fc2_w = cl_get(&L, 2, d, ff, P "mlp.c_proj.weight", i);
-            y->fc2_b = cl_get(&L, 1, d, 0, P "mlp.c_proj.bias", i);
+            y->ln1_g = sde_wload(&L, d, 0, 0, 0, P "ln_1.weight", i);
+            y->ln1_b = sde_wload(&L, d, 0, 0, 0, P "ln_1.bias", i);
+            y->wq = sde_wload(&L, 3 * d, d, 0, 0, P "attn.in_proj_weight", i);
+            y->bq = sde_wload(&L, 3 * d, 0, 0, 0, P "attn.in_proj_bias", i);
+            y->wo = sde_wload(&L, d, d, 0, 0, P "attn.out_proj.weight", i);
+            y->bo = sde_wload(&L, d, 0, 0, 0, P "attn.out_proj.bias", i);
+            y->ln2_g = sde_wload(&L, d, 0, 0, 0, P "ln_2.weight", i);
+            y->ln2_b = sde_wload(&L, d, 0, 0, 0, P "ln_2.bias", i);
+            y->fc1_w = sde_wload(&L, ff, d, 0, 0, P "mlp.c_fc.weight", i);
+            y->fc1_b = sde_wload(&L, ff, 0, 0, 0, P "mlp.c_fc.bias", i);
+            y->fc2_w = sde_wload(&L, d, ff, 0, 0, P "mlp.c_proj.weight", i);
+            y->fc2_b = sde_wload(&L, d, 0, 0, 0, P "mlp.c_proj.bias", i);
 #undef P
         }
-        m->lnf_g = cl_get(&L, 1, d, 0, OC_PFX "ln_final.weight");
-        m->lnf_b = cl_get(&L, 1, d, 0, OC_PFX "ln_final.bias");
+        m->lnf_g = sde_wload(&L, d, 0, 0, 0, OC_PFX "ln_final.weight");
+        m->lnf_b = sde_wload(&L, d, 0, 0, 0, OC_PFX "ln_final.bias");
     } else {
-        m->tok_emb = cl_get(&L, 2, g->vocab, d, HF_PFX "embeddings.token_embedding.weight");
-        m->pos_emb = cl_get(&L, 2, g->n_pos, d, HF_PFX "embeddings.position_embedding.weight");
+        m->tok_emb = sde_wload(&L, g->vocab, d, 0, 0, HF_PFX "embeddings.token_embedding.weight");
+        m->pos_emb = sde_wload(&L, g->n_pos, d, 0, 0, HF_PFX "embeddings.position_embedding.weight");
         for (int i = 0; i < g->layers; i++) {
             clip_layer *y = &m->layer[i];
 #define P HF_PFX "encoder.layers.%d."
-            y->ln1_g = cl_get(&L, 1, d, 0, P "layer_norm1.weight", i);
-            y->ln1_b = cl_get(&L, 1, d, 0, P "layer_norm1.bias", i);
-            y->wq = cl_get(&L, 2, d, d, P "self_attn.q_proj.weight", i);
-            y->bq = cl_get(&L, 1, d, 0, P "self_attn.q_proj.bias", i);
-            y->wk = cl_get(&L, 2, d, d, P "self_attn.k_proj.weight", i);
-            y->bk = cl_get(&L, 1, d, 0, P "self_attn.k_proj.bias", i);
-            y->wv = cl_get(&L, 2, d, d, P "self_attn.v_proj.weight", i);
-            y->bv = cl_get(&L, 1, d, 0, P "self_attn.v_proj.bias", i);
-            y->wo = cl_get(&L, 2, d, d, P "self_attn.out_proj.weight", i);
-            y->bo = cl_get(&L, 1, d, 0, P "self_attn.out_proj.bias", i);
-            y->ln2_g = cl_get(&L, 1, d, 0, P "layer_norm2.weight", i);
-            y->ln2_b = cl_get(&L, 1, d, 0, P "layer_norm2.bias", i);
-            y->fc1_w = cl_get(&L, 2, ff, d, P "mlp.fc1.weight", i);
-            y->fc1_b = cl_get(&L, 1, ff, 0, P "mlp.fc1.bias", i);
-            y->fc2_w = cl_get(&L, 2, d, ff, P "mlp.fc2.weight", i);
-            y->fc2_b = cl_get(&L, 1, d, 0, P "mlp.fc2.bias", i);
+            y->ln1_g = sde_wload(&L, d, 0, 0, 0, P "layer_norm1.weight", i);
+            y->ln1_b = sde_wload(&L, d, 0, 0, 0, P "layer_norm1.bias", i);
+            y->wq = sde_wload(&L, d, d, 0, 0, P "self_attn.q_proj.weight", i);
+            y->bq = sde_wload(&L, d, 0, 0, 0, P "self_attn.q_proj.bias", i);
+            y->wk = sde_wload(&L, d, d, 0, 0, P "self_attn.k_proj.weight", i);
+            y->bk = sde_wload(&L, d, 0, 0, 0, P "self_attn.k_proj.bias", i);
+            y->wv = sde_wload(&L, d, d, 0, 0, P "self_attn.v_proj.weight", i);
+            y->bv = sde_wload(&L, d, 0, 0, 0, P "self_attn.v_proj.bias", i);
+            y->wo = sde_wload(&L, d, d, 0, 0, P "self_attn.out_proj.weight", i);
+            y->bo = sde_wload(&L, d, 0, 0, 0, P "self_attn.out_proj.bias", i);
+            y->ln2_g = sde_wload(&L, d, 0, 0, 0, P "layer_norm2.weight", i);
+            y->ln2_b = sde_wload(&L, d, 0, 0, 0, P "layer_norm2.bias", i);
+            y->fc1_w = sde_wload(&L, ff, d, 0, 0, P "mlp.fc1.weight", i);
+            y->fc1_b = sde_wload(&L, ff, 0, 0, 0, P "mlp.fc1.bias", i);
+            y->fc2_w = sde_wload(&L, d, ff, 0, 0, P "mlp.fc2.weight", i);
+            y->fc2_b = sde_wload(&L, d, 0, 0, 0, P "mlp.fc2.bias", i);
 #undef P
         }
-        m->lnf_g = cl_get(&L, 1, d, 0, HF_PFX "final_layer_norm.weight");
-        m->lnf_b = cl_get(&L, 1, d, 0, HF_PFX "final_layer_norm.bias");
+        m->lnf_g = sde_wload(&L, d, 0, 0, 0, HF_PFX "final_layer_norm.weight");
+        m->lnf_b = sde_wload(&L, d, 0, 0, 0, HF_PFX "final_layer_norm.bias");
     }
     m->n_params = L.params;
     return L.failed ? -1 : 0;

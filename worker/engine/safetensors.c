@@ -1,6 +1,7 @@
 /* safetensors.c: strict safetensors parser. The header is parsed with jansson (UTF-8 validation,
  * duplicate-key rejection and integer-overflow detection come for free); every field is then bounds-checked. */
 #include "safetensors.h"
+#include "weights.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,16 +41,6 @@ const char *sde_st_dtype_name(sde_dtype dt)
     return "?";
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 void sde_st_free(sde_st_file *f)
 {
@@ -81,25 +72,25 @@ const char *sde_st_meta(const sde_st_file *f, const char *key)
 static int parse_metadata(sde_st_file *f, json_t *obj, char *err, size_t errlen)
 {
     if (!json_is_object(obj))
-        return fail(err, errlen, "%s: __metadata__ is not a JSON object", f->label);
+        return sde_fail(err, errlen, "%s: __metadata__ is not a JSON object", f->label);
     size_t n = json_object_size(obj);
     f->meta_keys = calloc(n ? n : 1, sizeof *f->meta_keys);
     f->meta_vals = calloc(n ? n : 1, sizeof *f->meta_vals);
     if (!f->meta_keys || !f->meta_vals)
-        return fail(err, errlen, "%s: out of memory for __metadata__", f->label);
+        return sde_fail(err, errlen, "%s: out of memory for __metadata__", f->label);
     const char *k;
     json_t *v;
     json_object_foreach(obj, k, v)
     {
         if (!json_is_string(v))
-            return fail(err, errlen, "%s: __metadata__ \"%s\" is not a string", f->label, k);
+            return sde_fail(err, errlen, "%s: __metadata__ \"%s\" is not a string", f->label, k);
         f->meta_keys[f->n_meta] = strdup(k);
         f->meta_vals[f->n_meta] = strndup(json_string_value(v), json_string_length(v));
         f->n_meta++;
         if (!f->meta_keys[f->n_meta - 1] || !f->meta_vals[f->n_meta - 1])
-            return fail(err, errlen, "%s: out of memory for __metadata__", f->label);
+            return sde_fail(err, errlen, "%s: out of memory for __metadata__", f->label);
         if (strlen(f->meta_vals[f->n_meta - 1]) != json_string_length(v))
-            return fail(err, errlen, "%s: __metadata__ \"%s\" contains a NUL byte", f->label, k);
+            return sde_fail(err, errlen, "%s: __metadata__ \"%s\" contains a NUL byte", f->label, k);
     }
     return 0;
 }
@@ -109,11 +100,11 @@ static int parse_tensor(const sde_st_file *f, sde_st_tensor *t, json_t *v, char 
 {
     const char *L = f->label, *N = t->name;
     if (!json_is_object(v))
-        return fail(err, errlen, "%s: tensor \"%s\": header entry is not a JSON object", L, N);
+        return sde_fail(err, errlen, "%s: tensor \"%s\": header entry is not a JSON object", L, N);
 
     json_t *jd = json_object_get(v, "dtype");
     if (!json_is_string(jd))
-        return fail(err, errlen, "%s: tensor \"%s\": missing or non-string \"dtype\"", L, N);
+        return sde_fail(err, errlen, "%s: tensor \"%s\": missing or non-string \"dtype\"", L, N);
     const char *ds = json_string_value(jd);
     size_t esize = 0;
     for (int i = 0; i < N_DTYPES; i++)
@@ -122,45 +113,45 @@ static int parse_tensor(const sde_st_file *f, sde_st_tensor *t, json_t *v, char 
             esize = dtypes[i].size;
         }
     if (!esize)
-        return fail(err, errlen, "%s: tensor \"%s\": unsupported dtype \"%.16s\" (known: F32 F16 BF16 F64 I64 I32 I16 I8 U8 BOOL)", L, N, ds);
+        return sde_fail(err, errlen, "%s: tensor \"%s\": unsupported dtype \"%.16s\" (known: F32 F16 BF16 F64 I64 I32 I16 I8 U8 BOOL)", L, N, ds);
 
     json_t *js = json_object_get(v, "shape");
     if (!json_is_array(js))
-        return fail(err, errlen, "%s: tensor \"%s\": missing or non-array \"shape\"", L, N);
+        return sde_fail(err, errlen, "%s: tensor \"%s\": missing or non-array \"shape\"", L, N);
     size_t nd = json_array_size(js);
     if (nd > SDE_MAX_DIMS)
-        return fail(err, errlen, "%s: tensor \"%s\": shape has %zu dims (at most %d supported)", L, N, nd, SDE_MAX_DIMS);
+        return sde_fail(err, errlen, "%s: tensor \"%s\": shape has %zu dims (at most %d supported)", L, N, nd, SDE_MAX_DIMS);
     t->ndim = (int)nd;
     uint64_t numel = 1;
     for (size_t i = 0; i < nd; i++) {
         json_t *d = json_array_get(js, i);
         if (!json_is_integer(d) || json_integer_value(d) < 0)
-            return fail(err, errlen, "%s: tensor \"%s\": shape[%zu] is not a non-negative integer", L, N, i);
+            return sde_fail(err, errlen, "%s: tensor \"%s\": shape[%zu] is not a non-negative integer", L, N, i);
         t->shape[i] = (int64_t)json_integer_value(d);
         if (__builtin_mul_overflow(numel, (uint64_t)t->shape[i], &numel))
-            return fail(err, errlen, "%s: tensor \"%s\": shape element count overflows", L, N);
+            return sde_fail(err, errlen, "%s: tensor \"%s\": shape element count overflows", L, N);
     }
     t->numel = numel;
     uint64_t nbytes;
     if (__builtin_mul_overflow(numel, (uint64_t)esize, &nbytes))
-        return fail(err, errlen, "%s: tensor \"%s\": shape byte size overflows", L, N);
+        return sde_fail(err, errlen, "%s: tensor \"%s\": shape byte size overflows", L, N);
 
     json_t *jo = json_object_get(v, "data_offsets");
     if (!json_is_array(jo) || json_array_size(jo) != 2)
-        return fail(err, errlen, "%s: tensor \"%s\": \"data_offsets\" is not a [begin, end] array", L, N);
+        return sde_fail(err, errlen, "%s: tensor \"%s\": \"data_offsets\" is not a [begin, end] array", L, N);
     json_t *jb = json_array_get(jo, 0), *je = json_array_get(jo, 1);
     if (!json_is_integer(jb) || !json_is_integer(je) || json_integer_value(jb) < 0 || json_integer_value(je) < 0)
-        return fail(err, errlen, "%s: tensor \"%s\": data_offsets are not non-negative integers", L, N);
+        return sde_fail(err, errlen, "%s: tensor \"%s\": data_offsets are not non-negative integers", L, N);
     t->begin = (uint64_t)json_integer_value(jb);
     t->end = (uint64_t)json_integer_value(je);
     if (t->begin > t->end)
-        return fail(err, errlen, "%s: tensor \"%s\": data_offsets [%llu, %llu] have begin > end", L, N,
+        return sde_fail(err, errlen, "%s: tensor \"%s\": data_offsets [%llu, %llu] have begin > end", L, N,
                     (unsigned long long)t->begin, (unsigned long long)t->end);
     if (t->end > f->data_len)
-        return fail(err, errlen, "%s: tensor \"%s\": data_offsets [%llu, %llu] exceed data size %zu", L, N,
+        return sde_fail(err, errlen, "%s: tensor \"%s\": data_offsets [%llu, %llu] exceed data size %zu", L, N,
                     (unsigned long long)t->begin, (unsigned long long)t->end, f->data_len);
     if (t->end - t->begin != nbytes)
-        return fail(err, errlen, "%s: tensor \"%s\": data_offsets [%llu, %llu] hold %llu bytes but %s shape needs %llu", L,
+        return sde_fail(err, errlen, "%s: tensor \"%s\": data_offsets [%llu, %llu] hold %llu bytes but %s shape needs %llu", L,
                     N, (unsigned long long)t->begin, (unsigned long long)t->end,
                     (unsigned long long)(t->end - t->begin), ds, (unsigned long long)nbytes);
     t->data = f->data + t->begin;
@@ -173,31 +164,31 @@ static int parse_image(sde_st_file *f, const uint8_t *buf, size_t len, char *err
 {
     const char *L = f->label;
     if (len < 8)
-        return fail(err, errlen, "%s: file too small (%zu bytes) to be safetensors", L, len);
+        return sde_fail(err, errlen, "%s: file too small (%zu bytes) to be safetensors", L, len);
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--)
         hl = hl << 8 | buf[i];
     if (hl < 2 || hl > SDE_ST_MAX_HEADER || hl > len - 8)
-        return fail(err, errlen, "%s: header length %llu is invalid (need 2..%u and at most file size - 8 = %zu); truncated or not safetensors",
+        return sde_fail(err, errlen, "%s: header length %llu is invalid (need 2..%u and at most file size - 8 = %zu); truncated or not safetensors",
                     L, (unsigned long long)hl, SDE_ST_MAX_HEADER, len - 8);
     if (buf[8] != '{')
-        return fail(err, errlen, "%s: header does not start with '{'; not a safetensors file", L);
+        return sde_fail(err, errlen, "%s: header does not start with '{'; not a safetensors file", L);
     f->data = buf + 8 + hl;
     f->data_len = len - 8 - (size_t)hl;
 
     json_error_t je;
     json_t *root = json_loadb((const char *)buf + 8, (size_t)hl, JSON_REJECT_DUPLICATES, &je);
     if (!root)
-        return fail(err, errlen, "%s: header is not valid JSON: %s (header byte %d)", L, je.text, je.position);
+        return sde_fail(err, errlen, "%s: header is not valid JSON: %s (header byte %d)", L, je.text, je.position);
     int rc = -1;
     if (!json_is_object(root)) {
-        fail(err, errlen, "%s: header is not a JSON object", L);
+        sde_fail(err, errlen, "%s: header is not a JSON object", L);
         goto out;
     }
     size_t cap = json_object_size(root);
     f->t = calloc(cap ? cap : 1, sizeof *f->t);
     if (!f->t) {
-        fail(err, errlen, "%s: out of memory for %zu tensors", L, cap);
+        sde_fail(err, errlen, "%s: out of memory for %zu tensors", L, cap);
         goto out;
     }
     const char *k;
@@ -210,13 +201,13 @@ static int parse_image(sde_st_file *f, const uint8_t *buf, size_t len, char *err
             continue;
         }
         if (!*k) {
-            fail(err, errlen, "%s: a tensor has an empty name", L);
+            sde_fail(err, errlen, "%s: a tensor has an empty name", L);
             goto out;
         }
         sde_st_tensor *t = &f->t[f->n];
         t->name = strdup(k);
         if (!t->name) {
-            fail(err, errlen, "%s: out of memory", L);
+            sde_fail(err, errlen, "%s: out of memory", L);
             goto out;
         }
         f->n++;
@@ -235,7 +226,7 @@ int sde_st_parse(const char *label, const void *buf, size_t len, sde_st_file **o
     sde_st_file *f = calloc(1, sizeof *f);
     if (!f || !(f->label = strdup(label ? label : "(buffer)"))) {
         free(f);
-        return fail(err, errlen, "%s: out of memory", label ? label : "(buffer)");
+        return sde_fail(err, errlen, "%s: out of memory", label ? label : "(buffer)");
     }
     if (parse_image(f, buf, len, err, errlen)) {
         sde_st_free(f);
@@ -265,48 +256,48 @@ int sde_st_open(const char *path, sde_st_file **out, char *err, size_t errlen)
     static const char *const pickle_ext[] = {".ckpt", ".pt", ".pth", ".bin", ".pkl"};
     for (size_t i = 0; i < sizeof pickle_ext / sizeof *pickle_ext; i++)
         if (ends_with(path, pickle_ext[i]))
-            return fail(err, errlen, "%s: only safetensors is supported (this is a PyTorch pickle checkpoint; convert it to .safetensors)", path);
+            return sde_fail(err, errlen, "%s: only safetensors is supported (this is a PyTorch pickle checkpoint; convert it to .safetensors)", path);
 
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return sde_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st)) {
         int e = errno;
         close(fd);
-        return fail(err, errlen, "%s: cannot stat: %s", path, strerror(e));
+        return sde_fail(err, errlen, "%s: cannot stat: %s", path, strerror(e));
     }
     if (S_ISDIR(st.st_mode)) {
         close(fd);
-        return fail(err, errlen, "%s: is a directory, not a .safetensors file", path);
+        return sde_fail(err, errlen, "%s: is a directory, not a .safetensors file", path);
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, errlen, "%s: not a regular file", path);
+        return sde_fail(err, errlen, "%s: not a regular file", path);
     }
     size_t len = (size_t)st.st_size;
     if (len < 8) {
         close(fd);
-        return fail(err, errlen, "%s: file too small (%zu bytes) to be safetensors", path, len);
+        return sde_fail(err, errlen, "%s: file too small (%zu bytes) to be safetensors", path, len);
     }
     void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
     if (map == MAP_FAILED)
-        return fail(err, errlen, "%s: cannot mmap %zu bytes: %s", path, len, strerror(e));
+        return sde_fail(err, errlen, "%s: cannot mmap %zu bytes: %s", path, len, strerror(e));
 
     sde_st_file *f = calloc(1, sizeof *f);
     if (!f || !(f->label = strdup(path))) {
         free(f);
         munmap(map, len);
-        return fail(err, errlen, "%s: out of memory", path);
+        return sde_fail(err, errlen, "%s: out of memory", path);
     }
     f->map = map;
     f->map_len = len;
     if (parse_image(f, map, len, err, errlen)) {
         /* A pickle may start with bytes that read as a plausible length; say what it really is. */
         if (looks_like_pickle(map, len))
-            fail(err, errlen, "%s: only safetensors is supported (this is a PyTorch pickle/zip checkpoint; convert it to .safetensors)", path);
+            sde_fail(err, errlen, "%s: only safetensors is supported (this is a PyTorch pickle/zip checkpoint; convert it to .safetensors)", path);
         sde_st_free(f);
         return -1;
     }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ops.h"
+#include "weights.h"
 
 #define P "model.diffusion_model."
 #define MAX_BLOCKS 64
@@ -78,17 +79,6 @@ struct sde_unet {
 /* ---------------------------------------------------------------------------------------------------- */
 /* Config inference. */
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static const sde_tensor *findf(const sde_ckpt *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static const sde_tensor *findf(const sde_ckpt *c, const char *fmt, ...)
@@ -119,20 +109,20 @@ int sde_unet_config_infer(const sde_ckpt *c, sde_unet_config *cfg, char *err, si
     memset(cfg, 0, sizeof *cfg);
     const sde_tensor *t = findf(c, P "input_blocks.0.0.weight");
     if (!t || t->ndim != 4)
-        return fail(err, errlen, "%s: no UNet (tensor " P "input_blocks.0.0.weight %s)",
+        return sde_fail(err, errlen, "%s: no UNet (tensor " P "input_blocks.0.0.weight %s)",
                     c ? sde_ckpt_path(c) : "?", t ? "is not a 4-d conv weight" : "missing");
     cfg->model_channels = (int)t->shape[0];
     cfg->in_channels = (int)t->shape[1];
     t = findf(c, P "out.2.weight");
     if (!t || t->ndim != 4)
-        return fail(err, errlen, "%s: tensor " P "out.2.weight missing or not a conv weight", sde_ckpt_path(c));
+        return sde_fail(err, errlen, "%s: tensor " P "out.2.weight missing or not a conv weight", sde_ckpt_path(c));
     cfg->out_channels = (int)t->shape[0];
     /* res blocks per level: input_blocks 1..nrb are level 0's, nrb+1 is its downsample (if any) */
     int nrb = 0;
     while (nrb < 16 && findf(c, P "input_blocks.%d.0.in_layers.2.weight", nrb + 1))
         nrb++;
     if (nrb == 0)
-        return fail(err, errlen, "%s: tensor " P "input_blocks.1.0.in_layers.2.weight missing", sde_ckpt_path(c));
+        return sde_fail(err, errlen, "%s: tensor " P "input_blocks.1.0.in_layers.2.weight missing", sde_ckpt_path(c));
     cfg->num_res_blocks = nrb;
     int levels = 1;
     while (levels < 4 && findf(c, P "input_blocks.%d.0.op.weight", levels * (nrb + 1)))
@@ -143,7 +133,7 @@ int sde_unet_config_infer(const sde_ckpt *c, sde_unet_config *cfg, char *err, si
         int idx = 1 + l * (nrb + 1);
         t = findf(c, P "input_blocks.%d.0.out_layers.3.weight", idx);
         if (!t || t->ndim < 1 || t->shape[0] % cfg->model_channels)
-            return fail(err, errlen, "%s: tensor " P "input_blocks.%d.0.out_layers.3.weight missing or not a multiple "
+            return sde_fail(err, errlen, "%s: tensor " P "input_blocks.%d.0.out_layers.3.weight missing or not a multiple "
                         "of model_channels %d", sde_ckpt_path(c), idx, cfg->model_channels);
         cfg->channel_mult[l] = (int)(t->shape[0] / cfg->model_channels);
         cfg->attn_levels[l] = findf(c, P "input_blocks.%d.1.transformer_blocks.0.attn1.to_q.weight", idx) != NULL;
@@ -168,7 +158,7 @@ int sde_unet_config_infer(const sde_ckpt *c, sde_unet_config *cfg, char *err, si
     }
     int nhc = meta_int(c, "sdw.unet.num_head_channels");
     if (nhc < 0)
-        return fail(err, errlen, "%s: metadata sdw.unet.num_head_channels is not a positive integer",
+        return sde_fail(err, errlen, "%s: metadata sdw.unet.num_head_channels is not a positive integer",
                     sde_ckpt_path(c));
     if (nhc > 0) {
         cfg->num_heads = -1;
@@ -182,7 +172,7 @@ int sde_unet_config_infer(const sde_ckpt *c, sde_unet_config *cfg, char *err, si
     }
     int groups = meta_int(c, "sdw.groups");
     if (groups < 0)
-        return fail(err, errlen, "%s: metadata sdw.groups is not a positive integer", sde_ckpt_path(c));
+        return sde_fail(err, errlen, "%s: metadata sdw.groups is not a positive integer", sde_ckpt_path(c));
     cfg->groups = groups ? groups : (cfg->model_channels < 32 ? cfg->model_channels : 32);
     return 0;
 }
@@ -190,67 +180,40 @@ int sde_unet_config_infer(const sde_ckpt *c, sde_unet_config *cfg, char *err, si
 /* ---------------------------------------------------------------------------------------------------- */
 /* Weights. */
 
-typedef struct {
-    sde_ckpt *c;
-    char *err;
-    size_t errlen;
-    int failed;
-} loader;
 
-/* Float32 weight NAME (printf-style) of exactly the given shape (0-terminated dims), or NULL after
- * recording the first error. */
-static const float *wget(loader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static const float *wget(loader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
+static void load_res(sde_wloader *L, res_w *r, const char *pre, int cin, int cout, int temb)
 {
-    if (L->failed)
-        return NULL;
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    int64_t shape[4] = {d0, d1, d2, d3};
-    int nd = d3 ? 4 : d2 ? 3 : d1 ? 2 : 1;
-    const float *p = sde_ckpt_f32(L->c, name, nd, shape, L->err, L->errlen);
-    if (!p)
-        L->failed = 1;
-    return p;
-}
-
-static void load_res(loader *L, res_w *r, const char *pre, int cin, int cout, int temb)
-{
-    r->gn1_g = wget(L, cin, 0, 0, 0, P "%s.in_layers.0.weight", pre);
-    r->gn1_b = wget(L, cin, 0, 0, 0, P "%s.in_layers.0.bias", pre);
-    r->conv1_w = wget(L, cout, cin, 3, 3, P "%s.in_layers.2.weight", pre);
-    r->conv1_b = wget(L, cout, 0, 0, 0, P "%s.in_layers.2.bias", pre);
-    r->emb_w = wget(L, cout, temb, 0, 0, P "%s.emb_layers.1.weight", pre);
-    r->emb_b = wget(L, cout, 0, 0, 0, P "%s.emb_layers.1.bias", pre);
-    r->gn2_g = wget(L, cout, 0, 0, 0, P "%s.out_layers.0.weight", pre);
-    r->gn2_b = wget(L, cout, 0, 0, 0, P "%s.out_layers.0.bias", pre);
-    r->conv2_w = wget(L, cout, cout, 3, 3, P "%s.out_layers.3.weight", pre);
-    r->conv2_b = wget(L, cout, 0, 0, 0, P "%s.out_layers.3.bias", pre);
+    r->gn1_g = sde_wload(L, cin, 0, 0, 0, P "%s.in_layers.0.weight", pre);
+    r->gn1_b = sde_wload(L, cin, 0, 0, 0, P "%s.in_layers.0.bias", pre);
+    r->conv1_w = sde_wload(L, cout, cin, 3, 3, P "%s.in_layers.2.weight", pre);
+    r->conv1_b = sde_wload(L, cout, 0, 0, 0, P "%s.in_layers.2.bias", pre);
+    r->emb_w = sde_wload(L, cout, temb, 0, 0, P "%s.emb_layers.1.weight", pre);
+    r->emb_b = sde_wload(L, cout, 0, 0, 0, P "%s.emb_layers.1.bias", pre);
+    r->gn2_g = sde_wload(L, cout, 0, 0, 0, P "%s.out_layers.0.weight", pre);
+    r->gn2_b = sde_wload(L, cout, 0, 0, 0, P "%s.out_layers.0.bias", pre);
+    r->conv2_w = sde_wload(L, cout, cout, 3, 3, P "%s.out_layers.3.weight", pre);
+    r->conv2_b = sde_wload(L, cout, 0, 0, 0, P "%s.out_layers.3.bias", pre);
     if (cin != cout) {
-        r->skip_w = wget(L, cout, cin, 0, 0, P "%s.skip_connection.weight", pre);
-        r->skip_b = wget(L, cout, 0, 0, 0, P "%s.skip_connection.bias", pre);
+        r->skip_w = sde_wload(L, cout, cin, 0, 0, P "%s.skip_connection.weight", pre);
+        r->skip_b = sde_wload(L, cout, 0, 0, 0, P "%s.skip_connection.bias", pre);
     }
 }
 
-static void load_st(loader *L, st_w *s, const char *pre, int ch, const sde_unet_config *cfg, int inner)
+static void load_st(sde_wloader *L, st_w *s, const char *pre, int ch, const sde_unet_config *cfg, int inner)
 {
-    s->gn_g = wget(L, ch, 0, 0, 0, P "%s.norm.weight", pre);
-    s->gn_b = wget(L, ch, 0, 0, 0, P "%s.norm.bias", pre);
+    s->gn_g = sde_wload(L, ch, 0, 0, 0, P "%s.norm.weight", pre);
+    s->gn_b = sde_wload(L, ch, 0, 0, 0, P "%s.norm.bias", pre);
     /* [C][C] matches both a Linear and a 1x1 conv ([C][C][1][1]) */
-    s->pin_w = wget(L, ch, ch, 0, 0, P "%s.proj_in.weight", pre);
-    s->pin_b = wget(L, ch, 0, 0, 0, P "%s.proj_in.bias", pre);
-    s->pout_w = wget(L, ch, ch, 0, 0, P "%s.proj_out.weight", pre);
-    s->pout_b = wget(L, ch, 0, 0, 0, P "%s.proj_out.bias", pre);
+    s->pin_w = sde_wload(L, ch, ch, 0, 0, P "%s.proj_in.weight", pre);
+    s->pin_b = sde_wload(L, ch, 0, 0, 0, P "%s.proj_in.bias", pre);
+    s->pout_w = sde_wload(L, ch, ch, 0, 0, P "%s.proj_out.weight", pre);
+    s->pout_b = sde_wload(L, ch, 0, 0, 0, P "%s.proj_out.bias", pre);
     if (L->failed)
         return;
     s->tb = calloc((size_t)cfg->transformer_depth, sizeof *s->tb);
     if (!s->tb) {
         L->failed = 1;
-        fail(L->err, L->errlen, "out of memory");
+        sde_fail(L->err, L->errlen, "out of memory");
         return;
     }
     const int ctx = cfg->context_dim;
@@ -258,26 +221,26 @@ static void load_st(loader *L, st_w *s, const char *pre, int ch, const sde_unet_
         tblock_w *b = &s->tb[d];
         char q[128];
         snprintf(q, sizeof q, "%s.transformer_blocks.%d", pre, d);
-        b->ln1_g = wget(L, ch, 0, 0, 0, P "%s.norm1.weight", q);
-        b->ln1_b = wget(L, ch, 0, 0, 0, P "%s.norm1.bias", q);
-        b->q1 = wget(L, ch, ch, 0, 0, P "%s.attn1.to_q.weight", q);
-        b->k1 = wget(L, ch, ch, 0, 0, P "%s.attn1.to_k.weight", q);
-        b->v1 = wget(L, ch, ch, 0, 0, P "%s.attn1.to_v.weight", q);
-        b->o1_w = wget(L, ch, ch, 0, 0, P "%s.attn1.to_out.0.weight", q);
-        b->o1_b = wget(L, ch, 0, 0, 0, P "%s.attn1.to_out.0.bias", q);
-        b->ln2_g = wget(L, ch, 0, 0, 0, P "%s.norm2.weight", q);
-        b->ln2_b = wget(L, ch, 0, 0, 0, P "%s.norm2.bias", q);
-        b->q2 = wget(L, ch, ch, 0, 0, P "%s.attn2.to_q.weight", q);
-        b->k2 = wget(L, ch, ctx, 0, 0, P "%s.attn2.to_k.weight", q);
-        b->v2 = wget(L, ch, ctx, 0, 0, P "%s.attn2.to_v.weight", q);
-        b->o2_w = wget(L, ch, ch, 0, 0, P "%s.attn2.to_out.0.weight", q);
-        b->o2_b = wget(L, ch, 0, 0, 0, P "%s.attn2.to_out.0.bias", q);
-        b->ln3_g = wget(L, ch, 0, 0, 0, P "%s.norm3.weight", q);
-        b->ln3_b = wget(L, ch, 0, 0, 0, P "%s.norm3.bias", q);
-        b->ff1_w = wget(L, 2 * inner, ch, 0, 0, P "%s.ff.net.0.proj.weight", q);
-        b->ff1_b = wget(L, 2 * inner, 0, 0, 0, P "%s.ff.net.0.proj.bias", q);
-        b->ff2_w = wget(L, ch, inner, 0, 0, P "%s.ff.net.2.weight", q);
-        b->ff2_b = wget(L, ch, 0, 0, 0, P "%s.ff.net.2.bias", q);
+        b->ln1_g = sde_wload(L, ch, 0, 0, 0, P "%s.norm1.weight", q);
+        b->ln1_b = sde_wload(L, ch, 0, 0, 0, P "%s.norm1.bias", q);
+        b->q1 = sde_wload(L, ch, ch, 0, 0, P "%s.attn1.to_q.weight", q);
+        b->k1 = sde_wload(L, ch, ch, 0, 0, P "%s.attn1.to_k.weight", q);
+        b->v1 = sde_wload(L, ch, ch, 0, 0, P "%s.attn1.to_v.weight", q);
+        b->o1_w = sde_wload(L, ch, ch, 0, 0, P "%s.attn1.to_out.0.weight", q);
+        b->o1_b = sde_wload(L, ch, 0, 0, 0, P "%s.attn1.to_out.0.bias", q);
+        b->ln2_g = sde_wload(L, ch, 0, 0, 0, P "%s.norm2.weight", q);
+        b->ln2_b = sde_wload(L, ch, 0, 0, 0, P "%s.norm2.bias", q);
+        b->q2 = sde_wload(L, ch, ch, 0, 0, P "%s.attn2.to_q.weight", q);
+        b->k2 = sde_wload(L, ch, ctx, 0, 0, P "%s.attn2.to_k.weight", q);
+        b->v2 = sde_wload(L, ch, ctx, 0, 0, P "%s.attn2.to_v.weight", q);
+        b->o2_w = sde_wload(L, ch, ch, 0, 0, P "%s.attn2.to_out.0.weight", q);
+        b->o2_b = sde_wload(L, ch, 0, 0, 0, P "%s.attn2.to_out.0.bias", q);
+        b->ln3_g = sde_wload(L, ch, 0, 0, 0, P "%s.norm3.weight", q);
+        b->ln3_b = sde_wload(L, ch, 0, 0, 0, P "%s.norm3.bias", q);
+        b->ff1_w = sde_wload(L, 2 * inner, ch, 0, 0, P "%s.ff.net.0.proj.weight", q);
+        b->ff1_b = sde_wload(L, 2 * inner, 0, 0, 0, P "%s.ff.net.0.proj.bias", q);
+        b->ff2_w = sde_wload(L, ch, inner, 0, 0, P "%s.ff.net.2.weight", q);
+        b->ff2_b = sde_wload(L, ch, 0, 0, 0, P "%s.ff.net.2.bias", q);
     }
 }
 
@@ -304,16 +267,16 @@ static unet_block *add_block(sde_unet *u, blk_kind kind, int level, int cin, int
     return b;
 }
 
-static int add_st(sde_unet *u, loader *L, const char *pre, int level, int ch)
+static int add_st(sde_unet *u, sde_wloader *L, const char *pre, int level, int ch)
 {
     const sde_unet_config *cfg = &u->cfg;
     unet_block *b = add_block(u, BLK_ST, level, ch, ch);
     if (!b)
-        return fail(L->err, L->errlen, "UNet has too many blocks");
+        return sde_fail(L->err, L->errlen, "UNet has too many blocks");
     b->hd = cfg->head_dim > 0 ? cfg->head_dim : ch / cfg->num_heads;
     b->heads = cfg->head_dim > 0 ? ch / cfg->head_dim : cfg->num_heads;
     if (b->hd <= 0 || b->heads * b->hd != ch)
-        return fail(L->err, L->errlen, "%s: " P "%s: %d channels do not split into attention heads (head_dim %d, "
+        return sde_fail(L->err, L->errlen, "%s: " P "%s: %d channels do not split into attention heads (head_dim %d, "
                     "heads %d)", sde_ckpt_path(L->c), pre, ch, cfg->head_dim, cfg->num_heads);
     load_st(L, &b->s, pre, ch, cfg, u->ff_inner * ch);
     return L->failed ? -1 : 0;
@@ -324,14 +287,14 @@ int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char
     *out = NULL;
     if (cfg->n_levels < 1 || cfg->n_levels > 4 || cfg->num_res_blocks < 1 || cfg->model_channels < 1 ||
         cfg->groups < 1 || cfg->in_channels < 1 || cfg->out_channels < 1)
-        return fail(err, errlen, "%s: invalid UNet config", sde_ckpt_path(c));
+        return sde_fail(err, errlen, "%s: invalid UNet config", sde_ckpt_path(c));
     sde_unet *u = calloc(1, sizeof *u);
     if (!u)
-        return fail(err, errlen, "out of memory");
+        return sde_fail(err, errlen, "out of memory");
     u->cfg = *cfg;
     u->temb = 4 * cfg->model_channels;
     u->ff_inner = 4;
-    loader L = {c, err, errlen, 0};
+    sde_wloader L = {.c = c, .err = err, .errlen = errlen};
     const int mc = cfg->model_channels, nrb = cfg->num_res_blocks, temb = u->temb;
     char pre[96];
     int any_attn = 0;
@@ -340,21 +303,21 @@ int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char
     const sde_tensor *mid_st = sde_ckpt_find(c, P "middle_block.1.norm.weight");
     if ((any_attn || mid_st) && (cfg->context_dim < 1 || cfg->transformer_depth < 1)) {
         sde_unet_free(u);
-        return fail(err, errlen, "%s: invalid UNet config (attention without a context width)", sde_ckpt_path(c));
+        return sde_fail(err, errlen, "%s: invalid UNet config (attention without a context width)", sde_ckpt_path(c));
     }
     /* every GroupNorm'd width must split into the groups */
     for (int l = 0; l < cfg->n_levels; l++)
         if ((mc * cfg->channel_mult[l]) % cfg->groups || cfg->channel_mult[l] < 1) {
             sde_unet_free(u);
-            return fail(err, errlen, "%s: UNet channels %d do not divide into %d GroupNorm groups",
+            return sde_fail(err, errlen, "%s: UNet channels %d do not divide into %d GroupNorm groups",
                         sde_ckpt_path(c), mc * cfg->channel_mult[l], cfg->groups);
         }
-    u->te0_w = wget(&L, temb, mc, 0, 0, P "time_embed.0.weight");
-    u->te0_b = wget(&L, temb, 0, 0, 0, P "time_embed.0.bias");
-    u->te2_w = wget(&L, temb, temb, 0, 0, P "time_embed.2.weight");
-    u->te2_b = wget(&L, temb, 0, 0, 0, P "time_embed.2.bias");
-    u->in_w = wget(&L, mc, cfg->in_channels, 3, 3, P "input_blocks.0.0.weight");
-    u->in_b = wget(&L, mc, 0, 0, 0, P "input_blocks.0.0.bias");
+    u->te0_w = sde_wload(&L, temb, mc, 0, 0, P "time_embed.0.weight");
+    u->te0_b = sde_wload(&L, temb, 0, 0, 0, P "time_embed.0.bias");
+    u->te2_w = sde_wload(&L, temb, temb, 0, 0, P "time_embed.2.weight");
+    u->te2_b = sde_wload(&L, temb, 0, 0, 0, P "time_embed.2.bias");
+    u->in_w = sde_wload(&L, mc, cfg->in_channels, 3, 3, P "input_blocks.0.0.weight");
+    u->in_b = sde_wload(&L, mc, 0, 0, 0, P "input_blocks.0.0.bias");
 
     /* down path */
     int ch = mc, idx = 1;
@@ -378,8 +341,8 @@ int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char
         }
         if (l < cfg->n_levels - 1 && !L.failed) {
             unet_block *b = add_block(u, BLK_DOWN, l, ch, ch);
-            b->cw = wget(&L, ch, ch, 3, 3, P "input_blocks.%d.0.op.weight", idx);
-            b->cb = wget(&L, ch, 0, 0, 0, P "input_blocks.%d.0.op.bias", idx);
+            b->cw = sde_wload(&L, ch, ch, 3, 3, P "input_blocks.%d.0.op.weight", idx);
+            b->cb = sde_wload(&L, ch, 0, 0, 0, P "input_blocks.%d.0.op.bias", idx);
             b->push = 1;
             u->skip_ch[u->nskip] = ch;
             u->skip_level[u->nskip++] = l + 1;
@@ -405,7 +368,7 @@ int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char
             int sk = u->skip_ch[--ns], co = mc * cfg->channel_mult[l];
             if ((ch + sk) % cfg->groups) {
                 L.failed = 1;
-                fail(err, errlen, "%s: UNet channels %d do not divide into %d GroupNorm groups", sde_ckpt_path(c),
+                sde_fail(err, errlen, "%s: UNet channels %d do not divide into %d GroupNorm groups", sde_ckpt_path(c),
                      ch + sk, cfg->groups);
                 break;
             }
@@ -423,15 +386,15 @@ int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char
             }
             if (l > 0 && r == nrb) {
                 unet_block *ub = add_block(u, BLK_UP, l, ch, ch);
-                ub->cw = wget(&L, ch, ch, 3, 3, P "output_blocks.%d.%d.conv.weight", idx, sub);
-                ub->cb = wget(&L, ch, 0, 0, 0, P "output_blocks.%d.%d.conv.bias", idx, sub);
+                ub->cw = sde_wload(&L, ch, ch, 3, 3, P "output_blocks.%d.%d.conv.weight", idx, sub);
+                ub->cb = sde_wload(&L, ch, 0, 0, 0, P "output_blocks.%d.%d.conv.bias", idx, sub);
             }
         }
     }
-    u->out_gn_g = wget(&L, ch, 0, 0, 0, P "out.0.weight");
-    u->out_gn_b = wget(&L, ch, 0, 0, 0, P "out.0.bias");
-    u->out_w = wget(&L, cfg->out_channels, ch, 3, 3, P "out.2.weight");
-    u->out_b = wget(&L, cfg->out_channels, 0, 0, 0, P "out.2.bias");
+    u->out_gn_g = sde_wload(&L, ch, 0, 0, 0, P "out.0.weight");
+    u->out_gn_b = sde_wload(&L, ch, 0, 0, 0, P "out.0.bias");
+    u->out_w = sde_wload(&L, cfg->out_channels, ch, 3, 3, P "out.2.weight");
+    u->out_b = sde_wload(&L, cfg->out_channels, 0, 0, 0, P "out.2.bias");
     if (L.failed) {
         sde_unet_free(u);
         return -1;
@@ -495,7 +458,7 @@ int sde_unet_reserve(sde_unet *u, int batch, int h, int w, int n_ctx, char *err,
         return 0;
     }
     if (batch < 0 || batch > 64 || h < 1 || w < 1 || n_ctx < 1 || h > 1024 || w > 1024 || n_ctx > 4096)
-        return fail(err, errlen, "UNet: bad reservation %d x %dx%d, %d context tokens", batch, h, w, n_ctx);
+        return sde_fail(err, errlen, "UNet: bad reservation %d x %dx%d, %d context tokens", batch, h, w, n_ctx);
     /* every size is recomputed per forward, so a reservation covers all smaller shapes: keep it */
     if (u->arena && batch <= u->rb && h <= u->rh && w <= u->rw && n_ctx <= u->rctx)
         return 0;
@@ -582,7 +545,7 @@ int sde_unet_reserve(sde_unet *u, int batch, int h, int w, int n_ctx, char *err,
              R16((size_t)batch * cfg->model_channels);
     u->arena = aligned_alloc(64, total * sizeof(float));
     if (!u->arena)
-        return fail(err, errlen, "UNet: cannot allocate %.0f MB of activations for %d x %dx%d",
+        return sde_fail(err, errlen, "UNet: cannot allocate %.0f MB of activations for %d x %dx%d",
                     total * 4.0 / 1048576.0, batch, h, w);
     float *p = u->arena;
 #define TAKE(dst, n)                                                                                              \

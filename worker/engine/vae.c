@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ops.h"
+#include "weights.h"
 
 #define P "first_stage_model."
 /* im2col scratch per convolution: tiles of output rows; 64 MB keeps a 512x512 128-channel conv in ~27 tiles
@@ -43,17 +44,6 @@ struct sde_vae {
     int has_enc;
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static const sde_tensor *findf(const sde_ckpt *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static const sde_tensor *findf(const sde_ckpt *c, const char *fmt, ...)
@@ -69,62 +59,37 @@ static const sde_tensor *findf(const sde_ckpt *c, const char *fmt, ...)
 /* ---------------------------------------------------------------------------------------------------- */
 /* Weights. */
 
-typedef struct {
-    sde_ckpt *c;
-    char *err;
-    size_t errlen;
-    int failed;
-} loader;
 
-static const float *wget(loader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static const float *wget(loader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
-{
-    if (L->failed)
-        return NULL;
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    int64_t shape[4] = {d0, d1, d2, d3};
-    int nd = d3 ? 4 : d2 ? 3 : d1 ? 2 : 1;
-    const float *p = sde_ckpt_f32(L->c, name, nd, shape, L->err, L->errlen);
-    if (!p)
-        L->failed = 1;
-    return p;
-}
-
-static void load_res(loader *L, vres *r, const char *pre, int cin, int cout)
+static void load_res(sde_wloader *L, vres *r, const char *pre, int cin, int cout)
 {
     r->cin = cin;
     r->cout = cout;
-    r->n1_g = wget(L, cin, 0, 0, 0, P "%s.norm1.weight", pre);
-    r->n1_b = wget(L, cin, 0, 0, 0, P "%s.norm1.bias", pre);
-    r->c1_w = wget(L, cout, cin, 3, 3, P "%s.conv1.weight", pre);
-    r->c1_b = wget(L, cout, 0, 0, 0, P "%s.conv1.bias", pre);
-    r->n2_g = wget(L, cout, 0, 0, 0, P "%s.norm2.weight", pre);
-    r->n2_b = wget(L, cout, 0, 0, 0, P "%s.norm2.bias", pre);
-    r->c2_w = wget(L, cout, cout, 3, 3, P "%s.conv2.weight", pre);
-    r->c2_b = wget(L, cout, 0, 0, 0, P "%s.conv2.bias", pre);
+    r->n1_g = sde_wload(L, cin, 0, 0, 0, P "%s.norm1.weight", pre);
+    r->n1_b = sde_wload(L, cin, 0, 0, 0, P "%s.norm1.bias", pre);
+    r->c1_w = sde_wload(L, cout, cin, 3, 3, P "%s.conv1.weight", pre);
+    r->c1_b = sde_wload(L, cout, 0, 0, 0, P "%s.conv1.bias", pre);
+    r->n2_g = sde_wload(L, cout, 0, 0, 0, P "%s.norm2.weight", pre);
+    r->n2_b = sde_wload(L, cout, 0, 0, 0, P "%s.norm2.bias", pre);
+    r->c2_w = sde_wload(L, cout, cout, 3, 3, P "%s.conv2.weight", pre);
+    r->c2_b = sde_wload(L, cout, 0, 0, 0, P "%s.conv2.bias", pre);
     if (cin != cout) {
-        r->sk_w = wget(L, cout, cin, 0, 0, P "%s.nin_shortcut.weight", pre);
-        r->sk_b = wget(L, cout, 0, 0, 0, P "%s.nin_shortcut.bias", pre);
+        r->sk_w = sde_wload(L, cout, cin, 0, 0, P "%s.nin_shortcut.weight", pre);
+        r->sk_b = sde_wload(L, cout, 0, 0, 0, P "%s.nin_shortcut.bias", pre);
     }
 }
 
-static void load_attn(loader *L, vattn *a, const char *pre, int c)
+static void load_attn(sde_wloader *L, vattn *a, const char *pre, int c)
 {
-    a->n_g = wget(L, c, 0, 0, 0, P "%s.norm.weight", pre);
-    a->n_b = wget(L, c, 0, 0, 0, P "%s.norm.bias", pre);
-    a->q_w = wget(L, c, c, 0, 0, P "%s.q.weight", pre);
-    a->q_b = wget(L, c, 0, 0, 0, P "%s.q.bias", pre);
-    a->k_w = wget(L, c, c, 0, 0, P "%s.k.weight", pre);
-    a->k_b = wget(L, c, 0, 0, 0, P "%s.k.bias", pre);
-    a->v_w = wget(L, c, c, 0, 0, P "%s.v.weight", pre);
-    a->v_b = wget(L, c, 0, 0, 0, P "%s.v.bias", pre);
-    a->o_w = wget(L, c, c, 0, 0, P "%s.proj_out.weight", pre);
-    a->o_b = wget(L, c, 0, 0, 0, P "%s.proj_out.bias", pre);
+    a->n_g = sde_wload(L, c, 0, 0, 0, P "%s.norm.weight", pre);
+    a->n_b = sde_wload(L, c, 0, 0, 0, P "%s.norm.bias", pre);
+    a->q_w = sde_wload(L, c, c, 0, 0, P "%s.q.weight", pre);
+    a->q_b = sde_wload(L, c, 0, 0, 0, P "%s.q.bias", pre);
+    a->k_w = sde_wload(L, c, c, 0, 0, P "%s.k.weight", pre);
+    a->k_b = sde_wload(L, c, 0, 0, 0, P "%s.k.bias", pre);
+    a->v_w = sde_wload(L, c, c, 0, 0, P "%s.v.weight", pre);
+    a->v_b = sde_wload(L, c, 0, 0, 0, P "%s.v.bias", pre);
+    a->o_w = sde_wload(L, c, c, 0, 0, P "%s.proj_out.weight", pre);
+    a->o_b = sde_wload(L, c, 0, 0, 0, P "%s.proj_out.bias", pre);
 }
 
 static int count_blocks(const sde_ckpt *c, const char *coder, const char *lvname, int l)
@@ -141,30 +106,30 @@ static int vae_infer(const sde_ckpt *c, sde_vae_config *cfg, char *err, size_t e
     memset(cfg, 0, sizeof *cfg);
     const sde_tensor *t = findf(c, P "decoder.conv_in.weight");
     if (!t || t->ndim != 4)
-        return fail(err, errlen, "%s: no VAE decoder (tensor " P "decoder.conv_in.weight %s)", sde_ckpt_path(c),
+        return sde_fail(err, errlen, "%s: no VAE decoder (tensor " P "decoder.conv_in.weight %s)", sde_ckpt_path(c),
                     t ? "is not a conv weight" : "missing");
     cfg->z_channels = (int)t->shape[1];
     int levels = 0;
     while (levels < MAX_LEVELS && findf(c, P "decoder.up.%d.block.0.conv1.weight", levels))
         levels++;
     if (levels == 0 || findf(c, P "decoder.up.%d.block.0.conv1.weight", levels))
-        return fail(err, errlen, "%s: VAE decoder has %s up levels (" P "decoder.up.N)", sde_ckpt_path(c),
+        return sde_fail(err, errlen, "%s: VAE decoder has %s up levels (" P "decoder.up.N)", sde_ckpt_path(c),
                     levels ? "more than 4" : "no");
     cfg->n_levels = levels;
     int nb = count_blocks(c, "decoder", "up", 0);
     if (nb < 2 || nb > MAX_RES + 1)
-        return fail(err, errlen, "%s: VAE decoder up.0 has %d res blocks", sde_ckpt_path(c), nb);
+        return sde_fail(err, errlen, "%s: VAE decoder up.0 has %d res blocks", sde_ckpt_path(c), nb);
     cfg->num_res_blocks = nb - 1;
     /* ch from the encoder's conv_in when present; a decoder-only file has ch_mult[0] = 1 in every SD VAE */
     const sde_tensor *e = findf(c, P "encoder.conv_in.weight");
     const sde_tensor *o = findf(c, P "decoder.conv_out.weight");
     if (!o || o->ndim != 4)
-        return fail(err, errlen, "%s: tensor " P "decoder.conv_out.weight missing or not a conv", sde_ckpt_path(c));
+        return sde_fail(err, errlen, "%s: tensor " P "decoder.conv_out.weight missing or not a conv", sde_ckpt_path(c));
     cfg->ch = e && e->ndim == 4 ? (int)e->shape[0] : (int)o->shape[1];
     for (int l = 0; l < levels; l++) {
         t = findf(c, P "decoder.up.%d.block.0.conv1.weight", l);
         if (t->ndim != 4 || t->shape[0] % cfg->ch)
-            return fail(err, errlen, "%s: tensor " P "decoder.up.%d.block.0.conv1.weight: %lld channels are not a "
+            return sde_fail(err, errlen, "%s: tensor " P "decoder.up.%d.block.0.conv1.weight: %lld channels are not a "
                         "multiple of ch %d", sde_ckpt_path(c), l, (long long)t->shape[0], cfg->ch);
         cfg->ch_mult[l] = (int)(t->shape[0] / cfg->ch);
     }
@@ -173,14 +138,14 @@ static int vae_infer(const sde_ckpt *c, sde_vae_config *cfg, char *err, size_t e
         char *end;
         long v = strtol(g, &end, 10);
         if (end == g || *end || v < 1 || v > 4096)
-            return fail(err, errlen, "%s: metadata sdw.groups is not a positive integer", sde_ckpt_path(c));
+            return sde_fail(err, errlen, "%s: metadata sdw.groups is not a positive integer", sde_ckpt_path(c));
         cfg->groups = (int)v;
     } else {
         cfg->groups = cfg->ch < 32 ? cfg->ch : 32;
     }
     for (int l = 0; l < levels; l++)
         if ((cfg->ch * cfg->ch_mult[l]) % cfg->groups)
-            return fail(err, errlen, "%s: VAE channels %d do not divide into %d GroupNorm groups", sde_ckpt_path(c),
+            return sde_fail(err, errlen, "%s: VAE channels %d do not divide into %d GroupNorm groups", sde_ckpt_path(c),
                         cfg->ch * cfg->ch_mult[l], cfg->groups);
     return 0;
 }
@@ -190,22 +155,22 @@ int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen)
     *out = NULL;
     sde_vae *v = calloc(1, sizeof *v);
     if (!v)
-        return fail(err, errlen, "out of memory");
+        return sde_fail(err, errlen, "out of memory");
     if (vae_infer(c, &v->cfg, err, errlen)) {
         free(v);
         return -1;
     }
     const sde_vae_config *cfg = &v->cfg;
     const int ch = cfg->ch, z = cfg->z_channels, nl = cfg->n_levels, nrb = cfg->num_res_blocks;
-    loader L = {c, err, errlen, 0};
+    sde_wloader L = {.c = c, .err = err, .errlen = errlen};
     char pre[96];
     /* decoder */
     vcoder *d = &v->dec;
     int bi = ch * cfg->ch_mult[nl - 1];
-    d->quant_w = wget(&L, z, z, 0, 0, P "post_quant_conv.weight");
-    d->quant_b = wget(&L, z, 0, 0, 0, P "post_quant_conv.bias");
-    d->conv_in_w = wget(&L, bi, z, 3, 3, P "decoder.conv_in.weight");
-    d->conv_in_b = wget(&L, bi, 0, 0, 0, P "decoder.conv_in.bias");
+    d->quant_w = sde_wload(&L, z, z, 0, 0, P "post_quant_conv.weight");
+    d->quant_b = sde_wload(&L, z, 0, 0, 0, P "post_quant_conv.bias");
+    d->conv_in_w = sde_wload(&L, bi, z, 3, 3, P "decoder.conv_in.weight");
+    d->conv_in_b = sde_wload(&L, bi, 0, 0, 0, P "decoder.conv_in.bias");
     load_res(&L, &d->mid1, "decoder.mid.block_1", bi, bi);
     load_attn(&L, &d->attn, "decoder.mid.attn_1", bi);
     load_res(&L, &d->mid2, "decoder.mid.block_2", bi, bi);
@@ -217,20 +182,20 @@ int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen)
             bi = bo;
         }
         if (l > 0) {
-            d->samp_w[l] = wget(&L, bi, bi, 3, 3, P "decoder.up.%d.upsample.conv.weight", l);
-            d->samp_b[l] = wget(&L, bi, 0, 0, 0, P "decoder.up.%d.upsample.conv.bias", l);
+            d->samp_w[l] = sde_wload(&L, bi, bi, 3, 3, P "decoder.up.%d.upsample.conv.weight", l);
+            d->samp_b[l] = sde_wload(&L, bi, 0, 0, 0, P "decoder.up.%d.upsample.conv.bias", l);
         }
     }
-    d->norm_g = wget(&L, bi, 0, 0, 0, P "decoder.norm_out.weight");
-    d->norm_b = wget(&L, bi, 0, 0, 0, P "decoder.norm_out.bias");
-    d->conv_out_w = wget(&L, 3, bi, 3, 3, P "decoder.conv_out.weight");
-    d->conv_out_b = wget(&L, 3, 0, 0, 0, P "decoder.conv_out.bias");
+    d->norm_g = sde_wload(&L, bi, 0, 0, 0, P "decoder.norm_out.weight");
+    d->norm_b = sde_wload(&L, bi, 0, 0, 0, P "decoder.norm_out.bias");
+    d->conv_out_w = sde_wload(&L, 3, bi, 3, 3, P "decoder.conv_out.weight");
+    d->conv_out_b = sde_wload(&L, 3, 0, 0, 0, P "decoder.conv_out.bias");
     /* encoder, when the file has one */
     if (!L.failed && sde_ckpt_find(c, P "encoder.conv_in.weight")) {
         vcoder *e = &v->enc;
         v->has_enc = 1;
-        e->conv_in_w = wget(&L, ch, 3, 3, 3, P "encoder.conv_in.weight");
-        e->conv_in_b = wget(&L, ch, 0, 0, 0, P "encoder.conv_in.bias");
+        e->conv_in_w = sde_wload(&L, ch, 3, 3, 3, P "encoder.conv_in.weight");
+        e->conv_in_b = sde_wload(&L, ch, 0, 0, 0, P "encoder.conv_in.bias");
         bi = ch;
         for (int l = 0; l < nl; l++) {
             int bo = ch * cfg->ch_mult[l];
@@ -240,19 +205,19 @@ int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen)
                 bi = bo;
             }
             if (l < nl - 1) {
-                e->samp_w[l] = wget(&L, bi, bi, 3, 3, P "encoder.down.%d.downsample.conv.weight", l);
-                e->samp_b[l] = wget(&L, bi, 0, 0, 0, P "encoder.down.%d.downsample.conv.bias", l);
+                e->samp_w[l] = sde_wload(&L, bi, bi, 3, 3, P "encoder.down.%d.downsample.conv.weight", l);
+                e->samp_b[l] = sde_wload(&L, bi, 0, 0, 0, P "encoder.down.%d.downsample.conv.bias", l);
             }
         }
         load_res(&L, &e->mid1, "encoder.mid.block_1", bi, bi);
         load_attn(&L, &e->attn, "encoder.mid.attn_1", bi);
         load_res(&L, &e->mid2, "encoder.mid.block_2", bi, bi);
-        e->norm_g = wget(&L, bi, 0, 0, 0, P "encoder.norm_out.weight");
-        e->norm_b = wget(&L, bi, 0, 0, 0, P "encoder.norm_out.bias");
-        e->conv_out_w = wget(&L, 2 * z, bi, 3, 3, P "encoder.conv_out.weight");
-        e->conv_out_b = wget(&L, 2 * z, 0, 0, 0, P "encoder.conv_out.bias");
-        e->quant_w = wget(&L, 2 * z, 2 * z, 0, 0, P "quant_conv.weight");
-        e->quant_b = wget(&L, 2 * z, 0, 0, 0, P "quant_conv.bias");
+        e->norm_g = sde_wload(&L, bi, 0, 0, 0, P "encoder.norm_out.weight");
+        e->norm_b = sde_wload(&L, bi, 0, 0, 0, P "encoder.norm_out.bias");
+        e->conv_out_w = sde_wload(&L, 2 * z, bi, 3, 3, P "encoder.conv_out.weight");
+        e->conv_out_b = sde_wload(&L, 2 * z, 0, 0, 0, P "encoder.conv_out.bias");
+        e->quant_w = sde_wload(&L, 2 * z, 2 * z, 0, 0, P "quant_conv.weight");
+        e->quant_b = sde_wload(&L, 2 * z, 0, 0, 0, P "quant_conv.bias");
     }
     if (L.failed) {
         free(v);
@@ -291,7 +256,7 @@ static float *act_alloc(vrun *R, size_t n)
     float *p = malloc(n * sizeof(float));
     if (!p && !R->oom) {
         R->oom = 1;
-        fail(R->err, R->errlen, "VAE: out of memory allocating %.0f MB", n * 4.0 / 1048576.0);
+        sde_fail(R->err, R->errlen, "VAE: out of memory allocating %.0f MB", n * 4.0 / 1048576.0);
     }
     return p;
 }
@@ -415,7 +380,7 @@ static int vrun_init(vrun *R, const sde_vae *v, int h, int w, char *err, size_t 
     R->gsh = malloc(sizeof(float) * cmax);
     if (!R->scratch || !R->gsc || !R->gsh) {
         free(R->scratch), free(R->gsc), free(R->gsh);
-        return fail(err, errlen, "VAE: out of memory allocating %.0f MB of scratch", R->scratch_bytes / 1048576.0);
+        return sde_fail(err, errlen, "VAE: out of memory allocating %.0f MB of scratch", R->scratch_bytes / 1048576.0);
     }
     return 0;
 }
@@ -432,7 +397,7 @@ int sde_vae_decode(sde_vae *v, const float *z, int h, int w, float *rgb, int (*c
 {
     const sde_vae_config *cfg = &v->cfg;
     if (h < 1 || w < 1 || h > 1024 || w > 1024)
-        return fail(err, errlen, "VAE: bad latent size %dx%d", h, w);
+        return sde_fail(err, errlen, "VAE: bad latent size %dx%d", h, w);
     vrun R;
     if (vrun_init(&R, v, 8 * h, 8 * w, err, errlen))
         return -1;
@@ -510,10 +475,10 @@ int sde_vae_encode(sde_vae *v, const float *rgb, int H, int W, float *mean, char
 {
     const sde_vae_config *cfg = &v->cfg;
     if (!v->has_enc)
-        return fail(err, errlen, "VAE: the checkpoint has no encoder (first_stage_model.encoder.*)");
+        return sde_fail(err, errlen, "VAE: the checkpoint has no encoder (first_stage_model.encoder.*)");
     const int f = 1 << (cfg->n_levels - 1);
     if (H < f || W < f || H % 8 || W % 8 || H > 8192 || W > 8192)
-        return fail(err, errlen, "VAE: image size %dx%d is not a positive multiple of 8", W, H);
+        return sde_fail(err, errlen, "VAE: image size %dx%d is not a positive multiple of 8", W, H);
     vrun R;
     if (vrun_init(&R, v, H, W, err, errlen))
         return -1;

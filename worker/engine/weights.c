@@ -1,0 +1,40 @@
+/* weights.c: shared weight lookup and error formatting for the model builders and file loaders
+ * (see weights.h). */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "weights.h"
+
+const float *sde_wload(sde_wloader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
+{
+    if (L->failed)
+        return NULL;
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    int64_t shape[4] = {d0, d1, d2, d3};
+    int nd = d3 ? 4 : d2 ? 3 : d1 ? 2 : 1;
+    const float *p = sde_ckpt_f32(L->c, name, nd, shape, L->err, L->errlen);
+    if (!p) {
+        L->failed = 1;
+        return NULL;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++)
+        n *= shape[i];
+    L->params += n;
+    return p;
+}
+
+int sde_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}

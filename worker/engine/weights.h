@@ -1,0 +1,29 @@
+/* weights.h: what the model builders (UNet, VAE, text encoders) and the file loaders share: resolving
+ * float32 weights of an expected shape by printf-style name, keeping only the first error. */
+#ifndef SDE_WEIGHTS_H
+#define SDE_WEIGHTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "checkpoint.h"
+
+/** A builder's view of a checkpoint: after the first missing or mismatched tensor every lookup returns
+ * NULL and err keeps that first message, so a builder can resolve all weights and check once. */
+typedef struct {
+    sde_ckpt *c;
+    char *err;
+    size_t errlen;
+    int failed;     /* set by the first failed lookup */
+    int64_t params; /* parameters resolved so far */
+} sde_wloader;
+
+/** Float32 weight NAME (printf-style) of exactly shape d0[,d1[,d2[,d3]]] (trailing zero dims end the
+ * shape), or NULL after recording the first error in L. */
+const float *sde_wload(sde_wloader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/** Formats a message into err (when given) and returns -1, for `return sde_fail(err, errlen, ...)`. */
+int sde_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#endif
