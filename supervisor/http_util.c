@@ -132,12 +132,9 @@ void sdw_http_send_error(sdw_srv *s, h2o_req_t *req, const sdw_api_error *e)
     sdw_jw_obj_open(&w);
     sdw_jw_key(&w, "error");
     sdw_jw_obj_open(&w);
-    sdw_jw_key(&w, "code");
-    sdw_jw_str(&w, e->code);
-    sdw_jw_key(&w, "message");
-    sdw_jw_str(&w, e->message);
-    sdw_jw_key(&w, "field");
-    sdw_jw_str(&w, e->field[0] ? e->field : NULL);
+    sdw_jw_kstr(&w, "code", e->code);
+    sdw_jw_kstr(&w, "message", e->message);
+    sdw_jw_kstr(&w, "field", e->field[0] ? e->field : NULL);
     sdw_jw_obj_close(&w);
     sdw_jw_obj_close(&w);
     sdw_http_send_jw(s, req, e->status, &w);

@@ -9,33 +9,25 @@ static void urls(sdw_jw *w, const sdw_job *job)
 {
     char u[160];
     snprintf(u, sizeof u, "/v1/jobs/%s/stream", job->id);
-    sdw_jw_key(w, "sse_url");
-    sdw_jw_str(w, u);
+    sdw_jw_kstr(w, "sse_url", u);
     snprintf(u, sizeof u, "/v1/jobs/%s", job->id);
-    sdw_jw_key(w, "status_url");
-    sdw_jw_str(w, u);
+    sdw_jw_kstr(w, "status_url", u);
 }
 
 void sdw_job_json_timings(sdw_jw *w, const sdw_job *job)
 {
     sdw_jw_obj_open(w);
     if (job->t_dispatched > 0) {
-        sdw_jw_key(w, "queued_s");
-        sdw_jw_num(w, job->t_dispatched - job->t_created);
+        sdw_jw_knum(w, "queued_s", job->t_dispatched - job->t_created);
     }
     if (job->status == SDW_JST_COMPLETE) {
-        sdw_jw_key(w, "encode_s");
-        sdw_jw_num(w, job->w_encode);
-        sdw_jw_key(w, "sample_s");
-        sdw_jw_num(w, job->w_sample);
-        sdw_jw_key(w, "decode_s");
-        sdw_jw_num(w, job->w_decode);
-        sdw_jw_key(w, "worker_s");
-        sdw_jw_num(w, job->w_total);
+        sdw_jw_knum(w, "encode_s", job->w_encode);
+        sdw_jw_knum(w, "sample_s", job->w_sample);
+        sdw_jw_knum(w, "decode_s", job->w_decode);
+        sdw_jw_knum(w, "worker_s", job->w_total);
     }
     if (job->t_ended > 0) {
-        sdw_jw_key(w, "total_s");
-        sdw_jw_num(w, job->t_ended - job->t_created);
+        sdw_jw_knum(w, "total_s", job->t_ended - job->t_created);
     }
     sdw_jw_obj_close(w);
 }
@@ -43,48 +35,31 @@ void sdw_job_json_timings(sdw_jw *w, const sdw_job *job)
 void sdw_job_json(sdw_srv *s, sdw_jw *w, const sdw_job *job)
 {
     sdw_jw_obj_open(w);
-    sdw_jw_key(w, "job_id");
-    sdw_jw_str(w, job->id);
-    sdw_jw_key(w, "status");
-    sdw_jw_str(w, sdw_job_status_name(job->status));
-    sdw_jw_key(w, "position");
-    sdw_jw_int(w, job->position);
-    sdw_jw_key(w, "step");
-    sdw_jw_int(w, job->step);
-    sdw_jw_key(w, "total");
-    sdw_jw_int(w, job->total);
-    sdw_jw_key(w, "seed");
-    sdw_jw_u64(w, job->seed);
+    sdw_jw_kstr(w, "job_id", job->id);
+    sdw_jw_kstr(w, "status", sdw_job_status_name(job->status));
+    sdw_jw_kint(w, "position", job->position);
+    sdw_jw_kint(w, "step", job->step);
+    sdw_jw_kint(w, "total", job->total);
+    sdw_jw_ku64(w, "seed", job->seed);
     sdw_jw_key(w, "device");
     if (job->status == SDW_JST_RUNNING && job->slot >= 0 && s->pool)
         sdw_jw_str(w, sdw_pool_device_name(s->pool, job->slot));
     else
         sdw_jw_null(w);
-    sdw_jw_key(w, "cancel_requested");
-    sdw_jw_bool(w, job->cancel_requested);
-    sdw_jw_key(w, "retried");
-    sdw_jw_bool(w, job->retried);
+    sdw_jw_kbool(w, "cancel_requested", job->cancel_requested);
+    sdw_jw_kbool(w, "retried", job->retried);
 
     sdw_jw_key(w, "params");
     sdw_jw_obj_open(w);
-    sdw_jw_key(w, "prompt");
-    sdw_jw_str(w, job->prompt);
-    sdw_jw_key(w, "negative_prompt");
-    sdw_jw_str(w, job->negative_prompt);
-    sdw_jw_key(w, "steps");
-    sdw_jw_int(w, job->steps);
-    sdw_jw_key(w, "guidance_scale");
-    sdw_jw_num(w, job->guidance_scale);
-    sdw_jw_key(w, "seed");
-    sdw_jw_u64(w, job->seed);
-    sdw_jw_key(w, "width");
-    sdw_jw_int(w, job->width);
-    sdw_jw_key(w, "height");
-    sdw_jw_int(w, job->height);
-    sdw_jw_key(w, "sampler");
-    sdw_jw_str(w, job->sampler);
-    sdw_jw_key(w, "schedule");
-    sdw_jw_str(w, job->schedule);
+    sdw_jw_kstr(w, "prompt", job->prompt);
+    sdw_jw_kstr(w, "negative_prompt", job->negative_prompt);
+    sdw_jw_kint(w, "steps", job->steps);
+    sdw_jw_knum(w, "guidance_scale", job->guidance_scale);
+    sdw_jw_ku64(w, "seed", job->seed);
+    sdw_jw_kint(w, "width", job->width);
+    sdw_jw_kint(w, "height", job->height);
+    sdw_jw_kstr(w, "sampler", job->sampler);
+    sdw_jw_kstr(w, "schedule", job->schedule);
     sdw_jw_obj_close(w);
 
     sdw_jw_key(w, "timings");
@@ -92,10 +67,8 @@ void sdw_job_json(sdw_srv *s, sdw_jw *w, const sdw_job *job)
     sdw_jw_key(w, "error");
     if (job->status == SDW_JST_ERROR) {
         sdw_jw_obj_open(w);
-        sdw_jw_key(w, "code");
-        sdw_jw_str(w, job->err_code);
-        sdw_jw_key(w, "message");
-        sdw_jw_str(w, job->err_message);
+        sdw_jw_kstr(w, "code", job->err_code);
+        sdw_jw_kstr(w, "message", job->err_message);
         sdw_jw_obj_close(w);
     } else {
         sdw_jw_null(w);
@@ -135,34 +108,25 @@ sdw_rcbuf *sdw_job_sse_event(sdw_srv *s, const sdw_job *job, sdw_job_event ev)
     case SDW_JEV_QUEUED:
         event_head(&w, "queued");
         sdw_jw_obj_open(&w);
-        sdw_jw_key(&w, "job_id");
-        sdw_jw_str(&w, job->id);
-        sdw_jw_key(&w, "position");
-        sdw_jw_int(&w, job->position);
+        sdw_jw_kstr(&w, "job_id", job->id);
+        sdw_jw_kint(&w, "position", job->position);
         sdw_jw_obj_close(&w);
         break;
     case SDW_JEV_STARTED:
         event_head(&w, "started");
         sdw_jw_obj_open(&w);
-        sdw_jw_key(&w, "job_id");
-        sdw_jw_str(&w, job->id);
-        sdw_jw_key(&w, "device");
-        sdw_jw_str(&w, job->slot >= 0 && s->pool ? sdw_pool_device_name(s->pool, job->slot) : NULL);
-        sdw_jw_key(&w, "total");
-        sdw_jw_int(&w, job->total);
-        sdw_jw_key(&w, "retried");
-        sdw_jw_bool(&w, job->retried);
+        sdw_jw_kstr(&w, "job_id", job->id);
+        sdw_jw_kstr(&w, "device", job->slot >= 0 && s->pool ? sdw_pool_device_name(s->pool, job->slot) : NULL);
+        sdw_jw_kint(&w, "total", job->total);
+        sdw_jw_kbool(&w, "retried", job->retried);
         sdw_jw_obj_close(&w);
         break;
     case SDW_JEV_PROGRESS:
         event_head(&w, "progress");
         sdw_jw_obj_open(&w);
-        sdw_jw_key(&w, "step");
-        sdw_jw_int(&w, job->step);
-        sdw_jw_key(&w, "total");
-        sdw_jw_int(&w, job->total);
-        sdw_jw_key(&w, "elapsed_s");
-        sdw_jw_num(&w, job->last_elapsed);
+        sdw_jw_kint(&w, "step", job->step);
+        sdw_jw_kint(&w, "total", job->total);
+        sdw_jw_knum(&w, "elapsed_s", job->last_elapsed);
         sdw_jw_obj_close(&w);
         break;
     default:
@@ -181,18 +145,13 @@ sdw_rcbuf *sdw_job_sse_terminal(sdw_job *job)
         case SDW_JST_COMPLETE:
             event_head(&w, "complete");
             sdw_jw_obj_open(&w);
-            sdw_jw_key(&w, "job_id");
-            sdw_jw_str(&w, job->id);
+            sdw_jw_kstr(&w, "job_id", job->id);
             sdw_jw_key(&w, "image");
             sdw_jw_base64(&w, job->png, job->png_len);
-            sdw_jw_key(&w, "format");
-            sdw_jw_str(&w, "png");
-            sdw_jw_key(&w, "seed");
-            sdw_jw_u64(&w, job->seed);
-            sdw_jw_key(&w, "width");
-            sdw_jw_int(&w, job->out_width);
-            sdw_jw_key(&w, "height");
-            sdw_jw_int(&w, job->out_height);
+            sdw_jw_kstr(&w, "format", "png");
+            sdw_jw_ku64(&w, "seed", job->seed);
+            sdw_jw_kint(&w, "width", job->out_width);
+            sdw_jw_kint(&w, "height", job->out_height);
             sdw_jw_key(&w, "timings");
             sdw_job_json_timings(&w, job);
             sdw_jw_obj_close(&w);
@@ -200,19 +159,15 @@ sdw_rcbuf *sdw_job_sse_terminal(sdw_job *job)
         case SDW_JST_ERROR:
             event_head(&w, "error");
             sdw_jw_obj_open(&w);
-            sdw_jw_key(&w, "job_id");
-            sdw_jw_str(&w, job->id);
-            sdw_jw_key(&w, "code");
-            sdw_jw_str(&w, job->err_code);
-            sdw_jw_key(&w, "message");
-            sdw_jw_str(&w, job->err_message);
+            sdw_jw_kstr(&w, "job_id", job->id);
+            sdw_jw_kstr(&w, "code", job->err_code);
+            sdw_jw_kstr(&w, "message", job->err_message);
             sdw_jw_obj_close(&w);
             break;
         case SDW_JST_CANCELLED:
             event_head(&w, "cancelled");
             sdw_jw_obj_open(&w);
-            sdw_jw_key(&w, "job_id");
-            sdw_jw_str(&w, job->id);
+            sdw_jw_kstr(&w, "job_id", job->id);
             sdw_jw_obj_close(&w);
             break;
         default:
@@ -232,12 +187,9 @@ sdw_rcbuf *sdw_job_sse_submitted(const sdw_job *job)
     sdw_jw_init(&w);
     event_head(&w, "queued");
     sdw_jw_obj_open(&w);
-    sdw_jw_key(&w, "job_id");
-    sdw_jw_str(&w, job->id);
-    sdw_jw_key(&w, "position");
-    sdw_jw_int(&w, job->position);
-    sdw_jw_key(&w, "seed");
-    sdw_jw_u64(&w, job->seed);
+    sdw_jw_kstr(&w, "job_id", job->id);
+    sdw_jw_kint(&w, "position", job->position);
+    sdw_jw_ku64(&w, "seed", job->seed);
     urls(&w, job);
     sdw_jw_obj_close(&w);
     return event_finish(&w);

@@ -46,4 +46,12 @@ void sdw_jw_raw(sdw_jw *w, const char *s, size_t n);
 /** The text as a new rcbuf (one reference), or NULL after an allocation failure. */
 sdw_rcbuf *sdw_jw_to_rcbuf(const sdw_jw *w);
 
+
+/** Member shorthands: a key followed by its value, as in sdw_jw_key() then the value writer. */
+static inline void sdw_jw_kstr(sdw_jw *w, const char *k, const char *v) { sdw_jw_key(w, k); sdw_jw_str(w, v); }
+static inline void sdw_jw_kint(sdw_jw *w, const char *k, long long v) { sdw_jw_key(w, k); sdw_jw_int(w, v); }
+static inline void sdw_jw_ku64(sdw_jw *w, const char *k, uint64_t v) { sdw_jw_key(w, k); sdw_jw_u64(w, v); }
+static inline void sdw_jw_knum(sdw_jw *w, const char *k, double v) { sdw_jw_key(w, k); sdw_jw_num(w, v); }
+static inline void sdw_jw_kbool(sdw_jw *w, const char *k, int v) { sdw_jw_key(w, k); sdw_jw_bool(w, v); }
+
 #endif

@@ -153,35 +153,26 @@ static void handle_ready(sdw_srv *s, h2o_req_t *req)
     sdw_jw w;
     sdw_jw_init(&w);
     sdw_jw_obj_open(&w);
-    sdw_jw_key(&w, "ready");
-    sdw_jw_bool(&w, can_serve);
+    sdw_jw_kbool(&w, "ready", can_serve);
     sdw_jw_key(&w, "workers");
     sdw_jw_arr_open(&w);
     int n = s->pool ? sdw_pool_size(s->pool) : 0;
     for (int i = 0; i < n; i++) {
         sdw_jw_obj_open(&w);
-        sdw_jw_key(&w, "device");
-        sdw_jw_str(&w, sdw_pool_device_name(s->pool, i));
-        sdw_jw_key(&w, "state");
-        sdw_jw_str(&w, sdw_pool_state_name(sdw_pool_state(s->pool, i)));
-        sdw_jw_key(&w, "restarts");
-        sdw_jw_int(&w, sdw_pool_restarts(s->pool, i));
-        sdw_jw_key(&w, "jobs_served");
-        sdw_jw_u64(&w, sdw_pool_jobs_served(s->pool, i));
+        sdw_jw_kstr(&w, "device", sdw_pool_device_name(s->pool, i));
+        sdw_jw_kstr(&w, "state", sdw_pool_state_name(sdw_pool_state(s->pool, i)));
+        sdw_jw_kint(&w, "restarts", sdw_pool_restarts(s->pool, i));
+        sdw_jw_ku64(&w, "jobs_served", sdw_pool_jobs_served(s->pool, i));
         const char *arch = sdw_pool_model_arch(s->pool, i);
-        sdw_jw_key(&w, "model");
-        sdw_jw_str(&w, arch && *arch ? arch : NULL);
+        sdw_jw_kstr(&w, "model", arch && *arch ? arch : NULL);
         sdw_jw_obj_close(&w);
     }
     sdw_jw_arr_close(&w);
     sdw_jw_key(&w, "queue");
     sdw_jw_obj_open(&w);
-    sdw_jw_key(&w, "queued");
-    sdw_jw_int(&w, sdw_jobs_queued(s->jobs));
-    sdw_jw_key(&w, "running");
-    sdw_jw_int(&w, sdw_jobs_running(s->jobs));
-    sdw_jw_key(&w, "capacity");
-    sdw_jw_int(&w, s->cfg->queue_capacity);
+    sdw_jw_kint(&w, "queued", sdw_jobs_queued(s->jobs));
+    sdw_jw_kint(&w, "running", sdw_jobs_running(s->jobs));
+    sdw_jw_kint(&w, "capacity", s->cfg->queue_capacity);
     sdw_jw_obj_close(&w);
     if (!can_serve) {
         char reason[160];
@@ -192,8 +183,7 @@ static void handle_ready(sdw_srv *s, h2o_req_t *req)
         else
             snprintf(reason, sizeof reason, "no worker ready yet (%d loading, %d restarting)", loading,
                      n - ready - busy - loading);
-        sdw_jw_key(&w, "reason");
-        sdw_jw_str(&w, reason);
+        sdw_jw_kstr(&w, "reason", reason);
     }
     sdw_jw_obj_close(&w);
     sdw_http_send_jw(s, req, can_serve ? 200 : 503, &w);
@@ -289,20 +279,14 @@ static void handle_submit(sdw_srv *s, h2o_req_t *req)
     sdw_jw w;
     sdw_jw_init(&w);
     sdw_jw_obj_open(&w);
-    sdw_jw_key(&w, "job_id");
-    sdw_jw_str(&w, job->id);
+    sdw_jw_kstr(&w, "job_id", job->id);
     snprintf(loc, sizeof loc, "/v1/jobs/%s/stream", job->id);
-    sdw_jw_key(&w, "sse_url");
-    sdw_jw_str(&w, loc);
+    sdw_jw_kstr(&w, "sse_url", loc);
     snprintf(loc, sizeof loc, "/v1/jobs/%s", job->id);
-    sdw_jw_key(&w, "status_url");
-    sdw_jw_str(&w, loc);
-    sdw_jw_key(&w, "queue_position");
-    sdw_jw_int(&w, job->position);
-    sdw_jw_key(&w, "status");
-    sdw_jw_str(&w, sdw_job_status_name(job->status));
-    sdw_jw_key(&w, "seed");
-    sdw_jw_u64(&w, job->seed);
+    sdw_jw_kstr(&w, "status_url", loc);
+    sdw_jw_kint(&w, "queue_position", job->position);
+    sdw_jw_kstr(&w, "status", sdw_job_status_name(job->status));
+    sdw_jw_ku64(&w, "seed", job->seed);
     sdw_jw_obj_close(&w);
     sdw_http_send_jw(s, req, 202, &w);
     sdw_jw_free(&w);
