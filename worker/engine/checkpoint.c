@@ -37,7 +37,6 @@ struct sde_ckpt {
     pthread_mutex_t mu; /* guards f32[] and converted: builders may resolve weights from several threads */
 };
 
-
 static char *join(const char *dir, const char *rel)
 {
     size_t a = strlen(dir);

@@ -41,7 +41,6 @@ const char *sde_st_dtype_name(sde_dtype dt)
     return "?";
 }
 
-
 void sde_st_free(sde_st_file *f)
 {
     if (!f)

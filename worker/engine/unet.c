@@ -4,7 +4,6 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,18 +78,6 @@ struct sde_unet {
 /* ---------------------------------------------------------------------------------------------------- */
 /* Config inference. */
 
-
-static const sde_tensor *findf(const sde_ckpt *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const sde_tensor *findf(const sde_ckpt *c, const char *fmt, ...)
-{
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    return sde_ckpt_find(c, name);
-}
-
 /* Parses a positive decimal metadata value; 0 when absent, -1 when malformed. */
 static int meta_int(const sde_ckpt *c, const char *key)
 {
@@ -107,53 +94,53 @@ static int meta_int(const sde_ckpt *c, const char *key)
 int sde_unet_config_infer(const sde_ckpt *c, sde_unet_config *cfg, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
-    const sde_tensor *t = findf(c, P "input_blocks.0.0.weight");
+    const sde_tensor *t = sde_wfind(c, P "input_blocks.0.0.weight");
     if (!t || t->ndim != 4)
         return sde_fail(err, errlen, "%s: no UNet (tensor " P "input_blocks.0.0.weight %s)",
                     c ? sde_ckpt_path(c) : "?", t ? "is not a 4-d conv weight" : "missing");
     cfg->model_channels = (int)t->shape[0];
     cfg->in_channels = (int)t->shape[1];
-    t = findf(c, P "out.2.weight");
+    t = sde_wfind(c, P "out.2.weight");
     if (!t || t->ndim != 4)
         return sde_fail(err, errlen, "%s: tensor " P "out.2.weight missing or not a conv weight", sde_ckpt_path(c));
     cfg->out_channels = (int)t->shape[0];
     /* res blocks per level: input_blocks 1..nrb are level 0's, nrb+1 is its downsample (if any) */
     int nrb = 0;
-    while (nrb < 16 && findf(c, P "input_blocks.%d.0.in_layers.2.weight", nrb + 1))
+    while (nrb < 16 && sde_wfind(c, P "input_blocks.%d.0.in_layers.2.weight", nrb + 1))
         nrb++;
     if (nrb == 0)
         return sde_fail(err, errlen, "%s: tensor " P "input_blocks.1.0.in_layers.2.weight missing", sde_ckpt_path(c));
     cfg->num_res_blocks = nrb;
     int levels = 1;
-    while (levels < 4 && findf(c, P "input_blocks.%d.0.op.weight", levels * (nrb + 1)))
+    while (levels < 4 && sde_wfind(c, P "input_blocks.%d.0.op.weight", levels * (nrb + 1)))
         levels++;
     cfg->n_levels = levels;
     cfg->transformer_depth = 0;
     for (int l = 0; l < levels; l++) {
         int idx = 1 + l * (nrb + 1);
-        t = findf(c, P "input_blocks.%d.0.out_layers.3.weight", idx);
+        t = sde_wfind(c, P "input_blocks.%d.0.out_layers.3.weight", idx);
         if (!t || t->ndim < 1 || t->shape[0] % cfg->model_channels)
             return sde_fail(err, errlen, "%s: tensor " P "input_blocks.%d.0.out_layers.3.weight missing or not a multiple "
                         "of model_channels %d", sde_ckpt_path(c), idx, cfg->model_channels);
         cfg->channel_mult[l] = (int)(t->shape[0] / cfg->model_channels);
-        cfg->attn_levels[l] = findf(c, P "input_blocks.%d.1.transformer_blocks.0.attn1.to_q.weight", idx) != NULL;
+        cfg->attn_levels[l] = sde_wfind(c, P "input_blocks.%d.1.transformer_blocks.0.attn1.to_q.weight", idx) != NULL;
     }
     /* context width, projection kind and depth from the middle block's transformer (always present in
      * LDM configs), else from the first level that has one */
     char st[64] = "middle_block.1";
-    if (!findf(c, P "%s.transformer_blocks.0.attn2.to_k.weight", st))
+    if (!sde_wfind(c, P "%s.transformer_blocks.0.attn2.to_k.weight", st))
         for (int l = 0; l < levels; l++)
             if (cfg->attn_levels[l]) {
                 snprintf(st, sizeof st, "input_blocks.%d.1", 1 + l * (nrb + 1));
                 break;
             }
-    t = findf(c, P "%s.transformer_blocks.0.attn2.to_k.weight", st);
+    t = sde_wfind(c, P "%s.transformer_blocks.0.attn2.to_k.weight", st);
     if (t && t->ndim == 2) {
         cfg->context_dim = (int)t->shape[1];
-        const sde_tensor *pin = findf(c, P "%s.proj_in.weight", st);
+        const sde_tensor *pin = sde_wfind(c, P "%s.proj_in.weight", st);
         cfg->linear_proj = pin && pin->ndim == 2;
         while (cfg->transformer_depth < 16 &&
-               findf(c, P "%s.transformer_blocks.%d.attn1.to_q.weight", st, cfg->transformer_depth))
+               sde_wfind(c, P "%s.transformer_blocks.%d.attn1.to_q.weight", st, cfg->transformer_depth))
             cfg->transformer_depth++;
     }
     int nhc = meta_int(c, "sdw.unet.num_head_channels");
@@ -179,7 +166,6 @@ int sde_unet_config_infer(const sde_ckpt *c, sde_unet_config *cfg, char *err, si
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* Weights. */
-
 
 static void load_res(sde_wloader *L, res_w *r, const char *pre, int cin, int cout, int temb)
 {

@@ -4,7 +4,6 @@
 #include "vae.h"
 
 #include <cblas.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,21 +43,8 @@ struct sde_vae {
     int has_enc;
 };
 
-
-static const sde_tensor *findf(const sde_ckpt *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const sde_tensor *findf(const sde_ckpt *c, const char *fmt, ...)
-{
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    return sde_ckpt_find(c, name);
-}
-
 /* ---------------------------------------------------------------------------------------------------- */
 /* Weights. */
-
 
 static void load_res(sde_wloader *L, vres *r, const char *pre, int cin, int cout)
 {
@@ -95,7 +81,7 @@ static void load_attn(sde_wloader *L, vattn *a, const char *pre, int c)
 static int count_blocks(const sde_ckpt *c, const char *coder, const char *lvname, int l)
 {
     int n = 0;
-    while (n <= MAX_RES && findf(c, P "%s.%s.%d.block.%d.conv1.weight", coder, lvname, l, n))
+    while (n <= MAX_RES && sde_wfind(c, P "%s.%s.%d.block.%d.conv1.weight", coder, lvname, l, n))
         n++;
     return n;
 }
@@ -104,15 +90,15 @@ static int count_blocks(const sde_ckpt *c, const char *coder, const char *lvname
 static int vae_infer(const sde_ckpt *c, sde_vae_config *cfg, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
-    const sde_tensor *t = findf(c, P "decoder.conv_in.weight");
+    const sde_tensor *t = sde_wfind(c, P "decoder.conv_in.weight");
     if (!t || t->ndim != 4)
         return sde_fail(err, errlen, "%s: no VAE decoder (tensor " P "decoder.conv_in.weight %s)", sde_ckpt_path(c),
                     t ? "is not a conv weight" : "missing");
     cfg->z_channels = (int)t->shape[1];
     int levels = 0;
-    while (levels < MAX_LEVELS && findf(c, P "decoder.up.%d.block.0.conv1.weight", levels))
+    while (levels < MAX_LEVELS && sde_wfind(c, P "decoder.up.%d.block.0.conv1.weight", levels))
         levels++;
-    if (levels == 0 || findf(c, P "decoder.up.%d.block.0.conv1.weight", levels))
+    if (levels == 0 || sde_wfind(c, P "decoder.up.%d.block.0.conv1.weight", levels))
         return sde_fail(err, errlen, "%s: VAE decoder has %s up levels (" P "decoder.up.N)", sde_ckpt_path(c),
                     levels ? "more than 4" : "no");
     cfg->n_levels = levels;
@@ -121,13 +107,13 @@ static int vae_infer(const sde_ckpt *c, sde_vae_config *cfg, char *err, size_t e
         return sde_fail(err, errlen, "%s: VAE decoder up.0 has %d res blocks", sde_ckpt_path(c), nb);
     cfg->num_res_blocks = nb - 1;
     /* ch from the encoder's conv_in when present; a decoder-only file has ch_mult[0] = 1 in every SD VAE */
-    const sde_tensor *e = findf(c, P "encoder.conv_in.weight");
-    const sde_tensor *o = findf(c, P "decoder.conv_out.weight");
+    const sde_tensor *e = sde_wfind(c, P "encoder.conv_in.weight");
+    const sde_tensor *o = sde_wfind(c, P "decoder.conv_out.weight");
     if (!o || o->ndim != 4)
         return sde_fail(err, errlen, "%s: tensor " P "decoder.conv_out.weight missing or not a conv", sde_ckpt_path(c));
     cfg->ch = e && e->ndim == 4 ? (int)e->shape[0] : (int)o->shape[1];
     for (int l = 0; l < levels; l++) {
-        t = findf(c, P "decoder.up.%d.block.0.conv1.weight", l);
+        t = sde_wfind(c, P "decoder.up.%d.block.0.conv1.weight", l);
         if (t->ndim != 4 || t->shape[0] % cfg->ch)
             return sde_fail(err, errlen, "%s: tensor " P "decoder.up.%d.block.0.conv1.weight: %lld channels are not a "
                         "multiple of ch %d", sde_ckpt_path(c), l, (long long)t->shape[0], cfg->ch);

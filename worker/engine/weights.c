@@ -28,6 +28,16 @@ const float *sde_wload(sde_wloader *L, int64_t d0, int64_t d1, int64_t d2, int64
     return p;
 }
 
+const sde_tensor *sde_wfind(const sde_ckpt *c, const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return sde_ckpt_find(c, name);
+}
+
 int sde_fail(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err && errlen) {

@@ -23,6 +23,9 @@ typedef struct {
 const float *sde_wload(sde_wloader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
+/** The tensor named by a printf-style NAME, or NULL (for probing what a checkpoint holds). */
+const sde_tensor *sde_wfind(const sde_ckpt *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /** Formats a message into err (when given) and returns -1, for `return sde_fail(err, errlen, ...)`. */
 int sde_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
