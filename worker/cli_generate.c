@@ -311,7 +311,7 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "sd-worker generate: unknown option \"%s\" (see --help)\n", argv[optind]);
+        fprintf(stderr, "sd-worker generate: unexpected argument \"%s\" (see --help)\n", argv[optind]);
         return 1;
     }
     if (!lo->model_path || !*lo->model_path) {

@@ -56,14 +56,17 @@ typedef struct {
 
 static void usage(FILE *f)
 {
-    fprintf(
-        f, "usage: sd-worker-engine worker --fd N --model PATH [--tokenizer PATH] [--prediction auto|eps|v]\n"
-           "                               [--threads N] [--device NAME]\n"
-           "\n"
-           "The worker process the sd-worker supervisor starts, one per device. It speaks msgpack frames\n"
-           "(docs/protocol.md) on the connected stream socket N and runs one generation at a time.\n"
-           "Exit status: 0 clean stop, 2 bad options or the model failed to load (not restarted),\n"
-           "3 protocol error (restarted).\n");
+    char predictions[64];
+    sdw_names_list(SDW_NAMES_PREDICTION, "|", NULL, predictions, sizeof predictions);
+    fprintf(f,
+            "usage: sd-worker-engine worker --fd N --model PATH [--tokenizer PATH] [--prediction %s]\n"
+            "                               [--threads N] [--device NAME]\n"
+            "\n"
+            "The worker process the sd-worker supervisor starts, one per device. It speaks msgpack frames\n"
+            "(docs/protocol.md) on the connected stream socket N and runs one generation at a time.\n"
+            "Exit status: 0 clean stop, 2 bad options or the model failed to load (not restarted),\n"
+            "3 protocol error (restarted).\n",
+            predictions);
 }
 
 /* Waits until fd is ready for events or timeout_ms passes (-1: no limit). 1 ready, 0 timeout or a stop
