@@ -43,8 +43,8 @@ struct sdw_job {
     char id[80];  /* "<node_id>-<16 hex digits>" */
     sdw_job_status status;
 
-    sdw_gen_request
-        req; /* what to make (validated; has_seed is always 1: a random seed is drawn on submit) */
+    /* what to make (validated; has_seed is always 1: a random seed is drawn on submit) */
+    sdw_gen_request req;
 
     int position; /* 1-based place in the queue while queued (1 = next), 0 otherwise */
     int slot;     /* worker slot while running, else -1 */
