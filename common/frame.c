@@ -746,7 +746,9 @@ static int decode_fields(decoder *d, sdw_frame *f)
         if (get_u64(d, "job", &f->job)) return -1;
         sdw_gen_request_init(&f->u.job);
         f->_owns_job = 1;
-        return decode_request(d, &f->u.job);
+        if (decode_request(d, &f->u.job)) return -1;
+        f->u.job.has_seed = 1; /* "seed" is required: the sender always chose one */
+        return 0;
     default: /* pong, ping, shutdown: nothing but t and v */
         return 0;
     }

@@ -64,8 +64,9 @@ int sdw_gen_request_copy(sdw_gen_request *dst, const sdw_gen_request *src)
         if (owns_memory(&fields[i])) *(void **)((char *)dst + fields[i].off) = NULL;
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
         const sdw_gen_field *f = &fields[i];
+        if (!owns_memory(f)) continue;
         const void *from = *(void *const *)((const char *)src + f->off);
-        if (!owns_memory(f) || !from) continue;
+        if (!from) continue;
         size_t n =
             f->kind == SDW_GF_STR ? strlen(from) + 1 : *(const size_t *)((const char *)src + f->len_off);
         void *to = malloc(n ? n : 1);

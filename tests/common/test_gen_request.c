@@ -127,6 +127,7 @@ static void test_frame_round_trip_every_field(void **state)
     assert_int_equal(f.type, SDW_FRAME_JOB);
     assert_int_equal(f.job, 77);
     assert_requests_equal(&a, &f.u.job);
+    assert_int_equal(f.u.job.has_seed, 1);
     /* the request can be moved out of the frame and outlive it */
     sdw_gen_request moved = f.u.job;
     sdw_gen_request_init(&f.u.job);
