@@ -61,7 +61,52 @@ static int pack_d(msgpack_packer *pk, const char *k, double v)
 }
 
 /* Number of keys besides "t" and "v" each type carries. */
-static const int type_nkeys[SDW_FRAME__COUNT] = {3, 5, 1, 4, 6, 3, 1, 0, 10, 1, 0, 0};
+static const int type_nkeys[SDW_FRAME__COUNT] = {3, 5, 1, 4, 6, 3, 1, 0, 1, 1, 0, 0};
+
+/* The job frame's request: one key per row of the field table. */
+static int pack_request(msgpack_packer *pk, const sdw_gen_request *r)
+{
+    int n;
+    const sdw_gen_field *fl = sdw_gen_request_fields(&n);
+    for (int i = 0; i < n; i++) {
+        const sdw_gen_field *fd = &fl[i];
+        const char *m = (const char *)r + fd->off;
+        int bad = 0;
+        switch (fd->kind) {
+        case SDW_GF_STR:
+            bad = pack_s(pk, fd->key, *(char *const *)m);
+            break;
+        case SDW_GF_INT:
+            bad = pack_i(pk, fd->key, *(const int *)m);
+            break;
+        case SDW_GF_U64:
+            bad = pack_u(pk, fd->key, *(const uint64_t *)m);
+            break;
+        case SDW_GF_DOUBLE:
+            bad = pack_d(pk, fd->key, *(const double *)m);
+            break;
+        case SDW_GF_BOOL:
+            bad = pack_key(pk, fd->key) || (*(const int *)m ? msgpack_pack_true(pk) : msgpack_pack_false(pk));
+            break;
+        case SDW_GF_NAME: {
+            /* enum members: sdw_sampler etc. are all int-sized enums */
+            int v = *(const int *)m;
+            if (!sdw_names_row(fd->names, v)) return -1;
+            bad = pack_s(pk, fd->key, sdw_names_name(fd->names, v));
+            break;
+        }
+        case SDW_GF_BYTES: {
+            size_t len = *(const size_t *)((const char *)r + fd->len_off);
+            if (len > UINT32_MAX) return -1;
+            bad = pack_key(pk, fd->key) || msgpack_pack_bin(pk, len) ||
+                  msgpack_pack_bin_body(pk, *(const void *const *)m, len);
+            break;
+        }
+        }
+        if (bad) return -1;
+    }
+    return 0;
+}
 
 static int encode_body(msgpack_packer *pk, const sdw_frame *f)
 {
@@ -93,12 +138,7 @@ static int encode_body(msgpack_packer *pk, const sdw_frame *f)
         return pack_key(pk, "job") || (f->has_job ? msgpack_pack_uint64(pk, f->job) : msgpack_pack_nil(pk)) ||
                pack_s(pk, "code", f->u.error.code) || pack_s(pk, "message", f->u.error.message);
     case SDW_FRAME_JOB:
-        return pack_u(pk, "job", f->job) || pack_s(pk, "prompt", f->u.job.prompt) ||
-               pack_s(pk, "negative_prompt", f->u.job.negative_prompt) ||
-               pack_i(pk, "steps", f->u.job.steps) || pack_d(pk, "cfg_scale", f->u.job.cfg_scale) ||
-               pack_u(pk, "seed", f->u.job.seed) || pack_i(pk, "width", f->u.job.width) ||
-               pack_i(pk, "height", f->u.job.height) || pack_s(pk, "sampler", f->u.job.sampler) ||
-               pack_s(pk, "schedule", f->u.job.schedule);
+        return pack_u(pk, "job", f->job) || pack_request(pk, &f->u.job);
     case SDW_FRAME_PONG:
     case SDW_FRAME_PING:
     case SDW_FRAME_SHUTDOWN:
@@ -114,7 +154,9 @@ int sdw_frame_encode(msgpack_sbuffer *sb, const sdw_frame *f)
     size_t start = sb->size;
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    int bad = msgpack_pack_map(&pk, 2 + (size_t)type_nkeys[f->type]) ||
+    int nfields = 0;
+    if (f->type == SDW_FRAME_JOB) sdw_gen_request_fields(&nfields);
+    int bad = msgpack_pack_map(&pk, 2 + (size_t)type_nkeys[f->type] + (size_t)nfields) ||
               pack_s(&pk, "t", type_names[f->type]) || pack_u(&pk, "v", SDW_FRAME_VERSION) ||
               encode_body(&pk, f);
     if (bad || sb->size - start > sdw_frame_max_size(f->type)) {
@@ -197,11 +239,10 @@ int sdw_frame_pong(msgpack_sbuffer *sb)
     return sdw_frame_encode(sb, &f);
 }
 
-int sdw_frame_job(msgpack_sbuffer *sb, uint64_t job, const sdw_frame *params)
+int sdw_frame_job(msgpack_sbuffer *sb, uint64_t job, const sdw_gen_request *req)
 {
-    sdw_frame f = *params;
-    f.type = SDW_FRAME_JOB;
-    f.job = job;
+    sdw_frame f = {.type = SDW_FRAME_JOB, .job = job};
+    f.u.job = *req; /* borrowed: this frame is never freed */
     return sdw_frame_encode(sb, &f);
 }
 
@@ -226,6 +267,7 @@ int sdw_frame_shutdown(msgpack_sbuffer *sb)
 void sdw_frame_free(sdw_frame *f)
 {
     if (!f) return;
+    if (f->_owns_job) sdw_gen_request_free(&f->u.job);
     free(f->_mem);
     memset(f, 0, sizeof *f);
 }
@@ -564,6 +606,85 @@ static int get_double(decoder *d, const char *key, double *out)
     return get_double_in(d, d->map, "", key, out);
 }
 
+/* The job frame's request, row by row of the field table. Strings and buffers are allocated into the request
+ * (not the frame's block) because the request outlives the frame: the worker and the pool keep it. */
+static int decode_request(decoder *d, sdw_gen_request *r)
+{
+    int n;
+    const sdw_gen_field *fl = sdw_gen_request_fields(&n);
+    for (int i = 0; i < n; i++) {
+        const sdw_gen_field *fd = &fl[i];
+        char *m = (char *)r + fd->off;
+        const msgpack_object *o = lookup(d->map, fd->key);
+        if (!o) {
+            if (!fd->required) continue;
+            return need(d, fd->key) ? 0 : -1;
+        }
+        switch (fd->kind) {
+        case SDW_GF_STR:
+        case SDW_GF_NAME: {
+            if (o->type != MSGPACK_OBJECT_STR) return mistyped(d, fd->key, "a string", o);
+            const char *p = o->via.str.ptr;
+            size_t len = o->via.str.size;
+            if (memchr(p, 0, len)) {
+                seterr(d->err, d->errlen, "%s frame: field '%s' contains a NUL byte", d->tname, fd->key);
+                return -1;
+            }
+            if (fd->kind == SDW_GF_NAME) {
+                char name[64];
+                int v = -1;
+                if (len < sizeof name) {
+                    memcpy(name, p, len);
+                    name[len] = '\0';
+                    v = sdw_names_parse(fd->names, name);
+                }
+                if (v < 0) {
+                    seterr(d->err, d->errlen, "%s frame: field '%s' is '%.*s', not a known %s", d->tname,
+                           fd->key, (int)(len > 40 ? 40 : len), p, sdw_names_kind_name(fd->names));
+                    return -1;
+                }
+                *(int *)m = v;
+                break;
+            }
+            char *s = malloc(len + 1);
+            if (!s) goto oom;
+            memcpy(s, p, len);
+            s[len] = '\0';
+            free(*(char **)m);
+            *(char **)m = s;
+            break;
+        }
+        case SDW_GF_INT:
+            if (get_int(d, fd->key, (int *)m)) return -1;
+            break;
+        case SDW_GF_U64:
+            if (get_u64(d, fd->key, (uint64_t *)m)) return -1;
+            break;
+        case SDW_GF_DOUBLE:
+            if (get_double(d, fd->key, (double *)m)) return -1;
+            break;
+        case SDW_GF_BOOL:
+            if (o->type != MSGPACK_OBJECT_BOOLEAN) return mistyped(d, fd->key, "a boolean", o);
+            *(int *)m = o->via.boolean;
+            break;
+        case SDW_GF_BYTES: {
+            if (o->type != MSGPACK_OBJECT_BIN) return mistyped(d, fd->key, "binary", o);
+            void *b = malloc(o->via.bin.size ? o->via.bin.size : 1);
+            if (!b) goto oom;
+            memcpy(b, o->via.bin.ptr, o->via.bin.size);
+            free(*(void **)m);
+            *(void **)m = b;
+            *(size_t *)((char *)r + fd->len_off) = o->via.bin.size;
+            break;
+        }
+        }
+    }
+    return 0;
+oom:
+    seterr(d->err, d->errlen, "%s frame: out of memory decoding field", d->tname);
+    return -1;
+}
+
 static int decode_fields(decoder *d, sdw_frame *f)
 {
     const msgpack_object *o;
@@ -622,15 +743,12 @@ static int decode_fields(decoder *d, sdw_frame *f)
         }
         return get_str(d, "code", &f->u.error.code) || get_str(d, "message", &f->u.error.message) ? -1 : 0;
     case SDW_FRAME_JOB:
-        return get_u64(d, "job", &f->job) || get_str(d, "prompt", &f->u.job.prompt) ||
-                       get_str(d, "negative_prompt", &f->u.job.negative_prompt) ||
-                       get_int(d, "steps", &f->u.job.steps) ||
-                       get_double(d, "cfg_scale", &f->u.job.cfg_scale) ||
-                       get_u64(d, "seed", &f->u.job.seed) || get_int(d, "width", &f->u.job.width) ||
-                       get_int(d, "height", &f->u.job.height) || get_str(d, "sampler", &f->u.job.sampler) ||
-                       get_str(d, "schedule", &f->u.job.schedule)
-                   ? -1
-                   : 0;
+        if (get_u64(d, "job", &f->job)) return -1;
+        sdw_gen_request_init(&f->u.job);
+        f->_owns_job = 1;
+        if (decode_request(d, &f->u.job)) return -1;
+        f->u.job.has_seed = 1; /* "seed" is required: the sender always chose one */
+        return 0;
     default: /* pong, ping, shutdown: nothing but t and v */
         return 0;
     }
@@ -685,7 +803,7 @@ static int decode_object(const msgpack_object *obj, size_t nbytes, sdw_frame *f,
     }
     decoder d = {.map = m, .tname = type_names[type], .err = err, .errlen = errlen};
     if (decode_fields(&d, f)) {
-        memset(f, 0, sizeof *f);
+        sdw_frame_free(f);
         return -1;
     }
     size_t total = d.binlen + 1;
@@ -693,7 +811,7 @@ static int decode_object(const msgpack_object *obj, size_t nbytes, sdw_frame *f,
         total += d.str[i].len + 1;
     char *mem = malloc(total);
     if (!mem) {
-        memset(f, 0, sizeof *f);
+        sdw_frame_free(f);
         seterr(err, errlen, "out of memory decoding a %zu-byte %s frame", nbytes, type_names[type]);
         return -1;
     }

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <msgpack.h>
 
+#include "gen_request.h"
+
 /** The protocol version every frame carries in "v"; a frame with another version is rejected. */
 #define SDW_FRAME_VERSION 1
 /** Largest encoded `result` frame (the PNG travels inside it). */
@@ -34,7 +36,8 @@ typedef enum {
 
 /** One frame. Which members mean something depends on type (see the comments); decoded strings are
  * NUL-terminated and, like png, owned by the frame until sdw_frame_free(). To encode, fill the members the
- * type uses (NULL strings are sent as ""). */
+ * type uses (NULL strings are sent as ""). A decoded job frame's u.job is a request the frame owns: move it
+ * out (struct copy, then zero u.job) or let sdw_frame_free() release it. */
 typedef struct {
     sdw_frame_type type;
     uint64_t job; /* started, progress, result, error (when has_job), cancelled, job, cancel */
@@ -67,18 +70,11 @@ typedef struct {
             const char *code;    /* "model_load_failed", "invalid_request", "engine_error", ... */
             const char *message; /* for people */
         } error;
-        struct {
-            const char *prompt;
-            const char *negative_prompt;
-            int steps;
-            double cfg_scale;
-            uint64_t seed;
-            int width, height;
-            const char *sampler;  /* "euler", ... */
-            const char *schedule; /* "discrete" | "karras" */
-        } job;
+        /* job: every field of the request's field table (gen_request.c); a decoded frame owns it */
+        sdw_gen_request job;
     } u;
-    void *_mem; /* decoded frames: the one block holding every string and the png */
+    void *_mem;    /* decoded frames: the one block holding every string and the png */
+    int _owns_job; /* decoded job frames: u.job is freed with the frame */
 } sdw_frame;
 
 /** "hello", "ready", ...; "?" for an unknown value. */
@@ -111,8 +107,9 @@ int sdw_frame_error(msgpack_sbuffer *sb, int has_job, uint64_t job, const char *
 int sdw_frame_cancelled(msgpack_sbuffer *sb, uint64_t job);
 /** pong: the answer to ping. */
 int sdw_frame_pong(msgpack_sbuffer *sb);
-/** job: run one generation (prompt etc. from the frame's u.job; type and job are set here). */
-int sdw_frame_job(msgpack_sbuffer *sb, uint64_t job, const sdw_frame *params);
+/** job: run the generation req (encoded through the request's field table; -1 also for a sampler or
+ * schedule value outside its table). */
+int sdw_frame_job(msgpack_sbuffer *sb, uint64_t job, const sdw_gen_request *req);
 /** cancel: stop job at the next step boundary. */
 int sdw_frame_cancel(msgpack_sbuffer *sb, uint64_t job);
 /** ping: ask for a pong. */

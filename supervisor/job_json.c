@@ -40,7 +40,7 @@ void sdw_job_json(sdw_srv *s, sdw_jw *w, const sdw_job *job)
     sdw_jw_kint(w, "position", job->position);
     sdw_jw_kint(w, "step", job->step);
     sdw_jw_kint(w, "total", job->total);
-    sdw_jw_ku64(w, "seed", job->seed);
+    sdw_jw_ku64(w, "seed", job->req.seed);
     sdw_jw_key(w, "device");
     if (job->status == SDW_JST_RUNNING && job->slot >= 0 && s->pool)
         sdw_jw_str(w, sdw_pool_device_name(s->pool, job->slot));
@@ -51,15 +51,15 @@ void sdw_job_json(sdw_srv *s, sdw_jw *w, const sdw_job *job)
 
     sdw_jw_key(w, "params");
     sdw_jw_obj_open(w);
-    sdw_jw_kstr(w, "prompt", job->prompt);
-    sdw_jw_kstr(w, "negative_prompt", job->negative_prompt);
-    sdw_jw_kint(w, "steps", job->steps);
-    sdw_jw_knum(w, "guidance_scale", job->guidance_scale);
-    sdw_jw_ku64(w, "seed", job->seed);
-    sdw_jw_kint(w, "width", job->width);
-    sdw_jw_kint(w, "height", job->height);
-    sdw_jw_kstr(w, "sampler", job->sampler);
-    sdw_jw_kstr(w, "schedule", job->schedule);
+    sdw_jw_kstr(w, "prompt", job->req.prompt);
+    sdw_jw_kstr(w, "negative_prompt", job->req.negative_prompt);
+    sdw_jw_kint(w, "steps", job->req.steps);
+    sdw_jw_knum(w, "guidance_scale", job->req.cfg_scale);
+    sdw_jw_ku64(w, "seed", job->req.seed);
+    sdw_jw_kint(w, "width", job->req.width);
+    sdw_jw_kint(w, "height", job->req.height);
+    sdw_jw_kstr(w, "sampler", sdw_sampler_name(job->req.sampler));
+    sdw_jw_kstr(w, "schedule", sdw_schedule_name(job->req.schedule));
     sdw_jw_obj_close(w);
 
     sdw_jw_key(w, "timings");
@@ -149,7 +149,7 @@ sdw_rcbuf *sdw_job_sse_terminal(sdw_job *job)
             sdw_jw_key(&w, "image");
             sdw_jw_base64(&w, job->png, job->png_len);
             sdw_jw_kstr(&w, "format", "png");
-            sdw_jw_ku64(&w, "seed", job->seed);
+            sdw_jw_ku64(&w, "seed", job->req.seed);
             sdw_jw_kint(&w, "width", job->out_width);
             sdw_jw_kint(&w, "height", job->out_height);
             sdw_jw_key(&w, "timings");
@@ -189,7 +189,7 @@ sdw_rcbuf *sdw_job_sse_submitted(const sdw_job *job)
     sdw_jw_obj_open(&w);
     sdw_jw_kstr(&w, "job_id", job->id);
     sdw_jw_kint(&w, "position", job->position);
-    sdw_jw_ku64(&w, "seed", job->seed);
+    sdw_jw_ku64(&w, "seed", job->req.seed);
     urls(&w, job);
     sdw_jw_obj_close(&w);
     return event_finish(&w);

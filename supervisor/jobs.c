@@ -253,8 +253,7 @@ sdw_jobs *sdw_jobs_new(const sdw_jobs_config *cfg, const sdw_jobs_ops *ops, void
 
 static void job_free(sdw_job *job)
 {
-    free(job->prompt);
-    free(job->negative_prompt);
+    sdw_gen_request_free(&job->req);
     free(job->png);
     sdw_rcbuf_release(job->terminal_sse);
     free(job);
@@ -275,7 +274,7 @@ void sdw_jobs_free(sdw_jobs *J)
     free(J);
 }
 
-int sdw_jobs_submit(sdw_jobs *J, sdw_job_request *req, double now, sdw_job **out, sdw_api_error *e)
+int sdw_jobs_submit(sdw_jobs *J, sdw_gen_request *req, double now, sdw_job **out, sdw_api_error *e)
 {
     if (J->paused)
         return sdw_api_error_set(e, 503, "shutting_down", NULL, "the service is shutting down and takes no new jobs");
@@ -295,20 +294,15 @@ int sdw_jobs_submit(sdw_jobs *J, sdw_job_request *req, double now, sdw_job **out
     else
         snprintf(job->id, sizeof job->id, "%016" PRIx64, job->num);
 
-    job->prompt = req->prompt;
-    job->negative_prompt = req->negative_prompt;
-    req->prompt = req->negative_prompt = NULL;
-    job->steps = req->steps;
-    job->guidance_scale = req->guidance_scale;
-    job->seed = req->has_seed ? req->seed : random_u64();
-    job->width = req->width;
-    job->height = req->height;
-    memcpy(job->sampler, req->sampler, sizeof job->sampler);
-    memcpy(job->schedule, req->schedule, sizeof job->schedule);
-    job->sampler[sizeof job->sampler - 1] = job->schedule[sizeof job->schedule - 1] = '\0';
+    job->req = *req;
+    sdw_gen_request_init(req);
+    if (!job->req.has_seed) {
+        job->req.seed = random_u64();
+        job->req.has_seed = 1;
+    }
     job->status = SDW_JST_QUEUED;
     job->slot = -1;
-    job->total = job->steps;
+    job->total = job->req.steps;
     job->t_created = now;
 
     size_t k = bucket_of(J, job->num);

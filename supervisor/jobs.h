@@ -9,6 +9,7 @@
 
 #include "pool.h"
 #include "rcbuf.h"
+#include "gen_request.h"
 #include "validate.h"
 
 typedef enum {
@@ -42,13 +43,8 @@ struct sdw_job {
     char id[80];  /* "<node_id>-<16 hex digits>" */
     sdw_job_status status;
 
-    /* what to make (validated) */
-    char *prompt, *negative_prompt;
-    int steps;
-    double guidance_scale;
-    uint64_t seed;
-    int width, height;
-    char sampler[16], schedule[16];
+    /* what to make (validated; has_seed is always 1: a random seed is drawn on submit) */
+    sdw_gen_request req;
 
     int position; /* 1-based place in the queue while queued (1 = next), 0 otherwise */
     int slot;     /* worker slot while running, else -1 */
@@ -104,10 +100,10 @@ sdw_jobs *sdw_jobs_new(const sdw_jobs_config *cfg, const sdw_jobs_ops *ops, void
 /** Frees every job (subscribers hear GONE) and the registry. */
 void sdw_jobs_free(sdw_jobs *J);
 
-/** Registers and queues a job from req (its strings move into the job; req is left empty), drawing a
- * random seed when none was given, then dispatches. 0 with *out, or -1 with e: 429 queue_full, 503
- * shutting_down (paused), 500 internal. */
-int sdw_jobs_submit(sdw_jobs *J, sdw_job_request *req, double now, sdw_job **out, sdw_api_error *e);
+/** Registers and queues a job from req (it moves into the job; req is left empty, freshly initialised),
+ * drawing a random seed when none was given, then dispatches. On failure req is untouched. 0 with *out, or -1
+ * with e: 429 queue_full, 503 shutting_down (paused), 500 internal. */
+int sdw_jobs_submit(sdw_jobs *J, sdw_gen_request *req, double now, sdw_job **out, sdw_api_error *e);
 /** Looks up a public id: FOUND (*out set), GONE (expired, still remembered) or UNKNOWN. */
 sdw_jobs_lookup sdw_jobs_find(sdw_jobs *J, const char *id, size_t len, sdw_job **out);
 /** The job the pool calls num, or NULL. */

@@ -1,6 +1,7 @@
 /* main.c: the sd-worker command line. serve and check-config run here (the supervisor side); the
  * engine commands (generate, tokenize, mkmodel) are exec'd from sd-worker-engine, so this binary
  * never loads OpenBLAS or a model. */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,28 +28,46 @@ static void usage(FILE *f)
                "'sd-worker COMMAND --help' documents each command's options.\n");
 }
 
+static void config_usage(const char *cmd)
+{
+    printf("usage: sd-worker %s --config FILE\n\n", cmd);
+    if (!strcmp(cmd, "serve"))
+        printf("Starts the supervisor: the HTTP API on the configured listen address and one worker\n"
+               "process per devices: entry. SIGTERM/SIGINT drain and stop it; a second signal forces it.\n");
+    else
+        printf("Reads and validates FILE; prints file:line:column: message for each problem found\n"
+               "and exits 1, or prints 'ok' and exits 0.\n");
+    printf("\noptions:\n  --config FILE   the YAML configuration (see /etc/sd-worker/sd-worker.yaml)\n");
+}
+
 static int config_arg(int argc, char **argv, const char *cmd, const char **path)
 {
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {NULL, 0, NULL, 0},
+    };
     *path = NULL;
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: sd-worker %s --config FILE\n\n", cmd);
-            if (!strcmp(cmd, "serve"))
-                printf("Starts the supervisor: the HTTP API on the configured listen address and one worker\n"
-                       "process per devices: entry. SIGTERM/SIGINT drain and stop it; a second signal forces it.\n");
-            else
-                printf("Reads and validates FILE; prints file:line:column: message for each problem found\n"
-                       "and exits 1, or prints 'ok' and exits 0.\n");
-            printf("\noptions:\n  --config FILE   the YAML configuration (see /etc/sd-worker/sd-worker.yaml)\n");
+    opterr = 0;
+    optind = 0;
+    int c;
+    /* argv[1] is the command: getopt_long starts at argv[1] of what it is given */
+    while ((c = getopt_long(argc - 1, argv + 1, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            config_usage(cmd);
             exit(0);
-        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            *path = argv[++i];
-        } else if (!strncmp(argv[i], "--config=", 9)) {
-            *path = argv[i] + 9;
-        } else {
-            fprintf(stderr, "sd-worker %s: unknown argument '%s' (try --help)\n", cmd, argv[i]);
+        case 'c':
+            *path = optarg;
+            break;
+        default: /* unknown, or --config without its FILE */
+            fprintf(stderr, "sd-worker %s: unknown argument '%s' (try --help)\n", cmd, argv[optind]);
             return -1;
         }
+    }
+    if (optind < argc - 1) {
+        fprintf(stderr, "sd-worker %s: unknown argument '%s' (try --help)\n", cmd, argv[optind + 1]);
+        return -1;
     }
     if (!*path) {
         fprintf(stderr, "sd-worker %s: --config FILE is required\n", cmd);

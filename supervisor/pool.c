@@ -908,22 +908,12 @@ int sdw_pool_can_ever_serve(const sdw_pool *p)
     return 0;
 }
 
-int sdw_pool_submit(sdw_pool *p, int slot, uint64_t job, const sdw_job_params *jp)
+int sdw_pool_submit(sdw_pool *p, int slot, uint64_t job, const sdw_gen_request *req)
 {
     if (slot < 0 || slot >= p->n || p->shutting_down) return -1;
     pool_slot *s = &p->slots[slot];
     if (s->state != SDW_WS_READY || !s->sock || s->has_job) return -1;
-    sdw_frame f = {0};
-    f.u.job.prompt = jp->prompt;
-    f.u.job.negative_prompt = jp->negative_prompt;
-    f.u.job.steps = jp->steps;
-    f.u.job.cfg_scale = jp->cfg_scale;
-    f.u.job.seed = jp->seed;
-    f.u.job.width = jp->width;
-    f.u.job.height = jp->height;
-    f.u.job.sampler = jp->sampler;
-    f.u.job.schedule = jp->schedule;
-    if (sdw_frame_job(&s->out, job, &f) != 0) {
+    if (sdw_frame_job(&s->out, job, req) != 0) {
         sdw_logf(SDW_LOG_ERROR, "job_encode_failed", "slot=%d job=%llu", slot, (unsigned long long)job);
         return -1;
     }

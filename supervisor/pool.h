@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <h2o.h>
 #include "config.h"
+#include "gen_request.h"
 
 typedef enum {
     SDW_WS_LOADING = 0, /* process started, model loading */
@@ -16,18 +17,6 @@ typedef enum {
     SDW_WS_FAILED,      /* exited 2 (fatal config/model error): never respawned */
     SDW_WS_STOPPED      /* shut down */
 } sdw_worker_state;
-
-/** What the supervisor asks a worker to make (already validated). */
-typedef struct {
-    const char *prompt;
-    const char *negative_prompt;
-    int steps;
-    double cfg_scale;
-    uint64_t seed;
-    int width, height;
-    const char *sampler;  /* "euler", ... */
-    const char *schedule; /* "discrete" | "karras" */
-} sdw_job_params;
 
 typedef enum { SDW_JOB_COMPLETE = 0, SDW_JOB_ERROR, SDW_JOB_CANCELLED } sdw_job_end;
 
@@ -82,8 +71,9 @@ int sdw_pool_pid(const sdw_pool *p, int slot);
 int sdw_pool_idle_slot(const sdw_pool *p);
 /** 1 while some worker is or may become able to serve (not all FAILED/STOPPED). */
 int sdw_pool_can_ever_serve(const sdw_pool *p);
-/** Sends job to a READY slot; 0, or -1 if the slot cannot take it. */
-int sdw_pool_submit(sdw_pool *p, int slot, uint64_t job, const sdw_job_params *jp);
+/** Sends job (what to make: req, already validated, with its seed) to a READY slot; 0, or -1 if the slot
+ * cannot take it or req does not encode (a sampler or schedule outside the names table). */
+int sdw_pool_submit(sdw_pool *p, int slot, uint64_t job, const sdw_gen_request *req);
 /** Asks the worker running job to stop at its next step boundary (job_done then reports CANCELLED). */
 void sdw_pool_cancel(sdw_pool *p, uint64_t job);
 /** Stops all workers: TERM now, KILL after kill_after_ms; calls done once every worker is reaped. */

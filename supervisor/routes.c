@@ -249,14 +249,14 @@ static void handle_submit(sdw_srv *s, h2o_req_t *req)
         reject(s, req, &e, "invalid");
         return;
     }
-    sdw_job_request jr;
+    sdw_gen_request jr;
     if (sdw_validate_job_request(req->entity.base, req->entity.len, &s->limits, &jr, &e) != 0) {
         reject(s, req, &e, "invalid");
         return;
     }
     sdw_job *job;
     int rc = sdw_jobs_submit(s->jobs, &jr, sdw_srv_now(), &job, &e);
-    sdw_job_request_free(&jr);
+    sdw_gen_request_free(&jr);
     if (rc != 0) {
         if (e.status == 429) {
             char ra[16];
@@ -267,8 +267,9 @@ static void handle_submit(sdw_srv *s, h2o_req_t *req)
         return;
     }
     sdw_metrics_job_submitted(s->metrics);
-    sdw_logf(SDW_LOG_INFO, "job_queued", "job=%s steps=%d size=%dx%d sampler=%s position=%d", job->id, job->steps,
-             job->width, job->height, job->sampler, job->position);
+    sdw_logf(SDW_LOG_INFO, "job_queued", "job=%s steps=%d size=%dx%d sampler=%s position=%d", job->id,
+             job->req.steps, job->req.width, job->req.height, sdw_sampler_name(job->req.sampler),
+             job->position);
     if (accepts_event_stream(req)) {
         sdw_sse_start(s, req, job, sdw_job_sse_submitted(job));
         return;
@@ -286,7 +287,7 @@ static void handle_submit(sdw_srv *s, h2o_req_t *req)
     sdw_jw_kstr(&w, "status_url", loc);
     sdw_jw_kint(&w, "queue_position", job->position);
     sdw_jw_kstr(&w, "status", sdw_job_status_name(job->status));
-    sdw_jw_ku64(&w, "seed", job->seed);
+    sdw_jw_ku64(&w, "seed", job->req.seed);
     sdw_jw_obj_close(&w);
     sdw_http_send_jw(s, req, 202, &w);
     sdw_jw_free(&w);

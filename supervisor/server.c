@@ -207,18 +207,7 @@ static int ops_idle_slot(void *ud)
 static int ops_submit(void *ud, int slot, sdw_job *job)
 {
     sdw_srv *s = ud;
-    sdw_job_params jp = {
-        .prompt = job->prompt,
-        .negative_prompt = job->negative_prompt,
-        .steps = job->steps,
-        .cfg_scale = job->guidance_scale,
-        .seed = job->seed,
-        .width = job->width,
-        .height = job->height,
-        .sampler = job->sampler,
-        .schedule = job->schedule,
-    };
-    return sdw_pool_submit(s->pool, slot, job->num, &jp);
+    return sdw_pool_submit(s->pool, slot, job->num, &job->req);
 }
 
 static void ops_cancel(void *ud, sdw_job *job)

@@ -14,8 +14,6 @@
 
 #include "validate.h"
 
-static const char *const samplers[] = {"euler", "euler_a", "ddim", "dpmpp_2m", "lcm"};
-static const char *const schedules[] = {"discrete", "karras"};
 static const char *const known_fields[] = {"prompt", "negative_prompt", "steps", "guidance_scale", "seed",
                                            "width", "height", "sampler", "schedule"};
 
@@ -39,22 +37,6 @@ int sdw_api_error_set(sdw_api_error *e, int status, const char *code, const char
     vsnprintf(e->message, sizeof e->message, fmt, ap);
     va_end(ap);
     return -1;
-}
-
-int sdw_validate_sampler_known(const char *name)
-{
-    for (size_t i = 0; name && i < N_OF(samplers); i++)
-        if (!strcmp(name, samplers[i]))
-            return 1;
-    return 0;
-}
-
-int sdw_validate_schedule_known(const char *name)
-{
-    for (size_t i = 0; name && i < N_OF(schedules); i++)
-        if (!strcmp(name, schedules[i]))
-            return 1;
-    return 0;
 }
 
 static int ci_eq(const char *a, size_t alen, const char *b)
@@ -301,24 +283,21 @@ static int get_seed(const bigint_ctx *bc, const json_t *v, uint64_t *out, sdw_ap
     return 0;
 }
 
-static int get_name(const bigint_ctx *bc, const json_t *v, const char *field, int (*known)(const char *), const char *list, char *out,
-                    size_t outlen, sdw_api_error *e)
+/* A name from a gen_names table (sampler, schedule): the message lists the table's canonical names. */
+static int get_name(const bigint_ctx *bc, const json_t *v, sdw_names_kind kind, int *out, sdw_api_error *e)
 {
-    const char *s = NULL;
+    const char *field = sdw_names_kind_name(kind), *s = NULL;
     size_t n = 0;
     if (get_string(bc, v, field, 64, 0, &s, &n, e) != 0)
         return -1;
-    if (!known(s))
-        return sdw_api_error_set(e, 400, "invalid_value", field, "unknown %s '%.64s'; one of %s", field, s, list);
-    snprintf(out, outlen, "%s", s);
+    int x = sdw_names_parse(kind, s);
+    if (x < 0) {
+        char list[256];
+        return sdw_api_error_set(e, 400, "invalid_value", field, "unknown %s '%.64s'; one of %s", field, s,
+                                 sdw_names_list(kind, ", ", NULL, list, sizeof list));
+    }
+    *out = x;
     return 0;
-}
-
-void sdw_job_request_free(sdw_job_request *r)
-{
-    free(r->prompt);
-    free(r->negative_prompt);
-    r->prompt = r->negative_prompt = NULL;
 }
 
 static char *dup_n(const char *s, size_t n)
@@ -331,7 +310,8 @@ static char *dup_n(const char *s, size_t n)
     return d;
 }
 
-static int check_fields(const bigint_ctx *bc, json_t *root, const sdw_validate_limits *lim, sdw_job_request *r, sdw_api_error *e)
+static int check_fields(const bigint_ctx *bc, json_t *root, const sdw_validate_limits *lim,
+                        sdw_gen_request *r, sdw_api_error *e)
 {
     const char *key;
     json_t *v;
@@ -377,7 +357,7 @@ static int check_fields(const bigint_ctx *bc, json_t *root, const sdw_validate_l
         if (!isfinite(g) || g < 0 || g > 30)
             return sdw_api_error_set(e, 400, "out_of_range", "guidance_scale", "guidance_scale is %g; it must be between 0 and 30",
                                      g);
-        r->guidance_scale = g;
+        r->cfg_scale = g;
     }
 
     if ((v = json_object_get(root, "seed")) && !json_is_null(v)) {
@@ -393,20 +373,22 @@ static int check_fields(const bigint_ctx *bc, json_t *root, const sdw_validate_l
         get_int(bc, v, "height", 64, lim->max_height, 8, &r->height, e) != 0)
         return -1;
 
-    if ((v = json_object_get(root, "sampler")) && !json_is_null(v) &&
-        get_name(bc, v, "sampler", sdw_validate_sampler_known, "euler, euler_a, ddim, dpmpp_2m, lcm", r->sampler,
-                 sizeof r->sampler, e) != 0)
-        return -1;
-    if ((v = json_object_get(root, "schedule")) && !json_is_null(v) &&
-        get_name(bc, v, "schedule", sdw_validate_schedule_known, "discrete, karras", r->schedule, sizeof r->schedule, e) != 0)
-        return -1;
+    int x;
+    if ((v = json_object_get(root, "sampler")) && !json_is_null(v)) {
+        if (get_name(bc, v, SDW_NAMES_SAMPLER, &x, e) != 0) return -1;
+        r->sampler = (sdw_sampler)x;
+    }
+    if ((v = json_object_get(root, "schedule")) && !json_is_null(v)) {
+        if (get_name(bc, v, SDW_NAMES_SCHEDULE, &x, e) != 0) return -1;
+        r->schedule = (sdw_schedule)x;
+    }
     return 0;
 }
 
-int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_limits *lim, sdw_job_request *out,
-                             sdw_api_error *e)
+int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_limits *lim,
+                             sdw_gen_request *out, sdw_api_error *e)
 {
-    memset(out, 0, sizeof *out);
+    sdw_gen_request_init(out);
     if (len > lim->max_body_bytes)
         return sdw_api_error_set(e, 413, "body_too_large", NULL, "request body is %zu bytes; at most %zu are accepted", len,
                                  lim->max_body_bytes);
@@ -436,23 +418,20 @@ int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_li
         return -1;
     }
 
-    sdw_job_request r = {0};
-    r.steps = 20;
-    r.guidance_scale = 7.5;
-    r.width = r.height = 512;
-    snprintf(r.sampler, sizeof r.sampler, "euler");
-    snprintf(r.schedule, sizeof r.schedule, "discrete");
+    sdw_gen_request r;
+    sdw_gen_request_init(&r);
+    r.width = r.height = 512; /* the API's documented default, whatever the model's native size */
     int rc = check_fields(&bc, root, lim, &r, e);
     json_decref(root);
     if (rc != 0) {
-        sdw_job_request_free(&r);
+        sdw_gen_request_free(&r);
         return -1;
     }
     /* defaults may exceed small configured limits; report that as the field's range error */
     if (r.width > lim->max_width || r.height > lim->max_height || r.steps > lim->max_steps) {
         const char *f = r.steps > lim->max_steps ? "steps" : r.width > lim->max_width ? "width" : "height";
         sdw_api_error_set(e, 400, "out_of_range", f, "the default %s exceeds this server's limit; give %s explicitly", f, f);
-        sdw_job_request_free(&r);
+        sdw_gen_request_free(&r);
         return -1;
     }
     *out = r;

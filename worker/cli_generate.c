@@ -12,7 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <getopt.h>
+
 #include "commands.h"
+#include "gen_engine.h"
 #include "sd_engine.h"
 
 static volatile sig_atomic_t g_interrupted;
@@ -25,34 +28,43 @@ static void on_sigint(int sig)
 
 static void generate_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: sd-worker generate --model PATH --prompt TEXT --output OUT.png [options]\n"
-            "\n"
-            "Generates one image from a text prompt and writes it as PNG (with the settings in an\n"
-            "AUTOMATIC1111-style \"parameters\" text chunk).\n"
-            "\n"
-            "  --model PATH            .safetensors checkpoint (SD 1.x, SD 2.x, tiny) or a diffusers folder\n"
-            "  --tokenizer PATH        CLIP tokenizer: bpe_simple_vocab_16e6.txt(.gz), a vocab.json, or a folder\n"
-            "                          with vocab.json + merges.txt (default: the model's own, if it has one)\n"
-            "  --prompt TEXT           what to draw (required)\n"
-            "  --negative-prompt TEXT  what to steer away from (default: empty)\n"
-            "  --steps N               sampling steps, 1..150 (default 20)\n"
-            "  --cfg X                 classifier-free guidance scale, 0..30 (default 7.5; 1 = no guidance,\n"
-            "                          half the work)\n"
-            "  --seed N                noise seed, 0..2^64-1 (default: a random one, printed)\n"
-            "  --sampler NAME          euler | euler_a | ddim | dpmpp_2m | lcm (default euler)\n"
-            "  --schedule NAME         discrete | karras (default discrete)\n"
-            "  --width N, --height N   image size, multiples of 8 in 64..2048 (default: the model's native\n"
-            "                          size: 512 for SD 1.x, 768 for SD 2.x v models, 64 for tiny models)\n"
-            "  --threads N             BLAS threads (default: OpenBLAS's choice)\n"
-            "  --prediction P          auto | eps | v: what the UNet predicts (default auto: the model's\n"
-            "                          config or metadata, else eps for SD 1.x, v for SD 2.x)\n"
-            "  --output OUT.png        file to write (required; written to OUT.png.part, then renamed)\n"
-            "  --help                  this text\n"
-            "\n"
-            "Progress goes to stderr; on success the output path is printed on stdout and the timings on stderr.\n"
-            "Exit status: 0 written, 1 bad options or generation failed, 2 the model or tokenizer failed to\n"
-            "load, 130 interrupted (SIGINT/SIGTERM cancel between steps).\n");
+    char samplers[256], schedules[128], predictions[64];
+    sdw_names_list(SDW_NAMES_SAMPLER, " | ", NULL, samplers, sizeof samplers);
+    sdw_names_list(SDW_NAMES_SCHEDULE, " | ", NULL, schedules, sizeof schedules);
+    sdw_names_list(SDW_NAMES_PREDICTION, " | ", NULL, predictions, sizeof predictions);
+    fprintf(
+        f,
+        "usage: sd-worker generate --model PATH --prompt TEXT --output OUT.png [options]\n"
+        "\n"
+        "Generates one image from a text prompt and writes it as PNG (with the settings in an\n"
+        "AUTOMATIC1111-style \"parameters\" text chunk).\n"
+        "\n"
+        "  --model PATH            .safetensors checkpoint (SD 1.x, SD 2.x, tiny) or a diffusers folder\n"
+        "  --tokenizer PATH        CLIP tokenizer: bpe_simple_vocab_16e6.txt(.gz), a vocab.json, or a "
+        "folder\n"
+        "                          with vocab.json + merges.txt (default: the model's own, if it has one)\n"
+        "  --prompt TEXT           what to draw (required)\n"
+        "  --negative-prompt TEXT  what to steer away from (default: empty)\n"
+        "  --steps N               sampling steps, 1..150 (default 20)\n"
+        "  --cfg X                 classifier-free guidance scale, 0..30 (default 7.5; 1 = no guidance,\n"
+        "                          half the work)\n"
+        "  --seed N                noise seed, 0..2^64-1 (default: a random one, printed)\n"
+        "  --sampler NAME          %s (default %s)\n"
+        "  --schedule NAME         %s (default %s)\n"
+        "  --width N, --height N   image size, multiples of 8 in 64..2048 (default: the model's native\n"
+        "                          size: 512 for SD 1.x, 768 for SD 2.x v models, 64 for tiny models)\n"
+        "  --threads N             BLAS threads (default: OpenBLAS's choice)\n"
+        "  --prediction P          %s: what the UNet predicts (default auto: the model's\n"
+        "                          config or metadata, else eps for SD 1.x, v for SD 2.x)\n"
+        "  --output OUT.png        file to write (required; written to OUT.png.part, then renamed)\n"
+        "  --help                  this text\n"
+        "\n"
+        "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
+        "stderr.\n"
+        "Exit status: 0 written, 1 bad options or generation failed, 2 the model or tokenizer failed to\n"
+        "load, 130 interrupted (SIGINT/SIGTERM cancel between steps).\n",
+        samplers, sdw_sampler_name(SDW_SAMPLER_EULER), schedules, sdw_schedule_name(SDW_SCHEDULE_DISCRETE),
+        predictions);
 }
 
 static int parse_int(const char *s, long lo, long hi, int *out)
@@ -148,117 +160,190 @@ static int write_file(const char *path, const uint8_t *data, size_t len, char *e
     return 0;
 }
 
-int sdw_cmd_generate(int argc, char **argv)
+/* The options, in --help order; the enum values are getopt_long's return values. */
+enum {
+    O_MODEL = 256,
+    O_TOKENIZER,
+    O_PROMPT,
+    O_NEGATIVE,
+    O_STEPS,
+    O_CFG,
+    O_SEED,
+    O_SAMPLER,
+    O_SCHEDULE,
+    O_WIDTH,
+    O_HEIGHT,
+    O_THREADS,
+    O_PREDICTION,
+    O_OUTPUT
+};
+
+static const struct option generate_opts[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"model", required_argument, NULL, O_MODEL},
+    {"tokenizer", required_argument, NULL, O_TOKENIZER},
+    {"prompt", required_argument, NULL, O_PROMPT},
+    {"negative-prompt", required_argument, NULL, O_NEGATIVE},
+    {"steps", required_argument, NULL, O_STEPS},
+    {"cfg", required_argument, NULL, O_CFG},
+    {"seed", required_argument, NULL, O_SEED},
+    {"sampler", required_argument, NULL, O_SAMPLER},
+    {"schedule", required_argument, NULL, O_SCHEDULE},
+    {"width", required_argument, NULL, O_WIDTH},
+    {"height", required_argument, NULL, O_HEIGHT},
+    {"threads", required_argument, NULL, O_THREADS},
+    {"prediction", required_argument, NULL, O_PREDICTION},
+    {"output", required_argument, NULL, O_OUTPUT},
+    {NULL, 0, NULL, 0},
+};
+
+/* What an invalid value of option c should have been, for the message. */
+static const char *value_hint(int c, char *buf, size_t len)
 {
-    sde_load_opts lo = {0};
-    sde_gen_params p = {.steps = 20, .cfg_scale = 7.5f, .sampler = SDE_SAMPLER_EULER,
-                        .schedule = SDE_SCHEDULE_DISCRETE};
-    const char *output = NULL;
-    int have_seed = 0, have_w = 0, have_h = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    switch (c) {
+    case O_THREADS:
+        return " (an integer 1..1024)";
+    case O_PREDICTION: {
+        char list[64];
+        snprintf(buf, len, " (%s)", sdw_names_list(SDW_NAMES_PREDICTION, ", ", " or ", list, sizeof list));
+        return buf;
+    }
+    case O_SEED:
+        return " (an integer 0..18446744073709551615)";
+    case O_CFG:
+        return " (a number)";
+    default:
+        return " (an integer)";
+    }
+}
+
+/* Reads argv into the request, the load options and the output path. 0, 1 (exit 1: message printed), or -1
+ * (--help printed: exit 0). */
+static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_load_opts *lo,
+                               const char **output, int *have_w, int *have_h)
+{
+    opterr = 0;
+    optind = 0;
+    int c, idx;
+    while ((c = getopt_long(argc, argv, ":h", generate_opts, &idx)) != -1) {
+        const char *v = optarg;
+        int bad = 0, x;
+        switch (c) {
+        case 'h':
             generate_usage(stdout);
-            return 0;
-        }
-        static const char *const with_value[] = {"--model", "--tokenizer", "--prompt", "--negative-prompt",
-                                                 "--steps", "--cfg", "--seed", "--sampler", "--schedule", "--width",
-                                                 "--height", "--threads", "--prediction", "--output"};
-        int known = 0;
-        for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
-            known |= !strcmp(a, with_value[k]);
-        if (!known) {
-            fprintf(stderr, "sd-worker generate: unknown option \"%s\" (see --help)\n", a);
+            return -1;
+        case ':':
+            fprintf(stderr, "sd-worker generate: %s needs a value\n", argv[optind - 1]);
             return 1;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "sd-worker generate: %s needs a value\n", a);
+        case '?':
+            if (optopt > 0 && optopt < 256)
+                fprintf(stderr, "sd-worker generate: unknown option \"-%c\" (see --help)\n", optopt);
+            else
+                fprintf(stderr, "sd-worker generate: unknown option \"%s\" (see --help)\n", argv[optind - 1]);
             return 1;
-        }
-        const char *v = argv[++i];
-        int bad = 0;
-        if (!strcmp(a, "--model")) {
-            lo.model_path = v;
-        } else if (!strcmp(a, "--tokenizer")) {
-            lo.tokenizer_path = v;
-        } else if (!strcmp(a, "--prompt")) {
-            p.prompt = v;
-        } else if (!strcmp(a, "--negative-prompt")) {
-            p.negative_prompt = v;
-        } else if (!strcmp(a, "--steps")) {
-            bad = parse_int(v, -1000000, 1000000, &p.steps);
-        } else if (!strcmp(a, "--cfg")) {
+        case O_MODEL:
+            lo->model_path = v;
+            break;
+        case O_TOKENIZER:
+            lo->tokenizer_path = v;
+            break;
+        case O_PROMPT:
+        case O_NEGATIVE:
+            if (sdw_gen_request_set_str(c == O_PROMPT ? &r->prompt : &r->negative_prompt, v)) {
+                fprintf(stderr, "sd-worker generate: out of memory\n");
+                return 1;
+            }
+            break;
+        case O_STEPS:
+            bad = parse_int(v, -1000000, 1000000, &r->steps);
+            break;
+        case O_CFG: {
             char *end;
             errno = 0;
-            double c = strtod(v, &end);
-            bad = !*v || *end || errno || !isfinite(c);
-            p.cfg_scale = (float)c;
-        } else if (!strcmp(a, "--seed")) {
-            bad = parse_u64(v, &p.seed);
-            have_seed = 1;
-        } else if (!strcmp(a, "--sampler")) {
-            int s = sde_sampler_parse(v);
-            if (s < 0) {
-                fprintf(stderr, "sd-worker generate: --sampler: unknown sampler \"%s\" (euler, euler_a, ddim, "
-                                "dpmpp_2m, lcm)\n", v);
+            double cfg = strtod(v, &end);
+            bad = !*v || *end || errno || !isfinite(cfg);
+            r->cfg_scale = cfg;
+            break;
+        }
+        case O_SEED:
+            bad = parse_u64(v, &r->seed);
+            r->has_seed = 1;
+            break;
+        case O_SAMPLER:
+        case O_SCHEDULE: {
+            sdw_names_kind kind = c == O_SAMPLER ? SDW_NAMES_SAMPLER : SDW_NAMES_SCHEDULE;
+            if ((x = sdw_names_parse(kind, v)) < 0) {
+                char list[256];
+                fprintf(stderr, "sd-worker generate: --%s: unknown %s \"%s\" (%s)\n", generate_opts[idx].name,
+                        sdw_names_kind_name(kind), v, sdw_names_list(kind, ", ", NULL, list, sizeof list));
                 return 1;
             }
-            p.sampler = (sde_sampler)s;
-        } else if (!strcmp(a, "--schedule")) {
-            int s = sde_schedule_parse(v);
-            if (s < 0) {
-                fprintf(stderr, "sd-worker generate: --schedule: unknown schedule \"%s\" (discrete, karras)\n", v);
-                return 1;
-            }
-            p.schedule = (sde_schedule)s;
-        } else if (!strcmp(a, "--width")) {
-            bad = parse_int(v, -1000000, 1000000, &p.width);
-            have_w = 1;
-        } else if (!strcmp(a, "--height")) {
-            bad = parse_int(v, -1000000, 1000000, &p.height);
-            have_h = 1;
-        } else if (!strcmp(a, "--threads")) {
-            bad = parse_int(v, 1, 1024, &lo.threads);
-        } else if (!strcmp(a, "--prediction")) {
-            if (!strcmp(v, "auto"))
-                lo.prediction = SDE_PRED_AUTO;
-            else if (!strcmp(v, "eps"))
-                lo.prediction = SDE_PRED_EPS;
-            else if (!strcmp(v, "v"))
-                lo.prediction = SDE_PRED_V;
+            if (c == O_SAMPLER)
+                r->sampler = (sdw_sampler)x;
             else
-                bad = 1;
-        } else if (!strcmp(a, "--output")) {
-            output = v;
+                r->schedule = (sdw_schedule)x;
+            break;
+        }
+        case O_WIDTH:
+            bad = parse_int(v, -1000000, 1000000, &r->width);
+            *have_w = 1;
+            break;
+        case O_HEIGHT:
+            bad = parse_int(v, -1000000, 1000000, &r->height);
+            *have_h = 1;
+            break;
+        case O_THREADS:
+            bad = parse_int(v, 1, 1024, &lo->threads);
+            break;
+        case O_PREDICTION:
+            bad = (x = sdw_prediction_parse(v)) < 0;
+            lo->prediction = bad ? SDE_PRED_AUTO : (sde_prediction)x;
+            break;
+        case O_OUTPUT:
+            *output = v;
+            break;
         }
         if (bad) {
-            fprintf(stderr, "sd-worker generate: %s: invalid value \"%s\"%s\n", a, v,
-                    !strcmp(a, "--threads")      ? " (an integer 1..1024)"
-                    : !strcmp(a, "--prediction") ? " (auto, eps or v)"
-                    : !strcmp(a, "--seed")       ? " (an integer 0..18446744073709551615)"
-                    : !strcmp(a, "--cfg")        ? " (a number)"
-                                                 : " (an integer)");
+            char hint[80];
+            fprintf(stderr, "sd-worker generate: --%s: invalid value \"%s\"%s\n", generate_opts[idx].name, v,
+                    value_hint(c, hint, sizeof hint));
             return 1;
         }
     }
-    if (!lo.model_path || !*lo.model_path) {
+    if (optind < argc) {
+        fprintf(stderr, "sd-worker generate: unexpected argument \"%s\" (see --help)\n", argv[optind]);
+        return 1;
+    }
+    if (!lo->model_path || !*lo->model_path) {
         fprintf(stderr, "sd-worker generate: --model PATH is required\n");
         return 1;
     }
-    if (!p.prompt) {
+    if (!r->prompt) {
         fprintf(stderr, "sd-worker generate: --prompt TEXT is required\n");
         return 1;
     }
-    if (!output || !*output) {
+    if (!*output || !**output) {
         fprintf(stderr, "sd-worker generate: --output OUT.png is required\n");
         return 1;
     }
+    return 0;
+}
+
+/* The command with the request it fills, which the caller frees whichever way this returns. */
+static int generate(int argc, char **argv, sdw_gen_request *req)
+{
+    sde_load_opts lo = {0};
+    const char *output = NULL;
+    int have_w = 0, have_h = 0;
+    int prc = parse_generate_args(argc, argv, req, &lo, &output, &have_w, &have_h);
+    if (prc) return prc < 0 ? 0 : 1;
     /* check everything but the size before the (slow) load; the size may still come from the model */
     const char *field = NULL;
     char err[8192];
-    sde_gen_params probe = p;
-    probe.width = have_w ? p.width : 512;
-    probe.height = have_h ? p.height : 512;
+    sde_gen_params probe;
+    sdw_gen_to_engine(req, &probe);
+    probe.width = have_w ? req->width : 512;
+    probe.height = have_h ? req->height : 512;
     if (sde_params_validate(&probe, &field, err, sizeof err)) {
         fprintf(stderr, "sd-worker generate: %s: %s\n", option_of(field), err);
         return 1;
@@ -275,9 +360,10 @@ int sdw_cmd_generate(int argc, char **argv)
         close(pfd);
         unlink(part);
     }
-    if (!have_seed) {
-        p.seed = random_seed();
-        fprintf(stderr, "seed %llu\n", (unsigned long long)p.seed);
+    if (!req->has_seed) {
+        req->seed = random_seed();
+        req->has_seed = 1;
+        fprintf(stderr, "seed %llu\n", (unsigned long long)req->seed);
     }
 
     struct sigaction sa = {0};
@@ -293,12 +379,12 @@ int sdw_cmd_generate(int argc, char **argv)
     }
     sde_model_info info;
     sde_engine_info(e, &info);
-    if (!have_w)
-        p.width = info.default_size;
-    if (!have_h)
-        p.height = info.default_size;
+    if (!have_w) req->width = info.default_size;
+    if (!have_h) req->height = info.default_size;
     fprintf(stderr, "model %s (%s, %s prediction, %.0fM parameters%s%s)\n", info.model_name, info.arch,
             info.prediction, (double)info.n_params / 1e6, info.model_hash[0] ? ", hash " : "", info.model_hash);
+    sde_gen_params p;
+    sdw_gen_to_engine(req, &p);
     p.progress = cli_progress;
     p.should_cancel = cli_cancel;
     sde_result r;
@@ -323,4 +409,13 @@ int sdw_cmd_generate(int argc, char **argv)
             (unsigned long long)r.seed, r.t_encode, r.t_sample, r.t_decode, r.t_total);
     sde_result_free(&r);
     return 0;
+}
+
+int sdw_cmd_generate(int argc, char **argv)
+{
+    sdw_gen_request req;
+    sdw_gen_request_init(&req);
+    int rc = generate(argc, argv, &req);
+    sdw_gen_request_free(&req);
+    return rc;
 }

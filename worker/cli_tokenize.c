@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <getopt.h>
 
 #include "commands.h"
 #include "tokenizer.h"
@@ -23,33 +24,39 @@ static void tokenize_usage(FILE *f)
 int sdw_cmd_tokenize(int argc, char **argv)
 {
     const char *tok_path = NULL, *text = NULL;
-    int only_text = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!only_text && (!strcmp(a, "-h") || !strcmp(a, "--help"))) {
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"tokenizer", required_argument, NULL, 't'},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0;
+    optind = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
             tokenize_usage(stdout);
             return 0;
-        }
-        if (!only_text && !strcmp(a, "--")) {
-            only_text = 1;
-        } else if (!only_text && !strcmp(a, "--tokenizer")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "sd-worker tokenize: --tokenizer needs a PATH\n");
-                return 1;
-            }
-            tok_path = argv[++i];
-        } else if (!only_text && !strncmp(a, "--tokenizer=", 12)) {
-            tok_path = a + 12;
-        } else if (!only_text && a[0] == '-' && a[1] != '\0') {
-            fprintf(stderr, "sd-worker tokenize: unknown option %s (see --help)\n", a);
+        case 't':
+            tok_path = optarg;
+            break;
+        case ':':
+            fprintf(stderr, "sd-worker tokenize: --tokenizer needs a PATH\n");
             return 1;
-        } else if (text) {
-            fprintf(stderr, "sd-worker tokenize: one TEXT argument expected; quote the prompt\n");
+        default:
+            if (optopt > 0 && optopt < 256)
+                fprintf(stderr, "sd-worker tokenize: unknown option -%c (see --help)\n", optopt);
+            else
+                fprintf(stderr, "sd-worker tokenize: unknown option %s (see --help)\n", argv[optind - 1]);
             return 1;
-        } else {
-            text = a;
         }
     }
+    /* getopt_long moved the operands to the end; a prompt that starts with '-' goes after "--" */
+    if (argc - optind > 1) {
+        fprintf(stderr, "sd-worker tokenize: one TEXT argument expected; quote the prompt\n");
+        return 1;
+    }
+    if (optind < argc) text = argv[optind];
     if (!tok_path || !*tok_path) {
         fprintf(stderr, "sd-worker tokenize: --tokenizer PATH is required (see --help)\n");
         return 1;

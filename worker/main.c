@@ -5,19 +5,21 @@
 
 #include "commands.h"
 
+/* The commands, by the name argv[1] gives. */
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} commands[] = {
+    {"generate", sdw_cmd_generate},
+    {"tokenize", sdw_cmd_tokenize},
+    {"mkmodel", sdw_cmd_mkmodel},
+    {"worker", sdw_cmd_worker},
+};
+
 int main(int argc, char **argv)
 {
-    if (argc >= 2) {
-        const char *cmd = argv[1];
-        if (!strcmp(cmd, "generate"))
-            return sdw_cmd_generate(argc - 1, argv + 1);
-        if (!strcmp(cmd, "tokenize"))
-            return sdw_cmd_tokenize(argc - 1, argv + 1);
-        if (!strcmp(cmd, "mkmodel"))
-            return sdw_cmd_mkmodel(argc - 1, argv + 1);
-        if (!strcmp(cmd, "worker"))
-            return sdw_cmd_worker(argc - 1, argv + 1);
-    }
+    for (size_t i = 0; argc >= 2 && i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "usage: sd-worker-engine generate|tokenize|mkmodel|worker [OPTIONS]\n"
                     "(normally run through 'sd-worker COMMAND'; see sd-worker --help)\n");
     return 1;

@@ -4,6 +4,7 @@
  * error. */
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 
 #include "commands.h"
 #include "frame.h"
+#include "gen_engine.h"
 #include "log.h"
 #include "sd_engine.h"
 
@@ -54,14 +56,17 @@ typedef struct {
 
 static void usage(FILE *f)
 {
-    fprintf(
-        f, "usage: sd-worker-engine worker --fd N --model PATH [--tokenizer PATH] [--prediction auto|eps|v]\n"
-           "                               [--threads N] [--device NAME]\n"
-           "\n"
-           "The worker process the sd-worker supervisor starts, one per device. It speaks msgpack frames\n"
-           "(docs/protocol.md) on the connected stream socket N and runs one generation at a time.\n"
-           "Exit status: 0 clean stop, 2 bad options or the model failed to load (not restarted),\n"
-           "3 protocol error (restarted).\n");
+    char predictions[64];
+    sdw_names_list(SDW_NAMES_PREDICTION, "|", NULL, predictions, sizeof predictions);
+    fprintf(f,
+            "usage: sd-worker-engine worker --fd N --model PATH [--tokenizer PATH] [--prediction %s]\n"
+            "                               [--threads N] [--device NAME]\n"
+            "\n"
+            "The worker process the sd-worker supervisor starts, one per device. It speaks msgpack frames\n"
+            "(docs/protocol.md) on the connected stream socket N and runs one generation at a time.\n"
+            "Exit status: 0 clean stop, 2 bad options or the model failed to load (not restarted),\n"
+            "3 protocol error (restarted).\n",
+            predictions);
 }
 
 /* Waits until fd is ready for events or timeout_ms passes (-1: no limit). 1 ready, 0 timeout or a stop
@@ -215,35 +220,19 @@ static void run_job(worker *w, const sdw_frame *jf)
     w->cancel = 0;
     char job[24], steps[16], size[32];
     snprintf(job, sizeof job, "%llu", (unsigned long long)w->job);
-    snprintf(steps, sizeof steps, "%d", jf->u.job.steps);
-    snprintf(size, sizeof size, "%dx%d", jf->u.job.width, jf->u.job.height);
+    const sdw_gen_request *req = &jf->u.job;
+    snprintf(steps, sizeof steps, "%d", req->steps);
+    snprintf(size, sizeof size, "%dx%d", req->width, req->height);
     sdw_log(SDW_LOG_INFO, "job_start", "device", w->device, "job", job, "steps", steps, "size", size,
-            "sampler", jf->u.job.sampler, "schedule", jf->u.job.schedule, NULL);
+            "sampler", sdw_sampler_name(req->sampler), "schedule", sdw_schedule_name(req->schedule), NULL);
     if (sdw_frame_started(&w->out, w->job) == 0) send_out(w);
     char err[512];
-    int sampler = sde_sampler_parse(jf->u.job.sampler), schedule = sde_schedule_parse(jf->u.job.schedule);
-    if (sampler < 0 || schedule < 0) {
-        if (sampler < 0)
-            snprintf(err, sizeof err, "unknown sampler '%.64s' (euler, euler_a, ddim, dpmpp_2m, lcm)",
-                     jf->u.job.sampler);
-        else
-            snprintf(err, sizeof err, "unknown schedule '%.64s' (discrete, karras)", jf->u.job.schedule);
-        send_job_error(w, "invalid_request", err);
-        w->busy = 0;
-        return;
-    }
-    sde_gen_params p = {.prompt = jf->u.job.prompt,
-                        .negative_prompt = jf->u.job.negative_prompt,
-                        .steps = jf->u.job.steps,
-                        .cfg_scale = (float)jf->u.job.cfg_scale,
-                        .seed = jf->u.job.seed,
-                        .sampler = (sde_sampler)sampler,
-                        .schedule = (sde_schedule)schedule,
-                        .width = jf->u.job.width,
-                        .height = jf->u.job.height,
-                        .progress = job_progress,
-                        .should_cancel = job_should_cancel,
-                        .ud = w};
+    /* an unknown sampler or schedule name never gets here: the frame decoder refuses it */
+    sde_gen_params p;
+    sdw_gen_to_engine(req, &p);
+    p.progress = job_progress;
+    p.should_cancel = job_should_cancel;
+    p.ud = w;
     const char *field = NULL;
     if (sde_params_validate(&p, &field, err, sizeof err) != 0) {
         send_job_error(w, "invalid_request", err);
@@ -314,47 +303,65 @@ int sdw_cmd_worker(int argc, char **argv)
     const char *model = NULL, *tokenizer = NULL, *prediction = "auto", *device = "cpu";
     int fd = -1, threads = 0;
     char bad[256] = "";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    enum { O_FD = 256, O_MODEL, O_TOKENIZER, O_PREDICTION, O_THREADS, O_DEVICE };
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"fd", required_argument, NULL, O_FD},
+        {"model", required_argument, NULL, O_MODEL},
+        {"tokenizer", required_argument, NULL, O_TOKENIZER},
+        {"prediction", required_argument, NULL, O_PREDICTION},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"device", required_argument, NULL, O_DEVICE},
+        {NULL, 0, NULL, 0},
+    };
+    /* bad options are not fatal here: once --fd is known they are reported in an error frame */
+    opterr = 0;
+    optind = 0;
+    int c;
+    while (!bad[0] && (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
             usage(stdout);
             return WORKER_EXIT_CLEAN;
-        }
-        if (!v) {
-            snprintf(bad, sizeof bad, "option '%s' needs a value or is unknown", a);
+        case O_FD:
+            if (parse_int_arg(optarg, 0, INT_MAX, &fd))
+                snprintf(bad, sizeof bad, "--fd '%s' is not a file descriptor number", optarg);
+            break;
+        case O_MODEL:
+            model = optarg;
+            break;
+        case O_TOKENIZER:
+            tokenizer = optarg;
+            break;
+        case O_PREDICTION:
+            prediction = optarg;
+            break;
+        case O_THREADS:
+            if (parse_int_arg(optarg, 0, 1024, &threads))
+                snprintf(bad, sizeof bad, "--threads '%s' is not a number in 0..1024", optarg);
+            break;
+        case O_DEVICE:
+            device = optarg;
+            break;
+        case ':':
+            snprintf(bad, sizeof bad, "option '%s' needs a value", argv[optind - 1]);
+            break;
+        default:
+            snprintf(bad, sizeof bad, "unknown option '%s'", argv[optind - 1]);
             break;
         }
-        i++;
-        if (!strcmp(a, "--fd")) {
-            if (parse_int_arg(v, 0, INT_MAX, &fd))
-                snprintf(bad, sizeof bad, "--fd '%s' is not a file descriptor number", v);
-        } else if (!strcmp(a, "--model")) {
-            model = v;
-        } else if (!strcmp(a, "--tokenizer")) {
-            tokenizer = v;
-        } else if (!strcmp(a, "--prediction")) {
-            prediction = v;
-        } else if (!strcmp(a, "--threads")) {
-            if (parse_int_arg(v, 0, 1024, &threads))
-                snprintf(bad, sizeof bad, "--threads '%s' is not a number in 0..1024", v);
-        } else if (!strcmp(a, "--device")) {
-            device = v;
-        } else {
-            snprintf(bad, sizeof bad, "unknown option '%s'", a);
-        }
-        if (bad[0]) break;
     }
+    if (!bad[0] && optind < argc) snprintf(bad, sizeof bad, "unexpected argument '%s'", argv[optind]);
     sde_load_opts opts = {.model_path = model, .tokenizer_path = tokenizer, .threads = threads};
     if (!bad[0] && !model) snprintf(bad, sizeof bad, "--model PATH is required");
     if (!bad[0]) {
-        if (!strcmp(prediction, "auto"))
-            opts.prediction = SDE_PRED_AUTO;
-        else if (!strcmp(prediction, "eps"))
-            opts.prediction = SDE_PRED_EPS;
-        else if (!strcmp(prediction, "v"))
-            opts.prediction = SDE_PRED_V;
-        else
-            snprintf(bad, sizeof bad, "--prediction must be auto, eps or v, not '%s'", prediction);
+        int pr = sdw_prediction_parse(prediction);
+        if (pr < 0) {
+            char list[64];
+            snprintf(bad, sizeof bad, "--prediction must be %s, not '%s'",
+                     sdw_names_list(SDW_NAMES_PREDICTION, ", ", " or ", list, sizeof list), prediction);
+        }
+        opts.prediction = (sde_prediction)pr;
     }
     if (fd < 0 || fcntl(fd, F_GETFL) < 0) {
         fprintf(stderr, "sd-worker-engine worker: %s\n", fd < 0 ? "--fd N is required" : "--fd is not open");

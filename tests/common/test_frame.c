@@ -17,16 +17,17 @@ static const uint8_t png_bytes[] = {0x89, 'P', 'N', 'G',  '\r', '\n', 0x1a, '\n'
 /* One encoded instance of every frame type, in type order. */
 static void encode_all(msgpack_sbuffer *sb, size_t *offsets)
 {
-    sdw_frame jp = {0};
-    jp.u.job.prompt = "a red fox, \"quoted\" ünïcode";
-    jp.u.job.negative_prompt = "";
-    jp.u.job.steps = 20;
-    jp.u.job.cfg_scale = 7.5;
-    jp.u.job.seed = UINT64_MAX - 5;
-    jp.u.job.width = 512;
-    jp.u.job.height = 768;
-    jp.u.job.sampler = "euler_a";
-    jp.u.job.schedule = "karras";
+    sdw_gen_request jp;
+    sdw_gen_request_init(&jp);
+    jp.prompt = "a red fox, \"quoted\" ünïcode";
+    jp.negative_prompt = "";
+    jp.steps = 20;
+    jp.cfg_scale = 7.5;
+    jp.seed = UINT64_MAX - 5;
+    jp.width = 512;
+    jp.height = 768;
+    jp.sampler = SDW_SAMPLER_EULER_A;
+    jp.schedule = SDW_SCHEDULE_KARRAS;
     int i = 0;
 #define ADD(call)                                                                                            \
     do {                                                                                                     \
@@ -101,8 +102,8 @@ static void check_decoded(const sdw_frame *f, int type)
         assert_true(f->u.job.seed == UINT64_MAX - 5);
         assert_int_equal(f->u.job.width, 512);
         assert_int_equal(f->u.job.height, 768);
-        assert_string_equal(f->u.job.sampler, "euler_a");
-        assert_string_equal(f->u.job.schedule, "karras");
+        assert_int_equal(f->u.job.sampler, SDW_SAMPLER_EULER_A);
+        assert_int_equal(f->u.job.schedule, SDW_SCHEDULE_KARRAS);
         break;
     case SDW_FRAME_CANCEL:
         assert_true(f->job == (uint64_t)1 << 40);

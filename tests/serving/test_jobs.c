@@ -73,18 +73,16 @@ static sdw_jobs *make(fake_pool *p, int slots, int capacity, int retry, double t
 
 static sdw_job *submit(sdw_jobs *J, const char *prompt, double now)
 {
-    sdw_job_request r = {0};
+    sdw_gen_request r;
+    sdw_gen_request_init(&r);
     r.prompt = strdup(prompt);
     r.negative_prompt = strdup("");
     r.steps = 4;
-    r.guidance_scale = 7.5;
     r.width = r.height = 64;
-    strcpy(r.sampler, "euler");
-    strcpy(r.schedule, "discrete");
     sdw_job *job = NULL;
     sdw_api_error e;
     int rc = sdw_jobs_submit(J, &r, now, &job, &e);
-    sdw_job_request_free(&r);
+    sdw_gen_request_free(&r);
     return rc == 0 ? job : NULL;
 }
 
@@ -118,7 +116,8 @@ static void test_fifo_and_capacity(void **state)
     assert_int_equal(sdw_jobs_queued(J), 2);
     assert_int_equal(sdw_jobs_running(J), 1);
 
-    sdw_job_request r = {0};
+    sdw_gen_request r;
+    sdw_gen_request_init(&r);
     r.prompt = strdup("d");
     sdw_job *d = NULL;
     sdw_api_error e;
@@ -126,7 +125,7 @@ static void test_fifo_and_capacity(void **state)
     assert_int_equal(e.status, 429);
     assert_string_equal(e.code, "queue_full");
     assert_non_null(r.prompt); /* a refused request keeps its strings */
-    sdw_job_request_free(&r);
+    sdw_gen_request_free(&r);
     assert_true(sdw_jobs_retry_after(J) >= 1);
 
     finish(J, &p, 0, SDW_JOB_COMPLETE, NULL, 10);
@@ -369,7 +368,7 @@ static void test_ids(void **state)
     assert_int_equal(sdw_jobs_find(J, "node-a-zz", 9, &f), SDW_JOBS_UNKNOWN);
     assert_int_equal(sdw_jobs_find(J, a->id, strlen(a->id) - 1, &f), SDW_JOBS_UNKNOWN);
     /* random seeds differ and are kept */
-    assert_true(a->seed != b->seed);
+    assert_true(a->req.seed != b->req.seed);
     sdw_jobs_free(J);
 }
 
@@ -398,14 +397,15 @@ static void test_shutdown(void **state)
     sdw_jobs *J = make(&p, 1, 8, 1, 60, 16);
     sdw_job *a = submit(J, "a", 0), *b = submit(J, "b", 0);
     sdw_jobs_pause(J, 1);
-    sdw_job_request r = {0};
+    sdw_gen_request r;
+    sdw_gen_request_init(&r);
     r.prompt = strdup("c");
     sdw_job *c;
     sdw_api_error e;
     assert_int_equal(sdw_jobs_submit(J, &r, 1, &c, &e), -1);
     assert_int_equal(e.status, 503);
     assert_string_equal(e.code, "shutting_down");
-    sdw_job_request_free(&r);
+    sdw_gen_request_free(&r);
     /* drain: queued jobs end now, the running one may finish; a crash is not retried while draining */
     assert_int_equal(sdw_jobs_end_all(J, 0, "shutting_down", "bye", 2), 1);
     assert_int_equal(b->status, SDW_JST_ERROR);

@@ -249,15 +249,16 @@ static void teardown(void)
 
 static int submit(int slot, uint64_t job, const char *prompt, int steps)
 {
-    sdw_job_params jp = {.prompt = prompt,
-                         .negative_prompt = "",
-                         .steps = steps,
-                         .cfg_scale = 7.0,
-                         .seed = job * 10,
-                         .width = 64,
-                         .height = 48,
-                         .sampler = "euler",
-                         .schedule = "discrete"};
+    sdw_gen_request jp = {.prompt = (char *)prompt,
+                          .negative_prompt = "",
+                          .steps = steps,
+                          .cfg_scale = 7.0,
+                          .seed = job * 10,
+                          .has_seed = 1,
+                          .width = 64,
+                          .height = 48,
+                          .sampler = SDW_SAMPLER_EULER,
+                          .schedule = SDW_SCHEDULE_DISCRETE};
     int rc = sdw_pool_submit(T.pool, slot, job, &jp);
     if (rc == 0) T.submitted[T.nsubmitted++] = job;
     return rc;
@@ -734,15 +735,16 @@ static void test_real_worker(void **state)
     assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) != SDW_WS_LOADING, 60000));
     assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
     assert_string_equal(sdw_pool_model_arch(T.pool, 0), "tiny");
-    sdw_job_params jp = {.prompt = "a red cube",
-                         .negative_prompt = "",
-                         .steps = 4,
-                         .cfg_scale = 5.0,
-                         .seed = 42,
-                         .width = 64,
-                         .height = 64,
-                         .sampler = "euler",
-                         .schedule = "discrete"};
+    sdw_gen_request jp = {.prompt = "a red cube",
+                          .negative_prompt = "",
+                          .steps = 4,
+                          .cfg_scale = 5.0,
+                          .seed = 42,
+                          .has_seed = 1,
+                          .width = 64,
+                          .height = 64,
+                          .sampler = SDW_SAMPLER_EULER,
+                          .schedule = SDW_SCHEDULE_DISCRETE};
     assert_int_equal(sdw_pool_submit(T.pool, 0, 1, &jp), 0);
     T.submitted[T.nsubmitted++] = 1;
     assert_true(RUN_UNTIL(T.ndone == 1, 60000));
@@ -758,14 +760,18 @@ static void test_real_worker(void **state)
     assert_true(RUN_UNTIL(T.ndone == 2, 60000));
     assert_string_equal(T.done[1].code, "invalid_request");
     jp.width = 64;
-    jp.sampler = "no_such_sampler";
+    /* a sampler outside the names table does not even encode: refused, the slot stays ready */
+    jp.sampler = (sdw_sampler)SDW_SAMPLER__COUNT;
+    assert_int_equal(sdw_pool_submit(T.pool, 0, 3, &jp), -1);
+    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
+    jp.sampler = SDW_SAMPLER_EULER;
+    jp.steps = 0;
     assert_int_equal(sdw_pool_submit(T.pool, 0, 3, &jp), 0);
     T.submitted[T.nsubmitted++] = 3;
     assert_true(RUN_UNTIL(T.ndone == 3, 60000));
     assert_string_equal(T.done[2].code, "invalid_request");
     assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
     /* cancel: many steps, cancelled after the first progress */
-    jp.sampler = "euler";
     jp.steps = 150;
     int before = T.nprogress;
     assert_int_equal(sdw_pool_submit(T.pool, 0, 4, &jp), 0);
@@ -919,16 +925,16 @@ static void test_worker_program_contract(void **state)
     }
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    sdw_frame f = {0}, jp = {0};
-    jp.u.job.prompt = "a cube";
-    jp.u.job.negative_prompt = "";
-    jp.u.job.steps = 2;
-    jp.u.job.cfg_scale = 1.0;
-    jp.u.job.seed = 5;
-    jp.u.job.width = 64;
-    jp.u.job.height = 64;
-    jp.u.job.sampler = "euler";
-    jp.u.job.schedule = "discrete";
+    sdw_frame f = {0};
+    sdw_gen_request jp;
+    sdw_gen_request_init(&jp);
+    jp.prompt = "a cube";
+    jp.negative_prompt = "";
+    jp.steps = 2;
+    jp.cfg_scale = 1.0;
+    jp.seed = 5;
+    jp.width = 64;
+    jp.height = 64;
     int fd;
     sdw_frame_reader *r;
 
@@ -983,7 +989,7 @@ static void test_worker_program_contract(void **state)
 
     /* SIGTERM during a job: nothing more is sent, exit 0 at the step boundary */
     pid = direct_ready(model, &fd, &r);
-    jp.u.job.steps = 150;
+    jp.steps = 150;
     sdw_frame_job(&sb, 12, &jp);
     send_bytes(fd, sb.data, sb.size);
     msgpack_sbuffer_clear(&sb);

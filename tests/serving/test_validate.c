@@ -14,7 +14,7 @@
 
 static const sdw_validate_limits LIM = {.max_width = 1024, .max_height = 768, .max_steps = 150, .max_body_bytes = 8192};
 
-static int run(const char *body, sdw_job_request *r, sdw_api_error *e)
+static int run(const char *body, sdw_gen_request *r, sdw_api_error *e)
 {
     memset(e, 0, sizeof *e);
     return sdw_validate_job_request(body, strlen(body), &LIM, r, e);
@@ -23,26 +23,26 @@ static int run(const char *body, sdw_job_request *r, sdw_api_error *e)
 static void test_defaults(void **state)
 {
     (void)state;
-    sdw_job_request r;
+    sdw_gen_request r;
     sdw_api_error e;
     assert_int_equal(run("{\"prompt\":\"a red fox\"}", &r, &e), 0);
     assert_string_equal(r.prompt, "a red fox");
     assert_string_equal(r.negative_prompt, "");
     assert_int_equal(r.steps, 20);
-    assert_true(r.guidance_scale == 7.5);
+    assert_true(r.cfg_scale == 7.5);
     assert_int_equal(r.has_seed, 0);
     assert_int_equal(r.width, 512);
     assert_int_equal(r.height, 512);
-    assert_string_equal(r.sampler, "euler");
-    assert_string_equal(r.schedule, "discrete");
-    sdw_job_request_free(&r);
-    sdw_job_request_free(&r); /* idempotent */
+    assert_int_equal(r.sampler, SDW_SAMPLER_EULER);
+    assert_int_equal(r.schedule, SDW_SCHEDULE_DISCRETE);
+    sdw_gen_request_free(&r);
+    sdw_gen_request_free(&r); /* idempotent */
 }
 
 static void test_all_fields(void **state)
 {
     (void)state;
-    sdw_job_request r;
+    sdw_gen_request r;
     sdw_api_error e;
     assert_int_equal(run("{\"prompt\":\"p\",\"negative_prompt\":\"blurry\",\"steps\":150,\"guidance_scale\":0,"
                          "\"seed\":42,\"width\":1024,\"height\":64,\"sampler\":\"dpmpp_2m\",\"schedule\":\"karras\"}",
@@ -50,44 +50,44 @@ static void test_all_fields(void **state)
                      0);
     assert_string_equal(r.negative_prompt, "blurry");
     assert_int_equal(r.steps, 150);
-    assert_true(r.guidance_scale == 0.0);
+    assert_true(r.cfg_scale == 0.0);
     assert_int_equal(r.has_seed, 1);
     assert_true(r.seed == 42);
     assert_int_equal(r.width, 1024);
     assert_int_equal(r.height, 64);
-    assert_string_equal(r.sampler, "dpmpp_2m");
-    assert_string_equal(r.schedule, "karras");
-    sdw_job_request_free(&r);
+    assert_int_equal(r.sampler, SDW_SAMPLER_DPMPP_2M);
+    assert_int_equal(r.schedule, SDW_SCHEDULE_KARRAS);
+    sdw_gen_request_free(&r);
 
     /* null means "use the default" for optional fields; a real number is fine for guidance_scale */
     assert_int_equal(run("{\"prompt\":\"p\",\"seed\":null,\"steps\":null,\"guidance_scale\":12.25}", &r, &e), 0);
     assert_int_equal(r.has_seed, 0);
     assert_int_equal(r.steps, 20);
-    assert_true(r.guidance_scale == 12.25);
-    sdw_job_request_free(&r);
+    assert_true(r.cfg_scale == 12.25);
+    sdw_gen_request_free(&r);
 }
 
 static void test_seed_range(void **state)
 {
     (void)state;
-    sdw_job_request r;
+    sdw_gen_request r;
     sdw_api_error e;
     assert_int_equal(run("{\"prompt\":\"p\",\"seed\":18446744073709551615}", &r, &e), 0);
     assert_true(r.seed == UINT64_MAX);
-    sdw_job_request_free(&r);
+    sdw_gen_request_free(&r);
     assert_int_equal(run("{\"prompt\":\"p\",\"seed\":9223372036854775808}", &r, &e), 0);
     assert_true(r.seed == 9223372036854775808ull);
-    sdw_job_request_free(&r);
+    sdw_gen_request_free(&r);
     assert_int_equal(run("{\"prompt\":\"p\",\"seed\":9223372036854775807}", &r, &e), 0);
     assert_true(r.seed == 9223372036854775807ull);
-    sdw_job_request_free(&r);
+    sdw_gen_request_free(&r);
     assert_int_equal(run("{\"prompt\":\"p\",\"seed\":0}", &r, &e), 0);
     assert_true(r.seed == 0 && r.has_seed);
-    sdw_job_request_free(&r);
+    sdw_gen_request_free(&r);
     /* a big integer elsewhere in the document does not disturb the prompt */
     assert_int_equal(run("{\"prompt\":\"99999999999999999999\",\"seed\":1}", &r, &e), 0);
     assert_string_equal(r.prompt, "99999999999999999999");
-    sdw_job_request_free(&r);
+    sdw_gen_request_free(&r);
 }
 
 typedef struct {
@@ -158,7 +158,7 @@ static void test_errors(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof ERRS / sizeof *ERRS; i++) {
         const err_case *c = &ERRS[i];
-        sdw_job_request r;
+        sdw_gen_request r;
         sdw_api_error e;
         int rc = run(c->body, &r, &e);
         if (rc != -1 || e.status != c->status || strcmp(e.code, c->code) || strcmp(e.field, c->field))
@@ -172,7 +172,7 @@ static void test_errors(void **state)
 static void test_messages(void **state)
 {
     (void)state;
-    sdw_job_request r;
+    sdw_gen_request r;
     sdw_api_error e;
     assert_int_equal(run("{\"prompt\":\"a\",\"cfg_scale\":7}", &r, &e), -1);
     assert_non_null(strstr(e.message, "cfg_scale"));
@@ -189,7 +189,7 @@ static void test_prompt_length(void **state)
 {
     (void)state;
     char *body = malloc(SDW_PROMPT_MAX_BYTES + 64);
-    sdw_job_request r;
+    sdw_gen_request r;
     sdw_api_error e;
     sdw_validate_limits big = LIM;
     big.max_body_bytes = 1 << 20;
@@ -198,7 +198,7 @@ static void test_prompt_length(void **state)
     strcpy(body + n + SDW_PROMPT_MAX_BYTES, "\"}");
     assert_int_equal(sdw_validate_job_request(body, strlen(body), &big, &r, &e), 0);
     assert_int_equal(strlen(r.prompt), SDW_PROMPT_MAX_BYTES);
-    sdw_job_request_free(&r);
+    sdw_gen_request_free(&r);
     memset(body + n, 'x', SDW_PROMPT_MAX_BYTES + 1);
     strcpy(body + n + SDW_PROMPT_MAX_BYTES + 1, "\"}");
     assert_int_equal(sdw_validate_job_request(body, strlen(body), &big, &r, &e), -1);
@@ -215,7 +215,7 @@ static void test_body_too_large(void **state)
     memset(body, ' ', len);
     body[0] = '{';
     body[len - 1] = '}';
-    sdw_job_request r;
+    sdw_gen_request r;
     sdw_api_error e;
     assert_int_equal(sdw_validate_job_request(body, len, &LIM, &r, &e), -1);
     assert_int_equal(e.status, 413);
@@ -229,14 +229,14 @@ static void test_default_exceeds_limit(void **state)
     (void)state;
     sdw_validate_limits small = LIM;
     small.max_width = 256;
-    sdw_job_request r;
+    sdw_gen_request r;
     sdw_api_error e;
     const char *b = "{\"prompt\":\"a\"}";
     assert_int_equal(sdw_validate_job_request(b, strlen(b), &small, &r, &e), -1);
     assert_string_equal(e.field, "width");
     b = "{\"prompt\":\"a\",\"width\":256}";
     assert_int_equal(sdw_validate_job_request(b, strlen(b), &small, &r, &e), 0);
-    sdw_job_request_free(&r);
+    sdw_gen_request_free(&r);
 }
 
 static void test_content_type(void **state)
@@ -266,12 +266,12 @@ static void test_names(void **state)
     (void)state;
     const char *s[] = {"euler", "euler_a", "ddim", "dpmpp_2m", "lcm"};
     for (int i = 0; i < 5; i++)
-        assert_true(sdw_validate_sampler_known(s[i]));
-    assert_false(sdw_validate_sampler_known("heun"));
-    assert_false(sdw_validate_sampler_known(NULL));
-    assert_true(sdw_validate_schedule_known("discrete"));
-    assert_true(sdw_validate_schedule_known("karras"));
-    assert_false(sdw_validate_schedule_known("exponential"));
+        assert_true(sdw_sampler_parse(s[i]) >= 0);
+    assert_true(sdw_sampler_parse("heun") < 0);
+    assert_true(sdw_sampler_parse(NULL) < 0);
+    assert_true(sdw_schedule_parse("discrete") >= 0);
+    assert_true(sdw_schedule_parse("karras") >= 0);
+    assert_true(sdw_schedule_parse("exponential") < 0);
 }
 
 /* Seeded mutations of valid bodies (byte flips, insertions of JSON-significant characters, truncation,
@@ -312,14 +312,14 @@ static void test_mutations(void **state)
                 len += 23;
             }
         }
-        sdw_job_request r;
+        sdw_gen_request r;
         sdw_api_error e;
         memset(&e, 0, sizeof e);
         if (sdw_validate_job_request(buf, len, &LIM, &r, &e) == 0) {
             assert_non_null(r.prompt);
             assert_true(r.steps >= 1 && r.steps <= LIM.max_steps);
             assert_true(r.width % 8 == 0 && r.width >= 64 && r.width <= LIM.max_width);
-            sdw_job_request_free(&r);
+            sdw_gen_request_free(&r);
             ok++;
         } else {
             assert_true(e.status == 400 || e.status == 413);

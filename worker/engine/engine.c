@@ -413,20 +413,8 @@ static int gen_vae_cancel(void *ud)
     return gen_cancel_requested((const gen_run *)ud);
 }
 
-static const char *a1111_sampler(sde_sampler s)
-{
-    switch (s) {
-    case SDE_SAMPLER_EULER: return "Euler";
-    case SDE_SAMPLER_EULER_A: return "Euler a";
-    case SDE_SAMPLER_DDIM: return "DDIM";
-    case SDE_SAMPLER_DPMPP_2M: return "DPM++ 2M";
-    case SDE_SAMPLER_LCM: return "LCM";
-    }
-    return "?";
-}
-
-/* AUTOMATIC1111's "parameters" text, so the image's settings show up in the tools people already use.
- * A1111 calls the plain linspace-of-timesteps schedule "Uniform". */
+/* AUTOMATIC1111's "parameters" text, so the image's settings show up in the tools people already use; the
+ * sampler and schedule spellings are the display names of the gen_names.h rows. */
 static char *a1111_parameters(const sde_engine *e, const sde_gen_params *p)
 {
     const char *neg = p->negative_prompt ? p->negative_prompt : "";
@@ -437,10 +425,12 @@ static char *a1111_parameters(const sde_engine *e, const sde_gen_params *p)
     int n = snprintf(s, cap, "%s\n", p->prompt);
     if (*neg)
         n += snprintf(s + n, cap - (size_t)n, "Negative prompt: %s\n", neg);
-    n += snprintf(s + n, cap - (size_t)n, "Steps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %llu, "
-                                          "Size: %dx%d, ",
-                  p->steps, a1111_sampler(p->sampler), p->schedule == SDE_SCHEDULE_KARRAS ? "Karras" : "Uniform",
-                  (double)p->cfg_scale, (unsigned long long)p->seed, p->width, p->height);
+    n += snprintf(s + n, cap - (size_t)n,
+                  "Steps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %llu, "
+                  "Size: %dx%d, ",
+                  p->steps, sdw_names_display(SDW_NAMES_SAMPLER, (int)p->sampler),
+                  sdw_names_display(SDW_NAMES_SCHEDULE, (int)p->schedule), (double)p->cfg_scale,
+                  (unsigned long long)p->seed, p->width, p->height);
     if (e->info.model_hash[0])
         n += snprintf(s + n, cap - (size_t)n, "Model hash: %s, ", e->info.model_hash);
     snprintf(s + n, cap - (size_t)n, "Model: %s, Version: sd-worker %s", e->info.model_name, SDW_VERSION);

@@ -6,6 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* the sampler/schedule/prediction rows (pure data, common/gen_names.h): the enums below are generated from
+ * them */
+#include "gen_names.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -17,10 +21,15 @@ extern "C" {
 
 /** Prediction type of the UNet. AUTO: eps, unless the checkpoint says otherwise (metadata or a diffusers
  * scheduler_config.json "prediction_type"). */
-typedef enum { SDE_PRED_AUTO = 0, SDE_PRED_EPS, SDE_PRED_V } sde_prediction;
+#define SDE_PRED_ENUM_(id, n, d, a) SDE_PRED_##id = SDW_PREDICTION_##id,
+typedef enum { SDW_PREDICTION_ROWS(SDE_PRED_ENUM_) } sde_prediction;
 
-typedef enum { SDE_SAMPLER_EULER = 0, SDE_SAMPLER_EULER_A, SDE_SAMPLER_DDIM, SDE_SAMPLER_DPMPP_2M, SDE_SAMPLER_LCM } sde_sampler;
-typedef enum { SDE_SCHEDULE_DISCRETE = 0, SDE_SCHEDULE_KARRAS } sde_schedule;
+/** The samplers and schedules, one value per row of gen_names.h, same numbering as sdw_sampler and
+ * sdw_schedule (so a request's value converts by a cast). */
+#define SDE_SAMPLER_ENUM_(id, n, d, a) SDE_SAMPLER_##id = SDW_SAMPLER_##id,
+typedef enum { SDW_SAMPLER_ROWS(SDE_SAMPLER_ENUM_) } sde_sampler;
+#define SDE_SCHEDULE_ENUM_(id, n, d, a) SDE_SCHEDULE_##id = SDW_SCHEDULE_##id,
+typedef enum { SDW_SCHEDULE_ROWS(SDE_SCHEDULE_ENUM_) } sde_schedule;
 
 /** Options for sde_engine_load(). Zeroed struct = defaults. */
 typedef struct {
@@ -82,7 +91,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
 /** Frees a result's buffers. */
 void sde_result_free(sde_result *r);
 
-/** Name <-> enum helpers; parse functions return -1 for an unknown name. */
+/** Name <-> enum helpers over the gen_names.h table; parse functions return -1 for an unknown name. */
 const char *sde_sampler_name(sde_sampler s);
 int sde_sampler_parse(const char *name);
 const char *sde_schedule_name(sde_schedule s);

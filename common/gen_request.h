@@ -1,0 +1,59 @@
+/* gen_request.h: one text-to-image request as plain data, shared by the API validation, the job registry,
+ * the pool, the job frame, the worker and the CLI; a field table drives its copy, free and wire encoding. */
+#ifndef SDW_GEN_REQUEST_H
+#define SDW_GEN_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gen_names.h"
+
+/** One generation. Strings (and, later, byte buffers and lists) are owned by the request: set them with
+ * sdw_gen_request_set_str() or malloc'd memory, release them with sdw_gen_request_free(). A new member that
+ * travels in the job frame also gets a row in the field table (gen_request.c). */
+typedef struct {
+    char *prompt;          /* required, non-empty */
+    char *negative_prompt; /* NULL or "" = none */
+    int steps;             /* sampling steps, default 20 */
+    double cfg_scale;      /* classifier-free guidance ("guidance_scale" in the HTTP API), default 7.5 */
+    uint64_t seed;         /* meaningful when has_seed */
+    int has_seed; /* 0: whoever runs the request draws one (not on the wire: the supervisor always has) */
+    int width, height;     /* pixels, multiples of 8; 0 = the model's native size (CLI), default 0 */
+    sdw_sampler sampler;   /* default euler */
+    sdw_schedule schedule; /* default discrete */
+} sdw_gen_request;
+
+/** How a field is stored and sent. */
+typedef enum {
+    SDW_GF_STR = 0, /* char *, owned; on the wire a string ("" for NULL) */
+    SDW_GF_INT,     /* int */
+    SDW_GF_U64,     /* uint64_t */
+    SDW_GF_DOUBLE,  /* double */
+    SDW_GF_BOOL,    /* int 0/1; msgpack boolean */
+    SDW_GF_NAME,    /* an enum of a gen_names table; on the wire its canonical name */
+    SDW_GF_BYTES    /* uint8_t *, owned, with a size_t length at len_off; msgpack bin */
+} sdw_gen_field_kind;
+
+/** One row of the field table. */
+typedef struct {
+    const char *key;         /* the job frame's key */
+    sdw_gen_field_kind kind; /* storage and wire type */
+    size_t off;              /* offsetof the member in sdw_gen_request */
+    size_t len_off;          /* BYTES: offsetof the size_t length */
+    sdw_names_kind names;    /* NAME: which table */
+    int required;            /* decoding: 1 = a frame without it is refused; 0 = the init default stays */
+} sdw_gen_field;
+
+/** The field table: every member that travels in a job frame, in wire order; *n gets the row count. */
+const sdw_gen_field *sdw_gen_request_fields(int *n);
+
+/** Sets the defaults (steps 20, cfg 7.5, euler, discrete, size 0, no seed) and no strings. */
+void sdw_gen_request_init(sdw_gen_request *r);
+/** Frees what r owns (safe on a zeroed, partially filled or already freed request) and re-inits it. */
+void sdw_gen_request_free(sdw_gen_request *r);
+/** Deep copy of src into dst (dst's old contents are not freed). 0, or -1 out of memory with dst empty. */
+int sdw_gen_request_copy(sdw_gen_request *dst, const sdw_gen_request *src);
+/** Replaces the owned string *dst with a copy of s (NULL gives NULL). 0, or -1 out of memory (*dst kept). */
+int sdw_gen_request_set_str(char **dst, const char *s);
+
+#endif

@@ -1,0 +1,25 @@
+/* gen_engine.c: request -> sde_gen_params. The sampler and schedule enums of both sides are generated
+ * from the same gen_names.h rows, so they convert by a cast; the static asserts keep that true. */
+#include <string.h>
+
+#include "gen_engine.h"
+
+_Static_assert((int)SDE_SAMPLER_EULER == (int)SDW_SAMPLER_EULER &&
+                   (int)SDE_SAMPLER_LCM == (int)SDW_SAMPLER_LCM,
+               "sde_sampler follows the gen_names rows");
+_Static_assert((int)SDE_SCHEDULE_KARRAS == (int)SDW_SCHEDULE_KARRAS,
+               "sde_schedule follows the gen_names rows");
+
+void sdw_gen_to_engine(const sdw_gen_request *r, sde_gen_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->prompt = r->prompt;
+    p->negative_prompt = r->negative_prompt;
+    p->steps = r->steps;
+    p->cfg_scale = (float)r->cfg_scale;
+    p->seed = r->seed;
+    p->sampler = (sde_sampler)r->sampler;
+    p->schedule = (sde_schedule)r->schedule;
+    p->width = r->width;
+    p->height = r->height;
+}
