@@ -16,6 +16,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "mkmodel.h"
+#include "sd_engine.h"
 #include "tokenizer.h"
 
 #define MAXIDS 4096
@@ -227,6 +229,54 @@ static void test_nfc_and_scripts(void **state)
                                        243,  35463, 16631, 11259, 356,   11259, 357};
     assert_ids(t, "\u0bb5\u0ba3\u0b95\u0bcd\u0b95\u0bae\u0bcd \u0be7\u0be8", vanakkam, 14);
     sde_tok_free(t);
+}
+/* sde_engine_load's tokenizer search ends with the built-in one: a tiny model whose embedded tokenizer is
+ * hidden (its metadata keys renamed in place) gets CLIP's 49408 tokens, which its 514-token text encoder
+ * refuses; a <model>.tokenizer/ folder beside it comes first and fits. */
+static void test_engine_fallback(void **state)
+{
+    (void)state;
+    char model[2300], dir[2400], p[2500], err[512];
+    snprintf(model, sizeof model, "%s/fallback.safetensors", tmp_dir);
+    assert_int_equal(sde_mkmodel_tiny(model, 1, err, sizeof err), 0);
+    FILE *f = fopen(model, "r+b");
+    assert_non_null(f);
+    uint8_t len8[8];
+    assert_int_equal(fread(len8, 1, 8, f), 8);
+    size_t hl = 0;
+    for (int i = 7; i >= 0; i--)
+        hl = hl << 8 | len8[i];
+    char *h = malloc(hl + 1);
+    assert_non_null(h);
+    assert_int_equal(fread(h, 1, hl, f), hl);
+    h[hl] = '\0';
+    int renamed = 0;
+    for (char *k = h; (k = strstr(k, "\"sdw.tokenizer.")); k++, renamed++)
+        k[13] = 'x';
+    assert_int_equal(renamed, 2);
+    assert_int_equal(fseek(f, 8, SEEK_SET), 0);
+    assert_int_equal(fwrite(h, 1, hl, f), hl);
+    assert_int_equal(fclose(f), 0);
+    free(h);
+
+    sde_load_opts o = {.model_path = model};
+    sde_engine *e = NULL;
+    assert_int_not_equal(sde_engine_load(&o, &e, err, sizeof err), 0);
+    assert_non_null(strstr(err, "49408"));
+
+    snprintf(dir, sizeof dir, "%s.tokenizer", model);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    char *v, *m;
+    size_t vl, ml;
+    assert_int_equal(sde_tok_bytelevel_files(&v, &vl, &m, &ml), 0);
+    snprintf(p, sizeof p, "%s/vocab.json", dir);
+    write_text(p, v, vl);
+    snprintf(p, sizeof p, "%s/merges.txt", dir);
+    write_text(p, m, ml);
+    free(v);
+    free(m);
+    if (sde_engine_load(&o, &e, err, sizeof err)) fail_msg("%s", err);
+    sde_engine_free(e);
 }
 static void test_context(void **state)
 {
@@ -653,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_bytelevel),     cmocka_unit_test(test_merge_ranks),
         cmocka_unit_test(test_load_errors),   cmocka_unit_test(test_cli),
         cmocka_unit_test(test_builtin),       cmocka_unit_test(test_nfc_and_scripts),
+        cmocka_unit_test(test_engine_fallback),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
