@@ -33,7 +33,7 @@ static void generate_usage(FILE *f)
             "\n"
             "  --model PATH            .safetensors checkpoint (SD 1.x, SD 2.x, tiny) or a diffusers folder\n"
             "  --tokenizer PATH        CLIP tokenizer: bpe_simple_vocab_16e6.txt(.gz), a vocab.json, or a folder\n"
-            "                          with vocab.json + merges.txt (default: the model's own, if it has one)\n"
+            "                          with vocab.json + merges.txt (default: the model's own, else CLIP's built in)\n"
             "  --prompt TEXT           what to draw (required)\n"
             "  --negative-prompt TEXT  what to steer away from (default: empty)\n"
             "  --steps N               sampling steps, 1..150 (default 20)\n"
