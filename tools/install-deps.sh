@@ -3,7 +3,7 @@
 # those missing, so it is quick and quiet on a machine that has them. Needs root (or sudo) to install.
 set -e
 PKGS="build-essential cmake pkg-config libh2o-evloop-dev libssl-dev libmsgpack-dev libyaml-dev
-libopenblas-dev libpng-dev zlib1g-dev libjansson-dev libcmocka-dev python3 curl
+libopenblas-dev libpng-dev zlib1g-dev libjansson-dev libutf8proc-dev libcmocka-dev python3 curl
 debhelper lintian fakeroot nginx-light prometheus wrk
 systemd procps man-db haproxy python3-yaml"
 missing=""

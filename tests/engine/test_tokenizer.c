@@ -16,6 +16,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "mkmodel.h"
+#include "sd_engine.h"
 #include "tokenizer.h"
 
 #define MAXIDS 4096
@@ -177,6 +179,105 @@ static void test_unicode_cases(void **state)
     sde_tok_free(t);
 }
 
+/* The merges file linked into the engine is CLIP's: same vocabulary and ids as the file, golden cases and
+ * all, with no file on disk. */
+static void test_builtin(void **state)
+{
+    (void)state;
+    char err[512];
+    sde_tokenizer *t;
+    double t0 = now_s();
+    assert_int_equal(sde_tok_load_builtin(&t, err, sizeof err), 0);
+    print_message("built-in tokenizer loaded in %.3f s\n", now_s() - t0);
+    assert_int_equal(sde_tok_vocab_size(t), 49408);
+    assert_int_equal(sde_tok_bos(t), 49406);
+    assert_int_equal(sde_tok_eos(t), 49407);
+    static const int32_t cat[] = {320, 1125, 539, 320, 2368};
+    assert_ids(t, "a photo of a cat", cat, 5);
+    char p[2048];
+    if (shared_path(p, sizeof p, "golden/clip_tokenizer_cases.jsonl")) assert_int_equal(check_golden(t), 13);
+    sde_tok_free(t);
+}
+
+/* NFC before anything else: composed and decomposed text give the same ids. Letters, digits and case come
+ * from the Unicode database for every script: Georgian Mtavruli lower-cases to Mkhedruli, Ethiopic letters
+ * join Latin ones in one \p{L} run, Tamil vowel signs (marks, not letters) split words and Tamil digits are
+ * \p{N}. Expected ids from the SimpleTokenizer algorithm in Python with unicodedata NFC and the `regex`
+ * module. */
+static void test_nfc_and_scripts(void **state)
+{
+    (void)state;
+    char err[512];
+    sde_tokenizer *t;
+    assert_int_equal(sde_tok_load_builtin(&t, err, sizeof err), 0);
+    static const int32_t cafe[] = {15304};
+    assert_ids(t, "caf\u00e9", cafe, 1);
+    assert_ids(t, "cafe\u0301", cafe, 1);
+    assert_ids(t, "CAFE\u0301", cafe, 1);
+    static const int32_t cafe_naive[] = {15304, 1097, 35689, 563};
+    assert_ids(t, "caf\u00e9 na\u00efve", cafe_naive, 4);
+    assert_ids(t, "CAFE\u0301  NAI\u0308VE", cafe_naive, 4);
+    static const int32_t sakartvelo[] = {24829, 94,  24829, 238, 24829, 98,  24829, 238, 24829, 254,
+                                         24829, 245, 24829, 243, 24829, 242, 24829, 248, 24829, 507};
+    assert_ids(t, "\u10e1\u10d0\u10e5\u10d0\u10e0\u10d7\u10d5\u10d4\u10da\u10dd", sakartvelo, 20);
+    assert_ids(t, "\u1ca1\u1c90\u1ca5\u1c90\u1ca0\u1c97\u1c95\u1c94\u1c9a\u1c9d", sakartvelo, 20);
+    static const int32_t selam[] = {157, 230, 108, 157, 230, 233, 157, 230, 507, 256};
+    assert_ids(t, "\u1230\u120b\u121d!", selam, 10);
+    static const int32_t a_se_b[] = {64, 157, 230, 108, 321};
+    assert_ids(t, "a\u1230b", a_se_b, 5);
+    static const int32_t vanakkam[] = {6022, 113,   6022,  96,    36168, 16631, 6022,
+                                       243,  35463, 16631, 11259, 356,   11259, 357};
+    assert_ids(t, "\u0bb5\u0ba3\u0b95\u0bcd\u0b95\u0bae\u0bcd \u0be7\u0be8", vanakkam, 14);
+    sde_tok_free(t);
+}
+/* sde_engine_load's tokenizer search ends with the built-in one: a tiny model whose embedded tokenizer is
+ * hidden (its metadata keys renamed in place) gets CLIP's 49408 tokens, which its 514-token text encoder
+ * refuses; a <model>.tokenizer/ folder beside it comes first and fits. */
+static void test_engine_fallback(void **state)
+{
+    (void)state;
+    char model[2300], dir[2400], p[2500], err[512];
+    snprintf(model, sizeof model, "%s/fallback.safetensors", tmp_dir);
+    assert_int_equal(sde_mkmodel_tiny(model, 1, err, sizeof err), 0);
+    FILE *f = fopen(model, "r+b");
+    assert_non_null(f);
+    uint8_t len8[8];
+    assert_int_equal(fread(len8, 1, 8, f), 8);
+    size_t hl = 0;
+    for (int i = 7; i >= 0; i--)
+        hl = hl << 8 | len8[i];
+    char *h = malloc(hl + 1);
+    assert_non_null(h);
+    assert_int_equal(fread(h, 1, hl, f), hl);
+    h[hl] = '\0';
+    int renamed = 0;
+    for (char *k = h; (k = strstr(k, "\"sdw.tokenizer.")); k++, renamed++)
+        k[13] = 'x';
+    assert_int_equal(renamed, 2);
+    assert_int_equal(fseek(f, 8, SEEK_SET), 0);
+    assert_int_equal(fwrite(h, 1, hl, f), hl);
+    assert_int_equal(fclose(f), 0);
+    free(h);
+
+    sde_load_opts o = {.model_path = model};
+    sde_engine *e = NULL;
+    assert_int_not_equal(sde_engine_load(&o, &e, err, sizeof err), 0);
+    assert_non_null(strstr(err, "49408"));
+
+    snprintf(dir, sizeof dir, "%s.tokenizer", model);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    char *v, *m;
+    size_t vl, ml;
+    assert_int_equal(sde_tok_bytelevel_files(&v, &vl, &m, &ml), 0);
+    snprintf(p, sizeof p, "%s/vocab.json", dir);
+    write_text(p, v, vl);
+    snprintf(p, sizeof p, "%s/merges.txt", dir);
+    write_text(p, m, ml);
+    free(v);
+    free(m);
+    if (sde_engine_load(&o, &e, err, sizeof err)) fail_msg("%s", err);
+    sde_engine_free(e);
+}
 static void test_context(void **state)
 {
     (void)state;
@@ -601,6 +702,8 @@ int main(void)
         cmocka_unit_test(test_hostile_input), cmocka_unit_test(test_vocab_json_forms),
         cmocka_unit_test(test_bytelevel),     cmocka_unit_test(test_merge_ranks),
         cmocka_unit_test(test_load_errors),   cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_builtin),       cmocka_unit_test(test_nfc_and_scripts),
+        cmocka_unit_test(test_engine_fallback),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

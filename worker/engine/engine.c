@@ -67,7 +67,7 @@ static int has_vocab(const char *dir)
 }
 
 /* Tokenizer, in order: the caller's path, a diffusers tokenizer/ folder, one embedded in the file's metadata
- * (tiny models), a tokenizer/ folder beside or inside the model, then a clear error. */
+ * (tiny models), a tokenizer/ folder beside or inside the model, then CLIP's own, built into the engine. */
 static int load_tokenizer(sde_engine *e, const sde_load_opts *o, char *err, size_t errlen)
 {
     const char *path = o->model_path;
@@ -103,11 +103,7 @@ static int load_tokenizer(sde_engine *e, const sde_load_opts *o, char *err, size
         if (has_vocab(cand))
             return sde_tok_load(cand, &e->tok, err, errlen);
     }
-    snprintf(err, errlen,
-             "no CLIP tokenizer found for %s: pass --tokenizer PATH (e.g. bpe_simple_vocab_16e6.txt.gz, or a "
-             "folder with vocab.json and merges.txt)",
-             path);
-    return -1;
+    return sde_tok_load_builtin(&e->tok, err, errlen);
 }
 
 /* The prediction type: caller > diffusers scheduler_config > metadata > arch default (v for SD 2.x). */

@@ -34,7 +34,8 @@ typedef enum { SDW_SCHEDULE_ROWS(SDE_SCHEDULE_ENUM_) } sde_schedule;
 /** Options for sde_engine_load(). Zeroed struct = defaults. */
 typedef struct {
     const char *model_path;     /* single .safetensors file or diffusers folder */
-    const char *tokenizer_path; /* optional: bpe .txt(.gz), vocab.json, or a folder with vocab.json+merges.txt */
+    const char *tokenizer_path; /* optional override: bpe .txt(.gz), vocab.json, or a vocab.json+merges.txt
+                                 * folder; without it the model's own, else CLIP's built into the engine */
     sde_prediction prediction;  /* SDE_PRED_AUTO by default */
     int threads;                /* BLAS threads; 0 = leave OpenBLAS's default */
 } sde_load_opts;
