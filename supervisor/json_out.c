@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <h2o/string_.h>
+
 #include "json_out.h"
 
 void sdw_jw_init(sdw_jw *w)
@@ -226,31 +228,12 @@ void sdw_jw_null(sdw_jw *w)
 
 void sdw_jw_base64(sdw_jw *w, const void *data, size_t len)
 {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     before_value(w);
-    size_t out = (len + 2) / 3 * 4;
-    if (reserve(w, out + 2) != 0)
-        return;
-    const unsigned char *p = data;
-    char *d = w->buf + w->len;
-    *d++ = '"';
-    size_t i = 0;
-    for (; i + 3 <= len; i += 3) {
-        unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 | p[i + 2];
-        *d++ = tab[v >> 18];
-        *d++ = tab[(v >> 12) & 63];
-        *d++ = tab[(v >> 6) & 63];
-        *d++ = tab[v & 63];
-    }
-    if (i < len) {
-        unsigned v = (unsigned)p[i] << 16 | (i + 1 < len ? (unsigned)p[i + 1] << 8 : 0);
-        *d++ = tab[v >> 18];
-        *d++ = tab[(v >> 12) & 63];
-        *d++ = i + 1 < len ? tab[(v >> 6) & 63] : '=';
-        *d++ = '=';
-    }
-    *d++ = '"';
-    w->len = (size_t)(d - w->buf);
+    /* h2o_base64_encode_capacity counts the NUL it writes; the closing quote then lands on it */
+    if (reserve(w, h2o_base64_encode_capacity(len) + 1) != 0) return;
+    w->buf[w->len++] = '"';
+    w->len += h2o_base64_encode(w->buf + w->len, data, len, 0);
+    w->buf[w->len++] = '"';
     w->buf[w->len] = '\0';
 }
 

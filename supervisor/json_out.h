@@ -39,7 +39,7 @@ void sdw_jw_u64(sdw_jw *w, uint64_t v);
 void sdw_jw_num(sdw_jw *w, double v);
 void sdw_jw_bool(sdw_jw *w, int v);
 void sdw_jw_null(sdw_jw *w);
-/** A string value holding the base64 (RFC 4648, padded) of data. */
+/** A string value holding the base64 (RFC 4648, padded) of data, encoded by libh2o in place. */
 void sdw_jw_base64(sdw_jw *w, const void *data, size_t len);
 /** Appends bytes verbatim, outside the JSON structure (SSE framing around a payload). */
 void sdw_jw_raw(sdw_jw *w, const char *s, size_t n);
