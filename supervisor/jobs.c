@@ -300,7 +300,8 @@ int sdw_jobs_submit(sdw_jobs *J, sdw_job_request *req, double now, sdw_job **out
     req->prompt = req->negative_prompt = NULL;
     job->steps = req->steps;
     job->guidance_scale = req->guidance_scale;
-    job->seed = req->has_seed ? req->seed : random_u64();
+    /* a drawn seed has 32 bits, as A1111 draws them: exact in any JSON reader */
+    job->seed = req->has_seed ? req->seed : random_u64() >> 32;
     job->width = req->width;
     job->height = req->height;
     memcpy(job->sampler, req->sampler, sizeof job->sampler);
