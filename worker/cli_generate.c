@@ -148,9 +148,16 @@ static int write_file(const char *path, const uint8_t *data, size_t len, char *e
     return 0;
 }
 
+/* The engine's warnings, on the terminal as before (the engine itself never writes to stderr). */
+static void engine_warning(void *ud, const char *msg)
+{
+    (void)ud;
+    fprintf(stderr, "sd-engine: %s\n", msg);
+}
+
 int sdw_cmd_generate(int argc, char **argv)
 {
-    sde_load_opts lo = {0};
+    sde_load_opts lo = {.warn = engine_warning};
     sde_gen_params p = {.steps = 20, .cfg_scale = 7.5f, .sampler = SDE_SAMPLER_EULER,
                         .schedule = SDE_SCHEDULE_DISCRETE};
     const char *output = NULL;

@@ -22,12 +22,18 @@ typedef enum { SDE_PRED_AUTO = 0, SDE_PRED_EPS, SDE_PRED_V } sde_prediction;
 typedef enum { SDE_SAMPLER_EULER = 0, SDE_SAMPLER_EULER_A, SDE_SAMPLER_DDIM, SDE_SAMPLER_DPMPP_2M, SDE_SAMPLER_LCM } sde_sampler;
 typedef enum { SDE_SCHEDULE_DISCRETE = 0, SDE_SCHEDULE_KARRAS } sde_schedule;
 
+/** Receives one engine warning (a line of text, no newline). The engine never writes to stderr itself: the
+ * worker logs these, the CLI prints them. */
+typedef void (*sde_warn_fn)(void *ud, const char *msg);
+
 /** Options for sde_engine_load(). Zeroed struct = defaults. */
 typedef struct {
     const char *model_path;     /* single .safetensors file or diffusers folder */
     const char *tokenizer_path; /* optional: bpe .txt(.gz), vocab.json, or a folder with vocab.json+merges.txt */
     sde_prediction prediction;  /* SDE_PRED_AUTO by default */
     int threads;                /* BLAS threads; 0 = leave OpenBLAS's default */
+    sde_warn_fn warn;           /* warnings while loading and generating; NULL drops them */
+    void *warn_ud;              /* passed to warn */
 } sde_load_opts;
 
 /** What was loaded, for logs, /ready and the PNG parameters chunk. */
