@@ -49,8 +49,7 @@ int sdw_log_level_parse(const char *s)
     return -1;
 }
 
-/* The line being built: fixed storage on the stack, so logging never allocates (and is usable between
- * fork and exec, where only async-signal-safe calls are allowed: see line_ts). */
+/* The line being built: fixed storage on the stack, so logging never allocates. */
 typedef struct {
     char buf[LOG_LINE_MAX];
     size_t len;
@@ -259,66 +258,30 @@ static void put_field(line_t *l, const char *key, const char *val)
     }
 }
 
-/* UTC timestamp computed by hand (days-from-civil inverse, Howard Hinnant's algorithm) rather than
- * with gmtime_r, which may take locks: this keeps sdw_log async-signal-safe. The "YYYY-MM-DDTHH:MM:SS."
- * part is kept per thread for the current second, since a busy service logs many lines per second. */
+/* UTC timestamp. The "YYYY-MM-DDTHH:MM:SS." part is kept per thread for the current second, since a busy
+ * service logs many lines per second and gmtime_r + strftime cost more than the rest of a line. gmtime_r may
+ * take glibc's time-zone lock, so sdw_log is not async-signal-safe: nothing logs from a signal handler or
+ * between fork and exec (the worker spawn's child reports with dprintf). */
 #define TS_PREFIX_LEN 20
-static __thread long long t_ts_sec = -1;
-static __thread char t_ts_prefix[TS_PREFIX_LEN];
-
-static void put_digits(char *out, int x, int width)
-{
-    if (x < 0)
-        x = 0;
-    for (int w = width - 1; w >= 0; w--, x /= 10)
-        out[w] = (char)('0' + x % 10);
-}
+static __thread time_t t_ts_sec = (time_t)-1;
+static __thread char t_ts_prefix[TS_PREFIX_LEN + 1];
 
 static void line_ts(char out[32])
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    long long secs = ts.tv_sec;
+    if (ts.tv_sec != t_ts_sec) {
+        struct tm tm;
+        if (!gmtime_r(&ts.tv_sec, &tm) ||
+            strftime(t_ts_prefix, sizeof t_ts_prefix, "%Y-%m-%dT%H:%M:%S.", &tm) != TS_PREFIX_LEN)
+            memcpy(t_ts_prefix, "0000-00-00T00:00:00.", TS_PREFIX_LEN + 1); /* a year past 9999 */
+        t_ts_sec = ts.tv_sec;
+    }
     int ms = (int)(ts.tv_nsec / 1000000);
-    /* A signal handler that logs may run between any two steps here: the prefix is copied, then the second
-     * it belongs to checked again, and an update marks the cache invalid while it rewrites it. */
-    if (t_ts_sec == secs) {
-        memcpy(out, t_ts_prefix, TS_PREFIX_LEN);
-        __atomic_signal_fence(__ATOMIC_SEQ_CST);
-        if (t_ts_sec == secs)
-            goto millis;
-    }
-    long long days = secs / 86400, sod = secs % 86400;
-    if (sod < 0)
-        sod += 86400, days--;
-    long long z = days + 719468;
-    long long era = (z >= 0 ? z : z - 146096) / 146097;
-    long long doe = z - era * 146097;
-    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    long long y = yoe + era * 400;
-    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    long long mp = (5 * doy + 2) / 153;
-    long long d = doy - (153 * mp + 2) / 5 + 1;
-    long long m = mp < 10 ? mp + 3 : mp - 9;
-    if (m <= 2)
-        y++;
-    int v[6] = {(int)y, (int)m, (int)d, (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60)};
-    /* Fixed-width digits written by hand: snprintf is not async-signal-safe either. */
-    static const int width[6] = {4, 2, 2, 2, 2, 2};
-    static const char sep[6] = {'-', '-', 'T', ':', ':', '.'};
-    size_t o = 0;
-    for (int i = 0; i < 6; i++) {
-        put_digits(out + o, v[i], width[i]);
-        o += (size_t)width[i];
-        out[o++] = sep[i];
-    }
-    t_ts_sec = -1;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    memcpy(t_ts_prefix, out, TS_PREFIX_LEN);
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    t_ts_sec = secs;
-millis:
-    put_digits(out + TS_PREFIX_LEN, ms, 3);
+    memcpy(out, t_ts_prefix, TS_PREFIX_LEN);
+    out[TS_PREFIX_LEN] = (char)('0' + ms / 100);
+    out[TS_PREFIX_LEN + 1] = (char)('0' + ms / 10 % 10);
+    out[TS_PREFIX_LEN + 2] = (char)('0' + ms % 10);
     out[TS_PREFIX_LEN + 3] = 'Z';
     out[TS_PREFIX_LEN + 4] = 0;
 }

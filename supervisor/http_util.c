@@ -104,41 +104,40 @@ void sdw_http_send(sdw_srv *s, h2o_req_t *req, int status, const char *content_t
     h2o_send_inline(req, body, len);
 }
 
-void sdw_http_send_jw(sdw_srv *s, h2o_req_t *req, int status, const sdw_jw *w)
+void sdw_http_send_json(sdw_srv *s, h2o_req_t *req, int status, json_t *body)
 {
-    if (w->oom) {
+    /* into the request's pool, plus the newline curl users expect; most answers fit the stack buffer in one
+     * pass, larger ones are measured and dumped again straight into the pool */
+    char small[1024];
+    size_t n = body ? json_dumpb(body, small, sizeof small, SDW_JSON_DUMP_FLAGS) : 0;
+    char *buf = n ? h2o_mem_alloc_pool(&req->pool, n + 1) : NULL;
+    if (buf && n <= sizeof small)
+        memcpy(buf, small, n);
+    else if (!buf || json_dumpb(body, buf, n, SDW_JSON_DUMP_FLAGS) != n) {
+        json_decref(body);
         static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\",\"field\":null}}\n";
         sdw_http_send(s, req, 500, "application/json", oom, sizeof oom - 1);
         return;
     }
-    /* h2o_send_inline copies the body into the request's pool; add the newline curl users expect */
+    json_decref(body);
+    buf[n] = '\n';
+    h2o_iovec_t iov = h2o_iovec_init(buf, n + 1);
     sdw_http_prepare(s, req, status, "application/json");
-    h2o_iovec_t body = h2o_iovec_init(h2o_mem_alloc_pool(&req->pool, w->len + 1), w->len + 1);
-    memcpy(body.base, w->buf, w->len);
-    body.base[w->len] = '\n';
-    req->res.content_length = body.len;
+    req->res.content_length = iov.len;
     static h2o_generator_t gen = {NULL, NULL};
     h2o_start_response(req, &gen);
     if (h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("HEAD")))
         h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
     else
-        h2o_send(req, &body, 1, H2O_SEND_STATE_FINAL);
+        h2o_send(req, &iov, 1, H2O_SEND_STATE_FINAL);
 }
 
 void sdw_http_send_error(sdw_srv *s, h2o_req_t *req, const sdw_api_error *e)
 {
-    sdw_jw w;
-    sdw_jw_init(&w);
-    sdw_jw_obj_open(&w);
-    sdw_jw_key(&w, "error");
-    sdw_jw_obj_open(&w);
-    sdw_jw_kstr(&w, "code", e->code);
-    sdw_jw_kstr(&w, "message", e->message);
-    sdw_jw_kstr(&w, "field", e->field[0] ? e->field : NULL);
-    sdw_jw_obj_close(&w);
-    sdw_jw_obj_close(&w);
-    sdw_http_send_jw(s, req, e->status, &w);
-    sdw_jw_free(&w);
+    sdw_http_send_json(s, req, e->status,
+                       json_pack("{s:{s:o,s:o,s:o}}", "error", "code", sdw_json_str(e->code), "message",
+                                 sdw_json_str(e->message), "field",
+                                 sdw_json_str(e->field[0] ? e->field : NULL)));
 }
 
 void sdw_http_errorf(sdw_srv *s, h2o_req_t *req, int status, const char *code, const char *field, const char *fmt, ...)

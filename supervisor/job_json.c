@@ -5,176 +5,123 @@
 
 #include "srv.h"
 
-static void urls(sdw_jw *w, const sdw_job *job)
+/* Seeds are at most 2^63-1 (validate.c and the random draw in jobs.c keep them there), so they fit
+ * jansson's signed integers. */
+static json_t *seed_json(uint64_t seed)
+{
+    return json_integer((json_int_t)seed);
+}
+
+/* Adds sse_url and status_url; 0, or -1 when out of memory. */
+static int add_urls(json_t *o, const sdw_job *job)
 {
     char u[160];
     snprintf(u, sizeof u, "/v1/jobs/%s/stream", job->id);
-    sdw_jw_kstr(w, "sse_url", u);
+    int rc = json_object_set_new(o, "sse_url", json_string(u));
     snprintf(u, sizeof u, "/v1/jobs/%s", job->id);
-    sdw_jw_kstr(w, "status_url", u);
+    return rc | json_object_set_new(o, "status_url", json_string(u));
 }
 
-void sdw_job_json_timings(sdw_jw *w, const sdw_job *job)
+json_t *sdw_job_json_timings(const sdw_job *job)
 {
-    sdw_jw_obj_open(w);
-    if (job->t_dispatched > 0) {
-        sdw_jw_knum(w, "queued_s", job->t_dispatched - job->t_created);
-    }
+    json_t *t = json_object();
+    if (!t) return NULL;
+    int rc = 0;
+    if (job->t_dispatched > 0)
+        rc |= json_object_set_new(t, "queued_s", sdw_json_num(job->t_dispatched - job->t_created));
     if (job->status == SDW_JST_COMPLETE) {
-        sdw_jw_knum(w, "encode_s", job->w_encode);
-        sdw_jw_knum(w, "sample_s", job->w_sample);
-        sdw_jw_knum(w, "decode_s", job->w_decode);
-        sdw_jw_knum(w, "worker_s", job->w_total);
+        rc |= json_object_set_new(t, "encode_s", sdw_json_num(job->w_encode));
+        rc |= json_object_set_new(t, "sample_s", sdw_json_num(job->w_sample));
+        rc |= json_object_set_new(t, "decode_s", sdw_json_num(job->w_decode));
+        rc |= json_object_set_new(t, "worker_s", sdw_json_num(job->w_total));
     }
-    if (job->t_ended > 0) {
-        sdw_jw_knum(w, "total_s", job->t_ended - job->t_created);
+    if (job->t_ended > 0)
+        rc |= json_object_set_new(t, "total_s", sdw_json_num(job->t_ended - job->t_created));
+    if (rc) {
+        json_decref(t);
+        return NULL;
     }
-    sdw_jw_obj_close(w);
+    return t;
 }
 
-void sdw_job_json(sdw_srv *s, sdw_jw *w, const sdw_job *job)
+json_t *sdw_job_json(sdw_srv *s, const sdw_job *job)
 {
-    sdw_jw_obj_open(w);
-    sdw_jw_kstr(w, "job_id", job->id);
-    sdw_jw_kstr(w, "status", sdw_job_status_name(job->status));
-    sdw_jw_kint(w, "position", job->position);
-    sdw_jw_kint(w, "step", job->step);
-    sdw_jw_kint(w, "total", job->total);
-    sdw_jw_ku64(w, "seed", job->req.seed);
-    sdw_jw_key(w, "device");
-    if (job->status == SDW_JST_RUNNING && job->slot >= 0 && s->pool)
-        sdw_jw_str(w, sdw_pool_device_name(s->pool, job->slot));
-    else
-        sdw_jw_null(w);
-    sdw_jw_kbool(w, "cancel_requested", job->cancel_requested);
-    sdw_jw_kbool(w, "retried", job->retried);
-
-    sdw_jw_key(w, "params");
-    sdw_jw_obj_open(w);
-    sdw_jw_kstr(w, "prompt", job->req.prompt);
-    sdw_jw_kstr(w, "negative_prompt", job->req.negative_prompt);
-    sdw_jw_kint(w, "steps", job->req.steps);
-    sdw_jw_knum(w, "guidance_scale", job->req.cfg_scale);
-    sdw_jw_ku64(w, "seed", job->req.seed);
-    sdw_jw_kint(w, "width", job->req.width);
-    sdw_jw_kint(w, "height", job->req.height);
-    sdw_jw_kstr(w, "sampler", sdw_sampler_name(job->req.sampler));
-    sdw_jw_kstr(w, "schedule", sdw_schedule_name(job->req.schedule));
-    sdw_jw_obj_close(w);
-
-    sdw_jw_key(w, "timings");
-    sdw_job_json_timings(w, job);
-    sdw_jw_key(w, "error");
-    if (job->status == SDW_JST_ERROR) {
-        sdw_jw_obj_open(w);
-        sdw_jw_kstr(w, "code", job->err_code);
-        sdw_jw_kstr(w, "message", job->err_message);
-        sdw_jw_obj_close(w);
-    } else {
-        sdw_jw_null(w);
+    const char *device = job->status == SDW_JST_RUNNING && job->slot >= 0 && s->pool
+                             ? sdw_pool_device_name(s->pool, job->slot)
+                             : NULL;
+    json_t *error = job->status == SDW_JST_ERROR ? json_pack("{s:o,s:o}", "code", sdw_json_str(job->err_code),
+                                                             "message", sdw_json_str(job->err_message))
+                                                 : json_null();
+    char image[160];
+    snprintf(image, sizeof image, "/v1/jobs/%s/image", job->id);
+    json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:i,s:o,s:o,s:b,s:b,"
+                          "s:{s:o,s:o,s:i,s:o,s:o,s:i,s:i,s:s,s:s},s:o,s:o}",
+                          "job_id", job->id, "status", sdw_job_status_name(job->status), "position",
+                          job->position, "step", job->step, "total", job->total, "seed", seed_json(job->req.seed),
+                          "device", sdw_json_str(device), "cancel_requested", job->cancel_requested,
+                          "retried", job->retried, "params", "prompt", sdw_json_str(job->req.prompt),
+                          "negative_prompt", sdw_json_str(job->req.negative_prompt), "steps", job->req.steps,
+                          "guidance_scale", sdw_json_num(job->req.cfg_scale), "seed", seed_json(job->req.seed),
+                          "width", job->req.width, "height", job->req.height, "sampler", sdw_sampler_name(job->req.sampler), "schedule",
+                          sdw_schedule_name(job->req.schedule), "timings", sdw_job_json_timings(job), "error", error);
+    if (o && (add_urls(o, job) ||
+              json_object_set_new(o, "image_url",
+                                  job->status == SDW_JST_COMPLETE ? json_string(image) : json_null()))) {
+        json_decref(o);
+        return NULL;
     }
-    urls(w, job);
-    sdw_jw_key(w, "image_url");
-    if (job->status == SDW_JST_COMPLETE) {
-        char u[160];
-        snprintf(u, sizeof u, "/v1/jobs/%s/image", job->id);
-        sdw_jw_str(w, u);
-    } else {
-        sdw_jw_null(w);
-    }
-    sdw_jw_obj_close(w);
+    return o;
 }
 
-static void event_head(sdw_jw *w, const char *name)
+/* The SSE frame around a payload: "event: NAME\ndata: JSON\n\n". */
+static sdw_rcbuf *event(const char *name, json_t *data)
 {
-    sdw_jw_raw(w, "event: ", 7);
-    sdw_jw_raw(w, name, strlen(name));
-    sdw_jw_raw(w, "\ndata: ", 7);
-}
-
-static sdw_rcbuf *event_finish(sdw_jw *w)
-{
-    sdw_jw_raw(w, "\n\n", 2);
-    sdw_rcbuf *b = sdw_jw_to_rcbuf(w);
-    sdw_jw_free(w);
-    return b;
+    char head[48];
+    snprintf(head, sizeof head, "event: %s\ndata: ", name);
+    return sdw_json_to_rcbuf(data, head, "\n\n");
 }
 
 sdw_rcbuf *sdw_job_sse_event(sdw_srv *s, const sdw_job *job, sdw_job_event ev)
 {
-    sdw_jw w;
-    sdw_jw_init(&w);
     switch (ev) {
     case SDW_JEV_QUEUED:
-        event_head(&w, "queued");
-        sdw_jw_obj_open(&w);
-        sdw_jw_kstr(&w, "job_id", job->id);
-        sdw_jw_kint(&w, "position", job->position);
-        sdw_jw_obj_close(&w);
-        break;
+        return event("queued", json_pack("{s:s,s:i}", "job_id", job->id, "position", job->position));
     case SDW_JEV_STARTED:
-        event_head(&w, "started");
-        sdw_jw_obj_open(&w);
-        sdw_jw_kstr(&w, "job_id", job->id);
-        sdw_jw_kstr(&w, "device", job->slot >= 0 && s->pool ? sdw_pool_device_name(s->pool, job->slot) : NULL);
-        sdw_jw_kint(&w, "total", job->total);
-        sdw_jw_kbool(&w, "retried", job->retried);
-        sdw_jw_obj_close(&w);
-        break;
+        return event("started", json_pack("{s:s,s:o,s:i,s:b}", "job_id", job->id, "device",
+                                          sdw_json_str(job->slot >= 0 && s->pool
+                                                           ? sdw_pool_device_name(s->pool, job->slot)
+                                                           : NULL),
+                                          "total", job->total, "retried", job->retried));
     case SDW_JEV_PROGRESS:
-        event_head(&w, "progress");
-        sdw_jw_obj_open(&w);
-        sdw_jw_kint(&w, "step", job->step);
-        sdw_jw_kint(&w, "total", job->total);
-        sdw_jw_knum(&w, "elapsed_s", job->last_elapsed);
-        sdw_jw_obj_close(&w);
-        break;
+        return event("progress", json_pack("{s:i,s:i,s:o}", "step", job->step, "total", job->total,
+                                           "elapsed_s", sdw_json_num(job->last_elapsed)));
     default:
-        sdw_jw_free(&w);
         return NULL;
     }
-    return event_finish(&w);
 }
 
 sdw_rcbuf *sdw_job_sse_terminal(sdw_job *job)
 {
     if (!job->terminal_sse) {
-        sdw_jw w;
-        sdw_jw_init(&w);
         switch (job->status) {
         case SDW_JST_COMPLETE:
-            event_head(&w, "complete");
-            sdw_jw_obj_open(&w);
-            sdw_jw_kstr(&w, "job_id", job->id);
-            sdw_jw_key(&w, "image");
-            sdw_jw_base64(&w, job->png, job->png_len);
-            sdw_jw_kstr(&w, "format", "png");
-            sdw_jw_ku64(&w, "seed", job->req.seed);
-            sdw_jw_kint(&w, "width", job->out_width);
-            sdw_jw_kint(&w, "height", job->out_height);
-            sdw_jw_key(&w, "timings");
-            sdw_job_json_timings(&w, job);
-            sdw_jw_obj_close(&w);
+            job->terminal_sse =
+                event("complete", json_pack("{s:s,s:o,s:s,s:o,s:i,s:i,s:o}", "job_id", job->id, "image",
+                                            sdw_json_base64(job->png, job->png_len), "format", "png", "seed",
+                                            seed_json(job->req.seed), "width", job->out_width, "height",
+                                            job->out_height, "timings", sdw_job_json_timings(job)));
             break;
         case SDW_JST_ERROR:
-            event_head(&w, "error");
-            sdw_jw_obj_open(&w);
-            sdw_jw_kstr(&w, "job_id", job->id);
-            sdw_jw_kstr(&w, "code", job->err_code);
-            sdw_jw_kstr(&w, "message", job->err_message);
-            sdw_jw_obj_close(&w);
+            job->terminal_sse = event("error", json_pack("{s:s,s:o,s:o}", "job_id", job->id, "code",
+                                                         sdw_json_str(job->err_code), "message",
+                                                         sdw_json_str(job->err_message)));
             break;
         case SDW_JST_CANCELLED:
-            event_head(&w, "cancelled");
-            sdw_jw_obj_open(&w);
-            sdw_jw_kstr(&w, "job_id", job->id);
-            sdw_jw_obj_close(&w);
+            job->terminal_sse = event("cancelled", json_pack("{s:s}", "job_id", job->id));
             break;
         default:
-            sdw_jw_free(&w);
             return NULL;
         }
-        job->terminal_sse = event_finish(&w);
         if (!job->terminal_sse)
             return NULL;
     }
@@ -183,14 +130,11 @@ sdw_rcbuf *sdw_job_sse_terminal(sdw_job *job)
 
 sdw_rcbuf *sdw_job_sse_submitted(const sdw_job *job)
 {
-    sdw_jw w;
-    sdw_jw_init(&w);
-    event_head(&w, "queued");
-    sdw_jw_obj_open(&w);
-    sdw_jw_kstr(&w, "job_id", job->id);
-    sdw_jw_kint(&w, "position", job->position);
-    sdw_jw_ku64(&w, "seed", job->req.seed);
-    urls(&w, job);
-    sdw_jw_obj_close(&w);
-    return event_finish(&w);
+    json_t *o = json_pack("{s:s,s:i,s:o}", "job_id", job->id, "position", job->position, "seed",
+                          seed_json(job->req.seed));
+    if (o && add_urls(o, job)) {
+        json_decref(o);
+        o = NULL;
+    }
+    return event("queued", o);
 }

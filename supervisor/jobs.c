@@ -297,7 +297,7 @@ int sdw_jobs_submit(sdw_jobs *J, sdw_gen_request *req, double now, sdw_job **out
     job->req = *req;
     sdw_gen_request_init(req);
     if (!job->req.has_seed) {
-        job->req.seed = random_u64();
+        job->req.seed = random_u64() >> 32; /* 32 bits, as A1111 draws them: exact in any JSON reader */
         job->req.has_seed = 1;
     }
     job->status = SDW_JST_QUEUED;

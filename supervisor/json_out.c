@@ -1,95 +1,11 @@
-/* json_out.c: the JSON writer behind every response body and SSE payload (see json_out.h). */
-#include <inttypes.h>
+/* json_out.c: jansson values for answers and SSE payloads, and their dumping into rcbufs (see json_out.h). */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <h2o/string_.h>
+
 #include "json_out.h"
-
-void sdw_jw_init(sdw_jw *w)
-{
-    memset(w, 0, sizeof *w);
-}
-
-void sdw_jw_free(sdw_jw *w)
-{
-    free(w->buf);
-    memset(w, 0, sizeof *w);
-}
-
-static int reserve(sdw_jw *w, size_t extra)
-{
-    if (w->oom)
-        return -1;
-    if (w->len + extra + 1 <= w->cap)
-        return 0;
-    size_t cap = w->cap ? w->cap : 256;
-    while (cap < w->len + extra + 1) {
-        if (cap > ((size_t)-1) / 2) {
-            w->oom = 1;
-            return -1;
-        }
-        cap *= 2;
-    }
-    char *b = realloc(w->buf, cap);
-    if (!b) {
-        w->oom = 1;
-        return -1;
-    }
-    w->buf = b;
-    w->cap = cap;
-    return 0;
-}
-
-static void put(sdw_jw *w, const char *s, size_t n)
-{
-    if (reserve(w, n) != 0)
-        return;
-    memcpy(w->buf + w->len, s, n);
-    w->len += n;
-    w->buf[w->len] = '\0';
-}
-
-static void putc_(sdw_jw *w, char c)
-{
-    put(w, &c, 1);
-}
-
-/* Comma before a value in a container that already has one; none right after a key. */
-static void before_value(sdw_jw *w)
-{
-    if (w->after_key) {
-        w->after_key = 0;
-        return;
-    }
-    if (w->depth > 0 && w->depth <= SDW_JW_MAX_DEPTH) {
-        if (w->has_items[w->depth - 1])
-            putc_(w, ',');
-        w->has_items[w->depth - 1] = 1;
-    }
-}
-
-static void open_(sdw_jw *w, char c)
-{
-    before_value(w);
-    putc_(w, c);
-    w->depth++;
-    if (w->depth <= SDW_JW_MAX_DEPTH)
-        w->has_items[w->depth - 1] = 0;
-}
-
-static void close_(sdw_jw *w, char c)
-{
-    if (w->depth > 0)
-        w->depth--;
-    putc_(w, c);
-}
-
-void sdw_jw_obj_open(sdw_jw *w) { open_(w, '{'); }
-void sdw_jw_obj_close(sdw_jw *w) { close_(w, '}'); }
-void sdw_jw_arr_open(sdw_jw *w) { open_(w, '['); }
-void sdw_jw_arr_close(sdw_jw *w) { close_(w, ']'); }
 
 /* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if invalid. */
 static size_t utf8_len(const unsigned char *s, size_t n)
@@ -120,148 +36,68 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
-static void put_escaped(sdw_jw *w, const char *s, size_t n)
+json_t *sdw_json_str(const char *s)
 {
-    putc_(w, '"');
+    if (!s) return json_null();
+    json_t *v = json_string(s);
+    if (v) return v;
+    /* rare: jansson refused the bytes (or memory ran out); rebuild with U+FFFD for each bad byte */
+    size_t n = strlen(s);
+    if (n > ((size_t)-1 - 1) / 3) return NULL;
+    char *o = malloc(3 * n + 1);
+    if (!o) return NULL;
     const unsigned char *p = (const unsigned char *)s;
-    size_t run = 0; /* bytes copied verbatim in one go */
+    size_t k = 0;
     for (size_t i = 0; i < n;) {
-        unsigned char c = p[i];
-        size_t l = c >= 0x20 && c != '"' && c != '\\' ? utf8_len(p + i, n - i) : 0;
+        size_t l = utf8_len(p + i, n - i);
         if (l) {
-            i += l;
-            run += l;
-            continue;
+            memcpy(o + k, p + i, l);
+            k += l, i += l;
+        } else {
+            memcpy(o + k, "\xEF\xBF\xBD", 3);
+            k += 3, i++;
         }
-        put(w, s + i - run, run);
-        run = 0;
-        char esc[8];
-        switch (c) {
-        case '"': put(w, "\\\"", 2); break;
-        case '\\': put(w, "\\\\", 2); break;
-        case '\n': put(w, "\\n", 2); break;
-        case '\r': put(w, "\\r", 2); break;
-        case '\t': put(w, "\\t", 2); break;
-        default:
-            if (c < 0x20) {
-                snprintf(esc, sizeof esc, "\\u%04x", c);
-                put(w, esc, 6);
-            } else {
-                put(w, "\xEF\xBF\xBD", 3); /* U+FFFD for a byte that is not valid UTF-8 */
-            }
+    }
+    v = json_stringn_nocheck(o, k);
+    free(o);
+    return v;
+}
+
+json_t *sdw_json_num(double v)
+{
+    if (!isfinite(v)) return json_null();
+    /* timings are wanted to the microsecond; beyond 2^53 / 1e6 rounding would only lose precision */
+    if (fabs(v) < 9e9) v = round(v * 1e6) / 1e6;
+    return json_real(v);
+}
+
+json_t *sdw_json_base64(const void *data, size_t len)
+{
+    if (len > ((size_t)-1 - 4) / 4 * 3) return NULL;
+    char *b = malloc(h2o_base64_encode_capacity(len));
+    if (!b) return NULL;
+    size_t n = h2o_base64_encode(b, data, len, 0);
+    json_t *v = json_stringn_nocheck(b, n); /* base64 is ASCII */
+    free(b);
+    return v;
+}
+
+sdw_rcbuf *sdw_json_to_rcbuf(json_t *v, const char *prefix, const char *suffix)
+{
+    if (!v) return NULL;
+    size_t pl = prefix ? strlen(prefix) : 0, sl = suffix ? strlen(suffix) : 0;
+    /* measured first and dumped straight into the buffer: a complete event holds a whole PNG */
+    size_t n = json_dumpb(v, NULL, 0, SDW_JSON_DUMP_FLAGS);
+    sdw_rcbuf *b = n ? sdw_rcbuf_new(pl + n + sl) : NULL;
+    if (b) {
+        if (pl) memcpy(b->data, prefix, pl);
+        if (json_dumpb(v, b->data + pl, n, SDW_JSON_DUMP_FLAGS) != n) {
+            sdw_rcbuf_release(b);
+            b = NULL;
+        } else if (sl) {
+            memcpy(b->data + pl + n, suffix, sl);
         }
-        i++;
     }
-    put(w, s + n - run, run);
-    putc_(w, '"');
-}
-
-void sdw_jw_key(sdw_jw *w, const char *k)
-{
-    before_value(w);
-    put_escaped(w, k, strlen(k));
-    putc_(w, ':');
-    w->after_key = 1;
-}
-
-void sdw_jw_strn(sdw_jw *w, const char *s, size_t n)
-{
-    before_value(w);
-    put_escaped(w, s, n);
-}
-
-void sdw_jw_str(sdw_jw *w, const char *s)
-{
-    if (!s) {
-        sdw_jw_null(w);
-        return;
-    }
-    sdw_jw_strn(w, s, strlen(s));
-}
-
-void sdw_jw_int(sdw_jw *w, long long v)
-{
-    char b[32];
-    int n = snprintf(b, sizeof b, "%lld", v);
-    before_value(w);
-    put(w, b, (size_t)n);
-}
-
-void sdw_jw_u64(sdw_jw *w, uint64_t v)
-{
-    char b[32];
-    int n = snprintf(b, sizeof b, "%" PRIu64, v);
-    before_value(w);
-    put(w, b, (size_t)n);
-}
-
-void sdw_jw_num(sdw_jw *w, double v)
-{
-    if (!isfinite(v)) {
-        sdw_jw_null(w);
-        return;
-    }
-    char b[40];
-    /* %.6f keeps timings readable; strip trailing zeros but keep one digit after the point */
-    int n = snprintf(b, sizeof b, fabs(v) < 1e15 ? "%.6f" : "%.17g", v);
-    if (memchr(b, '.', (size_t)n) && !memchr(b, 'e', (size_t)n)) {
-        while (n > 1 && b[n - 1] == '0' && b[n - 2] != '.')
-            n--;
-    }
-    before_value(w);
-    put(w, b, (size_t)n);
-}
-
-void sdw_jw_bool(sdw_jw *w, int v)
-{
-    before_value(w);
-    put(w, v ? "true" : "false", v ? 4 : 5);
-}
-
-void sdw_jw_null(sdw_jw *w)
-{
-    before_value(w);
-    put(w, "null", 4);
-}
-
-void sdw_jw_base64(sdw_jw *w, const void *data, size_t len)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    before_value(w);
-    size_t out = (len + 2) / 3 * 4;
-    if (reserve(w, out + 2) != 0)
-        return;
-    const unsigned char *p = data;
-    char *d = w->buf + w->len;
-    *d++ = '"';
-    size_t i = 0;
-    for (; i + 3 <= len; i += 3) {
-        unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 | p[i + 2];
-        *d++ = tab[v >> 18];
-        *d++ = tab[(v >> 12) & 63];
-        *d++ = tab[(v >> 6) & 63];
-        *d++ = tab[v & 63];
-    }
-    if (i < len) {
-        unsigned v = (unsigned)p[i] << 16 | (i + 1 < len ? (unsigned)p[i + 1] << 8 : 0);
-        *d++ = tab[v >> 18];
-        *d++ = tab[(v >> 12) & 63];
-        *d++ = i + 1 < len ? tab[(v >> 6) & 63] : '=';
-        *d++ = '=';
-    }
-    *d++ = '"';
-    w->len = (size_t)(d - w->buf);
-    w->buf[w->len] = '\0';
-}
-
-void sdw_jw_raw(sdw_jw *w, const char *s, size_t n)
-{
-    put(w, s, n);
-}
-
-sdw_rcbuf *sdw_jw_to_rcbuf(const sdw_jw *w)
-{
-    if (w->oom)
-        return NULL;
-    return sdw_rcbuf_from(w->buf ? w->buf : "", w->len);
+    json_decref(v);
+    return b;
 }

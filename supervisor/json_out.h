@@ -1,57 +1,27 @@
-/* json_out.h: a small JSON writer for responses and SSE payloads. jansson parses requests, but its
- * integers are signed 64-bit and seeds run to 2^64-1, so output is written here (also base64 in place). */
+/* json_out.h: answers and SSE payloads as jansson values dumped compactly, with the conventions the API
+ * keeps: numbers to 6 decimals, invalid UTF-8 repaired rather than refused, base64 PNGs, SSE framing. */
 #ifndef SDW_JSON_OUT_H
 #define SDW_JSON_OUT_H
 
 #include <stddef.h>
-#include <stdint.h>
+
+#include <jansson.h>
 
 #include "rcbuf.h"
 
-#define SDW_JW_MAX_DEPTH 16
+/** Flags for every dump: compact; 15 significant digits print a number rounded to 6 decimals exactly
+ * (jansson's default 17 would show 0.1 as 0.10000000000000001). */
+#define SDW_JSON_DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
-/** A growing buffer with the comma/colon state of the value being written. */
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    int oom;                            /* set once an allocation failed; the result is then unusable */
-    int depth;                          /* open objects/arrays */
-    unsigned char has_items[SDW_JW_MAX_DEPTH]; /* the container at each depth already holds a value */
-    int after_key;                      /* a key was written; its value comes next (no comma) */
-} sdw_jw;
-
-/** Starts an empty writer. */
-void sdw_jw_init(sdw_jw *w);
-/** Frees the buffer. */
-void sdw_jw_free(sdw_jw *w);
-void sdw_jw_obj_open(sdw_jw *w);
-void sdw_jw_obj_close(sdw_jw *w);
-void sdw_jw_arr_open(sdw_jw *w);
-void sdw_jw_arr_close(sdw_jw *w);
-/** An object key (escaped). */
-void sdw_jw_key(sdw_jw *w, const char *k);
-/** A string value; invalid UTF-8 becomes U+FFFD, control characters are escaped. NULL writes null. */
-void sdw_jw_str(sdw_jw *w, const char *s);
-void sdw_jw_strn(sdw_jw *w, const char *s, size_t n);
-void sdw_jw_int(sdw_jw *w, long long v);
-void sdw_jw_u64(sdw_jw *w, uint64_t v);
-/** A number with up to 6 significant decimals; NaN and infinities are written as null. */
-void sdw_jw_num(sdw_jw *w, double v);
-void sdw_jw_bool(sdw_jw *w, int v);
-void sdw_jw_null(sdw_jw *w);
-/** A string value holding the base64 (RFC 4648, padded) of data. */
-void sdw_jw_base64(sdw_jw *w, const void *data, size_t len);
-/** Appends bytes verbatim, outside the JSON structure (SSE framing around a payload). */
-void sdw_jw_raw(sdw_jw *w, const char *s, size_t n);
-/** The text as a new rcbuf (one reference), or NULL after an allocation failure. */
-sdw_rcbuf *sdw_jw_to_rcbuf(const sdw_jw *w);
-
-
-/** Member shorthands: a key followed by its value, as in sdw_jw_key() then the value writer. */
-static inline void sdw_jw_kstr(sdw_jw *w, const char *k, const char *v) { sdw_jw_key(w, k); sdw_jw_str(w, v); }
-static inline void sdw_jw_kint(sdw_jw *w, const char *k, long long v) { sdw_jw_key(w, k); sdw_jw_int(w, v); }
-static inline void sdw_jw_ku64(sdw_jw *w, const char *k, uint64_t v) { sdw_jw_key(w, k); sdw_jw_u64(w, v); }
-static inline void sdw_jw_knum(sdw_jw *w, const char *k, double v) { sdw_jw_key(w, k); sdw_jw_num(w, v); }
-static inline void sdw_jw_kbool(sdw_jw *w, const char *k, int v) { sdw_jw_key(w, k); sdw_jw_bool(w, v); }
+/** A string value copied from s; bytes that are not valid UTF-8 (a worker's message may hold any) become
+ * U+FFFD, since jansson refuses such strings. NULL s gives null. Returns NULL only when out of memory. */
+json_t *sdw_json_str(const char *s);
+/** A number rounded to 6 decimals; NaN and infinities give null. */
+json_t *sdw_json_num(double v);
+/** A string value holding the base64 (RFC 4648, padded) of data, encoded by libh2o. */
+json_t *sdw_json_base64(const void *data, size_t len);
+/** Dumps v (its reference is taken, even on failure) into a new rcbuf between prefix and suffix (NULL for
+ * none), as an SSE event wants it. Returns NULL when v is NULL or memory ran out. */
+sdw_rcbuf *sdw_json_to_rcbuf(json_t *v, const char *prefix, const char *suffix);
 
 #endif

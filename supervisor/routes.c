@@ -1,12 +1,12 @@
 /* routes.c: the HTTP API: path/method routing, CORS preflight, /health, /ready, /metrics and the
  * /v1/jobs resource (submit, status, stream, image, cancel). Responses are JSON; see docs/api.md. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "log.h"
-#include "numfmt.h"
 #include "srv.h"
 
 typedef struct {
@@ -133,16 +133,16 @@ static void handle_preflight(sdw_srv *s, h2o_req_t *req, sdw_route r)
 
 static void handle_health(sdw_srv *s, h2o_req_t *req)
 {
-    /* the probe path: built by hand, no printf */
-    static const char head[] = "{\"status\":\"ok\",\"uptime_s\":";
-    static const char tail[] = ",\"version\":\"" SDW_VERSION "\"}\n";
-    char body[sizeof head + sizeof tail + 32];
-    size_t n = sizeof head - 1;
-    memcpy(body, head, n);
-    n += sdw_fmt_fixed(body + n, sdw_srv_now() - s->started_at, 3);
-    memcpy(body + n, tail, sizeof tail - 1);
-    n += sizeof tail - 1;
-    sdw_http_send(s, req, 200, "application/json", body, n);
+    /* the probe path: one document kept for the process (the event loop is single-threaded), only its
+     * uptime updated, so a probe costs no allocation beyond the dump */
+    static json_t *doc, *uptime;
+    if (!doc) {
+        uptime = json_real(0);
+        doc = json_pack("{s:s,s:o,s:s}", "status", "ok", "uptime_s", uptime, "version", SDW_VERSION);
+    }
+    if (doc)
+        json_real_set(uptime, round((sdw_srv_now() - s->started_at) * 1e3) / 1e3); /* ms are plenty here */
+    sdw_http_send_json(s, req, 200, json_incref(doc));
 }
 
 static void handle_ready(sdw_srv *s, h2o_req_t *req)
@@ -150,31 +150,24 @@ static void handle_ready(sdw_srv *s, h2o_req_t *req)
     int ready = 0, busy = 0, loading = 0;
     sdw_srv_worker_counts(s, &ready, &busy, &loading);
     int can_serve = s->phase == SDW_SRV_RUNNING && ready + busy > 0;
-    sdw_jw w;
-    sdw_jw_init(&w);
-    sdw_jw_obj_open(&w);
-    sdw_jw_kbool(&w, "ready", can_serve);
-    sdw_jw_key(&w, "workers");
-    sdw_jw_arr_open(&w);
     int n = s->pool ? sdw_pool_size(s->pool) : 0;
-    for (int i = 0; i < n; i++) {
-        sdw_jw_obj_open(&w);
-        sdw_jw_kstr(&w, "device", sdw_pool_device_name(s->pool, i));
-        sdw_jw_kstr(&w, "state", sdw_pool_state_name(sdw_pool_state(s->pool, i)));
-        sdw_jw_kint(&w, "restarts", sdw_pool_restarts(s->pool, i));
-        sdw_jw_ku64(&w, "jobs_served", sdw_pool_jobs_served(s->pool, i));
+    json_t *workers = json_array();
+    for (int i = 0; workers && i < n; i++) {
         const char *arch = sdw_pool_model_arch(s->pool, i);
-        sdw_jw_kstr(&w, "model", arch && *arch ? arch : NULL);
-        sdw_jw_obj_close(&w);
+        if (json_array_append_new(workers, json_pack("{s:o,s:s,s:i,s:I,s:o}", "device",
+                                                     sdw_json_str(sdw_pool_device_name(s->pool, i)), "state",
+                                                     sdw_pool_state_name(sdw_pool_state(s->pool, i)),
+                                                     "restarts", sdw_pool_restarts(s->pool, i), "jobs_served",
+                                                     (json_int_t)sdw_pool_jobs_served(s->pool, i), "model",
+                                                     sdw_json_str(arch && *arch ? arch : NULL)))) {
+            json_decref(workers);
+            workers = NULL;
+        }
     }
-    sdw_jw_arr_close(&w);
-    sdw_jw_key(&w, "queue");
-    sdw_jw_obj_open(&w);
-    sdw_jw_kint(&w, "queued", sdw_jobs_queued(s->jobs));
-    sdw_jw_kint(&w, "running", sdw_jobs_running(s->jobs));
-    sdw_jw_kint(&w, "capacity", s->cfg->queue_capacity);
-    sdw_jw_obj_close(&w);
-    if (!can_serve) {
+    json_t *o = json_pack("{s:b,s:o,s:{s:i,s:i,s:i}}", "ready", can_serve, "workers", workers, "queue",
+                          "queued", sdw_jobs_queued(s->jobs), "running", sdw_jobs_running(s->jobs),
+                          "capacity", s->cfg->queue_capacity);
+    if (o && !can_serve) {
         char reason[160];
         if (s->phase != SDW_SRV_RUNNING)
             snprintf(reason, sizeof reason, "shutting down");
@@ -183,11 +176,12 @@ static void handle_ready(sdw_srv *s, h2o_req_t *req)
         else
             snprintf(reason, sizeof reason, "no worker ready yet (%d loading, %d restarting)", loading,
                      n - ready - busy - loading);
-        sdw_jw_kstr(&w, "reason", reason);
+        if (json_object_set_new(o, "reason", json_string(reason))) {
+            json_decref(o);
+            o = NULL;
+        }
     }
-    sdw_jw_obj_close(&w);
-    sdw_http_send_jw(s, req, can_serve ? 200 : 503, &w);
-    sdw_jw_free(&w);
+    sdw_http_send_json(s, req, can_serve ? 200 : 503, o);
 }
 
 static void handle_metrics(sdw_srv *s, h2o_req_t *req)
@@ -277,20 +271,12 @@ static void handle_submit(sdw_srv *s, h2o_req_t *req)
     char loc[160];
     snprintf(loc, sizeof loc, "/v1/jobs/%s", job->id);
     sdw_http_add_header(req, "location", loc);
-    sdw_jw w;
-    sdw_jw_init(&w);
-    sdw_jw_obj_open(&w);
-    sdw_jw_kstr(&w, "job_id", job->id);
-    snprintf(loc, sizeof loc, "/v1/jobs/%s/stream", job->id);
-    sdw_jw_kstr(&w, "sse_url", loc);
-    snprintf(loc, sizeof loc, "/v1/jobs/%s", job->id);
-    sdw_jw_kstr(&w, "status_url", loc);
-    sdw_jw_kint(&w, "queue_position", job->position);
-    sdw_jw_kstr(&w, "status", sdw_job_status_name(job->status));
-    sdw_jw_ku64(&w, "seed", job->req.seed);
-    sdw_jw_obj_close(&w);
-    sdw_http_send_jw(s, req, 202, &w);
-    sdw_jw_free(&w);
+    char sse[160];
+    snprintf(sse, sizeof sse, "/v1/jobs/%s/stream", job->id);
+    sdw_http_send_json(s, req, 202,
+                       json_pack("{s:s,s:s,s:s,s:i,s:s,s:I}", "job_id", job->id, "sse_url", sse, "status_url",
+                                 loc, "queue_position", job->position, "status",
+                                 sdw_job_status_name(job->status), "seed", (json_int_t)job->req.seed));
 }
 
 /* Resolves {id}; answers 404/410 itself and returns NULL when there is no job to work on. */
@@ -312,11 +298,7 @@ static sdw_job *find_job(sdw_srv *s, h2o_req_t *req, const char *id, size_t idle
 
 static void send_job(sdw_srv *s, h2o_req_t *req, int status, const sdw_job *job)
 {
-    sdw_jw w;
-    sdw_jw_init(&w);
-    sdw_job_json(s, &w, job);
-    sdw_http_send_jw(s, req, status, &w);
-    sdw_jw_free(&w);
+    sdw_http_send_json(s, req, status, sdw_job_json(s, job));
 }
 
 static void handle_job(sdw_srv *s, h2o_req_t *req, sdw_route r, const char *id, size_t idlen)

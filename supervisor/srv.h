@@ -103,8 +103,9 @@ void sdw_routes_register(sdw_srv *s, h2o_pathconf_t *pathconf);
 void sdw_http_prepare(sdw_srv *s, h2o_req_t *req, int status, const char *content_type);
 /** Sends a complete response body (copied); HEAD requests get the headers only. */
 void sdw_http_send(sdw_srv *s, h2o_req_t *req, int status, const char *content_type, const char *body, size_t len);
-/** Sends the JSON text in w (a finished writer). */
-void sdw_http_send_jw(sdw_srv *s, h2o_req_t *req, int status, const sdw_jw *w);
+/** Sends body (its reference is taken) as the JSON answer plus a newline; NULL, or a failed dump, sends a
+ * 500 "out of memory" error instead. */
+void sdw_http_send_json(sdw_srv *s, h2o_req_t *req, int status, json_t *body);
 /** Sends {"error":{"code","message","field"}} with e's status. */
 void sdw_http_send_error(sdw_srv *s, h2o_req_t *req, const sdw_api_error *e);
 /** Builds and sends an error in one call (field NULL when not about one field). */
@@ -119,10 +120,11 @@ int sdw_http_origin_allowed(sdw_srv *s, h2o_req_t *req);
 
 /* ---- job_json.c ---- */
 
-/** Writes the job document of GET /v1/jobs/{id} as one JSON value. */
-void sdw_job_json(sdw_srv *s, sdw_jw *w, const sdw_job *job);
-/** Writes the job's timings object ({"queued_s",...}; fields not yet known are omitted). */
-void sdw_job_json_timings(sdw_jw *w, const sdw_job *job);
+/** The job document of GET /v1/jobs/{id}, or NULL when out of memory. */
+json_t *sdw_job_json(sdw_srv *s, const sdw_job *job);
+/** The job's timings object ({"queued_s",...}; fields not yet known are omitted), or NULL when out of memory.
+ */
+json_t *sdw_job_json_timings(const sdw_job *job);
 /** The SSE event for the job's current non-terminal state ev (QUEUED, STARTED, PROGRESS), as a new rcbuf. */
 sdw_rcbuf *sdw_job_sse_event(sdw_srv *s, const sdw_job *job, sdw_job_event ev);
 /** The job's terminal SSE event (complete/error/cancelled), built once and kept on the job; returns a new

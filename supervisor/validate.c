@@ -1,14 +1,12 @@
 /* validate.c: POST /v1/jobs request checks: media type, body size, strict JSON (jansson), every field's
  * type and range. The first problem found is reported with the field it concerns. */
 #include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include <jansson.h>
 
@@ -16,14 +14,6 @@
 
 static const char *const known_fields[] = {"prompt", "negative_prompt", "steps", "guidance_scale", "seed",
                                            "width", "height", "sampler", "schedule"};
-
-/* jansson stores integers as long long, so a seed above 2^63-1 would be a parse error. Such literals are
- * rewritten, before parsing, into strings "\0int<nonce>:<digits>" and read back as integers. The random
- * nonce makes the marker unforgeable: a client string that merely looks like one stays a string. */
-typedef struct {
-    char marker[24]; /* "\0int" + 16 hex + ":" */
-    size_t len;      /* 0 when nothing was rewritten */
-} bigint_ctx;
 
 #define N_OF(a) (sizeof(a) / sizeof *(a))
 
@@ -100,101 +90,8 @@ int sdw_validate_content_type(const char *ct, size_t len, sdw_api_error *e)
     return 0;
 }
 
-/* 1 if the integer literal s[0..n) (optional '-', digits, no leading zero) does not fit int64. */
-static int int_literal_overflows(const char *s, size_t n)
+static const char *json_kind(const json_t *v)
 {
-    int neg = s[0] == '-';
-    const char *d = s + neg;
-    size_t nd = n - (size_t)neg;
-    const char *lim = neg ? "9223372036854775808" : "9223372036854775807";
-    if (nd != 19)
-        return nd > 19;
-    return memcmp(d, lim, 19) > 0;
-}
-
-/* Returns a malloc'd copy of body with int64-overflowing integer literals rewritten as BIGINT_PREFIX
- * strings, or NULL (with *oom 0) when nothing needs rewriting. Only whole, well-formed integer tokens
- * outside strings are touched, so malformed JSON stays malformed for the parser to report. */
-static char *rewrite_big_ints(const char *body, size_t len, bigint_ctx *bc, size_t *outlen, int *oom)
-{
-    char *out = NULL;
-    size_t cap = 0, o = 0, copied = 0;
-    *oom = 0;
-    for (size_t i = 0; i < len;) {
-        char c = body[i];
-        if (c == '"') {
-            for (i++; i < len && body[i] != '"'; i++)
-                if (body[i] == '\\')
-                    i++;
-            i++;
-            continue;
-        }
-        if (c != '-' && !(c >= '0' && c <= '9')) {
-            i++;
-            continue;
-        }
-        size_t start = i, j = i + (c == '-');
-        size_t dstart = j;
-        while (j < len && body[j] >= '0' && body[j] <= '9')
-            j++;
-        int is_int = j > dstart && (j == len || (body[j] != '.' && body[j] != 'e' && body[j] != 'E'));
-        int leading_zero = j - dstart > 1 && body[dstart] == '0';
-        if (!is_int || leading_zero || !int_literal_overflows(body + start, j - start)) {
-            /* skip the rest of the number token */
-            while (j < len && body[j] && (isdigit((unsigned char)body[j]) || strchr(".eE+-", body[j])))
-                j++;
-            i = j > i ? j : i + 1;
-            continue;
-        }
-        size_t need = o + (start - copied) + (j - start) + 40;
-        if (need > cap) {
-            size_t ncap = cap ? cap * 2 : len + 64;
-            while (ncap < need)
-                ncap *= 2;
-            char *n = realloc(out, ncap);
-            if (!n) {
-                free(out);
-                *oom = 1;
-                return NULL;
-            }
-            out = n;
-            cap = ncap;
-        }
-        memcpy(out + o, body + copied, start - copied);
-        o += start - copied;
-        o += (size_t)sprintf(out + o, "\"\\u0000%s", bc->marker + 1);
-        memcpy(out + o, body + start, j - start);
-        o += j - start;
-        out[o++] = '"';
-        copied = i = j;
-    }
-    if (!out)
-        return NULL;
-    bc->len = 1 + strlen(bc->marker + 1);
-    if (o + (len - copied) > cap) {
-        char *n = realloc(out, o + (len - copied) + 1);
-        if (!n) {
-            free(out);
-            *oom = 1;
-            return NULL;
-        }
-        out = n;
-    }
-    memcpy(out + o, body + copied, len - copied);
-    *outlen = o + (len - copied);
-    return out;
-}
-
-static int is_bigint(const bigint_ctx *bc, const json_t *v)
-{
-    return bc->len && json_is_string(v) && json_string_length(v) > bc->len &&
-           !memcmp(json_string_value(v), bc->marker, bc->len);
-}
-
-static const char *json_kind(const bigint_ctx *bc, const json_t *v)
-{
-    if (is_bigint(bc, v))
-        return "an integer";
     switch (json_typeof(v)) {
     case JSON_OBJECT: return "an object";
     case JSON_ARRAY: return "an array";
@@ -208,17 +105,17 @@ static const char *json_kind(const bigint_ctx *bc, const json_t *v)
     return "a value";
 }
 
-static int wrong_type(const bigint_ctx *bc, sdw_api_error *e, const char *field, const char *want, const json_t *v)
+static int wrong_type(sdw_api_error *e, const char *field, const char *want, const json_t *v)
 {
-    return sdw_api_error_set(e, 400, "invalid_type", field, "%s must be %s, not %s", field, want, json_kind(bc, v));
+    return sdw_api_error_set(e, 400, "invalid_type", field, "%s must be %s, not %s", field, want,
+                             json_kind(v));
 }
 
 /* A string field: no NUL, at most maxb bytes, non-blank when required. */
-static int get_string(const bigint_ctx *bc, const json_t *v, const char *field, size_t maxb, int nonblank, const char **out, size_t *olen,
-                      sdw_api_error *e)
+static int get_string(const json_t *v, const char *field, size_t maxb, int nonblank, const char **out,
+                      size_t *olen, sdw_api_error *e)
 {
-    if (!json_is_string(v) || is_bigint(bc, v))
-        return wrong_type(bc, e, field, "a string", v);
+    if (!json_is_string(v)) return wrong_type(e, field, "a string", v);
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
     if (memchr(s, '\0', n))
@@ -239,13 +136,10 @@ static int get_string(const bigint_ctx *bc, const json_t *v, const char *field, 
 }
 
 /* An integer field in lo..hi (step: required multiple, 1 for none). */
-static int get_int(const bigint_ctx *bc, const json_t *v, const char *field, long long lo, long long hi, long long step, int *out,
+static int get_int(const json_t *v, const char *field, long long lo, long long hi, long long step, int *out,
                    sdw_api_error *e)
 {
-    if (is_bigint(bc, v))
-        return sdw_api_error_set(e, 400, "out_of_range", field, "%s must be between %lld and %lld", field, lo, hi);
-    if (!json_is_integer(v))
-        return wrong_type(bc, e, field, "an integer", v);
+    if (!json_is_integer(v)) return wrong_type(e, field, "an integer", v);
     long long x = json_integer_value(v);
     if (x < lo || x > hi || x % step != 0) {
         if (step > 1)
@@ -259,36 +153,24 @@ static int get_int(const bigint_ctx *bc, const json_t *v, const char *field, lon
     return 0;
 }
 
-static int get_seed(const bigint_ctx *bc, const json_t *v, uint64_t *out, sdw_api_error *e)
+/* Seeds are 0..2^63-1: what jansson's signed integers hold (a longer literal is invalid JSON). */
+static int get_seed(const json_t *v, uint64_t *out, sdw_api_error *e)
 {
-    if (is_bigint(bc, v)) {
-        const char *d = json_string_value(v) + bc->len;
-        if (*d == '-')
-            return sdw_api_error_set(e, 400, "out_of_range", "seed", "seed must be between 0 and 18446744073709551615");
-        errno = 0;
-        char *end;
-        unsigned long long x = strtoull(d, &end, 10);
-        if (errno == ERANGE || *end)
-            return sdw_api_error_set(e, 400, "out_of_range", "seed", "seed must be between 0 and 18446744073709551615");
-        *out = (uint64_t)x;
-        return 0;
-    }
-    if (!json_is_integer(v))
-        return wrong_type(bc, e, "seed", "an integer", v);
+    if (!json_is_integer(v)) return wrong_type(e, "seed", "an integer", v);
     long long x = json_integer_value(v);
     if (x < 0)
-        return sdw_api_error_set(e, 400, "out_of_range", "seed", "seed is %lld; it must be between 0 and 18446744073709551615",
-                                 x);
+        return sdw_api_error_set(e, 400, "out_of_range", "seed",
+                                 "seed is %lld; it must be between 0 and %lld", x, (long long)INT64_MAX);
     *out = (uint64_t)x;
     return 0;
 }
 
 /* A name from a gen_names table (sampler, schedule): the message lists the table's canonical names. */
-static int get_name(const bigint_ctx *bc, const json_t *v, sdw_names_kind kind, int *out, sdw_api_error *e)
+static int get_name(const json_t *v, sdw_names_kind kind, int *out, sdw_api_error *e)
 {
     const char *field = sdw_names_kind_name(kind), *s = NULL;
     size_t n = 0;
-    if (get_string(bc, v, field, 64, 0, &s, &n, e) != 0)
+    if (get_string(v, field, 64, 0, &s, &n, e) != 0)
         return -1;
     int x = sdw_names_parse(kind, s);
     if (x < 0) {
@@ -310,8 +192,7 @@ static char *dup_n(const char *s, size_t n)
     return d;
 }
 
-static int check_fields(const bigint_ctx *bc, json_t *root, const sdw_validate_limits *lim,
-                        sdw_gen_request *r, sdw_api_error *e)
+static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_request *r, sdw_api_error *e)
 {
     const char *key;
     json_t *v;
@@ -331,28 +212,24 @@ static int check_fields(const bigint_ctx *bc, json_t *root, const sdw_validate_l
     v = json_object_get(root, "prompt");
     if (!v || json_is_null(v))
         return sdw_api_error_set(e, 400, "missing_field", "prompt", "prompt is required");
-    if (get_string(bc, v, "prompt", SDW_PROMPT_MAX_BYTES, 1, &s, &n, e) != 0)
-        return -1;
+    if (get_string(v, "prompt", SDW_PROMPT_MAX_BYTES, 1, &s, &n, e) != 0) return -1;
     if (!(r->prompt = dup_n(s, n)))
         return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
 
     s = "";
     n = 0;
     if ((v = json_object_get(root, "negative_prompt")) && !json_is_null(v) &&
-        get_string(bc, v, "negative_prompt", SDW_PROMPT_MAX_BYTES, 0, &s, &n, e) != 0)
+        get_string(v, "negative_prompt", SDW_PROMPT_MAX_BYTES, 0, &s, &n, e) != 0)
         return -1;
     if (!(r->negative_prompt = dup_n(s, n)))
         return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
 
     if ((v = json_object_get(root, "steps")) && !json_is_null(v) &&
-        get_int(bc, v, "steps", 1, lim->max_steps, 1, &r->steps, e) != 0)
+        get_int(v, "steps", 1, lim->max_steps, 1, &r->steps, e) != 0)
         return -1;
 
     if ((v = json_object_get(root, "guidance_scale")) && !json_is_null(v)) {
-        if (is_bigint(bc, v))
-            return sdw_api_error_set(e, 400, "out_of_range", "guidance_scale", "guidance_scale must be between 0 and 30");
-        if (!json_is_number(v))
-            return wrong_type(bc, e, "guidance_scale", "a number", v);
+        if (!json_is_number(v)) return wrong_type(e, "guidance_scale", "a number", v);
         double g = json_number_value(v);
         if (!isfinite(g) || g < 0 || g > 30)
             return sdw_api_error_set(e, 400, "out_of_range", "guidance_scale", "guidance_scale is %g; it must be between 0 and 30",
@@ -361,25 +238,24 @@ static int check_fields(const bigint_ctx *bc, json_t *root, const sdw_validate_l
     }
 
     if ((v = json_object_get(root, "seed")) && !json_is_null(v)) {
-        if (get_seed(bc, v, &r->seed, e) != 0)
-            return -1;
+        if (get_seed(v, &r->seed, e) != 0) return -1;
         r->has_seed = 1;
     }
 
     if ((v = json_object_get(root, "width")) && !json_is_null(v) &&
-        get_int(bc, v, "width", 64, lim->max_width, 8, &r->width, e) != 0)
+        get_int(v, "width", 64, lim->max_width, 8, &r->width, e) != 0)
         return -1;
     if ((v = json_object_get(root, "height")) && !json_is_null(v) &&
-        get_int(bc, v, "height", 64, lim->max_height, 8, &r->height, e) != 0)
+        get_int(v, "height", 64, lim->max_height, 8, &r->height, e) != 0)
         return -1;
 
     int x;
     if ((v = json_object_get(root, "sampler")) && !json_is_null(v)) {
-        if (get_name(bc, v, SDW_NAMES_SAMPLER, &x, e) != 0) return -1;
+        if (get_name(v, SDW_NAMES_SAMPLER, &x, e) != 0) return -1;
         r->sampler = (sdw_sampler)x;
     }
     if ((v = json_object_get(root, "schedule")) && !json_is_null(v)) {
-        if (get_name(bc, v, SDW_NAMES_SCHEDULE, &x, e) != 0) return -1;
+        if (get_name(v, SDW_NAMES_SCHEDULE, &x, e) != 0) return -1;
         r->schedule = (sdw_schedule)x;
     }
     return 0;
@@ -395,25 +271,14 @@ int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_li
     if (!body || len == 0)
         return sdw_api_error_set(e, 400, "invalid_json", NULL, "request body is empty; send a JSON object");
 
-    size_t rlen = 0;
-    int oom;
-    bigint_ctx bc = {{0}, 0};
-    uint64_t nonce;
-    if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce)
-        nonce = (uint64_t)(uintptr_t)&bc ^ (uint64_t)len * 0x9E3779B97F4A7C15ull;
-    snprintf(bc.marker + 1, sizeof bc.marker - 1, "int%016" PRIx64 ":", nonce);
-    char *rewritten = rewrite_big_ints(body, len, &bc, &rlen, &oom);
-    if (oom)
-        return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
     json_error_t jerr;
-    json_t *root = json_loadb(rewritten ? rewritten : body, rewritten ? rlen : len,
-                              JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-    free(rewritten);
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!root)
         return sdw_api_error_set(e, 400, "invalid_json", NULL, "invalid JSON at line %d column %d: %s", jerr.line,
                                  jerr.column, jerr.text);
     if (!json_is_object(root)) {
-        sdw_api_error_set(e, 400, "invalid_json", NULL, "the body must be a JSON object, not %s", json_kind(&bc, root));
+        sdw_api_error_set(e, 400, "invalid_json", NULL, "the body must be a JSON object, not %s",
+                          json_kind(root));
         json_decref(root);
         return -1;
     }
@@ -421,7 +286,7 @@ int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_li
     sdw_gen_request r;
     sdw_gen_request_init(&r);
     r.width = r.height = 512; /* the API's documented default, whatever the model's native size */
-    int rc = check_fields(&bc, root, lim, &r, e);
+    int rc = check_fields(root, lim, &r, e);
     json_decref(root);
     if (rc != 0) {
         sdw_gen_request_free(&r);

@@ -161,6 +161,13 @@ static int write_file(const char *path, const uint8_t *data, size_t len, char *e
     return 0;
 }
 
+/* The engine's warnings, on the terminal as before (the engine itself never writes to stderr). */
+static void engine_warning(void *ud, const char *msg)
+{
+    (void)ud;
+    fprintf(stderr, "sd-engine: %s\n", msg);
+}
+
 /* The options, in --help order; the enum values are getopt_long's return values. */
 enum {
     O_MODEL = 256,
@@ -333,7 +340,7 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
 /* The command with the request it fills, which the caller frees whichever way this returns. */
 static int generate(int argc, char **argv, sdw_gen_request *req)
 {
-    sde_load_opts lo = {0};
+    sde_load_opts lo = {.warn = engine_warning};
     const char *output = NULL;
     int have_w = 0, have_h = 0;
     int prc = parse_generate_args(argc, argv, req, &lo, &output, &have_w, &have_h);

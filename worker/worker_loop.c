@@ -281,6 +281,13 @@ static void run_job(worker *w, const sdw_frame *jf)
     w->busy = 0;
 }
 
+/* The engine's warnings become log lines of this worker (the engine never writes to stderr itself). */
+static void engine_warning(void *ud, const char *msg)
+{
+    const worker *w = ud;
+    sdw_log(SDW_LOG_WARN, "engine_warning", "device", w->device, "message", msg, NULL);
+}
+
 static int parse_int_arg(const char *s, int lo, int hi, int *out)
 {
     char *end;
@@ -411,6 +418,8 @@ int sdw_cmd_worker(int argc, char **argv)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     char err[1024];
+    opts.warn = engine_warning;
+    opts.warn_ud = w;
     if (sde_engine_load(&opts, &w->eng, err, sizeof err) != 0) {
         sdw_log(SDW_LOG_ERROR, "model_load_failed", "device", device, "model", model, "error", err, NULL);
         if (sdw_frame_error(&w->out, 0, 0, "model_load_failed", err) == 0) send_out(w);

@@ -1,6 +1,6 @@
 /* test_checkpoint.c: checkpoint loading: single files (lookup, float32 views, conversion, errors),
  * diffusers folders (name mapping checked against real diffusers spellings and the full SD 1.5 / 2.1
- * name lists from mkrandsd --list), sha256 and the A1111 short hash. */
+ * name lists from mkrandsd --list) and the A1111 short hash (checked against libcrypto's SHA256). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,12 +9,12 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <openssl/sha.h>
 #include <time.h>
 
 #include "checkpoint.h"
 #include "diffusers_names.h"
 #include "dtype_convert.h"
-#include "sha256.h"
 #include "st_test_writer.h"
 
 /* A scratch folder inside stw_tmpdir, so the group teardown removes it even after a failure. */
@@ -296,54 +296,6 @@ static void hex(const uint8_t d[32], char out[65])
         sprintf(out + 2 * i, "%02x", d[i]);
 }
 
-static void test_sha256_vectors(void **state)
-{
-    (void)state;
-    static const struct {
-        const char *msg;
-        const char *hex;
-    } v[] = {
-        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
-        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
-        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
-        {"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu",
-         "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"},
-    };
-    char out[65];
-    uint8_t d[32];
-    for (int hw = 0; hw < 2; hw++) {
-        sde_sha256_force_portable(!hw);
-        for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
-            sde_sha256(v[i].msg, strlen(v[i].msg), d);
-            hex(d, out);
-            assert_string_equal(out, v[i].hex);
-        }
-        /* One million 'a', fed in uneven pieces to exercise the partial-block buffer. */
-        char *m = malloc(1000000);
-        memset(m, 'a', 1000000);
-        sde_sha256_ctx s;
-        sde_sha256_init(&s);
-        for (size_t o = 0, step = 1; o < 1000000; o += step, step = step * 3 % 1000 + 1)
-            sde_sha256_update(&s, m + o, o + step > 1000000 ? 1000000 - o : step);
-        sde_sha256_final(&s, d);
-        hex(d, out);
-        assert_string_equal(out, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
-        free(m);
-    }
-    sde_sha256_force_portable(0);
-    /* Hardware and portable agree on every length around block boundaries. */
-    uint8_t buf[700], d2[32];
-    for (int i = 0; i < 700; i++)
-        buf[i] = (uint8_t)(i * 131 + 7);
-    for (size_t len = 0; len <= 700; len++) {
-        sde_sha256(buf, len, d);
-        sde_sha256_force_portable(1);
-        sde_sha256(buf, len, d2);
-        sde_sha256_force_portable(0);
-        assert_memory_equal(d, d2, 32);
-    }
-}
-
 static void test_short_hash(void **state)
 {
     (void)state;
@@ -358,7 +310,7 @@ static void test_short_hash(void **state)
     for (size_t i = 0; i < n; i++)
         b[i] = (uint8_t)(i ^ (i >> 9));
     assert_int_equal(stw_write(p, b, n), 0);
-    sde_sha256(b, n, d);
+    SHA256(b, n, d);
     char full[65];
     hex(d, full);
     assert_int_equal(sde_ckpt_short_hash(p, h, err, sizeof err), 0);
@@ -982,13 +934,12 @@ static void test_sd21_names_bijective(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_single_file),       cmocka_unit_test(test_unaligned_f32),
-        cmocka_unit_test(test_f16_all_values),    cmocka_unit_test(test_convert_speed),
+        cmocka_unit_test(test_single_file),          cmocka_unit_test(test_unaligned_f32),
+        cmocka_unit_test(test_f16_all_values),       cmocka_unit_test(test_convert_speed),
         cmocka_unit_test(test_name_prefix_variants), cmocka_unit_test(test_open_errors),
-        cmocka_unit_test(test_sha256_vectors),    cmocka_unit_test(test_short_hash),
-        cmocka_unit_test(test_diffusers_folder),  cmocka_unit_test(test_diffusers_errors),
-        cmocka_unit_test(test_name_mapping_units), cmocka_unit_test(test_sd15_names_bijective),
-        cmocka_unit_test(test_sd21_names_bijective),
+        cmocka_unit_test(test_short_hash),           cmocka_unit_test(test_diffusers_folder),
+        cmocka_unit_test(test_diffusers_errors),     cmocka_unit_test(test_name_mapping_units),
+        cmocka_unit_test(test_sd15_names_bijective), cmocka_unit_test(test_sd21_names_bijective),
     };
     return cmocka_run_group_tests(tests, stw_tmpdir_setup, stw_tmpdir_teardown);
 }

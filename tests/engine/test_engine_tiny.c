@@ -4,6 +4,7 @@
 
 #include "golden_util.h"
 #include "mkmodel.h"
+#include "png_text_reader.h"
 
 static char g_model[1200];
 static sde_engine *g_e;
@@ -102,7 +103,7 @@ static void test_generate_png(void **state)
     assert_true(sd > 5.0); /* not flat */
 
     char *txt = NULL;
-    assert_int_equal(sde_png_text(r.png, r.png_len, "parameters", &txt), 0);
+    assert_int_equal(tpng_text_get(r.png, r.png_len, "parameters", &txt), 0);
     sde_model_info in;
     sde_engine_info(g_e, &in);
     char want[512];
@@ -121,7 +122,7 @@ static void test_generate_png(void **state)
     p.sampler = SDE_SAMPLER_DPMPP_2M;
     p.cfg_scale = 7.5f;
     gen_ok(&p, &r);
-    assert_int_equal(sde_png_text(r.png, r.png_len, "parameters", &txt), 0);
+    assert_int_equal(tpng_text_get(r.png, r.png_len, "parameters", &txt), 0);
     assert_non_null(strstr(txt, "a photo of a cat\nNegative prompt: blurry\nSteps: 4, Sampler: DPM++ 2M, "
                                 "Schedule type: Karras, CFG scale: 7.5, Seed: 42,"));
     free(txt);

@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include "png_io.h"
+#include "png_text_reader.h"
 
 static uint8_t *random_rgb(int w, int h, unsigned seed)
 {
@@ -97,16 +98,16 @@ static void test_text_chunks(void **state)
     const char *const *kv = text;
     for (; *kv; kv += 2) {
         char *v = NULL;
-        assert_int_equal(sde_png_text(png, len, kv[0], &v), 0);
+        assert_int_equal(tpng_text_get(png, len, kv[0], &v), 0);
         assert_non_null(v);
         assert_string_equal(v, kv[1]);
         free(v);
     }
     char *v = (char *)&v;
-    assert_int_equal(sde_png_text(png, len, "Parameters", &v), 1); /* keys are case-sensitive */
+    assert_int_equal(tpng_text_get(png, len, "Parameters", &v), 1); /* keys are case-sensitive */
     assert_null(v);
-    assert_int_equal(sde_png_text(png, len, "missing", &v), 1);
-    assert_int_equal(sde_png_text((const uint8_t *)"not a png at all", 16, "parameters", &v), -1);
+    assert_int_equal(tpng_text_get(png, len, "missing", &v), 1);
+    assert_int_equal(tpng_text_get((const uint8_t *)"not a png at all", 16, "parameters", &v), -1);
     assert_null(v);
     /* the pixels are unaffected by the text */
     uint8_t *back;
@@ -342,20 +343,20 @@ static void test_text_from_other_writers(void **state)
     size_t n;
     assert_non_null(find_chunk(m.buf, m.len, "zTXt", "ztext", &n));
     char *v;
-    assert_int_equal(sde_png_text(m.buf, m.len, "ztext", &v), 0);
+    assert_int_equal(tpng_text_get(m.buf, m.len, "ztext", &v), 0);
     assert_string_equal(v, long_text);
     free(v);
-    assert_int_equal(sde_png_text(m.buf, m.len, "itext", &v), 0);
+    assert_int_equal(tpng_text_get(m.buf, m.len, "itext", &v), 0);
     assert_string_equal(v, pre[1].text);
     free(v);
-    assert_int_equal(sde_png_text(m.buf, m.len, "after", &v), 0);
+    assert_int_equal(tpng_text_get(m.buf, m.len, "after", &v), 0);
     assert_string_equal(v, "written after IDAT");
     free(v);
 
     /* a text chunk with a bad CRC is ignored, the rest of the file still read */
     size_t at = (size_t)(find_chunk(m.buf, m.len, "tEXt", "after", &n) - m.buf);
     m.buf[at + 2] ^= 0x20;
-    assert_int_equal(sde_png_text(m.buf, m.len, "after", &v), 1);
+    assert_int_equal(tpng_text_get(m.buf, m.len, "after", &v), 1);
     assert_null(v);
     free(m.buf);
 }
@@ -378,7 +379,7 @@ static void test_corrupt_input(void **state)
         assert_null(out);
         assert_true(err[0] != '\0');
         char *v = NULL;
-        int r = sde_png_text(png, cut, "parameters", &v);
+        int r = tpng_text_get(png, cut, "parameters", &v);
         assert_true(r == -1 || r == 0 || r == 1);
         free(v);
     }
@@ -402,7 +403,7 @@ static void test_corrupt_input(void **state)
     assert_int_equal(sde_png_decode(bad, len, &out, &w, &h, err, sizeof err), -1);
     assert_non_null(strstr(err, "signature"));
     char *v = (char *)&v;
-    assert_int_equal(sde_png_text(bad, len, "parameters", &v), -1);
+    assert_int_equal(tpng_text_get(bad, len, "parameters", &v), -1);
     assert_null(v);
     assert_int_equal(sde_png_decode(NULL, 0, &out, &w, &h, err, sizeof err), -1);
 
@@ -433,8 +434,7 @@ static void test_corrupt_input(void **state)
             assert_null(out);
         }
         char *tv = NULL;
-        if (sde_png_text(bad, len, "parameters", &tv) == 0)
-            free(tv);
+        if (tpng_text_get(bad, len, "parameters", &tv) == 0) free(tv);
     }
     free(bad);
     free(png);

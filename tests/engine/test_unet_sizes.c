@@ -24,6 +24,7 @@
 #include "mkmodel.h"
 #include "ops.h"
 #include "png_io.h"
+#include "png_text_reader.h"
 #include "sd_engine.h"
 #include "unet.h"
 
@@ -649,7 +650,7 @@ static void generate_size(int width, int height, float cfg, uint8_t **png, size_
     char *txt = NULL;
     char want[64];
     snprintf(want, sizeof want, "Size: %dx%d,", width, height);
-    assert_int_equal(sde_png_text(r.png, r.png_len, "parameters", &txt), 0);
+    assert_int_equal(tpng_text_get(r.png, r.png_len, "parameters", &txt), 0);
     assert_non_null(strstr(txt, want));
     free(txt);
     free(rgb);

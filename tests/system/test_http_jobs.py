@@ -54,7 +54,8 @@ def test_job_end_to_end():
         # a random seed is drawn and reported when none is given
         a = svc.submit(prompt="x", steps=1, width=64, height=64)
         b = svc.submit(prompt="x", steps=1, width=64, height=64)
-        expect(isinstance(a["seed"], int) and a["seed"] != b["seed"], "random seeds %r %r" % (a, b), svc)
+        expect(isinstance(a["seed"], int) and a["seed"] != b["seed"] and 0 <= a["seed"] < 2**32 and 0 <= b["seed"] < 2**32,
+               "random seeds (32-bit) %r %r" % (a, b), svc)
         svc.wait_status(b["job_id"], ("complete",))
 
 

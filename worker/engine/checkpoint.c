@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -19,7 +20,6 @@
 #include "diffusers_names.h"
 #include "dtype_convert.h"
 #include "safetensors.h"
-#include "sha256.h"
 
 #define MAX_FILES 3
 #define NAME_MAX_LEN 1024
@@ -461,28 +461,36 @@ int sde_ckpt_short_hash(const char *path, char out[11], char *err, size_t errlen
         return sde_fail(err, errlen, "%s: not a regular file", path);
     }
     size_t len = (size_t)st.st_size;
-    sde_sha256_ctx s;
-    sde_sha256_init(&s);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+        EVP_MD_CTX_free(md);
+        close(fd);
+        return sde_fail(err, errlen, "%s: cannot start sha256", path);
+    }
+    int ok = 1;
     if (len) {
         uint8_t *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) {
             int e = errno;
+            EVP_MD_CTX_free(md);
             close(fd);
             return sde_fail(err, errlen, "%s: cannot mmap: %s", path, strerror(e));
         }
         madvise(map, len, MADV_SEQUENTIAL);
         /* Hash in chunks and drop each from the mapping, so hashing a 2 GB file does not leave it resident. */
         const size_t chunk = (size_t)64 << 20;
-        for (size_t o = 0; o < len; o += chunk) {
+        for (size_t o = 0; ok && o < len; o += chunk) {
             size_t n = len - o < chunk ? len - o : chunk;
-            sde_sha256_update(&s, map + o, n);
+            ok = EVP_DigestUpdate(md, map + o, n);
             madvise(map + o, n, MADV_DONTNEED);
         }
         munmap(map, len);
     }
     close(fd);
-    uint8_t d[32];
-    sde_sha256_final(&s, d);
+    uint8_t d[EVP_MAX_MD_SIZE];
+    ok = ok && EVP_DigestFinal_ex(md, d, NULL);
+    EVP_MD_CTX_free(md);
+    if (!ok) return sde_fail(err, errlen, "%s: sha256 failed", path);
     for (int i = 0; i < 5; i++)
         snprintf(out + 2 * i, 3, "%02x", d[i]);
     return 0;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,21 @@ struct sde_engine {
     int32_t pad_id;
     sde_trace_fn trace;
     void *trace_ud;
+    sde_warn_fn warn;
+    void *warn_ud;
 };
+
+/* A warning goes to the caller's callback (or nowhere): the engine knows nothing of logs or terminals. */
+static void __attribute__((format(printf, 2, 3))) warn(const sde_engine *e, const char *fmt, ...)
+{
+    if (!e->warn) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    e->warn(e->warn_ud, msg);
+}
 
 static double now_s(void)
 {
@@ -139,9 +154,10 @@ static int resolve_prediction(sde_engine *e, const sde_load_opts *o, char *err, 
     e->v_pred = !strcmp(e->info.arch, "sd2");
     if (e->v_pred)
         /* Nothing in an SD 2.x single file says which it is; the 768-v models are the common ones. */
-        fprintf(stderr, "sd-engine: %s: SD 2.x model without a prediction type: assuming v (768-v); use "
-                        "prediction eps for 512-base models\n",
-                o->model_path);
+        warn(e,
+             "%s: SD 2.x model without a prediction type: assuming v (768-v); use prediction eps for "
+             "512-base models",
+             o->model_path);
     return 0;
 }
 
@@ -173,6 +189,8 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    e->warn = opts->warn;
+    e->warn_ud = opts->warn_ud;
     if (opts->threads > 0)
         sde_set_threads(opts->threads);
     if (sde_ckpt_open(opts->model_path, &e->ck, err, errlen))

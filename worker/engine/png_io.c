@@ -1,5 +1,5 @@
 /* png_io.c: PNG encode/decode in memory through libpng, whose errors longjmp back here and become -1 with a
- * message; text chunks are read by walking the chunk list directly, so trailing chunks cost no pixel decoding. */
+ * message. Text chunks are written, never read back: the service has no use for them (tests read them). */
 #include "png_io.h"
 
 #include <png.h>
@@ -7,12 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 /* Largest ancillary chunk (e.g. an ICC profile) sde_png_decode lets libpng allocate. */
 #define PNG_CHUNK_MAX (16u << 20)
-/* Largest decompressed zTXt/iTXt text sde_png_text returns; metadata is kilobytes. */
-#define PNG_TEXT_MAX (16u << 20)
 
 /* State shared with the libpng callbacks. */
 typedef struct {
@@ -146,24 +143,6 @@ static void utf8_to_latin1(const char *s, char *out)
         }
     }
     *out = '\0';
-}
-
-/* Latin-1 bytes to a malloc'd UTF-8 string. */
-static char *latin1_to_utf8(const uint8_t *s, size_t n)
-{
-    char *o = malloc(2 * n + 1), *q = o;
-    if (!o)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < 0x80) {
-            *q++ = (char)s[i];
-        } else {
-            *q++ = (char)(0xC0 | (s[i] >> 6));
-            *q++ = (char)(0x80 | (s[i] & 0x3F));
-        }
-    }
-    *q = '\0';
-    return o;
 }
 
 /* ---- encode --------------------------------------------------------------------------------------------- */
@@ -306,7 +285,7 @@ int sde_png_decode(const uint8_t *buf, size_t len, uint8_t **rgb, int *w, int *h
         png_set_read_fn(png, ctx, on_read);
         png_set_user_limits(png, SDE_PNG_MAX_DIM, SDE_PNG_MAX_DIM);
         /* Only pixels are wanted here: skip text and unknown chunks unread, and cap what any other chunk may
-         * allocate, so a tiny file claiming a huge chunk costs nothing (sde_png_text reads text separately). */
+         * allocate, so a tiny file claiming a huge chunk costs nothing. */
         static const png_byte text_chunks[] = {'t', 'E', 'X', 't', '\0', 'z', 'T', 'X', 't', '\0',
                                                'i', 'T', 'X', 't', '\0'};
         png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
@@ -349,121 +328,4 @@ int sde_png_decode(const uint8_t *buf, size_t len, uint8_t **rgb, int *w, int *h
     *w = (int)pw;
     *h = (int)ph;
     return 0;
-}
-
-/* ---- text lookup ---------------------------------------------------------------------------------------- */
-
-static uint32_t be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* Inflates a zlib stream into a malloc'd buffer of at most PNG_TEXT_MAX bytes; NULL on failure. */
-static uint8_t *inflate_text(const uint8_t *src, size_t n, size_t *outlen)
-{
-    z_stream zs = {0};
-    if (inflateInit(&zs) != Z_OK)
-        return NULL;
-    size_t cap = n * 4 + 256, used = 0;
-    uint8_t *o = malloc(cap + 1);
-    zs.next_in = (Bytef *)src;
-    zs.avail_in = (uInt)n;
-    int zr = Z_OK;
-    while (o && zr == Z_OK) {
-        if (used == cap) {
-            if (cap >= PNG_TEXT_MAX)
-                break;
-            size_t nc = cap * 2 > PNG_TEXT_MAX ? PNG_TEXT_MAX : cap * 2;
-            uint8_t *no = realloc(o, nc + 1);
-            if (!no)
-                break;
-            o = no;
-            cap = nc;
-        }
-        zs.next_out = o + used;
-        zs.avail_out = (uInt)(cap - used);
-        zr = inflate(&zs, Z_NO_FLUSH);
-        used = cap - zs.avail_out;
-        if (zr == Z_BUF_ERROR && zs.avail_in == 0)
-            break; /* input ended before the stream did */
-    }
-    inflateEnd(&zs);
-    if (zr != Z_STREAM_END) {
-        free(o);
-        return NULL;
-    }
-    o[used] = '\0';
-    *outlen = used;
-    return o;
-}
-
-/* The value of one text chunk (data[0..n), key already matched and skipped through its NUL); 0, or -1 when
- * the chunk is malformed (the caller then keeps looking) or memory ran out. */
-static int chunk_value(const char type[4], const uint8_t *d, size_t n, char **value)
-{
-    if (!memcmp(type, "tEXt", 4)) {
-        *value = latin1_to_utf8(d, n);
-        return *value ? 0 : -1;
-    }
-    if (!memcmp(type, "zTXt", 4)) {
-        size_t ol;
-        if (n < 1 || d[0] != 0)
-            return -1;
-        uint8_t *t = inflate_text(d + 1, n - 1, &ol);
-        if (!t)
-            return -1;
-        *value = latin1_to_utf8(t, ol);
-        free(t);
-        return *value ? 0 : -1;
-    }
-    /* iTXt: compression flag, method, language tag NUL, translated keyword NUL, UTF-8 text */
-    if (n < 2)
-        return -1;
-    int compressed = d[0];
-    const uint8_t *p = d + 2, *end = d + n;
-    for (int field = 0; field < 2; field++) {
-        const uint8_t *z = memchr(p, 0, (size_t)(end - p));
-        if (!z)
-            return -1;
-        p = z + 1;
-    }
-    if (compressed) {
-        size_t ol;
-        uint8_t *t = d[1] == 0 ? inflate_text(p, (size_t)(end - p), &ol) : NULL;
-        *value = (char *)t;
-        return t ? 0 : -1;
-    }
-    char *s = malloc((size_t)(end - p) + 1);
-    if (!s)
-        return -1;
-    memcpy(s, p, (size_t)(end - p));
-    s[end - p] = '\0';
-    *value = s;
-    return 0;
-}
-
-int sde_png_text(const uint8_t *buf, size_t len, const char *key, char **value)
-{
-    *value = NULL;
-    if (!buf || !key || len < 8 || png_sig_cmp(buf, 0, 8))
-        return -1;
-    size_t klen = strlen(key);
-    size_t pos = 8;
-    while (pos + 12 <= len) {
-        uint32_t n = be32(buf + pos);
-        const char *type = (const char *)buf + pos + 4;
-        if (n > 0x7fffffffu || n > len - pos - 12)
-            return -1; /* the chunk runs past the end: truncated or not a PNG */
-        const uint8_t *data = buf + pos + 8;
-        if (!memcmp(type, "IEND", 4))
-            return 1;
-        int is_text = !memcmp(type, "tEXt", 4) || !memcmp(type, "zTXt", 4) || !memcmp(type, "iTXt", 4);
-        if (is_text && n > klen && !memcmp(data, key, klen) && data[klen] == 0) {
-            uLong crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)type, (uInt)(n + 4));
-            if (crc == be32(data + n) && chunk_value(type, data + klen + 1, n - klen - 1, value) == 0)
-                return 0;
-        }
-        pos += 12 + (size_t)n;
-    }
-    return pos == len ? 1 : -1;
 }

@@ -25,10 +25,4 @@ int sde_png_encode(const uint8_t *rgb, int w, int h, const char *const *text, ui
  * SDE_PNG_MAX_DIM / SDE_PNG_MAX_PIXELS), leaving *rgb NULL. */
 int sde_png_decode(const uint8_t *buf, size_t len, uint8_t **rgb, int *w, int *h, char *err, size_t errlen);
 
-/** Finds the first tEXt, zTXt or iTXt chunk named key anywhere in the PNG and returns its text as a malloc'd
- * NUL-terminated UTF-8 string in *value (Latin-1 chunks are converted). Chunks with a bad CRC are ignored.
- * Returns 0 when found, 1 when there is no such chunk, -1 when buf is not a readable PNG or memory ran out;
- * *value is NULL unless 0 is returned. */
-int sde_png_text(const uint8_t *buf, size_t len, const char *key, char **value);
-
 #endif

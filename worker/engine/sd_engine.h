@@ -31,6 +31,10 @@ typedef enum { SDW_SAMPLER_ROWS(SDE_SAMPLER_ENUM_) } sde_sampler;
 #define SDE_SCHEDULE_ENUM_(id, n, d, a) SDE_SCHEDULE_##id = SDW_SCHEDULE_##id,
 typedef enum { SDW_SCHEDULE_ROWS(SDE_SCHEDULE_ENUM_) } sde_schedule;
 
+/** Receives one engine warning (a line of text, no newline). The engine never writes to stderr itself: the
+ * worker logs these, the CLI prints them. */
+typedef void (*sde_warn_fn)(void *ud, const char *msg);
+
 /** Options for sde_engine_load(). Zeroed struct = defaults. */
 typedef struct {
     const char *model_path;     /* single .safetensors file or diffusers folder */
@@ -38,6 +42,8 @@ typedef struct {
                                  * folder; without it the model's own, else CLIP's built into the engine */
     sde_prediction prediction;  /* SDE_PRED_AUTO by default */
     int threads;                /* BLAS threads; 0 = leave OpenBLAS's default */
+    sde_warn_fn warn;           /* warnings while loading and generating; NULL drops them */
+    void *warn_ud;              /* passed to warn */
 } sde_load_opts;
 
 /** What was loaded, for logs, /ready and the PNG parameters chunk. */
