@@ -267,7 +267,7 @@ static void handle_submit(sdw_srv *s, h2o_req_t *req)
         return;
     }
     sdw_metrics_job_submitted(s->metrics);
-    sdw_logf(SDW_LOG_INFO, "job_queued", "job=%s steps=%d size=%dx%d sampler=%s position=%d", job->id, job->steps,
+    sdw_log(SDW_LOG_INFO, "job_queued", "job=%s steps=%d size=%dx%d sampler=%s position=%d", job->id, job->steps,
              job->width, job->height, job->sampler, job->position);
     if (accepts_event_stream(req)) {
         sdw_sse_start(s, req, job, sdw_job_sse_submitted(job));
