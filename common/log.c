@@ -1,6 +1,9 @@
 /* log.c: the structured logger: one line per event on stderr, logfmt ("key=value") or JSON, written
  * with a single write(2) so lines from several processes on one pipe or journald never interleave. */
 #include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -258,6 +261,59 @@ static void put_field(line_t *l, const char *key, const char *val)
     }
 }
 
+/* The JSON number in s ("%5d" pads with spaces, "%+d" adds a sign JSON does not allow): the number
+ * without its padding, or NULL when s is not one, which is then logged as a string. */
+static const char *json_number(char *s)
+{
+    while (*s == ' ')
+        s++;
+    size_t n = strlen(s);
+    while (n && s[n - 1] == ' ')
+        s[--n] = 0;
+    const char *p = s;
+    if (*p == '-')
+        p++;
+    if (!(*p >= '0' && *p <= '9'))
+        return NULL;
+    if (*p == '0' && p[1] >= '0' && p[1] <= '9')
+        return NULL;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    if (*p == '.') {
+        p++;
+        if (!(*p >= '0' && *p <= '9'))
+            return NULL;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-')
+            p++;
+        if (!(*p >= '0' && *p <= '9'))
+            return NULL;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    return *p ? NULL : s;
+}
+
+/* A number from a numeric conversion: bare in JSON, as is in logfmt (digits, sign, '.', 'e' never need
+ * quotes). */
+static void put_number(line_t *l, const char *key, const char *num)
+{
+    if (l->full)
+        return;
+    if (!g_json) {
+        put_field(l, key, num);
+        return;
+    }
+    put_str(l, ",\"");
+    put_value(l, key, plain_len(key, 1), 1);
+    put_str(l, "\":");
+    put_value(l, num, plain_len(num, 1), 1);
+}
+
 /* UTC timestamp. The "YYYY-MM-DDTHH:MM:SS." part is kept per thread for the current second, since a busy
  * service logs many lines per second and gmtime_r + strftime cost more than the rest of a line. gmtime_r may
  * take glibc's time-zone lock, so sdw_log is not async-signal-safe: nothing logs from a signal handler or
@@ -426,87 +482,200 @@ void sdw_log_flush(void)
 
 static int level_ok(int level) { return level >= g_level && level >= SDW_LOG_DEBUG && level <= SDW_LOG_ERROR; }
 
-/* Appends the NULL-terminated key, value list of sdw_log. */
-static void put_pairs(line_t *l, va_list ap)
+/* ---- fields from a printf-style format ----
+ * "slot=%d device=%s reason=\"a b\" size=%dx%d": space-separated key=value fields whose values are
+ * printf conversions (type-checked by the compiler), literal text, or a double-quoted mix of both. A value
+ * that is exactly one integer or floating conversion stays a number in JSON; the rest are strings, escaped
+ * and quoted by put_field as any other value. */
+
+/* Formats one conversion, fmt[0] == '%', into out (cap bytes, always terminated) taking its argument(s)
+ * from ap. Returns the bytes of fmt consumed; *numeric is set for integer and floating conversions. */
+static size_t fmt_conv(const char *fmt, va_list *ap, char *out, size_t cap, int *numeric)
 {
-    for (;;) {
-        const char *k = va_arg(ap, const char *);
-        if (!k)
-            break;
-        const char *v = va_arg(ap, const char *);
-        put_field(l, k, v);
-        /* An odd-length list ends with a NULL value; stop there rather than read past the sentinel. */
-        if (!v)
-            break;
+    char spec[48];
+    size_t si = 0, i = 1;
+    spec[si++] = '%';
+    *numeric = 0;
+    out[0] = 0;
+    while (fmt[i] && strchr("-+ #0'", fmt[i]) && si < 16)
+        spec[si++] = fmt[i++];
+    for (int part = 0; part < 2; part++) { /* width, then precision after '.' */
+        if (part == 1) {
+            if (fmt[i] != '.')
+                break;
+            spec[si++] = fmt[i++];
+        }
+        if (fmt[i] == '*') {
+            si += (size_t)snprintf(spec + si, 12, "%d", va_arg(*ap, int));
+            i++;
+        } else {
+            while (fmt[i] >= '0' && fmt[i] <= '9' && si < 36)
+                spec[si++] = fmt[i++];
+        }
     }
+    char len[3] = "";
+    size_t ln = 0;
+    while (fmt[i] && strchr("hljztL", fmt[i]) && ln < 2)
+        len[ln++] = fmt[i], spec[si++] = fmt[i++];
+    len[ln] = 0;
+    char conv = fmt[i];
+    if (!conv)
+        return i;
+    spec[si++] = conv;
+    spec[si] = 0;
+    i++;
+    switch (conv) {
+    case 'd':
+    case 'i':
+        *numeric = 1;
+        /* fall through */
+    case 'c':
+        if (!strcmp(len, "ll"))
+            snprintf(out, cap, spec, va_arg(*ap, long long));
+        else if (!strcmp(len, "l"))
+            snprintf(out, cap, spec, va_arg(*ap, long));
+        else if (!strcmp(len, "j"))
+            snprintf(out, cap, spec, va_arg(*ap, intmax_t));
+        else if (!strcmp(len, "z") || !strcmp(len, "t"))
+            snprintf(out, cap, spec, va_arg(*ap, ptrdiff_t));
+        else
+            snprintf(out, cap, spec, va_arg(*ap, int));
+        break;
+    case 'u':
+        *numeric = 1;
+        /* fall through */
+    case 'x':
+    case 'X':
+    case 'o':
+        if (!strcmp(len, "ll"))
+            snprintf(out, cap, spec, va_arg(*ap, unsigned long long));
+        else if (!strcmp(len, "l"))
+            snprintf(out, cap, spec, va_arg(*ap, unsigned long));
+        else if (!strcmp(len, "j"))
+            snprintf(out, cap, spec, va_arg(*ap, uintmax_t));
+        else if (!strcmp(len, "z") || !strcmp(len, "t"))
+            snprintf(out, cap, spec, va_arg(*ap, size_t));
+        else
+            snprintf(out, cap, spec, va_arg(*ap, unsigned));
+        break;
+    case 'f':
+    case 'F':
+    case 'e':
+    case 'E':
+    case 'g':
+    case 'G':
+    case 'a':
+    case 'A': {
+        double d = len[0] == 'L' ? (double)va_arg(*ap, long double) : va_arg(*ap, double);
+        if (len[0] == 'L') /* the spec still says L; format the narrowed value without it */
+            memmove(strchr(spec, 'L'), strchr(spec, 'L') + 1, strlen(strchr(spec, 'L')));
+        snprintf(out, cap, spec, d);
+        *numeric = isfinite(d) && conv != 'a' && conv != 'A';
+        break;
+    }
+    case 's': {
+        const char *v = va_arg(*ap, const char *);
+        if (!v)
+            v = "(null)";
+        if (si == 2) /* plain %s: no width or precision to apply */
+            snprintf(out, cap, "%s", v);
+        else
+            snprintf(out, cap, spec, v);
+        break;
+    }
+    case 'p':
+        snprintf(out, cap, spec, va_arg(*ap, void *));
+        break;
+    case '%':
+        snprintf(out, cap, "%%");
+        break;
+    default: /* %n and unknown conversions print nothing and take no argument */
+        break;
+    }
+    return i;
 }
 
-void sdw_log(int level, const char *event, ...)
+/* Appends the fields described by fmt (see above), taking the values from ap. */
+static void put_fields(line_t *l, const char *fmt, va_list ap0)
+{
+    va_list ap;
+    va_copy(ap, ap0);
+    const char *p = fmt ? fmt : "";
+    /* A value as long as a whole line: one that fills it is then cut, with the mark, by put_field. */
+    char key[72], val[LOG_LINE_MAX], conv[LOG_LINE_MAX];
+    while (*p && !l->full) {
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            break;
+        size_t kn = 0;
+        while (*p && *p != '=' && *p != ' ')
+            key[kn < sizeof key - 1 ? kn++ : kn] = *p++;
+        key[kn] = 0;
+        size_t vn = 0;
+        int n_conv = 0, n_lit = 0, numeric = 0;
+        if (*p == '=') {
+            p++;
+            int quoted = *p == '"';
+            p += quoted;
+            while (*p && (quoted ? *p != '"' : *p != ' ')) {
+                const char *piece;
+                size_t pn;
+                if (*p == '%' && p[1] != '%') {
+                    int num;
+                    p += fmt_conv(p, &ap, conv, sizeof conv, &num);
+                    piece = conv, pn = strlen(conv);
+                    n_conv++, numeric = num;
+                } else {
+                    if (*p == '%' || (quoted && *p == '\\' && p[1]))
+                        p++; /* "%%" and a backslash escape in quotes stand for the next character */
+                    piece = p++, pn = 1;
+                    n_lit++;
+                }
+                if (pn > sizeof val - 1 - vn)
+                    pn = sizeof val - 1 - vn;
+                memcpy(val + vn, piece, pn);
+                vn += pn;
+            }
+            if (quoted && *p == '"')
+                p++;
+        }
+        val[vn] = 0;
+        if (n_conv == 1 && !n_lit && numeric && json_number(val))
+            put_number(l, key, json_number(val));
+        else
+            put_field(l, key, val);
+    }
+    va_end(ap);
+}
+
+void sdw_log(int level, const char *event, const char *fmt, ...)
 {
     if (!level_ok(level))
         return;
     line_t l;
     line_begin(&l, level, event ? event : "");
     va_list ap;
-    va_start(ap, event);
-    put_pairs(&l, ap);
+    va_start(ap, fmt);
+    put_fields(&l, fmt, ap);
     va_end(ap);
     line_close(&l);
     line_emit(&l);
 }
 
-void sdw_log_deferred(int level, const char *event, ...)
+void sdw_log_deferred(int level, const char *event, const char *fmt, ...)
 {
     if (!level_ok(level))
         return;
     line_t l;
     line_begin(&l, level, event ? event : "");
     va_list ap;
-    va_start(ap, event);
-    put_pairs(&l, ap);
+    va_start(ap, fmt);
+    put_fields(&l, fmt, ap);
     va_end(ap);
     line_close(&l);
     if (level >= SDW_LOG_WARN)
         line_emit(&l); /* warnings and errors are never held back */
     else
         line_defer(&l);
-}
-
-void sdw_logf(int level, const char *event, const char *fmt, ...)
-{
-    if (!level_ok(level))
-        return;
-    line_t l;
-    line_begin(&l, level, event ? event : "");
-    char msg[LOG_LINE_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (g_json) {
-        put_field(&l, "msg", msg);
-    } else if (!l.full && msg[0]) {
-        /* Verbatim key=value text, but still one line: control characters are escaped, nothing else. */
-        put_str(&l, " ");
-        for (const unsigned char *p = (const unsigned char *)msg; *p && !l.full; p++) {
-            if (room(&l) < 4) {
-                put_str(&l, "...");
-                l.full = 1;
-            } else if (*p < 0x20 || *p == 0x7F) {
-                char esc[4] = {'\\', 'x', hexdig[*p >> 4], hexdig[*p & 15]};
-                if (*p == '\n')
-                    put_raw(&l, "\\n", 2);
-                else if (*p == '\t')
-                    put_raw(&l, "\\t", 2);
-                else if (*p == '\r')
-                    put_raw(&l, "\\r", 2);
-                else
-                    put_raw(&l, esc, 4);
-            } else {
-                put_raw(&l, (const char *)p, 1);
-            }
-        }
-    }
-    line_close(&l);
-    line_emit(&l);
 }

@@ -104,8 +104,7 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
     sdw_fmt_u64(bytes, req->bytes_sent);
     sdw_fmt_fixed(msb, ms, 1);
     peer_name(req, peer, sizeof peer);
-    sdw_log_deferred(SDW_LOG_INFO, "http", "method", method, "path", path, "status", st, "bytes", bytes, "ms", msb,
-                     "peer", peer, NULL);
+    sdw_log_deferred(SDW_LOG_INFO, "http", "method=%s path=%s status=%s bytes=%s ms=%s peer=%s", method, path, st, bytes, msb, peer);
     flush_soon(s);
 }
 

@@ -206,7 +206,7 @@ static void flush(pool_slot *s)
  * warning. */
 static void conn_lost(pool_slot *s, const char *why)
 {
-    sdw_logf(SDW_LOG_DEBUG, "worker_disconnected", "slot=%d device=%s pid=%d reason=\"%s\"", s->index,
+    sdw_log(SDW_LOG_DEBUG, "worker_disconnected", "slot=%d device=%s pid=%d reason=\"%s\"", s->index,
              s->dev.name, (int)s->pid, why);
     close_conn(s);
     if (s->pid > 0 && !s->killed) arm_slot_timer(s, POOL_EOF_GRACE_MS);
@@ -231,8 +231,7 @@ static void protocol_violation(pool_slot *s, const char *what)
     char slot[16], pid[16];
     snprintf(slot, sizeof slot, "%d", s->index);
     snprintf(pid, sizeof pid, "%d", (int)s->pid);
-    sdw_log(SDW_LOG_ERROR, "worker_protocol_error", "slot", slot, "device", s->dev.name, "pid", pid, "error",
-            what, NULL);
+    sdw_log(SDW_LOG_ERROR, "worker_protocol_error", "slot=%s device=%s pid=%s error=%s", slot, s->dev.name, pid, what);
     kill_worker(s, KILL_PROTOCOL, msg);
 }
 
@@ -268,10 +267,9 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
         }
         s->hello_seen = 1;
         if (f->u.hello.pid != s->pid)
-            sdw_logf(SDW_LOG_WARN, "worker_pid_mismatch", "slot=%d pid=%d hello_pid=%lld", s->index,
+            sdw_log(SDW_LOG_WARN, "worker_pid_mismatch", "slot=%d pid=%d hello_pid=%lld", s->index,
                      (int)s->pid, (long long)f->u.hello.pid);
-        sdw_log(SDW_LOG_DEBUG, "worker_hello", "slot", num, "device", s->dev.name, "state", f->u.hello.state,
-                NULL);
+        sdw_log(SDW_LOG_DEBUG, "worker_hello", "slot=%s device=%s state=%s", num, s->dev.name, f->u.hello.state);
         return;
     case SDW_FRAME_READY:
         if (!s->hello_seen || s->state != SDW_WS_LOADING) {
@@ -289,9 +287,7 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
         s->last_error[0] = '\0';
         char load[32];
         snprintf(load, sizeof load, "%.2f", s->load_s);
-        sdw_log(SDW_LOG_INFO, "worker_ready", "slot", num, "device", s->dev.name, "arch", s->arch,
-                "prediction", s->prediction, "model", s->model_name, "hash", s->model_hash, "load_s", load,
-                NULL);
+        sdw_log(SDW_LOG_INFO, "worker_ready", "slot=%s device=%s arch=%s prediction=%s model=%s hash=%s load_s=%s", num, s->dev.name, s->arch, s->prediction, s->model_name, s->model_hash, load);
         set_state(s, SDW_WS_READY);
         return;
     case SDW_FRAME_STARTED:
@@ -302,8 +298,7 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
     case SDW_FRAME_ERROR:
         if (!f->has_job) {
             snprintf(s->last_error, sizeof s->last_error, "%s: %s", f->u.error.code, f->u.error.message);
-            sdw_log(SDW_LOG_ERROR, "worker_error", "slot", num, "device", s->dev.name, "code",
-                    f->u.error.code, "message", f->u.error.message, NULL);
+            sdw_log(SDW_LOG_ERROR, "worker_error", "slot=%s device=%s code=%s message=%s", num, s->dev.name, f->u.error.code, f->u.error.message);
             return;
         }
         break;
@@ -473,7 +468,7 @@ static void spawn(pool_slot *s)
     const char **envp = malloc((nenv + 6) * sizeof *envp);
     int sv[2] = {-1, -1};
     if (!envp || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-        sdw_logf(SDW_LOG_ERROR, "worker_spawn_failed", "slot=%d device=%s error=\"%s\"", s->index,
+        sdw_log(SDW_LOG_ERROR, "worker_spawn_failed", "slot=%d device=%s error=\"%s\"", s->index,
                  s->dev.name, envp ? strerror(errno) : "out of memory");
         free(envp);
         slot_restart_later(s);
@@ -500,7 +495,7 @@ static void spawn(pool_slot *s)
     close(sv[1]);
     if (pid < 0) {
         close(sv[0]);
-        sdw_logf(SDW_LOG_ERROR, "worker_spawn_failed", "slot=%d device=%s error=\"fork: %s\"", s->index,
+        sdw_log(SDW_LOG_ERROR, "worker_spawn_failed", "slot=%d device=%s error=\"fork: %s\"", s->index,
                  s->dev.name, strerror(fork_errno));
         slot_restart_later(s);
         return;
@@ -516,7 +511,7 @@ static void spawn(pool_slot *s)
     s->sock->data = s;
     h2o_socket_read_start(s->sock, on_read);
     if (!s->reader) kill_worker(s, KILL_PROTOCOL, "out of memory for the frame reader");
-    sdw_logf(SDW_LOG_INFO, "worker_spawn", "slot=%d device=%s pid=%d cpus=%s threads=%d restarts=%d",
+    sdw_log(SDW_LOG_INFO, "worker_spawn", "slot=%d device=%s pid=%d cpus=%s threads=%d restarts=%d",
              s->index, s->dev.name, (int)pid, s->pin ? s->dev.cpus : "any", s->threads, s->restarts);
 }
 
@@ -524,7 +519,7 @@ static void on_slot_timer(h2o_timeout_entry_t *entry)
 {
     pool_slot *s = H2O_STRUCT_FROM_MEMBER(pool_slot, tmo_entry, entry);
     if (s->pid > 0) { /* disconnect grace ran out */
-        sdw_logf(SDW_LOG_WARN, "worker_kill", "slot=%d pid=%d reason=\"closed its socket but did not exit\"",
+        sdw_log(SDW_LOG_WARN, "worker_kill", "slot=%d pid=%d reason=\"closed its socket but did not exit\"",
                  s->index, (int)s->pid);
         kill_worker(s, KILL_DISCONNECTED, "closed its socket but did not exit");
         return;
@@ -556,7 +551,7 @@ static void on_job_timeout(h2o_timeout_entry_t *entry)
     char msg[128];
     snprintf(msg, sizeof msg, "no frame for %d s while running job %llu", s->pool->job_timeout_s,
              (unsigned long long)s->job);
-    sdw_logf(SDW_LOG_ERROR, "worker_timeout", "slot=%d device=%s pid=%d job=%llu timeout_s=%d", s->index,
+    sdw_log(SDW_LOG_ERROR, "worker_timeout", "slot=%d device=%s pid=%d job=%llu timeout_s=%d", s->index,
              s->dev.name, (int)s->pid, (unsigned long long)s->job, s->pool->job_timeout_s);
     kill_worker(s, KILL_TIMEOUT, msg);
 }
@@ -583,7 +578,7 @@ static void on_kill_deadline(h2o_timeout_entry_t *entry)
     for (int i = 0; i < p->n; i++) {
         pool_slot *s = &p->slots[i];
         if (s->pid > 0) {
-            sdw_logf(SDW_LOG_WARN, "worker_kill",
+            sdw_log(SDW_LOG_WARN, "worker_kill",
                      "slot=%d pid=%d reason=\"still running at the shutdown deadline\"", s->index,
                      (int)s->pid);
             kill(s->pid, SIGKILL);
@@ -614,8 +609,7 @@ static void read_last_words(pool_slot *s)
                 if (f.type == SDW_FRAME_ERROR && !f.has_job) {
                     snprintf(s->last_error, sizeof s->last_error, "%s: %s", f.u.error.code,
                              f.u.error.message);
-                    sdw_log(SDW_LOG_ERROR, "worker_error", "device", s->dev.name, "code", f.u.error.code,
-                            "message", f.u.error.message, NULL);
+                    sdw_log(SDW_LOG_ERROR, "worker_error", "device=%s code=%s message=%s", s->dev.name, f.u.error.code, f.u.error.message);
                 }
                 sdw_frame_free(&f);
             }
@@ -657,19 +651,15 @@ static void slot_exited(pool_slot *s, int status)
     s->killed = KILL_NONE;
 
     if (p->shutting_down) {
-        sdw_log(SDW_LOG_INFO, "worker_stopped", "slot", slotnum, "device", s->dev.name, "pid", pidnum, "how",
-                how, NULL);
+        sdw_log(SDW_LOG_INFO, "worker_stopped", "slot=%s device=%s pid=%s how=%s", slotnum, s->dev.name, pidnum, how);
         set_state(s, SDW_WS_STOPPED);
     } else if (!killed && WIFEXITED(status) && WEXITSTATUS(status) == 2) {
-        sdw_log(SDW_LOG_ERROR, "worker_failed", "slot", slotnum, "device", s->dev.name, "pid", pidnum,
-                "error", s->last_error[0] ? s->last_error : "exit status 2 (fatal config or model error)",
-                "action", "not restarted", NULL);
+        sdw_log(SDW_LOG_ERROR, "worker_failed", "slot=%s device=%s pid=%s error=%s action=%s", slotnum, s->dev.name, pidnum, s->last_error[0] ? s->last_error : "exit status 2 (fatal config or model error)", "not restarted");
         set_state(s, SDW_WS_FAILED);
     } else {
         char backoff[16];
         snprintf(backoff, sizeof backoff, "%d", s->backoff_ms);
-        sdw_log(SDW_LOG_WARN, "worker_exit", "slot", slotnum, "device", s->dev.name, "pid", pidnum, "how",
-                how, "reason", killed ? s->kill_msg : "", "restart_in_ms", backoff, NULL);
+        sdw_log(SDW_LOG_WARN, "worker_exit", "slot=%s device=%s pid=%s how=%s reason=%s restart_in_ms=%s", slotnum, s->dev.name, pidnum, how, killed ? s->kill_msg : "", backoff);
         slot_restart_later(s);
     }
     if (had_job && p->ev.job_done) {
@@ -818,7 +808,7 @@ void sdw_pool_reap(sdw_pool *p)
         if (s)
             slot_exited(s, status);
         else
-            sdw_logf(SDW_LOG_DEBUG, "child_reaped", "pid=%d status=0x%x", (int)pid, status);
+            sdw_log(SDW_LOG_DEBUG, "child_reaped", "pid=%d status=0x%x", (int)pid, status);
     }
 }
 
@@ -914,7 +904,7 @@ int sdw_pool_submit(sdw_pool *p, int slot, uint64_t job, const sdw_gen_request *
     pool_slot *s = &p->slots[slot];
     if (s->state != SDW_WS_READY || !s->sock || s->has_job) return -1;
     if (sdw_frame_job(&s->out, job, req) != 0) {
-        sdw_logf(SDW_LOG_ERROR, "job_encode_failed", "slot=%d job=%llu", slot, (unsigned long long)job);
+        sdw_log(SDW_LOG_ERROR, "job_encode_failed", "slot=%d job=%llu", slot, (unsigned long long)job);
         return -1;
     }
     s->has_job = 1;
@@ -960,7 +950,7 @@ void sdw_pool_shutdown(sdw_pool *p, int kill_after_ms, void (*done)(void *ud), v
         }
     }
     if (alive) {
-        sdw_logf(SDW_LOG_INFO, "pool_shutdown", "workers=%d kill_after_ms=%d", alive, kill_after_ms);
+        sdw_log(SDW_LOG_INFO, "pool_shutdown", "workers=%d kill_after_ms=%d", alive, kill_after_ms);
         p->kill_tmo.timeout = (uint64_t)(kill_after_ms > 0 ? kill_after_ms : 0);
         h2o_timeout_link(p->loop, &p->kill_tmo, &p->kill_entry);
     }

@@ -261,7 +261,7 @@ static void handle_submit(sdw_srv *s, h2o_req_t *req)
         return;
     }
     sdw_metrics_job_submitted(s->metrics);
-    sdw_logf(SDW_LOG_INFO, "job_queued", "job=%s steps=%d size=%dx%d sampler=%s position=%d", job->id,
+    sdw_log(SDW_LOG_INFO, "job_queued", "job=%s steps=%d size=%dx%d sampler=%s position=%d", job->id,
              job->req.steps, job->req.width, job->req.height, sdw_sampler_name(job->req.sampler),
              job->position);
     if (accepts_event_stream(req)) {

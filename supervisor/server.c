@@ -62,7 +62,7 @@ static void update_notify(sdw_srv *s)
         s->notified_ready = 1;
         snprintf(s->notified_status, sizeof s->notified_status, "%s", status);
         sdw_notifyf("READY=1\nSTATUS=%s", status);
-        sdw_log(SDW_LOG_INFO, "ready", "addr", s->listen_addr, NULL);
+        sdw_log(SDW_LOG_INFO, "ready", "addr=%s", s->listen_addr);
         return;
     }
     if (strcmp(status, s->notified_status)) {
@@ -82,7 +82,7 @@ static void on_pool_stopped(void *ud)
 {
     sdw_srv *s = ud;
     s->pool_stopped = 1;
-    sdw_logf(SDW_LOG_INFO, "workers_stopped", "streams=%d", s->n_readers);
+    sdw_log(SDW_LOG_INFO, "workers_stopped", "streams=%d", s->n_readers);
     if (s->n_readers == 0 || s->forced)
         finish(s);
     else
@@ -105,14 +105,14 @@ static void stop_workers(sdw_srv *s)
 static void on_grace_over(h2o_timeout_entry_t *e)
 {
     sdw_srv *s = H2O_STRUCT_FROM_MEMBER(sdw_srv, grace_entry, e);
-    sdw_logf(SDW_LOG_WARN, "shutdown_grace_over", "running=%d", sdw_jobs_running(s->jobs));
+    sdw_log(SDW_LOG_WARN, "shutdown_grace_over", "running=%d", sdw_jobs_running(s->jobs));
     stop_workers(s);
 }
 
 static void on_flush_over(h2o_timeout_entry_t *e)
 {
     sdw_srv *s = H2O_STRUCT_FROM_MEMBER(sdw_srv, flush_entry, e);
-    sdw_logf(SDW_LOG_WARN, "shutdown_flush_over", "streams=%d", s->n_readers);
+    sdw_log(SDW_LOG_WARN, "shutdown_flush_over", "streams=%d", s->n_readers);
     finish(s);
 }
 
@@ -128,7 +128,7 @@ static void begin_shutdown(sdw_srv *s, int signo)
     char sig[16];
     snprintf(sig, sizeof sig, "%s", signo == SIGINT ? "SIGINT" : "SIGTERM");
     if (s->phase == SDW_SRV_RUNNING) {
-        sdw_logf(SDW_LOG_INFO, "shutdown", "signal=%s running=%d queued=%d grace_s=%d", sig, sdw_jobs_running(s->jobs),
+        sdw_log(SDW_LOG_INFO, "shutdown", "signal=%s running=%d queued=%d grace_s=%d", sig, sdw_jobs_running(s->jobs),
                  sdw_jobs_queued(s->jobs), s->cfg->shutdown_grace_s);
         s->phase = SDW_SRV_DRAINING;
         sdw_notify("STOPPING=1");
@@ -149,7 +149,7 @@ static void begin_shutdown(sdw_srv *s, int signo)
         return;
     }
     /* a second signal: stop now */
-    sdw_logf(SDW_LOG_WARN, "shutdown_forced", "signal=%s running=%d", sig, sdw_jobs_running(s->jobs));
+    sdw_log(SDW_LOG_WARN, "shutdown_forced", "signal=%s running=%d", sig, sdw_jobs_running(s->jobs));
     s->forced = 1;
     if (!s->pool_stopping)
         stop_workers(s);
@@ -169,7 +169,7 @@ void sdw_srv_on_job_event(sdw_srv *s, sdw_job *job, sdw_job_event ev)
 {
     switch (ev) {
     case SDW_JEV_STARTED:
-        sdw_logf(SDW_LOG_INFO, "job_started", "job=%s device=%s queued_s=%.3f", job->id,
+        sdw_log(SDW_LOG_INFO, "job_started", "job=%s device=%s queued_s=%.3f", job->id,
                  job->slot >= 0 && s->pool ? sdw_pool_device_name(s->pool, job->slot) : "?",
                  job->t_dispatched > 0 ? job->t_dispatched - job->t_created : 0.0);
         break;
@@ -178,13 +178,13 @@ void sdw_srv_on_job_event(sdw_srv *s, sdw_job *job, sdw_job_event ev)
         double d = job->t_ended - (job->t_dispatched > 0 ? job->t_dispatched : job->t_created);
         if (job->status == SDW_JST_COMPLETE) {
             sdw_metrics_job_completed(s->metrics, d);
-            sdw_logf(SDW_LOG_INFO, "job_complete", "job=%s seconds=%.3f bytes=%zu", job->id, d, job->png_len);
+            sdw_log(SDW_LOG_INFO, "job_complete", "job=%s seconds=%.3f bytes=%zu", job->id, d, job->png_len);
         } else if (job->status == SDW_JST_ERROR) {
             sdw_metrics_job_failed(s->metrics, job->err_code);
-            sdw_log(SDW_LOG_WARN, "job_error", "job", job->id, "code", job->err_code, "message", job->err_message, NULL);
+            sdw_log(SDW_LOG_WARN, "job_error", "job=%s code=%s message=%s", job->id, job->err_code, job->err_message);
         } else {
             sdw_metrics_job_cancelled(s->metrics);
-            sdw_log(SDW_LOG_INFO, "job_cancelled", "job", job->id, NULL);
+            sdw_log(SDW_LOG_INFO, "job_cancelled", "job=%s", job->id);
         }
         if (s->phase == SDW_SRV_DRAINING && sdw_jobs_running(s->jobs) == 0 &&
             !h2o_timeout_is_linked(&s->drain_check_entry))
@@ -227,8 +227,7 @@ static void pool_worker_state(void *ud, int slot, sdw_worker_state st)
     sdw_srv *s = ud;
     if (!s->pool)
         return; /* a report from inside sdw_pool_start: nothing to act on yet */
-    sdw_log(SDW_LOG_DEBUG, "worker_state", "device", sdw_pool_device_name(s->pool, slot), "state",
-            sdw_pool_state_name(st), NULL);
+    sdw_log(SDW_LOG_DEBUG, "worker_state", "device=%s state=%s", sdw_pool_device_name(s->pool, slot), sdw_pool_state_name(st));
     if (st == SDW_WS_READY)
         sdw_jobs_dispatch(s->jobs, sdw_srv_now());
     if (s->phase == SDW_SRV_RUNNING && !sdw_pool_can_ever_serve(s->pool) && sdw_jobs_queued(s->jobs) > 0)
@@ -261,7 +260,7 @@ static void on_sweep(h2o_timeout_entry_t *e)
     sdw_srv *s = H2O_STRUCT_FROM_MEMBER(sdw_srv, sweep_entry, e);
     int n = sdw_jobs_expire(s->jobs, sdw_srv_now());
     if (n)
-        sdw_logf(SDW_LOG_DEBUG, "jobs_expired", "count=%d", n);
+        sdw_log(SDW_LOG_DEBUG, "jobs_expired", "count=%d", n);
     h2o_timeout_link(s->loop, &s->sweep_timeout, &s->sweep_entry);
 }
 
@@ -290,7 +289,7 @@ static void on_signal(h2o_socket_t *sock, const char *err)
             case SIGCHLD: chld = 1; break;
             case SIGTERM:
             case SIGINT: begin_shutdown(s, (int)si[i].ssi_signo); break;
-            case SIGHUP: sdw_log(SDW_LOG_INFO, "sighup_ignored", "reason", "no reload; restart the service", NULL); break;
+            case SIGHUP: sdw_log(SDW_LOG_INFO, "sighup_ignored", "reason=%s", "no reload; restart the service"); break;
             }
         }
     }
@@ -472,22 +471,22 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
     static const sdw_jobs_ops ops = {ops_idle_slot, ops_submit, ops_cancel, ops_event};
     s->jobs = sdw_jobs_new(&jc, &ops, s);
     if (!s->metrics || !s->keepalive_ev || !s->jobs) {
-        sdw_log(SDW_LOG_ERROR, "startup_failed", "reason", "out of memory", NULL);
+        sdw_log(SDW_LOG_ERROR, "startup_failed", "reason=%s", "out of memory");
         return 1;
     }
     setup_h2o(s);
     if (setup_signals(s, err, sizeof err) != 0 || bind_listener(s, err, sizeof err) != 0) {
-        sdw_log(SDW_LOG_ERROR, "startup_failed", "reason", err, NULL);
+        sdw_log(SDW_LOG_ERROR, "startup_failed", "reason=%s", err);
         return 1;
     }
     h2o_socket_read_start(s->listener, on_accept);
-    sdw_log(SDW_LOG_INFO, "listening", "addr", s->listen_addr, NULL);
+    sdw_log(SDW_LOG_INFO, "listening", "addr=%s", s->listen_addr);
     setup_timers(s);
 
     static const sdw_pool_events pev = {pool_worker_state, pool_job_started, pool_job_progress, pool_job_done};
     sdw_pool *pool = NULL;
     if (sdw_pool_start(s->loop, cfg, engine_path, &pev, s, &pool, err, sizeof err) != 0) {
-        sdw_log(SDW_LOG_ERROR, "startup_failed", "reason", err, NULL);
+        sdw_log(SDW_LOG_ERROR, "startup_failed", "reason=%s", err);
         return 1;
     }
     s->pool = pool;
@@ -495,12 +494,12 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
 
     while (s->phase != SDW_SRV_DONE) {
         if (h2o_evloop_run(s->loop, INT32_MAX) != 0 && errno != EINTR) {
-            sdw_logf(SDW_LOG_ERROR, "evloop_failed", "errno=%d", errno);
+            sdw_log(SDW_LOG_ERROR, "evloop_failed", "errno=%d", errno);
             break;
         }
     }
     teardown(s);
     sdw_rcbuf_release(s->keepalive_ev);
-    sdw_log(SDW_LOG_INFO, "stopped", NULL);
+    sdw_log(SDW_LOG_INFO, "stopped", "");
     return 0;
 }

@@ -142,7 +142,7 @@ static int next_frame(worker *w, sdw_frame *f, int wait_ms)
         int rc = sdw_frame_reader_next(w->reader, f, err, sizeof err);
         if (rc == 1) return 1;
         if (rc < 0) {
-            sdw_log(SDW_LOG_ERROR, "protocol_error", "device", w->device, "error", err, NULL);
+            sdw_log(SDW_LOG_ERROR, "protocol_error", "device=%s error=%s", w->device, err);
             w->exit_code = WORKER_EXIT_PROTOCOL;
             w->stop = 1;
             return 0;
@@ -154,7 +154,7 @@ static int next_frame(worker *w, sdw_frame *f, int wait_ms)
 
 static void protocol_violation(worker *w, const char *what)
 {
-    sdw_log(SDW_LOG_ERROR, "protocol_error", "device", w->device, "error", what, NULL);
+    sdw_log(SDW_LOG_ERROR, "protocol_error", "device=%s error=%s", w->device, what);
     w->exit_code = WORKER_EXIT_PROTOCOL;
     w->stop = 1;
 }
@@ -209,7 +209,7 @@ static int job_progress(void *ud, int step, int total, double elapsed_s)
 
 static void send_job_error(worker *w, const char *code, const char *message)
 {
-    sdw_log(SDW_LOG_WARN, "job_failed", "device", w->device, "code", code, "message", message, NULL);
+    sdw_log(SDW_LOG_WARN, "job_failed", "device=%s code=%s message=%s", w->device, code, message);
     if (sdw_frame_error(&w->out, 1, w->job, code, message) == 0) send_out(w);
 }
 
@@ -223,8 +223,7 @@ static void run_job(worker *w, const sdw_frame *jf)
     const sdw_gen_request *req = &jf->u.job;
     snprintf(steps, sizeof steps, "%d", req->steps);
     snprintf(size, sizeof size, "%dx%d", req->width, req->height);
-    sdw_log(SDW_LOG_INFO, "job_start", "device", w->device, "job", job, "steps", steps, "size", size,
-            "sampler", sdw_sampler_name(req->sampler), "schedule", sdw_schedule_name(req->schedule), NULL);
+    sdw_log(SDW_LOG_INFO, "job_start", "device=%s job=%s steps=%s size=%s sampler=%s schedule=%s", w->device, job, steps, size, sdw_sampler_name(req->sampler), sdw_schedule_name(req->schedule));
     if (sdw_frame_started(&w->out, w->job) == 0) send_out(w);
     char err[512];
     /* an unknown sampler or schedule name never gets here: the frame decoder refuses it */
@@ -257,8 +256,7 @@ static void run_job(worker *w, const sdw_frame *jf)
             snprintf(ts, sizeof ts, "%.3f", res.t_sample);
             snprintf(td, sizeof td, "%.3f", res.t_decode);
             snprintf(tt, sizeof tt, "%.3f", res.t_total);
-            sdw_log(SDW_LOG_INFO, "job_done", "device", w->device, "job", job, "png_bytes", bytes, "encode_s",
-                    te, "sample_s", ts, "decode_s", td, "total_s", tt, NULL);
+            sdw_log(SDW_LOG_INFO, "job_done", "device=%s job=%s png_bytes=%s encode_s=%s sample_s=%s decode_s=%s total_s=%s", w->device, job, bytes, te, ts, td, tt);
             send_out(w);
         } else {
             snprintf(err, sizeof err, "the %zu-byte PNG does not fit in a %zu-byte result frame", res.png_len,
@@ -272,7 +270,7 @@ static void run_job(worker *w, const sdw_frame *jf)
     } else if (rc == SDE_CANCELLED) {
         char job[24];
         snprintf(job, sizeof job, "%llu", (unsigned long long)w->job);
-        sdw_log(SDW_LOG_INFO, "job_cancelled", "device", w->device, "job", job, NULL);
+        sdw_log(SDW_LOG_INFO, "job_cancelled", "device=%s job=%s", w->device, job);
         if (sdw_frame_cancelled(&w->out, w->job) == 0) send_out(w);
     } else {
         send_job_error(w, "engine_error", err);
@@ -285,7 +283,7 @@ static void run_job(worker *w, const sdw_frame *jf)
 static void engine_warning(void *ud, const char *msg)
 {
     const worker *w = ud;
-    sdw_log(SDW_LOG_WARN, "engine_warning", "device", w->device, "message", msg, NULL);
+    sdw_log(SDW_LOG_WARN, "engine_warning", "device=%s message=%s", w->device, msg);
 }
 
 static int parse_int_arg(const char *s, int lo, int hi, int *out)
@@ -408,20 +406,20 @@ int sdw_cmd_worker(int argc, char **argv)
         send_out(w);
     }
     if (bad[0]) {
-        sdw_log(SDW_LOG_ERROR, "bad_arguments", "device", device, "error", bad, NULL);
+        sdw_log(SDW_LOG_ERROR, "bad_arguments", "device=%s error=%s", device, bad);
         if (sdw_frame_error(&w->out, 0, 0, "bad_arguments", bad) == 0) send_out(w);
         w->exit_code = WORKER_EXIT_FATAL;
         goto out;
     }
 
-    sdw_log(SDW_LOG_INFO, "model_loading", "device", device, "model", model, NULL);
+    sdw_log(SDW_LOG_INFO, "model_loading", "device=%s model=%s", device, model);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     char err[1024];
     opts.warn = engine_warning;
     opts.warn_ud = w;
     if (sde_engine_load(&opts, &w->eng, err, sizeof err) != 0) {
-        sdw_log(SDW_LOG_ERROR, "model_load_failed", "device", device, "model", model, "error", err, NULL);
+        sdw_log(SDW_LOG_ERROR, "model_load_failed", "device=%s model=%s error=%s", device, model, err);
         if (sdw_frame_error(&w->out, 0, 0, "model_load_failed", err) == 0) send_out(w);
         w->exit_code = WORKER_EXIT_FATAL;
         goto out;
@@ -433,8 +431,7 @@ int sdw_cmd_worker(int argc, char **argv)
     char params[24], secs[24];
     snprintf(params, sizeof params, "%lld", (long long)info.n_params);
     snprintf(secs, sizeof secs, "%.2f", load_s);
-    sdw_log(SDW_LOG_INFO, "model_loaded", "device", device, "arch", info.arch, "prediction", info.prediction,
-            "model", info.model_name, "hash", info.model_hash, "params", params, "load_s", secs, NULL);
+    sdw_log(SDW_LOG_INFO, "model_loaded", "device=%s arch=%s prediction=%s model=%s hash=%s params=%s load_s=%s", device, info.arch, info.prediction, info.model_name, info.model_hash, params, secs);
     /* from here SIGTERM/SIGINT arrive only inside ppoll, where the loop is ready to act on them */
     sigprocmask(SIG_BLOCK, &stopsigs, NULL);
     if (g_term) goto out;
@@ -464,12 +461,10 @@ int sdw_cmd_worker(int argc, char **argv)
         }
         sdw_frame_free(&f);
     }
-    sdw_log(SDW_LOG_INFO, "worker_exit", "device", device, "reason",
-            w->exit_code ? "protocol_error"
+    sdw_log(SDW_LOG_INFO, "worker_exit", "device=%s reason=%s", device, w->exit_code ? "protocol_error"
             : w->gone    ? "supervisor_gone"
             : g_term     ? "signal"
-                         : "shutdown",
-            NULL);
+                         : "shutdown");
 out:;
     int code = w->exit_code;
     sde_engine_free(w->eng);

@@ -73,7 +73,7 @@ static void test_text_line(void **state)
     (void)state;
     sdw_log_init(SDW_LOG_INFO, 0, "supervisor");
     capture_begin();
-    sdw_log(SDW_LOG_INFO, "listening", "addr", "127.0.0.1:8080", NULL);
+    sdw_log(SDW_LOG_INFO, "listening", "addr=%s", "127.0.0.1:8080");
     char *out = capture_end();
     assert_int_equal(strncmp(out, "ts=", 3), 0);
     assert_string_equal(skip_ts(out + 3), " level=info comp=supervisor event=listening addr=127.0.0.1:8080\n");
@@ -86,7 +86,7 @@ static void test_timestamp_is_now(void **state)
     sdw_log_init(SDW_LOG_INFO, 0, "t");
     time_t before = time(NULL);
     capture_begin();
-    sdw_log(SDW_LOG_INFO, "tick", NULL);
+    sdw_log(SDW_LOG_INFO, "tick", "");
     char *out = capture_end();
     time_t after = time(NULL);
     struct tm tm = {0};
@@ -101,8 +101,8 @@ static void test_text_quoting(void **state)
     (void)state;
     sdw_log_init(SDW_LOG_DEBUG, 0, "worker");
     capture_begin();
-    sdw_log(SDW_LOG_WARN, "job failed", "msg", "out of memory", "q", "say \"hi\"", "eq", "a=b", "empty", "", "nl",
-            "line1\nline2\r\t\x01", "bs", "C:\\x", "utf8", "h\xc3\xa9llo", "bad", "\xff", "nullval", NULL);
+    sdw_log(SDW_LOG_WARN, "job failed", "msg=%s q=%s eq=%s empty=%s nl=%s bs=%s utf8=%s bad=%s nullval=", "out of memory",
+            "say \"hi\"", "a=b", "", "line1\nline2\r\t\x01", "C:\\x", "h\xc3\xa9llo", "\xff");
     char *out = capture_end();
     assert_string_equal(skip_ts(out + 3),
                         " level=warn comp=worker event=\"job failed\" msg=\"out of memory\" q=\"say \\\"hi\\\"\""
@@ -118,8 +118,8 @@ static void test_json_line(void **state)
     (void)state;
     sdw_log_init(SDW_LOG_INFO, 1, "supervisor");
     capture_begin();
-    sdw_log(SDW_LOG_INFO, "listening", "addr", "127.0.0.1:8080", NULL);
-    sdw_log(SDW_LOG_ERROR, "x", "q", "a\"b\\c\n\x01", "u", "h\xc3\xa9", "bad", "\xc3(", NULL);
+    sdw_log(SDW_LOG_INFO, "listening", "addr=%s", "127.0.0.1:8080");
+    sdw_log(SDW_LOG_ERROR, "x", "q=%s u=%s bad=%s", "a\"b\\c\n\x01", "h\xc3\xa9", "\xc3(");
     char *out = capture_end();
     char *l2 = strchr(out, '\n') + 1;
     l2[-1] = 0;
@@ -146,12 +146,12 @@ static void test_levels(void **state)
 
     sdw_log_init(SDW_LOG_WARN, 0, "c");
     capture_begin();
-    sdw_log(SDW_LOG_DEBUG, "d", NULL);
-    sdw_log(SDW_LOG_INFO, "i", NULL);
-    sdw_logf(SDW_LOG_INFO, "i2", "x=%d", 1);
-    sdw_log(SDW_LOG_WARN, "w", NULL);
-    sdw_log(SDW_LOG_ERROR, "e", NULL);
-    sdw_log(99, "bogus", NULL);
+    sdw_log(SDW_LOG_DEBUG, "d", "");
+    sdw_log(SDW_LOG_INFO, "i", "");
+    sdw_log(SDW_LOG_INFO, "i2", "x=%d", 1);
+    sdw_log(SDW_LOG_WARN, "w", "");
+    sdw_log(SDW_LOG_ERROR, "e", "");
+    sdw_log(99, "bogus", "");
     char *out = capture_end();
     assert_null(strstr(out, "event=d"));
     assert_null(strstr(out, "event=i"));
@@ -161,13 +161,13 @@ static void test_levels(void **state)
     free(out);
 }
 
-static void test_logf(void **state)
+static void test_typed_fields(void **state)
 {
     (void)state;
     sdw_log_init(SDW_LOG_INFO, 0, "supervisor");
     capture_begin();
-    sdw_logf(SDW_LOG_WARN, "worker_exit", "slot=%d code=%d", 0, 3);
-    sdw_logf(SDW_LOG_WARN, "oops", "msg=\"%s\"", "two\nlines");
+    sdw_log(SDW_LOG_WARN, "worker_exit", "slot=%d code=%d", 0, 3);
+    sdw_log(SDW_LOG_WARN, "oops", "msg=\"%s\"", "two\nlines");
     char *out = capture_end();
     char *l2 = strchr(out, '\n') + 1;
     l2[-1] = 0;
@@ -175,12 +175,26 @@ static void test_logf(void **state)
     assert_string_equal(skip_ts(l2 + 3), " level=warn comp=supervisor event=oops msg=\"two\\nlines\"\n");
     free(out);
 
+    /* JSON: one integer or float conversion is a number; strings, literals and mixes are strings. */
     sdw_log_init(SDW_LOG_INFO, 1, "supervisor");
     capture_begin();
-    sdw_logf(SDW_LOG_WARN, "worker_exit", "slot=%d code=%d", 0, 3);
+    sdw_log(SDW_LOG_WARN, "worker_exit", "slot=%d code=%u big=%llu neg=%ld t=%.3f size=%dx%d dev=%s why=\"no %s\" "
+            "lit=abc pct=%d%% z=%zu hex=%x inf=%f w=%*d",
+            0, 3u, 18446744073709551615ull, -7L, 1.5, 64, 32, "cpu0", "luck", 5, (size_t)9, 255u, 1.0 / 0.0, 4, 7);
     out = capture_end();
     assert_string_equal(skip_ts(out + 7),
-                        "\",\"level\":\"warn\",\"comp\":\"supervisor\",\"event\":\"worker_exit\",\"msg\":\"slot=0 code=3\"}\n");
+                        "\",\"level\":\"warn\",\"comp\":\"supervisor\",\"event\":\"worker_exit\",\"slot\":0,\"code\":3,"
+                        "\"big\":18446744073709551615,\"neg\":-7,\"t\":1.500,\"size\":\"64x32\",\"dev\":\"cpu0\","
+                        "\"why\":\"no luck\",\"lit\":\"abc\",\"pct\":\"5%\",\"z\":9,\"hex\":\"ff\",\"inf\":\"inf\","
+                        "\"w\":7}\n");
+    free(out);
+
+    /* The same in logfmt: numbers bare, strings quoted when they need it. */
+    sdw_log_init(SDW_LOG_INFO, 0, "s");
+    capture_begin();
+    sdw_log(SDW_LOG_INFO, "e", "n=%d s=%s q=\"a %s\" empty=%s", -2, "x y", "b", "");
+    out = capture_end();
+    assert_string_equal(skip_ts(out + 3), " level=info comp=s event=e n=-2 s=\"x y\" q=\"a b\" empty=\"\"\n");
     free(out);
 }
 
@@ -194,7 +208,7 @@ static void test_long_values_truncated(void **state)
     big[n] = 0;
     sdw_log_init(SDW_LOG_INFO, 0, "c");
     capture_begin();
-    sdw_log(SDW_LOG_INFO, "big", "v", big, "after", "1", NULL);
+    sdw_log(SDW_LOG_INFO, "big", "v=%s after=%s", big, "1");
     char *out = capture_end();
     size_t len = strlen(out);
     assert_true(len <= 8192);
@@ -205,7 +219,7 @@ static void test_long_values_truncated(void **state)
 
     sdw_log_init(SDW_LOG_INFO, 1, "c");
     capture_begin();
-    sdw_log(SDW_LOG_INFO, "big", "v", big, "after", "1", NULL);
+    sdw_log(SDW_LOG_INFO, "big", "v=%s after=%s", big, "1");
     out = capture_end();
     len = strlen(out);
     assert_true(len <= 8192);
@@ -222,7 +236,7 @@ static void test_errno_preserved(void **state)
     int saved = dup(STDERR_FILENO);
     close(STDERR_FILENO); /* the write fails with EBADF; the caller's errno must survive it */
     errno = ENOENT;
-    sdw_log(SDW_LOG_ERROR, "x", "k", "v", NULL);
+    sdw_log(SDW_LOG_ERROR, "x", "k=%s", "v");
     assert_int_equal(errno, ENOENT);
     dup2(saved, STDERR_FILENO);
     close(saved);
@@ -250,7 +264,7 @@ static void test_concurrent_lines_atomic(void **state)
             for (int i = 0; i < LINES; i++) {
                 char seq[16];
                 snprintf(seq, sizeof seq, "%d", i);
-                sdw_log(SDW_LOG_INFO, "line", "who", who, "seq", seq, "pad", pad, "end", "1", NULL);
+                sdw_log(SDW_LOG_INFO, "line", "who=%s seq=%s pad=%s end=%s", who, seq, pad, "1");
             }
             _exit(0);
         }
@@ -340,9 +354,9 @@ static void test_deferred_waits_for_flush(void **state)
     (void)state;
     sdw_log_init(SDW_LOG_INFO, 0, "supervisor");
     packets_begin();
-    sdw_log_deferred(SDW_LOG_INFO, "http", "method", "GET", "path", "/health", "status", "200", NULL);
-    sdw_log_deferred(SDW_LOG_DEBUG, "dropped", NULL); /* below the level: not even batched */
-    sdw_log_deferred(SDW_LOG_INFO, "http", "method", "GET", "path", "/a b", "status", "404", NULL);
+    sdw_log_deferred(SDW_LOG_INFO, "http", "method=%s path=%s status=%s", "GET", "/health", "200");
+    sdw_log_deferred(SDW_LOG_DEBUG, "dropped", ""); /* below the level: not even batched */
+    sdw_log_deferred(SDW_LOG_INFO, "http", "method=%s path=%s status=%s", "GET", "/a b", "404");
     assert_null(packet_next());
     errno = ENOENT;
     sdw_log_flush();
@@ -366,9 +380,9 @@ static void test_immediate_line_follows_batch(void **state)
     (void)state;
     sdw_log_init(SDW_LOG_INFO, 1, "supervisor");
     packets_begin();
-    sdw_log_deferred(SDW_LOG_INFO, "one", NULL);
-    sdw_log_deferred(SDW_LOG_INFO, "two", NULL);
-    sdw_log(SDW_LOG_INFO, "three", NULL);
+    sdw_log_deferred(SDW_LOG_INFO, "one", "");
+    sdw_log_deferred(SDW_LOG_INFO, "two", "");
+    sdw_log(SDW_LOG_INFO, "three", "");
     char *p = packet_next();
     assert_non_null(p);
     assert_int_equal(count_lines(p), 3);
@@ -376,8 +390,8 @@ static void test_immediate_line_follows_batch(void **state)
     assert_true(a && b && c && a < b && b < c);
     free(p);
 
-    sdw_log_deferred(SDW_LOG_INFO, "four", NULL);
-    sdw_log_deferred(SDW_LOG_WARN, "five", "k", "v", NULL); /* warnings are never held back */
+    sdw_log_deferred(SDW_LOG_INFO, "four", "");
+    sdw_log_deferred(SDW_LOG_WARN, "five", "k=%s", "v"); /* warnings are never held back */
     p = packet_next();
     assert_non_null(p);
     assert_int_equal(count_lines(p), 2);
@@ -385,7 +399,7 @@ static void test_immediate_line_follows_batch(void **state)
     b = strstr(p, "\"level\":\"warn\",\"comp\":\"supervisor\",\"event\":\"five\",\"k\":\"v\"}\n");
     assert_true(a && b && a < b);
     free(p);
-    sdw_logf(SDW_LOG_ERROR, "six", "x=%d", 6);
+    sdw_log(SDW_LOG_ERROR, "six", "x=%d", 6);
     p = packet_next();
     assert_non_null(p);
     assert_int_equal(count_lines(p), 1);
@@ -408,9 +422,9 @@ static void test_batch_writes_whole_lines_within_pipe_buf(void **state)
     for (int i = 0; i < LINES; i++) {
         char seq[16];
         snprintf(seq, sizeof seq, "%d", i);
-        sdw_log_deferred(SDW_LOG_INFO, "line", "seq", seq, "pad", i % 7 ? "short" : "a-longer-value-to-vary-sizes", NULL);
+        sdw_log_deferred(SDW_LOG_INFO, "line", "seq=%s pad=%s", seq, i % 7 ? "short" : "a-longer-value-to-vary-sizes");
         if (i == 250)
-            sdw_log_deferred(SDW_LOG_INFO, "big", "v", big, NULL);
+            sdw_log_deferred(SDW_LOG_INFO, "big", "v=%s", big);
     }
     sdw_log_flush();
     int next = 0, writes = 0, saw_big = 0;
@@ -459,23 +473,23 @@ static void test_deferred_fork_and_exit(void **state)
     assert_int_equal(dup2(p[1], STDERR_FILENO), STDERR_FILENO);
     close(p[1]);
 
-    sdw_log_deferred(SDW_LOG_INFO, "before_fork", NULL);
+    sdw_log_deferred(SDW_LOG_INFO, "before_fork", "");
     pid_t kid = fork();
     assert_true(kid >= 0);
     if (kid == 0) {
-        sdw_log(SDW_LOG_INFO, "in_child", NULL);
-        sdw_log_deferred(SDW_LOG_INFO, "child_deferred", NULL);
+        sdw_log(SDW_LOG_INFO, "in_child", "");
+        sdw_log_deferred(SDW_LOG_INFO, "child_deferred", "");
         exit(0); /* the atexit handler writes child_deferred */
     }
     int st;
     assert_int_equal(waitpid(kid, &st, 0), kid);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    sdw_log_deferred(SDW_LOG_INFO, "after_fork", NULL);
+    sdw_log_deferred(SDW_LOG_INFO, "after_fork", "");
     /* a process that exits with lines still deferred: they are written */
     pid_t kid2 = fork();
     assert_true(kid2 >= 0);
     if (kid2 == 0) {
-        sdw_log_deferred(SDW_LOG_INFO, "at_exit", NULL);
+        sdw_log_deferred(SDW_LOG_INFO, "at_exit", "");
         exit(0);
     }
     assert_int_equal(waitpid(kid2, &st, 0), kid2);
@@ -507,7 +521,7 @@ static void test_deferred_fork_and_exit(void **state)
 static void *other_thread(void *arg)
 {
     (void)arg;
-    sdw_log_deferred(SDW_LOG_INFO, "from_thread", NULL);
+    sdw_log_deferred(SDW_LOG_INFO, "from_thread", "");
     return NULL;
 }
 
@@ -517,7 +531,7 @@ static void test_deferred_other_thread_immediate(void **state)
     (void)state;
     sdw_log_init(SDW_LOG_INFO, 0, "c");
     packets_begin();
-    sdw_log_deferred(SDW_LOG_INFO, "owner", NULL); /* this thread has owned the batch since the first test */
+    sdw_log_deferred(SDW_LOG_INFO, "owner", ""); /* this thread has owned the batch since the first test */
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, other_thread, NULL), 0);
     assert_int_equal(pthread_join(t, NULL), 0);
@@ -542,18 +556,18 @@ static void test_plain_value_boundaries(void **state)
     (void)state;
     sdw_log_init(SDW_LOG_INFO, 0, "c");
     capture_begin();
-    sdw_log(SDW_LOG_INFO, "e", "all", "!#$%&'()*+,-./09:;<>?@AZ[]^_`az{|}~", "sp", "a b", "eq", "a=b", "del",
-            "a\x7f", "hi", "\xc3\xa9t\xc3\xa9", "k y", "v", NULL);
+    sdw_log(SDW_LOG_INFO, "e", "all=%s sp=%s eq=%s del=%s hi=%s k\"y=%s", "!#$%&'()*+,-./09:;<>?@AZ[]^_`az{|}~", "a b",
+            "a=b", "a\x7f", "\xc3\xa9t\xc3\xa9", "v");
     char *out = capture_end();
     assert_string_equal(skip_ts(out + 3), " level=info comp=c event=e all=!#$%&'()*+,-./09:;<>?@AZ[]^_`az{|}~"
                                           " sp=\"a b\" eq=\"a=b\" del=\"a\\x7f\" hi=\xc3\xa9t\xc3\xa9 k_y=v\n");
     free(out);
     sdw_log_init(SDW_LOG_INFO, 1, "c");
     capture_begin();
-    sdw_log(SDW_LOG_INFO, "e", "sp", "a b=c", "q", "x\"y", "k y", "v", NULL);
+    sdw_log(SDW_LOG_INFO, "e", "sp=%s q=%s k\"y=%s", "a b=c", "x\"y", "v");
     out = capture_end();
     assert_string_equal(skip_ts(out + 7),
-                        "\",\"level\":\"info\",\"comp\":\"c\",\"event\":\"e\",\"sp\":\"a b=c\",\"q\":\"x\\\"y\",\"k y\":\"v\"}\n");
+                        "\",\"level\":\"info\",\"comp\":\"c\",\"event\":\"e\",\"sp\":\"a b=c\",\"q\":\"x\\\"y\",\"k\\\"y\":\"v\"}\n");
     free(out);
 }
 
@@ -567,7 +581,7 @@ static void test_timestamp_millis_across_seconds(void **state)
         struct timespec a, b;
         clock_gettime(CLOCK_REALTIME, &a);
         capture_begin();
-        sdw_log(SDW_LOG_INFO, "tick", NULL);
+        sdw_log(SDW_LOG_INFO, "tick", "");
         char *out = capture_end();
         clock_gettime(CLOCK_REALTIME, &b);
         struct tm tm = {0};
@@ -592,7 +606,7 @@ int main(void)
         cmocka_unit_test(test_text_quoting),
         cmocka_unit_test(test_json_line),
         cmocka_unit_test(test_levels),
-        cmocka_unit_test(test_logf),
+        cmocka_unit_test(test_typed_fields),
         cmocka_unit_test(test_long_values_truncated),
         cmocka_unit_test(test_errno_preserved),
         cmocka_unit_test(test_concurrent_lines_atomic),
