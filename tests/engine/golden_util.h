@@ -20,11 +20,19 @@
 
 /* ---------------------------------------------------------------- paths */
 
-/** The read-only shared data: $SDW_SHARED_DIR (set by ctest), else ../shared as seen from the repo root. */
-static inline const char *gu_shared_dir(void)
+/** The in-tree test data (tests/data): $SDW_TESTDATA_DIR (set by ctest), else tests/data as seen from the repo
+ * root. */
+static inline const char *gu_testdata_dir(void)
 {
-    const char *s = getenv("SDW_SHARED_DIR");
-    return s ? s : "../shared";
+    const char *s = getenv("SDW_TESTDATA_DIR");
+    return s && *s ? s : "tests/data";
+}
+
+/** The source tree: $SDW_SOURCE_DIR (set by ctest), else the current directory. */
+static inline const char *gu_source_dir(void)
+{
+    const char *s = getenv("SDW_SOURCE_DIR");
+    return s && *s ? s : ".";
 }
 
 /** The build tree holding tmp/ and its fixtures: $SDW_BUILD_DIR (set by ctest), else build. */
@@ -41,16 +49,16 @@ static inline void gu_fixture_path(char *buf, size_t len, const char *arch)
     snprintf(buf, len, "%s/tmp/rand%s-s1-f16.safetensors", gu_build_dir(), arch);
 }
 
-/** buf = the peer's dumps for arch and sampler: SHARED/golden/<arch>-rand/<sampler>. */
+/** buf = the peer's dumps for arch and sampler: tests/data/golden/<arch>-rand/<sampler>. */
 static inline void gu_golden_dir(char *buf, size_t len, const char *arch, const char *sampler)
 {
-    snprintf(buf, len, "%s/golden/%s-rand/%s", gu_shared_dir(), arch, sampler);
+    snprintf(buf, len, "%s/golden/%s-rand/%s", gu_testdata_dir(), arch, sampler);
 }
 
-/** buf = the real CLIP BPE vocabulary in shared/clip. */
+/** buf = the real CLIP BPE vocabulary, committed as data/clip in the source tree. */
 static inline void gu_vocab_path(char *buf, size_t len)
 {
-    snprintf(buf, len, "%s/clip/bpe_simple_vocab_16e6.txt.gz", gu_shared_dir());
+    snprintf(buf, len, "%s/data/clip/bpe_simple_vocab_16e6.txt.gz", gu_source_dir());
 }
 
 /* ---------------------------------------------------------------- tensors */
@@ -175,7 +183,7 @@ typedef struct {
 } ge_diff;
 
 typedef struct {
-    char dir[1200]; /* golden folder, e.g. SHARED/golden/sd15-rand/euler */
+    char dir[1200]; /* golden folder, e.g. tests/data/golden/sd15-rand/euler */
     ge_diff d[GE_MAX_TENSORS];
     int n;
 } ge_run;

@@ -281,9 +281,9 @@ static void test_ancestral_distribution(void **state)
 
 static float *read_f32(const char *dir, const char *name, size_t n)
 {
-    const char *sh = getenv("SDW_SHARED_DIR");
+    const char *td = getenv("SDW_TESTDATA_DIR");
     char p[1024];
-    snprintf(p, sizeof p, "%s/golden/%s/%s.f32", sh ? sh : "../shared", dir, name);
+    snprintf(p, sizeof p, "%s/golden/%s/%s.f32", td && *td ? td : "tests/data", dir, name);
     FILE *f = fopen(p, "rb");
     if (!f)
         return NULL;
