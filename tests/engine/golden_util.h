@@ -17,6 +17,7 @@
 #include "engine_trace.h"
 #include "png_io.h"
 #include "sd_engine.h"
+#include "sha256.h"
 
 /* ---------------------------------------------------------------- paths */
 
@@ -59,6 +60,29 @@ static inline void gu_golden_dir(char *buf, size_t len, const char *arch, const 
 static inline void gu_vocab_path(char *buf, size_t len)
 {
     snprintf(buf, len, "%s/data/clip/bpe_simple_vocab_16e6.txt.gz", gu_source_dir());
+}
+
+/** hex = the sha256 of the whole file at path, as 64 lowercase hex digits. Returns 0, or -1 when it cannot
+ * be read. */
+static inline int gu_file_sha256(const char *path, char hex[65])
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    enum { BUF = 1 << 22 };
+    uint8_t *buf = malloc(BUF), d[32];
+    sde_sha256_ctx s;
+    sde_sha256_init(&s);
+    size_t n;
+    while (buf && (n = fread(buf, 1, BUF, f)) > 0)
+        sde_sha256_update(&s, buf, n);
+    int bad = !buf || ferror(f);
+    fclose(f);
+    free(buf);
+    sde_sha256_final(&s, d);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    return bad ? -1 : 0;
 }
 
 /* ---------------------------------------------------------------- tensors */

@@ -1,6 +1,5 @@
 /* mkmodel_random.c: the random checkpoints and LoRA of mkmodel_random.h: a tensor table per preset, the
- * safetensors header, then each tensor's own seeded normal stream, computed in parallel chunks and pwritten.
- */
+ * safetensors header, then each tensor's own seeded normal stream, in parallel chunks written with pwrite. */
 #include "mkmodel_random.h"
 
 #include <errno.h>
