@@ -6,14 +6,11 @@ set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD:-build}
 case $build in /*) ;; *) build=$root/$build ;; esac
-shared=${SDW_SHARED_DIR:-$root/../shared}
 [ -f "$build/CMakeCache.txt" ] || cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release
-cmake --build "$build" -j2 --target sd_bench
+cmake --build "$build" -j2 --target sd_bench sd-worker-engine
 model=${MODEL:-$build/tmp/randsd15-s1-f16.safetensors}
 if [ ! -s "$model" ]; then
     mkdir -p "$(dirname "$model")"
-    [ -x "$build/mkrandsd" ] || cc -O2 -o "$build/mkrandsd" "$shared/tools/mkrandsd/mkrandsd.c" -lm
-    "$build/mkrandsd" "$model.part" 1 f16
-    mv "$model.part" "$model"
+    "$build/sd-worker-engine" mkmodel --preset sd15-random --seed 1 --dtype f16 --output "$model"
 fi
 exec "$build/sd_bench" --model "$model" "$@"

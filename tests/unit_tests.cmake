@@ -1,5 +1,6 @@
 # sdw_add_unit_tests(DIR LIBS...): every DIR/test_*.c is one cmocka executable and one ctest (label unit).
-# Tests find ../shared through the SDW_SHARED_DIR environment variable and scratch space in SDW_TMPDIR.
+# Tests find tests/data through SDW_TESTDATA_DIR, the source tree (data/clip) through SDW_SOURCE_DIR and
+# scratch space in SDW_TMPDIR.
 function(sdw_add_unit_tests dir)
   file(GLOB tests CONFIGURE_DEPENDS ${dir}/test_*.c)
   foreach(src ${tests})
@@ -8,6 +9,6 @@ function(sdw_add_unit_tests dir)
     target_link_libraries(${name} PRIVATE ${ARGN} PkgConfig::CMOCKA)
     add_test(NAME ${name} COMMAND ${name})
     set_tests_properties(${name} PROPERTIES LABELS unit TIMEOUT 600
-      ENVIRONMENT "SDW_SHARED_DIR=${SDW_SHARED_DIR};SDW_BUILD_DIR=${CMAKE_BINARY_DIR};SDW_TMPDIR=${CMAKE_BINARY_DIR}/tmp")
+      ENVIRONMENT "SDW_TESTDATA_DIR=${SDW_TESTDATA_DIR};SDW_SOURCE_DIR=${CMAKE_SOURCE_DIR};SDW_BUILD_DIR=${CMAKE_BINARY_DIR};SDW_TMPDIR=${CMAKE_BINARY_DIR}/tmp")
   endforeach()
 endfunction()

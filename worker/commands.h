@@ -7,7 +7,7 @@
 int sdw_cmd_generate(int argc, char **argv);
 /** tokenize --tokenizer PATH TEXT */
 int sdw_cmd_tokenize(int argc, char **argv);
-/** mkmodel --preset tiny [--seed N] --output PATH */
+/** mkmodel --preset NAME [--seed N] [--dtype f16|f32] --output PATH (tiny, or a full-size random preset) */
 int sdw_cmd_mkmodel(int argc, char **argv);
 /** worker --fd N --model PATH ...: the worker process loop the supervisor starts. Exit 0 clean, 2 fatal
  * config/model error (not respawned), other codes respawned with backoff. */

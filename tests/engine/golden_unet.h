@@ -11,7 +11,7 @@
 
 /** What differs between the architectures' UNet golden tests (each test file justifies its tolerances). */
 typedef struct {
-    const char *arch;  /* "sd15" or "sd21": the checkpoint fixture and shared/golden/<arch>-rand/euler */
+    const char *arch;  /* "sd15" or "sd21": the checkpoint fixture and tests/data/golden/<arch>-rand/euler */
     int context_dim;   /* width of the text context: 768 or 1024 */
     int wrong_context; /* a context width whose attn2.to_k shapes the file does not have */
     double max_rel;    /* max |ours - peer| allowed, as a fraction of max |peer| */

@@ -17,14 +17,23 @@
 #include "engine_trace.h"
 #include "png_io.h"
 #include "sd_engine.h"
+#include <openssl/evp.h>
 
 /* ---------------------------------------------------------------- paths */
 
-/** The read-only shared data: $SDW_SHARED_DIR (set by ctest), else ../shared as seen from the repo root. */
-static inline const char *gu_shared_dir(void)
+/** The in-tree test data (tests/data): $SDW_TESTDATA_DIR (set by ctest), else tests/data as seen from the repo
+ * root. */
+static inline const char *gu_testdata_dir(void)
 {
-    const char *s = getenv("SDW_SHARED_DIR");
-    return s ? s : "../shared";
+    const char *s = getenv("SDW_TESTDATA_DIR");
+    return s && *s ? s : "tests/data";
+}
+
+/** The source tree: $SDW_SOURCE_DIR (set by ctest), else the current directory. */
+static inline const char *gu_source_dir(void)
+{
+    const char *s = getenv("SDW_SOURCE_DIR");
+    return s && *s ? s : ".";
 }
 
 /** The build tree holding tmp/ and its fixtures: $SDW_BUILD_DIR (set by ctest), else build. */
@@ -41,16 +50,41 @@ static inline void gu_fixture_path(char *buf, size_t len, const char *arch)
     snprintf(buf, len, "%s/tmp/rand%s-s1-f16.safetensors", gu_build_dir(), arch);
 }
 
-/** buf = the peer's dumps for arch and sampler: SHARED/golden/<arch>-rand/<sampler>. */
+/** buf = the peer's dumps for arch and sampler: tests/data/golden/<arch>-rand/<sampler>. */
 static inline void gu_golden_dir(char *buf, size_t len, const char *arch, const char *sampler)
 {
-    snprintf(buf, len, "%s/golden/%s-rand/%s", gu_shared_dir(), arch, sampler);
+    snprintf(buf, len, "%s/golden/%s-rand/%s", gu_testdata_dir(), arch, sampler);
 }
 
-/** buf = the real CLIP BPE vocabulary in shared/clip. */
+/** buf = the real CLIP BPE vocabulary, committed as data/clip in the source tree. */
 static inline void gu_vocab_path(char *buf, size_t len)
 {
-    snprintf(buf, len, "%s/clip/bpe_simple_vocab_16e6.txt.gz", gu_shared_dir());
+    snprintf(buf, len, "%s/data/clip/bpe_simple_vocab_16e6.txt.gz", gu_source_dir());
+}
+
+/** hex = the sha256 of the whole file at path, as 64 lowercase hex digits. Returns 0, or -1 when it cannot
+ * be read. */
+static inline int gu_file_sha256(const char *path, char hex[65])
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    enum { BUF = 1 << 22 };
+    uint8_t *buf = malloc(BUF), d[32];
+    EVP_MD_CTX *s = EVP_MD_CTX_new();
+    int bad = !buf || !s || !EVP_DigestInit_ex(s, EVP_sha256(), NULL);
+    size_t n;
+    while (!bad && (n = fread(buf, 1, BUF, f)) > 0)
+        bad = !EVP_DigestUpdate(s, buf, n);
+    bad |= ferror(f) || !s || !EVP_DigestFinal_ex(s, d, NULL);
+    fclose(f);
+    free(buf);
+    EVP_MD_CTX_free(s);
+    if (bad)
+        return -1;
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- tensors */
@@ -175,7 +209,7 @@ typedef struct {
 } ge_diff;
 
 typedef struct {
-    char dir[1200]; /* golden folder, e.g. SHARED/golden/sd15-rand/euler */
+    char dir[1200]; /* golden folder, e.g. tests/data/golden/sd15-rand/euler */
     ge_diff d[GE_MAX_TENSORS];
     int n;
 } ge_run;

@@ -1,6 +1,7 @@
 /* test_checkpoint.c: checkpoint loading: single files (lookup, float32 views, conversion, errors),
  * diffusers folders (name mapping checked against real diffusers spellings and the full SD 1.5 / 2.1
- * name lists from mkrandsd --list) and the A1111 short hash (checked against libcrypto's SHA256). */
+ * name lists of the mkmodel sd15-random / sd21-random presets) and the A1111 short hash (checked against
+ * libcrypto's SHA256). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include "checkpoint.h"
 #include "diffusers_names.h"
 #include "dtype_convert.h"
+#include "mkmodel_random.h"
 #include "st_test_writer.h"
 
 /* A scratch folder inside stw_tmpdir, so the group teardown removes it even after a failure. */
@@ -806,40 +808,29 @@ static int ldm_to_hf(const char *ldm, char *hf, size_t hflen)
     return -1;
 }
 
-/* Runs mkrandsd --list [--arch sd21] (built from the shared source into our scratch dir); returns
- * malloc'd names, count in *n. */
-static char **mkrandsd_names(const char *arch, int *n)
+typedef struct {
+    char **names;
+    int n, cap;
+} name_list;
+
+static void collect_name(void *ud, const char *name, const char *dtype, int ndim, const int64_t *shape)
 {
-    const char *shared = getenv("SDW_SHARED_DIR");
-    if (!shared || !*shared)
-        shared = "../shared";
-    char src[1024], bin[1024], cmd[3200];
-    snprintf(src, sizeof src, "%s/tools/mkrandsd/mkrandsd.c", shared);
-    if (access(src, R_OK))
-        fail_msg("%s not readable (set SDW_SHARED_DIR)", src);
-    snprintf(bin, sizeof bin, "%s/mkrandsd", stw_tmpdir);
-    if (access(bin, X_OK)) {
-        snprintf(cmd, sizeof cmd, "cc -O1 -o '%s' '%s' -lm", bin, src);
-        if (system(cmd))
-            fail_msg("could not build mkrandsd: %s", cmd);
-    }
-    snprintf(cmd, sizeof cmd, "'%s' --list%s%s", bin, arch ? " --arch " : "", arch ? arch : "");
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char **names = NULL, line[1024];
-    int cap = 0;
-    *n = 0;
-    while (fgets(line, sizeof line, p)) {
-        char *sp = strchr(line, ' ');
-        if (!sp)
-            continue;
-        *sp = 0;
-        if (*n == cap)
-            names = realloc(names, (size_t)(cap = cap ? cap * 2 : 1024) * sizeof *names);
-        names[(*n)++] = strdup(line);
-    }
-    assert_int_equal(pclose(p), 0);
-    return names;
+    (void)dtype, (void)ndim, (void)shape;
+    name_list *l = ud;
+    if (l->n == l->cap)
+        l->names = realloc(l->names, (size_t)(l->cap = l->cap ? l->cap * 2 : 1024) * sizeof *l->names);
+    l->names[l->n++] = strdup(name);
+}
+
+/* The tensor names of the full-size random checkpoint (mkmodel --preset sd15-random, or sd21-random for arch
+ * "sd21"), which are those of the real files; returns malloc'd names, count in *n. */
+static char **random_ckpt_names(const char *arch, int *n)
+{
+    name_list l = {0};
+    sde_rand_preset p = arch && !strcmp(arch, "sd21") ? SDE_RAND_SD21 : SDE_RAND_SD15;
+    *n = sde_mkmodel_random_list(p, 0, collect_name, &l);
+    assert_int_equal(*n, l.n);
+    return l.names;
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -850,7 +841,7 @@ static void check_list(const char *arch, int expect_unet, int expect_vae, int ex
 {
     build_tables();
     int n;
-    char **names = mkrandsd_names(arch, &n);
+    char **names = random_ckpt_names(arch, &n);
     stw_tensor *t[3];
     int nt[3] = {0, 0, 0};
     float *vals = malloc((size_t)n * sizeof *vals);
@@ -922,7 +913,7 @@ static void check_list(const char *arch, int expect_unet, int expect_vae, int ex
 static void test_sd15_names_bijective(void **state)
 {
     (void)state;
-    check_list(NULL, 686, 248, 197); /* counts from ../shared/README.md */
+    check_list(NULL, 686, 248, 197); /* counts from tests/data/README.md */
 }
 
 static void test_sd21_names_bijective(void **state)

@@ -1,5 +1,5 @@
 /* test_golden_sd15_unet.c: the SD 1.5 UNet on the random checkpoint against stable-diffusion.cpp's tensors
- * (shared/golden/sd15-rand/euler): cond+uncond as one batch of 2, at the first (t=999) and last (t=0) step. */
+ * (tests/data/golden/sd15-rand/euler): cond+uncond as one batch of 2, at the first (t=999) and last (t=0) step. */
 #include "golden_unet.h"
 
 /* Tolerance: the peer runs ggml in f16-ish precision (f16 weights, f16 im2col, f32 accumulation), we in

@@ -1,5 +1,5 @@
 /* test_golden_sd15_vae.c: the SD 1.5 VAE on the random checkpoint: decoder against stable-diffusion.cpp's
- * vae_out (shared/golden/sd15-rand/euler), encoder for shape, determinism and a decode(encode(x)) round. */
+ * vae_out (tests/data/golden/sd15-rand/euler), encoder for shape, determinism and a decode(encode(x)) round. */
 #include "golden_util.h"
 
 #include "checkpoint.h"

@@ -1,5 +1,5 @@
 /* test_golden_sd21_unet.c: the SD 2.1 UNet (Linear proj_in/out, 64-wide heads, 1024-wide context, v-pred
- * outputs) on the random checkpoint against stable-diffusion.cpp (shared/golden/sd21-rand/euler). */
+ * outputs) on the random checkpoint against stable-diffusion.cpp (tests/data/golden/sd21-rand/euler). */
 #include "golden_unet.h"
 
 /* Tolerance: the peer runs ggml in f16-ish precision (f16 weights, f16 im2col, f32 accumulation), we in
