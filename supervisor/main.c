@@ -22,7 +22,7 @@ static void usage(FILE *f)
                "  check-config --config FILE  validate a configuration file and exit\n"
                "  generate ...                one-shot text-to-image to a PNG file\n"
                "  tokenize ...                print CLIP BPE token ids as JSON\n"
-               "  mkmodel ...                 write a small random-weight model\n"
+               "  mkmodel ...                 write a random-weight model (tiny, sd15/sd21/sdxl-random, a LoRA)\n"
                "  version                     print the version\n"
                "\n"
                "'sd-worker COMMAND --help' documents each command's options.\n");

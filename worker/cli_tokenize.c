@@ -1,4 +1,4 @@
-/* cli_tokenize.c: `sd-worker tokenize --tokenizer PATH TEXT`, which prints TEXT's CLIP BPE ids as a JSON array
+/* cli_tokenize.c: `sd-worker tokenize [--tokenizer PATH] TEXT`, which prints TEXT's CLIP BPE ids as a JSON array
  * on one line (no start/end tokens, no padding, no truncation), for checking prompts and tokenizer files. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,12 +11,12 @@
 static void tokenize_usage(FILE *f)
 {
     fprintf(f,
-            "usage: sd-worker tokenize --tokenizer PATH TEXT\n"
+            "usage: sd-worker tokenize [--tokenizer PATH] TEXT\n"
             "Prints the CLIP BPE token ids of TEXT as a JSON array on one line, without the start/end tokens,\n"
             "padding or the 75-token truncation the model applies.\n"
             "  --tokenizer PATH  bpe_simple_vocab_16e6.txt(.gz) (the CLIP merges file), a vocab.json with\n"
             "                    merges.txt beside it, or a folder holding vocab.json and merges.txt\n"
-            "                    (a diffusers model's tokenizer/ folder). Model files are not read here.\n"
+            "                    (a diffusers model's tokenizer/ folder). Default: CLIP's vocabulary, built in.\n"
             "  -h, --help        this text\n"
             "Exit status: 0 printed, 1 bad arguments or unreadable tokenizer.\n");
 }
@@ -57,8 +57,8 @@ int sdw_cmd_tokenize(int argc, char **argv)
         return 1;
     }
     if (optind < argc) text = argv[optind];
-    if (!tok_path || !*tok_path) {
-        fprintf(stderr, "sd-worker tokenize: --tokenizer PATH is required (see --help)\n");
+    if (tok_path && !*tok_path) {
+        fprintf(stderr, "sd-worker tokenize: --tokenizer needs a PATH\n");
         return 1;
     }
     if (!text) {
@@ -67,7 +67,7 @@ int sdw_cmd_tokenize(int argc, char **argv)
     }
     char err[512];
     sde_tokenizer *t;
-    if (sde_tok_load(tok_path, &t, err, sizeof err)) {
+    if (tok_path ? sde_tok_load(tok_path, &t, err, sizeof err) : sde_tok_load_builtin(&t, err, sizeof err)) {
         fprintf(stderr, "sd-worker tokenize: %s\n", err);
         return 1;
     }

@@ -59,6 +59,10 @@ def main():
         r = run("mkmodel", "--help")
         check(r.returncode == 0 and all(o in r.stdout for o in ("--preset", "--seed", "--output")), "mkmodel --help")
 
+        r = run("tokenize", "a photo of a cat")
+        check(r.returncode == 0 and r.stdout.strip() == "[320,1125,539,320,2368]",
+              "tokenize: the built-in CLIP vocabulary without --tokenizer (%r)" % r.stdout)
+
         out = os.path.join(d, "a.png")
         base = ["generate", "--model", model, "--prompt", "a photo of a cat", "--steps", "3", "--cfg", "7",
                 "--seed", "42", "--sampler", "euler_a", "--output", out]
