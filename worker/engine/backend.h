@@ -36,6 +36,16 @@ typedef struct {
     int accumulate;
 } sde_be_conv;
 
+/** Output height and width of a described convolution (the same shape rule as ops.h's). */
+static inline int sde_be_conv_out_h(const sde_be_conv *c)
+{
+    return ((c->upsample ? 2 * c->h : c->h) + c->pad_t + c->pad_b - c->k) / c->stride + 1;
+}
+static inline int sde_be_conv_out_w(const sde_be_conv *c)
+{
+    return ((c->upsample ? 2 * c->w : c->w) + c->pad_l + c->pad_r - c->k) / c->stride + 1;
+}
+
 /** Layouts of sde_backend.linear: x is [n][in] unless X_CM ([in][n]); y is [n][out] unless Y_CM ([out][n],
  * bias per out row); ACC adds into y instead of overwriting it. */
 enum { SDE_LIN_X_CM = 1, SDE_LIN_Y_CM = 2, SDE_LIN_ACC = 4 };

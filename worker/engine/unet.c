@@ -467,7 +467,7 @@ static sde_be_conv conv3(sde_ten x, int batch, int cin, int h, int w, const floa
                      .pad_l = 1,
                      .pad_r = 1,
                      .y = y};
-    int oh = (h + 2 - 3) / stride + 1, ow = (w + 2 - 3) / stride + 1;
+    int oh = sde_be_conv_out_h(&d), ow = sde_be_conv_out_w(&d);
     d.y_cstride = (size_t)batch * oh * ow;
     d.y_bstride = (size_t)oh * ow;
     return d;
