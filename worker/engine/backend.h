@@ -46,6 +46,9 @@ static inline int sde_be_conv_out_w(const sde_be_conv *c)
     return ((c->upsample ? 2 * c->w : c->w) + c->pad_l + c->pad_r - c->k) / c->stride + 1;
 }
 
+/** Activations of sde_backend.act: SiLU, exact-erf GELU, and CLIP's x*sigmoid(1.702x). */
+enum { SDE_ACT_SILU, SDE_ACT_GELU, SDE_ACT_QUICK_GELU };
+
 /** Layouts of sde_backend.linear: x is [n][in] unless X_CM ([in][n]); y is [n][out] unless Y_CM ([out][n],
  * bias per out row); ACC adds into y instead of overwriting it. */
 enum { SDE_LIN_X_CM = 1, SDE_LIN_Y_CM = 2, SDE_LIN_ACC = 4 };
@@ -94,8 +97,13 @@ struct sde_backend {
                       sde_ten y);
     /** y[n][inner] = x[n][0..inner) * gelu(x[n][inner..2*inner)). */
     void (*geglu)(sde_backend *be, sde_ten x, int n, int inner, sde_ten y);
-    /** In-place SiLU over n floats. */
-    void (*silu)(sde_backend *be, sde_ten x, size_t n);
+    /** In-place activation (SDE_ACT_*) over n floats. */
+    void (*act)(sde_backend *be, sde_ten x, size_t n, int kind);
+    /** y[i] += x[i] over n floats. */
+    void (*add)(sde_backend *be, sde_ten y, sde_ten x, size_t n);
+    /** y[t] = table[ids[t]] + pos[t] for n rows of dim (ids on the host, already inside the table). */
+    void (*embed)(sde_backend *be, const float *table, const int32_t *ids, int n, int dim, const float *pos,
+                  sde_ten y);
     /** dst[0..n) = src[0..n) (regions do not overlap). */
     void (*copy)(sde_backend *be, sde_ten dst, sde_ten src, size_t n);
     /** y[p][oh][ow] = x[p][oy*ih/oh][ox*iw/ow] for planes p: PyTorch's nearest interpolate to a size. */

@@ -208,10 +208,33 @@ static void cpu_geglu(sde_backend *be, sde_ten x, int n, int inner, sde_ten y)
     sde_geglu(P(x), n, inner, P(y));
 }
 
-static void cpu_silu(sde_backend *be, sde_ten x, size_t n)
+static void cpu_act(sde_backend *be, sde_ten x, size_t n, int kind)
 {
     (void)be;
-    sde_silu(P(x), n);
+    if (kind == SDE_ACT_SILU)
+        sde_silu(P(x), n);
+    else if (kind == SDE_ACT_GELU)
+        sde_gelu(P(x), n);
+    else
+        sde_quick_gelu(P(x), n);
+}
+
+static void cpu_add(sde_backend *be, sde_ten y, sde_ten x, size_t n)
+{
+    (void)be;
+    sde_add(P(y), P(x), n);
+}
+
+static void cpu_embed(sde_backend *be, const float *table, const int32_t *ids, int n, int dim,
+                      const float *pos, sde_ten yt)
+{
+    (void)be;
+    for (int t = 0; t < n; t++) {
+        const float *te = table + (size_t)ids[t] * dim, *pe = pos + (size_t)t * dim;
+        float *y = P(yt) + (size_t)t * dim;
+        for (int i = 0; i < dim; i++)
+            y[i] = te[i] + pe[i];
+    }
 }
 
 static void cpu_copy(sde_backend *be, sde_ten dst, sde_ten src, size_t n)
@@ -257,7 +280,9 @@ static sde_backend cpu = {
     .gn_apply = cpu_gn_apply,
     .layernorm = cpu_layernorm,
     .geglu = cpu_geglu,
-    .silu = cpu_silu,
+    .act = cpu_act,
+    .add = cpu_add,
+    .embed = cpu_embed,
     .copy = cpu_copy,
     .resize_nearest = cpu_resize_nearest,
 };

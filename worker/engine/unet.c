@@ -698,10 +698,10 @@ static void time_embedding(sde_unet *u, const unet_plan *p, const float *t)
     }
     be->write(be, p->slot[S_TSIN], u->tsin_host, (size_t)batch * mc);
     be->linear(be, p->slot[S_TSIN], batch, mc, u->te0_w, u->te0_b, u->temb, p->slot[S_EMBS], 0);
-    be->silu(be, p->slot[S_EMBS], (size_t)batch * u->temb);
+    be->act(be, p->slot[S_EMBS], (size_t)batch * u->temb, SDE_ACT_SILU);
     be->linear(be, p->slot[S_EMBS], batch, u->temb, u->te2_w, u->te2_b, u->temb, p->slot[S_EMB], 0);
     be->copy(be, p->slot[S_EMBS], p->slot[S_EMB], (size_t)batch * u->temb);
-    be->silu(be, p->slot[S_EMBS], (size_t)batch * u->temb);
+    be->act(be, p->slot[S_EMBS], (size_t)batch * u->temb, SDE_ACT_SILU);
 }
 
 /* ResBlock: out = skip(x) + conv2(GN+SiLU(conv1(GN+SiLU(x)) + emb)), after the skip concatenation. */
