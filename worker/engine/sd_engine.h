@@ -28,6 +28,7 @@ typedef struct {
     const char *tokenizer_path; /* optional: bpe .txt(.gz), vocab.json, or a folder with vocab.json+merges.txt */
     sde_prediction prediction;  /* SDE_PRED_AUTO by default */
     int threads;                /* BLAS threads; 0 = leave OpenBLAS's default */
+    const char *backend;        /* where the models run: "cpu" (NULL or "" = cpu); docs/backends.md */
 } sde_load_opts;
 
 /** What was loaded, for logs, /ready and the PNG parameters chunk. */
