@@ -827,7 +827,8 @@ void sde_unet_forward(sde_unet *u, const float *x, int batch, int h, int w, cons
         plan_build(u, batch, h, w, n_ctx, u->arena, p); /* a smaller shape inside the reservation */
     time_embedding(u, p, timesteps);
     be->write(be, p->slot[S_X], x, (size_t)batch * cfg->in_channels * h * w);
-    be->write(be, p->slot[S_CTX], context, (size_t)batch * n_ctx * cfg->context_dim);
+    if (context) /* a UNet without transformers may be given none */
+        be->write(be, p->slot[S_CTX], context, (size_t)batch * n_ctx * cfg->context_dim);
     run_conv(u, &p->conv_in);
     for (int i = 0; i < p->nstep; i++)
         run_step(u, p, &p->step[i]);
