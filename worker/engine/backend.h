@@ -1,5 +1,5 @@
 /* backend.h: the seam between the models and the kernels: buffers a backend owns, and the small op set the
- * UNet (and later the VAE and text encoders) run through it. docs/backends.md has the contract. */
+ * UNet, the VAE and the text encoders run through it. docs/backends.md has the contract. */
 #ifndef SDE_BACKEND_H
 #define SDE_BACKEND_H
 
