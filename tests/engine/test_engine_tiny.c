@@ -315,8 +315,14 @@ static void test_load_errors(void **state)
     o.tokenizer_path = "/nonexistent/vocab.json";
     assert_int_equal(sde_engine_load(&o, &e, err, sizeof err), -1);
     assert_non_null(strstr(err, "/nonexistent/vocab.json"));
-    /* a prediction override is honoured */
+    /* only the backends this build has can be chosen; "cpu" is the default */
     o.tokenizer_path = NULL;
+    o.backend = "cuda";
+    assert_int_equal(sde_engine_load(&o, &e, err, sizeof err), -1);
+    assert_null(e);
+    assert_non_null(strstr(err, "backend \"cuda\""));
+    o.backend = "cpu";
+    /* a prediction override is honoured */
     o.prediction = SDE_PRED_V;
     assert_int_equal(sde_engine_load(&o, &e, err, sizeof err), 0);
     sde_model_info in;

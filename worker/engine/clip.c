@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops.h"
+#include "backend.h"
 #include "weights.h"
 
 #define HF_PFX "cond_stage_model.transformer.text_model."
@@ -28,8 +28,9 @@ struct sde_clip {
     clip_layer *layer;
     const float *lnf_g, *lnf_b;
     int64_t n_params;
-    /* activations for one 77-token context */
-    float *x, *h, *qkv, *att, *mlp, *scratch;
+    sde_backend *be;
+    /* activations for one 77-token context, in backend buffers */
+    sde_ten x, h, qkv, att, mlp, scratch;
 };
 
 static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errlen)
@@ -55,9 +56,11 @@ static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errl
     cfg->dim = (int)te->shape[1];
     const sde_tensor *pe = sde_ckpt_find(c, cfg->openclip ? OC_PFX "positional_embedding"
                                                           : HF_PFX "embeddings.position_embedding.weight");
-    if (!pe || pe->ndim != 2 || pe->shape[1] != cfg->dim || pe->shape[0] < SDE_TOK_CONTEXT || pe->shape[0] > 4096) {
+    if (!pe || pe->ndim != 2 || pe->shape[1] != cfg->dim || pe->shape[0] < SDE_TOK_CONTEXT ||
+        pe->shape[0] > 4096) {
         snprintf(err, errlen, "%s: tensor %s: missing, or not [>=%d][%d]", sde_ckpt_path(c),
-                 cfg->openclip ? OC_PFX "positional_embedding" : HF_PFX "embeddings.position_embedding.weight",
+                 cfg->openclip ? OC_PFX "positional_embedding"
+                               : HF_PFX "embeddings.position_embedding.weight",
                  SDE_TOK_CONTEXT, cfg->dim);
         return -1;
     }
@@ -68,8 +71,7 @@ static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errl
             snprintf(name, sizeof name, OC_PFX "transformer.resblocks.%d.ln_1.weight", n);
         else
             snprintf(name, sizeof name, HF_PFX "encoder.layers.%d.layer_norm1.weight", n);
-        if (!sde_ckpt_find(c, name))
-            break;
+        if (!sde_ckpt_find(c, name)) break;
     }
     /* SD 2.x conditions on the penultimate resblock of OpenCLIP; HF-form SD 2.x text encoders already
      * have the last layer removed, and SD 1.x uses the last layer. */
@@ -102,7 +104,8 @@ static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errl
         cfg->heads = (int)h;
     } else {
         if (cfg->dim % 64) {
-            snprintf(err, errlen, "%s: text width %d is not a multiple of 64; set metadata sdw.text.num_heads",
+            snprintf(err, errlen,
+                     "%s: text width %d is not a multiple of 64; set metadata sdw.text.num_heads",
                      sde_ckpt_path(c), cfg->dim);
             return -1;
         }
@@ -116,8 +119,8 @@ static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errl
         } else if (!strcmp(act, "gelu")) {
             cfg->quick_gelu = 0;
         } else {
-            snprintf(err, errlen, "%s: metadata sdw.text.act=\"%s\": expected quick_gelu or gelu", sde_ckpt_path(c),
-                     act);
+            snprintf(err, errlen, "%s: metadata sdw.text.act=\"%s\": expected quick_gelu or gelu",
+                     sde_ckpt_path(c), act);
             return -1;
         }
     } else {
@@ -131,7 +134,7 @@ static int clip_resolve(sde_clip *m, sde_ckpt *c, char *err, size_t errlen)
 {
     const sde_clip_config *g = &m->cfg;
     const int64_t d = g->dim, ff = g->ff;
-    sde_wloader L = {.c = c, .err = err, .errlen = errlen};
+    sde_wloader L = {.c = c, .err = err, .errlen = errlen, .be = m->be};
     if (g->openclip) {
         m->tok_emb = sde_wload(&L, g->vocab, d, 0, 0, OC_PFX "token_embedding.weight");
         m->pos_emb = sde_wload(&L, g->n_pos, d, 0, 0, OC_PFX "positional_embedding");
@@ -198,14 +201,16 @@ int sde_clip_build(sde_ckpt *c, sde_clip **out, char *err, size_t errlen)
         return -1;
     }
     const size_t T = SDE_TOK_CONTEXT, d = (size_t)m->cfg.dim, hd = d / (size_t)m->cfg.heads;
+    sde_backend *be = m->be = sde_backend_cpu();
+    char why[128];
     m->layer = calloc((size_t)m->cfg.layers, sizeof *m->layer);
-    m->x = malloc(T * d * sizeof(float));
-    m->h = malloc(T * d * sizeof(float));
-    m->qkv = malloc(3 * T * d * sizeof(float));
-    m->att = malloc(T * d * sizeof(float));
-    m->mlp = malloc(T * (size_t)m->cfg.ff * sizeof(float));
-    m->scratch = malloc(sde_attention_scratch((int)T, (int)T, (int)hd)); /* bytes */
-    if (!m->layer || !m->x || !m->h || !m->qkv || !m->att || !m->mlp || !m->scratch) {
+    m->x.buf = be->alloc(be, T * d * sizeof(float), why, sizeof why);
+    m->h.buf = be->alloc(be, T * d * sizeof(float), why, sizeof why);
+    m->qkv.buf = be->alloc(be, 3 * T * d * sizeof(float), why, sizeof why);
+    m->att.buf = be->alloc(be, T * d * sizeof(float), why, sizeof why);
+    m->mlp.buf = be->alloc(be, T * (size_t)m->cfg.ff * sizeof(float), why, sizeof why);
+    m->scratch.buf = be->alloc(be, be->attention_scratch(be, (int)T, (int)T, (int)hd), why, sizeof why);
+    if (!m->layer || !m->x.buf || !m->h.buf || !m->qkv.buf || !m->att.buf || !m->mlp.buf || !m->scratch.buf) {
         snprintf(err, errlen, "text encoder: out of memory");
         sde_clip_free(m);
         return -1;
@@ -221,55 +226,44 @@ int sde_clip_build(sde_ckpt *c, sde_clip **out, char *err, size_t errlen)
 void sde_clip_encode(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *out)
 {
     const sde_clip_config *g = &m->cfg;
+    sde_backend *be = m->be;
     const int T = SDE_TOK_CONTEXT, d = g->dim, hd = d / g->heads;
+    const size_t Td = (size_t)T * d;
     const int32_t pad = g->pad_zero ? 0 : g->vocab - 1;
-    for (int t = 0; t < T; t++) {
-        int32_t id = tokens[t] >= 0 && tokens[t] < g->vocab ? tokens[t] : pad;
-        const float *te = m->tok_emb + (size_t)id * d, *pe = m->pos_emb + (size_t)t * d;
-        float *x = m->x + (size_t)t * d;
-        for (int i = 0; i < d; i++)
-            x[i] = te[i] + pe[i];
-    }
+    int32_t ids[SDE_TOK_CONTEXT];
+    for (int t = 0; t < T; t++)
+        ids[t] = tokens[t] >= 0 && tokens[t] < g->vocab ? tokens[t] : pad;
+    be->embed(be, m->tok_emb, ids, T, d, m->pos_emb, m->x);
     for (int l = 0; l < g->layers; l++) {
         const clip_layer *y = &m->layer[l];
-        memcpy(m->h, m->x, (size_t)T * d * sizeof(float));
-        sde_layernorm(m->h, T, d, y->ln1_g, y->ln1_b, CLIP_LN_EPS);
-        const float *q, *k, *v;
+        be->layernorm(be, m->x, T, d, y->ln1_g, y->ln1_b, CLIP_LN_EPS, m->h);
+        sde_ten q = m->qkv, k, v;
         int stride;
-        if (g->openclip) {
-            sde_linear(m->h, T, d, y->wq, y->bq, 3 * d, m->qkv);
-            q = m->qkv;
-            k = m->qkv + d;
-            v = m->qkv + 2 * d;
+        if (g->openclip) { /* one fused in_proj: rows [q | k | v] */
+            be->linear(be, m->h, T, d, y->wq, y->bq, 3 * d, m->qkv, 0);
+            k = sde_ten_at(q, (size_t)d);
+            v = sde_ten_at(q, 2 * (size_t)d);
             stride = 3 * d;
         } else {
-            float *qq = m->qkv, *kk = m->qkv + (size_t)T * d, *vv = m->qkv + 2 * (size_t)T * d;
-            sde_linear(m->h, T, d, y->wq, y->bq, d, qq);
-            sde_linear(m->h, T, d, y->wk, y->bk, d, kk);
-            sde_linear(m->h, T, d, y->wv, y->bv, d, vv);
-            q = qq;
-            k = kk;
-            v = vv;
+            k = sde_ten_at(q, Td);
+            v = sde_ten_at(q, 2 * Td);
+            be->linear(be, m->h, T, d, y->wq, y->bq, d, q, 0);
+            be->linear(be, m->h, T, d, y->wk, y->bk, d, k, 0);
+            be->linear(be, m->h, T, d, y->wv, y->bv, d, v, 0);
             stride = d;
         }
-        sde_attention(q, stride, k, stride, v, stride, T, T, g->heads, hd, 1, m->att, d, m->scratch);
-        sde_linear(m->att, T, d, y->wo, y->bo, d, m->h);
-        for (size_t i = 0; i < (size_t)T * d; i++)
-            m->x[i] += m->h[i];
+        be->attention(be, q, stride, k, stride, v, stride, T, T, g->heads, hd, 1, m->att, d, m->scratch);
+        be->linear(be, m->att, T, d, y->wo, y->bo, d, m->h, 0);
+        be->add(be, m->x, m->h, Td);
 
-        memcpy(m->h, m->x, (size_t)T * d * sizeof(float));
-        sde_layernorm(m->h, T, d, y->ln2_g, y->ln2_b, CLIP_LN_EPS);
-        sde_linear(m->h, T, d, y->fc1_w, y->fc1_b, g->ff, m->mlp);
-        if (g->quick_gelu)
-            sde_quick_gelu(m->mlp, (size_t)T * g->ff);
-        else
-            sde_gelu(m->mlp, (size_t)T * g->ff);
-        sde_linear(m->mlp, T, g->ff, y->fc2_w, y->fc2_b, d, m->h);
-        for (size_t i = 0; i < (size_t)T * d; i++)
-            m->x[i] += m->h[i];
+        be->layernorm(be, m->x, T, d, y->ln2_g, y->ln2_b, CLIP_LN_EPS, m->h);
+        be->linear(be, m->h, T, d, y->fc1_w, y->fc1_b, g->ff, m->mlp, 0);
+        be->act(be, m->mlp, (size_t)T * g->ff, g->quick_gelu ? SDE_ACT_QUICK_GELU : SDE_ACT_GELU);
+        be->linear(be, m->mlp, T, g->ff, y->fc2_w, y->fc2_b, d, m->h, 0);
+        be->add(be, m->x, m->h, Td);
     }
-    memcpy(out, m->x, (size_t)T * d * sizeof(float));
-    sde_layernorm(out, T, d, m->lnf_g, m->lnf_b, CLIP_LN_EPS);
+    be->layernorm(be, m->x, T, d, m->lnf_g, m->lnf_b, CLIP_LN_EPS, m->h);
+    be->read(be, out, m->h, Td);
 }
 
 int sde_clip_dim(const sde_clip *m)
@@ -294,14 +288,15 @@ int64_t sde_clip_params(const sde_clip *m)
 
 void sde_clip_free(sde_clip *m)
 {
-    if (!m)
-        return;
+    if (!m) return;
     free(m->layer);
-    free(m->x);
-    free(m->h);
-    free(m->qkv);
-    free(m->att);
-    free(m->mlp);
-    free(m->scratch);
+    if (m->be) {
+        m->be->free(m->be, m->x.buf);
+        m->be->free(m->be, m->h.buf);
+        m->be->free(m->be, m->qkv.buf);
+        m->be->free(m->be, m->att.buf);
+        m->be->free(m->be, m->mlp.buf);
+        m->be->free(m->be, m->scratch.buf);
+    }
     free(m);
 }

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "backend.h"
 #include "checkpoint.h"
 #include "clip.h"
 #include "engine_trace.h"
@@ -187,6 +188,12 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
     sde_engine *e = calloc(1, sizeof *e);
     if (!e) {
         snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* the models take the CPU backend today; a second backend is selected here once it exists */
+    if (!sde_backend_get(opts->backend)) {
+        snprintf(err, errlen, "backend \"%s\" is not built in (this build has: cpu)", opts->backend);
+        free(e);
         return -1;
     }
     e->warn = opts->warn;

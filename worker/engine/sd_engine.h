@@ -44,6 +44,7 @@ typedef struct {
     int threads;                /* BLAS threads; 0 = leave OpenBLAS's default */
     sde_warn_fn warn;           /* warnings while loading and generating; NULL drops them */
     void *warn_ud;              /* passed to warn */
+    const char *backend;        /* where the models run: "cpu" (NULL or "" = cpu); docs/backends.md */
 } sde_load_opts;
 
 /** What was loaded, for logs, /ready and the PNG parameters chunk. */

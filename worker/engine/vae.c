@@ -3,12 +3,11 @@
  * tile their im2col over output rows, so memory is a few activations plus a bounded scratch. */
 #include "vae.h"
 
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops.h"
+#include "backend.h"
 #include "weights.h"
 
 #define P "first_stage_model."
@@ -39,6 +38,7 @@ typedef struct {
 
 struct sde_vae {
     sde_vae_config cfg;
+    sde_backend *be;
     vcoder dec, enc;
     int has_enc;
 };
@@ -92,15 +92,15 @@ static int vae_infer(const sde_ckpt *c, sde_vae_config *cfg, char *err, size_t e
     memset(cfg, 0, sizeof *cfg);
     const sde_tensor *t = sde_wfind(c, P "decoder.conv_in.weight");
     if (!t || t->ndim != 4)
-        return sde_fail(err, errlen, "%s: no VAE decoder (tensor " P "decoder.conv_in.weight %s)", sde_ckpt_path(c),
-                    t ? "is not a conv weight" : "missing");
+        return sde_fail(err, errlen, "%s: no VAE decoder (tensor " P "decoder.conv_in.weight %s)",
+                        sde_ckpt_path(c), t ? "is not a conv weight" : "missing");
     cfg->z_channels = (int)t->shape[1];
     int levels = 0;
     while (levels < MAX_LEVELS && sde_wfind(c, P "decoder.up.%d.block.0.conv1.weight", levels))
         levels++;
     if (levels == 0 || sde_wfind(c, P "decoder.up.%d.block.0.conv1.weight", levels))
         return sde_fail(err, errlen, "%s: VAE decoder has %s up levels (" P "decoder.up.N)", sde_ckpt_path(c),
-                    levels ? "more than 4" : "no");
+                        levels ? "more than 4" : "no");
     cfg->n_levels = levels;
     int nb = count_blocks(c, "decoder", "up", 0);
     if (nb < 2 || nb > MAX_RES + 1)
@@ -110,13 +110,16 @@ static int vae_infer(const sde_ckpt *c, sde_vae_config *cfg, char *err, size_t e
     const sde_tensor *e = sde_wfind(c, P "encoder.conv_in.weight");
     const sde_tensor *o = sde_wfind(c, P "decoder.conv_out.weight");
     if (!o || o->ndim != 4)
-        return sde_fail(err, errlen, "%s: tensor " P "decoder.conv_out.weight missing or not a conv", sde_ckpt_path(c));
+        return sde_fail(err, errlen, "%s: tensor " P "decoder.conv_out.weight missing or not a conv",
+                        sde_ckpt_path(c));
     cfg->ch = e && e->ndim == 4 ? (int)e->shape[0] : (int)o->shape[1];
     for (int l = 0; l < levels; l++) {
         t = sde_wfind(c, P "decoder.up.%d.block.0.conv1.weight", l);
         if (t->ndim != 4 || t->shape[0] % cfg->ch)
-            return sde_fail(err, errlen, "%s: tensor " P "decoder.up.%d.block.0.conv1.weight: %lld channels are not a "
-                        "multiple of ch %d", sde_ckpt_path(c), l, (long long)t->shape[0], cfg->ch);
+            return sde_fail(err, errlen,
+                            "%s: tensor " P "decoder.up.%d.block.0.conv1.weight: %lld channels are not a "
+                            "multiple of ch %d",
+                            sde_ckpt_path(c), l, (long long)t->shape[0], cfg->ch);
         cfg->ch_mult[l] = (int)(t->shape[0] / cfg->ch);
     }
     const char *g = sde_ckpt_meta(c, "sdw.groups");
@@ -124,15 +127,16 @@ static int vae_infer(const sde_ckpt *c, sde_vae_config *cfg, char *err, size_t e
         char *end;
         long v = strtol(g, &end, 10);
         if (end == g || *end || v < 1 || v > 4096)
-            return sde_fail(err, errlen, "%s: metadata sdw.groups is not a positive integer", sde_ckpt_path(c));
+            return sde_fail(err, errlen, "%s: metadata sdw.groups is not a positive integer",
+                            sde_ckpt_path(c));
         cfg->groups = (int)v;
     } else {
         cfg->groups = cfg->ch < 32 ? cfg->ch : 32;
     }
     for (int l = 0; l < levels; l++)
         if ((cfg->ch * cfg->ch_mult[l]) % cfg->groups)
-            return sde_fail(err, errlen, "%s: VAE channels %d do not divide into %d GroupNorm groups", sde_ckpt_path(c),
-                        cfg->ch * cfg->ch_mult[l], cfg->groups);
+            return sde_fail(err, errlen, "%s: VAE channels %d do not divide into %d GroupNorm groups",
+                            sde_ckpt_path(c), cfg->ch * cfg->ch_mult[l], cfg->groups);
     return 0;
 }
 
@@ -140,15 +144,15 @@ int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen)
 {
     *out = NULL;
     sde_vae *v = calloc(1, sizeof *v);
-    if (!v)
-        return sde_fail(err, errlen, "out of memory");
+    if (!v) return sde_fail(err, errlen, "out of memory");
     if (vae_infer(c, &v->cfg, err, errlen)) {
         free(v);
         return -1;
     }
     const sde_vae_config *cfg = &v->cfg;
     const int ch = cfg->ch, z = cfg->z_channels, nl = cfg->n_levels, nrb = cfg->num_res_blocks;
-    sde_wloader L = {.c = c, .err = err, .errlen = errlen};
+    v->be = sde_backend_cpu();
+    sde_wloader L = {.c = c, .err = err, .errlen = errlen, .be = v->be};
     char pre[96];
     /* decoder */
     vcoder *d = &v->dec;
@@ -229,209 +233,226 @@ const sde_vae_config *sde_vae_get_config(const sde_vae *v)
 /* Per-call working state: the scratch shared by every convolution and the GroupNorm coefficients. */
 typedef struct {
     const sde_vae *v;
-    float *scratch;
+    sde_backend *be;
+    sde_ten scratch;
     size_t scratch_bytes;
-    float *gsc, *gsh; /* [max channels] */
+    sde_ten gsc, gsh; /* [max channels] */
     char *err;
     size_t errlen;
     int oom;
 } vrun;
 
-static float *act_alloc(vrun *R, size_t n)
+/* An activation of n floats in its own backend buffer, so each is released as soon as it is consumed. */
+static sde_ten act_alloc(vrun *R, size_t n)
 {
-    float *p = malloc(n * sizeof(float));
-    if (!p && !R->oom) {
+    char why[128];
+    sde_ten t = {R->be->alloc(R->be, n * sizeof(float), why, sizeof why), 0};
+    if (!t.buf && !R->oom) {
         R->oom = 1;
         sde_fail(R->err, R->errlen, "VAE: out of memory allocating %.0f MB", n * 4.0 / 1048576.0);
     }
-    return p;
+    return t;
+}
+
+static void act_free(vrun *R, sde_ten t)
+{
+    R->be->free(R->be, t.buf);
 }
 
 /* A single-image conv descriptor: x [cin][h][w] -> y [cout][oh][ow]. */
-static sde_conv_desc conv_desc(const float *x, int cin, int h, int w, const float *wt, const float *b, int cout,
-                               int k, int stride, int pad, float *y)
+static sde_be_conv conv_desc(sde_ten x, int cin, int h, int w, const float *wt, const float *b, int cout,
+                             int k, int stride, int pad, sde_ten y)
 {
-    sde_conv_desc d = {.x = x, .batch = 1, .cin = cin, .h = h, .w = w, .x_cstride = (size_t)h * w,
-                       .x_bstride = (size_t)cin * h * w, .wt = wt, .bias = b, .cout = cout, .k = k,
-                       .stride = stride, .pad_t = pad, .pad_b = pad, .pad_l = pad, .pad_r = pad, .y = y};
-    int oh = sde_conv_out_h(&d), ow = sde_conv_out_w(&d);
+    sde_be_conv d = {.x = x,
+                     .batch = 1,
+                     .cin = cin,
+                     .h = h,
+                     .w = w,
+                     .x_cstride = (size_t)h * w,
+                     .x_bstride = (size_t)cin * h * w,
+                     .wt = wt,
+                     .bias = b,
+                     .cout = cout,
+                     .k = k,
+                     .stride = stride,
+                     .pad_t = pad,
+                     .pad_b = pad,
+                     .pad_l = pad,
+                     .pad_r = pad,
+                     .y = y};
+    int oh = sde_be_conv_out_h(&d), ow = sde_be_conv_out_w(&d);
     d.y_cstride = (size_t)oh * ow;
     d.y_bstride = (size_t)cout * oh * ow;
     return d;
 }
 
-static void run_conv(vrun *R, sde_conv_desc *d)
+static void run_conv(vrun *R, const sde_be_conv *d)
 {
-    sde_conv2d_ex(d, R->scratch, R->scratch_bytes);
+    R->be->conv(R->be, d, R->scratch, R->scratch_bytes);
 }
 
-static void set_gn(vrun *R, sde_conv_desc *d, const float *x, int c, int hw, const float *g, const float *b)
+static void set_gn(vrun *R, sde_be_conv *d, sde_ten x, int c, int hw, const float *g, const float *b)
 {
-    sde_groupnorm_coeffs(x, c, hw, (size_t)hw, R->v->cfg.groups, g, b, 1e-6f, R->gsc, R->gsh);
+    R->be->gn_coeffs(R->be, x, c, 1, (size_t)hw, R->v->cfg.groups, g, b, 1e-6f, R->gsc, R->gsh);
     d->in_scale = R->gsc;
     d->in_shift = R->gsh;
     d->in_silu = 1;
 }
 
 /* ResnetBlock: returns x + conv2(GN+SiLU(conv1(GN+SiLU(x)))) (x through nin_shortcut when the width
- * changes). Consumes x: the result reuses x's buffer when it is not wider, else x is freed. */
-static float *res_run(vrun *R, const vres *r, float *x, int h, int w)
+ * changes). Consumes x: the result reuses x's buffer when it is not wider, else x is freed. An absent
+ * result means out of memory. */
+static sde_ten res_run(vrun *R, const vres *r, sde_ten x, int h, int w)
 {
     const int hw = h * w;
-    float *h1 = act_alloc(R, (size_t)r->cout * hw);
-    if (!h1) {
-        free(x);
-        return NULL;
+    sde_ten h1 = act_alloc(R, (size_t)r->cout * hw);
+    if (!h1.buf) {
+        act_free(R, x);
+        return h1;
     }
-    sde_conv_desc d = conv_desc(x, r->cin, h, w, r->c1_w, r->c1_b, r->cout, 3, 1, 1, h1);
+    sde_be_conv d = conv_desc(x, r->cin, h, w, r->c1_w, r->c1_b, r->cout, 3, 1, 1, h1);
     set_gn(R, &d, x, r->cin, hw, r->n1_g, r->n1_b);
     run_conv(R, &d);
-    float *out = x;
+    sde_ten out = x;
     if (r->sk_w) {
         if (r->cout > r->cin) {
             out = act_alloc(R, (size_t)r->cout * hw);
-            if (!out) {
-                free(x), free(h1);
-                return NULL;
+            if (!out.buf) {
+                act_free(R, x), act_free(R, h1);
+                return out;
             }
         }
         /* 1x1 shortcut; in place when narrowing (every column is read before it is overwritten) */
-        sde_conv_desc s = conv_desc(x, r->cin, h, w, r->sk_w, r->sk_b, r->cout, 1, 1, 0, out);
+        sde_be_conv s = conv_desc(x, r->cin, h, w, r->sk_w, r->sk_b, r->cout, 1, 1, 0, out);
         run_conv(R, &s);
-        if (out != x)
-            free(x);
+        if (out.buf != x.buf) act_free(R, x);
     }
     d = conv_desc(h1, r->cout, h, w, r->c2_w, r->c2_b, r->cout, 3, 1, 1, out);
     set_gn(R, &d, h1, r->cout, hw, r->n2_g, r->n2_b);
     d.accumulate = 1;
     run_conv(R, &d);
-    free(h1);
+    act_free(R, h1);
     return out;
 }
 
 /* AttnBlock: x += proj_out(softmax(q k^T / sqrt(C)) v) with q, k, v 1x1 convs of GroupNorm(x); one head.
  * Computed in token layout [hw][C] so the attention is two GEMMs per query block. */
-static int attn_run(vrun *R, const vattn *a, float *x, int c, int h, int w)
+static int attn_run(vrun *R, const vattn *a, sde_ten x, int c, int h, int w)
 {
+    sde_backend *be = R->be;
     const int hw = h * w;
-    float *xn = act_alloc(R, (size_t)c * hw), *q = act_alloc(R, (size_t)c * hw), *k = act_alloc(R, (size_t)c * hw);
-    float *vv = act_alloc(R, (size_t)c * hw), *sc = act_alloc(R, sde_attention_scratch(hw, hw, c) / sizeof(float));
-    if (R->oom) {
-        free(xn), free(q), free(k), free(vv), free(sc);
-        return -1;
+    sde_ten xn = act_alloc(R, (size_t)c * hw), q = act_alloc(R, (size_t)c * hw),
+            k = act_alloc(R, (size_t)c * hw);
+    sde_ten vv = act_alloc(R, (size_t)c * hw),
+            sc = act_alloc(R, be->attention_scratch(be, hw, hw, c) / sizeof(float));
+    if (!R->oom) {
+        be->gn_coeffs(be, x, c, 1, (size_t)hw, R->v->cfg.groups, a->n_g, a->n_b, 1e-6f, R->gsc, R->gsh);
+        be->gn_apply(be, x, c, 1, (size_t)hw, R->gsc, R->gsh, 0, xn);
+        /* tokens [hw][C] = xn^T W^T + b, for q, k and v */
+        be->linear(be, xn, hw, c, a->q_w, a->q_b, c, q, SDE_LIN_X_CM);
+        be->linear(be, xn, hw, c, a->k_w, a->k_b, c, k, SDE_LIN_X_CM);
+        be->linear(be, xn, hw, c, a->v_w, a->v_b, c, vv, SDE_LIN_X_CM);
+        be->attention(be, q, c, k, c, vv, c, hw, hw, 1, c, 0, xn, c,
+                      sc); /* xn now holds the [hw][C] output */
+        be->linear(be, xn, hw, c, a->o_w, a->o_b, c, x, SDE_LIN_Y_CM | SDE_LIN_ACC);
     }
-    sde_groupnorm_coeffs(x, c, hw, (size_t)hw, R->v->cfg.groups, a->n_g, a->n_b, 1e-6f, R->gsc, R->gsh);
-    sde_affine_act(x, (size_t)hw, c, hw, R->gsc, R->gsh, 0, xn, (size_t)hw);
-    /* tokens [hw][C] = xn^T W^T + b, for q, k and v */
-    const float *W[3] = {a->q_w, a->k_w, a->v_w}, *B[3] = {a->q_b, a->k_b, a->v_b};
-    float *T[3] = {q, k, vv};
-    for (int i = 0; i < 3; i++) {
-        for (int r = 0; r < hw; r++)
-            memcpy(T[i] + (size_t)r * c, B[i], sizeof(float) * c);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, hw, c, c, 1.0f, xn, hw, W[i], c, 1.0f, T[i], c);
-    }
-    sde_attention(q, c, k, c, vv, c, hw, hw, 1, c, 0, xn, c, sc); /* xn now holds the [hw][C] output */
-    for (int ch = 0; ch < c; ch++) {
-        float bv = a->o_b[ch], *row = x + (size_t)ch * hw;
-        for (int i = 0; i < hw; i++)
-            row[i] += bv;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c, hw, c, 1.0f, a->o_w, c, xn, c, 1.0f, x, hw);
-    free(xn), free(q), free(k), free(vv), free(sc);
-    return 0;
+    act_free(R, xn), act_free(R, q), act_free(R, k), act_free(R, vv), act_free(R, sc);
+    return R->oom ? -1 : 0;
 }
 
 /* Scratch for every convolution of a run at full resolution H x W: the tile budget, or one output row of
  * the widest conv if that is larger (very wide images). Pages are only touched as far as tiles need. */
-static size_t vae_scratch_bytes(const sde_vae *v, int H, int W, int cmax)
+static size_t vae_scratch_bytes(sde_backend *be, int H, int W, int cmax)
 {
-    sde_conv_desc d = conv_desc(NULL, cmax, H, W, NULL, NULL, cmax, 3, 1, 1, NULL);
-    d.in_scale = d.in_shift = (const float *)v; /* the fused-GroupNorm band counts too (sizing only) */
-    size_t row = sde_conv2d_ex_scratch(&d, 1);
+    const sde_ten x = {SDE_BUF_SIZING, 0}, y = {SDE_BUF_SIZING, 1};
+    sde_be_conv d = conv_desc(x, cmax, H, W, NULL, NULL, cmax, 3, 1, 1, y);
+    d.in_scale = d.in_shift = x; /* the fused-GroupNorm band counts too (sizing only) */
+    size_t row = be->conv_scratch(be, &d, 1);
     return row > VAE_CONV_BUDGET ? row : VAE_CONV_BUDGET;
+}
+
+static void vrun_free(vrun *R)
+{
+    act_free(R, R->scratch);
+    act_free(R, R->gsc);
+    act_free(R, R->gsh);
 }
 
 static int vrun_init(vrun *R, const sde_vae *v, int h, int w, char *err, size_t errlen)
 {
     memset(R, 0, sizeof *R);
     R->v = v;
+    R->be = v->be;
     R->err = err;
     R->errlen = errlen;
     int cmax = 0;
     for (int l = 0; l < v->cfg.n_levels; l++)
         cmax = 2 * v->cfg.ch * v->cfg.ch_mult[l] > cmax ? 2 * v->cfg.ch * v->cfg.ch_mult[l] : cmax;
-    R->scratch_bytes = vae_scratch_bytes(v, h, w, cmax);
-    R->scratch = malloc(R->scratch_bytes);
-    R->gsc = malloc(sizeof(float) * cmax);
-    R->gsh = malloc(sizeof(float) * cmax);
-    if (!R->scratch || !R->gsc || !R->gsh) {
-        free(R->scratch), free(R->gsc), free(R->gsh);
-        return sde_fail(err, errlen, "VAE: out of memory allocating %.0f MB of scratch", R->scratch_bytes / 1048576.0);
+    R->scratch_bytes = vae_scratch_bytes(R->be, h, w, cmax);
+    R->scratch = act_alloc(R, (R->scratch_bytes + sizeof(float) - 1) / sizeof(float));
+    R->gsc = act_alloc(R, (size_t)cmax);
+    R->gsh = act_alloc(R, (size_t)cmax);
+    if (R->oom) {
+        vrun_free(R);
+        return sde_fail(err, errlen, "VAE: out of memory allocating %.0f MB of scratch",
+                        R->scratch_bytes / 1048576.0);
     }
     return 0;
 }
 
-static void vrun_free(vrun *R)
-{
-    free(R->scratch);
-    free(R->gsc);
-    free(R->gsh);
-}
-
-int sde_vae_decode(sde_vae *v, const float *z, int h, int w, float *rgb, int (*cancel)(void *), void *ud, char *err,
-                   size_t errlen)
+int sde_vae_decode(sde_vae *v, const float *z, int h, int w, float *rgb, int (*cancel)(void *), void *ud,
+                   char *err, size_t errlen)
 {
     const sde_vae_config *cfg = &v->cfg;
     if (h < 1 || w < 1 || h > 1024 || w > 1024)
         return sde_fail(err, errlen, "VAE: bad latent size %dx%d", h, w);
     vrun R;
-    if (vrun_init(&R, v, 8 * h, 8 * w, err, errlen))
-        return -1;
+    if (vrun_init(&R, v, 8 * h, 8 * w, err, errlen)) return -1;
+    sde_backend *be = R.be;
     const vcoder *d = &v->dec;
     const int zc = cfg->z_channels;
     int rc = -1, c = cfg->ch * cfg->ch_mult[cfg->n_levels - 1];
     /* post_quant_conv (1x1) then conv_in */
-    float *zq = act_alloc(&R, (size_t)zc * h * w), *x = act_alloc(&R, (size_t)c * h * w);
-    if (!zq || !x) {
-        free(zq), free(x);
+    sde_ten zin = act_alloc(&R, (size_t)zc * h * w), zq = act_alloc(&R, (size_t)zc * h * w),
+            x = act_alloc(&R, (size_t)c * h * w);
+    if (R.oom) {
+        act_free(&R, zin), act_free(&R, zq), act_free(&R, x);
         goto out;
     }
-    sde_conv_desc cd = conv_desc(z, zc, h, w, d->quant_w, d->quant_b, zc, 1, 1, 0, zq);
+    be->write(be, zin, z, (size_t)zc * h * w);
+    sde_be_conv cd = conv_desc(zin, zc, h, w, d->quant_w, d->quant_b, zc, 1, 1, 0, zq);
     run_conv(&R, &cd);
     cd = conv_desc(zq, zc, h, w, d->conv_in_w, d->conv_in_b, c, 3, 1, 1, x);
     run_conv(&R, &cd);
-    free(zq);
-#define CHECK_CANCEL()                                                                                            \
-    do {                                                                                                          \
-        if (cancel && cancel(ud)) {                                                                               \
-            free(x);                                                                                              \
-            rc = 1;                                                                                               \
-            goto out;                                                                                             \
-        }                                                                                                         \
+    act_free(&R, zin), act_free(&R, zq);
+#define CHECK_CANCEL()                                                                                       \
+    do {                                                                                                     \
+        if (cancel && cancel(ud)) {                                                                          \
+            act_free(&R, x);                                                                                 \
+            rc = 1;                                                                                          \
+            goto out;                                                                                        \
+        }                                                                                                    \
     } while (0)
-    if (!(x = res_run(&R, &d->mid1, x, h, w)))
-        goto out;
+    if (!(x = res_run(&R, &d->mid1, x, h, w)).buf) goto out;
     CHECK_CANCEL();
     if (attn_run(&R, &d->attn, x, c, h, w)) {
-        free(x);
+        act_free(&R, x);
         goto out;
     }
     CHECK_CANCEL();
-    if (!(x = res_run(&R, &d->mid2, x, h, w)))
-        goto out;
+    if (!(x = res_run(&R, &d->mid2, x, h, w)).buf) goto out;
     for (int l = cfg->n_levels - 1; l >= 0; l--) {
         for (int r = 0; r <= cfg->num_res_blocks; r++) {
             CHECK_CANCEL();
-            if (!(x = res_run(&R, &d->lv[l][r], x, h, w)))
-                goto out;
+            if (!(x = res_run(&R, &d->lv[l][r], x, h, w)).buf) goto out;
             c = d->lv[l][r].cout;
         }
         if (l > 0) {
             /* nearest 2x folded into the conv's im2col: the upsampled tensor never exists */
             CHECK_CANCEL();
-            float *y = act_alloc(&R, (size_t)c * 4 * h * w);
-            if (!y) {
-                free(x);
+            sde_ten y = act_alloc(&R, (size_t)c * 4 * h * w);
+            if (!y.buf) {
+                act_free(&R, x);
                 goto out;
             }
             cd = conv_desc(x, c, h, w, d->samp_w[l], d->samp_b[l], c, 3, 1, 1, y);
@@ -439,17 +460,24 @@ int sde_vae_decode(sde_vae *v, const float *z, int h, int w, float *rgb, int (*c
             cd.y_cstride = (size_t)4 * h * w;
             cd.y_bstride = (size_t)c * 4 * h * w;
             run_conv(&R, &cd);
-            free(x);
+            act_free(&R, x);
             x = y;
             h *= 2;
             w *= 2;
         }
     }
     CHECK_CANCEL();
-    cd = conv_desc(x, c, h, w, d->conv_out_w, d->conv_out_b, 3, 3, 1, 1, rgb);
+    sde_ten img = act_alloc(&R, (size_t)3 * h * w);
+    if (!img.buf) {
+        act_free(&R, x);
+        goto out;
+    }
+    cd = conv_desc(x, c, h, w, d->conv_out_w, d->conv_out_b, 3, 3, 1, 1, img);
     set_gn(&R, &cd, x, c, h * w, d->norm_g, d->norm_b);
     run_conv(&R, &cd);
-    free(x);
+    act_free(&R, x);
+    be->read(be, rgb, img, (size_t)3 * h * w);
+    act_free(&R, img);
     rc = 0;
 out:
     vrun_free(&R);
@@ -466,63 +494,64 @@ int sde_vae_encode(sde_vae *v, const float *rgb, int H, int W, float *mean, char
     if (H < f || W < f || H % 8 || W % 8 || H > 8192 || W > 8192)
         return sde_fail(err, errlen, "VAE: image size %dx%d is not a positive multiple of 8", W, H);
     vrun R;
-    if (vrun_init(&R, v, H, W, err, errlen))
-        return -1;
+    if (vrun_init(&R, v, H, W, err, errlen)) return -1;
+    sde_backend *be = R.be;
     const vcoder *e = &v->enc;
     int rc = -1, c = cfg->ch, h = H, w = W;
-    float *x = act_alloc(&R, (size_t)c * h * w);
-    if (!x)
+    sde_ten img = act_alloc(&R, (size_t)3 * h * w), x = act_alloc(&R, (size_t)c * h * w);
+    if (R.oom) {
+        act_free(&R, img), act_free(&R, x);
         goto out;
-    sde_conv_desc cd = conv_desc(rgb, 3, h, w, e->conv_in_w, e->conv_in_b, c, 3, 1, 1, x);
+    }
+    be->write(be, img, rgb, (size_t)3 * h * w);
+    sde_be_conv cd = conv_desc(img, 3, h, w, e->conv_in_w, e->conv_in_b, c, 3, 1, 1, x);
     run_conv(&R, &cd);
+    act_free(&R, img);
     for (int l = 0; l < cfg->n_levels; l++) {
         for (int r = 0; r < cfg->num_res_blocks; r++) {
-            if (!(x = res_run(&R, &e->lv[l][r], x, h, w)))
-                goto out;
+            if (!(x = res_run(&R, &e->lv[l][r], x, h, w)).buf) goto out;
             c = e->lv[l][r].cout;
         }
         if (l < cfg->n_levels - 1) {
             /* pad (0,1,0,1) then 3x3 stride 2, as LDM's Downsample */
-            sde_conv_desc dd = conv_desc(x, c, h, w, e->samp_w[l], e->samp_b[l], c, 3, 2, 0, NULL);
+            sde_be_conv dd = conv_desc(x, c, h, w, e->samp_w[l], e->samp_b[l], c, 3, 2, 0, (sde_ten){0});
             dd.pad_b = dd.pad_r = 1;
-            int oh = sde_conv_out_h(&dd), ow = sde_conv_out_w(&dd);
-            float *y = act_alloc(&R, (size_t)c * oh * ow);
-            if (!y) {
-                free(x);
+            int oh = sde_be_conv_out_h(&dd), ow = sde_be_conv_out_w(&dd);
+            sde_ten y = act_alloc(&R, (size_t)c * oh * ow);
+            if (!y.buf) {
+                act_free(&R, x);
                 goto out;
             }
             dd.y = y;
             dd.y_cstride = (size_t)oh * ow;
             dd.y_bstride = (size_t)c * oh * ow;
             run_conv(&R, &dd);
-            free(x);
+            act_free(&R, x);
             x = y;
             h = oh;
             w = ow;
         }
     }
-    if (!(x = res_run(&R, &e->mid1, x, h, w)))
-        goto out;
+    if (!(x = res_run(&R, &e->mid1, x, h, w)).buf) goto out;
     if (attn_run(&R, &e->attn, x, c, h, w)) {
-        free(x);
+        act_free(&R, x);
         goto out;
     }
-    if (!(x = res_run(&R, &e->mid2, x, h, w)))
-        goto out;
+    if (!(x = res_run(&R, &e->mid2, x, h, w)).buf) goto out;
     const int zc = cfg->z_channels;
-    float *moments = act_alloc(&R, (size_t)2 * zc * h * w), *q = act_alloc(&R, (size_t)2 * zc * h * w);
-    if (!moments || !q) {
-        free(x), free(moments), free(q);
+    sde_ten moments = act_alloc(&R, (size_t)2 * zc * h * w), q = act_alloc(&R, (size_t)2 * zc * h * w);
+    if (R.oom) {
+        act_free(&R, x), act_free(&R, moments), act_free(&R, q);
         goto out;
     }
     cd = conv_desc(x, c, h, w, e->conv_out_w, e->conv_out_b, 2 * zc, 3, 1, 1, moments);
     set_gn(&R, &cd, x, c, h * w, e->norm_g, e->norm_b);
     run_conv(&R, &cd);
-    free(x);
+    act_free(&R, x);
     cd = conv_desc(moments, 2 * zc, h, w, e->quant_w, e->quant_b, 2 * zc, 1, 1, 0, q);
     run_conv(&R, &cd);
-    memcpy(mean, q, sizeof(float) * zc * h * w); /* the first z channels are the mean, the rest log-variance */
-    free(moments), free(q);
+    be->read(be, mean, q, (size_t)zc * h * w); /* the first z channels are the mean, the rest log-variance */
+    act_free(&R, moments), act_free(&R, q);
     rc = 0;
 out:
     vrun_free(&R);

@@ -7,8 +7,7 @@
 
 const float *sde_wload(sde_wloader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
 {
-    if (L->failed)
-        return NULL;
+    if (L->failed) return NULL;
     char name[256];
     va_list ap;
     va_start(ap, fmt);
@@ -25,6 +24,11 @@ const float *sde_wload(sde_wloader *L, int64_t d0, int64_t d1, int64_t d2, int64
     for (int i = 0; i < nd; i++)
         n *= shape[i];
     L->params += n;
+    if (L->be && !(p = L->be->upload(L->be, p, (size_t)n))) {
+        L->failed = 1;
+        sde_fail(L->err, L->errlen, "%s: cannot upload %lld floats to the %s backend", name, (long long)n,
+                 L->be->name);
+    }
     return p;
 }
 

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "checkpoint.h"
 
 /** A builder's view of a checkpoint: after the first missing or mismatched tensor every lookup returns
@@ -14,12 +15,14 @@ typedef struct {
     sde_ckpt *c;
     char *err;
     size_t errlen;
-    int failed;     /* set by the first failed lookup */
-    int64_t params; /* parameters resolved so far */
+    int failed;      /* set by the first failed lookup */
+    int64_t params;  /* parameters resolved so far */
+    sde_backend *be; /* when set, each weight is uploaded to it and its handle returned */
 } sde_wloader;
 
 /** Float32 weight NAME (printf-style) of exactly shape d0[,d1[,d2[,d3]]] (trailing zero dims end the
- * shape), or NULL after recording the first error in L. */
+ * shape) as a weight handle of L->be (the mapped float32 data when be is NULL or the CPU), or NULL after
+ * recording the first error in L. */
 const float *sde_wload(sde_wloader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 

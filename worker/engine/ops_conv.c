@@ -1,0 +1,698 @@
+/* ops_conv.c: the GEMM-shaped ops: linear layers, and 2-D convolutions by im2col + SGEMM or Winograd
+ * F(4x4,3x3), tiled to a scratch budget, with fused input GroupNorm+SiLU, upsample and bias. */
+#include "ops.h"
+#include "ops_internal.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Linear. */
+
+void sde_linear(const float *x, int n, int in, const float *w, const float *b, int out, float *y)
+{
+    float beta = 0.0f;
+    if (b) {
+        for (int r = 0; r < n; r++)
+            memcpy(y + (size_t)r * out, b, sizeof(float) * out);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, beta, y, out);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Convolution: im2col + one SGEMM per tile, the tile being the whole batch when its columns fit the
+ * scratch budget (one big GEMM, weights streamed once), else bands of output rows of one image. */
+
+int sde_conv_out_h(const sde_conv_desc *d)
+{
+    int vh = d->upsample ? 2 * d->h : d->h;
+    return (vh + d->pad_t + d->pad_b - d->k) / d->stride + 1;
+}
+
+int sde_conv_out_w(const sde_conv_desc *d)
+{
+    int vw = d->upsample ? 2 * d->w : d->w;
+    return (vw + d->pad_l + d->pad_r - d->k) / d->stride + 1;
+}
+
+static int conv_pointwise(const sde_conv_desc *d)
+{
+    return d->k == 1 && d->stride == 1 && !d->upsample && !d->pad_t && !d->pad_b && !d->pad_l && !d->pad_r;
+}
+
+enum { PLAN_DIRECT, PLAN_POINTWISE_TILED, PLAN_BATCH, PLAN_ROWS, PLAN_WINO_BATCH, PLAN_WINO_ROWS };
+
+typedef struct {
+    int mode;
+    int tile;      /* columns (pointwise tiled), output rows (PLAN_ROWS) or tile rows (PLAN_WINO_ROWS) */
+    int cb;        /* output channels per weight-transform block (Winograd) */
+    size_t floats; /* scratch needed */
+} conv_plan;
+
+/* Stored input rows [lo, hi) that output rows [r0, r1) read. */
+static void conv_in_rows(const sde_conv_desc *d, int r0, int r1, int *lo, int *hi)
+{
+    int vh = d->upsample ? 2 * d->h : d->h;
+    int v0 = r0 * d->stride - d->pad_t, v1 = (r1 - 1) * d->stride - d->pad_t + d->k;
+    v0 = v0 < 0 ? 0 : v0;
+    v1 = v1 > vh ? vh : v1;
+    if (v0 >= v1) {
+        *lo = *hi = 0;
+        return;
+    }
+    *lo = d->upsample ? v0 / 2 : v0;
+    *hi = d->upsample ? (v1 + 1) / 2 : v1;
+}
+
+static size_t conv_rows_floats(const sde_conv_desc *d, int tr, int ow)
+{
+    size_t kk = (size_t)d->cin * d->k * d->k;
+    size_t f = kk * tr * ow;
+    if (d->in_scale) {
+        int span = (tr - 1) * d->stride + d->k;
+        int rows = d->upsample ? span / 2 + 1 : span;
+        rows = rows > d->h ? d->h : rows;
+        f += (size_t)d->cin * rows * d->w;
+    }
+    return f;
+}
+
+/* Winograd F(4x4, 3x3) for stride-1, pad-1 3x3 convolutions: 4x fewer multiplies than im2col. Per 6x6
+ * input tile d and 3x3 kernel g the 4x4 output is A^T [(G g G^T) . (B^T d B)] A (Lavin & Gray's
+ * matrices, interpolation points 0, +-1, +-2); over all channels the elementwise product becomes 36 GEMMs
+ * U[xi][cout][cin] x V[xi][cin][tiles]. Weights are transformed per call, a block of output channels at
+ * a time (no second copy of the model is kept); tiles are grouped in bands of tile rows. In fp32 the
+ * transforms cost a few 1e-7 of relative precision, far below the f16-weight noise of real checkpoints. */
+#define WG_T 36 /* 6x6 transformed tile */
+
+/* Distance between the 36 planes of V, M and U: n floats plus one cache line, so the 36 streams the
+ * transforms read and write do not all land in the same cache sets (n is often a multiple of 4 KB). */
+static size_t wg_stride(size_t n)
+{
+    return n + 16;
+}
+
+static int wino_ok(const sde_conv_desc *d)
+{
+    if (d->k != 3 || d->stride != 1 || d->pad_t != 1 || d->pad_b != 1 || d->pad_l != 1 || d->pad_r != 1)
+        return 0;
+    int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
+    size_t tiles = (size_t)d->batch * ((oh + 3) / 4) * ((ow + 3) / 4);
+    /* small GEMMs (few tiles) or few channels: the transforms would cost more than they save */
+    return d->cin >= 16 && d->cout >= 16 && oh >= 8 && ow >= 8 && tiles >= 64;
+}
+
+/* Floats of one band of tr tile rows holding nt tiles, for a block of cb output channels: V and M, the
+ * 4-phase input rows, alignment slack. */
+static size_t wino_band_floats(const sde_conv_desc *d, int tr, int tw, size_t nt, int cb)
+{
+    return WG_T * (wg_stride((size_t)d->cin * nt) + wg_stride((size_t)cb * nt)) +
+           (size_t)d->cin * (4 * tr + 2) * 4 * (tw + 1) + 32;
+}
+
+/* U[xi][o - o0][c] = (G g G^T)[xi] for kernels g = wt[o][c], o in [o0, o0+cb); planes wg_stride(cb*cin)
+ * apart. One output channel at a time through tmp ([36][cin]) so every write to U is contiguous. */
+static void wino_weights(const sde_conv_desc *d, int o0, int cb, float *U, float *tmp, int oa, int ob)
+{
+    const size_t plane = wg_stride((size_t)cb * d->cin);
+    const int cin = d->cin;
+    for (int o = oa; o < ob; o++) {
+        for (int c = 0; c < cin; c++) {
+            const float *g = d->wt + ((size_t)o * cin + c) * 9;
+            float t[6][3]; /* G g */
+            for (int j = 0; j < 3; j++) {
+                float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
+                t[0][j] = g0 * 0.25f;
+                t[1][j] = -(g0 + g1 + g2) * (1.0f / 6);
+                t[2][j] = -(g0 - g1 + g2) * (1.0f / 6);
+                t[3][j] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
+                t[4][j] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
+                t[5][j] = g2;
+            }
+            for (int i = 0; i < 6; i++) { /* (G g) G^T */
+                float g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
+                float *u = tmp + (size_t)(6 * i) * cin + c;
+                u[0] = g0 * 0.25f;
+                u[cin] = -(g0 + g1 + g2) * (1.0f / 6);
+                u[2 * cin] = -(g0 - g1 + g2) * (1.0f / 6);
+                u[3 * cin] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
+                u[4 * cin] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
+                u[5 * cin] = g2;
+            }
+        }
+        for (int xi = 0; xi < WG_T; xi++)
+            memcpy(U + xi * plane + (size_t)(o - o0) * cin, tmp + (size_t)xi * cin, sizeof(float) * cin);
+    }
+}
+
+/* Input rows of image b for tile rows [tr0, tr1): padded rows 4*tr0 .. 4*tr1+1 (padded row pr = virtual
+ * row pr-1, zero outside), each split into 4 column phases Q_m[k] = P[4k+m] (P[u] = transformed virtual
+ * column u-1, zero outside), stored at band + ((c*rows + pr - 4*tr0)*4 + m) * (tw+1). */
+SDE_HOT static void wino_band(const sde_conv_desc *d, int b, int tr0, int tr1, int tw, float *band,
+                              float *tmp, int c0, int c1)
+{
+    const int vh = d->upsample ? 2 * d->h : d->h, vw = d->upsample ? 2 * d->w : d->w,
+              rows = 4 * (tr1 - tr0) + 2;
+    const size_t ph = (size_t)tw + 1;
+    const float *xb = d->x + (size_t)b * d->x_bstride;
+    for (int c = c0; c < c1; c++) {
+        const float sc = d->in_scale ? d->in_scale[(size_t)b * d->cin + c] : 1.0f;
+        const float sh = d->in_scale ? d->in_shift[(size_t)b * d->cin + c] : 0.0f;
+        for (int r = 0; r < rows; r++) {
+            float *q = band + ((size_t)c * rows + r) * 4 * ph;
+            int vr = 4 * tr0 + r - 1;
+            if (vr < 0 || vr >= vh) {
+                memset(q, 0, sizeof(float) * 4 * ph);
+                continue;
+            }
+            const float *src = xb + (size_t)c * d->x_cstride + (size_t)(d->upsample ? vr / 2 : vr) * d->w;
+            /* the padded virtual row P (4*(tw+1) floats) in tmp, built from the stored row transformed once
+             */
+            float *P = tmp, *row = tmp + 4 * ph;
+            if (d->in_scale)
+                sde_affine_row(src, row, d->w, sc, sh, d->in_silu);
+            else
+                memcpy(row, src, sizeof(float) * d->w);
+            P[0] = 0.0f;
+            if (d->upsample)
+                for (int k = 0; k < d->w; k++)
+                    P[1 + 2 * k] = P[2 + 2 * k] = row[k];
+            else
+                memcpy(P + 1, row, sizeof(float) * d->w);
+            for (size_t u = (size_t)vw + 1; u < 4 * ph; u++)
+                P[u] = 0.0f;
+            for (int m = 0; m < 4; m++) {
+                float *qm = q + m * ph;
+                for (size_t k = 0; k < ph; k++)
+                    qm[k] = P[4 * k + m];
+            }
+        }
+    }
+}
+
+/* o_k[t] = (B^T d)[k] for the 6-vectors d = (d0..d5)[t]: one 1-D input transform per t. restrict lets
+ * gcc vectorise over t. */
+static inline __attribute__((always_inline)) void
+wg_bt6(const float *restrict d0, const float *restrict d1, const float *restrict d2, const float *restrict d3,
+       const float *restrict d4, const float *restrict d5, float *restrict o0, float *restrict o1,
+       float *restrict o2, float *restrict o3, float *restrict o4, float *restrict o5, int n)
+{
+    for (int t = 0; t < n; t++) {
+        float a0 = d0[t], a1 = d1[t], a2 = d2[t], a3 = d3[t], a4 = d4[t], a5 = d5[t];
+        o0[t] = 4.0f * a0 - 5.0f * a2 + a4;
+        o1[t] = -4.0f * (a1 + a2) + a3 + a4;
+        o2[t] = 4.0f * (a1 - a2) - a3 + a4;
+        o3[t] = -2.0f * (a1 - a3) - a2 + a4;
+        o4[t] = 2.0f * (a1 - a3) - a2 + a4;
+        o5[t] = 4.0f * a1 - 5.0f * a3 + a5;
+    }
+}
+
+/* o_a[t] = (A^T m)[a], a = 0..3, for the 6-vectors m = (m0..m5)[t], plus bias. */
+static inline __attribute__((always_inline)) void
+wg_at6(const float *restrict m0, const float *restrict m1, const float *restrict m2, const float *restrict m3,
+       const float *restrict m4, const float *restrict m5, float *restrict o0, float *restrict o1,
+       float *restrict o2, float *restrict o3, float bias, int n)
+{
+    for (int t = 0; t < n; t++) {
+        float a = m1[t] + m2[t], b = m1[t] - m2[t], c = m3[t] + m4[t], e = m3[t] - m4[t];
+        o0[t] = m0[t] + a + c + bias;
+        o1[t] = b + 2.0f * e + bias;
+        o2[t] = a + 4.0f * c + bias;
+        o3[t] = b + 8.0f * e + m5[t] + bias;
+    }
+}
+
+/* V[xi][c][col0 + (ty-tr0)*tw + tx] = (B^T d B)[xi] for the tiles of tile rows [tr0, tr1); tmp holds
+ * 36 rows of tw floats (the row pass of the transform). */
+SDE_HOT static void wino_input(const sde_conv_desc *d, int tr0, int tr1, int tw, const float *band, float *V,
+                               size_t nt, size_t col0, float *tmp, int c0, int c1)
+{
+    const int rows = 4 * (tr1 - tr0) + 2;
+    const size_t ph = (size_t)tw + 1, xs = wg_stride((size_t)d->cin * nt);
+    for (int c = c0; c < c1; c++)
+        for (int ty = tr0; ty < tr1; ty++) {
+            /* pass 1, per tile row i: the 6 columns P[4tx .. 4tx+5] -> d B (B^T applied to the row) */
+            for (int i = 0; i < 6; i++) {
+                const float *q = band + ((size_t)c * rows + 4 * (ty - tr0) + i) * 4 * ph;
+                const float *q0 = q, *q1 = q + ph, *q2 = q + 2 * ph, *q3 = q + 3 * ph;
+                float *w = tmp + (size_t)(6 * i) * tw;
+                wg_bt6(q0, q1, q2, q3, q0 + 1, q1 + 1, w, w + tw, w + 2 * tw, w + 3 * tw, w + 4 * tw,
+                       w + 5 * tw, tw);
+            }
+            /* pass 2, per column j: combine the 6 rows with B^T */
+            float *v = V + (size_t)c * nt + col0 + (size_t)(ty - tr0) * tw;
+            for (int j = 0; j < 6; j++) {
+                const float *r0 = tmp + (size_t)j * tw, *r1 = r0 + 6 * (size_t)tw, *r2 = r1 + 6 * (size_t)tw,
+                            *r3 = r2 + 6 * (size_t)tw, *r4 = r3 + 6 * (size_t)tw, *r5 = r4 + 6 * (size_t)tw;
+                float *v0 = v + (size_t)j * xs;
+                wg_bt6(r0, r1, r2, r3, r4, r5, v0, v0 + 6 * xs, v0 + 12 * xs, v0 + 18 * xs, v0 + 24 * xs,
+                       v0 + 30 * xs, tw);
+            }
+        }
+}
+
+/* y = A^T m A (+ bias, + y when accumulating) for output channels [o0, o0+cb) of image b's tile rows
+ * [tr0, tr1), whose M columns start at col0. tmp holds 24 rows of tw floats. */
+SDE_HOT static void wino_output(const sde_conv_desc *d, int b, int o0, int cb, int tr0, int tr1, int tw,
+                                const float *M, size_t nt, size_t col0, float *tmp, int oa, int ob)
+{
+    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
+    const size_t xs = wg_stride((size_t)cb * nt);
+    for (int o = oa; o < ob; o++) {
+        const float bv =
+            (d->bias ? d->bias[o] : 0.0f) + (d->bias_b ? d->bias_b[(size_t)b * d->cout + o] : 0.0f);
+        float *yo = d->y + (size_t)b * d->y_bstride + (size_t)o * d->y_cstride;
+        for (int ty = tr0; ty < tr1; ty++) {
+            const float *m = M + (size_t)(o - o0) * nt + col0 + (size_t)(ty - tr0) * tw;
+            /* pass 1, per column j: A^T over the 6 rows -> s[a][j], a = 0..3 */
+            for (int j = 0; j < 6; j++) {
+                const float *m0 = m + (size_t)j * xs, *m1 = m0 + 6 * xs, *m2 = m1 + 6 * xs, *m3 = m2 + 6 * xs,
+                            *m4 = m3 + 6 * xs, *m5 = m4 + 6 * xs;
+                float *s0 = tmp + (size_t)j * tw;
+                wg_at6(m0, m1, m2, m3, m4, m5, s0, s0 + 6 * (size_t)tw, s0 + 12 * (size_t)tw,
+                       s0 + 18 * (size_t)tw, 0.0f, tw);
+            }
+            /* pass 2, per output row a: A^T over the 6 columns, written interleaved (4 columns per tile) */
+            for (int a = 0; a < 4; a++) {
+                int oy = 4 * ty + a;
+                if (oy >= oh) break;
+                const float *t0 = tmp + (size_t)(6 * a) * tw, *t1 = t0 + tw, *t2 = t1 + tw, *t3 = t2 + tw,
+                            *t4 = t3 + tw, *t5 = t4 + tw;
+                float *row = yo + (size_t)oy * ow;
+                int full = ow / 4;
+                for (int tx = 0; tx < full; tx++) {
+                    float p = t1[tx] + t2[tx], q = t1[tx] - t2[tx], r = t3[tx] + t4[tx], e = t3[tx] - t4[tx];
+                    float y0 = t0[tx] + p + r + bv, y1 = q + 2.0f * e + bv, y2 = p + 4.0f * r + bv,
+                          y3 = q + 8.0f * e + t5[tx] + bv;
+                    float *dst = row + 4 * tx;
+                    if (d->accumulate)
+                        dst[0] += y0, dst[1] += y1, dst[2] += y2, dst[3] += y3;
+                    else
+                        dst[0] = y0, dst[1] = y1, dst[2] = y2, dst[3] = y3;
+                }
+                if (full < tw) { /* the last, partial tile column */
+                    int tx = full;
+                    float p = t1[tx] + t2[tx], q = t1[tx] - t2[tx], r = t3[tx] + t4[tx], e = t3[tx] - t4[tx];
+                    float yv[4] = {t0[tx] + p + r + bv, q + 2.0f * e + bv, p + 4.0f * r + bv,
+                                   q + 8.0f * e + t5[tx] + bv};
+                    for (int k = 0; 4 * tx + k < ow; k++)
+                        row[4 * tx + k] = d->accumulate ? row[4 * tx + k] + yv[k] : yv[k];
+                }
+            }
+        }
+    }
+}
+
+/* Floats of the per-call temporary rows: a stored input row, the 36 rows of the input transform, or the
+ * [36][cin] weight-transform staging, whichever is largest. */
+static size_t wino_tmp_floats(const sde_conv_desc *d, int tw)
+{
+    size_t a = (size_t)36 * tw + d->w + 4, b = (size_t)36 * d->cin;
+    return (a > b ? a : b) + 16;
+}
+
+/* The per-thread pieces of one Winograd band, split over chunks of (output) channels. */
+typedef struct {
+    const sde_conv_desc *d;
+    int stage; /* 0: weights, 1: band + input transform, 2: output transform */
+    int b, b1, tr0, tr1, tw, th, o0, nb, cb, batch_mode, chunks;
+    float *U, *V, *M, *band, *tmp;
+    size_t nt, tmp_floats;
+} wino_job;
+
+static void wino_item(void *ctx, int item, int thread)
+{
+    const wino_job *j = ctx;
+    const sde_conv_desc *d = j->d;
+    float *tmp = j->tmp + (size_t)thread * j->tmp_floats;
+    const int n = j->stage == 1 ? d->cin : j->nb;
+    const int lo = (int)((long)n * item / j->chunks), hi = (int)((long)n * (item + 1) / j->chunks);
+    if (lo >= hi) return;
+    if (j->stage == 0) {
+        wino_weights(d, j->o0, j->nb, j->U, tmp, j->o0 + lo, j->o0 + hi);
+    } else if (j->stage == 1) {
+        for (int b = j->b; b < j->b1; b++) {
+            wino_band(d, b, j->tr0, j->tr1, j->tw, j->band, tmp, lo, hi);
+            wino_input(d, j->tr0, j->tr1, j->tw, j->band, j->V, j->nt,
+                       j->batch_mode ? (size_t)b * j->th * j->tw : 0, tmp, lo, hi);
+        }
+    } else {
+        for (int b = j->b; b < j->b1; b++)
+            wino_output(d, b, j->o0, j->nb, j->tr0, j->tr1, j->tw, j->M, j->nt,
+                        j->batch_mode ? (size_t)b * j->th * j->tw : 0, tmp, j->o0 + lo, j->o0 + hi);
+    }
+}
+
+static void wino_stage(wino_job *j, int stage)
+{
+    j->stage = stage;
+    int n = stage == 1 ? j->d->cin : j->nb;
+    j->chunks = n < 4 * SDE_PAR_MAX ? n : 4 * SDE_PAR_MAX;
+    sde_par_for(j->chunks, wino_item, j);
+}
+
+static void wino_run(const sde_conv_desc *d, const conv_plan *p, float *scratch)
+{
+    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d), th = (oh + 3) / 4, tw = (ow + 3) / 4;
+    const int cb = p->cb, batch_mode = p->mode == PLAN_WINO_BATCH, tr = batch_mode ? th : p->tile;
+    const size_t nt = batch_mode ? (size_t)d->batch * th * tw : (size_t)tr * tw;
+    const size_t us = wg_stride((size_t)cb * d->cin), vs = wg_stride((size_t)d->cin * nt),
+                 ms = wg_stride((size_t)cb * nt);
+    wino_job j = {.d = d,
+                  .tw = tw,
+                  .th = th,
+                  .cb = cb,
+                  .batch_mode = batch_mode,
+                  .nt = nt,
+                  .tmp_floats = wino_tmp_floats(d, tw)};
+    j.U = scratch;
+    j.tmp = j.U + WG_T * us;
+    j.V = (float *)(((uintptr_t)(j.tmp + SDE_PAR_MAX * j.tmp_floats) + 63) & ~(uintptr_t)63);
+    j.M = j.V + WG_T * vs;
+    j.band = j.M + WG_T * ms;
+    if (cb == d->cout) { /* all output channels at once: transform the weights once for every band */
+        j.o0 = 0;
+        j.nb = cb;
+        wino_stage(&j, 0);
+    }
+    for (int b0 = 0; b0 < d->batch; b0 += batch_mode ? d->batch : 1) {
+        j.b = b0;
+        j.b1 = batch_mode ? d->batch : b0 + 1;
+        for (int tr0 = 0; tr0 < th; tr0 += tr) {
+            j.tr0 = tr0;
+            j.tr1 = tr0 + tr < th ? tr0 + tr : th;
+            size_t n = batch_mode ? nt : (size_t)(j.tr1 - tr0) * tw;
+            wino_stage(&j, 1);
+            for (int o0 = 0; o0 < d->cout; o0 += cb) {
+                j.o0 = o0;
+                j.nb = d->cout - o0 < cb ? d->cout - o0 : cb;
+                if (cb != d->cout) wino_stage(&j, 0);
+                const size_t ub = wg_stride((size_t)j.nb * d->cin);
+                for (int xi = 0; xi < WG_T; xi++)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, j.nb, (int)n, d->cin, 1.0f,
+                                j.U + xi * ub, d->cin, j.V + xi * vs, (int)nt, 0.0f,
+                                j.M + xi * wg_stride((size_t)j.nb * nt), (int)nt);
+                wino_stage(&j, 2);
+            }
+        }
+    }
+}
+
+static conv_plan conv_make_plan(const sde_conv_desc *d, size_t budget)
+{
+    conv_plan p = {PLAN_DIRECT, 0, 0, 0};
+    size_t bf = budget / sizeof(float);
+    int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
+    if (conv_pointwise(d)) {
+        int inplace = d->y == d->x;
+        if (!d->in_scale && !inplace) return p;
+        size_t per_col = (d->in_scale ? (size_t)d->cin : 0) + (inplace ? (size_t)d->cout : 0);
+        size_t hw = (size_t)d->h * d->w, nc = bf / per_col;
+        if (nc < 64) nc = 64;
+        if (nc > hw) nc = hw;
+        p.mode = PLAN_POINTWISE_TILED;
+        p.tile = (int)nc;
+        p.floats = nc * per_col;
+        return p;
+    }
+    size_t kk = (size_t)d->cin * d->k * d->k, ohw = (size_t)oh * ow;
+    int y_packed = d->y_bstride == ohw && d->y_cstride == (size_t)d->batch * ohw;
+    if (wino_ok(d)) {
+        size_t th = (size_t)(oh + 3) / 4, tw = (size_t)(ow + 3) / 4;
+        /* weights for all output channels if they take at most a third of the budget, else blocks of
+         * output channels (multiples of 16, re-transformed per band) */
+        size_t per_o = (size_t)WG_T * d->cin;
+        int cb = d->cout;
+        if (per_o * cb > bf / 3) {
+            cb = (int)(bf / 3 / per_o) / 16 * 16;
+            cb = cb < 16 ? 16 : cb;
+        }
+        size_t fixed = WG_T * wg_stride((size_t)cb * d->cin) + SDE_PAR_MAX * wino_tmp_floats(d, (int)tw) + 16;
+        size_t fb = fixed + wino_band_floats(d, (int)th, (int)tw, d->batch * th * tw, cb);
+        if (fb <= bf) {
+            p.mode = PLAN_WINO_BATCH;
+            p.tile = (int)th;
+            p.cb = cb;
+            p.floats = fb;
+            return p;
+        }
+        int tr = (int)th;
+        while (tr > 1 && fixed + wino_band_floats(d, tr, (int)tw, (size_t)tr * tw, cb) > bf)
+            tr--;
+        /* re-transforming blocked weights for many bands would cost more than Winograd saves */
+        if (fixed + wino_band_floats(d, tr, (int)tw, (size_t)tr * tw, cb) <= bf &&
+            (cb == d->cout || tr * 4 >= (int)th)) {
+            p.mode = PLAN_WINO_ROWS;
+            p.tile = tr;
+            p.cb = cb;
+            p.floats = fixed + wino_band_floats(d, tr, (int)tw, (size_t)tr * tw, cb);
+            return p;
+        }
+    }
+    size_t fb = kk * d->batch * ohw + (d->in_scale ? (size_t)d->cin * d->h * d->w : 0);
+    if (y_packed && fb <= bf) {
+        p.mode = PLAN_BATCH;
+        p.floats = fb;
+        return p;
+    }
+    int tr = oh;
+    while (tr > 1 && conv_rows_floats(d, tr, ow) > bf) {
+        int nt = (int)((double)tr * bf / conv_rows_floats(d, tr, ow));
+        tr = nt < tr ? (nt > 0 ? nt : 1) : tr - 1;
+    }
+    p.mode = PLAN_ROWS;
+    p.tile = tr;
+    p.floats = conv_rows_floats(d, tr, ow);
+    return p;
+}
+
+size_t sde_conv2d_ex_scratch(const sde_conv_desc *d, size_t budget)
+{
+    return conv_make_plan(d, budget).floats * sizeof(float);
+}
+
+/* Prepares ncols output columns of image b (rows ldy apart) for a beta=1 GEMM; returns beta. */
+static float conv_prep_out(const sde_conv_desc *d, int b, float *y, size_t ldy, size_t ncols)
+{
+    if (!d->bias && !d->bias_b) return d->accumulate ? 1.0f : 0.0f;
+    for (int c = 0; c < d->cout; c++) {
+        float bv = (d->bias ? d->bias[c] : 0.0f) + (d->bias_b ? d->bias_b[(size_t)b * d->cout + c] : 0.0f);
+        float *row = y + (size_t)c * ldy;
+        if (d->accumulate)
+            for (size_t i = 0; i < ncols; i++)
+                row[i] += bv;
+        else
+            for (size_t i = 0; i < ncols; i++)
+                row[i] = bv;
+    }
+    return 1.0f;
+}
+
+/* Rows (c, ky, kx) of the column matrix for output rows [r0, r1): src holds stored input rows from lo on,
+ * channel planes scs floats apart, rows d->w floats apart. */
+static void conv_im2col(const sde_conv_desc *d, const float *src, size_t scs, int lo, int r0, int r1, int ow,
+                        float *col, size_t ldc)
+{
+    const int k = d->k, s = d->stride, up = d->upsample, w = d->w;
+    const int vh = up ? 2 * d->h : d->h, vw = up ? 2 * d->w : d->w;
+    for (int c = 0; c < d->cin; c++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                float *base = col + ((size_t)(c * k + ky) * k + kx) * ldc;
+                int off = kx - d->pad_l; /* input column = ox*s + off */
+                int ox_lo = off >= 0 ? 0 : (-off + s - 1) / s;
+                int ox_hi = vw - 1 - off < 0 ? 0 : (vw - 1 - off) / s + 1;
+                ox_hi = ox_hi > ow ? ow : ox_hi;
+                ox_lo = ox_lo > ox_hi ? ox_hi : ox_lo;
+                for (int oy = r0; oy < r1; oy++) {
+                    float *dst = base + (size_t)(oy - r0) * ow;
+                    int vy = oy * s - d->pad_t + ky;
+                    if (vy < 0 || vy >= vh) {
+                        memset(dst, 0, sizeof(float) * ow);
+                        continue;
+                    }
+                    const float *srow = src + (size_t)c * scs + (size_t)((up ? vy >> 1 : vy) - lo) * w;
+                    for (int ox = 0; ox < ox_lo; ox++)
+                        dst[ox] = 0.0f;
+                    for (int ox = ox_hi; ox < ow; ox++)
+                        dst[ox] = 0.0f;
+                    if (!up && s == 1)
+                        memcpy(dst + ox_lo, srow + ox_lo + off, sizeof(float) * (ox_hi - ox_lo));
+                    else if (!up)
+                        for (int ox = ox_lo; ox < ox_hi; ox++)
+                            dst[ox] = srow[ox * s + off];
+                    else
+                        for (int ox = ox_lo; ox < ox_hi; ox++)
+                            dst[ox] = srow[(ox * s + off) >> 1];
+                }
+            }
+}
+
+/* Applies image b's input transform to stored rows [lo, hi) into band[cin][(hi-lo)*w]. */
+static void conv_band(const sde_conv_desc *d, int b, int lo, int hi, float *band)
+{
+    const float *xb = d->x + (size_t)b * d->x_bstride;
+    size_t n = (size_t)(hi - lo) * d->w;
+    for (int c = 0; c < d->cin; c++)
+        sde_affine_row(xb + (size_t)c * d->x_cstride + (size_t)lo * d->w, band + (size_t)c * n, n,
+                       d->in_scale[(size_t)b * d->cin + c], d->in_shift[(size_t)b * d->cin + c], d->in_silu);
+}
+
+static void conv_pointwise_tiled(const sde_conv_desc *d, int nc, float *scratch)
+{
+    const int inplace = d->y == d->x;
+    const size_t hw = (size_t)d->h * d->w;
+    float *tin = scratch, *tout = scratch + (d->in_scale ? (size_t)d->cin * nc : 0);
+    for (int b = 0; b < d->batch; b++) {
+        const float *xb = d->x + (size_t)b * d->x_bstride;
+        float *yb = d->y + (size_t)b * d->y_bstride;
+        for (size_t p0 = 0; p0 < hw; p0 += nc) {
+            size_t n = hw - p0 < (size_t)nc ? hw - p0 : (size_t)nc;
+            const float *src = xb + p0;
+            size_t lds = d->x_cstride;
+            if (d->in_scale) {
+                for (int c = 0; c < d->cin; c++)
+                    sde_affine_row(xb + (size_t)c * d->x_cstride + p0, tin + (size_t)c * n, n,
+                                   d->in_scale[(size_t)b * d->cin + c], d->in_shift[(size_t)b * d->cin + c],
+                                   d->in_silu);
+                src = tin;
+                lds = n;
+            }
+            if (!inplace) {
+                float beta = conv_prep_out(d, b, yb + p0, d->y_cstride, n);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)n, d->cin, 1.0f, d->wt,
+                            d->cin, src, (int)lds, beta, yb + p0, (int)d->y_cstride);
+                continue;
+            }
+            /* in place: every channel of these columns has been read once the GEMM is done */
+            float beta = conv_prep_out(d, b, tout, n, n);
+            if (d->accumulate) /* tout holds bias only: add the old values while copying back */
+                beta = (d->bias || d->bias_b) ? 1.0f : 0.0f;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)n, d->cin, 1.0f, d->wt,
+                        d->cin, src, (int)lds, beta, tout, (int)n);
+            for (int c = 0; c < d->cout; c++) {
+                float *dst = yb + (size_t)c * d->y_cstride + p0;
+                if (d->accumulate)
+                    sde_add(dst, tout + (size_t)c * n, n);
+                else
+                    memcpy(dst, tout + (size_t)c * n, sizeof(float) * n);
+            }
+        }
+    }
+}
+
+void sde_conv2d_ex(const sde_conv_desc *d, float *scratch, size_t scratch_bytes)
+{
+    conv_plan p = conv_make_plan(d, scratch_bytes);
+    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
+    const size_t ohw = (size_t)oh * ow, hw = (size_t)d->h * d->w;
+    const int K = d->cin * d->k * d->k;
+    if (p.mode == PLAN_DIRECT) {
+        int x_packed = d->x_bstride == hw && d->x_cstride == (size_t)d->batch * hw;
+        int y_packed = d->y_bstride == hw && d->y_cstride == (size_t)d->batch * hw;
+        int nb = x_packed && y_packed ? 1 : d->batch;
+        size_t n = x_packed && y_packed ? hw * d->batch : hw;
+        for (int b = 0; b < nb; b++) {
+            float *yb = d->y + (size_t)b * d->y_bstride;
+            float beta = 1.0f;
+            if (nb == 1 && d->batch > 1) {
+                for (int i = 0; i < d->batch; i++)
+                    beta = conv_prep_out(d, i, yb + i * hw, d->y_cstride, hw);
+            } else {
+                beta = conv_prep_out(d, b, yb, d->y_cstride, n);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)n, d->cin, 1.0f, d->wt,
+                        d->cin, d->x + (size_t)b * d->x_bstride, (int)d->x_cstride, beta, yb,
+                        (int)d->y_cstride);
+        }
+        return;
+    }
+    if (p.mode == PLAN_POINTWISE_TILED) {
+        conv_pointwise_tiled(d, p.tile, scratch);
+        return;
+    }
+    if (p.mode == PLAN_WINO_BATCH || p.mode == PLAN_WINO_ROWS) {
+        wino_run(d, &p, scratch);
+        return;
+    }
+    if (p.mode == PLAN_BATCH) {
+        float *col = scratch, *band = scratch + (size_t)K * d->batch * ohw;
+        size_t ldc = (size_t)d->batch * ohw;
+        float beta = 0.0f;
+        for (int b = 0; b < d->batch; b++) {
+            const float *src = d->x + (size_t)b * d->x_bstride;
+            size_t scs = d->x_cstride;
+            if (d->in_scale) {
+                conv_band(d, b, 0, d->h, band);
+                src = band;
+                scs = hw;
+            }
+            conv_im2col(d, src, scs, 0, 0, oh, ow, col + (size_t)b * ohw, ldc);
+            beta = conv_prep_out(d, b, d->y + (size_t)b * ohw, d->y_cstride, ohw);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)ldc, K, 1.0f, d->wt, K, col,
+                    (int)ldc, beta, d->y, (int)d->y_cstride);
+        return;
+    }
+    const int tr = p.tile;
+    float *col = scratch, *band = scratch + (size_t)K * tr * ow;
+    for (int b = 0; b < d->batch; b++) {
+        for (int r0 = 0; r0 < oh; r0 += tr) {
+            int r1 = r0 + tr < oh ? r0 + tr : oh;
+            size_t nc = (size_t)(r1 - r0) * ow;
+            int lo = 0, hi = 0;
+            const float *src = d->x + (size_t)b * d->x_bstride;
+            size_t scs = d->x_cstride;
+            int base = 0;
+            if (d->in_scale) {
+                conv_in_rows(d, r0, r1, &lo, &hi);
+                conv_band(d, b, lo, hi, band);
+                src = band;
+                scs = (size_t)(hi - lo) * d->w;
+                base = lo;
+            }
+            conv_im2col(d, src, scs, base, r0, r1, ow, col, nc);
+            float *yt = d->y + (size_t)b * d->y_bstride + (size_t)r0 * ow;
+            float beta = conv_prep_out(d, b, yt, d->y_cstride, nc);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)nc, K, 1.0f, d->wt, K, col,
+                        (int)nc, beta, yt, (int)d->y_cstride);
+        }
+    }
+}
+
+size_t sde_conv2d_scratch(int cin, int h, int w, int k, int stride, int pad)
+{
+    if (k == 1 && stride == 1 && pad == 0) return 0;
+    size_t oh = (size_t)(h + 2 * pad - k) / stride + 1, ow = (size_t)(w + 2 * pad - k) / stride + 1;
+    return (size_t)cin * k * k * oh * ow * sizeof(float);
+}
+
+void sde_conv2d(const float *x, int cin, int h, int w, const float *wt, const float *b, int cout, int k,
+                int stride, int pad, float *y, float *scratch)
+{
+    int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
+    sde_conv_desc d = {.x = x,
+                       .batch = 1,
+                       .cin = cin,
+                       .h = h,
+                       .w = w,
+                       .x_cstride = (size_t)h * w,
+                       .x_bstride = (size_t)cin * h * w,
+                       .wt = wt,
+                       .bias = b,
+                       .cout = cout,
+                       .k = k,
+                       .stride = stride,
+                       .pad_t = pad,
+                       .pad_b = pad,
+                       .pad_l = pad,
+                       .pad_r = pad,
+                       .y = y,
+                       .y_cstride = (size_t)oh * ow,
+                       .y_bstride = (size_t)cout * oh * ow};
+    sde_conv2d_ex(&d, scratch, sde_conv2d_scratch(cin, h, w, k, stride, pad));
+}

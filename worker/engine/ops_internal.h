@@ -1,0 +1,101 @@
+/* ops_internal.h: what the ops_*.c kernel files share and nothing outside them sees: the fork-join
+ * pool, the AVX2 clone attribute and the softmax pieces the BLAS attention path reuses. */
+#ifndef SDE_OPS_INTERNAL_H
+#define SDE_OPS_INTERNAL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* FP exceptions are never trapped here; saying so lets gcc if-convert the clamps and selects in the
+ * elementwise loops below and vectorise them. Results are unchanged. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+/* Hot elementwise loops get an x86-64-v3 (AVX2+FMA) clone picked at load time by CPU features (not by
+ * CPU model, so AMD parts qualify too); the baseline build is plain x86-64. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define SDE_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SDE_HOT
+#endif
+
+/* Lanes of the manual partial sums below: written as independent accumulators so the loops vectorise
+ * without -ffast-math (which would also change rounding elsewhere). */
+#define LANES 16
+/* ---------------------------------------------------------------------------------------------------- */
+/* Vectorisable transcendental helpers. */
+
+/* exp(x) for float x, within ~2 ulp: Cody-Waite range reduction and the Cephes expf polynomial.
+ * Branch-free so loops calling it vectorise; underflows to exactly 0 below -87.3 and saturates at 88.7. */
+static inline __attribute__((always_inline)) float fast_expf(float x)
+{
+    float xc = x > 88.7f ? 88.7f : x;
+    xc = xc < -87.3f ? -87.3f : xc;
+    float t = xc * 1.44269504088896341f;
+    float n = (t + 12582912.0f) - 12582912.0f; /* round to nearest integer */
+    float r = xc - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t ni = (int32_t)n;
+    int32_t bits = (ni + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    float res = p * scale;
+    return x < -87.3f ? 0.0f : res;
+}
+
+/* erfc(z) for z >= 0 with fractional error < 1.2e-7 everywhere (Numerical Recipes' Chebyshev fit), so
+ * GELU keeps full relative precision in its negative tail where 1 + erf(x) cancels. */
+static inline __attribute__((always_inline)) float erfc_pos(float z)
+{
+    float t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    return t * fast_expf(-z * z + p);
+}
+
+/* Exact-erf GELU: x * Phi(x), Phi(x) = erfc(-x/sqrt2)/2. */
+static inline __attribute__((always_inline)) float gelu_1(float x)
+{
+    float z = fabsf(x) * 0.70710678118654752f;
+    float e = 0.5f * erfc_pos(z);
+    return x * (x >= 0.0f ? 1.0f - e : e);
+}
+
+static inline __attribute__((always_inline)) float silu_1(float x)
+{
+    return x / (1.0f + fast_expf(-x));
+}
+
+/** The body of one parallel item: item in [0, n), thread in [0, SDE_PAR_MAX) indexes per-thread scratch. */
+typedef void (*par_fn)(void *ctx, int item, int thread);
+/** Runs fn(ctx, i, thread) for i in [0, n) on the pool (ops_pool.c); serial when nested or single-threaded.
+ */
+void sde_par_for(int n, par_fn fn, void *ctx);
+/** Largest element of x[0..n). */
+float sde_row_max(const float *x, int n);
+/** exp(x - m) in place over x[0..n), returning the sum. */
+float sde_exp_sum(float *x, int n, float m);
+/** x[i] *= s. */
+void sde_scale_inplace(float *x, size_t n, float s);
+/** y[i] = x[i]*sc + sh, then SiLU if silu; x and y may be the same. */
+void sde_affine_row(const float *x, float *y, size_t n, float sc, float sh, int silu);
+
+#endif
