@@ -393,6 +393,7 @@ static void setup_h2o(sdw_srv *s)
     gc->http2.max_concurrent_requests_per_connection = 16;
     h2o_hostconf_t *host = h2o_config_register_host(gc, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    sdw_h2_limit_register(path);
     sdw_routes_register(s, path);
     sdw_access_log_register(s, path);
     sdw_access_log_register(s, &host->fallback_path);

@@ -94,6 +94,11 @@ void sdw_accept_start(sdw_srv *s);
 /** Stops accepting and closes the listener (shutdown). */
 void sdw_accept_close(sdw_srv *s);
 
+/* ---- h2_limit.c ---- */
+
+/** Registers, before the routes, the handler that sends GOAWAY to an HTTP/2 connection past its stream budget. */
+void sdw_h2_limit_register(h2o_pathconf_t *pathconf);
+
 /* ---- routes.c ---- */
 
 typedef enum {
