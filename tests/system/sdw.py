@@ -218,9 +218,13 @@ class Service:
 
     def wait_exit(self, timeout=60):
         try:
-            return self.proc.wait(timeout)
+            rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError("sd-worker did not exit within %s s:\n%s" % (timeout, self.log_text()))
+        # its last lines may still be in the pipe: log_has() right after must see them
+        if self._reader:
+            self._reader.join(10)
+        return rc
 
     def stop(self, timeout=30):
         """SIGTERM, wait; returns the exit code (SIGKILL and AssertionError if it hangs)."""
