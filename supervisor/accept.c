@@ -82,8 +82,11 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         if (!sock) {
             /* h2o_evloop_socket_accept returns NULL with accept4's errno */
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                sdw_log(SDW_LOG_WARN, "accept_paused", "errno=%s conns=%d pause_ms=%d", strerror(errno),
-                        s->n_conns, SDW_ACCEPT_PAUSE_MS);
+                /* once per streak: a pause every 100 ms would otherwise log ten lines a second */
+                if (!s->pause_logged)
+                    sdw_log(SDW_LOG_WARN, "accept_paused", "errno=%s conns=%d pause_ms=%d", strerror(errno),
+                            s->n_conns, SDW_ACCEPT_PAUSE_MS);
+                s->pause_logged = 1;
                 s->accept_paused = 1;
                 listen_off(s);
                 h2o_timeout_link(s->loop, &s->accept_pause_timeout, &s->accept_pause_entry);
@@ -91,6 +94,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             return;
         }
         s->n_conns++;
+        s->pause_logged = 0;
         sock->on_close.cb = on_conn_closed;
         sock->on_close.data = s;
         int one = 1;

@@ -66,7 +66,7 @@ typedef struct sdw_srv {
 
     int n_conns, max_conns; /* open client connections; limits.max_connections within RLIMIT_NOFILE */
     int accept_paused;      /* EMFILE/ENFILE: the listener sleeps until accept_pause_entry fires */
-    int at_max_logged;
+    int at_max_logged, pause_logged; /* warned once for the current streak */
     h2o_timeout_t accept_pause_timeout;
     h2o_timeout_entry_t accept_pause_entry;
 } sdw_srv;
