@@ -12,8 +12,8 @@
 #include "srv.h"
 
 /* Descriptors kept out of the connections' reach: stdio, the event loop, the signalfd, the listener,
- * h2o's own, and per worker its socketpair end plus what a respawn needs for a moment (the pair, and
- * the pipe of its last words), so that a crashed worker can always be restarted. */
+ * h2o's own, and per worker its socketpair end plus the new pair a respawn needs for a moment, with
+ * room to spare, so that a crashed worker can always be restarted and the log always written. */
 #define SDW_FD_RESERVE_BASE 24
 #define SDW_FD_RESERVE_PER_WORKER 8
 /* After EMFILE/ENFILE the listener sleeps this long, like nginx's accept pause: accepting again at
