@@ -485,7 +485,8 @@ static int key_is(const msgpack_object *k, const char *name)
 {
     size_t n = strlen(name);
     /* msgpack gives an empty string a NULL ptr, and memcmp on NULL is undefined even for 0 bytes */
-    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && (n == 0 || !memcmp(k->via.str.ptr, name, n));
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+           (n == 0 || !memcmp(k->via.str.ptr, name, n));
 }
 
 /* Keys must be strings and unique: a peer that sends "job" twice is confused, whichever copy we believed. */

@@ -96,7 +96,8 @@ void sdw_accept_close(sdw_srv *s);
 
 /* ---- h2_limit.c ---- */
 
-/** Registers, before the routes, the handler that sends GOAWAY to an HTTP/2 connection past its stream budget. */
+/** Registers, before the routes, the handler that sends GOAWAY to an HTTP/2 connection past its stream
+ * budget. */
 void sdw_h2_limit_register(h2o_pathconf_t *pathconf);
 
 /* ---- routes.c ---- */
