@@ -484,7 +484,9 @@ static const char *object_kind(const msgpack_object *o)
 static int key_is(const msgpack_object *k, const char *name)
 {
     size_t n = strlen(name);
-    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && !memcmp(k->via.str.ptr, name, n);
+    /* msgpack gives an empty string a NULL ptr, and memcmp on NULL is undefined even for 0 bytes */
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+           (n == 0 || !memcmp(k->via.str.ptr, name, n));
 }
 
 /* Keys must be strings and unique: a peer that sends "job" twice is confused, whichever copy we believed. */
@@ -499,7 +501,7 @@ static int check_keys(const msgpack_object_map *m, const char *where, char *err,
         for (uint32_t j = 0; j < i; j++) {
             const msgpack_object *o = &m->ptr[j].key;
             if (o->via.str.size == k->via.str.size &&
-                !memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size)) {
+                (k->via.str.size == 0 || !memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size))) {
                 seterr(err, errlen, "%s: key '%.*s' appears twice", where,
                        (int)(k->via.str.size > 64 ? 64 : k->via.str.size), k->via.str.ptr);
                 return -1;

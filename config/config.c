@@ -350,9 +350,10 @@ static void get_dim(sdw_yt_ctx *c, const sdw_yt_node *v, const char *path, int *
 
 static void sec_limits(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
 {
-    static const char *const known[] = {"max_width",      "max_height",        "max_steps", "max_body_bytes",
-                                        "request_timeout_s", "idle_timeout_s", NULL};
-    const sdw_yt_node *k[6], *val[6];
+    static const char *const known[] = {
+        "max_width",         "max_height",     "max_steps",       "max_body_bytes",
+        "request_timeout_s", "idle_timeout_s", "max_connections", NULL};
+    const sdw_yt_node *k[7], *val[7];
     if (sdw_yt_want_map(c, v, "limits") <= 0) return;
     sdw_yt_walk_map(c, v, "limits", known, k, val);
     if (!sdw_yt_is_null(val[0])) get_dim(c, val[0], "limits.max_width", &cfg->max_width);
@@ -366,6 +367,17 @@ static void sec_limits(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
         sdw_yt_get_int32(c, val[4], "limits.request_timeout_s", 1, 86400, &cfg->request_timeout_s);
     if (!sdw_yt_is_null(val[5]))
         sdw_yt_get_int32(c, val[5], "limits.idle_timeout_s", 1, 86400, &cfg->idle_timeout_s);
+    if (!sdw_yt_is_null(val[6]))
+        sdw_yt_get_int32(c, val[6], "limits.max_connections", 1, 1048576, &cfg->max_connections);
+}
+
+static void sec_server(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
+{
+    static const char *const known[] = {"http2", NULL};
+    const sdw_yt_node *k[1], *val[1];
+    if (sdw_yt_want_map(c, v, "server") <= 0) return;
+    sdw_yt_walk_map(c, v, "server", known, k, val);
+    if (!sdw_yt_is_null(val[0])) sdw_yt_get_bool(c, val[0], "server.http2", &cfg->http2);
 }
 
 static void sec_workers(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
@@ -519,6 +531,7 @@ void sdw_config_defaults(sdw_config *cfg)
     cfg->max_body_bytes = 1048576;
     cfg->request_timeout_s = 300;
     cfg->idle_timeout_s = 60;
+    cfg->max_connections = 4096;
     cfg->restart_backoff_min_ms = 250;
     cfg->restart_backoff_max_ms = 30000;
     cfg->job_timeout_s = 600;
@@ -579,9 +592,9 @@ int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_c
         sdw_yt_free(root);
         goto fail;
     }
-    static const char *const known[] = {"listen", "node_id", "model", "devices", "queue", "limits",
-                                        "workers", "cors", "log", "metrics", NULL};
-    const sdw_yt_node *k[10], *val[10];
+    static const char *const known[] = {"listen",  "node_id", "model", "devices", "queue",  "limits",
+                                        "workers", "cors",    "log",   "metrics", "server", NULL};
+    const sdw_yt_node *k[11], *val[11];
     sdw_yt_walk_map(&c, top, "", known, k, val);
     const char *s;
     if (!sdw_yt_is_null(val[0])) parse_listen(&c, val[0], cfg);
@@ -603,6 +616,7 @@ int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_c
     sec_cors(&c, val[7], cfg);
     sec_log(&c, val[8], cfg);
     sec_metrics(&c, val[9], cfg);
+    sec_server(&c, val[10], cfg);
     if (!cfg->model_path && !model_bad) {
         const sdw_yt_node *at = !sdw_yt_is_null(val[2]) && val[2]->type == SDW_YT_MAP ? val[2]
                                 : k[2]                                                ? k[2]

@@ -37,6 +37,8 @@ typedef struct {
     size_t max_body_bytes;                /* 1048576 */
     int request_timeout_s;                /* 300 */
     int idle_timeout_s;                   /* 60: keep-alive connections with no request */
+    int max_connections;                  /* 4096, lowered at start to what RLIMIT_NOFILE leaves */
+    int http2;                            /* server.http2: h2c (prior knowledge, Upgrade); 0 */
 
     int restart_backoff_min_ms, restart_backoff_max_ms; /* 250, 30000 */
     int job_timeout_s;                                  /* 600 */

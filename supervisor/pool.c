@@ -423,6 +423,14 @@ static int env_is(const char *e, const char *name)
 
 static void slot_restart_later(pool_slot *s);
 
+/* A spawn that failed (descriptors, memory, fork) is a step of the crash loop: without this the
+ * ready_at of the last good worker would reset the backoff to its minimum on every retry. */
+static void spawn_failed(pool_slot *s)
+{
+    s->ready_at = 0;
+    slot_restart_later(s);
+}
+
 /* Starts the slot's worker. On a failure to fork the slot waits out a backoff like after a crash. */
 static void spawn(pool_slot *s)
 {
@@ -471,7 +479,7 @@ static void spawn(pool_slot *s)
         sdw_log(SDW_LOG_ERROR, "worker_spawn_failed", "slot=%d device=%s error=\"%s\"", s->index,
                  s->dev.name, envp ? strerror(errno) : "out of memory");
         free(envp);
-        slot_restart_later(s);
+        spawn_failed(s);
         return;
     }
     size_t e = 0;
@@ -497,7 +505,7 @@ static void spawn(pool_slot *s)
         close(sv[0]);
         sdw_log(SDW_LOG_ERROR, "worker_spawn_failed", "slot=%d device=%s error=\"fork: %s\"", s->index,
                  s->dev.name, strerror(fork_errno));
-        slot_restart_later(s);
+        spawn_failed(s);
         return;
     }
     s->pid = pid;

@@ -132,11 +132,7 @@ static void begin_shutdown(sdw_srv *s, int signo)
                  sdw_jobs_queued(s->jobs), s->cfg->shutdown_grace_s);
         s->phase = SDW_SRV_DRAINING;
         sdw_notify("STOPPING=1");
-        if (s->listener) {
-            h2o_socket_read_stop(s->listener);
-            h2o_socket_close(s->listener);
-            s->listener = NULL;
-        }
+        sdw_accept_close(s);
         h2o_context_request_shutdown(&s->ctx);
         sdw_jobs_pause(s->jobs, 1);
         sdw_jobs_end_all(s->jobs, 0, "shutting_down", "the service is shutting down; the job had not started",
@@ -297,21 +293,6 @@ static void on_signal(h2o_socket_t *sock, const char *err)
         sdw_pool_reap(s->pool);
 }
 
-static void on_accept(h2o_socket_t *listener, const char *err)
-{
-    sdw_srv *s = listener->data;
-    if (err)
-        return;
-    for (int i = 0; i < 64; i++) {
-        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-        if (!sock)
-            break;
-        int one = 1;
-        setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        h2o_accept(&s->accept_ctx, sock);
-    }
-}
-
 static int bind_listener(sdw_srv *s, char *err, size_t errlen)
 {
     const sdw_config *cfg = s->cfg;
@@ -406,8 +387,13 @@ static void setup_h2o(sdw_srv *s)
     int t = cfg->idle_timeout_s < cfg->request_timeout_s ? cfg->idle_timeout_s : cfg->request_timeout_s;
     gc->http1.req_timeout = (uint64_t)(t > 0 ? t : 1) * 1000;
     gc->http2.idle_timeout = (uint64_t)(cfg->idle_timeout_s > 0 ? cfg->idle_timeout_s : 1) * 1000;
+    /* libh2o 2.2.5 has no defence against HTTP/2 rapid reset (CVE-2023-44487): h2c stays off unless
+     * server.http2 asks for it. h2o 2.2 gates both the prior-knowledge preface and Upgrade: h2c on this. */
+    gc->http1.upgrade_to_http2 = cfg->http2;
+    gc->http2.max_concurrent_requests_per_connection = 16;
     h2o_hostconf_t *host = h2o_config_register_host(gc, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    sdw_h2_limit_register(path);
     sdw_routes_register(s, path);
     sdw_access_log_register(s, path);
     sdw_access_log_register(s, &host->fallback_path);
@@ -464,6 +450,8 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
     s->started_at = sdw_srv_now();
     s->limits = (sdw_validate_limits){cfg->max_width, cfg->max_height, cfg->max_steps, cfg->max_body_bytes};
     char err[512];
+    /* before any descriptor is taken: workers inherit the raised limit too */
+    int nofile = sdw_accept_raise_nofile();
 
     s->metrics = sdw_metrics_new();
     s->keepalive_ev = sdw_rcbuf_from(": keepalive\n\n", 13);
@@ -475,11 +463,12 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
         return 1;
     }
     setup_h2o(s);
+    sdw_accept_init(s, nofile);
     if (setup_signals(s, err, sizeof err) != 0 || bind_listener(s, err, sizeof err) != 0) {
         sdw_log(SDW_LOG_ERROR, "startup_failed", "reason=%s", err);
         return 1;
     }
-    h2o_socket_read_start(s->listener, on_accept);
+    sdw_accept_start(s);
     sdw_log(SDW_LOG_INFO, "listening", "addr=%s", s->listen_addr);
     setup_timers(s);
 

@@ -63,6 +63,12 @@ typedef struct sdw_srv {
     h2o_timeout_t watchdog_timeout; /* half of WATCHDOG_USEC */
     h2o_timeout_entry_t watchdog_entry;
     h2o_timeout_entry_t drain_check_entry; /* on ctx.zero_timeout: re-check the drain outside callbacks */
+
+    int n_conns, max_conns; /* open client connections; limits.max_connections within RLIMIT_NOFILE */
+    int accept_paused;      /* EMFILE/ENFILE: the listener sleeps until accept_pause_entry fires */
+    int at_max_logged, pause_logged; /* warned once for the current streak */
+    h2o_timeout_t accept_pause_timeout;
+    h2o_timeout_entry_t accept_pause_entry;
 } sdw_srv;
 
 /** Monotonic clock in seconds (the jobs' clock). */
@@ -76,6 +82,23 @@ void sdw_srv_on_job_event(sdw_srv *s, sdw_job *job, sdw_job_event ev);
 void sdw_srv_stream_closed(sdw_srv *s);
 /** Serving capacity: workers READY, BUSY and LOADING counted into the out parameters (any may be NULL). */
 void sdw_srv_worker_counts(const sdw_srv *s, int *ready, int *busy, int *loading);
+
+/* ---- accept.c ---- */
+
+/** Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now in force (-1: unknown). */
+int sdw_accept_raise_nofile(void);
+/** Sets s->max_conns from limits.max_connections and nofile, keeping descriptors for workers and logs. */
+void sdw_accept_init(sdw_srv *s, int nofile);
+/** Starts accepting on s->listener (bound, not yet reading). */
+void sdw_accept_start(sdw_srv *s);
+/** Stops accepting and closes the listener (shutdown). */
+void sdw_accept_close(sdw_srv *s);
+
+/* ---- h2_limit.c ---- */
+
+/** Registers, before the routes, the handler that sends GOAWAY to an HTTP/2 connection past its stream
+ * budget. */
+void sdw_h2_limit_register(h2o_pathconf_t *pathconf);
 
 /* ---- routes.c ---- */
 

@@ -5,7 +5,7 @@ set -e
 PKGS="build-essential cmake pkg-config libh2o-evloop-dev libssl-dev libmsgpack-dev libyaml-dev
 libopenblas-dev libpng-dev zlib1g-dev libjansson-dev libutf8proc-dev libcmocka-dev python3 curl
 debhelper lintian fakeroot nginx-light prometheus wrk
-systemd procps man-db haproxy python3-yaml"
+systemd procps man-db haproxy python3-yaml clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -52,7 +52,8 @@ static void test_full_config(void **state)
                     "  - { kind: cuda, gpu: 1 }\n"
                     "queue: { capacity: 7, result_ttl_s: 120 }\n"
                     "limits: { max_width: 768, max_height: 512, max_steps: 50, max_body_bytes: 65536,\n"
-                    "          request_timeout_s: 30, idle_timeout_s: 5 }\n"
+                    "          request_timeout_s: 30, idle_timeout_s: 5, max_connections: 100 }\n"
+                    "server: { http2: true }\n"
                     "workers: { restart_backoff_ms: [100, 2000], job_timeout_s: 60, retry_on_crash: true,\n"
                     "           shutdown_grace_s: 0 }\n"
                     "cors: { allow_origins: [\"https://app.example\", \"http://localhost:3000\"] }\n"
@@ -90,6 +91,8 @@ static void test_full_config(void **state)
     assert_int_equal(cfg.max_body_bytes, 65536);
     assert_int_equal(cfg.request_timeout_s, 30);
     assert_int_equal(cfg.idle_timeout_s, 5);
+    assert_int_equal(cfg.max_connections, 100);
+    assert_int_equal(cfg.http2, 1);
     assert_int_equal(cfg.restart_backoff_min_ms, 100);
     assert_int_equal(cfg.restart_backoff_max_ms, 2000);
     assert_int_equal(cfg.job_timeout_s, 60);
@@ -129,6 +132,8 @@ static void check_defaults(const sdw_config *cfg)
     assert_int_equal(cfg->max_body_bytes, 1048576);
     assert_int_equal(cfg->request_timeout_s, 300);
     assert_int_equal(cfg->idle_timeout_s, 60);
+    assert_int_equal(cfg->max_connections, 4096);
+    assert_int_equal(cfg->http2, 0);
     assert_int_equal(cfg->restart_backoff_min_ms, 250);
     assert_int_equal(cfg->restart_backoff_max_ms, 30000);
     assert_int_equal(cfg->job_timeout_s, 600);
@@ -283,7 +288,7 @@ static void test_unknown_keys(void **state)
     (void)state;
     expect_error("lisen: 127.0.0.1:80\nmodel: {path: /m}\n",
                  "t.yaml:1:1: unknown key 'lisen'; known keys: listen, node_id, model, devices, queue, limits, workers, "
-                 "cors, log, metrics");
+                 "cors, log, metrics, server");
     expect_error("model: {path: /m}\nqueue:\n  capacty: 3\n",
                  "t.yaml:3:3: unknown key 'capacty' in queue; known keys: capacity, result_ttl_s");
     expect_error("model: {path: /m}\ndevices:\n  - { kind: cpu, cpu: 1 }\n",

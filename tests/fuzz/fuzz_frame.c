@@ -1,11 +1,8 @@
 /* fuzz_frame.c: libFuzzer target for the frame reader (common/frame.c): any byte stream, fed in pieces, must
  * give frames or a clean error, never a crash, a leak or unbounded buffering; accepted frames must re-encode.
  *
- * Not part of the default build (needs clang's libFuzzer). From the repository root:
- *   mkdir -p build-fuzz && clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icommon \
- *       tests/fuzz/fuzz_frame.c common/frame.c $(pkg-config --cflags --libs msgpack) -o build-fuzz/fuzz_frame
- *   build-fuzz/fuzz_frame -max_total_time=300 -max_len=4096 build-fuzz/corpus-frame
- * (make the corpus folder first; `build-fuzz/fuzz_frame -help=1` lists the other options). */
+ * Not part of the default build (needs clang's libFuzzer): tests/fuzz/run.sh builds and runs it with the
+ * others. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

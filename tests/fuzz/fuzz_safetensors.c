@@ -1,9 +1,5 @@
 /* fuzz_safetensors.c: libFuzzer target for the safetensors parser (clang only, not in the default build).
- * Build and run with tests/fuzz/run.sh, or by hand from the repository root:
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iworker/engine \
- *     tests/fuzz/fuzz_safetensors.c worker/engine/safetensors.c worker/engine/dtype_convert.c \
- *     $(pkg-config --cflags --libs jansson) -lpthread -o build-fuzz/fuzz_safetensors
- *   build-fuzz/fuzz_safetensors -max_len=4096 -max_total_time=60 build-fuzz/corpus */
+ * tests/fuzz/run.sh builds and runs it with the others. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -472,6 +473,37 @@ static void test_backoff_resets_after_a_stable_run(void **state)
     if (gap < 0 || gap >= 250)
         fail_msg("respawn after a stable run took %lld ms; a reset backoff is 20 ms, an unreset one 320",
                  (long long)gap);
+    teardown();
+}
+
+/* Out of descriptors, socketpair fails before any fork: those failed spawns must grow the backoff too, even
+ * though the last worker had been ready for long (which alone would reset it to the minimum each time). */
+static void test_backoff_grows_when_spawn_fails(void **state)
+{
+    (void)state;
+    setup_cfg("step_ms=1", 1);
+    T.cfg.restart_backoff_min_ms = 20;
+    T.cfg.restart_backoff_max_ms = 1000;
+    pool_start(SDW_FAKE_WORKER);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    RUN_UNTIL(0, 1100); /* a stable run: the crash below restarts at the minimum */
+    struct rlimit was, tight;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
+    tight = was;
+    tight.rlim_cur = 3; /* stdio only: every new descriptor fails with EMFILE */
+    assert_int_equal(submit(0, 300, "crash", 1), 0);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    /* 20, 40, 80, 160 ms: five failed spawns in about 620 ms (never growing, they would be 20 ms each) */
+    RUN_UNTIL(0, 700);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
+    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    int64_t g[4];
+    for (int i = 0; i < 4; i++)
+        g[i] = respawn_gap(i);
+    if (g[1] + 10 < 40 || g[2] + 10 < 80 || g[3] + 10 < 160)
+        fail_msg("respawn gaps after failed spawns %lld, %lld, %lld, %lld ms; want 20, 40, 80, 160",
+                 (long long)g[0], (long long)g[1], (long long)g[2], (long long)g[3]);
     teardown();
 }
 
@@ -1042,6 +1074,7 @@ int main(void)
         cmocka_unit_test(test_crash_is_reported_and_respawned),
         cmocka_unit_test(test_backoff_doubles_and_caps),
         cmocka_unit_test(test_backoff_resets_after_a_stable_run),
+        cmocka_unit_test(test_backoff_grows_when_spawn_fails),
         cmocka_unit_test(test_exit_2_fails_for_good),
         cmocka_unit_test(test_job_timeout),
         cmocka_unit_test(test_job_timeout_is_per_frame),

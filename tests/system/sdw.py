@@ -91,7 +91,7 @@ class Service:
     """One `sd-worker serve` with its own config; use as a context manager."""
 
     def __init__(self, name, devices=1, queue=None, limits=None, workers=None, extra=None, fake_model=None,
-                 engine_wrapper=None, env=None):
+                 engine_wrapper=None, env=None, preexec_fn=None):
         self.name = name
         self.dir = tempfile.mkdtemp(prefix="systest-%s-" % name, dir=TMP if os.path.isdir(TMP) else None)
         self.devices = devices
@@ -102,6 +102,7 @@ class Service:
         self.fake_model = fake_model
         self.engine_wrapper = engine_wrapper
         self.env = env or {}
+        self.preexec_fn = preexec_fn  # run in the child before exec (e.g. lower RLIMIT_NOFILE)
         self.model_override = None
         self.proc = None
         self.port = None
@@ -152,7 +153,7 @@ class Service:
         exe = os.path.join(BUILD, "sd-worker")
         self.proc = subprocess.Popen([exe, "serve", "--config", path], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=self.preexec_fn)
         _services.append(self)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
@@ -217,9 +218,13 @@ class Service:
 
     def wait_exit(self, timeout=60):
         try:
-            return self.proc.wait(timeout)
+            rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError("sd-worker did not exit within %s s:\n%s" % (timeout, self.log_text()))
+        # its last lines may still be in the pipe: log_has() right after must see them
+        if self._reader:
+            self._reader.join(10)
+        return rc
 
     def stop(self, timeout=30):
         """SIGTERM, wait; returns the exit code (SIGKILL and AssertionError if it hangs)."""

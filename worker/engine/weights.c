@@ -1,5 +1,5 @@
-/* weights.c: shared weight lookup and error formatting for the model builders and file loaders
- * (see weights.h). */
+/* weights.c: shared weight lookup for the model builders and file loaders (see weights.h); sde_fail
+ * lives in fail.c so that the file parsers link without the checkpoint. */
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -40,15 +40,4 @@ const sde_tensor *sde_wfind(const sde_ckpt *c, const char *fmt, ...)
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
     return sde_ckpt_find(c, name);
-}
-
-int sde_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
 }
