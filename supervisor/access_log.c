@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <sys/time.h>
 
+#include "api.h"
 #include "log.h"
 #include "numfmt.h"
 #include "srv.h"
@@ -104,7 +105,9 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
     sdw_fmt_u64(bytes, req->bytes_sent);
     sdw_fmt_fixed(msb, ms, 1);
     peer_name(req, peer, sizeof peer);
-    sdw_log_deferred(SDW_LOG_INFO, "http", "method=%s path=%s status=%s bytes=%s ms=%s peer=%s", method, path, st, bytes, msb, peer);
+    const char *key = sdw_api_key_name(req); /* the key's name only: the key itself is never logged */
+    sdw_log_deferred(SDW_LOG_INFO, "http", "method=%s path=%s status=%s bytes=%s ms=%s peer=%s key=%s", method, path, st,
+                     bytes, msb, peer, key ? key : "-");
     flush_soon(s);
 }
 
