@@ -142,8 +142,8 @@ int sdw_api_gate(sdw_srv *s, h2o_req_t *req, int needs_key)
     if (!host_ok(s, req->input.authority)) {
         char msg[200];
         snprintf(msg, sizeof msg,
-                 "this service listens on loopback and does not answer for host '%.64s' (add it to server_names)",
-                 req->input.authority.base);
+                 "this service listens on loopback and does not answer for host '%.*s' (add it to server_names)",
+                 (int)(req->input.authority.len > 64 ? 64 : req->input.authority.len), req->input.authority.base);
         /* the host may hold anything: keep the message printable */
         for (char *p = msg; *p; p++)
             if ((unsigned char)*p < ' ' || (unsigned char)*p > '~')
