@@ -67,32 +67,6 @@ static void gate_error(sdw_srv *s, h2o_req_t *req, int status, const char *code,
     sdw_api_send_error(s, req, sdw_api_shape(req->path_normalized.base, req->path_normalized.len), &e);
 }
 
-/* Two framings of one body let a proxy and this server disagree on where the next request starts. */
-static int framing_ok(h2o_req_t *req)
-{
-    const h2o_iovec_t *cl = NULL;
-    for (size_t i = 0; i < req->headers.size; i++) {
-        const h2o_header_t *h = &req->headers.entries[i];
-        if (h->name == &H2O_TOKEN_TRANSFER_ENCODING->buf) {
-            if (cl)
-                return 0;
-            for (size_t j = i + 1; j < req->headers.size; j++)
-                if (req->headers.entries[j].name == &H2O_TOKEN_CONTENT_LENGTH->buf)
-                    return 0;
-        } else if (h->name == &H2O_TOKEN_CONTENT_LENGTH->buf) {
-            if (cl && !h2o_memis(cl->base, cl->len, h->value.base, h->value.len))
-                return 0;
-            if (!cl && memchr(h->value.base, ',', h->value.len))
-                return 0; /* "5, 6" folded into one line */
-            cl = &h->value;
-            for (size_t j = 0; j < i; j++)
-                if (req->headers.entries[j].name == &H2O_TOKEN_TRANSFER_ENCODING->buf)
-                    return 0;
-        }
-    }
-    return 1;
-}
-
 static int listener_is_loopback(const sdw_config *cfg)
 {
     const char *h = cfg->listen_host ? cfg->listen_host : "";
@@ -133,12 +107,6 @@ static int host_ok(sdw_srv *s, h2o_iovec_t a)
 
 int sdw_api_gate(sdw_srv *s, h2o_req_t *req, int needs_key)
 {
-    if (!framing_ok(req)) {
-        req->http1_is_persistent = 0;
-        gate_error(s, req, 400, "bad_framing",
-                   "the request has both Content-Length and Transfer-Encoding, or conflicting Content-Lengths");
-        return -1;
-    }
     if (!host_ok(s, req->input.authority)) {
         char msg[200];
         snprintf(msg, sizeof msg,
