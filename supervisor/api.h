@@ -1,4 +1,4 @@
-/* api.h: what the client-facing surfaces beside /v1/jobs share: the request gate (Host, smuggling, API
+/* api.h: what the client-facing surfaces beside /v1/jobs share: the request gate (Host, API
  * key), one submit path with the per-key limit, responses held until a job ends, and their dispatchers. */
 #ifndef SDW_API_H
 #define SDW_API_H

@@ -320,7 +320,9 @@ static void handle_txt2img(sdw_srv *s, h2o_req_t *req)
     free(body);
     if (rc != 0) {
         json_decref(in);
-        snprintf(e.field, sizeof e.field, "%s", a1_field(e.field));
+        char f[sizeof e.field];
+        snprintf(f, sizeof f, "%s", a1_field(e.field));
+        snprintf(e.field, sizeof e.field, "%s", f);
         fail(s, req, &e);
         return;
     }
@@ -429,7 +431,7 @@ static void handle_set_options(sdw_srv *s, h2o_req_t *req)
     if (rc)
         fail(s, req, &e);
     else
-        sdw_http_send_json(s, req, 200, json_null());
+        sdw_http_send_json(s, req, 200, json_object());
 }
 
 static int is(h2o_req_t *req, const char *m)
