@@ -75,7 +75,9 @@ static int listener_is_loopback(const sdw_config *cfg)
 
 static int host_ok(sdw_srv *s, h2o_iovec_t a)
 {
-    if (!a.len || !listener_is_loopback(s->cfg))
+    /* no Host at all (HTTP/1.0 health checkers): h2o then names the host config, "default"; a page
+     * rebinding a DNS name always sends its own name, which is never that */
+    if (!a.len || h2o_memis(a.base, a.len, H2O_STRLIT("default")) || !listener_is_loopback(s->cfg))
         return 1;
     char host[256];
     size_t n;

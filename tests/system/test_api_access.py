@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -172,6 +173,17 @@ def test_host_check():
             expect(st == want, "Host %s -> %s %r" % (host, st, body), svc)
             if want == 421:
                 expect(json.loads(body)["error"]["message"], "421 body")
+        # HTTP/1.0 without Host, as health checkers send it
+        s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        s.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+        s.close()
+        expect(data.startswith(b"HTTP/1.1 200"), "no Host: %r" % data[:200])
 
 
 if __name__ == "__main__":
