@@ -32,9 +32,11 @@ int sdw_api_submit(sdw_srv *s, h2o_req_t *req, sdw_gen_request *jr, sdw_job **ou
 typedef json_t *(*sdw_hold_json_fn)(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud, int *status);
 typedef sdw_rcbuf *(*sdw_hold_sse_fn)(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud);
 
-/** Answers req once job ends with fn's JSON. A client that leaves first cancels the job. */
+/** Answers req once job ends with fn's JSON. If h2o drops the request first (it notices a closed HTTP/1
+ * connection only when writing), the job is cancelled. */
 void sdw_hold_json(sdw_srv *s, h2o_req_t *req, sdw_job *job, sdw_hold_json_fn fn, void *ud);
-/** Opens an event stream now (keepalive comments meanwhile) and ends it with fn's event once job ends. */
+/** Opens an event stream now (keepalive comments meanwhile) and ends it with fn's event once job ends; a
+ * reader found gone at a keepalive cancels the job. */
 void sdw_hold_sse(sdw_srv *s, h2o_req_t *req, sdw_job *job, sdw_hold_sse_fn fn, void *ud);
 
 /** The model name the workers serve (the checkpoint's file name without its extension). */

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "multipart.h"
 
 typedef struct {
     int url;    /* response_format "url" */
@@ -251,6 +252,46 @@ static void handle_generate(sdw_srv *s, h2o_req_t *req)
         sdw_hold_json(s, req, job, gen_done, o);
 }
 
+/* The form is read and checked as OpenAI would, so a client learns of a mistake in its upload even
+ * now; only then comes the 501, since the engine cannot use the image yet. */
+static void handle_edit(sdw_srv *s, h2o_req_t *req, int variation)
+{
+    sdw_api_error e;
+    size_t ctlen;
+    const char *ct = sdw_http_header(req, "content-type", &ctlen);
+    char boundary[SDW_MP_BOUNDARY_MAX + 1], err[200];
+    sdw_mp_part parts[32];
+    int n = 0;
+    if (sdw_multipart_boundary(ct, ctlen, boundary, err, sizeof err) != 0) {
+        sdw_api_error_set(&e, ct ? 400 : 415, "invalid_multipart", NULL, "%s", err);
+        fail(s, req, &e);
+        return;
+    }
+    if (sdw_multipart_parse(req->entity.base ? req->entity.base : "", req->entity.len, boundary, parts, 32, &n, err,
+                            sizeof err) != 0) {
+        sdw_api_error_set(&e, 400, "invalid_multipart", NULL, "%s", err);
+        fail(s, req, &e);
+        return;
+    }
+    const sdw_mp_part *img = sdw_multipart_find(parts, n, "image");
+    if (!img)
+        img = sdw_multipart_find(parts, n, "image[]");
+    if (!img || !img->len) {
+        sdw_api_error_set(&e, 400, "missing_field", "image", "image is required (a PNG file part)");
+        fail(s, req, &e);
+        return;
+    }
+    const sdw_mp_part *prompt = sdw_multipart_find(parts, n, "prompt");
+    if (!variation && (!prompt || !prompt->len)) {
+        sdw_api_error_set(&e, 400, "missing_field", "prompt", "prompt is required");
+        fail(s, req, &e);
+        return;
+    }
+    sdw_api_error_set(&e, 501, "not_implemented", NULL,
+                      "image edits and variations need img2img, which the engine does not support yet");
+    fail(s, req, &e);
+}
+
 static json_t *model_json(sdw_srv *s)
 {
     return json_pack("{s:s,s:s,s:I,s:s}", "id", sdw_api_model_name(s), "object", "model", "created",
@@ -281,15 +322,12 @@ int sdw_openai_dispatch(sdw_srv *s, h2o_req_t *req)
             handle_generate(s, req);
         return 1;
     }
-    if (h2o_memis(p.base, p.len, H2O_STRLIT("/v1/images/edits")) ||
-        h2o_memis(p.base, p.len, H2O_STRLIT("/v1/images/variations"))) {
-        if (!is(req, "POST")) {
+    int edit = h2o_memis(p.base, p.len, H2O_STRLIT("/v1/images/edits"));
+    if (edit || h2o_memis(p.base, p.len, H2O_STRLIT("/v1/images/variations"))) {
+        if (!is(req, "POST"))
             method_error(s, req, "POST");
-            return 1;
-        }
-        sdw_api_error_set(&e, 501, "not_implemented", NULL,
-                          "image edits and variations need img2img, which the engine does not support yet");
-        fail(s, req, &e);
+        else
+            handle_edit(s, req, !edit);
         return 1;
     }
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/v1/models"))) {
