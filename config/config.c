@@ -512,7 +512,8 @@ static void sec_server_names(sdw_yt_ctx *c, const sdw_yt_node *l, sdw_config *cf
     char sb[80];
     if (sdw_yt_is_null(l)) return;
     if (l->type != SDW_YT_SEQ) {
-        sdw_yt_error(c, SDW_YT_AT(l), "server_names: expected a list of host names like [\"sd.example\"], got %s",
+        sdw_yt_error(c, SDW_YT_AT(l),
+                     "server_names: expected a list of host names like [\"sd.example\"], got %s",
                      sdw_yt_show(l, sb, sizeof sb));
         return;
     }
@@ -529,8 +530,8 @@ static void sec_server_names(sdw_yt_ctx *c, const sdw_yt_node *l, sdw_config *cf
         if (sdw_yt_get_str(c, l->kid[i], path, &s) != 0) continue;
         int ok = *s && strlen(s) <= 253;
         for (const char *p = s; *p && ok; p++)
-            ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
-                 *p == '-' || *p == ':' || *p == '[' || *p == ']';
+            ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                 *p == '.' || *p == '-' || *p == ':' || *p == '[' || *p == ']';
         if (!ok) {
             sdw_yt_error(c, SDW_YT_AT(l->kid[i]), "%s: expected a host name like sd.example, got %s", path,
                          sdw_yt_show(l->kid[i], sb, sizeof sb));
@@ -641,8 +642,9 @@ int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_c
         sdw_yt_free(root);
         goto fail;
     }
-    static const char *const known[] = {"listen", "node_id", "model", "devices", "queue", "limits",
-                                        "workers", "cors", "log", "metrics", "auth", "server_names", NULL};
+    static const char *const known[] = {"listen", "node_id",      "model", "devices", "queue",
+                                        "limits", "workers",      "cors",  "log",     "metrics",
+                                        "auth",   "server_names", NULL};
     const sdw_yt_node *k[12], *val[12];
     sdw_yt_walk_map(&c, top, "", known, k, val);
     const char *s;

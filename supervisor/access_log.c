@@ -106,8 +106,8 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
     sdw_fmt_fixed(msb, ms, 1);
     peer_name(req, peer, sizeof peer);
     const char *key = sdw_api_key_name(req); /* the key's name only: the key itself is never logged */
-    sdw_log_deferred(SDW_LOG_INFO, "http", "method=%s path=%s status=%s bytes=%s ms=%s peer=%s key=%s", method, path, st,
-                     bytes, msb, peer, key ? key : "-");
+    sdw_log_deferred(SDW_LOG_INFO, "http", "method=%s path=%s status=%s bytes=%s ms=%s peer=%s key=%s",
+                     method, path, st, bytes, msb, peer, key ? key : "-");
     flush_soon(s);
 }
 

@@ -31,8 +31,7 @@ static void a1_on_event(void *ud, sdw_job *job, sdw_job_event ev)
 {
     (void)job;
     a1_job *a = ud;
-    if (ev != SDW_JEV_END && ev != SDW_JEV_GONE)
-        return;
+    if (ev != SDW_JEV_END && ev != SDW_JEV_GONE) return;
     sdw_job_unsubscribe(&a->sub);
     if (a->prev)
         a->prev->next = a->next;
@@ -48,8 +47,7 @@ static void a1_on_event(void *ud, sdw_job *job, sdw_job_event ev)
 static void a1_track(sdw_job *job, const char *key)
 {
     a1_job *a = calloc(1, sizeof *a);
-    if (!a)
-        return; /* progress will not show it; the job itself is unaffected */
+    if (!a) return; /* progress will not show it; the job itself is unaffected */
     a->job = job;
     snprintf(a->key, sizeof a->key, "%s", key ? key : "");
     a->sub.fn = a1_on_event;
@@ -70,10 +68,8 @@ static sdw_job *a1_current(h2o_req_t *req, int *count)
     sdw_job *cur = NULL;
     int n = 0;
     for (a1_job *a = a1_head; a; a = a->next) {
-        if (key && strcmp(a->key, key))
-            continue;
-        if (!cur)
-            cur = a->job;
+        if (key && strcmp(a->key, key)) continue;
+        if (!cur) cur = a->job;
         n++;
     }
     *count = n;
@@ -91,8 +87,7 @@ static int parse_any(sdw_names_kind kind, const char *s, size_t n)
             return i;
     }
     char buf[64];
-    if (n >= sizeof buf)
-        return -1;
+    if (n >= sizeof buf) return -1;
     memcpy(buf, s, n);
     buf[n] = '\0';
     return sdw_names_parse(kind, buf);
@@ -103,14 +98,11 @@ static int parse_sampler(const char *s, int *sampler, int *schedule)
 {
     size_t n = strlen(s);
     *schedule = -1;
-    if ((*sampler = parse_any(SDW_NAMES_SAMPLER, s, n)) >= 0)
-        return 0;
+    if ((*sampler = parse_any(SDW_NAMES_SAMPLER, s, n)) >= 0) return 0;
     const char *sp = strrchr(s, ' ');
-    if (!sp)
-        return -1;
+    if (!sp) return -1;
     int sc = parse_any(SDW_NAMES_SCHEDULE, sp + 1, strlen(sp + 1));
-    if (sc < 0 || (*sampler = parse_any(SDW_NAMES_SAMPLER, s, (size_t)(sp - s))) < 0)
-        return -1;
+    if (sc < 0 || (*sampler = parse_any(SDW_NAMES_SAMPLER, s, (size_t)(sp - s))) < 0) return -1;
     *schedule = sc;
     return 0;
 }
@@ -119,18 +111,16 @@ static int parse_sampler(const char *s, int *sampler, int *schedule)
 
 static int is_noop(json_t *v, const char *k)
 {
-    if (json_is_null(v))
-        return 1;
+    if (json_is_null(v)) return 1;
     if (!strcmp(k, "restore_faces") || !strcmp(k, "tiling") || !strcmp(k, "enable_hr"))
         return json_is_false(v);
-    if (!strcmp(k, "subseed_strength") || !strcmp(k, "s_min_uncond") || !strcmp(k, "s_churn") || !strcmp(k, "s_tmin"))
+    if (!strcmp(k, "subseed_strength") || !strcmp(k, "s_min_uncond") || !strcmp(k, "s_churn") ||
+        !strcmp(k, "s_tmin"))
         return json_is_number(v) && json_number_value(v) == 0;
-    if (!strcmp(k, "s_noise"))
-        return json_is_number(v) && json_number_value(v) == 1;
+    if (!strcmp(k, "s_noise")) return json_is_number(v) && json_number_value(v) == 1;
     if (!strcmp(k, "seed_resize_from_h") || !strcmp(k, "seed_resize_from_w"))
         return json_is_integer(v) && json_integer_value(v) <= 0;
-    if (!strcmp(k, "styles") || !strcmp(k, "script_args"))
-        return json_is_array(v) && json_array_size(v) == 0;
+    if (!strcmp(k, "styles") || !strcmp(k, "script_args")) return json_is_array(v) && json_array_size(v) == 0;
     if (!strcmp(k, "alwayson_scripts") || !strcmp(k, "override_settings"))
         return json_is_object(v) && json_object_size(v) == 0;
     if (!strcmp(k, "script_name") || !strcmp(k, "refiner_checkpoint"))
@@ -142,10 +132,25 @@ static int translate(json_t *in, json_t *out, t2i_opts *o, sdw_api_error *e)
 {
     static const char *const direct[] = {"prompt", "negative_prompt", "steps", "width", "height", NULL};
     /* these change the image in A1111 unless at their neutral value (is_noop) */
-    static const char *const neutral[] = {"restore_faces", "tiling", "enable_hr", "subseed_strength", "s_min_uncond",
-                                          "s_churn", "s_tmin", "s_noise", "seed_resize_from_h", "seed_resize_from_w",
-                                          "styles", "script_args", "alwayson_scripts", "override_settings",
-                                          "script_name", "refiner_checkpoint", "eta", "s_tmax", NULL};
+    static const char *const neutral[] = {"restore_faces",
+                                          "tiling",
+                                          "enable_hr",
+                                          "subseed_strength",
+                                          "s_min_uncond",
+                                          "s_churn",
+                                          "s_tmin",
+                                          "s_noise",
+                                          "seed_resize_from_h",
+                                          "seed_resize_from_w",
+                                          "styles",
+                                          "script_args",
+                                          "alwayson_scripts",
+                                          "override_settings",
+                                          "script_name",
+                                          "refiner_checkpoint",
+                                          "eta",
+                                          "s_tmax",
+                                          NULL};
     int sampler = -1, schedule = -1;
     const char *k;
     json_t *v;
@@ -163,28 +168,25 @@ static int translate(json_t *in, json_t *out, t2i_opts *o, sdw_api_error *e)
             if (!strcmp(k, neutral[i])) {
                 if (!is_noop(v, k))
                     return sdw_api_error_set(e, 400, "unsupported_value", k,
-                                             "%s is not supported; send it at its default (or leave it out)", k);
+                                             "%s is not supported; send it at its default (or leave it out)",
+                                             k);
                 hit = 1;
             }
-        if (hit)
-            continue;
+        if (hit) continue;
         if (!strcmp(k, "cfg_scale")) {
             if (!json_is_null(v) && json_object_set(out, "guidance_scale", v))
                 return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
         } else if (!strcmp(k, "seed")) {
-            if (json_is_integer(v) && json_integer_value(v) == -1)
-                continue; /* A1111's "random" */
+            if (json_is_integer(v) && json_integer_value(v) == -1) continue; /* A1111's "random" */
             if (!json_is_null(v) && json_object_set(out, "seed", v))
                 return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
         } else if (!strcmp(k, "sampler_name") || !strcmp(k, "sampler_index")) {
-            if (json_is_null(v))
-                continue;
+            if (json_is_null(v)) continue;
             int sc;
             if (!json_is_string(v) || parse_sampler(json_string_value(v), &sampler, &sc) != 0)
                 return sdw_api_error_set(e, 400, "invalid_value", k,
                                          "unknown sampler; GET /sdapi/v1/samplers lists the names");
-            if (sc >= 0 && schedule < 0)
-                schedule = sc;
+            if (sc >= 0 && schedule < 0) schedule = sc;
         } else if (!strcmp(k, "scheduler")) {
             if (json_is_null(v) || (json_is_string(v) && !strcasecmp(json_string_value(v), "automatic")))
                 continue;
@@ -211,12 +213,9 @@ static int translate(json_t *in, json_t *out, t2i_opts *o, sdw_api_error *e)
 
 static const char *a1_field(const char *ours)
 {
-    if (!strcmp(ours, "guidance_scale"))
-        return "cfg_scale";
-    if (!strcmp(ours, "sampler"))
-        return "sampler_name";
-    if (!strcmp(ours, "schedule"))
-        return "scheduler";
+    if (!strcmp(ours, "guidance_scale")) return "cfg_scale";
+    if (!strcmp(ours, "sampler")) return "sampler_name";
+    if (!strcmp(ours, "schedule")) return "scheduler";
     return ours;
 }
 
@@ -236,19 +235,20 @@ static json_t *t2i_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud, int 
     int w = job->out_width ? job->out_width : r->width, h = job->out_height ? job->out_height : r->height;
     char infotext[SDW_PROMPT_MAX_BYTES * 2 + 512];
     snprintf(infotext, sizeof infotext,
-             "%s%s%s\nSteps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s",
+             "%s%s%s\nSteps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, "
+             "Model: %s",
              r->prompt, r->negative_prompt && *r->negative_prompt ? "\nNegative prompt: " : "",
              r->negative_prompt && *r->negative_prompt ? r->negative_prompt : "", r->steps, sampler, sched,
              r->cfg_scale, (unsigned long long)r->seed, w, h, sdw_api_model_name(s));
-    json_t *info = json_pack("{s:o,s:[o],s:o,s:[o],s:I,s:[I],s:i,s:i,s:s,s:s,s:o,s:i,s:i,s:s,s:s,s:[o],s:b}",
-                             "prompt", sdw_json_str(r->prompt), "all_prompts", sdw_json_str(r->prompt),
-                             "negative_prompt", sdw_json_str(r->negative_prompt ? r->negative_prompt : ""),
-                             "all_negative_prompts", sdw_json_str(r->negative_prompt ? r->negative_prompt : ""),
-                             "seed", (json_int_t)r->seed, "all_seeds", (json_int_t)r->seed, "width", w, "height", h,
-                             "sampler_name", sampler, "scheduler", sched, "cfg_scale", sdw_json_num(r->cfg_scale),
-                             "steps", r->steps, "batch_size", 1, "sd_model_name", sdw_api_model_name(s), "job_id",
-                             job->id, "infotexts", sdw_json_str(infotext), "interrupted",
-                             job->status == SDW_JST_CANCELLED);
+    json_t *info =
+        json_pack("{s:o,s:[o],s:o,s:[o],s:I,s:[I],s:i,s:i,s:s,s:s,s:o,s:i,s:i,s:s,s:s,s:[o],s:b}", "prompt",
+                  sdw_json_str(r->prompt), "all_prompts", sdw_json_str(r->prompt), "negative_prompt",
+                  sdw_json_str(r->negative_prompt ? r->negative_prompt : ""), "all_negative_prompts",
+                  sdw_json_str(r->negative_prompt ? r->negative_prompt : ""), "seed", (json_int_t)r->seed,
+                  "all_seeds", (json_int_t)r->seed, "width", w, "height", h, "sampler_name", sampler,
+                  "scheduler", sched, "cfg_scale", sdw_json_num(r->cfg_scale), "steps", r->steps,
+                  "batch_size", 1, "sd_model_name", sdw_api_model_name(s), "job_id", job->id, "infotexts",
+                  sdw_json_str(infotext), "interrupted", job->status == SDW_JST_CANCELLED);
     char *info_s = info ? json_dumps(info, JSON_COMPACT) : NULL;
     json_decref(info);
     json_t *images = json_array();
@@ -310,8 +310,7 @@ static void handle_txt2img(sdw_srv *s, h2o_req_t *req)
     json_decref(out);
     if (rc != 0 || !body) {
         json_decref(in);
-        if (rc == 0)
-            sdw_api_error_set(&e, 500, "internal", NULL, "out of memory");
+        if (rc == 0) sdw_api_error_set(&e, 500, "internal", NULL, "out of memory");
         fail(s, req, &e);
         return;
     }
@@ -351,18 +350,18 @@ static void handle_progress(sdw_srv *s, h2o_req_t *req)
         step = j->step;
         total = j->total ? j->total : j->req.steps;
         progress = total > 0 ? (double)step / total : 0;
-        if (step > 0 && j->last_elapsed > 0)
-            eta = j->last_elapsed / step * (total - step);
+        if (step > 0 && j->last_elapsed > 0) eta = j->last_elapsed / step * (total - step);
         snprintf(jobname, sizeof jobname, "task(%s)", j->id);
         time_t t = time(NULL) - (time_t)(sdw_srv_now() - j->t_created);
         strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", gmtime(&t));
     }
     sdw_http_send_json(s, req, 200,
-                       json_pack("{s:o,s:o,s:{s:b,s:b,s:b,s:s,s:i,s:s,s:i,s:i,s:i,s:o},s:n,s:n,s:o}", "progress",
-                                 sdw_json_num(progress), "eta_relative", sdw_json_num(eta), "state", "skipped", 0,
-                                 "interrupted", j && j->cancel_requested, "stopping_generation", 0, "job", jobname,
-                                 "job_count", count, "job_timestamp", stamp, "job_no", 0, "sampling_step", step,
-                                 "sampling_steps", total, "queue_position",
+                       json_pack("{s:o,s:o,s:{s:b,s:b,s:b,s:s,s:i,s:s,s:i,s:i,s:i,s:o},s:n,s:n,s:o}",
+                                 "progress", sdw_json_num(progress), "eta_relative", sdw_json_num(eta),
+                                 "state", "skipped", 0, "interrupted", j && j->cancel_requested,
+                                 "stopping_generation", 0, "job", jobname, "job_count", count,
+                                 "job_timestamp", stamp, "job_no", 0, "sampling_step", step, "sampling_steps",
+                                 total, "queue_position",
                                  j && j->position ? json_integer(j->position) : json_null(), "current_image",
                                  "textinfo", "current_task", j ? json_string(jobname) : json_null()));
 }
@@ -371,8 +370,7 @@ static void handle_interrupt(sdw_srv *s, h2o_req_t *req)
 {
     int count;
     sdw_job *j = a1_current(req, &count);
-    if (j)
-        sdw_jobs_cancel(s->jobs, j, sdw_srv_now());
+    if (j) sdw_jobs_cancel(s->jobs, j, sdw_srv_now());
     sdw_http_send_json(s, req, 200, json_object());
 }
 
@@ -381,7 +379,8 @@ static json_t *samplers_json(void)
     json_t *a = json_array();
     for (int i = 0; a && i < sdw_names_count(SDW_NAMES_SAMPLER); i++) {
         const sdw_name_row *r = sdw_names_row(SDW_NAMES_SAMPLER, i);
-        json_array_append_new(a, json_pack("{s:s,s:[s],s:{}}", "name", r->display, "aliases", r->name, "options"));
+        json_array_append_new(
+            a, json_pack("{s:s,s:[s],s:{}}", "name", r->display, "aliases", r->name, "options"));
     }
     return a;
 }
@@ -392,8 +391,8 @@ static json_t *schedulers_json(void)
                           "default_rho", -1, "need_inner_model", 0);
     for (int i = 0; a && i < sdw_names_count(SDW_NAMES_SCHEDULE); i++) {
         const sdw_name_row *r = sdw_names_row(SDW_NAMES_SCHEDULE, i);
-        json_array_append_new(a, json_pack("{s:s,s:s,s:n,s:i,s:b}", "name", r->name, "label", r->display, "aliases",
-                                           "default_rho", -1, "need_inner_model", 0));
+        json_array_append_new(a, json_pack("{s:s,s:s,s:n,s:i,s:b}", "name", r->name, "label", r->display,
+                                           "aliases", "default_rho", -1, "need_inner_model", 0));
     }
     return a;
 }
@@ -401,8 +400,9 @@ static json_t *schedulers_json(void)
 static json_t *options_json(sdw_srv *s)
 {
     return json_pack("{s:s,s:n,s:s,s:s,s:i,s:i,s:s}", "sd_model_checkpoint", sdw_api_model_name(s),
-                     "sd_checkpoint_hash", "samples_format", "png", "sd_vae", "Automatic", "CLIP_stop_at_last_layers",
-                     1, "eta_noise_seed_delta", 0, "sd_worker_version", SDW_VERSION);
+                     "sd_checkpoint_hash", "samples_format", "png", "sd_vae", "Automatic",
+                     "CLIP_stop_at_last_layers", 1, "eta_noise_seed_delta", 0, "sd_worker_version",
+                     SDW_VERSION);
 }
 
 /* Options describe the fixed service: setting one to the value it has is fine, anything else is refused. */
@@ -443,12 +443,10 @@ int sdw_a1111_dispatch(sdw_srv *s, h2o_req_t *req)
 {
     static const char pfx[] = "/sdapi/v1/";
     h2o_iovec_t p = req->path_normalized;
-    if (p.len < sizeof pfx - 1 || memcmp(p.base, pfx, sizeof pfx - 1))
-        return 0;
+    if (p.len < sizeof pfx - 1 || memcmp(p.base, pfx, sizeof pfx - 1)) return 0;
     char r[32];
     size_t rl = p.len - (sizeof pfx - 1);
-    if (rl >= sizeof r)
-        rl = sizeof r - 1;
+    if (rl >= sizeof r) rl = sizeof r - 1;
     memcpy(r, p.base + sizeof pfx - 1, rl);
     r[rl] = '\0';
     int get = is(req, "GET") || is(req, "HEAD"), post = is(req, "POST");
@@ -461,7 +459,8 @@ int sdw_a1111_dispatch(sdw_srv *s, h2o_req_t *req)
             allow = "POST";
     } else if (!strcmp(r, "img2img")) {
         if (post) {
-            sdw_api_error_set(&e, 501, "not_implemented", NULL, "img2img needs the engine's img2img, not there yet");
+            sdw_api_error_set(&e, 501, "not_implemented", NULL,
+                              "img2img needs the engine's img2img, not there yet");
             fail(s, req, &e);
         } else
             allow = "POST";
@@ -478,8 +477,8 @@ int sdw_a1111_dispatch(sdw_srv *s, h2o_req_t *req)
     } else if (!strcmp(r, "sd-models")) {
         if (get)
             sdw_http_send_json(s, req, 200,
-                               json_pack("[{s:s,s:s,s:n,s:n,s:o,s:n}]", "title", sdw_api_model_name(s), "model_name",
-                                         sdw_api_model_name(s), "hash", "sha256", "filename",
+                               json_pack("[{s:s,s:s,s:n,s:n,s:o,s:n}]", "title", sdw_api_model_name(s),
+                                         "model_name", sdw_api_model_name(s), "hash", "sha256", "filename",
                                          sdw_json_str(s->cfg->model_path), "config"));
         else
             allow = "GET";
@@ -506,7 +505,8 @@ int sdw_a1111_dispatch(sdw_srv *s, h2o_req_t *req)
         else
             allow = "GET, POST";
     } else {
-        sdw_api_error_set(&e, 404, "not_found", NULL, "no such resource in this A1111 API subset (see docs/api.md)");
+        sdw_api_error_set(&e, 404, "not_found", NULL,
+                          "no such resource in this A1111 API subset (see docs/api.md)");
         fail(s, req, &e);
         return 1;
     }

@@ -20,10 +20,8 @@ static int has_prefix(const char *p, size_t len, const char *lit)
 
 sdw_err_shape sdw_api_shape(const char *path, size_t len)
 {
-    if (has_prefix(path, len, "/v1/images") || has_prefix(path, len, "/v1/models"))
-        return SDW_SHAPE_OPENAI;
-    if (has_prefix(path, len, "/sdapi/"))
-        return SDW_SHAPE_A1111;
+    if (has_prefix(path, len, "/v1/images") || has_prefix(path, len, "/v1/models")) return SDW_SHAPE_OPENAI;
+    if (has_prefix(path, len, "/sdapi/")) return SDW_SHAPE_A1111;
     return SDW_SHAPE_NATIVE;
 }
 
@@ -31,10 +29,14 @@ sdw_err_shape sdw_api_shape(const char *path, size_t len)
 static const char *openai_type(int status)
 {
     switch (status) {
-    case 401: return "authentication_error";
-    case 403: return "permission_error";
-    case 404: return "not_found_error";
-    case 429: return "rate_limit_error";
+    case 401:
+        return "authentication_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 429:
+        return "rate_limit_error";
     }
     return status >= 500 ? "server_error" : "invalid_request_error";
 }
@@ -45,17 +47,18 @@ void sdw_api_send_error(sdw_srv *s, h2o_req_t *req, sdw_err_shape shape, const s
     switch (shape) {
     case SDW_SHAPE_OPENAI:
         sdw_http_send_json(s, req, e->status,
-                           json_pack("{s:{s:o,s:s,s:o,s:o}}", "error", "message", sdw_json_str(e->message), "type",
-                                     openai_type(e->status), "param", sdw_json_str(field), "code",
+                           json_pack("{s:{s:o,s:s,s:o,s:o}}", "error", "message", sdw_json_str(e->message),
+                                     "type", openai_type(e->status), "param", sdw_json_str(field), "code",
                                      sdw_json_str(e->code)));
         return;
     case SDW_SHAPE_A1111:
         sdw_http_send_json(s, req, e->status,
                            json_pack("{s:o,s:o,s:s,s:o,s:o}", "error", sdw_json_str(e->code), "detail",
-                                     sdw_json_str(e->message), "body", "", "errors", sdw_json_str(field), "field",
-                                     sdw_json_str(field)));
+                                     sdw_json_str(e->message), "body", "", "errors", sdw_json_str(field),
+                                     "field", sdw_json_str(field)));
         return;
-    case SDW_SHAPE_NATIVE: break;
+    case SDW_SHAPE_NATIVE:
+        break;
     }
     sdw_http_send_error(s, req, e);
 }
@@ -77,32 +80,26 @@ static int host_ok(sdw_srv *s, h2o_iovec_t a)
 {
     /* no Host at all (HTTP/1.0 health checkers): h2o then names the host config, "default"; a page
      * rebinding a DNS name always sends its own name, which is never that */
-    if (!a.len || h2o_memis(a.base, a.len, H2O_STRLIT("default")) || !listener_is_loopback(s->cfg))
-        return 1;
+    if (!a.len || h2o_memis(a.base, a.len, H2O_STRLIT("default")) || !listener_is_loopback(s->cfg)) return 1;
     char host[256];
     size_t n;
     if (a.base[0] == '[') {
         const char *e = memchr(a.base, ']', a.len);
-        if (!e)
-            return 0;
+        if (!e) return 0;
         n = (size_t)(e - a.base) + 1;
     } else {
         const char *c = memchr(a.base, ':', a.len);
         n = c ? (size_t)(c - a.base) : a.len;
     }
-    if (n == 0 || n >= sizeof host)
-        return 0;
+    if (n == 0 || n >= sizeof host) return 0;
     memcpy(host, a.base, n);
     host[n] = '\0';
     while (n > 1 && host[n - 1] == '.')
         host[--n] = '\0'; /* "localhost." is the same name */
     for (int i = 0; i < s->cfg->n_server_names; i++)
-        if (!strcasecmp(host, s->cfg->server_names[i]))
-            return 1;
-    if (!strcasecmp(host, "localhost") || (n > 10 && !strcasecmp(host + n - 10, ".localhost")))
-        return 1;
-    if (!strcmp(host, "[::1]"))
-        return 1;
+        if (!strcasecmp(host, s->cfg->server_names[i])) return 1;
+    if (!strcasecmp(host, "localhost") || (n > 10 && !strcasecmp(host + n - 10, ".localhost"))) return 1;
+    if (!strcmp(host, "[::1]")) return 1;
     struct in_addr a4;
     return inet_pton(AF_INET, host, &a4) == 1 && ((const unsigned char *)&a4)[0] == 127;
 }
@@ -111,25 +108,25 @@ int sdw_api_gate(sdw_srv *s, h2o_req_t *req, int needs_key)
 {
     if (!host_ok(s, req->input.authority)) {
         char msg[200];
-        snprintf(msg, sizeof msg,
-                 "this service listens on loopback and does not answer for host '%.*s' (add it to server_names)",
-                 (int)(req->input.authority.len > 64 ? 64 : req->input.authority.len), req->input.authority.base);
+        snprintf(
+            msg, sizeof msg,
+            "this service listens on loopback and does not answer for host '%.*s' (add it to server_names)",
+            (int)(req->input.authority.len > 64 ? 64 : req->input.authority.len), req->input.authority.base);
         /* the host may hold anything: keep the message printable */
         for (char *p = msg; *p; p++)
-            if ((unsigned char)*p < ' ' || (unsigned char)*p > '~')
-                *p = '?';
+            if ((unsigned char)*p < ' ' || (unsigned char)*p > '~') *p = '?';
         gate_error(s, req, 421, "misdirected_request", msg);
         return -1;
     }
-    if (!needs_key || !sdw_auth_enabled())
-        return 0;
+    if (!needs_key || !sdw_auth_enabled()) return 0;
     size_t len;
     const char *authz = sdw_http_header(req, "authorization", &len);
     const char *name = sdw_auth_check(authz, len);
     if (!name) {
         sdw_http_add_header(req, "www-authenticate", authz ? "Bearer error=\"invalid_token\"" : "Bearer");
         gate_error(s, req, 401, authz ? "invalid_api_key" : "missing_api_key",
-                   authz ? "the API key is not valid" : "an API key is required: send Authorization: Bearer KEY");
+                   authz ? "the API key is not valid"
+                         : "an API key is required: send Authorization: Bearer KEY");
         return -1;
     }
     h2o_iovec_t *slot = h2o_req_getenv(req, H2O_STRLIT(ENV_KEY), 1);
@@ -148,12 +145,14 @@ int sdw_api_submit(sdw_srv *s, h2o_req_t *req, sdw_gen_request *jr, sdw_job **ou
     const char *key = sdw_api_key_name(req);
     const char *reason = "internal";
     if (s->phase != SDW_SRV_RUNNING) {
-        sdw_api_error_set(e, 503, "shutting_down", NULL, "the service is shutting down and takes no new jobs");
+        sdw_api_error_set(e, 503, "shutting_down", NULL,
+                          "the service is shutting down and takes no new jobs");
         reason = "shutting_down";
         goto fail;
     }
     if (!sdw_pool_can_ever_serve(s->pool)) {
-        sdw_api_error_set(e, 503, "unavailable", NULL, "no worker can serve: every worker failed (see the service log)");
+        sdw_api_error_set(e, 503, "unavailable", NULL,
+                          "no worker can serve: every worker failed (see the service log)");
         reason = "unavailable";
         goto fail;
     }
@@ -166,18 +165,17 @@ int sdw_api_submit(sdw_srv *s, h2o_req_t *req, sdw_gen_request *jr, sdw_job **ou
     }
     if (sdw_jobs_submit(s->jobs, jr, sdw_srv_now(), out, e) != 0) {
         reason = e->status == 429 ? "queue_full" : e->status == 503 ? "shutting_down" : "internal";
-        if (e->status == 429)
-            goto retry;
+        if (e->status == 429) goto retry;
         goto fail;
     }
     sdw_job *job = *out;
     sdw_auth_track(key, job);
     sdw_metrics_job_submitted(s->metrics);
     sdw_log(SDW_LOG_INFO, "job_queued", "job=%s steps=%d size=%dx%d sampler=%s position=%d key=%s", job->id,
-            job->req.steps, job->req.width, job->req.height, sdw_sampler_name(job->req.sampler), job->position,
-            key ? key : "-");
+            job->req.steps, job->req.width, job->req.height, sdw_sampler_name(job->req.sampler),
+            job->position, key ? key : "-");
     return 0;
-retry: {
+retry : {
     char ra[16];
     snprintf(ra, sizeof ra, "%d", sdw_jobs_retry_after(s->jobs));
     sdw_http_add_header(req, "retry-after", ra);
@@ -216,8 +214,7 @@ static void hold_dispose(void *p)
         sdw_jobs_cancel(h->srv->jobs, job, sdw_srv_now());
     }
     sdw_job_unsubscribe(&h->sub);
-    if (h2o_timeout_is_linked(&h->keepalive))
-        h2o_timeout_unlink(&h->keepalive);
+    if (h2o_timeout_is_linked(&h->keepalive)) h2o_timeout_unlink(&h->keepalive);
     sdw_rcbuf_release(h->inflight);
     sdw_rcbuf_release(h->final);
     h->srv->n_readers--;
@@ -226,14 +223,12 @@ static void hold_dispose(void *p)
 
 static void sse_flush(hold *h)
 {
-    if (!h->req || h->sending || h->final_sent || !h->final)
-        return;
+    if (!h->req || h->sending || h->final_sent || !h->final) return;
     h->inflight = h->final;
     h->final = NULL;
     h->sending = 1;
     h->final_sent = 1;
-    if (h2o_timeout_is_linked(&h->keepalive))
-        h2o_timeout_unlink(&h->keepalive);
+    if (h2o_timeout_is_linked(&h->keepalive)) h2o_timeout_unlink(&h->keepalive);
     h2o_iovec_t v = h2o_iovec_init(h->inflight->data, h->inflight->len);
     h2o_send(h->req, &v, 1, H2O_SEND_STATE_FINAL);
 }
@@ -256,12 +251,10 @@ static void hold_on_event(void *ud, sdw_job *job, sdw_job_event ev)
         }
         return;
     }
-    if (ev != SDW_JEV_END)
-        return;
+    if (ev != SDW_JEV_END) return;
     sdw_job_unsubscribe(&h->sub);
     h->job = NULL;
-    if (!h->req)
-        return;
+    if (!h->req) return;
     if (h->json_fn) {
         int status = 200;
         json_t *body = h->json_fn(h->srv, h->req, job, h->ud, &status);
@@ -272,7 +265,8 @@ static void hold_on_event(void *ud, sdw_job *job, sdw_job_event ev)
     }
     h->final = h->sse_fn(h->srv, h->req, job, h->ud);
     if (!h->final) {
-        static const char oom[] = "event: error\ndata: {\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\"}}\n\n";
+        static const char oom[] =
+            "event: error\ndata: {\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\"}}\n\n";
         h->final = sdw_rcbuf_from(oom, sizeof oom - 1);
     }
     sse_flush(h);
@@ -320,15 +314,13 @@ static void sse_stop(h2o_generator_t *gen, h2o_req_t *req)
     (void)req;
     hold *h = (hold *)gen;
     h->req = NULL;
-    if (h2o_timeout_is_linked(&h->keepalive))
-        h2o_timeout_unlink(&h->keepalive);
+    if (h2o_timeout_is_linked(&h->keepalive)) h2o_timeout_unlink(&h->keepalive);
 }
 
 static void sse_keepalive(h2o_timeout_entry_t *entry)
 {
     hold *h = H2O_STRUCT_FROM_MEMBER(hold, keepalive, entry);
-    if (!h->req || h->sending || h->final_sent)
-        return;
+    if (!h->req || h->sending || h->final_sent) return;
     h->inflight = sdw_rcbuf_retain(h->srv->keepalive_ev);
     h->sending = 1;
     h2o_iovec_t v = h2o_iovec_init(h->inflight->data, h->inflight->len);
@@ -359,15 +351,13 @@ void sdw_hold_sse(sdw_srv *s, h2o_req_t *req, sdw_job *job, sdw_hold_sse_fn fn, 
 const char *sdw_api_model_name(sdw_srv *s)
 {
     static char name[128];
-    if (name[0])
-        return name;
+    if (name[0]) return name;
     const char *p = s->cfg->model_path ? s->cfg->model_path : "model";
     const char *b = strrchr(p, '/');
     b = b ? b + 1 : p;
     snprintf(name, sizeof name, "%s", b);
     char *dot = strrchr(name, '.');
-    if (dot && dot != name)
-        *dot = '\0';
+    if (dot && dot != name) *dot = '\0';
     return name;
 }
 

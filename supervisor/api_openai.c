@@ -9,7 +9,7 @@
 #include "multipart.h"
 
 typedef struct {
-    int url;    /* response_format "url" */
+    int url; /* response_format "url" */
     char quality[16];
 } gen_opts;
 
@@ -17,11 +17,9 @@ typedef struct {
 static int model_known(sdw_srv *s, const char *m)
 {
     static const char *const aliases[] = {"dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", NULL};
-    if (!strcmp(m, sdw_api_model_name(s)))
-        return 1;
+    if (!strcmp(m, sdw_api_model_name(s))) return 1;
     for (int i = 0; aliases[i]; i++)
-        if (!strcmp(m, aliases[i]))
-            return 1;
+        if (!strcmp(m, aliases[i])) return 1;
     return 0;
 }
 
@@ -32,19 +30,17 @@ static int bad(sdw_api_error *e, const char *field, const char *fmt, const char 
 
 static int str_in(json_t *v, const char *const *allowed)
 {
-    if (!json_is_string(v))
-        return 0;
+    if (!json_is_string(v)) return 0;
     for (int i = 0; allowed[i]; i++)
-        if (!strcmp(json_string_value(v), allowed[i]))
-            return 1;
+        if (!strcmp(json_string_value(v), allowed[i])) return 1;
     return 0;
 }
 
 /* Turns the OpenAI body into a POST /v1/jobs body so one validator checks every surface alike. */
 static int translate(sdw_srv *s, json_t *in, json_t *out, gen_opts *o, int *stream, sdw_api_error *e)
 {
-    static const char *const passthrough[] = {"prompt", "negative_prompt", "steps", "seed", "sampler", "schedule",
-                                              "guidance_scale", NULL};
+    static const char *const passthrough[] = {"prompt",  "negative_prompt", "steps",          "seed",
+                                              "sampler", "schedule",        "guidance_scale", NULL};
     static const char *const formats[] = {"b64_json", "url", NULL};
     static const char *const qualities[] = {"auto", "standard", "hd", "low", "medium", "high", NULL};
     static const char *const styles[] = {"vivid", "natural", NULL};
@@ -62,8 +58,7 @@ static int translate(sdw_srv *s, json_t *in, json_t *out, gen_opts *o, int *stre
                 return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
             continue;
         }
-        if (json_is_null(v))
-            continue;
+        if (json_is_null(v)) continue;
         if (!strcmp(k, "model")) {
             if (!json_is_string(v) || !model_known(s, json_string_value(v)))
                 return sdw_api_error_set(e, 400, "model_not_found", "model",
@@ -71,16 +66,17 @@ static int translate(sdw_srv *s, json_t *in, json_t *out, gen_opts *o, int *stre
                                          sdw_api_model_name(s));
         } else if (!strcmp(k, "n")) {
             if (!json_is_integer(v) || json_integer_value(v) != 1)
-                return sdw_api_error_set(e, 400, "unsupported_value", "n",
-                                         "n must be 1: one image per request is supported until batches land");
+                return sdw_api_error_set(
+                    e, 400, "unsupported_value", "n",
+                    "n must be 1: one image per request is supported until batches land");
         } else if (!strcmp(k, "size")) {
             const char *sz = json_is_string(v) ? json_string_value(v) : "";
             int w = 0, h = 0, used = 0;
-            if (!strcmp(sz, "auto"))
-                continue;
+            if (!strcmp(sz, "auto")) continue;
             if (sscanf(sz, "%dx%d%n", &w, &h, &used) != 2 || (size_t)used != strlen(sz))
                 return bad(e, "size", "size must be \"WIDTHxHEIGHT\" (e.g. \"512x512\") or \"auto\"%s", "");
-            if (json_object_set_new(out, "width", json_integer(w)) || json_object_set_new(out, "height", json_integer(h)))
+            if (json_object_set_new(out, "width", json_integer(w)) ||
+                json_object_set_new(out, "height", json_integer(h)))
                 return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
         } else if (!strcmp(k, "response_format")) {
             if (!str_in(v, formats))
@@ -88,14 +84,15 @@ static int translate(sdw_srv *s, json_t *in, json_t *out, gen_opts *o, int *stre
             o->url = !strcmp(json_string_value(v), "url");
         } else if (!strcmp(k, "quality")) {
             if (!str_in(v, qualities))
-                return bad(e, "quality", "quality must be one of auto, standard, hd, low, medium, high%s", "");
+                return bad(e, "quality", "quality must be one of auto, standard, hd, low, medium, high%s",
+                           "");
             snprintf(o->quality, sizeof o->quality, "%s", json_string_value(v));
         } else if (!strcmp(k, "style")) {
-            if (!str_in(v, styles))
-                return bad(e, "style", "style must be \"vivid\" or \"natural\"%s", "");
+            if (!str_in(v, styles)) return bad(e, "style", "style must be \"vivid\" or \"natural\"%s", "");
         } else if (!strcmp(k, "background")) {
             if (!str_in(v, backgrounds))
-                return bad(e, "background", "background must be \"auto\" or \"opaque\" (no transparency)%s", "");
+                return bad(e, "background", "background must be \"auto\" or \"opaque\" (no transparency)%s",
+                           "");
         } else if (!strcmp(k, "moderation")) {
             if (!str_in(v, moderations))
                 return bad(e, "moderation", "moderation must be \"auto\" or \"low\"%s", "");
@@ -106,25 +103,25 @@ static int translate(sdw_srv *s, json_t *in, json_t *out, gen_opts *o, int *stre
             if (!json_is_integer(v))
                 return bad(e, "output_compression", "output_compression must be an integer%s", "");
         } else if (!strcmp(k, "user")) {
-            if (!json_is_string(v))
-                return bad(e, "user", "user must be a string%s", "");
+            if (!json_is_string(v)) return bad(e, "user", "user must be a string%s", "");
         } else if (!strcmp(k, "stream")) {
-            if (!json_is_boolean(v))
-                return bad(e, "stream", "stream must be true or false%s", "");
+            if (!json_is_boolean(v)) return bad(e, "stream", "stream must be true or false%s", "");
             *stream = json_is_true(v);
         } else if (!strcmp(k, "partial_images")) {
             /* accepted, but no partial image is sent until the engine makes previews */
             if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 3)
                 return bad(e, "partial_images", "partial_images must be an integer from 0 to 3%s", "");
         } else {
-            return sdw_api_error_set(e, 400, "unknown_parameter", k, "Unrecognized request argument supplied: %.64s", k);
+            return sdw_api_error_set(e, 400, "unknown_parameter", k,
+                                     "Unrecognized request argument supplied: %.64s", k);
         }
     }
     if (o->quality[0] && !json_object_get(out, "steps")) {
         /* quality picks the step count unless steps says otherwise: more steps, more detail */
-        int steps = !strcmp(o->quality, "low") ? 10 : !strcmp(o->quality, "hd") || !strcmp(o->quality, "high") ? 40 : 20;
-        if (steps > s->limits.max_steps)
-            steps = s->limits.max_steps;
+        int steps = !strcmp(o->quality, "low")                                 ? 10
+                    : !strcmp(o->quality, "hd") || !strcmp(o->quality, "high") ? 40
+                                                                               : 20;
+        if (steps > s->limits.max_steps) steps = s->limits.max_steps;
         if (json_object_set_new(out, "steps", json_integer(steps)))
             return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
     }
@@ -137,30 +134,31 @@ static json_t *job_error_json(const sdw_job *job, int *status)
     const char *msg = job->status == SDW_JST_CANCELLED ? "the job was cancelled" : job->err_message;
     *status = job->status == SDW_JST_CANCELLED ? 409 : !strcmp(code, "shutting_down") ? 503 : 500;
     return json_pack("{s:{s:o,s:s,s:n,s:o}}", "error", "message", sdw_json_str(msg), "type",
-                     *status == 409 ? "invalid_request_error" : "server_error", "param", "code", sdw_json_str(code));
+                     *status == 409 ? "invalid_request_error" : "server_error", "param", "code",
+                     sdw_json_str(code));
 }
 
 static json_t *image_item(sdw_srv *s, h2o_req_t *req, const sdw_job *job, const gen_opts *o)
 {
     (void)s;
-    if (!o->url)
-        return json_pack("{s:o}", "b64_json", sdw_json_base64(job->png, job->png_len));
+    if (!o->url) return json_pack("{s:o}", "b64_json", sdw_json_base64(job->png, job->png_len));
     h2o_iovec_t base = sdw_api_base_url(req);
     char url[512];
-    snprintf(url, sizeof url, "%.*s/v1/jobs/%s/image", (int)(base.len > 300 ? 300 : base.len), base.base, job->id);
+    snprintf(url, sizeof url, "%.*s/v1/jobs/%s/image", (int)(base.len > 300 ? 300 : base.len), base.base,
+             job->id);
     return json_pack("{s:s}", "url", url);
 }
 
 static json_t *gen_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud, int *status)
 {
     const gen_opts *o = ud;
-    if (job->status != SDW_JST_COMPLETE)
-        return job_error_json(job, status);
+    if (job->status != SDW_JST_COMPLETE) return job_error_json(job, status);
     char size[32];
     snprintf(size, sizeof size, "%dx%d", job->out_width, job->out_height);
     *status = 200;
-    return json_pack("{s:I,s:[o],s:s,s:s,s:s}", "created", (json_int_t)time(NULL), "data", image_item(s, req, job, o),
-                     "output_format", "png", "size", size, "quality", o->quality[0] ? o->quality : "auto");
+    return json_pack("{s:I,s:[o],s:s,s:s,s:s}", "created", (json_int_t)time(NULL), "data",
+                     image_item(s, req, job, o), "output_format", "png", "size", size, "quality",
+                     o->quality[0] ? o->quality : "auto");
 }
 
 static sdw_rcbuf *gen_stream_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud)
@@ -182,9 +180,9 @@ static sdw_rcbuf *gen_stream_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void
     json_t *ev = json_pack("{s:s,s:o,s:I,s:s,s:s,s:s,s:s,s:{s:i,s:i,s:i,s:{s:i,s:i}}}", "type",
                            "image_generation.completed", "b64_json", sdw_json_base64(job->png, job->png_len),
                            "created_at", (json_int_t)time(NULL), "size", size, "quality",
-                           o->quality[0] ? o->quality : "auto", "background", "opaque", "output_format", "png",
-                           "usage", "input_tokens", 0, "output_tokens", 0, "total_tokens", 0, "input_tokens_details",
-                           "image_tokens", 0, "text_tokens", 0);
+                           o->quality[0] ? o->quality : "auto", "background", "opaque", "output_format",
+                           "png", "usage", "input_tokens", 0, "output_tokens", 0, "total_tokens", 0,
+                           "input_tokens_details", "image_tokens", 0, "text_tokens", 0);
     return sdw_json_to_rcbuf(ev, "event: image_generation.completed\ndata: ", "\n\n");
 }
 
@@ -220,13 +218,13 @@ static void handle_generate(sdw_srv *s, h2o_req_t *req)
     memset(o, 0, sizeof *o);
     int stream = 0;
     json_t *out = json_object();
-    int rc = out ? translate(s, in, out, o, &stream, &e) : sdw_api_error_set(&e, 500, "internal", NULL, "out of memory");
+    int rc = out ? translate(s, in, out, o, &stream, &e)
+                 : sdw_api_error_set(&e, 500, "internal", NULL, "out of memory");
     json_decref(in);
     char *body = rc == 0 ? json_dumps(out, JSON_COMPACT) : NULL;
     json_decref(out);
     if (rc != 0 || !body) {
-        if (rc == 0)
-            sdw_api_error_set(&e, 500, "internal", NULL, "out of memory");
+        if (rc == 0) sdw_api_error_set(&e, 500, "internal", NULL, "out of memory");
         fail(s, req, &e);
         return;
     }
@@ -267,15 +265,14 @@ static void handle_edit(sdw_srv *s, h2o_req_t *req, int variation)
         fail(s, req, &e);
         return;
     }
-    if (sdw_multipart_parse(req->entity.base ? req->entity.base : "", req->entity.len, boundary, parts, 32, &n, err,
-                            sizeof err) != 0) {
+    if (sdw_multipart_parse(req->entity.base ? req->entity.base : "", req->entity.len, boundary, parts, 32,
+                            &n, err, sizeof err) != 0) {
         sdw_api_error_set(&e, 400, "invalid_multipart", NULL, "%s", err);
         fail(s, req, &e);
         return;
     }
     const sdw_mp_part *img = sdw_multipart_find(parts, n, "image");
-    if (!img)
-        img = sdw_multipart_find(parts, n, "image[]");
+    if (!img) img = sdw_multipart_find(parts, n, "image[]");
     if (!img || !img->len) {
         sdw_api_error_set(&e, 400, "missing_field", "image", "image is required (a PNG file part)");
         fail(s, req, &e);
@@ -295,7 +292,8 @@ static void handle_edit(sdw_srv *s, h2o_req_t *req, int variation)
 static json_t *model_json(sdw_srv *s)
 {
     return json_pack("{s:s,s:s,s:I,s:s}", "id", sdw_api_model_name(s), "object", "model", "created",
-                     (json_int_t)(time(NULL) - (time_t)(sdw_srv_now() - s->started_at)), "owned_by", "sd-worker");
+                     (json_int_t)(time(NULL) - (time_t)(sdw_srv_now() - s->started_at)), "owned_by",
+                     "sd-worker");
 }
 
 static int is(h2o_req_t *req, const char *m)
@@ -334,7 +332,8 @@ int sdw_openai_dispatch(sdw_srv *s, h2o_req_t *req)
         if (!is(req, "GET") && !is(req, "HEAD"))
             method_error(s, req, "GET, HEAD");
         else
-            sdw_http_send_json(s, req, 200, json_pack("{s:s,s:[o]}", "object", "list", "data", model_json(s)));
+            sdw_http_send_json(s, req, 200,
+                               json_pack("{s:s,s:[o]}", "object", "list", "data", model_json(s)));
         return 1;
     }
     static const char pfx[] = "/v1/models/";

@@ -29,11 +29,9 @@ static int max_per_key;
 
 static int name_ok(const char *s, size_t n)
 {
-    if (n == 0 || n > SDW_AUTH_NAME_MAX)
-        return 0;
+    if (n == 0 || n > SDW_AUTH_NAME_MAX) return 0;
     for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '.' && s[i] != '-')
-            return 0;
+        if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '.' && s[i] != '-') return 0;
     return 1;
 }
 
@@ -45,8 +43,7 @@ static int sha256(const void *data, size_t len, unsigned char out[32])
 
 static int hexval(int c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
+    if (c >= '0' && c <= '9') return c - '0';
     c = tolower(c);
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
@@ -54,8 +51,7 @@ static int hexval(int c)
 static key_entry *find(const char *name)
 {
     for (int i = 0; name && i < n_keys; i++)
-        if (!strcmp(keys[i].name, name))
-            return &keys[i];
+        if (!strcmp(keys[i].name, name)) return &keys[i];
     return NULL;
 }
 
@@ -75,8 +71,7 @@ static int load_file(const char *path, key_entry **out, int *nout, char *err, si
         char *p = line;
         while (isspace((unsigned char)*p))
             p++;
-        if (!*p || *p == '#')
-            continue;
+        if (!*p || *p == '#') continue;
         char *name = p;
         while (*p && !isspace((unsigned char)*p))
             p++;
@@ -90,8 +85,8 @@ static int load_file(const char *path, key_entry **out, int *nout, char *err, si
         while (isspace((unsigned char)*p))
             p++;
         if (!name_ok(name, nl) || hl != 64 || *p) {
-            snprintf(err, errlen, "%s:%d: expected NAME SHA256HEX (as 'sd-worker hash-key NAME' prints it)", path,
-                     lineno);
+            snprintf(err, errlen, "%s:%d: expected NAME SHA256HEX (as 'sd-worker hash-key NAME' prints it)",
+                     path, lineno);
             rc = -1;
             break;
         }
@@ -120,8 +115,7 @@ static int load_file(const char *path, key_entry **out, int *nout, char *err, si
                 rc = -1;
                 break;
             }
-        if (rc)
-            break;
+        if (rc) break;
         if (bad) {
             snprintf(err, errlen, "%s:%d: the hash is not 64 hex digits", path, lineno);
             rc = -1;
@@ -147,12 +141,10 @@ static int install(const char *path, char *err, size_t errlen)
 {
     key_entry *v = NULL;
     int n = 0;
-    if (load_file(path, &v, &n, err, errlen) != 0)
-        return -1;
+    if (load_file(path, &v, &n, err, errlen) != 0) return -1;
     for (int i = 0; i < n; i++) {
         key_entry *old = find(v[i].name);
-        if (old)
-            v[i].queued = old->queued;
+        if (old) v[i].queued = old->queued;
     }
     free(keys);
     keys = v;
@@ -200,8 +192,7 @@ int sdw_auth_count(void)
 const char *sdw_auth_check(const char *authz, size_t len)
 {
     static const char scheme[] = "bearer ";
-    if (!authz || len <= sizeof scheme - 1 || strncasecmp(authz, scheme, sizeof scheme - 1))
-        return NULL;
+    if (!authz || len <= sizeof scheme - 1 || strncasecmp(authz, scheme, sizeof scheme - 1)) return NULL;
     const char *key = authz + sizeof scheme - 1;
     size_t kl = len - (sizeof scheme - 1);
     while (kl && *key == ' ')
@@ -209,8 +200,7 @@ const char *sdw_auth_check(const char *authz, size_t len)
     while (kl && key[kl - 1] == ' ')
         kl--;
     unsigned char h[32];
-    if (!kl || sha256(key, kl, h) != 0)
-        return NULL;
+    if (!kl || sha256(key, kl, h) != 0) return NULL;
     /* no early exit: the time taken says nothing about which entry, if any, matched */
     int found = -1;
     for (int i = 0; i < n_keys; i++) {
@@ -221,11 +211,12 @@ const char *sdw_auth_check(const char *authz, size_t len)
     return found >= 0 ? keys[found].name : NULL;
 }
 
-int sdw_auth_hash_line(const char *name, const char *key, size_t keylen, char *line, size_t linelen, char *err,
-                       size_t errlen)
+int sdw_auth_hash_line(const char *name, const char *key, size_t keylen, char *line, size_t linelen,
+                       char *err, size_t errlen)
 {
     if (!name_ok(name, strlen(name))) {
-        snprintf(err, errlen, "the key name must be 1 to %d characters from A-Z a-z 0-9 _ . -", SDW_AUTH_NAME_MAX);
+        snprintf(err, errlen, "the key name must be 1 to %d characters from A-Z a-z 0-9 _ . -",
+                 SDW_AUTH_NAME_MAX);
         return -1;
     }
     while (keylen && (key[keylen - 1] == '\n' || key[keylen - 1] == '\r'))
@@ -261,11 +252,9 @@ static void on_tracked(void *ud, sdw_job *job, sdw_job_event ev)
 {
     (void)job;
     tracker *t = ud;
-    if (ev != SDW_JEV_END && ev != SDW_JEV_GONE)
-        return;
+    if (ev != SDW_JEV_END && ev != SDW_JEV_GONE) return;
     key_entry *e = find(t->name);
-    if (e && e->queued > 0)
-        e->queued--;
+    if (e && e->queued > 0) e->queued--;
     sdw_job_unsubscribe(&t->sub);
     free(t);
 }
@@ -273,11 +262,9 @@ static void on_tracked(void *ud, sdw_job *job, sdw_job_event ev)
 int sdw_auth_track(const char *name, sdw_job *job)
 {
     key_entry *e = find(name);
-    if (!e || sdw_job_ended(job))
-        return 0;
+    if (!e || sdw_job_ended(job)) return 0;
     tracker *t = calloc(1, sizeof *t);
-    if (!t)
-        return -1;
+    if (!t) return -1;
     snprintf(t->name, sizeof t->name, "%s", name);
     t->sub.fn = on_tracked;
     t->sub.ud = t;

@@ -24,8 +24,8 @@ int sdw_auth_count(void);
  * scheme, unknown key). Every entry is compared, in constant time, whatever matches. */
 const char *sdw_auth_check(const char *authz, size_t len);
 /** Fills line ("NAME HEX\n") for the keys file from a key; 0, or -1 with err (bad name, empty key). */
-int sdw_auth_hash_line(const char *name, const char *key, size_t keylen, char *line, size_t linelen, char *err,
-                       size_t errlen);
+int sdw_auth_hash_line(const char *name, const char *key, size_t keylen, char *line, size_t linelen,
+                       char *err, size_t errlen);
 /** 1 when the key called name may queue one more job (under its limit); name NULL (no auth) always may. */
 int sdw_auth_may_queue(const char *name);
 /** Counts job against name until it ends (no-op for NULL name). 0, or -1 out of memory (job not counted). */

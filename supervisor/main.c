@@ -98,7 +98,8 @@ static int hash_key(int argc, char **argv)
 {
     if (argc != 3 || !strcmp(argv[2], "--help") || !strcmp(argv[2], "-h")) {
         fprintf(argc == 3 ? stdout : stderr,
-                "usage: sd-worker hash-key NAME < keyfile\n\nReads one API key from standard input and prints the "
+                "usage: sd-worker hash-key NAME < keyfile\n\nReads one API key from standard input and "
+                "prints the "
                 "line for auth.api_keys_file:\nNAME and the key's SHA-256. Clients send the key as "
                 "Authorization: Bearer KEY.\n");
         return argc == 3 ? 0 : 1;
@@ -127,8 +128,7 @@ int main(int argc, char **argv)
         printf("sd-worker %s\n", SDW_VERSION);
         return 0;
     }
-    if (!strcmp(cmd, "hash-key"))
-        return hash_key(argc, argv);
+    if (!strcmp(cmd, "hash-key")) return hash_key(argc, argv);
     if (!strcmp(cmd, "generate") || !strcmp(cmd, "tokenize") || !strcmp(cmd, "mkmodel"))
         return exec_engine(argc, argv);
     if (!strcmp(cmd, "serve") || !strcmp(cmd, "check-config")) {
@@ -146,9 +146,11 @@ int main(int argc, char **argv)
             for (int i = 0; i < cfg.n_cors_origins; i++)
                 any |= !strcmp(cfg.cors_origins[i], "*");
             if (any && !cfg.api_keys_file)
-                fprintf(stderr, "%s: warning: cors.allow_origins has \"*\" and auth.api_keys_file is not set: any web "
-                                "page a user visits can use this service\n",
-                        path);
+                fprintf(
+                    stderr,
+                    "%s: warning: cors.allow_origins has \"*\" and auth.api_keys_file is not set: any web "
+                    "page a user visits can use this service\n",
+                    path);
             if (cfg.api_keys_file) {
                 char kerr[512];
                 if (sdw_auth_init(cfg.api_keys_file, 0, kerr, sizeof kerr) != 0) {

@@ -18,7 +18,8 @@ static int fail(char *err, size_t errlen, const char *msg)
 static int bchar_ok(unsigned char c)
 {
     /* RFC 2046 bcharsnospace plus space */
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || strchr("'()+_,-./:=? ", c);
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           strchr("'()+_,-./:=? ", c);
 }
 
 int sdw_multipart_boundary(const char *ct, size_t len, char *out, char *err, size_t errlen)
@@ -35,8 +36,7 @@ int sdw_multipart_boundary(const char *ct, size_t len, char *out, char *err, siz
             i++;
         size_t klen = i - k;
         if (i >= len || ct[i] != '=') {
-            if (klen == 0)
-                break;
+            if (klen == 0) break;
             continue;
         }
         i++;
@@ -48,8 +48,7 @@ int sdw_multipart_boundary(const char *ct, size_t len, char *out, char *err, siz
             size_t s = i;
             while (i < len && ct[i] != '"')
                 i++;
-            if (i >= len)
-                return fail(err, errlen, "unterminated quoted parameter in Content-Type");
+            if (i >= len) return fail(err, errlen, "unterminated quoted parameter in Content-Type");
             vlen = i - s;
             i++;
         } else {
@@ -63,7 +62,8 @@ int sdw_multipart_boundary(const char *ct, size_t len, char *out, char *err, siz
                 return fail(err, errlen, "the multipart boundary must be 1 to 70 characters");
             for (size_t j = 0; j < vlen; j++)
                 if (!bchar_ok((unsigned char)v[j]))
-                    return fail(err, errlen, "the multipart boundary has a character RFC 2046 does not allow");
+                    return fail(err, errlen,
+                                "the multipart boundary has a character RFC 2046 does not allow");
             memcpy(out, v, vlen);
             out[vlen] = '\0';
             return 0;
@@ -87,8 +87,7 @@ static int disp_param(const char *v, size_t vlen, const char *param, const char 
     while (i < vlen) {
         while (i < vlen && v[i] != ';')
             i++;
-        if (i >= vlen)
-            break;
+        if (i >= vlen) break;
         i++;
         while (i < vlen && (v[i] == ' ' || v[i] == '\t'))
             i++;
@@ -97,12 +96,10 @@ static int disp_param(const char *v, size_t vlen, const char *param, const char 
             if (i < vlen && v[i] == '"') {
                 size_t s = ++i;
                 while (i < vlen && v[i] != '"') {
-                    if (v[i] == '\\' && i + 1 < vlen)
-                        i++;
+                    if (v[i] == '\\' && i + 1 < vlen) i++;
                     i++;
                 }
-                if (i >= vlen)
-                    return -1;
+                if (i >= vlen) return -1;
                 *out = v + s;
                 *olen = i - s;
             } else {
@@ -124,21 +121,17 @@ static int part_headers(const char *p, const char *end, sdw_mp_part *part, const
 {
     int seen_disp = 0;
     for (int lines = 0;; lines++) {
-        if (lines > HEADERS_MAX)
-            return fail(err, errlen, "a multipart part has too many header lines");
+        if (lines > HEADERS_MAX) return fail(err, errlen, "a multipart part has too many header lines");
         const char *eol = find(p, (size_t)(end - p), "\r\n", 2);
-        if (!eol)
-            return fail(err, errlen, "a multipart part's headers do not end");
+        if (!eol) return fail(err, errlen, "a multipart part's headers do not end");
         size_t ll = (size_t)(eol - p);
         if (ll == 0) {
             *body = eol + 2;
             break;
         }
-        if (ll > HEADER_LINE_MAX)
-            return fail(err, errlen, "a multipart header line is too long");
+        if (ll > HEADER_LINE_MAX) return fail(err, errlen, "a multipart header line is too long");
         const char *colon = memchr(p, ':', ll);
-        if (!colon)
-            return fail(err, errlen, "a multipart header line has no colon");
+        if (!colon) return fail(err, errlen, "a multipart header line has no colon");
         size_t nl = (size_t)(colon - p);
         const char *v = colon + 1;
         size_t vl = ll - nl - 1;
@@ -164,14 +157,13 @@ static int part_headers(const char *p, const char *end, sdw_mp_part *part, const
     return 0;
 }
 
-int sdw_multipart_parse(const char *body, size_t len, const char *boundary, sdw_mp_part *parts, int max, int *n,
-                        char *err, size_t errlen)
+int sdw_multipart_parse(const char *body, size_t len, const char *boundary, sdw_mp_part *parts, int max,
+                        int *n, char *err, size_t errlen)
 {
     char delim[SDW_MP_BOUNDARY_MAX + 5];
     size_t bl = strlen(boundary);
     *n = 0;
-    if (bl == 0 || bl > SDW_MP_BOUNDARY_MAX)
-        return fail(err, errlen, "bad multipart boundary");
+    if (bl == 0 || bl > SDW_MP_BOUNDARY_MAX) return fail(err, errlen, "bad multipart boundary");
     /* "\r\n--boundary": a body that starts with the delimiter has no CRLF before it, so look for the rest */
     memcpy(delim, "\r\n--", 4);
     memcpy(delim + 4, boundary, bl);
@@ -182,29 +174,24 @@ int sdw_multipart_parse(const char *body, size_t len, const char *boundary, sdw_
         p = body + dl - 2;
     else {
         const char *d = find(body, len, delim, dl);
-        if (!d)
-            return fail(err, errlen, "the multipart body has no boundary line");
+        if (!d) return fail(err, errlen, "the multipart body has no boundary line");
         p = d + dl;
     }
     for (;;) {
         /* after a delimiter: "--" ends the body, else optional whitespace and CRLF start a part */
-        if (end - p >= 2 && p[0] == '-' && p[1] == '-')
-            return 0;
+        if (end - p >= 2 && p[0] == '-' && p[1] == '-') return 0;
         while (p < end && (*p == ' ' || *p == '\t'))
             p++;
         if (end - p < 2 || p[0] != '\r' || p[1] != '\n')
             return fail(err, errlen, "a multipart boundary line is malformed");
         p += 2;
-        if (*n >= max)
-            return fail(err, errlen, "too many multipart parts");
+        if (*n >= max) return fail(err, errlen, "too many multipart parts");
         sdw_mp_part *part = &parts[*n];
         memset(part, 0, sizeof *part);
         const char *data;
-        if (part_headers(p, end, part, &data, err, errlen) != 0)
-            return -1;
+        if (part_headers(p, end, part, &data, err, errlen) != 0) return -1;
         const char *d = find(data, (size_t)(end - data), delim, dl);
-        if (!d)
-            return fail(err, errlen, "the multipart body ends inside a part (no closing boundary)");
+        if (!d) return fail(err, errlen, "the multipart body ends inside a part (no closing boundary)");
         part->data = data;
         part->len = (size_t)(d - data);
         (*n)++;
@@ -216,7 +203,6 @@ const sdw_mp_part *sdw_multipart_find(const sdw_mp_part *parts, int n, const cha
 {
     size_t l = strlen(name);
     for (int i = 0; i < n; i++)
-        if (parts[i].name_len == l && !memcmp(parts[i].name, name, l))
-            return &parts[i];
+        if (parts[i].name_len == l && !memcmp(parts[i].name, name, l)) return &parts[i];
     return NULL;
 }

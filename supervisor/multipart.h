@@ -25,8 +25,8 @@ typedef struct {
 int sdw_multipart_boundary(const char *ct, size_t len, char *out, char *err, size_t errlen);
 /** Splits body into at most max parts (fills parts[0..*n-1]). Every part must be form-data with a name;
  * the body must end with the closing delimiter. 0, or -1 with err (*n then says how many were read). */
-int sdw_multipart_parse(const char *body, size_t len, const char *boundary, sdw_mp_part *parts, int max, int *n,
-                        char *err, size_t errlen);
+int sdw_multipart_parse(const char *body, size_t len, const char *boundary, sdw_mp_part *parts, int max,
+                        int *n, char *err, size_t errlen);
 /** The first part called name, or NULL. */
 const sdw_mp_part *sdw_multipart_find(const sdw_mp_part *parts, int n, const char *name);
 

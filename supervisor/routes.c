@@ -81,7 +81,8 @@ static const char *allowed_methods(sdw_route r)
     case SDW_ROUTE_JOBS: return "POST, OPTIONS";
     case SDW_ROUTE_JOB: return "GET, HEAD, DELETE, OPTIONS";
     case SDW_ROUTE_JOB_STREAM: return "GET, OPTIONS";
-    case SDW_ROUTE_NONE: return "GET, HEAD, POST, OPTIONS"; /* the other surfaces check their own */
+    case SDW_ROUTE_NONE:
+        return "GET, HEAD, POST, OPTIONS"; /* the other surfaces check their own */
     default: return "GET, HEAD, OPTIONS";
     }
 }
@@ -335,12 +336,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     /* probes, CORS preflights (browsers send them without credentials) and the page itself need no key */
     int open = preflight || page || r == SDW_ROUTE_HEALTH || r == SDW_ROUTE_READY ||
                (r == SDW_ROUTE_METRICS && !s->cfg->metrics_needs_key);
-    if (sdw_api_gate(s, req, !open) != 0)
-        return 0;
+    if (sdw_api_gate(s, req, !open) != 0) return 0;
     if (r == SDW_ROUTE_NONE && !preflight &&
         (sdw_webui_dispatch(s, req) || sdw_openai_dispatch(s, req) || sdw_a1111_dispatch(s, req)))
         return 0;
-    if (r == SDW_ROUTE_NONE && preflight && sdw_api_shape(req->path_normalized.base, req->path_normalized.len)) {
+    if (r == SDW_ROUTE_NONE && preflight &&
+        sdw_api_shape(req->path_normalized.base, req->path_normalized.len)) {
         handle_preflight(s, req, r);
         return 0;
     }

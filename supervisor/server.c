@@ -486,8 +486,7 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
         sdw_log(SDW_LOG_ERROR, "startup_failed", "reason=%s", err);
         return 1;
     }
-    if (cfg->api_keys_file)
-        sdw_log(SDW_LOG_INFO, "keys_loaded", "keys=%d", sdw_auth_count());
+    if (cfg->api_keys_file) sdw_log(SDW_LOG_INFO, "keys_loaded", "keys=%d", sdw_auth_count());
     setup_h2o(s);
     if (setup_signals(s, err, sizeof err) != 0 || bind_listener(s, err, sizeof err) != 0) {
         sdw_log(SDW_LOG_ERROR, "startup_failed", "reason=%s", err);

@@ -292,7 +292,8 @@ static void test_unknown_keys(void **state)
 {
     (void)state;
     expect_error("lisen: 127.0.0.1:80\nmodel: {path: /m}\n",
-                 "t.yaml:1:1: unknown key 'lisen'; known keys: listen, node_id, model, devices, queue, limits, workers, "
+                 "t.yaml:1:1: unknown key 'lisen'; known keys: listen, node_id, model, devices, queue, "
+                 "limits, workers, "
                  "cors, log, metrics, auth, server_names");
     expect_error("model: {path: /m}\nqueue:\n  capacty: 3\n",
                  "t.yaml:3:3: unknown key 'capacty' in queue; known keys: capacity, result_ttl_s");

@@ -15,20 +15,17 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *nl = memchr(data, '\n', size);
-    if (!nl)
-        return 0;
+    if (!nl) return 0;
     size_t ctlen = (size_t)(nl - (const char *)data);
     char boundary[SDW_MP_BOUNDARY_MAX + 1], err[200];
-    if (sdw_multipart_boundary((const char *)data, ctlen, boundary, err, sizeof err) != 0)
-        return 0;
+    if (sdw_multipart_boundary((const char *)data, ctlen, boundary, err, sizeof err) != 0) return 0;
     size_t blen = size - ctlen - 1;
     char *body = malloc(blen ? blen : 1); /* its own allocation: ASan catches a read past the end */
     memcpy(body, nl + 1, blen);
     sdw_mp_part parts[8];
     int n = 0;
     int rc = sdw_multipart_parse(body, blen, boundary, parts, 8, &n, err, sizeof err);
-    if (n < 0 || n > 8)
-        abort();
+    if (n < 0 || n > 8) abort();
     for (int i = 0; rc == 0 && i < n; i++) {
         const sdw_mp_part *p = &parts[i];
         if (p->data < body || p->data + p->len > body + blen || !p->name || p->name < body ||

@@ -24,10 +24,8 @@ static int parse(const char *body, size_t len, const char *b, sdw_mp_part *parts
         for (int i = 0; i < *n; i++) {
             parts[i].name = body + (parts[i].name - copy);
             parts[i].data = body + (parts[i].data - copy);
-            if (parts[i].filename)
-                parts[i].filename = body + (parts[i].filename - copy);
-            if (parts[i].content_type)
-                parts[i].content_type = body + (parts[i].content_type - copy);
+            if (parts[i].filename) parts[i].filename = body + (parts[i].filename - copy);
+            if (parts[i].content_type) parts[i].content_type = body + (parts[i].content_type - copy);
         }
     } else {
         assert_true(err[0] != '\0');
@@ -46,9 +44,13 @@ static void test_boundary(void **state)
     ct = "Multipart/Form-Data; charset=utf-8; boundary=\"a b:c\"";
     assert_int_equal(sdw_multipart_boundary(ct, strlen(ct), b, err, sizeof err), 0);
     assert_string_equal(b, "a b:c");
-    const char *bad[] = {"application/json", "multipart/form-data", "multipart/form-data; boundary=",
-                         "multipart/form-data; boundary=\"abc", "multipart/form-data; boundary=a{b",
-                         "multipart/form-data; boundary=01234567890123456789012345678901234567890123456789012345678901234567890"};
+    const char *bad[] = {"application/json",
+                         "multipart/form-data",
+                         "multipart/form-data; boundary=",
+                         "multipart/form-data; boundary=\"abc",
+                         "multipart/form-data; boundary=a{b",
+                         "multipart/form-data; "
+                         "boundary=01234567890123456789012345678901234567890123456789012345678901234567890"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_int_equal(sdw_multipart_boundary(bad[i], strlen(bad[i]), b, err, sizeof err), -1);
     assert_int_equal(sdw_multipart_boundary(NULL, 0, b, err, sizeof err), -1);
