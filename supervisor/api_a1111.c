@@ -226,6 +226,7 @@ static json_t *t2i_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud, int 
     if (job->status == SDW_JST_ERROR) {
         *status = 500;
         json_decref(o->params);
+        o->params = NULL;
         return json_pack("{s:o,s:o,s:s,s:s}", "error", sdw_json_str(job->err_code), "detail",
                          sdw_json_str(job->err_message), "body", "", "errors", "");
     }
