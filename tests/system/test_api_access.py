@@ -4,6 +4,7 @@ check-config warning, and the DNS-rebinding Host check of a loopback listener.""
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -136,6 +137,7 @@ def test_metrics_open_and_bad_keys_file():
     with open(cfg, "w") as f:
         f.write(bad.config_text())
     r = subprocess.run([EXE, "check-config", "--config", cfg], capture_output=True, text=True)
+    shutil.rmtree(bad.dir, ignore_errors=True)  # never started: the harness does not know it
     expect(r.returncode == 1 and ":1: " in r.stderr, "check-config on a bad keys file %d %r" % (r.returncode, r.stderr))
 
 
@@ -159,6 +161,7 @@ def test_cors_default_and_warning():
     with open(cfg, "w") as f:
         f.write(svc.config_text())
     r = subprocess.run([EXE, "check-config", "--config", cfg], capture_output=True, text=True)
+    shutil.rmtree(svc.dir, ignore_errors=True)  # never started: the harness does not know it
     expect(r.returncode == 0 and "warning" not in r.stderr, "no warning with keys %r" % r.stderr)
 
 
