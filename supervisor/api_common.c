@@ -364,6 +364,10 @@ const char *sdw_api_model_name(sdw_srv *s)
 h2o_iovec_t sdw_api_base_url(h2o_req_t *req)
 {
     const h2o_url_scheme_t *sc = req->input.scheme ? req->input.scheme : &H2O_URL_SCHEME_HTTP;
-    h2o_iovec_t a = req->input.authority;
-    return h2o_concat(&req->pool, sc->name, h2o_iovec_init(H2O_STRLIT("://")), a);
+    h2o_iovec_t name = sc->name;
+    /* behind a TLS proxy the client's scheme is the proxy's word; it only shapes the caller's own link */
+    size_t fl;
+    const char *fwd = sdw_http_header(req, "x-forwarded-proto", &fl);
+    if (fwd && h2o_memis(fwd, fl, H2O_STRLIT("https"))) name = h2o_iovec_init(H2O_STRLIT("https"));
+    return h2o_concat(&req->pool, name, h2o_iovec_init(H2O_STRLIT("://")), req->input.authority);
 }
