@@ -83,7 +83,10 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
                       : SDW_ROUTE_NONE;
     const char *method = method_label(req->method.base ? req->method : req->input.method);
     int status = req->res.status;
-    sdw_metrics_http(s->metrics, method, sdw_route_pattern(r), status);
+    const char *pattern = r != SDW_ROUTE_NONE || !req->path_normalized.base
+                              ? sdw_route_pattern(r)
+                              : sdw_api_route_pattern(req->path_normalized.base, req->path_normalized.len);
+    sdw_metrics_http(s->metrics, method, pattern, status);
     if (s->cfg->log_level > SDW_LOG_INFO)
         return; /* the line would be dropped: skip building it */
 

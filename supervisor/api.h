@@ -10,6 +10,9 @@ typedef enum { SDW_SHAPE_NATIVE = 0, SDW_SHAPE_OPENAI, SDW_SHAPE_A1111 } sdw_err
 
 /** The shape a path's errors take (/v1/images, /v1/models: OpenAI; /sdapi: A1111; else ours). */
 sdw_err_shape sdw_api_shape(const char *path, size_t len);
+/** The metrics label of a path outside /v1/jobs: one of a fixed set ("/v1/images/generations",
+ * "/v1/models/{id}", "/sdapi/v1/txt2img", "/", ...), else "other", so clients cannot grow the label set. */
+const char *sdw_api_route_pattern(const char *path, size_t len);
 /** Sends e in the given shape: OpenAI {"error":{"message","type","param","code"}}, A1111 {"error","detail",
  * "body","errors"}, else ours. */
 void sdw_api_send_error(sdw_srv *s, h2o_req_t *req, sdw_err_shape shape, const sdw_api_error *e);

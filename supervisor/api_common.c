@@ -25,6 +25,31 @@ sdw_err_shape sdw_api_shape(const char *path, size_t len)
     return SDW_SHAPE_NATIVE;
 }
 
+const char *sdw_api_route_pattern(const char *path, size_t len)
+{
+    static const char *const known[] = {"/",
+                                        "/index.html",
+                                        "/v1/images/generations",
+                                        "/v1/images/edits",
+                                        "/v1/images/variations",
+                                        "/v1/models",
+                                        "/sdapi/v1/txt2img",
+                                        "/sdapi/v1/img2img",
+                                        "/sdapi/v1/progress",
+                                        "/sdapi/v1/interrupt",
+                                        "/sdapi/v1/skip",
+                                        "/sdapi/v1/sd-models",
+                                        "/sdapi/v1/samplers",
+                                        "/sdapi/v1/schedulers",
+                                        "/sdapi/v1/loras",
+                                        "/sdapi/v1/options",
+                                        NULL};
+    for (int i = 0; known[i]; i++)
+        if (h2o_memis(path, len, known[i], strlen(known[i]))) return known[i];
+    if (has_prefix(path, len, "/v1/models/")) return "/v1/models/{id}";
+    return "other";
+}
+
 /* OpenAI's SDKs pick their exception class from the status; type mirrors it for clients that read it. */
 static const char *openai_type(int status)
 {
