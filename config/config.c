@@ -504,6 +504,64 @@ static void sec_metrics(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
     if (!sdw_yt_is_null(val[0])) sdw_yt_get_bool(c, val[0], "metrics.enabled", &cfg->metrics);
 }
 
+static void sec_auth(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
+{
+    static const char *const known[] = {"api_keys_file", "protect_metrics", "max_queued_per_key", NULL};
+    const sdw_yt_node *k[3], *val[3];
+    const char *s;
+    if (sdw_yt_want_map(c, v, "auth") <= 0) return;
+    sdw_yt_walk_map(c, v, "auth", known, k, val);
+    if (!sdw_yt_is_null(val[0]) && sdw_yt_get_str(c, val[0], "auth.api_keys_file", &s) == 0 && *s)
+        sdw_yt_set_str(c, &cfg->api_keys_file, s);
+    if (!sdw_yt_is_null(val[1])) sdw_yt_get_bool(c, val[1], "auth.protect_metrics", &cfg->metrics_needs_key);
+    if (!sdw_yt_is_null(val[2]))
+        sdw_yt_get_int32(c, val[2], "auth.max_queued_per_key", 0, 100000, &cfg->max_queued_per_key);
+}
+
+/* Host names only: they are compared with the Host header, which never carries a path or spaces. */
+static void sec_server_names(sdw_yt_ctx *c, const sdw_yt_node *l, sdw_config *cfg)
+{
+    char sb[80];
+    if (sdw_yt_is_null(l)) return;
+    if (l->type != SDW_YT_SEQ) {
+        sdw_yt_error(c, SDW_YT_AT(l),
+                     "server_names: expected a list of host names like [\"sd.example\"], got %s",
+                     sdw_yt_show(l, sb, sizeof sb));
+        return;
+    }
+    char **o = calloc((size_t)l->n + 1, sizeof *o);
+    if (!o) {
+        sdw_yt_error(c, 0, 0, "out of memory");
+        return;
+    }
+    int n = 0;
+    for (int i = 0; i < l->n; i++) {
+        char path[48];
+        const char *s;
+        snprintf(path, sizeof path, "server_names[%d]", i);
+        if (sdw_yt_get_str(c, l->kid[i], path, &s) != 0) continue;
+        int ok = *s && strlen(s) <= 253;
+        for (const char *p = s; *p && ok; p++)
+            ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                 *p == '.' || *p == '-' || *p == ':' || *p == '[' || *p == ']';
+        if (!ok) {
+            sdw_yt_error(c, SDW_YT_AT(l->kid[i]), "%s: expected a host name like sd.example, got %s", path,
+                         sdw_yt_show(l->kid[i], sb, sizeof sb));
+            continue;
+        }
+        if (!(o[n] = strdup(s))) {
+            sdw_yt_error(c, 0, 0, "out of memory");
+            break;
+        }
+        n++;
+    }
+    for (int i = 0; i < cfg->n_server_names; i++)
+        free(cfg->server_names[i]);
+    free(cfg->server_names);
+    cfg->server_names = o;
+    cfg->n_server_names = n;
+}
+
 /* ---- public API ---------------------------------------------------------------------------------------- */
 
 void sdw_config_defaults(sdw_config *cfg)
@@ -537,9 +595,10 @@ void sdw_config_defaults(sdw_config *cfg)
     cfg->job_timeout_s = 600;
     cfg->retry_on_crash = 0;
     cfg->shutdown_grace_s = 30;
-    cfg->cors_origins = calloc(2, sizeof *cfg->cors_origins);
-    if (cfg->cors_origins && (cfg->cors_origins[0] = strdup("*")))
-        cfg->n_cors_origins = 1;
+    cfg->cors_origins = calloc(1, sizeof *cfg->cors_origins);
+    cfg->server_names = calloc(1, sizeof *cfg->server_names);
+    cfg->metrics_needs_key = 1;
+    cfg->max_queued_per_key = 8;
     cfg->log_level = SDW_LOG_INFO;
     cfg->log_json = 0;
     cfg->metrics = 1;
@@ -559,6 +618,10 @@ void sdw_config_free(sdw_config *cfg)
     for (int i = 0; i < cfg->n_cors_origins; i++)
         free(cfg->cors_origins[i]);
     free(cfg->cors_origins);
+    for (int i = 0; i < cfg->n_server_names; i++)
+        free(cfg->server_names[i]);
+    free(cfg->server_names);
+    free(cfg->api_keys_file);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -569,7 +632,7 @@ int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_c
         err[0] = 0;
     sdw_config_defaults(cfg);
     if (!cfg->listen_host || !cfg->node_id || !cfg->tokenizer_path || !cfg->prediction || !cfg->devices ||
-        !cfg->n_cors_origins || !(cfg->file = strdup(c.file))) {
+        !cfg->cors_origins || !cfg->server_names || !(cfg->file = strdup(c.file))) {
         sdw_yt_error(&c, 0, 0, "out of memory");
         goto fail;
     }
@@ -592,9 +655,9 @@ int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_c
         sdw_yt_free(root);
         goto fail;
     }
-    static const char *const known[] = {"listen",  "node_id", "model", "devices", "queue",  "limits",
-                                        "workers", "cors",    "log",   "metrics", "server", NULL};
-    const sdw_yt_node *k[11], *val[11];
+    static const char *const known[] = {"listen", "node_id", "model", "devices", "queue", "limits", "workers",
+                                        "cors",   "log",     "metrics", "server", "auth",  "server_names", NULL};
+    const sdw_yt_node *k[13], *val[13];
     sdw_yt_walk_map(&c, top, "", known, k, val);
     const char *s;
     if (!sdw_yt_is_null(val[0])) parse_listen(&c, val[0], cfg);
@@ -617,6 +680,8 @@ int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_c
     sec_log(&c, val[8], cfg);
     sec_metrics(&c, val[9], cfg);
     sec_server(&c, val[10], cfg);
+    sec_auth(&c, val[11], cfg);
+    sec_server_names(&c, val[12], cfg);
     if (!cfg->model_path && !model_bad) {
         const sdw_yt_node *at = !sdw_yt_is_null(val[2]) && val[2]->type == SDW_YT_MAP ? val[2]
                                 : k[2]                                                ? k[2]

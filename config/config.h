@@ -45,8 +45,14 @@ typedef struct {
     int retry_on_crash;                                 /* 0 */
     int shutdown_grace_s;                               /* 30 */
 
-    char **cors_origins; /* ["*"] */
+    char **cors_origins; /* []: no origin may use the API from a browser page of another site */
     int n_cors_origins;
+    char **server_names; /* Host names a loopback listener answers besides loopback names (DNS rebinding) */
+    int n_server_names;
+
+    char *api_keys_file;    /* auth.api_keys_file; NULL = no keys, every route open */
+    int metrics_needs_key;  /* auth.protect_metrics: /metrics asks for a key too (default true) */
+    int max_queued_per_key; /* auth.max_queued_per_key: unfinished jobs one key may have; 0 = no limit */
 
     int log_level;   /* SDW_LOG_* from common/log.h */
     int log_json;    /* log: { format: json } */

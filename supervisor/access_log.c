@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <sys/time.h>
 
+#include "api.h"
 #include "log.h"
 #include "numfmt.h"
 #include "srv.h"
@@ -82,7 +83,10 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
                       : SDW_ROUTE_NONE;
     const char *method = method_label(req->method.base ? req->method : req->input.method);
     int status = req->res.status;
-    sdw_metrics_http(s->metrics, method, sdw_route_pattern(r), status);
+    const char *pattern = r != SDW_ROUTE_NONE || !req->path_normalized.base
+                              ? sdw_route_pattern(r)
+                              : sdw_api_route_pattern(req->path_normalized.base, req->path_normalized.len);
+    sdw_metrics_http(s->metrics, method, pattern, status);
     if (s->cfg->log_level > SDW_LOG_INFO)
         return; /* the line would be dropped: skip building it */
 
@@ -104,7 +108,9 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
     sdw_fmt_u64(bytes, req->bytes_sent);
     sdw_fmt_fixed(msb, ms, 1);
     peer_name(req, peer, sizeof peer);
-    sdw_log_deferred(SDW_LOG_INFO, "http", "method=%s path=%s status=%s bytes=%s ms=%s peer=%s", method, path, st, bytes, msb, peer);
+    const char *key = sdw_api_key_name(req); /* the key's name only: the key itself is never logged */
+    sdw_log_deferred(SDW_LOG_INFO, "http", "method=%s path=%s status=%s bytes=%s ms=%s peer=%s key=%s",
+                     method, path, st, bytes, msb, peer, key ? key : "-");
     flush_soon(s);
 }
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
@@ -20,6 +21,7 @@ static void usage(FILE *f)
                "commands:\n"
                "  serve --config FILE         run the HTTP service (supervisor + one worker per device)\n"
                "  check-config --config FILE  validate a configuration file and exit\n"
+               "  hash-key NAME               read an API key on stdin, print its keys-file line\n"
                "  generate ...                one-shot text-to-image to a PNG file\n"
                "  tokenize ...                print CLIP BPE token ids as JSON\n"
                "  mkmodel ...                 write a random-weight model (tiny, sd15/sd21/sdxl-random, a LoRA)\n"
@@ -91,6 +93,30 @@ static int exec_engine(int argc, char **argv)
     return 1;
 }
 
+/* The key comes on stdin so it never shows in ps or a shell history. */
+static int hash_key(int argc, char **argv)
+{
+    if (argc != 3 || !strcmp(argv[2], "--help") || !strcmp(argv[2], "-h")) {
+        fprintf(argc == 3 ? stdout : stderr,
+                "usage: sd-worker hash-key NAME < keyfile\n\nReads one API key from standard input and "
+                "prints the "
+                "line for auth.api_keys_file:\nNAME and the key's SHA-256. Clients send the key as "
+                "Authorization: Bearer KEY.\n");
+        return argc == 3 ? 0 : 1;
+    }
+    char key[4096];
+    size_t n = fread(key, 1, sizeof key - 1, stdin);
+    char line[SDW_AUTH_NAME_MAX + 80], err[256];
+    int rc = sdw_auth_hash_line(argv[2], key, n, line, sizeof line, err, sizeof err);
+    memset(key, 0, sizeof key);
+    if (rc != 0) {
+        fprintf(stderr, "sd-worker hash-key: %s\n", err);
+        return 1;
+    }
+    fputs(line, stdout);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
@@ -102,6 +128,7 @@ int main(int argc, char **argv)
         printf("sd-worker %s\n", SDW_VERSION);
         return 0;
     }
+    if (!strcmp(cmd, "hash-key")) return hash_key(argc, argv);
     if (!strcmp(cmd, "generate") || !strcmp(cmd, "tokenize") || !strcmp(cmd, "mkmodel"))
         return exec_engine(argc, argv);
     if (!strcmp(cmd, "serve") || !strcmp(cmd, "check-config")) {
@@ -115,6 +142,24 @@ int main(int argc, char **argv)
             return !strcmp(cmd, "serve") ? 2 : 1;
         }
         if (!strcmp(cmd, "check-config")) {
+            int any = 0;
+            for (int i = 0; i < cfg.n_cors_origins; i++)
+                any |= !strcmp(cfg.cors_origins[i], "*");
+            if (any && !cfg.api_keys_file)
+                fprintf(
+                    stderr,
+                    "%s: warning: cors.allow_origins has \"*\" and auth.api_keys_file is not set: any web "
+                    "page a user visits can use this service\n",
+                    path);
+            if (cfg.api_keys_file) {
+                char kerr[512];
+                if (sdw_auth_init(cfg.api_keys_file, 0, kerr, sizeof kerr) != 0) {
+                    fprintf(stderr, "%s\n", kerr);
+                    sdw_config_free(&cfg);
+                    return 1;
+                }
+                sdw_auth_free();
+            }
             printf("%s: ok\n", path);
             sdw_config_free(&cfg);
             return 0;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "api.h"
 #include "log.h"
 #include "srv.h"
 
@@ -80,6 +81,8 @@ static const char *allowed_methods(sdw_route r)
     case SDW_ROUTE_JOBS: return "POST, OPTIONS";
     case SDW_ROUTE_JOB: return "GET, HEAD, DELETE, OPTIONS";
     case SDW_ROUTE_JOB_STREAM: return "GET, OPTIONS";
+    case SDW_ROUTE_NONE:
+        return "GET, HEAD, POST, OPTIONS"; /* the other surfaces check their own */
     default: return "GET, HEAD, OPTIONS";
     }
 }
@@ -121,7 +124,8 @@ static void handle_preflight(sdw_srv *s, h2o_req_t *req, sdw_route r)
             h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-headers"), 0, NULL,
                                   v.base, v.len);
         } else {
-            sdw_http_add_header(req, "access-control-allow-headers", "Content-Type, Accept, Last-Event-ID");
+            sdw_http_add_header(req, "access-control-allow-headers",
+                                "Content-Type, Accept, Last-Event-ID, Authorization");
         }
         sdw_http_add_header(req, "access-control-max-age", "600");
     }
@@ -249,21 +253,12 @@ static void handle_submit(sdw_srv *s, h2o_req_t *req)
         return;
     }
     sdw_job *job;
-    int rc = sdw_jobs_submit(s->jobs, &jr, sdw_srv_now(), &job, &e);
+    int rc = sdw_api_submit(s, req, &jr, &job, &e); /* counts its own rejections */
     sdw_gen_request_free(&jr);
     if (rc != 0) {
-        if (e.status == 429) {
-            char ra[16];
-            snprintf(ra, sizeof ra, "%d", sdw_jobs_retry_after(s->jobs));
-            sdw_http_add_header(req, "retry-after", ra);
-        }
-        reject(s, req, &e, e.status == 429 ? "queue_full" : e.status == 503 ? "shutting_down" : "internal");
+        sdw_http_send_error(s, req, &e);
         return;
     }
-    sdw_metrics_job_submitted(s->metrics);
-    sdw_log(SDW_LOG_INFO, "job_queued", "job=%s steps=%d size=%dx%d sampler=%s position=%d", job->id,
-             job->req.steps, job->req.width, job->req.height, sdw_sampler_name(job->req.sampler),
-             job->position);
     if (accepts_event_stream(req)) {
         sdw_sse_start(s, req, job, sdw_job_sse_submitted(job));
         return;
@@ -335,6 +330,21 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     const char *id;
     size_t idlen;
     sdw_route r = sdw_route_match(req->path_normalized.base, req->path_normalized.len, &id, &idlen);
+    int preflight = method_is(req, "OPTIONS");
+    int page = h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/")) ||
+               h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/index.html"));
+    /* probes, CORS preflights (browsers send them without credentials) and the page itself need no key */
+    int open = preflight || page || r == SDW_ROUTE_HEALTH || r == SDW_ROUTE_READY ||
+               (r == SDW_ROUTE_METRICS && !s->cfg->metrics_needs_key);
+    if (sdw_api_gate(s, req, !open) != 0) return 0;
+    if (r == SDW_ROUTE_NONE && !preflight &&
+        (sdw_webui_dispatch(s, req) || sdw_openai_dispatch(s, req) || sdw_a1111_dispatch(s, req)))
+        return 0;
+    if (r == SDW_ROUTE_NONE && preflight &&
+        sdw_api_shape(req->path_normalized.base, req->path_normalized.len)) {
+        handle_preflight(s, req, r);
+        return 0;
+    }
     if (r == SDW_ROUTE_NONE || (r == SDW_ROUTE_METRICS && !s->cfg->metrics)) {
         sdw_http_errorf(s, req, 404, "not_found", NULL, "no such resource: %.*s",
                         (int)(req->path_normalized.len > 100 ? 100 : req->path_normalized.len), req->path_normalized.base);

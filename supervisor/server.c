@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "log.h"
 #include "notify.h"
 #include "server.h"
@@ -285,7 +286,14 @@ static void on_signal(h2o_socket_t *sock, const char *err)
             case SIGCHLD: chld = 1; break;
             case SIGTERM:
             case SIGINT: begin_shutdown(s, (int)si[i].ssi_signo); break;
-            case SIGHUP: sdw_log(SDW_LOG_INFO, "sighup_ignored", "reason=%s", "no reload; restart the service"); break;
+            case SIGHUP: {
+                char err[512];
+                if (sdw_auth_reload(err, sizeof err) != 0)
+                    sdw_log(SDW_LOG_WARN, "keys_reload_failed", "reason=%s", err);
+                else
+                    sdw_log(SDW_LOG_INFO, "keys_reloaded", "keys=%d", sdw_auth_count());
+                break;
+            }
             }
         }
     }
@@ -462,6 +470,11 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
         sdw_log(SDW_LOG_ERROR, "startup_failed", "reason=%s", "out of memory");
         return 1;
     }
+    if (sdw_auth_init(cfg->api_keys_file, cfg->max_queued_per_key, err, sizeof err) != 0) {
+        sdw_log(SDW_LOG_ERROR, "startup_failed", "reason=%s", err);
+        return 1;
+    }
+    if (cfg->api_keys_file) sdw_log(SDW_LOG_INFO, "keys_loaded", "keys=%d", sdw_auth_count());
     setup_h2o(s);
     sdw_accept_init(s, nofile);
     if (setup_signals(s, err, sizeof err) != 0 || bind_listener(s, err, sizeof err) != 0) {
@@ -489,6 +502,7 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
     }
     teardown(s);
     sdw_rcbuf_release(s->keepalive_ev);
+    sdw_auth_free();
     sdw_log(SDW_LOG_INFO, "stopped", "");
     return 0;
 }

@@ -58,7 +58,9 @@ static void test_full_config(void **state)
                     "           shutdown_grace_s: 0 }\n"
                     "cors: { allow_origins: [\"https://app.example\", \"http://localhost:3000\"] }\n"
                     "log: { level: debug, format: json }\n"
-                    "metrics: { enabled: false }\n";
+                    "metrics: { enabled: false }\n"
+                    "server_names: [sd.example, \"[::1]\"]\n"
+                    "auth: { api_keys_file: /etc/k, protect_metrics: false, max_queued_per_key: 0 }\n";
     sdw_config cfg;
     assert_int_equal(load(y, &cfg), 0);
     assert_string_equal(err, "");
@@ -104,6 +106,11 @@ static void test_full_config(void **state)
     assert_int_equal(cfg.log_level, SDW_LOG_DEBUG);
     assert_int_equal(cfg.log_json, 1);
     assert_int_equal(cfg.metrics, 0);
+    assert_int_equal(cfg.n_server_names, 2);
+    assert_string_equal(cfg.server_names[0], "sd.example");
+    assert_string_equal(cfg.api_keys_file, "/etc/k");
+    assert_int_equal(cfg.metrics_needs_key, 0);
+    assert_int_equal(cfg.max_queued_per_key, 0);
     sdw_config_free(&cfg);
     assert_null(cfg.file);
     sdw_config_free(&cfg); /* freeing twice is harmless: free() zeroes the struct */
@@ -139,8 +146,11 @@ static void check_defaults(const sdw_config *cfg)
     assert_int_equal(cfg->job_timeout_s, 600);
     assert_int_equal(cfg->retry_on_crash, 0);
     assert_int_equal(cfg->shutdown_grace_s, 30);
-    assert_int_equal(cfg->n_cors_origins, 1);
-    assert_string_equal(cfg->cors_origins[0], "*");
+    assert_int_equal(cfg->n_cors_origins, 0); /* no origin unless configured */
+    assert_int_equal(cfg->n_server_names, 0);
+    assert_null(cfg->api_keys_file);
+    assert_int_equal(cfg->metrics_needs_key, 1);
+    assert_int_equal(cfg->max_queued_per_key, 8);
     assert_int_equal(cfg->log_level, SDW_LOG_INFO);
     assert_int_equal(cfg->log_json, 0);
     assert_int_equal(cfg->metrics, 1);
@@ -288,7 +298,7 @@ static void test_unknown_keys(void **state)
     (void)state;
     expect_error("lisen: 127.0.0.1:80\nmodel: {path: /m}\n",
                  "t.yaml:1:1: unknown key 'lisen'; known keys: listen, node_id, model, devices, queue, limits, workers, "
-                 "cors, log, metrics, server");
+                 "cors, log, metrics, server, auth, server_names");
     expect_error("model: {path: /m}\nqueue:\n  capacty: 3\n",
                  "t.yaml:3:3: unknown key 'capacty' in queue; known keys: capacity, result_ttl_s");
     expect_error("model: {path: /m}\ndevices:\n  - { kind: cpu, cpu: 1 }\n",

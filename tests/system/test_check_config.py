@@ -38,7 +38,7 @@ devices:
 queue: { capacity: 32, result_ttl_s: 600 }
 limits: { max_width: 1024, max_height: 1024, max_steps: 150, max_body_bytes: 1048576, request_timeout_s: 300, idle_timeout_s: 60 }
 workers: { restart_backoff_ms: [250, 30000], job_timeout_s: 600, retry_on_crash: false, shutdown_grace_s: 30 }
-cors: { allow_origins: ["*"] }
+cors: { allow_origins: ["https://app.example"] }
 log: { level: info, format: json }
 metrics: { enabled: true }
 """

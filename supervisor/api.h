@@ -1,0 +1,57 @@
+/* api.h: what the client-facing surfaces beside /v1/jobs share: the request gate (Host, API
+ * key), one submit path with the per-key limit, responses held until a job ends, and their dispatchers. */
+#ifndef SDW_API_H
+#define SDW_API_H
+
+#include "srv.h"
+
+/** Which error body a surface answers with. */
+typedef enum { SDW_SHAPE_NATIVE = 0, SDW_SHAPE_OPENAI, SDW_SHAPE_A1111 } sdw_err_shape;
+
+/** The shape a path's errors take (/v1/images, /v1/models: OpenAI; /sdapi: A1111; else ours). */
+sdw_err_shape sdw_api_shape(const char *path, size_t len);
+/** The metrics label of a path outside /v1/jobs: one of a fixed set ("/v1/images/generations",
+ * "/v1/models/{id}", "/sdapi/v1/txt2img", "/", ...), else "other", so clients cannot grow the label set. */
+const char *sdw_api_route_pattern(const char *path, size_t len);
+/** Sends e in the given shape: OpenAI {"error":{"message","type","param","code"}}, A1111 {"error","detail",
+ * "body","errors"}, else ours. */
+void sdw_api_send_error(sdw_srv *s, h2o_req_t *req, sdw_err_shape shape, const sdw_api_error *e);
+
+/** Checks what every request must pass before routing: the Host of a loopback listener (else 421) and
+ * the API key where keys are configured and the path needs one (else 401). 0 to go on, -1 when answered.
+ * Request framing (Content-Length beside Transfer-Encoding) cannot be judged here: h2o 2.2.5 consumes
+ * both headers while parsing and passes neither to handlers (see docs/api.md). */
+int sdw_api_gate(sdw_srv *s, h2o_req_t *req, int needs_key);
+/** The name of the key the request was let in with, or NULL (no keys configured, or an exempt path). */
+const char *sdw_api_key_name(h2o_req_t *req);
+
+/** Submits jr (moved into the job on success) for the request's key: the shutdown, worker and per-key
+ * checks, the registry, metrics and the queued log line. 0 with *out, or -1 with e (Retry-After already
+ * added for 429). */
+int sdw_api_submit(sdw_srv *s, h2o_req_t *req, sdw_gen_request *jr, sdw_job **out, sdw_api_error *e);
+
+/** Builds the answer for an ended job: a JSON body (status set) for a held JSON response, or one SSE
+ * event's text for a held stream. ud is what the hold was given. */
+typedef json_t *(*sdw_hold_json_fn)(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud, int *status);
+typedef sdw_rcbuf *(*sdw_hold_sse_fn)(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud);
+
+/** Answers req once job ends with fn's JSON. If h2o drops the request first (it notices a closed HTTP/1
+ * connection only when writing), the job is cancelled. */
+void sdw_hold_json(sdw_srv *s, h2o_req_t *req, sdw_job *job, sdw_hold_json_fn fn, void *ud);
+/** Opens an event stream now (keepalive comments meanwhile) and ends it with fn's event once job ends; a
+ * reader found gone at a keepalive cancels the job. */
+void sdw_hold_sse(sdw_srv *s, h2o_req_t *req, sdw_job *job, sdw_hold_sse_fn fn, void *ud);
+
+/** The model name the workers serve (the checkpoint's file name without its extension). */
+const char *sdw_api_model_name(sdw_srv *s);
+/** The request's own base URL ("http://host:port"), for absolute links in answers. */
+h2o_iovec_t sdw_api_base_url(h2o_req_t *req);
+
+/** Handles the OpenAI routes (/v1/images/..., /v1/models...); 1 if path was one of them. */
+int sdw_openai_dispatch(sdw_srv *s, h2o_req_t *req);
+/** Handles the AUTOMATIC1111 routes (/sdapi/v1/...); 1 if path was one of them. */
+int sdw_a1111_dispatch(sdw_srv *s, h2o_req_t *req);
+/** Serves the built-in page (GET / and /index.html); 1 if path was it. */
+int sdw_webui_dispatch(sdw_srv *s, h2o_req_t *req);
+
+#endif

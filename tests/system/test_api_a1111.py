@@ -1,0 +1,127 @@
+"""test_api_a1111.py: the AUTOMATIC1111 API subset under /sdapi/v1: txt2img answers and their shape,
+sampler and scheduler names, refused and ignored fields, progress and interrupt of a running job, the
+lists and options, img2img's 501, and errors naming the field."""
+import base64
+import json
+import threading
+import time
+
+import sdw
+from sdw import Service, expect
+
+
+def txt2img(svc, **body):
+    return svc.json("POST", "/sdapi/v1/txt2img", body)
+
+
+def test_txt2img_shape():
+    with Service("a1111").start() as svc:
+        svc.wait_ready()
+        st, _, d = txt2img(svc, prompt="a tree", negative_prompt="fog", steps=2, width=64, height=64, cfg_scale=5,
+                           seed=-1, sampler_name="DPM++ 2M Karras", restore_faces=False, tiling=False,
+                           enable_hr=False, styles=[], override_settings={}, save_images=True, comments={"x": 1},
+                           something_new=1)
+        expect(st == 200, "txt2img %s %r" % (st, d), svc)
+        expect(set(d) == {"images", "parameters", "info"}, "keys %r" % list(d))
+        expect(len(d["images"]) == 1, "one image")
+        sdw.check_png(base64.b64decode(d["images"][0]), 64, 64)
+        info = json.loads(d["info"])
+        expect(info["sampler_name"] == "DPM++ 2M" and info["scheduler"] == "Karras", "info %r" % info)
+        expect(info["seed"] != -1 and info["all_seeds"] == [info["seed"]], "drawn seed %r" % info)
+        expect(info["negative_prompt"] == "fog" and info["steps"] == 2 and info["cfg_scale"] == 5, "info %r" % info)
+        expect("Steps: 2, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 5" in info["infotexts"][0], info["infotexts"][0])
+        p = d["parameters"]
+        expect(p["seed"] == info["seed"] and p["prompt"] == "a tree" and p["sampler_name"] == "DPM++ 2M", "parameters %r" % p)
+        # the same seed gives the same image; scheduler given apart from the sampler
+        a = txt2img(svc, prompt="a tree", steps=2, width=64, height=64, seed=11, sampler_name="Euler a", scheduler="Karras")[2]
+        b = txt2img(svc, prompt="a tree", steps=2, width=64, height=64, seed=11, sampler_name="euler_a", scheduler="karras")[2]
+        expect(a["images"] == b["images"], "display and canonical names mean the same job")
+        expect(json.loads(a["info"])["scheduler"] == "Karras", a["info"])
+        st, _, d = txt2img(svc, prompt="x", steps=2, width=64, height=64, send_images=False)
+        expect(st == 200 and d["images"] == [], "send_images false %r" % d)
+
+
+def test_txt2img_errors():
+    with Service("a1111err").start() as svc:
+        svc.wait_ready()
+        cases = [
+            (dict(batch_size=2), "batch_size"), (dict(n_iter=3), "n_iter"), (dict(enable_hr=True), "enable_hr"),
+            (dict(restore_faces=True), "restore_faces"), (dict(styles=["s"]), "styles"),
+            (dict(sampler_name="Heun"), "sampler_name"), (dict(scheduler="Exponential"), "scheduler"),
+            (dict(width=63), "width"), (dict(cfg_scale=99), "cfg_scale"), (dict(steps=0), "steps"),
+            (dict(subseed_strength=0.5), "subseed_strength"), (dict(prompt=""), "prompt"),
+        ]
+        for extra, field in cases:
+            body = dict(prompt="x", steps=2, width=64, height=64)
+            body.update(extra)
+            st, _, d = svc.json("POST", "/sdapi/v1/txt2img", body)
+            expect(st == 400 and d["field"] == field and d["detail"], "%r -> %s %r" % (extra, st, d), svc)
+        st, _, d = svc.json("POST", "/sdapi/v1/img2img", {"prompt": "x", "init_images": []})
+        expect(st == 501 and "img2img" in d["detail"], "img2img %s %r" % (st, d))
+        st, h, d = svc.json("GET", "/sdapi/v1/txt2img")
+        expect(st == 405 and h.get("allow") == "POST", "GET txt2img %s %r" % (st, h))
+        st, _, d = svc.json("GET", "/sdapi/v1/nothing")
+        expect(st == 404, "unknown %s" % st)
+        st, _, d = svc.request("POST", "/sdapi/v1/txt2img", body="{nope")[:3]
+        expect(st == 400, "bad json %s" % st)
+
+
+def test_lists_and_options():
+    with Service("a1111lists").start() as svc:
+        svc.wait_ready()
+        st, _, models = svc.json("GET", "/sdapi/v1/sd-models")
+        expect(st == 200 and models[0]["model_name"] == "systest-tiny" and models[0]["title"], "models %r" % models)
+        _, _, samplers = svc.json("GET", "/sdapi/v1/samplers")
+        names = [s["name"] for s in samplers]
+        expect("Euler a" in names and "DPM++ 2M" in names and all("aliases" in s and "options" in s for s in samplers),
+               "samplers %r" % samplers)
+        _, _, sch = svc.json("GET", "/sdapi/v1/schedulers")
+        expect({"automatic", "karras", "discrete"} <= {s["name"] for s in sch} and
+               any(s["label"] == "Karras" for s in sch), "schedulers %r" % sch)
+        st, _, loras = svc.json("GET", "/sdapi/v1/loras")
+        expect(st == 200 and loras == [], "loras %r" % loras)
+        st, _, opts = svc.json("GET", "/sdapi/v1/options")
+        expect(st == 200 and opts["sd_model_checkpoint"] == "systest-tiny", "options %r" % opts)
+        st, _, _ = svc.json("POST", "/sdapi/v1/options", {"sd_model_checkpoint": "systest-tiny"})
+        expect(st == 200, "setting the same model %s" % st)
+        st, _, d = svc.json("POST", "/sdapi/v1/options", {"sd_model_checkpoint": "other"})
+        expect(st == 400 and d["field"] == "sd_model_checkpoint", "other model %s %r" % (st, d))
+        st, _, p = svc.json("GET", "/sdapi/v1/progress")
+        expect(st == 200 and p["progress"] == 0 and p["current_image"] is None and p["state"]["job_count"] == 0,
+               "idle progress %r" % p)
+
+
+def test_progress_and_interrupt():
+    with Service("a1111prog").start() as svc:
+        svc.wait_ready()
+        params = sdw.slow_job(6)
+        out = {}
+
+        def run():
+            out["r"] = svc.json("POST", "/sdapi/v1/txt2img", dict(prompt="slow", steps=params["steps"],
+                                                                   width=params["width"], height=params["height"]))
+
+        t = threading.Thread(target=run)
+        t.start()
+        p = None
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            p = svc.json("GET", "/sdapi/v1/progress")[2]
+            if p["progress"] > 0:
+                break
+            time.sleep(0.05)
+        expect(0 < p["progress"] < 1 and p["state"]["sampling_steps"] == params["steps"] and p["state"]["job_count"] == 1
+               and p["eta_relative"] >= 0 and p["current_image"] is None and p["state"]["job"].startswith("task("),
+               "progress %r" % p, svc)
+        st, _, _ = svc.json("POST", "/sdapi/v1/interrupt")
+        expect(st == 200, "interrupt %s" % st)
+        t.join(60)
+        st, _, d = out["r"]
+        expect(st == 200 and d["images"] == [] and json.loads(d["info"])["interrupted"] is True,
+               "interrupted txt2img %s %r" % (st, d), svc)
+        p = svc.json("GET", "/sdapi/v1/progress")[2]
+        expect(p["state"]["job_count"] == 0, "after %r" % p)
+
+
+if __name__ == "__main__":
+    sdw.main([test_txt2img_shape, test_txt2img_errors, test_lists_and_options, test_progress_and_interrupt])
