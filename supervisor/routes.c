@@ -234,8 +234,8 @@ static void handle_metrics(sdw_srv *s, h2o_req_t *req)
     sdw_slot_info *wi = h2o_mem_alloc_pool(&req->pool, sizeof *wi * (size_t)(n > 0 ? n : 1));
     int m = 0;
     for (int i = 0; i < n; i++) {
-        if (sdw_pool_slot_info(s->pool, i, &wi[m]) != 0 || wi[m].retired)
-            continue; /* a reload's stopped workers would repeat their device's labels */
+        if (sdw_pool_slot_info(s->pool, i, &wi[m]) != 0 || wi[m].retired || wi[m].retiring)
+            continue; /* a reload's outgoing workers would repeat their device's labels */
         ws[m].device = wi[m].device;
         ws[m].state = sdw_pool_state_name(wi[m].state);
         ws[m].restarts = wi[m].restarts;

@@ -301,7 +301,7 @@ static void on_signal(h2o_socket_t *sock, const char *err)
             case SIGCHLD: chld = 1; break;
             case SIGTERM:
             case SIGINT: begin_shutdown(s, (int)si[i].ssi_signo); break;
-            case SIGHUP: sdw_log(SDW_LOG_INFO, "sighup_ignored", "reason=%s", "no reload; restart the service"); break;
+            case SIGHUP: sdw_srv_reload(s); break;
             }
         }
     }
@@ -514,5 +514,7 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
     teardown(s);
     sdw_rcbuf_release(s->keepalive_ev);
     sdw_log(SDW_LOG_INFO, "stopped", "");
+    s->cfg = cfg;
+    sdw_srv_reload_free();
     return 0;
 }

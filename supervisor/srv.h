@@ -77,6 +77,14 @@ void sdw_srv_stream_closed(sdw_srv *s);
 /** Serving capacity: workers READY, BUSY and LOADING counted into the out parameters (any may be NULL). */
 void sdw_srv_worker_counts(const sdw_srv *s, int *ready, int *busy, int *loading);
 
+/* ---- reload.c ---- */
+
+/** SIGHUP: re-reads s->cfg->file; if valid, applies it (new workers, old ones retire when idle), else logs
+ * file:line:col and keeps running as before. */
+void sdw_srv_reload(sdw_srv *s);
+/** Frees the configuration the last reload installed (at exit). */
+void sdw_srv_reload_free(void);
+
 /* ---- routes.c ---- */
 
 typedef enum {

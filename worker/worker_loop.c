@@ -189,7 +189,7 @@ static void handle_during_job(worker *w, const sdw_frame *f)
         break;
     default: {
         char what[96];
-        snprintf(what, sizeof what, "a '%s' frame while running job %llu", sdw_frame_type_name(f->type),
+        snprintf(what, sizeof what, "a '%s' frame while running job %016llx", sdw_frame_type_name(f->type),
                  (unsigned long long)w->job);
         protocol_violation(w, what);
     }
