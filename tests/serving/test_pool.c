@@ -554,6 +554,56 @@ static void test_job_not_started_is_handed_back(void **state)
     teardown();
 }
 
+/* A reload starts new workers with the new settings; the old one finishes its job, then retires, and keeps
+ * serving until a new one is ready. A reload the pool cannot apply changes nothing. */
+static void test_reload_retires_old_workers_after_their_job(void **state)
+{
+    (void)state;
+    setup("step_ms=30", 1);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    int pid0 = info(0).pid;
+    assert_int_equal(submit(0, 1, "long", 10), 0);
+    assert_true(RUN_UNTIL(T.nstarted == 1, 5000));
+
+    sdw_device_config bad = T.devs[0];
+    bad.kind = SDW_DEV_CUDA;
+    sdw_config badcfg = T.cfg;
+    badcfg.devices = &bad;
+    char err[256] = "";
+    assert_int_equal(sdw_pool_reload(T.pool, &badcfg, err, sizeof err), -1);
+    expect_contains(err, "cuda");
+    assert_int_equal(sdw_pool_size(T.pool), 1);
+    assert_false(info(0).retiring);
+
+    T.devs[0].threads = 3;
+    T.cfg.model_path = "step_ms=2,load_ms=100";
+    assert_int_equal(sdw_pool_reload(T.pool, &T.cfg, err, sizeof err), 0);
+    assert_int_equal(sdw_pool_size(T.pool), 2);
+    assert_true(info(0).retiring);
+    assert_int_equal(info(0).state, SDW_WS_BUSY);
+    assert_true(RUN_UNTIL(info(1).state == SDW_WS_READY, 5000));
+    expect_contains(info(1).model_name, "threads=3 ");
+    assert_int_equal(info(0).pid, pid0); /* still on its job */
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_int_equal(T.done[0].end, SDW_JOB_COMPLETE);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_STOPPED && info(0).pid == 0, 5000));
+    assert_true(info(0).retired);
+    assert_int_equal(info(0).restarts, 0);
+    assert_int_equal(sdw_pool_idle_slot(T.pool), 1);
+    assert_int_equal(submit(1, 2, "new", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 2, 5000));
+    assert_int_equal(T.done[1].end, SDW_JOB_COMPLETE);
+
+    /* the next reload reuses the retired slot: the table does not grow */
+    T.devs[0].threads = 2;
+    assert_int_equal(sdw_pool_reload(T.pool, &T.cfg, err, sizeof err), 0);
+    assert_int_equal(sdw_pool_size(T.pool), 2);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY && info(1).state == SDW_WS_STOPPED, 5000));
+    assert_false(info(0).retiring);
+    assert_true(info(1).retired);
+    teardown();
+}
+
 static void test_job_timeout(void **state)
 {
     (void)state;
@@ -1106,6 +1156,7 @@ int main(void)
         cmocka_unit_test(test_exit_2_retries_until_the_model_loads),
         cmocka_unit_test(test_idle_heartbeat_replaces_a_stopped_worker),
         cmocka_unit_test(test_job_not_started_is_handed_back),
+        cmocka_unit_test(test_reload_retires_old_workers_after_their_job),
         cmocka_unit_test(test_job_timeout),
         cmocka_unit_test(test_job_timeout_is_per_frame),
         cmocka_unit_test(test_protocol_violations_end_the_worker),
