@@ -239,10 +239,11 @@ void pool_spawn(pool_slot *s)
 void pool_on_slot_timer(h2o_timeout_entry_t *entry)
 {
     pool_slot *s = H2O_STRUCT_FROM_MEMBER(pool_slot, tmo_entry, entry);
-    if (s->pid > 0) { /* disconnect grace ran out */
-        sdw_log(SDW_LOG_WARN, "worker_kill", "slot=%d pid=%d reason=\"closed its socket but did not exit\"",
-                s->index, (int)s->pid);
-        pool_kill(s, KILL_DISCONNECTED, "closed its socket but did not exit");
+    if (s->pid > 0) { /* disconnect grace, or a retiring worker's time to stop, ran out */
+        const char *why = s->stop_sent ? "told to stop after a reload but did not exit"
+                                       : "closed its socket but did not exit";
+        sdw_log(SDW_LOG_WARN, "worker_kill", "slot=%d pid=%d reason=\"%s\"", s->index, (int)s->pid, why);
+        pool_kill(s, KILL_DISCONNECTED, why);
         return;
     }
     if (s->pool->shutting_down || s->retiring) return;

@@ -24,6 +24,7 @@ from sdw import Service  # noqa: E402
 SECONDS = float(os.environ.get("SOAK_SECONDS", "180"))
 SEED = int(os.environ.get("SOAK_SEED", str(int(time.time()))))
 RSS_SLACK_KB = 16 * 1024  # allowed growth of the supervisor's resident memory
+TTL_S = 10                # results expire quickly, so the end state holds no more jobs than the start
 FD_SLACK = 2              # descriptors that may be in flight (a connection being closed) at the end
 
 
@@ -185,7 +186,7 @@ def main():
     if (os.cpu_count() or 1) < 1:
         sdw.skip("no CPU")
     svc = Service("soak", devices=2 if (os.cpu_count() or 1) >= 2 else 1,
-                  queue={"capacity": 16, "result_ttl_s": 86400},
+                  queue={"capacity": 16, "result_ttl_s": TTL_S},
                   workers={"restart_backoff_ms": [50, 1000], "heartbeat_s": 1, "job_timeout_s": 30,
                            "shutdown_grace_s": 30},
                   extra={"log": {"level": "info"}})
@@ -210,19 +211,25 @@ def main():
             t.join(120)
         duration = time.time() - t0
 
-        # let everything accepted end, then the service settle to its idle shape
-        status = {}
+        # let everything accepted end (the log has one end line per job; its result may have expired since)
+        def end_lines():
+            ends, codes = collections.Counter(), {}
+            with svc._lock:
+                lines = list(svc.lines)
+            for line in lines:
+                m = re.search(r"event=job_(complete|error|cancelled) job=(\S+)(?: code=(\S+))?", line)
+                if m:
+                    ends[m.group(2)] += 1
+                    codes[m.group(2)] = m.group(1) if m.group(1) != "error" else "error:" + m.group(3)
+            return ends, codes
+
         deadline = time.time() + 180
-        for j in soak.accepted:
-            while True:
-                st, _, doc = svc.json("GET", "/v1/jobs/" + j)
-                if st == 200 and doc["status"] in ("complete", "error", "cancelled"):
-                    status[j] = (doc["status"], (doc.get("error") or {}).get("code"))
-                    break
-                if st != 200 or time.time() > deadline:
-                    status[j] = ("lost", "http %d %s" % (st, doc and doc.get("status")))
-                    break
-                time.sleep(0.1)
+        while time.time() < deadline:
+            ends, codes = end_lines()
+            if all(ends[j] for j in soak.accepted):
+                break
+            time.sleep(0.5)
+        time.sleep(TTL_S + 3)  # every result expired: the registry is back to tombstones only
         svc.wait_workers(lambda ws: ws and all(w["state"] == "ready" for w in ws), timeout=60)
         time.sleep(1.5)
         fds1, rss1 = proc_fds(sup), proc_rss_kb(sup)
@@ -231,18 +238,12 @@ def main():
         time.sleep(0.5)
         orphans = [p for p in soak.workers_seen if alive(p)]
 
-        ends = collections.Counter()
-        for line in svc.lines:
-            m = re.search(r"event=job_(complete|error|cancelled) job=(\S+)", line)
-            if m:
-                ends[m.group(2)] += 1
+        ends, codes = end_lines()
         accepted = set(soak.accepted)
         not_once = {j: ends[j] for j in accepted if ends[j] != 1}
         foreign = [j for j in ends if j not in accepted]
-        by = collections.Counter()
-        for j, (st, code) in status.items():
-            by[st if st != "error" else "error:" + str(code)] += 1
-        lost = by["lost"] + len(not_once)
+        by = collections.Counter(codes[j] if ends[j] else "lost" for j in accepted)
+        lost = len(not_once)
         report = {
             "seed": SEED,
             "duration_s": round(duration, 1),
