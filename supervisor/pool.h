@@ -68,14 +68,14 @@ int sdw_pool_start(h2o_loop_t *loop, const sdw_config *cfg, const char *engine_p
                    void *ud, sdw_pool **out, char *err, size_t errlen);
 /** Call on SIGCHLD (the server's signalfd): reaps with waitpid(-1, WNOHANG) until empty. */
 void sdw_pool_reap(sdw_pool *p);
-/** Slots in the table (reloads add slots; retired ones stay listed as such). */
+/** Slots in the table: a reload adds slots (or reuses retired ones); retired slots stay, marked as such. */
 int sdw_pool_size(const sdw_pool *p);
 /** Fills *out for slot; 0, or -1 (out zeroed, state STOPPED) for a slot outside the table. */
 int sdw_pool_slot_info(const sdw_pool *p, int slot, sdw_slot_info *out);
 const char *sdw_pool_state_name(sdw_worker_state st);
-/** A READY slot, or -1. */
+/** A READY slot that can take a job (the newest configuration's first), or -1. */
 int sdw_pool_idle_slot(const sdw_pool *p);
-/** 1 while some worker is or may become able to serve (not all FAILED/STOPPED). */
+/** 1 unless every worker is FAILED (its model does not load; retried with backoff) or STOPPED. */
 int sdw_pool_can_ever_serve(const sdw_pool *p);
 /** Sends job (what to make: req, already validated, with its seed) to a READY slot; 0, or -1 if the slot
  * cannot take it or req does not encode (a sampler or schedule outside the names table). */
