@@ -120,12 +120,24 @@ static void on_beat(h2o_timeout_entry_t *entry)
 {
     pool_slot *s = H2O_STRUCT_FROM_MEMBER(pool_slot, beat_entry, entry);
     sdw_pool *p = s->pool;
-    if (s->state != SDW_WS_READY || !s->sock || s->has_job) return;
+    if (!s->sock || s->killed) return;
+    if (s->has_job) {
+        /* a sound worker sends started as soon as it reads the job: one that has not within a beat stopped
+         * before it began, so the job can go elsewhere now rather than after job_timeout_s */
+        if (s->job_started) return;
+        char msg[128];
+        snprintf(msg, sizeof msg, "no started frame within %d ms of its job", p->heartbeat_ms);
+        sdw_log(SDW_LOG_ERROR, "worker_unresponsive", "slot=%d device=%s pid=%d heartbeat_ms=%d busy=1",
+                s->index, s->dev.name, (int)s->pid, p->heartbeat_ms);
+        pool_kill(s, KILL_HEARTBEAT, msg);
+        return;
+    }
+    if (s->state != SDW_WS_READY) return;
     if (s->ping_out) {
         char msg[128];
         snprintf(msg, sizeof msg, "no pong to a ping within %d ms while idle", p->heartbeat_ms);
-        sdw_log(SDW_LOG_ERROR, "worker_unresponsive", "slot=%d device=%s pid=%d heartbeat_ms=%d", s->index,
-                s->dev.name, (int)s->pid, p->heartbeat_ms);
+        sdw_log(SDW_LOG_ERROR, "worker_unresponsive", "slot=%d device=%s pid=%d heartbeat_ms=%d busy=0",
+                s->index, s->dev.name, (int)s->pid, p->heartbeat_ms);
         pool_kill(s, KILL_HEARTBEAT, msg);
         return;
     }
@@ -136,11 +148,12 @@ static void on_beat(h2o_timeout_entry_t *entry)
     h2o_timeout_link(p->loop, &p->beat_tmo, &s->beat_entry);
 }
 
+/* The beat runs while a worker is idle (pings) and from a job's dispatch until its started frame. */
 void pool_beat_update(pool_slot *s)
 {
     sdw_pool *p = s->pool;
-    int want = p->heartbeat_ms > 0 && s->state == SDW_WS_READY && s->sock && !s->has_job && !s->killed &&
-               !s->stop_sent && !p->shutting_down;
+    int live = p->heartbeat_ms > 0 && s->sock && !s->killed && !p->shutting_down;
+    int want = live && (s->has_job ? !s->job_started : s->state == SDW_WS_READY && !s->stop_sent);
     if (want == h2o_timeout_is_linked(&s->beat_entry)) return;
     if (want) {
         s->ping_out = 0;
@@ -286,6 +299,7 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
     case SDW_FRAME_STARTED:
         if (!s->job_started) {
             s->job_started = 1;
+            pool_beat_update(s);
             if (p->ev.job_started) p->ev.job_started(p->ud, s->job, s->index);
         }
         return;
@@ -702,6 +716,7 @@ int sdw_pool_submit(sdw_pool *p, int slot, uint64_t job, const sdw_gen_request *
     s->job = job;
     s->job_started = 0;
     s->cancel_sent = 0;
+    h2o_timeout_unlink(&s->beat_entry); /* the idle beat becomes the job's start deadline, from now */
     touch_job_timer(s);
     pool_flush(s);
     pool_set_state(s, SDW_WS_BUSY);

@@ -552,6 +552,27 @@ static void test_job_not_started_is_handed_back(void **state)
     expect_contains(T.done[0].message, "before it started the job");
     assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
     teardown();
+
+    /* with the heartbeat on, the start deadline is one beat, not job_timeout_s */
+    setup_cfg("step_ms=2", 1);
+    T.cfg.job_timeout_s = 30;
+    T.cfg.heartbeat_ms = 200;
+    pool_start(SDW_FAKE_WORKER);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_int_equal(submit(0, 1, "healthy", 150), 0); /* 300 ms, longer than a beat: not cut short */
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_int_equal(T.done[0].end, SDW_JOB_COMPLETE);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_int_equal(kill(info(0).pid, SIGSTOP), 0);
+    uint64_t t0 = now_ms();
+    assert_int_equal(submit(0, 2, "never", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 2, 5000));
+    assert_int_equal(T.done[1].end, SDW_JOB_REQUEUE);
+    expect_contains(T.done[1].message, "no started frame within 200 ms");
+    assert_true(now_ms() - t0 < 2000);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_int_equal(info(0).restarts, 1);
+    teardown();
 }
 
 /* A reload starts new workers with the new settings; the old one finishes its job, then retires, and keeps
