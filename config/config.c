@@ -382,9 +382,14 @@ static void sec_server(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
 
 static void sec_workers(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
 {
-    static const char *const known[] = {"restart_backoff_ms", "job_timeout_s", "retry_on_crash", "shutdown_grace_s",
+    static const char *const known[] = {"restart_backoff_ms",
+                                        "job_timeout_s",
+                                        "retry_on_crash",
+                                        "shutdown_grace_s",
+                                        "heartbeat_s",
+                                        "health_fail_after_s",
                                         NULL};
-    const sdw_yt_node *k[4], *val[4];
+    const sdw_yt_node *k[6], *val[6];
     char sb[80];
     if (sdw_yt_want_map(c, v, "workers") <= 0) return;
     sdw_yt_walk_map(c, v, "workers", known, k, val);
@@ -413,6 +418,11 @@ static void sec_workers(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
     if (!sdw_yt_is_null(val[2])) sdw_yt_get_bool(c, val[2], "workers.retry_on_crash", &cfg->retry_on_crash);
     if (!sdw_yt_is_null(val[3]))
         sdw_yt_get_int32(c, val[3], "workers.shutdown_grace_s", 0, 3600, &cfg->shutdown_grace_s);
+    int hb;
+    if (!sdw_yt_is_null(val[4]) && sdw_yt_get_int32(c, val[4], "workers.heartbeat_s", 0, 3600, &hb) == 0)
+        cfg->heartbeat_ms = hb * 1000;
+    if (!sdw_yt_is_null(val[5]))
+        sdw_yt_get_int32(c, val[5], "workers.health_fail_after_s", 0, 604800, &cfg->health_fail_after_s);
 }
 
 /* An origin is "*" or scheme://host[:port] with nothing a header value could be broken with. */
@@ -595,6 +605,8 @@ void sdw_config_defaults(sdw_config *cfg)
     cfg->job_timeout_s = 600;
     cfg->retry_on_crash = 0;
     cfg->shutdown_grace_s = 30;
+    cfg->heartbeat_ms = 5000;
+    cfg->health_fail_after_s = 0;
     cfg->cors_origins = calloc(1, sizeof *cfg->cors_origins);
     cfg->server_names = calloc(1, sizeof *cfg->server_names);
     cfg->metrics_needs_key = 1;

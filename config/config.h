@@ -44,6 +44,8 @@ typedef struct {
     int job_timeout_s;                                  /* 600 */
     int retry_on_crash;                                 /* 0 */
     int shutdown_grace_s;                               /* 30 */
+    int heartbeat_ms;        /* workers.heartbeat_s * 1000 (5000): ping idle workers; 0 = off */
+    int health_fail_after_s; /* 0: /health 503 once every worker has been failed this long; 0 = never */
 
     char **cors_origins; /* []: no origin may use the API from a browser page of another site */
     int n_cors_origins;

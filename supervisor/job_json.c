@@ -46,8 +46,10 @@ json_t *sdw_job_json_timings(const sdw_job *job)
 
 json_t *sdw_job_json(sdw_srv *s, const sdw_job *job)
 {
-    const char *device = job->status == SDW_JST_RUNNING && job->slot >= 0 && s->pool
-                             ? sdw_pool_device_name(s->pool, job->slot)
+    sdw_slot_info wi;
+    const char *device = job->status == SDW_JST_RUNNING && job->slot >= 0 && s->pool &&
+                                 sdw_pool_slot_info(s->pool, job->slot, &wi) == 0
+                             ? wi.device
                              : NULL;
     json_t *error = job->status == SDW_JST_ERROR ? json_pack("{s:o,s:o}", "code", sdw_json_str(job->err_code),
                                                              "message", sdw_json_str(job->err_message))
@@ -86,12 +88,16 @@ sdw_rcbuf *sdw_job_sse_event(sdw_srv *s, const sdw_job *job, sdw_job_event ev)
     switch (ev) {
     case SDW_JEV_QUEUED:
         return event("queued", json_pack("{s:s,s:i}", "job_id", job->id, "position", job->position));
-    case SDW_JEV_STARTED:
-        return event("started", json_pack("{s:s,s:o,s:i,s:b}", "job_id", job->id, "device",
-                                          sdw_json_str(job->slot >= 0 && s->pool
-                                                           ? sdw_pool_device_name(s->pool, job->slot)
-                                                           : NULL),
-                                          "total", job->total, "retried", job->retried));
+    case SDW_JEV_STARTED: {
+        sdw_slot_info wi;
+        return event("started",
+                     json_pack("{s:s,s:o,s:i,s:b}", "job_id", job->id, "device",
+                               sdw_json_str(job->slot >= 0 && s->pool &&
+                                                    sdw_pool_slot_info(s->pool, job->slot, &wi) == 0
+                                                ? wi.device
+                                                : NULL),
+                               "total", job->total, "retried", job->retried));
+    }
     case SDW_JEV_PROGRESS:
         return event("progress", json_pack("{s:i,s:i,s:o}", "step", job->step, "total", job->total,
                                            "elapsed_s", sdw_json_num(job->last_elapsed)));

@@ -463,6 +463,20 @@ static int crash_code(const char *code)
     return code && (!strcmp(code, "worker_crashed") || !strcmp(code, "worker_timeout"));
 }
 
+/* A running job goes back to the head of the queue, as if never dispatched. */
+static void requeue_head(sdw_jobs *J, sdw_job *job)
+{
+    job->status = SDW_JST_QUEUED;
+    job->slot = -1;
+    job->step = 0;
+    job->t_dispatched = job->t_started = 0;
+    J->n_running--;
+    list_push_head(&J->q_head, &J->q_tail, job);
+    J->n_queued++;
+    job->position = 0; /* renumber announces the new place */
+    renumber(J);
+}
+
 void sdw_jobs_done(sdw_jobs *J, uint64_t num, const sdw_job_outcome *o, double now)
 {
     sdw_job *job = sdw_jobs_get(J, num);
@@ -493,6 +507,14 @@ void sdw_jobs_done(sdw_jobs *J, uint64_t num, const sdw_job_outcome *o, double n
     case SDW_JOB_CANCELLED:
         end_job(J, job, SDW_JST_CANCELLED, NULL, NULL, now);
         break;
+    case SDW_JOB_REQUEUE:
+        /* the worker went away before the job began; a job that keeps doing that (three times) fails */
+        if (!job->cancel_requested && !J->paused && job->requeued < 3) {
+            job->requeued++;
+            requeue_head(J, job);
+            break;
+        }
+        /* fall through */
     case SDW_JOB_ERROR:
     default:
         if (job->cancel_requested) {
@@ -500,15 +522,7 @@ void sdw_jobs_done(sdw_jobs *J, uint64_t num, const sdw_job_outcome *o, double n
             end_job(J, job, SDW_JST_CANCELLED, NULL, NULL, now);
         } else if (crash_code(o->code) && J->cfg.retry_on_crash && !job->retried && !J->paused) {
             job->retried = 1;
-            job->status = SDW_JST_QUEUED;
-            job->slot = -1;
-            job->step = 0;
-            job->t_dispatched = job->t_started = 0;
-            J->n_running--;
-            list_push_head(&J->q_head, &J->q_tail, job);
-            J->n_queued++;
-            job->position = 0; /* renumber announces the new place */
-            renumber(J);
+            requeue_head(J, job);
         } else {
             end_job(J, job, SDW_JST_ERROR, o->code ? o->code : "engine_error", o->message, now);
         }

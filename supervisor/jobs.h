@@ -52,6 +52,7 @@ struct sdw_job {
     double last_elapsed; /* worker-reported seconds at the last progress */
     double last_step_s;  /* duration of the last step */
     int retried;          /* requeued once after a worker crash */
+    int requeued;         /* handed back by workers that died before starting it */
     int cancel_requested; /* DELETE while running: waiting for the worker's step boundary */
 
     double t_created, t_dispatched, t_started, t_ended; /* caller's clock (seconds); 0 = not yet */

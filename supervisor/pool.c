@@ -1,89 +1,17 @@
-/* pool.c: the worker pool on the supervisor's h2o evloop: fork+exec one pinned worker per device, speak
- * frames over a socketpair without ever blocking, reap, respawn with capped backoff, and end every job
- * exactly once. */
+/* pool.c: the worker pool's protocol state on the supervisor's h2o evloop: frames over each worker's
+ * socketpair without ever blocking, worker states, idle heartbeats, job dispatch, reloads, and every job
+ * ended exactly once. Process control (spawn, reap, kill, backoff) is pool_proc.c. */
 #include <errno.h>
-#include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "frame.h"
 #include "log.h"
-#include "pool.h"
-
-extern char **environ;
-
-/* A worker that closed its socket gets this long to exit on its own (so its exit code, e.g. 2, is seen)
- * before it is killed. */
-#define POOL_EOF_GRACE_MS 5000
-
-typedef enum { KILL_NONE = 0, KILL_TIMEOUT, KILL_PROTOCOL, KILL_DISCONNECTED } kill_reason;
-
-typedef struct {
-    sdw_pool *pool;
-    int index;
-    sdw_device_config dev;
-    cpu_set_t cpus;
-    int pin;     /* cpus is meant: dev.cpus was not "" */
-    int threads; /* OPENBLAS_NUM_THREADS for this worker */
-
-    sdw_worker_state state;
-    pid_t pid; /* 0: no process */
-    h2o_socket_t *sock;
-    sdw_frame_reader *reader;
-    msgpack_sbuffer out;  /* frames queued while a write is in flight */
-    msgpack_sbuffer wbuf; /* the bytes h2o_socket_write is sending */
-    int writing;
-    int hello_seen;
-    kill_reason killed;
-    char kill_msg[320];
-    char last_error[512]; /* the worker's last error frame outside a job, e.g. model_load_failed */
-
-    int has_job;
-    uint64_t job;
-    int job_started, cancel_sent;
-
-    char arch[16], prediction[8], model_hash[32], model_name[128];
-    double load_s;
-    uint64_t ready_at; /* h2o_now() when it became READY, 0 before */
-    int restarts;
-    uint64_t jobs_served;
-    int backoff_ms;
-
-    /* restart backoff or disconnect grace: never both, so one timeout whose length is set before each link */
-    h2o_timeout_t tmo;
-    h2o_timeout_entry_t tmo_entry;
-    h2o_timeout_entry_t job_entry; /* on pool->job_tmo */
-} pool_slot;
-
-struct sdw_pool {
-    h2o_loop_t *loop;
-    sdw_pool_events ev;
-    void *ud;
-    char *engine_path, *model_path, *tokenizer_path, *prediction;
-    int log_level, log_json;
-    int backoff_min_ms, backoff_max_ms, job_timeout_s;
-    pool_slot *slots;
-    int n;
-
-    h2o_timeout_t job_tmo; /* job_timeout_s: no frame from a BUSY worker for that long */
-    h2o_timeout_t kill_tmo;
-    h2o_timeout_entry_t kill_entry;
-    h2o_timeout_t defer_tmo; /* 0 ms: runs done outside whatever pool call noticed the last exit */
-    h2o_timeout_entry_t done_entry;
-
-    int starting; /* inside sdw_pool_start: the caller has no pool pointer yet, so no callbacks */
-    int shutting_down, done_scheduled;
-    void (*done)(void *ud);
-    void *done_ud;
-};
+#include "pool_int.h"
 
 static const char *const state_names[] = {"loading", "ready", "busy", "restarting", "failed", "stopped"};
 
@@ -92,49 +20,15 @@ const char *sdw_pool_state_name(sdw_worker_state st)
     return (unsigned)st < sizeof state_names / sizeof *state_names ? state_names[st] : "?";
 }
 
-/* ---- configuration checks ---- */
-
-/* Parses "0-3,6" into set; -1 with err for anything else, or a CPU this process may not run on (a worker
- * could not use it either, and a silently narrower pinning is worse than a clear refusal). */
-static int parse_cpus(const char *list, const char *devname, cpu_set_t *set, char *err, size_t errlen)
-{
-    cpu_set_t allowed;
-    CPU_ZERO(set);
-    CPU_ZERO(&allowed);
-    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
-        snprintf(err, errlen, "device %s: sched_getaffinity: %s", devname, strerror(errno));
-        return -1;
-    }
-    const char *p = list;
-    for (;;) {
-        char *end;
-        if (*p < '0' || *p > '9') goto bad;
-        long a = strtol(p, &end, 10), b = a;
-        p = end;
-        if (*p == '-') {
-            p++;
-            if (*p < '0' || *p > '9') goto bad;
-            b = strtol(p, &end, 10);
-            p = end;
-        }
-        if (a > b || b >= CPU_SETSIZE) goto bad;
-        for (long c = a; c <= b; c++) {
-            if (!CPU_ISSET(c, &allowed)) {
-                snprintf(err, errlen, "device %s: CPU %ld in cpus '%s' is not available to this process",
-                         devname, c, list);
-                return -1;
-            }
-            CPU_SET(c, set);
-        }
-        if (*p == '\0') return 0;
-        if (*p++ != ',') goto bad;
-    }
-bad:
-    snprintf(err, errlen, "device %s: cannot parse cpus '%s' (want a list like 0-3,6)", devname, list);
-    return -1;
-}
-
 /* ---- small helpers ---- */
+
+const char *pool_job_name(const sdw_pool *p, uint64_t job, char *buf, size_t len)
+{
+    const char *name = p->ev.job_name ? p->ev.job_name(p->ud, job) : NULL;
+    if (name) return name;
+    snprintf(buf, len, "%016llx", (unsigned long long)job);
+    return buf;
+}
 
 static void emit_state(pool_slot *s)
 {
@@ -142,18 +36,12 @@ static void emit_state(pool_slot *s)
         s->pool->ev.worker_state(s->pool->ud, s->index, s->state);
 }
 
-static void set_state(pool_slot *s, sdw_worker_state st)
+void pool_set_state(pool_slot *s, sdw_worker_state st)
 {
     if (s->state == st) return;
     s->state = st;
+    pool_beat_update(s);
     emit_state(s);
-}
-
-static void arm_slot_timer(pool_slot *s, uint64_t ms)
-{
-    h2o_timeout_unlink(&s->tmo_entry);
-    s->tmo.timeout = ms; /* safe: no entry is linked to this timeout now */
-    h2o_timeout_link(s->pool->loop, &s->tmo, &s->tmo_entry);
 }
 
 static void touch_job_timer(pool_slot *s)
@@ -164,7 +52,7 @@ static void touch_job_timer(pool_slot *s)
 }
 
 /* Drops the connection (the process, if any, is reaped separately). Queued bytes go with it. */
-static void close_conn(pool_slot *s)
+void pool_close_conn(pool_slot *s)
 {
     if (s->sock) {
         h2o_socket_close(s->sock);
@@ -175,22 +63,13 @@ static void close_conn(pool_slot *s)
     s->out.size = 0;
     s->wbuf.size = 0;
     s->writing = 0;
-}
-
-static void kill_worker(pool_slot *s, kill_reason why, const char *msg)
-{
-    if (s->pid <= 0 || s->killed) return;
-    s->killed = why;
-    snprintf(s->kill_msg, sizeof s->kill_msg, "%s", msg);
-    kill(s->pid, SIGKILL);
-    close_conn(s);
-    h2o_timeout_unlink(&s->job_entry);
-    h2o_timeout_unlink(&s->tmo_entry);
+    h2o_timeout_unlink(&s->beat_entry);
+    s->ping_out = 0;
 }
 
 static void on_write(h2o_socket_t *sock, const char *err);
 
-static void flush(pool_slot *s)
+void pool_flush(pool_slot *s)
 {
     if (!s->sock || s->writing || s->out.size == 0) return;
     msgpack_sbuffer t = s->wbuf;
@@ -207,9 +86,9 @@ static void flush(pool_slot *s)
 static void conn_lost(pool_slot *s, const char *why)
 {
     sdw_log(SDW_LOG_DEBUG, "worker_disconnected", "slot=%d device=%s pid=%d reason=\"%s\"", s->index,
-             s->dev.name, (int)s->pid, why);
-    close_conn(s);
-    if (s->pid > 0 && !s->killed) arm_slot_timer(s, POOL_EOF_GRACE_MS);
+            s->dev.name, (int)s->pid, why);
+    pool_close_conn(s);
+    if (s->pid > 0 && !s->killed) pool_arm_slot_timer(s, POOL_EOF_GRACE_MS);
 }
 
 static void on_write(h2o_socket_t *sock, const char *err)
@@ -221,18 +100,105 @@ static void on_write(h2o_socket_t *sock, const char *err)
         conn_lost(s, err);
         return;
     }
-    flush(s);
+    pool_flush(s);
 }
 
 static void protocol_violation(pool_slot *s, const char *what)
 {
     char msg[320];
     snprintf(msg, sizeof msg, "protocol violation: %s", what);
-    char slot[16], pid[16];
-    snprintf(slot, sizeof slot, "%d", s->index);
-    snprintf(pid, sizeof pid, "%d", (int)s->pid);
-    sdw_log(SDW_LOG_ERROR, "worker_protocol_error", "slot=%s device=%s pid=%s error=%s", slot, s->dev.name, pid, what);
-    kill_worker(s, KILL_PROTOCOL, msg);
+    sdw_log(SDW_LOG_ERROR, "worker_protocol_error", "slot=%d device=%s pid=%d error=\"%s\"", s->index,
+            s->dev.name, (int)s->pid, what);
+    pool_kill(s, KILL_PROTOCOL, msg);
+}
+
+/* ---- idle heartbeat ---- */
+
+/* A worker stopped (SIGSTOP, a debugger, a stuck page fault) while idle would otherwise stay READY and take
+ * the next job into job_timeout_s of silence; a ping it cannot answer within one beat finds it first. */
+static void on_beat(h2o_timeout_entry_t *entry)
+{
+    pool_slot *s = H2O_STRUCT_FROM_MEMBER(pool_slot, beat_entry, entry);
+    sdw_pool *p = s->pool;
+    if (!s->sock || s->killed) return;
+    if (s->has_job) {
+        /* a sound worker sends started as soon as it reads the job: one that has not within a beat stopped
+         * before it began, so the job can go elsewhere now rather than after job_timeout_s */
+        if (s->job_started) return;
+        char msg[128];
+        snprintf(msg, sizeof msg, "no started frame within %d ms of its job", p->heartbeat_ms);
+        sdw_log(SDW_LOG_ERROR, "worker_unresponsive", "slot=%d device=%s pid=%d heartbeat_ms=%d busy=1",
+                s->index, s->dev.name, (int)s->pid, p->heartbeat_ms);
+        pool_kill(s, KILL_HEARTBEAT, msg);
+        return;
+    }
+    if (s->state != SDW_WS_READY) return;
+    if (s->ping_out) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "no pong to a ping within %d ms while idle", p->heartbeat_ms);
+        sdw_log(SDW_LOG_ERROR, "worker_unresponsive", "slot=%d device=%s pid=%d heartbeat_ms=%d busy=0",
+                s->index, s->dev.name, (int)s->pid, p->heartbeat_ms);
+        pool_kill(s, KILL_HEARTBEAT, msg);
+        return;
+    }
+    if (sdw_frame_ping(&s->out) == 0) {
+        s->ping_out = 1;
+        pool_flush(s);
+    }
+    h2o_timeout_link(p->loop, &p->beat_tmo, &s->beat_entry);
+}
+
+/* The beat runs while a worker is idle (pings) and from a job's dispatch until its started frame. */
+void pool_beat_update(pool_slot *s)
+{
+    sdw_pool *p = s->pool;
+    int live = p->heartbeat_ms > 0 && s->sock && !s->killed && !p->shutting_down;
+    int want = live && (s->has_job ? !s->job_started : s->state == SDW_WS_READY && !s->stop_sent);
+    if (want == h2o_timeout_is_linked(&s->beat_entry)) return;
+    if (want) {
+        s->ping_out = 0;
+        h2o_timeout_link(p->loop, &p->beat_tmo, &s->beat_entry);
+    } else {
+        h2o_timeout_unlink(&s->beat_entry);
+    }
+}
+
+/* ---- reload: retiring the old generation ---- */
+
+static int successor_serves(const sdw_pool *p)
+{
+    for (int i = 0; i < p->n; i++) {
+        const pool_slot *s = p->slots[i];
+        if (!s->retiring && (s->state == SDW_WS_READY || s->state == SDW_WS_BUSY)) return 1;
+    }
+    return 0;
+}
+
+/* An old worker keeps serving until a new one can, so a reload never leaves the service without capacity
+ * (nor one whose new model does not load); one that runs a job finishes it first. */
+void pool_retire_check(sdw_pool *p)
+{
+    if (p->shutting_down) return;
+    int succ = successor_serves(p);
+    for (int i = 0; i < p->n; i++) {
+        pool_slot *s = p->slots[i];
+        if (!s->retiring || s->retired) continue;
+        if (s->pid <= 0) {
+            h2o_timeout_unlink(&s->tmo_entry);
+            s->retired = 1;
+            pool_set_state(s, SDW_WS_STOPPED);
+            continue;
+        }
+        if (s->has_job || s->stop_sent || s->killed) continue;
+        if (s->state == SDW_WS_READY && !succ) continue;
+        s->stop_sent = 1;
+        pool_beat_update(s);
+        sdw_log(SDW_LOG_INFO, "worker_retire", "slot=%d device=%s pid=%d state=%s", s->index, s->dev.name,
+                (int)s->pid, sdw_pool_state_name(s->state));
+        if (s->sock && sdw_frame_shutdown(&s->out) == 0) pool_flush(s);
+        kill(s->pid, SIGTERM);
+        pool_arm_slot_timer(s, POOL_EOF_GRACE_MS); /* one that ignores both is killed */
+    }
 }
 
 /* A job ended with the worker's own answer: the slot is READY again before the job layer hears of it, so it
@@ -244,8 +210,10 @@ static void finish_job(pool_slot *s, const sdw_job_outcome *o)
     s->jobs_served++;
     h2o_timeout_unlink(&s->job_entry);
     s->state = SDW_WS_READY;
+    pool_beat_update(s);
     if (s->pool->ev.job_done) s->pool->ev.job_done(s->pool->ud, job, o);
     if (s->state == SDW_WS_READY) emit_state(s);
+    if (s->retiring) pool_retire_check(s->pool);
 }
 
 static int busy_with(const pool_slot *s, uint64_t job)
@@ -256,8 +224,7 @@ static int busy_with(const pool_slot *s, uint64_t job)
 static void handle_frame(pool_slot *s, const sdw_frame *f)
 {
     sdw_pool *p = s->pool;
-    char what[200], num[16];
-    snprintf(num, sizeof num, "%d", s->index);
+    char what[200], n1[24], n2[24];
     if (s->has_job && f->type != SDW_FRAME_HELLO && f->type != SDW_FRAME_READY) touch_job_timer(s);
     switch (f->type) {
     case SDW_FRAME_HELLO:
@@ -268,11 +235,13 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
         s->hello_seen = 1;
         if (f->u.hello.pid != s->pid)
             sdw_log(SDW_LOG_WARN, "worker_pid_mismatch", "slot=%d pid=%d hello_pid=%lld", s->index,
-                     (int)s->pid, (long long)f->u.hello.pid);
-        sdw_log(SDW_LOG_DEBUG, "worker_hello", "slot=%s device=%s state=%s", num, s->dev.name, f->u.hello.state);
+                    (int)s->pid, (long long)f->u.hello.pid);
+        sdw_log(SDW_LOG_DEBUG, "worker_hello", "slot=%d device=%s state=%s", s->index, s->dev.name,
+                f->u.hello.state);
         return;
     case SDW_FRAME_READY:
-        if (!s->hello_seen || s->state != SDW_WS_LOADING) {
+        /* a FAILED slot's retry loads while the slot stays FAILED */
+        if (!s->hello_seen || (s->state != SDW_WS_LOADING && s->state != SDW_WS_FAILED)) {
             snprintf(what, sizeof what, "ready while %s%s", sdw_pool_state_name(s->state),
                      s->hello_seen ? "" : " and before hello");
             protocol_violation(s, what);
@@ -285,10 +254,12 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
         s->load_s = f->u.ready.load_s;
         s->ready_at = h2o_now(p->loop);
         s->last_error[0] = '\0';
-        char load[32];
-        snprintf(load, sizeof load, "%.2f", s->load_s);
-        sdw_log(SDW_LOG_INFO, "worker_ready", "slot=%s device=%s arch=%s prediction=%s model=%s hash=%s load_s=%s", num, s->dev.name, s->arch, s->prediction, s->model_name, s->model_hash, load);
-        set_state(s, SDW_WS_READY);
+        s->failed_at = 0;
+        sdw_log(SDW_LOG_INFO, "worker_ready",
+                "slot=%d device=%s pid=%d arch=%s prediction=%s model=%s hash=%s load_s=%.2f", s->index,
+                s->dev.name, (int)s->pid, s->arch, s->prediction, s->model_name, s->model_hash, s->load_s);
+        pool_set_state(s, SDW_WS_READY);
+        if (s->state == SDW_WS_READY && !s->retiring) pool_retire_check(p);
         return;
     case SDW_FRAME_STARTED:
     case SDW_FRAME_PROGRESS:
@@ -298,11 +269,13 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
     case SDW_FRAME_ERROR:
         if (!f->has_job) {
             snprintf(s->last_error, sizeof s->last_error, "%s: %s", f->u.error.code, f->u.error.message);
-            sdw_log(SDW_LOG_ERROR, "worker_error", "slot=%s device=%s code=%s message=%s", num, s->dev.name, f->u.error.code, f->u.error.message);
+            sdw_log(SDW_LOG_ERROR, "worker_error", "slot=%d device=%s pid=%d code=%s message=\"%s\"",
+                    s->index, s->dev.name, (int)s->pid, f->u.error.code, f->u.error.message);
             return;
         }
         break;
     case SDW_FRAME_PONG:
+        s->ping_out = 0;
         return;
     default:
         snprintf(what, sizeof what, "the worker sent a '%s' frame", sdw_frame_type_name(f->type));
@@ -312,11 +285,12 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
     /* the rest belong to the job this worker runs, and only to it */
     if (!busy_with(s, f->job)) {
         if (s->has_job)
-            snprintf(what, sizeof what, "%s frame for job %llu while running job %llu",
-                     sdw_frame_type_name(f->type), (unsigned long long)f->job, (unsigned long long)s->job);
+            snprintf(what, sizeof what, "%s frame for job %s while running job %s",
+                     sdw_frame_type_name(f->type), pool_job_name(p, f->job, n1, sizeof n1),
+                     pool_job_name(p, s->job, n2, sizeof n2));
         else
-            snprintf(what, sizeof what, "%s frame for job %llu while %s", sdw_frame_type_name(f->type),
-                     (unsigned long long)f->job, sdw_pool_state_name(s->state));
+            snprintf(what, sizeof what, "%s frame for job %s while %s", sdw_frame_type_name(f->type),
+                     pool_job_name(p, f->job, n1, sizeof n1), sdw_pool_state_name(s->state));
         protocol_violation(s, what);
         return;
     }
@@ -325,6 +299,7 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
     case SDW_FRAME_STARTED:
         if (!s->job_started) {
             s->job_started = 1;
+            pool_beat_update(s);
             if (p->ev.job_started) p->ev.job_started(p->ud, s->job, s->index);
         }
         return;
@@ -384,220 +359,22 @@ static void on_read(h2o_socket_t *sock, const char *err)
     }
 }
 
-/* ---- processes ---- */
-
-static void child_exec(const pool_slot *s, int fd, pid_t parent, char *const argv[], char *const envp[])
-    __attribute__((noreturn));
-static void child_exec(const pool_slot *s, int fd, pid_t parent, char *const argv[], char *const envp[])
-{
-    /* fd 3 by contract; dup2 clears close-on-exec, and fd == 3 needs it cleared by hand */
-    if (fd == 3 ? fcntl(3, F_SETFD, 0) != 0 : dup2(fd, 3) != 3) _exit(127);
-#ifdef SYS_close_range
-    syscall(SYS_close_range, 4U, ~0U, 0U); /* nothing else of the supervisor's leaks into a worker */
-#endif
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) _exit(0);
-    if (s->pin && sched_setaffinity(0, sizeof s->cpus, &s->cpus) != 0) {
-        dprintf(2, "sd-worker: device %s: sched_setaffinity(%s): %s\n", s->dev.name, s->dev.cpus,
-                strerror(errno));
-        _exit(2);
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; sig++)
-        sigaction(sig, &dfl, NULL); /* fails harmlessly for KILL, STOP and libc's own */
-    execve(s->pool->engine_path, argv, envp);
-    dprintf(2, "sd-worker: cannot run %s: %s\n", s->pool->engine_path, strerror(errno));
-    _exit(127);
-}
-
-static int env_is(const char *e, const char *name)
-{
-    size_t n = strlen(name);
-    return !strncmp(e, name, n) && e[n] == '=';
-}
-
-static void slot_restart_later(pool_slot *s);
-
-/* A spawn that failed (descriptors, memory, fork) is a step of the crash loop: without this the
- * ready_at of the last good worker would reset the backoff to its minimum on every retry. */
-static void spawn_failed(pool_slot *s)
-{
-    s->ready_at = 0;
-    slot_restart_later(s);
-}
-
-/* Starts the slot's worker. On a failure to fork the slot waits out a backoff like after a crash. */
-static void spawn(pool_slot *s)
-{
-    sdw_pool *p = s->pool;
-    static const char *const ours[] = {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
-                                       "SDW_LOG_LEVEL", "SDW_LOG_JSON"};
-    char threads[16], e_blas[48], e_omp[48], e_level[32], e_json[32];
-    snprintf(threads, sizeof threads, "%d", s->threads);
-    snprintf(e_blas, sizeof e_blas, "OPENBLAS_NUM_THREADS=%d", s->threads);
-    snprintf(e_omp, sizeof e_omp, "OMP_NUM_THREADS=%d", s->threads);
-    snprintf(e_level, sizeof e_level, "SDW_LOG_LEVEL=%s",
-             p->log_level <= SDW_LOG_DEBUG  ? "debug"
-             : p->log_level == SDW_LOG_INFO ? "info"
-             : p->log_level == SDW_LOG_WARN ? "warn"
-                                            : "error");
-    snprintf(e_json, sizeof e_json, "SDW_LOG_JSON=%d", p->log_json ? 1 : 0);
-
-    /* argv and envp are built before fork: the child only does async-signal-safe work */
-    const char *argv[20];
-    int a = 0;
-    argv[a++] = "sd-worker-engine";
-    argv[a++] = "worker";
-    argv[a++] = "--fd";
-    argv[a++] = "3";
-    argv[a++] = "--model";
-    argv[a++] = p->model_path;
-    if (p->tokenizer_path && *p->tokenizer_path) {
-        argv[a++] = "--tokenizer";
-        argv[a++] = p->tokenizer_path;
-    }
-    if (p->prediction && *p->prediction) {
-        argv[a++] = "--prediction";
-        argv[a++] = p->prediction;
-    }
-    argv[a++] = "--threads";
-    argv[a++] = threads;
-    argv[a++] = "--device";
-    argv[a++] = s->dev.name;
-    argv[a] = NULL;
-    size_t nenv = 0;
-    while (environ && environ[nenv])
-        nenv++;
-    const char **envp = malloc((nenv + 6) * sizeof *envp);
-    int sv[2] = {-1, -1};
-    if (!envp || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-        sdw_log(SDW_LOG_ERROR, "worker_spawn_failed", "slot=%d device=%s error=\"%s\"", s->index,
-                 s->dev.name, envp ? strerror(errno) : "out of memory");
-        free(envp);
-        spawn_failed(s);
-        return;
-    }
-    size_t e = 0;
-    for (size_t i = 0; i < nenv; i++) {
-        int skip = 0;
-        for (size_t k = 0; k < sizeof ours / sizeof *ours; k++)
-            skip |= env_is(environ[i], ours[k]);
-        if (!skip) envp[e++] = environ[i];
-    }
-    envp[e++] = e_blas;
-    envp[e++] = e_omp;
-    envp[e++] = e_level;
-    envp[e++] = e_json;
-    envp[e] = NULL;
-
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) child_exec(s, sv[1], parent, (char *const *)argv, (char *const *)envp);
-    int fork_errno = errno;
-    free(envp);
-    close(sv[1]);
-    if (pid < 0) {
-        close(sv[0]);
-        sdw_log(SDW_LOG_ERROR, "worker_spawn_failed", "slot=%d device=%s error=\"fork: %s\"", s->index,
-                 s->dev.name, strerror(fork_errno));
-        spawn_failed(s);
-        return;
-    }
-    s->pid = pid;
-    s->killed = KILL_NONE;
-    s->hello_seen = 0;
-    s->ready_at = 0;
-    s->arch[0] = s->prediction[0] = s->model_hash[0] = s->model_name[0] = '\0';
-    s->load_s = 0;
-    s->reader = sdw_frame_reader_new(SDW_FRAME_MAX_RESULT);
-    s->sock = h2o_evloop_socket_create(p->loop, sv[0], 0);
-    s->sock->data = s;
-    h2o_socket_read_start(s->sock, on_read);
-    if (!s->reader) kill_worker(s, KILL_PROTOCOL, "out of memory for the frame reader");
-    sdw_log(SDW_LOG_INFO, "worker_spawn", "slot=%d device=%s pid=%d cpus=%s threads=%d restarts=%d",
-             s->index, s->dev.name, (int)pid, s->pin ? s->dev.cpus : "any", s->threads, s->restarts);
-}
-
-static void on_slot_timer(h2o_timeout_entry_t *entry)
-{
-    pool_slot *s = H2O_STRUCT_FROM_MEMBER(pool_slot, tmo_entry, entry);
-    if (s->pid > 0) { /* disconnect grace ran out */
-        sdw_log(SDW_LOG_WARN, "worker_kill", "slot=%d pid=%d reason=\"closed its socket but did not exit\"",
-                 s->index, (int)s->pid);
-        kill_worker(s, KILL_DISCONNECTED, "closed its socket but did not exit");
-        return;
-    }
-    if (s->state == SDW_WS_RESTARTING && !s->pool->shutting_down) {
-        s->restarts++;
-        set_state(s, SDW_WS_LOADING);
-        spawn(s);
-    }
-}
-
-static void slot_restart_later(pool_slot *s)
-{
-    sdw_pool *p = s->pool;
-    uint64_t now = h2o_now(p->loop);
-    /* a worker that stayed ready longer than the longest backoff is out of its crash loop: start over */
-    if (s->ready_at && now - s->ready_at >= (uint64_t)p->backoff_max_ms) s->backoff_ms = p->backoff_min_ms;
-    int delay = s->backoff_ms;
-    s->backoff_ms = s->backoff_ms > p->backoff_max_ms / 2 ? p->backoff_max_ms : s->backoff_ms * 2;
-    if (s->backoff_ms < 1) s->backoff_ms = 1;
-    set_state(s, SDW_WS_RESTARTING);
-    if (s->state == SDW_WS_RESTARTING) /* the callback may have shut the pool down */
-        arm_slot_timer(s, (uint64_t)delay);
-}
-
 static void on_job_timeout(h2o_timeout_entry_t *entry)
 {
     pool_slot *s = H2O_STRUCT_FROM_MEMBER(pool_slot, job_entry, entry);
-    char msg[128];
-    snprintf(msg, sizeof msg, "no frame for %d s while running job %llu", s->pool->job_timeout_s,
-             (unsigned long long)s->job);
-    sdw_log(SDW_LOG_ERROR, "worker_timeout", "slot=%d device=%s pid=%d job=%llu timeout_s=%d", s->index,
-             s->dev.name, (int)s->pid, (unsigned long long)s->job, s->pool->job_timeout_s);
-    kill_worker(s, KILL_TIMEOUT, msg);
-}
-
-static void on_done(h2o_timeout_entry_t *entry)
-{
-    sdw_pool *p = H2O_STRUCT_FROM_MEMBER(sdw_pool, done_entry, entry);
-    if (p->done) p->done(p->done_ud);
-}
-
-static void maybe_done(sdw_pool *p)
-{
-    if (!p->shutting_down || p->done_scheduled) return;
-    for (int i = 0; i < p->n; i++)
-        if (p->slots[i].pid > 0) return;
-    p->done_scheduled = 1;
-    h2o_timeout_unlink(&p->kill_entry);
-    h2o_timeout_link(p->loop, &p->defer_tmo, &p->done_entry);
-}
-
-static void on_kill_deadline(h2o_timeout_entry_t *entry)
-{
-    sdw_pool *p = H2O_STRUCT_FROM_MEMBER(sdw_pool, kill_entry, entry);
-    for (int i = 0; i < p->n; i++) {
-        pool_slot *s = &p->slots[i];
-        if (s->pid > 0) {
-            sdw_log(SDW_LOG_WARN, "worker_kill",
-                     "slot=%d pid=%d reason=\"still running at the shutdown deadline\"", s->index,
-                     (int)s->pid);
-            kill(s->pid, SIGKILL);
-        }
-    }
+    char msg[160], name[24];
+    const char *job = pool_job_name(s->pool, s->job, name, sizeof name);
+    snprintf(msg, sizeof msg, "no frame for %d s while running job %s", s->pool->job_timeout_s, job);
+    sdw_log(SDW_LOG_ERROR, "worker_timeout", "slot=%d device=%s pid=%d job=%s timeout_s=%d", s->index,
+            s->dev.name, (int)s->pid, job, s->pool->job_timeout_s);
+    pool_kill(s, KILL_TIMEOUT, msg);
 }
 
 /* Frames a worker wrote just before exiting may still sit unread when SIGCHLD wins the race with the read
- * callback. Its fatal error (model_load_failed before exit 2) is the one worth having; the rest are dropped,
+ * callback. Its fatal error (model_load_failed before exit 2) and whether its job started are worth having;
+ * the rest are dropped,
  * since the process is gone and its job ends as a crash either way. */
-static void read_last_words(pool_slot *s)
+void pool_read_last_words(pool_slot *s)
 {
     if (!s->sock || !s->reader) return;
     int fd = h2o_socket_get_fd(s->sock);
@@ -614,10 +391,13 @@ static void read_last_words(pool_slot *s)
             char ferr[256];
             int rc;
             while ((rc = sdw_frame_reader_next(s->reader, &f, ferr, sizeof ferr)) == 1) {
+                /* a started frame still unread means the job did begin: it must not run twice */
+                if (f.type == SDW_FRAME_STARTED && s->has_job && f.job == s->job) s->job_started = 1;
                 if (f.type == SDW_FRAME_ERROR && !f.has_job) {
                     snprintf(s->last_error, sizeof s->last_error, "%s: %s", f.u.error.code,
                              f.u.error.message);
-                    sdw_log(SDW_LOG_ERROR, "worker_error", "device=%s code=%s message=%s", s->dev.name, f.u.error.code, f.u.error.message);
+                    sdw_log(SDW_LOG_ERROR, "worker_error", "slot=%d device=%s pid=%d code=%s message=\"%s\"",
+                            s->index, s->dev.name, (int)s->pid, f.u.error.code, f.u.error.message);
                 }
                 sdw_frame_free(&f);
             }
@@ -632,73 +412,102 @@ static void read_last_words(pool_slot *s)
     }
 }
 
-static void slot_exited(pool_slot *s, int status)
+void pool_conn_open(pool_slot *s, int fd)
+{
+    s->reader = sdw_frame_reader_new(SDW_FRAME_MAX_RESULT);
+    s->sock = h2o_evloop_socket_create(s->pool->loop, fd, 0);
+    s->sock->data = s;
+    h2o_socket_read_start(s->sock, on_read);
+    if (!s->reader) pool_kill(s, KILL_PROTOCOL, "out of memory for the frame reader");
+}
+
+void pool_end_job_on_exit(pool_slot *s, int had_job, uint64_t job, int started, kill_reason killed,
+                          const char *how)
 {
     sdw_pool *p = s->pool;
-    char how[96];
-    if (WIFEXITED(status))
-        snprintf(how, sizeof how, "exited with status %d", WEXITSTATUS(status));
-    else if (WIFSIGNALED(status))
-        snprintf(how, sizeof how, "was killed by signal %d (%s)", WTERMSIG(status),
-                 strsignal(WTERMSIG(status)));
-    else
-        snprintf(how, sizeof how, "ended with wait status 0x%x", status);
-    pid_t pid = s->pid;
-    char slotnum[16], pidnum[16];
-    snprintf(slotnum, sizeof slotnum, "%d", s->index);
-    snprintf(pidnum, sizeof pidnum, "%d", (int)pid);
-    s->pid = 0;
-    if (!s->killed) read_last_words(s);
-    close_conn(s);
-    h2o_timeout_unlink(&s->tmo_entry);
-    h2o_timeout_unlink(&s->job_entry);
-    int had_job = s->has_job;
-    uint64_t job = s->job;
-    s->has_job = 0;
-    kill_reason killed = s->killed;
-    s->killed = KILL_NONE;
-
-    if (p->shutting_down) {
-        sdw_log(SDW_LOG_INFO, "worker_stopped", "slot=%s device=%s pid=%s how=%s", slotnum, s->dev.name, pidnum, how);
-        set_state(s, SDW_WS_STOPPED);
-    } else if (!killed && WIFEXITED(status) && WEXITSTATUS(status) == 2) {
-        sdw_log(SDW_LOG_ERROR, "worker_failed", "slot=%s device=%s pid=%s error=%s action=%s", slotnum, s->dev.name, pidnum, s->last_error[0] ? s->last_error : "exit status 2 (fatal config or model error)", "not restarted");
-        set_state(s, SDW_WS_FAILED);
+    if (!had_job || !p->ev.job_done) return;
+    char msg[512];
+    sdw_job_outcome o = {.end = SDW_JOB_ERROR};
+    if (!started && !p->shutting_down) {
+        /* nothing of the job ran: another worker (or this one, respawned) can take it as if new */
+        o.end = SDW_JOB_REQUEUE;
+        o.code = "worker_crashed";
+        snprintf(msg, sizeof msg, "the worker on %s %s before it started the job%s%s", s->dev.name,
+                 killed ? "was killed" : how, killed ? " after " : "", killed ? s->kill_msg : "");
+    } else if (killed == KILL_TIMEOUT) {
+        o.code = "worker_timeout";
+        snprintf(msg, sizeof msg, "the worker on %s sent %s and was killed", s->dev.name, s->kill_msg);
+    } else if (killed) {
+        o.code = "worker_crashed";
+        snprintf(msg, sizeof msg, "the worker on %s was killed after a %s", s->dev.name, s->kill_msg);
+    } else if (p->shutting_down) {
+        o.code = "shutting_down";
+        snprintf(msg, sizeof msg, "the service shut down while the job ran (the worker on %s %s)",
+                 s->dev.name, how);
     } else {
-        char backoff[16];
-        snprintf(backoff, sizeof backoff, "%d", s->backoff_ms);
-        sdw_log(SDW_LOG_WARN, "worker_exit", "slot=%s device=%s pid=%s how=%s reason=%s restart_in_ms=%s", slotnum, s->dev.name, pidnum, how, killed ? s->kill_msg : "", backoff);
-        slot_restart_later(s);
+        o.code = "worker_crashed";
+        int changed = !strncmp(s->last_error, "model_changed", 13);
+        snprintf(msg, sizeof msg, "the worker on %s %s while running the job%s%.300s", s->dev.name, how,
+                 changed ? ": " : "", changed ? s->last_error : "");
     }
-    if (had_job && p->ev.job_done) {
-        char msg[512];
-        sdw_job_outcome o = {.end = SDW_JOB_ERROR};
-        if (killed == KILL_TIMEOUT) {
-            o.code = "worker_timeout";
-            snprintf(msg, sizeof msg, "the worker on %s sent %s and was killed", s->dev.name, s->kill_msg);
-        } else if (killed) {
-            o.code = "worker_crashed";
-            snprintf(msg, sizeof msg, "the worker on %s was killed after a %s", s->dev.name, s->kill_msg);
-        } else if (p->shutting_down) {
-            o.code = "shutting_down";
-            snprintf(msg, sizeof msg, "the service shut down while the job ran (the worker on %s %s)",
-                     s->dev.name, how);
-        } else {
-            o.code = "worker_crashed";
-            snprintf(msg, sizeof msg, "the worker on %s %s while running the job", s->dev.name, how);
-        }
-        o.message = msg;
-        p->ev.job_done(p->ud, job, &o);
-    }
-    maybe_done(p);
+    o.message = msg;
+    p->ev.job_done(p->ud, job, &o);
 }
 
 /* ---- public ---- */
 
-int sdw_pool_start(h2o_loop_t *loop, const sdw_config *cfg, const char *engine_path,
-                   const sdw_pool_events *ev, void *ud, sdw_pool **out, char *err, size_t errlen)
+static void slot_init(sdw_pool *p, pool_slot *s, int index)
 {
-    *out = NULL;
+    s->pool = p;
+    s->index = index;
+    h2o_timeout_init(p->loop, &s->tmo, 0);
+    s->tmo_entry.cb = pool_on_slot_timer;
+    s->job_entry.cb = on_job_timeout;
+    s->beat_entry.cb = on_beat;
+    msgpack_sbuffer_init(&s->out);
+    msgpack_sbuffer_init(&s->wbuf);
+    s->backoff_ms = p->backoff_min_ms;
+    s->state = SDW_WS_LOADING;
+}
+
+static void slot_free(sdw_pool *p, pool_slot *s)
+{
+    if (!s) return;
+    pool_close_conn(s);
+    if (s->pid > 0) { /* freed without a finished shutdown: do not leave a worker behind */
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+    }
+    h2o_timeout_unlink(&s->tmo_entry);
+    h2o_timeout_unlink(&s->job_entry);
+    h2o_timeout_unlink(&s->beat_entry);
+    h2o_timeout_dispose(p->loop, &s->tmo);
+    msgpack_sbuffer_destroy(&s->out);
+    msgpack_sbuffer_destroy(&s->wbuf);
+    free(s);
+}
+
+/* What a pool takes from cfg besides its devices: checked and copied, so a reload can fail without harm. */
+typedef struct {
+    char *model_path, *tokenizer_path, *prediction;
+    pool_slot **slots;
+    int n;
+} pool_plan;
+
+static void plan_free(pool_plan *pl)
+{
+    free(pl->model_path);
+    free(pl->tokenizer_path);
+    free(pl->prediction);
+    for (int i = 0; pl->slots && i < pl->n; i++)
+        free(pl->slots[i]);
+    free(pl->slots);
+    memset(pl, 0, sizeof *pl);
+}
+
+static int plan_make(const sdw_config *cfg, pool_plan *pl, char *err, size_t errlen)
+{
+    memset(pl, 0, sizeof *pl);
     if (!cfg->devices || cfg->n_devices < 1) {
         snprintf(err, errlen, "no devices configured: the pool needs at least one");
         return -1;
@@ -707,117 +516,136 @@ int sdw_pool_start(h2o_loop_t *loop, const sdw_config *cfg, const char *engine_p
         snprintf(err, errlen, "no model_path configured");
         return -1;
     }
-    if (!engine_path || access(engine_path, X_OK) != 0) {
-        snprintf(err, errlen, "worker program %s is not executable: %s", engine_path ? engine_path : "(none)",
-                 strerror(engine_path ? errno : EINVAL));
-        return -1;
-    }
-    sdw_pool *p = calloc(1, sizeof *p);
-    if (!p || !(p->slots = calloc((size_t)cfg->n_devices, sizeof *p->slots))) {
-        free(p);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    p->n = cfg->n_devices;
-    for (int i = 0; i < p->n; i++) {
-        pool_slot *s = &p->slots[i];
-        const sdw_device_config *d = &cfg->devices[i];
-        s->pool = p;
-        s->index = i;
-        s->dev = *d;
-        s->dev.name[sizeof s->dev.name - 1] = '\0';
-        s->dev.cpus[sizeof s->dev.cpus - 1] = '\0';
-        if (d->kind == SDW_DEV_CUDA) {
-            snprintf(err, errlen,
-                     "device %s: kind cuda needs a GPU backend and this build has none (use kind cpu)",
-                     s->dev.name);
-            goto fail;
-        }
-        if (d->kind != SDW_DEV_CPU) {
-            snprintf(err, errlen, "device %s: unknown device kind %d", s->dev.name, (int)d->kind);
-            goto fail;
-        }
-        if (d->threads < 0) {
-            snprintf(err, errlen, "device %s: threads must be 0 (one per CPU) or more, not %d", s->dev.name,
-                     d->threads);
-            goto fail;
-        }
-        s->pin = s->dev.cpus[0] != '\0';
-        if (s->pin && parse_cpus(s->dev.cpus, s->dev.name, &s->cpus, err, errlen)) goto fail;
-        if (d->threads > 0) {
-            s->threads = d->threads;
-        } else {
-            /* one BLAS thread per CPU the worker may use: its pinning, or everything we may use */
-            cpu_set_t all;
-            s->threads = s->pin ? CPU_COUNT(&s->cpus)
-                         : sched_getaffinity(0, sizeof all, &all) == 0 && CPU_COUNT(&all) > 0
-                             ? CPU_COUNT(&all)
-                             : 1;
+    pl->n = cfg->n_devices;
+    pl->slots = calloc((size_t)pl->n, sizeof *pl->slots);
+    pl->model_path = strdup(cfg->model_path);
+    pl->tokenizer_path = strdup(cfg->tokenizer_path ? cfg->tokenizer_path : "");
+    pl->prediction = strdup(cfg->prediction ? cfg->prediction : "");
+    if (!pl->slots || !pl->model_path || !pl->tokenizer_path || !pl->prediction) goto oom;
+    for (int i = 0; i < pl->n; i++) {
+        if (!(pl->slots[i] = calloc(1, sizeof **pl->slots))) goto oom;
+        if (pool_slot_configure(pl->slots[i], &cfg->devices[i], err, errlen) != 0) {
+            plan_free(pl);
+            return -1;
         }
     }
-    p->loop = loop;
-    if (ev) p->ev = *ev;
-    p->ud = ud;
-    p->engine_path = strdup(engine_path);
-    p->model_path = strdup(cfg->model_path);
-    p->tokenizer_path = strdup(cfg->tokenizer_path ? cfg->tokenizer_path : "");
-    p->prediction = strdup(cfg->prediction ? cfg->prediction : "");
-    if (!p->engine_path || !p->model_path || !p->tokenizer_path || !p->prediction) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
+    return 0;
+oom:
+    plan_free(pl);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}
+
+static void pool_settings(sdw_pool *p, const sdw_config *cfg)
+{
     p->log_level = cfg->log_level;
     p->log_json = cfg->log_json;
     p->backoff_min_ms = cfg->restart_backoff_min_ms > 0 ? cfg->restart_backoff_min_ms : 1;
     p->backoff_max_ms =
         cfg->restart_backoff_max_ms > p->backoff_min_ms ? cfg->restart_backoff_max_ms : p->backoff_min_ms;
+}
+
+int sdw_pool_start(h2o_loop_t *loop, const sdw_config *cfg, const char *engine_path,
+                   const sdw_pool_events *ev, void *ud, sdw_pool **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    pool_plan pl;
+    if (plan_make(cfg, &pl, err, errlen) != 0) return -1;
+    if (!engine_path || access(engine_path, X_OK) != 0) {
+        snprintf(err, errlen, "worker program %s is not executable: %s", engine_path ? engine_path : "(none)",
+                 strerror(engine_path ? errno : EINVAL));
+        plan_free(&pl);
+        return -1;
+    }
+    sdw_pool *p = calloc(1, sizeof *p);
+    if (!p || !(p->engine_path = strdup(engine_path))) {
+        free(p);
+        plan_free(&pl);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    p->loop = loop;
+    if (ev) p->ev = *ev;
+    p->ud = ud;
+    p->model_path = pl.model_path;
+    p->tokenizer_path = pl.tokenizer_path;
+    p->prediction = pl.prediction;
+    p->slots = pl.slots;
+    p->n = pl.n;
+    pool_settings(p, cfg);
     p->job_timeout_s = cfg->job_timeout_s;
+    p->heartbeat_ms = cfg->heartbeat_ms;
     /* a worker that dies while we write to it must cost us an EPIPE, not the whole supervisor */
     signal(SIGPIPE, SIG_IGN);
     h2o_timeout_init(loop, &p->job_tmo, (uint64_t)(p->job_timeout_s > 0 ? p->job_timeout_s : 1) * 1000);
+    h2o_timeout_init(loop, &p->beat_tmo, (uint64_t)(p->heartbeat_ms > 0 ? p->heartbeat_ms : 1));
     h2o_timeout_init(loop, &p->kill_tmo, 0);
     h2o_timeout_init(loop, &p->defer_tmo, 0);
-    p->kill_entry.cb = on_kill_deadline;
-    p->done_entry.cb = on_done;
-    for (int i = 0; i < p->n; i++) {
-        pool_slot *s = &p->slots[i];
-        h2o_timeout_init(loop, &s->tmo, 0);
-        s->tmo_entry.cb = on_slot_timer;
-        s->job_entry.cb = on_job_timeout;
-        msgpack_sbuffer_init(&s->out);
-        msgpack_sbuffer_init(&s->wbuf);
-        s->backoff_ms = p->backoff_min_ms;
-        s->state = SDW_WS_LOADING; /* set, not announced: the caller has no pool pointer yet */
-    }
+    p->kill_entry.cb = pool_on_kill_deadline;
+    p->done_entry.cb = pool_on_done;
+    for (int i = 0; i < p->n; i++)
+        slot_init(p, p->slots[i], i); /* LOADING set, not announced: the caller has no pool pointer yet */
     p->starting = 1;
     for (int i = 0; i < p->n; i++)
-        spawn(&p->slots[i]);
+        pool_spawn(p->slots[i]);
     p->starting = 0;
     *out = p;
     return 0;
-fail:
-    free(p->engine_path);
+}
+
+int sdw_pool_reload(sdw_pool *p, const sdw_config *cfg, char *err, size_t errlen)
+{
+    if (p->shutting_down) {
+        snprintf(err, errlen, "the pool is shutting down");
+        return -1;
+    }
+    pool_plan pl;
+    if (plan_make(cfg, &pl, err, errlen) != 0) return -1;
+    /* slots retired by an earlier reload are reused, so reloads do not grow the table without end */
+    int reuse = 0;
+    for (int i = 0; i < p->n; i++)
+        reuse += p->slots[i]->retired && p->slots[i]->pid <= 0;
+    int grow = pl.n > reuse ? pl.n - reuse : 0;
+    pool_slot **t = grow ? realloc(p->slots, (size_t)(p->n + grow) * sizeof *t) : p->slots;
+    if (!t) {
+        plan_free(&pl);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    p->slots = t;
     free(p->model_path);
     free(p->tokenizer_path);
     free(p->prediction);
-    free(p->slots);
-    free(p);
-    return -1;
-}
-
-void sdw_pool_reap(sdw_pool *p)
-{
-    int status;
-    pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        pool_slot *s = NULL;
-        for (int i = 0; i < p->n && !s; i++)
-            if (p->slots[i].pid == pid) s = &p->slots[i];
-        if (s)
-            slot_exited(s, status);
-        else
-            sdw_log(SDW_LOG_DEBUG, "child_reaped", "pid=%d status=0x%x", (int)pid, status);
+    p->model_path = pl.model_path;
+    p->tokenizer_path = pl.tokenizer_path;
+    p->prediction = pl.prediction;
+    pool_settings(p, cfg);
+    int old_n = p->n;
+    for (int i = 0; i < old_n; i++)
+        if (!p->slots[i]->retired) p->slots[i]->retiring = 1;
+    int fresh[pl.n];
+    int k = 0;
+    for (int i = 0; i < old_n && k < pl.n; i++) {
+        pool_slot *old = p->slots[i];
+        if (!old->retired || old->pid > 0) continue;
+        slot_free(p, old);
+        p->slots[i] = pl.slots[k];
+        fresh[k++] = i;
     }
+    for (; k < pl.n; k++) {
+        p->slots[p->n] = pl.slots[k];
+        fresh[k] = p->n++;
+    }
+    free(pl.slots);
+    sdw_log(SDW_LOG_INFO, "pool_reload", "workers=%d model=%s slots=%d", pl.n, p->model_path, p->n);
+    for (k = 0; k < pl.n; k++) {
+        pool_slot *s = p->slots[fresh[k]];
+        slot_init(p, s, fresh[k]);
+        emit_state(s);
+        pool_spawn(s);
+    }
+    pool_retire_check(p);
+    return 0;
 }
 
 int sdw_pool_size(const sdw_pool *p)
@@ -825,165 +653,99 @@ int sdw_pool_size(const sdw_pool *p)
     return p->n;
 }
 
-static const pool_slot *slot_at(const sdw_pool *p, int slot)
+int sdw_pool_slot_info(const sdw_pool *p, int slot, sdw_slot_info *out)
 {
-    return slot >= 0 && slot < p->n ? &p->slots[slot] : NULL;
+    memset(out, 0, sizeof *out);
+    out->state = SDW_WS_STOPPED;
+    if (slot < 0 || slot >= p->n) return -1;
+    const pool_slot *s = p->slots[slot];
+    out->state = s->state;
+    out->pid = (int)s->pid;
+    out->restarts = s->restarts;
+    out->jobs_served = s->jobs_served;
+    out->retiring = s->retiring && !s->retired;
+    out->retired = s->retired;
+    if (s->state == SDW_WS_FAILED && s->failed_at)
+        out->failed_s = (double)(h2o_now(p->loop) - s->failed_at) / 1000.0;
+    snprintf(out->device, sizeof out->device, "%s", s->dev.name);
+    snprintf(out->arch, sizeof out->arch, "%s", s->arch);
+    snprintf(out->prediction, sizeof out->prediction, "%s", s->prediction);
+    snprintf(out->model_hash, sizeof out->model_hash, "%s", s->model_hash);
+    snprintf(out->model_name, sizeof out->model_name, "%s", s->model_name);
+    snprintf(out->last_error, sizeof out->last_error, "%s", s->last_error);
+    return 0;
 }
 
-sdw_worker_state sdw_pool_state(const sdw_pool *p, int slot)
+static int can_take(const pool_slot *s)
 {
-    const pool_slot *s = slot_at(p, slot);
-    return s ? s->state : SDW_WS_STOPPED;
-}
-
-const char *sdw_pool_device_name(const sdw_pool *p, int slot)
-{
-    const pool_slot *s = slot_at(p, slot);
-    return s ? s->dev.name : "";
-}
-
-int sdw_pool_restarts(const sdw_pool *p, int slot)
-{
-    const pool_slot *s = slot_at(p, slot);
-    return s ? s->restarts : 0;
-}
-
-uint64_t sdw_pool_jobs_served(const sdw_pool *p, int slot)
-{
-    const pool_slot *s = slot_at(p, slot);
-    return s ? s->jobs_served : 0;
-}
-
-const char *sdw_pool_model_arch(const sdw_pool *p, int slot)
-{
-    const pool_slot *s = slot_at(p, slot);
-    return s ? s->arch : "";
-}
-
-const char *sdw_pool_model_name(const sdw_pool *p, int slot)
-{
-    const pool_slot *s = slot_at(p, slot);
-    return s ? s->model_name : "";
-}
-
-const char *sdw_pool_model_hash(const sdw_pool *p, int slot)
-{
-    const pool_slot *s = slot_at(p, slot);
-    return s ? s->model_hash : "";
-}
-
-const char *sdw_pool_model_prediction(const sdw_pool *p, int slot)
-{
-    const pool_slot *s = slot_at(p, slot);
-    return s ? s->prediction : "";
-}
-
-const char *sdw_pool_last_error(const sdw_pool *p, int slot)
-{
-    const pool_slot *s = slot_at(p, slot);
-    return s ? s->last_error : "";
-}
-
-int sdw_pool_pid(const sdw_pool *p, int slot)
-{
-    const pool_slot *s = slot_at(p, slot);
-    return s ? (int)s->pid : 0;
+    return s->state == SDW_WS_READY && s->sock && !s->has_job && !s->stop_sent && !s->killed;
 }
 
 int sdw_pool_idle_slot(const sdw_pool *p)
 {
     if (p->shutting_down) return -1;
+    for (int i = 0; i < p->n; i++) /* the new generation first: the old one is on its way out */
+        if (!p->slots[i]->retiring && can_take(p->slots[i])) return i;
     for (int i = 0; i < p->n; i++)
-        if (p->slots[i].state == SDW_WS_READY && p->slots[i].sock) return i;
+        if (can_take(p->slots[i])) return i;
     return -1;
 }
 
 int sdw_pool_can_ever_serve(const sdw_pool *p)
 {
     if (p->shutting_down) return 0;
-    for (int i = 0; i < p->n; i++)
-        if (p->slots[i].state != SDW_WS_FAILED && p->slots[i].state != SDW_WS_STOPPED) return 1;
+    for (int i = 0; i < p->n; i++) {
+        const pool_slot *s = p->slots[i];
+        if (s->state != SDW_WS_FAILED && s->state != SDW_WS_STOPPED) return 1;
+    }
     return 0;
 }
 
 int sdw_pool_submit(sdw_pool *p, int slot, uint64_t job, const sdw_gen_request *req)
 {
     if (slot < 0 || slot >= p->n || p->shutting_down) return -1;
-    pool_slot *s = &p->slots[slot];
-    if (s->state != SDW_WS_READY || !s->sock || s->has_job) return -1;
+    pool_slot *s = p->slots[slot];
+    if (!can_take(s)) return -1;
     if (sdw_frame_job(&s->out, job, req) != 0) {
-        sdw_log(SDW_LOG_ERROR, "job_encode_failed", "slot=%d job=%llu", slot, (unsigned long long)job);
+        char name[24];
+        sdw_log(SDW_LOG_ERROR, "job_encode_failed", "slot=%d job=%s", slot,
+                pool_job_name(p, job, name, sizeof name));
         return -1;
     }
     s->has_job = 1;
     s->job = job;
     s->job_started = 0;
     s->cancel_sent = 0;
+    h2o_timeout_unlink(&s->beat_entry); /* the idle beat becomes the job's start deadline, from now */
     touch_job_timer(s);
-    flush(s);
-    set_state(s, SDW_WS_BUSY);
+    pool_flush(s);
+    pool_set_state(s, SDW_WS_BUSY);
     return 0;
 }
 
 void sdw_pool_cancel(sdw_pool *p, uint64_t job)
 {
     for (int i = 0; i < p->n; i++) {
-        pool_slot *s = &p->slots[i];
+        pool_slot *s = p->slots[i];
         if (busy_with(s, job) && s->sock && !s->cancel_sent && !s->killed) {
             if (sdw_frame_cancel(&s->out, job) == 0) {
                 s->cancel_sent = 1;
-                flush(s);
+                pool_flush(s);
             }
             return;
         }
     }
 }
 
-void sdw_pool_shutdown(sdw_pool *p, int kill_after_ms, void (*done)(void *ud), void *ud)
-{
-    if (p->shutting_down) return;
-    p->shutting_down = 1;
-    p->done = done;
-    p->done_ud = ud;
-    int alive = 0;
-    for (int i = 0; i < p->n; i++) {
-        pool_slot *s = &p->slots[i];
-        h2o_timeout_unlink(&s->tmo_entry);
-        if (s->pid > 0) {
-            alive++;
-            if (s->sock && !s->killed && sdw_frame_shutdown(&s->out) == 0) flush(s);
-            kill(s->pid, SIGTERM);
-        } else {
-            set_state(s, SDW_WS_STOPPED);
-        }
-    }
-    if (alive) {
-        sdw_log(SDW_LOG_INFO, "pool_shutdown", "workers=%d kill_after_ms=%d", alive, kill_after_ms);
-        p->kill_tmo.timeout = (uint64_t)(kill_after_ms > 0 ? kill_after_ms : 0);
-        h2o_timeout_link(p->loop, &p->kill_tmo, &p->kill_entry);
-    }
-    maybe_done(p);
-}
-
 void sdw_pool_free(sdw_pool *p)
 {
     if (!p) return;
-    for (int i = 0; i < p->n; i++) {
-        pool_slot *s = &p->slots[i];
-        close_conn(s);
-        if (s->pid > 0) { /* freed without a finished shutdown: do not leave a worker behind */
-            kill(s->pid, SIGKILL);
-            waitpid(s->pid, NULL, 0);
-        }
-        h2o_timeout_unlink(&s->tmo_entry);
-        h2o_timeout_unlink(&s->job_entry);
-        h2o_timeout_dispose(p->loop, &s->tmo);
-        msgpack_sbuffer_destroy(&s->out);
-        msgpack_sbuffer_destroy(&s->wbuf);
-    }
+    for (int i = 0; i < p->n; i++)
+        slot_free(p, p->slots[i]);
     h2o_timeout_unlink(&p->kill_entry);
     h2o_timeout_unlink(&p->done_entry);
     h2o_timeout_dispose(p->loop, &p->job_tmo);
+    h2o_timeout_dispose(p->loop, &p->beat_tmo);
     h2o_timeout_dispose(p->loop, &p->kill_tmo);
     h2o_timeout_dispose(p->loop, &p->defer_tmo);
     free(p->engine_path);

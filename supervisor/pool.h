@@ -14,11 +14,12 @@ typedef enum {
     SDW_WS_READY,       /* idle, can take a job */
     SDW_WS_BUSY,        /* running a job */
     SDW_WS_RESTARTING,  /* died; waiting out the backoff before respawn */
-    SDW_WS_FAILED,      /* exited 2 (fatal config/model error): never respawned */
+    SDW_WS_FAILED,      /* exited 2 (model cannot load): retried with backoff, stays FAILED until one loads */
     SDW_WS_STOPPED      /* shut down */
 } sdw_worker_state;
 
-typedef enum { SDW_JOB_COMPLETE = 0, SDW_JOB_ERROR, SDW_JOB_CANCELLED } sdw_job_end;
+/* REQUEUE: the worker went away before it started the job; nothing ran, so the job may run elsewhere. */
+typedef enum { SDW_JOB_COMPLETE = 0, SDW_JOB_ERROR, SDW_JOB_CANCELLED, SDW_JOB_REQUEUE } sdw_job_end;
 
 /** How a job ended on a worker. png/code/message point into pool memory valid only during the callback. */
 typedef struct {
@@ -41,7 +42,23 @@ typedef struct {
     void (*job_progress)(void *ud, uint64_t job, int step, int total, double elapsed_s);
     /** The job ended (exactly once per submitted job, also when the worker crashed or timed out). */
     void (*job_done)(void *ud, uint64_t job, const sdw_job_outcome *o);
+    /** Optional: the job's public id for logs and messages (NULL: the pool writes the number in hex). */
+    const char *(*job_name)(void *ud, uint64_t job);
 } sdw_pool_events;
+
+/** A copy of what the pool knows about one slot; strings are copies too, so it outlives pool calls. */
+typedef struct {
+    sdw_worker_state state;
+    int pid; /* 0 while the slot has no process */
+    int restarts;
+    uint64_t jobs_served;
+    int retiring;    /* replaced by a reload: finishing its job, then it stops */
+    int retired;     /* stopped after a reload; listings skip it */
+    double failed_s; /* seconds the slot has been FAILED without a break, 0 when not FAILED */
+    char device[32];
+    char arch[16], prediction[8], model_hash[32], model_name[128]; /* from ready; "" before */
+    char last_error[512]; /* the last error outside a job ("model_load_failed: ..."), "" if none */
+} sdw_slot_info;
 
 typedef struct sdw_pool sdw_pool;
 
@@ -51,31 +68,24 @@ int sdw_pool_start(h2o_loop_t *loop, const sdw_config *cfg, const char *engine_p
                    void *ud, sdw_pool **out, char *err, size_t errlen);
 /** Call on SIGCHLD (the server's signalfd): reaps with waitpid(-1, WNOHANG) until empty. */
 void sdw_pool_reap(sdw_pool *p);
+/** Slots in the table: a reload adds slots (or reuses retired ones); retired slots stay, marked as such. */
 int sdw_pool_size(const sdw_pool *p);
-sdw_worker_state sdw_pool_state(const sdw_pool *p, int slot);
+/** Fills *out for slot; 0, or -1 (out zeroed, state STOPPED) for a slot outside the table. */
+int sdw_pool_slot_info(const sdw_pool *p, int slot, sdw_slot_info *out);
 const char *sdw_pool_state_name(sdw_worker_state st);
-const char *sdw_pool_device_name(const sdw_pool *p, int slot);
-int sdw_pool_restarts(const sdw_pool *p, int slot);
-uint64_t sdw_pool_jobs_served(const sdw_pool *p, int slot);
-/** Model info the worker reported when it became ready ("" before). */
-const char *sdw_pool_model_arch(const sdw_pool *p, int slot);
-/** More of what the worker reported in ready ("" before); added by the pool owner (s1). */
-const char *sdw_pool_model_name(const sdw_pool *p, int slot);
-const char *sdw_pool_model_hash(const sdw_pool *p, int slot);
-const char *sdw_pool_model_prediction(const sdw_pool *p, int slot);
-/** The slot's last error reported outside a job ("model_load_failed: ..." for a FAILED slot), "" if none. */
-const char *sdw_pool_last_error(const sdw_pool *p, int slot);
-/** The slot's worker process id, 0 while it has none. */
-int sdw_pool_pid(const sdw_pool *p, int slot);
-/** A READY slot, or -1. */
+/** A READY slot that can take a job (the newest configuration's first), or -1. */
 int sdw_pool_idle_slot(const sdw_pool *p);
-/** 1 while some worker is or may become able to serve (not all FAILED/STOPPED). */
+/** 1 unless every worker is FAILED (its model does not load; retried with backoff) or STOPPED. */
 int sdw_pool_can_ever_serve(const sdw_pool *p);
 /** Sends job (what to make: req, already validated, with its seed) to a READY slot; 0, or -1 if the slot
  * cannot take it or req does not encode (a sampler or schedule outside the names table). */
 int sdw_pool_submit(sdw_pool *p, int slot, uint64_t job, const sdw_gen_request *req);
 /** Asks the worker running job to stop at its next step boundary (job_done then reports CANCELLED). */
 void sdw_pool_cancel(sdw_pool *p, uint64_t job);
+/** Applies a new configuration without dropping a job: checks cfg's devices (-1 with err and nothing
+ * changed when one cannot run), then starts a new worker per device with the new settings; the old workers
+ * keep serving until a new one is ready, finish their running job, then stop. */
+int sdw_pool_reload(sdw_pool *p, const sdw_config *cfg, char *err, size_t errlen);
 /** Stops all workers: TERM now, KILL after kill_after_ms; calls done once every worker is reaped. */
 void sdw_pool_shutdown(sdw_pool *p, int kill_after_ms, void (*done)(void *ud), void *ud);
 /** Frees the pool (after shutdown completed). */

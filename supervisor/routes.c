@@ -135,8 +135,47 @@ static void handle_preflight(sdw_srv *s, h2o_req_t *req, sdw_route r)
     h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
 }
 
+/* A load error fit for a one-line reason: its first line, cut at a word with "..." past max-1 bytes. */
+static void shorten(char *out, size_t max, const char *msg)
+{
+    size_t n = strcspn(msg, "\n");
+    if (n < max) {
+        snprintf(out, max, "%.*s", (int)n, msg);
+        return;
+    }
+    size_t cut = max > 4 ? max - 4 : 0;
+    while (cut > max / 2 && msg[cut] != ' ')
+        cut--;
+    snprintf(out, max, "%.*s...", (int)cut, msg);
+}
+
+/* Seconds every worker has been failed without a break, or -1 while one is not (liveness: a pod whose
+ * workers cannot come back should be restarted, which only the orchestrator can do). */
+static double all_failed_s(const sdw_srv *s)
+{
+    int n = s->pool ? sdw_pool_size(s->pool) : 0, live = 0;
+    double least = -1;
+    for (int i = 0; i < n; i++) {
+        sdw_slot_info wi;
+        if (sdw_pool_slot_info(s->pool, i, &wi) != 0 || wi.retired) continue;
+        live++;
+        if (wi.state != SDW_WS_FAILED) return -1;
+        if (least < 0 || wi.failed_s < least) least = wi.failed_s;
+    }
+    return live ? least : -1;
+}
+
 static void handle_health(sdw_srv *s, h2o_req_t *req)
 {
+    int limit = s->cfg->health_fail_after_s;
+    double failed = limit > 0 ? all_failed_s(s) : -1;
+    if (failed >= limit && limit > 0) {
+        sdw_http_send_json(s, req, 503,
+                           json_pack("{s:s,s:s,s:f}", "status", "failed", "reason",
+                                     "every worker has failed for longer than workers.health_fail_after_s",
+                                     "failed_s", round(failed * 10) / 10));
+        return;
+    }
     /* the probe path: one document kept for the process (the event loop is single-threaded), only its
      * uptime updated, so a probe costs no allocation beyond the dump */
     static json_t *doc, *uptime;
@@ -156,14 +195,17 @@ static void handle_ready(sdw_srv *s, h2o_req_t *req)
     int can_serve = s->phase == SDW_SRV_RUNNING && ready + busy > 0;
     int n = s->pool ? sdw_pool_size(s->pool) : 0;
     json_t *workers = json_array();
+    char first_error[160] = "";
     for (int i = 0; workers && i < n; i++) {
-        const char *arch = sdw_pool_model_arch(s->pool, i);
-        if (json_array_append_new(workers, json_pack("{s:o,s:s,s:i,s:I,s:o}", "device",
-                                                     sdw_json_str(sdw_pool_device_name(s->pool, i)), "state",
-                                                     sdw_pool_state_name(sdw_pool_state(s->pool, i)),
-                                                     "restarts", sdw_pool_restarts(s->pool, i), "jobs_served",
-                                                     (json_int_t)sdw_pool_jobs_served(s->pool, i), "model",
-                                                     sdw_json_str(arch && *arch ? arch : NULL)))) {
+        sdw_slot_info wi;
+        if (sdw_pool_slot_info(s->pool, i, &wi) != 0 || wi.retired) continue;
+        if (!first_error[0] && wi.state == SDW_WS_FAILED && wi.last_error[0])
+            shorten(first_error, sizeof first_error, wi.last_error);
+        if (json_array_append_new(workers,
+                                  json_pack("{s:o,s:s,s:i,s:I,s:o}", "device", sdw_json_str(wi.device),
+                                            "state", sdw_pool_state_name(wi.state), "restarts", wi.restarts,
+                                            "jobs_served", (json_int_t)wi.jobs_served, "model",
+                                            sdw_json_str(wi.arch[0] ? wi.arch : NULL)))) {
             json_decref(workers);
             workers = NULL;
         }
@@ -172,11 +214,12 @@ static void handle_ready(sdw_srv *s, h2o_req_t *req)
                           "queued", sdw_jobs_queued(s->jobs), "running", sdw_jobs_running(s->jobs),
                           "capacity", s->cfg->queue_capacity);
     if (o && !can_serve) {
-        char reason[160];
+        char reason[224];
         if (s->phase != SDW_SRV_RUNNING)
             snprintf(reason, sizeof reason, "shutting down");
         else if (!s->pool || !sdw_pool_can_ever_serve(s->pool))
-            snprintf(reason, sizeof reason, "no worker can serve: every worker failed");
+            snprintf(reason, sizeof reason, "no worker can serve: %s",
+                     first_error[0] ? first_error : "every worker failed");
         else
             snprintf(reason, sizeof reason, "no worker ready yet (%d loading, %d restarting)", loading,
                      n - ready - busy - loading);
@@ -192,12 +235,18 @@ static void handle_metrics(sdw_srv *s, h2o_req_t *req)
 {
     int n = s->pool ? sdw_pool_size(s->pool) : 0;
     sdw_metrics_worker *ws = h2o_mem_alloc_pool(&req->pool, sizeof *ws * (size_t)(n > 0 ? n : 1));
+    sdw_slot_info *wi = h2o_mem_alloc_pool(&req->pool, sizeof *wi * (size_t)(n > 0 ? n : 1));
+    int m = 0;
     for (int i = 0; i < n; i++) {
-        ws[i].device = sdw_pool_device_name(s->pool, i);
-        ws[i].state = sdw_pool_state_name(sdw_pool_state(s->pool, i));
-        ws[i].restarts = sdw_pool_restarts(s->pool, i);
-        ws[i].jobs_served = sdw_pool_jobs_served(s->pool, i);
+        if (sdw_pool_slot_info(s->pool, i, &wi[m]) != 0 || wi[m].retired || wi[m].retiring)
+            continue; /* a reload's outgoing workers would repeat their device's labels */
+        ws[m].device = wi[m].device;
+        ws[m].state = sdw_pool_state_name(wi[m].state);
+        ws[m].restarts = wi[m].restarts;
+        ws[m].jobs_served = wi[m].jobs_served;
+        m++;
     }
+    n = m;
     size_t len = 0;
     char *text = sdw_metrics_render(s->metrics, sdw_jobs_queued(s->jobs), sdw_jobs_running(s->jobs), ws, n,
                                     sdw_srv_now() - s->started_at, &len);

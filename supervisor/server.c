@@ -37,7 +37,9 @@ void sdw_srv_worker_counts(const sdw_srv *s, int *ready, int *busy, int *loading
     int r = 0, b = 0, l = 0;
     int n = s->pool ? sdw_pool_size(s->pool) : 0;
     for (int i = 0; i < n; i++) {
-        sdw_worker_state st = sdw_pool_state(s->pool, i);
+        sdw_slot_info wi;
+        sdw_pool_slot_info(s->pool, i, &wi);
+        sdw_worker_state st = wi.state;
         r += st == SDW_WS_READY;
         b += st == SDW_WS_BUSY;
         l += st == SDW_WS_LOADING;
@@ -165,11 +167,14 @@ void sdw_srv_stream_closed(sdw_srv *s)
 void sdw_srv_on_job_event(sdw_srv *s, sdw_job *job, sdw_job_event ev)
 {
     switch (ev) {
-    case SDW_JEV_STARTED:
+    case SDW_JEV_STARTED: {
+        sdw_slot_info wi;
         sdw_log(SDW_LOG_INFO, "job_started", "job=%s device=%s queued_s=%.3f", job->id,
-                 job->slot >= 0 && s->pool ? sdw_pool_device_name(s->pool, job->slot) : "?",
-                 job->t_dispatched > 0 ? job->t_dispatched - job->t_created : 0.0);
+                job->slot >= 0 && s->pool && sdw_pool_slot_info(s->pool, job->slot, &wi) == 0 ? wi.device
+                                                                                              : "?",
+                job->t_dispatched > 0 ? job->t_dispatched - job->t_created : 0.0);
         break;
+    }
     case SDW_JEV_PROGRESS: sdw_metrics_step(s->metrics, job->last_step_s); break;
     case SDW_JEV_END: {
         double d = job->t_ended - (job->t_dispatched > 0 ? job->t_dispatched : job->t_created);
@@ -224,7 +229,7 @@ static void pool_worker_state(void *ud, int slot, sdw_worker_state st)
     sdw_srv *s = ud;
     if (!s->pool)
         return; /* a report from inside sdw_pool_start: nothing to act on yet */
-    sdw_log(SDW_LOG_DEBUG, "worker_state", "device=%s state=%s", sdw_pool_device_name(s->pool, slot), sdw_pool_state_name(st));
+    sdw_log(SDW_LOG_DEBUG, "worker_state", "slot=%d state=%s", slot, sdw_pool_state_name(st));
     if (st == SDW_WS_READY)
         sdw_jobs_dispatch(s->jobs, sdw_srv_now());
     if (s->phase == SDW_SRV_RUNNING && !sdw_pool_can_ever_serve(s->pool) && sdw_jobs_queued(s->jobs) > 0)
@@ -242,6 +247,13 @@ static void pool_job_progress(void *ud, uint64_t job, int step, int total, doubl
 {
     sdw_srv *s = ud;
     sdw_jobs_progress(s->jobs, job, step, total, elapsed_s, sdw_srv_now());
+}
+
+static const char *pool_job_name(void *ud, uint64_t num)
+{
+    sdw_srv *s = ud;
+    sdw_job *job = s->jobs ? sdw_jobs_get(s->jobs, num) : NULL;
+    return job ? job->id : NULL;
 }
 
 static void pool_job_done(void *ud, uint64_t job, const sdw_job_outcome *o)
@@ -287,8 +299,10 @@ static void on_signal(h2o_socket_t *sock, const char *err)
             case SIGTERM:
             case SIGINT: begin_shutdown(s, (int)si[i].ssi_signo); break;
             case SIGHUP: {
+                /* the configuration first, then the keys file it names (a bad one keeps the old keys) */
+                sdw_srv_reload(s);
                 char err[512];
-                if (sdw_auth_reload(err, sizeof err) != 0)
+                if (sdw_auth_init(s->cfg->api_keys_file, s->cfg->max_queued_per_key, err, sizeof err) != 0)
                     sdw_log(SDW_LOG_WARN, "keys_reload_failed", "reason=%s", err);
                 else
                     sdw_log(SDW_LOG_INFO, "keys_reloaded", "keys=%d", sdw_auth_count());
@@ -485,7 +499,8 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
     sdw_log(SDW_LOG_INFO, "listening", "addr=%s", s->listen_addr);
     setup_timers(s);
 
-    static const sdw_pool_events pev = {pool_worker_state, pool_job_started, pool_job_progress, pool_job_done};
+    static const sdw_pool_events pev = {pool_worker_state, pool_job_started, pool_job_progress, pool_job_done,
+                                        pool_job_name};
     sdw_pool *pool = NULL;
     if (sdw_pool_start(s->loop, cfg, engine_path, &pev, s, &pool, err, sizeof err) != 0) {
         sdw_log(SDW_LOG_ERROR, "startup_failed", "reason=%s", err);
@@ -504,5 +519,7 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
     sdw_rcbuf_release(s->keepalive_ev);
     sdw_auth_free();
     sdw_log(SDW_LOG_INFO, "stopped", "");
+    s->cfg = cfg;
+    sdw_srv_reload_free();
     return 0;
 }

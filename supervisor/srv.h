@@ -100,6 +100,14 @@ void sdw_accept_close(sdw_srv *s);
  * budget. */
 void sdw_h2_limit_register(h2o_pathconf_t *pathconf);
 
+/* ---- reload.c ---- */
+
+/** SIGHUP: re-reads s->cfg->file; if valid, applies it (new workers, old ones retire when idle), else logs
+ * file:line:col and keeps running as before. */
+void sdw_srv_reload(sdw_srv *s);
+/** Frees the configuration the last reload installed (at exit). */
+void sdw_srv_reload_free(void);
+
 /* ---- routes.c ---- */
 
 typedef enum {

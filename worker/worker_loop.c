@@ -24,12 +24,27 @@
 #define WORKER_EXIT_CLEAN 0
 #define WORKER_EXIT_FATAL 2    /* not respawned: the configuration or the model is wrong */
 #define WORKER_EXIT_PROTOCOL 3 /* respawned: the supervisor sent something we cannot follow */
+#define WORKER_EXIT_MODEL_CHANGED 4 /* respawned: SIGBUS on the mmap'd model, whose file shrank under us */
 
 /* A result buffer larger than this is given back after the frame went out instead of kept for the next job.
  */
 #define WORKER_KEEP_OUT_BYTES ((size_t)8 << 20)
 
 static volatile sig_atomic_t g_term;
+
+/* The model is mmap'd: a file truncated or rewritten in place (not replaced by rename) faults on the next
+ * page touched. Nothing can be saved from inside the fault, so say why in a fixed message and leave with the
+ * status the supervisor reports as "the model file changed under the worker". */
+static void on_sigbus(int sig)
+{
+    (void)sig;
+    static const char msg[] = "level=error comp=worker event=model_changed error=\"SIGBUS reading the mmap'd "
+                              "model: the file changed under the worker (replace models atomically: write "
+                              "elsewhere, then mv)\"\n";
+    ssize_t rc = write(2, msg, sizeof msg - 1);
+    (void)rc;
+    _exit(WORKER_EXIT_MODEL_CHANGED);
+}
 
 static void on_term(int sig)
 {
@@ -174,7 +189,7 @@ static void handle_during_job(worker *w, const sdw_frame *f)
         break;
     default: {
         char what[96];
-        snprintf(what, sizeof what, "a '%s' frame while running job %llu", sdw_frame_type_name(f->type),
+        snprintf(what, sizeof what, "a '%s' frame while running job %016llx", sdw_frame_type_name(f->type),
                  (unsigned long long)w->job);
         protocol_violation(w, what);
     }
@@ -386,6 +401,10 @@ int sdw_cmd_worker(int argc, char **argv)
     w->reader = sdw_frame_reader_new(SDW_FRAME_MAX_SMALL);
     msgpack_sbuffer_init(&w->out);
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction bus;
+    memset(&bus, 0, sizeof bus);
+    bus.sa_handler = on_sigbus;
+    sigaction(SIGBUS, &bus, NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_term; /* no SA_RESTART: a blocked call returns EINTR and the loop sees the flag */

@@ -4,12 +4,12 @@
  *
  *   sdw-fake-worker worker --fd N --model SPEC [--threads N] [--device NAME] [anything else is accepted]
  *
- * SPEC is a comma-separated list: ok | load_fail (error model_load_failed, exit 2) | load_crash (exit 3 while
- * loading) | load_ms=N | step_ms=N (default 5) | ignore_term (ignore SIGTERM and shutdown) | no_hello.
- * A job's behaviour is its prompt: crash (exit 3), abort (SIGABRT), exit0, hang (silent forever), garbage,
- * oversize, badver, wrongjob, error (engine_error), invalid (invalid_request), big (a 3 MB png after the
- * steps); anything else runs `steps` steps, honours cancel at step boundaries and returns
- * "FAKEPNG:<prompt>:<seed>" as the png. */
+ * SPEC is a comma-separated list: ok | load_fail (error model_load_failed, exit 2) | fail_while=PATH
+ * (load_fail while PATH exists) | load_crash (exit 3 while loading) | load_ms=N | step_ms=N (default 5) |
+ * ignore_term (ignore SIGTERM and shutdown) | no_hello. A job's behaviour is its prompt: crash (exit 3),
+ * abort (SIGABRT), exit0, hang (silent forever), garbage, oversize, badver, wrongjob, error (engine_error),
+ * invalid (invalid_request), big (a 3 MB png after the steps); anything else runs `steps` steps, honours
+ * cancel at step boundaries and returns "FAKEPNG:<prompt>:<seed>" as the png. */
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
@@ -245,6 +245,11 @@ int main(int argc, char **argv)
     ignore_term = strstr(spec, "ignore_term") != NULL;
     const char *v;
     if ((v = strstr(spec, "load_ms="))) load_ms = atoi(v + 8);
+    if ((v = strstr(spec, "fail_while="))) {
+        char path[512];
+        snprintf(path, sizeof path, "%.*s", (int)strcspn(v + 11, ","), v + 11);
+        load_fail = access(path, F_OK) == 0;
+    }
     if ((v = strstr(spec, "step_ms="))) step_ms = atoi(v + 8);
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;

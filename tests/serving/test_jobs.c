@@ -267,6 +267,30 @@ static void test_retry_once(void **state)
     sdw_jobs_free(J);
 }
 
+/* A job handed back because its worker died before starting it runs again, ahead of the queue, even with
+ * retry_on_crash off and without using up its crash retry; the fourth hand-back fails it. */
+static void test_requeue_not_started(void **state)
+{
+    (void)state;
+    fake_pool p;
+    sdw_jobs *J = make(&p, 1, 8, 0, 60, 16);
+    sdw_job *a = submit(J, "a", 0), *b = submit(J, "b", 0);
+    for (int i = 0; i < 3; i++) {
+        finish(J, &p, 0, SDW_JOB_REQUEUE, "worker_crashed", 1 + i);
+        assert_int_equal(a->status, SDW_JST_RUNNING);
+        assert_int_equal(a->requeued, i + 1);
+        assert_int_equal(a->retried, 0);
+        assert_int_equal(b->position, 1);
+    }
+    finish(J, &p, 0, SDW_JOB_REQUEUE, "worker_crashed", 5);
+    assert_int_equal(a->status, SDW_JST_ERROR);
+    assert_string_equal(a->err_code, "worker_crashed");
+    assert_int_equal(b->status, SDW_JST_RUNNING);
+    finish(J, &p, 0, SDW_JOB_COMPLETE, NULL, 6);
+    assert_int_equal(b->status, SDW_JST_COMPLETE);
+    sdw_jobs_free(J);
+}
+
 static void test_cancel(void **state)
 {
     (void)state;
@@ -450,6 +474,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fifo_and_capacity), cmocka_unit_test(test_parallel_slots),
         cmocka_unit_test(test_positions_and_events), cmocka_unit_test(test_retry_once),
+        cmocka_unit_test(test_requeue_not_started),
         cmocka_unit_test(test_cancel), cmocka_unit_test(test_ttl_and_tombstones),
         cmocka_unit_test(test_ids), cmocka_unit_test(test_pool_refuses),
         cmocka_unit_test(test_shutdown), cmocka_unit_test(test_done_without_image),

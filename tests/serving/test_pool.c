@@ -86,6 +86,14 @@ static uint64_t now_ms(void)
         (cond);                                                                                              \
     })
 
+/* What the pool reports on slot now; a temporary, so member arrays live to the end of the expression. */
+static sdw_slot_info info(int slot)
+{
+    sdw_slot_info i;
+    sdw_pool_slot_info(T.pool, slot, &i);
+    return i;
+}
+
 static void ev_state(void *ud, int slot, sdw_worker_state st)
 {
     (void)ud;
@@ -95,13 +103,13 @@ static void ev_state(void *ud, int slot, sdw_worker_state st)
         T.states[T.nstates].at = now_ms();
         T.nstates++;
     }
-    assert_int_equal(sdw_pool_state(T.pool, slot), st);
+    assert_int_equal(info(slot).state, st);
 }
 
 static void ev_started(void *ud, uint64_t job, int slot)
 {
     (void)ud;
-    assert_int_equal(sdw_pool_state(T.pool, slot), SDW_WS_BUSY);
+    assert_int_equal(info(slot).state, SDW_WS_BUSY);
     T.started_at[T.nstarted % MAXREC] = now_ms();
     T.started[T.nstarted++ % MAXREC] = job;
 }
@@ -140,7 +148,7 @@ static void ev_done(void *ud, uint64_t job, const sdw_job_outcome *o)
     }
 }
 
-static const sdw_pool_events events = {ev_state, ev_started, ev_progress, ev_done};
+static const sdw_pool_events events = {ev_state, ev_started, ev_progress, ev_done, NULL};
 
 static void on_sigchld(h2o_socket_t *sock, const char *err)
 {
@@ -230,7 +238,7 @@ static void teardown(void)
         assert_true(RUN_UNTIL(T.shutdown_done, 10000));
     }
     for (int i = 0; i < sdw_pool_size(T.pool); i++)
-        assert_int_equal(sdw_pool_pid(T.pool, i), 0);
+        assert_int_equal(info(i).pid, 0);
     h2o_evloop_run(T.loop, 0);
     assert_int_equal(T.shutdown_done, 1);
     sdw_pool_free(T.pool);
@@ -289,22 +297,22 @@ static void test_job_completes(void **state)
     assert_true(leak >= 10);
     setup("step_ms=2", 1);
     close(leak);
-    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_LOADING);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
-    assert_string_equal(sdw_pool_model_arch(T.pool, 0), "fake");
-    assert_string_equal(sdw_pool_model_prediction(T.pool, 0), "eps");
-    assert_string_equal(sdw_pool_model_hash(T.pool, 0), "fakehash01");
+    assert_int_equal(info(0).state, SDW_WS_LOADING);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_string_equal(info(0).arch, "fake");
+    assert_string_equal(info(0).prediction, "eps");
+    assert_string_equal(info(0).model_hash, "fakehash01");
     /* pinned to the configured CPU, threads 0 -> one per CPU in the set, exported to OpenBLAS and OpenMP */
     char want[96];
     snprintf(want, sizeof want, "threads=1 omp=1 cpus=%s device=cpu:%s/0 fds=0", T.cpu, T.cpu);
-    assert_string_equal(sdw_pool_model_name(T.pool, 0), want);
-    assert_true(sdw_pool_pid(T.pool, 0) > 0);
+    assert_string_equal(info(0).model_name, want);
+    assert_true(info(0).pid > 0);
     assert_int_equal(sdw_pool_idle_slot(T.pool), 0);
     assert_true(sdw_pool_can_ever_serve(T.pool));
     assert_string_equal(sdw_pool_state_name(SDW_WS_RESTARTING), "restarting");
 
     assert_int_equal(submit(0, 101, "a cat", 4), 0);
-    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_BUSY);
+    assert_int_equal(info(0).state, SDW_WS_BUSY);
     assert_int_equal(submit(0, 102, "a dog", 4), -1); /* one job at a time */
     assert_int_equal(submit(1, 102, "a dog", 4), -1); /* no such slot */
     assert_int_equal(sdw_pool_idle_slot(T.pool), -1);
@@ -319,8 +327,8 @@ static void test_job_completes(void **state)
     assert_int_equal(T.nprogress, 4);
     assert_int_equal(T.last_step, 4);
     assert_int_equal(T.last_total, 4);
-    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
-    assert_int_equal(sdw_pool_jobs_served(T.pool, 0), 1);
+    assert_int_equal(info(0).state, SDW_WS_READY);
+    assert_int_equal(info(0).jobs_served, 1);
     assert_true(saw_state(0, SDW_WS_BUSY));
 
     /* a 3 MB result crosses many socket reads and the reader's buffer growth */
@@ -333,8 +341,8 @@ static void test_job_completes(void **state)
     for (size_t i = 0; i < 3000000; i++)
         sum = sum * 31 + (uint8_t)(i * 7 + (i >> 16));
     assert_int_equal(r->png_sum, sum);
-    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
-    assert_int_equal(sdw_pool_jobs_served(T.pool, 0), 2);
+    assert_int_equal(info(0).restarts, 0);
+    assert_int_equal(info(0).jobs_served, 2);
     teardown();
 }
 
@@ -346,16 +354,15 @@ static void test_two_devices(void **state)
     T.devs[1].cpus[0] = '\0'; /* unpinned */
     T.devs[2].cpus[0] = '\0'; /* unpinned, threads 0: one per CPU this process may use */
     pool_start(SDW_FAKE_WORKER);
-    assert_true(RUN_UNTIL(
-        sdw_pool_state(T.pool, 0) == SDW_WS_READY && sdw_pool_state(T.pool, 1) == SDW_WS_READY, 5000));
-    expect_contains(sdw_pool_model_name(T.pool, 1), "threads=3 omp=3 ");
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 2) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY && info(1).state == SDW_WS_READY, 5000));
+    expect_contains(info(1).model_name, "threads=3 omp=3 ");
+    assert_true(RUN_UNTIL(info(2).state == SDW_WS_READY, 5000));
     cpu_set_t all;
     assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
     char want[64];
     snprintf(want, sizeof want, "threads=%d omp=%d ", CPU_COUNT(&all), CPU_COUNT(&all));
-    expect_contains(sdw_pool_model_name(T.pool, 2), want);
-    assert_string_equal(sdw_pool_device_name(T.pool, 1), T.devs[1].name);
+    expect_contains(info(2).model_name, want);
+    assert_string_equal(info(1).device, T.devs[1].name);
     int a = sdw_pool_idle_slot(T.pool);
     assert_int_equal(submit(a, 1, "one", 5), 0);
     int b = sdw_pool_idle_slot(T.pool);
@@ -375,33 +382,32 @@ static void test_crash_is_reported_and_respawned(void **state)
 {
     (void)state;
     setup("step_ms=2", 1);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
-    int pid1 = sdw_pool_pid(T.pool, 0);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    int pid1 = info(0).pid;
     assert_int_equal(submit(0, 7, "crash", 3), 0);
     assert_true(RUN_UNTIL(T.ndone == 1, 5000));
     assert_int_equal(T.done[0].end, SDW_JOB_ERROR);
     assert_string_equal(T.done[0].code, "worker_crashed");
     expect_contains(T.done[0].message, "exited with status 3");
     assert_true(saw_state(0, SDW_WS_RESTARTING));
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
-    assert_int_equal(sdw_pool_restarts(T.pool, 0), 1);
-    assert_true(sdw_pool_pid(T.pool, 0) != pid1);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_int_equal(info(0).restarts, 1);
+    assert_true(info(0).pid != pid1);
 
     assert_int_equal(submit(0, 8, "abort", 3), 0);
     assert_true(RUN_UNTIL(T.ndone == 2, 5000));
     assert_string_equal(T.done[1].code, "worker_crashed");
     expect_contains(T.done[1].message, "killed by signal 6");
 
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
     assert_int_equal(submit(0, 9, "exit0", 3), 0); /* exit 0 unasked is still a crash for the job */
     assert_true(RUN_UNTIL(T.ndone == 3, 5000));
     expect_contains(T.done[2].message, "exited with status 0");
 
     /* an idle worker killed from outside comes back without any job_done */
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
-    kill(sdw_pool_pid(T.pool, 0), SIGKILL);
-    assert_true(
-        RUN_UNTIL(sdw_pool_restarts(T.pool, 0) == 4 && sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    kill(info(0).pid, SIGKILL);
+    assert_true(RUN_UNTIL(info(0).restarts == 4 && info(0).state == SDW_WS_READY, 5000));
     assert_int_equal(T.ndone, 3);
     assert_int_equal(submit(0, 10, "fine", 3), 0);
     assert_true(RUN_UNTIL(T.ndone == 4, 5000));
@@ -416,7 +422,7 @@ static void test_backoff_doubles_and_caps(void **state)
     T.cfg.restart_backoff_min_ms = 100;
     T.cfg.restart_backoff_max_ms = 200;
     pool_start(SDW_FAKE_WORKER);
-    assert_true(RUN_UNTIL(sdw_pool_restarts(T.pool, 0) >= 6, 10000));
+    assert_true(RUN_UNTIL(info(0).restarts >= 6, 10000));
     /* the gap from each RESTARTING to the LOADING of the respawn is the backoff: 100, then capped at 200
      * (uncapped it would reach 3200). h2o's clock may lag ours by a few ms, hence the slack below. */
     uint64_t gaps[8];
@@ -458,17 +464,16 @@ static void test_backoff_resets_after_a_stable_run(void **state)
     pool_start(SDW_FAKE_WORKER);
     /* four quick crashes: 20, 40, 80, 160 ms; the next would wait 320 */
     for (int i = 0; i < 4; i++) {
-        assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+        assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
         assert_int_equal(submit(0, 100 + (uint64_t)i, "crash", 1), 0);
         assert_true(RUN_UNTIL(T.ndone == i + 1, 5000));
     }
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
     assert_true(respawn_gap(3) + 30 >= 160);
     /* ready for longer than restart_backoff_max_ms: the next crash is back to the minimum */
     RUN_UNTIL(0, 1100);
     assert_int_equal(submit(0, 200, "crash", 1), 0);
-    assert_true(
-        RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY && sdw_pool_restarts(T.pool, 0) == 5, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY && info(0).restarts == 5, 5000));
     int64_t gap = respawn_gap(4);
     if (gap < 0 || gap >= 250)
         fail_msg("respawn after a stable run took %lld ms; a reset backoff is 20 ms, an unreset one 320",
@@ -485,7 +490,7 @@ static void test_backoff_grows_when_spawn_fails(void **state)
     T.cfg.restart_backoff_min_ms = 20;
     T.cfg.restart_backoff_max_ms = 1000;
     pool_start(SDW_FAKE_WORKER);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
     RUN_UNTIL(0, 1100); /* a stable run: the crash below restarts at the minimum */
     struct rlimit was, tight;
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
@@ -497,7 +502,7 @@ static void test_backoff_grows_when_spawn_fails(void **state)
     /* 20, 40, 80, 160 ms: five failed spawns in about 620 ms (never growing, they would be 20 ms each) */
     RUN_UNTIL(0, 700);
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
     int64_t g[4];
     for (int i = 0; i < 4; i++)
         g[i] = respawn_gap(i);
@@ -507,21 +512,149 @@ static void test_backoff_grows_when_spawn_fails(void **state)
     teardown();
 }
 
-static void test_exit_2_fails_for_good(void **state)
+/* Exit 2 (the model does not load) keeps the slot FAILED but retries it with the crash backoff, so a model
+ * file that is put right brings the worker back without a restart of the service. */
+static void test_exit_2_retries_until_the_model_loads(void **state)
 {
     (void)state;
-    setup("load_fail", 1);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_FAILED, 5000));
-    assert_string_equal(sdw_pool_last_error(T.pool, 0), "model_load_failed: fake: cannot load the model");
-    RUN_UNTIL(0, 300);
-    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_FAILED);
-    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
+    char flag[256], spec[300];
+    snprintf(flag, sizeof flag, "/tmp/sdw-test-pool-fail-%d", (int)getpid());
+    FILE *f = fopen(flag, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(spec, sizeof spec, "fail_while=%s", flag);
+    setup(spec, 1);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_FAILED, 5000));
+    assert_string_equal(info(0).last_error, "model_load_failed: fake: cannot load the model");
+    assert_true(RUN_UNTIL(info(0).restarts >= 3, 5000)); /* 50, 100, 200 ms */
+    assert_int_equal(info(0).state, SDW_WS_FAILED);
+    assert_true(info(0).failed_s > 0.1);
     assert_false(saw_state(0, SDW_WS_RESTARTING));
+    assert_false(saw_state(0, SDW_WS_LOADING));
     assert_false(sdw_pool_can_ever_serve(T.pool));
     assert_int_equal(sdw_pool_idle_slot(T.pool), -1);
     assert_int_equal(submit(0, 1, "x", 1), -1);
+    unlink(flag);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_string_equal(info(0).last_error, "");
+    assert_true(info(0).failed_s == 0);
+    assert_true(sdw_pool_can_ever_serve(T.pool));
+    assert_int_equal(submit(0, 2, "fine", 1), 0);
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_int_equal(T.done[0].end, SDW_JOB_COMPLETE);
     teardown();
     assert_int_equal(T.states[T.nstates - 1].st, SDW_WS_STOPPED);
+}
+
+/* A worker stopped while idle (SIGSTOP) misses a ping and is replaced before a job can wait on it. */
+static void test_idle_heartbeat_replaces_a_stopped_worker(void **state)
+{
+    (void)state;
+    setup_cfg("step_ms=2", 1);
+    T.cfg.heartbeat_ms = 100;
+    pool_start(SDW_FAKE_WORKER);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    RUN_UNTIL(0, 350); /* pings answered: nothing happens */
+    assert_int_equal(info(0).restarts, 0);
+    int pid1 = info(0).pid;
+    assert_int_equal(kill(pid1, SIGSTOP), 0);
+    uint64_t t0 = now_ms();
+    assert_true(RUN_UNTIL(info(0).restarts == 1 && info(0).state == SDW_WS_READY, 5000));
+    assert_true(now_ms() - t0 < 1500);
+    assert_true(info(0).pid != pid1);
+    assert_int_equal(submit(0, 1, "after", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_int_equal(T.done[0].end, SDW_JOB_COMPLETE);
+    teardown();
+}
+
+/* A job handed to a worker that dies before it starts the job is handed back, not failed. */
+static void test_job_not_started_is_handed_back(void **state)
+{
+    (void)state;
+    setup_cfg("step_ms=2", 1);
+    T.cfg.job_timeout_s = 1;
+    T.cfg.heartbeat_ms = 0;
+    pool_start(SDW_FAKE_WORKER);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_int_equal(kill(info(0).pid, SIGSTOP), 0);
+    assert_int_equal(submit(0, 1, "never", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_int_equal(T.done[0].end, SDW_JOB_REQUEUE);
+    expect_contains(T.done[0].message, "before it started the job");
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    teardown();
+
+    /* with the heartbeat on, the start deadline is one beat, not job_timeout_s */
+    setup_cfg("step_ms=2", 1);
+    T.cfg.job_timeout_s = 30;
+    T.cfg.heartbeat_ms = 200;
+    pool_start(SDW_FAKE_WORKER);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_int_equal(submit(0, 1, "healthy", 150), 0); /* 300 ms, longer than a beat: not cut short */
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_int_equal(T.done[0].end, SDW_JOB_COMPLETE);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_int_equal(kill(info(0).pid, SIGSTOP), 0);
+    uint64_t t0 = now_ms();
+    assert_int_equal(submit(0, 2, "never", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 2, 5000));
+    assert_int_equal(T.done[1].end, SDW_JOB_REQUEUE);
+    expect_contains(T.done[1].message, "no started frame within 200 ms");
+    assert_true(now_ms() - t0 < 2000);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_int_equal(info(0).restarts, 1);
+    teardown();
+}
+
+/* A reload starts new workers with the new settings; the old one finishes its job, then retires, and keeps
+ * serving until a new one is ready. A reload the pool cannot apply changes nothing. */
+static void test_reload_retires_old_workers_after_their_job(void **state)
+{
+    (void)state;
+    setup("step_ms=30", 1);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    int pid0 = info(0).pid;
+    assert_int_equal(submit(0, 1, "long", 10), 0);
+    assert_true(RUN_UNTIL(T.nstarted == 1, 5000));
+
+    sdw_device_config bad = T.devs[0];
+    bad.kind = SDW_DEV_CUDA;
+    sdw_config badcfg = T.cfg;
+    badcfg.devices = &bad;
+    char err[256] = "";
+    assert_int_equal(sdw_pool_reload(T.pool, &badcfg, err, sizeof err), -1);
+    expect_contains(err, "cuda");
+    assert_int_equal(sdw_pool_size(T.pool), 1);
+    assert_false(info(0).retiring);
+
+    T.devs[0].threads = 3;
+    T.cfg.model_path = "step_ms=2,load_ms=100";
+    assert_int_equal(sdw_pool_reload(T.pool, &T.cfg, err, sizeof err), 0);
+    assert_int_equal(sdw_pool_size(T.pool), 2);
+    assert_true(info(0).retiring);
+    assert_int_equal(info(0).state, SDW_WS_BUSY);
+    assert_true(RUN_UNTIL(info(1).state == SDW_WS_READY, 5000));
+    expect_contains(info(1).model_name, "threads=3 ");
+    assert_int_equal(info(0).pid, pid0); /* still on its job */
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_int_equal(T.done[0].end, SDW_JOB_COMPLETE);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_STOPPED && info(0).pid == 0, 5000));
+    assert_true(info(0).retired);
+    assert_int_equal(info(0).restarts, 0);
+    assert_int_equal(sdw_pool_idle_slot(T.pool), 1);
+    assert_int_equal(submit(1, 2, "new", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 2, 5000));
+    assert_int_equal(T.done[1].end, SDW_JOB_COMPLETE);
+
+    /* the next reload reuses the retired slot: the table does not grow */
+    T.devs[0].threads = 2;
+    assert_int_equal(sdw_pool_reload(T.pool, &T.cfg, err, sizeof err), 0);
+    assert_int_equal(sdw_pool_size(T.pool), 2);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY && info(1).state == SDW_WS_STOPPED, 5000));
+    assert_false(info(0).retiring);
+    assert_true(info(1).retired);
+    teardown();
 }
 
 static void test_job_timeout(void **state)
@@ -530,7 +663,7 @@ static void test_job_timeout(void **state)
     setup_cfg("step_ms=2", 1);
     T.cfg.job_timeout_s = 1;
     pool_start(SDW_FAKE_WORKER);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
     assert_int_equal(submit(0, 1, "quick", 3), 0);
     assert_true(RUN_UNTIL(T.ndone == 1, 5000));
     assert_int_equal(T.done[0].end, SDW_JOB_COMPLETE);
@@ -540,8 +673,8 @@ static void test_job_timeout(void **state)
     assert_true(T.done[1].at - t0 >= 900); /* not before its time (h2o's clock may lag ours a little) */
     assert_string_equal(T.done[1].code, "worker_timeout");
     expect_contains(T.done[1].message, "no frame for 1 s");
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
-    assert_int_equal(sdw_pool_restarts(T.pool, 0), 1);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_int_equal(info(0).restarts, 1);
     teardown();
 }
 
@@ -551,7 +684,7 @@ static void test_job_timeout_is_per_frame(void **state)
     setup_cfg("step_ms=200", 1);
     T.cfg.job_timeout_s = 1;
     pool_start(SDW_FAKE_WORKER);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
     assert_int_equal(submit(0, 1, "steady", 8), 0); /* 1.6 s in all, a frame every 200 ms */
     assert_true(RUN_UNTIL(T.ndone == 1, 8000));
     assert_int_equal(T.done[0].end, SDW_JOB_COMPLETE);
@@ -567,11 +700,11 @@ static void test_protocol_violations_end_the_worker(void **state)
         {"garbage", "not a msgpack map (first byte 0xc1)"},
         {"oversize", "exceeds the 67108864-byte limit"},
         {"badver", "protocol version 2"},
-        {"wrongjob", "cancelled frame for job 5 while running job 4"},
+        {"wrongjob", "cancelled frame for job 0000000000000005 while running job 0000000000000004"},
     };
     setup("step_ms=2", 1);
     for (int i = 0; i < 4; i++) {
-        assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+        assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
         uint64_t job = 1 + (uint64_t)i;
         assert_int_equal(submit(0, job, cases[i].prompt, 2), 0);
         assert_true(RUN_UNTIL(count_done(job) == 1, 5000));
@@ -581,13 +714,13 @@ static void test_protocol_violations_end_the_worker(void **state)
         expect_contains(r->message, "protocol violation");
         expect_contains(r->message, cases[i].msg);
     }
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
-    assert_int_equal(sdw_pool_restarts(T.pool, 0), 4);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_int_equal(info(0).restarts, 4);
     teardown();
 
     /* ready before hello */
     setup("no_hello", 1);
-    assert_true(RUN_UNTIL(sdw_pool_restarts(T.pool, 0) >= 1, 5000));
+    assert_true(RUN_UNTIL(info(0).restarts >= 1, 5000));
     assert_false(saw_state(0, SDW_WS_READY));
     teardown();
 }
@@ -596,17 +729,17 @@ static void test_worker_errors_keep_it(void **state)
 {
     (void)state;
     setup("step_ms=2", 1);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
     assert_int_equal(submit(0, 1, "error", 2), 0);
     assert_true(RUN_UNTIL(T.ndone == 1, 5000));
     assert_string_equal(T.done[0].code, "engine_error");
     assert_string_equal(T.done[0].message, "fake engine failure");
-    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
+    assert_int_equal(info(0).state, SDW_WS_READY);
     assert_int_equal(submit(0, 2, "invalid", 2), 0);
     assert_true(RUN_UNTIL(T.ndone == 2, 5000));
     assert_string_equal(T.done[1].code, "invalid_request");
-    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
-    assert_int_equal(sdw_pool_jobs_served(T.pool, 0), 2);
+    assert_int_equal(info(0).restarts, 0);
+    assert_int_equal(info(0).jobs_served, 2);
     teardown();
 }
 
@@ -614,7 +747,7 @@ static void test_cancel_at_step_boundary(void **state)
 {
     (void)state;
     setup("step_ms=20", 1);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
     assert_int_equal(submit(0, 77, "long", 100), 0);
     assert_true(RUN_UNTIL(T.nprogress >= 2, 5000));
     sdw_pool_cancel(T.pool, 78); /* not running: nothing happens */
@@ -623,7 +756,7 @@ static void test_cancel_at_step_boundary(void **state)
     assert_true(RUN_UNTIL(T.ndone == 1, 5000));
     assert_int_equal(T.done[0].end, SDW_JOB_CANCELLED);
     assert_true(T.nprogress < 20);
-    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
+    assert_int_equal(info(0).state, SDW_WS_READY);
     assert_int_equal(submit(0, 78, "after", 2), 0);
     assert_true(RUN_UNTIL(T.ndone == 2, 5000));
     assert_int_equal(done_for(78)->end, SDW_JOB_COMPLETE);
@@ -634,8 +767,7 @@ static void test_shutdown_ends_running_jobs(void **state)
 {
     (void)state;
     setup("step_ms=20", 2);
-    assert_true(RUN_UNTIL(
-        sdw_pool_state(T.pool, 0) == SDW_WS_READY && sdw_pool_state(T.pool, 1) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY && info(1).state == SDW_WS_READY, 5000));
     assert_int_equal(submit(0, 5, "long", 1000), 0);
     assert_true(RUN_UNTIL(T.nstarted == 1, 5000));
     uint64_t t0 = now_ms();
@@ -648,8 +780,8 @@ static void test_shutdown_ends_running_jobs(void **state)
     assert_int_equal(T.ndone, 1);
     assert_int_equal(T.done[0].end, SDW_JOB_ERROR);
     assert_string_equal(T.done[0].code, "shutting_down");
-    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_STOPPED);
-    assert_int_equal(sdw_pool_state(T.pool, 1), SDW_WS_STOPPED);
+    assert_int_equal(info(0).state, SDW_WS_STOPPED);
+    assert_int_equal(info(1).state, SDW_WS_STOPPED);
     teardown();
 }
 
@@ -657,12 +789,12 @@ static void test_shutdown_kills_stubborn_workers(void **state)
 {
     (void)state;
     setup("ignore_term", 1);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
     uint64_t t0 = now_ms();
     sdw_pool_shutdown(T.pool, 300, on_shutdown_done, &T);
     assert_true(RUN_UNTIL(T.shutdown_done, 5000));
     assert_true(T.shutdown_at - t0 >= 285);
-    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_STOPPED);
+    assert_int_equal(info(0).state, SDW_WS_STOPPED);
     teardown();
 
     /* a slot waiting out its backoff stops at once and never respawns */
@@ -670,14 +802,14 @@ static void test_shutdown_kills_stubborn_workers(void **state)
     T.cfg.restart_backoff_min_ms = 5000;
     T.cfg.restart_backoff_max_ms = 5000;
     pool_start(SDW_FAKE_WORKER);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_RESTARTING, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_RESTARTING, 5000));
     t0 = now_ms();
     sdw_pool_shutdown(T.pool, 300, on_shutdown_done, &T);
     assert_int_equal(T.shutdown_done, 0); /* done comes from the loop, not from inside shutdown */
     assert_true(RUN_UNTIL(T.shutdown_done, 5000));
     assert_true(T.shutdown_at - t0 < 200);
     RUN_UNTIL(0, 100);
-    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
+    assert_int_equal(info(0).restarts, 0);
     teardown();
 }
 
@@ -728,12 +860,12 @@ static void test_reaps_children_it_does_not_own(void **state)
 {
     (void)state;
     setup("ok", 1);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
     pid_t other = fork();
     if (other == 0) _exit(7);
     assert_true(RUN_UNTIL(kill(other, 0) == -1 && errno == ESRCH, 5000)); /* reaped, so gone */
-    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
-    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
+    assert_int_equal(info(0).state, SDW_WS_READY);
+    assert_int_equal(info(0).restarts, 0);
     teardown();
 }
 
@@ -748,10 +880,10 @@ static void test_real_worker(void **state)
     snprintf(model, sizeof model, "%s/test_pool-no-such-model.safetensors", tmp);
     setup_cfg(model, 1);
     pool_start(SDW_ENGINE_PROGRAM);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_FAILED, 20000));
-    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
-    expect_contains(sdw_pool_last_error(T.pool, 0), "model_load_failed: ");
-    expect_contains(sdw_pool_last_error(T.pool, 0), "test_pool-no-such-model.safetensors");
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_FAILED, 20000));
+    assert_int_equal(info(0).restarts, 0);
+    expect_contains(info(0).last_error, "model_load_failed: ");
+    expect_contains(info(0).last_error, "test_pool-no-such-model.safetensors");
     teardown();
 
     snprintf(model, sizeof model, "%s/test_pool-tiny.safetensors", tmp);
@@ -764,9 +896,9 @@ static void test_real_worker(void **state)
     }
     setup_cfg(model, 1);
     pool_start(SDW_ENGINE_PROGRAM);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) != SDW_WS_LOADING, 60000));
-    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
-    assert_string_equal(sdw_pool_model_arch(T.pool, 0), "tiny");
+    assert_true(RUN_UNTIL(info(0).state != SDW_WS_LOADING, 60000));
+    assert_int_equal(info(0).state, SDW_WS_READY);
+    assert_string_equal(info(0).arch, "tiny");
     sdw_gen_request jp = {.prompt = "a red cube",
                           .negative_prompt = "",
                           .steps = 4,
@@ -795,14 +927,14 @@ static void test_real_worker(void **state)
     /* a sampler outside the names table does not even encode: refused, the slot stays ready */
     jp.sampler = (sdw_sampler)SDW_SAMPLER__COUNT;
     assert_int_equal(sdw_pool_submit(T.pool, 0, 3, &jp), -1);
-    assert_int_equal(sdw_pool_state(T.pool, 0), SDW_WS_READY);
+    assert_int_equal(info(0).state, SDW_WS_READY);
     jp.sampler = SDW_SAMPLER_EULER;
     jp.steps = 0;
     assert_int_equal(sdw_pool_submit(T.pool, 0, 3, &jp), 0);
     T.submitted[T.nsubmitted++] = 3;
     assert_true(RUN_UNTIL(T.ndone == 3, 60000));
     assert_string_equal(T.done[2].code, "invalid_request");
-    assert_int_equal(sdw_pool_restarts(T.pool, 0), 0);
+    assert_int_equal(info(0).restarts, 0);
     /* cancel: many steps, cancelled after the first progress */
     jp.steps = 150;
     int before = T.nprogress;
@@ -814,7 +946,7 @@ static void test_real_worker(void **state)
     assert_int_equal(T.done[3].end, SDW_JOB_CANCELLED);
     assert_true(T.nprogress - before < 150);
     /* shutdown while a job runs: the worker finishes nothing and exits 0 at the next step boundary */
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_READY, 5000));
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
     before = T.nprogress;
     assert_int_equal(sdw_pool_submit(T.pool, 0, 5, &jp), 0);
     T.submitted[T.nsubmitted++] = 5;
@@ -831,8 +963,8 @@ static void test_real_worker(void **state)
     setup_cfg(model, 1);
     T.cfg.prediction = "sideways";
     pool_start(SDW_ENGINE_PROGRAM);
-    assert_true(RUN_UNTIL(sdw_pool_state(T.pool, 0) == SDW_WS_FAILED, 20000));
-    assert_string_equal(sdw_pool_last_error(T.pool, 0),
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_FAILED, 20000));
+    assert_string_equal(info(0).last_error,
                         "bad_arguments: --prediction must be auto, eps or v, not 'sideways'");
     teardown();
 }
@@ -1075,7 +1207,10 @@ int main(void)
         cmocka_unit_test(test_backoff_doubles_and_caps),
         cmocka_unit_test(test_backoff_resets_after_a_stable_run),
         cmocka_unit_test(test_backoff_grows_when_spawn_fails),
-        cmocka_unit_test(test_exit_2_fails_for_good),
+        cmocka_unit_test(test_exit_2_retries_until_the_model_loads),
+        cmocka_unit_test(test_idle_heartbeat_replaces_a_stopped_worker),
+        cmocka_unit_test(test_job_not_started_is_handed_back),
+        cmocka_unit_test(test_reload_retires_old_workers_after_their_job),
         cmocka_unit_test(test_job_timeout),
         cmocka_unit_test(test_job_timeout_is_per_frame),
         cmocka_unit_test(test_protocol_violations_end_the_worker),
