@@ -360,7 +360,7 @@ static int gen_cancel_requested(const gen_run *g)
     return g->p->should_cancel && g->p->should_cancel(g->p->ud);
 }
 
-static int gen_denoise(void *ud, const float *x, float sigma, int step, float *den)
+static int gen_denoise(void *ud, const float *x, float sigma, int step, float *den, float *uncond)
 {
     gen_run *g = ud;
     if (gen_cancel_requested(g)) {
@@ -389,6 +389,11 @@ static int gen_denoise(void *ud, const float *x, float sigma, int step, float *d
     trace(g, "eps_guided", step + 1, out, g->n);
     for (size_t i = 0; i < g->n; i++)
         den[i] = c_skip * x[i] + c_out * out[i];
+    if (uncond) {
+        const float *u = g->unet_out + (size_t)(g->batch - 1) * g->n; /* the cond pass when there is no uncond */
+        for (size_t i = 0; i < g->n; i++)
+            uncond[i] = u[i] * c_out + x[i] * c_skip;
+    }
     trace(g, "denoised", step + 1, den, g->n);
     return 0;
 }
@@ -413,18 +418,6 @@ static int gen_vae_cancel(void *ud)
     return gen_cancel_requested((const gen_run *)ud);
 }
 
-static const char *a1111_sampler(sde_sampler s)
-{
-    switch (s) {
-    case SDE_SAMPLER_EULER: return "Euler";
-    case SDE_SAMPLER_EULER_A: return "Euler a";
-    case SDE_SAMPLER_DDIM: return "DDIM";
-    case SDE_SAMPLER_DPMPP_2M: return "DPM++ 2M";
-    case SDE_SAMPLER_LCM: return "LCM";
-    }
-    return "?";
-}
-
 /* AUTOMATIC1111's "parameters" text, so the image's settings show up in the tools people already use.
  * A1111 calls the plain linspace-of-timesteps schedule "Uniform". */
 static char *a1111_parameters(const sde_engine *e, const sde_gen_params *p)
@@ -439,7 +432,10 @@ static char *a1111_parameters(const sde_engine *e, const sde_gen_params *p)
         n += snprintf(s + n, cap - (size_t)n, "Negative prompt: %s\n", neg);
     n += snprintf(s + n, cap - (size_t)n, "Steps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %llu, "
                                           "Size: %dx%d, ",
-                  p->steps, a1111_sampler(p->sampler), p->schedule == SDE_SCHEDULE_KARRAS ? "Karras" : "Uniform",
+                  p->steps,
+                  sde_sampler_a1111_name(p->sampler) ? sde_sampler_a1111_name(p->sampler) : sde_sampler_name(p->sampler),
+                  sde_schedule_a1111_name(p->schedule) ? sde_schedule_a1111_name(p->schedule)
+                                                       : sde_schedule_name(p->schedule),
                   (double)p->cfg_scale, (unsigned long long)p->seed, p->width, p->height);
     if (e->info.model_hash[0])
         n += snprintf(s + n, cap - (size_t)n, "Model hash: %s, ", e->info.model_hash);
@@ -464,7 +460,8 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     const int dim = sde_clip_dim(e->clip);
     const size_t npx = (size_t)p->width * p->height;
     float sigmas[SDE_MAX_STEPS + 1];
-    if (sde_sigmas_build(&e->tab, p->schedule, p->steps, sigmas, err, errlen))
+    const int steps = sde_sigmas_make(&e->tab, p->schedule, p->steps, sigmas, err, errlen);
+    if (steps < 0)
         return SDE_ERR;
 
     int rc = SDE_ERR;
@@ -515,7 +512,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     sde_sample_args sa = {.kind = p->sampler,
                           .n = g.n,
                           .sigmas = sigmas,
-                          .steps = p->steps,
+                          .steps = steps,
                           .rng = &rng,
                           .work = work,
                           .denoise = gen_denoise,

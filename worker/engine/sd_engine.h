@@ -19,8 +19,44 @@ extern "C" {
  * scheduler_config.json "prediction_type"). */
 typedef enum { SDE_PRED_AUTO = 0, SDE_PRED_EPS, SDE_PRED_V } sde_prediction;
 
-typedef enum { SDE_SAMPLER_EULER = 0, SDE_SAMPLER_EULER_A, SDE_SAMPLER_DDIM, SDE_SAMPLER_DPMPP_2M, SDE_SAMPLER_LCM } sde_sampler;
-typedef enum { SDE_SCHEDULE_DISCRETE = 0, SDE_SCHEDULE_KARRAS } sde_schedule;
+typedef enum {
+    SDE_SAMPLER_EULER = 0,
+    SDE_SAMPLER_EULER_A,
+    SDE_SAMPLER_DDIM,
+    SDE_SAMPLER_DPMPP_2M,
+    SDE_SAMPLER_LCM,
+    /* issue 14: the k-diffusion samplers of stable-diffusion.cpp */
+    SDE_SAMPLER_HEUN,
+    SDE_SAMPLER_DPM2,
+    SDE_SAMPLER_DPMPP_2S_A,
+    SDE_SAMPLER_DPMPP_2M_SDE,
+    SDE_SAMPLER_DPMPP_2M_V2,
+    SDE_SAMPLER_IPNDM,
+    SDE_SAMPLER_IPNDM_V,
+    SDE_SAMPLER_LMS,
+    SDE_SAMPLER_DDIM_TRAILING,
+    SDE_SAMPLER_TCD,
+    SDE_SAMPLER_EULER_CFG_PP,
+    SDE_SAMPLER_EULER_A_CFG_PP,
+    SDE_SAMPLER_RES_MULTISTEP,
+    SDE_SAMPLER_RES_2S,
+    SDE_SAMPLER_ER_SDE,
+    SDE_SAMPLER_EULER_GE,
+} sde_sampler;
+typedef enum {
+    SDE_SCHEDULE_DISCRETE = 0,
+    SDE_SCHEDULE_KARRAS,
+    /* issue 14 */
+    SDE_SCHEDULE_EXPONENTIAL,
+    SDE_SCHEDULE_AYS,
+    SDE_SCHEDULE_GITS,
+    SDE_SCHEDULE_SGM_UNIFORM,
+    SDE_SCHEDULE_SIMPLE,
+    SDE_SCHEDULE_KL_OPTIMAL,
+    SDE_SCHEDULE_BETA,
+    SDE_SCHEDULE_SMOOTHSTEP,
+    SDE_SCHEDULE_LCM,
+} sde_schedule;
 
 /** Options for sde_engine_load(). Zeroed struct = defaults. */
 typedef struct {
@@ -56,6 +92,9 @@ typedef struct {
     /** Polled between steps (and between stages); non-zero cancels. May be NULL. */
     int (*should_cancel)(void *ud);
     void *ud;
+    /** Text encoder layer to take the conditioning from, counted from the end as A1111 does: 1 = last,
+     * 2 = penultimate... 0 = the model's default (SD 1.x 1, SD 2.x 2). */
+    int clip_skip;
 } sde_gen_params;
 
 /** Result of a generation; free with sde_result_free(). Times in seconds. */
@@ -87,6 +126,10 @@ const char *sde_sampler_name(sde_sampler s);
 int sde_sampler_parse(const char *name);
 const char *sde_schedule_name(sde_schedule s);
 int sde_schedule_parse(const char *name);
+/** AUTOMATIC1111's display name ("Euler a", "DPM++ 2M SDE"; schedules "Karras", "Uniform"...), or NULL
+ * when A1111 has no such sampler or schedule. */
+const char *sde_sampler_a1111_name(sde_sampler s);
+const char *sde_schedule_a1111_name(sde_schedule s);
 
 #ifdef __cplusplus
 }
