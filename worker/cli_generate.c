@@ -40,8 +40,14 @@ static void generate_usage(FILE *f)
             "  --cfg X                 classifier-free guidance scale, 0..30 (default 7.5; 1 = no guidance,\n"
             "                          half the work)\n"
             "  --seed N                noise seed, 0..2^64-1 (default: a random one, printed)\n"
-            "  --sampler NAME          euler | euler_a | ddim | dpmpp_2m | lcm (default euler)\n"
-            "  --schedule NAME         discrete | karras (default discrete)\n"
+            "  --sampler NAME          euler | euler_a | ddim | dpmpp_2m | lcm | heun | dpm2 | dpmpp_2s_a |\n"
+            "                          dpmpp_2m_sde | dpmpp_2m_v2 | ipndm | ipndm_v | lms | ddim_trailing | tcd |\n"
+            "                          euler_cfg_pp | euler_a_cfg_pp | res_multistep | res_2s | er_sde | euler_ge\n"
+            "                          (also stable-diffusion.cpp's and A1111's names; default euler)\n"
+            "  --schedule NAME         discrete (normal) | karras | exponential | ays | gits | sgm_uniform |\n"
+            "                          simple | kl_optimal | beta | smoothstep | lcm (default discrete)\n"
+            "  --clip-skip N           text encoder layer counted from the end, A1111's \"Clip skip\": 1 = last,\n"
+            "                          2 = penultimate (default 0: the model's, 1 for SD 1.x, 2 for SD 2.x)\n"
             "  --width N, --height N   image size, multiples of 8 in 64..2048 (default: the model's native\n"
             "                          size: 512 for SD 1.x, 768 for SD 2.x v models, 64 for tiny models)\n"
             "  --threads N             BLAS threads (default: OpenBLAS's choice)\n"
@@ -163,7 +169,7 @@ int sdw_cmd_generate(int argc, char **argv)
         }
         static const char *const with_value[] = {"--model", "--tokenizer", "--prompt", "--negative-prompt",
                                                  "--steps", "--cfg", "--seed", "--sampler", "--schedule", "--width",
-                                                 "--height", "--threads", "--prediction", "--output"};
+                                                 "--height", "--threads", "--prediction", "--output", "--clip-skip"};
         int known = 0;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
             known |= !strcmp(a, with_value[k]);
@@ -199,15 +205,14 @@ int sdw_cmd_generate(int argc, char **argv)
         } else if (!strcmp(a, "--sampler")) {
             int s = sde_sampler_parse(v);
             if (s < 0) {
-                fprintf(stderr, "sd-worker generate: --sampler: unknown sampler \"%s\" (euler, euler_a, ddim, "
-                                "dpmpp_2m, lcm)\n", v);
+                fprintf(stderr, "sd-worker generate: --sampler: unknown sampler \"%s\" (see --help)\n", v);
                 return 1;
             }
             p.sampler = (sde_sampler)s;
         } else if (!strcmp(a, "--schedule")) {
             int s = sde_schedule_parse(v);
             if (s < 0) {
-                fprintf(stderr, "sd-worker generate: --schedule: unknown schedule \"%s\" (discrete, karras)\n", v);
+                fprintf(stderr, "sd-worker generate: --schedule: unknown schedule \"%s\" (see --help)\n", v);
                 return 1;
             }
             p.schedule = (sde_schedule)s;
@@ -217,6 +222,8 @@ int sdw_cmd_generate(int argc, char **argv)
         } else if (!strcmp(a, "--height")) {
             bad = parse_int(v, -1000000, 1000000, &p.height);
             have_h = 1;
+        } else if (!strcmp(a, "--clip-skip")) {
+            bad = parse_int(v, 0, 64, &p.clip_skip);
         } else if (!strcmp(a, "--threads")) {
             bad = parse_int(v, 1, 1024, &lo.threads);
         } else if (!strcmp(a, "--prediction")) {

@@ -74,6 +74,8 @@ static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errl
     /* SD 2.x conditions on the penultimate resblock of OpenCLIP; HF-form SD 2.x text encoders already
      * have the last layer removed, and SD 1.x uses the last layer. */
     cfg->layers = cfg->openclip ? n - 1 : n;
+    cfg->loaded = n;
+    cfg->full = n;
     if (cfg->layers < 1) {
         snprintf(err, errlen, "%s: text encoder has %d layers (%s)", sde_ckpt_path(c), n,
                  cfg->openclip ? "OpenCLIP needs at least 2" : "no encoder.layers.0");
@@ -124,6 +126,8 @@ static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errl
         cfg->quick_gelu = !sd2; /* OpenAI CLIP (SD 1.x) uses quick_gelu, OpenCLIP ViT-H exact GELU */
     }
     cfg->pad_zero = sd2;
+    if (sd2 && !cfg->openclip)
+        cfg->full = n + 1; /* clip skip counts from OpenCLIP's last layer, which this file leaves out */
     return 0;
 }
 
@@ -135,7 +139,7 @@ static int clip_resolve(sde_clip *m, sde_ckpt *c, char *err, size_t errlen)
     if (g->openclip) {
         m->tok_emb = sde_wload(&L, g->vocab, d, 0, 0, OC_PFX "token_embedding.weight");
         m->pos_emb = sde_wload(&L, g->n_pos, d, 0, 0, OC_PFX "positional_embedding");
-        for (int i = 0; i < g->layers; i++) {
+        for (int i = 0; i < g->loaded; i++) {
             clip_layer *y = &m->layer[i];
 #define P OC_PFX "transformer.resblocks.%d."
             y->ln1_g = sde_wload(&L, d, 0, 0, 0, P "ln_1.weight", i);
@@ -157,7 +161,7 @@ static int clip_resolve(sde_clip *m, sde_ckpt *c, char *err, size_t errlen)
     } else {
         m->tok_emb = sde_wload(&L, g->vocab, d, 0, 0, HF_PFX "embeddings.token_embedding.weight");
         m->pos_emb = sde_wload(&L, g->n_pos, d, 0, 0, HF_PFX "embeddings.position_embedding.weight");
-        for (int i = 0; i < g->layers; i++) {
+        for (int i = 0; i < g->loaded; i++) {
             clip_layer *y = &m->layer[i];
 #define P HF_PFX "encoder.layers.%d."
             y->ln1_g = sde_wload(&L, d, 0, 0, 0, P "layer_norm1.weight", i);
@@ -198,7 +202,7 @@ int sde_clip_build(sde_ckpt *c, sde_clip **out, char *err, size_t errlen)
         return -1;
     }
     const size_t T = SDE_TOK_CONTEXT, d = (size_t)m->cfg.dim, hd = d / (size_t)m->cfg.heads;
-    m->layer = calloc((size_t)m->cfg.layers, sizeof *m->layer);
+    m->layer = calloc((size_t)m->cfg.loaded, sizeof *m->layer);
     m->x = malloc(T * d * sizeof(float));
     m->h = malloc(T * d * sizeof(float));
     m->qkv = malloc(3 * T * d * sizeof(float));
@@ -218,7 +222,20 @@ int sde_clip_build(sde_ckpt *c, sde_clip **out, char *err, size_t errlen)
     return 0;
 }
 
+int sde_clip_skip_layers(const sde_clip *m, int clip_skip)
+{
+    if (clip_skip == 0)
+        return m->cfg.layers;
+    int run = m->cfg.full - clip_skip + 1;
+    return clip_skip > 0 && run >= 1 && run <= m->cfg.loaded ? run : -1;
+}
+
 void sde_clip_encode(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *out)
+{
+    sde_clip_encode_layers(m, tokens, m->cfg.layers, out);
+}
+
+void sde_clip_encode_layers(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], int layers, float *out)
 {
     const sde_clip_config *g = &m->cfg;
     const int T = SDE_TOK_CONTEXT, d = g->dim, hd = d / g->heads;
@@ -230,7 +247,9 @@ void sde_clip_encode(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *
         for (int i = 0; i < d; i++)
             x[i] = te[i] + pe[i];
     }
-    for (int l = 0; l < g->layers; l++) {
+    if (layers < 1 || layers > g->loaded)
+        layers = g->layers;
+    for (int l = 0; l < layers; l++) {
         const clip_layer *y = &m->layer[l];
         memcpy(m->h, m->x, (size_t)T * d * sizeof(float));
         sde_layernorm(m->h, T, d, y->ln1_g, y->ln1_b, CLIP_LN_EPS);

@@ -320,6 +320,9 @@ int sde_params_validate(const sde_gen_params *p, const char **field, char *err, 
     } else if (!strcmp(sde_schedule_name(p->schedule), "?")) {
         f = "schedule";
         snprintf(err, errlen, "unknown schedule %d", (int)p->schedule);
+    } else if (p->clip_skip < 0 || p->clip_skip > 64) {
+        f = "clip_skip";
+        snprintf(err, errlen, "clip_skip must be 0 (model default) or 1..64, got %d", p->clip_skip);
     }
     if (field)
         *field = f;
@@ -439,7 +442,12 @@ static char *a1111_parameters(const sde_engine *e, const sde_gen_params *p)
                   (double)p->cfg_scale, (unsigned long long)p->seed, p->width, p->height);
     if (e->info.model_hash[0])
         n += snprintf(s + n, cap - (size_t)n, "Model hash: %s, ", e->info.model_hash);
-    snprintf(s + n, cap - (size_t)n, "Model: %s, Version: sd-worker %s", e->info.model_name, SDW_VERSION);
+    n += snprintf(s + n, cap - (size_t)n, "Model: %s, ", e->info.model_name);
+    /* A1111 writes the clip skip only when it is not 1 */
+    int skip = sde_clip_get_config(e->clip)->full - sde_clip_skip_layers(e->clip, p->clip_skip) + 1;
+    if (skip > 1)
+        n += snprintf(s + n, cap - (size_t)n, "Clip skip: %d, ", skip);
+    snprintf(s + n, cap - (size_t)n, "Version: sd-worker %s", SDW_VERSION);
     return s;
 }
 
@@ -463,6 +471,12 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     const int steps = sde_sigmas_make(&e->tab, p->schedule, p->steps, sigmas, err, errlen);
     if (steps < 0)
         return SDE_ERR;
+    const int clip_layers = sde_clip_skip_layers(e->clip, p->clip_skip);
+    if (clip_layers < 0) {
+        snprintf(err, errlen, "clip_skip %d: the text encoder has only %d layers", p->clip_skip,
+                 sde_clip_get_config(e->clip)->full);
+        return SDE_ERR;
+    }
 
     int rc = SDE_ERR;
     float *x = NULL, *work = NULL, *rgb = NULL;
@@ -486,12 +500,12 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     /* text conditioning: cond in slot 0, uncond (negative prompt) in slot 1 */
     int32_t ids[SDE_TOK_CONTEXT];
     sde_tok_context(e->tok, p->prompt, e->pad_id, ids);
-    sde_clip_encode(e->clip, ids, g.ctx);
+    sde_clip_encode_layers(e->clip, ids, clip_layers, g.ctx);
     trace(&g, "cond_crossattn", 0, g.ctx, (size_t)SDE_TOK_CONTEXT * dim);
     if (g.batch == 2) {
         float *u = g.ctx + (size_t)SDE_TOK_CONTEXT * dim;
         sde_tok_context(e->tok, p->negative_prompt ? p->negative_prompt : "", e->pad_id, ids);
-        sde_clip_encode(e->clip, ids, u);
+        sde_clip_encode_layers(e->clip, ids, clip_layers, u);
         trace(&g, "uncond_crossattn", 0, u, (size_t)SDE_TOK_CONTEXT * dim);
     }
     res->t_encode = now_s() - t0;
