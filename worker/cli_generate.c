@@ -304,8 +304,8 @@ int sdw_cmd_generate(int argc, char **argv)
         p.width = info.default_size;
     if (!have_h)
         p.height = info.default_size;
-    fprintf(stderr, "model %s (%s, %s prediction, %.0fM parameters%s%s)\n", info.model_name, info.arch,
-            info.prediction, (double)info.n_params / 1e6, info.model_hash[0] ? ", hash " : "", info.model_hash);
+    fprintf(stderr, "model %s (%s, %s prediction from %s, %.0fM parameters%s%s)\n", info.model_name, info.arch,
+            info.prediction, info.prediction_source, (double)info.n_params / 1e6, info.model_hash[0] ? ", hash " : "", info.model_hash);
     p.progress = cli_progress;
     p.should_cancel = cli_cancel;
     sde_result r;

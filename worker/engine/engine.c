@@ -16,6 +16,7 @@
 #include "ops.h"
 #include "philox.h"
 #include "png_io.h"
+#include "predict.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "unet.h"
@@ -110,11 +111,15 @@ static int load_tokenizer(sde_engine *e, const sde_load_opts *o, char *err, size
     return -1;
 }
 
-/* The prediction type: caller > diffusers scheduler_config > metadata > arch default (v for SD 2.x). */
+/* The prediction type: caller > diffusers scheduler_config > metadata > the weights (SD 2.x) > arch default
+ * (v for SD 2.x). */
 static int resolve_prediction(sde_engine *e, const sde_load_opts *o, char *err, size_t errlen)
 {
+    char *src = e->info.prediction_source;
+    const size_t srclen = sizeof e->info.prediction_source;
     if (o->prediction == SDE_PRED_EPS || o->prediction == SDE_PRED_V) {
         e->v_pred = o->prediction == SDE_PRED_V;
+        snprintf(src, srclen, "option");
         return 0;
     }
     if (o->prediction != SDE_PRED_AUTO) {
@@ -125,6 +130,7 @@ static int resolve_prediction(sde_engine *e, const sde_load_opts *o, char *err, 
     if (pt) {
         if (!strcmp(pt, "epsilon") || !strcmp(pt, "v_prediction")) {
             e->v_pred = !strcmp(pt, "v_prediction");
+            snprintf(src, srclen, "config");
             return 0;
         }
         snprintf(err, errlen, "%s: scheduler prediction_type \"%s\" is not supported (epsilon or v_prediction)",
@@ -135,11 +141,23 @@ static int resolve_prediction(sde_engine *e, const sde_load_opts *o, char *err, 
     if (m) {
         if (!strcmp(m, "eps") || !strcmp(m, "v")) {
             e->v_pred = !strcmp(m, "v");
+            snprintf(src, srclen, "metadata");
             return 0;
         }
         snprintf(err, errlen, "%s: metadata sdw.prediction=\"%s\": expected eps or v", o->model_path, m);
         return -1;
     }
+    if (!strcmp(e->info.arch, "sd2")) {
+        char why[256];
+        int w = sde_prediction_from_weights(e->ck, why, sizeof why);
+        if (w >= 0) {
+            e->v_pred = w;
+            snprintf(src, srclen, "weights");
+            fprintf(stderr, "sd-engine: %s: SD 2.x %s prediction: %s\n", o->model_path, w ? "v" : "eps", why);
+            return 0;
+        }
+    }
+    snprintf(src, srclen, "default");
     e->v_pred = !strcmp(e->info.arch, "sd2");
     if (e->v_pred)
         /* Nothing in an SD 2.x single file says which it is; the 768-v models are the common ones. */

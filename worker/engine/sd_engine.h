@@ -15,8 +15,9 @@ extern "C" {
 #define SDE_ERR -1
 #define SDE_CANCELLED 1
 
-/** Prediction type of the UNet. AUTO: eps, unless the checkpoint says otherwise (metadata or a diffusers
- * scheduler_config.json "prediction_type"). */
+/** Prediction type of the UNet. AUTO: what the checkpoint says (a diffusers scheduler_config.json
+ * "prediction_type", or metadata); else for SD 2.x what the weights show (predict.h), else eps for SD 1.x
+ * and v for SD 2.x. */
 typedef enum { SDE_PRED_AUTO = 0, SDE_PRED_EPS, SDE_PRED_V } sde_prediction;
 
 typedef enum {
@@ -75,6 +76,7 @@ typedef struct {
     int context_dim;       /* text embedding width: 768, 1024, ... */
     int default_size;      /* native resolution: 512 (SD1), 768 (SD2 v), 64 (tiny) */
     int64_t n_params;      /* parameters loaded */
+    char prediction_source[12]; /* where prediction came from: option, config, metadata, weights, default */
 } sde_model_info;
 
 /** Parameters of one text-to-image generation. */
