@@ -156,7 +156,7 @@ static void test_all_samplers_and_sizes(void **state)
 {
     (void)state;
     /* every sampler on discrete and karras, every schedule with euler */
-    for (int s = SDE_SAMPLER_EULER; s <= SDE_SAMPLER_EULER_GE; s++)
+    for (int s = SDE_SAMPLER_EULER; s <= SDE_SAMPLER_DPMPP_2M_SDE_BT; s++)
         for (int k = 0; k <= SDE_SCHEDULE_LCM; k++) {
             if (k >= 2 && s != SDE_SAMPLER_EULER)
                 continue;

@@ -180,7 +180,7 @@ static void test_point_mass_all_samplers(void **state)
     /* whatever the sampler, a denoiser that always says "center" must end exactly at center; except the
      * multistep ones (a fixed combination of earlier derivatives) and TCD (its last step keeps a little of
      * the predicted noise), which only come close */
-    for (int k = SDE_SAMPLER_EULER; k <= SDE_SAMPLER_EULER_GE; k++) {
+    for (int k = SDE_SAMPLER_EULER; k <= SDE_SAMPLER_DPMPP_2M_SDE_BT; k++) {
         int twice = k == SDE_SAMPLER_HEUN || k == SDE_SAMPLER_DPM2 || k == SDE_SAMPLER_DPMPP_2S_A ||
                     k == SDE_SAMPLER_RES_2S;
         int exact = k != SDE_SAMPLER_IPNDM && k != SDE_SAMPLER_IPNDM_V && k != SDE_SAMPLER_LMS &&
@@ -370,7 +370,7 @@ static void test_names(void **state)
     assert_int_equal(sde_schedule_parse("normal"), SDE_SCHEDULE_DISCRETE);
     assert_int_equal(sde_schedule_parse("Karras"), SDE_SCHEDULE_KARRAS);
     assert_int_equal(sde_schedule_parse("Align Your Steps"), SDE_SCHEDULE_AYS);
-    for (int k = SDE_SAMPLER_EULER; k <= SDE_SAMPLER_EULER_GE; k++)
+    for (int k = SDE_SAMPLER_EULER; k <= SDE_SAMPLER_DPMPP_2M_SDE_BT; k++)
         assert_int_equal(sde_sampler_parse(sde_sampler_name((sde_sampler)k)), k);
     for (int k = SDE_SCHEDULE_DISCRETE; k <= SDE_SCHEDULE_LCM; k++)
         assert_int_equal(sde_schedule_parse(sde_schedule_name((sde_schedule)k)), k);

@@ -39,6 +39,7 @@ static const name_row sampler_rows[] = {
     [SDE_SAMPLER_RES_2S] = {"res_2s", "res_2s", NULL, {NULL}},
     [SDE_SAMPLER_ER_SDE] = {"er_sde", "er_sde", NULL, {NULL}},
     [SDE_SAMPLER_EULER_GE] = {"euler_ge", "euler_ge", NULL, {"gradient_estimation", NULL}},
+    [SDE_SAMPLER_DPMPP_2M_SDE_BT] = {"dpmpp_2m_sde_bt", "dpm++2m_sde_bt", NULL, {NULL}},
 };
 
 /* A1111 calls the plain linspace-of-timesteps schedule "Uniform"; ComfyUI and the peer call it "normal". */

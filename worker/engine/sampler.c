@@ -2,6 +2,8 @@
  * to agree with k-diffusion and stable-diffusion.cpp step for step so seeds reproduce across tools. */
 #include "sampler.h"
 
+#include "brownian.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -85,6 +87,7 @@ int sde_sampler_is_stochastic(sde_sampler kind)
     case SDE_SAMPLER_LCM:
     case SDE_SAMPLER_DPMPP_2S_A:
     case SDE_SAMPLER_DPMPP_2M_SDE:
+    case SDE_SAMPLER_DPMPP_2M_SDE_BT:
     case SDE_SAMPLER_EULER_A_CFG_PP:
     case SDE_SAMPLER_ER_SDE:
         return 1;
@@ -111,6 +114,8 @@ size_t sde_sampler_work_floats(sde_sampler kind, size_t n)
     case SDE_SAMPLER_LMS:
     case SDE_SAMPLER_ER_SDE:
         return 4 * n; /* denoised/derivative + three earlier ones */
+    case SDE_SAMPLER_DPMPP_2M_SDE_BT:
+        return 4 * n + SDE_BROWNIAN_FLOATS(n); /* denoised, previous, noise, scratch + the tree */
     default:
         return 2 * n; /* denoised + noise / previous denoised / second evaluation */
     }
@@ -246,6 +251,22 @@ int sde_sample(const sde_sample_args *a, float *x)
             tcd_sig[t] = sqrt((1.0 - tcd_ac[t]) / tcd_ac[t]);
         }
     }
+    sde_brownian tree;
+    if (kind == SDE_SAMPLER_DPMPP_2M_SDE_BT) {
+        double lo = INFINITY, hi = 0.0;
+        for (int i = 0; i <= a->steps; i++)
+            if (sg[i] > 0.f) {
+                lo = sg[i] < lo ? sg[i] : lo;
+                hi = sg[i] > hi ? sg[i] : hi;
+            }
+        if (!(hi > lo)) return 0; /* the peer leaves x as it is when there is no interval to sample */
+        /* the tree's seed: the bytes of two normals from the sampler's own stream */
+        float two[2];
+        uint64_t seed;
+        sde_philox_randn(a->rng, two, 2);
+        memcpy(&seed, two, sizeof seed);
+        sde_brownian_init(&tree, lo, hi, seed, n, a->work + 4 * n);
+    }
     float er_lambda[SDE_MAX_STEPS + 1];
     if (kind == SDE_SAMPLER_ER_SDE)
         for (int i = 0; i <= a->steps; i++)
@@ -325,6 +346,7 @@ int sde_sample(const sde_sample_args *a, float *x)
             memcpy(w1, den, n * sizeof *w1);
             break;
         case SDE_SAMPLER_DPMPP_2M_SDE:
+        case SDE_SAMPLER_DPMPP_2M_SDE_BT:
             if (sn == 0.f) {
                 memcpy(x, den, n * sizeof *x);
             } else {
@@ -337,7 +359,14 @@ int sde_sample(const sde_sample_args *a, float *x)
                     for (size_t j = 0; j < n; j++)
                         x[j] += c * (den[j] - w1[j]);
                 }
-                add_noise(a->rng, x, w2, n, sn * sqrtf(-expm1f(-2.f * eh)));
+                float scale = sn * sqrtf(-expm1f(-2.f * eh));
+                if (kind == SDE_SAMPLER_DPMPP_2M_SDE) {
+                    add_noise(a->rng, x, w2, n, scale);
+                } else {
+                    sde_brownian_noise(&tree, s, sn, w2, ring[3]);
+                    for (size_t j = 0; j < n; j++)
+                        x[j] += w2[j] * scale;
+                }
                 h_last = h;
             }
             memcpy(w1, den, n * sizeof *w1);

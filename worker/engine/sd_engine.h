@@ -43,6 +43,7 @@ typedef enum {
     SDE_SAMPLER_RES_2S,
     SDE_SAMPLER_ER_SDE,
     SDE_SAMPLER_EULER_GE,
+    SDE_SAMPLER_DPMPP_2M_SDE_BT,
 } sde_sampler;
 typedef enum {
     SDE_SCHEDULE_DISCRETE = 0,
