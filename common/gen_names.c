@@ -2,6 +2,7 @@
  * lookups over them. No allocation, no dependencies. */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "gen_names.h"
 
@@ -42,7 +43,7 @@ static int in_list(const char *list, const char *name)
     for (const char *p = list; *p;) {
         const char *bar = strchr(p, '|');
         size_t len = bar ? (size_t)(bar - p) : strlen(p);
-        if (len == n && !memcmp(p, name, n)) return 1;
+        if (len == n && !strncasecmp(p, name, n)) return 1;
         if (!bar) break;
         p = bar + 1;
     }
@@ -55,8 +56,10 @@ int sdw_names_parse(sdw_names_kind kind, const char *name)
     if (!name || !*name) return -1;
     for (int i = 0; i < n; i++)
         if (!strcmp(name, tables[kind].rows[i].name)) return i;
-    for (int i = 0; i < n; i++)
-        if (in_list(tables[kind].rows[i].aliases, name)) return i;
+    for (int i = 0; i < n; i++) {
+        const sdw_name_row *r = &tables[kind].rows[i];
+        if (!strcasecmp(name, r->name) || !strcasecmp(name, r->display) || in_list(r->aliases, name)) return i;
+    }
     return -1;
 }
 

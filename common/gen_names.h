@@ -5,20 +5,48 @@
 
 #include <stddef.h>
 
-/* The rows. X(ID, canonical name, A1111 display name, aliases: "a|b" or "") per entry, in enum order; the
- * canonical name is what the API, the CLI and the frames speak. Adding a sampler or schedule is one row here
- * (and its implementation in the engine). */
+/* The rows. X(ID, canonical name, display name, aliases: "a|b" or "") per entry, in enum order. The canonical
+ * name is what the API, the CLI and the frames speak; the display name is AUTOMATIC1111's spelling where A1111
+ * has the sampler (the PNG parameters chunk and /sdapi use it), else the canonical one; the aliases hold
+ * stable-diffusion.cpp's --sampling-method/--scheduler spellings and ComfyUI's. Parsing takes any of the three,
+ * in any letter case. Adding a sampler or schedule is one row here (and its implementation in the engine). */
 #define SDW_SAMPLER_ROWS(X)                                                                                  \
     X(EULER, "euler", "Euler", "")                                                                           \
-    X(EULER_A, "euler_a", "Euler a", "")                                                                     \
+    X(EULER_A, "euler_a", "Euler a", "euler_ancestral")                                                      \
     X(DDIM, "ddim", "DDIM", "")                                                                              \
-    X(DPMPP_2M, "dpmpp_2m", "DPM++ 2M", "")                                                                  \
-    X(LCM, "lcm", "LCM", "")
+    X(DPMPP_2M, "dpmpp_2m", "DPM++ 2M", "dpm++2m")                                                           \
+    X(LCM, "lcm", "LCM", "")                                                                                 \
+    X(HEUN, "heun", "Heun", "")                                                                              \
+    X(DPM2, "dpm2", "DPM2", "dpm_2")                                                                         \
+    X(DPMPP_2S_A, "dpmpp_2s_a", "DPM++ 2S a", "dpm++2s_a|dpmpp_2s_ancestral")                                \
+    X(DPMPP_2M_SDE, "dpmpp_2m_sde", "DPM++ 2M SDE", "dpm++2m_sde")                                           \
+    X(DPMPP_2M_V2, "dpmpp_2m_v2", "dpmpp_2m_v2", "dpm++2mv2")                                                \
+    X(IPNDM, "ipndm", "ipndm", "")                                                                           \
+    X(IPNDM_V, "ipndm_v", "ipndm_v", "")                                                                     \
+    X(LMS, "lms", "LMS", "")                                                                                 \
+    X(DDIM_TRAILING, "ddim_trailing", "ddim_trailing", "")                                                   \
+    X(TCD, "tcd", "tcd", "")                                                                                 \
+    X(EULER_CFG_PP, "euler_cfg_pp", "euler_cfg_pp", "")                                                      \
+    X(EULER_A_CFG_PP, "euler_a_cfg_pp", "euler_a_cfg_pp", "euler_ancestral_cfg_pp")                          \
+    X(RES_MULTISTEP, "res_multistep", "res_multistep", "")                                                   \
+    X(RES_2S, "res_2s", "res_2s", "")                                                                        \
+    X(ER_SDE, "er_sde", "er_sde", "")                                                                        \
+    X(EULER_GE, "euler_ge", "euler_ge", "gradient_estimation")                                               \
+    X(DPMPP_2M_SDE_BT, "dpmpp_2m_sde_bt", "dpmpp_2m_sde_bt", "dpm++2m_sde_bt")
 
-/* A1111 calls the plain linspace-of-timesteps schedule "Uniform". */
+/* A1111 calls the plain linspace-of-timesteps schedule "Uniform"; ComfyUI and the peer call it "normal". */
 #define SDW_SCHEDULE_ROWS(X)                                                                                 \
-    X(DISCRETE, "discrete", "Uniform", "")                                                                   \
-    X(KARRAS, "karras", "Karras", "")
+    X(DISCRETE, "discrete", "Uniform", "normal")                                                             \
+    X(KARRAS, "karras", "Karras", "")                                                                        \
+    X(EXPONENTIAL, "exponential", "Exponential", "")                                                         \
+    X(AYS, "ays", "Align Your Steps", "align_your_steps")                                                    \
+    X(GITS, "gits", "Align Your Steps GITS", "")                                                             \
+    X(SGM_UNIFORM, "sgm_uniform", "SGM Uniform", "")                                                         \
+    X(SIMPLE, "simple", "Simple", "")                                                                        \
+    X(KL_OPTIMAL, "kl_optimal", "KL Optimal", "")                                                            \
+    X(BETA, "beta", "Beta", "")                                                                              \
+    X(SMOOTHSTEP, "smoothstep", "smoothstep", "")                                                            \
+    X(LCM, "lcm", "lcm", "")
 
 /* What the UNet predicts; AUTO asks the checkpoint. The aliases are diffusers' prediction_type values. */
 #define SDW_PREDICTION_ROWS(X)                                                                               \
@@ -54,7 +82,7 @@ typedef struct {
 int sdw_names_count(sdw_names_kind kind);
 /** Row i of the kind's table (0..count-1, enum order, for listing), or NULL when out of range. */
 const sdw_name_row *sdw_names_row(sdw_names_kind kind, int i);
-/** The enum value whose canonical name or alias is name (exact, case-sensitive), or -1. */
+/** The enum value whose canonical name, display name or alias is name (any letter case), or -1. */
 int sdw_names_parse(sdw_names_kind kind, const char *name);
 /** The canonical name of value v, or "?" when out of range. */
 const char *sdw_names_name(sdw_names_kind kind, int v);

@@ -26,6 +26,7 @@ static const sdw_gen_field fields[] = {
     F("height", SDW_GF_INT, height, 1),
     F_NAME("sampler", sampler, SDW_NAMES_SAMPLER, 1),
     F_NAME("schedule", schedule, SDW_NAMES_SCHEDULE, 1),
+    F("clip_skip", SDW_GF_INT, clip_skip, 0),
 };
 
 const sdw_gen_field *sdw_gen_request_fields(int *n)

@@ -21,6 +21,7 @@ typedef struct {
     int width, height;     /* pixels, multiples of 8; 0 = the model's native size (CLI), default 0 */
     sdw_sampler sampler;   /* default euler */
     sdw_schedule schedule; /* default discrete */
+    int clip_skip;         /* A1111's "Clip skip" (1 = last layer); 0 = the model's default */
 } sdw_gen_request;
 
 /** How a field is stored and sent. */

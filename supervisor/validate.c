@@ -12,8 +12,8 @@
 
 #include "validate.h"
 
-static const char *const known_fields[] = {"prompt", "negative_prompt", "steps", "guidance_scale", "seed",
-                                           "width", "height", "sampler", "schedule"};
+static const char *const known_fields[] = {"prompt", "negative_prompt", "steps",    "guidance_scale", "seed",
+                                           "width",  "height",          "sampler", "schedule",       "clip_skip"};
 
 #define N_OF(a) (sizeof(a) / sizeof *(a))
 
@@ -174,7 +174,7 @@ static int get_name(const json_t *v, sdw_names_kind kind, int *out, sdw_api_erro
         return -1;
     int x = sdw_names_parse(kind, s);
     if (x < 0) {
-        char list[256];
+        char list[512];
         return sdw_api_error_set(e, 400, "invalid_value", field, "unknown %s '%.64s'; one of %s", field, s,
                                  sdw_names_list(kind, ", ", NULL, list, sizeof list));
     }
@@ -226,6 +226,12 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
 
     if ((v = json_object_get(root, "steps")) && !json_is_null(v) &&
         get_int(v, "steps", 1, lim->max_steps, 1, &r->steps, e) != 0)
+        return -1;
+
+    /* 0 = the model's default; the worker checks it against the text encoder's depth (12 for CLIP ViT-L,
+     * 24 for OpenCLIP ViT-H), so the API bound is the deepest encoder's */
+    if ((v = json_object_get(root, "clip_skip")) && !json_is_null(v) &&
+        get_int(v, "clip_skip", 0, 24, 1, &r->clip_skip, e) != 0)
         return -1;
 
     if ((v = json_object_get(root, "guidance_scale")) && !json_is_null(v)) {

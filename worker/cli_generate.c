@@ -28,7 +28,7 @@ static void on_sigint(int sig)
 
 static void generate_usage(FILE *f)
 {
-    char samplers[256], schedules[128], predictions[64];
+    char samplers[512], schedules[256], predictions[64];
     sdw_names_list(SDW_NAMES_SAMPLER, " | ", NULL, samplers, sizeof samplers);
     sdw_names_list(SDW_NAMES_SCHEDULE, " | ", NULL, schedules, sizeof schedules);
     sdw_names_list(SDW_NAMES_PREDICTION, " | ", NULL, predictions, sizeof predictions);
@@ -50,8 +50,11 @@ static void generate_usage(FILE *f)
         "  --cfg X                 classifier-free guidance scale, 0..30 (default 7.5; 1 = no guidance,\n"
         "                          half the work)\n"
         "  --seed N                noise seed, 0..2^64-1 (default: a random one, printed)\n"
-        "  --sampler NAME          %s (default %s)\n"
+        "  --sampler NAME          %s\n"
+        "                          (also stable-diffusion.cpp's and A1111's spellings; default %s)\n"
         "  --schedule NAME         %s (default %s)\n"
+        "  --clip-skip N           text encoder layer counted from the end, A1111's \"Clip skip\": 1 = last,\n"
+        "                          2 = penultimate (default 0: the model's, 1 for SD 1.x, 2 for SD 2.x)\n"
         "  --width N, --height N   image size, multiples of 8 in 64..2048 (default: the model's native\n"
         "                          size: 512 for SD 1.x, 768 for SD 2.x v models, 64 for tiny models)\n"
         "  --threads N             BLAS threads (default: OpenBLAS's choice)\n"
@@ -183,6 +186,7 @@ enum {
     O_HEIGHT,
     O_THREADS,
     O_PREDICTION,
+    O_CLIP_SKIP,
     O_OUTPUT
 };
 
@@ -201,6 +205,7 @@ static const struct option generate_opts[] = {
     {"height", required_argument, NULL, O_HEIGHT},
     {"threads", required_argument, NULL, O_THREADS},
     {"prediction", required_argument, NULL, O_PREDICTION},
+    {"clip-skip", required_argument, NULL, O_CLIP_SKIP},
     {"output", required_argument, NULL, O_OUTPUT},
     {NULL, 0, NULL, 0},
 };
@@ -281,7 +286,7 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
         case O_SCHEDULE: {
             sdw_names_kind kind = c == O_SAMPLER ? SDW_NAMES_SAMPLER : SDW_NAMES_SCHEDULE;
             if ((x = sdw_names_parse(kind, v)) < 0) {
-                char list[256];
+                char list[512];
                 fprintf(stderr, "sd-worker generate: --%s: unknown %s \"%s\" (%s)\n", generate_opts[idx].name,
                         sdw_names_kind_name(kind), v, sdw_names_list(kind, ", ", NULL, list, sizeof list));
                 return 1;
@@ -292,6 +297,9 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
                 r->schedule = (sdw_schedule)x;
             break;
         }
+        case O_CLIP_SKIP:
+            bad = parse_int(v, 0, 64, &r->clip_skip);
+            break;
         case O_WIDTH:
             bad = parse_int(v, -1000000, 1000000, &r->width);
             *have_w = 1;

@@ -7,6 +7,8 @@
 _Static_assert((int)SDE_SAMPLER_EULER == (int)SDW_SAMPLER_EULER &&
                    (int)SDE_SAMPLER_LCM == (int)SDW_SAMPLER_LCM,
                "sde_sampler follows the gen_names rows");
+_Static_assert((int)SDE_SAMPLER_DPMPP_2M_SDE_BT == (int)SDW_SAMPLER_DPMPP_2M_SDE_BT,
+               "sde_sampler follows the gen_names rows");
 _Static_assert((int)SDE_SCHEDULE_KARRAS == (int)SDW_SCHEDULE_KARRAS,
                "sde_schedule follows the gen_names rows");
 
@@ -22,4 +24,5 @@ void sdw_gen_to_engine(const sdw_gen_request *r, sde_gen_params *p)
     p->schedule = (sde_schedule)r->schedule;
     p->width = r->width;
     p->height = r->height;
+    p->clip_skip = r->clip_skip;
 }

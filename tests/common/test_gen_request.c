@@ -242,12 +242,17 @@ static void test_names_table(void **state)
         assert_int_equal(sdw_names_parse((sdw_names_kind)k, ""), -1);
         assert_int_equal(sdw_names_parse((sdw_names_kind)k, NULL), -1);
     }
-    /* the names the API has always accepted, and only those */
+    /* the first names the API accepted keep their values; A1111's display names, the peer's spellings and
+     * other letter cases resolve too */
     const char *samplers[] = {"euler", "euler_a", "ddim", "dpmpp_2m", "lcm"};
     for (int i = 0; i < 5; i++)
         assert_int_equal(sdw_sampler_parse(samplers[i]), i);
-    assert_int_equal(sdw_sampler_parse("Euler a"), -1);
-    assert_int_equal(sdw_sampler_parse("EULER"), -1);
+    assert_int_equal(sdw_sampler_parse("Euler a"), SDW_SAMPLER_EULER_A);
+    assert_int_equal(sdw_sampler_parse("EULER"), SDW_SAMPLER_EULER);
+    assert_int_equal(sdw_sampler_parse("dpm++2s_a"), SDW_SAMPLER_DPMPP_2S_A);
+    assert_int_equal(sdw_sampler_parse("DPM++ 2M SDE"), SDW_SAMPLER_DPMPP_2M_SDE);
+    assert_int_equal(sdw_sampler_parse("unipc"), -1);
+    assert_int_equal(sdw_schedule_parse("normal"), SDW_SCHEDULE_DISCRETE);
     assert_int_equal(sdw_schedule_parse("karras"), SDW_SCHEDULE_KARRAS);
     assert_int_equal(sdw_schedule_parse("cosine"), -1);
     assert_string_equal(sdw_names_display(SDW_NAMES_SAMPLER, SDW_SAMPLER_EULER_A), "Euler a");
@@ -259,9 +264,11 @@ static void test_names_table(void **state)
     assert_int_equal(sdw_prediction_parse("v_prediction"), SDW_PREDICTION_V);
     assert_string_equal(sdw_prediction_name(SDW_PREDICTION_V), "v");
 
-    char list[128];
+    char list[512];
     assert_string_equal(sdw_names_list(SDW_NAMES_SAMPLER, ", ", NULL, list, sizeof list),
-                        "euler, euler_a, ddim, dpmpp_2m, lcm");
+                        "euler, euler_a, ddim, dpmpp_2m, lcm, heun, dpm2, dpmpp_2s_a, dpmpp_2m_sde, dpmpp_2m_v2, "
+                        "ipndm, ipndm_v, lms, ddim_trailing, tcd, euler_cfg_pp, euler_a_cfg_pp, res_multistep, "
+                        "res_2s, er_sde, euler_ge, dpmpp_2m_sde_bt");
     assert_string_equal(sdw_names_list(SDW_NAMES_PREDICTION, ", ", " or ", list, sizeof list),
                         "auto, eps or v");
     assert_string_equal(sdw_names_list(SDW_NAMES_SCHEDULE, " | ", NULL, list, 8), "discret"); /* truncated */

@@ -47,7 +47,7 @@ def test_txt2img_errors():
         cases = [
             (dict(batch_size=2), "batch_size"), (dict(n_iter=3), "n_iter"), (dict(enable_hr=True), "enable_hr"),
             (dict(restore_faces=True), "restore_faces"), (dict(styles=["s"]), "styles"),
-            (dict(sampler_name="Heun"), "sampler_name"), (dict(scheduler="Exponential"), "scheduler"),
+            (dict(sampler_name="UniPC"), "sampler_name"), (dict(scheduler="Polyexponential"), "scheduler"),
             (dict(width=63), "width"), (dict(cfg_scale=99), "cfg_scale"), (dict(steps=0), "steps"),
             (dict(subseed_strength=0.5), "subseed_strength"), (dict(prompt=""), "prompt"),
         ]

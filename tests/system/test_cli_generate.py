@@ -90,7 +90,7 @@ def main():
         bad = [
             (["--steps", "0"], "--steps", 1), (["--steps", "abc"], "--steps", 1), (["--cfg", "31"], "--cfg", 1),
             (["--cfg", "nan"], "--cfg", 1), (["--width", "100"], "--width", 1), (["--height", "4096"], "--height", 1),
-            (["--sampler", "heun"], "--sampler", 1), (["--schedule", "cosine"], "--schedule", 1),
+            (["--sampler", "unipc"], "--sampler", 1), (["--schedule", "cosine"], "--schedule", 1),
             (["--seed", "-3"], "--seed", 1), (["--prediction", "x0"], "--prediction", 1), (["--threads", "0"], "--threads", 1),
             (["--bogus", "1"], "--bogus", 1),
         ]

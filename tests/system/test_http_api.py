@@ -123,7 +123,7 @@ VALIDATION = [
     ("{\"prompt\":\"a\",\"width\":520}", "application/json", 400, "out_of_range", "width"),
     ("{\"prompt\":\"a\",\"height\":100}", "application/json", 400, "out_of_range", "height"),
     ("{\"prompt\":\"a\",\"height\":\"64\"}", "application/json", 400, "invalid_type", "height"),
-    ("{\"prompt\":\"a\",\"sampler\":\"heun\"}", "application/json", 400, "invalid_value", "sampler"),
+    ("{\"prompt\":\"a\",\"sampler\":\"unipc\"}", "application/json", 400, "invalid_value", "sampler"),
     ("{\"prompt\":\"a\",\"schedule\":\"cosine\"}", "application/json", 400, "invalid_value", "schedule"),
     ("{\"prompt\":\"a\"}", "text/plain", 415, "unsupported_media_type", None),
     ("{\"prompt\":\"a\"}", "application/json; charset=iso-8859-1", 415, "unsupported_media_type", None),

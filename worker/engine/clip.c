@@ -76,6 +76,8 @@ static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errl
     /* SD 2.x conditions on the penultimate resblock of OpenCLIP; HF-form SD 2.x text encoders already
      * have the last layer removed, and SD 1.x uses the last layer. */
     cfg->layers = cfg->openclip ? n - 1 : n;
+    cfg->loaded = n;
+    cfg->full = n;
     if (cfg->layers < 1) {
         snprintf(err, errlen, "%s: text encoder has %d layers (%s)", sde_ckpt_path(c), n,
                  cfg->openclip ? "OpenCLIP needs at least 2" : "no encoder.layers.0");
@@ -127,6 +129,8 @@ static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errl
         cfg->quick_gelu = !sd2; /* OpenAI CLIP (SD 1.x) uses quick_gelu, OpenCLIP ViT-H exact GELU */
     }
     cfg->pad_zero = sd2;
+    if (sd2 && !cfg->openclip)
+        cfg->full = n + 1; /* clip skip counts from OpenCLIP's last layer, which this file leaves out */
     return 0;
 }
 
@@ -138,7 +142,7 @@ static int clip_resolve(sde_clip *m, sde_ckpt *c, char *err, size_t errlen)
     if (g->openclip) {
         m->tok_emb = sde_wload(&L, g->vocab, d, 0, 0, OC_PFX "token_embedding.weight");
         m->pos_emb = sde_wload(&L, g->n_pos, d, 0, 0, OC_PFX "positional_embedding");
-        for (int i = 0; i < g->layers; i++) {
+        for (int i = 0; i < g->loaded; i++) {
             clip_layer *y = &m->layer[i];
 #define P OC_PFX "transformer.resblocks.%d."
             y->ln1_g = sde_wload(&L, d, 0, 0, 0, P "ln_1.weight", i);
@@ -160,7 +164,7 @@ static int clip_resolve(sde_clip *m, sde_ckpt *c, char *err, size_t errlen)
     } else {
         m->tok_emb = sde_wload(&L, g->vocab, d, 0, 0, HF_PFX "embeddings.token_embedding.weight");
         m->pos_emb = sde_wload(&L, g->n_pos, d, 0, 0, HF_PFX "embeddings.position_embedding.weight");
-        for (int i = 0; i < g->layers; i++) {
+        for (int i = 0; i < g->loaded; i++) {
             clip_layer *y = &m->layer[i];
 #define P HF_PFX "encoder.layers.%d."
             y->ln1_g = sde_wload(&L, d, 0, 0, 0, P "layer_norm1.weight", i);
@@ -203,7 +207,7 @@ int sde_clip_build(sde_ckpt *c, sde_clip **out, char *err, size_t errlen)
     const size_t T = SDE_TOK_CONTEXT, d = (size_t)m->cfg.dim, hd = d / (size_t)m->cfg.heads;
     sde_backend *be = m->be = sde_backend_cpu();
     char why[128];
-    m->layer = calloc((size_t)m->cfg.layers, sizeof *m->layer);
+    m->layer = calloc((size_t)m->cfg.loaded, sizeof *m->layer);
     m->x.buf = be->alloc(be, T * d * sizeof(float), why, sizeof why);
     m->h.buf = be->alloc(be, T * d * sizeof(float), why, sizeof why);
     m->qkv.buf = be->alloc(be, 3 * T * d * sizeof(float), why, sizeof why);
@@ -223,7 +227,20 @@ int sde_clip_build(sde_ckpt *c, sde_clip **out, char *err, size_t errlen)
     return 0;
 }
 
+int sde_clip_skip_layers(const sde_clip *m, int clip_skip)
+{
+    if (clip_skip == 0)
+        return m->cfg.layers;
+    int run = m->cfg.full - clip_skip + 1;
+    return clip_skip > 0 && run >= 1 && run <= m->cfg.loaded ? run : -1;
+}
+
 void sde_clip_encode(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *out)
+{
+    sde_clip_encode_layers(m, tokens, m->cfg.layers, out);
+}
+
+void sde_clip_encode_layers(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], int layers, float *out)
 {
     const sde_clip_config *g = &m->cfg;
     sde_backend *be = m->be;
@@ -234,7 +251,9 @@ void sde_clip_encode(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *
     for (int t = 0; t < T; t++)
         ids[t] = tokens[t] >= 0 && tokens[t] < g->vocab ? tokens[t] : pad;
     be->embed(be, m->tok_emb, ids, T, d, m->pos_emb, m->x);
-    for (int l = 0; l < g->layers; l++) {
+    if (layers < 1 || layers > g->loaded)
+        layers = g->layers;
+    for (int l = 0; l < layers; l++) {
         const clip_layer *y = &m->layer[l];
         be->layernorm(be, m->x, T, d, y->ln1_g, y->ln1_b, CLIP_LN_EPS, m->h);
         sde_ten q = m->qkv, k, v;

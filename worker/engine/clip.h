@@ -13,7 +13,9 @@
 typedef struct {
     int openclip;   /* names under cond_stage_model.model.* (SD 2.x single file) */
     int dim;        /* hidden width: 768, 1024, 64 (tiny) */
-    int layers;     /* layers run (OpenCLIP: all but the last resblock) */
+    int layers;     /* layers run by default (OpenCLIP: all but the last resblock) */
+    int loaded;     /* layers resolved: every one in the file */
+    int full;       /* layers of the whole encoder, what clip skip counts back from (HF SD 2.x: loaded + 1) */
     int heads;      /* dim / 64, or metadata sdw.text.num_heads */
     int ff;         /* MLP hidden width */
     int vocab;      /* rows of the token embedding */
@@ -31,6 +33,11 @@ int sde_clip_build(sde_ckpt *c, sde_clip **out, char *err, size_t errlen);
 /** out[77][dim] = the conditioning for a 77-token context. Ids outside the vocabulary are encoded as the
  * pad token (the engine checks the tokenizer fits the model at load). Never allocates. */
 void sde_clip_encode(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *out);
+/** sde_clip_encode() through the first `layers` layers (1..loaded; else the default), then the final LayerNorm. */
+void sde_clip_encode_layers(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], int layers, float *out);
+/** Layers to run for an A1111 clip skip (1 = all of the full encoder, 2 = all but the last...; 0 = the
+ * model's default), or -1 when the file does not hold that many. */
+int sde_clip_skip_layers(const sde_clip *m, int clip_skip);
 /** Width of one output token vector (the UNet's context_dim). */
 int sde_clip_dim(const sde_clip *m);
 /** The token that fills the context after the end token: eos for SD 1.x/tiny, 0 for SD 2.x. */

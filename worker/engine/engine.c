@@ -18,6 +18,7 @@
 #include "ops.h"
 #include "philox.h"
 #include "png_io.h"
+#include "predict.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "unet.h"
@@ -122,11 +123,15 @@ static int load_tokenizer(sde_engine *e, const sde_load_opts *o, char *err, size
     return sde_tok_load_builtin(&e->tok, err, errlen);
 }
 
-/* The prediction type: caller > diffusers scheduler_config > metadata > arch default (v for SD 2.x). */
+/* The prediction type: caller > diffusers scheduler_config > metadata > the weights (SD 2.x) > arch default
+ * (v for SD 2.x). */
 static int resolve_prediction(sde_engine *e, const sde_load_opts *o, char *err, size_t errlen)
 {
+    char *src = e->info.prediction_source;
+    const size_t srclen = sizeof e->info.prediction_source;
     if (o->prediction == SDE_PRED_EPS || o->prediction == SDE_PRED_V) {
         e->v_pred = o->prediction == SDE_PRED_V;
+        snprintf(src, srclen, "option");
         return 0;
     }
     if (o->prediction != SDE_PRED_AUTO) {
@@ -137,6 +142,7 @@ static int resolve_prediction(sde_engine *e, const sde_load_opts *o, char *err, 
     if (pt) {
         if (!strcmp(pt, "epsilon") || !strcmp(pt, "v_prediction")) {
             e->v_pred = !strcmp(pt, "v_prediction");
+            snprintf(src, srclen, "config");
             return 0;
         }
         snprintf(err, errlen, "%s: scheduler prediction_type \"%s\" is not supported (epsilon or v_prediction)",
@@ -147,11 +153,23 @@ static int resolve_prediction(sde_engine *e, const sde_load_opts *o, char *err, 
     if (m) {
         if (!strcmp(m, "eps") || !strcmp(m, "v")) {
             e->v_pred = !strcmp(m, "v");
+            snprintf(src, srclen, "metadata");
             return 0;
         }
         snprintf(err, errlen, "%s: metadata sdw.prediction=\"%s\": expected eps or v", o->model_path, m);
         return -1;
     }
+    if (!strcmp(e->info.arch, "sd2")) {
+        char why[256];
+        int w = sde_prediction_from_weights(e->ck, why, sizeof why);
+        if (w >= 0) {
+            e->v_pred = w;
+            snprintf(src, srclen, "weights");
+            fprintf(stderr, "sd-engine: %s: SD 2.x %s prediction: %s\n", o->model_path, w ? "v" : "eps", why);
+            return 0;
+        }
+    }
+    snprintf(src, srclen, "default");
     e->v_pred = !strcmp(e->info.arch, "sd2");
     if (e->v_pred)
         /* Nothing in an SD 2.x single file says which it is; the 768-v models are the common ones. */
@@ -341,6 +359,9 @@ int sde_params_validate(const sde_gen_params *p, const char **field, char *err, 
     } else if (!strcmp(sde_schedule_name(p->schedule), "?")) {
         f = "schedule";
         snprintf(err, errlen, "unknown schedule %d", (int)p->schedule);
+    } else if (p->clip_skip < 0 || p->clip_skip > 64) {
+        f = "clip_skip";
+        snprintf(err, errlen, "clip_skip must be 0 (model default) or 1..64, got %d", p->clip_skip);
     }
     if (field)
         *field = f;
@@ -381,7 +402,7 @@ static int gen_cancel_requested(const gen_run *g)
     return g->p->should_cancel && g->p->should_cancel(g->p->ud);
 }
 
-static int gen_denoise(void *ud, const float *x, float sigma, int step, float *den)
+static int gen_denoise(void *ud, const float *x, float sigma, int step, float *den, float *uncond)
 {
     gen_run *g = ud;
     if (gen_cancel_requested(g)) {
@@ -410,6 +431,11 @@ static int gen_denoise(void *ud, const float *x, float sigma, int step, float *d
     trace(g, "eps_guided", step + 1, out, g->n);
     for (size_t i = 0; i < g->n; i++)
         den[i] = c_skip * x[i] + c_out * out[i];
+    if (uncond) {
+        const float *u = g->unet_out + (size_t)(g->batch - 1) * g->n; /* the cond pass when there is no uncond */
+        for (size_t i = 0; i < g->n; i++)
+            uncond[i] = u[i] * c_out + x[i] * c_skip;
+    }
     trace(g, "denoised", step + 1, den, g->n);
     return 0;
 }
@@ -454,7 +480,12 @@ static char *a1111_parameters(const sde_engine *e, const sde_gen_params *p)
                   (unsigned long long)p->seed, p->width, p->height);
     if (e->info.model_hash[0])
         n += snprintf(s + n, cap - (size_t)n, "Model hash: %s, ", e->info.model_hash);
-    snprintf(s + n, cap - (size_t)n, "Model: %s, Version: sd-worker %s", e->info.model_name, SDW_VERSION);
+    n += snprintf(s + n, cap - (size_t)n, "Model: %s, ", e->info.model_name);
+    /* A1111 writes the clip skip only when it is not 1 */
+    int skip = sde_clip_get_config(e->clip)->full - sde_clip_skip_layers(e->clip, p->clip_skip) + 1;
+    if (skip > 1)
+        n += snprintf(s + n, cap - (size_t)n, "Clip skip: %d, ", skip);
+    snprintf(s + n, cap - (size_t)n, "Version: sd-worker %s", SDW_VERSION);
     return s;
 }
 
@@ -475,8 +506,15 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     const int dim = sde_clip_dim(e->clip);
     const size_t npx = (size_t)p->width * p->height;
     float sigmas[SDE_MAX_STEPS + 1];
-    if (sde_sigmas_build(&e->tab, p->schedule, p->steps, sigmas, err, errlen))
+    const int steps = sde_sigmas_make(&e->tab, p->schedule, p->steps, sigmas, err, errlen);
+    if (steps < 0)
         return SDE_ERR;
+    const int clip_layers = sde_clip_skip_layers(e->clip, p->clip_skip);
+    if (clip_layers < 0) {
+        snprintf(err, errlen, "clip_skip %d: the text encoder has only %d layers", p->clip_skip,
+                 sde_clip_get_config(e->clip)->full);
+        return SDE_ERR;
+    }
 
     int rc = SDE_ERR;
     float *x = NULL, *work = NULL, *rgb = NULL;
@@ -500,12 +538,12 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     /* text conditioning: cond in slot 0, uncond (negative prompt) in slot 1 */
     int32_t ids[SDE_TOK_CONTEXT];
     sde_tok_context(e->tok, p->prompt, e->pad_id, ids);
-    sde_clip_encode(e->clip, ids, g.ctx);
+    sde_clip_encode_layers(e->clip, ids, clip_layers, g.ctx);
     trace(&g, "cond_crossattn", 0, g.ctx, (size_t)SDE_TOK_CONTEXT * dim);
     if (g.batch == 2) {
         float *u = g.ctx + (size_t)SDE_TOK_CONTEXT * dim;
         sde_tok_context(e->tok, p->negative_prompt ? p->negative_prompt : "", e->pad_id, ids);
-        sde_clip_encode(e->clip, ids, u);
+        sde_clip_encode_layers(e->clip, ids, clip_layers, u);
         trace(&g, "uncond_crossattn", 0, u, (size_t)SDE_TOK_CONTEXT * dim);
     }
     res->t_encode = now_s() - t0;
@@ -526,7 +564,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     sde_sample_args sa = {.kind = p->sampler,
                           .n = g.n,
                           .sigmas = sigmas,
-                          .steps = p->steps,
+                          .steps = steps,
                           .rng = &rng,
                           .work = work,
                           .denoise = gen_denoise,

@@ -19,8 +19,9 @@ extern "C" {
 #define SDE_ERR -1
 #define SDE_CANCELLED 1
 
-/** Prediction type of the UNet. AUTO: eps, unless the checkpoint says otherwise (metadata or a diffusers
- * scheduler_config.json "prediction_type"). */
+/** Prediction type of the UNet. AUTO: what the checkpoint says (a diffusers scheduler_config.json
+ * "prediction_type", or metadata); else for SD 2.x what the weights show (predict.h), else eps for SD 1.x
+ * and v for SD 2.x. */
 #define SDE_PRED_ENUM_(id, n, d, a) SDE_PRED_##id = SDW_PREDICTION_##id,
 typedef enum { SDW_PREDICTION_ROWS(SDE_PRED_ENUM_) } sde_prediction;
 
@@ -56,6 +57,7 @@ typedef struct {
     int context_dim;       /* text embedding width: 768, 1024, ... */
     int default_size;      /* native resolution: 512 (SD1), 768 (SD2 v), 64 (tiny) */
     int64_t n_params;      /* parameters loaded */
+    char prediction_source[12]; /* where prediction came from: option, config, metadata, weights, default */
 } sde_model_info;
 
 /** Parameters of one text-to-image generation. */
@@ -73,6 +75,9 @@ typedef struct {
     /** Polled between steps (and between stages); non-zero cancels. May be NULL. */
     int (*should_cancel)(void *ud);
     void *ud;
+    /** Text encoder layer to take the conditioning from, counted from the end as A1111 does: 1 = last,
+     * 2 = penultimate... 0 = the model's default (SD 1.x 1, SD 2.x 2). */
+    int clip_skip;
 } sde_gen_params;
 
 /** Result of a generation; free with sde_result_free(). Times in seconds. */
