@@ -450,7 +450,7 @@ int sdw_cmd_worker(int argc, char **argv)
     char params[24], secs[24];
     snprintf(params, sizeof params, "%lld", (long long)info.n_params);
     snprintf(secs, sizeof secs, "%.2f", load_s);
-    sdw_log(SDW_LOG_INFO, "model_loaded", "device=%s arch=%s prediction=%s model=%s hash=%s params=%s load_s=%s", device, info.arch, info.prediction, info.model_name, info.model_hash, params, secs);
+    sdw_log(SDW_LOG_INFO, "model_loaded", "device=%s arch=%s prediction=%s prediction_from=%s model=%s hash=%s params=%s load_s=%s", device, info.arch, info.prediction, info.prediction_source, info.model_name, info.model_hash, params, secs);
     /* from here SIGTERM/SIGINT arrive only inside ppoll, where the loop is ready to act on them */
     sigprocmask(SIG_BLOCK, &stopsigs, NULL);
     if (g_term) goto out;
