@@ -53,6 +53,13 @@ static void test_cases(void **state)
         if (line[0] == '#' ||
             sscanf(line, "%63s %31s %31s %d %d %d %d", name, samp, sched, &steps, &w, &h, &skip) != 7)
             continue;
+        /* optional tab-separated columns 8..11: seed, cfg, prompt, negative prompt (else the defaults of
+         * the header line: seed 42, cfg 5, "a photo of a cat", "blurry, low quality") */
+        line[strcspn(line, "\r\n")] = '\0';
+        char *col[11] = {0}, *save = NULL;
+        int ncol = 0;
+        for (char *t = strtok_r(line, "\t", &save); t && ncol < 11; t = strtok_r(NULL, "\t", &save))
+            col[ncol++] = t;
         const char *only = getenv("SDW_GOLDEN_CASES"); /* debugging: a comma-separated subset of names */
         if (only && *only) {
             char key[80];
@@ -64,8 +71,10 @@ static void test_cases(void **state)
         int s = sde_sampler_parse(samp), k = sde_schedule_parse(sched);
         if (s < 0 || k < 0) fail_msg("%s: unknown sampler %s or schedule %s", name, samp, sched);
         sde_gen_params p = gu_cat_params((sde_sampler)s);
-        p.negative_prompt = "blurry, low quality";
-        p.cfg_scale = 5.f;
+        p.negative_prompt = ncol > 10 ? col[10] : "blurry, low quality";
+        p.cfg_scale = ncol > 8 ? strtof(col[8], NULL) : 5.f;
+        if (ncol > 7) p.seed = strtoull(col[7], NULL, 10);
+        if (ncol > 9) p.prompt = col[9];
         p.schedule = (sde_schedule)k;
         p.steps = steps;
         p.width = w;
