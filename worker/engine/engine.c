@@ -15,6 +15,7 @@
 #include "checkpoint.h"
 #include "clip.h"
 #include "engine_trace.h"
+#include "img2img.h"
 #include "ops.h"
 #include "philox.h"
 #include "png_io.h"
@@ -341,6 +342,8 @@ int sde_params_validate(const sde_gen_params *p, const char **field, char *err, 
     } else if (!strcmp(sde_schedule_name(p->schedule), "?")) {
         f = "schedule";
         snprintf(err, errlen, "unknown schedule %d", (int)p->schedule);
+    } else if (p->init_rgb || p->mask) {
+        f = sde_img2img_validate(p, err, errlen);
     }
     if (field)
         *field = f;
@@ -360,6 +363,8 @@ typedef struct {
     float *unet_out; /* [batch][4][lh][lw] */
     float *guided;   /* [4][lh][lw] */
     float tsteps[2];
+    const float *init_lat; /* [4][lh][lw] init latent when inpainting, else NULL */
+    const float *mask_lat; /* [lh][lw], 1 = repaint */
     double t0;
     int cancelled;
 } gen_run;
@@ -410,6 +415,14 @@ static int gen_denoise(void *ud, const float *x, float sigma, int step, float *d
     trace(g, "eps_guided", step + 1, out, g->n);
     for (size_t i = 0; i < g->n; i++)
         den[i] = c_skip * x[i] + c_out * out[i];
+    if (g->mask_lat) {
+        /* the peer blends the clean init latent into the estimate, so the sampler keeps the unmasked part */
+        const size_t hw = (size_t)g->lh * g->lw;
+        for (size_t i = 0; i < g->n; i++) {
+            float m = g->mask_lat[i % hw];
+            den[i] = den[i] * m + g->init_lat[i] * (1.f - m);
+        }
+    }
     trace(g, "denoised", step + 1, den, g->n);
     return 0;
 }
@@ -479,7 +492,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
         return SDE_ERR;
 
     int rc = SDE_ERR;
-    float *x = NULL, *work = NULL, *rgb = NULL;
+    float *x = NULL, *work = NULL, *rgb = NULL, *init_lat = NULL, *mask_lat = NULL;
     uint8_t *px = NULL;
     char *params_txt = NULL;
     g.ctx = malloc((size_t)g.batch * SDE_TOK_CONTEXT * dim * sizeof(float));
@@ -493,6 +506,30 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     if (!g.ctx || !g.unet_in || !g.unet_out || !g.guided || !x || !work || !rgb || !px) {
         snprintf(err, errlen, "out of memory for a %dx%d image", p->width, p->height);
         goto out;
+    }
+    /* the init latent before the UNet's activations are reserved: the VAE encoder's peak comes first */
+    int start = 0;
+    if (p->init_rgb) {
+        start = sde_img2img_start(p->steps, p->strength);
+        init_lat = malloc(g.n * sizeof(float));
+        mask_lat = p->mask ? malloc((size_t)g.lh * g.lw * sizeof(float)) : NULL;
+        if (!init_lat || (p->mask && !mask_lat)) {
+            snprintf(err, errlen, "out of memory for the init image");
+            goto out;
+        }
+        /* rgb is free until the decode: it holds the planar init image */
+        sde_img2img_to_planar(p->init_rgb, p->init_w, p->init_h, p->width, p->height, rgb);
+        if (sde_img2img_encode(e->vae, rgb, p->height, p->width, p->seed, SDE_LATENT_SCALE, init_lat, err, errlen))
+            goto out;
+        trace(&g, "init_latent", 0, init_lat, g.n);
+        if (mask_lat) {
+            if (sde_img2img_mask(p->mask, p->mask_w, p->mask_h, p->width, p->height, p->mask_blur, mask_lat)) {
+                snprintf(err, errlen, "out of memory for the mask");
+                goto out;
+            }
+            g.init_lat = init_lat;
+            g.mask_lat = mask_lat;
+        }
     }
     if (sde_unet_reserve(e->unet, g.batch, g.lh, g.lw, SDE_TOK_CONTEXT, err, errlen))
         goto out;
@@ -520,13 +557,14 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     sde_philox_init(&rng, p->seed);
     sde_philox_randn(&rng, x, g.n);
     trace(&g, "noise", 0, x, g.n);
+    /* over an init image the schedule starts part-way (strength), from the init latent plus that much noise */
     for (size_t i = 0; i < g.n; i++)
-        x[i] *= sigmas[0];
+        x[i] = x[i] * sigmas[start] + (init_lat ? init_lat[i] : 0.f);
     trace(&g, "x_T", 0, x, g.n);
     sde_sample_args sa = {.kind = p->sampler,
                           .n = g.n,
-                          .sigmas = sigmas,
-                          .steps = p->steps,
+                          .sigmas = sigmas + start,
+                          .steps = p->steps - start,
                           .rng = &rng,
                           .work = work,
                           .denoise = gen_denoise,
@@ -595,6 +633,8 @@ out:
     if (rc == SDE_CANCELLED)
         snprintf(err, errlen, "cancelled");
     free(params_txt);
+    free(mask_lat);
+    free(init_lat);
     free(px);
     free(rgb);
     free(work);

@@ -68,6 +68,18 @@ typedef struct {
     sde_sampler sampler;
     sde_schedule schedule;
     int width, height; /* multiples of 8, 64..2048 */
+    /** img2img / inpainting (docs/workflows.md): init image as 8-bit RGB (rows top to bottom, no padding),
+     * NULL for text-to-image. An image of another size than width x height is resized to it (bilinear). */
+    const uint8_t *init_rgb;
+    int init_w, init_h;
+    /** How much of the schedule reruns over the init image, (0, 1]; 0 means 1 (ignored without one). */
+    float strength;
+    /** Inpainting mask as 8-bit RGB (its luminance counts), mask_w x mask_h = init_w x init_h; white =
+     * repaint, black = keep. NULL = repaint everything. */
+    const uint8_t *mask;
+    int mask_w, mask_h;
+    /** Feathers the mask edge: box-blur radius in image pixels, 0..64 (0: hard 0/1 mask, as the peer). */
+    int mask_blur;
     /** Called after every step; returning non-zero cancels. May be NULL. */
     int (*progress)(void *ud, int step, int total, double elapsed_s);
     /** Polled between steps (and between stages); non-zero cancels. May be NULL. */
