@@ -21,6 +21,12 @@ typedef struct {
     int width, height;     /* pixels, multiples of 8; 0 = the model's native size (CLI), default 0 */
     sdw_sampler sampler;   /* default euler */
     sdw_schedule schedule; /* default discrete */
+    uint8_t *init_image;   /* img2img / inpainting: PNG bytes, NULL = text-to-image */
+    size_t init_image_len;
+    double strength;       /* (0, 1], with init_image; default 0.75 */
+    uint8_t *mask;         /* inpainting: PNG bytes, same size as init_image, white = repaint; NULL = none */
+    size_t mask_len;
+    int mask_blur;         /* mask feather, pixels 0..64, default 0 */
 } sdw_gen_request;
 
 /** How a field is stored and sent. */
