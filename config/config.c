@@ -528,7 +528,7 @@ void sdw_config_defaults(sdw_config *cfg)
     cfg->max_width = 1024;
     cfg->max_height = 1024;
     cfg->max_steps = 150;
-    cfg->max_body_bytes = 1048576;
+    cfg->max_body_bytes = 16777216; /* room for a base64 init image and mask */
     cfg->request_timeout_s = 300;
     cfg->idle_timeout_s = 60;
     cfg->max_connections = 4096;
