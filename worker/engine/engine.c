@@ -16,6 +16,7 @@
 #include "clip.h"
 #include "engine_trace.h"
 #include "img2img.h"
+#include "lora.h"
 #include "ops.h"
 #include "philox.h"
 #include "png_io.h"
@@ -309,6 +310,60 @@ void sde_engine_set_trace(sde_engine *e, sde_trace_fn fn, void *ud)
     e->trace_ud = ud;
 }
 
+/* The job's LoRA list and prompt tags, each a plain file in lora_dir: NULL, or the offending field. */
+static const char *lora_validate(const sde_gen_params *p, char *err, size_t errlen)
+{
+    if (p->n_loras < 0 || p->n_loras > SDE_LORA_MAX || (p->n_loras && !p->loras)) {
+        snprintf(err, errlen, "loras: at most %d LoRAs per job", SDE_LORA_MAX);
+        return "loras";
+    }
+    char path[4200];
+    for (int i = 0; i < p->n_loras; i++)
+        if (!p->loras[i].name || sde_lora_resolve(p->lora_dir, p->loras[i].name, path, sizeof path, err, errlen))
+            return "loras";
+    size_t cap = strlen(p->prompt) + 1;
+    char *clean = malloc(cap), *names = malloc(cap);
+    sde_lora_spec tags[SDE_LORA_MAX];
+    int n = p->n_loras;
+    const char *f = NULL;
+    if (!clean || !names) {
+        snprintf(err, errlen, "out of memory");
+        f = "prompt";
+    } else if (sde_lora_parse_prompt(p->prompt, clean, cap, names, cap, tags, &n, err, errlen))
+        f = "prompt";
+    for (int i = p->n_loras; !f && i < n; i++)
+        if (sde_lora_resolve(p->lora_dir, tags[i].name, path, sizeof path, err, errlen))
+            f = "prompt";
+    free(clean);
+    free(names);
+    return f;
+}
+
+/* Merges the job's LoRAs (list, then prompt tags, whose text is removed into clean) into the weights. */
+static int lora_begin(sde_engine *e, const sde_gen_params *p, char *clean, size_t cap, char *names,
+                      sde_lora_undo **undo, sde_result *res, char *err, size_t errlen)
+{
+    sde_lora_spec all[SDE_LORA_MAX];
+    int n = p->n_loras;
+    for (int i = 0; i < n; i++)
+        all[i] = p->loras[i];
+    if (sde_lora_parse_prompt(p->prompt, clean, cap, names, cap, all, &n, err, errlen))
+        return -1;
+    const double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        char path[4200], w[600] = "";
+        int unused = 0;
+        if (sde_lora_resolve(p->lora_dir, all[i].name, path, sizeof path, err, errlen) ||
+            sde_lora_apply(e->ck, path, all[i].weight, undo, &unused, w, sizeof w, err, errlen))
+            return -1;
+        if (unused)
+            warn(e, "%d LoRA tensors unused; first: %s", unused, w);
+    }
+    res->t_lora = now_s() - t0;
+    res->n_loras = n;
+    return 0;
+}
+
 int sde_params_validate(const sde_gen_params *p, const char **field, char *err, size_t errlen)
 {
     const char *f = NULL;
@@ -345,6 +400,8 @@ int sde_params_validate(const sde_gen_params *p, const char **field, char *err, 
     } else if (p->init_rgb || p->mask) {
         f = sde_img2img_validate(p, err, errlen);
     }
+    if (!f && p && p->prompt && (p->n_loras || strstr(p->prompt, "<lora:")))
+        f = lora_validate(p, err, errlen);
     if (field)
         *field = f;
     return f ? -1 : 0;
@@ -493,6 +550,9 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
 
     int rc = SDE_ERR;
     float *x = NULL, *work = NULL, *rgb = NULL, *init_lat = NULL, *mask_lat = NULL;
+    sde_lora_undo *undo = NULL;
+    size_t pcap = strlen(p->prompt) + 1;
+    char *prompt = malloc(pcap), *lora_names = malloc(pcap);
     uint8_t *px = NULL;
     char *params_txt = NULL;
     g.ctx = malloc((size_t)g.batch * SDE_TOK_CONTEXT * dim * sizeof(float));
@@ -503,7 +563,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     work = malloc(sde_sampler_work_floats(p->sampler, g.n) * sizeof(float));
     rgb = malloc(3 * npx * sizeof(float));
     px = malloc(3 * npx);
-    if (!g.ctx || !g.unet_in || !g.unet_out || !g.guided || !x || !work || !rgb || !px) {
+    if (!g.ctx || !g.unet_in || !g.unet_out || !g.guided || !x || !work || !rgb || !px || !prompt || !lora_names) {
         snprintf(err, errlen, "out of memory for a %dx%d image", p->width, p->height);
         goto out;
     }
@@ -534,9 +594,11 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     if (sde_unet_reserve(e->unet, g.batch, g.lh, g.lw, SDE_TOK_CONTEXT, err, errlen))
         goto out;
 
+    if (lora_begin(e, p, prompt, pcap, lora_names, &undo, res, err, errlen))
+        goto out;
     /* text conditioning: cond in slot 0, uncond (negative prompt) in slot 1 */
     int32_t ids[SDE_TOK_CONTEXT];
-    sde_tok_context(e->tok, p->prompt, e->pad_id, ids);
+    sde_tok_context(e->tok, prompt, e->pad_id, ids);
     sde_clip_encode(e->clip, ids, g.ctx);
     trace(&g, "cond_crossattn", 0, g.ctx, (size_t)SDE_TOK_CONTEXT * dim);
     if (g.batch == 2) {
@@ -632,6 +694,10 @@ out:
     }
     if (rc == SDE_CANCELLED)
         snprintf(err, errlen, "cancelled");
+    /* the next job sees the checkpoint's own weights again, bit for bit */
+    sde_lora_restore(e->ck, undo);
+    free(prompt);
+    free(lora_names);
     free(params_txt);
     free(mask_lat);
     free(init_lat);

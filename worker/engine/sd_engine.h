@@ -58,6 +58,12 @@ typedef struct {
     int64_t n_params;      /* parameters loaded */
 } sde_model_info;
 
+/** One LoRA for a job: the file NAME.safetensors in lora_dir, merged with weight (docs/workflows.md). */
+typedef struct {
+    const char *name;
+    float weight;
+} sde_lora_spec;
+
 /** Parameters of one text-to-image generation. */
 typedef struct {
     const char *prompt;
@@ -80,6 +86,11 @@ typedef struct {
     int mask_w, mask_h;
     /** Feathers the mask edge: box-blur radius in image pixels, 0..64 (0: hard 0/1 mask, as the peer). */
     int mask_blur;
+    /** LoRA: the folder names resolve in (NULL: LoRAs are refused), and the list; <lora:NAME:W> tags in the
+     * prompt are added to it and removed from the text. Applied for this job only. */
+    const char *lora_dir;
+    const sde_lora_spec *loras;
+    int n_loras;
     /** Called after every step; returning non-zero cancels. May be NULL. */
     int (*progress)(void *ud, int step, int total, double elapsed_s);
     /** Polled between steps (and between stages); non-zero cancels. May be NULL. */
@@ -94,6 +105,8 @@ typedef struct {
     int width, height;
     uint64_t seed;
     double t_encode, t_sample, t_decode, t_total;
+    double t_lora; /* merging the job's LoRAs in (included in t_encode), 0 without */
+    int n_loras;   /* LoRAs applied */
 } sde_result;
 
 typedef struct sde_engine sde_engine;
