@@ -35,6 +35,8 @@ static const sdw_gen_field fields[] = {
     F("strength", SDW_GF_DOUBLE, strength, 0),
     F_BYTES("mask", mask, mask_len),
     F("mask_blur", SDW_GF_INT, mask_blur, 0),
+    F("loras", SDW_GF_STR, loras, 0),
+    F("lora_dir", SDW_GF_STR, lora_dir, 0),
 };
 
 const sdw_gen_field *sdw_gen_request_fields(int *n)

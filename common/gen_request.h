@@ -27,6 +27,8 @@ typedef struct {
     uint8_t *mask;         /* inpainting: PNG bytes, same size as init_image, white = repaint; NULL = none */
     size_t mask_len;
     int mask_blur;         /* mask feather, pixels 0..64, default 0 */
+    char *loras;           /* LoRA list "NAME:WEIGHT\n..." (names plain files in lora_dir), NULL = none */
+    char *lora_dir;        /* where LoRA names resolve: set by the supervisor (config) or the CLI, never a client */
 } sdw_gen_request;
 
 /** How a field is stored and sent. */

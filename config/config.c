@@ -210,9 +210,9 @@ static int resolve_path(sdw_yt_ctx *c, const sdw_yt_node *v, const char *path, c
 
 static void sec_model(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg, int *bad)
 {
-    static const char *const known[] = {"path", "tokenizer", "prediction", NULL};
+    static const char *const known[] = {"path", "tokenizer", "prediction", "lora_dir", NULL};
     static const char *const preds[] = {"auto", "eps", "v", NULL};
-    const sdw_yt_node *k[3], *val[3];
+    const sdw_yt_node *k[4], *val[4];
     int w = sdw_yt_want_map(c, v, "model");
     if (w < 0) {
         *bad = 1;
@@ -237,6 +237,8 @@ static void sec_model(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg, int 
     int idx;
     if (!sdw_yt_is_null(val[2]) && sdw_yt_get_enum(c, val[2], "model.prediction", preds, &idx) == 0)
         sdw_yt_set_str(c, &cfg->prediction, preds[idx]);
+    if (!sdw_yt_is_null(val[3]) && sdw_yt_get_str(c, val[3], "model.lora_dir", &s) == 0)
+        resolve_path(c, val[3], "model.lora_dir", &cfg->lora_dir, s);
 }
 
 /* Longest canonical cpus: list that still fits the device name "cpu:<cpus>". */
@@ -555,6 +557,7 @@ void sdw_config_free(sdw_config *cfg)
     free(cfg->model_path);
     free(cfg->tokenizer_path);
     free(cfg->prediction);
+    free(cfg->lora_dir);
     free(cfg->devices);
     for (int i = 0; i < cfg->n_cors_origins; i++)
         free(cfg->cors_origins[i]);

@@ -65,6 +65,7 @@ static void generate_usage(FILE *f)
         "0.75)\n"
         "  --mask PATH             inpainting: PNG the size of the init image, white = repaint, black = keep\n"
         "  --mask-blur N           feather the mask edge by N pixels, 0..64 (default 0: hard edge)\n"
+        "  --lora-dir DIR          where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors\n"
         "  --help                  this text\n"
         "\n"
         "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
@@ -165,7 +166,8 @@ static const char *option_of(const char *field)
                                          {"width", "--width"},   {"height", "--height"},
                                          {"sampler", "--sampler"}, {"schedule", "--schedule"},
                                          {"init_image", "--init-image"}, {"strength", "--strength"},
-                                         {"mask", "--mask"},     {"mask_blur", "--mask-blur"}};
+                                         {"mask", "--mask"},     {"mask_blur", "--mask-blur"},
+                                         {"loras", "--lora-dir"}};
     for (size_t i = 0; field && i < sizeof map / sizeof *map; i++)
         if (!strcmp(field, map[i][0]))
             return map[i][1];
@@ -231,7 +233,8 @@ enum {
     O_INIT_IMAGE,
     O_STRENGTH,
     O_MASK,
-    O_MASK_BLUR
+    O_MASK_BLUR,
+    O_LORA_DIR
 };
 
 static const struct option generate_opts[] = {
@@ -254,6 +257,7 @@ static const struct option generate_opts[] = {
     {"strength", required_argument, NULL, O_STRENGTH},
     {"mask", required_argument, NULL, O_MASK},
     {"mask-blur", required_argument, NULL, O_MASK_BLUR},
+    {"lora-dir", required_argument, NULL, O_LORA_DIR},
     {NULL, 0, NULL, 0},
 };
 
@@ -387,6 +391,12 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
         case O_MASK_BLUR:
             bad = parse_int(v, -1000000, 1000000, &r->mask_blur);
             break;
+        case O_LORA_DIR:
+            if (sdw_gen_request_set_str(&r->lora_dir, v)) {
+                fprintf(stderr, "sd-worker generate: out of memory\n");
+                return 1;
+            }
+            break;
         }
         if (bad) {
             char hint[80];
@@ -502,6 +512,7 @@ static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *out
     p.mask_w = probe->mask_w;
     p.mask_h = probe->mask_h;
     p.mask_blur = probe->mask_blur;
+    p.lora_dir = probe->lora_dir;
     p.progress = cli_progress;
     p.should_cancel = cli_cancel;
     sde_result r;

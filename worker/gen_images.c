@@ -34,6 +34,34 @@ int sdw_gen_images_decode(const sdw_gen_request *r, sde_gen_params *p, sdw_gen_i
         p->mask = img->mask_rgb;
     }
     p->mask_blur = r->mask_blur;
+    if (r->lora_dir && *r->lora_dir) p->lora_dir = r->lora_dir;
+    if (r->loras && *r->loras) {
+        /* "NAME:WEIGHT\n" lines, as the supervisor writes them */
+        if (!(img->names = strdup(r->loras))) {
+            *field = "loras";
+            snprintf(err, errlen, "out of memory");
+            sdw_gen_images_free(img);
+            return -1;
+        }
+        int n = 0;
+        for (char *line = img->names, *next; line && *line; line = next) {
+            next = strchr(line, '\n');
+            if (next) *next++ = 0;
+            char *colon = strrchr(line, ':'), *end = NULL;
+            if (colon) *colon = 0;
+            float w = colon ? strtof(colon + 1, &end) : 1.f;
+            if (n == (int)(sizeof img->loras / sizeof *img->loras) || (colon && (!*(colon + 1) || *end))) {
+                *field = "loras";
+                snprintf(err, errlen, "loras: bad entry \"%s\" (at most 8 NAME:WEIGHT lines)", line);
+                sdw_gen_images_free(img);
+                return -1;
+            }
+            img->loras[n].name = line;
+            img->loras[n++].weight = w;
+        }
+        p->loras = img->loras;
+        p->n_loras = n;
+    }
     return 0;
 }
 
@@ -41,5 +69,7 @@ void sdw_gen_images_free(sdw_gen_images *img)
 {
     free(img->init_rgb);
     free(img->mask_rgb);
+    free(img->names);
     img->init_rgb = img->mask_rgb = NULL;
+    img->names = NULL;
 }
