@@ -5,10 +5,13 @@
 #include <cblas.h>
 #include <immintrin.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "diffusers_names.h"
 #include "dtype_convert.h"
@@ -19,6 +22,7 @@
 struct sde_lora_undo {
     int n, cap;
     const sde_tensor **t; /* tensors whose float32 view was changed */
+    float **saved;        /* per tensor: the original values when the view is the mapping itself, else NULL */
 };
 
 int sde_lora_parse_prompt(const char *prompt, char *clean, size_t cap, char *names, size_t names_cap,
@@ -161,7 +165,10 @@ static const sde_tensor *target_of(sde_ckpt *c, const sde_dn_unet_layout *L, con
     return sde_ckpt_find(c, ldm);
 }
 
-static int undo_add(sde_lora_undo **u, const sde_tensor *t)
+/* Records t as changed. A float32 tensor used in place from the private read-only mapping is made
+ * writable (its pages become private copies) and its values saved, since the file cannot give them back
+ * through the view any more. */
+static int undo_add(sde_lora_undo **u, const sde_tensor *t, float *view, size_t n)
 {
     if (!*u && !(*u = calloc(1, sizeof **u))) return -1;
     sde_lora_undo *d = *u;
@@ -170,10 +177,24 @@ static int undo_add(sde_lora_undo **u, const sde_tensor *t)
     if (d->n == d->cap) {
         int nc = d->cap ? 2 * d->cap : 64;
         const sde_tensor **nt = realloc(d->t, (size_t)nc * sizeof *nt);
-        if (!nt) return -1;
-        d->t = nt;
+        if (nt) d->t = nt;
+        float **ns = realloc(d->saved, (size_t)nc * sizeof *ns);
+        if (ns) d->saved = ns;
+        if (!nt || !ns) return -1;
         d->cap = nc;
     }
+    float *saved = NULL;
+    if ((const void *)view == t->data) {
+        long pg = sysconf(_SC_PAGESIZE);
+        uintptr_t a = (uintptr_t)view & ~(uintptr_t)(pg - 1);
+        if (!(saved = malloc(n * sizeof(float)))) return -1;
+        if (mprotect((void *)a, (uintptr_t)(view + n) - a, PROT_READ | PROT_WRITE)) {
+            free(saved);
+            return -1;
+        }
+        memcpy(saved, view, n * sizeof(float));
+    }
+    d->saved[d->n] = saved;
     d->t[d->n++] = t;
     return 0;
 }
@@ -268,12 +289,8 @@ int sde_lora_apply(sde_ckpt *c, const char *path, float weight, sde_lora_undo **
         int64_t n = 1;
         for (int d = 0; d < t->ndim; d++)
             n *= t->shape[d];
-        if ((int64_t)tu->numel != out * rank || n != out * in || t->dtype == SDE_DT_F32) {
-            rc = sde_fail(err, errlen, "%s: LoRA module %s: %s", path, mod,
-                          t->dtype == SDE_DT_F32
-                              ? "float32 checkpoints take no LoRA yet (their weights are used in "
-                                "place from the file)"
-                              : "shapes do not fit the weight");
+        if ((int64_t)tu->numel != out * rank || n != out * in) {
+            rc = sde_fail(err, errlen, "%s: LoRA module %s: shapes do not fit the weight", path, mod);
             goto out;
         }
         float alpha = (float)rank;
@@ -294,8 +311,8 @@ int sde_lora_apply(sde_ckpt *c, const char *path, float weight, sde_lora_undo **
             if (wc) sde_fail(err, errlen, "%s: out of memory (or not float) in LoRA module %s", path, mod);
             goto out;
         }
-        if (undo_add(undo, t)) {
-            sde_fail(err, errlen, "out of memory");
+        if (undo_add(undo, t, (float *)wc, (size_t)n)) {
+            sde_fail(err, errlen, "%s: cannot make weight %s writable: out of memory", path, t->name);
             goto out;
         }
         /* delta[out][in] = up[out][r] @ down[r][in], scaled; the view is the checkpoint's converted copy */
@@ -321,8 +338,13 @@ void sde_lora_restore(sde_ckpt *c, sde_lora_undo *undo)
         size_t n = 1;
         for (int d = 0; d < t->ndim; d++)
             n *= (size_t)t->shape[d];
-        if (w) sde_cvt_to_f32(t->dtype, t->data, n, w);
+        if (w && undo->saved[i])
+            memcpy(w, undo->saved[i], n * sizeof(float));
+        else if (w)
+            sde_cvt_to_f32(t->dtype, t->data, n, w);
+        free(undo->saved[i]);
     }
+    free(undo->saved);
     free(undo->t);
     free(undo);
 }
