@@ -66,6 +66,8 @@ static void generate_usage(FILE *f)
         "  --mask PATH             inpainting: PNG the size of the init image, white = repaint, black = keep\n"
         "  --mask-blur N           feather the mask edge by N pixels, 0..64 (default 0: hard edge)\n"
         "  --lora-dir DIR          where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors\n"
+        "  --preview-every K       write a live preview (linear latent->RGB, <= 256 px) every K steps\n"
+        "  --preview-dir DIR       where previews go, as preview-STEP.png (default: the current folder)\n"
         "  --help                  this text\n"
         "\n"
         "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
@@ -152,6 +154,23 @@ static int cli_progress(void *ud, int step, int total, double elapsed)
     return g_interrupted;
 }
 
+static int g_preview_every;
+static const char *g_preview_dir = ".";
+
+static int write_file(const char *path, const uint8_t *data, size_t len, char *err, size_t errlen);
+
+/* Each live preview as DIR/preview-STEP.png; a failed write is reported and sampling goes on. */
+static void cli_preview(void *ud, int step, int total, const uint8_t *png, size_t len, int w, int h)
+{
+    (void)ud, (void)total;
+    char path[4200], err[512];
+    snprintf(path, sizeof path, "%s/preview-%03d.png", g_preview_dir, step);
+    if (write_file(path, png, len, err, sizeof err))
+        fprintf(stderr, "sd-worker generate: --preview-dir: %s\n", err);
+    else
+        fprintf(stderr, "preview %s (%dx%d)\n", path, w, h);
+}
+
 static int cli_cancel(void *ud)
 {
     (void)ud;
@@ -234,7 +253,9 @@ enum {
     O_STRENGTH,
     O_MASK,
     O_MASK_BLUR,
-    O_LORA_DIR
+    O_LORA_DIR,
+    O_PREVIEW_EVERY,
+    O_PREVIEW_DIR
 };
 
 static const struct option generate_opts[] = {
@@ -258,6 +279,8 @@ static const struct option generate_opts[] = {
     {"mask", required_argument, NULL, O_MASK},
     {"mask-blur", required_argument, NULL, O_MASK_BLUR},
     {"lora-dir", required_argument, NULL, O_LORA_DIR},
+    {"preview-every", required_argument, NULL, O_PREVIEW_EVERY},
+    {"preview-dir", required_argument, NULL, O_PREVIEW_DIR},
     {NULL, 0, NULL, 0},
 };
 
@@ -391,6 +414,12 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
         case O_MASK_BLUR:
             bad = parse_int(v, -1000000, 1000000, &r->mask_blur);
             break;
+        case O_PREVIEW_EVERY:
+            bad = parse_int(v, 0, 150, &g_preview_every);
+            break;
+        case O_PREVIEW_DIR:
+            g_preview_dir = v;
+            break;
         case O_LORA_DIR:
             if (sdw_gen_request_set_str(&r->lora_dir, v)) {
                 fprintf(stderr, "sd-worker generate: out of memory\n");
@@ -514,6 +543,8 @@ static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *out
     p.mask_blur = probe->mask_blur;
     p.lora_dir = probe->lora_dir;
     p.progress = cli_progress;
+    p.preview_every = g_preview_every;
+    p.preview = g_preview_every ? cli_preview : NULL;
     p.should_cancel = cli_cancel;
     sde_result r;
     int rc = sde_generate(e, &p, &r, err, sizeof err);

@@ -17,6 +17,7 @@
 #include "engine_trace.h"
 #include "img2img.h"
 #include "lora.h"
+#include "preview.h"
 #include "ops.h"
 #include "philox.h"
 #include "png_io.h"
@@ -400,6 +401,10 @@ int sde_params_validate(const sde_gen_params *p, const char **field, char *err, 
     } else if (p->init_rgb || p->mask) {
         f = sde_img2img_validate(p, err, errlen);
     }
+    if (!f && p && (p->preview_every < 0 || p->preview_every > SDE_MAX_STEPS)) {
+        f = "preview_every";
+        snprintf(err, errlen, "preview_every must be 0..%d steps, got %d", SDE_MAX_STEPS, p->preview_every);
+    }
     if (!f && p && p->prompt && (p->n_loras || strstr(p->prompt, "<lora:")))
         f = lora_validate(p, err, errlen);
     if (field)
@@ -422,6 +427,8 @@ typedef struct {
     float tsteps[2];
     const float *init_lat; /* [4][lh][lw] init latent when inpainting, else NULL */
     const float *mask_lat; /* [lh][lw], 1 = repaint */
+    float *den_last;       /* the latest denoised latent, for previews; NULL without them */
+    double t_preview;
     double t0;
     int cancelled;
 } gen_run;
@@ -481,6 +488,8 @@ static int gen_denoise(void *ud, const float *x, float sigma, int step, float *d
         }
     }
     trace(g, "denoised", step + 1, den, g->n);
+    if (g->den_last)
+        memcpy(g->den_last, den, g->n * sizeof(float));
     return 0;
 }
 
@@ -488,6 +497,18 @@ static int gen_step(void *ud, int step, int total, const float *x)
 {
     gen_run *g = ud;
     (void)x;
+    if (g->den_last && (step + 1) % g->p->preview_every == 0) {
+        const double t0 = now_s();
+        uint8_t *png = NULL;
+        size_t len;
+        int w, h;
+        char err[256];
+        /* a failed preview (out of memory) is skipped: the image itself matters more */
+        if (sde_preview_png(g->den_last, g->lh, g->lw, 0, &png, &len, &w, &h, err, sizeof err) == 0)
+            g->p->preview(g->p->ud, step + 1, total, png, len, w, h);
+        free(png);
+        g->t_preview += now_s() - t0;
+    }
     if (g->p->progress && g->p->progress(g->p->ud, step + 1, total, now_s() - g->t0)) {
         g->cancelled = 1;
         return 1;
@@ -560,6 +581,8 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     g.unet_out = malloc((size_t)g.batch * g.n * sizeof(float));
     g.guided = malloc(g.n * sizeof(float));
     x = malloc(g.n * sizeof(float));
+    if (p->preview && p->preview_every > 0)
+        g.den_last = calloc(g.n, sizeof(float));
     work = malloc(sde_sampler_work_floats(p->sampler, g.n) * sizeof(float));
     rgb = malloc(3 * npx * sizeof(float));
     px = malloc(3 * npx);
@@ -634,6 +657,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
                           .ud = &g};
     int sr = sde_sample(&sa, x);
     res->t_sample = now_s() - ts;
+    res->t_preview = g.t_preview;
     if (sr == 1 || g.cancelled) {
         rc = SDE_CANCELLED;
         goto out;
@@ -705,6 +729,7 @@ out:
     free(rgb);
     free(work);
     free(x);
+    free(g.den_last);
     free(g.guided);
     free(g.unet_out);
     free(g.unet_in);

@@ -91,6 +91,10 @@ typedef struct {
     const char *lora_dir;
     const sde_lora_spec *loras;
     int n_loras;
+    /** Live previews: every preview_every steps (0 = none) the step's denoised latent, mapped to RGB by the
+     * linear approximation (<= 256 px long side, PNG), goes to preview (png only valid during the call). */
+    int preview_every;
+    void (*preview)(void *ud, int step, int total, const uint8_t *png, size_t len, int w, int h);
     /** Called after every step; returning non-zero cancels. May be NULL. */
     int (*progress)(void *ud, int step, int total, double elapsed_s);
     /** Polled between steps (and between stages); non-zero cancels. May be NULL. */
@@ -107,6 +111,7 @@ typedef struct {
     double t_encode, t_sample, t_decode, t_total;
     double t_lora; /* merging the job's LoRAs in (included in t_encode), 0 without */
     int n_loras;   /* LoRAs applied */
+    double t_preview; /* making live previews (included in t_sample) */
 } sde_result;
 
 typedef struct sde_engine sde_engine;
