@@ -27,7 +27,8 @@ const char *sdw_frame_type_name(sdw_frame_type t)
 
 size_t sdw_frame_max_size(sdw_frame_type t)
 {
-    return t == SDW_FRAME_RESULT ? SDW_FRAME_MAX_RESULT : SDW_FRAME_MAX_SMALL;
+    /* job frames carry the init image and mask (PNG bytes) */
+    return t == SDW_FRAME_RESULT || t == SDW_FRAME_JOB ? SDW_FRAME_MAX_RESULT : SDW_FRAME_MAX_SMALL;
 }
 
 /* ---- encoding ---- */

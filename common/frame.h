@@ -11,7 +11,7 @@
 
 /** The protocol version every frame carries in "v"; a frame with another version is rejected. */
 #define SDW_FRAME_VERSION 1
-/** Largest encoded `result` frame (the PNG travels inside it). */
+/** Largest encoded `result` frame (the PNG travels inside it) and `job` frame (init image and mask). */
 #define SDW_FRAME_MAX_RESULT ((size_t)64 << 20)
 /** Largest encoded frame of any other type. */
 #define SDW_FRAME_MAX_SMALL ((size_t)1 << 20)
@@ -133,7 +133,7 @@ void sdw_frame_free(sdw_frame *f);
 typedef struct sdw_frame_reader sdw_frame_reader;
 
 /** A reader that accepts frames up to max_frame bytes (SDW_FRAME_MAX_RESULT on the supervisor side,
- * SDW_FRAME_MAX_SMALL on the worker side); NULL when out of memory. */
+ * also on the worker side since job frames carry PNG inputs); NULL when out of memory. */
 sdw_frame_reader *sdw_frame_reader_new(size_t max_frame);
 void sdw_frame_reader_free(sdw_frame_reader *r);
 /** Takes up to len bytes of the stream; returns how many it took (fewer when the buffer is at its limit:

@@ -13,6 +13,11 @@
     {                                                                                                        \
         key, SDW_GF_NAME, offsetof(sdw_gen_request, member), 0, table, req                                   \
     }
+#define F_BYTES(key, member, len_member)                                                                      \
+    {                                                                                                        \
+        key, SDW_GF_BYTES, offsetof(sdw_gen_request, member), offsetof(sdw_gen_request, len_member),         \
+            SDW_NAMES__COUNT, 0                                                                              \
+    }
 
 /* Fields present since protocol version 1 are required; fields added later should be optional (required 0)
  * so their default from sdw_gen_request_init() is what an older sender means. */
@@ -27,6 +32,12 @@ static const sdw_gen_field fields[] = {
     F_NAME("sampler", sampler, SDW_NAMES_SAMPLER, 1),
     F_NAME("schedule", schedule, SDW_NAMES_SCHEDULE, 1),
     F("clip_skip", SDW_GF_INT, clip_skip, 0),
+    F_BYTES("init_image", init_image, init_image_len),
+    F("strength", SDW_GF_DOUBLE, strength, 0),
+    F_BYTES("mask", mask, mask_len),
+    F("mask_blur", SDW_GF_INT, mask_blur, 0),
+    F("loras", SDW_GF_STR, loras, 0),
+    F("lora_dir", SDW_GF_STR, lora_dir, 0),
 };
 
 const sdw_gen_field *sdw_gen_request_fields(int *n)
@@ -42,6 +53,7 @@ void sdw_gen_request_init(sdw_gen_request *r)
     r->cfg_scale = 7.5;
     r->sampler = SDW_SAMPLER_EULER;
     r->schedule = SDW_SCHEDULE_DISCRETE;
+    r->strength = 0.75;
 }
 
 static int owns_memory(const sdw_gen_field *f)

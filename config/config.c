@@ -210,9 +210,9 @@ static int resolve_path(sdw_yt_ctx *c, const sdw_yt_node *v, const char *path, c
 
 static void sec_model(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg, int *bad)
 {
-    static const char *const known[] = {"path", "tokenizer", "prediction", NULL};
+    static const char *const known[] = {"path", "tokenizer", "prediction", "lora_dir", NULL};
     static const char *const preds[] = {"auto", "eps", "v", NULL};
-    const sdw_yt_node *k[3], *val[3];
+    const sdw_yt_node *k[4], *val[4];
     int w = sdw_yt_want_map(c, v, "model");
     if (w < 0) {
         *bad = 1;
@@ -237,6 +237,8 @@ static void sec_model(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg, int 
     int idx;
     if (!sdw_yt_is_null(val[2]) && sdw_yt_get_enum(c, val[2], "model.prediction", preds, &idx) == 0)
         sdw_yt_set_str(c, &cfg->prediction, preds[idx]);
+    if (!sdw_yt_is_null(val[3]) && sdw_yt_get_str(c, val[3], "model.lora_dir", &s) == 0)
+        resolve_path(c, val[3], "model.lora_dir", &cfg->lora_dir, s);
 }
 
 /* Longest canonical cpus: list that still fits the device name "cpu:<cpus>". */
@@ -596,7 +598,7 @@ void sdw_config_defaults(sdw_config *cfg)
     cfg->max_width = 1024;
     cfg->max_height = 1024;
     cfg->max_steps = 150;
-    cfg->max_body_bytes = 1048576;
+    cfg->max_body_bytes = 16777216; /* room for a base64 init image and mask */
     cfg->request_timeout_s = 300;
     cfg->idle_timeout_s = 60;
     cfg->max_connections = 4096;
@@ -626,6 +628,7 @@ void sdw_config_free(sdw_config *cfg)
     free(cfg->model_path);
     free(cfg->tokenizer_path);
     free(cfg->prediction);
+    free(cfg->lora_dir);
     free(cfg->devices);
     for (int i = 0; i < cfg->n_cors_origins; i++)
         free(cfg->cors_origins[i]);

@@ -26,6 +26,7 @@ typedef struct {
     char *model_path;     /* required */
     char *tokenizer_path; /* optional, "" = the model's own */
     char *prediction;     /* "auto" | "eps" | "v" */
+    char *lora_dir;       /* optional, NULL = LoRAs refused: the folder job LoRA names resolve in */
 
     sdw_device_config *devices; /* at least one */
     int n_devices;

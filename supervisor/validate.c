@@ -11,9 +11,12 @@
 #include <jansson.h>
 
 #include "validate.h"
+#include "validate_images.h"
+#include "validate_loras.h"
 
-static const char *const known_fields[] = {"prompt", "negative_prompt", "steps",    "guidance_scale", "seed",
-                                           "width",  "height",          "sampler", "schedule",       "clip_skip"};
+static const char *const known_fields[] = {"prompt",   "negative_prompt", "steps",    "guidance_scale", "seed",
+                                           "width",    "height",          "sampler",  "schedule",       "clip_skip",
+                                           "init_image", "strength",      "mask",     "mask_blur",      "loras"};
 
 #define N_OF(a) (sizeof(a) / sizeof *(a))
 
@@ -203,7 +206,7 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
         if (i == N_OF(known_fields))
             return sdw_api_error_set(e, 400, "unknown_field", NULL,
                                      "unknown field '%.64s'; known fields: prompt, negative_prompt, steps, guidance_scale, "
-                                     "seed, width, height, sampler, schedule",
+                                     "seed, width, height, sampler, schedule, init_image, strength, mask, mask_blur, loras",
                                      key);
     }
 
@@ -264,7 +267,8 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
         if (get_name(v, SDW_NAMES_SCHEDULE, &x, e) != 0) return -1;
         r->schedule = (sdw_schedule)x;
     }
-    return 0;
+    if (sdw_validate_images(root, r, e) != 0) return -1;
+    return sdw_validate_loras(root, lim->lora_dir, r, e);
 }
 
 int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_limits *lim,

@@ -16,6 +16,7 @@
 
 #include "commands.h"
 #include "gen_engine.h"
+#include "gen_images.h"
 #include "sd_engine.h"
 
 static volatile sig_atomic_t g_interrupted;
@@ -61,6 +62,15 @@ static void generate_usage(FILE *f)
         "  --prediction P          %s: what the UNet predicts (default auto: the model's\n"
         "                          config or metadata, else eps for SD 1.x, v for SD 2.x)\n"
         "  --output OUT.png        file to write (required; written to OUT.png.part, then renamed)\n"
+        "  --init-image PATH       img2img: start from this PNG (resized to --width x --height when its\n"
+        "                          size differs; without --width/--height the model's native size)\n"
+        "  --strength S            how much of the schedule reruns over the init image, (0, 1] (default "
+        "0.75)\n"
+        "  --mask PATH             inpainting: PNG the size of the init image, white = repaint, black = keep\n"
+        "  --mask-blur N           feather the mask edge by N pixels, 0..64 (default 0: hard edge)\n"
+        "  --lora-dir DIR          where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors\n"
+        "  --preview-every K       write a live preview (linear latent->RGB, <= 256 px) every K steps\n"
+        "  --preview-dir DIR       where previews go, as preview-STEP.png (default: the current folder)\n"
         "  --help                  this text\n"
         "\n"
         "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
@@ -95,6 +105,41 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
+/* The whole file at path into a malloc'd *buf (at most 64 MiB: an image input, not a model). */
+static int read_whole(const char *path, uint8_t **buf, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 1 << 16, n = 0;
+    uint8_t *b = malloc(cap);
+    while (b) {
+        n += fread(b + n, 1, cap - n, f);
+        if (n < cap || cap >= ((size_t)64 << 20))
+            break;
+        uint8_t *nb = realloc(b, cap * 2);
+        if (!nb) {
+            free(b);
+            b = NULL;
+            break;
+        }
+        b = nb;
+        cap *= 2;
+    }
+    int bad = !b || ferror(f) || n == cap;
+    fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "%s: %s", path, !b ? "out of memory" : n == cap ? "larger than 64 MiB" : "read error");
+        free(b);
+        return -1;
+    }
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
 static uint64_t random_seed(void)
 {
     uint64_t s;
@@ -112,6 +157,23 @@ static int cli_progress(void *ud, int step, int total, double elapsed)
     return g_interrupted;
 }
 
+static int g_preview_every;
+static const char *g_preview_dir = ".";
+
+static int write_file(const char *path, const uint8_t *data, size_t len, char *err, size_t errlen);
+
+/* Each live preview as DIR/preview-STEP.png; a failed write is reported and sampling goes on. */
+static void cli_preview(void *ud, int step, int total, const uint8_t *png, size_t len, int w, int h)
+{
+    (void)ud, (void)total;
+    char path[4200], err[512];
+    snprintf(path, sizeof path, "%s/preview-%03d.png", g_preview_dir, step);
+    if (write_file(path, png, len, err, sizeof err))
+        fprintf(stderr, "sd-worker generate: --preview-dir: %s\n", err);
+    else
+        fprintf(stderr, "preview %s (%dx%d)\n", path, w, h);
+}
+
 static int cli_cancel(void *ud)
 {
     (void)ud;
@@ -124,7 +186,10 @@ static const char *option_of(const char *field)
     static const char *const map[][2] = {{"prompt", "--prompt"}, {"negative_prompt", "--negative-prompt"},
                                          {"steps", "--steps"},   {"cfg_scale", "--cfg"},
                                          {"width", "--width"},   {"height", "--height"},
-                                         {"sampler", "--sampler"}, {"schedule", "--schedule"}};
+                                         {"sampler", "--sampler"}, {"schedule", "--schedule"},
+                                         {"init_image", "--init-image"}, {"strength", "--strength"},
+                                         {"mask", "--mask"},     {"mask_blur", "--mask-blur"},
+                                         {"loras", "--lora-dir"}};
     for (size_t i = 0; field && i < sizeof map / sizeof *map; i++)
         if (!strcmp(field, map[i][0]))
             return map[i][1];
@@ -187,7 +252,14 @@ enum {
     O_THREADS,
     O_PREDICTION,
     O_CLIP_SKIP,
-    O_OUTPUT
+    O_OUTPUT,
+    O_INIT_IMAGE,
+    O_STRENGTH,
+    O_MASK,
+    O_MASK_BLUR,
+    O_LORA_DIR,
+    O_PREVIEW_EVERY,
+    O_PREVIEW_DIR
 };
 
 static const struct option generate_opts[] = {
@@ -207,6 +279,13 @@ static const struct option generate_opts[] = {
     {"prediction", required_argument, NULL, O_PREDICTION},
     {"clip-skip", required_argument, NULL, O_CLIP_SKIP},
     {"output", required_argument, NULL, O_OUTPUT},
+    {"init-image", required_argument, NULL, O_INIT_IMAGE},
+    {"strength", required_argument, NULL, O_STRENGTH},
+    {"mask", required_argument, NULL, O_MASK},
+    {"mask-blur", required_argument, NULL, O_MASK_BLUR},
+    {"lora-dir", required_argument, NULL, O_LORA_DIR},
+    {"preview-every", required_argument, NULL, O_PREVIEW_EVERY},
+    {"preview-dir", required_argument, NULL, O_PREVIEW_DIR},
     {NULL, 0, NULL, 0},
 };
 
@@ -224,6 +303,7 @@ static const char *value_hint(int c, char *buf, size_t len)
     case O_SEED:
         return " (an integer 0..18446744073709551615)";
     case O_CFG:
+    case O_STRENGTH:
         return " (a number)";
     default:
         return " (an integer)";
@@ -318,6 +398,42 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
         case O_OUTPUT:
             *output = v;
             break;
+        case O_INIT_IMAGE:
+        case O_MASK: {
+            uint8_t **buf = c == O_INIT_IMAGE ? &r->init_image : &r->mask;
+            size_t *len = c == O_INIT_IMAGE ? &r->init_image_len : &r->mask_len;
+            char err[512];
+            free(*buf);
+            *buf = NULL;
+            if (read_whole(v, buf, len, err, sizeof err)) {
+                fprintf(stderr, "sd-worker generate: --%s: %s\n", generate_opts[idx].name, err);
+                return 1;
+            }
+            break;
+        }
+        case O_STRENGTH: {
+            char *end;
+            errno = 0;
+            double st = strtod(v, &end);
+            bad = !*v || *end || errno || !isfinite(st);
+            r->strength = st;
+            break;
+        }
+        case O_MASK_BLUR:
+            bad = parse_int(v, -1000000, 1000000, &r->mask_blur);
+            break;
+        case O_PREVIEW_EVERY:
+            bad = parse_int(v, 0, 150, &g_preview_every);
+            break;
+        case O_PREVIEW_DIR:
+            g_preview_dir = v;
+            break;
+        case O_LORA_DIR:
+            if (sdw_gen_request_set_str(&r->lora_dir, v)) {
+                fprintf(stderr, "sd-worker generate: out of memory\n");
+                return 1;
+            }
+            break;
         }
         if (bad) {
             char hint[80];
@@ -345,6 +461,9 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
     return 0;
 }
 
+static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *output, int have_w, int have_h,
+                        const sde_gen_params *probe);
+
 /* The command with the request it fills, which the caller frees whichever way this returns. */
 static int generate(int argc, char **argv, sdw_gen_request *req)
 {
@@ -360,10 +479,31 @@ static int generate(int argc, char **argv, sdw_gen_request *req)
     sdw_gen_to_engine(req, &probe);
     probe.width = have_w ? req->width : 512;
     probe.height = have_h ? req->height : 512;
-    if (sde_params_validate(&probe, &field, err, sizeof err)) {
+    if (req->mask && !req->init_image) {
+        fprintf(stderr, "sd-worker generate: --mask: needs --init-image\n");
+        return 1;
+    }
+    sdw_gen_images img;
+    if (sdw_gen_images_decode(req, &probe, &img, &field, err, sizeof err)) {
         fprintf(stderr, "sd-worker generate: %s: %s\n", option_of(field), err);
         return 1;
     }
+    if (sde_params_validate(&probe, &field, err, sizeof err)) {
+        fprintf(stderr, "sd-worker generate: %s: %s\n", option_of(field), err);
+        sdw_gen_images_free(&img);
+        return 1;
+    }
+    int rc = generate_run(req, &lo, output, have_w, have_h, &probe);
+    sdw_gen_images_free(&img);
+    return rc;
+}
+
+/* The load, the generation and the output file, once the options checked out; probe holds the decoded
+ * init image and mask. */
+static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *output, int have_w, int have_h,
+                        const sde_gen_params *probe)
+{
+    char err[8192];
     /* fail on an unwritable output before spending the load and the sampling on it */
     char part[4200];
     snprintf(part, sizeof part, "%s.part", output);
@@ -389,7 +529,7 @@ static int generate(int argc, char **argv, sdw_gen_request *req)
     sigaction(SIGTERM, &sa, NULL);
 
     sde_engine *e;
-    if (sde_engine_load(&lo, &e, err, sizeof err)) {
+    if (sde_engine_load(lo, &e, err, sizeof err)) {
         fprintf(stderr, "sd-worker generate: %s\n", err);
         return 2;
     }
@@ -401,7 +541,18 @@ static int generate(int argc, char **argv, sdw_gen_request *req)
             info.prediction, (double)info.n_params / 1e6, info.model_hash[0] ? ", hash " : "", info.model_hash);
     sde_gen_params p;
     sdw_gen_to_engine(req, &p);
+    p.init_rgb = probe->init_rgb;
+    p.init_w = probe->init_w;
+    p.init_h = probe->init_h;
+    p.strength = probe->strength;
+    p.mask = probe->mask;
+    p.mask_w = probe->mask_w;
+    p.mask_h = probe->mask_h;
+    p.mask_blur = probe->mask_blur;
+    p.lora_dir = probe->lora_dir;
     p.progress = cli_progress;
+    p.preview_every = g_preview_every;
+    p.preview = g_preview_every ? cli_preview : NULL;
     p.should_cancel = cli_cancel;
     sde_result r;
     int rc = sde_generate(e, &p, &r, err, sizeof err);

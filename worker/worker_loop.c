@@ -18,6 +18,7 @@
 #include "commands.h"
 #include "frame.h"
 #include "gen_engine.h"
+#include "gen_images.h"
 #include "log.h"
 #include "sd_engine.h"
 
@@ -248,13 +249,21 @@ static void run_job(worker *w, const sdw_frame *jf)
     p.should_cancel = job_should_cancel;
     p.ud = w;
     const char *field = NULL;
+    sdw_gen_images img;
+    if (sdw_gen_images_decode(req, &p, &img, &field, err, sizeof err) != 0) {
+        send_job_error(w, "invalid_request", err);
+        w->busy = 0;
+        return;
+    }
     if (sde_params_validate(&p, &field, err, sizeof err) != 0) {
+        sdw_gen_images_free(&img);
         send_job_error(w, "invalid_request", err);
         w->busy = 0;
         return;
     }
     sde_result res;
     int rc = sde_generate(w->eng, &p, &res, err, sizeof err);
+    sdw_gen_images_free(&img);
     if (w->stop || w->gone) {
         /* shutdown, SIGTERM or no supervisor: finish nothing */
         sde_result_free(&res);
@@ -398,7 +407,7 @@ int sdw_cmd_worker(int argc, char **argv)
     }
     w->fd = fd;
     w->device = device;
-    w->reader = sdw_frame_reader_new(SDW_FRAME_MAX_SMALL);
+    w->reader = sdw_frame_reader_new(SDW_FRAME_MAX_RESULT); /* job frames carry PNG inputs */
     msgpack_sbuffer_init(&w->out);
     signal(SIGPIPE, SIG_IGN);
     struct sigaction bus;

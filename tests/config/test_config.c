@@ -136,7 +136,7 @@ static void check_defaults(const sdw_config *cfg)
     assert_int_equal(cfg->max_width, 1024);
     assert_int_equal(cfg->max_height, 1024);
     assert_int_equal(cfg->max_steps, 150);
-    assert_int_equal(cfg->max_body_bytes, 1048576);
+    assert_int_equal(cfg->max_body_bytes, 16777216);
     assert_int_equal(cfg->request_timeout_s, 300);
     assert_int_equal(cfg->idle_timeout_s, 60);
     assert_int_equal(cfg->max_connections, 4096);

@@ -15,6 +15,9 @@
 #include "checkpoint.h"
 #include "clip.h"
 #include "engine_trace.h"
+#include "img2img.h"
+#include "lora.h"
+#include "preview.h"
 #include "ops.h"
 #include "philox.h"
 #include "png_io.h"
@@ -326,6 +329,60 @@ void sde_engine_set_trace(sde_engine *e, sde_trace_fn fn, void *ud)
     e->trace_ud = ud;
 }
 
+/* The job's LoRA list and prompt tags, each a plain file in lora_dir: NULL, or the offending field. */
+static const char *lora_validate(const sde_gen_params *p, char *err, size_t errlen)
+{
+    if (p->n_loras < 0 || p->n_loras > SDE_LORA_MAX || (p->n_loras && !p->loras)) {
+        snprintf(err, errlen, "loras: at most %d LoRAs per job", SDE_LORA_MAX);
+        return "loras";
+    }
+    char path[4200];
+    for (int i = 0; i < p->n_loras; i++)
+        if (!p->loras[i].name || sde_lora_resolve(p->lora_dir, p->loras[i].name, path, sizeof path, err, errlen))
+            return "loras";
+    size_t cap = strlen(p->prompt) + 1;
+    char *clean = malloc(cap), *names = malloc(cap);
+    sde_lora_spec tags[SDE_LORA_MAX];
+    int n = p->n_loras;
+    const char *f = NULL;
+    if (!clean || !names) {
+        snprintf(err, errlen, "out of memory");
+        f = "prompt";
+    } else if (sde_lora_parse_prompt(p->prompt, clean, cap, names, cap, tags, &n, err, errlen))
+        f = "prompt";
+    for (int i = p->n_loras; !f && i < n; i++)
+        if (sde_lora_resolve(p->lora_dir, tags[i].name, path, sizeof path, err, errlen))
+            f = "prompt";
+    free(clean);
+    free(names);
+    return f;
+}
+
+/* Merges the job's LoRAs (list, then prompt tags, whose text is removed into clean) into the weights. */
+static int lora_begin(sde_engine *e, const sde_gen_params *p, char *clean, size_t cap, char *names,
+                      sde_lora_undo **undo, sde_result *res, char *err, size_t errlen)
+{
+    sde_lora_spec all[SDE_LORA_MAX];
+    int n = p->n_loras;
+    for (int i = 0; i < n; i++)
+        all[i] = p->loras[i];
+    if (sde_lora_parse_prompt(p->prompt, clean, cap, names, cap, all, &n, err, errlen))
+        return -1;
+    const double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        char path[4200], w[600] = "";
+        int unused = 0;
+        if (sde_lora_resolve(p->lora_dir, all[i].name, path, sizeof path, err, errlen) ||
+            sde_lora_apply(e->ck, path, all[i].weight, undo, &unused, w, sizeof w, err, errlen))
+            return -1;
+        if (unused)
+            warn(e, "%d LoRA tensors unused; first: %s", unused, w);
+    }
+    res->t_lora = now_s() - t0;
+    res->n_loras = n;
+    return 0;
+}
+
 int sde_params_validate(const sde_gen_params *p, const char **field, char *err, size_t errlen)
 {
     const char *f = NULL;
@@ -362,7 +419,15 @@ int sde_params_validate(const sde_gen_params *p, const char **field, char *err, 
     } else if (p->clip_skip < 0 || p->clip_skip > 64) {
         f = "clip_skip";
         snprintf(err, errlen, "clip_skip must be 0 (model default) or 1..64, got %d", p->clip_skip);
+    } else if (p->init_rgb || p->mask) {
+        f = sde_img2img_validate(p, err, errlen);
     }
+    if (!f && p && (p->preview_every < 0 || p->preview_every > SDE_MAX_STEPS)) {
+        f = "preview_every";
+        snprintf(err, errlen, "preview_every must be 0..%d steps, got %d", SDE_MAX_STEPS, p->preview_every);
+    }
+    if (!f && p && p->prompt && (p->n_loras || strstr(p->prompt, "<lora:")))
+        f = lora_validate(p, err, errlen);
     if (field)
         *field = f;
     return f ? -1 : 0;
@@ -381,6 +446,10 @@ typedef struct {
     float *unet_out; /* [batch][4][lh][lw] */
     float *guided;   /* [4][lh][lw] */
     float tsteps[2];
+    const float *init_lat; /* [4][lh][lw] init latent when inpainting, else NULL */
+    const float *mask_lat; /* [lh][lw], 1 = repaint */
+    float *den_last;       /* the latest denoised latent, for previews; NULL without them */
+    double t_preview;
     double t0;
     int cancelled;
 } gen_run;
@@ -436,7 +505,17 @@ static int gen_denoise(void *ud, const float *x, float sigma, int step, float *d
         for (size_t i = 0; i < g->n; i++)
             uncond[i] = u[i] * c_out + x[i] * c_skip;
     }
+    if (g->mask_lat) {
+        /* the peer blends the clean init latent into the estimate, so the sampler keeps the unmasked part */
+        const size_t hw = (size_t)g->lh * g->lw;
+        for (size_t i = 0; i < g->n; i++) {
+            float m = g->mask_lat[i % hw];
+            den[i] = den[i] * m + g->init_lat[i] * (1.f - m);
+        }
+    }
     trace(g, "denoised", step + 1, den, g->n);
+    if (g->den_last)
+        memcpy(g->den_last, den, g->n * sizeof(float));
     return 0;
 }
 
@@ -444,6 +523,18 @@ static int gen_step(void *ud, int step, int total, const float *x)
 {
     gen_run *g = ud;
     (void)x;
+    if (g->den_last && (step + 1) % g->p->preview_every == 0) {
+        const double t0 = now_s();
+        uint8_t *png = NULL;
+        size_t len;
+        int w, h;
+        char err[256];
+        /* a failed preview (out of memory) is skipped: the image itself matters more */
+        if (sde_preview_png(g->den_last, g->lh, g->lw, 0, &png, &len, &w, &h, err, sizeof err) == 0)
+            g->p->preview(g->p->ud, step + 1, total, png, len, w, h);
+        free(png);
+        g->t_preview += now_s() - t0;
+    }
     if (g->p->progress && g->p->progress(g->p->ud, step + 1, total, now_s() - g->t0)) {
         g->cancelled = 1;
         return 1;
@@ -517,7 +608,10 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     }
 
     int rc = SDE_ERR;
-    float *x = NULL, *work = NULL, *rgb = NULL;
+    float *x = NULL, *work = NULL, *rgb = NULL, *init_lat = NULL, *mask_lat = NULL;
+    sde_lora_undo *undo = NULL;
+    size_t pcap = strlen(p->prompt) + 1;
+    char *prompt = malloc(pcap), *lora_names = malloc(pcap);
     uint8_t *px = NULL;
     char *params_txt = NULL;
     g.ctx = malloc((size_t)g.batch * SDE_TOK_CONTEXT * dim * sizeof(float));
@@ -525,19 +619,47 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     g.unet_out = malloc((size_t)g.batch * g.n * sizeof(float));
     g.guided = malloc(g.n * sizeof(float));
     x = malloc(g.n * sizeof(float));
+    if (p->preview && p->preview_every > 0)
+        g.den_last = calloc(g.n, sizeof(float));
     work = malloc(sde_sampler_work_floats(p->sampler, g.n) * sizeof(float));
     rgb = malloc(3 * npx * sizeof(float));
     px = malloc(3 * npx);
-    if (!g.ctx || !g.unet_in || !g.unet_out || !g.guided || !x || !work || !rgb || !px) {
+    if (!g.ctx || !g.unet_in || !g.unet_out || !g.guided || !x || !work || !rgb || !px || !prompt || !lora_names) {
         snprintf(err, errlen, "out of memory for a %dx%d image", p->width, p->height);
         goto out;
+    }
+    /* the init latent before the UNet's activations are reserved: the VAE encoder's peak comes first */
+    int start = 0;
+    if (p->init_rgb) {
+        start = sde_img2img_start(steps, p->strength);
+        init_lat = malloc(g.n * sizeof(float));
+        mask_lat = p->mask ? malloc((size_t)g.lh * g.lw * sizeof(float)) : NULL;
+        if (!init_lat || (p->mask && !mask_lat)) {
+            snprintf(err, errlen, "out of memory for the init image");
+            goto out;
+        }
+        /* rgb is free until the decode: it holds the planar init image */
+        sde_img2img_to_planar(p->init_rgb, p->init_w, p->init_h, p->width, p->height, rgb);
+        if (sde_img2img_encode(e->vae, rgb, p->height, p->width, p->seed, SDE_LATENT_SCALE, init_lat, err, errlen))
+            goto out;
+        trace(&g, "init_latent", 0, init_lat, g.n);
+        if (mask_lat) {
+            if (sde_img2img_mask(p->mask, p->mask_w, p->mask_h, p->width, p->height, p->mask_blur, mask_lat)) {
+                snprintf(err, errlen, "out of memory for the mask");
+                goto out;
+            }
+            g.init_lat = init_lat;
+            g.mask_lat = mask_lat;
+        }
     }
     if (sde_unet_reserve(e->unet, g.batch, g.lh, g.lw, SDE_TOK_CONTEXT, err, errlen))
         goto out;
 
+    if (lora_begin(e, p, prompt, pcap, lora_names, &undo, res, err, errlen))
+        goto out;
     /* text conditioning: cond in slot 0, uncond (negative prompt) in slot 1 */
     int32_t ids[SDE_TOK_CONTEXT];
-    sde_tok_context(e->tok, p->prompt, e->pad_id, ids);
+    sde_tok_context(e->tok, prompt, e->pad_id, ids);
     sde_clip_encode_layers(e->clip, ids, clip_layers, g.ctx);
     trace(&g, "cond_crossattn", 0, g.ctx, (size_t)SDE_TOK_CONTEXT * dim);
     if (g.batch == 2) {
@@ -558,13 +680,14 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     sde_philox_init(&rng, p->seed);
     sde_philox_randn(&rng, x, g.n);
     trace(&g, "noise", 0, x, g.n);
+    /* over an init image the schedule starts part-way (strength), from the init latent plus that much noise */
     for (size_t i = 0; i < g.n; i++)
-        x[i] *= sigmas[0];
+        x[i] = x[i] * sigmas[start] + (init_lat ? init_lat[i] : 0.f);
     trace(&g, "x_T", 0, x, g.n);
     sde_sample_args sa = {.kind = p->sampler,
                           .n = g.n,
-                          .sigmas = sigmas,
-                          .steps = steps,
+                          .sigmas = sigmas + start,
+                          .steps = steps - start,
                           .rng = &rng,
                           .work = work,
                           .denoise = gen_denoise,
@@ -572,6 +695,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
                           .ud = &g};
     int sr = sde_sample(&sa, x);
     res->t_sample = now_s() - ts;
+    res->t_preview = g.t_preview;
     if (sr == 1 || g.cancelled) {
         rc = SDE_CANCELLED;
         goto out;
@@ -632,11 +756,18 @@ out:
     }
     if (rc == SDE_CANCELLED)
         snprintf(err, errlen, "cancelled");
+    /* the next job sees the checkpoint's own weights again, bit for bit */
+    sde_lora_restore(e->ck, undo);
+    free(prompt);
+    free(lora_names);
     free(params_txt);
+    free(mask_lat);
+    free(init_lat);
     free(px);
     free(rgb);
     free(work);
     free(x);
+    free(g.den_last);
     free(g.guided);
     free(g.unet_out);
     free(g.unet_in);

@@ -60,6 +60,12 @@ typedef struct {
     char prediction_source[12]; /* where prediction came from: option, config, metadata, weights, default */
 } sde_model_info;
 
+/** One LoRA for a job: the file NAME.safetensors in lora_dir, merged with weight (docs/workflows.md). */
+typedef struct {
+    const char *name;
+    float weight;
+} sde_lora_spec;
+
 /** Parameters of one text-to-image generation. */
 typedef struct {
     const char *prompt;
@@ -70,6 +76,27 @@ typedef struct {
     sde_sampler sampler;
     sde_schedule schedule;
     int width, height; /* multiples of 8, 64..2048 */
+    /** img2img / inpainting (docs/workflows.md): init image as 8-bit RGB (rows top to bottom, no padding),
+     * NULL for text-to-image. An image of another size than width x height is resized to it (bilinear). */
+    const uint8_t *init_rgb;
+    int init_w, init_h;
+    /** How much of the schedule reruns over the init image, (0, 1]; 0 means 1 (ignored without one). */
+    float strength;
+    /** Inpainting mask as 8-bit RGB (its luminance counts), mask_w x mask_h = init_w x init_h; white =
+     * repaint, black = keep. NULL = repaint everything. */
+    const uint8_t *mask;
+    int mask_w, mask_h;
+    /** Feathers the mask edge: box-blur radius in image pixels, 0..64 (0: hard 0/1 mask, as the peer). */
+    int mask_blur;
+    /** LoRA: the folder names resolve in (NULL: LoRAs are refused), and the list; <lora:NAME:W> tags in the
+     * prompt are added to it and removed from the text. Applied for this job only. */
+    const char *lora_dir;
+    const sde_lora_spec *loras;
+    int n_loras;
+    /** Live previews: every preview_every steps (0 = none) the step's denoised latent, mapped to RGB by the
+     * linear approximation (<= 256 px long side, PNG), goes to preview (png only valid during the call). */
+    int preview_every;
+    void (*preview)(void *ud, int step, int total, const uint8_t *png, size_t len, int w, int h);
     /** Called after every step; returning non-zero cancels. May be NULL. */
     int (*progress)(void *ud, int step, int total, double elapsed_s);
     /** Polled between steps (and between stages); non-zero cancels. May be NULL. */
@@ -87,6 +114,9 @@ typedef struct {
     int width, height;
     uint64_t seed;
     double t_encode, t_sample, t_decode, t_total;
+    double t_lora; /* merging the job's LoRAs in (included in t_encode), 0 without */
+    int n_loras;   /* LoRAs applied */
+    double t_preview; /* making live previews (included in t_sample) */
 } sde_result;
 
 typedef struct sde_engine sde_engine;

@@ -485,7 +485,9 @@ out:
 #undef CHECK_CANCEL
 }
 
-int sde_vae_encode(sde_vae *v, const float *rgb, int H, int W, float *mean, char *err, size_t errlen)
+/* out gets the first nch of the 2*z quant_conv channels: z for the mean alone, 2*z for mean ‖ logvar. */
+static int vae_encode_ch(sde_vae *v, const float *rgb, int H, int W, float *mean, int nch, char *err,
+                         size_t errlen)
 {
     const sde_vae_config *cfg = &v->cfg;
     if (!v->has_enc)
@@ -550,10 +552,20 @@ int sde_vae_encode(sde_vae *v, const float *rgb, int H, int W, float *mean, char
     act_free(&R, x);
     cd = conv_desc(moments, 2 * zc, h, w, e->quant_w, e->quant_b, 2 * zc, 1, 1, 0, q);
     run_conv(&R, &cd);
-    be->read(be, mean, q, (size_t)zc * h * w); /* the first z channels are the mean, the rest log-variance */
+    be->read(be, mean, q, (size_t)nch * h * w); /* the first z channels are the mean, the rest log-variance */
     act_free(&R, moments), act_free(&R, q);
     rc = 0;
 out:
     vrun_free(&R);
     return rc;
+}
+
+int sde_vae_encode(sde_vae *v, const float *rgb, int H, int W, float *mean, char *err, size_t errlen)
+{
+    return vae_encode_ch(v, rgb, H, W, mean, v->cfg.z_channels, err, errlen);
+}
+
+int sde_vae_encode_moments(sde_vae *v, const float *rgb, int H, int W, float *moments, char *err, size_t errlen)
+{
+    return vae_encode_ch(v, rgb, H, W, moments, 2 * v->cfg.z_channels, err, errlen);
 }

@@ -1,0 +1,350 @@
+/* lora.c: LoRA (kohya/A1111, LoCon, diffusers/PEFT) merged into the resident float32 weights for one job
+ * and removed exactly afterwards (reconverted from the mmap'd checkpoint). docs/workflows.md. */
+#include "lora.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "diffusers_names.h"
+#include "dtype_convert.h"
+#include "safetensors.h"
+#include "unet.h"
+#include "weights.h"
+
+struct sde_lora_undo {
+    int n, cap;
+    const sde_tensor **t; /* tensors whose float32 view was changed */
+    float **saved;        /* per tensor: the original values when the view is the mapping itself, else NULL */
+};
+
+int sde_lora_parse_prompt(const char *prompt, char *clean, size_t cap, char *names, size_t names_cap,
+                          sde_lora_spec *out, int *n, char *err, size_t errlen)
+{
+    size_t o = 0, no = 0;
+    const char *s = prompt;
+    while (*s) {
+        const char *end = !strncmp(s, "<lora:", 6) ? strchr(s, '>') : NULL;
+        if (!end) {
+            if (o + 1 >= cap) return sde_fail(err, errlen, "prompt: too long");
+            clean[o++] = *s++;
+            continue;
+        }
+        const char *name = s + 6, *colon = memchr(name, ':', (size_t)(end - name));
+        size_t nl = (size_t)((colon ? colon : end) - name);
+        float w = 1.f;
+        if (colon) {
+            char num[32], *e;
+            size_t wl = (size_t)(end - colon - 1);
+            if (wl == 0 || wl >= sizeof num)
+                return sde_fail(err, errlen, "prompt: bad LoRA weight in %.*s>", (int)(end - s), s);
+            memcpy(num, colon + 1, wl);
+            num[wl] = 0;
+            errno = 0;
+            w = strtof(num, &e);
+            if (*e || errno || !(w > -100.f && w < 100.f))
+                return sde_fail(err, errlen, "prompt: bad LoRA weight \"%s\" (a number in -100..100)", num);
+        }
+        if (*n >= SDE_LORA_MAX) return sde_fail(err, errlen, "loras: at most %d LoRAs per job", SDE_LORA_MAX);
+        if (nl == 0 || no + nl + 1 > names_cap)
+            return sde_fail(err, errlen, "prompt: bad LoRA tag %.*s>", (int)(end - s), s);
+        memcpy(names + no, name, nl);
+        names[no + nl] = 0;
+        out[*n].name = names + no;
+        out[*n].weight = w;
+        (*n)++;
+        no += nl + 1;
+        s = end + 1;
+    }
+    clean[o] = 0;
+    return 0;
+}
+
+int sde_lora_resolve(const char *dir, const char *name, char *path, size_t pathlen, char *err, size_t errlen)
+{
+    if (!dir || !*dir)
+        return sde_fail(err, errlen, "loras: no LoRA folder is configured (model.lora_dir / --lora-dir)");
+    if (!*name || strchr(name, '/') || strstr(name, "..") || name[0] == '.')
+        return sde_fail(err, errlen, "loras: \"%s\" is not a plain file name", name);
+    size_t l = strlen(name);
+    const char *ext = l > 12 && !strcmp(name + l - 12, ".safetensors") ? "" : ".safetensors";
+    if (snprintf(path, pathlen, "%s/%s%s", dir, name, ext) >= (int)pathlen)
+        return sde_fail(err, errlen, "loras: name too long");
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return sde_fail(err, errlen, "loras: no LoRA \"%s\" in %s", name, dir);
+    return 0;
+}
+
+/* Multi-word parts of diffusers / HF names that kohya's '_'-joined keys flatten. */
+static const char *const WORDS[] = {"down_blocks",
+                                    "up_blocks",
+                                    "mid_block",
+                                    "transformer_blocks",
+                                    "proj_in",
+                                    "proj_out",
+                                    "to_q",
+                                    "to_k",
+                                    "to_v",
+                                    "to_out",
+                                    "text_model",
+                                    "self_attn",
+                                    "q_proj",
+                                    "k_proj",
+                                    "v_proj",
+                                    "out_proj",
+                                    "conv_shortcut",
+                                    "time_emb_proj",
+                                    "conv_in",
+                                    "conv_out",
+                                    "time_embedding",
+                                    "linear_1",
+                                    "linear_2",
+                                    "layer_norm1",
+                                    "layer_norm2",
+                                    "final_layer_norm",
+                                    "text_projection",
+                                    "conv_norm_out",
+                                    "add_embedding"};
+
+/* "down_blocks_0_attentions_0_proj_in" -> "down_blocks.0.attentions.0.proj_in" */
+static void kohya_to_dotted(const char *k, char *out, size_t cap)
+{
+    size_t o = 0;
+    while (*k && o + 1 < cap) {
+        size_t best = 0;
+        for (size_t i = 0; i < sizeof WORDS / sizeof *WORDS; i++) {
+            size_t l = strlen(WORDS[i]);
+            if (!strncmp(k, WORDS[i], l) && (k[l] == '_' || !k[l]) && l > best) best = l;
+        }
+        if (!best)
+            while (k[best] && k[best] != '_')
+                best++;
+        if (o + best + 2 >= cap) break;
+        memcpy(out + o, k, best);
+        o += best;
+        k += best;
+        if (*k == '_') {
+            out[o++] = '.';
+            k++;
+        }
+    }
+    out[o] = 0;
+}
+
+/* The checkpoint tensor a LoRA module (prefix without .lora_down etc.) changes, or NULL. */
+static const sde_tensor *target_of(sde_ckpt *c, const sde_dn_unet_layout *L, const char *mod)
+{
+    char dotted[512], d2[600], ldm[600];
+    int unet;
+    if (!strncmp(mod, "base_model.model.", 17)) mod += 17;
+    if (!strncmp(mod, "lora_unet_", 10)) {
+        kohya_to_dotted(mod + 10, dotted, sizeof dotted);
+        unet = 1;
+    } else if (!strncmp(mod, "lora_te_", 8) || !strncmp(mod, "lora_te1_", 9)) {
+        kohya_to_dotted(mod + (mod[7] == '_' ? 8 : 9), dotted, sizeof dotted);
+        unet = 0;
+    } else if (!strncmp(mod, "unet.", 5)) {
+        snprintf(dotted, sizeof dotted, "%s", mod + 5);
+        unet = 1;
+    } else if (!strncmp(mod, "text_encoder.", 13)) {
+        snprintf(dotted, sizeof dotted, "%s", mod + 13);
+        unet = 0;
+    } else
+        return NULL;
+    snprintf(d2, sizeof d2, "%s.weight", dotted);
+    if (unet ? sde_dn_unet_to_ldm(L, d2, ldm, sizeof ldm) : sde_dn_text_to_ldm(d2, ldm, sizeof ldm))
+        return NULL;
+    return sde_ckpt_find(c, ldm);
+}
+
+/* Records t as changed. A float32 tensor used in place from the private read-only mapping is made
+ * writable (its pages become private copies) and its values saved, since the file cannot give them back
+ * through the view any more. */
+static int undo_add(sde_lora_undo **u, const sde_tensor *t, float *view, size_t n)
+{
+    if (!*u && !(*u = calloc(1, sizeof **u))) return -1;
+    sde_lora_undo *d = *u;
+    for (int i = 0; i < d->n; i++)
+        if (d->t[i] == t) return 0;
+    if (d->n == d->cap) {
+        int nc = d->cap ? 2 * d->cap : 64;
+        const sde_tensor **nt = realloc(d->t, (size_t)nc * sizeof *nt);
+        if (nt) d->t = nt;
+        float **ns = realloc(d->saved, (size_t)nc * sizeof *ns);
+        if (ns) d->saved = ns;
+        if (!nt || !ns) return -1;
+        d->cap = nc;
+    }
+    float *saved = NULL;
+    if ((const void *)view == t->data) {
+        long pg = sysconf(_SC_PAGESIZE);
+        uintptr_t a = (uintptr_t)view & ~(uintptr_t)(pg - 1);
+        if (!(saved = malloc(n * sizeof(float)))) return -1;
+        if (mprotect((void *)a, (uintptr_t)(view + n) - a, PROT_READ | PROT_WRITE)) {
+            free(saved);
+            return -1;
+        }
+        memcpy(saved, view, n * sizeof(float));
+    }
+    d->saved[d->n] = saved;
+    d->t[d->n++] = t;
+    return 0;
+}
+
+/* w[i] = f16(w[i] + d[i]) with round-to-nearest-even, F16C eight at a time where the CPU has it. */
+__attribute__((target("avx,f16c"))) static void add_round_f16c(float *w, const float *d, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_add_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(d + i));
+        _mm256_storeu_ps(w + i, _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT)));
+    }
+    for (; i < n; i++)
+        w[i] = (float)(_Float16)(w[i] + d[i]);
+}
+
+static void add_round(float *w, const float *d, size_t n, int f16)
+{
+    if (f16 && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx")) {
+        add_round_f16c(w, d, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        w[i] = f16 ? (float)(_Float16)(w[i] + d[i]) : w[i] + d[i];
+}
+
+/* Float32 copy of a LoRA tensor (any float dtype); NULL when out of memory or not a float type. */
+static float *st_f32(const sde_st_tensor *t)
+{
+    float *f = malloc((t->numel ? t->numel : 1) * sizeof(float));
+    if (f && sde_cvt_to_f32(t->dtype, t->data, t->numel, f)) {
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+/* Suffixes naming a module's parts, kohya then PEFT spelling. */
+static int part_of(const char *name, size_t *stem)
+{
+    static const char *const sfx[] = {".lora_down.weight", ".lora_up.weight", ".alpha", ".lora_A.weight",
+                                      ".lora_B.weight"};
+    static const int kind[] = {0, 1, 2, 0, 1};
+    size_t l = strlen(name);
+    for (int i = 0; i < 5; i++) {
+        size_t sl = strlen(sfx[i]);
+        if (l > sl && !strcmp(name + l - sl, sfx[i])) {
+            *stem = l - sl;
+            return kind[i];
+        }
+    }
+    return -1;
+}
+
+int sde_lora_apply(sde_ckpt *c, const char *path, float weight, sde_lora_undo **undo, int *unused, char *warn,
+                   size_t wlen, char *err, size_t errlen)
+{
+    sde_unet_config ucfg;
+    if (sde_unet_config_infer(c, &ucfg, err, errlen)) return -1;
+    sde_dn_unet_layout L = {.n_levels = ucfg.n_levels, .res_blocks = ucfg.num_res_blocks, .mid_attn = 1};
+    for (int i = 0; i < ucfg.n_levels; i++)
+        L.up_attn[i] = ucfg.attn_levels[ucfg.n_levels - 1 - i];
+    sde_st_file *f;
+    if (sde_st_open(path, &f, err, errlen)) return -1;
+    int rc = -1;
+    float *dn = NULL, *up = NULL, *delta = NULL;
+    size_t delta_cap = 0; /* one delta buffer, grown, for all modules: no page faults per module */
+    for (int i = 0; i < f->n; i++) {
+        size_t stem;
+        int k = part_of(f->t[i].name, &stem);
+        if (k < 0) {
+            (*unused)++;
+            if (warn && !*warn) snprintf(warn, wlen, "%s: unknown LoRA key %s", path, f->t[i].name);
+            continue;
+        }
+        if (k != 0) continue; /* each module is handled once, from its down matrix */
+        const sde_st_tensor *td = &f->t[i], *tu = NULL, *ta = NULL;
+        char mod[512];
+        snprintf(mod, sizeof mod, "%.*s", (int)stem, td->name);
+        for (int j = 0; j < f->n; j++) {
+            size_t s2;
+            int k2 = part_of(f->t[j].name, &s2);
+            if (k2 > 0 && s2 == stem && !strncmp(f->t[j].name, mod, stem)) *(k2 == 1 ? &tu : &ta) = &f->t[j];
+        }
+        const sde_tensor *t = target_of(c, &L, mod);
+        if (!tu || !t || td->ndim < 2 || tu->ndim < 2) {
+            *unused += 1 + (tu != NULL) + (ta != NULL);
+            if (warn && !*warn) snprintf(warn, wlen, "%s: LoRA module %s matches no weight", path, mod);
+            continue;
+        }
+        int64_t rank = td->shape[0], in = (int64_t)td->numel / rank, out = tu->shape[0];
+        int64_t n = 1;
+        for (int d = 0; d < t->ndim; d++)
+            n *= t->shape[d];
+        if ((int64_t)tu->numel != out * rank || n != out * in) {
+            rc = sde_fail(err, errlen, "%s: LoRA module %s: shapes do not fit the weight", path, mod);
+            goto out;
+        }
+        float alpha = (float)rank;
+        if (ta) {
+            float *a = st_f32(ta);
+            if (a) alpha = a[0];
+            free(a);
+        }
+        free(dn), free(up);
+        dn = st_f32(td), up = st_f32(tu);
+        if ((size_t)n > delta_cap) {
+            free(delta);
+            delta = malloc((size_t)n * sizeof(float));
+            delta_cap = delta ? (size_t)n : 0;
+        }
+        const float *wc = sde_ckpt_f32(c, t->name, t->ndim, t->shape, err, errlen);
+        if (!dn || !up || !delta || !wc) {
+            if (wc) sde_fail(err, errlen, "%s: out of memory (or not float) in LoRA module %s", path, mod);
+            goto out;
+        }
+        if (undo_add(undo, t, (float *)wc, (size_t)n)) {
+            sde_fail(err, errlen, "%s: cannot make weight %s writable: out of memory", path, t->name);
+            goto out;
+        }
+        /* delta[out][in] = up[out][r] @ down[r][in], scaled; the view is the checkpoint's converted copy */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)in, (int)rank,
+                    weight * alpha / (float)rank, up, (int)rank, dn, (int)in, 0.f, delta, (int)in);
+        /* rounded to the stored type, as the peer adds into its f16 weights */
+        add_round((float *)wc, delta, (size_t)n, t->dtype == SDE_DT_F16);
+    }
+    rc = 0;
+out:
+    free(dn), free(up), free(delta);
+    sde_st_free(f);
+    return rc;
+}
+
+void sde_lora_restore(sde_ckpt *c, sde_lora_undo *undo)
+{
+    if (!undo) return;
+    char err[256];
+    for (int i = 0; i < undo->n; i++) {
+        const sde_tensor *t = undo->t[i];
+        float *w = (float *)sde_ckpt_f32(c, t->name, t->ndim, t->shape, err, sizeof err);
+        size_t n = 1;
+        for (int d = 0; d < t->ndim; d++)
+            n *= (size_t)t->shape[d];
+        if (w && undo->saved[i])
+            memcpy(w, undo->saved[i], n * sizeof(float));
+        else if (w)
+            sde_cvt_to_f32(t->dtype, t->data, n, w);
+        free(undo->saved[i]);
+    }
+    free(undo->saved);
+    free(undo->t);
+    free(undo);
+}
