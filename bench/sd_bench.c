@@ -1,5 +1,6 @@
 /* sd_bench.c: times the engine's models on a real-shaped checkpoint: UNet seconds per 512x512 step with
- * CFG (one batch of 2), VAE decode at 512x512, text encoding, achieved GFLOP/s and peak RSS, beside the peer. */
+ * CFG (one batch of 2), VAE decode at 512x512, text encoding, achieved GFLOP/s and peak RSS, beside the peer.
+ */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,8 +101,9 @@ int main(int argc, char **argv)
     sde_unet *unet = NULL;
     sde_vae *vae = NULL;
     sde_clip *clip = NULL;
-    if (sde_unet_config_infer(ck, &ucfg, err, sizeof err) || sde_unet_build(ck, &ucfg, &unet, err, sizeof err) ||
-        sde_vae_build(ck, &vae, err, sizeof err) || sde_clip_build(ck, &clip, err, sizeof err)) {
+    if (sde_unet_config_infer(ck, &ucfg, err, sizeof err) ||
+        sde_unet_build(ck, &ucfg, &unet, err, sizeof err) || sde_vae_build(ck, &vae, err, sizeof err) ||
+        sde_clip_build(ck, &clip, err, sizeof err)) {
         fprintf(stderr, "sd_bench: %s\n", err);
         return 1;
     }
@@ -111,8 +113,7 @@ int main(int argc, char **argv)
         return 1;
     }
     char tdesc[16] = "default";
-    if (threads > 0)
-        snprintf(tdesc, sizeof tdesc, "%d", threads);
+    if (threads > 0) snprintf(tdesc, sizeof tdesc, "%d", threads);
     printf("model %s: loaded in %.1f s (%.2f GB converted to f32), BLAS threads %s\n", model, now() - t0,
            sde_ckpt_converted_bytes(ck) / 1e9, tdesc);
     printf("%-28s %10s %10s %8s\n", "", "ours", "peer", "speedup");
@@ -151,7 +152,8 @@ int main(int argc, char **argv)
         }
         step_s = total / steps;
         gflops = 2.0 * 2.0 * sde_unet_flops(unet, lh, lw, nctx) / step_s / 1e9;
-        printf("%-28s %9.2fs %9.1fs %7.2fx\n", "UNet step (CFG, batch 2)", step_s, PEER_STEP_S, PEER_STEP_S / step_s);
+        printf("%-28s %9.2fs %9.1fs %7.2fx\n", "UNet step (CFG, batch 2)", step_s, PEER_STEP_S,
+               PEER_STEP_S / step_s);
         printf("%-28s %10.1f %10s\n", "UNet GFLOP/s", gflops, "-");
         step_cpu = total_cpu / steps;
         printf("%-28s %9.2fs %9.1fs %7.2fx\n", "UNet step, cpu seconds", step_cpu, PEER_STEP_S,

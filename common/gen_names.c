@@ -58,7 +58,8 @@ int sdw_names_parse(sdw_names_kind kind, const char *name)
         if (!strcmp(name, tables[kind].rows[i].name)) return i;
     for (int i = 0; i < n; i++) {
         const sdw_name_row *r = &tables[kind].rows[i];
-        if (!strcasecmp(name, r->name) || !strcasecmp(name, r->display) || in_list(r->aliases, name)) return i;
+        if (!strcasecmp(name, r->name) || !strcasecmp(name, r->display) || in_list(r->aliases, name))
+            return i;
     }
     return -1;
 }

@@ -6,10 +6,11 @@
 #include <stddef.h>
 
 /* The rows. X(ID, canonical name, display name, aliases: "a|b" or "") per entry, in enum order. The canonical
- * name is what the API, the CLI and the frames speak; the display name is AUTOMATIC1111's spelling where A1111
- * has the sampler (the PNG parameters chunk and /sdapi use it), else the canonical one; the aliases hold
- * stable-diffusion.cpp's --sampling-method/--scheduler spellings and ComfyUI's. Parsing takes any of the three,
- * in any letter case. Adding a sampler or schedule is one row here (and its implementation in the engine). */
+ * name is what the API, the CLI and the frames speak; the display name is AUTOMATIC1111's spelling where
+ * A1111 has the sampler (the PNG parameters chunk and /sdapi use it), else the canonical one; the aliases
+ * hold stable-diffusion.cpp's --sampling-method/--scheduler spellings and ComfyUI's. Parsing takes any of the
+ * three, in any letter case. Adding a sampler or schedule is one row here (and its implementation in the
+ * engine). */
 #define SDW_SAMPLER_ROWS(X)                                                                                  \
     X(EULER, "euler", "Euler", "")                                                                           \
     X(EULER_A, "euler_a", "Euler a", "euler_ancestral")                                                      \

@@ -31,10 +31,8 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void sdw_log_init(int level, int json, const char *component)
 {
-    if (level < SDW_LOG_DEBUG)
-        level = SDW_LOG_DEBUG;
-    if (level > SDW_LOG_ERROR)
-        level = SDW_LOG_ERROR;
+    if (level < SDW_LOG_DEBUG) level = SDW_LOG_DEBUG;
+    if (level > SDW_LOG_ERROR) level = SDW_LOG_ERROR;
     g_level = level;
     g_json = json ? 1 : 0;
     snprintf(g_comp, sizeof g_comp, "%s", component ? component : "");
@@ -42,13 +40,10 @@ void sdw_log_init(int level, int json, const char *component)
 
 int sdw_log_level_parse(const char *s)
 {
-    if (!s)
-        return -1;
+    if (!s) return -1;
     for (int i = 0; i < 4; i++)
-        if (!strcasecmp(s, level_names[i]))
-            return i;
-    if (!strcasecmp(s, "warning"))
-        return SDW_LOG_WARN;
+        if (!strcasecmp(s, level_names[i])) return i;
+    if (!strcasecmp(s, "warning")) return SDW_LOG_WARN;
     return -1;
 }
 
@@ -59,14 +54,16 @@ typedef struct {
     int full; /* a value was cut: every later field is dropped */
 } line_t;
 
-static size_t room(const line_t *l) { return l->len + LOG_TAIL_RESERVE < sizeof l->buf ? sizeof l->buf - LOG_TAIL_RESERVE - l->len : 0; }
+static size_t room(const line_t *l)
+{
+    return l->len + LOG_TAIL_RESERVE < sizeof l->buf ? sizeof l->buf - LOG_TAIL_RESERVE - l->len : 0;
+}
 
 /* Raw append for fixed text; uses the reserve, which the callers size for. The common case is split out
  * so that appending a literal inlines to a fixed-size copy. */
 static __attribute__((noinline)) void put_raw_cut(line_t *l, const char *s, size_t n)
 {
-    if (l->len + n > sizeof l->buf - 1)
-        n = sizeof l->buf - 1 - l->len;
+    if (l->len + n > sizeof l->buf - 1) n = sizeof l->buf - 1 - l->len;
     memcpy(l->buf + l->len, s, n);
     l->len += n;
 }
@@ -79,7 +76,10 @@ static inline void put_raw(line_t *l, const char *s, size_t n)
     memcpy(l->buf + l->len, s, n);
     l->len += n;
 }
-static void put_str(line_t *l, const char *s) { put_raw(l, s, strlen(s)); }
+static void put_str(line_t *l, const char *s)
+{
+    put_raw(l, s, strlen(s));
+}
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if it is not one. */
 static size_t utf8_len(const unsigned char *s, size_t n)
@@ -87,8 +87,7 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     unsigned c = s[0];
     size_t need;
     unsigned min;
-    if (c < 0x80)
-        return 1;
+    if (c < 0x80) return 1;
     if (c >= 0xC2 && c <= 0xDF)
         need = 2, min = 0x80;
     else if (c >= 0xE0 && c <= 0xEF)
@@ -97,16 +96,13 @@ static size_t utf8_len(const unsigned char *s, size_t n)
         need = 4, min = 0x10000;
     else
         return 0;
-    if (n < need)
-        return 0;
+    if (n < need) return 0;
     unsigned cp = c & (0x7F >> need);
     for (size_t i = 1; i < need; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
+        if ((s[i] & 0xC0) != 0x80) return 0;
         cp = (cp << 6) | (s[i] & 0x3F);
     }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
     return need;
 }
 
@@ -163,19 +159,16 @@ static int needs_quotes(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t n = strlen(s);
-    if (!n)
-        return 1;
+    if (!n) return 1;
     for (size_t i = 0; i < n;) {
         unsigned c = p[i];
-        if (c <= 0x20 || c == '"' || c == '=' || c == '\\' || c == 0x7F)
-            return 1;
+        if (c <= 0x20 || c == '"' || c == '=' || c == '\\' || c == 0x7F) return 1;
         if (c < 0x80) {
             i++;
             continue;
         }
         size_t u = utf8_len(p + i, n - i);
-        if (!u)
-            return 1;
+        if (!u) return 1;
         i += u;
     }
     return 0;
@@ -215,8 +208,7 @@ static void put_key(line_t *l, const char *k)
         char o = (c > 0x20 && c < 0x7F && c != '=' && c != '"' && c != '\\') ? (char)c : '_';
         put_raw(l, &o, 1);
     }
-    if (!n)
-        put_str(l, "_");
+    if (!n) put_str(l, "_");
 }
 
 /* Appends v, whose plain_len is n: copied whole when it is plain and fits (the very bytes the byte-by-byte
@@ -233,10 +225,8 @@ static void put_value(line_t *l, const char *v, size_t n, int json)
 
 static void put_field(line_t *l, const char *key, const char *val)
 {
-    if (l->full)
-        return;
-    if (!val)
-        val = "";
+    if (l->full) return;
+    if (!val) val = "";
     if (g_json) {
         put_str(l, ",\"");
         put_value(l, key, plain_len(key, 1), 1);
@@ -253,11 +243,9 @@ static void put_field(line_t *l, const char *key, const char *val)
             return;
         }
         int q = needs_quotes(val);
-        if (q)
-            put_str(l, "\"");
+        if (q) put_str(l, "\"");
         put_escaped(l, val, 0);
-        if (q)
-            put_str(l, "\"");
+        if (q) put_str(l, "\"");
     }
 }
 
@@ -271,27 +259,21 @@ static const char *json_number(char *s)
     while (n && s[n - 1] == ' ')
         s[--n] = 0;
     const char *p = s;
-    if (*p == '-')
-        p++;
-    if (!(*p >= '0' && *p <= '9'))
-        return NULL;
-    if (*p == '0' && p[1] >= '0' && p[1] <= '9')
-        return NULL;
+    if (*p == '-') p++;
+    if (!(*p >= '0' && *p <= '9')) return NULL;
+    if (*p == '0' && p[1] >= '0' && p[1] <= '9') return NULL;
     while (*p >= '0' && *p <= '9')
         p++;
     if (*p == '.') {
         p++;
-        if (!(*p >= '0' && *p <= '9'))
-            return NULL;
+        if (!(*p >= '0' && *p <= '9')) return NULL;
         while (*p >= '0' && *p <= '9')
             p++;
     }
     if (*p == 'e' || *p == 'E') {
         p++;
-        if (*p == '+' || *p == '-')
-            p++;
-        if (!(*p >= '0' && *p <= '9'))
-            return NULL;
+        if (*p == '+' || *p == '-') p++;
+        if (!(*p >= '0' && *p <= '9')) return NULL;
         while (*p >= '0' && *p <= '9')
             p++;
     }
@@ -302,8 +284,7 @@ static const char *json_number(char *s)
  * quotes). */
 static void put_number(line_t *l, const char *key, const char *num)
 {
-    if (l->full)
-        return;
+    if (l->full) return;
     if (!g_json) {
         put_field(l, key, num);
         return;
@@ -382,10 +363,8 @@ static void write_all(const char *buf, size_t len)
     size_t off = 0;
     while (off < len) {
         ssize_t w = write(STDERR_FILENO, buf + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
         off += (size_t)w;
     }
 }
@@ -410,22 +389,25 @@ static void batch_write(void)
 /* fork() from the owner: the parent's lines go out first, so none is written twice or reordered. */
 static void batch_before_fork(void)
 {
-    if (t_batch_owner)
-        batch_write();
+    if (t_batch_owner) batch_write();
 }
 
 /* A child forked by another thread holds a copy of lines that belong to the parent: drop them. */
-static void batch_forget_in_child(void) { g_batch_len = 0; }
+static void batch_forget_in_child(void)
+{
+    g_batch_len = 0;
+}
 
-static void batch_at_exit(void) { sdw_log_flush(); }
+static void batch_at_exit(void)
+{
+    sdw_log_flush();
+}
 
 /* Makes the calling thread the batch's owner if nobody is yet; returns whether it is the owner. */
 static int batch_claim(void)
 {
-    if (t_batch_owner)
-        return 1;
-    if (__atomic_exchange_n(&g_batch_claimed, 1, __ATOMIC_ACQ_REL))
-        return 0;
+    if (t_batch_owner) return 1;
+    if (__atomic_exchange_n(&g_batch_claimed, 1, __ATOMIC_ACQ_REL)) return 0;
     t_batch_owner = 1;
     pthread_atfork(batch_before_fork, NULL, batch_forget_in_child);
     atexit(batch_at_exit);
@@ -460,8 +442,7 @@ static void line_defer(line_t *l)
         return;
     }
     int saved = errno;
-    if (g_batch_len + l->len > sizeof g_batch)
-        batch_write();
+    if (g_batch_len + l->len > sizeof g_batch) batch_write();
     if (l->len > sizeof g_batch)
         write_all(l->buf, l->len); /* longer than any batch: alone, as an immediate line would be */
     else {
@@ -473,14 +454,16 @@ static void line_defer(line_t *l)
 
 void sdw_log_flush(void)
 {
-    if (!t_batch_owner)
-        return;
+    if (!t_batch_owner) return;
     int saved = errno;
     batch_write();
     errno = saved;
 }
 
-static int level_ok(int level) { return level >= g_level && level >= SDW_LOG_DEBUG && level <= SDW_LOG_ERROR; }
+static int level_ok(int level)
+{
+    return level >= g_level && level >= SDW_LOG_DEBUG && level <= SDW_LOG_ERROR;
+}
 
 /* ---- fields from a printf-style format ----
  * "slot=%d device=%s reason=\"a b\" size=%dx%d": space-separated key=value fields whose values are
@@ -501,8 +484,7 @@ static size_t fmt_conv(const char *fmt, va_list *ap, char *out, size_t cap, int 
         spec[si++] = fmt[i++];
     for (int part = 0; part < 2; part++) { /* width, then precision after '.' */
         if (part == 1) {
-            if (fmt[i] != '.')
-                break;
+            if (fmt[i] != '.') break;
             spec[si++] = fmt[i++];
         }
         if (fmt[i] == '*') {
@@ -519,8 +501,7 @@ static size_t fmt_conv(const char *fmt, va_list *ap, char *out, size_t cap, int 
         len[ln++] = fmt[i], spec[si++] = fmt[i++];
     len[ln] = 0;
     char conv = fmt[i];
-    if (!conv)
-        return i;
+    if (!conv) return i;
     spec[si++] = conv;
     spec[si] = 0;
     i++;
@@ -575,8 +556,7 @@ static size_t fmt_conv(const char *fmt, va_list *ap, char *out, size_t cap, int 
     }
     case 's': {
         const char *v = va_arg(*ap, const char *);
-        if (!v)
-            v = "(null)";
+        if (!v) v = "(null)";
         if (si == 2) /* plain %s: no width or precision to apply */
             snprintf(out, cap, "%s", v);
         else
@@ -606,8 +586,7 @@ static void put_fields(line_t *l, const char *fmt, va_list ap0)
     while (*p && !l->full) {
         while (*p == ' ')
             p++;
-        if (!*p)
-            break;
+        if (!*p) break;
         size_t kn = 0;
         while (*p && *p != '=' && *p != ' ')
             key[kn < sizeof key - 1 ? kn++ : kn] = *p++;
@@ -632,13 +611,11 @@ static void put_fields(line_t *l, const char *fmt, va_list ap0)
                     piece = p++, pn = 1;
                     n_lit++;
                 }
-                if (pn > sizeof val - 1 - vn)
-                    pn = sizeof val - 1 - vn;
+                if (pn > sizeof val - 1 - vn) pn = sizeof val - 1 - vn;
                 memcpy(val + vn, piece, pn);
                 vn += pn;
             }
-            if (quoted && *p == '"')
-                p++;
+            if (quoted && *p == '"') p++;
         }
         val[vn] = 0;
         if (n_conv == 1 && !n_lit && numeric && json_number(val))
@@ -651,8 +628,7 @@ static void put_fields(line_t *l, const char *fmt, va_list ap0)
 
 void sdw_log(int level, const char *event, const char *fmt, ...)
 {
-    if (!level_ok(level))
-        return;
+    if (!level_ok(level)) return;
     line_t l;
     line_begin(&l, level, event ? event : "");
     va_list ap;
@@ -665,8 +641,7 @@ void sdw_log(int level, const char *event, const char *fmt, ...)
 
 void sdw_log_deferred(int level, const char *event, const char *fmt, ...)
 {
-    if (!level_ok(level))
-        return;
+    if (!level_ok(level)) return;
     line_t l;
     line_begin(&l, level, event ? event : "");
     va_list ap;

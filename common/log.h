@@ -5,7 +5,8 @@
 
 enum { SDW_LOG_DEBUG = 0, SDW_LOG_INFO, SDW_LOG_WARN, SDW_LOG_ERROR };
 
-/** Sets the threshold, the output form (0 key=value, 1 JSON) and the component name ("supervisor", "worker"). */
+/** Sets the threshold, the output form (0 key=value, 1 JSON) and the component name ("supervisor", "worker").
+ */
 void sdw_log_init(int level, int json, const char *component);
 /** Parses "debug|info|warn|error"; -1 if unknown. */
 int sdw_log_level_parse(const char *s);
@@ -21,7 +22,8 @@ void sdw_log(int level, const char *event, const char *fmt, ...) __attribute__((
  * warnings and errors are written at once. For per-request lines on an event loop, which flushes once per
  * iteration: one write(2) for many lines. The first thread to call it owns the batch; lines other threads
  * defer are written at once. */
-void sdw_log_deferred(int level, const char *event, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void sdw_log_deferred(int level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /** Writes the deferred lines of the calling thread's batch now (nothing if it holds none). */
 void sdw_log_flush(void);
 

@@ -46,8 +46,8 @@ static int parse_listen(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
             memcpy(host, s, (size_t)(colon - s));
             host[colon - s] = 0;
             for (const char *h = host; *h && ok; h++)
-                ok = (*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') || (*h >= '0' && *h <= '9') || *h == '.' ||
-                     *h == '-';
+                ok = (*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') || (*h >= '0' && *h <= '9') ||
+                     *h == '.' || *h == '-';
         }
     }
     if (!ok) {
@@ -75,8 +75,7 @@ static int parse_listen(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
 static int node_id_ok(const char *s)
 {
     size_t n = strlen(s);
-    if (n < 1 || n > 32)
-        return 0;
+    if (n < 1 || n > 32) return 0;
     for (size_t i = 0; i < n; i++)
         if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
               s[i] == '_' || s[i] == '-'))
@@ -89,8 +88,7 @@ static int node_id_ok(const char *s)
 static void default_node_id(char out[33])
 {
     char h[256] = "";
-    if (gethostname(h, sizeof h - 1) != 0 || !h[0])
-        snprintf(h, sizeof h, "node");
+    if (gethostname(h, sizeof h - 1) != 0 || !h[0]) snprintf(h, sizeof h, "node");
     h[sizeof h - 1] = 0;
     size_t n = strlen(h);
     for (size_t i = 0; i < n; i++)
@@ -159,8 +157,7 @@ static int parse_cpus(const char *s, char *out, size_t outlen, const char **why)
     }
     size_t o = 0;
     for (int i = 0; i < CFG_MAX_CPU; i++) {
-        if (!bits[i])
-            continue;
+        if (!bits[i]) continue;
         int j = i;
         while (j + 1 < CFG_MAX_CPU && bits[j + 1])
             j++;
@@ -218,8 +215,7 @@ static void sec_model(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg, int 
         *bad = 1;
         return;
     }
-    if (w == 0)
-        return;
+    if (w == 0) return;
     sdw_yt_walk_map(c, v, "model", known, k, val);
     const char *s;
     if (!sdw_yt_is_null(val[0]) && sdw_yt_get_str(c, val[0], "model.path", &s) == 0) {
@@ -279,7 +275,8 @@ static int parse_device(sdw_yt_ctx *c, const sdw_yt_node *v, int i, sdw_device_c
         }
         snprintf(path, sizeof path, "%s.threads", where);
         if (!sdw_yt_is_null(val[2])) sdw_yt_get_int32(c, val[2], path, 0, 1024, &d->threads);
-        snprintf(d->name, sizeof d->name, "cpu:%.27s", d->cpus[0] ? d->cpus : "all"); /* parse_cpus kept it <= 27 */
+        snprintf(d->name, sizeof d->name, "cpu:%.27s",
+                 d->cpus[0] ? d->cpus : "all"); /* parse_cpus kept it <= 27 */
     } else {
         if (val[1]) sdw_yt_error(c, SDW_YT_AT(k[1]), "%s.cpus: only applies to kind cpu", where);
         if (val[2]) sdw_yt_error(c, SDW_YT_AT(k[2]), "%s.threads: only applies to kind cpu", where);
@@ -312,8 +309,7 @@ static void sec_devices(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
         return;
     }
     for (int i = 0; i < v->n; i++) {
-        if (parse_device(c, v->kid[i], i, &d[i]) != 0)
-            continue;
+        if (parse_device(c, v->kid[i], i, &d[i]) != 0) continue;
         for (int j = 0; j < i; j++)
             if (d[j].name[0] && !strcmp(d[j].name, d[i].name)) {
                 sdw_yt_error(c, SDW_YT_AT(v->kid[i]),
@@ -430,8 +426,7 @@ static void sec_workers(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
 /* An origin is "*" or scheme://host[:port] with nothing a header value could be broken with. */
 static int origin_ok(const char *s)
 {
-    if (!strcmp(s, "*"))
-        return 1;
+    if (!strcmp(s, "*")) return 1;
     const char *rest;
     if (!strncmp(s, "http://", 7))
         rest = s + 7;
@@ -439,11 +434,9 @@ static int origin_ok(const char *s)
         rest = s + 8;
     else
         return 0;
-    if (!*rest || strlen(s) > 255)
-        return 0;
+    if (!*rest || strlen(s) > 255) return 0;
     for (const char *p = rest; *p; p++)
-        if (*p <= ' ' || *p == 0x7F || *p == '/' || *p == ',' || *p == '"' || *p == '\\')
-            return 0;
+        if (*p <= ' ' || *p == 0x7F || *p == '/' || *p == ',' || *p == '"' || *p == '\\') return 0;
     return 1;
 }
 
@@ -620,8 +613,7 @@ void sdw_config_defaults(sdw_config *cfg)
 
 void sdw_config_free(sdw_config *cfg)
 {
-    if (!cfg)
-        return;
+    if (!cfg) return;
     free(cfg->file);
     free(cfg->listen_host);
     free(cfg->node_id);
@@ -640,11 +632,11 @@ void sdw_config_free(sdw_config *cfg)
     memset(cfg, 0, sizeof *cfg);
 }
 
-int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_config *cfg, char *err, size_t errlen)
+int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_config *cfg, char *err,
+                           size_t errlen)
 {
     sdw_yt_ctx c = {.file = file ? file : "<config>", .text = yaml ? yaml : "", .textlen = yaml ? len : 0};
-    if (err && errlen)
-        err[0] = 0;
+    if (err && errlen) err[0] = 0;
     sdw_config_defaults(cfg);
     if (!cfg->listen_host || !cfg->node_id || !cfg->tokenizer_path || !cfg->prediction || !cfg->devices ||
         !cfg->cors_origins || !cfg->server_names || !(cfg->file = strdup(c.file))) {
@@ -670,8 +662,9 @@ int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_c
         sdw_yt_free(root);
         goto fail;
     }
-    static const char *const known[] = {"listen", "node_id", "model", "devices", "queue", "limits", "workers",
-                                        "cors",   "log",     "metrics", "server", "auth",  "server_names", NULL};
+    static const char *const known[] = {"listen", "node_id", "model",        "devices", "queue",
+                                        "limits", "workers", "cors",         "log",     "metrics",
+                                        "server", "auth",    "server_names", NULL};
     const sdw_yt_node *k[13], *val[13];
     sdw_yt_walk_map(&c, top, "", known, k, val);
     const char *s;
@@ -686,8 +679,7 @@ int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_c
     }
     int model_bad = 0;
     sec_model(&c, val[2], cfg, &model_bad);
-    if (k[3])
-        sec_devices(&c, val[3], cfg);
+    if (k[3]) sec_devices(&c, val[3], cfg);
     sec_queue(&c, val[4], cfg);
     sec_limits(&c, val[5], cfg);
     sec_workers(&c, val[6], cfg);
@@ -706,8 +698,7 @@ int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_c
                      "/var/lib/sd-worker/models/model.safetensors)");
     }
     sdw_yt_free(root);
-    if (c.nerr)
-        goto fail;
+    if (c.nerr) goto fail;
     return 0;
 fail:
     sdw_yt_errors_finish(&c, err, errlen);
@@ -719,29 +710,25 @@ int sdw_config_load(const char *path, sdw_config *cfg, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
     if (!path) {
-        if (err && errlen)
-            snprintf(err, errlen, "no config file given");
+        if (err && errlen) snprintf(err, errlen, "no config file given");
         return -1;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+        if (err && errlen) snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: not a regular file", path);
+        if (err && errlen) snprintf(err, errlen, "%s: not a regular file", path);
         close(fd);
         return -1;
     }
     if (st.st_size > CFG_MAX_BYTES) {
         if (err && errlen)
-            snprintf(err, errlen, "%s: config is too large (%lld bytes; at most %d)", path, (long long)st.st_size,
-                     CFG_MAX_BYTES);
+            snprintf(err, errlen, "%s: config is too large (%lld bytes; at most %d)", path,
+                     (long long)st.st_size, CFG_MAX_BYTES);
         close(fd);
         return -1;
     }
@@ -749,8 +736,7 @@ int sdw_config_load(const char *path, sdw_config *cfg, char *err, size_t errlen)
     char *buf = malloc(cap);
     if (!buf) {
         close(fd);
-        if (err && errlen)
-            snprintf(err, errlen, "%s: out of memory", path);
+        if (err && errlen) snprintf(err, errlen, "%s: out of memory", path);
         return -1;
     }
     for (;;) {
@@ -767,25 +753,21 @@ int sdw_config_load(const char *path, sdw_config *cfg, char *err, size_t errlen)
             if (!nb) {
                 free(buf);
                 close(fd);
-                if (err && errlen)
-                    snprintf(err, errlen, "%s: out of memory", path);
+                if (err && errlen) snprintf(err, errlen, "%s: out of memory", path);
                 return -1;
             }
             buf = nb, cap *= 2;
         }
         ssize_t r = read(fd, buf + len, cap - len);
-        if (r < 0 && errno == EINTR)
-            continue;
+        if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
             int e = errno;
             free(buf);
             close(fd);
-            if (err && errlen)
-                snprintf(err, errlen, "%s: cannot read: %s", path, strerror(e));
+            if (err && errlen) snprintf(err, errlen, "%s: cannot read: %s", path, strerror(e));
             return -1;
         }
-        if (r == 0)
-            break;
+        if (r == 0) break;
         len += (size_t)r;
     }
     close(fd);

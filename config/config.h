@@ -57,17 +57,19 @@ typedef struct {
     int metrics_needs_key;  /* auth.protect_metrics: /metrics asks for a key too (default true) */
     int max_queued_per_key; /* auth.max_queued_per_key: unfinished jobs one key may have; 0 = no limit */
 
-    int log_level;   /* SDW_LOG_* from common/log.h */
-    int log_json;    /* log: { format: json } */
-    int metrics;     /* metrics: { enabled: true } -> GET /metrics */
+    int log_level; /* SDW_LOG_* from common/log.h */
+    int log_json;  /* log: { format: json } */
+    int metrics;   /* metrics: { enabled: true } -> GET /metrics */
 } sdw_config;
 
 /** Fills every default (model_path stays NULL). */
 void sdw_config_defaults(sdw_config *cfg);
-/** Reads and validates path. 0, or -1 with "path:line:col: message" in err (cfg then holds nothing to free). */
+/** Reads and validates path. 0, or -1 with "path:line:col: message" in err (cfg then holds nothing to free).
+ */
 int sdw_config_load(const char *path, sdw_config *cfg, char *err, size_t errlen);
 /** Same from a string (file is the name used in messages). */
-int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_config *cfg, char *err, size_t errlen);
+int sdw_config_load_string(const char *yaml, size_t len, const char *file, sdw_config *cfg, char *err,
+                           size_t errlen);
 void sdw_config_free(sdw_config *cfg);
 
 #endif

@@ -36,7 +36,8 @@ static void flush_soon(sdw_srv *s)
     }
 }
 
-/* The peer's numeric address; IPv4 by hand, as h2o's helper formats it with sprintf (it showed in profiles). */
+/* The peer's numeric address; IPv4 by hand, as h2o's helper formats it with sprintf (it showed in profiles).
+ */
 static void peer_name(h2o_req_t *req, char *peer, size_t cap)
 {
     peer[0] = '\0';
@@ -49,8 +50,7 @@ static void peer_name(h2o_req_t *req, char *peer, size_t cap)
         const unsigned char *b = (const unsigned char *)&((struct sockaddr_in *)&sa)->sin_addr;
         size_t o = 0;
         for (int i = 0; i < 4; i++) {
-            if (i)
-                peer[o++] = '.';
+            if (i) peer[o++] = '.';
             o += sdw_fmt_u64(peer + o, b[i]);
         }
         return;
@@ -68,8 +68,7 @@ static const char *method_label(h2o_iovec_t m)
 {
     static const char *const known[] = {"GET", "HEAD", "POST", "DELETE", "OPTIONS", "PUT", "PATCH"};
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-        if (h2o_memis(m.base, m.len, known[i], strlen(known[i])))
-            return known[i];
+        if (h2o_memis(m.base, m.len, known[i], strlen(known[i]))) return known[i];
     return "other";
 }
 
@@ -87,8 +86,7 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
                               ? sdw_route_pattern(r)
                               : sdw_api_route_pattern(req->path_normalized.base, req->path_normalized.len);
     sdw_metrics_http(s->metrics, method, pattern, status);
-    if (s->cfg->log_level > SDW_LOG_INFO)
-        return; /* the line would be dropped: skip building it */
+    if (s->cfg->log_level > SDW_LOG_INFO) return; /* the line would be dropped: skip building it */
 
     struct timeval now;
     gettimeofday(&now, NULL);

@@ -31,8 +31,10 @@ int sdw_engine_path(char *out, size_t outlen, char *err, size_t errlen)
                 return 0;
         }
     }
-    if ((size_t)snprintf(out, outlen, "%s/sd-worker-engine", SDW_LIBEXECDIR) < outlen && access(out, X_OK) == 0)
+    if ((size_t)snprintf(out, outlen, "%s/sd-worker-engine", SDW_LIBEXECDIR) < outlen &&
+        access(out, X_OK) == 0)
         return 0;
-    snprintf(err, errlen, "sd-worker-engine not found beside this program nor in %s (set SDW_ENGINE)", SDW_LIBEXECDIR);
+    snprintf(err, errlen, "sd-worker-engine not found beside this program nor in %s (set SDW_ENGINE)",
+             SDW_LIBEXECDIR);
     return -1;
 }

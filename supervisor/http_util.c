@@ -9,19 +9,32 @@
 static const char *reason_of(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
+    case 200:
+        return "OK";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
     }
     return "Unknown";
 }
@@ -54,12 +67,10 @@ int sdw_http_origin_allowed(sdw_srv *s, h2o_req_t *req)
 {
     size_t olen;
     const char *origin = sdw_http_header(req, "origin", &olen);
-    if (!origin)
-        return 1;
+    if (!origin) return 1;
     for (int i = 0; i < s->cfg->n_cors_origins; i++) {
         const char *o = s->cfg->cors_origins[i];
-        if (!strcmp(o, "*") || (strlen(o) == olen && !memcmp(o, origin, olen)))
-            return 1;
+        if (!strcmp(o, "*") || (strlen(o) == olen && !memcmp(o, origin, olen))) return 1;
     }
     return 0;
 }
@@ -70,17 +81,18 @@ static void add_cors(sdw_srv *s, h2o_req_t *req)
 {
     size_t olen;
     const char *origin = sdw_http_header(req, "origin", &olen);
-    if (!origin)
-        return;
+    if (!origin) return;
     for (int i = 0; i < s->cfg->n_cors_origins; i++) {
         const char *o = s->cfg->cors_origins[i];
         if (!strcmp(o, "*")) {
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, H2O_STRLIT("*"));
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL,
+                           H2O_STRLIT("*"));
             break;
         }
         if (strlen(o) == olen && !memcmp(o, origin, olen)) {
             h2o_iovec_t v = h2o_strdup(&req->pool, origin, olen);
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, v.base, v.len);
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, v.base,
+                           v.len);
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Origin"));
             break;
         }
@@ -94,10 +106,12 @@ void sdw_http_prepare(sdw_srv *s, h2o_req_t *req, int status, const char *conten
     req->res.reason = reason_of(status);
     add_cors(s, req);
     if (content_type)
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                       strlen(content_type));
 }
 
-void sdw_http_send(sdw_srv *s, h2o_req_t *req, int status, const char *content_type, const char *body, size_t len)
+void sdw_http_send(sdw_srv *s, h2o_req_t *req, int status, const char *content_type, const char *body,
+                   size_t len)
 {
     sdw_http_prepare(s, req, status, content_type);
     req->res.content_length = len;
@@ -115,7 +129,8 @@ void sdw_http_send_json(sdw_srv *s, h2o_req_t *req, int status, json_t *body)
         memcpy(buf, small, n);
     else if (!buf || json_dumpb(body, buf, n, SDW_JSON_DUMP_FLAGS) != n) {
         json_decref(body);
-        static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\",\"field\":null}}\n";
+        static const char oom[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\",\"field\":null}}\n";
         sdw_http_send(s, req, 500, "application/json", oom, sizeof oom - 1);
         return;
     }
@@ -140,7 +155,8 @@ void sdw_http_send_error(sdw_srv *s, h2o_req_t *req, const sdw_api_error *e)
                                  sdw_json_str(e->field[0] ? e->field : NULL)));
 }
 
-void sdw_http_errorf(sdw_srv *s, h2o_req_t *req, int status, const char *code, const char *field, const char *fmt, ...)
+void sdw_http_errorf(sdw_srv *s, h2o_req_t *req, int status, const char *code, const char *field,
+                     const char *fmt, ...)
 {
     sdw_api_error e;
     char msg[sizeof e.message];

@@ -56,18 +56,24 @@ static uint64_t random_u64(void)
 const char *sdw_job_status_name(sdw_job_status st)
 {
     switch (st) {
-    case SDW_JST_QUEUED: return "queued";
-    case SDW_JST_RUNNING: return "running";
-    case SDW_JST_COMPLETE: return "complete";
-    case SDW_JST_ERROR: return "error";
-    case SDW_JST_CANCELLED: return "cancelled";
+    case SDW_JST_QUEUED:
+        return "queued";
+    case SDW_JST_RUNNING:
+        return "running";
+    case SDW_JST_COMPLETE:
+        return "complete";
+    case SDW_JST_ERROR:
+        return "error";
+    case SDW_JST_CANCELLED:
+        return "cancelled";
     }
     return "?";
 }
 
 int sdw_job_ended(const sdw_job *job)
 {
-    return job->status == SDW_JST_COMPLETE || job->status == SDW_JST_ERROR || job->status == SDW_JST_CANCELLED;
+    return job->status == SDW_JST_COMPLETE || job->status == SDW_JST_ERROR ||
+           job->status == SDW_JST_CANCELLED;
 }
 
 /* ---- hash ---- */
@@ -82,8 +88,7 @@ static int hash_grow(sdw_jobs *J)
 {
     size_t nb = J->n_buckets * 2;
     sdw_job **b = calloc(nb, sizeof *b);
-    if (!b)
-        return -1;
+    if (!b) return -1;
     sdw_job **old = J->buckets;
     size_t on = J->n_buckets;
     J->buckets = b;
@@ -102,8 +107,7 @@ static int hash_grow(sdw_jobs *J)
 sdw_job *sdw_jobs_get(sdw_jobs *J, uint64_t num)
 {
     for (sdw_job *j = J->buckets[bucket_of(J, num)]; j; j = j->h_next)
-        if (j->num == num)
-            return j;
+        if (j->num == num) return j;
     return NULL;
 }
 
@@ -120,19 +124,16 @@ static void hash_remove(sdw_jobs *J, sdw_job *job)
 static int tomb_has(const sdw_jobs *J, uint64_t num)
 {
     for (int i = 0; i < J->tomb_len; i++)
-        if (J->tomb[i] == num)
-            return 1;
+        if (J->tomb[i] == num) return 1;
     return 0;
 }
 
 static void tomb_add(sdw_jobs *J, uint64_t num)
 {
-    if (J->tomb_cap <= 0)
-        return;
+    if (J->tomb_cap <= 0) return;
     J->tomb[J->tomb_next] = num;
     J->tomb_next = (J->tomb_next + 1) % J->tomb_cap;
-    if (J->tomb_len < J->tomb_cap)
-        J->tomb_len++;
+    if (J->tomb_len < J->tomb_cap) J->tomb_len++;
 }
 
 /* ---- lists: a job is on at most one of the queue and the ended list ---- */
@@ -179,30 +180,26 @@ void sdw_job_subscribe(sdw_job *job, sdw_job_sub *sub)
     sub->job = job;
     sub->prev = NULL;
     sub->next = job->subs;
-    if (job->subs)
-        job->subs->prev = sub;
+    if (job->subs) job->subs->prev = sub;
     job->subs = sub;
 }
 
 void sdw_job_unsubscribe(sdw_job_sub *sub)
 {
     sdw_job *job = sub->job;
-    if (!job)
-        return;
+    if (!job) return;
     if (sub->prev)
         sub->prev->next = sub->next;
     else
         job->subs = sub->next;
-    if (sub->next)
-        sub->next->prev = sub->prev;
+    if (sub->next) sub->next->prev = sub->prev;
     sub->prev = sub->next = NULL;
     sub->job = NULL;
 }
 
 static void emit(sdw_jobs *J, sdw_job *job, sdw_job_event ev)
 {
-    if (J->ops.on_event)
-        J->ops.on_event(J->ud, job, ev);
+    if (J->ops.on_event) J->ops.on_event(J->ud, job, ev);
     /* a subscriber may unsubscribe itself while it is called; never another one */
     for (sdw_job_sub *s = job->subs, *next; s; s = next) {
         next = s->next;
@@ -231,8 +228,7 @@ static void renumber(sdw_jobs *J)
 sdw_jobs *sdw_jobs_new(const sdw_jobs_config *cfg, const sdw_jobs_ops *ops, void *ud)
 {
     sdw_jobs *J = calloc(1, sizeof *J);
-    if (!J)
-        return NULL;
+    if (!J) return NULL;
     J->cfg = *cfg;
     snprintf(J->node_id, sizeof J->node_id, "%s", cfg->node_id ? cfg->node_id : "");
     J->cfg.node_id = J->node_id;
@@ -261,8 +257,7 @@ static void job_free(sdw_job *job)
 
 void sdw_jobs_free(sdw_jobs *J)
 {
-    if (!J)
-        return;
+    if (!J) return;
     for (size_t i = 0; i < J->n_buckets; i++)
         for (sdw_job *j = J->buckets[i], *next; j; j = next) {
             next = j->h_next;
@@ -277,15 +272,15 @@ void sdw_jobs_free(sdw_jobs *J)
 int sdw_jobs_submit(sdw_jobs *J, sdw_gen_request *req, double now, sdw_job **out, sdw_api_error *e)
 {
     if (J->paused)
-        return sdw_api_error_set(e, 503, "shutting_down", NULL, "the service is shutting down and takes no new jobs");
+        return sdw_api_error_set(e, 503, "shutting_down", NULL,
+                                 "the service is shutting down and takes no new jobs");
     if (J->n_queued >= J->cfg.capacity)
-        return sdw_api_error_set(e, 429, "queue_full", NULL, "the queue is full (%d jobs waiting); retry later",
-                                 J->n_queued);
+        return sdw_api_error_set(e, 429, "queue_full", NULL,
+                                 "the queue is full (%d jobs waiting); retry later", J->n_queued);
     if ((size_t)J->n_jobs >= J->n_buckets && hash_grow(J) != 0)
         return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
     sdw_job *job = calloc(1, sizeof *job);
-    if (!job)
-        return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
+    if (!job) return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
     do
         job->num = random_u64();
     while (job->num == 0 || sdw_jobs_get(J, job->num) || tomb_has(J, job->num));
@@ -324,8 +319,7 @@ static int parse_hex16(const char *s, uint64_t *out)
     for (int i = 0; i < 16; i++) {
         char c = s[i];
         int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0)
-            return -1;
+        if (d < 0) return -1;
         x = x << 4 | (uint64_t)d;
     }
     *out = x;
@@ -338,7 +332,8 @@ sdw_jobs_lookup sdw_jobs_find(sdw_jobs *J, const char *id, size_t len, sdw_job *
     size_t want = nl ? nl + 1 + 16 : 16;
     uint64_t num;
     *out = NULL;
-    if (len != want || (nl && (memcmp(id, J->node_id, nl) || id[nl] != '-')) || parse_hex16(id + len - 16, &num))
+    if (len != want || (nl && (memcmp(id, J->node_id, nl) || id[nl] != '-')) ||
+        parse_hex16(id + len - 16, &num))
         return SDW_JOBS_UNKNOWN;
     sdw_job *j = sdw_jobs_get(J, num);
     if (j) {
@@ -349,10 +344,10 @@ sdw_jobs_lookup sdw_jobs_find(sdw_jobs *J, const char *id, size_t len, sdw_job *
 }
 
 /* Moves job to its terminal state; it must be off the queue already. */
-static void end_job(sdw_jobs *J, sdw_job *job, sdw_job_status st, const char *code, const char *message, double now)
+static void end_job(sdw_jobs *J, sdw_job *job, sdw_job_status st, const char *code, const char *message,
+                    double now)
 {
-    if (job->status == SDW_JST_RUNNING)
-        J->n_running--;
+    if (job->status == SDW_JST_RUNNING) J->n_running--;
     job->status = st;
     job->slot = -1;
     job->position = 0;
@@ -381,8 +376,7 @@ void sdw_jobs_dispatch(sdw_jobs *J, double now)
         J->dispatch_again = 0;
         while (!J->paused && J->q_head) {
             int slot = J->ops.idle_slot(J->ud);
-            if (slot < 0)
-                break;
+            if (slot < 0) break;
             sdw_job *job = J->q_head;
             list_remove(&J->q_head, &J->q_tail, job);
             J->n_queued--;
@@ -408,8 +402,7 @@ void sdw_jobs_dispatch(sdw_jobs *J, double now)
         }
     } while (J->dispatch_again && !J->paused && J->q_head && J->ops.idle_slot(J->ud) >= 0);
     J->dispatching = 0;
-    if (moved)
-        renumber(J);
+    if (moved) renumber(J);
 }
 
 int sdw_jobs_cancel(sdw_jobs *J, sdw_job *job, double now)
@@ -434,8 +427,7 @@ int sdw_jobs_cancel(sdw_jobs *J, sdw_job *job, double now)
 void sdw_jobs_started(sdw_jobs *J, uint64_t num, int slot, double now)
 {
     sdw_job *job = sdw_jobs_get(J, num);
-    if (!job || job->status != SDW_JST_RUNNING)
-        return;
+    if (!job || job->status != SDW_JST_RUNNING) return;
     job->slot = slot;
     job->t_started = now;
     job->step = 0;
@@ -447,11 +439,9 @@ void sdw_jobs_progress(sdw_jobs *J, uint64_t num, int step, int total, double el
 {
     (void)now;
     sdw_job *job = sdw_jobs_get(J, num);
-    if (!job || job->status != SDW_JST_RUNNING)
-        return;
+    if (!job || job->status != SDW_JST_RUNNING) return;
     job->last_step_s = elapsed_s - job->last_elapsed;
-    if (job->last_step_s < 0)
-        job->last_step_s = 0;
+    if (job->last_step_s < 0) job->last_step_s = 0;
     job->last_elapsed = elapsed_s;
     job->step = step;
     job->total = total;
@@ -480,8 +470,7 @@ static void requeue_head(sdw_jobs *J, sdw_job *job)
 void sdw_jobs_done(sdw_jobs *J, uint64_t num, const sdw_job_outcome *o, double now)
 {
     sdw_job *job = sdw_jobs_get(J, num);
-    if (!job || job->status != SDW_JST_RUNNING)
-        return;
+    if (!job || job->status != SDW_JST_RUNNING) return;
     job->w_encode = o->t_encode;
     job->w_sample = o->t_sample;
     job->w_decode = o->t_decode;
@@ -501,7 +490,8 @@ void sdw_jobs_done(sdw_jobs *J, uint64_t num, const sdw_job_outcome *o, double n
             job->step = job->total;
             end_job(J, job, SDW_JST_COMPLETE, NULL, NULL, now);
         } else {
-            end_job(J, job, SDW_JST_ERROR, "engine_error", "the worker reported success without an image", now);
+            end_job(J, job, SDW_JST_ERROR, "engine_error", "the worker reported success without an image",
+                    now);
         }
         break;
     case SDW_JOB_CANCELLED:

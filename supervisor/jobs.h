@@ -49,8 +49,8 @@ struct sdw_job {
     int position; /* 1-based place in the queue while queued (1 = next), 0 otherwise */
     int slot;     /* worker slot while running, else -1 */
     int step, total;
-    double last_elapsed; /* worker-reported seconds at the last progress */
-    double last_step_s;  /* duration of the last step */
+    double last_elapsed;  /* worker-reported seconds at the last progress */
+    double last_step_s;   /* duration of the last step */
     int retried;          /* requeued once after a worker crash */
     int requeued;         /* handed back by workers that died before starting it */
     int cancel_requested; /* DELETE while running: waiting for the worker's step boundary */

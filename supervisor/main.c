@@ -14,20 +14,21 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sd-worker COMMAND [OPTIONS]\n"
-               "\n"
-               "Stable Diffusion image-generation service.\n"
-               "\n"
-               "commands:\n"
-               "  serve --config FILE         run the HTTP service (supervisor + one worker per device)\n"
-               "  check-config --config FILE  validate a configuration file and exit\n"
-               "  hash-key NAME               read an API key on stdin, print its keys-file line\n"
-               "  generate ...                one-shot text-to-image to a PNG file\n"
-               "  tokenize ...                print CLIP BPE token ids as JSON\n"
-               "  mkmodel ...                 write a random-weight model (tiny, sd15/sd21/sdxl-random, a LoRA)\n"
-               "  version                     print the version\n"
-               "\n"
-               "'sd-worker COMMAND --help' documents each command's options.\n");
+    fprintf(
+        f, "usage: sd-worker COMMAND [OPTIONS]\n"
+           "\n"
+           "Stable Diffusion image-generation service.\n"
+           "\n"
+           "commands:\n"
+           "  serve --config FILE         run the HTTP service (supervisor + one worker per device)\n"
+           "  check-config --config FILE  validate a configuration file and exit\n"
+           "  hash-key NAME               read an API key on stdin, print its keys-file line\n"
+           "  generate ...                one-shot text-to-image to a PNG file\n"
+           "  tokenize ...                print CLIP BPE token ids as JSON\n"
+           "  mkmodel ...                 write a random-weight model (tiny, sd15/sd21/sdxl-random, a LoRA)\n"
+           "  version                     print the version\n"
+           "\n"
+           "'sd-worker COMMAND --help' documents each command's options.\n");
 }
 
 static void config_usage(const char *cmd)
@@ -133,8 +134,7 @@ int main(int argc, char **argv)
         return exec_engine(argc, argv);
     if (!strcmp(cmd, "serve") || !strcmp(cmd, "check-config")) {
         const char *path;
-        if (config_arg(argc, argv, cmd, &path) != 0)
-            return 1;
+        if (config_arg(argc, argv, cmd, &path) != 0) return 1;
         sdw_config cfg;
         char err[4096];
         if (sdw_config_load(path, &cfg, err, sizeof err) != 0) {

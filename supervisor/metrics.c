@@ -53,8 +53,7 @@ struct sdw_metrics {
 sdw_metrics *sdw_metrics_new(void)
 {
     sdw_metrics *m = calloc(1, sizeof *m);
-    if (!m)
-        return NULL;
+    if (!m) return NULL;
     m->failed.s = calloc(CODES_MAX, sizeof(series));
     m->rejected.s = calloc(CODES_MAX, sizeof(series));
     m->http.s = calloc(HTTP_MAX, sizeof(series));
@@ -71,8 +70,7 @@ sdw_metrics *sdw_metrics_new(void)
 
 void sdw_metrics_free(sdw_metrics *m)
 {
-    if (!m)
-        return;
+    if (!m) return;
     free(m->failed.s);
     free(m->rejected.s);
     free(m->http.s);
@@ -83,12 +81,15 @@ void sdw_metrics_free(sdw_metrics *m)
  * (the exposition format requires UTF-8; escaping of \ " and newline happens at render time). */
 static void label_copy(char *dst, size_t cap, const char *src)
 {
-    if (!src || !*src)
-        src = "unknown";
+    if (!src || !*src) src = "unknown";
     const unsigned char *p = (const unsigned char *)src;
     size_t o = 0;
     while (*p && o + 1 < cap) {
-        size_t need = *p < 0x80 ? 1 : (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3 : (*p & 0xF8) == 0xF0 ? 4 : 0;
+        size_t need = *p < 0x80             ? 1
+                      : (*p & 0xE0) == 0xC0 ? 2
+                      : (*p & 0xF0) == 0xE0 ? 3
+                      : (*p & 0xF8) == 0xF0 ? 4
+                                            : 0;
         int ok = need > 0 && !(need == 2 && *p < 0xC2) && !(need == 4 && *p > 0xF4);
         for (size_t i = 1; ok && i < need; i++)
             ok = (p[i] & 0xC0) == 0x80;
@@ -97,8 +98,7 @@ static void label_copy(char *dst, size_t cap, const char *src)
             p++;
             continue;
         }
-        if (o + need >= cap)
-            break;
+        if (o + need >= cap) break;
         memcpy(dst + o, p, need);
         o += need;
         p += need;
@@ -116,8 +116,7 @@ static series *family_get(family *f, const char *a, const char *b, const char *c
     label_copy(kc, sizeof kc, c ? c : "");
     for (int i = 0; i < f->n; i++) {
         series *s = &f->s[i];
-        if (!strcmp(s->a, ka) && !strcmp(s->b, kb) && !strcmp(s->c, kc))
-            return s;
+        if (!strcmp(s->a, ka) && !strcmp(s->b, kb) && !strcmp(s->c, kc)) return s;
     }
     if (f->n < f->max - 1) {
         series *s = &f->s[f->n++];
@@ -138,10 +137,8 @@ static series *family_get(family *f, const char *a, const char *b, const char *c
 
 static void observe(histogram *h, double v)
 {
-    if (isnan(v) || isinf(v))
-        return; /* one bad clock reading must not poison _sum forever */
-    if (v < 0)
-        v = 0;
+    if (isnan(v) || isinf(v)) return; /* one bad clock reading must not poison _sum forever */
+    if (v < 0) v = 0;
     int i = 0;
     while (i < h->nle && v > h->le[i])
         i++;
@@ -152,52 +149,44 @@ static void observe(histogram *h, double v)
 
 void sdw_metrics_job_submitted(sdw_metrics *m)
 {
-    if (m)
-        m->submitted++;
+    if (m) m->submitted++;
 }
 
 void sdw_metrics_job_completed(sdw_metrics *m, double duration_s)
 {
-    if (!m)
-        return;
+    if (!m) return;
     m->completed++;
     observe(&m->job, duration_s);
 }
 
 void sdw_metrics_job_failed(sdw_metrics *m, const char *code)
 {
-    if (m)
-        family_get(&m->failed, code, NULL, NULL)->n++;
+    if (m) family_get(&m->failed, code, NULL, NULL)->n++;
 }
 
 void sdw_metrics_job_cancelled(sdw_metrics *m)
 {
-    if (m)
-        m->cancelled++;
+    if (m) m->cancelled++;
 }
 
 void sdw_metrics_job_rejected(sdw_metrics *m, const char *reason)
 {
-    if (m)
-        family_get(&m->rejected, reason, NULL, NULL)->n++;
+    if (m) family_get(&m->rejected, reason, NULL, NULL)->n++;
 }
 
 void sdw_metrics_step(sdw_metrics *m, double step_s)
 {
-    if (m)
-        observe(&m->step, step_s);
+    if (m) observe(&m->step, step_s);
 }
 
 void sdw_metrics_http(sdw_metrics *m, const char *method, const char *route, int status)
 {
-    if (!m)
-        return;
+    if (!m) return;
     /* Only the standard methods become label values: a client can send any token as a method. */
     static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", NULL};
     const char *meth = "other";
     for (int i = 0; method && methods[i]; i++)
-        if (!strcasecmp(method, methods[i]))
-            meth = methods[i];
+        if (!strcasecmp(method, methods[i])) meth = methods[i];
     char st[8];
     if (status >= 100 && status <= 599)
         snprintf(st, sizeof st, "%d", status);
@@ -216,8 +205,7 @@ typedef struct {
 
 static void __attribute__((format(printf, 2, 3))) sb_printf(sbuf *b, const char *fmt, ...)
 {
-    if (b->oom)
-        return;
+    if (b->oom) return;
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
@@ -270,18 +258,16 @@ static void sb_counter(sbuf *b, const char *name, const char *help, uint64_t v)
     sb_printf(b, "%s %llu\n", name, (unsigned long long)v);
 }
 
-static void sb_family(sbuf *b, const char *name, const char *help, const family *f, const char *la, const char *lb,
-                      const char *lc)
+static void sb_family(sbuf *b, const char *name, const char *help, const family *f, const char *la,
+                      const char *lb, const char *lc)
 {
     sb_head(b, name, "counter", help);
     for (int i = 0; i < f->n; i++) {
         const series *s = &f->s[i];
         sb_printf(b, "%s{", name);
         sb_label(b, la, s->a, 1);
-        if (lb)
-            sb_label(b, lb, s->b, 0);
-        if (lc)
-            sb_label(b, lc, s->c, 0);
+        if (lb) sb_label(b, lb, s->b, 0);
+        if (lc) sb_label(b, lc, s->c, 0);
         sb_printf(b, "} %llu\n", (unsigned long long)s->n);
     }
 }
@@ -300,22 +286,21 @@ static void sb_histogram(sbuf *b, const char *name, const char *help, const hist
     sb_printf(b, "%s_count %llu\n", name, (unsigned long long)h->count);
 }
 
-char *sdw_metrics_render(const sdw_metrics *m, int queue_depth, int running, const sdw_metrics_worker *w, int n_workers,
-                         double uptime_s, size_t *len)
+char *sdw_metrics_render(const sdw_metrics *m, int queue_depth, int running, const sdw_metrics_worker *w,
+                         int n_workers, double uptime_s, size_t *len)
 {
     static const char *const states[] = {"loading", "ready", "busy", "restarting", "failed", "stopped"};
     enum { N_STATES = sizeof states / sizeof states[0] };
     sbuf b = {malloc(8192), 0, 8192, 0};
-    if (len)
-        *len = 0;
+    if (len) *len = 0;
     if (!b.buf || !m) {
         free(b.buf);
         return NULL;
     }
     sb_counter(&b, "sdw_jobs_submitted_total", "Jobs accepted into the queue.", m->submitted);
     sb_counter(&b, "sdw_jobs_completed_total", "Jobs that finished with an image.", m->completed);
-    sb_family(&b, "sdw_jobs_failed_total", "Jobs that ended in an error, by error code.", &m->failed, "code", NULL,
-              NULL);
+    sb_family(&b, "sdw_jobs_failed_total", "Jobs that ended in an error, by error code.", &m->failed, "code",
+              NULL, NULL);
     sb_counter(&b, "sdw_jobs_cancelled_total", "Jobs that ended cancelled.", m->cancelled);
     sb_family(&b, "sdw_jobs_rejected_total", "Job submissions refused, by reason (queue_full, invalid, ...).",
               &m->rejected, "reason", NULL, NULL);
@@ -364,10 +349,12 @@ char *sdw_metrics_render(const sdw_metrics *m, int queue_depth, int running, con
         sb_printf(&b, "} %llu\n", (unsigned long long)w[i].jobs_served);
     }
 
-    sb_histogram(&b, "sdw_step_seconds", "Time per sampling step (one UNet evaluation incl. guidance).", &m->step);
-    sb_histogram(&b, "sdw_job_duration_seconds", "Time from a job's start on a worker to its image.", &m->job);
-    sb_family(&b, "sdw_http_requests_total", "HTTP requests by method, route pattern and status.", &m->http, "method",
-              "route", "status");
+    sb_histogram(&b, "sdw_step_seconds", "Time per sampling step (one UNet evaluation incl. guidance).",
+                 &m->step);
+    sb_histogram(&b, "sdw_job_duration_seconds", "Time from a job's start on a worker to its image.",
+                 &m->job);
+    sb_family(&b, "sdw_http_requests_total", "HTTP requests by method, route pattern and status.", &m->http,
+              "method", "route", "status");
 
     sb_head(&b, "sdw_uptime_seconds", "gauge", "Seconds since the supervisor started.");
     sb_printf(&b, "sdw_uptime_seconds %.3f\n", isfinite(uptime_s) ? uptime_s : 0.0);
@@ -380,7 +367,6 @@ char *sdw_metrics_render(const sdw_metrics *m, int queue_depth, int running, con
         free(b.buf);
         return NULL;
     }
-    if (len)
-        *len = b.len;
+    if (len) *len = b.len;
     return b.buf;
 }

@@ -27,7 +27,7 @@ void sdw_metrics_step(sdw_metrics *m, double step_s);
 /** route is the pattern ("/v1/jobs/{id}/stream"), not the raw path. */
 void sdw_metrics_http(sdw_metrics *m, const char *method, const char *route, int status);
 /** Renders the exposition text into a malloc'd buffer (*len set); the caller frees it. */
-char *sdw_metrics_render(const sdw_metrics *m, int queue_depth, int running, const sdw_metrics_worker *w, int n_workers,
-                         double uptime_s, size_t *len);
+char *sdw_metrics_render(const sdw_metrics *m, int queue_depth, int running, const sdw_metrics_worker *w,
+                         int n_workers, double uptime_s, size_t *len);
 
 #endif

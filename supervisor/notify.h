@@ -9,7 +9,8 @@
 int sdw_notify(const char *msg);
 /** printf-style form of sdw_notify(). */
 int sdw_notifyf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/** Watchdog interval in microseconds from $WATCHDOG_USEC (checked against $WATCHDOG_PID), or 0 if disabled. */
+/** Watchdog interval in microseconds from $WATCHDOG_USEC (checked against $WATCHDOG_PID), or 0 if disabled.
+ */
 uint64_t sdw_notify_watchdog_usec(void);
 
 #endif

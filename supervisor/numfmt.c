@@ -21,12 +21,9 @@ size_t sdw_fmt_u64(char *buf, uint64_t v)
 size_t sdw_fmt_fixed(char *buf, double x, int decimals)
 {
     static const uint64_t pow10[] = {1, 10, 100, 1000, 10000, 100000, 1000000};
-    if (decimals < 0)
-        decimals = 0;
-    if (decimals > 6)
-        decimals = 6;
-    if (!(x >= 0) || !isfinite(x) || x > 1e12)
-        x = 0;
+    if (decimals < 0) decimals = 0;
+    if (decimals > 6) decimals = 6;
+    if (!(x >= 0) || !isfinite(x) || x > 1e12) x = 0;
     uint64_t scaled = (uint64_t)llround(x * (double)pow10[decimals]);
     size_t n = sdw_fmt_u64(buf, scaled / pow10[decimals]);
     if (decimals) {

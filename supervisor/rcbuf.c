@@ -6,11 +6,9 @@
 
 sdw_rcbuf *sdw_rcbuf_new(size_t len)
 {
-    if (len > (size_t)-1 - sizeof(sdw_rcbuf) - 1)
-        return NULL;
+    if (len > (size_t)-1 - sizeof(sdw_rcbuf) - 1) return NULL;
     sdw_rcbuf *b = malloc(sizeof *b + len + 1);
-    if (!b)
-        return NULL;
+    if (!b) return NULL;
     b->refs = 1;
     b->len = len;
     b->data[len] = '\0';
@@ -20,8 +18,7 @@ sdw_rcbuf *sdw_rcbuf_new(size_t len)
 sdw_rcbuf *sdw_rcbuf_from(const void *data, size_t len)
 {
     sdw_rcbuf *b = sdw_rcbuf_new(len);
-    if (b && len)
-        memcpy(b->data, data, len);
+    if (b && len) memcpy(b->data, data, len);
     return b;
 }
 
@@ -33,6 +30,5 @@ sdw_rcbuf *sdw_rcbuf_retain(sdw_rcbuf *b)
 
 void sdw_rcbuf_release(sdw_rcbuf *b)
 {
-    if (b && --b->refs == 0)
-        free(b);
+    if (b && --b->refs == 0) free(b);
 }

@@ -27,34 +27,25 @@ sdw_route sdw_route_match(const char *path, size_t len, const char **id, size_t 
 {
     *id = NULL;
     *idlen = 0;
-    if (seg_eq(path, len, "/health"))
-        return SDW_ROUTE_HEALTH;
-    if (seg_eq(path, len, "/ready"))
-        return SDW_ROUTE_READY;
-    if (seg_eq(path, len, "/metrics"))
-        return SDW_ROUTE_METRICS;
-    if (seg_eq(path, len, "/v1/jobs"))
-        return SDW_ROUTE_JOBS;
+    if (seg_eq(path, len, "/health")) return SDW_ROUTE_HEALTH;
+    if (seg_eq(path, len, "/ready")) return SDW_ROUTE_READY;
+    if (seg_eq(path, len, "/metrics")) return SDW_ROUTE_METRICS;
+    if (seg_eq(path, len, "/v1/jobs")) return SDW_ROUTE_JOBS;
     static const char pfx[] = "/v1/jobs/";
     size_t pl = sizeof pfx - 1;
-    if (len <= pl || memcmp(path, pfx, pl))
-        return SDW_ROUTE_NONE;
+    if (len <= pl || memcmp(path, pfx, pl)) return SDW_ROUTE_NONE;
     const char *rest = path + pl;
     size_t rl = len - pl;
     const char *slash = memchr(rest, '/', rl);
     size_t il = slash ? (size_t)(slash - rest) : rl;
-    if (il == 0)
-        return SDW_ROUTE_NONE;
+    if (il == 0) return SDW_ROUTE_NONE;
     *id = rest;
     *idlen = il;
-    if (!slash)
-        return SDW_ROUTE_JOB;
+    if (!slash) return SDW_ROUTE_JOB;
     const char *tail = slash;
     size_t tl = rl - il;
-    if (seg_eq(tail, tl, "/stream"))
-        return SDW_ROUTE_JOB_STREAM;
-    if (seg_eq(tail, tl, "/image"))
-        return SDW_ROUTE_JOB_IMAGE;
+    if (seg_eq(tail, tl, "/stream")) return SDW_ROUTE_JOB_STREAM;
+    if (seg_eq(tail, tl, "/image")) return SDW_ROUTE_JOB_IMAGE;
     *id = NULL;
     *idlen = 0;
     return SDW_ROUTE_NONE;
@@ -63,14 +54,22 @@ sdw_route sdw_route_match(const char *path, size_t len, const char **id, size_t 
 const char *sdw_route_pattern(sdw_route r)
 {
     switch (r) {
-    case SDW_ROUTE_HEALTH: return "/health";
-    case SDW_ROUTE_READY: return "/ready";
-    case SDW_ROUTE_METRICS: return "/metrics";
-    case SDW_ROUTE_JOBS: return "/v1/jobs";
-    case SDW_ROUTE_JOB: return "/v1/jobs/{id}";
-    case SDW_ROUTE_JOB_STREAM: return "/v1/jobs/{id}/stream";
-    case SDW_ROUTE_JOB_IMAGE: return "/v1/jobs/{id}/image";
-    case SDW_ROUTE_NONE: break;
+    case SDW_ROUTE_HEALTH:
+        return "/health";
+    case SDW_ROUTE_READY:
+        return "/ready";
+    case SDW_ROUTE_METRICS:
+        return "/metrics";
+    case SDW_ROUTE_JOBS:
+        return "/v1/jobs";
+    case SDW_ROUTE_JOB:
+        return "/v1/jobs/{id}";
+    case SDW_ROUTE_JOB_STREAM:
+        return "/v1/jobs/{id}/stream";
+    case SDW_ROUTE_JOB_IMAGE:
+        return "/v1/jobs/{id}/image";
+    case SDW_ROUTE_NONE:
+        break;
     }
     return "other";
 }
@@ -78,12 +77,16 @@ const char *sdw_route_pattern(sdw_route r)
 static const char *allowed_methods(sdw_route r)
 {
     switch (r) {
-    case SDW_ROUTE_JOBS: return "POST, OPTIONS";
-    case SDW_ROUTE_JOB: return "GET, HEAD, DELETE, OPTIONS";
-    case SDW_ROUTE_JOB_STREAM: return "GET, OPTIONS";
+    case SDW_ROUTE_JOBS:
+        return "POST, OPTIONS";
+    case SDW_ROUTE_JOB:
+        return "GET, HEAD, DELETE, OPTIONS";
+    case SDW_ROUTE_JOB_STREAM:
+        return "GET, OPTIONS";
     case SDW_ROUTE_NONE:
         return "GET, HEAD, POST, OPTIONS"; /* the other surfaces check their own */
-    default: return "GET, HEAD, OPTIONS";
+    default:
+        return "GET, HEAD, OPTIONS";
     }
 }
 
@@ -99,10 +102,8 @@ static int method_allowed(h2o_req_t *req, sdw_route r)
     for (const char *p = list; *p;) {
         const char *e = strchr(p, ',');
         size_t n = e ? (size_t)(e - p) : strlen(p);
-        if (n == ml && !memcmp(p, req->method.base, ml))
-            return 1;
-        if (!e)
-            break;
+        if (n == ml && !memcmp(p, req->method.base, ml)) return 1;
+        if (!e) break;
         p = e + 2;
     }
     return 0;
@@ -121,8 +122,8 @@ static void handle_preflight(sdw_srv *s, h2o_req_t *req, sdw_route r)
         const char *hdrs = sdw_http_header(req, "access-control-request-headers", &hlen);
         if (hdrs) {
             h2o_iovec_t v = h2o_strdup(&req->pool, hdrs, hlen);
-            h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-headers"), 0, NULL,
-                                  v.base, v.len);
+            h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-headers"),
+                                  0, NULL, v.base, v.len);
         } else {
             sdw_http_add_header(req, "access-control-allow-headers",
                                 "Content-Type, Accept, Last-Event-ID, Authorization");
@@ -266,8 +267,7 @@ static int accepts_event_stream(h2o_req_t *req)
     const char *a = sdw_http_header(req, "accept", &len);
     static const char want[] = "text/event-stream";
     for (size_t i = 0; a && i + sizeof want - 1 <= len; i++)
-        if (!strncasecmp(a + i, want, sizeof want - 1))
-            return 1;
+        if (!strncasecmp(a + i, want, sizeof want - 1)) return 1;
     return 0;
 }
 
@@ -281,12 +281,14 @@ static void handle_submit(sdw_srv *s, h2o_req_t *req)
 {
     sdw_api_error e;
     if (s->phase != SDW_SRV_RUNNING) {
-        sdw_api_error_set(&e, 503, "shutting_down", NULL, "the service is shutting down and takes no new jobs");
+        sdw_api_error_set(&e, 503, "shutting_down", NULL,
+                          "the service is shutting down and takes no new jobs");
         reject(s, req, &e, "shutting_down");
         return;
     }
     if (!sdw_pool_can_ever_serve(s->pool)) {
-        sdw_api_error_set(&e, 503, "unavailable", NULL, "no worker can serve: every worker failed (see the service log)");
+        sdw_api_error_set(&e, 503, "unavailable", NULL,
+                          "no worker can serve: every worker failed (see the service log)");
         reject(s, req, &e, "unavailable");
         return;
     }
@@ -328,15 +330,18 @@ static sdw_job *find_job(sdw_srv *s, h2o_req_t *req, const char *id, size_t idle
 {
     sdw_job *job;
     switch (sdw_jobs_find(s->jobs, id, idlen, &job)) {
-    case SDW_JOBS_FOUND: return job;
+    case SDW_JOBS_FOUND:
+        return job;
     case SDW_JOBS_GONE:
         sdw_http_errorf(s, req, 410, "gone", NULL,
-                        "job %.*s ended more than %d s ago and its result was discarded", (int)(idlen > 80 ? 80 : idlen),
-                        id, s->cfg->result_ttl_s);
+                        "job %.*s ended more than %d s ago and its result was discarded",
+                        (int)(idlen > 80 ? 80 : idlen), id, s->cfg->result_ttl_s);
         return NULL;
-    case SDW_JOBS_UNKNOWN: break;
+    case SDW_JOBS_UNKNOWN:
+        break;
     }
-    sdw_http_errorf(s, req, 404, "not_found", NULL, "no job with id '%.*s'", (int)(idlen > 80 ? 80 : idlen), id);
+    sdw_http_errorf(s, req, 404, "not_found", NULL, "no job with id '%.*s'", (int)(idlen > 80 ? 80 : idlen),
+                    id);
     return NULL;
 }
 
@@ -348,19 +353,20 @@ static void send_job(sdw_srv *s, h2o_req_t *req, int status, const sdw_job *job)
 static void handle_job(sdw_srv *s, h2o_req_t *req, sdw_route r, const char *id, size_t idlen)
 {
     sdw_job *job = find_job(s, req, id, idlen);
-    if (!job)
-        return;
+    if (!job) return;
     if (r == SDW_ROUTE_JOB_STREAM) {
         sdw_sse_start(s, req, job, NULL);
         return;
     }
     if (r == SDW_ROUTE_JOB_IMAGE) {
         if (job->status != SDW_JST_COMPLETE) {
-            sdw_http_errorf(s, req, 409, "not_complete", NULL, "job %s is %s; the image exists once it is complete",
-                            job->id, sdw_job_status_name(job->status));
+            sdw_http_errorf(s, req, 409, "not_complete", NULL,
+                            "job %s is %s; the image exists once it is complete", job->id,
+                            sdw_job_status_name(job->status));
             return;
         }
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("private, max-age=60"));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                       H2O_STRLIT("private, max-age=60"));
         sdw_http_send(s, req, 200, "image/png", (const char *)job->png, job->png_len);
         return;
     }
@@ -396,7 +402,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     if (r == SDW_ROUTE_NONE || (r == SDW_ROUTE_METRICS && !s->cfg->metrics)) {
         sdw_http_errorf(s, req, 404, "not_found", NULL, "no such resource: %.*s",
-                        (int)(req->path_normalized.len > 100 ? 100 : req->path_normalized.len), req->path_normalized.base);
+                        (int)(req->path_normalized.len > 100 ? 100 : req->path_normalized.len),
+                        req->path_normalized.base);
         return 0;
     }
     if (method_is(req, "OPTIONS")) {
@@ -407,15 +414,26 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         const char *allow = allowed_methods(r);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allow, strlen(allow));
         sdw_http_errorf(s, req, 405, "method_not_allowed", NULL, "%.*s is not allowed on %s; allowed: %s",
-                        (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base, sdw_route_pattern(r), allow);
+                        (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base,
+                        sdw_route_pattern(r), allow);
         return 0;
     }
     switch (r) {
-    case SDW_ROUTE_HEALTH: handle_health(s, req); break;
-    case SDW_ROUTE_READY: handle_ready(s, req); break;
-    case SDW_ROUTE_METRICS: handle_metrics(s, req); break;
-    case SDW_ROUTE_JOBS: handle_submit(s, req); break;
-    default: handle_job(s, req, r, id, idlen); break;
+    case SDW_ROUTE_HEALTH:
+        handle_health(s, req);
+        break;
+    case SDW_ROUTE_READY:
+        handle_ready(s, req);
+        break;
+    case SDW_ROUTE_METRICS:
+        handle_metrics(s, req);
+        break;
+    case SDW_ROUTE_JOBS:
+        handle_submit(s, req);
+        break;
+    default:
+        handle_job(s, req, r, id, idlen);
+        break;
     }
     return 0;
 }

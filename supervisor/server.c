@@ -44,12 +44,9 @@ void sdw_srv_worker_counts(const sdw_srv *s, int *ready, int *busy, int *loading
         b += st == SDW_WS_BUSY;
         l += st == SDW_WS_LOADING;
     }
-    if (ready)
-        *ready = r;
-    if (busy)
-        *busy = b;
-    if (loading)
-        *loading = l;
+    if (ready) *ready = r;
+    if (busy) *busy = b;
+    if (loading) *loading = l;
 }
 
 /* STATUS= on every change, and READY=1 once we listen and a worker can take a job. */
@@ -58,8 +55,8 @@ static void update_notify(sdw_srv *s)
     int ready, busy, loading;
     sdw_srv_worker_counts(s, &ready, &busy, &loading);
     char status[sizeof s->notified_status];
-    snprintf(status, sizeof status, "%d ready, %d busy, %d loading; %d queued, %d running%s", ready, busy, loading,
-             s->jobs ? sdw_jobs_queued(s->jobs) : 0, s->jobs ? sdw_jobs_running(s->jobs) : 0,
+    snprintf(status, sizeof status, "%d ready, %d busy, %d loading; %d queued, %d running%s", ready, busy,
+             loading, s->jobs ? sdw_jobs_queued(s->jobs) : 0, s->jobs ? sdw_jobs_running(s->jobs) : 0,
              s->phase == SDW_SRV_RUNNING ? "" : "; shutting down");
     if (!s->notified_ready && s->phase == SDW_SRV_RUNNING && s->listener && ready + busy > 0) {
         s->notified_ready = 1;
@@ -94,12 +91,11 @@ static void on_pool_stopped(void *ud)
 
 static void stop_workers(sdw_srv *s)
 {
-    if (h2o_timeout_is_linked(&s->grace_entry))
-        h2o_timeout_unlink(&s->grace_entry);
-    sdw_jobs_end_all(s->jobs, 1, "shutting_down", "the service stopped before the job finished", sdw_srv_now());
+    if (h2o_timeout_is_linked(&s->grace_entry)) h2o_timeout_unlink(&s->grace_entry);
+    sdw_jobs_end_all(s->jobs, 1, "shutting_down", "the service stopped before the job finished",
+                     sdw_srv_now());
     s->phase = SDW_SRV_STOPPING;
-    if (s->pool_stopping)
-        return;
+    if (s->pool_stopping) return;
     s->pool_stopping = 1;
     update_notify(s);
     sdw_pool_shutdown(s->pool, s->forced ? 0 : SDW_KILL_AFTER_MS, on_pool_stopped, s);
@@ -122,8 +118,7 @@ static void on_flush_over(h2o_timeout_entry_t *e)
 static void on_drain_check(h2o_timeout_entry_t *e)
 {
     sdw_srv *s = H2O_STRUCT_FROM_MEMBER(sdw_srv, drain_check_entry, e);
-    if (s->phase == SDW_SRV_DRAINING && sdw_jobs_running(s->jobs) == 0)
-        stop_workers(s);
+    if (s->phase == SDW_SRV_DRAINING && sdw_jobs_running(s->jobs) == 0) stop_workers(s);
 }
 
 static void begin_shutdown(sdw_srv *s, int signo)
@@ -131,8 +126,8 @@ static void begin_shutdown(sdw_srv *s, int signo)
     char sig[16];
     snprintf(sig, sizeof sig, "%s", signo == SIGINT ? "SIGINT" : "SIGTERM");
     if (s->phase == SDW_SRV_RUNNING) {
-        sdw_log(SDW_LOG_INFO, "shutdown", "signal=%s running=%d queued=%d grace_s=%d", sig, sdw_jobs_running(s->jobs),
-                 sdw_jobs_queued(s->jobs), s->cfg->shutdown_grace_s);
+        sdw_log(SDW_LOG_INFO, "shutdown", "signal=%s running=%d queued=%d grace_s=%d", sig,
+                sdw_jobs_running(s->jobs), sdw_jobs_queued(s->jobs), s->cfg->shutdown_grace_s);
         s->phase = SDW_SRV_DRAINING;
         sdw_notify("STOPPING=1");
         sdw_accept_close(s);
@@ -158,8 +153,7 @@ static void begin_shutdown(sdw_srv *s, int signo)
 
 void sdw_srv_stream_closed(sdw_srv *s)
 {
-    if (s->pool_stopped && s->n_readers == 0 && s->phase != SDW_SRV_DONE)
-        finish(s);
+    if (s->pool_stopped && s->n_readers == 0 && s->phase != SDW_SRV_DONE) finish(s);
 }
 
 /* ---- jobs <-> pool ---- */
@@ -175,7 +169,9 @@ void sdw_srv_on_job_event(sdw_srv *s, sdw_job *job, sdw_job_event ev)
                 job->t_dispatched > 0 ? job->t_dispatched - job->t_created : 0.0);
         break;
     }
-    case SDW_JEV_PROGRESS: sdw_metrics_step(s->metrics, job->last_step_s); break;
+    case SDW_JEV_PROGRESS:
+        sdw_metrics_step(s->metrics, job->last_step_s);
+        break;
     case SDW_JEV_END: {
         double d = job->t_ended - (job->t_dispatched > 0 ? job->t_dispatched : job->t_created);
         if (job->status == SDW_JST_COMPLETE) {
@@ -183,7 +179,8 @@ void sdw_srv_on_job_event(sdw_srv *s, sdw_job *job, sdw_job_event ev)
             sdw_log(SDW_LOG_INFO, "job_complete", "job=%s seconds=%.3f bytes=%zu", job->id, d, job->png_len);
         } else if (job->status == SDW_JST_ERROR) {
             sdw_metrics_job_failed(s->metrics, job->err_code);
-            sdw_log(SDW_LOG_WARN, "job_error", "job=%s code=%s message=%s", job->id, job->err_code, job->err_message);
+            sdw_log(SDW_LOG_WARN, "job_error", "job=%s code=%s message=%s", job->id, job->err_code,
+                    job->err_message);
         } else {
             sdw_metrics_job_cancelled(s->metrics);
             sdw_log(SDW_LOG_INFO, "job_cancelled", "job=%s", job->id);
@@ -194,10 +191,10 @@ void sdw_srv_on_job_event(sdw_srv *s, sdw_job *job, sdw_job_event ev)
             h2o_timeout_link(s->loop, &s->ctx.zero_timeout, &s->drain_check_entry);
         break;
     }
-    default: break;
+    default:
+        break;
     }
-    if (ev != SDW_JEV_PROGRESS)
-        update_notify(s);
+    if (ev != SDW_JEV_PROGRESS) update_notify(s);
 }
 
 static int ops_idle_slot(void *ud)
@@ -215,8 +212,7 @@ static int ops_submit(void *ud, int slot, sdw_job *job)
 static void ops_cancel(void *ud, sdw_job *job)
 {
     sdw_srv *s = ud;
-    if (s->pool)
-        sdw_pool_cancel(s->pool, job->num);
+    if (s->pool) sdw_pool_cancel(s->pool, job->num);
 }
 
 static void ops_event(void *ud, sdw_job *job, sdw_job_event ev)
@@ -227,13 +223,12 @@ static void ops_event(void *ud, sdw_job *job, sdw_job_event ev)
 static void pool_worker_state(void *ud, int slot, sdw_worker_state st)
 {
     sdw_srv *s = ud;
-    if (!s->pool)
-        return; /* a report from inside sdw_pool_start: nothing to act on yet */
+    if (!s->pool) return; /* a report from inside sdw_pool_start: nothing to act on yet */
     sdw_log(SDW_LOG_DEBUG, "worker_state", "slot=%d state=%s", slot, sdw_pool_state_name(st));
-    if (st == SDW_WS_READY)
-        sdw_jobs_dispatch(s->jobs, sdw_srv_now());
+    if (st == SDW_WS_READY) sdw_jobs_dispatch(s->jobs, sdw_srv_now());
     if (s->phase == SDW_SRV_RUNNING && !sdw_pool_can_ever_serve(s->pool) && sdw_jobs_queued(s->jobs) > 0)
-        sdw_jobs_end_all(s->jobs, 0, "unavailable", "no worker can serve: every worker failed", sdw_srv_now());
+        sdw_jobs_end_all(s->jobs, 0, "unavailable", "no worker can serve: every worker failed",
+                         sdw_srv_now());
     update_notify(s);
 }
 
@@ -268,8 +263,7 @@ static void on_sweep(h2o_timeout_entry_t *e)
 {
     sdw_srv *s = H2O_STRUCT_FROM_MEMBER(sdw_srv, sweep_entry, e);
     int n = sdw_jobs_expire(s->jobs, sdw_srv_now());
-    if (n)
-        sdw_log(SDW_LOG_DEBUG, "jobs_expired", "count=%d", n);
+    if (n) sdw_log(SDW_LOG_DEBUG, "jobs_expired", "count=%d", n);
     h2o_timeout_link(s->loop, &s->sweep_timeout, &s->sweep_entry);
 }
 
@@ -291,13 +285,16 @@ static void on_signal(h2o_socket_t *sock, const char *err)
     int chld = 0;
     for (;;) {
         ssize_t n = read(fd, si, sizeof si);
-        if (n <= 0)
-            break;
+        if (n <= 0) break;
         for (size_t i = 0; i < (size_t)n / sizeof *si; i++) {
             switch (si[i].ssi_signo) {
-            case SIGCHLD: chld = 1; break;
+            case SIGCHLD:
+                chld = 1;
+                break;
             case SIGTERM:
-            case SIGINT: begin_shutdown(s, (int)si[i].ssi_signo); break;
+            case SIGINT:
+                begin_shutdown(s, (int)si[i].ssi_signo);
+                break;
             case SIGHUP: {
                 /* the configuration first, then the keys file it names (a bad one keeps the old keys) */
                 sdw_srv_reload(s);
@@ -311,8 +308,7 @@ static void on_signal(h2o_socket_t *sock, const char *err)
             }
         }
     }
-    if (chld && s->pool)
-        sdw_pool_reap(s->pool);
+    if (chld && s->pool) sdw_pool_reap(s->pool);
 }
 
 static int bind_listener(sdw_srv *s, char *err, size_t errlen)
@@ -345,8 +341,7 @@ static int bind_listener(sdw_srv *s, char *err, size_t errlen)
         }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
-            break;
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) break;
         saved = errno;
         close(fd);
         fd = -1;
@@ -360,8 +355,10 @@ static int bind_listener(sdw_srv *s, char *err, size_t errlen)
     socklen_t sl = sizeof sa;
     getsockname(fd, (struct sockaddr *)&sa, &sl);
     char nh[NI_MAXHOST], ns[NI_MAXSERV];
-    if (getnameinfo((struct sockaddr *)&sa, sl, nh, sizeof nh, ns, sizeof ns, NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-        snprintf(s->listen_addr, sizeof s->listen_addr, sa.ss_family == AF_INET6 ? "[%.100s]:%.8s" : "%.100s:%.8s", nh, ns);
+    if (getnameinfo((struct sockaddr *)&sa, sl, nh, sizeof nh, ns, sizeof ns,
+                    NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+        snprintf(s->listen_addr, sizeof s->listen_addr,
+                 sa.ss_family == AF_INET6 ? "[%.100s]:%.8s" : "%.100s:%.8s", nh, ns);
     else
         snprintf(s->listen_addr, sizeof s->listen_addr, "%.100s:%.8s", host, port);
     s->listener = h2o_evloop_socket_create(s->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
@@ -431,7 +428,8 @@ static void setup_timers(sdw_srv *s)
     s->sweep_entry.cb = on_sweep;
     h2o_timeout_link(s->loop, &s->sweep_timeout, &s->sweep_entry);
     h2o_timeout_init(s->loop, &s->keepalive_timeout, SDW_SSE_KEEPALIVE_MS);
-    h2o_timeout_init(s->loop, &s->grace_timeout, (uint64_t)(s->cfg->shutdown_grace_s > 0 ? s->cfg->shutdown_grace_s : 0) * 1000);
+    h2o_timeout_init(s->loop, &s->grace_timeout,
+                     (uint64_t)(s->cfg->shutdown_grace_s > 0 ? s->cfg->shutdown_grace_s : 0) * 1000);
     s->grace_entry.cb = on_grace_over;
     h2o_timeout_init(s->loop, &s->flush_timeout, SDW_FLUSH_MS);
     s->flush_entry.cb = on_flush_over;
@@ -439,8 +437,7 @@ static void setup_timers(sdw_srv *s)
     uint64_t wd = sdw_notify_watchdog_usec();
     h2o_timeout_init(s->loop, &s->watchdog_timeout, wd ? (wd / 2000 ? wd / 2000 : 1) : 1000);
     s->watchdog_entry.cb = on_watchdog;
-    if (wd)
-        h2o_timeout_link(s->loop, &s->watchdog_timeout, &s->watchdog_entry);
+    if (wd) h2o_timeout_link(s->loop, &s->watchdog_timeout, &s->watchdog_entry);
 }
 
 static void teardown(sdw_srv *s)
@@ -448,16 +445,13 @@ static void teardown(sdw_srv *s)
     h2o_timeout_entry_t *entries[] = {&s->sweep_entry, &s->grace_entry, &s->flush_entry, &s->watchdog_entry,
                                       &s->drain_check_entry};
     for (size_t i = 0; i < sizeof entries / sizeof *entries; i++)
-        if (h2o_timeout_is_linked(entries[i]))
-            h2o_timeout_unlink(entries[i]);
+        if (h2o_timeout_is_linked(entries[i])) h2o_timeout_unlink(entries[i]);
     /* every job has ended by now; freeing them tells any still-subscribed stream to let go */
     sdw_jobs_free(s->jobs);
     s->jobs = NULL;
-    if (s->pool && s->pool_stopped)
-        sdw_pool_free(s->pool);
+    if (s->pool && s->pool_stopped) sdw_pool_free(s->pool);
     s->pool = NULL;
-    if (s->sigsock)
-        h2o_socket_close(s->sigsock);
+    if (s->sigsock) h2o_socket_close(s->sigsock);
     sdw_metrics_free(s->metrics);
     s->metrics = NULL;
     /* the h2o context and connections die with the process: streams may still hold buffers in them */
@@ -478,7 +472,8 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
 
     s->metrics = sdw_metrics_new();
     s->keepalive_ev = sdw_rcbuf_from(": keepalive\n\n", 13);
-    sdw_jobs_config jc = {cfg->node_id, cfg->queue_capacity, cfg->result_ttl_s, cfg->retry_on_crash, SDW_TOMBSTONES};
+    sdw_jobs_config jc = {cfg->node_id, cfg->queue_capacity, cfg->result_ttl_s, cfg->retry_on_crash,
+                          SDW_TOMBSTONES};
     static const sdw_jobs_ops ops = {ops_idle_slot, ops_submit, ops_cancel, ops_event};
     s->jobs = sdw_jobs_new(&jc, &ops, s);
     if (!s->metrics || !s->keepalive_ev || !s->jobs) {

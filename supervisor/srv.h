@@ -44,10 +44,10 @@ typedef struct sdw_srv {
     double started_at; /* monotonic seconds */
 
     sdw_srv_phase phase;
-    int forced;            /* a second signal came */
-    int pool_stopping;     /* sdw_pool_shutdown called */
-    int pool_stopped;      /* its done callback ran */
-    int notified_ready;    /* READY=1 sent */
+    int forced;         /* a second signal came */
+    int pool_stopping;  /* sdw_pool_shutdown called */
+    int pool_stopped;   /* its done callback ran */
+    int notified_ready; /* READY=1 sent */
     char notified_status[160];
 
     int n_readers;           /* live SSE streams */
@@ -133,15 +133,16 @@ void sdw_routes_register(sdw_srv *s, h2o_pathconf_t *pathconf);
 /** Sets status and reason, the CORS headers for the request's Origin, and the content type. */
 void sdw_http_prepare(sdw_srv *s, h2o_req_t *req, int status, const char *content_type);
 /** Sends a complete response body (copied); HEAD requests get the headers only. */
-void sdw_http_send(sdw_srv *s, h2o_req_t *req, int status, const char *content_type, const char *body, size_t len);
+void sdw_http_send(sdw_srv *s, h2o_req_t *req, int status, const char *content_type, const char *body,
+                   size_t len);
 /** Sends body (its reference is taken) as the JSON answer plus a newline; NULL, or a failed dump, sends a
  * 500 "out of memory" error instead. */
 void sdw_http_send_json(sdw_srv *s, h2o_req_t *req, int status, json_t *body);
 /** Sends {"error":{"code","message","field"}} with e's status. */
 void sdw_http_send_error(sdw_srv *s, h2o_req_t *req, const sdw_api_error *e);
 /** Builds and sends an error in one call (field NULL when not about one field). */
-void sdw_http_errorf(sdw_srv *s, h2o_req_t *req, int status, const char *code, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
+void sdw_http_errorf(sdw_srv *s, h2o_req_t *req, int status, const char *code, const char *field,
+                     const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /** Adds a response header (name lower-case, value copied into the request pool). */
 void sdw_http_add_header(h2o_req_t *req, const char *name, const char *value);
 /** The first value of a request header (name lower-case), or NULL; *len set. */

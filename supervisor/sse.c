@@ -24,9 +24,9 @@ typedef struct {
     sdw_rcbuf **inflight; /* passed to h2o_send; valid until proceed (or the request's end) */
     h2o_iovec_t *vecs;
     int n_inflight, cap_inflight;
-    int sending;       /* waiting for proceed */
-    int terminal;      /* the terminal event is queued: the next send is the final one */
-    int final_sent;    /* the response is over on our side */
+    int sending;    /* waiting for proceed */
+    int terminal;   /* the terminal event is queued: the next send is the final one */
+    int final_sent; /* the response is over on our side */
 } sse_reader;
 
 static void release_items(sse_reader *r)
@@ -44,8 +44,7 @@ static void reader_dispose(void *p)
 {
     sse_reader *r = p;
     sdw_job_unsubscribe(&r->sub);
-    if (h2o_timeout_is_linked(&r->keepalive))
-        h2o_timeout_unlink(&r->keepalive);
+    if (h2o_timeout_is_linked(&r->keepalive)) h2o_timeout_unlink(&r->keepalive);
     release_items(r);
     free(r->pending);
     free(r->inflight);
@@ -57,18 +56,15 @@ static void reader_dispose(void *p)
 
 static void arm_keepalive(sse_reader *r)
 {
-    if (h2o_timeout_is_linked(&r->keepalive))
-        h2o_timeout_unlink(&r->keepalive);
-    if (!r->final_sent && r->req)
-        h2o_timeout_link(r->srv->loop, &r->srv->keepalive_timeout, &r->keepalive);
+    if (h2o_timeout_is_linked(&r->keepalive)) h2o_timeout_unlink(&r->keepalive);
+    if (!r->final_sent && r->req) h2o_timeout_link(r->srv->loop, &r->srv->keepalive_timeout, &r->keepalive);
 }
 
 /* Queues buf (takes the reference). A queued/progress update replaces an unsent one of its kind, so a
  * slow reader gets the latest state instead of a backlog. */
 static void enqueue(sse_reader *r, sdw_rcbuf *buf, ev_kind kind)
 {
-    if (!buf)
-        return;
+    if (!buf) return;
     if (r->final_sent || r->terminal) {
         sdw_rcbuf_release(buf);
         return;
@@ -94,18 +90,14 @@ static void enqueue(sse_reader *r, sdw_rcbuf *buf, ev_kind kind)
 
 static void flush(sse_reader *r)
 {
-    if (!r->req || r->sending || r->final_sent || (r->n_pending == 0 && !r->terminal))
-        return;
+    if (!r->req || r->sending || r->final_sent || (r->n_pending == 0 && !r->terminal)) return;
     if (r->cap_inflight < r->n_pending) {
         int cap = r->n_pending < 8 ? 8 : r->n_pending;
         sdw_rcbuf **ib = realloc(r->inflight, (size_t)cap * sizeof *ib);
-        if (ib)
-            r->inflight = ib;
+        if (ib) r->inflight = ib;
         h2o_iovec_t *v = realloc(r->vecs, (size_t)cap * sizeof *v);
-        if (v)
-            r->vecs = v;
-        if (!ib || !v)
-            return; /* try again at the next event */
+        if (v) r->vecs = v;
+        if (!ib || !v) return; /* try again at the next event */
         r->cap_inflight = cap;
     }
     for (int i = 0; i < r->n_pending; i++) {
@@ -143,15 +135,13 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
     sse_reader *r = (sse_reader *)gen;
     r->req = NULL;
     sdw_job_unsubscribe(&r->sub);
-    if (h2o_timeout_is_linked(&r->keepalive))
-        h2o_timeout_unlink(&r->keepalive);
+    if (h2o_timeout_is_linked(&r->keepalive)) h2o_timeout_unlink(&r->keepalive);
 }
 
 static void on_keepalive(h2o_timeout_entry_t *entry)
 {
     sse_reader *r = H2O_STRUCT_FROM_MEMBER(sse_reader, keepalive, entry);
-    if (!r->sending && r->n_pending == 0)
-        enqueue(r, sdw_rcbuf_retain(r->srv->keepalive_ev), EV_KEEPALIVE);
+    if (!r->sending && r->n_pending == 0) enqueue(r, sdw_rcbuf_retain(r->srv->keepalive_ev), EV_KEEPALIVE);
     flush(r);
     arm_keepalive(r);
 }
@@ -160,7 +150,8 @@ static void queue_terminal(sse_reader *r, sdw_job *job)
 {
     sdw_rcbuf *t = sdw_job_sse_terminal(job);
     if (!t) {
-        static const char oom[] = "event: error\ndata: {\"code\":\"internal\",\"message\":\"out of memory\"}\n\n";
+        static const char oom[] =
+            "event: error\ndata: {\"code\":\"internal\",\"message\":\"out of memory\"}\n\n";
         t = sdw_rcbuf_from(oom, sizeof oom - 1);
     }
     enqueue(r, t, EV_OTHER);
@@ -172,14 +163,23 @@ static void on_job_event(void *ud, sdw_job *job, sdw_job_event ev)
 {
     sse_reader *r = ud;
     switch (ev) {
-    case SDW_JEV_QUEUED: enqueue(r, sdw_job_sse_event(r->srv, job, ev), EV_QUEUED); break;
-    case SDW_JEV_STARTED: enqueue(r, sdw_job_sse_event(r->srv, job, ev), EV_OTHER); break;
-    case SDW_JEV_PROGRESS: enqueue(r, sdw_job_sse_event(r->srv, job, ev), EV_PROGRESS); break;
-    case SDW_JEV_END: queue_terminal(r, job); break;
+    case SDW_JEV_QUEUED:
+        enqueue(r, sdw_job_sse_event(r->srv, job, ev), EV_QUEUED);
+        break;
+    case SDW_JEV_STARTED:
+        enqueue(r, sdw_job_sse_event(r->srv, job, ev), EV_OTHER);
+        break;
+    case SDW_JEV_PROGRESS:
+        enqueue(r, sdw_job_sse_event(r->srv, job, ev), EV_PROGRESS);
+        break;
+    case SDW_JEV_END:
+        queue_terminal(r, job);
+        break;
     case SDW_JEV_GONE:
         /* freed before it ended (only when the service stops abruptly): end the stream honestly */
         if (!r->terminal && !r->final_sent) {
-            static const char gone[] = "event: error\ndata: {\"code\":\"shutting_down\",\"message\":\"the service stopped\"}\n\n";
+            static const char gone[] =
+                "event: error\ndata: {\"code\":\"shutting_down\",\"message\":\"the service stopped\"}\n\n";
             enqueue(r, sdw_rcbuf_from(gone, sizeof gone - 1), EV_OTHER);
             r->terminal = 1;
         }
@@ -204,29 +204,29 @@ void sdw_sse_start(sdw_srv *s, h2o_req_t *req, sdw_job *job, sdw_rcbuf *first)
 
     sdw_http_prepare(s, req, 200, "text/event-stream");
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
-    sdw_http_add_header(req, "x-accel-buffering", "no"); /* tell nginx-style proxies not to buffer the stream */
+    sdw_http_add_header(req, "x-accel-buffering",
+                        "no"); /* tell nginx-style proxies not to buffer the stream */
     h2o_start_response(req, &r->gen);
 
     enqueue(r, first, EV_OTHER);
     /* a late reader first learns where the job stands */
     switch (job->status) {
     case SDW_JST_QUEUED:
-        if (!first)
-            enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_QUEUED), EV_QUEUED);
+        if (!first) enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_QUEUED), EV_QUEUED);
         break;
     case SDW_JST_RUNNING:
         if (job->t_started > 0) {
             enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_STARTED), EV_OTHER);
-            if (job->step > 0)
-                enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_PROGRESS), EV_PROGRESS);
+            if (job->step > 0) enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_PROGRESS), EV_PROGRESS);
         } else if (!first) {
             enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_QUEUED), EV_QUEUED);
         }
         break;
-    default: queue_terminal(r, job); break;
+    default:
+        queue_terminal(r, job);
+        break;
     }
-    if (!r->terminal)
-        sdw_job_subscribe(job, &r->sub);
+    if (!r->terminal) sdw_job_subscribe(job, &r->sub);
     flush(r);
     /* nothing to say yet (no first event): headers go out now so the client sees the stream open */
     if (!r->sending && !r->final_sent) {

@@ -13,8 +13,9 @@
 
 /** An error answer of the HTTP API: {"error":{"code","message","field"}} with status. */
 typedef struct {
-    int status;        /* HTTP status: 400, 413, 415, ... */
-    char code[32];     /* machine-readable: "invalid_json", "unknown_field", "invalid_type", "out_of_range", ... */
+    int status; /* HTTP status: 400, 413, 415, ... */
+    char
+        code[32]; /* machine-readable: "invalid_json", "unknown_field", "invalid_type", "out_of_range", ... */
     char message[512]; /* for humans: what is wrong and what is accepted (the sampler list is ~300 bytes) */
     char field[32];    /* the request field concerned, "" when the error is not about one field */
 } sdw_api_error;

@@ -1,5 +1,6 @@
-/* cli_tokenize.c: `sd-worker tokenize [--tokenizer PATH] TEXT`, which prints TEXT's CLIP BPE ids as a JSON array
- * on one line (no start/end tokens, no padding, no truncation), for checking prompts and tokenizer files. */
+/* cli_tokenize.c: `sd-worker tokenize [--tokenizer PATH] TEXT`, which prints TEXT's CLIP BPE ids as a JSON
+ * array on one line (no start/end tokens, no padding, no truncation), for checking prompts and tokenizer
+ * files. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,15 +11,16 @@
 
 static void tokenize_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: sd-worker tokenize [--tokenizer PATH] TEXT\n"
-            "Prints the CLIP BPE token ids of TEXT as a JSON array on one line, without the start/end tokens,\n"
-            "padding or the 75-token truncation the model applies.\n"
-            "  --tokenizer PATH  bpe_simple_vocab_16e6.txt(.gz) (the CLIP merges file), a vocab.json with\n"
-            "                    merges.txt beside it, or a folder holding vocab.json and merges.txt\n"
-            "                    (a diffusers model's tokenizer/ folder). Default: CLIP's vocabulary, built in.\n"
-            "  -h, --help        this text\n"
-            "Exit status: 0 printed, 1 bad arguments or unreadable tokenizer.\n");
+    fprintf(
+        f,
+        "usage: sd-worker tokenize [--tokenizer PATH] TEXT\n"
+        "Prints the CLIP BPE token ids of TEXT as a JSON array on one line, without the start/end tokens,\n"
+        "padding or the 75-token truncation the model applies.\n"
+        "  --tokenizer PATH  bpe_simple_vocab_16e6.txt(.gz) (the CLIP merges file), a vocab.json with\n"
+        "                    merges.txt beside it, or a folder holding vocab.json and merges.txt\n"
+        "                    (a diffusers model's tokenizer/ folder). Default: CLIP's vocabulary, built in.\n"
+        "  -h, --help        this text\n"
+        "Exit status: 0 printed, 1 bad arguments or unreadable tokenizer.\n");
 }
 
 int sdw_cmd_tokenize(int argc, char **argv)

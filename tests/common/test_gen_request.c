@@ -265,10 +265,11 @@ static void test_names_table(void **state)
     assert_string_equal(sdw_prediction_name(SDW_PREDICTION_V), "v");
 
     char list[512];
-    assert_string_equal(sdw_names_list(SDW_NAMES_SAMPLER, ", ", NULL, list, sizeof list),
-                        "euler, euler_a, ddim, dpmpp_2m, lcm, heun, dpm2, dpmpp_2s_a, dpmpp_2m_sde, dpmpp_2m_v2, "
-                        "ipndm, ipndm_v, lms, ddim_trailing, tcd, euler_cfg_pp, euler_a_cfg_pp, res_multistep, "
-                        "res_2s, er_sde, euler_ge, dpmpp_2m_sde_bt");
+    assert_string_equal(
+        sdw_names_list(SDW_NAMES_SAMPLER, ", ", NULL, list, sizeof list),
+        "euler, euler_a, ddim, dpmpp_2m, lcm, heun, dpm2, dpmpp_2s_a, dpmpp_2m_sde, dpmpp_2m_v2, "
+        "ipndm, ipndm_v, lms, ddim_trailing, tcd, euler_cfg_pp, euler_a_cfg_pp, res_multistep, "
+        "res_2s, er_sde, euler_ge, dpmpp_2m_sde_bt");
     assert_string_equal(sdw_names_list(SDW_NAMES_PREDICTION, ", ", " or ", list, sizeof list),
                         "auto, eps or v");
     assert_string_equal(sdw_names_list(SDW_NAMES_SCHEDULE, " | ", NULL, list, 8), "discret"); /* truncated */

@@ -76,7 +76,8 @@ static void test_text_line(void **state)
     sdw_log(SDW_LOG_INFO, "listening", "addr=%s", "127.0.0.1:8080");
     char *out = capture_end();
     assert_int_equal(strncmp(out, "ts=", 3), 0);
-    assert_string_equal(skip_ts(out + 3), " level=info comp=supervisor event=listening addr=127.0.0.1:8080\n");
+    assert_string_equal(skip_ts(out + 3),
+                        " level=info comp=supervisor event=listening addr=127.0.0.1:8080\n");
     free(out);
 }
 
@@ -101,13 +102,15 @@ static void test_text_quoting(void **state)
     (void)state;
     sdw_log_init(SDW_LOG_DEBUG, 0, "worker");
     capture_begin();
-    sdw_log(SDW_LOG_WARN, "job failed", "msg=%s q=%s eq=%s empty=%s nl=%s bs=%s utf8=%s bad=%s nullval=", "out of memory",
-            "say \"hi\"", "a=b", "", "line1\nline2\r\t\x01", "C:\\x", "h\xc3\xa9llo", "\xff");
+    sdw_log(SDW_LOG_WARN, "job failed",
+            "msg=%s q=%s eq=%s empty=%s nl=%s bs=%s utf8=%s bad=%s nullval=", "out of memory", "say \"hi\"",
+            "a=b", "", "line1\nline2\r\t\x01", "C:\\x", "h\xc3\xa9llo", "\xff");
     char *out = capture_end();
-    assert_string_equal(skip_ts(out + 3),
-                        " level=warn comp=worker event=\"job failed\" msg=\"out of memory\" q=\"say \\\"hi\\\"\""
-                        " eq=\"a=b\" empty=\"\" nl=\"line1\\nline2\\r\\t\\x01\" bs=\"C:\\\\x\" utf8=h\xc3\xa9llo"
-                        " bad=\"\\xff\" nullval=\"\"\n");
+    assert_string_equal(
+        skip_ts(out + 3),
+        " level=warn comp=worker event=\"job failed\" msg=\"out of memory\" q=\"say \\\"hi\\\"\""
+        " eq=\"a=b\" empty=\"\" nl=\"line1\\nline2\\r\\t\\x01\" bs=\"C:\\\\x\" utf8=h\xc3\xa9llo"
+        " bad=\"\\xff\" nullval=\"\"\n");
     /* Exactly one line, whatever the values held. */
     assert_int_equal(strchr(out, '\n') - out + 1, strlen(out));
     free(out);
@@ -124,11 +127,14 @@ static void test_json_line(void **state)
     char *l2 = strchr(out, '\n') + 1;
     l2[-1] = 0;
     assert_int_equal(strncmp(out, "{\"ts\":\"", 7), 0);
-    assert_string_equal(skip_ts(out + 7),
-                        "\",\"level\":\"info\",\"comp\":\"supervisor\",\"event\":\"listening\",\"addr\":\"127.0.0.1:8080\"}");
+    assert_string_equal(
+        skip_ts(out + 7),
+        "\",\"level\":\"info\",\"comp\":\"supervisor\",\"event\":\"listening\",\"addr\":\"127.0.0.1:8080\"}");
     assert_int_equal(strncmp(l2, "{\"ts\":\"", 7), 0);
-    assert_string_equal(skip_ts(l2 + 7), "\",\"level\":\"error\",\"comp\":\"supervisor\",\"event\":\"x\",\"q\":\"a\\\"b\\\\c\\n"
-                                         "\\u0001\",\"u\":\"h\xc3\xa9\",\"bad\":\"\\ufffd(\"}\n");
+    assert_string_equal(
+        skip_ts(l2 + 7),
+        "\",\"level\":\"error\",\"comp\":\"supervisor\",\"event\":\"x\",\"q\":\"a\\\"b\\\\c\\n"
+        "\\u0001\",\"u\":\"h\xc3\xa9\",\"bad\":\"\\ufffd(\"}\n");
     free(out);
 }
 
@@ -178,15 +184,18 @@ static void test_typed_fields(void **state)
     /* JSON: one integer or float conversion is a number; strings, literals and mixes are strings. */
     sdw_log_init(SDW_LOG_INFO, 1, "supervisor");
     capture_begin();
-    sdw_log(SDW_LOG_WARN, "worker_exit", "slot=%d code=%u big=%llu neg=%ld t=%.3f size=%dx%d dev=%s why=\"no %s\" "
+    sdw_log(SDW_LOG_WARN, "worker_exit",
+            "slot=%d code=%u big=%llu neg=%ld t=%.3f size=%dx%d dev=%s why=\"no %s\" "
             "lit=abc pct=%d%% z=%zu hex=%x inf=%f w=%*d",
-            0, 3u, 18446744073709551615ull, -7L, 1.5, 64, 32, "cpu0", "luck", 5, (size_t)9, 255u, 1.0 / 0.0, 4, 7);
+            0, 3u, 18446744073709551615ull, -7L, 1.5, 64, 32, "cpu0", "luck", 5, (size_t)9, 255u, 1.0 / 0.0,
+            4, 7);
     out = capture_end();
-    assert_string_equal(skip_ts(out + 7),
-                        "\",\"level\":\"warn\",\"comp\":\"supervisor\",\"event\":\"worker_exit\",\"slot\":0,\"code\":3,"
-                        "\"big\":18446744073709551615,\"neg\":-7,\"t\":1.500,\"size\":\"64x32\",\"dev\":\"cpu0\","
-                        "\"why\":\"no luck\",\"lit\":\"abc\",\"pct\":\"5%\",\"z\":9,\"hex\":\"ff\",\"inf\":\"inf\","
-                        "\"w\":7}\n");
+    assert_string_equal(
+        skip_ts(out + 7),
+        "\",\"level\":\"warn\",\"comp\":\"supervisor\",\"event\":\"worker_exit\",\"slot\":0,\"code\":3,"
+        "\"big\":18446744073709551615,\"neg\":-7,\"t\":1.500,\"size\":\"64x32\",\"dev\":\"cpu0\","
+        "\"why\":\"no luck\",\"lit\":\"abc\",\"pct\":\"5%\",\"z\":9,\"hex\":\"ff\",\"inf\":\"inf\","
+        "\"w\":7}\n");
     free(out);
 
     /* The same in logfmt: numbers bare, strings quoted when they need it. */
@@ -366,8 +375,10 @@ static void test_deferred_waits_for_flush(void **state)
     assert_null(packet_next()); /* one write for both lines */
     char *l2 = strchr(p, '\n') + 1;
     l2[-1] = 0;
-    assert_string_equal(skip_ts(p + 3), " level=info comp=supervisor event=http method=GET path=/health status=200");
-    assert_string_equal(skip_ts(l2 + 3), " level=info comp=supervisor event=http method=GET path=\"/a b\" status=404\n");
+    assert_string_equal(skip_ts(p + 3),
+                        " level=info comp=supervisor event=http method=GET path=/health status=200");
+    assert_string_equal(skip_ts(l2 + 3),
+                        " level=info comp=supervisor event=http method=GET path=\"/a b\" status=404\n");
     free(p);
     sdw_log_flush(); /* nothing left: writes nothing */
     assert_null(packet_next());
@@ -386,7 +397,8 @@ static void test_immediate_line_follows_batch(void **state)
     char *p = packet_next();
     assert_non_null(p);
     assert_int_equal(count_lines(p), 3);
-    const char *a = strstr(p, "\"event\":\"one\""), *b = strstr(p, "\"event\":\"two\""), *c = strstr(p, "\"event\":\"three\"");
+    const char *a = strstr(p, "\"event\":\"one\""), *b = strstr(p, "\"event\":\"two\""),
+               *c = strstr(p, "\"event\":\"three\"");
     assert_true(a && b && c && a < b && b < c);
     free(p);
 
@@ -422,9 +434,9 @@ static void test_batch_writes_whole_lines_within_pipe_buf(void **state)
     for (int i = 0; i < LINES; i++) {
         char seq[16];
         snprintf(seq, sizeof seq, "%d", i);
-        sdw_log_deferred(SDW_LOG_INFO, "line", "seq=%s pad=%s", seq, i % 7 ? "short" : "a-longer-value-to-vary-sizes");
-        if (i == 250)
-            sdw_log_deferred(SDW_LOG_INFO, "big", "v=%s", big);
+        sdw_log_deferred(SDW_LOG_INFO, "line", "seq=%s pad=%s", seq,
+                         i % 7 ? "short" : "a-longer-value-to-vary-sizes");
+        if (i == 250) sdw_log_deferred(SDW_LOG_INFO, "big", "v=%s", big);
     }
     sdw_log_flush();
     int next = 0, writes = 0, saw_big = 0;
@@ -512,7 +524,7 @@ static void test_deferred_fork_and_exit(void **state)
         const char *at = strstr(out, pat);
         assert_non_null(at);
         assert_null(strstr(at + 1, pat)); /* exactly once */
-        assert_true(at >= prev); /* each fork wrote the parent's batch before the child could log */
+        assert_true(at >= prev);          /* each fork wrote the parent's batch before the child could log */
         prev = at;
     }
     assert_int_equal(count_lines(out), 5);
@@ -525,7 +537,8 @@ static void *other_thread(void *arg)
     return NULL;
 }
 
-/* The batch belongs to the first thread that defers a line; another thread's deferred lines go out at once. */
+/* The batch belongs to the first thread that defers a line; another thread's deferred lines go out at once.
+ */
 static void test_deferred_other_thread_immediate(void **state)
 {
     (void)state;
@@ -556,18 +569,19 @@ static void test_plain_value_boundaries(void **state)
     (void)state;
     sdw_log_init(SDW_LOG_INFO, 0, "c");
     capture_begin();
-    sdw_log(SDW_LOG_INFO, "e", "all=%s sp=%s eq=%s del=%s hi=%s k\"y=%s", "!#$%&'()*+,-./09:;<>?@AZ[]^_`az{|}~", "a b",
-            "a=b", "a\x7f", "\xc3\xa9t\xc3\xa9", "v");
+    sdw_log(SDW_LOG_INFO, "e", "all=%s sp=%s eq=%s del=%s hi=%s k\"y=%s",
+            "!#$%&'()*+,-./09:;<>?@AZ[]^_`az{|}~", "a b", "a=b", "a\x7f", "\xc3\xa9t\xc3\xa9", "v");
     char *out = capture_end();
-    assert_string_equal(skip_ts(out + 3), " level=info comp=c event=e all=!#$%&'()*+,-./09:;<>?@AZ[]^_`az{|}~"
-                                          " sp=\"a b\" eq=\"a=b\" del=\"a\\x7f\" hi=\xc3\xa9t\xc3\xa9 k_y=v\n");
+    assert_string_equal(skip_ts(out + 3),
+                        " level=info comp=c event=e all=!#$%&'()*+,-./09:;<>?@AZ[]^_`az{|}~"
+                        " sp=\"a b\" eq=\"a=b\" del=\"a\\x7f\" hi=\xc3\xa9t\xc3\xa9 k_y=v\n");
     free(out);
     sdw_log_init(SDW_LOG_INFO, 1, "c");
     capture_begin();
     sdw_log(SDW_LOG_INFO, "e", "sp=%s q=%s k\"y=%s", "a b=c", "x\"y", "v");
     out = capture_end();
-    assert_string_equal(skip_ts(out + 7),
-                        "\",\"level\":\"info\",\"comp\":\"c\",\"event\":\"e\",\"sp\":\"a b=c\",\"q\":\"x\\\"y\",\"k\\\"y\":\"v\"}\n");
+    assert_string_equal(skip_ts(out + 7), "\",\"level\":\"info\",\"comp\":\"c\",\"event\":\"e\",\"sp\":\"a "
+                                          "b=c\",\"q\":\"x\\\"y\",\"k\\\"y\":\"v\"}\n");
     free(out);
 }
 

@@ -25,8 +25,7 @@ static void expect_error(const char *yaml, const char *want)
 {
     sdw_config cfg;
     int rc = load(yaml, &cfg);
-    if (rc == 0)
-        sdw_config_free(&cfg);
+    if (rc == 0) sdw_config_free(&cfg);
     assert_int_equal(rc, -1);
     assert_string_equal(err, want);
     /* On failure nothing is left to free: every pointer is NULL. */
@@ -123,7 +122,8 @@ static void check_defaults(const sdw_config *cfg)
     assert_non_null(cfg->node_id);
     size_t n = strlen(cfg->node_id);
     assert_true(n >= 1 && n <= 32);
-    assert_int_equal(strspn(cfg->node_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"), n);
+    assert_int_equal(strspn(cfg->node_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"),
+                     n);
     assert_string_equal(cfg->tokenizer_path, "");
     assert_string_equal(cfg->prediction, "auto");
     assert_int_equal(cfg->n_devices, 1);
@@ -166,10 +166,11 @@ static void test_defaults(void **state)
     sdw_config_free(&cfg);
 
     /* Empty sections and null values mean "the defaults" too. */
-    assert_int_equal(load("# comment\nmodel:\n  path: /m\n  tokenizer:\nqueue:\nlimits: {}\nworkers: ~\ncors:\n"
-                          "log: null\nmetrics:\n",
-                          &cfg),
-                     0);
+    assert_int_equal(
+        load("# comment\nmodel:\n  path: /m\n  tokenizer:\nqueue:\nlimits: {}\nworkers: ~\ncors:\n"
+             "log: null\nmetrics:\n",
+             &cfg),
+        0);
     check_defaults(&cfg);
     sdw_config_free(&cfg);
 
@@ -189,8 +190,7 @@ static void test_default_node_id_from_hostname(void **state)
     /* Sanitized host name: disallowed characters (dots of an FQDN) become '-'. */
     if (strlen(host) <= 32) {
         for (char *p = host; *p; p++)
-            if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-", *p))
-                *p = '-';
+            if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-", *p)) *p = '-';
         assert_string_equal(cfg.node_id, host);
     } else {
         assert_int_equal(strlen(cfg.node_id), 32);
@@ -207,7 +207,8 @@ static void test_relative_paths(void **state)
     char want[8192];
     sdw_config cfg;
     const char *y = "model: { path: models/m.safetensors, tokenizer: ../vocab.txt.gz }\n";
-    assert_int_equal(sdw_config_load_string(y, strlen(y), "/etc/sd-worker/sd-worker.yaml", &cfg, err, sizeof err), 0);
+    assert_int_equal(
+        sdw_config_load_string(y, strlen(y), "/etc/sd-worker/sd-worker.yaml", &cfg, err, sizeof err), 0);
     assert_string_equal(cfg.model_path, "/etc/sd-worker/models/m.safetensors");
     assert_string_equal(cfg.tokenizer_path, "/etc/sd-worker/../vocab.txt.gz");
     sdw_config_free(&cfg);
@@ -256,8 +257,7 @@ static void test_load_file(void **state)
     assert_int_equal(cfg.queue_capacity, 3);
     char want[8192];
     snprintf(want, sizeof want, "%.*s/m.safetensors", (int)(strrchr(path, '/') - path), path);
-    if (path[0] == '/')
-        assert_string_equal(cfg.model_path, want);
+    if (path[0] == '/') assert_string_equal(cfg.model_path, want);
     sdw_config_free(&cfg);
 
     f = fopen(path, "w");
@@ -282,22 +282,27 @@ static void test_load_file(void **state)
 static void test_syntax_error(void **state)
 {
     (void)state;
-    expect_error("model:\n  path: /m\n bad: 1\n",
-                 "t.yaml:3:2: YAML syntax error: did not find expected key (while parsing a block mapping at line 1, "
-                 "column 1)");
-    expect_error("a: b\n c: d\n", "t.yaml:2:3: YAML syntax error: mapping values are not allowed in this context");
+    expect_error(
+        "model:\n  path: /m\n bad: 1\n",
+        "t.yaml:3:2: YAML syntax error: did not find expected key (while parsing a block mapping at line 1, "
+        "column 1)");
+    expect_error("a: b\n c: d\n",
+                 "t.yaml:2:3: YAML syntax error: mapping values are not allowed in this context");
     expect_error("listen: \"127.0.0.1:80\nmodel: {path: /m}\n",
-                 "t.yaml:3:1: YAML syntax error: found unexpected end of stream (while scanning a quoted scalar at line "
+                 "t.yaml:3:1: YAML syntax error: found unexpected end of stream (while scanning a quoted "
+                 "scalar at line "
                  "1, column 9)");
     /* Invalid UTF-8: libyaml's reader gives an offset, reported as a position. */
-    expect_error("model: {path: /m}\nnode_id: \"a\xff\"\n", "t.yaml:2:12: invalid input: invalid leading UTF-8 octet");
+    expect_error("model: {path: /m}\nnode_id: \"a\xff\"\n",
+                 "t.yaml:2:12: invalid input: invalid leading UTF-8 octet");
 }
 
 static void test_unknown_keys(void **state)
 {
     (void)state;
     expect_error("lisen: 127.0.0.1:80\nmodel: {path: /m}\n",
-                 "t.yaml:1:1: unknown key 'lisen'; known keys: listen, node_id, model, devices, queue, limits, workers, "
+                 "t.yaml:1:1: unknown key 'lisen'; known keys: listen, node_id, model, devices, queue, "
+                 "limits, workers, "
                  "cors, log, metrics, server, auth, server_names");
     expect_error("model: {path: /m}\nqueue:\n  capacty: 3\n",
                  "t.yaml:3:3: unknown key 'capacty' in queue; known keys: capacity, result_ttl_s");
@@ -320,11 +325,12 @@ static void test_wrong_types(void **state)
                  "t.yaml:2:10: devices: expected a list of devices, got a mapping");
     expect_error("model: {path: /m}\ndevices: [cpu]\n",
                  "t.yaml:2:11: devices[0]: expected a mapping like { kind: cpu, cpus: \"0-1\" }, got 'cpu'");
-    expect_error("model: {path: /m}\ncors: { allow_origins: \"*\" }\n",
-                 "t.yaml:2:24: cors.allow_origins: expected a list of origins like [\"https://app.example\"], got "
-                 "string \"*\"");
-    expect_error("- a\n- b\n",
-                 "t.yaml:1:1: expected a mapping of settings (listen:, model:, devices: ...) at the top level, got a list");
+    expect_error(
+        "model: {path: /m}\ncors: { allow_origins: \"*\" }\n",
+        "t.yaml:2:24: cors.allow_origins: expected a list of origins like [\"https://app.example\"], got "
+        "string \"*\"");
+    expect_error("- a\n- b\n", "t.yaml:1:1: expected a mapping of settings (listen:, model:, devices: ...) "
+                               "at the top level, got a list");
     expect_error("model: {path: \"/m\\0x\"}\n", "t.yaml:1:15: model.path: must not contain a NUL character");
 }
 
@@ -345,28 +351,33 @@ static void test_out_of_range(void **state)
                  "t.yaml:2:22: limits.max_steps: must be between 1 and 150 (got 0)");
     expect_error("model: {path: /m}\nworkers: { restart_backoff_ms: [5000, 250] }\n",
                  "t.yaml:2:32: workers.restart_backoff_ms: min 5000 is greater than max 250");
-    expect_error("model: {path: /m}\nworkers: { restart_backoff_ms: [5000] }\n",
-                 "t.yaml:2:32: workers.restart_backoff_ms: expected [min, max] in milliseconds, got a list of 1 item");
+    expect_error(
+        "model: {path: /m}\nworkers: { restart_backoff_ms: [5000] }\n",
+        "t.yaml:2:32: workers.restart_backoff_ms: expected [min, max] in milliseconds, got a list of 1 item");
     expect_error("model: {path: /m}\ndevices:\n  - { kind: cpu, threads: -1 }\n",
                  "t.yaml:3:27: devices[0].threads: must be between 0 and 1024 (got -1)");
-    expect_error("model: {path: /m}\nlimits: { max_body_bytes: 99999999999999999999 }\n",
-                 "t.yaml:2:27: limits.max_body_bytes: must be between 1024 and 1073741824 (got 99999999999999999999)");
+    expect_error(
+        "model: {path: /m}\nlimits: { max_body_bytes: 99999999999999999999 }\n",
+        "t.yaml:2:27: limits.max_body_bytes: must be between 1024 and 1073741824 (got 99999999999999999999)");
 }
 
 static void test_cpus_syntax(void **state)
 {
     (void)state;
     expect_error("model: {path: /m}\ndevices:\n  - { kind: cpu, cpus: \"0-\" }\n",
-                 "t.yaml:3:24: devices[0].cpus: invalid CPU list '0-': expected CPU numbers and ranges like \"0-3,5\"");
-    expect_error("model: {path: /m}\ndevices:\n  - { kind: cpu, cpus: \"3-1\" }\n",
-                 "t.yaml:3:24: devices[0].cpus: invalid CPU list '3-1': a range's first CPU is greater than its last");
+                 "t.yaml:3:24: devices[0].cpus: invalid CPU list '0-': expected CPU numbers and ranges like "
+                 "\"0-3,5\"");
+    expect_error(
+        "model: {path: /m}\ndevices:\n  - { kind: cpu, cpus: \"3-1\" }\n",
+        "t.yaml:3:24: devices[0].cpus: invalid CPU list '3-1': a range's first CPU is greater than its last");
     expect_error("model: {path: /m}\ndevices:\n  - { kind: cpu, cpus: \"0,1,\" }\n",
                  "t.yaml:3:24: devices[0].cpus: invalid CPU list '0,1,': trailing comma");
     expect_error("model: {path: /m}\ndevices:\n  - { kind: cpu, cpus: \"4096\" }\n",
                  "t.yaml:3:24: devices[0].cpus: invalid CPU list '4096': CPU numbers must be below 1024");
-    expect_error("model: {path: /m}\ndevices:\n  - { kind: cpu, cpus: \"0,2,4,6,8,10,12,14,16,18,20,22\" }\n",
-                 "t.yaml:3:24: devices[0].cpus: invalid CPU list '0,2,4,6,8,10,12,14,16,18,20,22': too long for a "
-                 "device name; at most 27 characters once merged into ranges");
+    expect_error(
+        "model: {path: /m}\ndevices:\n  - { kind: cpu, cpus: \"0,2,4,6,8,10,12,14,16,18,20,22\" }\n",
+        "t.yaml:3:24: devices[0].cpus: invalid CPU list '0,2,4,6,8,10,12,14,16,18,20,22': too long for a "
+        "device name; at most 27 characters once merged into ranges");
     /* A plain number is a valid one-CPU list. */
     sdw_config cfg;
     assert_int_equal(load("model: {path: /m}\ndevices:\n  - { kind: cpu, cpus: 3 }\n", &cfg), 0);
@@ -386,8 +397,9 @@ static void test_duplicate_keys(void **state)
 static void test_missing_model_path(void **state)
 {
     (void)state;
-    expect_error("listen: 127.0.0.1:8080\n", "t.yaml:1:1: missing required key model.path (the checkpoint file, e.g. "
-                                             "/var/lib/sd-worker/models/model.safetensors)");
+    expect_error("listen: 127.0.0.1:8080\n",
+                 "t.yaml:1:1: missing required key model.path (the checkpoint file, e.g. "
+                 "/var/lib/sd-worker/models/model.safetensors)");
     expect_error("", "t.yaml:1:1: missing required key model.path (the checkpoint file, e.g. "
                      "/var/lib/sd-worker/models/model.safetensors)");
     expect_error("queue: {capacity: 2}\nmodel:\n  prediction: eps\n",
@@ -411,22 +423,26 @@ static void test_devices(void **state)
                  "t.yaml:3:18: devices[0].gpu: only applies to kind cuda");
     expect_error("model: {path: /m}\ndevices:\n  - { kind: cuda, threads: 4 }\n",
                  "t.yaml:3:19: devices[0].threads: only applies to kind cpu");
-    expect_error("model: {path: /m}\ndevices:\n  - { kind: cpu, cpus: \"0-1\" }\n  - { kind: cpu, cpus: \"1,0\" }\n",
-                 "t.yaml:4:5: devices[1]: same device as devices[0] (cpu:0-1); each device runs one worker");
+    expect_error(
+        "model: {path: /m}\ndevices:\n  - { kind: cpu, cpus: \"0-1\" }\n  - { kind: cpu, cpus: \"1,0\" }\n",
+        "t.yaml:4:5: devices[1]: same device as devices[0] (cpu:0-1); each device runs one worker");
 }
 
 static void test_listen_and_node_id(void **state)
 {
     (void)state;
-    expect_error("listen: 8080\nmodel: {path: /m}\n",
-                 "t.yaml:1:9: listen: expected host:port (e.g. 127.0.0.1:8080, 0.0.0.0:8080 or \"[::1]:8080\"), got "
-                 "'8080'");
-    expect_error("listen: \"::1:8080\"\nmodel: {path: /m}\n",
-                 "t.yaml:1:9: listen: expected host:port (e.g. 127.0.0.1:8080, 0.0.0.0:8080 or \"[::1]:8080\"), got "
-                 "string \"::1:8080\"");
-    expect_error("listen: \"[::g]:8080\"\nmodel: {path: /m}\n",
-                 "t.yaml:1:9: listen: expected host:port (e.g. 127.0.0.1:8080, 0.0.0.0:8080 or \"[::1]:8080\"), got "
-                 "string \"[::g]:8080\"");
+    expect_error(
+        "listen: 8080\nmodel: {path: /m}\n",
+        "t.yaml:1:9: listen: expected host:port (e.g. 127.0.0.1:8080, 0.0.0.0:8080 or \"[::1]:8080\"), got "
+        "'8080'");
+    expect_error(
+        "listen: \"::1:8080\"\nmodel: {path: /m}\n",
+        "t.yaml:1:9: listen: expected host:port (e.g. 127.0.0.1:8080, 0.0.0.0:8080 or \"[::1]:8080\"), got "
+        "string \"::1:8080\"");
+    expect_error(
+        "listen: \"[::g]:8080\"\nmodel: {path: /m}\n",
+        "t.yaml:1:9: listen: expected host:port (e.g. 127.0.0.1:8080, 0.0.0.0:8080 or \"[::1]:8080\"), got "
+        "string \"[::g]:8080\"");
     expect_error("listen: \"127.0.0.1:http\"\nmodel: {path: /m}\n",
                  "t.yaml:1:9: listen: port must be a number from 0 to 65535 (got 'http')");
     expect_error("node_id: node.a\nmodel: {path: /m}\n",
@@ -445,9 +461,10 @@ static void test_enums_and_origins(void **state)
                  "t.yaml:2:15: log.level: must be one of debug, info, warn, error (got 'verbose')");
     expect_error("model: {path: /m}\nlog: { format: xml }\n",
                  "t.yaml:2:16: log.format: must be one of text, json (got 'xml')");
-    expect_error("model: {path: /m}\ncors: { allow_origins: [\"https://a.example/path\"] }\n",
-                 "t.yaml:2:25: cors.allow_origins[0]: expected \"*\" or an origin like https://host[:port] (no path), "
-                 "got string \"https://a.example/path\"");
+    expect_error(
+        "model: {path: /m}\ncors: { allow_origins: [\"https://a.example/path\"] }\n",
+        "t.yaml:2:25: cors.allow_origins[0]: expected \"*\" or an origin like https://host[:port] (no path), "
+        "got string \"https://a.example/path\"");
     sdw_config cfg;
     assert_int_equal(load("model: {path: /m}\ncors: { allow_origins: [] }\n", &cfg), 0);
     assert_int_equal(cfg.n_cors_origins, 0);
@@ -457,7 +474,8 @@ static void test_enums_and_origins(void **state)
 static void test_unsupported_yaml(void **state)
 {
     (void)state;
-    expect_error("model: &m {path: /m}\nother: *m\n", "t.yaml:2:8: YAML aliases (*m) are not supported in the config");
+    expect_error("model: &m {path: /m}\nother: *m\n",
+                 "t.yaml:2:8: YAML aliases (*m) are not supported in the config");
     expect_error("model: {path: /m}\n---\nmodel: {path: /n}\n",
                  "t.yaml:2:1: only one YAML document is allowed in a config file");
     expect_error("? [a, b]\n: c\nmodel: {path: /m}\n", "t.yaml:1:3: keys must be plain names, got a list");
@@ -467,13 +485,14 @@ static void test_unsupported_yaml(void **state)
 static void test_several_errors(void **state)
 {
     (void)state;
-    expect_error("queue: { capacity: 0 }\nlisten: x\nlog: { level: loud }\n",
-                 "t.yaml:1:1: missing required key model.path (the checkpoint file, e.g. "
-                 "/var/lib/sd-worker/models/model.safetensors)\n"
-                 "t.yaml:1:20: queue.capacity: must be between 1 and 100000 (got 0)\n"
-                 "t.yaml:2:9: listen: expected host:port (e.g. 127.0.0.1:8080, 0.0.0.0:8080 or \"[::1]:8080\"), got "
-                 "'x'\n"
-                 "t.yaml:3:15: log.level: must be one of debug, info, warn, error (got 'loud')");
+    expect_error(
+        "queue: { capacity: 0 }\nlisten: x\nlog: { level: loud }\n",
+        "t.yaml:1:1: missing required key model.path (the checkpoint file, e.g. "
+        "/var/lib/sd-worker/models/model.safetensors)\n"
+        "t.yaml:1:20: queue.capacity: must be between 1 and 100000 (got 0)\n"
+        "t.yaml:2:9: listen: expected host:port (e.g. 127.0.0.1:8080, 0.0.0.0:8080 or \"[::1]:8080\"), got "
+        "'x'\n"
+        "t.yaml:3:15: log.level: must be one of debug, info, warn, error (got 'loud')");
     /* A small buffer keeps whole lines and says how many it left out. */
     sdw_config cfg;
     char small[120];
@@ -501,8 +520,9 @@ static void test_bad_input_never_crashes(void **state)
     sdw_config cfg;
     assert_int_equal(load(deep, &cfg), -1);
     assert_non_null(strstr(err, "t.yaml:"));
-    const char *good = "listen: \"127.0.0.1:8080\"\nmodel:\n  path: /m\ndevices:\n  - { kind: cpu, cpus: \"0-1\" }\n"
-                       "workers: { restart_backoff_ms: [250, 30000] }\ncors: { allow_origins: [\"*\"] }\n";
+    const char *good =
+        "listen: \"127.0.0.1:8080\"\nmodel:\n  path: /m\ndevices:\n  - { kind: cpu, cpus: \"0-1\" }\n"
+        "workers: { restart_backoff_ms: [250, 30000] }\ncors: { allow_origins: [\"*\"] }\n";
     size_t n = strlen(good);
     for (size_t cut = 0; cut <= n; cut++) {
         int rc = sdw_config_load_string(good, cut, "t.yaml", &cfg, err, sizeof err);

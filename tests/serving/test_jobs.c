@@ -28,16 +28,14 @@ static int fp_idle(void *ud)
 {
     fake_pool *p = ud;
     for (int i = 0; i < p->n_slots; i++)
-        if (!p->slot_job[i])
-            return i;
+        if (!p->slot_job[i]) return i;
     return -1;
 }
 
 static int fp_submit(void *ud, int slot, sdw_job *job)
 {
     fake_pool *p = ud;
-    if (p->refuse_submit)
-        return -1;
+    if (p->refuse_submit) return -1;
     assert_true(slot >= 0 && slot < p->n_slots);
     assert_true(p->slot_job[slot] == 0);
     p->slot_job[slot] = job->num;
@@ -64,7 +62,10 @@ static sdw_jobs *make(fake_pool *p, int slots, int capacity, int retry, double t
 {
     memset(p, 0, sizeof *p);
     p->n_slots = slots;
-    sdw_jobs_config c = {.node_id = "node-a", .capacity = capacity, .ttl_s = ttl, .retry_on_crash = retry,
+    sdw_jobs_config c = {.node_id = "node-a",
+                         .capacity = capacity,
+                         .ttl_s = ttl,
+                         .retry_on_crash = retry,
                          .tombstones = tombs};
     sdw_jobs *J = sdw_jobs_new(&c, &OPS, p);
     assert_non_null(J);
@@ -94,8 +95,14 @@ static void finish(sdw_jobs *J, fake_pool *p, int slot, sdw_job_end end, const c
     assert_true(num != 0);
     p->slot_job[slot] = 0;
     static const uint8_t png[] = {0x89, 'P', 'N', 'G', 1, 2, 3};
-    sdw_job_outcome o = {.end = end, .png = end == SDW_JOB_COMPLETE ? png : NULL, .png_len = sizeof png,
-                         .width = 64, .height = 64, .t_total = 1.5, .code = code, .message = code ? "boom" : NULL};
+    sdw_job_outcome o = {.end = end,
+                         .png = end == SDW_JOB_COMPLETE ? png : NULL,
+                         .png_len = sizeof png,
+                         .width = 64,
+                         .height = 64,
+                         .t_total = 1.5,
+                         .code = code,
+                         .message = code ? "boom" : NULL};
     sdw_jobs_done(J, num, &o, now);
 }
 
@@ -172,15 +179,22 @@ static void on_job(void *ud, sdw_job *job, sdw_job_event ev)
 {
     listener *l = ud;
     switch (ev) {
-    case SDW_JEV_QUEUED: l->positions[l->n_queued_events++] = job->position; break;
-    case SDW_JEV_STARTED: l->started++; break;
-    case SDW_JEV_PROGRESS: l->progress++; break;
+    case SDW_JEV_QUEUED:
+        l->positions[l->n_queued_events++] = job->position;
+        break;
+    case SDW_JEV_STARTED:
+        l->started++;
+        break;
+    case SDW_JEV_PROGRESS:
+        l->progress++;
+        break;
     case SDW_JEV_END:
         l->end++;
-        if (l->unsubscribe_on_end)
-            sdw_job_unsubscribe(&l->sub);
+        if (l->unsubscribe_on_end) sdw_job_unsubscribe(&l->sub);
         break;
-    case SDW_JEV_GONE: l->gone++; break;
+    case SDW_JEV_GONE:
+        l->gone++;
+        break;
     }
 }
 
@@ -348,8 +362,7 @@ static void test_ttl_and_tombstones(void **state)
     char idb[80];
     for (int i = 0; i < 2; i++) {
         sdw_job *j = submit(J, "x", 20 + i);
-        if (i == 0)
-            strcpy(idb, j->id);
+        if (i == 0) strcpy(idb, j->id);
         finish(J, &p, 0, SDW_JOB_CANCELLED, NULL, 20 + i);
     }
     /* running jobs never expire; queued neither */
@@ -385,10 +398,8 @@ static void test_ids(void **state)
     assert_int_equal(sdw_jobs_find(J, bad, strlen(bad), &f), SDW_JOBS_UNKNOWN);
     strcpy(bad, a->id);
     for (int i = 7; i < 23; i++)
-        if (bad[i] >= 'a')
-            bad[i] = (char)(bad[i] - 'a' + 'A');
-    if (strcmp(bad, a->id))
-        assert_int_equal(sdw_jobs_find(J, bad, strlen(bad), &f), SDW_JOBS_UNKNOWN);
+        if (bad[i] >= 'a') bad[i] = (char)(bad[i] - 'a' + 'A');
+    if (strcmp(bad, a->id)) assert_int_equal(sdw_jobs_find(J, bad, strlen(bad), &f), SDW_JOBS_UNKNOWN);
     assert_int_equal(sdw_jobs_find(J, "node-a-zz", 9, &f), SDW_JOBS_UNKNOWN);
     assert_int_equal(sdw_jobs_find(J, a->id, strlen(a->id) - 1, &f), SDW_JOBS_UNKNOWN);
     /* random seeds differ and are kept */
@@ -472,12 +483,12 @@ static void test_done_without_image(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fifo_and_capacity), cmocka_unit_test(test_parallel_slots),
+        cmocka_unit_test(test_fifo_and_capacity),    cmocka_unit_test(test_parallel_slots),
         cmocka_unit_test(test_positions_and_events), cmocka_unit_test(test_retry_once),
-        cmocka_unit_test(test_requeue_not_started),
-        cmocka_unit_test(test_cancel), cmocka_unit_test(test_ttl_and_tombstones),
-        cmocka_unit_test(test_ids), cmocka_unit_test(test_pool_refuses),
-        cmocka_unit_test(test_shutdown), cmocka_unit_test(test_done_without_image),
+        cmocka_unit_test(test_requeue_not_started),  cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_ttl_and_tombstones),   cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_pool_refuses),         cmocka_unit_test(test_shutdown),
+        cmocka_unit_test(test_done_without_image),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,7 +52,8 @@ static void test_base64(void **state)
 {
     (void)state;
     static const char *in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-    static const char *out[] = {"\"\"", "\"Zg==\"", "\"Zm8=\"", "\"Zm9v\"", "\"Zm9vYg==\"", "\"Zm9vYmE=\"", "\"Zm9vYmFy\""};
+    static const char *out[] = {"\"\"",         "\"Zg==\"",     "\"Zm8=\"",    "\"Zm9v\"",
+                                "\"Zm9vYg==\"", "\"Zm9vYmE=\"", "\"Zm9vYmFy\""};
     for (int i = 0; i < 7; i++)
         expect_dump(sdw_json_base64(in[i], strlen(in[i])), out[i]);
     /* binary bytes, in an object, framed as an SSE event in an rcbuf */

@@ -18,8 +18,7 @@ static void has_line(const char *text, const char *line)
 {
     size_t n = strlen(line);
     for (const char *p = text; (p = strstr(p, line)); p++)
-        if ((p == text || p[-1] == '\n') && p[n] == '\n')
-            return;
+        if ((p == text || p[-1] == '\n') && p[n] == '\n') return;
     fail_msg("missing line: %s", line);
 }
 
@@ -28,8 +27,7 @@ static int count_prefix(const char *text, const char *prefix)
     int c = 0;
     size_t n = strlen(prefix);
     for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (!strncmp(p, prefix, n))
-            c++;
+        if (!strncmp(p, prefix, n)) c++;
     return c;
 }
 
@@ -93,7 +91,7 @@ static void test_histograms(void **state)
     sdw_metrics_step(m, 0.05); /* le is inclusive: 0.05 counts in the 0.05 bucket */
     sdw_metrics_step(m, 12.0);
     sdw_metrics_step(m, 500.0);
-    sdw_metrics_step(m, -1.0); /* clock went backwards: counted as 0 */
+    sdw_metrics_step(m, -1.0);      /* clock went backwards: counted as 0 */
     sdw_metrics_step(m, 0.0 / 0.0); /* NaN: ignored */
     sdw_metrics_job_completed(m, 45.0);
     size_t len;
@@ -264,9 +262,12 @@ static void test_promtool(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_counters_and_gauges), cmocka_unit_test(test_histograms),
-        cmocka_unit_test(test_workers),             cmocka_unit_test(test_http_and_escaping),
-        cmocka_unit_test(test_series_cap),          cmocka_unit_test(test_promtool),
+        cmocka_unit_test(test_counters_and_gauges),
+        cmocka_unit_test(test_histograms),
+        cmocka_unit_test(test_workers),
+        cmocka_unit_test(test_http_and_escaping),
+        cmocka_unit_test(test_series_cap),
+        cmocka_unit_test(test_promtool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

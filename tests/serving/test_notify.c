@@ -28,9 +28,9 @@ static int listener(const char *name)
     size_t n = strlen(name);
     assert_true(n < sizeof sa.sun_path);
     memcpy(sa.sun_path, name, n);
-    if (name[0] == '@')
-        sa.sun_path[0] = 0;
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)), 0);
+    if (name[0] == '@') sa.sun_path[0] = 0;
+    assert_int_equal(
+        bind(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)), 0);
     struct timeval tv = {5, 0};
     assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
     return fd;
@@ -51,11 +51,9 @@ static int setup(void **state)
     (void)state;
     const char *base = getenv("SDW_TMPDIR");
     /* sun_path holds 108 bytes: fall back to /tmp when the build tree is deep. */
-    if (!base || !*base || strlen(base) > 60)
-        base = "/tmp";
+    if (!base || !*base || strlen(base) > 60) base = "/tmp";
     snprintf(dir, sizeof dir, "%s/notifyXXXXXX", base);
-    if (!mkdtemp(dir))
-        return -1;
+    if (!mkdtemp(dir)) return -1;
     snprintf(sock_path, sizeof sock_path, "%s/notify.sock", dir);
     return 0;
 }

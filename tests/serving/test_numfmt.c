@@ -50,8 +50,7 @@ static void test_fixed(void **state)
         char b[32];
         snprintf(b, sizeof b, "%.3f", x);
         sdw_fmt_fixed(a, x, 3);
-        if (strcmp(a, b) && (x * 1000 - (long)(x * 1000)) != 0.5)
-            fail_msg("%.10f: %s vs %s", x, a, b);
+        if (strcmp(a, b) && (x * 1000 - (long)(x * 1000)) != 0.5) fail_msg("%.10f: %s vs %s", x, a, b);
     }
 }
 

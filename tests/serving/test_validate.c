@@ -12,7 +12,8 @@
 
 #include "validate.h"
 
-static const sdw_validate_limits LIM = {.max_width = 1024, .max_height = 768, .max_steps = 150, .max_body_bytes = 8192};
+static const sdw_validate_limits LIM = {
+    .max_width = 1024, .max_height = 768, .max_steps = 150, .max_body_bytes = 8192};
 
 static int run(const char *body, sdw_gen_request *r, sdw_api_error *e)
 {
@@ -44,10 +45,11 @@ static void test_all_fields(void **state)
     (void)state;
     sdw_gen_request r;
     sdw_api_error e;
-    assert_int_equal(run("{\"prompt\":\"p\",\"negative_prompt\":\"blurry\",\"steps\":150,\"guidance_scale\":0,"
-                         "\"seed\":42,\"width\":1024,\"height\":64,\"sampler\":\"dpmpp_2m\",\"schedule\":\"karras\"}",
-                         &r, &e),
-                     0);
+    assert_int_equal(
+        run("{\"prompt\":\"p\",\"negative_prompt\":\"blurry\",\"steps\":150,\"guidance_scale\":0,"
+            "\"seed\":42,\"width\":1024,\"height\":64,\"sampler\":\"dpmpp_2m\",\"schedule\":\"karras\"}",
+            &r, &e),
+        0);
     assert_string_equal(r.negative_prompt, "blurry");
     assert_int_equal(r.steps, 150);
     assert_true(r.cfg_scale == 0.0);
@@ -60,7 +62,8 @@ static void test_all_fields(void **state)
     sdw_gen_request_free(&r);
 
     /* null means "use the default" for optional fields; a real number is fine for guidance_scale */
-    assert_int_equal(run("{\"prompt\":\"p\",\"seed\":null,\"steps\":null,\"guidance_scale\":12.25}", &r, &e), 0);
+    assert_int_equal(run("{\"prompt\":\"p\",\"seed\":null,\"steps\":null,\"guidance_scale\":12.25}", &r, &e),
+                     0);
     assert_int_equal(r.has_seed, 0);
     assert_int_equal(r.steps, 20);
     assert_true(r.cfg_scale == 12.25);
@@ -164,8 +167,8 @@ static void test_errors(void **state)
         sdw_api_error e;
         int rc = run(c->body, &r, &e);
         if (rc != -1 || e.status != c->status || strcmp(e.code, c->code) || strcmp(e.field, c->field))
-            fail_msg("case %zu %s: rc %d status %d code '%s' field '%s' message '%s'; want %d %s '%s'", i, c->body, rc,
-                     e.status, e.code, e.field, e.message, c->status, c->code, c->field);
+            fail_msg("case %zu %s: rc %d status %d code '%s' field '%s' message '%s'; want %d %s '%s'", i,
+                     c->body, rc, e.status, e.code, e.field, e.message, c->status, c->code, c->field);
         assert_true(e.message[0] != '\0');
         assert_null(r.prompt);
     }
@@ -247,15 +250,18 @@ static void test_content_type(void **state)
     sdw_api_error e;
     static const char *ok[] = {"application/json", "Application/JSON", "application/json; charset=utf-8",
                                "application/json;charset=\"UTF-8\"", " application/json ; foo=bar"};
-    static const char *bad[] = {"text/plain", "application/jsonx", "application/x-www-form-urlencoded",
-                                "application/json; charset=latin1", "multipart/form-data; boundary=x", ""};
+    static const char *bad[] = {"text/plain",
+                                "application/jsonx",
+                                "application/x-www-form-urlencoded",
+                                "application/json; charset=latin1",
+                                "multipart/form-data; boundary=x",
+                                ""};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
         if (sdw_validate_content_type(ok[i], strlen(ok[i]), &e) != 0)
             fail_msg("'%s' refused: %s", ok[i], e.message);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         memset(&e, 0, sizeof e);
-        if (sdw_validate_content_type(bad[i], strlen(bad[i]), &e) != -1)
-            fail_msg("'%s' accepted", bad[i]);
+        if (sdw_validate_content_type(bad[i], strlen(bad[i]), &e) != -1) fail_msg("'%s' accepted", bad[i]);
         assert_int_equal(e.status, 415);
         assert_string_equal(e.code, "unsupported_media_type");
     }
