@@ -117,6 +117,7 @@ static void test_cases(void **state)
 
 int main(void)
 {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* one line per case as it finishes, also under ctest */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cases),
     };
