@@ -49,12 +49,12 @@ typedef struct {
 
 /** What was loaded, for logs, /ready and the PNG parameters chunk. */
 typedef struct {
-    char arch[16];         /* "sd1", "sd2", or "tiny" */
+    char arch[16];         /* "sd1", "sd2", "sdxl", or "tiny" */
     char prediction[4];    /* "eps" or "v" */
     char model_hash[16];   /* A1111-style short hash (first 10 hex of sha256 of the file), "" for folders */
     char model_name[128];  /* basename of the model path, without extension */
-    int context_dim;       /* text embedding width: 768, 1024, ... */
-    int default_size;      /* native resolution: 512 (SD1), 768 (SD2 v), 64 (tiny) */
+    int context_dim;       /* text embedding width: 768, 1024, 2048 (SDXL), ... */
+    int default_size;      /* native resolution: 512 (SD1), 768 (SD2 v), 1024 (SDXL), 64 (tiny) */
     int64_t n_params;      /* parameters loaded */
 } sde_model_info;
 
@@ -73,6 +73,11 @@ typedef struct {
     /** Polled between steps (and between stages); non-zero cancels. May be NULL. */
     int (*should_cancel)(void *ud);
     void *ud;
+    /** SDXL micro-conditioning in pixels; 0 = the reference defaults: original and target size = the image
+     * size, crop top-left (0, 0). Other models ignore them. */
+    int orig_width, orig_height;
+    int crop_left, crop_top;
+    int target_width, target_height;
 } sde_gen_params;
 
 /** Result of a generation; free with sde_result_free(). Times in seconds. */
