@@ -16,8 +16,8 @@ trap 'rm -rf "$out"' EXIT
 /usr/bin/time -v "$build/sd-worker" generate --model "$model" --prompt "a photo of a cat" --seed 42 \
     --steps "$steps" --cfg 7 --sampler euler --width "$size" --height "$size" --output "$out/ours.png" \
     >"$out/ours.log" 2>&1
-# "step N/M  T s" lines are cumulative seconds since sampling started
-step_s=$(awk '/^step /{t=$3} END{print t}' "$out/ours.log")
+# the summary line: "WxH seed S: encode A s, sample B s, decode C s, total D s"
+step_s=$(sed -n 's/.*sample \([0-9.]*\) s.*/\1/p' "$out/ours.log")
 rss=$(awk -F': ' '/Maximum resident/{printf "%.2f", $2/1048576}' "$out/ours.log")
 grep -E "encode|total" "$out/ours.log" || true
 echo "ours: ${size}x${size}, $steps steps with CFG: $(awk -v t="$step_s" -v n="$steps" 'BEGIN{printf "%.1f", t/n}') s/step, peak RSS $rss GB"
