@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "checkpoint.h"
@@ -143,6 +145,209 @@ static void test_detect(void **state)
     assert_int_equal(detect_file("c.safetensors", dxl, 2), 1);
 }
 
+/* ---- the same tiny two-encoder model in the sgm layout and in diffusers' (canonical names) ---- */
+
+enum { LD = 64, GD = SDE_SDXL_POOLED, FF = 64, VOC = 16, NPOS = 77, NL = 2 };
+
+static float frand(uint32_t *st)
+{
+    *st = *st * 1664525u + 1013904223u;
+    return ((float)(*st >> 8) / 16777216.f - 0.5f) * 0.1f;
+}
+
+static float *fill(size_t n, uint32_t *st, float base)
+{
+    float *p = malloc(n * sizeof *p);
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = base + frand(st);
+    return p;
+}
+
+typedef struct {
+    stw_tensor t[128];
+    char names[128][160];
+    float *own[128];
+    int n;
+} tiny_set;
+
+static void add_t(tiny_set *s, const char *name, const float *data, int64_t d0, int64_t d1)
+{
+    stw_tensor *t = &s->t[s->n];
+    snprintf(s->names[s->n], sizeof s->names[0], "%s", name);
+    t->name = s->names[s->n];
+    t->dtype = "F32";
+    t->ndim = d1 ? 2 : 1;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->data = data;
+    t->nbytes = (size_t)(d0 * (d1 ? d1 : 1)) * sizeof(float);
+    s->n++;
+}
+
+/* one HF CLIPTextModel layer set under pfx (ViT-L here; bigG in the diffusers layout with oc != NULL:
+ * q/k/v are the rows of the OpenCLIP in_proj) */
+typedef struct {
+    float *tok, *pos, *ln1g, *ln1b, *inw, *inb, *ow, *ob, *ln2g, *ln2b, *f1w, *f1b, *f2w, *f2b, *lnfg, *lnfb;
+} enc_w;
+
+static void enc_make(enc_w *w, int d, uint32_t *st)
+{
+    w->tok = fill((size_t)VOC * d, st, 0);
+    w->pos = fill((size_t)NPOS * d, st, 0);
+    w->ln1g = fill((size_t)NL * d, st, 1);
+    w->ln1b = fill((size_t)NL * d, st, 0);
+    w->inw = fill((size_t)NL * 3 * d * d, st, 0);
+    w->inb = fill((size_t)NL * 3 * d, st, 0);
+    w->ow = fill((size_t)NL * d * d, st, 0);
+    w->ob = fill((size_t)NL * d, st, 0);
+    w->ln2g = fill((size_t)NL * d, st, 1);
+    w->ln2b = fill((size_t)NL * d, st, 0);
+    w->f1w = fill((size_t)NL * FF * d, st, 0);
+    w->f1b = fill((size_t)NL * FF, st, 0);
+    w->f2w = fill((size_t)NL * d * FF, st, 0);
+    w->f2b = fill((size_t)NL * d, st, 0);
+    w->lnfg = fill((size_t)d, st, 1);
+    w->lnfb = fill((size_t)d, st, 0);
+}
+
+static void enc_free(enc_w *w)
+{
+    float **p = (float **)w;
+    for (size_t i = 0; i < sizeof *w / sizeof(float *); i++)
+        free(p[i]);
+}
+
+static void add_hf(tiny_set *s, const char *pfx, const enc_w *w, int64_t d)
+{
+    char n[160];
+#define NM(...) (snprintf(n, sizeof n, __VA_ARGS__), n)
+    add_t(s, NM("%sembeddings.token_embedding.weight", pfx), w->tok, VOC, d);
+    add_t(s, NM("%sembeddings.position_embedding.weight", pfx), w->pos, NPOS, d);
+    static const char *const qkv[] = {"q", "k", "v"};
+    for (int l = 0; l < NL; l++) {
+        add_t(s, NM("%sencoder.layers.%d.layer_norm1.weight", pfx, l), w->ln1g + l * d, d, 0);
+        add_t(s, NM("%sencoder.layers.%d.layer_norm1.bias", pfx, l), w->ln1b + l * d, d, 0);
+        for (int k = 0; k < 3; k++) {
+            add_t(s, NM("%sencoder.layers.%d.self_attn.%s_proj.weight", pfx, l, qkv[k]),
+                  w->inw + (l * 3 + k) * d * d, d, d);
+            add_t(s, NM("%sencoder.layers.%d.self_attn.%s_proj.bias", pfx, l, qkv[k]),
+                  w->inb + (l * 3 + k) * d, d, 0);
+        }
+        add_t(s, NM("%sencoder.layers.%d.self_attn.out_proj.weight", pfx, l), w->ow + l * d * d, d, d);
+        add_t(s, NM("%sencoder.layers.%d.self_attn.out_proj.bias", pfx, l), w->ob + l * d, d, 0);
+        add_t(s, NM("%sencoder.layers.%d.layer_norm2.weight", pfx, l), w->ln2g + l * d, d, 0);
+        add_t(s, NM("%sencoder.layers.%d.layer_norm2.bias", pfx, l), w->ln2b + l * d, d, 0);
+        add_t(s, NM("%sencoder.layers.%d.mlp.fc1.weight", pfx, l), w->f1w + l * FF * d, FF, d);
+        add_t(s, NM("%sencoder.layers.%d.mlp.fc1.bias", pfx, l), w->f1b + l * FF, FF, 0);
+        add_t(s, NM("%sencoder.layers.%d.mlp.fc2.weight", pfx, l), w->f2w + l * d * FF, d, FF);
+        add_t(s, NM("%sencoder.layers.%d.mlp.fc2.bias", pfx, l), w->f2b + l * d, d, 0);
+    }
+    add_t(s, NM("%sfinal_layer_norm.weight", pfx), w->lnfg, d, 0);
+    add_t(s, NM("%sfinal_layer_norm.bias", pfx), w->lnfb, d, 0);
+}
+
+static void add_oc(tiny_set *s, const char *pfx, const enc_w *w, int64_t d)
+{
+    char n[160];
+    add_t(s, NM("%stoken_embedding.weight", pfx), w->tok, VOC, d);
+    add_t(s, NM("%spositional_embedding", pfx), w->pos, NPOS, d);
+    for (int l = 0; l < NL; l++) {
+        add_t(s, NM("%stransformer.resblocks.%d.ln_1.weight", pfx, l), w->ln1g + l * d, d, 0);
+        add_t(s, NM("%stransformer.resblocks.%d.ln_1.bias", pfx, l), w->ln1b + l * d, d, 0);
+        add_t(s, NM("%stransformer.resblocks.%d.attn.in_proj_weight", pfx, l), w->inw + l * 3 * d * d, 3 * d,
+              d);
+        add_t(s, NM("%stransformer.resblocks.%d.attn.in_proj_bias", pfx, l), w->inb + l * 3 * d, 3 * d, 0);
+        add_t(s, NM("%stransformer.resblocks.%d.attn.out_proj.weight", pfx, l), w->ow + l * d * d, d, d);
+        add_t(s, NM("%stransformer.resblocks.%d.attn.out_proj.bias", pfx, l), w->ob + l * d, d, 0);
+        add_t(s, NM("%stransformer.resblocks.%d.ln_2.weight", pfx, l), w->ln2g + l * d, d, 0);
+        add_t(s, NM("%stransformer.resblocks.%d.ln_2.bias", pfx, l), w->ln2b + l * d, d, 0);
+        add_t(s, NM("%stransformer.resblocks.%d.mlp.c_fc.weight", pfx, l), w->f1w + l * FF * d, FF, d);
+        add_t(s, NM("%stransformer.resblocks.%d.mlp.c_fc.bias", pfx, l), w->f1b + l * FF, FF, 0);
+        add_t(s, NM("%stransformer.resblocks.%d.mlp.c_proj.weight", pfx, l), w->f2w + l * d * FF, d, FF);
+        add_t(s, NM("%stransformer.resblocks.%d.mlp.c_proj.bias", pfx, l), w->f2b + l * d, d, 0);
+    }
+    add_t(s, NM("%sln_final.weight", pfx), w->lnfg, d, 0);
+    add_t(s, NM("%sln_final.bias", pfx), w->lnfb, d, 0);
+#undef NM
+}
+
+static void encode_file(const char *path, const int32_t *ids, float *ctx, float *y)
+{
+    char err[512];
+    sde_ckpt *c = NULL;
+    sde_sdxl_cond *x = NULL;
+    assert_int_equal(sde_ckpt_open(path, &c, err, sizeof err), 0);
+    if (sde_sdxl_cond_build(c, &x, err, sizeof err)) fail_msg("%s", err);
+    sde_sdxl_sizes sz = {128, 192, 0, 0, 128, 192};
+    sde_sdxl_encode(x, ids, VOC - 1, 0, &sz, ctx, y);
+    sde_sdxl_cond_free(x);
+    sde_ckpt_free(c);
+}
+
+/* An sgm single file (OpenCLIP bigG, h @ P) and the same weights as a diffusers folder names them (HF bigG
+ * with q/k/v split, text_projection.weight = P^T) give the same context and y; P is not symmetric. */
+static void test_sgm_equals_diffusers(void **state)
+{
+    (void)state;
+    uint32_t st = 12345;
+    enc_w l, g;
+    enc_make(&l, LD, &st);
+    enc_make(&g, GD, &st);
+    float *p = fill((size_t)GD * GD, &st, 0), *pt = malloc(sizeof(float) * GD * GD);
+    assert_non_null(pt);
+    for (int i = 0; i < GD; i++)
+        for (int j = 0; j < GD; j++)
+            pt[(size_t)j * GD + i] = p[(size_t)i * GD + j];
+    float lab[4] = {0};
+    static tiny_set a, b;
+    a.n = b.n = 0;
+    add_t(&a, "model.diffusion_model.label_emb.0.0.weight", lab, 2, 2);
+    add_hf(&a, "conditioner.embedders.0.transformer.text_model.", &l, LD);
+    add_oc(&a, "conditioner.embedders.1.model.", &g, GD);
+    add_t(&a, "conditioner.embedders.1.model.text_projection", p, GD, GD);
+    add_t(&b, "model.diffusion_model.label_emb.0.0.weight", lab, 2, 2);
+    add_hf(&b, "cond_stage_model.transformer.text_model.", &l, LD);
+    add_hf(&b, "conditioner.embedders.1.transformer.text_model.", &g, GD);
+    add_t(&b, "conditioner.embedders.1.transformer.text_projection.weight", pt, GD, GD);
+    const char *pa = stw_path(stw_tmpdir, "sgm.safetensors");
+    assert_int_equal(stw_write_tensors(pa, a.t, a.n, NULL), 0);
+    char pb[1024];
+    snprintf(pb, sizeof pb, "%s", stw_path(stw_tmpdir, "diffusers-names.safetensors"));
+    assert_int_equal(stw_write_tensors(pb, b.t, b.n, NULL), 0);
+
+    int32_t ids[SDE_TOK_CONTEXT];
+    for (int t = 0; t < SDE_TOK_CONTEXT; t++)
+        ids[t] = VOC - 1;
+    ids[0] = VOC - 2;
+    ids[1] = 3;
+    ids[2] = 5;
+    ids[3] = 7;
+    const size_t nc = (size_t)SDE_TOK_CONTEXT * (LD + GD);
+    float *ca = malloc(nc * sizeof(float)), *cb = malloc(nc * sizeof(float));
+    static float ya[SDE_SDXL_ADM], yb[SDE_SDXL_ADM];
+    assert_non_null(ca);
+    assert_non_null(cb);
+    encode_file(pa, ids, ca, ya);
+    encode_file(pb, ids, cb, yb);
+    double md = 0, mp = 0;
+    for (size_t i = 0; i < nc; i++)
+        md = fmax(md, fabs((double)ca[i] - cb[i]));
+    for (int i = 0; i < SDE_SDXL_ADM; i++)
+        mp = fmax(mp, fabs((double)ya[i] - yb[i]));
+    /* P is random, not symmetric: reading it the other way round in either file would break the match */
+    printf("sgm vs diffusers: context max |d| %.3g, y max |d| %.3g\n", md, mp);
+    assert_true(md < 1e-4);
+    assert_true(mp < 1e-4);
+    assert_true(fabs((double)ya[0] - ya[1]) > 0); /* sanity: y is not constant */
+    free(ca);
+    free(cb);
+    free(p);
+    free(pt);
+    enc_free(&l);
+    enc_free(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -151,6 +356,7 @@ int main(void)
         cmocka_unit_test(test_projection_orientation),
         cmocka_unit_test(test_alphas_f32),
         cmocka_unit_test(test_detect),
+        cmocka_unit_test(test_sgm_equals_diffusers),
     };
     return cmocka_run_group_tests(tests, stw_tmpdir_setup, stw_tmpdir_teardown);
 }
