@@ -348,6 +348,54 @@ static void test_sgm_equals_diffusers(void **state)
     enc_free(&g);
 }
 
+/* SDXL's diffusers UNet names (3 levels, level 0 without attention, 10-deep transformers, add_embedding) */
+static void test_diffusers_unet_names(void **state)
+{
+    (void)state;
+    static const char *const hf[] = {
+        "conv_in.weight",
+        "add_embedding.linear_1.weight",
+        "add_embedding.linear_2.bias",
+        "down_blocks.0.resnets.1.conv1.weight",
+        "down_blocks.0.downsamplers.0.conv.weight",
+        "down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k.weight",
+        "down_blocks.2.attentions.1.transformer_blocks.9.attn1.to_q.weight",
+        "mid_block.attentions.0.transformer_blocks.9.norm3.weight",
+        "mid_block.resnets.1.conv2.bias",
+        "up_blocks.0.attentions.2.transformer_blocks.9.ff.net.2.bias",
+        "up_blocks.0.upsamplers.0.conv.weight",
+        "up_blocks.1.attentions.2.proj_out.weight",
+        "up_blocks.1.upsamplers.0.conv.weight",
+        "up_blocks.2.resnets.2.conv_shortcut.weight",
+    };
+    static const char *const ldm[] = {
+        "input_blocks.0.0.weight",
+        "label_emb.0.0.weight",
+        "label_emb.0.2.bias",
+        "input_blocks.2.0.in_layers.2.weight",
+        "input_blocks.3.0.op.weight",
+        "input_blocks.4.1.transformer_blocks.1.attn2.to_k.weight",
+        "input_blocks.8.1.transformer_blocks.9.attn1.to_q.weight",
+        "middle_block.1.transformer_blocks.9.norm3.weight",
+        "middle_block.2.out_layers.3.bias",
+        "output_blocks.2.1.transformer_blocks.9.ff.net.2.bias",
+        "output_blocks.2.2.conv.weight",
+        "output_blocks.5.1.proj_out.weight",
+        "output_blocks.5.2.conv.weight",
+        "output_blocks.8.0.skip_connection.weight",
+    };
+    const int n = (int)(sizeof hf / sizeof *hf);
+    sde_dn_unet_layout L;
+    char err[256], out[256], want[256];
+    assert_int_equal(sde_dn_unet_layout_scan(hf, n, &L, err, sizeof err), 0);
+    assert_int_equal(L.n_levels, 3);
+    for (int i = 0; i < n; i++) {
+        snprintf(want, sizeof want, "model.diffusion_model.%s", ldm[i]);
+        if (sde_dn_unet_to_ldm(&L, hf[i], out, sizeof out)) fail_msg("%s: no mapping", hf[i]);
+        assert_string_equal(out, want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -357,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_alphas_f32),
         cmocka_unit_test(test_detect),
         cmocka_unit_test(test_sgm_equals_diffusers),
+        cmocka_unit_test(test_diffusers_unet_names),
     };
     return cmocka_run_group_tests(tests, stw_tmpdir_setup, stw_tmpdir_teardown);
 }
