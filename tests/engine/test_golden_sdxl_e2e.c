@@ -58,8 +58,65 @@ static sde_gen_params cat128(sde_sampler s)
 static void test_euler(void **state)
 {
     (void)state;
+    sde_model_info in;
+    sde_engine_info(xl, &in);
+    assert_string_equal(in.arch, "sdxl");
+    assert_int_equal(in.default_size, 1024);
+    assert_int_equal(in.context_dim, 2048);
     sde_gen_params p = cat128(SDE_SAMPLER_EULER);
     check("euler", &p);
+}
+
+/* a non-empty negative prompt is encoded like the prompt (context and pooled text both real) */
+static void test_negative(void **state)
+{
+    (void)state;
+    sde_gen_params p = cat128(SDE_SAMPLER_EULER);
+    p.negative_prompt = "blurry, low quality";
+    check("negative", &p);
+}
+
+/* 192 wide, 128 high: y's size features are height first */
+static void test_wide(void **state)
+{
+    (void)state;
+    sde_gen_params p = cat128(SDE_SAMPLER_EULER);
+    p.width = 192;
+    check("wide", &p);
+}
+
+/* another prompt, seed, sampler (ancestral noise from the same Philox stream) and guidance */
+static void test_euler_a(void **state)
+{
+    (void)state;
+    sde_gen_params p = cat128(SDE_SAMPLER_EULER_A);
+    p.prompt = "a red bicycle leaning on a wall";
+    p.seed = 7;
+    p.cfg_scale = 5.f;
+    check("euler_a", &p);
+}
+
+/* SDXL-Turbo settings: guidance 0 and 1 both run the conditional pass only, so they give the same pixels */
+static void test_turbo_cond_only(void **state)
+{
+    (void)state;
+    sde_gen_params p = cat128(SDE_SAMPLER_EULER_A);
+    p.width = p.height = 64;
+    p.steps = 1;
+    uint8_t *px[2] = {NULL, NULL};
+    char err[1024];
+    for (int k = 0; k < 2; k++) {
+        p.cfg_scale = (float)k;
+        sde_result r;
+        assert_int_equal(sde_generate(xl, &p, &r, err, sizeof err), SDE_OK);
+        int w, h;
+        assert_int_equal(sde_png_decode(r.png, r.png_len, &px[k], &w, &h, err, sizeof err), 0);
+        assert_int_equal(w, 64);
+        sde_result_free(&r);
+    }
+    assert_memory_equal(px[0], px[1], 64 * 64 * 3);
+    free(px[0]);
+    free(px[1]);
 }
 
 int main(void)
@@ -78,7 +135,8 @@ int main(void)
         return 77;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_euler),
+        cmocka_unit_test(test_euler),   cmocka_unit_test(test_negative),        cmocka_unit_test(test_wide),
+        cmocka_unit_test(test_euler_a), cmocka_unit_test(test_turbo_cond_only),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
