@@ -49,7 +49,7 @@ typedef struct {
             const char *state;  /* "loading" */
         } hello;
         struct {
-            const char *arch;       /* "sd1", "sd2", "tiny" */
+            const char *arch;       /* "sd1", "sd2", "sdxl", "tiny" */
             const char *prediction; /* "eps" | "v" */
             const char *model_hash; /* short sha256, "" if unknown */
             const char *model_name;

@@ -647,7 +647,7 @@ static void test_name_mapping_units(void **state)
                                       "down_blocks.2.resnets.0.conv1.weight", "down_blocks.1.downsamplers.0.conv.weight",
                                       "up_blocks.1.upsamplers.0.conv.weight", "down_blocks.0.resnets.0.conv9.weight",
                                       "down_blocks.0.resnets.0.conv1.weight.x", "down_blocks.0.attentions.0.bogus.weight",
-                                      "conv_in.scale", "add_embedding.linear_1.weight", "mid_block.resnets.2.conv1.weight",
+                                      "conv_in.scale", "add_embedding.linear_3.weight", "mid_block.resnets.2.conv1.weight",
                                       "down_blocks.0.resnets.0.", "down_blocks.", "", "down_blocks.-1.resnets.0.conv1.weight"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         if (!sde_dn_unet_to_ldm(&L, bad[i], out, sizeof out))

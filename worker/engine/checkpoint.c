@@ -21,7 +21,7 @@
 #include "dtype_convert.h"
 #include "safetensors.h"
 
-#define MAX_FILES 3
+#define MAX_FILES 4
 #define NAME_MAX_LEN 1024
 
 struct sde_ckpt {
@@ -108,7 +108,8 @@ static int single_file_name(const char *nm, int bare_unet, char *buf, size_t len
     return n < 0 || (size_t)n >= len;
 }
 
-/* Adds every tensor of f under a canonical name. kind: 0 single file, 1 unet, 2 vae, 3 text encoder. */
+/* Adds every tensor of f under a canonical name. kind: 0 single file, 1 unet, 2 vae, 3 text encoder,
+ * 4 SDXL's second text encoder. */
 static int add_file(sde_ckpt *c, sde_st_file *f, int kind, char *err, size_t errlen)
 {
     sde_dn_unet_layout L;
@@ -156,6 +157,7 @@ static int add_file(sde_ckpt *c, sde_st_file *f, int kind, char *err, size_t err
         case 0: bad = single_file_name(s->name, bare_unet, buf, sizeof buf); break;
         case 1: bad = sde_dn_unet_to_ldm(&L, s->name, buf, sizeof buf); break;
         case 2: bad = sde_dn_vae_to_ldm(vae_levels, s->name, buf, sizeof buf); break;
+        case 4: bad = sde_dn_text2_to_ldm(s->name, buf, sizeof buf); break;
         default: bad = sde_dn_text_to_ldm(s->name, buf, sizeof buf); break;
         }
         if (bad)
@@ -267,6 +269,22 @@ static int open_folder(sde_ckpt *c, char *err, size_t errlen)
             return -1;
         c->nfiles++;
         if (add_file(c, c->files[k], k + 1, err, errlen))
+            return -1;
+    }
+    /* SDXL: text_encoder_2/ (bigG); its tokenizer_2/ is CLIP's BPE again, so tokenizer/ serves both */
+    char *te2 = join(dir, "text_encoder_2");
+    int has_te2 = te2 && is_dir(te2);
+    free(te2);
+    if (has_te2) {
+        char *p = find_component(dir, "text_encoder_2", "model", err, errlen);
+        if (!p)
+            return -1;
+        int rc = sde_st_open(p, &c->files[c->nfiles], err, errlen);
+        free(p);
+        if (rc)
+            return -1;
+        c->nfiles++;
+        if (add_file(c, c->files[c->nfiles - 1], 4, err, errlen))
             return -1;
     }
     char *tok = join(dir, "tokenizer"), *v = tok ? join(tok, "vocab.json") : NULL, *m = tok ? join(tok, "merges.txt") : NULL;

@@ -24,6 +24,9 @@ typedef struct {
 
 struct sde_clip {
     sde_clip_config cfg;
+    char pfx[96];     /* tensor name prefix: ...text_model. (HF) or ...model. (OpenCLIP) */
+    int ctx_layers;   /* the context is the hidden state after this many layers */
+    int ctx_final_ln; /* ... passed through the final LayerNorm (SD 1.x/2.x), or raw (SDXL) */
     const float *tok_emb, *pos_emb; /* [vocab][dim], [n_pos][dim] */
     clip_layer *layer;
     const float *lnf_g, *lnf_b;
@@ -33,20 +36,22 @@ struct sde_clip {
     sde_ten x, h, qkv, att, mlp, scratch;
 };
 
-static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errlen)
+static int clip_config(sde_ckpt *c, const char *hf, const char *oc, sde_clip_config *cfg, char *pfx,
+                       size_t pfxlen, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
     char name[256];
-    const sde_tensor *te = sde_ckpt_find(c, HF_PFX "embeddings.token_embedding.weight");
-    if (!te) {
-        te = sde_ckpt_find(c, OC_PFX "token_embedding.weight");
+    const sde_tensor *te = hf ? sde_wfind(c, "%sembeddings.token_embedding.weight", hf) : NULL;
+    if (!te && oc) {
+        te = sde_wfind(c, "%stoken_embedding.weight", oc);
         cfg->openclip = te != NULL;
     }
     if (!te) {
-        snprintf(err, errlen, "%s: no text encoder: neither %s nor %s is present", sde_ckpt_path(c),
-                 HF_PFX "embeddings.token_embedding.weight", OC_PFX "token_embedding.weight");
+        snprintf(err, errlen, "%s: no text encoder: neither %sembeddings.token_embedding.weight nor "
+                 "%stoken_embedding.weight is present", sde_ckpt_path(c), hf ? hf : "", oc ? oc : "");
         return -1;
     }
+    snprintf(pfx, pfxlen, "%s", cfg->openclip ? oc : hf);
     if (te->ndim != 2 || te->shape[0] < 2 || te->shape[1] < 1 || te->shape[0] > (1 << 24) ||
         te->shape[1] > 8192) {
         snprintf(err, errlen, "%s: tensor %s: unexpected shape for a token embedding", te->file, te->name);
@@ -54,13 +59,12 @@ static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errl
     }
     cfg->vocab = (int)te->shape[0];
     cfg->dim = (int)te->shape[1];
-    const sde_tensor *pe = sde_ckpt_find(c, cfg->openclip ? OC_PFX "positional_embedding"
-                                                          : HF_PFX "embeddings.position_embedding.weight");
+    snprintf(name, sizeof name, "%s%s", pfx,
+             cfg->openclip ? "positional_embedding" : "embeddings.position_embedding.weight");
+    const sde_tensor *pe = sde_ckpt_find(c, name);
     if (!pe || pe->ndim != 2 || pe->shape[1] != cfg->dim || pe->shape[0] < SDE_TOK_CONTEXT ||
         pe->shape[0] > 4096) {
-        snprintf(err, errlen, "%s: tensor %s: missing, or not [>=%d][%d]", sde_ckpt_path(c),
-                 cfg->openclip ? OC_PFX "positional_embedding"
-                               : HF_PFX "embeddings.position_embedding.weight",
+        snprintf(err, errlen, "%s: tensor %s: missing, or not [>=%d][%d]", sde_ckpt_path(c), name,
                  SDE_TOK_CONTEXT, cfg->dim);
         return -1;
     }
@@ -68,9 +72,9 @@ static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errl
     int n = 0;
     for (;; n++) {
         if (cfg->openclip)
-            snprintf(name, sizeof name, OC_PFX "transformer.resblocks.%d.ln_1.weight", n);
+            snprintf(name, sizeof name, "%stransformer.resblocks.%d.ln_1.weight", pfx, n);
         else
-            snprintf(name, sizeof name, HF_PFX "encoder.layers.%d.layer_norm1.weight", n);
+            snprintf(name, sizeof name, "%sencoder.layers.%d.layer_norm1.weight", pfx, n);
         if (!sde_ckpt_find(c, name)) break;
     }
     /* SD 2.x conditions on the penultimate resblock of OpenCLIP; HF-form SD 2.x text encoders already
@@ -84,9 +88,9 @@ static int clip_config(sde_ckpt *c, sde_clip_config *cfg, char *err, size_t errl
         return -1;
     }
     if (cfg->openclip)
-        snprintf(name, sizeof name, OC_PFX "transformer.resblocks.0.mlp.c_fc.weight");
+        snprintf(name, sizeof name, "%stransformer.resblocks.0.mlp.c_fc.weight", pfx);
     else
-        snprintf(name, sizeof name, HF_PFX "encoder.layers.0.mlp.fc1.weight");
+        snprintf(name, sizeof name, "%sencoder.layers.0.mlp.fc1.weight", pfx);
     const sde_tensor *fc = sde_ckpt_find(c, name);
     if (!fc || fc->ndim != 2 || fc->shape[1] != cfg->dim || fc->shape[0] < 1 || fc->shape[0] > 65536) {
         snprintf(err, errlen, "%s: tensor %s: missing, or not [ff][%d]", sde_ckpt_path(c), name, cfg->dim);
@@ -139,54 +143,55 @@ static int clip_resolve(sde_clip *m, sde_ckpt *c, char *err, size_t errlen)
     const sde_clip_config *g = &m->cfg;
     const int64_t d = g->dim, ff = g->ff;
     sde_wloader L = {.c = c, .err = err, .errlen = errlen, .be = m->be};
+    const char *pf = m->pfx;
     if (g->openclip) {
-        m->tok_emb = sde_wload(&L, g->vocab, d, 0, 0, OC_PFX "token_embedding.weight");
-        m->pos_emb = sde_wload(&L, g->n_pos, d, 0, 0, OC_PFX "positional_embedding");
+        m->tok_emb = sde_wload(&L, g->vocab, d, 0, 0, "%stoken_embedding.weight", pf);
+        m->pos_emb = sde_wload(&L, g->n_pos, d, 0, 0, "%spositional_embedding", pf);
         for (int i = 0; i < g->loaded; i++) {
             clip_layer *y = &m->layer[i];
-#define P OC_PFX "transformer.resblocks.%d."
-            y->ln1_g = sde_wload(&L, d, 0, 0, 0, P "ln_1.weight", i);
-            y->ln1_b = sde_wload(&L, d, 0, 0, 0, P "ln_1.bias", i);
-            y->wq = sde_wload(&L, 3 * d, d, 0, 0, P "attn.in_proj_weight", i);
-            y->bq = sde_wload(&L, 3 * d, 0, 0, 0, P "attn.in_proj_bias", i);
-            y->wo = sde_wload(&L, d, d, 0, 0, P "attn.out_proj.weight", i);
-            y->bo = sde_wload(&L, d, 0, 0, 0, P "attn.out_proj.bias", i);
-            y->ln2_g = sde_wload(&L, d, 0, 0, 0, P "ln_2.weight", i);
-            y->ln2_b = sde_wload(&L, d, 0, 0, 0, P "ln_2.bias", i);
-            y->fc1_w = sde_wload(&L, ff, d, 0, 0, P "mlp.c_fc.weight", i);
-            y->fc1_b = sde_wload(&L, ff, 0, 0, 0, P "mlp.c_fc.bias", i);
-            y->fc2_w = sde_wload(&L, d, ff, 0, 0, P "mlp.c_proj.weight", i);
-            y->fc2_b = sde_wload(&L, d, 0, 0, 0, P "mlp.c_proj.bias", i);
+#define P "%stransformer.resblocks.%d."
+            y->ln1_g = sde_wload(&L, d, 0, 0, 0, P "ln_1.weight", pf, i);
+            y->ln1_b = sde_wload(&L, d, 0, 0, 0, P "ln_1.bias", pf, i);
+            y->wq = sde_wload(&L, 3 * d, d, 0, 0, P "attn.in_proj_weight", pf, i);
+            y->bq = sde_wload(&L, 3 * d, 0, 0, 0, P "attn.in_proj_bias", pf, i);
+            y->wo = sde_wload(&L, d, d, 0, 0, P "attn.out_proj.weight", pf, i);
+            y->bo = sde_wload(&L, d, 0, 0, 0, P "attn.out_proj.bias", pf, i);
+            y->ln2_g = sde_wload(&L, d, 0, 0, 0, P "ln_2.weight", pf, i);
+            y->ln2_b = sde_wload(&L, d, 0, 0, 0, P "ln_2.bias", pf, i);
+            y->fc1_w = sde_wload(&L, ff, d, 0, 0, P "mlp.c_fc.weight", pf, i);
+            y->fc1_b = sde_wload(&L, ff, 0, 0, 0, P "mlp.c_fc.bias", pf, i);
+            y->fc2_w = sde_wload(&L, d, ff, 0, 0, P "mlp.c_proj.weight", pf, i);
+            y->fc2_b = sde_wload(&L, d, 0, 0, 0, P "mlp.c_proj.bias", pf, i);
 #undef P
         }
-        m->lnf_g = sde_wload(&L, d, 0, 0, 0, OC_PFX "ln_final.weight");
-        m->lnf_b = sde_wload(&L, d, 0, 0, 0, OC_PFX "ln_final.bias");
+        m->lnf_g = sde_wload(&L, d, 0, 0, 0, "%sln_final.weight", pf);
+        m->lnf_b = sde_wload(&L, d, 0, 0, 0, "%sln_final.bias", pf);
     } else {
-        m->tok_emb = sde_wload(&L, g->vocab, d, 0, 0, HF_PFX "embeddings.token_embedding.weight");
-        m->pos_emb = sde_wload(&L, g->n_pos, d, 0, 0, HF_PFX "embeddings.position_embedding.weight");
+        m->tok_emb = sde_wload(&L, g->vocab, d, 0, 0, "%sembeddings.token_embedding.weight", pf);
+        m->pos_emb = sde_wload(&L, g->n_pos, d, 0, 0, "%sembeddings.position_embedding.weight", pf);
         for (int i = 0; i < g->loaded; i++) {
             clip_layer *y = &m->layer[i];
-#define P HF_PFX "encoder.layers.%d."
-            y->ln1_g = sde_wload(&L, d, 0, 0, 0, P "layer_norm1.weight", i);
-            y->ln1_b = sde_wload(&L, d, 0, 0, 0, P "layer_norm1.bias", i);
-            y->wq = sde_wload(&L, d, d, 0, 0, P "self_attn.q_proj.weight", i);
-            y->bq = sde_wload(&L, d, 0, 0, 0, P "self_attn.q_proj.bias", i);
-            y->wk = sde_wload(&L, d, d, 0, 0, P "self_attn.k_proj.weight", i);
-            y->bk = sde_wload(&L, d, 0, 0, 0, P "self_attn.k_proj.bias", i);
-            y->wv = sde_wload(&L, d, d, 0, 0, P "self_attn.v_proj.weight", i);
-            y->bv = sde_wload(&L, d, 0, 0, 0, P "self_attn.v_proj.bias", i);
-            y->wo = sde_wload(&L, d, d, 0, 0, P "self_attn.out_proj.weight", i);
-            y->bo = sde_wload(&L, d, 0, 0, 0, P "self_attn.out_proj.bias", i);
-            y->ln2_g = sde_wload(&L, d, 0, 0, 0, P "layer_norm2.weight", i);
-            y->ln2_b = sde_wload(&L, d, 0, 0, 0, P "layer_norm2.bias", i);
-            y->fc1_w = sde_wload(&L, ff, d, 0, 0, P "mlp.fc1.weight", i);
-            y->fc1_b = sde_wload(&L, ff, 0, 0, 0, P "mlp.fc1.bias", i);
-            y->fc2_w = sde_wload(&L, d, ff, 0, 0, P "mlp.fc2.weight", i);
-            y->fc2_b = sde_wload(&L, d, 0, 0, 0, P "mlp.fc2.bias", i);
+#define P "%sencoder.layers.%d."
+            y->ln1_g = sde_wload(&L, d, 0, 0, 0, P "layer_norm1.weight", pf, i);
+            y->ln1_b = sde_wload(&L, d, 0, 0, 0, P "layer_norm1.bias", pf, i);
+            y->wq = sde_wload(&L, d, d, 0, 0, P "self_attn.q_proj.weight", pf, i);
+            y->bq = sde_wload(&L, d, 0, 0, 0, P "self_attn.q_proj.bias", pf, i);
+            y->wk = sde_wload(&L, d, d, 0, 0, P "self_attn.k_proj.weight", pf, i);
+            y->bk = sde_wload(&L, d, 0, 0, 0, P "self_attn.k_proj.bias", pf, i);
+            y->wv = sde_wload(&L, d, d, 0, 0, P "self_attn.v_proj.weight", pf, i);
+            y->bv = sde_wload(&L, d, 0, 0, 0, P "self_attn.v_proj.bias", pf, i);
+            y->wo = sde_wload(&L, d, d, 0, 0, P "self_attn.out_proj.weight", pf, i);
+            y->bo = sde_wload(&L, d, 0, 0, 0, P "self_attn.out_proj.bias", pf, i);
+            y->ln2_g = sde_wload(&L, d, 0, 0, 0, P "layer_norm2.weight", pf, i);
+            y->ln2_b = sde_wload(&L, d, 0, 0, 0, P "layer_norm2.bias", pf, i);
+            y->fc1_w = sde_wload(&L, ff, d, 0, 0, P "mlp.fc1.weight", pf, i);
+            y->fc1_b = sde_wload(&L, ff, 0, 0, 0, P "mlp.fc1.bias", pf, i);
+            y->fc2_w = sde_wload(&L, d, ff, 0, 0, P "mlp.fc2.weight", pf, i);
+            y->fc2_b = sde_wload(&L, d, 0, 0, 0, P "mlp.fc2.bias", pf, i);
 #undef P
         }
-        m->lnf_g = sde_wload(&L, d, 0, 0, 0, HF_PFX "final_layer_norm.weight");
-        m->lnf_b = sde_wload(&L, d, 0, 0, 0, HF_PFX "final_layer_norm.bias");
+        m->lnf_g = sde_wload(&L, d, 0, 0, 0, "%sfinal_layer_norm.weight", pf);
+        m->lnf_b = sde_wload(&L, d, 0, 0, 0, "%sfinal_layer_norm.bias", pf);
     }
     m->n_params = L.params;
     return L.failed ? -1 : 0;
@@ -194,15 +199,37 @@ static int clip_resolve(sde_clip *m, sde_ckpt *c, char *err, size_t errlen)
 
 int sde_clip_build(sde_ckpt *c, sde_clip **out, char *err, size_t errlen)
 {
+    return sde_clip_build_spec(c, NULL, out, err, errlen);
+}
+
+int sde_clip_build_spec(sde_ckpt *c, const sde_clip_spec *sp, sde_clip **out, char *err, size_t errlen)
+{
     *out = NULL;
     sde_clip *m = calloc(1, sizeof *m);
     if (!m) {
         snprintf(err, errlen, "text encoder: out of memory");
         return -1;
     }
-    if (clip_config(c, &m->cfg, err, errlen)) {
+    if (clip_config(c, sp ? sp->hf_prefix : HF_PFX, sp ? sp->oc_prefix : OC_PFX, &m->cfg, m->pfx, sizeof m->pfx,
+                    err, errlen)) {
         free(m);
         return -1;
+    }
+    m->ctx_layers = m->cfg.layers;
+    m->ctx_final_ln = 1;
+    if (sp) { /* SDXL: the raw hidden state `skip` layers from the end, every layer kept for pooling */
+        const int all = m->cfg.loaded;
+        if (sp->skip < 0 || sp->skip >= all) {
+            snprintf(err, errlen, "%s: text encoder %s has %d layers, cannot skip %d", sde_ckpt_path(c), m->pfx,
+                     all, sp->skip);
+            free(m);
+            return -1;
+        }
+        m->ctx_layers = all - sp->skip;
+        m->ctx_final_ln = 0;
+        m->cfg.layers = m->ctx_layers; /* pooling runs on through every loaded layer */
+        if (sp->gelu >= 0)
+            m->cfg.quick_gelu = !sp->gelu;
     }
     const size_t T = SDE_TOK_CONTEXT, d = (size_t)m->cfg.dim, hd = d / (size_t)m->cfg.heads;
     sde_backend *be = m->be = sde_backend_cpu();
@@ -235,12 +262,30 @@ int sde_clip_skip_layers(const sde_clip *m, int clip_skip)
     return clip_skip > 0 && run >= 1 && run <= m->cfg.loaded ? run : -1;
 }
 
+static void clip_run(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], int layers, float *out, float *pooled,
+                     int pool_at);
+
 void sde_clip_encode(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *out)
 {
     sde_clip_encode_layers(m, tokens, m->cfg.layers, out);
 }
 
 void sde_clip_encode_layers(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], int layers, float *out)
+{
+    clip_run(m, tokens, layers, out, NULL, 0);
+}
+
+void sde_clip_encode_pooled(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *out, float *pooled,
+                            int pool_at)
+{
+    clip_run(m, tokens, m->ctx_layers, out, pooled, pool_at);
+}
+
+/* The encoder up to `layers` (1..loaded, else the default) for the context, and on through every layer
+ * when pooled is wanted: the context is the hidden state there, through the final LayerNorm (SD 1.x/2.x)
+ * or raw (SDXL); pooled[dim] the final LayerNorm of the last layer's state at token pool_at. */
+static void clip_run(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], int layers, float *out, float *pooled,
+                     int pool_at)
 {
     const sde_clip_config *g = &m->cfg;
     sde_backend *be = m->be;
@@ -253,7 +298,8 @@ void sde_clip_encode_layers(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], 
     be->embed(be, m->tok_emb, ids, T, d, m->pos_emb, m->x);
     if (layers < 1 || layers > g->loaded)
         layers = g->layers;
-    for (int l = 0; l < layers; l++) {
+    const int run = pooled ? g->loaded : layers;
+    for (int l = 0; l < run; l++) {
         const clip_layer *y = &m->layer[l];
         be->layernorm(be, m->x, T, d, y->ln1_g, y->ln1_b, CLIP_LN_EPS, m->h);
         sde_ten q = m->qkv, k, v;
@@ -280,9 +326,21 @@ void sde_clip_encode_layers(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], 
         be->act(be, m->mlp, (size_t)T * g->ff, g->quick_gelu ? SDE_ACT_QUICK_GELU : SDE_ACT_GELU);
         be->linear(be, m->mlp, T, g->ff, y->fc2_w, y->fc2_b, d, m->h, 0);
         be->add(be, m->x, m->h, Td);
+        if (l + 1 == layers) {
+            if (m->ctx_final_ln) {
+                be->layernorm(be, m->x, T, d, m->lnf_g, m->lnf_b, CLIP_LN_EPS, m->h);
+                be->read(be, out, m->h, Td);
+            } else {
+                be->read(be, out, m->x, Td);
+            }
+            if (!pooled) return;
+        }
     }
-    be->layernorm(be, m->x, T, d, m->lnf_g, m->lnf_b, CLIP_LN_EPS, m->h);
-    be->read(be, out, m->h, Td);
+    if (pooled) { /* the final LayerNorm of the one token pooled (the first end token) */
+        pool_at = pool_at < 0 ? 0 : pool_at >= T ? T - 1 : pool_at;
+        be->layernorm(be, sde_ten_at(m->x, (size_t)pool_at * d), 1, d, m->lnf_g, m->lnf_b, CLIP_LN_EPS, m->h);
+        be->read(be, pooled, m->h, (size_t)d);
+    }
 }
 
 int sde_clip_dim(const sde_clip *m)

@@ -27,9 +27,24 @@ typedef struct {
 /** A built text encoder: resolved weights plus its activation buffers (not safe for concurrent encodes). */
 typedef struct sde_clip sde_clip;
 
+/** Which text encoder to build and what it outputs, for checkpoints with several (SDXL). */
+typedef struct {
+    const char *hf_prefix; /* HF CLIPTextModel names up to and including "text_model.", or NULL */
+    const char *oc_prefix; /* OpenCLIP names up to "model." (tried when hf_prefix finds nothing), or NULL */
+    int skip;              /* the context is the raw hidden state this many layers before the last */
+    int pooled;            /* run every layer for sde_clip_encode_pooled */
+    int gelu;              /* 1 exact GELU, 0 quick GELU, -1 as the checkpoint suggests */
+} sde_clip_spec;
+
 /** Finds the text encoder in the checkpoint, resolves every weight and allocates all activations.
  * Returns 0, or -1 with err naming the missing or mismatched tensor. */
 int sde_clip_build(sde_ckpt *c, sde_clip **out, char *err, size_t errlen);
+/** The encoder spec names (the SD 1.x/2.x one when spec is NULL); same contract as sde_clip_build. */
+int sde_clip_build_spec(sde_ckpt *c, const sde_clip_spec *spec, sde_clip **out, char *err, size_t errlen);
+/** As sde_clip_encode, and when pooled is non-NULL (a spec with pooled set) also pooled[dim] = the final
+ * LayerNorm of the last layer's hidden state at token pool_at. Never allocates. */
+void sde_clip_encode_pooled(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *out, float *pooled,
+                            int pool_at);
 /** out[77][dim] = the conditioning for a 77-token context. Ids outside the vocabulary are encoded as the
  * pad token (the engine checks the tokenizer fits the model at load). Never allocates. */
 void sde_clip_encode(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *out);

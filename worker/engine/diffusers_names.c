@@ -132,6 +132,11 @@ int sde_dn_unet_to_ldm(const sde_dn_unet_layout *L, const char *name, char *out,
         return is_leaf(p) ? put(out, outlen, "model.diffusion_model.time_embed.0.%s", p) : -1;
     if (take(&p, "time_embedding.linear_2."))
         return is_leaf(p) ? put(out, outlen, "model.diffusion_model.time_embed.2.%s", p) : -1;
+    /* SDXL's size/pooled-text embedding */
+    if (take(&p, "add_embedding.linear_1."))
+        return is_leaf(p) ? put(out, outlen, "model.diffusion_model.label_emb.0.0.%s", p) : -1;
+    if (take(&p, "add_embedding.linear_2."))
+        return is_leaf(p) ? put(out, outlen, "model.diffusion_model.label_emb.0.2.%s", p) : -1;
     if (take(&p, "conv_norm_out."))
         return is_leaf(p) ? put(out, outlen, "model.diffusion_model.out.0.%s", p) : -1;
     if (take(&p, "conv_out."))
@@ -266,6 +271,15 @@ int sde_dn_vae_to_ldm(int vae_levels, const char *name, char *out, size_t outlen
         return -1;
     }
     return -1;
+}
+
+int sde_dn_text2_to_ldm(const char *name, char *out, size_t outlen)
+{
+    if (!strcmp(name, "text_projection.weight"))
+        return put(out, outlen, "conditioner.embedders.1.transformer.%s", name);
+    if (strncmp(name, "text_model.", 11) || !name[11])
+        return -1;
+    return put(out, outlen, "conditioner.embedders.1.transformer.%s", name);
 }
 
 int sde_dn_text_to_ldm(const char *name, char *out, size_t outlen)

@@ -27,5 +27,8 @@ int sde_dn_unet_to_ldm(const sde_dn_unet_layout *L, const char *name, char *out,
 int sde_dn_vae_to_ldm(int vae_levels, const char *name, char *out, size_t outlen);
 /** "text_model.X" -> "cond_stage_model.transformer.text_model.X". Returns 0, or -1 when unknown. */
 int sde_dn_text_to_ldm(const char *name, char *out, size_t outlen);
+/** SDXL's text_encoder_2 (CLIPTextModelWithProjection) -> conditioner.embedders.1.transformer.<name>, its
+ * text_projection.weight (P^T, a Linear weight) included. Returns 0, or -1 when unknown. */
+int sde_dn_text2_to_ldm(const char *name, char *out, size_t outlen);
 
 #endif

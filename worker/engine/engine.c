@@ -23,6 +23,7 @@
 #include "png_io.h"
 #include "predict.h"
 #include "sampler.h"
+#include "sdxl_cond.h"
 #include "tokenizer.h"
 #include "unet.h"
 #include "vae.h"
@@ -31,15 +32,19 @@
 #define SDW_VERSION "0.0.0"
 #endif
 
-/** SD's VAE latent scale factor (the same for SD 1.x and 2.x). */
+/** SD's VAE latent scale factor (the same for SD 1.x and 2.x); SDXL's VAE was trained to another. */
 #define SDE_LATENT_SCALE 0.18215f
+#define SDE_LATENT_SCALE_XL 0.13025f
 /** Longest prompt accepted, in bytes; CLIP keeps 75 tokens anyway. */
 #define SDE_MAX_PROMPT_BYTES 65536
 
 struct sde_engine {
     sde_ckpt *ck;
     sde_tokenizer *tok;
-    sde_clip *clip;
+    sde_clip *clip;   /* SD 1.x/2.x; NULL for SDXL */
+    sde_sdxl_cond *xl; /* SDXL's two encoders; NULL otherwise */
+    float y[2 * SDE_SDXL_ADM]; /* SDXL's vector conditioning, cond then uncond */
+    float latent_scale;
     sde_unet *unet;
     sde_vae *vae;
     sde_noise_table tab;
@@ -223,11 +228,17 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
         sde_set_threads(opts->threads);
     if (sde_ckpt_open(opts->model_path, &e->ck, err, errlen))
         goto fail;
-    if (sde_clip_build(e->ck, &e->clip, err, errlen))
+    /* SDXL by its tensors: a UNet with label_emb and a second, bigG text encoder */
+    if (sde_sdxl_detect(e->ck) ? sde_sdxl_cond_build(e->ck, &e->xl, err, errlen)
+                               : sde_clip_build(e->ck, &e->clip, err, errlen))
         goto fail;
-    const sde_clip_config *cc = sde_clip_get_config(e->clip);
+    const sde_clip_config *cc = sde_clip_get_config(e->xl ? sde_sdxl_clip_l(e->xl) : e->clip);
+    const int ctx_dim = e->xl ? cc->dim + SDE_SDXL_POOLED : cc->dim;
+    e->latent_scale = e->xl ? SDE_LATENT_SCALE_XL : SDE_LATENT_SCALE;
     const char *preset = sde_ckpt_meta(e->ck, "sdw.preset");
-    if (cc->openclip || cc->dim == 1024)
+    if (e->xl)
+        snprintf(e->info.arch, sizeof e->info.arch, "sdxl");
+    else if (cc->openclip || cc->dim == 1024)
         snprintf(e->info.arch, sizeof e->info.arch, "sd2");
     else if (preset && !strcmp(preset, "tiny"))
         snprintf(e->info.arch, sizeof e->info.arch, "tiny");
@@ -241,21 +252,25 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
                  opts->model_path, sde_tok_vocab_size(e->tok), cc->vocab);
         goto fail;
     }
-    e->pad_id = sde_clip_pad_id(e->clip, sde_tok_eos(e->tok));
+    e->pad_id = e->xl ? sde_tok_eos(e->tok) : sde_clip_pad_id(e->clip, sde_tok_eos(e->tok));
 
     sde_unet_config ucfg;
     if (sde_unet_config_infer(e->ck, &ucfg, err, errlen) || sde_unet_build(e->ck, &ucfg, &e->unet, err, errlen))
         goto fail;
-    if (ucfg.context_dim != cc->dim) {
+    if (ucfg.context_dim != ctx_dim || (e->xl && ucfg.adm_in_channels != SDE_SDXL_ADM)) {
         snprintf(err, errlen, "%s: the UNet cross-attends to %d-wide context but the text encoder is %d wide",
-                 opts->model_path, ucfg.context_dim, cc->dim);
+                 opts->model_path, ucfg.context_dim, ctx_dim);
         goto fail;
     }
     if (sde_vae_build(e->ck, &e->vae, err, errlen))
         goto fail;
 
     const float *ac = NULL;
-    if (sde_ckpt_find(e->ck, "alphas_cumprod")) {
+    float ac_xl[SDE_TIMESTEPS];
+    if (e->xl && !sde_ckpt_find(e->ck, "alphas_cumprod")) { /* the reference's float32 schedule */
+        sde_sdxl_alphas_f32(ac_xl);
+        ac = ac_xl;
+    } else if (sde_ckpt_find(e->ck, "alphas_cumprod")) {
         const int64_t shape[1] = {SDE_TIMESTEPS};
         ac = sde_ckpt_f32(e->ck, "alphas_cumprod", 1, shape, err, errlen);
         if (!ac)
@@ -294,9 +309,12 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
         nl = sizeof in->model_name - 1;
     memcpy(in->model_name, base + start, nl);
     in->model_name[nl] = 0;
-    in->context_dim = cc->dim;
-    in->default_size = !strcmp(in->arch, "tiny") ? 64 : !strcmp(in->arch, "sd2") && e->v_pred ? 768 : 512;
-    in->n_params = sde_clip_params(e->clip) + count_params(e->ck, "model.diffusion_model.") +
+    in->context_dim = ctx_dim;
+    in->default_size = e->xl                                    ? 1024
+                       : !strcmp(in->arch, "tiny")              ? 64
+                       : !strcmp(in->arch, "sd2") && e->v_pred ? 768
+                                                                : 512;
+    in->n_params = (e->xl ? sde_sdxl_params(e->xl) : sde_clip_params(e->clip)) + count_params(e->ck, "model.diffusion_model.") +
                    count_params(e->ck, "first_stage_model.decoder.") +
                    count_params(e->ck, "first_stage_model.post_quant_conv.");
     *out = e;
@@ -313,6 +331,7 @@ void sde_engine_free(sde_engine *e)
     sde_vae_free(e->vae);
     sde_unet_free(e->unet);
     sde_clip_free(e->clip);
+    sde_sdxl_cond_free(e->xl);
     sde_tok_free(e->tok);
     sde_ckpt_free(e->ck);
     free(e);
@@ -580,6 +599,30 @@ static char *a1111_parameters(const sde_engine *e, const sde_gen_params *p)
     return s;
 }
 
+/* SDXL: both contexts and y for cond (slot 0) and, with CFG, uncond (slot 1). The reference conditions an
+ * empty negative prompt on a zero context but keeps its pooled text in y. Size fields left 0 take the
+ * reference's defaults: original = target = the image size, crop (0, 0). */
+static void sdxl_conditioning(sde_engine *e, const sde_gen_params *p, int batch, float *ctx)
+{
+    sde_sdxl_sizes sz = {.orig_h = p->orig_height > 0 ? p->orig_height : p->height,
+                         .orig_w = p->orig_width > 0 ? p->orig_width : p->width,
+                         .crop_top = p->crop_top,
+                         .crop_left = p->crop_left,
+                         .target_h = p->target_height > 0 ? p->target_height : p->height,
+                         .target_w = p->target_width > 0 ? p->target_width : p->width};
+    const int32_t eos = sde_tok_eos(e->tok);
+    int32_t ids[SDE_TOK_CONTEXT];
+    sde_tok_context(e->tok, p->prompt, e->pad_id, ids);
+    sde_sdxl_encode(e->xl, ids, eos, 0, &sz, ctx, e->y);
+    if (batch == 2) {
+        const char *neg = p->negative_prompt ? p->negative_prompt : "";
+        sde_tok_context(e->tok, neg, e->pad_id, ids);
+        sde_sdxl_encode(e->xl, ids, eos, !*neg, &sz, ctx + (size_t)SDE_TOK_CONTEXT * e->info.context_dim,
+                        e->y + SDE_SDXL_ADM);
+    }
+    sde_unet_set_y(e->unet, e->y, batch);
+}
+
 int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *err, size_t errlen)
 {
     memset(res, 0, sizeof *res);
@@ -592,9 +635,9 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
         return SDE_ERR;
     const double t0 = now_s();
     gen_run g = {.e = e, .p = p, .lh = p->height / 8, .lw = p->width / 8, .t0 = t0};
-    g.batch = p->cfg_scale == 1.f ? 1 : 2;
+    g.batch = p->cfg_scale <= 1.f ? 1 : 2; /* guidance <= 1 (turbo models): the conditional pass only */
     g.n = (size_t)4 * g.lh * g.lw;
-    const int dim = sde_clip_dim(e->clip);
+    const int dim = e->info.context_dim;
     const size_t npx = (size_t)p->width * p->height;
     float sigmas[SDE_MAX_STEPS + 1];
     const int steps = sde_sigmas_make(&e->tab, p->schedule, p->steps, sigmas, err, errlen);
@@ -660,9 +703,15 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     /* text conditioning: cond in slot 0, uncond (negative prompt) in slot 1 */
     int32_t ids[SDE_TOK_CONTEXT];
     sde_tok_context(e->tok, prompt, e->pad_id, ids);
-    sde_clip_encode_layers(e->clip, ids, clip_layers, g.ctx);
+    if (e->xl) {
+        sde_gen_params xp = *p; /* the prompt without its <lora:...> tags */
+        xp.prompt = prompt;
+        sdxl_conditioning(e, &xp, g.batch, g.ctx);
+    } else {
+        sde_clip_encode_layers(e->clip, ids, clip_layers, g.ctx);
+    }
     trace(&g, "cond_crossattn", 0, g.ctx, (size_t)SDE_TOK_CONTEXT * dim);
-    if (g.batch == 2) {
+    if (g.batch == 2 && !e->xl) {
         float *u = g.ctx + (size_t)SDE_TOK_CONTEXT * dim;
         sde_tok_context(e->tok, p->negative_prompt ? p->negative_prompt : "", e->pad_id, ids);
         sde_clip_encode_layers(e->clip, ids, clip_layers, u);
@@ -715,7 +764,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     sde_unet_reserve(e->unet, 0, 0, 0, 0, err, errlen);
     const double td = now_s();
     for (size_t i = 0; i < g.n; i++)
-        x[i] /= SDE_LATENT_SCALE;
+        x[i] /= e->latent_scale;
     trace(&g, "vae_in", 0, x, g.n);
     int vr = sde_vae_decode(e->vae, x, g.lh, g.lw, rgb, gen_vae_cancel, &g, err, errlen);
     if (vr == 1) {

@@ -50,12 +50,12 @@ typedef struct {
 
 /** What was loaded, for logs, /ready and the PNG parameters chunk. */
 typedef struct {
-    char arch[16];         /* "sd1", "sd2", or "tiny" */
+    char arch[16];         /* "sd1", "sd2", "sdxl", or "tiny" */
     char prediction[4];    /* "eps" or "v" */
     char model_hash[16];   /* A1111-style short hash (first 10 hex of sha256 of the file), "" for folders */
     char model_name[128];  /* basename of the model path, without extension */
-    int context_dim;       /* text embedding width: 768, 1024, ... */
-    int default_size;      /* native resolution: 512 (SD1), 768 (SD2 v), 64 (tiny) */
+    int context_dim;       /* text embedding width: 768, 1024, 2048 (SDXL), ... */
+    int default_size;      /* native resolution: 512 (SD1), 768 (SD2 v), 1024 (SDXL), 64 (tiny) */
     int64_t n_params;      /* parameters loaded */
     char prediction_source[12]; /* where prediction came from: option, config, metadata, weights, default */
 } sde_model_info;
@@ -105,6 +105,11 @@ typedef struct {
     /** Text encoder layer to take the conditioning from, counted from the end as A1111 does: 1 = last,
      * 2 = penultimate... 0 = the model's default (SD 1.x 1, SD 2.x 2). */
     int clip_skip;
+    /** SDXL micro-conditioning in pixels; 0 = the reference defaults: original and target size = the image
+     * size, crop top-left (0, 0). Other models ignore them. */
+    int orig_width, orig_height;
+    int crop_left, crop_top;
+    int target_width, target_height;
 } sde_gen_params;
 
 /** Result of a generation; free with sde_result_free(). Times in seconds. */

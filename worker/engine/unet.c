@@ -1,4 +1,4 @@
-/* unet.c: the LDM openaimodel UNet (SD 1.x / 2.x / tiny) as a flat list of blocks over activations in a
+/* unet.c: the LDM openaimodel UNet (SD 1.x / 2.x / XL / tiny) as a flat list of blocks over activations in a
  * batch-interleaved [C][B*H*W] layout, so every convolution and projection is one GEMM over the batch. */
 #include "unet.h"
 
@@ -45,6 +45,7 @@ typedef struct {
     int cin, cout; /* cin includes a concatenated skip */
     int push, pop;
     int heads, hd; /* BLK_ST */
+    int depth;     /* BLK_ST: transformer blocks */
     res_w r;
     st_w s;
     const float *cw, *cb; /* BLK_DOWN / BLK_UP conv */
@@ -72,6 +73,8 @@ enum {
     S_EMB,
     S_EMBS,
     S_TSIN, /* time embedding [B][temb], its SiLU, sinusoids [B][mc] */
+    S_Y,
+    S_YH, /* SDXL: the vector y [B][adm], its label_emb hidden [B][temb] */
     S_X,
     S_CTX,
     S_OUT, /* the caller's input, context and output, copied in and out */
@@ -108,6 +111,8 @@ struct sde_unet {
     int temb;     /* time embedding width: 4 * model_channels */
     int ff_inner; /* GEGLU inner width per channel count: ff_mult (4) */
     const float *te0_w, *te0_b, *te2_w, *te2_b, *in_w, *in_b, *out_gn_g, *out_gn_b, *out_w, *out_b;
+    const float *le0_w, *le0_b, *le2_w, *le2_b; /* label_emb.0.{0,2}: y -> time embedding (SDXL) */
+    float *y_host;                              /* [rb][adm]: set by sde_unet_set_y, zero until then */
     unet_block blk[MAX_BLOCKS];
     int nblk;
     int skip_ch[MAX_SKIPS], skip_level[MAX_SKIPS], nskip;
@@ -172,8 +177,18 @@ int sde_unet_config_infer(const sde_ckpt *c, sde_unet_config *cfg, char *err, si
                             "of model_channels %d",
                             sde_ckpt_path(c), idx, cfg->model_channels);
         cfg->channel_mult[l] = (int)(t->shape[0] / cfg->model_channels);
-        cfg->attn_levels[l] =
-            sde_wfind(c, P "input_blocks.%d.1.transformer_blocks.0.attn1.to_q.weight", idx) != NULL;
+        while (cfg->level_depth[l] < 16 &&
+               sde_wfind(c, P "input_blocks.%d.1.transformer_blocks.%d.attn1.to_q.weight", idx,
+                         cfg->level_depth[l]))
+            cfg->level_depth[l]++;
+        cfg->attn_levels[l] = cfg->level_depth[l] > 0;
+    }
+    t = sde_wfind(c, P "label_emb.0.0.weight");
+    if (t) {
+        if (t->ndim != 2 || t->shape[1] < 1 || t->shape[1] > 65536)
+            return sde_fail(err, errlen, "%s: tensor " P "label_emb.0.0.weight is not a Linear weight",
+                            sde_ckpt_path(c));
+        cfg->adm_in_channels = (int)t->shape[1];
     }
     /* context width, projection kind and depth from the middle block's transformer (always present in
      * LDM configs), else from the first level that has one */
@@ -235,7 +250,8 @@ static void load_res(sde_wloader *L, res_w *r, const char *pre, int cin, int cou
     }
 }
 
-static void load_st(sde_wloader *L, st_w *s, const char *pre, int ch, const sde_unet_config *cfg, int inner)
+static void load_st(sde_wloader *L, st_w *s, const char *pre, int ch, const sde_unet_config *cfg, int inner,
+                    int depth)
 {
     s->gn_g = sde_wload(L, ch, 0, 0, 0, P "%s.norm.weight", pre);
     s->gn_b = sde_wload(L, ch, 0, 0, 0, P "%s.norm.bias", pre);
@@ -245,14 +261,14 @@ static void load_st(sde_wloader *L, st_w *s, const char *pre, int ch, const sde_
     s->pout_w = sde_wload(L, ch, ch, 0, 0, P "%s.proj_out.weight", pre);
     s->pout_b = sde_wload(L, ch, 0, 0, 0, P "%s.proj_out.bias", pre);
     if (L->failed) return;
-    s->tb = calloc((size_t)cfg->transformer_depth, sizeof *s->tb);
+    s->tb = calloc((size_t)depth, sizeof *s->tb);
     if (!s->tb) {
         L->failed = 1;
         sde_fail(L->err, L->errlen, "out of memory");
         return;
     }
     const int ctx = cfg->context_dim;
-    for (int d = 0; d < cfg->transformer_depth; d++) {
+    for (int d = 0; d < depth; d++) {
         tblock_w *b = &s->tb[d];
         char q[128];
         snprintf(q, sizeof q, "%s.transformer_blocks.%d", pre, d);
@@ -300,11 +316,12 @@ static unet_block *add_block(sde_unet *u, blk_kind kind, int level, int cin, int
     return b;
 }
 
-static int add_st(sde_unet *u, sde_wloader *L, const char *pre, int level, int ch)
+static int add_st(sde_unet *u, sde_wloader *L, const char *pre, int level, int ch, int depth)
 {
     const sde_unet_config *cfg = &u->cfg;
     unet_block *b = add_block(u, BLK_ST, level, ch, ch);
     if (!b) return sde_fail(L->err, L->errlen, "UNet has too many blocks");
+    b->depth = depth > 0 ? depth : cfg->transformer_depth;
     b->hd = cfg->head_dim > 0 ? cfg->head_dim : ch / cfg->num_heads;
     b->heads = cfg->head_dim > 0 ? ch / cfg->head_dim : cfg->num_heads;
     if (b->hd <= 0 || b->heads * b->hd != ch)
@@ -312,7 +329,7 @@ static int add_st(sde_unet *u, sde_wloader *L, const char *pre, int level, int c
                         "%s: " P "%s: %d channels do not split into attention heads (head_dim %d, "
                         "heads %d)",
                         sde_ckpt_path(L->c), pre, ch, cfg->head_dim, cfg->num_heads);
-    load_st(L, &b->s, pre, ch, cfg, u->ff_inner * ch);
+    load_st(L, &b->s, pre, ch, cfg, u->ff_inner * ch, b->depth);
     return L->failed ? -1 : 0;
 }
 
@@ -351,6 +368,12 @@ int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char
     u->te0_b = sde_wload(&L, temb, 0, 0, 0, P "time_embed.0.bias");
     u->te2_w = sde_wload(&L, temb, temb, 0, 0, P "time_embed.2.weight");
     u->te2_b = sde_wload(&L, temb, 0, 0, 0, P "time_embed.2.bias");
+    if (cfg->adm_in_channels > 0) {
+        u->le0_w = sde_wload(&L, temb, cfg->adm_in_channels, 0, 0, P "label_emb.0.0.weight");
+        u->le0_b = sde_wload(&L, temb, 0, 0, 0, P "label_emb.0.0.bias");
+        u->le2_w = sde_wload(&L, temb, temb, 0, 0, P "label_emb.0.2.weight");
+        u->le2_b = sde_wload(&L, temb, 0, 0, 0, P "label_emb.0.2.bias");
+    }
     u->in_w = sde_wload(&L, mc, cfg->in_channels, 3, 3, P "input_blocks.0.0.weight");
     u->in_b = sde_wload(&L, mc, 0, 0, 0, P "input_blocks.0.0.bias");
 
@@ -367,7 +390,7 @@ int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char
             ch = co;
             if (cfg->attn_levels[l]) {
                 snprintf(pre, sizeof pre, "input_blocks.%d.1", idx);
-                if (add_st(u, &L, pre, l, ch)) break;
+                if (add_st(u, &L, pre, l, ch, cfg->level_depth[l])) break;
             }
             u->blk[u->nblk - 1].push = 1;
             u->skip_ch[u->nskip] = ch;
@@ -388,7 +411,7 @@ int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char
     if (!L.failed) {
         load_res(&L, &add_block(u, BLK_RES, lm, ch, ch)->r, "middle_block.0", ch, ch, temb);
         if (mid_st) {
-            if (!add_st(u, &L, "middle_block.1", lm, ch))
+            if (!add_st(u, &L, "middle_block.1", lm, ch, cfg->transformer_depth))
                 load_res(&L, &add_block(u, BLK_RES, lm, ch, ch)->r, "middle_block.2", ch, ch, temb);
         } else {
             load_res(&L, &add_block(u, BLK_RES, lm, ch, ch)->r, "middle_block.1", ch, ch, temb);
@@ -414,7 +437,7 @@ int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char
             int sub = 1;
             if (cfg->attn_levels[l]) {
                 snprintf(pre, sizeof pre, "output_blocks.%d.1", idx);
-                if (add_st(u, &L, pre, l, ch)) break;
+                if (add_st(u, &L, pre, l, ch, cfg->level_depth[l])) break;
                 sub = 2;
             }
             if (l > 0 && r == nrb) {
@@ -625,6 +648,8 @@ static void plan_build(const sde_unet *u, int batch, int h, int w, int n_ctx, sd
     need(p, S_EMB, (size_t)batch * u->temb);
     need(p, S_EMBS, (size_t)batch * u->temb);
     need(p, S_TSIN, (size_t)batch * cfg->model_channels);
+    need(p, S_Y, (size_t)batch * cfg->adm_in_channels);
+    need(p, S_YH, cfg->adm_in_channels ? (size_t)batch * u->temb : 0);
     need(p, S_X, (size_t)batch * cfg->in_channels * h * w);
     need(p, S_CTX, (size_t)batch * n_ctx * cfg->context_dim);
     need(p, S_OUT, (size_t)batch * cfg->out_channels * h * w);
@@ -637,6 +662,8 @@ int sde_unet_reserve(sde_unet *u, int batch, int h, int w, int n_ctx, char *err,
         u->arena = NULL;
         free(u->tsin_host);
         u->tsin_host = NULL;
+        free(u->y_host);
+        u->y_host = NULL;
         u->rb = u->rh = u->rw = u->rctx = 0;
         u->plan.batch = 0;
         return 0;
@@ -659,7 +686,8 @@ int sde_unet_reserve(sde_unet *u, int batch, int h, int w, int n_ctx, char *err,
     char why[128];
     u->arena = u->be->alloc(u->be, total * sizeof(float), why, sizeof why);
     u->tsin_host = malloc(sizeof(float) * batch * u->cfg.model_channels);
-    if (!u->arena || !u->tsin_host) {
+    u->y_host = calloc((size_t)batch * u->cfg.adm_in_channels + 1, sizeof(float));
+    if (!u->arena || !u->tsin_host || !u->y_host) {
         sde_unet_reserve(u, 0, 0, 0, 0, err, errlen);
         return sde_fail(err, errlen, "UNet: cannot allocate %.0f MB of activations for %d x %dx%d",
                         total * 4.0 / 1048576.0, batch, h, w);
@@ -700,6 +728,13 @@ static void time_embedding(sde_unet *u, const unet_plan *p, const float *t)
     be->linear(be, p->slot[S_TSIN], batch, mc, u->te0_w, u->te0_b, u->temb, p->slot[S_EMBS], 0);
     be->act(be, p->slot[S_EMBS], (size_t)batch * u->temb, SDE_ACT_SILU);
     be->linear(be, p->slot[S_EMBS], batch, u->temb, u->te2_w, u->te2_b, u->temb, p->slot[S_EMB], 0);
+    if (u->cfg.adm_in_channels > 0) { /* SDXL: emb += label_emb(y), y = pooled text | size features */
+        const int adm = u->cfg.adm_in_channels;
+        be->write(be, p->slot[S_Y], u->y_host, (size_t)batch * adm);
+        be->linear(be, p->slot[S_Y], batch, adm, u->le0_w, u->le0_b, u->temb, p->slot[S_YH], 0);
+        be->act(be, p->slot[S_YH], (size_t)batch * u->temb, SDE_ACT_SILU);
+        be->linear(be, p->slot[S_YH], batch, u->temb, u->le2_w, u->le2_b, u->temb, p->slot[S_EMB], SDE_LIN_ACC);
+    }
     be->copy(be, p->slot[S_EMBS], p->slot[S_EMB], (size_t)batch * u->temb);
     be->act(be, p->slot[S_EMBS], (size_t)batch * u->temb, SDE_ACT_SILU);
 }
@@ -744,7 +779,7 @@ static void spatial_transformer(sde_unet *u, const unet_plan *p, const unet_step
                   p->slot[S_GSH]);
     be->gn_apply(be, x, C, batch, hw, p->slot[S_GSC], p->slot[S_GSH], 0, tt);
     be->linear(be, tt, (int)n, C, s->pin_w, s->pin_b, C, tx, SDE_LIN_X_CM);
-    for (int dpt = 0; dpt < u->cfg.transformer_depth; dpt++) {
+    for (int dpt = 0; dpt < st->b->depth; dpt++) {
         const tblock_w *b = &s->tb[dpt];
         /* self-attention */
         be->layernorm(be, tx, (int)n, C, b->ln1_g, b->ln1_b, 1e-5f, tt);
@@ -838,6 +873,12 @@ void sde_unet_forward(sde_unet *u, const float *x, int batch, int h, int w, cons
     be->read(be, out, p->slot[S_OUT], (size_t)batch * cfg->out_channels * h * w);
 }
 
+void sde_unet_set_y(sde_unet *u, const float *y, int batch)
+{
+    if (!u->y_host || u->cfg.adm_in_channels < 1 || batch < 1 || batch > u->rb) return;
+    memcpy(u->y_host, y, sizeof(float) * (size_t)batch * u->cfg.adm_in_channels);
+}
+
 void sde_unet_force_resize(sde_unet *u, int on)
 {
     u->force_resize = on != 0;
@@ -868,7 +909,7 @@ double sde_unet_flops(const sde_unet *u, int h, int w, int n_ctx)
             double per = hw * C * C * 4 /* q k v out (self) */ + hw * hw * C * 2      /* QK^T, PV */
                          + hw * C * C * 2 + n_ctx * ctxd * C * 2 + hw * n_ctx * C * 2 /* cross */
                          + hw * C * inner * 3 /* GEGLU ff */;
-            m += 2 * hw * C * C + cfg->transformer_depth * per;
+            m += 2 * hw * C * C + b->depth * per;
             break;
         }
         }

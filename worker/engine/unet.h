@@ -1,4 +1,4 @@
-/* unet.h: the Stable Diffusion UNet (SD 1.x / 2.x / tiny configurations), weights from a checkpoint.
+/* unet.h: the Stable Diffusion UNet (SD 1.x / 2.x / XL / tiny configurations), weights from a checkpoint.
  * Config is inferred from tensor shapes; forward runs a batch (cond+uncond) in one call. */
 #ifndef SDE_UNET_H
 #define SDE_UNET_H
@@ -17,7 +17,9 @@ typedef struct {
     int head_dim;          /* SD 2.x: 64; -1 when num_heads is fixed instead */
     int context_dim;       /* 768 (SD 1.x), 1024 (SD 2.x) */
     int linear_proj;       /* proj_in/proj_out are Linear (SD 2.x) rather than 1x1 conv */
-    int transformer_depth; /* 1 */
+    int transformer_depth; /* the middle block's (or first level's) depth: 1, SDXL 10 */
+    int level_depth[4];    /* blocks per transformer at each level, 0 = transformer_depth: SDXL {0,2,10} */
+    int adm_in_channels;   /* width of the class/size vector y into label_emb (SDXL 2816), 0 = none */
     int groups;            /* GroupNorm groups: 32 */
 } sde_unet_config;
 
@@ -33,6 +35,9 @@ void sde_unet_free(sde_unet *u);
  * Call before sampling; forward never allocates. A reservation that already covers the shape is kept; batch 0
  * releases the activations (do that before the VAE decode to lower the peak). */
 int sde_unet_reserve(sde_unet *u, int batch, int h, int w, int n_ctx, char *err, size_t errlen);
+/** Sets the SDXL vector y[b][adm_in_channels] the next forwards add through label_emb to the time
+ * embedding (copied; batch <= the reserved batch). Ignored by UNets without label_emb. */
+void sde_unet_set_y(sde_unet *u, const float *y, int batch);
 /** out[b][4][h][w] = UNet(x[b][4][h][w], t[b], context[b][n_ctx][context_dim]). As in diffusers'
  * UNet2DConditionModel, a stride-2 downsample of an odd side rounds up and each upsample is a nearest resize
  * to the size of the skip connection it is concatenated with (exactly 2x unless that side is odd). */
