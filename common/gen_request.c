@@ -13,7 +13,7 @@
     {                                                                                                        \
         key, SDW_GF_NAME, offsetof(sdw_gen_request, member), 0, table, req                                   \
     }
-#define F_BYTES(key, member, len_member)                                                                      \
+#define F_BYTES(key, member, len_member)                                                                     \
     {                                                                                                        \
         key, SDW_GF_BYTES, offsetof(sdw_gen_request, member), offsetof(sdw_gen_request, len_member),         \
             SDW_NAMES__COUNT, 0                                                                              \

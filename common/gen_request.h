@@ -24,12 +24,12 @@ typedef struct {
     int clip_skip;         /* A1111's "Clip skip" (1 = last layer); 0 = the model's default */
     uint8_t *init_image;   /* img2img / inpainting: PNG bytes, NULL = text-to-image */
     size_t init_image_len;
-    double strength;       /* (0, 1], with init_image; default 0.75 */
-    uint8_t *mask;         /* inpainting: PNG bytes, same size as init_image, white = repaint; NULL = none */
+    double strength; /* (0, 1], with init_image; default 0.75 */
+    uint8_t *mask;   /* inpainting: PNG bytes, same size as init_image, white = repaint; NULL = none */
     size_t mask_len;
-    int mask_blur;         /* mask feather, pixels 0..64, default 0 */
-    char *loras;           /* LoRA list "NAME:WEIGHT\n..." (names plain files in lora_dir), NULL = none */
-    char *lora_dir;        /* where LoRA names resolve: set by the supervisor (config) or the CLI, never a client */
+    int mask_blur;  /* mask feather, pixels 0..64, default 0 */
+    char *loras;    /* LoRA list "NAME:WEIGHT\n..." (names plain files in lora_dir), NULL = none */
+    char *lora_dir; /* where LoRA names resolve: set by the supervisor (config) or the CLI, never a client */
 } sdw_gen_request;
 
 /** How a field is stored and sent. */

@@ -28,7 +28,7 @@ typedef struct {
     size_t png_len;
     int width, height;
     double t_encode, t_sample, t_decode, t_total; /* seconds, as the worker measured */
-    const char *code;    /* ERROR: "worker_crashed", "worker_timeout", "invalid_request", "engine_error", ... */
+    const char *code; /* ERROR: "worker_crashed", "worker_timeout", "invalid_request", "engine_error", ... */
     const char *message; /* ERROR: human-readable */
 } sdw_job_outcome;
 
@@ -64,8 +64,8 @@ typedef struct sdw_pool sdw_pool;
 
 /** Starts one worker per cfg->devices entry from engine_path ("sd-worker-engine"). Refuses kind cuda while
  * the build has no GPU backend. 0 or -1 with err. */
-int sdw_pool_start(h2o_loop_t *loop, const sdw_config *cfg, const char *engine_path, const sdw_pool_events *ev,
-                   void *ud, sdw_pool **out, char *err, size_t errlen);
+int sdw_pool_start(h2o_loop_t *loop, const sdw_config *cfg, const char *engine_path,
+                   const sdw_pool_events *ev, void *ud, sdw_pool **out, char *err, size_t errlen);
 /** Call on SIGCHLD (the server's signalfd): reaps with waitpid(-1, WNOHANG) until empty. */
 void sdw_pool_reap(sdw_pool *p);
 /** Slots in the table: a reload adds slots (or reuses retired ones); retired slots stay, marked as such. */

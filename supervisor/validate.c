@@ -14,9 +14,9 @@
 #include "validate_images.h"
 #include "validate_loras.h"
 
-static const char *const known_fields[] = {"prompt",   "negative_prompt", "steps",    "guidance_scale", "seed",
-                                           "width",    "height",          "sampler",  "schedule",       "clip_skip",
-                                           "init_image", "strength",      "mask",     "mask_blur",      "loras"};
+static const char *const known_fields[] = {
+    "prompt",   "negative_prompt", "steps",      "guidance_scale", "seed", "width",     "height", "sampler",
+    "schedule", "clip_skip",       "init_image", "strength",       "mask", "mask_blur", "loras"};
 
 #define N_OF(a) (sizeof(a) / sizeof *(a))
 
@@ -35,11 +35,9 @@ int sdw_api_error_set(sdw_api_error *e, int status, const char *code, const char
 static int ci_eq(const char *a, size_t alen, const char *b)
 {
     size_t blen = strlen(b);
-    if (alen != blen)
-        return 0;
+    if (alen != blen) return 0;
     for (size_t i = 0; i < alen; i++)
-        if (tolower((unsigned char)a[i]) != tolower((unsigned char)b[i]))
-            return 0;
+        if (tolower((unsigned char)a[i]) != tolower((unsigned char)b[i])) return 0;
     return 1;
 }
 
@@ -64,8 +62,8 @@ int sdw_validate_content_type(const char *ct, size_t len, sdw_api_error *e)
     trim(&type, &tlen);
     if (!ci_eq(type, tlen, "application/json"))
         return sdw_api_error_set(e, 415, "unsupported_media_type", NULL,
-                                 "Content-Type '%.*s' is not supported; send application/json", (int)(len > 100 ? 100 : len),
-                                 ct);
+                                 "Content-Type '%.*s' is not supported; send application/json",
+                                 (int)(len > 100 ? 100 : len), ct);
     /* parameters: only a charset other than UTF-8 matters (JSON is UTF-8, RFC 8259) */
     while (semi) {
         const char *p = semi + 1;
@@ -73,8 +71,7 @@ int sdw_validate_content_type(const char *ct, size_t len, sdw_api_error *e)
         semi = memchr(p, ';', (size_t)(end - p));
         size_t plen = semi ? (size_t)(semi - p) : (size_t)(end - p);
         const char *eq = memchr(p, '=', plen);
-        if (!eq)
-            continue;
+        if (!eq) continue;
         const char *name = p;
         size_t nlen = (size_t)(eq - p);
         const char *val = eq + 1;
@@ -96,14 +93,21 @@ int sdw_validate_content_type(const char *ct, size_t len, sdw_api_error *e)
 static const char *json_kind(const json_t *v)
 {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number with a fraction";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number with a fraction";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
     }
     return "a value";
 }
@@ -124,14 +128,13 @@ static int get_string(const json_t *v, const char *field, size_t maxb, int nonbl
     if (memchr(s, '\0', n))
         return sdw_api_error_set(e, 400, "invalid_value", field, "%s must not contain NUL characters", field);
     if (n > maxb)
-        return sdw_api_error_set(e, 400, "out_of_range", field, "%s is %zu bytes long; at most %zu are accepted", field, n,
-                                 maxb);
+        return sdw_api_error_set(e, 400, "out_of_range", field,
+                                 "%s is %zu bytes long; at most %zu are accepted", field, n, maxb);
     if (nonblank) {
         size_t k = 0;
         while (k < n && isspace((unsigned char)s[k]))
             k++;
-        if (k == n)
-            return sdw_api_error_set(e, 400, "out_of_range", field, "%s must not be empty", field);
+        if (k == n) return sdw_api_error_set(e, 400, "out_of_range", field, "%s must not be empty", field);
     }
     *out = s;
     *olen = n;
@@ -147,10 +150,10 @@ static int get_int(const json_t *v, const char *field, long long lo, long long h
     if (x < lo || x > hi || x % step != 0) {
         if (step > 1)
             return sdw_api_error_set(e, 400, "out_of_range", field,
-                                     "%s is %lld; it must be a multiple of %lld between %lld and %lld", field, x, step, lo,
-                                     hi);
-        return sdw_api_error_set(e, 400, "out_of_range", field, "%s is %lld; it must be between %lld and %lld", field, x,
-                                 lo, hi);
+                                     "%s is %lld; it must be a multiple of %lld between %lld and %lld", field,
+                                     x, step, lo, hi);
+        return sdw_api_error_set(e, 400, "out_of_range", field,
+                                 "%s is %lld; it must be between %lld and %lld", field, x, lo, hi);
     }
     *out = (int)x;
     return 0;
@@ -173,8 +176,7 @@ static int get_name(const json_t *v, sdw_names_kind kind, int *out, sdw_api_erro
 {
     const char *field = sdw_names_kind_name(kind), *s = NULL;
     size_t n = 0;
-    if (get_string(v, field, 64, 0, &s, &n, e) != 0)
-        return -1;
+    if (get_string(v, field, 64, 0, &s, &n, e) != 0) return -1;
     int x = sdw_names_parse(kind, s);
     if (x < 0) {
         char list[512];
@@ -199,15 +201,17 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
 {
     const char *key;
     json_t *v;
-    json_object_foreach(root, key, v) {
+    json_object_foreach(root, key, v)
+    {
         size_t i = 0;
         while (i < N_OF(known_fields) && strcmp(key, known_fields[i]))
             i++;
         if (i == N_OF(known_fields))
-            return sdw_api_error_set(e, 400, "unknown_field", NULL,
-                                     "unknown field '%.64s'; known fields: prompt, negative_prompt, steps, guidance_scale, "
-                                     "seed, width, height, sampler, schedule, init_image, strength, mask, mask_blur, loras",
-                                     key);
+            return sdw_api_error_set(
+                e, 400, "unknown_field", NULL,
+                "unknown field '%.64s'; known fields: prompt, negative_prompt, steps, guidance_scale, "
+                "seed, width, height, sampler, schedule, init_image, strength, mask, mask_blur, loras",
+                key);
     }
 
     const char *s;
@@ -216,8 +220,7 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
     if (!v || json_is_null(v))
         return sdw_api_error_set(e, 400, "missing_field", "prompt", "prompt is required");
     if (get_string(v, "prompt", SDW_PROMPT_MAX_BYTES, 1, &s, &n, e) != 0) return -1;
-    if (!(r->prompt = dup_n(s, n)))
-        return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
+    if (!(r->prompt = dup_n(s, n))) return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
 
     s = "";
     n = 0;
@@ -241,8 +244,8 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
         if (!json_is_number(v)) return wrong_type(e, "guidance_scale", "a number", v);
         double g = json_number_value(v);
         if (!isfinite(g) || g < 0 || g > 30)
-            return sdw_api_error_set(e, 400, "out_of_range", "guidance_scale", "guidance_scale is %g; it must be between 0 and 30",
-                                     g);
+            return sdw_api_error_set(e, 400, "out_of_range", "guidance_scale",
+                                     "guidance_scale is %g; it must be between 0 and 30", g);
         r->cfg_scale = g;
     }
 
@@ -276,7 +279,8 @@ int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_li
 {
     sdw_gen_request_init(out);
     if (len > lim->max_body_bytes)
-        return sdw_api_error_set(e, 413, "body_too_large", NULL, "request body is %zu bytes; at most %zu are accepted", len,
+        return sdw_api_error_set(e, 413, "body_too_large", NULL,
+                                 "request body is %zu bytes; at most %zu are accepted", len,
                                  lim->max_body_bytes);
     if (!body || len == 0)
         return sdw_api_error_set(e, 400, "invalid_json", NULL, "request body is empty; send a JSON object");
@@ -284,8 +288,8 @@ int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_li
     json_error_t jerr;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!root)
-        return sdw_api_error_set(e, 400, "invalid_json", NULL, "invalid JSON at line %d column %d: %s", jerr.line,
-                                 jerr.column, jerr.text);
+        return sdw_api_error_set(e, 400, "invalid_json", NULL, "invalid JSON at line %d column %d: %s",
+                                 jerr.line, jerr.column, jerr.text);
     if (!json_is_object(root)) {
         sdw_api_error_set(e, 400, "invalid_json", NULL, "the body must be a JSON object, not %s",
                           json_kind(root));
@@ -305,7 +309,8 @@ int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_li
     /* defaults may exceed small configured limits; report that as the field's range error */
     if (r.width > lim->max_width || r.height > lim->max_height || r.steps > lim->max_steps) {
         const char *f = r.steps > lim->max_steps ? "steps" : r.width > lim->max_width ? "width" : "height";
-        sdw_api_error_set(e, 400, "out_of_range", f, "the default %s exceeds this server's limit; give %s explicitly", f, f);
+        sdw_api_error_set(e, 400, "out_of_range", f,
+                          "the default %s exceeds this server's limit; give %s explicitly", f, f);
         sdw_gen_request_free(&r);
         return -1;
     }

@@ -5,7 +5,7 @@ set -e
 PKGS="build-essential cmake pkg-config libh2o-evloop-dev libssl-dev libmsgpack-dev libyaml-dev
 libopenblas-dev libpng-dev zlib1g-dev libjansson-dev libutf8proc-dev libcmocka-dev python3 curl
 debhelper lintian fakeroot nginx-light prometheus wrk
-systemd procps man-db haproxy python3-yaml clang libclang-rt-14-dev chromium"
+systemd procps man-db haproxy python3-yaml clang libclang-rt-14-dev clang-format chromium"
 # node runs the client tests (tests/clients); a machine whose nodejs already brings npm keeps it
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"

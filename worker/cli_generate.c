@@ -33,52 +33,53 @@ static void generate_usage(FILE *f)
     sdw_names_list(SDW_NAMES_SAMPLER, " | ", NULL, samplers, sizeof samplers);
     sdw_names_list(SDW_NAMES_SCHEDULE, " | ", NULL, schedules, sizeof schedules);
     sdw_names_list(SDW_NAMES_PREDICTION, " | ", NULL, predictions, sizeof predictions);
-    fprintf(
-        f,
-        "usage: sd-worker generate --model PATH --prompt TEXT --output OUT.png [options]\n"
-        "\n"
-        "Generates one image from a text prompt and writes it as PNG (with the settings in an\n"
-        "AUTOMATIC1111-style \"parameters\" text chunk).\n"
-        "\n"
-        "  --model PATH            .safetensors checkpoint (SD 1.x, SD 2.x, tiny) or a diffusers folder\n"
-        "  --tokenizer PATH        CLIP tokenizer: bpe_simple_vocab_16e6.txt(.gz), a vocab.json, or a "
-        "folder\n"
-        "                          with vocab.json + merges.txt (default: the model's own, else CLIP's "
-        "built in)\n"
-        "  --prompt TEXT           what to draw (required)\n"
-        "  --negative-prompt TEXT  what to steer away from (default: empty)\n"
-        "  --steps N               sampling steps, 1..150 (default 20)\n"
-        "  --cfg X                 classifier-free guidance scale, 0..30 (default 7.5; 1 = no guidance,\n"
-        "                          half the work)\n"
-        "  --seed N                noise seed, 0..2^64-1 (default: a random one, printed)\n"
-        "  --sampler NAME          %s\n"
-        "                          (also stable-diffusion.cpp's and A1111's spellings; default %s)\n"
-        "  --schedule NAME         %s (default %s)\n"
-        "  --clip-skip N           text encoder layer counted from the end, A1111's \"Clip skip\": 1 = last,\n"
-        "                          2 = penultimate (default 0: the model's, 1 for SD 1.x, 2 for SD 2.x)\n"
-        "  --width N, --height N   image size, multiples of 8 in 64..2048 (default: the model's native\n"
-        "                          size: 512 for SD 1.x, 768 for SD 2.x v models, 64 for tiny models)\n"
-        "  --threads N             BLAS threads (default: OpenBLAS's choice)\n"
-        "  --prediction P          %s: what the UNet predicts (default auto: the model's\n"
-        "                          config or metadata, else eps for SD 1.x, v for SD 2.x)\n"
-        "  --output OUT.png        file to write (required; written to OUT.png.part, then renamed)\n"
-        "  --init-image PATH       img2img: start from this PNG (resized to --width x --height when its\n"
-        "                          size differs; without --width/--height the model's native size)\n"
-        "  --strength S            how much of the schedule reruns over the init image, (0, 1] (default "
-        "0.75)\n"
-        "  --mask PATH             inpainting: PNG the size of the init image, white = repaint, black = keep\n"
-        "  --mask-blur N           feather the mask edge by N pixels, 0..64 (default 0: hard edge)\n"
-        "  --lora-dir DIR          where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors\n"
-        "  --preview-every K       write a live preview (linear latent->RGB, <= 256 px) every K steps\n"
-        "  --preview-dir DIR       where previews go, as preview-STEP.png (default: the current folder)\n"
-        "  --help                  this text\n"
-        "\n"
-        "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
-        "stderr.\n"
-        "Exit status: 0 written, 1 bad options or generation failed, 2 the model or tokenizer failed to\n"
-        "load, 130 interrupted (SIGINT/SIGTERM cancel between steps).\n",
-        samplers, sdw_sampler_name(SDW_SAMPLER_EULER), schedules, sdw_schedule_name(SDW_SCHEDULE_DISCRETE),
-        predictions);
+    fprintf(f,
+            "usage: sd-worker generate --model PATH --prompt TEXT --output OUT.png [options]\n"
+            "\n"
+            "Generates one image from a text prompt and writes it as PNG (with the settings in an\n"
+            "AUTOMATIC1111-style \"parameters\" text chunk).\n"
+            "\n"
+            "  --model PATH            .safetensors checkpoint (SD 1.x, SD 2.x, tiny) or a diffusers folder\n"
+            "  --tokenizer PATH        CLIP tokenizer: bpe_simple_vocab_16e6.txt(.gz), a vocab.json, or a "
+            "folder\n"
+            "                          with vocab.json + merges.txt (default: the model's own, else CLIP's "
+            "built in)\n"
+            "  --prompt TEXT           what to draw (required)\n"
+            "  --negative-prompt TEXT  what to steer away from (default: empty)\n"
+            "  --steps N               sampling steps, 1..150 (default 20)\n"
+            "  --cfg X                 classifier-free guidance scale, 0..30 (default 7.5; 1 = no guidance,\n"
+            "                          half the work)\n"
+            "  --seed N                noise seed, 0..2^64-1 (default: a random one, printed)\n"
+            "  --sampler NAME          %s\n"
+            "                          (also stable-diffusion.cpp's and A1111's spellings; default %s)\n"
+            "  --schedule NAME         %s (default %s)\n"
+            "  --clip-skip N           text encoder layer counted from the end, A1111's \"Clip skip\": 1 = "
+            "last,\n"
+            "                          2 = penultimate (default 0: the model's, 1 for SD 1.x, 2 for SD 2.x)\n"
+            "  --width N, --height N   image size, multiples of 8 in 64..2048 (default: the model's native\n"
+            "                          size: 512 for SD 1.x, 768 for SD 2.x v models, 64 for tiny models)\n"
+            "  --threads N             BLAS threads (default: OpenBLAS's choice)\n"
+            "  --prediction P          %s: what the UNet predicts (default auto: the model's\n"
+            "                          config or metadata, else eps for SD 1.x, v for SD 2.x)\n"
+            "  --output OUT.png        file to write (required; written to OUT.png.part, then renamed)\n"
+            "  --init-image PATH       img2img: start from this PNG (resized to --width x --height when its\n"
+            "                          size differs; without --width/--height the model's native size)\n"
+            "  --strength S            how much of the schedule reruns over the init image, (0, 1] (default "
+            "0.75)\n"
+            "  --mask PATH             inpainting: PNG the size of the init image, white = repaint, black = "
+            "keep\n"
+            "  --mask-blur N           feather the mask edge by N pixels, 0..64 (default 0: hard edge)\n"
+            "  --lora-dir DIR          where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors\n"
+            "  --preview-every K       write a live preview (linear latent->RGB, <= 256 px) every K steps\n"
+            "  --preview-dir DIR       where previews go, as preview-STEP.png (default: the current folder)\n"
+            "  --help                  this text\n"
+            "\n"
+            "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
+            "stderr.\n"
+            "Exit status: 0 written, 1 bad options or generation failed, 2 the model or tokenizer failed to\n"
+            "load, 130 interrupted (SIGINT/SIGTERM cancel between steps).\n",
+            samplers, sdw_sampler_name(SDW_SAMPLER_EULER), schedules,
+            sdw_schedule_name(SDW_SCHEDULE_DISCRETE), predictions);
 }
 
 static int parse_int(const char *s, long lo, long hi, int *out)
@@ -86,8 +87,7 @@ static int parse_int(const char *s, long lo, long hi, int *out)
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (!*s || errno || *end || v < lo || v > hi)
-        return -1;
+    if (!*s || errno || *end || v < lo || v > hi) return -1;
     *out = (int)v;
     return 0;
 }
@@ -96,11 +96,9 @@ static int parse_u64(const char *s, uint64_t *out)
 {
     char *end;
     errno = 0;
-    if (!*s || *s == '-')
-        return -1;
+    if (!*s || *s == '-') return -1;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end)
-        return -1;
+    if (errno || *end) return -1;
     *out = v;
     return 0;
 }
@@ -117,8 +115,7 @@ static int read_whole(const char *path, uint8_t **buf, size_t *len, char *err, s
     uint8_t *b = malloc(cap);
     while (b) {
         n += fread(b + n, 1, cap - n, f);
-        if (n < cap || cap >= ((size_t)64 << 20))
-            break;
+        if (n < cap || cap >= ((size_t)64 << 20)) break;
         uint8_t *nb = realloc(b, cap * 2);
         if (!nb) {
             free(b);
@@ -131,7 +128,10 @@ static int read_whole(const char *path, uint8_t **buf, size_t *len, char *err, s
     int bad = !b || ferror(f) || n == cap;
     fclose(f);
     if (bad) {
-        snprintf(err, errlen, "%s: %s", path, !b ? "out of memory" : n == cap ? "larger than 64 MiB" : "read error");
+        snprintf(err, errlen, "%s: %s", path,
+                 !b         ? "out of memory"
+                 : n == cap ? "larger than 64 MiB"
+                            : "read error");
         free(b);
         return -1;
     }
@@ -143,8 +143,7 @@ static int read_whole(const char *path, uint8_t **buf, size_t *len, char *err, s
 static uint64_t random_seed(void)
 {
     uint64_t s;
-    if (getrandom(&s, sizeof s, 0) == (ssize_t)sizeof s)
-        return s;
+    if (getrandom(&s, sizeof s, 0) == (ssize_t)sizeof s) return s;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid();
@@ -183,16 +182,21 @@ static int cli_cancel(void *ud)
 /* The option a params field came from, for error messages. */
 static const char *option_of(const char *field)
 {
-    static const char *const map[][2] = {{"prompt", "--prompt"}, {"negative_prompt", "--negative-prompt"},
-                                         {"steps", "--steps"},   {"cfg_scale", "--cfg"},
-                                         {"width", "--width"},   {"height", "--height"},
-                                         {"sampler", "--sampler"}, {"schedule", "--schedule"},
-                                         {"init_image", "--init-image"}, {"strength", "--strength"},
-                                         {"mask", "--mask"},     {"mask_blur", "--mask-blur"},
+    static const char *const map[][2] = {{"prompt", "--prompt"},
+                                         {"negative_prompt", "--negative-prompt"},
+                                         {"steps", "--steps"},
+                                         {"cfg_scale", "--cfg"},
+                                         {"width", "--width"},
+                                         {"height", "--height"},
+                                         {"sampler", "--sampler"},
+                                         {"schedule", "--schedule"},
+                                         {"init_image", "--init-image"},
+                                         {"strength", "--strength"},
+                                         {"mask", "--mask"},
+                                         {"mask_blur", "--mask-blur"},
                                          {"loras", "--lora-dir"}};
     for (size_t i = 0; field && i < sizeof map / sizeof *map; i++)
-        if (!strcmp(field, map[i][0]))
-            return map[i][1];
+        if (!strcmp(field, map[i][0])) return map[i][1];
     return field ? field : "?";
 }
 
@@ -211,8 +215,7 @@ static int write_file(const char *path, const uint8_t *data, size_t len, char *e
     size_t off = 0;
     while (off < len) {
         ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
+        if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
             snprintf(err, errlen, "%s: write: %s", part, strerror(errno));
             close(fd);
@@ -538,7 +541,8 @@ static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *out
     if (!have_w) req->width = info.default_size;
     if (!have_h) req->height = info.default_size;
     fprintf(stderr, "model %s (%s, %s prediction, %.0fM parameters%s%s)\n", info.model_name, info.arch,
-            info.prediction, (double)info.n_params / 1e6, info.model_hash[0] ? ", hash " : "", info.model_hash);
+            info.prediction, (double)info.n_params / 1e6, info.model_hash[0] ? ", hash " : "",
+            info.model_hash);
     sde_gen_params p;
     sdw_gen_to_engine(req, &p);
     p.init_rgb = probe->init_rgb;
@@ -572,8 +576,8 @@ static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *out
         return 1;
     }
     printf("%s\n", output);
-    fprintf(stderr, "%dx%d seed %llu: encode %.3f s, sample %.3f s, decode %.3f s, total %.3f s\n", r.width, r.height,
-            (unsigned long long)r.seed, r.t_encode, r.t_sample, r.t_decode, r.t_total);
+    fprintf(stderr, "%dx%d seed %llu: encode %.3f s, sample %.3f s, decode %.3f s, total %.3f s\n", r.width,
+            r.height, (unsigned long long)r.seed, r.t_encode, r.t_sample, r.t_decode, r.t_total);
     sde_result_free(&r);
     return 0;
 }

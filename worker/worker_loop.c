@@ -23,8 +23,8 @@
 #include "sd_engine.h"
 
 #define WORKER_EXIT_CLEAN 0
-#define WORKER_EXIT_FATAL 2    /* not respawned: the configuration or the model is wrong */
-#define WORKER_EXIT_PROTOCOL 3 /* respawned: the supervisor sent something we cannot follow */
+#define WORKER_EXIT_FATAL 2         /* not respawned: the configuration or the model is wrong */
+#define WORKER_EXIT_PROTOCOL 3      /* respawned: the supervisor sent something we cannot follow */
 #define WORKER_EXIT_MODEL_CHANGED 4 /* respawned: SIGBUS on the mmap'd model, whose file shrank under us */
 
 /* A result buffer larger than this is given back after the frame went out instead of kept for the next job.
@@ -239,7 +239,8 @@ static void run_job(worker *w, const sdw_frame *jf)
     const sdw_gen_request *req = &jf->u.job;
     snprintf(steps, sizeof steps, "%d", req->steps);
     snprintf(size, sizeof size, "%dx%d", req->width, req->height);
-    sdw_log(SDW_LOG_INFO, "job_start", "device=%s job=%s steps=%s size=%s sampler=%s schedule=%s", w->device, job, steps, size, sdw_sampler_name(req->sampler), sdw_schedule_name(req->schedule));
+    sdw_log(SDW_LOG_INFO, "job_start", "device=%s job=%s steps=%s size=%s sampler=%s schedule=%s", w->device,
+            job, steps, size, sdw_sampler_name(req->sampler), sdw_schedule_name(req->schedule));
     if (sdw_frame_started(&w->out, w->job) == 0) send_out(w);
     char err[512];
     /* an unknown sampler or schedule name never gets here: the frame decoder refuses it */
@@ -280,7 +281,9 @@ static void run_job(worker *w, const sdw_frame *jf)
             snprintf(ts, sizeof ts, "%.3f", res.t_sample);
             snprintf(td, sizeof td, "%.3f", res.t_decode);
             snprintf(tt, sizeof tt, "%.3f", res.t_total);
-            sdw_log(SDW_LOG_INFO, "job_done", "device=%s job=%s png_bytes=%s encode_s=%s sample_s=%s decode_s=%s total_s=%s", w->device, job, bytes, te, ts, td, tt);
+            sdw_log(SDW_LOG_INFO, "job_done",
+                    "device=%s job=%s png_bytes=%s encode_s=%s sample_s=%s decode_s=%s total_s=%s", w->device,
+                    job, bytes, te, ts, td, tt);
             send_out(w);
         } else {
             snprintf(err, sizeof err, "the %zu-byte PNG does not fit in a %zu-byte result frame", res.png_len,
@@ -459,7 +462,10 @@ int sdw_cmd_worker(int argc, char **argv)
     char params[24], secs[24];
     snprintf(params, sizeof params, "%lld", (long long)info.n_params);
     snprintf(secs, sizeof secs, "%.2f", load_s);
-    sdw_log(SDW_LOG_INFO, "model_loaded", "device=%s arch=%s prediction=%s prediction_from=%s model=%s hash=%s params=%s load_s=%s", device, info.arch, info.prediction, info.prediction_source, info.model_name, info.model_hash, params, secs);
+    sdw_log(SDW_LOG_INFO, "model_loaded",
+            "device=%s arch=%s prediction=%s prediction_from=%s model=%s hash=%s params=%s load_s=%s", device,
+            info.arch, info.prediction, info.prediction_source, info.model_name, info.model_hash, params,
+            secs);
     /* from here SIGTERM/SIGINT arrive only inside ppoll, where the loop is ready to act on them */
     sigprocmask(SIG_BLOCK, &stopsigs, NULL);
     if (g_term) goto out;
@@ -489,7 +495,8 @@ int sdw_cmd_worker(int argc, char **argv)
         }
         sdw_frame_free(&f);
     }
-    sdw_log(SDW_LOG_INFO, "worker_exit", "device=%s reason=%s", device, w->exit_code ? "protocol_error"
+    sdw_log(SDW_LOG_INFO, "worker_exit", "device=%s reason=%s", device,
+            w->exit_code ? "protocol_error"
             : w->gone    ? "supervisor_gone"
             : g_term     ? "signal"
                          : "shutdown");

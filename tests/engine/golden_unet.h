@@ -34,8 +34,10 @@ static int gu_unet_setup(void **state)
     char model[1200], err[512];
     gu_fixture_path(model, sizeof model, gu_uc->arch);
     sde_unet_config cfg;
-    if (sde_ckpt_open(model, &gu_ck, err, sizeof err) || sde_unet_config_infer(gu_ck, &cfg, err, sizeof err) ||
-        sde_unet_build(gu_ck, &cfg, &gu_un, err, sizeof err) || sde_unet_reserve(gu_un, 2, 8, 8, 77, err, sizeof err))
+    if (sde_ckpt_open(model, &gu_ck, err, sizeof err) ||
+        sde_unet_config_infer(gu_ck, &cfg, err, sizeof err) ||
+        sde_unet_build(gu_ck, &cfg, &gu_un, err, sizeof err) ||
+        sde_unet_reserve(gu_un, 2, 8, 8, 77, err, sizeof err))
         return gu_setup_failed(err);
     return 0;
 }
@@ -68,8 +70,7 @@ static void test_config(void **state)
     }
     assert_int_equal(cfg.num_res_blocks, 2);
     assert_int_equal(cfg.num_heads, gu_uc->num_heads);
-    if (gu_uc->head_dim)
-        assert_int_equal(cfg.head_dim, gu_uc->head_dim);
+    if (gu_uc->head_dim) assert_int_equal(cfg.head_dim, gu_uc->head_dim);
     assert_int_equal(cfg.context_dim, gu_uc->context_dim);
     assert_int_equal(cfg.linear_proj, gu_uc->linear_proj);
     assert_int_equal(cfg.transformer_depth, 1);
@@ -97,7 +98,8 @@ static void gu_unet_step(int step, float t)
     char name[64];
     snprintf(name, sizeof name, "step%02d_unet_in", step);
     float *xin = gu_load_f32(gu_gold, name, nl);
-    float *cond = gu_load_f32(gu_gold, "cond_crossattn", nc), *unc = gu_load_f32(gu_gold, "uncond_crossattn", nc);
+    float *cond = gu_load_f32(gu_gold, "cond_crossattn", nc),
+          *unc = gu_load_f32(gu_gold, "uncond_crossattn", nc);
     snprintf(name, sizeof name, "step%02d_eps_cond", step);
     float *ec = gu_load_f32(gu_gold, name, nl);
     snprintf(name, sizeof name, "step%02d_eps_uncond", step);
@@ -153,7 +155,8 @@ static void test_unreserved_shape(void **state)
     assert_int_equal(sde_unet_build(gu_ck, &cfg, &tmp, err, sizeof err), -1);
     assert_null(tmp);
     assert_non_null(strstr(err, "attn2.to_k.weight"));
-    assert_int_equal(sde_unet_reserve(gu_un, 1, 8, 1025, 77, err, sizeof err), -1); /* too wide (odd sizes are fine) */
+    assert_int_equal(sde_unet_reserve(gu_un, 1, 8, 1025, 77, err, sizeof err),
+                     -1); /* too wide (odd sizes are fine) */
     assert_non_null(strstr(err, "bad reservation"));
     assert_int_equal(sde_unet_reserve(gu_un, 2, 8, 8, 77, err, sizeof err), 0);
 }

@@ -1,5 +1,6 @@
 /* golden_util.h: what the engine tests against stable-diffusion.cpp's golden tensors share: the fixture and
- * golden paths, reading the peer's .f32 dumps, diff statistics, and the end-to-end run-trace-compare check. */
+ * golden paths, reading the peer's .f32 dumps, diff statistics, and the end-to-end run-trace-compare check.
+ */
 #ifndef SDW_TEST_GOLDEN_UTIL_H
 #define SDW_TEST_GOLDEN_UTIL_H
 
@@ -21,8 +22,8 @@
 
 /* ---------------------------------------------------------------- paths */
 
-/** The in-tree test data (tests/data): $SDW_TESTDATA_DIR (set by ctest), else tests/data as seen from the repo
- * root. */
+/** The in-tree test data (tests/data): $SDW_TESTDATA_DIR (set by ctest), else tests/data as seen from the
+ * repo root. */
 static inline const char *gu_testdata_dir(void)
 {
     const char *s = getenv("SDW_TESTDATA_DIR");
@@ -67,8 +68,7 @@ static inline void gu_vocab_path(char *buf, size_t len)
 static inline int gu_file_sha256(const char *path, char hex[65])
 {
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
+    if (!f) return -1;
     enum { BUF = 1 << 22 };
     uint8_t *buf = malloc(BUF), d[32];
     EVP_MD_CTX *s = EVP_MD_CTX_new();
@@ -80,8 +80,7 @@ static inline int gu_file_sha256(const char *path, char hex[65])
     fclose(f);
     free(buf);
     EVP_MD_CTX_free(s);
-    if (bad)
-        return -1;
+    if (bad) return -1;
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", d[i]);
     return 0;
@@ -95,8 +94,7 @@ static inline float *gu_read_f32(const char *dir, const char *name, size_t n)
     char p[1400];
     snprintf(p, sizeof p, "%s/%s.f32", dir, name);
     FILE *f = fopen(p, "rb");
-    if (!f)
-        return NULL;
+    if (!f) return NULL;
     float *v = malloc(n * sizeof *v);
     size_t got = v ? fread(v, sizeof *v, n, f) : 0;
     int extra = fgetc(f) != EOF;
@@ -112,8 +110,7 @@ static inline float *gu_read_f32(const char *dir, const char *name, size_t n)
 static inline float *gu_load_f32(const char *dir, const char *name, size_t n)
 {
     float *v = gu_read_f32(dir, name, n);
-    if (!v)
-        fail_msg("%s/%s.f32: missing, or not %zu floats", dir, name, n);
+    if (!v) fail_msg("%s/%s.f32: missing, or not %zu floats", dir, name, n);
     return v;
 }
 
@@ -130,8 +127,7 @@ static inline gu_diff gu_diff_of(const float *got, const float *want, size_t n)
     gu_diff s = {0};
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)got[i] - want[i]);
-        if (isnan(d))
-            d = INFINITY;
+        if (isnan(d)) d = INFINITY;
         s.max_abs = d > s.max_abs ? d : s.max_abs;
         s.mean_abs += d;
         s.scale = fmax(s.scale, fabs(want[i]));
@@ -144,7 +140,8 @@ static inline gu_diff gu_diff_of(const float *got, const float *want, size_t n)
 
 /* ---------------------------------------------------------------- setup */
 
-/** For a group setup that could not load its model: prints err and returns -1 (cmocka then fails the group). */
+/** For a group setup that could not load its model: prints err and returns -1 (cmocka then fails the group).
+ */
 static inline int gu_setup_failed(const char *err)
 {
     fprintf(stderr, "%s\n", err);
@@ -217,14 +214,12 @@ typedef struct {
 static inline void ge_trace(void *ud, const char *name, const float *data, size_t n)
 {
     ge_run *r = ud;
-    if (r->n >= GE_MAX_TENSORS)
-        return;
+    if (r->n >= GE_MAX_TENSORS) return;
     ge_diff *d = &r->d[r->n++];
     memset(d, 0, sizeof *d);
     snprintf(d->name, sizeof d->name, "%s", name);
     float *g = gu_read_f32(r->dir, name, n);
-    if (!g)
-        return; /* reported as not compared */
+    if (!g) return; /* reported as not compared */
     d->s = gu_diff_of(data, g, n);
     d->compared = 1;
     free(g);
@@ -233,8 +228,7 @@ static inline void ge_trace(void *ud, const char *name, const float *data, size_
 static inline const ge_diff *ge_find(const ge_run *r, const char *name)
 {
     for (int i = 0; i < r->n; i++)
-        if (!strcmp(r->d[i].name, name))
-            return &r->d[i];
+        if (!strcmp(r->d[i].name, name)) return &r->d[i];
     return NULL;
 }
 
@@ -252,8 +246,8 @@ static inline void ge_print(const ge_run *r)
 
 /** Pixel differences between our PNG and the peer's image.png: fills max and mean |delta| of 8-bit values.
  * Returns 0, or -1 with a message when either image cannot be read or the sizes differ. */
-static inline int ge_compare_png(const char *dir, const sde_result *res, int *max_d, double *mean_d, char *err,
-                                 size_t errlen)
+static inline int ge_compare_png(const char *dir, const sde_result *res, int *max_d, double *mean_d,
+                                 char *err, size_t errlen)
 {
     char p[1400];
     snprintf(p, sizeof p, "%s/image.png", dir);
@@ -267,8 +261,7 @@ static inline int ge_compare_png(const char *dir, const sde_result *res, int *ma
     fclose(f);
     uint8_t *a = NULL, *b = NULL;
     int aw, ah, bw, bh;
-    if (sde_png_decode(buf, len, &a, &aw, &ah, err, errlen))
-        return -1;
+    if (sde_png_decode(buf, len, &a, &aw, &ah, err, errlen)) return -1;
     if (sde_png_decode(res->png, res->png_len, &b, &bw, &bh, err, errlen)) {
         free(a);
         return -1;
@@ -285,8 +278,7 @@ static inline int ge_compare_png(const char *dir, const sde_result *res, int *ma
     for (size_t i = 0; i < n; i++) {
         int d = abs((int)a[i] - (int)b[i]);
         sum += d;
-        if (d > *max_d)
-            *max_d = d;
+        if (d > *max_d) *max_d = d;
     }
     *mean_d = (double)sum / (double)n;
     free(a);
@@ -316,21 +308,19 @@ static inline void ge_generate_check(sde_engine *e, const sde_gen_params *p, con
     char err[1024];
     int rc = sde_generate(e, p, &res, err, sizeof err);
     sde_engine_set_trace(e, NULL, NULL);
-    if (rc != SDE_OK)
-        fail_msg("sde_generate: %s", err);
-    printf("%s: sample %.2f s, decode %.2f s, total %.2f s\n", label, res.t_sample, res.t_decode, res.t_total);
+    if (rc != SDE_OK) fail_msg("sde_generate: %s", err);
+    printf("%s: sample %.2f s, decode %.2f s, total %.2f s\n", label, res.t_sample, res.t_decode,
+           res.t_total);
     ge_print(&r);
     int maxd;
     double meand;
-    if (ge_compare_png(r.dir, &res, &maxd, &meand, err, sizeof err))
-        fail_msg("%s", err);
+    if (ge_compare_png(r.dir, &res, &maxd, &meand, err, sizeof err)) fail_msg("%s", err);
     printf("  image vs peer: max |delta| %d, mean |delta| %.4f (of 255)\n", maxd, meand);
 
     const char *must[] = {"cond_crossattn", "uncond_crossattn", "noise", "x_T", "x0", "vae_in", "vae_out"};
     for (size_t i = 0; i < sizeof must / sizeof *must; i++) {
         const ge_diff *d = ge_find(&r, must[i]);
-        if (!d || !d->compared)
-            fail_msg("%s not compared", must[i]);
+        if (!d || !d->compared) fail_msg("%s not compared", must[i]);
     }
     assert_true(ge_find(&r, "noise")->s.max_abs < 1e-5);
     assert_true(ge_find(&r, "x_T")->s.max_abs < 1e-5 * ge_find(&r, "x_T")->s.scale);
@@ -339,8 +329,7 @@ static inline void ge_generate_check(sde_engine *e, const sde_gen_params *p, con
     int steps_checked = 0;
     for (int i = 0; i < r.n; i++) {
         const ge_diff *d = &r.d[i];
-        if (!d->compared || strncmp(d->name, "step", 4))
-            continue;
+        if (!d->compared || strncmp(d->name, "step", 4)) continue;
         steps_checked++;
         if (!(d->s.max_abs <= tol->latent_rel * d->s.scale))
             fail_msg("%s: max |diff| %g exceeds %g of its scale %g", d->name, d->s.max_abs, tol->latent_rel,

@@ -47,14 +47,16 @@ static __attribute__((unused)) void stw_put(stw_buf *b, const char *s, size_t n)
     b->s[b->n] = 0;
 }
 
-static __attribute__((unused)) void stw_puts(stw_buf *b, const char *s) { stw_put(b, s, strlen(s)); }
+static __attribute__((unused)) void stw_puts(stw_buf *b, const char *s)
+{
+    stw_put(b, s, strlen(s));
+}
 
 static __attribute__((unused)) void stw_put_json_str(stw_buf *b, const char *s)
 {
     stw_puts(b, "\"");
     for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            stw_puts(b, "\\");
+        if (*s == '"' || *s == '\\') stw_puts(b, "\\");
         stw_put(b, s, 1);
     }
     stw_puts(b, "\"");
@@ -63,7 +65,8 @@ static __attribute__((unused)) void stw_put_json_str(stw_buf *b, const char *s)
 /** Builds a safetensors image. meta_json: the __metadata__ object text or NULL. data_mod: wanted value of
  * (8 + header length) % 4 (pads the header with spaces), or -1 for the usual 8-byte alignment.
  * Returns malloc'd bytes, length in *len. */
-static __attribute__((unused)) uint8_t *stw_build(const stw_tensor *t, int n, const char *meta_json, int data_mod, size_t *len)
+static __attribute__((unused)) uint8_t *stw_build(const stw_tensor *t, int n, const char *meta_json,
+                                                  int data_mod, size_t *len)
 {
     stw_buf h = {0};
     stw_puts(&h, "{");
@@ -74,8 +77,7 @@ static __attribute__((unused)) uint8_t *stw_build(const stw_tensor *t, int n, co
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         char tmp[256];
-        if (i || meta_json)
-            stw_puts(&h, ",");
+        if (i || meta_json) stw_puts(&h, ",");
         stw_put_json_str(&h, t[i].name);
         snprintf(tmp, sizeof tmp, ":{\"dtype\":\"%s\",\"shape\":[", t[i].dtype);
         stw_puts(&h, tmp);
@@ -101,8 +103,7 @@ static __attribute__((unused)) uint8_t *stw_build(const stw_tensor *t, int n, co
     memcpy(out + 8, h.s, h.n);
     off = 8 + h.n;
     for (int i = 0; i < n; i++) {
-        if (t[i].nbytes)
-            memcpy(out + off, t[i].data, t[i].nbytes);
+        if (t[i].nbytes) memcpy(out + off, t[i].data, t[i].nbytes);
         off += t[i].nbytes;
     }
     free(h.s);
@@ -110,7 +111,8 @@ static __attribute__((unused)) uint8_t *stw_build(const stw_tensor *t, int n, co
 }
 
 /** Builds an image from a raw header text and data bytes (for malformed-header tests). */
-static __attribute__((unused)) uint8_t *stw_build_raw(const char *header, const void *data, size_t data_len, size_t *len)
+static __attribute__((unused)) uint8_t *stw_build_raw(const char *header, const void *data, size_t data_len,
+                                                      size_t *len)
 {
     size_t hn = strlen(header);
     *len = 8 + hn + data_len;
@@ -118,22 +120,21 @@ static __attribute__((unused)) uint8_t *stw_build_raw(const char *header, const 
     for (int i = 0; i < 8; i++)
         out[i] = (uint8_t)((uint64_t)hn >> (8 * i));
     memcpy(out + 8, header, hn);
-    if (data_len)
-        memcpy(out + 8 + hn, data, data_len);
+    if (data_len) memcpy(out + 8 + hn, data, data_len);
     return out;
 }
 
 static __attribute__((unused)) int stw_write(const char *path, const void *buf, size_t len)
 {
     FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
+    if (!f) return -1;
     size_t w = len ? fwrite(buf, 1, len, f) : 0;
     return fclose(f) || w != len ? -1 : 0;
 }
 
 /** Writes the image of tensors t to path (8-byte aligned data, optional metadata). */
-static __attribute__((unused)) int stw_write_tensors(const char *path, const stw_tensor *t, int n, const char *meta_json)
+static __attribute__((unused)) int stw_write_tensors(const char *path, const stw_tensor *t, int n,
+                                                     const char *meta_json)
 {
     size_t len;
     uint8_t *b = stw_build(t, n, meta_json, -1, &len);
@@ -146,8 +147,7 @@ static __attribute__((unused)) int stw_write_tensors(const char *path, const stw
 static __attribute__((unused)) char *stw_mkdtemp(const char *tag)
 {
     const char *base = getenv("SDW_TMPDIR");
-    if (!base || !*base)
-        base = "/tmp";
+    if (!base || !*base) base = "/tmp";
     mkdir(base, 0755);
     char *p = malloc(strlen(base) + strlen(tag) + 16);
     sprintf(p, "%s/%s-XXXXXX", base, tag);
@@ -169,8 +169,7 @@ static __attribute__((unused)) int stw_rm_cb(const char *p, const struct stat *s
 /** rm -rf path. */
 static __attribute__((unused)) void stw_rmtree(const char *path)
 {
-    if (path)
-        nftw(path, stw_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    if (path) nftw(path, stw_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /** path = dir + "/" + rel in a static ring of buffers (tests only). */
@@ -221,8 +220,7 @@ static __attribute__((unused)) int stw_tmpdir_teardown(void **state)
 /** Fails the test unless s contains sub. */
 static __attribute__((unused)) void stw_assert_contains(const char *s, const char *sub)
 {
-    if (!strstr(s, sub))
-        fail_msg("expected \"%s\" in \"%s\"", sub, s);
+    if (!strstr(s, sub)) fail_msg("expected \"%s\" in \"%s\"", sub, s);
 }
 
 #endif

@@ -24,8 +24,7 @@ static char *subdir(const char *tag)
 {
     char *p = malloc(strlen(stw_tmpdir) + strlen(tag) + 16);
     sprintf(p, "%s/%s-XXXXXX", stw_tmpdir, tag);
-    if (!mkdtemp(p))
-        fail_msg("mkdtemp %s failed", p);
+    if (!mkdtemp(p)) fail_msg("mkdtemp %s failed", p);
     return p;
 }
 
@@ -42,7 +41,8 @@ static void test_single_file(void **state)
 {
     (void)state;
     float w[6] = {1, 2, 3, 4, 5, 6};
-    uint16_t h[8] = {0x3c00, 0xc000, 0x3800, 0x7bff, 0x0001, 0x8000, 0x7c00, 0x4248}; /* 1 -2 .5 65504 2^-24 -0 inf 3.140625 */
+    uint16_t h[8] = {0x3c00, 0xc000, 0x3800, 0x7bff,
+                     0x0001, 0x8000, 0x7c00, 0x4248}; /* 1 -2 .5 65504 2^-24 -0 inf 3.140625 */
     uint16_t bf[3] = {f32_to_bf16(1.5f), f32_to_bf16(-0.25f), f32_to_bf16(1024.0f)};
     double dd[5] = {0.1, 0.2, 0.3, 1e-3, -7};
     int64_t ids[4] = {0, 1, 2, 3};
@@ -51,7 +51,12 @@ static void test_single_file(void **state)
         {"model.diffusion_model.time_embed.0.weight", "F16", 2, {4, 2}, h, sizeof h},
         {"first_stage_model.decoder.conv_in.bias", "BF16", 1, {3}, bf, sizeof bf},
         {"alphas_cumprod", "F64", 1, {5}, dd, sizeof dd},
-        {"cond_stage_model.transformer.text_model.embeddings.position_ids", "I64", 2, {1, 4}, ids, sizeof ids},
+        {"cond_stage_model.transformer.text_model.embeddings.position_ids",
+         "I64",
+         2,
+         {1, 4},
+         ids,
+         sizeof ids},
     };
     const char *path = stw_path(stw_tmpdir, "single.safetensors");
     assert_int_equal(stw_write_tensors(path, t, 5, "{\"sdw.preset\":\"tiny\"}"), 0);
@@ -85,24 +90,29 @@ static void test_single_file(void **state)
     assert_int_equal(sde_ckpt_converted_bytes(c), 0);
     assert_null(sde_ckpt_f32(c, tw->name, 2, (int64_t[]){3, 2}, err, sizeof err));
     stw_assert_contains(err, path);
-    stw_assert_contains(err, "tensor \"model.diffusion_model.input_blocks.0.0.weight\": shape [2, 3, 1, 1] does not match expected [3, 2]");
+    stw_assert_contains(err, "tensor \"model.diffusion_model.input_blocks.0.0.weight\": shape [2, 3, 1, 1] "
+                             "does not match expected [3, 2]");
     assert_null(sde_ckpt_f32(c, tw->name, 1, (int64_t[]){6}, err, sizeof err));
     assert_null(sde_ckpt_f32(c, tw->name, 3, (int64_t[]){1, 2, 3}, err, sizeof err)); /* leading 1s count */
 
     /* F16: converted once, exactly. */
-    const float *f = sde_ckpt_f32(c, "model.diffusion_model.time_embed.0.weight", 2, (int64_t[]){4, 2}, err, sizeof err);
+    const float *f =
+        sde_ckpt_f32(c, "model.diffusion_model.time_embed.0.weight", 2, (int64_t[]){4, 2}, err, sizeof err);
     assert_non_null(f);
     const float want[8] = {1, -2, 0.5f, 65504, 5.9604644775390625e-8f, -0.0f, INFINITY, 3.140625f};
     assert_memory_equal(f, want, sizeof want);
     assert_true(signbit(f[5]));
     assert_int_equal(sde_ckpt_converted_bytes(c), 32);
-    assert_ptr_equal(sde_ckpt_f32(c, "model.diffusion_model.time_embed.0.weight", 2, (int64_t[]){4, 2}, err, sizeof err), f);
+    assert_ptr_equal(
+        sde_ckpt_f32(c, "model.diffusion_model.time_embed.0.weight", 2, (int64_t[]){4, 2}, err, sizeof err),
+        f);
     assert_int_equal(sde_ckpt_converted_bytes(c), 32);
     assert_int_equal((uintptr_t)f % 16, 0);
     /* The raw F16 stays readable after its pages were dropped from the mapping. */
     assert_memory_equal(sde_ckpt_find(c, "model.diffusion_model.time_embed.0.weight")->data, h, sizeof h);
 
-    const float *b = sde_ckpt_f32(c, "first_stage_model.decoder.conv_in.bias", 1, (int64_t[]){3}, err, sizeof err);
+    const float *b =
+        sde_ckpt_f32(c, "first_stage_model.decoder.conv_in.bias", 1, (int64_t[]){3}, err, sizeof err);
     assert_non_null(b);
     assert_true(b[0] == 1.5f && b[1] == -0.25f && b[2] == 1024.0f);
     const float *d = sde_ckpt_f32(c, "alphas_cumprod", 1, (int64_t[]){5}, err, sizeof err);
@@ -111,8 +121,10 @@ static void test_single_file(void **state)
         assert_true(d[i] == (float)dd[i]);
     assert_int_equal(sde_ckpt_converted_bytes(c), 32 + 12 + 20);
 
-    assert_null(sde_ckpt_f32(c, "cond_stage_model.transformer.text_model.embeddings.position_ids", 2, (int64_t[]){1, 4}, err, sizeof err));
-    stw_assert_contains(err, "tensor \"cond_stage_model.transformer.text_model.embeddings.position_ids\": dtype I64 is not a floating-point type");
+    assert_null(sde_ckpt_f32(c, "cond_stage_model.transformer.text_model.embeddings.position_ids", 2,
+                             (int64_t[]){1, 4}, err, sizeof err));
+    stw_assert_contains(err, "tensor \"cond_stage_model.transformer.text_model.embeddings.position_ids\": "
+                             "dtype I64 is not a floating-point type");
     assert_null(sde_ckpt_f32(c, "model.diffusion_model.out.2.weight", 1, (int64_t[]){4}, err, sizeof err));
     stw_assert_contains(err, path);
     stw_assert_contains(err, "tensor \"model.diffusion_model.out.2.weight\": not found");
@@ -253,9 +265,12 @@ static void test_name_prefix_variants(void **state)
     };
     assert_int_equal(stw_write_tensors(path, oc, 4, NULL), 0);
     assert_int_equal(sde_ckpt_open(path, &c, err, sizeof err), 0);
-    assert_non_null(sde_ckpt_find(c, "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"));
-    assert_non_null(sde_ckpt_find(c, "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.bias"));
-    assert_non_null(sde_ckpt_find(c, "cond_stage_model.transformer.text_model.encoder.layers.1.mlp.fc1.bias"));
+    assert_non_null(
+        sde_ckpt_find(c, "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"));
+    assert_non_null(
+        sde_ckpt_find(c, "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.bias"));
+    assert_non_null(
+        sde_ckpt_find(c, "cond_stage_model.transformer.text_model.encoder.layers.1.mlp.fc1.bias"));
     assert_non_null(sde_ckpt_find(c, "cond_stage_model.transformer.text_model.final_layer_norm.weight"));
     assert_null(sde_ckpt_find(c, "cond_stage_model.transformer.final_layer_norm.weight"));
     sde_ckpt_free(c);
@@ -306,7 +321,8 @@ static void test_short_hash(void **state)
     assert_int_equal(stw_write(p, "abc", 3), 0);
     assert_int_equal(sde_ckpt_short_hash(p, h, err, sizeof err), 0);
     assert_string_equal(h, "ba7816bf8f");
-    /* A file spanning more than one 64 MB hashing chunk would be slow here; 3 MB checks chunk-free streaming. */
+    /* A file spanning more than one 64 MB hashing chunk would be slow here; 3 MB checks chunk-free streaming.
+     */
     size_t n = 3u << 20;
     uint8_t *b = malloc(n), d[32];
     for (size_t i = 0; i < n; i++)
@@ -345,77 +361,324 @@ static const struct {
     {0, "time_embedding.linear_1.weight", "model.diffusion_model.time_embed.0.weight", 2, {8, 4}, {8, 4}},
     {0, "time_embedding.linear_2.bias", "model.diffusion_model.time_embed.2.bias", 1, {8}, {8}},
     /* first down block */
-    {0, "down_blocks.0.resnets.0.norm1.weight", "model.diffusion_model.input_blocks.1.0.in_layers.0.weight", 1, {4}, {4}},
-    {0, "down_blocks.0.resnets.0.conv1.weight", "model.diffusion_model.input_blocks.1.0.in_layers.2.weight", 4, {4, 4, 3, 3}, {4, 4, 3, 3}},
-    {0, "down_blocks.0.resnets.0.time_emb_proj.weight", "model.diffusion_model.input_blocks.1.0.emb_layers.1.weight", 2, {4, 8}, {4, 8}},
-    {0, "down_blocks.0.resnets.0.norm2.bias", "model.diffusion_model.input_blocks.1.0.out_layers.0.bias", 1, {4}, {4}},
-    {0, "down_blocks.0.resnets.0.conv2.weight", "model.diffusion_model.input_blocks.1.0.out_layers.3.weight", 4, {4, 4, 3, 3}, {4, 4, 3, 3}},
-    {0, "down_blocks.0.resnets.1.conv1.bias", "model.diffusion_model.input_blocks.2.0.in_layers.2.bias", 1, {4}, {4}},
-    {0, "down_blocks.0.attentions.0.norm.weight", "model.diffusion_model.input_blocks.1.1.norm.weight", 1, {4}, {4}},
-    {0, "down_blocks.0.attentions.0.proj_in.weight", "model.diffusion_model.input_blocks.1.1.proj_in.weight", 4, {4, 4, 1, 1}, {4, 4}},
-    {0, "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight",
-     "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight", 2, {4, 4}, {4, 4}},
-    {0, "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.bias",
-     "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_out.0.bias", 1, {4}, {4}},
-    {0, "down_blocks.0.attentions.1.transformer_blocks.0.ff.net.0.proj.weight",
-     "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.ff.net.0.proj.weight", 2, {16, 4}, {16, 4}},
-    {0, "down_blocks.0.attentions.1.transformer_blocks.0.norm3.bias",
-     "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.norm3.bias", 1, {4}, {4}},
-    {0, "down_blocks.0.downsamplers.0.conv.weight", "model.diffusion_model.input_blocks.3.0.op.weight", 4, {4, 4, 3, 3}, {4, 4, 3, 3}},
-    {0, "down_blocks.1.resnets.0.conv_shortcut.weight", "model.diffusion_model.input_blocks.4.0.skip_connection.weight", 4, {8, 4, 1, 1}, {8, 4, 1, 1}},
-    {0, "down_blocks.2.downsamplers.0.conv.bias", "model.diffusion_model.input_blocks.9.0.op.bias", 1, {8}, {8}},
-    {0, "down_blocks.3.resnets.1.conv2.weight", "model.diffusion_model.input_blocks.11.0.out_layers.3.weight", 4, {8, 8, 3, 3}, {8, 8, 3, 3}},
+    {0,
+     "down_blocks.0.resnets.0.norm1.weight",
+     "model.diffusion_model.input_blocks.1.0.in_layers.0.weight",
+     1,
+     {4},
+     {4}},
+    {0,
+     "down_blocks.0.resnets.0.conv1.weight",
+     "model.diffusion_model.input_blocks.1.0.in_layers.2.weight",
+     4,
+     {4, 4, 3, 3},
+     {4, 4, 3, 3}},
+    {0,
+     "down_blocks.0.resnets.0.time_emb_proj.weight",
+     "model.diffusion_model.input_blocks.1.0.emb_layers.1.weight",
+     2,
+     {4, 8},
+     {4, 8}},
+    {0,
+     "down_blocks.0.resnets.0.norm2.bias",
+     "model.diffusion_model.input_blocks.1.0.out_layers.0.bias",
+     1,
+     {4},
+     {4}},
+    {0,
+     "down_blocks.0.resnets.0.conv2.weight",
+     "model.diffusion_model.input_blocks.1.0.out_layers.3.weight",
+     4,
+     {4, 4, 3, 3},
+     {4, 4, 3, 3}},
+    {0,
+     "down_blocks.0.resnets.1.conv1.bias",
+     "model.diffusion_model.input_blocks.2.0.in_layers.2.bias",
+     1,
+     {4},
+     {4}},
+    {0,
+     "down_blocks.0.attentions.0.norm.weight",
+     "model.diffusion_model.input_blocks.1.1.norm.weight",
+     1,
+     {4},
+     {4}},
+    {0,
+     "down_blocks.0.attentions.0.proj_in.weight",
+     "model.diffusion_model.input_blocks.1.1.proj_in.weight",
+     4,
+     {4, 4, 1, 1},
+     {4, 4}},
+    {0,
+     "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight",
+     "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight",
+     2,
+     {4, 4},
+     {4, 4}},
+    {0,
+     "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.bias",
+     "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_out.0.bias",
+     1,
+     {4},
+     {4}},
+    {0,
+     "down_blocks.0.attentions.1.transformer_blocks.0.ff.net.0.proj.weight",
+     "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.ff.net.0.proj.weight",
+     2,
+     {16, 4},
+     {16, 4}},
+    {0,
+     "down_blocks.0.attentions.1.transformer_blocks.0.norm3.bias",
+     "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.norm3.bias",
+     1,
+     {4},
+     {4}},
+    {0,
+     "down_blocks.0.downsamplers.0.conv.weight",
+     "model.diffusion_model.input_blocks.3.0.op.weight",
+     4,
+     {4, 4, 3, 3},
+     {4, 4, 3, 3}},
+    {0,
+     "down_blocks.1.resnets.0.conv_shortcut.weight",
+     "model.diffusion_model.input_blocks.4.0.skip_connection.weight",
+     4,
+     {8, 4, 1, 1},
+     {8, 4, 1, 1}},
+    {0,
+     "down_blocks.2.downsamplers.0.conv.bias",
+     "model.diffusion_model.input_blocks.9.0.op.bias",
+     1,
+     {8},
+     {8}},
+    {0,
+     "down_blocks.3.resnets.1.conv2.weight",
+     "model.diffusion_model.input_blocks.11.0.out_layers.3.weight",
+     4,
+     {8, 8, 3, 3},
+     {8, 8, 3, 3}},
     /* mid block */
-    {0, "mid_block.resnets.0.norm1.weight", "model.diffusion_model.middle_block.0.in_layers.0.weight", 1, {8}, {8}},
-    {0, "mid_block.attentions.0.proj_out.weight", "model.diffusion_model.middle_block.1.proj_out.weight", 4, {8, 8, 1, 1}, {8, 8, 1, 1}},
-    {0, "mid_block.attentions.0.transformer_blocks.0.attn1.to_k.weight",
-     "model.diffusion_model.middle_block.1.transformer_blocks.0.attn1.to_k.weight", 2, {8, 8}, {8, 8}},
-    {0, "mid_block.resnets.1.time_emb_proj.bias", "model.diffusion_model.middle_block.2.emb_layers.1.bias", 1, {8}, {8}},
-    {0, "mid_block.resnets.1.conv2.bias", "model.diffusion_model.middle_block.2.out_layers.3.bias", 1, {8}, {8}},
+    {0,
+     "mid_block.resnets.0.norm1.weight",
+     "model.diffusion_model.middle_block.0.in_layers.0.weight",
+     1,
+     {8},
+     {8}},
+    {0,
+     "mid_block.attentions.0.proj_out.weight",
+     "model.diffusion_model.middle_block.1.proj_out.weight",
+     4,
+     {8, 8, 1, 1},
+     {8, 8, 1, 1}},
+    {0,
+     "mid_block.attentions.0.transformer_blocks.0.attn1.to_k.weight",
+     "model.diffusion_model.middle_block.1.transformer_blocks.0.attn1.to_k.weight",
+     2,
+     {8, 8},
+     {8, 8}},
+    {0,
+     "mid_block.resnets.1.time_emb_proj.bias",
+     "model.diffusion_model.middle_block.2.emb_layers.1.bias",
+     1,
+     {8},
+     {8}},
+    {0,
+     "mid_block.resnets.1.conv2.bias",
+     "model.diffusion_model.middle_block.2.out_layers.3.bias",
+     1,
+     {8},
+     {8}},
     /* up blocks: up_blocks.0 has no attention, so its upsampler is output_blocks.2.1; later ones .2 */
-    {0, "up_blocks.0.resnets.0.conv_shortcut.bias", "model.diffusion_model.output_blocks.0.0.skip_connection.bias", 1, {8}, {8}},
-    {0, "up_blocks.0.resnets.2.conv1.weight", "model.diffusion_model.output_blocks.2.0.in_layers.2.weight", 4, {8, 16, 3, 3}, {8, 16, 3, 3}},
-    {0, "up_blocks.0.upsamplers.0.conv.weight", "model.diffusion_model.output_blocks.2.1.conv.weight", 4, {8, 8, 3, 3}, {8, 8, 3, 3}},
-    {0, "up_blocks.1.resnets.0.norm1.bias", "model.diffusion_model.output_blocks.3.0.in_layers.0.bias", 1, {16}, {16}},
-    {0, "up_blocks.1.attentions.2.proj_out.bias", "model.diffusion_model.output_blocks.5.1.proj_out.bias", 1, {8}, {8}},
-    {0, "up_blocks.1.upsamplers.0.conv.weight", "model.diffusion_model.output_blocks.5.2.conv.weight", 4, {8, 8, 3, 3}, {8, 8, 3, 3}},
-    {0, "up_blocks.2.attentions.0.transformer_blocks.0.attn2.to_v.weight",
-     "model.diffusion_model.output_blocks.6.1.transformer_blocks.0.attn2.to_v.weight", 2, {8, 6}, {8, 6}},
-    {0, "up_blocks.2.upsamplers.0.conv.bias", "model.diffusion_model.output_blocks.8.2.conv.bias", 1, {8}, {8}},
-    {0, "up_blocks.3.resnets.2.conv2.weight", "model.diffusion_model.output_blocks.11.0.out_layers.3.weight", 4, {4, 4, 3, 3}, {4, 4, 3, 3}},
-    {0, "up_blocks.3.attentions.2.transformer_blocks.0.norm1.weight",
-     "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.weight", 1, {4}, {4}},
+    {0,
+     "up_blocks.0.resnets.0.conv_shortcut.bias",
+     "model.diffusion_model.output_blocks.0.0.skip_connection.bias",
+     1,
+     {8},
+     {8}},
+    {0,
+     "up_blocks.0.resnets.2.conv1.weight",
+     "model.diffusion_model.output_blocks.2.0.in_layers.2.weight",
+     4,
+     {8, 16, 3, 3},
+     {8, 16, 3, 3}},
+    {0,
+     "up_blocks.0.upsamplers.0.conv.weight",
+     "model.diffusion_model.output_blocks.2.1.conv.weight",
+     4,
+     {8, 8, 3, 3},
+     {8, 8, 3, 3}},
+    {0,
+     "up_blocks.1.resnets.0.norm1.bias",
+     "model.diffusion_model.output_blocks.3.0.in_layers.0.bias",
+     1,
+     {16},
+     {16}},
+    {0,
+     "up_blocks.1.attentions.2.proj_out.bias",
+     "model.diffusion_model.output_blocks.5.1.proj_out.bias",
+     1,
+     {8},
+     {8}},
+    {0,
+     "up_blocks.1.upsamplers.0.conv.weight",
+     "model.diffusion_model.output_blocks.5.2.conv.weight",
+     4,
+     {8, 8, 3, 3},
+     {8, 8, 3, 3}},
+    {0,
+     "up_blocks.2.attentions.0.transformer_blocks.0.attn2.to_v.weight",
+     "model.diffusion_model.output_blocks.6.1.transformer_blocks.0.attn2.to_v.weight",
+     2,
+     {8, 6},
+     {8, 6}},
+    {0,
+     "up_blocks.2.upsamplers.0.conv.bias",
+     "model.diffusion_model.output_blocks.8.2.conv.bias",
+     1,
+     {8},
+     {8}},
+    {0,
+     "up_blocks.3.resnets.2.conv2.weight",
+     "model.diffusion_model.output_blocks.11.0.out_layers.3.weight",
+     4,
+     {4, 4, 3, 3},
+     {4, 4, 3, 3}},
+    {0,
+     "up_blocks.3.attentions.2.transformer_blocks.0.norm1.weight",
+     "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.weight",
+     1,
+     {4},
+     {4}},
     {0, "conv_norm_out.weight", "model.diffusion_model.out.0.weight", 1, {4}, {4}},
     {0, "conv_out.bias", "model.diffusion_model.out.2.bias", 1, {4}, {4}},
     /* VAE */
     {1, "encoder.conv_in.weight", "first_stage_model.encoder.conv_in.weight", 4, {4, 3, 3, 3}, {4, 3, 3, 3}},
-    {1, "encoder.down_blocks.0.resnets.0.norm1.weight", "first_stage_model.encoder.down.0.block.0.norm1.weight", 1, {4}, {4}},
-    {1, "encoder.down_blocks.0.downsamplers.0.conv.weight", "first_stage_model.encoder.down.0.downsample.conv.weight", 4, {4, 4, 3, 3}, {4, 4, 3, 3}},
-    {1, "encoder.down_blocks.1.resnets.0.conv_shortcut.weight", "first_stage_model.encoder.down.1.block.0.nin_shortcut.weight", 4, {8, 4, 1, 1}, {8, 4, 1, 1}},
-    {1, "encoder.mid_block.attentions.0.to_q.weight", "first_stage_model.encoder.mid.attn_1.q.weight", 2, {8, 8}, {8, 8, 1, 1}},
+    {1,
+     "encoder.down_blocks.0.resnets.0.norm1.weight",
+     "first_stage_model.encoder.down.0.block.0.norm1.weight",
+     1,
+     {4},
+     {4}},
+    {1,
+     "encoder.down_blocks.0.downsamplers.0.conv.weight",
+     "first_stage_model.encoder.down.0.downsample.conv.weight",
+     4,
+     {4, 4, 3, 3},
+     {4, 4, 3, 3}},
+    {1,
+     "encoder.down_blocks.1.resnets.0.conv_shortcut.weight",
+     "first_stage_model.encoder.down.1.block.0.nin_shortcut.weight",
+     4,
+     {8, 4, 1, 1},
+     {8, 4, 1, 1}},
+    {1,
+     "encoder.mid_block.attentions.0.to_q.weight",
+     "first_stage_model.encoder.mid.attn_1.q.weight",
+     2,
+     {8, 8},
+     {8, 8, 1, 1}},
     {1, "encoder.conv_norm_out.bias", "first_stage_model.encoder.norm_out.bias", 1, {8}, {8}},
-    {1, "encoder.conv_out.weight", "first_stage_model.encoder.conv_out.weight", 4, {8, 8, 3, 3}, {8, 8, 3, 3}},
+    {1,
+     "encoder.conv_out.weight",
+     "first_stage_model.encoder.conv_out.weight",
+     4,
+     {8, 8, 3, 3},
+     {8, 8, 3, 3}},
     {1, "quant_conv.weight", "first_stage_model.quant_conv.weight", 4, {8, 8, 1, 1}, {8, 8, 1, 1}},
     {1, "post_quant_conv.bias", "first_stage_model.post_quant_conv.bias", 1, {4}, {4}},
     {1, "decoder.conv_in.weight", "first_stage_model.decoder.conv_in.weight", 4, {8, 4, 3, 3}, {8, 4, 3, 3}},
-    {1, "decoder.mid_block.resnets.0.conv1.weight", "first_stage_model.decoder.mid.block_1.conv1.weight", 4, {8, 8, 3, 3}, {8, 8, 3, 3}},
-    {1, "decoder.mid_block.resnets.1.norm2.bias", "first_stage_model.decoder.mid.block_2.norm2.bias", 1, {8}, {8}},
-    {1, "decoder.mid_block.attentions.0.group_norm.weight", "first_stage_model.decoder.mid.attn_1.norm.weight", 1, {8}, {8}},
-    {1, "decoder.mid_block.attentions.0.to_k.weight", "first_stage_model.decoder.mid.attn_1.k.weight", 2, {8, 8}, {8, 8, 1, 1}},
-    {1, "decoder.mid_block.attentions.0.to_v.bias", "first_stage_model.decoder.mid.attn_1.v.bias", 1, {8}, {8}},
-    {1, "decoder.mid_block.attentions.0.to_out.0.weight", "first_stage_model.decoder.mid.attn_1.proj_out.weight", 2, {8, 8}, {8, 8, 1, 1}},
-    {1, "decoder.up_blocks.0.resnets.0.conv1.weight", "first_stage_model.decoder.up.3.block.0.conv1.weight", 4, {8, 8, 3, 3}, {8, 8, 3, 3}},
-    {1, "decoder.up_blocks.0.upsamplers.0.conv.weight", "first_stage_model.decoder.up.3.upsample.conv.weight", 4, {8, 8, 3, 3}, {8, 8, 3, 3}},
-    {1, "decoder.up_blocks.2.resnets.0.conv_shortcut.weight", "first_stage_model.decoder.up.1.block.0.nin_shortcut.weight", 4, {4, 8, 1, 1}, {4, 8, 1, 1}},
-    {1, "decoder.up_blocks.2.upsamplers.0.conv.bias", "first_stage_model.decoder.up.1.upsample.conv.bias", 1, {4}, {4}},
-    {1, "decoder.up_blocks.3.resnets.2.norm1.weight", "first_stage_model.decoder.up.0.block.2.norm1.weight", 1, {4}, {4}},
+    {1,
+     "decoder.mid_block.resnets.0.conv1.weight",
+     "first_stage_model.decoder.mid.block_1.conv1.weight",
+     4,
+     {8, 8, 3, 3},
+     {8, 8, 3, 3}},
+    {1,
+     "decoder.mid_block.resnets.1.norm2.bias",
+     "first_stage_model.decoder.mid.block_2.norm2.bias",
+     1,
+     {8},
+     {8}},
+    {1,
+     "decoder.mid_block.attentions.0.group_norm.weight",
+     "first_stage_model.decoder.mid.attn_1.norm.weight",
+     1,
+     {8},
+     {8}},
+    {1,
+     "decoder.mid_block.attentions.0.to_k.weight",
+     "first_stage_model.decoder.mid.attn_1.k.weight",
+     2,
+     {8, 8},
+     {8, 8, 1, 1}},
+    {1,
+     "decoder.mid_block.attentions.0.to_v.bias",
+     "first_stage_model.decoder.mid.attn_1.v.bias",
+     1,
+     {8},
+     {8}},
+    {1,
+     "decoder.mid_block.attentions.0.to_out.0.weight",
+     "first_stage_model.decoder.mid.attn_1.proj_out.weight",
+     2,
+     {8, 8},
+     {8, 8, 1, 1}},
+    {1,
+     "decoder.up_blocks.0.resnets.0.conv1.weight",
+     "first_stage_model.decoder.up.3.block.0.conv1.weight",
+     4,
+     {8, 8, 3, 3},
+     {8, 8, 3, 3}},
+    {1,
+     "decoder.up_blocks.0.upsamplers.0.conv.weight",
+     "first_stage_model.decoder.up.3.upsample.conv.weight",
+     4,
+     {8, 8, 3, 3},
+     {8, 8, 3, 3}},
+    {1,
+     "decoder.up_blocks.2.resnets.0.conv_shortcut.weight",
+     "first_stage_model.decoder.up.1.block.0.nin_shortcut.weight",
+     4,
+     {4, 8, 1, 1},
+     {4, 8, 1, 1}},
+    {1,
+     "decoder.up_blocks.2.upsamplers.0.conv.bias",
+     "first_stage_model.decoder.up.1.upsample.conv.bias",
+     1,
+     {4},
+     {4}},
+    {1,
+     "decoder.up_blocks.3.resnets.2.norm1.weight",
+     "first_stage_model.decoder.up.0.block.2.norm1.weight",
+     1,
+     {4},
+     {4}},
     {1, "decoder.conv_norm_out.weight", "first_stage_model.decoder.norm_out.weight", 1, {4}, {4}},
-    {1, "decoder.conv_out.weight", "first_stage_model.decoder.conv_out.weight", 4, {3, 4, 3, 3}, {3, 4, 3, 3}},
+    {1,
+     "decoder.conv_out.weight",
+     "first_stage_model.decoder.conv_out.weight",
+     4,
+     {3, 4, 3, 3},
+     {3, 4, 3, 3}},
     /* text encoder (HF CLIPTextModel) */
-    {2, "text_model.embeddings.token_embedding.weight", "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", 2, {10, 4}, {10, 4}},
-    {2, "text_model.encoder.layers.0.self_attn.q_proj.weight",
-     "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight", 2, {4, 4}, {4, 4}},
-    {2, "text_model.final_layer_norm.bias", "cond_stage_model.transformer.text_model.final_layer_norm.bias", 1, {4}, {4}},
+    {2,
+     "text_model.embeddings.token_embedding.weight",
+     "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+     2,
+     {10, 4},
+     {10, 4}},
+    {2,
+     "text_model.encoder.layers.0.self_attn.q_proj.weight",
+     "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight",
+     2,
+     {4, 4},
+     {4, 4}},
+    {2,
+     "text_model.final_layer_norm.bias",
+     "cond_stage_model.transformer.text_model.final_layer_norm.bias",
+     1,
+     {4},
+     {4}},
 };
 #define N_FOLDER_MAP (int)(sizeof folder_map / sizeof *folder_map)
 
@@ -435,7 +698,8 @@ static float *entry_values(int i, size_t *n)
 /* Writes the folder; the VAE as F16 in the .fp16 variant to cover both the variant and conversion. */
 static void write_folder(const char *dir, int with_extras)
 {
-    static const char *const rel[3] = {"unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors",
+    static const char *const rel[3] = {"unet/diffusion_pytorch_model.safetensors",
+                                       "vae/diffusion_pytorch_model.fp16.safetensors",
                                        "text_encoder/model.safetensors"};
     stw_mkdirs(dir, "unet");
     stw_mkdirs(dir, "vae");
@@ -445,8 +709,7 @@ static void write_folder(const char *dir, int with_extras)
         void *bufs[N_FOLDER_MAP];
         int n = 0;
         for (int i = 0; i < N_FOLDER_MAP; i++) {
-            if (folder_map[i].comp != comp)
-                continue;
+            if (folder_map[i].comp != comp) continue;
             size_t m;
             float *v = entry_values(i, &m);
             t[n] = (stw_tensor){folder_map[i].hf, "F32", folder_map[i].ndim, {0}, v, m * 4};
@@ -463,17 +726,21 @@ static void write_folder(const char *dir, int with_extras)
             bufs[n] = (void *)t[n].data;
             n++;
         }
-        assert_int_equal(stw_write_tensors(stw_path(dir, rel[comp]), t, n, comp == 0 ? "{\"format\":\"pt\",\"who\":\"unet\"}" : NULL), 0);
+        assert_int_equal(stw_write_tensors(stw_path(dir, rel[comp]), t, n,
+                                           comp == 0 ? "{\"format\":\"pt\",\"who\":\"unet\"}" : NULL),
+                         0);
         for (int k = 0; k < n; k++)
             free(bufs[k]);
     }
-    assert_int_equal(stw_write(stw_path(dir, "model_index.json"), "{\"_class_name\":\"StableDiffusionPipeline\"}", 41), 0);
+    assert_int_equal(
+        stw_write(stw_path(dir, "model_index.json"), "{\"_class_name\":\"StableDiffusionPipeline\"}", 41), 0);
     if (with_extras) {
         stw_mkdirs(dir, "tokenizer");
         stw_mkdirs(dir, "scheduler");
         assert_int_equal(stw_write(stw_path(dir, "tokenizer/vocab.json"), "{}", 2), 0);
         assert_int_equal(stw_write(stw_path(dir, "tokenizer/merges.txt"), "#version: 0.2\n", 14), 0);
-        const char *sc = "{\"_class_name\":\"PNDMScheduler\",\"prediction_type\":\"v_prediction\",\"num_train_timesteps\":1000}";
+        const char *sc = "{\"_class_name\":\"PNDMScheduler\",\"prediction_type\":\"v_prediction\",\"num_"
+                         "train_timesteps\":1000}";
         assert_int_equal(stw_write(stw_path(dir, "scheduler/scheduler_config.json"), sc, strlen(sc)), 0);
     }
 }
@@ -485,37 +752,38 @@ static void test_diffusers_folder(void **state)
     write_folder(dir, 1);
     char err[512] = "";
     sde_ckpt *c = NULL;
-    if (sde_ckpt_open(dir, &c, err, sizeof err))
-        fail_msg("open: %s", err);
+    if (sde_ckpt_open(dir, &c, err, sizeof err)) fail_msg("open: %s", err);
     int expect = 0;
     for (int i = 0; i < N_FOLDER_MAP; i++) {
         expect++;
         const sde_tensor *t = sde_ckpt_find(c, folder_map[i].ldm);
-        if (!t)
-            fail_msg("%s (from %s) not found", folder_map[i].ldm, folder_map[i].hf);
+        if (!t) fail_msg("%s (from %s) not found", folder_map[i].ldm, folder_map[i].hf);
         size_t m;
         float *v = entry_values(i, &m);
         int ldm_ndim = 0;
         while (ldm_ndim < 4 && folder_map[i].ldm_shape[ldm_ndim])
             ldm_ndim++;
-        const float *f = sde_ckpt_f32(c, folder_map[i].ldm, ldm_ndim, folder_map[i].ldm_shape, err, sizeof err);
-        if (!f)
-            fail_msg("%s: %s", folder_map[i].ldm, err);
+        const float *f =
+            sde_ckpt_f32(c, folder_map[i].ldm, ldm_ndim, folder_map[i].ldm_shape, err, sizeof err);
+        if (!f) fail_msg("%s: %s", folder_map[i].ldm, err);
         if (folder_map[i].comp == 1) {
             assert_int_equal(t->dtype, SDE_DT_F16);
             stw_assert_contains(t->file, "vae/diffusion_pytorch_model.fp16.safetensors");
             for (size_t k = 0; k < m; k++)
                 assert_true(f[k] == sde_cvt_half((uint16_t)(0x3c00 + (i % 64) * 16 + (int)(k % 16))));
         } else {
-            stw_assert_contains(t->file, folder_map[i].comp ? "text_encoder/model.safetensors" : "unet/diffusion_pytorch_model.safetensors");
+            stw_assert_contains(t->file, folder_map[i].comp ? "text_encoder/model.safetensors"
+                                                            : "unet/diffusion_pytorch_model.safetensors");
             assert_memory_equal(f, v, m * 4);
         }
         free(v);
     }
     assert_int_equal(sde_ckpt_count(c), expect);
     /* Linear [c][c] in diffusers read as the LDM 1x1 conv [c][c][1][1], and the other way round. */
-    assert_non_null(sde_ckpt_f32(c, "first_stage_model.decoder.mid.attn_1.k.weight", 4, (int64_t[]){8, 8, 1, 1}, err, sizeof err));
-    assert_non_null(sde_ckpt_f32(c, "model.diffusion_model.input_blocks.1.1.proj_in.weight", 2, (int64_t[]){4, 4}, err, sizeof err));
+    assert_non_null(sde_ckpt_f32(c, "first_stage_model.decoder.mid.attn_1.k.weight", 4,
+                                 (int64_t[]){8, 8, 1, 1}, err, sizeof err));
+    assert_non_null(sde_ckpt_f32(c, "model.diffusion_model.input_blocks.1.1.proj_in.weight", 2,
+                                 (int64_t[]){4, 4}, err, sizeof err));
     assert_string_equal(sde_ckpt_meta(c, "who"), "unet");
     assert_string_equal(sde_ckpt_prediction_type(c), "v_prediction");
     assert_non_null(sde_ckpt_tokenizer_dir(c));
@@ -547,27 +815,37 @@ static void test_diffusers_errors(void **state)
 
     /* A broken scheduler config is reported, not ignored. */
     stw_mkdirs(dir, "scheduler");
-    assert_int_equal(stw_write(stw_path(dir, "scheduler/scheduler_config.json"), "{\"prediction_type\":", 19), 0);
+    assert_int_equal(stw_write(stw_path(dir, "scheduler/scheduler_config.json"), "{\"prediction_type\":", 19),
+                     0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
     stw_assert_contains(err, "scheduler_config.json: not valid JSON");
-    assert_int_equal(stw_write(stw_path(dir, "scheduler/scheduler_config.json"), "{\"prediction_type\":3}", 21), 0);
+    assert_int_equal(
+        stw_write(stw_path(dir, "scheduler/scheduler_config.json"), "{\"prediction_type\":3}", 21), 0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
     stw_assert_contains(err, "\"prediction_type\" is not a string");
     stw_rmtree(stw_path(dir, "scheduler"));
 
     /* Only the pickle text encoder. */
-    assert_int_equal(rename(stw_path(dir, "text_encoder/model.safetensors"), stw_path(dir, "text_encoder/pytorch_model.bin")), 0);
+    assert_int_equal(rename(stw_path(dir, "text_encoder/model.safetensors"),
+                            stw_path(dir, "text_encoder/pytorch_model.bin")),
+                     0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
     stw_assert_contains(err, "only safetensors is supported");
-    assert_int_equal(rename(stw_path(dir, "text_encoder/pytorch_model.bin"), stw_path(dir, "text_encoder/model.safetensors")), 0);
+    assert_int_equal(rename(stw_path(dir, "text_encoder/pytorch_model.bin"),
+                            stw_path(dir, "text_encoder/model.safetensors")),
+                     0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), 0);
     sde_ckpt_free(c);
 
     /* A missing component. */
-    assert_int_equal(rename(stw_path(dir, "vae/diffusion_pytorch_model.fp16.safetensors"), stw_path(dir, "vae/other.safetensors")), 0);
+    assert_int_equal(rename(stw_path(dir, "vae/diffusion_pytorch_model.fp16.safetensors"),
+                            stw_path(dir, "vae/other.safetensors")),
+                     0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
     stw_assert_contains(err, "diffusers folder has no vae/diffusion_pytorch_model.safetensors");
-    assert_int_equal(rename(stw_path(dir, "vae/other.safetensors"), stw_path(dir, "vae/diffusion_pytorch_model.fp16.safetensors")), 0);
+    assert_int_equal(rename(stw_path(dir, "vae/other.safetensors"),
+                            stw_path(dir, "vae/diffusion_pytorch_model.fp16.safetensors")),
+                     0);
 
     /* A corrupt component names its file. */
     const char *te = stw_path(dir, "text_encoder/model.safetensors");
@@ -577,17 +855,20 @@ static void test_diffusers_errors(void **state)
 
     /* A tensor name diffusers SD pipelines do not have (SDXL's add_embedding) is rejected by name. */
     float v[2] = {0};
-    stw_tensor t[] = {{"text_model.final_layer_norm.bias", "F32", 1, {2}, v, 8}, {"text_projection.weight", "F32", 1, {2}, v, 8}};
+    stw_tensor t[] = {{"text_model.final_layer_norm.bias", "F32", 1, {2}, v, 8},
+                      {"text_projection.weight", "F32", 1, {2}, v, 8}};
     assert_int_equal(stw_write_tensors(te, t, 2, NULL), 0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
-    stw_assert_contains(err, "text_encoder/model.safetensors: tensor \"text_projection.weight\": unknown diffusers name");
+    stw_assert_contains(
+        err, "text_encoder/model.safetensors: tensor \"text_projection.weight\": unknown diffusers name");
 
     /* Both VAE attention spellings at once map to one LDM name: rejected as a duplicate. */
     assert_int_equal(stw_write_tensors(te, t, 1, NULL), 0);
     stw_tensor va[] = {{"decoder.mid_block.attentions.0.to_q.weight", "F32", 1, {2}, v, 8},
                        {"decoder.mid_block.attentions.0.query.weight", "F32", 1, {2}, v, 8},
                        {"decoder.up_blocks.0.resnets.0.conv1.bias", "F32", 1, {2}, v, 8}};
-    assert_int_equal(stw_write_tensors(stw_path(dir, "vae/diffusion_pytorch_model.fp16.safetensors"), va, 3, NULL), 0);
+    assert_int_equal(
+        stw_write_tensors(stw_path(dir, "vae/diffusion_pytorch_model.fp16.safetensors"), va, 3, NULL), 0);
     assert_int_equal(sde_ckpt_open(dir, &c, err, sizeof err), -1);
     stw_assert_contains(err, "first_stage_model.decoder.mid.attn_1.q.weight\" appears twice");
     assert_null(c);
@@ -612,24 +893,33 @@ static void test_name_mapping_units(void **state)
         {"encoder.mid_block.attentions.0.query.weight", "first_stage_model.encoder.mid.attn_1.q.weight"},
         {"encoder.mid_block.attentions.0.key.bias", "first_stage_model.encoder.mid.attn_1.k.bias"},
         {"decoder.mid_block.attentions.0.value.weight", "first_stage_model.decoder.mid.attn_1.v.weight"},
-        {"decoder.mid_block.attentions.0.proj_attn.bias", "first_stage_model.decoder.mid.attn_1.proj_out.bias"},
+        {"decoder.mid_block.attentions.0.proj_attn.bias",
+         "first_stage_model.decoder.mid.attn_1.proj_out.bias"},
     };
     for (size_t i = 0; i < 4; i++) {
         assert_int_equal(sde_dn_vae_to_ldm(4, legacy[i][0], out, sizeof out), 0);
         assert_string_equal(out, legacy[i][1]);
     }
-    /* A shrunken UNet: 2 levels, 1 resnet per down block, attention at both levels (the tiny preset's shape). */
-    const char *tiny[] = {"down_blocks.0.resnets.0.conv1.weight", "down_blocks.0.attentions.0.norm.weight",
-                          "down_blocks.0.downsamplers.0.conv.weight", "down_blocks.1.resnets.0.conv1.weight",
-                          "down_blocks.1.attentions.0.norm.weight", "up_blocks.0.resnets.1.conv1.weight",
-                          "up_blocks.0.attentions.1.norm.weight", "up_blocks.0.upsamplers.0.conv.weight",
-                          "up_blocks.1.resnets.1.conv1.weight", "up_blocks.1.attentions.1.norm.weight",
-                          "mid_block.attentions.0.norm.weight"};
-    static const char *const tiny_ldm[] = {
-        "input_blocks.1.0.in_layers.2.weight", "input_blocks.1.1.norm.weight", "input_blocks.2.0.op.weight",
-        "input_blocks.3.0.in_layers.2.weight", "input_blocks.3.1.norm.weight", "output_blocks.1.0.in_layers.2.weight",
-        "output_blocks.1.1.norm.weight", "output_blocks.1.2.conv.weight", "output_blocks.3.0.in_layers.2.weight",
-        "output_blocks.3.1.norm.weight", "middle_block.1.norm.weight"};
+    /* A shrunken UNet: 2 levels, 1 resnet per down block, attention at both levels (the tiny preset's shape).
+     */
+    const char *tiny[] = {
+        "down_blocks.0.resnets.0.conv1.weight",     "down_blocks.0.attentions.0.norm.weight",
+        "down_blocks.0.downsamplers.0.conv.weight", "down_blocks.1.resnets.0.conv1.weight",
+        "down_blocks.1.attentions.0.norm.weight",   "up_blocks.0.resnets.1.conv1.weight",
+        "up_blocks.0.attentions.1.norm.weight",     "up_blocks.0.upsamplers.0.conv.weight",
+        "up_blocks.1.resnets.1.conv1.weight",       "up_blocks.1.attentions.1.norm.weight",
+        "mid_block.attentions.0.norm.weight"};
+    static const char *const tiny_ldm[] = {"input_blocks.1.0.in_layers.2.weight",
+                                           "input_blocks.1.1.norm.weight",
+                                           "input_blocks.2.0.op.weight",
+                                           "input_blocks.3.0.in_layers.2.weight",
+                                           "input_blocks.3.1.norm.weight",
+                                           "output_blocks.1.0.in_layers.2.weight",
+                                           "output_blocks.1.1.norm.weight",
+                                           "output_blocks.1.2.conv.weight",
+                                           "output_blocks.3.0.in_layers.2.weight",
+                                           "output_blocks.3.1.norm.weight",
+                                           "middle_block.1.norm.weight"};
     sde_dn_unet_layout L;
     char err[256];
     assert_int_equal(sde_dn_unet_layout_scan(tiny, 11, &L, err, sizeof err), 0);
@@ -643,12 +933,21 @@ static void test_name_mapping_units(void **state)
         assert_string_equal(out, want);
     }
     /* Unknown or malformed names have no mapping. */
-    static const char *const bad[] = {"down_blocks.01.resnets.0.conv1.weight", "down_blocks.0.resnets.1.conv1.weight",
-                                      "down_blocks.2.resnets.0.conv1.weight", "down_blocks.1.downsamplers.0.conv.weight",
-                                      "up_blocks.1.upsamplers.0.conv.weight", "down_blocks.0.resnets.0.conv9.weight",
-                                      "down_blocks.0.resnets.0.conv1.weight.x", "down_blocks.0.attentions.0.bogus.weight",
-                                      "conv_in.scale", "add_embedding.linear_3.weight", "mid_block.resnets.2.conv1.weight",
-                                      "down_blocks.0.resnets.0.", "down_blocks.", "", "down_blocks.-1.resnets.0.conv1.weight"};
+    static const char *const bad[] = {"down_blocks.01.resnets.0.conv1.weight",
+                                      "down_blocks.0.resnets.1.conv1.weight",
+                                      "down_blocks.2.resnets.0.conv1.weight",
+                                      "down_blocks.1.downsamplers.0.conv.weight",
+                                      "up_blocks.1.upsamplers.0.conv.weight",
+                                      "down_blocks.0.resnets.0.conv9.weight",
+                                      "down_blocks.0.resnets.0.conv1.weight.x",
+                                      "down_blocks.0.attentions.0.bogus.weight",
+                                      "conv_in.scale",
+                                      "add_embedding.linear_3.weight",
+                                      "mid_block.resnets.2.conv1.weight",
+                                      "down_blocks.0.resnets.0.",
+                                      "down_blocks.",
+                                      "",
+                                      "down_blocks.-1.resnets.0.conv1.weight"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         if (!sde_dn_unet_to_ldm(&L, bad[i], out, sizeof out))
             fail_msg("\"%s\" mapped to \"%s\"", bad[i], out);
@@ -687,25 +986,31 @@ static void build_tables(void)
     n_unet_pm = n_vae_pm = 0;
     for (int i = 0; i < 4; i++) {
         for (int j = 0; j < 2; j++) {
-            snprintf(sd, 64, "input_blocks.%d.0.", 3 * i + j + 1), snprintf(hf, 64, "down_blocks.%d.resnets.%d.", i, j);
+            snprintf(sd, 64, "input_blocks.%d.0.", 3 * i + j + 1),
+                snprintf(hf, 64, "down_blocks.%d.resnets.%d.", i, j);
             add_pm(unet_pm, &n_unet_pm, 1, sd, hf);
             if (i < 3) {
-                snprintf(sd, 64, "input_blocks.%d.1.", 3 * i + j + 1), snprintf(hf, 64, "down_blocks.%d.attentions.%d.", i, j);
+                snprintf(sd, 64, "input_blocks.%d.1.", 3 * i + j + 1),
+                    snprintf(hf, 64, "down_blocks.%d.attentions.%d.", i, j);
                 add_pm(unet_pm, &n_unet_pm, 0, sd, hf);
             }
         }
         for (int j = 0; j < 3; j++) {
-            snprintf(sd, 64, "output_blocks.%d.0.", 3 * i + j), snprintf(hf, 64, "up_blocks.%d.resnets.%d.", i, j);
+            snprintf(sd, 64, "output_blocks.%d.0.", 3 * i + j),
+                snprintf(hf, 64, "up_blocks.%d.resnets.%d.", i, j);
             add_pm(unet_pm, &n_unet_pm, 1, sd, hf);
             if (i > 0) {
-                snprintf(sd, 64, "output_blocks.%d.1.", 3 * i + j), snprintf(hf, 64, "up_blocks.%d.attentions.%d.", i, j);
+                snprintf(sd, 64, "output_blocks.%d.1.", 3 * i + j),
+                    snprintf(hf, 64, "up_blocks.%d.attentions.%d.", i, j);
                 add_pm(unet_pm, &n_unet_pm, 0, sd, hf);
             }
         }
         if (i < 3) {
-            snprintf(sd, 64, "input_blocks.%d.0.op.", 3 * (i + 1)), snprintf(hf, 64, "down_blocks.%d.downsamplers.0.conv.", i);
+            snprintf(sd, 64, "input_blocks.%d.0.op.", 3 * (i + 1)),
+                snprintf(hf, 64, "down_blocks.%d.downsamplers.0.conv.", i);
             add_pm(unet_pm, &n_unet_pm, 0, sd, hf);
-            snprintf(sd, 64, "output_blocks.%d.%d.", 3 * i + 2, i == 0 ? 1 : 2), snprintf(hf, 64, "up_blocks.%d.upsamplers.0.", i);
+            snprintf(sd, 64, "output_blocks.%d.%d.", 3 * i + 2, i == 0 ? 1 : 2),
+                snprintf(hf, 64, "up_blocks.%d.upsamplers.0.", i);
             add_pm(unet_pm, &n_unet_pm, 0, sd, hf);
         }
     }
@@ -720,24 +1025,29 @@ static void build_tables(void)
 
     for (int i = 0; i < 4; i++) {
         for (int j = 0; j < 2; j++) {
-            snprintf(sd, 64, "encoder.down.%d.block.%d.", i, j), snprintf(hf, 64, "encoder.down_blocks.%d.resnets.%d.", i, j);
+            snprintf(sd, 64, "encoder.down.%d.block.%d.", i, j),
+                snprintf(hf, 64, "encoder.down_blocks.%d.resnets.%d.", i, j);
             add_pm(vae_pm, &n_vae_pm, 1, sd, hf);
         }
         if (i < 3) {
-            snprintf(sd, 64, "encoder.down.%d.downsample.", i), snprintf(hf, 64, "encoder.down_blocks.%d.downsamplers.0.", i);
+            snprintf(sd, 64, "encoder.down.%d.downsample.", i),
+                snprintf(hf, 64, "encoder.down_blocks.%d.downsamplers.0.", i);
             add_pm(vae_pm, &n_vae_pm, 0, sd, hf);
-            snprintf(sd, 64, "decoder.up.%d.upsample.", 3 - i), snprintf(hf, 64, "decoder.up_blocks.%d.upsamplers.0.", i);
+            snprintf(sd, 64, "decoder.up.%d.upsample.", 3 - i),
+                snprintf(hf, 64, "decoder.up_blocks.%d.upsamplers.0.", i);
             add_pm(vae_pm, &n_vae_pm, 0, sd, hf);
         }
         for (int j = 0; j < 3; j++) {
-            snprintf(sd, 64, "decoder.up.%d.block.%d.", 3 - i, j), snprintf(hf, 64, "decoder.up_blocks.%d.resnets.%d.", i, j);
+            snprintf(sd, 64, "decoder.up.%d.block.%d.", 3 - i, j),
+                snprintf(hf, 64, "decoder.up_blocks.%d.resnets.%d.", i, j);
             add_pm(vae_pm, &n_vae_pm, 1, sd, hf);
         }
     }
     for (int s = 0; s < 2; s++) {
         const char *side = s ? "decoder" : "encoder";
         for (int i = 0; i < 2; i++) {
-            snprintf(sd, 64, "%s.mid.block_%d.", side, i + 1), snprintf(hf, 64, "%s.mid_block.resnets.%d.", side, i);
+            snprintf(sd, 64, "%s.mid.block_%d.", side, i + 1),
+                snprintf(hf, 64, "%s.mid_block.resnets.%d.", side, i);
             add_pm(vae_pm, &n_vae_pm, 1, sd, hf);
         }
         snprintf(sd, 64, "%s.mid.attn_1.", side), snprintf(hf, 64, "%s.mid_block.attentions.0.", side);
@@ -763,10 +1073,16 @@ static int subst(const char *s, const char *const (*tab)[2], int n, char *out, s
  * keeps elsewhere (schedule buffers, OpenCLIP text). */
 static int ldm_to_hf(const char *ldm, char *hf, size_t hflen)
 {
-    static const char *const unet_res[][2] = {{"in_layers.0.", "norm1."},  {"in_layers.2.", "conv1."},         {"out_layers.0.", "norm2."},
-                                              {"out_layers.3.", "conv2."}, {"emb_layers.1.", "time_emb_proj."}, {"skip_connection.", "conv_shortcut."}};
+    static const char *const unet_res[][2] = {
+        {"in_layers.0.", "norm1."},          {"in_layers.2.", "conv1."},
+        {"out_layers.0.", "norm2."},         {"out_layers.3.", "conv2."},
+        {"emb_layers.1.", "time_emb_proj."}, {"skip_connection.", "conv_shortcut."}};
     static const char *const vae_res[][2] = {{"nin_shortcut.", "conv_shortcut."}};
-    static const char *const vae_attn[][2] = {{"norm.", "group_norm."}, {"q.", "to_q."}, {"k.", "to_k."}, {"v.", "to_v."}, {"proj_out.", "to_out.0."}};
+    static const char *const vae_attn[][2] = {{"norm.", "group_norm."},
+                                              {"q.", "to_q."},
+                                              {"k.", "to_k."},
+                                              {"v.", "to_v."},
+                                              {"proj_out.", "to_out.0."}};
     const char *s;
     if (!strncmp(ldm, "model.diffusion_model.", 22)) {
         s = ldm + 22;
@@ -833,10 +1149,14 @@ static char **random_ckpt_names(const char *arch, int *n)
     return l.names;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 /* Every UNet/VAE/text name of real SD 1.5 and SD 2.1 files goes LDM -> diffusers (test table) ->
- * checkpoint folder -> LDM (engine) and comes back as itself with its own data: the mapping is a bijection. */
+ * checkpoint folder -> LDM (engine) and comes back as itself with its own data: the mapping is a bijection.
+ */
 static void check_list(const char *arch, int expect_unet, int expect_vae, int expect_text)
 {
     build_tables();
@@ -852,8 +1172,7 @@ static void check_list(const char *arch, int expect_unet, int expect_vae, int ex
     for (int i = 0; i < n; i++) {
         char buf[512];
         comp[i] = ldm_to_hf(names[i], buf, sizeof buf);
-        if (comp[i] < 0)
-            continue;
+        if (comp[i] < 0) continue;
         hf[i] = strdup(buf);
         vals[i] = (float)i;
         t[comp[i]][nt[comp[i]]++] = (stw_tensor){hf[i], "F32", 1, {1}, &vals[i], 4};
@@ -876,24 +1195,23 @@ static void check_list(const char *arch, int expect_unet, int expect_vae, int ex
     stw_mkdirs(dir, "vae");
     stw_mkdirs(dir, "text_encoder");
     assert_int_equal(stw_write(stw_path(dir, "model_index.json"), "{}", 2), 0);
-    assert_int_equal(stw_write_tensors(stw_path(dir, "unet/diffusion_pytorch_model.safetensors"), t[0], nt[0], NULL), 0);
-    assert_int_equal(stw_write_tensors(stw_path(dir, "vae/diffusion_pytorch_model.safetensors"), t[1], nt[1], NULL), 0);
-    assert_int_equal(stw_write_tensors(stw_path(dir, "text_encoder/model.safetensors"), t[2], nt[2], NULL), 0);
+    assert_int_equal(
+        stw_write_tensors(stw_path(dir, "unet/diffusion_pytorch_model.safetensors"), t[0], nt[0], NULL), 0);
+    assert_int_equal(
+        stw_write_tensors(stw_path(dir, "vae/diffusion_pytorch_model.safetensors"), t[1], nt[1], NULL), 0);
+    assert_int_equal(stw_write_tensors(stw_path(dir, "text_encoder/model.safetensors"), t[2], nt[2], NULL),
+                     0);
     char err[512] = "";
     sde_ckpt *c = NULL;
-    if (sde_ckpt_open(dir, &c, err, sizeof err))
-        fail_msg("%s", err);
+    if (sde_ckpt_open(dir, &c, err, sizeof err)) fail_msg("%s", err);
     assert_int_equal(sde_ckpt_count(c), nt[0] + nt[1] + nt[2]);
     for (int i = 0; i < n; i++) {
-        if (comp[i] < 0)
-            continue;
+        if (comp[i] < 0) continue;
         const sde_tensor *x = sde_ckpt_find(c, names[i]);
-        if (!x)
-            fail_msg("%s (diffusers %s) did not map back", names[i], hf[i]);
+        if (!x) fail_msg("%s (diffusers %s) did not map back", names[i], hf[i]);
         float v;
         memcpy(&v, x->data, 4);
-        if (v != (float)i)
-            fail_msg("%s (diffusers %s) holds the data of %s", names[i], hf[i], names[(int)v]);
+        if (v != (float)i) fail_msg("%s (diffusers %s) holds the data of %s", names[i], hf[i], names[(int)v]);
     }
     sde_ckpt_free(c);
     stw_rmtree(dir);

@@ -41,12 +41,10 @@ static const float *W(ref_model *r, const char *fmt, ...)
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
     const sde_tensor *t = sde_ckpt_find(r->c, name);
-    if (!t)
-        fail_msg("reference: missing %s", name);
+    if (!t) fail_msg("reference: missing %s", name);
     char err[256];
     const float *p = sde_ckpt_f32(r->c, name, t->ndim, t->shape, err, sizeof err);
-    if (!p)
-        fail_msg("%s", err);
+    if (!p) fail_msg("%s", err);
     return p;
 }
 
@@ -81,8 +79,10 @@ static void ref_encode(ref_model *r, const int32_t *tok, double *out)
            *k = calloc((size_t)T * d, 8), *v = calloc((size_t)T * d, 8), *a = calloc((size_t)T * d, 8),
            *m = calloc((size_t)ff, 8), *o = calloc((size_t)d, 8), *qkv = calloc(3 * (size_t)d, 8);
     const char *P = r->openclip ? "cond_stage_model.model." : "cond_stage_model.transformer.text_model.";
-    const float *te = r->openclip ? W(r, "%stoken_embedding.weight", P) : W(r, "%sembeddings.token_embedding.weight", P);
-    const float *pe = r->openclip ? W(r, "%spositional_embedding", P) : W(r, "%sembeddings.position_embedding.weight", P);
+    const float *te =
+        r->openclip ? W(r, "%stoken_embedding.weight", P) : W(r, "%sembeddings.token_embedding.weight", P);
+    const float *pe =
+        r->openclip ? W(r, "%spositional_embedding", P) : W(r, "%sembeddings.position_embedding.weight", P);
     for (int t = 0; t < T; t++)
         for (int i = 0; i < d; i++)
             x[t * d + i] = (double)te[(size_t)tok[t] * d + i] + pe[t * d + i];
@@ -95,15 +95,20 @@ static void ref_encode(ref_model *r, const int32_t *tok, double *out)
         for (int t = 0; t < T; t++) {
             if (r->openclip) {
                 ref_ln(x + t * d, h + t * d, d, W(r, "%sln_1.weight", L), W(r, "%sln_1.bias", L));
-                ref_lin(h + t * d, W(r, "%sattn.in_proj_weight", L), W(r, "%sattn.in_proj_bias", L), d, 3 * d, qkv);
+                ref_lin(h + t * d, W(r, "%sattn.in_proj_weight", L), W(r, "%sattn.in_proj_bias", L), d, 3 * d,
+                        qkv);
                 memcpy(q + t * d, qkv, (size_t)d * 8);
                 memcpy(k + t * d, qkv + d, (size_t)d * 8);
                 memcpy(v + t * d, qkv + 2 * d, (size_t)d * 8);
             } else {
-                ref_ln(x + t * d, h + t * d, d, W(r, "%slayer_norm1.weight", L), W(r, "%slayer_norm1.bias", L));
-                ref_lin(h + t * d, W(r, "%sself_attn.q_proj.weight", L), W(r, "%sself_attn.q_proj.bias", L), d, d, q + t * d);
-                ref_lin(h + t * d, W(r, "%sself_attn.k_proj.weight", L), W(r, "%sself_attn.k_proj.bias", L), d, d, k + t * d);
-                ref_lin(h + t * d, W(r, "%sself_attn.v_proj.weight", L), W(r, "%sself_attn.v_proj.bias", L), d, d, v + t * d);
+                ref_ln(x + t * d, h + t * d, d, W(r, "%slayer_norm1.weight", L),
+                       W(r, "%slayer_norm1.bias", L));
+                ref_lin(h + t * d, W(r, "%sself_attn.q_proj.weight", L), W(r, "%sself_attn.q_proj.bias", L),
+                        d, d, q + t * d);
+                ref_lin(h + t * d, W(r, "%sself_attn.k_proj.weight", L), W(r, "%sself_attn.k_proj.bias", L),
+                        d, d, k + t * d);
+                ref_lin(h + t * d, W(r, "%sself_attn.v_proj.weight", L), W(r, "%sself_attn.v_proj.bias", L),
+                        d, d, v + t * d);
             }
         }
         for (int hh = 0; hh < r->heads; hh++)
@@ -127,9 +132,11 @@ static void ref_encode(ref_model *r, const int32_t *tok, double *out)
             }
         for (int t = 0; t < T; t++) {
             if (r->openclip)
-                ref_lin(a + t * d, W(r, "%sattn.out_proj.weight", L), W(r, "%sattn.out_proj.bias", L), d, d, o);
+                ref_lin(a + t * d, W(r, "%sattn.out_proj.weight", L), W(r, "%sattn.out_proj.bias", L), d, d,
+                        o);
             else
-                ref_lin(a + t * d, W(r, "%sself_attn.out_proj.weight", L), W(r, "%sself_attn.out_proj.bias", L), d, d, o);
+                ref_lin(a + t * d, W(r, "%sself_attn.out_proj.weight", L),
+                        W(r, "%sself_attn.out_proj.bias", L), d, d, o);
             for (int i = 0; i < d; i++)
                 x[t * d + i] += o[i];
             if (r->openclip) {
@@ -140,7 +147,8 @@ static void ref_encode(ref_model *r, const int32_t *tok, double *out)
                 ref_lin(h, W(r, "%smlp.fc1.weight", L), W(r, "%smlp.fc1.bias", L), d, ff, m);
             }
             for (int i = 0; i < ff; i++)
-                m[i] = r->quick ? m[i] / (1.0 + exp(-1.702 * m[i])) : 0.5 * m[i] * (1.0 + erf(m[i] / sqrt(2.0)));
+                m[i] =
+                    r->quick ? m[i] / (1.0 + exp(-1.702 * m[i])) : 0.5 * m[i] * (1.0 + erf(m[i] / sqrt(2.0)));
             if (r->openclip)
                 ref_lin(m, W(r, "%smlp.c_proj.weight", L), W(r, "%smlp.c_proj.bias", L), ff, d, o);
             else
@@ -153,9 +161,18 @@ static void ref_encode(ref_model *r, const int32_t *tok, double *out)
         if (r->openclip)
             ref_ln(x + t * d, out + t * d, d, W(r, "%sln_final.weight", P), W(r, "%sln_final.bias", P));
         else
-            ref_ln(x + t * d, out + t * d, d, W(r, "%sfinal_layer_norm.weight", P), W(r, "%sfinal_layer_norm.bias", P));
+            ref_ln(x + t * d, out + t * d, d, W(r, "%sfinal_layer_norm.weight", P),
+                   W(r, "%sfinal_layer_norm.bias", P));
     }
-    free(x); free(h); free(q); free(k); free(v); free(a); free(m); free(o); free(qkv);
+    free(x);
+    free(h);
+    free(q);
+    free(k);
+    free(v);
+    free(a);
+    free(m);
+    free(o);
+    free(qkv);
 }
 
 static double max_diff(const float *a, const double *b, size_t n)
@@ -175,11 +192,9 @@ static void test_tiny_hf(void **state)
     const char *path = tmp_path("clip_tiny.safetensors");
     assert_int_equal(sde_mkmodel_tiny(path, 5, err, sizeof err), 0);
     sde_ckpt *c;
-    if (sde_ckpt_open(path, &c, err, sizeof err))
-        fail_msg("%s", err);
+    if (sde_ckpt_open(path, &c, err, sizeof err)) fail_msg("%s", err);
     sde_clip *m;
-    if (sde_clip_build(c, &m, err, sizeof err))
-        fail_msg("%s", err);
+    if (sde_clip_build(c, &m, err, sizeof err)) fail_msg("%s", err);
     const sde_clip_config *g = sde_clip_get_config(m);
     assert_int_equal(g->dim, 64);
     assert_int_equal(g->layers, 2);
@@ -190,12 +205,12 @@ static void test_tiny_hf(void **state)
     assert_int_equal(sde_clip_pad_id(m, 513), 513);
     assert_int_equal(sde_clip_dim(m), 64);
 
-    const char *vj = sde_ckpt_meta(c, "sdw.tokenizer.vocab_json"), *mg = sde_ckpt_meta(c, "sdw.tokenizer.merges");
+    const char *vj = sde_ckpt_meta(c, "sdw.tokenizer.vocab_json"),
+               *mg = sde_ckpt_meta(c, "sdw.tokenizer.merges");
     assert_non_null(vj);
     assert_non_null(mg);
     sde_tokenizer *tok;
-    if (sde_tok_load_mem(vj, strlen(vj), mg, strlen(mg), &tok, err, sizeof err))
-        fail_msg("%s", err);
+    if (sde_tok_load_mem(vj, strlen(vj), mg, strlen(mg), &tok, err, sizeof err)) fail_msg("%s", err);
     assert_int_equal(sde_tok_vocab_size(tok), 514);
     int32_t ids[77];
     sde_tok_context(tok, "a photo of a cat", sde_clip_pad_id(m, sde_tok_eos(tok)), ids);
@@ -268,12 +283,14 @@ static void write_st(const char *path, const st_entry *e, int n, const char *met
     for (int i = 0; i < n; i++) {
         int64_t ne = e[i].shape[0] * (e[i].ndim > 1 ? e[i].shape[1] : 1);
         if (e[i].ndim == 1)
-            len += snprintf(h + len, (1 << 16) - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],\"data_offsets\":[%zu,%zu]}",
+            len += snprintf(h + len, (1 << 16) - len,
+                            ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],\"data_offsets\":[%zu,%zu]}",
                             e[i].name, (long long)e[i].shape[0], off, off + 4 * (size_t)ne);
         else
             len += snprintf(h + len, (1 << 16) - len,
-                            ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],\"data_offsets\":[%zu,%zu]}", e[i].name,
-                            (long long)e[i].shape[0], (long long)e[i].shape[1], off, off + 4 * (size_t)ne);
+                            ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],\"data_offsets\":[%zu,%zu]}",
+                            e[i].name, (long long)e[i].shape[0], (long long)e[i].shape[1], off,
+                            off + 4 * (size_t)ne);
         off += 4 * (size_t)ne;
     }
     len += snprintf(h + len, (1 << 16) - len, "}");
@@ -308,14 +325,14 @@ static void write_st(const char *path, const st_entry *e, int n, const char *met
 static int openclip_entries(st_entry *e, int d, int vocab, int blocks)
 {
     int n = 0;
-#define ADD(nd, a, b, fl, ...)                                                                              \
-    do {                                                                                                    \
-        snprintf(e[n].name, sizeof e[n].name, __VA_ARGS__);                                                 \
-        e[n].ndim = nd;                                                                                     \
-        e[n].shape[0] = a;                                                                                  \
-        e[n].shape[1] = b;                                                                                  \
-        e[n].fill = fl;                                                                                     \
-        n++;                                                                                                \
+#define ADD(nd, a, b, fl, ...)                                                                               \
+    do {                                                                                                     \
+        snprintf(e[n].name, sizeof e[n].name, __VA_ARGS__);                                                  \
+        e[n].ndim = nd;                                                                                      \
+        e[n].shape[0] = a;                                                                                   \
+        e[n].shape[1] = b;                                                                                   \
+        e[n].fill = fl;                                                                                      \
+        n++;                                                                                                 \
     } while (0)
     const char *P = "cond_stage_model.model.";
     ADD(2, vocab, d, NAN, "%stoken_embedding.weight", P);
@@ -352,11 +369,9 @@ static void test_openclip_penultimate(void **state)
     const char *path = tmp_path("clip_openclip.safetensors");
     write_st(path, e, n, "\"sdw.text.num_heads\":\"3\"");
     sde_ckpt *c;
-    if (sde_ckpt_open(path, &c, err, sizeof err))
-        fail_msg("%s", err);
+    if (sde_ckpt_open(path, &c, err, sizeof err)) fail_msg("%s", err);
     sde_clip *m;
-    if (sde_clip_build(c, &m, err, sizeof err))
-        fail_msg("%s", err);
+    if (sde_clip_build(c, &m, err, sizeof err)) fail_msg("%s", err);
     const sde_clip_config *g = sde_clip_get_config(m);
     assert_int_equal(g->openclip, 1);
     assert_int_equal(g->layers, 2); /* 3 resblocks, the last one skipped */
@@ -396,11 +411,9 @@ static void test_errors_name_the_tensor(void **state)
     /* a missing tensor in block 1 */
     int n = openclip_entries(e, 64, 100, 3);
     for (int i = 0; i < n; i++)
-        if (strstr(e[i].name, "resblocks.1.mlp.c_proj.bias"))
-            e[i] = e[--n];
+        if (strstr(e[i].name, "resblocks.1.mlp.c_proj.bias")) e[i] = e[--n];
     write_st(path, e, n, "");
-    if (sde_ckpt_open(path, &c, err, sizeof err))
-        fail_msg("%s", err);
+    if (sde_ckpt_open(path, &c, err, sizeof err)) fail_msg("%s", err);
     assert_int_equal(sde_clip_build(c, &m, err, sizeof err), -1);
     assert_null(m);
     print_message("missing: %s\n", err);
@@ -410,11 +423,9 @@ static void test_errors_name_the_tensor(void **state)
     /* a wrongly shaped tensor */
     n = openclip_entries(e, 64, 100, 3);
     for (int i = 0; i < n; i++)
-        if (strstr(e[i].name, "resblocks.0.attn.out_proj.weight"))
-            e[i].shape[1] = 32;
+        if (strstr(e[i].name, "resblocks.0.attn.out_proj.weight")) e[i].shape[1] = 32;
     write_st(path, e, n, "");
-    if (sde_ckpt_open(path, &c, err, sizeof err))
-        fail_msg("%s", err);
+    if (sde_ckpt_open(path, &c, err, sizeof err)) fail_msg("%s", err);
     assert_int_equal(sde_clip_build(c, &m, err, sizeof err), -1);
     print_message("shape: %s\n", err);
     assert_non_null(strstr(err, "resblocks.0.attn.out_proj.weight"));

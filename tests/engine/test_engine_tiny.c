@@ -39,8 +39,7 @@ static void gen_ok(const sde_gen_params *p, sde_result *r)
 {
     char err[1024];
     int rc = sde_generate(g_e, p, r, err, sizeof err);
-    if (rc != SDE_OK)
-        fail_msg("sde_generate: %d %s", rc, err);
+    if (rc != SDE_OK) fail_msg("sde_generate: %d %s", rc, err);
     assert_non_null(r->png);
     assert_true(r->png_len > 100);
 }
@@ -51,8 +50,7 @@ static double png_check(const sde_result *r, int w, int h)
     uint8_t *rgb = NULL;
     int pw = 0, ph = 0;
     char err[512];
-    if (sde_png_decode(r->png, r->png_len, &rgb, &pw, &ph, err, sizeof err))
-        fail_msg("decode: %s", err);
+    if (sde_png_decode(r->png, r->png_len, &rgb, &pw, &ph, err, sizeof err)) fail_msg("decode: %s", err);
     assert_int_equal(pw, w);
     assert_int_equal(ph, h);
     double m = 0, v = 0;
@@ -90,8 +88,8 @@ static void test_generate_png(void **state)
     gen_ok(&p, &r);
     clock_gettime(CLOCK_MONOTONIC, &b);
     double wall = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9;
-    print_message("tiny 64x64, 4 steps, cfg 7: %.3f s (encode %.3f, sample %.3f, decode %.3f)\n", wall, r.t_encode,
-                  r.t_sample, r.t_decode);
+    print_message("tiny 64x64, 4 steps, cfg 7: %.3f s (encode %.3f, sample %.3f, decode %.3f)\n", wall,
+                  r.t_encode, r.t_sample, r.t_decode);
     /* "well under a second" on an idle core; the bound leaves room for a loaded CI machine */
     assert_true(wall < 3.0);
     assert_int_equal(r.width, 64);
@@ -159,8 +157,7 @@ static void test_all_samplers_and_sizes(void **state)
     /* every sampler on discrete and karras, every schedule with euler */
     for (int s = SDE_SAMPLER_EULER; s <= SDE_SAMPLER_DPMPP_2M_SDE_BT; s++)
         for (int k = 0; k <= SDE_SCHEDULE_LCM; k++) {
-            if (k >= 2 && s != SDE_SAMPLER_EULER)
-                continue;
+            if (k >= 2 && s != SDE_SAMPLER_EULER) continue;
             sde_gen_params p = base_params();
             p.sampler = (sde_sampler)s;
             p.schedule = (sde_schedule)k;
@@ -270,34 +267,78 @@ static void test_validation(void **state)
     assert_int_equal(sde_params_validate(&p, &f, err, sizeof err), 0);
     assert_null(f);
 
-    p = base_params(); p.prompt = NULL; expect_invalid(p, "prompt");
-    p = base_params(); p.steps = 0; expect_invalid(p, "steps");
-    p = base_params(); p.steps = 151; expect_invalid(p, "steps");
-    p = base_params(); p.steps = -5; expect_invalid(p, "steps");
-    p = base_params(); p.cfg_scale = NAN; expect_invalid(p, "cfg_scale");
-    p = base_params(); p.cfg_scale = INFINITY; expect_invalid(p, "cfg_scale");
-    p = base_params(); p.cfg_scale = -0.5f; expect_invalid(p, "cfg_scale");
-    p = base_params(); p.cfg_scale = 30.5f; expect_invalid(p, "cfg_scale");
-    p = base_params(); p.width = 63; expect_invalid(p, "width");
-    p = base_params(); p.width = 68; expect_invalid(p, "width");
-    p = base_params(); p.width = 2056; expect_invalid(p, "width");
-    p = base_params(); p.width = 0; expect_invalid(p, "width");
-    p = base_params(); p.height = 56; expect_invalid(p, "height");
-    p = base_params(); p.height = 100; expect_invalid(p, "height");
-    p = base_params(); p.sampler = (sde_sampler)99; expect_invalid(p, "sampler");
-    p = base_params(); p.sampler = (sde_sampler)-1; expect_invalid(p, "sampler");
-    p = base_params(); p.schedule = (sde_schedule)99; expect_invalid(p, "schedule");
+    p = base_params();
+    p.prompt = NULL;
+    expect_invalid(p, "prompt");
+    p = base_params();
+    p.steps = 0;
+    expect_invalid(p, "steps");
+    p = base_params();
+    p.steps = 151;
+    expect_invalid(p, "steps");
+    p = base_params();
+    p.steps = -5;
+    expect_invalid(p, "steps");
+    p = base_params();
+    p.cfg_scale = NAN;
+    expect_invalid(p, "cfg_scale");
+    p = base_params();
+    p.cfg_scale = INFINITY;
+    expect_invalid(p, "cfg_scale");
+    p = base_params();
+    p.cfg_scale = -0.5f;
+    expect_invalid(p, "cfg_scale");
+    p = base_params();
+    p.cfg_scale = 30.5f;
+    expect_invalid(p, "cfg_scale");
+    p = base_params();
+    p.width = 63;
+    expect_invalid(p, "width");
+    p = base_params();
+    p.width = 68;
+    expect_invalid(p, "width");
+    p = base_params();
+    p.width = 2056;
+    expect_invalid(p, "width");
+    p = base_params();
+    p.width = 0;
+    expect_invalid(p, "width");
+    p = base_params();
+    p.height = 56;
+    expect_invalid(p, "height");
+    p = base_params();
+    p.height = 100;
+    expect_invalid(p, "height");
+    p = base_params();
+    p.sampler = (sde_sampler)99;
+    expect_invalid(p, "sampler");
+    p = base_params();
+    p.sampler = (sde_sampler)-1;
+    expect_invalid(p, "sampler");
+    p = base_params();
+    p.schedule = (sde_schedule)99;
+    expect_invalid(p, "schedule");
     char *big = malloc(70000);
     memset(big, 'a', 69999);
     big[69999] = 0;
-    p = base_params(); p.prompt = big; expect_invalid(p, "prompt");
-    p = base_params(); p.negative_prompt = big; expect_invalid(p, "negative_prompt");
+    p = base_params();
+    p.prompt = big;
+    expect_invalid(p, "prompt");
+    p = base_params();
+    p.negative_prompt = big;
+    expect_invalid(p, "negative_prompt");
     free(big);
     /* the limits themselves are accepted */
-    p = base_params(); p.steps = 150; p.cfg_scale = 0.f; p.width = 2048; p.height = 64;
+    p = base_params();
+    p.steps = 150;
+    p.cfg_scale = 0.f;
+    p.width = 2048;
+    p.height = 64;
     assert_int_equal(sde_params_validate(&p, &f, err, sizeof err), 0);
     /* an empty prompt is fine */
-    p = base_params(); p.prompt = ""; p.steps = 1;
+    p = base_params();
+    p.prompt = "";
+    p.steps = 1;
     sde_result r;
     gen_ok(&p, &r);
     sde_result_free(&r);
@@ -345,8 +386,7 @@ static void on_trace(void *ud, const char *name, const float *d, size_t n)
     assert_true(n > 0);
     for (size_t i = 0; i < n; i++)
         assert_true(isfinite(d[i]));
-    if (t->n < 64)
-        snprintf(t->names[t->n++], sizeof t->names[0], "%s", name);
+    if (t->n < 64) snprintf(t->names[t->n++], sizeof t->names[0], "%s", name);
 }
 
 static void test_trace(void **state)
@@ -360,24 +400,28 @@ static void test_trace(void **state)
     gen_ok(&p, &r);
     sde_result_free(&r);
     sde_engine_set_trace(g_e, NULL, NULL);
-    const char *want[] = {"cond_crossattn", "uncond_crossattn", "noise", "x_T", "step01_x", "step02_denoised",
-                          "x0", "vae_in", "vae_out"};
+    const char *want[] = {"cond_crossattn", "uncond_crossattn", "noise", "x_T",
+                          "step01_x",       "step02_denoised",  "x0",    "vae_in",
+                          "vae_out"};
     for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
         int found = 0;
         for (int k = 0; k < t.n; k++)
             found |= !strcmp(t.names[k], want[i]);
-        if (!found)
-            fail_msg("trace %s missing", want[i]);
+        if (!found) fail_msg("trace %s missing", want[i]);
     }
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_info),       cmocka_unit_test(test_generate_png),
-        cmocka_unit_test(test_deterministic), cmocka_unit_test(test_all_samplers_and_sizes),
-        cmocka_unit_test(test_progress_and_cancel), cmocka_unit_test(test_validation),
-        cmocka_unit_test(test_load_errors), cmocka_unit_test(test_trace),
+        cmocka_unit_test(test_info),
+        cmocka_unit_test(test_generate_png),
+        cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_all_samplers_and_sizes),
+        cmocka_unit_test(test_progress_and_cancel),
+        cmocka_unit_test(test_validation),
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_trace),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

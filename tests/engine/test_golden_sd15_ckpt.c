@@ -15,10 +15,8 @@ static long status_kb(const char *key)
     char line[256];
     long v = -1;
     while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, key, strlen(key)))
-            sscanf(line + strlen(key), "%ld", &v);
-    if (f)
-        fclose(f);
+        if (!strncmp(line, key, strlen(key))) sscanf(line + strlen(key), "%ld", &v);
+    if (f) fclose(f);
     return v;
 }
 
@@ -37,8 +35,7 @@ static void test_sha256(void **state)
     (void)state;
     char hex[65];
     double t0 = now();
-    if (gu_file_sha256(path, hex))
-        fail_msg("%s: cannot read", path);
+    if (gu_file_sha256(path, hex)) fail_msg("%s: cannot read", path);
     print_message("sha256 %s in %.2f s\n", hex, now() - t0);
     assert_string_equal(hex, SD15_SHA256);
 }
@@ -48,8 +45,7 @@ static void test_short_hash(void **state)
     (void)state;
     char h[11], err[512];
     double t0 = now();
-    if (sde_ckpt_short_hash(path, h, err, sizeof err))
-        fail_msg("%s", err);
+    if (sde_ckpt_short_hash(path, h, err, sizeof err)) fail_msg("%s", err);
     print_message("short hash %s in %.2f s\n", h, now() - t0);
     assert_memory_equal(h, SD15_SHA256, 10);
     assert_int_equal(h[10], 0);
@@ -61,8 +57,7 @@ static void test_load_all(void **state)
     char err[512];
     sde_ckpt *c = NULL;
     double t0 = now();
-    if (sde_ckpt_open(path, &c, err, sizeof err))
-        fail_msg("%s", err);
+    if (sde_ckpt_open(path, &c, err, sizeof err)) fail_msg("%s", err);
     double t1 = now();
     assert_int_equal(sde_ckpt_count(c), 1143);
     int unet = 0, vae = 0, text = 0, other = 0;
@@ -78,11 +73,9 @@ static void test_load_all(void **state)
             text++;
         else
             other++;
-        if (t->dtype == SDE_DT_I64)
-            continue; /* position_ids */
+        if (t->dtype == SDE_DT_I64) continue; /* position_ids */
         const float *f = sde_ckpt_f32(c, t->name, t->ndim, t->shape, err, sizeof err);
-        if (!f)
-            fail_msg("%s", err);
+        if (!f) fail_msg("%s", err);
         int64_t n = 1;
         for (int d = 0; d < t->ndim; d++)
             n *= t->shape[d];
@@ -96,8 +89,10 @@ static void test_load_all(void **state)
     assert_int_equal(params, 1066235307 + 12000); /* weights + the 12 schedule buffers of 1000 */
     size_t conv = sde_ckpt_converted_bytes(c);
     long anon = status_kb("RssAnon:"), file = status_kb("RssFile:");
-    print_message("open %.3f s, convert %lld params %.2f s, converted %.2f GB, RssAnon +%.2f GB, RssFile %.1f MB\n", t1 - t0,
-                  (long long)params, t2 - t1, (double)conv / 1e9, (double)(anon - anon0) / 1e6 * 1.024, (double)file / 1024);
+    print_message(
+        "open %.3f s, convert %lld params %.2f s, converted %.2f GB, RssAnon +%.2f GB, RssFile %.1f MB\n",
+        t1 - t0, (long long)params, t2 - t1, (double)conv / 1e9, (double)(anon - anon0) / 1e6 * 1.024,
+        (double)file / 1024);
     /* Every parameter is F16 except the F32 buffers (which may be used in place): the copies are ~4.26 GB. */
     assert_true(conv >= (size_t)1066235307 * 4 && conv <= (size_t)(1066235307 + 12000) * 4);
     /* Nothing beyond the copies stays resident: no second copy, and the mapped file pages were dropped. */

@@ -35,8 +35,8 @@ static int teardown(void **state)
 
 /* The peer's weights are f16 and its matmuls round activations to f16 (~3 significant digits); the README
  * reports f16-vs-f32 checkpoint differences up to 0.004 in the conditioning. LayerNorm outputs are O(1),
- * so max 5e-3 and mean 1e-3 absolute stay above that noise (we measure 0.002 and 0.0004) while any real mistake
- * (wrong activation, mask, padding, layer count) moves values by O(0.1..1). */
+ * so max 5e-3 and mean 1e-3 absolute stay above that noise (we measure 0.002 and 0.0004) while any real
+ * mistake (wrong activation, mask, padding, layer count) moves values by O(0.1..1). */
 static void check(const char *text, const char *golden, const int32_t *expect_ids, int n_expect)
 {
     const sde_clip_config *g = sde_clip_get_config(g_clip);
@@ -60,8 +60,8 @@ static void check(const char *text, const char *golden, const int32_t *expect_id
     float *ref = gu_load_f32(g_gold, golden, 77 * 768);
     sde_clip_encode(g_clip, ids, out);
     gu_diff s = gu_diff_of(out, ref, 77 * 768);
-    print_message("\"%s\": max |diff| %.4g, mean |diff| %.4g (mean |value| %.3g)\n", text, s.max_abs, s.mean_abs,
-                  s.mean_mag);
+    print_message("\"%s\": max |diff| %.4g, mean |diff| %.4g (mean |value| %.3g)\n", text, s.max_abs,
+                  s.mean_abs, s.mean_mag);
     assert_true(s.max_abs < 5e-3);
     assert_true(s.mean_abs < 1e-3);
     free(out);

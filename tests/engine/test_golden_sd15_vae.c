@@ -1,5 +1,6 @@
 /* test_golden_sd15_vae.c: the SD 1.5 VAE on the random checkpoint: decoder against stable-diffusion.cpp's
- * vae_out (tests/data/golden/sd15-rand/euler), encoder for shape, determinism and a decode(encode(x)) round. */
+ * vae_out (tests/data/golden/sd15-rand/euler), encoder for shape, determinism and a decode(encode(x)) round.
+ */
 #include "golden_util.h"
 
 #include "checkpoint.h"
@@ -40,7 +41,8 @@ static int teardown(void **state)
 static void test_decode_golden(void **state)
 {
     (void)state;
-    float *z = gu_load_f32(gold_dir, "vae_in", 4 * 8 * 8), *want = gu_load_f32(gold_dir, "vae_out", 3 * 64 * 64);
+    float *z = gu_load_f32(gold_dir, "vae_in", 4 * 8 * 8),
+          *want = gu_load_f32(gold_dir, "vae_out", 3 * 64 * 64);
     float *rgb = malloc(sizeof(float) * 3 * 64 * 64);
     char err[256];
     assert_int_equal(sde_vae_decode(vae, z, 8, 8, rgb, NULL, NULL, err, sizeof err), 0);

@@ -7,8 +7,16 @@
  * 8.0e-4; step 4 cond 6.7e-4, uncond 7.3e-4; mean |diff| / max |peer| 1.3e-4 to 2.1e-4. As for SD 1.5 we
  * allow 3e-3 on the max and 6e-4 on the mean; 8 heads instead of 64-wide ones, or a transposed Linear
  * proj_in, move the output by 1e-1 or more of its range. */
-static const gu_unet_case SD21 = {
-    .arch = "sd21", .context_dim = 1024, .wrong_context = 768, .max_rel = 3e-3, .mean_rel = 6e-4,
-    .num_heads = -1, .head_dim = 64, .linear_proj = 1};
+static const gu_unet_case SD21 = {.arch = "sd21",
+                                  .context_dim = 1024,
+                                  .wrong_context = 768,
+                                  .max_rel = 3e-3,
+                                  .mean_rel = 6e-4,
+                                  .num_heads = -1,
+                                  .head_dim = 64,
+                                  .linear_proj = 1};
 
-int main(void) { return gu_unet_main(&SD21); }
+int main(void)
+{
+    return gu_unet_main(&SD21);
+}

@@ -122,7 +122,10 @@ static void test_preset_names(void **state)
     assert_int_equal(sde_rand_preset_parse(NULL, &p), -1);
 }
 
-static void file_sha256(const char *path, char hex[65]) { assert_int_equal(gu_file_sha256(path, hex), 0); }
+static void file_sha256(const char *path, char hex[65])
+{
+    assert_int_equal(gu_file_sha256(path, hex), 0);
+}
 
 /* The LoRA is byte for byte the specification's file (seed 1, F16; its sha256 is in tests/data/README.md),
  * whatever the thread count, and written via PATH.part. */

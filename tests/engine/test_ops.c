@@ -76,9 +76,9 @@ static double gelu_d(double v)
 }
 
 /* conv of one image with arbitrary pads, optional upsample and input transform (scale/shift per channel). */
-static void ref_conv(const float *x, int cin, int h, int w, const float *sc, const float *sh, int silu, int up,
-                     const float *wt, const float *bias, int cout, int k, int s, int pt, int pb, int pl, int pr,
-                     double *y, int *oh_out, int *ow_out)
+static void ref_conv(const float *x, int cin, int h, int w, const float *sc, const float *sh, int silu,
+                     int up, const float *wt, const float *bias, int cout, int k, int s, int pt, int pb,
+                     int pl, int pr, double *y, int *oh_out, int *ow_out)
 {
     int vh = up ? 2 * h : h, vw = up ? 2 * w : w;
     int oh = (vh + pt + pb - k) / s + 1, ow = (vw + pl + pr - k) / s + 1;
@@ -90,14 +90,12 @@ static void ref_conv(const float *x, int cin, int h, int w, const float *sc, con
                     for (int ky = 0; ky < k; ky++)
                         for (int kx = 0; kx < k; kx++) {
                             int vy = oy * s - pt + ky, vx = ox * s - pl + kx;
-                            if (vy < 0 || vy >= vh || vx < 0 || vx >= vw)
-                                continue;
+                            if (vy < 0 || vy >= vh || vx < 0 || vx >= vw) continue;
                             int iy = up ? vy / 2 : vy, ix = up ? vx / 2 : vx;
                             double v = x[(c * h + iy) * w + ix];
                             if (sc) {
                                 v = v * sc[c] + sh[c];
-                                if (silu)
-                                    v = silu_d(v);
+                                if (silu) v = silu_d(v);
                             }
                             acc += v * wt[((o * cin + c) * k + ky) * k + kx];
                         }
@@ -108,8 +106,8 @@ static void ref_conv(const float *x, int cin, int h, int w, const float *sc, con
 }
 
 /* GroupNorm of one image [c][hw] in double. */
-static void ref_groupnorm(const float *x, int c, int hw, int groups, const float *g, const float *b, double eps,
-                          int silu, double *y)
+static void ref_groupnorm(const float *x, int c, int hw, int groups, const float *g, const float *b,
+                          double eps, int silu, double *y)
 {
     int cpg = c / groups;
     for (int grp = 0; grp < groups; grp++) {
@@ -131,8 +129,8 @@ static void ref_groupnorm(const float *x, int c, int hw, int groups, const float
     }
 }
 
-static void ref_attention(const float *q, int qs, const float *k, int ks, const float *v, int vs, int nq, int nk,
-                          int heads, int hd, int causal, double *out, int os)
+static void ref_attention(const float *q, int qs, const float *k, int ks, const float *v, int vs, int nq,
+                          int nk, int heads, int hd, int causal, double *out, int os)
 {
     double *p = malloc(sizeof(double) * nk);
     assert_non_null(p);
@@ -244,11 +242,27 @@ static void check_conv_ex(const conv_case *cc, size_t budget, int use_bias_b, in
     float *wt = rand_buf((size_t)cc->cout * cc->cin * cc->k * cc->k, 0.2f), *bias = rand_buf(cc->cout, 1);
     float *bb = rand_buf((size_t)B * cc->cout, 1);
     float *sc = rand_buf((size_t)B * cc->cin, 1), *sh = rand_buf((size_t)B * cc->cin, 1);
-    sde_conv_desc d = {.x = x, .batch = B, .cin = cc->cin, .h = cc->h, .w = cc->w, .x_cstride = B * hw,
-                       .x_bstride = hw, .in_scale = cc->transform ? sc : NULL, .in_shift = cc->transform ? sh : NULL,
-                       .in_silu = cc->silu, .upsample = cc->up, .wt = wt, .bias = bias,
-                       .bias_b = use_bias_b ? bb : NULL, .cout = cc->cout, .k = cc->k, .stride = cc->s,
-                       .pad_t = cc->pt, .pad_b = cc->pb, .pad_l = cc->pl, .pad_r = cc->pr,
+    sde_conv_desc d = {.x = x,
+                       .batch = B,
+                       .cin = cc->cin,
+                       .h = cc->h,
+                       .w = cc->w,
+                       .x_cstride = B * hw,
+                       .x_bstride = hw,
+                       .in_scale = cc->transform ? sc : NULL,
+                       .in_shift = cc->transform ? sh : NULL,
+                       .in_silu = cc->silu,
+                       .upsample = cc->up,
+                       .wt = wt,
+                       .bias = bias,
+                       .bias_b = use_bias_b ? bb : NULL,
+                       .cout = cc->cout,
+                       .k = cc->k,
+                       .stride = cc->s,
+                       .pad_t = cc->pt,
+                       .pad_b = cc->pb,
+                       .pad_l = cc->pl,
+                       .pad_r = cc->pr,
                        .accumulate = accumulate};
     int oh = sde_conv_out_h(&d), ow = sde_conv_out_w(&d);
     size_t ohw = (size_t)oh * ow, ny = (size_t)cc->cout * B * ohw;
@@ -267,31 +281,35 @@ static void check_conv_ex(const conv_case *cc, size_t budget, int use_bias_b, in
             memcpy(xi + c * hw, x + c * B * hw + b * hw, sizeof(float) * hw);
         int rh, rw;
         ref_conv(xi, cc->cin, cc->h, cc->w, cc->transform ? sc + b * cc->cin : NULL,
-                 cc->transform ? sh + b * cc->cin : NULL, cc->silu, cc->up, wt, bias, cc->cout, cc->k, cc->s, cc->pt,
-                 cc->pb, cc->pl, cc->pr, r, &rh, &rw);
+                 cc->transform ? sh + b * cc->cin : NULL, cc->silu, cc->up, wt, bias, cc->cout, cc->k, cc->s,
+                 cc->pt, cc->pb, cc->pl, cc->pr, r, &rh, &rw);
         assert_int_equal(rh, oh);
         assert_int_equal(rw, ow);
         double worst = 0;
         for (int o = 0; o < cc->cout; o++)
             for (size_t i = 0; i < ohw; i++) {
                 size_t at = o * B * ohw + b * ohw + i;
-                double want = r[o * ohw + i] + (use_bias_b ? bb[b * cc->cout + o] : 0) + (accumulate ? y0[at] : 0);
+                double want =
+                    r[o * ohw + i] + (use_bias_b ? bb[b * cc->cout + o] : 0) + (accumulate ? y0[at] : 0);
                 double dd = fabs(y[at] - want);
                 worst = dd > worst || isnan(dd) ? (isnan(dd) ? INFINITY : dd) : worst;
             }
         if (!(worst < 1e-4))
-            fail_msg("conv cin %d %dx%d cout %d k %d s %d pad %d,%d,%d,%d up %d tf %d budget %zu: max diff %g",
-                     cc->cin, cc->h, cc->w, cc->cout, cc->k, cc->s, cc->pt, cc->pb, cc->pl, cc->pr, cc->up,
-                     cc->transform, budget, worst);
+            fail_msg(
+                "conv cin %d %dx%d cout %d k %d s %d pad %d,%d,%d,%d up %d tf %d budget %zu: max diff %g",
+                cc->cin, cc->h, cc->w, cc->cout, cc->k, cc->s, cc->pt, cc->pb, cc->pl, cc->pr, cc->up,
+                cc->transform, budget, worst);
     }
-    free(x), free(wt), free(bias), free(bb), free(sc), free(sh), free(y), free(y0), free(scratch), free(xi), free(r);
+    free(x), free(wt), free(bias), free(bb), free(sc), free(sh), free(y), free(y0), free(scratch), free(xi),
+        free(r);
 }
 
 static void test_conv2d_plain(void **state)
 {
     (void)state;
     /* the one-image API: 3x3 pad 1, 3x3 stride 2 pad 1, 1x1, 5x5 pad 2 on a non-square image */
-    const int shapes[][6] = {{5, 9, 7, 6, 3, 1}, {4, 11, 10, 3, 3, 2}, {16, 6, 5, 8, 1, 1}, {3, 8, 13, 4, 5, 1}};
+    const int shapes[][6] = {
+        {5, 9, 7, 6, 3, 1}, {4, 11, 10, 3, 3, 2}, {16, 6, 5, 8, 1, 1}, {3, 8, 13, 4, 5, 1}};
     for (unsigned t = 0; t < sizeof shapes / sizeof *shapes; t++) {
         int cin = shapes[t][0], h = shapes[t][1], w = shapes[t][2], cout = shapes[t][3], k = shapes[t][4];
         int s = shapes[t][5], pad = k / 2;
@@ -301,8 +319,7 @@ static void test_conv2d_plain(void **state)
         float *y = malloc(sizeof(float) * cout * oh * ow);
         double *r = malloc(sizeof(double) * cout * oh * ow);
         size_t sb = sde_conv2d_scratch(cin, h, w, k, s, pad);
-        if (k == 1)
-            assert_int_equal(sb, 0); /* 1x1 stride-1 convolutions go straight to SGEMM */
+        if (k == 1) assert_int_equal(sb, 0); /* 1x1 stride-1 convolutions go straight to SGEMM */
         float *scratch = sb ? malloc(sb) : NULL;
         sde_conv2d(x, cin, h, w, wt, b, cout, k, s, pad, y, scratch);
         int rh, rw;
@@ -318,14 +335,14 @@ static void test_conv2d_ex(void **state)
 {
     (void)state;
     const conv_case cases[] = {
-        {8, 9, 7, 6, 3, 1, 1, 1, 1, 1, 0, 0, 0},  /* 3x3 pad 1 */
-        {8, 9, 7, 6, 3, 2, 1, 1, 1, 1, 0, 0, 0},  /* stride 2 pad 1 (UNet downsample) */
-        {6, 8, 8, 5, 3, 2, 0, 1, 0, 1, 0, 0, 0},  /* asymmetric pad (VAE encoder downsample) */
-        {5, 4, 6, 7, 3, 1, 1, 1, 1, 1, 1, 0, 0},  /* fused nearest-2x upsample */
-        {8, 7, 9, 6, 3, 1, 1, 1, 1, 1, 0, 1, 1},  /* fused GroupNorm-style affine + SiLU */
-        {8, 7, 9, 6, 3, 1, 1, 1, 1, 1, 1, 1, 0},  /* upsample + affine */
-        {12, 5, 6, 9, 1, 1, 0, 0, 0, 0, 0, 0, 0}, /* 1x1 straight SGEMM over the whole batch */
-        {12, 5, 6, 9, 1, 1, 0, 0, 0, 0, 0, 1, 1}, /* 1x1 with the input transform */
+        {8, 9, 7, 6, 3, 1, 1, 1, 1, 1, 0, 0, 0},   /* 3x3 pad 1 */
+        {8, 9, 7, 6, 3, 2, 1, 1, 1, 1, 0, 0, 0},   /* stride 2 pad 1 (UNet downsample) */
+        {6, 8, 8, 5, 3, 2, 0, 1, 0, 1, 0, 0, 0},   /* asymmetric pad (VAE encoder downsample) */
+        {5, 4, 6, 7, 3, 1, 1, 1, 1, 1, 1, 0, 0},   /* fused nearest-2x upsample */
+        {8, 7, 9, 6, 3, 1, 1, 1, 1, 1, 0, 1, 1},   /* fused GroupNorm-style affine + SiLU */
+        {8, 7, 9, 6, 3, 1, 1, 1, 1, 1, 1, 1, 0},   /* upsample + affine */
+        {12, 5, 6, 9, 1, 1, 0, 0, 0, 0, 0, 0, 0},  /* 1x1 straight SGEMM over the whole batch */
+        {12, 5, 6, 9, 1, 1, 0, 0, 0, 0, 0, 1, 1},  /* 1x1 with the input transform */
         {128, 6, 5, 4, 3, 1, 1, 1, 1, 1, 0, 1, 1}, /* K = 1152 */
         /* >= 16 channels, >= 8x8 and >= 64 tiles of 4x4: the Winograd F(4x4,3x3) path (whole batch with the
          * big budget; bands of tile rows and blocks of output channels with 64-512 KB; im2col with the two
@@ -347,14 +364,27 @@ static void test_conv2d_inplace_1x1(void **state)
     (void)state;
     /* y == x with cout < cin (the VAE's nin_shortcut computed in place), column tiles smaller than hw */
     int cin = 10, cout = 6, h = 9, w = 11, hw = h * w;
-    float *x = rand_buf((size_t)cin * hw, 1), *wt = rand_buf((size_t)cout * cin, 0.3f), *b = rand_buf(cout, 1);
+    float *x = rand_buf((size_t)cin * hw, 1), *wt = rand_buf((size_t)cout * cin, 0.3f),
+          *b = rand_buf(cout, 1);
     float *keep = malloc(sizeof(float) * cin * hw);
     memcpy(keep, x, sizeof(float) * cin * hw);
     double *r = malloc(sizeof(double) * cout * hw);
     int rh, rw;
     ref_conv(keep, cin, h, w, NULL, NULL, 0, 0, wt, b, cout, 1, 1, 0, 0, 0, 0, r, &rh, &rw);
-    sde_conv_desc d = {.x = x, .batch = 1, .cin = cin, .h = h, .w = w, .x_cstride = hw, .x_bstride = (size_t)cin * hw,
-                       .wt = wt, .bias = b, .cout = cout, .k = 1, .stride = 1, .y = x, .y_cstride = hw,
+    sde_conv_desc d = {.x = x,
+                       .batch = 1,
+                       .cin = cin,
+                       .h = h,
+                       .w = w,
+                       .x_cstride = hw,
+                       .x_bstride = (size_t)cin * hw,
+                       .wt = wt,
+                       .bias = b,
+                       .cout = cout,
+                       .k = 1,
+                       .stride = 1,
+                       .y = x,
+                       .y_cstride = hw,
                        .y_bstride = (size_t)cin * hw};
     size_t sb = sde_conv2d_ex_scratch(&d, 64 * sizeof(float) * cout); /* 64-column tiles: two of them */
     float *scratch = malloc(sb);
@@ -392,13 +422,11 @@ static void test_activations(void **state)
             else
                 want = v / (1.0 + exp(-1.702 * v));
             double err = fabs(y[i] - want) / (fabs(want) + 1e-7 / 2e-6);
-            if (!(err <= worst[f]))
-                worst[f] = isnan(err) ? INFINITY : err;
+            if (!(err <= worst[f])) worst[f] = isnan(err) ? INFINITY : err;
         }
     }
     for (int f = 0; f < 4; f++)
-        if (!(worst[f] < 2e-6))
-            fail_msg("activation %d: max relative error %g", f, worst[f]);
+        if (!(worst[f] < 2e-6)) fail_msg("activation %d: max relative error %g", f, worst[f]);
     /* the exact GELU is not the tanh one: they differ by ~1e-4 around |x| = 2 */
     float a = 2.0f, c = 2.0f;
     sde_gelu(&a, 1);
@@ -433,7 +461,8 @@ static void test_softmax(void **state)
 static void check_attention(int nq, int nk, int heads, int hd, int causal, int pad)
 {
     int qs = heads * hd + pad, ks = heads * hd + 2 * pad, os = heads * hd + pad; /* strided rows */
-    float *q = rand_buf((size_t)nq * qs, 1), *k = rand_buf((size_t)nk * ks, 1), *v = rand_buf((size_t)nk * ks, 1);
+    float *q = rand_buf((size_t)nq * qs, 1), *k = rand_buf((size_t)nk * ks, 1),
+          *v = rand_buf((size_t)nk * ks, 1);
     float *out = calloc((size_t)nq * os, sizeof(float));
     double *r = calloc((size_t)nq * os, sizeof(double));
     float *scratch = malloc(sde_attention_scratch(nq, nk, hd));
@@ -447,7 +476,8 @@ static void check_attention(int nq, int nk, int heads, int hd, int causal, int p
             worst = d > worst || isnan(d) ? (isnan(d) ? INFINITY : d) : worst;
         }
     if (!(worst < 1e-5))
-        fail_msg("attention nq %d nk %d heads %d hd %d causal %d: max diff %g", nq, nk, heads, hd, causal, worst);
+        fail_msg("attention nq %d nk %d heads %d hd %d causal %d: max diff %g", nq, nk, heads, hd, causal,
+                 worst);
     free(q), free(k), free(v), free(out), free(r), free(scratch);
 }
 
@@ -477,17 +507,37 @@ static void test_threads_bitwise(void **state)
 {
     (void)state;
     const int B = 2, cin = 24, h = 30, w = 26, cout = 20, hw = h * w;
-    float *x = rand_buf((size_t)cin * B * hw, 1), *wt = rand_buf((size_t)cout * cin * 9, 0.2f), *bias = rand_buf(cout, 1);
+    float *x = rand_buf((size_t)cin * B * hw, 1), *wt = rand_buf((size_t)cout * cin * 9, 0.2f),
+          *bias = rand_buf(cout, 1);
     float *sc = rand_buf((size_t)B * cin, 1), *sh = rand_buf((size_t)B * cin, 1);
     float *y1 = malloc(sizeof(float) * cout * B * hw), *y2 = malloc(sizeof(float) * cout * B * hw);
-    sde_conv_desc d = {.x = x, .batch = B, .cin = cin, .h = h, .w = w, .x_cstride = (size_t)B * hw, .x_bstride = hw,
-                       .in_scale = sc, .in_shift = sh, .in_silu = 1, .wt = wt, .bias = bias, .cout = cout, .k = 3,
-                       .stride = 1, .pad_t = 1, .pad_b = 1, .pad_l = 1, .pad_r = 1, .y = y1,
-                       .y_cstride = (size_t)B * hw, .y_bstride = hw};
+    sde_conv_desc d = {.x = x,
+                       .batch = B,
+                       .cin = cin,
+                       .h = h,
+                       .w = w,
+                       .x_cstride = (size_t)B * hw,
+                       .x_bstride = hw,
+                       .in_scale = sc,
+                       .in_shift = sh,
+                       .in_silu = 1,
+                       .wt = wt,
+                       .bias = bias,
+                       .cout = cout,
+                       .k = 3,
+                       .stride = 1,
+                       .pad_t = 1,
+                       .pad_b = 1,
+                       .pad_l = 1,
+                       .pad_r = 1,
+                       .y = y1,
+                       .y_cstride = (size_t)B * hw,
+                       .y_bstride = hw};
     size_t sb = sde_conv2d_ex_scratch(&d, (size_t)64 << 20);
     float *scratch = malloc(sb);
     int nq = 500, nk = 700, heads = 4, hd = 40, C = heads * hd;
-    float *q = rand_buf((size_t)nq * C, 1), *k = rand_buf((size_t)nk * C, 1), *v = rand_buf((size_t)nk * C, 1);
+    float *q = rand_buf((size_t)nq * C, 1), *k = rand_buf((size_t)nk * C, 1),
+          *v = rand_buf((size_t)nk * C, 1);
     float *o1 = malloc(sizeof(float) * nq * C), *o2 = malloc(sizeof(float) * nq * C);
     float *as = malloc(sde_attention_scratch(nq, nk, hd));
     sde_set_threads(1);
@@ -563,8 +613,7 @@ int main(void)
         cmocka_unit_test(test_conv2d_ex),      cmocka_unit_test(test_conv2d_inplace_1x1),
         cmocka_unit_test(test_activations),    cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_attention),      cmocka_unit_test(test_threads_bitwise),
-        cmocka_unit_test(test_geglu_from_ops),
-        cmocka_unit_test(test_upsample_transpose),
+        cmocka_unit_test(test_geglu_from_ops), cmocka_unit_test(test_upsample_transpose),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,8 +23,7 @@ static json_t *load_cases(void)
     snprintf(path, sizeof path, "%s/golden/philox_randn_cases.json", dir && *dir ? dir : "tests/data");
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
-    if (!root)
-        print_message("no golden file %s (%s)\n", path, jerr.text);
+    if (!root) print_message("no golden file %s (%s)\n", path, jerr.text);
     return root;
 }
 
@@ -32,17 +31,18 @@ static void test_golden_cases(void **state)
 {
     (void)state;
     json_t *root = load_cases();
-    if (!root)
-        fail_msg("the golden cases are part of the tree (tests/data): they must load");
+    if (!root) fail_msg("the golden cases are part of the tree (tests/data): they must load");
     assert_true(json_is_array(root));
     assert_true(json_array_size(root) > 0);
     size_t ci;
     json_t *c;
     int checked = 0;
-    json_array_foreach(root, ci, c) {
+    json_array_foreach(root, ci, c)
+    {
         json_t *jseed = json_object_get(c, "seed"), *joff = json_object_get(c, "offset");
         json_t *jn = json_object_get(c, "n"), *jv = json_object_get(c, "values");
-        assert_true(json_is_integer(jseed) && json_is_integer(joff) && json_is_integer(jn) && json_is_array(jv));
+        assert_true(json_is_integer(jseed) && json_is_integer(joff) && json_is_integer(jn) &&
+                    json_is_array(jv));
         uint64_t seed = (uint64_t)json_integer_value(jseed);
         uint32_t off = (uint32_t)json_integer_value(joff);
         size_t n = (size_t)json_integer_value(jn);
@@ -54,13 +54,13 @@ static void test_golden_cases(void **state)
         for (size_t i = 0; i < n; i++) {
             double want = json_real_value(json_array_get(jv, i));
             double d = fabs(want - out[i]);
-            if (d > worst)
-                worst = d;
+            if (d > worst) worst = d;
             if (d > TOL)
-                fail_msg("seed %llu offset %u element %zu: got %.9g want %.9g", (unsigned long long)seed, off, i,
-                         out[i], want);
+                fail_msg("seed %llu offset %u element %zu: got %.9g want %.9g", (unsigned long long)seed, off,
+                         i, out[i], want);
         }
-        print_message("seed %llu offset %u n %zu: max |diff| %.3g\n", (unsigned long long)seed, off, n, worst);
+        print_message("seed %llu offset %u n %zu: max |diff| %.3g\n", (unsigned long long)seed, off, n,
+                      worst);
         free(out);
         checked++;
     }

@@ -1,5 +1,6 @@
 /* test_png.c: PNG encode/decode round trips, text chunks (tEXt for Latin-1, iTXt for the rest, zTXt and
- * trailing chunks from other writers), other colour types to RGB, and rejection of corrupt or truncated input. */
+ * trailing chunks from other writers), other colour types to RGB, and rejection of corrupt or truncated
+ * input. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -34,7 +35,8 @@ static const uint8_t *find_chunk(const uint8_t *png, size_t len, const char *typ
         uint32_t cl = (uint32_t)png[pos] << 24 | (uint32_t)png[pos + 1] << 16 | (uint32_t)png[pos + 2] << 8 |
                       png[pos + 3];
         const uint8_t *d = png + pos + 8;
-        if (!memcmp(png + pos + 4, type, 4) && (!key || (cl > strlen(key) && !strcmp((const char *)d, key)))) {
+        if (!memcmp(png + pos + 4, type, 4) &&
+            (!key || (cl > strlen(key) && !strcmp((const char *)d, key)))) {
             size_t kl = key ? strlen(key) + 1 : 0;
             *n = cl - kl;
             return d + kl;
@@ -70,8 +72,9 @@ static void test_roundtrip(void **state)
 static void test_text_chunks(void **state)
 {
     (void)state;
-    const char *params = "a photo of a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, "
-                         "Seed: 42, Size: 512x512, Model: randsd15";
+    const char *params =
+        "a photo of a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, "
+        "Seed: 42, Size: 512x512, Model: randsd15";
     const char *latin = "caf\u00e9 na\u00efve \u00bd";
     const char *utf8 = "\u732b \U0001f431 \u03a9mega \u0416";
     const char *const text[] = {"parameters", params, "comment", latin, "prompt", utf8, "empty", "", NULL};
@@ -129,16 +132,15 @@ static void expect_encode_error(const char *const *text, int w, int h, const cha
     assert_null(png);
     assert_int_equal(len, 0);
     print_message("  -> %s\n", err);
-    if (!strstr(err, needle))
-        fail_msg("error \"%s\" lacks \"%s\"", err, needle);
+    if (!strstr(err, needle)) fail_msg("error \"%s\" lacks \"%s\"", err, needle);
 }
 
 static void test_encode_errors(void **state)
 {
     (void)state;
     const char *const k_empty[] = {"", "v", NULL};
-    const char *const k_long[] = {"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", "v",
-                                  NULL};
+    const char *const k_long[] = {
+        "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", "v", NULL};
     const char *const k_space[] = {" lead", "v", NULL};
     const char *const k_double[] = {"a  b", "v", NULL};
     const char *const k_utf8[] = {"caf\u00e9", "v", NULL};
@@ -187,26 +189,23 @@ static void mem_flush(png_structp png)
 }
 
 /* rows: packed samples as libpng expects for the colour type/bit depth (16-bit big-endian). */
-static membuf write_png(int w, int h, int depth, int ctype, int interlace, uint8_t **rows, const png_color *pal,
-                        int npal, const png_text *pre, int npre, const png_text *post, int npost)
+static membuf write_png(int w, int h, int depth, int ctype, int interlace, uint8_t **rows,
+                        const png_color *pal, int npal, const png_text *pre, int npre, const png_text *post,
+                        int npost)
 {
     membuf m = {0};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
     png_infop info = png_create_info_struct(png), end = png_create_info_struct(png);
     assert_non_null(end);
-    if (setjmp(png_jmpbuf(png)))
-        fail_msg("libpng failed writing a test image");
+    if (setjmp(png_jmpbuf(png))) fail_msg("libpng failed writing a test image");
     png_set_write_fn(png, &m, mem_write, mem_flush);
-    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, depth, ctype, interlace, PNG_COMPRESSION_TYPE_DEFAULT,
-                 PNG_FILTER_TYPE_DEFAULT);
-    if (pal)
-        png_set_PLTE(png, info, pal, npal);
-    if (npre)
-        png_set_text(png, info, pre, npre);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, depth, ctype, interlace,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (pal) png_set_PLTE(png, info, pal, npal);
+    if (npre) png_set_text(png, info, pre, npre);
     png_write_info(png, info);
     png_write_image(png, rows);
-    if (npost)
-        png_set_text(png, end, post, npost);
+    if (npost) png_set_text(png, end, post, npost);
     png_write_end(png, end);
     png_destroy_info_struct(png, &end);
     png_destroy_write_struct(&png, &info);
@@ -218,8 +217,7 @@ static void decode_expect(const membuf *m, int w, int h, const uint8_t *want)
     uint8_t *rgb;
     int bw, bh;
     char err[256];
-    if (sde_png_decode(m->buf, m->len, &rgb, &bw, &bh, err, sizeof err))
-        fail_msg("decode failed: %s", err);
+    if (sde_png_decode(m->buf, m->len, &rgb, &bw, &bh, err, sizeof err)) fail_msg("decode failed: %s", err);
     assert_int_equal(bw, w);
     assert_int_equal(bh, h);
     assert_memory_equal(rgb, want, (size_t)w * h * 3);

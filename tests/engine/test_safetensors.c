@@ -44,8 +44,7 @@ static void test_valid_file(void **state)
             assert_int_equal(sf->t[i].shape[k], t[i].shape[k]);
         assert_int_equal(sf->t[i].numel, numel[i]);
         assert_int_equal(sf->t[i].nbytes, t[i].nbytes);
-        if (t[i].nbytes)
-            assert_memory_equal(sf->t[i].data, t[i].data, t[i].nbytes);
+        if (t[i].nbytes) assert_memory_equal(sf->t[i].data, t[i].data, t[i].nbytes);
         assert_true(sf->t[i].data >= sf->data && sf->t[i].data + sf->t[i].nbytes <= sf->data + sf->data_len);
     }
     assert_int_equal(sf->data_len, sizeof a + sizeof b + sizeof c + sizeof d + sizeof f);
@@ -63,7 +62,8 @@ static void test_padding_and_empty(void **state)
     (void)state;
     float v = 1;
     size_t len;
-    uint8_t *img = stw_build_raw("{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}     ", &v, 4, &len);
+    uint8_t *img =
+        stw_build_raw("{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}     ", &v, 4, &len);
     sde_st_file *sf = NULL;
     char err[256];
     assert_int_equal(sde_st_parse("pad", img, len, &sf, err, sizeof err), 0);
@@ -84,14 +84,11 @@ static void expect_reject(const uint8_t *img, size_t len, const char *want1, con
     char err[512] = "";
     sde_st_file *sf = (sde_st_file *)1;
     int rc = sde_st_parse("bad.safetensors", img, len, &sf, err, sizeof err);
-    if (rc == 0)
-        fail_msg("accepted, expected an error with \"%s\"", want1 ? want1 : "(any)");
+    if (rc == 0) fail_msg("accepted, expected an error with \"%s\"", want1 ? want1 : "(any)");
     assert_null(sf);
     stw_assert_contains(err, "bad.safetensors: ");
-    if (want1)
-        stw_assert_contains(err, want1);
-    if (want2)
-        stw_assert_contains(err, want2);
+    if (want1) stw_assert_contains(err, want1);
+    if (want2) stw_assert_contains(err, want2);
 }
 
 static void test_header_length(void **state)
@@ -99,7 +96,8 @@ static void test_header_length(void **state)
     (void)state;
     float v[4] = {0};
     size_t len;
-    uint8_t *img = stw_build_raw("{\"x\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", v, 16, &len);
+    uint8_t *img =
+        stw_build_raw("{\"x\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", v, 16, &len);
     uint64_t bad[] = {0, 1, len - 8 + 1, (uint64_t)SDE_ST_MAX_HEADER + 1, UINT64_MAX, 1ull << 63};
     for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
         uint8_t *m = malloc(len);
@@ -128,7 +126,8 @@ static void test_bad_json(void **state)
         {"  {}", "does not start with '{'"},
         {"{} x", "not valid JSON"},
         {"{\"a\xff\":1}", "not valid JSON"},
-        {"{\"n\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,0]}}", "not valid JSON"},
+        {"{\"n\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,0]}}",
+         "not valid JSON"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         size_t len;
@@ -162,7 +161,8 @@ static void test_tensor_errors(void **state)
         {"{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[-16,0]}", "data_offsets"},
         {"{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[\"0\",16]}", "data_offsets"},
         {"{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[16,0]}", "begin > end"},
-        {"{\"dtype\":\"F32\",\"shape\":[16],\"data_offsets\":[0,64]}", "data_offsets [0, 64] exceed data size 16"},
+        {"{\"dtype\":\"F32\",\"shape\":[16],\"data_offsets\":[0,64]}",
+         "data_offsets [0, 64] exceed data size 16"},
         {"{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[4,20]}", "exceed data size 16"},
         {"{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,16]}", "hold 16 bytes but F32 shape needs 12"},
         {"{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[0,16]}", "needs 8"},
@@ -186,7 +186,9 @@ static void test_names_and_metadata(void **state)
         const char *hdr;
         const char *want;
     } cases[] = {
-        {"{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", "duplicate"},
+        {"{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},\"a\":{\"dtype\":\"U8\",\"shape\":["
+         "1],\"data_offsets\":[1,2]}}",
+         "duplicate"},
         {"{\"\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", "empty name"},
         {"{\"__metadata__\":{\"k\":1}}", "__metadata__ \"k\" is not a string"},
         {"{\"__metadata__\":[\"k\"]}", "__metadata__ is not a JSON object"},
@@ -256,16 +258,19 @@ static void test_truncated_file(void **state)
     sde_st_file *sf = NULL;
     assert_int_equal(sde_st_open(path, &sf, err, sizeof err), -1);
     stw_assert_contains(err, path);
-    stw_assert_contains(err, "tensor \"first_stage_model.decoder.conv_in.weight\": data_offsets [0, 256] exceed data size 246");
+    stw_assert_contains(
+        err,
+        "tensor \"first_stage_model.decoder.conv_in.weight\": data_offsets [0, 256] exceed data size 246");
     free(img);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_file),       cmocka_unit_test(test_padding_and_empty), cmocka_unit_test(test_header_length),
-        cmocka_unit_test(test_bad_json),         cmocka_unit_test(test_tensor_errors),     cmocka_unit_test(test_names_and_metadata),
-        cmocka_unit_test(test_wrong_files),      cmocka_unit_test(test_truncated_file),
+        cmocka_unit_test(test_valid_file),    cmocka_unit_test(test_padding_and_empty),
+        cmocka_unit_test(test_header_length), cmocka_unit_test(test_bad_json),
+        cmocka_unit_test(test_tensor_errors), cmocka_unit_test(test_names_and_metadata),
+        cmocka_unit_test(test_wrong_files),   cmocka_unit_test(test_truncated_file),
     };
     return cmocka_run_group_tests(tests, stw_tmpdir_setup, stw_tmpdir_teardown);
 }

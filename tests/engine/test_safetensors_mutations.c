@@ -27,7 +27,10 @@ static uint64_t rnd(void)
     return rng * 0x2545F4914F6CDD1Dull;
 }
 
-static size_t rndn(size_t n) { return n ? (size_t)(rnd() % n) : 0; }
+static size_t rndn(size_t n)
+{
+    return n ? (size_t)(rnd() % n) : 0;
+}
 
 /* The seed file: every dtype, a scalar, an empty tensor, metadata. */
 static uint8_t *seed_image(size_t *len, size_t *hlen)
@@ -49,7 +52,12 @@ static uint8_t *seed_image(size_t *len, size_t *hlen)
     stw_tensor t[] = {
         {"model.diffusion_model.input_blocks.0.0.weight", "F32", 4, {3, 1, 2, 2}, f32, sizeof f32},
         {"first_stage_model.decoder.conv_in.bias", "F16", 2, {2, 3}, f16, sizeof f16},
-        {"cond_stage_model.transformer.text_model.final_layer_norm.weight", "BF16", 1, {3}, bf16, sizeof bf16},
+        {"cond_stage_model.transformer.text_model.final_layer_norm.weight",
+         "BF16",
+         1,
+         {3},
+         bf16,
+         sizeof bf16},
         {"alphas_cumprod", "F64", 1, {2}, f64, sizeof f64},
         {"position_ids", "I64", 2, {1, 2}, i64, sizeof i64},
         {"i32", "I32", 1, {3}, i32, sizeof i32},
@@ -59,7 +67,8 @@ static uint8_t *seed_image(size_t *len, size_t *hlen)
         {"mask", "BOOL", 1, {2}, b, sizeof b},
         {"empty", "F32", 2, {0, 5}, NULL, 0},
     };
-    uint8_t *img = stw_build(t, (int)(sizeof t / sizeof *t), "{\"format\":\"pt\",\"sdw.preset\":\"tiny\"}", -1, len);
+    uint8_t *img =
+        stw_build(t, (int)(sizeof t / sizeof *t), "{\"format\":\"pt\",\"sdw.preset\":\"tiny\"}", -1, len);
     *hlen = 0;
     for (int i = 7; i >= 0; i--)
         *hlen = *hlen << 8 | img[i];
@@ -67,7 +76,8 @@ static uint8_t *seed_image(size_t *len, size_t *hlen)
 }
 
 /* A copy of an image with header text replaced by hdr (length field rewritten to match). */
-static uint8_t *with_header(const uint8_t *img, size_t len, size_t hlen, const char *hdr, size_t hn, size_t *outlen)
+static uint8_t *with_header(const uint8_t *img, size_t len, size_t hlen, const char *hdr, size_t hn,
+                            size_t *outlen)
 {
     size_t dl = len - 8 - hlen;
     *outlen = 8 + hn + dl;
@@ -80,13 +90,46 @@ static uint8_t *with_header(const uint8_t *img, size_t len, size_t hlen, const c
 }
 
 static const char *const interesting[] = {
-    "0", "1", "2", "3", "4", "7", "8", "12", "16", "48", "95", "96", "97", "255", "256", "-1", "-8", "65535",
-    "2147483647", "2147483648", "4294967295", "4294967296", "9223372036854775807", "9223372036854775808",
-    "18446744073709551615", "18446744073709551616", "99999999999999999999999", "1.5", "1e3", "-0", "null",
-    "true", "\"4\"", "[]", "{}", "[0,4]",
+    "0",
+    "1",
+    "2",
+    "3",
+    "4",
+    "7",
+    "8",
+    "12",
+    "16",
+    "48",
+    "95",
+    "96",
+    "97",
+    "255",
+    "256",
+    "-1",
+    "-8",
+    "65535",
+    "2147483647",
+    "2147483648",
+    "4294967295",
+    "4294967296",
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551615",
+    "18446744073709551616",
+    "99999999999999999999999",
+    "1.5",
+    "1e3",
+    "-0",
+    "null",
+    "true",
+    "\"4\"",
+    "[]",
+    "{}",
+    "[0,4]",
 };
-static const char *const dtypes_any[] = {"F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL",
-                                         "F8_E4M3", "U16", "U32", "U64", "C64", "", "f32", "F32 "};
+static const char *const dtypes_any[] = {"F32", "F16", "BF16", "F64",  "I64",     "I32",
+                                         "I16", "I8",  "U8",   "BOOL", "F8_E4M3", "U16",
+                                         "U32", "U64", "C64",  "",     "f32",     "F32 "};
 
 /* Mutates the header text h (NUL-terminated, capacity cap) in place: numbers, dtypes, structure. */
 static void mutate_header(char *h, size_t cap)
@@ -98,10 +141,8 @@ static void mutate_header(char *h, size_t cap)
         size_t starts[512];
         int k = 0;
         for (size_t i = 0; i < n && k < 512; i++)
-            if (h[i] >= '0' && h[i] <= '9' && i > 0 && (h[i - 1] == '[' || h[i - 1] == ','))
-                starts[k++] = i;
-        if (!k)
-            break;
+            if (h[i] >= '0' && h[i] <= '9' && i > 0 && (h[i - 1] == '[' || h[i - 1] == ',')) starts[k++] = i;
+        if (!k) break;
         size_t s = starts[rndn((size_t)k)], e = s;
         while (e < n && h[e] >= '0' && h[e] <= '9')
             e++;
@@ -111,8 +152,7 @@ static void mutate_header(char *h, size_t cap)
         else
             snprintf(num, sizeof num, "%llu", (unsigned long long)(rnd() >> rndn(64)));
         size_t nl = strlen(num);
-        if (n - (e - s) + nl + 1 > cap)
-            break;
+        if (n - (e - s) + nl + 1 > cap) break;
         memmove(h + s + nl, h + e, n - e + 1);
         memcpy(h + s, num, nl);
         break;
@@ -122,19 +162,16 @@ static void mutate_header(char *h, size_t cap)
         int k = 0;
         while ((p = strstr(p, "\"dtype\":\"")))
             p++, k++;
-        if (!k)
-            break;
+        if (!k) break;
         int pick = (int)rndn((size_t)k);
         p = h;
         for (int i = 0; i <= pick; i++)
             p = strstr(p, "\"dtype\":\"") + 1;
         char *v = p + 8, *end = strchr(v, '"');
-        if (!end)
-            break;
+        if (!end) break;
         const char *d = dtypes_any[rndn(sizeof dtypes_any / sizeof *dtypes_any)];
         size_t dl = strlen(d), old = (size_t)(end - v);
-        if (n - old + dl + 1 > cap)
-            break;
+        if (n - old + dl + 1 > cap) break;
         memmove(v + dl, end, strlen(end) + 1);
         memcpy(v, d, dl);
         break;
@@ -154,12 +191,10 @@ static void mutate_header(char *h, size_t cap)
         char *p = strstr(h, "\"shape\":[");
         for (size_t skip = rndn(6); p && skip; skip--) {
             char *q = strstr(p + 1, "\"shape\":[");
-            if (!q)
-                break;
+            if (!q) break;
             p = q;
         }
-        if (!p || n + 4 > cap)
-            break;
+        if (!p || n + 4 > cap) break;
         p += 9;
         memmove(p + 2, p, strlen(p) + 1);
         p[0] = (char)('0' + rndn(3));
@@ -168,8 +203,7 @@ static void mutate_header(char *h, size_t cap)
     }
     case 6: { /* drop a range of up to 40 characters */
         char *a = h + 1 + rndn(n > 2 ? n - 2 : 1), *b = a + rndn(40);
-        if (b > h + n - 1)
-            b = h + n - 1;
+        if (b > h + n - 1) b = h + n - 1;
         memmove(a, b, strlen(b) + 1);
         break;
     }
@@ -189,8 +223,7 @@ typedef struct {
 static void check_parse(const uint8_t *img, size_t len, stats *st)
 {
     uint8_t *buf = malloc(len ? len : 1);
-    if (len)
-        memcpy(buf, img, len);
+    if (len) memcpy(buf, img, len);
     char err[512] = "";
     sde_st_file *f = (sde_st_file *)1;
     if (sde_st_parse("mut.safetensors", buf, len, &f, err, sizeof err)) {
@@ -245,7 +278,8 @@ static void check_ckpt(const uint8_t *img, size_t len, stats *st)
     for (int i = 0; i < sde_ckpt_count(c); i++) {
         const sde_tensor *t = sde_ckpt_at(c, i);
         const float *f = sde_ckpt_f32(c, t->name, t->ndim, t->shape, err, sizeof err);
-        int is_float = t->dtype == SDE_DT_F32 || t->dtype == SDE_DT_F16 || t->dtype == SDE_DT_BF16 || t->dtype == SDE_DT_F64;
+        int is_float = t->dtype == SDE_DT_F32 || t->dtype == SDE_DT_F16 || t->dtype == SDE_DT_BF16 ||
+                       t->dtype == SDE_DT_F64;
         if (!is_float) {
             assert_null(f);
             continue;
@@ -313,12 +347,11 @@ static void test_mutations(void **state)
             continue;
         }
         check_parse(img, ilen, &st);
-        if (it % FILE_EVERY == 0)
-            check_ckpt(img, ilen, &st);
+        if (it % FILE_EVERY == 0) check_ckpt(img, ilen, &st);
         free(img);
     }
-    print_message("%d mutations: %d accepted, %d rejected; %d opened as checkpoints\n", ITERATIONS + 1, st.accepted,
-                  st.rejected, st.ckpt_opened);
+    print_message("%d mutations: %d accepted, %d rejected; %d opened as checkpoints\n", ITERATIONS + 1,
+                  st.accepted, st.rejected, st.ckpt_opened);
     /* The mutator must reach both outcomes, or it is not testing anything. */
     assert_true(st.accepted > ITERATIONS / 20);
     assert_true(st.rejected > ITERATIONS / 2);

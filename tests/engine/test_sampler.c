@@ -140,8 +140,7 @@ static int toy_denoise(void *ud, const float *x, float sigma, int step, float *d
     toy *t = ud;
     t->calls++;
     t->sig_seen[step] = sigma;
-    if (step == t->stop_at)
-        return 1;
+    if (step == t->stop_at) return 1;
     for (int i = 0; i < t->n; i++)
         den[i] = t->kind == 0 ? t->center[i] : x[i] * t->sd * t->sd / (t->sd * t->sd + sigma * sigma);
     if (uncond) /* no guidance: the unconditional prediction is the prediction */
@@ -163,8 +162,14 @@ static float run(sde_sampler kind, sde_schedule sch, int steps, toy *t, float *x
     memcpy(x, x_start, (size_t)n * sizeof *x);
     sde_philox rng;
     sde_philox_init(&rng, seed);
-    sde_sample_args a = {.kind = kind, .n = (size_t)n, .sigmas = sg, .steps = steps, .rng = &rng, .work = work,
-                         .denoise = toy_denoise, .ud = t};
+    sde_sample_args a = {.kind = kind,
+                         .n = (size_t)n,
+                         .sigmas = sg,
+                         .steps = steps,
+                         .rng = &rng,
+                         .work = work,
+                         .denoise = toy_denoise,
+                         .ud = t};
     assert_int_equal(sde_sample(&a, x), t->stop_at >= 0 ? 1 : 0);
     return sg[0];
 }
@@ -272,7 +277,8 @@ static void test_ancestral_distribution(void **state)
                 pv = pv * g * g + up * up;
             }
         }
-        print_message("%s mean %g sd %g (predicted %g) corr %g\n", sde_sampler_name(kind), m, sd, sqrt(pv), corr);
+        print_message("%s mean %g sd %g (predicted %g) corr %g\n", sde_sampler_name(kind), m, sd, sqrt(pv),
+                      corr);
         assert_true(fabs(m) < 0.02);
         assert_true(fabs(sd - sqrt(pv)) < 0.02 * sqrt(pv));
         /* the fresh noise decorrelates the result from the start noise */
@@ -292,8 +298,9 @@ static void test_higher_order_samplers(void **state)
     (void)state;
     /* on N(0, 0.5^2) data the deterministic higher-order samplers must beat Euler clearly at 20 steps */
     double e = gauss_err(SDE_SAMPLER_EULER, 20);
-    const sde_sampler ks[] = {SDE_SAMPLER_HEUN,  SDE_SAMPLER_DPM2,    SDE_SAMPLER_DPMPP_2M_V2,   SDE_SAMPLER_IPNDM,
-                              SDE_SAMPLER_IPNDM_V, SDE_SAMPLER_LMS, SDE_SAMPLER_RES_MULTISTEP, SDE_SAMPLER_RES_2S};
+    const sde_sampler ks[] = {SDE_SAMPLER_HEUN,          SDE_SAMPLER_DPM2,    SDE_SAMPLER_DPMPP_2M_V2,
+                              SDE_SAMPLER_IPNDM,         SDE_SAMPLER_IPNDM_V, SDE_SAMPLER_LMS,
+                              SDE_SAMPLER_RES_MULTISTEP, SDE_SAMPLER_RES_2S};
     for (size_t i = 0; i < sizeof ks / sizeof *ks; i++) {
         double d = gauss_err(ks[i], 20);
         print_message("%s %g (euler %g)\n", sde_sampler_name(ks[i]), d, e);
@@ -317,13 +324,11 @@ static void test_schedules(void **state)
     for (int k = SDE_SCHEDULE_DISCRETE; k <= SDE_SCHEDULE_LCM; k++) {
         const int counts[] = {2, 3, 6, 10, 20, 21, 40, SDE_MAX_STEPS};
         for (size_t c = 0; c < sizeof counts / sizeof *counts; c++) {
-            if (k == SDE_SCHEDULE_LCM && counts[c] > 50)
-                continue; /* LCM has 50 timesteps to give */
+            if (k == SDE_SCHEDULE_LCM && counts[c] > 50) continue; /* LCM has 50 timesteps to give */
             int n = sde_sigmas_make(&tab, (sde_schedule)k, counts[c], s, err, sizeof err);
             if (n < 1 || n > counts[c])
                 fail_msg("%s, %d steps: %d (%s)", sde_schedule_name((sde_schedule)k), counts[c], n, err);
-            if (k != SDE_SCHEDULE_BETA)
-                assert_int_equal(n, counts[c]);
+            if (k != SDE_SCHEDULE_BETA) assert_int_equal(n, counts[c]);
             /* decreasing to 0, starting near sigma_max; smoothstep, like the peer's, repeats a timestep
              * where its curve is flat and many steps round to the same one */
             assert_true(s[n] == 0.f && s[0] <= smax * 1.001f && s[0] > smax * 0.99f);
@@ -346,7 +351,8 @@ static void test_schedules(void **state)
     tab.family = SDE_FAMILY_SD1;
     /* ays in between: log-linear, so 20 steps hit every table level at even indices */
     assert_int_equal(sde_sigmas_make(&tab, SDE_SCHEDULE_AYS, 20, s, err, sizeof err), 20);
-    assert_true(fabsf(s[2] - 6.4745760956f) < 1e-4f && fabsf(s[3] - sqrtf(6.4745760956f * 3.8636745985f)) < 1e-3f);
+    assert_true(fabsf(s[2] - 6.4745760956f) < 1e-4f &&
+                fabsf(s[3] - sqrtf(6.4745760956f * 3.8636745985f)) < 1e-3f);
     /* gits needs two steps; lcm takes the distillation timesteps 999, 759, 499, 259 for 4 steps */
     assert_int_equal(sde_sigmas_make(&tab, SDE_SCHEDULE_GITS, 1, s, err, sizeof err), -1);
     assert_int_equal(sde_sigmas_make(&tab, SDE_SCHEDULE_LCM, 4, s, err, sizeof err), 4);
@@ -388,8 +394,7 @@ static float *read_f32(const char *dir, const char *name, size_t n)
     char p[1024];
     snprintf(p, sizeof p, "%s/golden/%s/%s.f32", td && *td ? td : "tests/data", dir, name);
     FILE *f = fopen(p, "rb");
-    if (!f)
-        return NULL;
+    if (!f) return NULL;
     float *v = malloc(n * sizeof *v);
     size_t got = v ? fread(v, sizeof *v, n, f) : 0;
     fclose(f);
@@ -448,8 +453,14 @@ static void replay_one(const char *dir, sde_sampler kind)
         x[i] *= sg[0];
     }
     replay r = {.dir = dir};
-    sde_sample_args a = {.kind = kind, .n = 256, .sigmas = sg, .steps = 4, .rng = &rng, .work = work,
-                         .denoise = replay_denoise, .ud = &r};
+    sde_sample_args a = {.kind = kind,
+                         .n = 256,
+                         .sigmas = sg,
+                         .steps = 4,
+                         .rng = &rng,
+                         .work = work,
+                         .denoise = replay_denoise,
+                         .ud = &r};
     assert_int_equal(sde_sample(&a, x), 0);
     assert_int_equal(r.step_checked, 4);
     /* every step's latent follows from the peer's previous latent and denoised to float rounding */
@@ -475,13 +486,19 @@ static void test_replay_euler_a(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_discrete_matches_peer), cmocka_unit_test(test_table_from_tensor),
-        cmocka_unit_test(test_karras),                cmocka_unit_test(test_bad_steps),
-        cmocka_unit_test(test_scalings_and_cfg),      cmocka_unit_test(test_point_mass_all_samplers),
-        cmocka_unit_test(test_gaussian_convergence),  cmocka_unit_test(test_ancestral_distribution),
-        cmocka_unit_test(test_higher_order_samplers), cmocka_unit_test(test_schedules),
+        cmocka_unit_test(test_discrete_matches_peer),
+        cmocka_unit_test(test_table_from_tensor),
+        cmocka_unit_test(test_karras),
+        cmocka_unit_test(test_bad_steps),
+        cmocka_unit_test(test_scalings_and_cfg),
+        cmocka_unit_test(test_point_mass_all_samplers),
+        cmocka_unit_test(test_gaussian_convergence),
+        cmocka_unit_test(test_ancestral_distribution),
+        cmocka_unit_test(test_higher_order_samplers),
+        cmocka_unit_test(test_schedules),
         cmocka_unit_test(test_names),
-        cmocka_unit_test(test_replay_euler),          cmocka_unit_test(test_replay_euler_a),
+        cmocka_unit_test(test_replay_euler),
+        cmocka_unit_test(test_replay_euler_a),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,6 @@
-/* test_tokenizer.c: the CLIP tokenizer against the golden ids in tests/data/golden/clip_tokenizer_cases.jsonl,
- * the vocab.json / in-memory / byte-level forms, the 77-token context, hostile input and load errors. */
+/* test_tokenizer.c: the CLIP tokenizer against the golden ids in
+ * tests/data/golden/clip_tokenizer_cases.jsonl, the vocab.json / in-memory / byte-level forms, the 77-token
+ * context, hostile input and load errors. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -63,11 +64,9 @@ static void assert_ids(const sde_tokenizer *t, const char *text, const int32_t *
 {
     int32_t got[MAXIDS];
     int n = sde_tok_encode(t, text, got, MAXIDS);
-    if (n != nwant)
-        fail_msg("\"%s\": %d ids, want %d", text, n, nwant);
+    if (n != nwant) fail_msg("\"%s\": %d ids, want %d", text, n, nwant);
     for (int i = 0; i < n; i++)
-        if (got[i] != want[i])
-            fail_msg("\"%s\": id %d is %d, want %d", text, i, got[i], want[i]);
+        if (got[i] != want[i]) fail_msg("\"%s\": id %d is %d, want %d", text, i, got[i], want[i]);
 }
 
 /* Runs every golden case through t; returns the number checked. */
@@ -82,12 +81,10 @@ static int check_golden(const sde_tokenizer *t)
     size_t cap = 0;
     int cases = 0;
     while (getline(&line, &cap, f) > 0) {
-        if (line[strspn(line, " \t\r\n")] == '\0')
-            continue;
+        if (line[strspn(line, " \t\r\n")] == '\0') continue;
         json_error_t jerr;
         json_t *c = json_loads(line, 0, &jerr);
-        if (!c)
-            fail_msg("golden line %d: %s", cases + 1, jerr.text);
+        if (!c) fail_msg("golden line %d: %s", cases + 1, jerr.text);
         json_t *jt = json_object_get(c, "text"), *ji = json_object_get(c, "ids");
         assert_true(json_is_string(jt) && json_is_array(ji));
         int32_t want[MAXIDS];
@@ -132,9 +129,10 @@ static void test_golden_clip(void **state)
     sde_tok_free(t);
 }
 
-/* Beyond the golden file: upper-case Greek/Cyrillic/Latin Extended, final sigma, fullwidth and circled digits,
- * Hangul/kana/CJK, contractions after lower-casing, Unicode whitespace. Expected ids come from OpenAI's
- * SimpleTokenizer algorithm in Python (the `regex` module's \p classes, str.lower()), without ftfy. */
+/* Beyond the golden file: upper-case Greek/Cyrillic/Latin Extended, final sigma, fullwidth and circled
+ * digits, Hangul/kana/CJK, contractions after lower-casing, Unicode whitespace. Expected ids come from
+ * OpenAI's SimpleTokenizer algorithm in Python (the `regex` module's \p classes, str.lower()), without ftfy.
+ */
 static void test_unicode_cases(void **state)
 {
     (void)state;
@@ -151,25 +149,32 @@ static void test_unicode_cases(void **state)
         int n;
         int32_t ids[32];
     } cases[] = {
-        {"\u039f\u0394\u039f\u03a3 \u039a\u0391\u0399 \u03a3\u039f\u03a6\u0399\u0391 \u03a3", 26,
-         {138, 123, 138, 112, 138, 123, 139, 480, 138, 118, 138, 109, 138, 373, 139, 225, 138, 123, 139, 228, 138, 117,
-          138, 365, 139, 481}},
-        {"\u041f\u0420\u0418\u0412\u0415\u0422 \u041c\u0438\u0440", 11,
+        {"\u039f\u0394\u039f\u03a3 \u039a\u0391\u0399 \u03a3\u039f\u03a6\u0399\u0391 \u03a3",
+         26,
+         {138, 123, 138, 112, 138, 123, 139, 480, 138, 118, 138, 109, 138,
+          373, 139, 225, 138, 123, 139, 228, 138, 117, 138, 365, 139, 481}},
+        {"\u041f\u0420\u0418\u0412\u0415\u0422 \u041c\u0438\u0440",
+         11,
          {26302, 16370, 29503, 110, 22176, 141, 480, 38018, 16701, 141, 478}},
-        {"\uff21\uff22\uff23\uff11\uff12\uff13 \u2460\u2461", 24,
-         {171, 121, 223, 171, 121, 224, 171, 121, 481, 171, 120, 495, 171, 120, 496, 171, 120, 497, 158, 239, 510, 158,
-          239, 350}},
+        {"\uff21\uff22\uff23\uff11\uff12\uff13 \u2460\u2461", 24, {171, 121, 223, 171, 121, 224, 171, 121,
+                                                                   481, 171, 120, 495, 171, 120, 496, 171,
+                                                                   120, 497, 158, 239, 510, 158, 239, 350}},
         {"\u0130STANBUL", 3, {328, 16384, 11231}},
-        {"\u00c0\u00c9\u00ce\u00d5\u00dc \u0152UVRE \u0178ES", 13,
+        {"\u00c0\u00c9\u00ce\u00d5\u00dc \u0152UVRE \u0178ES",
+         13,
          {36149, 3459, 48704, 127, 113, 47177, 129, 241, 84, 17501, 127, 123, 542}},
-        {"\uc548\ub155\ud558\uc138\uc694 \u4e16\u754c \u30ab\u30bf\u30ab\u30ca \u3072\u3089\u304c\u306a", 28,
-         {16071, 230, 167, 227, 243, 33992, 15074, 116, 18541, 498, 19759, 244, 163, 243, 490, 37367, 34941, 37367, 2429,
-          488, 4813, 110, 3909, 231, 4813, 234, 4813, 359}},
+        {"\uc548\ub155\ud558\uc138\uc694 \u4e16\u754c \u30ab\u30bf\u30ab\u30ca \u3072\u3089\u304c\u306a",
+         28,
+         {16071, 230,   167,   227,   243,  33992, 15074, 116, 18541, 498, 19759, 244, 163,  243,
+          490,   37367, 34941, 37367, 2429, 488,   4813,  110, 3909,  231, 4813,  234, 4813, 359}},
         {"\U0001f431\U0001f436\u2728!!", 4, {35710, 14466, 7181, 748}},
-        {"I'LL SEE YOU'RE HE'D WE'VE I'M IT'S DON'T", 15,
+        {"I'LL SEE YOU'RE HE'D WE'VE I'M IT'S DON'T",
+         15,
          {328, 1342, 862, 592, 982, 797, 1896, 649, 1200, 328, 880, 585, 568, 847, 713}},
         {"a\u00a0b\u3000c\x1c", 3, {320, 321, 322}},
-        {"\u03a9\u03a3\u0301 \u03a9\u03a3.a", 12, {139, 231, 139, 480, 136, 479, 139, 231, 139, 481, 269, 320}},
+        {"\u03a9\u03a3\u0301 \u03a9\u03a3.a",
+         12,
+         {139, 231, 139, 480, 136, 479, 139, 231, 139, 481, 269, 320}},
         {"3.14 \u00bd \u00b2", 6, {274, 269, 272, 275, 33613, 41175}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
@@ -357,8 +362,9 @@ static void test_hostile_input(void **state)
     /* a lone 0xff byte is the byte token of 0xff + "</w>": id 256 + 187 */
     assert_int_equal(sde_tok_encode(t, "\xff", ids, MAXIDS), 1);
     assert_int_equal(ids[0], 443);
-    static const char *const bad[] = {"\xff\xfe", "caf\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
-                                      "\x80\x80\x80", "a\xe2\x82", "\xf0\x9f\x90", "\x1f\x1c\x01\x7f"};
+    static const char *const bad[] = {"\xff\xfe",     "caf\xc3",          "\xc0\xaf",
+                                      "\xed\xa0\x80", "\xf4\x90\x80\x80", "\x80\x80\x80",
+                                      "a\xe2\x82",    "\xf0\x9f\x90",     "\x1f\x1c\x01\x7f"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int n = sde_tok_encode(t, bad[i], ids, MAXIDS);
         assert_true(n > 0);
@@ -395,8 +401,8 @@ static void test_hostile_input(void **state)
     free(m);
 }
 
-/* Writes the loaded CLIP vocabulary as vocab.json and the first merges of the original file as merges.txt into
- * dir, the layout of a diffusers tokenizer/ folder. */
+/* Writes the loaded CLIP vocabulary as vocab.json and the first merges of the original file as merges.txt
+ * into dir, the layout of a diffusers tokenizer/ folder. */
 static void write_diffusers_tokenizer(const sde_tokenizer *t, const char *merges_gz, const char *dir)
 {
     json_t *vocab = json_object();
@@ -476,7 +482,8 @@ static void test_bytelevel(void **state)
     char seen[514] = {0};
     const char *key;
     json_t *val;
-    json_object_foreach(root, key, val) {
+    json_object_foreach(root, key, val)
+    {
         json_int_t id = json_integer_value(val);
         assert_true(id >= 0 && id < 514 && !seen[id]);
         seen[id] = 1;
@@ -576,21 +583,19 @@ static void expect_load_error(const char *path, const char *needle)
     assert_int_equal(sde_tok_load(path, &t, err, sizeof err), -1);
     assert_null(t);
     print_message("  %s -> %s\n", path, err);
-    if (!strstr(err, needle))
-        fail_msg("error \"%s\" lacks \"%s\"", err, needle);
+    if (!strstr(err, needle)) fail_msg("error \"%s\" lacks \"%s\"", err, needle);
 }
 
 static void expect_mem_error(const char *vocab, const char *merges, const char *needle)
 {
     char err[512] = "";
     sde_tokenizer *t = (sde_tokenizer *)&t;
-    assert_int_equal(sde_tok_load_mem(vocab, vocab ? strlen(vocab) : 0, merges, merges ? strlen(merges) : 0, &t,
-                                      err, sizeof err),
+    assert_int_equal(sde_tok_load_mem(vocab, vocab ? strlen(vocab) : 0, merges, merges ? strlen(merges) : 0,
+                                      &t, err, sizeof err),
                      -1);
     assert_null(t);
     print_message("  mem -> %s\n", err);
-    if (!strstr(err, needle))
-        fail_msg("error \"%s\" lacks \"%s\"", err, needle);
+    if (!strstr(err, needle)) fail_msg("error \"%s\" lacks \"%s\"", err, needle);
 }
 
 static void test_load_errors(void **state)
@@ -682,10 +687,8 @@ static int setup(void **state)
     (void)state;
     const char *base = getenv("SDW_TMPDIR");
     snprintf(tmp_dir, sizeof tmp_dir, "%s/test_tokenizer.XXXXXX", base && *base ? base : "/tmp");
-    if (base && *base)
-        mkdir(base, 0700);
-    if (!mkdtemp(tmp_dir))
-        return -1;
+    if (base && *base) mkdir(base, 0700);
+    if (!mkdtemp(tmp_dir)) return -1;
     return 0;
 }
 
@@ -700,12 +703,12 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_golden_clip),   cmocka_unit_test(test_unicode_cases),
-        cmocka_unit_test(test_context),       cmocka_unit_test(test_encode_limits),
-        cmocka_unit_test(test_hostile_input), cmocka_unit_test(test_vocab_json_forms),
-        cmocka_unit_test(test_bytelevel),     cmocka_unit_test(test_merge_ranks),
-        cmocka_unit_test(test_load_errors),   cmocka_unit_test(test_cli),
-        cmocka_unit_test(test_builtin),       cmocka_unit_test(test_nfc_and_scripts),
+        cmocka_unit_test(test_golden_clip),     cmocka_unit_test(test_unicode_cases),
+        cmocka_unit_test(test_context),         cmocka_unit_test(test_encode_limits),
+        cmocka_unit_test(test_hostile_input),   cmocka_unit_test(test_vocab_json_forms),
+        cmocka_unit_test(test_bytelevel),       cmocka_unit_test(test_merge_ranks),
+        cmocka_unit_test(test_load_errors),     cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_builtin),         cmocka_unit_test(test_nfc_and_scripts),
         cmocka_unit_test(test_engine_fallback),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

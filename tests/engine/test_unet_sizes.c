@@ -91,11 +91,9 @@ static const float *W(sde_ckpt *c, const char *fmt, ...)
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
     const sde_tensor *t = sde_ckpt_find(c, name);
-    if (!t)
-        fail_msg("reference: no tensor %s", name);
+    if (!t) fail_msg("reference: no tensor %s", name);
     const float *p = sde_ckpt_f32(c, name, t->ndim, t->shape, err, sizeof err);
-    if (!p)
-        fail_msg("reference: %s", err);
+    if (!p) fail_msg("reference: %s", err);
     return p;
 }
 
@@ -112,8 +110,8 @@ static double silu_d(double v)
 }
 
 /* y[cout][oh][ow] = conv(x[cin][h][w]), k x k, symmetric zero padding pad. */
-static double *ref_conv(const double *x, int cin, int h, int w, const float *wt, const float *b, int cout, int k,
-                        int stride, int pad, int *oh_out, int *ow_out)
+static double *ref_conv(const double *x, int cin, int h, int w, const float *wt, const float *b, int cout,
+                        int k, int stride, int pad, int *oh_out, int *ow_out)
 {
     int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
     double *y = dalloc((size_t)cout * oh * ow);
@@ -124,20 +122,18 @@ static double *ref_conv(const double *x, int cin, int h, int w, const float *wt,
                 for (int c = 0; c < cin; c++)
                     for (int ky = 0; ky < k; ky++) {
                         int iy = oy * stride - pad + ky;
-                        if (iy < 0 || iy >= h)
-                            continue;
+                        if (iy < 0 || iy >= h) continue;
                         for (int kx = 0; kx < k; kx++) {
                             int ix = ox * stride - pad + kx;
                             if (ix >= 0 && ix < w)
-                                s += wt[(((size_t)o * cin + c) * k + ky) * k + kx] * x[((size_t)c * h + iy) * w + ix];
+                                s += wt[(((size_t)o * cin + c) * k + ky) * k + kx] *
+                                     x[((size_t)c * h + iy) * w + ix];
                         }
                     }
                 y[((size_t)o * oh + oy) * ow + ox] = s;
             }
-    if (oh_out)
-        *oh_out = oh;
-    if (ow_out)
-        *ow_out = ow;
+    if (oh_out) *oh_out = oh;
+    if (ow_out) *ow_out = ow;
     return y;
 }
 
@@ -197,7 +193,8 @@ static double *ref_layernorm(const double *x, int n, int d, const float *g, cons
 }
 
 /* softmax(q k^T / sqrt(hd)) v per head; q[nq][C], k, v[nk][C]. */
-static double *ref_attention(const double *q, const double *k, const double *v, int nq, int nk, int heads, int hd)
+static double *ref_attention(const double *q, const double *k, const double *v, int nq, int nk, int heads,
+                             int hd)
 {
     const int C = heads * hd;
     double *o = dalloc((size_t)nq * C), *s = dalloc((size_t)nk);
@@ -224,7 +221,8 @@ static double *ref_attention(const double *q, const double *k, const double *v, 
     return o;
 }
 
-/* ResBlock (openaimodel.py): h = conv(SiLU(GN(x))) + Linear(SiLU(emb)); h = conv(SiLU(GN(h))); skip(x) + h. */
+/* ResBlock (openaimodel.py): h = conv(SiLU(GN(x))) + Linear(SiLU(emb)); h = conv(SiLU(GN(h))); skip(x) + h.
+ */
 static double *ref_res(const ref_ctx *R, const double *x, int cin, int h, int w, const char *pre, int cout)
 {
     sde_ckpt *c = R->c;
@@ -232,10 +230,10 @@ static double *ref_res(const ref_ctx *R, const double *x, int cin, int h, int w,
     const int temb = 4 * R->cfg->model_channels;
     double *t = dalloc((size_t)cin * hw);
     memcpy(t, x, sizeof(double) * cin * hw);
-    ref_groupnorm(t, cin, hw, R->cfg->groups, W(c, P "%s.in_layers.0.weight", pre), W(c, P "%s.in_layers.0.bias", pre),
-                  1e-5, 1);
-    double *h1 = ref_conv(t, cin, h, w, W(c, P "%s.in_layers.2.weight", pre), W(c, P "%s.in_layers.2.bias", pre), cout,
-                          3, 1, 1, NULL, NULL);
+    ref_groupnorm(t, cin, hw, R->cfg->groups, W(c, P "%s.in_layers.0.weight", pre),
+                  W(c, P "%s.in_layers.0.bias", pre), 1e-5, 1);
+    double *h1 = ref_conv(t, cin, h, w, W(c, P "%s.in_layers.2.weight", pre),
+                          W(c, P "%s.in_layers.2.bias", pre), cout, 3, 1, 1, NULL, NULL);
     double *e = ref_linear(R->emb_silu, 1, temb, W(c, P "%s.emb_layers.1.weight", pre),
                            W(c, P "%s.emb_layers.1.bias", pre), cout);
     for (int o = 0; o < cout; o++)
@@ -243,8 +241,8 @@ static double *ref_res(const ref_ctx *R, const double *x, int cin, int h, int w,
             h1[(size_t)o * hw + i] += e[o];
     ref_groupnorm(h1, cout, hw, R->cfg->groups, W(c, P "%s.out_layers.0.weight", pre),
                   W(c, P "%s.out_layers.0.bias", pre), 1e-5, 1);
-    double *y = ref_conv(h1, cout, h, w, W(c, P "%s.out_layers.3.weight", pre), W(c, P "%s.out_layers.3.bias", pre),
-                         cout, 3, 1, 1, NULL, NULL);
+    double *y = ref_conv(h1, cout, h, w, W(c, P "%s.out_layers.3.weight", pre),
+                         W(c, P "%s.out_layers.3.bias", pre), cout, 3, 1, 1, NULL, NULL);
     double *sk = cin == cout ? NULL
                              : ref_conv(x, cin, h, w, W(c, P "%s.skip_connection.weight", pre),
                                         W(c, P "%s.skip_connection.bias", pre), cout, 1, 1, 0, NULL, NULL);
@@ -268,7 +266,8 @@ static void ref_st(const ref_ctx *R, double *x, int C, int h, int w, const char 
     for (size_t i = 0; i < (size_t)R->n_ctx * ctxd; i++)
         cx[i] = R->ctx[i];
     memcpy(t, x, sizeof(double) * C * n);
-    ref_groupnorm(t, C, (size_t)n, cfg->groups, W(c, P "%s.norm.weight", pre), W(c, P "%s.norm.bias", pre), 1e-6, 0);
+    ref_groupnorm(t, C, (size_t)n, cfg->groups, W(c, P "%s.norm.weight", pre), W(c, P "%s.norm.bias", pre),
+                  1e-6, 0);
     for (int i = 0; i < n; i++) /* [C][hw] -> tokens [hw][C] */
         for (int ch = 0; ch < C; ch++)
             tok[(size_t)i * C + ch] = t[(size_t)ch * n + i];
@@ -278,7 +277,8 @@ static void ref_st(const ref_ctx *R, double *x, int C, int h, int w, const char 
         char q[160];
         snprintf(q, sizeof q, "%s.transformer_blocks.%d", pre, d);
         for (int a = 1; a <= 2; a++) { /* attn1: self, attn2: cross over the context */
-            double *ln = ref_layernorm(xs, n, C, W(c, P "%s.norm%d.weight", q, a), W(c, P "%s.norm%d.bias", q, a));
+            double *ln =
+                ref_layernorm(xs, n, C, W(c, P "%s.norm%d.weight", q, a), W(c, P "%s.norm%d.bias", q, a));
             const double *kv = a == 1 ? ln : cx;
             int nk = a == 1 ? n : R->n_ctx, kd = a == 1 ? C : ctxd;
             double *Q = ref_linear(ln, n, C, W(c, P "%s.attn%d.to_q.weight", q, a), NULL, C);
@@ -298,15 +298,16 @@ static void ref_st(const ref_ctx *R, double *x, int C, int h, int w, const char 
         }
         /* GEGLU: value * gelu(gate) with the exact erf GELU */
         double *ln = ref_layernorm(xs, n, C, W(c, P "%s.norm3.weight", q), W(c, P "%s.norm3.bias", q));
-        double *hh = ref_linear(ln, n, C, W(c, P "%s.ff.net.0.proj.weight", q), W(c, P "%s.ff.net.0.proj.bias", q),
-                                2 * inner);
+        double *hh = ref_linear(ln, n, C, W(c, P "%s.ff.net.0.proj.weight", q),
+                                W(c, P "%s.ff.net.0.proj.bias", q), 2 * inner);
         double *g = dalloc((size_t)n * inner);
         for (int i = 0; i < n; i++)
             for (int j = 0; j < inner; j++) {
                 double val = hh[(size_t)i * 2 * inner + j], gate = hh[(size_t)i * 2 * inner + inner + j];
                 g[(size_t)i * inner + j] = val * 0.5 * gate * (1.0 + erf(gate / sqrt(2.0)));
             }
-        double *Y = ref_linear(g, n, inner, W(c, P "%s.ff.net.2.weight", q), W(c, P "%s.ff.net.2.bias", q), C);
+        double *Y =
+            ref_linear(g, n, inner, W(c, P "%s.ff.net.2.weight", q), W(c, P "%s.ff.net.2.bias", q), C);
         for (size_t i = 0; i < (size_t)n * C; i++)
             xs[i] += Y[i];
         free(Y);
@@ -350,8 +351,8 @@ typedef struct {
 } ref_act;
 
 /* out[4][h][w] = UNet(x[4][h][w], t, ctx) for one image. */
-static void ref_unet(sde_ckpt *c, const sde_unet_config *cfg, const float *x, int h, int w, float t, const float *ctx,
-                     int n_ctx, float *out)
+static void ref_unet(sde_ckpt *c, const sde_unet_config *cfg, const float *x, int h, int w, float t,
+                     const float *ctx, int n_ctx, float *out)
 {
     const int mc = cfg->model_channels, temb = 4 * mc, half = mc / 2, nrb = cfg->num_res_blocks;
     /* timestep embedding: [cos | sin] of t * exp(-ln(10000) i / half), Linear, SiLU, Linear */
@@ -441,7 +442,8 @@ static void ref_unet(sde_ckpt *c, const sde_unet_config *cfg, const float *x, in
                 ref_st(&R, a.p, a.c, a.h, a.w, pre);
                 sub = 2;
             }
-            if (l > 0 && r == nrb) { /* Upsample to the next skip's size (diffusers' upsample_size), conv3x3 */
+            if (l > 0 &&
+                r == nrb) { /* Upsample to the next skip's size (diffusers' upsample_size), conv3x3 */
                 const ref_act *nx = &skips[ns - 1];
                 double *up = ref_resize(a.p, a.c, a.h, a.w, nx->h, nx->w);
                 free(a.p);
@@ -452,9 +454,10 @@ static void ref_unet(sde_ckpt *c, const sde_unet_config *cfg, const float *x, in
                 a.w = nx->w;
             }
         }
-    ref_groupnorm(a.p, a.c, (size_t)h * w, cfg->groups, W(c, P "out.0.weight"), W(c, P "out.0.bias"), 1e-5, 1);
-    double *y = ref_conv(a.p, a.c, h, w, W(c, P "out.2.weight"), W(c, P "out.2.bias"), cfg->out_channels, 3, 1, 1,
-                         NULL, NULL);
+    ref_groupnorm(a.p, a.c, (size_t)h * w, cfg->groups, W(c, P "out.0.weight"), W(c, P "out.0.bias"), 1e-5,
+                  1);
+    double *y = ref_conv(a.p, a.c, h, w, W(c, P "out.2.weight"), W(c, P "out.2.bias"), cfg->out_channels, 3,
+                         1, 1, NULL, NULL);
     for (size_t i = 0; i < (size_t)cfg->out_channels * h * w; i++)
         out[i] = (float)y[i];
     free(y);
@@ -474,14 +477,12 @@ static double check_vs_reference(sde_ckpt *c, int h, int w, int n_ctx)
     sde_unet_config cfg;
     sde_unet *u = NULL;
     assert_int_equal(sde_unet_config_infer(c, &cfg, err, sizeof err), 0);
-    if (sde_unet_build(c, &cfg, &u, err, sizeof err))
-        fail_msg("%s", err);
-    if (sde_unet_reserve(u, 2, h, w, n_ctx, err, sizeof err))
-        fail_msg("%s", err);
+    if (sde_unet_build(c, &cfg, &u, err, sizeof err)) fail_msg("%s", err);
+    if (sde_unet_reserve(u, 2, h, w, n_ctx, err, sizeof err)) fail_msg("%s", err);
     const size_t nl = (size_t)cfg.in_channels * h * w, no = (size_t)cfg.out_channels * h * w,
                  nc = (size_t)n_ctx * cfg.context_dim;
-    float *x = malloc(2 * nl * sizeof *x), *ctx = malloc(2 * nc * sizeof *ctx), *out = malloc(2 * no * sizeof *out),
-          *ref = malloc(no * sizeof *ref);
+    float *x = malloc(2 * nl * sizeof *x), *ctx = malloc(2 * nc * sizeof *ctx),
+          *out = malloc(2 * no * sizeof *out), *ref = malloc(no * sizeof *ref);
     assert_true(x && ctx && out && ref);
     fill(x, 2 * nl, 11u + (unsigned)h);
     fill(ctx, 2 * nc, 12u + (unsigned)w);
@@ -497,8 +498,8 @@ static double check_vs_reference(sde_ckpt *c, int h, int w, int n_ctx)
             mx = fmax(mx, fabs((double)ref[i]));
         }
         assert_true(mx > 0);
-        printf("latent %dx%d image %d: max |engine - reference| %.3g of max |ref| %.3g (%.2g)\n", h, w, b, md, mx,
-               md / mx);
+        printf("latent %dx%d image %d: max |engine - reference| %.3g of max |ref| %.3g (%.2g)\n", h, w, b, md,
+               mx, md / mx);
         worst = fmax(worst, md / mx);
     }
     free(ref);
@@ -511,8 +512,9 @@ static double check_vs_reference(sde_ckpt *c, int h, int w, int n_ctx)
 
 /* The engine computes in float (SGEMM, two-pass GroupNorm in double, erf GELU); the reference in double
  * with the weights read back as float. Observed: tiny model 0.9e-6 to 1.4e-6 of max |ref| (im2col sizes),
- * 2.8e-6 at 33x17 (Winograd); SD 1.5 random checkpoint at 9x10: 2.0e-6 (float rounding through the layers). 1e-4 leaves room for BLAS kernels that sum in another order, while an index error
- * (a wrong row/column picked by the resize, a misaligned skip) moves outputs by O(1) of max |ref|. */
+ * 2.8e-6 at 33x17 (Winograd); SD 1.5 random checkpoint at 9x10: 2.0e-6 (float rounding through the layers).
+ * 1e-4 leaves room for BLAS kernels that sum in another order, while an index error (a wrong row/column
+ * picked by the resize, a misaligned skip) moves outputs by O(1) of max |ref|. */
 #define REF_TOL 1e-4
 
 static void test_reference_odd_sizes(void **state)
@@ -540,8 +542,7 @@ static void test_reference_checkpoint(void **state)
     }
     sde_ckpt *c = NULL;
     char err[512];
-    if (sde_ckpt_open(p, &c, err, sizeof err))
-        fail_msg("%s", err);
+    if (sde_ckpt_open(p, &c, err, sizeof err)) fail_msg("%s", err);
     /* 9x10 latent: levels 9x10, 5x5, 3x3, 2x2: every upsample but 5x5 -> 9x10's width is odd-sized */
     double r = check_vs_reference(c, 9, 10, 77);
     sde_ckpt_free(c);
@@ -563,8 +564,8 @@ static void test_forced_resize_bit_identical(void **state)
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
         int h = sizes[s][0], w = sizes[s][1], n_ctx = 77;
         size_t nl = (size_t)4 * h * w, nc = (size_t)n_ctx * cfg.context_dim;
-        float *x = malloc(2 * nl * sizeof *x), *ctx = malloc(2 * nc * sizeof *ctx), *a = malloc(2 * nl * sizeof *a),
-              *b = malloc(2 * nl * sizeof *b), ts[2] = {999.0f, 250.0f};
+        float *x = malloc(2 * nl * sizeof *x), *ctx = malloc(2 * nc * sizeof *ctx),
+              *a = malloc(2 * nl * sizeof *a), *b = malloc(2 * nl * sizeof *b), ts[2] = {999.0f, 250.0f};
         assert_true(x && ctx && a && b);
         fill(x, 2 * nl, 3u + (unsigned)s);
         fill(ctx, 2 * nc, 4u + (unsigned)s);
@@ -621,22 +622,25 @@ static void test_reservations(void **state)
 /* Whole generations at sides that are multiples of 8 but not of 16 (the tiny UNet's 2^(levels-1) * 8). */
 static void generate_size(int width, int height, float cfg, uint8_t **png, size_t *len)
 {
-    sde_gen_params p = {.prompt = "a red house by the sea", .steps = 3, .cfg_scale = cfg, .seed = 7,
-                        .sampler = SDE_SAMPLER_EULER, .schedule = SDE_SCHEDULE_KARRAS, .width = width,
+    sde_gen_params p = {.prompt = "a red house by the sea",
+                        .steps = 3,
+                        .cfg_scale = cfg,
+                        .seed = 7,
+                        .sampler = SDE_SAMPLER_EULER,
+                        .schedule = SDE_SCHEDULE_KARRAS,
+                        .width = width,
                         .height = height};
     const char *field = NULL;
     char err[512];
     assert_int_equal(sde_params_validate(&p, &field, err, sizeof err), 0);
     sde_result r;
     int rc = sde_generate(eng, &p, &r, err, sizeof err);
-    if (rc != SDE_OK)
-        fail_msg("%dx%d: sde_generate %d: %s", width, height, rc, err);
+    if (rc != SDE_OK) fail_msg("%dx%d: sde_generate %d: %s", width, height, rc, err);
     assert_int_equal(r.width, width);
     assert_int_equal(r.height, height);
     uint8_t *rgb = NULL;
     int pw = 0, ph = 0;
-    if (sde_png_decode(r.png, r.png_len, &rgb, &pw, &ph, err, sizeof err))
-        fail_msg("decode: %s", err);
+    if (sde_png_decode(r.png, r.png_len, &rgb, &pw, &ph, err, sizeof err)) fail_msg("decode: %s", err);
     assert_int_equal(pw, width);
     assert_int_equal(ph, height);
     /* not a flat image */
@@ -704,12 +708,9 @@ int main(void)
 {
     sde_set_threads(2);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reference_odd_sizes),
-        cmocka_unit_test(test_reference_checkpoint),
-        cmocka_unit_test(test_forced_resize_bit_identical),
-        cmocka_unit_test(test_reservations),
-        cmocka_unit_test(test_generate_odd_sizes),
-        cmocka_unit_test(test_validate_agrees),
+        cmocka_unit_test(test_reference_odd_sizes),         cmocka_unit_test(test_reference_checkpoint),
+        cmocka_unit_test(test_forced_resize_bit_identical), cmocka_unit_test(test_reservations),
+        cmocka_unit_test(test_generate_odd_sizes),          cmocka_unit_test(test_validate_agrees),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

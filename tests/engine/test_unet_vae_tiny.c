@@ -83,7 +83,8 @@ static void test_unet_tiny(void **state)
     /* 64x64 image = 8x8 latent, cond + uncond */
     const int h = 8, w = 8, nctx = 77, nl = 4 * h * w, nc = nctx * SDE_TINY_CONTEXT;
     assert_int_equal(sde_unet_reserve(u, 2, h, w, nctx, err, sizeof err), 0);
-    float x[2 * 4 * 64], ctx[2 * 77 * SDE_TINY_CONTEXT], out[2 * 4 * 64], one[4 * 64], ts[2] = {999.0f, 500.0f};
+    float x[2 * 4 * 64], ctx[2 * 77 * SDE_TINY_CONTEXT], out[2 * 4 * 64], one[4 * 64],
+        ts[2] = {999.0f, 500.0f};
     fill(x, 2 * nl, 1);
     fill(ctx, 2 * (size_t)nc, 2);
     double t0 = cpu_now();

@@ -29,8 +29,8 @@ struct sde_ckpt {
     sde_st_file *files[MAX_FILES]; /* files[0] is the main file: the single file, or unet/ */
     int nfiles;
     int n;
-    sde_tensor *t;   /* sorted by name, for bsearch */
-    float **f32;     /* per tensor: converted copy, or NULL */
+    sde_tensor *t; /* sorted by name, for bsearch */
+    float **f32;   /* per tensor: converted copy, or NULL */
     size_t converted;
     char *tokenizer_dir;
     char *prediction_type;
@@ -43,8 +43,7 @@ static char *join(const char *dir, const char *rel)
     while (a > 1 && dir[a - 1] == '/')
         a--;
     char *s = malloc(a + 1 + strlen(rel) + 1);
-    if (s)
-        sprintf(s, "%.*s/%s", (int)a, dir, rel);
+    if (s) sprintf(s, "%.*s/%s", (int)a, dir, rel);
     return s;
 }
 
@@ -62,8 +61,7 @@ static int is_dir(const char *p)
 
 void sde_ckpt_free(sde_ckpt *c)
 {
-    if (!c)
-        return;
+    if (!c) return;
     for (int i = 0; i < c->n; i++) {
         free((char *)c->t[i].name);
         free(c->f32 ? c->f32[i] : NULL);
@@ -88,18 +86,17 @@ static int cmp_tensor(const void *a, const void *b)
  * onto the plain LDM names. Returns non-zero when the result does not fit. */
 static int single_file_name(const char *nm, int bare_unet, char *buf, size_t len)
 {
-    if (!strncmp(nm, "state_dict.", 11) && nm[11])
-        nm += 11; /* {"state_dict": {...}} flattened */
+    if (!strncmp(nm, "state_dict.", 11) && nm[11]) nm += 11; /* {"state_dict": {...}} flattened */
     const char *pre = "";
-    if (bare_unet && !strncmp(nm, "diffusion_model.", 16))
-        pre = "model.";
+    if (bare_unet && !strncmp(nm, "diffusion_model.", 16)) pre = "model.";
     /* transformers < 4.x CLIPTextModel had no text_model level: cond_stage_model.transformer.encoder... */
     static const char *const old_clip[] = {"embeddings.", "encoder.", "final_layer_norm."};
     char tmp[NAME_MAX_LEN];
     if (!strncmp(nm, "cond_stage_model.transformer.", 29))
         for (int i = 0; i < 3; i++)
             if (!strncmp(nm + 29, old_clip[i], strlen(old_clip[i]))) {
-                if (snprintf(tmp, sizeof tmp, "cond_stage_model.transformer.text_model.%s", nm + 29) >= (int)sizeof tmp)
+                if (snprintf(tmp, sizeof tmp, "cond_stage_model.transformer.text_model.%s", nm + 29) >=
+                    (int)sizeof tmp)
                     return -1;
                 nm = tmp;
                 break;
@@ -115,8 +112,7 @@ static int add_file(sde_ckpt *c, sde_st_file *f, int kind, char *err, size_t err
     sde_dn_unet_layout L;
     int vae_levels = 0;
     const char **names = malloc((f->n ? f->n : 1) * sizeof *names);
-    if (!names)
-        return sde_fail(err, errlen, "%s: out of memory", f->label);
+    if (!names) return sde_fail(err, errlen, "%s: out of memory", f->label);
     for (int i = 0; i < f->n; i++)
         names[i] = f->t[i].name;
     int rc = 0;
@@ -128,8 +124,7 @@ static int add_file(sde_ckpt *c, sde_st_file *f, int kind, char *err, size_t err
         vae_levels = sde_dn_vae_levels(names, f->n);
     }
     free(names);
-    if (rc)
-        return rc;
+    if (rc) return rc;
 
     /* Files where every UNet name lacks the leading "model." (UNet-only extracts) get it back. */
     int bare_unet = 0;
@@ -137,8 +132,7 @@ static int add_file(sde_ckpt *c, sde_st_file *f, int kind, char *err, size_t err
         int plain = 0;
         for (int i = 0; i < f->n; i++) {
             const char *s = f->t[i].name;
-            if (!strncmp(s, "state_dict.", 11))
-                s += 11;
+            if (!strncmp(s, "state_dict.", 11)) s += 11;
             plain |= !strncmp(s, "model.diffusion_model.", 22);
             bare_unet |= !strncmp(s, "diffusion_model.", 16);
         }
@@ -146,27 +140,36 @@ static int add_file(sde_ckpt *c, sde_st_file *f, int kind, char *err, size_t err
     }
 
     sde_tensor *nt = realloc(c->t, (size_t)(c->n + f->n) * sizeof *nt);
-    if (!nt)
-        return sde_fail(err, errlen, "%s: out of memory", f->label);
+    if (!nt) return sde_fail(err, errlen, "%s: out of memory", f->label);
     c->t = nt;
     for (int i = 0; i < f->n; i++) {
         const sde_st_tensor *s = &f->t[i];
         char buf[NAME_MAX_LEN];
         int bad = 0;
         switch (kind) {
-        case 0: bad = single_file_name(s->name, bare_unet, buf, sizeof buf); break;
-        case 1: bad = sde_dn_unet_to_ldm(&L, s->name, buf, sizeof buf); break;
-        case 2: bad = sde_dn_vae_to_ldm(vae_levels, s->name, buf, sizeof buf); break;
-        case 4: bad = sde_dn_text2_to_ldm(s->name, buf, sizeof buf); break;
-        default: bad = sde_dn_text_to_ldm(s->name, buf, sizeof buf); break;
+        case 0:
+            bad = single_file_name(s->name, bare_unet, buf, sizeof buf);
+            break;
+        case 1:
+            bad = sde_dn_unet_to_ldm(&L, s->name, buf, sizeof buf);
+            break;
+        case 2:
+            bad = sde_dn_vae_to_ldm(vae_levels, s->name, buf, sizeof buf);
+            break;
+        case 4:
+            bad = sde_dn_text2_to_ldm(s->name, buf, sizeof buf);
+            break;
+        default:
+            bad = sde_dn_text_to_ldm(s->name, buf, sizeof buf);
+            break;
         }
         if (bad)
             return sde_fail(err, errlen, "%s: tensor \"%s\": %s", f->label, s->name,
-                        kind ? "unknown diffusers name (no single-file LDM equivalent)" : "name too long");
+                            kind ? "unknown diffusers name (no single-file LDM equivalent)"
+                                 : "name too long");
         sde_tensor *t = &c->t[c->n];
         memset(t, 0, sizeof *t);
-        if (!(t->name = strdup(buf)))
-            return sde_fail(err, errlen, "%s: out of memory", f->label);
+        if (!(t->name = strdup(buf))) return sde_fail(err, errlen, "%s: out of memory", f->label);
         c->n++;
         t->file = f->label;
         t->dtype = s->dtype;
@@ -184,8 +187,8 @@ static int index_names(sde_ckpt *c, char *err, size_t errlen)
     qsort(c->t, (size_t)c->n, sizeof *c->t, cmp_tensor);
     for (int i = 1; i < c->n; i++)
         if (!strcmp(c->t[i].name, c->t[i - 1].name))
-            return sde_fail(err, errlen, "%s: tensor \"%s\" appears twice (in %s and %s, after name mapping)", c->path,
-                        c->t[i].name, c->t[i - 1].file, c->t[i].file);
+            return sde_fail(err, errlen, "%s: tensor \"%s\" appears twice (in %s and %s, after name mapping)",
+                            c->path, c->t[i].name, c->t[i - 1].file, c->t[i].file);
     c->f32 = calloc(c->n ? (size_t)c->n : 1, sizeof *c->f32);
     return c->f32 ? 0 : sde_fail(err, errlen, "%s: out of memory", c->path);
 }
@@ -199,12 +202,12 @@ static char *find_component(const char *dir, const char *sub, const char *base, 
     for (int i = 0; i < 2; i++) {
         snprintf(rel, sizeof rel, "%s/%s%s", sub, base, ext[i]);
         char *p = join(dir, rel);
-        if (p && is_file(p))
-            return p;
+        if (p && is_file(p)) return p;
         free(p);
     }
     /* diffusers names pickles diffusion_pytorch_model.bin, transformers names them pytorch_model.bin. */
-    static const char *const pickles[] = {"%s/%s.bin", "%s/%s.fp16.bin", "%s/pytorch_model.bin", "%s/pytorch_model.fp16.bin"};
+    static const char *const pickles[] = {"%s/%s.bin", "%s/%s.fp16.bin", "%s/pytorch_model.bin",
+                                          "%s/pytorch_model.fp16.bin"};
     for (int i = 0; i < 4; i++) {
         snprintf(rel, sizeof rel, pickles[i], sub, base);
         char *bin = join(dir, rel);
@@ -215,15 +218,15 @@ static char *find_component(const char *dir, const char *sub, const char *base, 
             return NULL;
         }
     }
-    sde_fail(err, errlen, "%s: diffusers folder has no %s/%s.safetensors (or .fp16.safetensors)", dir, sub, base);
+    sde_fail(err, errlen, "%s: diffusers folder has no %s/%s.safetensors (or .fp16.safetensors)", dir, sub,
+             base);
     return NULL;
 }
 
 static int read_prediction_type(sde_ckpt *c, char *err, size_t errlen)
 {
     char *p = join(c->path, "scheduler/scheduler_config.json");
-    if (!p)
-        return sde_fail(err, errlen, "%s: out of memory", c->path);
+    if (!p) return sde_fail(err, errlen, "%s: out of memory", c->path);
     if (!is_file(p)) {
         free(p);
         return 0; /* diffusers' default (epsilon) applies; the engine decides */
@@ -255,21 +258,21 @@ static int open_folder(sde_ckpt *c, char *err, size_t errlen)
     free(mi);
     free(unet);
     if (!diffusers)
-        return sde_fail(err, errlen, "%s: is a directory but not a diffusers folder (no model_index.json or unet/); "
-                                 "give a .safetensors file or a diffusers folder", dir);
+        return sde_fail(err, errlen,
+                        "%s: is a directory but not a diffusers folder (no model_index.json or unet/); "
+                        "give a .safetensors file or a diffusers folder",
+                        dir);
 
-    static const char *const comp[][2] = {{"unet", "diffusion_pytorch_model"}, {"vae", "diffusion_pytorch_model"}, {"text_encoder", "model"}};
+    static const char *const comp[][2] = {
+        {"unet", "diffusion_pytorch_model"}, {"vae", "diffusion_pytorch_model"}, {"text_encoder", "model"}};
     for (int k = 0; k < 3; k++) {
         char *p = find_component(dir, comp[k][0], comp[k][1], err, errlen);
-        if (!p)
-            return -1;
+        if (!p) return -1;
         int rc = sde_st_open(p, &c->files[c->nfiles], err, errlen);
         free(p);
-        if (rc)
-            return -1;
+        if (rc) return -1;
         c->nfiles++;
-        if (add_file(c, c->files[k], k + 1, err, errlen))
-            return -1;
+        if (add_file(c, c->files[k], k + 1, err, errlen)) return -1;
     }
     /* SDXL: text_encoder_2/ (bigG); its tokenizer_2/ is CLIP's BPE again, so tokenizer/ serves both */
     char *te2 = join(dir, "text_encoder_2");
@@ -277,17 +280,15 @@ static int open_folder(sde_ckpt *c, char *err, size_t errlen)
     free(te2);
     if (has_te2) {
         char *p = find_component(dir, "text_encoder_2", "model", err, errlen);
-        if (!p)
-            return -1;
+        if (!p) return -1;
         int rc = sde_st_open(p, &c->files[c->nfiles], err, errlen);
         free(p);
-        if (rc)
-            return -1;
+        if (rc) return -1;
         c->nfiles++;
-        if (add_file(c, c->files[c->nfiles - 1], 4, err, errlen))
-            return -1;
+        if (add_file(c, c->files[c->nfiles - 1], 4, err, errlen)) return -1;
     }
-    char *tok = join(dir, "tokenizer"), *v = tok ? join(tok, "vocab.json") : NULL, *m = tok ? join(tok, "merges.txt") : NULL;
+    char *tok = join(dir, "tokenizer"), *v = tok ? join(tok, "vocab.json") : NULL,
+         *m = tok ? join(tok, "merges.txt") : NULL;
     if (v && m && is_file(v) && is_file(m)) {
         c->tokenizer_dir = tok;
         tok = NULL;
@@ -301,8 +302,7 @@ static int open_folder(sde_ckpt *c, char *err, size_t errlen)
 int sde_ckpt_open(const char *path, sde_ckpt **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (!path || !*path)
-        return sde_fail(err, errlen, "no model path given");
+    if (!path || !*path) return sde_fail(err, errlen, "no model path given");
     sde_ckpt *c = calloc(1, sizeof *c);
     if (!c || !(c->path = strdup(path))) {
         free(c);
@@ -319,8 +319,7 @@ int sde_ckpt_open(const char *path, sde_ckpt **out, char *err, size_t errlen)
             rc = add_file(c, c->files[0], 0, err, errlen);
         }
     }
-    if (!rc)
-        rc = index_names(c, err, errlen);
+    if (!rc) rc = index_names(c, err, errlen);
     if (rc) {
         sde_ckpt_free(c);
         return -1;
@@ -334,8 +333,7 @@ static int find_index(const sde_ckpt *c, const char *name)
     int lo = 0, hi = c->n - 1;
     while (lo <= hi) {
         int mid = lo + (hi - lo) / 2, r = strcmp(c->t[mid].name, name);
-        if (!r)
-            return mid;
+        if (!r) return mid;
         if (r < 0)
             lo = mid + 1;
         else
@@ -346,15 +344,20 @@ static int find_index(const sde_ckpt *c, const char *name)
 
 const sde_tensor *sde_ckpt_find(const sde_ckpt *c, const char *name)
 {
-    if (!c || !name)
-        return NULL;
+    if (!c || !name) return NULL;
     int i = find_index(c, name);
     return i < 0 ? NULL : &c->t[i];
 }
 
-int sde_ckpt_count(const sde_ckpt *c) { return c ? c->n : 0; }
+int sde_ckpt_count(const sde_ckpt *c)
+{
+    return c ? c->n : 0;
+}
 
-const sde_tensor *sde_ckpt_at(const sde_ckpt *c, int i) { return c && i >= 0 && i < c->n ? &c->t[i] : NULL; }
+const sde_tensor *sde_ckpt_at(const sde_ckpt *c, int i)
+{
+    return c && i >= 0 && i < c->n ? &c->t[i] : NULL;
+}
 
 static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
 {
@@ -362,8 +365,7 @@ static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
     o += (size_t)snprintf(buf, len, "[");
     for (int i = 0; i < ndim && o < len; i++)
         o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (o < len)
-        snprintf(buf + o, len - o, "]");
+    if (o < len) snprintf(buf + o, len - o, "]");
 }
 
 /* Drops the mapped pages wholly inside [p, p+n): the copy replaces them. The mapping is private and
@@ -371,14 +373,14 @@ static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
 static void drop_pages(const void *p, size_t n)
 {
     long pg = sysconf(_SC_PAGESIZE);
-    if (pg <= 0)
-        return;
-    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1), e = ((uintptr_t)p + n) & ~((uintptr_t)pg - 1);
-    if (e > a)
-        madvise((void *)a, e - a, MADV_DONTNEED);
+    if (pg <= 0) return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1),
+              e = ((uintptr_t)p + n) & ~((uintptr_t)pg - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
-const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err, size_t errlen)
+const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
+                          size_t errlen)
 {
     if (!c || !name) {
         sde_fail(err, errlen, "sde_ckpt_f32: no checkpoint or name");
@@ -409,12 +411,13 @@ const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t
         sde_fail(err, errlen, "%s: tensor \"%s\": shape %s does not match expected %s", t->file, name, a, b);
         return NULL;
     }
-    if (t->dtype == SDE_DT_F32 && ((uintptr_t)t->data & 3) == 0)
-        return (const float *)t->data;
+    if (t->dtype == SDE_DT_F32 && ((uintptr_t)t->data & 3) == 0) return (const float *)t->data;
 
     size_t es = sde_st_dtype_size(t->dtype), n = es ? t->nbytes / es : 0;
-    if (t->dtype != SDE_DT_F32 && t->dtype != SDE_DT_F16 && t->dtype != SDE_DT_BF16 && t->dtype != SDE_DT_F64) {
-        sde_fail(err, errlen, "%s: tensor \"%s\": dtype %s is not a floating-point type", t->file, name, sde_st_dtype_name(t->dtype));
+    if (t->dtype != SDE_DT_F32 && t->dtype != SDE_DT_F16 && t->dtype != SDE_DT_BF16 &&
+        t->dtype != SDE_DT_F64) {
+        sde_fail(err, errlen, "%s: tensor \"%s\": dtype %s is not a floating-point type", t->file, name,
+                 sde_st_dtype_name(t->dtype));
         return NULL;
     }
     pthread_mutex_lock(&c->mu);
@@ -426,13 +429,12 @@ const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t
          * otherwise spends most of its time in a million 4 KB page faults. */
         if (posix_memalign(&mem, bytes >= huge ? huge : 64, bytes)) {
             pthread_mutex_unlock(&c->mu);
-            sde_fail(err, errlen, "%s: tensor \"%s\": out of memory converting %zu %s values to float32", t->file, name, n,
-                 sde_st_dtype_name(t->dtype));
+            sde_fail(err, errlen, "%s: tensor \"%s\": out of memory converting %zu %s values to float32",
+                     t->file, name, n, sde_st_dtype_name(t->dtype));
             return NULL;
         }
         f = mem;
-        if (bytes >= huge)
-            madvise(mem, bytes & ~(huge - 1), MADV_HUGEPAGE);
+        if (bytes >= huge) madvise(mem, bytes & ~(huge - 1), MADV_HUGEPAGE);
         sde_cvt_to_f32(t->dtype, t->data, n, f);
         drop_pages(t->data, t->nbytes);
         c->f32[idx] = f;
@@ -447,16 +449,24 @@ const char *sde_ckpt_meta(const sde_ckpt *c, const char *key)
     return c && c->nfiles ? sde_st_meta(c->files[0], key) : NULL;
 }
 
-const char *sde_ckpt_tokenizer_dir(const sde_ckpt *c) { return c ? c->tokenizer_dir : NULL; }
+const char *sde_ckpt_tokenizer_dir(const sde_ckpt *c)
+{
+    return c ? c->tokenizer_dir : NULL;
+}
 
-const char *sde_ckpt_prediction_type(const sde_ckpt *c) { return c ? c->prediction_type : NULL; }
+const char *sde_ckpt_prediction_type(const sde_ckpt *c)
+{
+    return c ? c->prediction_type : NULL;
+}
 
-const char *sde_ckpt_path(const sde_ckpt *c) { return c ? c->path : NULL; }
+const char *sde_ckpt_path(const sde_ckpt *c)
+{
+    return c ? c->path : NULL;
+}
 
 size_t sde_ckpt_converted_bytes(const sde_ckpt *c)
 {
-    if (!c)
-        return 0;
+    if (!c) return 0;
     pthread_mutex_lock((pthread_mutex_t *)&c->mu);
     size_t n = c->converted;
     pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
@@ -469,11 +479,9 @@ int sde_ckpt_short_hash(const char *path, char out[11], char *err, size_t errlen
     struct stat st;
     if (!path || stat(path, &st))
         return sde_fail(err, errlen, "%s: cannot stat: %s", path ? path : "(null)", strerror(errno));
-    if (S_ISDIR(st.st_mode))
-        return 0;
+    if (S_ISDIR(st.st_mode)) return 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return sde_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (fd < 0) return sde_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
         close(fd);
         return sde_fail(err, errlen, "%s: not a regular file", path);
@@ -495,7 +503,8 @@ int sde_ckpt_short_hash(const char *path, char out[11], char *err, size_t errlen
             return sde_fail(err, errlen, "%s: cannot mmap: %s", path, strerror(e));
         }
         madvise(map, len, MADV_SEQUENTIAL);
-        /* Hash in chunks and drop each from the mapping, so hashing a 2 GB file does not leave it resident. */
+        /* Hash in chunks and drop each from the mapping, so hashing a 2 GB file does not leave it resident.
+         */
         const size_t chunk = (size_t)64 << 20;
         for (size_t o = 0; ok && o < len; o += chunk) {
             size_t n = len - o < chunk ? len - o : chunk;

@@ -6,7 +6,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { SDE_DT_F32 = 0, SDE_DT_F16, SDE_DT_BF16, SDE_DT_F64, SDE_DT_I64, SDE_DT_I32, SDE_DT_I16, SDE_DT_I8, SDE_DT_U8, SDE_DT_BOOL } sde_dtype;
+typedef enum {
+    SDE_DT_F32 = 0,
+    SDE_DT_F16,
+    SDE_DT_BF16,
+    SDE_DT_F64,
+    SDE_DT_I64,
+    SDE_DT_I32,
+    SDE_DT_I16,
+    SDE_DT_I8,
+    SDE_DT_U8,
+    SDE_DT_BOOL
+} sde_dtype;
 
 #define SDE_MAX_DIMS 8
 
@@ -36,12 +47,14 @@ const sde_tensor *sde_ckpt_at(const sde_ckpt *c, int i);
  * either side, so a Linear [o][i] matches a 1x1 conv [o][i][1][1]). F32 data aligned in the file is
  * returned in place; F16/BF16/F64 are converted once into memory owned by the checkpoint.
  * Returns NULL with err "FILE: tensor NAME: ..." when missing or mismatched. */
-const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err, size_t errlen);
+const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
+                          size_t errlen);
 /** A __metadata__ string from the (main) file, or NULL. */
 const char *sde_ckpt_meta(const sde_ckpt *c, const char *key);
 /** Folder holding vocab.json + merges.txt when the checkpoint is a diffusers folder with one, else NULL. */
 const char *sde_ckpt_tokenizer_dir(const sde_ckpt *c);
-/** "scheduler/scheduler_config.json" prediction_type for diffusers folders ("epsilon", "v_prediction"), else NULL. */
+/** "scheduler/scheduler_config.json" prediction_type for diffusers folders ("epsilon", "v_prediction"), else
+ * NULL. */
 const char *sde_ckpt_prediction_type(const sde_ckpt *c);
 /** Path it was opened from. */
 const char *sde_ckpt_path(const sde_ckpt *c);

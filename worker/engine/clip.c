@@ -24,9 +24,9 @@ typedef struct {
 
 struct sde_clip {
     sde_clip_config cfg;
-    char pfx[96];     /* tensor name prefix: ...text_model. (HF) or ...model. (OpenCLIP) */
-    int ctx_layers;   /* the context is the hidden state after this many layers */
-    int ctx_final_ln; /* ... passed through the final LayerNorm (SD 1.x/2.x), or raw (SDXL) */
+    char pfx[96];                   /* tensor name prefix: ...text_model. (HF) or ...model. (OpenCLIP) */
+    int ctx_layers;                 /* the context is the hidden state after this many layers */
+    int ctx_final_ln;               /* ... passed through the final LayerNorm (SD 1.x/2.x), or raw (SDXL) */
     const float *tok_emb, *pos_emb; /* [vocab][dim], [n_pos][dim] */
     clip_layer *layer;
     const float *lnf_g, *lnf_b;
@@ -47,8 +47,10 @@ static int clip_config(sde_ckpt *c, const char *hf, const char *oc, sde_clip_con
         cfg->openclip = te != NULL;
     }
     if (!te) {
-        snprintf(err, errlen, "%s: no text encoder: neither %sembeddings.token_embedding.weight nor "
-                 "%stoken_embedding.weight is present", sde_ckpt_path(c), hf ? hf : "", oc ? oc : "");
+        snprintf(err, errlen,
+                 "%s: no text encoder: neither %sembeddings.token_embedding.weight nor "
+                 "%stoken_embedding.weight is present",
+                 sde_ckpt_path(c), hf ? hf : "", oc ? oc : "");
         return -1;
     }
     snprintf(pfx, pfxlen, "%s", cfg->openclip ? oc : hf);
@@ -210,8 +212,8 @@ int sde_clip_build_spec(sde_ckpt *c, const sde_clip_spec *sp, sde_clip **out, ch
         snprintf(err, errlen, "text encoder: out of memory");
         return -1;
     }
-    if (clip_config(c, sp ? sp->hf_prefix : HF_PFX, sp ? sp->oc_prefix : OC_PFX, &m->cfg, m->pfx, sizeof m->pfx,
-                    err, errlen)) {
+    if (clip_config(c, sp ? sp->hf_prefix : HF_PFX, sp ? sp->oc_prefix : OC_PFX, &m->cfg, m->pfx,
+                    sizeof m->pfx, err, errlen)) {
         free(m);
         return -1;
     }
@@ -220,16 +222,15 @@ int sde_clip_build_spec(sde_ckpt *c, const sde_clip_spec *sp, sde_clip **out, ch
     if (sp) { /* SDXL: the raw hidden state `skip` layers from the end, every layer kept for pooling */
         const int all = m->cfg.loaded;
         if (sp->skip < 0 || sp->skip >= all) {
-            snprintf(err, errlen, "%s: text encoder %s has %d layers, cannot skip %d", sde_ckpt_path(c), m->pfx,
-                     all, sp->skip);
+            snprintf(err, errlen, "%s: text encoder %s has %d layers, cannot skip %d", sde_ckpt_path(c),
+                     m->pfx, all, sp->skip);
             free(m);
             return -1;
         }
         m->ctx_layers = all - sp->skip;
         m->ctx_final_ln = 0;
         m->cfg.layers = m->ctx_layers; /* pooling runs on through every loaded layer */
-        if (sp->gelu >= 0)
-            m->cfg.quick_gelu = !sp->gelu;
+        if (sp->gelu >= 0) m->cfg.quick_gelu = !sp->gelu;
     }
     const size_t T = SDE_TOK_CONTEXT, d = (size_t)m->cfg.dim, hd = d / (size_t)m->cfg.heads;
     sde_backend *be = m->be = sde_backend_cpu();
@@ -256,14 +257,13 @@ int sde_clip_build_spec(sde_ckpt *c, const sde_clip_spec *sp, sde_clip **out, ch
 
 int sde_clip_skip_layers(const sde_clip *m, int clip_skip)
 {
-    if (clip_skip == 0)
-        return m->cfg.layers;
+    if (clip_skip == 0) return m->cfg.layers;
     int run = m->cfg.full - clip_skip + 1;
     return clip_skip > 0 && run >= 1 && run <= m->cfg.loaded ? run : -1;
 }
 
-static void clip_run(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], int layers, float *out, float *pooled,
-                     int pool_at);
+static void clip_run(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], int layers, float *out,
+                     float *pooled, int pool_at);
 
 void sde_clip_encode(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *out)
 {
@@ -284,8 +284,8 @@ void sde_clip_encode_pooled(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], 
 /* The encoder up to `layers` (1..loaded, else the default) for the context, and on through every layer
  * when pooled is wanted: the context is the hidden state there, through the final LayerNorm (SD 1.x/2.x)
  * or raw (SDXL); pooled[dim] the final LayerNorm of the last layer's state at token pool_at. */
-static void clip_run(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], int layers, float *out, float *pooled,
-                     int pool_at)
+static void clip_run(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], int layers, float *out,
+                     float *pooled, int pool_at)
 {
     const sde_clip_config *g = &m->cfg;
     sde_backend *be = m->be;
@@ -296,8 +296,7 @@ static void clip_run(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], int lay
     for (int t = 0; t < T; t++)
         ids[t] = tokens[t] >= 0 && tokens[t] < g->vocab ? tokens[t] : pad;
     be->embed(be, m->tok_emb, ids, T, d, m->pos_emb, m->x);
-    if (layers < 1 || layers > g->loaded)
-        layers = g->layers;
+    if (layers < 1 || layers > g->loaded) layers = g->layers;
     const int run = pooled ? g->loaded : layers;
     for (int l = 0; l < run; l++) {
         const clip_layer *y = &m->layer[l];

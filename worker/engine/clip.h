@@ -48,7 +48,8 @@ void sde_clip_encode_pooled(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], 
 /** out[77][dim] = the conditioning for a 77-token context. Ids outside the vocabulary are encoded as the
  * pad token (the engine checks the tokenizer fits the model at load). Never allocates. */
 void sde_clip_encode(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *out);
-/** sde_clip_encode() through the first `layers` layers (1..loaded; else the default), then the final LayerNorm. */
+/** sde_clip_encode() through the first `layers` layers (1..loaded; else the default), then the final
+ * LayerNorm. */
 void sde_clip_encode_layers(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], int layers, float *out);
 /** Layers to run for an A1111 clip skip (1 = all of the full encoder, 2 = all but the last...; 0 = the
  * model's default), or -1 when the file does not hold that many. */

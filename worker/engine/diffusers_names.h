@@ -7,10 +7,10 @@
 
 /** Block structure a UNet's diffusers names imply; LDM block indices depend on it. */
 typedef struct {
-    int n_levels;        /* number of down_blocks (== up_blocks) */
-    int res_blocks;      /* resnets per down block (layers_per_block); up blocks have one more */
-    int up_attn[16];     /* 1 where up_blocks.i has attentions (decides output_blocks.k.{1|2} of upsamplers) */
-    int mid_attn;        /* mid_block has an attention (middle_block.1) */
+    int n_levels;    /* number of down_blocks (== up_blocks) */
+    int res_blocks;  /* resnets per down block (layers_per_block); up blocks have one more */
+    int up_attn[16]; /* 1 where up_blocks.i has attentions (decides output_blocks.k.{1|2} of upsamplers) */
+    int mid_attn;    /* mid_block has an attention (middle_block.1) */
 } sde_dn_unet_layout;
 
 /** Scans a UNet's diffusers names for its block structure. Returns 0, or -1 with err when a block

@@ -69,8 +69,7 @@ __attribute__((target("f16c,avx"))) static void f16_f16c(const uint8_t *s, size_
 static int have_f16c(void)
 {
     unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_F16C) || !(c & bit_AVX) || !(c & bit_OSXSAVE))
-        return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_F16C) || !(c & bit_AVX) || !(c & bit_OSXSAVE)) return 0;
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     (void)hi;
@@ -80,7 +79,10 @@ static int have_f16c(void)
 
 static int force_portable;
 
-void sde_cvt_force_portable(int on) { __atomic_store_n(&force_portable, on, __ATOMIC_RELAXED); }
+void sde_cvt_force_portable(int on)
+{
+    __atomic_store_n(&force_portable, on, __ATOMIC_RELAXED);
+}
 
 static void f16_to_f32(const uint8_t *s, size_t n, float *d)
 {

@@ -41,8 +41,8 @@
 struct sde_engine {
     sde_ckpt *ck;
     sde_tokenizer *tok;
-    sde_clip *clip;   /* SD 1.x/2.x; NULL for SDXL */
-    sde_sdxl_cond *xl; /* SDXL's two encoders; NULL otherwise */
+    sde_clip *clip;            /* SD 1.x/2.x; NULL for SDXL */
+    sde_sdxl_cond *xl;         /* SDXL's two encoders; NULL otherwise */
     float y[2 * SDE_SDXL_ADM]; /* SDXL's vector conditioning, cond then uncond */
     float latent_scale;
     sde_unet *unet;
@@ -86,8 +86,7 @@ static int has_vocab(const char *dir)
 {
     char p[4200];
     struct stat st;
-    if (snprintf(p, sizeof p, "%s/vocab.json", dir) >= (int)sizeof p)
-        return 0;
+    if (snprintf(p, sizeof p, "%s/vocab.json", dir) >= (int)sizeof p) return 0;
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
@@ -96,11 +95,9 @@ static int has_vocab(const char *dir)
 static int load_tokenizer(sde_engine *e, const sde_load_opts *o, char *err, size_t errlen)
 {
     const char *path = o->model_path;
-    if (o->tokenizer_path && *o->tokenizer_path)
-        return sde_tok_load(o->tokenizer_path, &e->tok, err, errlen);
+    if (o->tokenizer_path && *o->tokenizer_path) return sde_tok_load(o->tokenizer_path, &e->tok, err, errlen);
     const char *dir = sde_ckpt_tokenizer_dir(e->ck);
-    if (dir)
-        return sde_tok_load(dir, &e->tok, err, errlen);
+    if (dir) return sde_tok_load(dir, &e->tok, err, errlen);
     const char *vj = sde_ckpt_meta(e->ck, "sdw.tokenizer.vocab_json");
     const char *mg = sde_ckpt_meta(e->ck, "sdw.tokenizer.merges");
     if (vj) {
@@ -114,19 +111,16 @@ static int load_tokenizer(sde_engine *e, const sde_load_opts *o, char *err, size
     char cand[4096];
     if (is_dir(path)) {
         snprintf(cand, sizeof cand, "%s/tokenizer", path);
-        if (has_vocab(cand))
-            return sde_tok_load(cand, &e->tok, err, errlen);
+        if (has_vocab(cand)) return sde_tok_load(cand, &e->tok, err, errlen);
     } else {
         snprintf(cand, sizeof cand, "%s.tokenizer", path);
-        if (has_vocab(cand))
-            return sde_tok_load(cand, &e->tok, err, errlen);
+        if (has_vocab(cand)) return sde_tok_load(cand, &e->tok, err, errlen);
         const char *slash = strrchr(path, '/');
         if (slash)
             snprintf(cand, sizeof cand, "%.*s/tokenizer", (int)(slash - path), path);
         else
             snprintf(cand, sizeof cand, "tokenizer");
-        if (has_vocab(cand))
-            return sde_tok_load(cand, &e->tok, err, errlen);
+        if (has_vocab(cand)) return sde_tok_load(cand, &e->tok, err, errlen);
     }
     return sde_tok_load_builtin(&e->tok, err, errlen);
 }
@@ -153,7 +147,8 @@ static int resolve_prediction(sde_engine *e, const sde_load_opts *o, char *err, 
             snprintf(src, srclen, "config");
             return 0;
         }
-        snprintf(err, errlen, "%s: scheduler prediction_type \"%s\" is not supported (epsilon or v_prediction)",
+        snprintf(err, errlen,
+                 "%s: scheduler prediction_type \"%s\" is not supported (epsilon or v_prediction)",
                  o->model_path, pt);
         return -1;
     }
@@ -194,8 +189,7 @@ static int64_t count_params(const sde_ckpt *c, const char *prefix)
     size_t pl = strlen(prefix);
     for (int i = 0; i < sde_ckpt_count(c); i++) {
         const sde_tensor *t = sde_ckpt_at(c, i);
-        if (strncmp(t->name, prefix, pl))
-            continue;
+        if (strncmp(t->name, prefix, pl)) continue;
         int64_t n = 1;
         for (int d = 0; d < t->ndim; d++)
             n *= t->shape[d];
@@ -224,10 +218,8 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
     }
     e->warn = opts->warn;
     e->warn_ud = opts->warn_ud;
-    if (opts->threads > 0)
-        sde_set_threads(opts->threads);
-    if (sde_ckpt_open(opts->model_path, &e->ck, err, errlen))
-        goto fail;
+    if (opts->threads > 0) sde_set_threads(opts->threads);
+    if (sde_ckpt_open(opts->model_path, &e->ck, err, errlen)) goto fail;
     /* SDXL by its tensors: a UNet with label_emb and a second, bigG text encoder */
     if (sde_sdxl_detect(e->ck) ? sde_sdxl_cond_build(e->ck, &e->xl, err, errlen)
                                : sde_clip_build(e->ck, &e->clip, err, errlen))
@@ -245,25 +237,25 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
     else
         snprintf(e->info.arch, sizeof e->info.arch, "sd1");
 
-    if (load_tokenizer(e, opts, err, errlen))
-        goto fail;
+    if (load_tokenizer(e, opts, err, errlen)) goto fail;
     if (sde_tok_vocab_size(e->tok) > cc->vocab) {
-        snprintf(err, errlen, "%s: the tokenizer has %d tokens but the text encoder embeds only %d: wrong tokenizer?",
+        snprintf(err, errlen,
+                 "%s: the tokenizer has %d tokens but the text encoder embeds only %d: wrong tokenizer?",
                  opts->model_path, sde_tok_vocab_size(e->tok), cc->vocab);
         goto fail;
     }
     e->pad_id = e->xl ? sde_tok_eos(e->tok) : sde_clip_pad_id(e->clip, sde_tok_eos(e->tok));
 
     sde_unet_config ucfg;
-    if (sde_unet_config_infer(e->ck, &ucfg, err, errlen) || sde_unet_build(e->ck, &ucfg, &e->unet, err, errlen))
+    if (sde_unet_config_infer(e->ck, &ucfg, err, errlen) ||
+        sde_unet_build(e->ck, &ucfg, &e->unet, err, errlen))
         goto fail;
     if (ucfg.context_dim != ctx_dim || (e->xl && ucfg.adm_in_channels != SDE_SDXL_ADM)) {
         snprintf(err, errlen, "%s: the UNet cross-attends to %d-wide context but the text encoder is %d wide",
                  opts->model_path, ucfg.context_dim, ctx_dim);
         goto fail;
     }
-    if (sde_vae_build(e->ck, &e->vae, err, errlen))
-        goto fail;
+    if (sde_vae_build(e->ck, &e->vae, err, errlen)) goto fail;
 
     const float *ac = NULL;
     float ac_xl[SDE_TIMESTEPS];
@@ -273,22 +265,19 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
     } else if (sde_ckpt_find(e->ck, "alphas_cumprod")) {
         const int64_t shape[1] = {SDE_TIMESTEPS};
         ac = sde_ckpt_f32(e->ck, "alphas_cumprod", 1, shape, err, errlen);
-        if (!ac)
-            goto fail;
+        if (!ac) goto fail;
     }
     if (sde_noise_table_init(&e->tab, ac, err, errlen)) {
         size_t l = strlen(err);
         snprintf(err + l, errlen - l, " (%s)", opts->model_path);
         goto fail;
     }
-    if (resolve_prediction(e, opts, err, errlen))
-        goto fail;
+    if (resolve_prediction(e, opts, err, errlen)) goto fail;
 
     sde_model_info *in = &e->info;
     snprintf(in->prediction, sizeof in->prediction, "%s", e->v_pred ? "v" : "eps");
     char hash[11];
-    if (sde_ckpt_short_hash(opts->model_path, hash, err, errlen))
-        goto fail;
+    if (sde_ckpt_short_hash(opts->model_path, hash, err, errlen)) goto fail;
     snprintf(in->model_hash, sizeof in->model_hash, "%s", hash);
     /* model name: the basename, without the extension of a file */
     const char *base = opts->model_path;
@@ -305,16 +294,16 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
                 nl = i - 1;
                 break;
             }
-    if (nl >= sizeof in->model_name)
-        nl = sizeof in->model_name - 1;
+    if (nl >= sizeof in->model_name) nl = sizeof in->model_name - 1;
     memcpy(in->model_name, base + start, nl);
     in->model_name[nl] = 0;
     in->context_dim = ctx_dim;
-    in->default_size = e->xl                                    ? 1024
-                       : !strcmp(in->arch, "tiny")              ? 64
+    in->default_size = e->xl                                   ? 1024
+                       : !strcmp(in->arch, "tiny")             ? 64
                        : !strcmp(in->arch, "sd2") && e->v_pred ? 768
-                                                                : 512;
-    in->n_params = (e->xl ? sde_sdxl_params(e->xl) : sde_clip_params(e->clip)) + count_params(e->ck, "model.diffusion_model.") +
+                                                               : 512;
+    in->n_params = (e->xl ? sde_sdxl_params(e->xl) : sde_clip_params(e->clip)) +
+                   count_params(e->ck, "model.diffusion_model.") +
                    count_params(e->ck, "first_stage_model.decoder.") +
                    count_params(e->ck, "first_stage_model.post_quant_conv.");
     *out = e;
@@ -326,8 +315,7 @@ fail:
 
 void sde_engine_free(sde_engine *e)
 {
-    if (!e)
-        return;
+    if (!e) return;
     sde_vae_free(e->vae);
     sde_unet_free(e->unet);
     sde_clip_free(e->clip);
@@ -357,7 +345,8 @@ static const char *lora_validate(const sde_gen_params *p, char *err, size_t errl
     }
     char path[4200];
     for (int i = 0; i < p->n_loras; i++)
-        if (!p->loras[i].name || sde_lora_resolve(p->lora_dir, p->loras[i].name, path, sizeof path, err, errlen))
+        if (!p->loras[i].name ||
+            sde_lora_resolve(p->lora_dir, p->loras[i].name, path, sizeof path, err, errlen))
             return "loras";
     size_t cap = strlen(p->prompt) + 1;
     char *clean = malloc(cap), *names = malloc(cap);
@@ -370,8 +359,7 @@ static const char *lora_validate(const sde_gen_params *p, char *err, size_t errl
     } else if (sde_lora_parse_prompt(p->prompt, clean, cap, names, cap, tags, &n, err, errlen))
         f = "prompt";
     for (int i = p->n_loras; !f && i < n; i++)
-        if (sde_lora_resolve(p->lora_dir, tags[i].name, path, sizeof path, err, errlen))
-            f = "prompt";
+        if (sde_lora_resolve(p->lora_dir, tags[i].name, path, sizeof path, err, errlen)) f = "prompt";
     free(clean);
     free(names);
     return f;
@@ -385,8 +373,7 @@ static int lora_begin(sde_engine *e, const sde_gen_params *p, char *clean, size_
     int n = p->n_loras;
     for (int i = 0; i < n; i++)
         all[i] = p->loras[i];
-    if (sde_lora_parse_prompt(p->prompt, clean, cap, names, cap, all, &n, err, errlen))
-        return -1;
+    if (sde_lora_parse_prompt(p->prompt, clean, cap, names, cap, all, &n, err, errlen)) return -1;
     const double t0 = now_s();
     for (int i = 0; i < n; i++) {
         char path[4200], w[600] = "";
@@ -394,8 +381,7 @@ static int lora_begin(sde_engine *e, const sde_gen_params *p, char *clean, size_
         if (sde_lora_resolve(p->lora_dir, all[i].name, path, sizeof path, err, errlen) ||
             sde_lora_apply(e->ck, path, all[i].weight, undo, &unused, w, sizeof w, err, errlen))
             return -1;
-        if (unused)
-            warn(e, "%d LoRA tensors unused; first: %s", unused, w);
+        if (unused) warn(e, "%d LoRA tensors unused; first: %s", unused, w);
     }
     res->t_lora = now_s() - t0;
     res->n_loras = n;
@@ -447,8 +433,7 @@ int sde_params_validate(const sde_gen_params *p, const char **field, char *err, 
     }
     if (!f && p && p->prompt && (p->n_loras || strstr(p->prompt, "<lora:")))
         f = lora_validate(p, err, errlen);
-    if (field)
-        *field = f;
+    if (field) *field = f;
     return f ? -1 : 0;
 }
 
@@ -475,8 +460,7 @@ typedef struct {
 
 static void trace(const gen_run *g, const char *name, int step, const float *d, size_t n)
 {
-    if (!g->e->trace)
-        return;
+    if (!g->e->trace) return;
     char nm[48];
     if (step > 0)
         snprintf(nm, sizeof nm, "step%02d_%s", step, name);
@@ -520,7 +504,8 @@ static int gen_denoise(void *ud, const float *x, float sigma, int step, float *d
     for (size_t i = 0; i < g->n; i++)
         den[i] = c_skip * x[i] + c_out * out[i];
     if (uncond) {
-        const float *u = g->unet_out + (size_t)(g->batch - 1) * g->n; /* the cond pass when there is no uncond */
+        const float *u =
+            g->unet_out + (size_t)(g->batch - 1) * g->n; /* the cond pass when there is no uncond */
         for (size_t i = 0; i < g->n; i++)
             uncond[i] = u[i] * c_out + x[i] * c_skip;
     }
@@ -533,8 +518,7 @@ static int gen_denoise(void *ud, const float *x, float sigma, int step, float *d
         }
     }
     trace(g, "denoised", step + 1, den, g->n);
-    if (g->den_last)
-        memcpy(g->den_last, den, g->n * sizeof(float));
+    if (g->den_last) memcpy(g->den_last, den, g->n * sizeof(float));
     return 0;
 }
 
@@ -577,24 +561,22 @@ static char *a1111_parameters(const sde_engine *e, const sde_gen_params *p)
     const char *neg = p->negative_prompt ? p->negative_prompt : "";
     size_t cap = strlen(p->prompt) + strlen(neg) + 1024;
     char *s = malloc(cap);
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     int n = snprintf(s, cap, "%s\n", p->prompt);
-    if (*neg)
-        n += snprintf(s + n, cap - (size_t)n, "Negative prompt: %s\n", neg);
+    if (*neg) n += snprintf(s + n, cap - (size_t)n, "Negative prompt: %s\n", neg);
     n += snprintf(s + n, cap - (size_t)n,
                   "Steps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %llu, "
                   "Size: %dx%d, ",
                   p->steps, sdw_names_display(SDW_NAMES_SAMPLER, (int)p->sampler),
                   sdw_names_display(SDW_NAMES_SCHEDULE, (int)p->schedule), (double)p->cfg_scale,
                   (unsigned long long)p->seed, p->width, p->height);
-    if (e->info.model_hash[0])
-        n += snprintf(s + n, cap - (size_t)n, "Model hash: %s, ", e->info.model_hash);
+    if (e->info.model_hash[0]) n += snprintf(s + n, cap - (size_t)n, "Model hash: %s, ", e->info.model_hash);
     n += snprintf(s + n, cap - (size_t)n, "Model: %s, ", e->info.model_name);
     /* A1111 writes the clip skip only when it is not 1 */
-    int skip = sde_clip_get_config(e->clip)->full - sde_clip_skip_layers(e->clip, p->clip_skip) + 1;
-    if (skip > 1)
-        n += snprintf(s + n, cap - (size_t)n, "Clip skip: %d, ", skip);
+    /* SDXL conditions on the penultimate layers: A1111 writes that as clip skip 2 */
+    int skip =
+        e->xl ? 2 : sde_clip_get_config(e->clip)->full - sde_clip_skip_layers(e->clip, p->clip_skip) + 1;
+    if (skip > 1) n += snprintf(s + n, cap - (size_t)n, "Clip skip: %d, ", skip);
     snprintf(s + n, cap - (size_t)n, "Version: sd-worker %s", SDW_VERSION);
     return s;
 }
@@ -631,8 +613,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
         snprintf(err, errlen, "no engine");
         return SDE_ERR;
     }
-    if (sde_params_validate(p, &field, err, errlen))
-        return SDE_ERR;
+    if (sde_params_validate(p, &field, err, errlen)) return SDE_ERR;
     const double t0 = now_s();
     gen_run g = {.e = e, .p = p, .lh = p->height / 8, .lw = p->width / 8, .t0 = t0};
     g.batch = p->cfg_scale <= 1.f ? 1 : 2; /* guidance <= 1 (turbo models): the conditional pass only */
@@ -641,12 +622,16 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     const size_t npx = (size_t)p->width * p->height;
     float sigmas[SDE_MAX_STEPS + 1];
     const int steps = sde_sigmas_make(&e->tab, p->schedule, p->steps, sigmas, err, errlen);
-    if (steps < 0)
-        return SDE_ERR;
-    const int clip_layers = sde_clip_skip_layers(e->clip, p->clip_skip);
-    if (clip_layers < 0) {
-        snprintf(err, errlen, "clip_skip %d: the text encoder has only %d layers", p->clip_skip,
-                 sde_clip_get_config(e->clip)->full);
+    if (steps < 0) return SDE_ERR;
+    /* SDXL's two encoders give their penultimate layers (A1111's clip skip 2), the only depth offered */
+    const int clip_layers = e->xl ? 0 : sde_clip_skip_layers(e->clip, p->clip_skip);
+    if (e->xl ? p->clip_skip != 0 && p->clip_skip != 2 : clip_layers < 0) {
+        if (e->xl)
+            snprintf(err, errlen, "clip_skip %d: SDXL takes 0 or 2 (its encoders' penultimate layers)",
+                     p->clip_skip);
+        else
+            snprintf(err, errlen, "clip_skip %d: the text encoder has only %d layers", p->clip_skip,
+                     sde_clip_get_config(e->clip)->full);
         return SDE_ERR;
     }
 
@@ -662,12 +647,12 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     g.unet_out = malloc((size_t)g.batch * g.n * sizeof(float));
     g.guided = malloc(g.n * sizeof(float));
     x = malloc(g.n * sizeof(float));
-    if (p->preview && p->preview_every > 0)
-        g.den_last = calloc(g.n, sizeof(float));
+    if (p->preview && p->preview_every > 0) g.den_last = calloc(g.n, sizeof(float));
     work = malloc(sde_sampler_work_floats(p->sampler, g.n) * sizeof(float));
     rgb = malloc(3 * npx * sizeof(float));
     px = malloc(3 * npx);
-    if (!g.ctx || !g.unet_in || !g.unet_out || !g.guided || !x || !work || !rgb || !px || !prompt || !lora_names) {
+    if (!g.ctx || !g.unet_in || !g.unet_out || !g.guided || !x || !work || !rgb || !px || !prompt ||
+        !lora_names) {
         snprintf(err, errlen, "out of memory for a %dx%d image", p->width, p->height);
         goto out;
     }
@@ -683,11 +668,13 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
         }
         /* rgb is free until the decode: it holds the planar init image */
         sde_img2img_to_planar(p->init_rgb, p->init_w, p->init_h, p->width, p->height, rgb);
-        if (sde_img2img_encode(e->vae, rgb, p->height, p->width, p->seed, SDE_LATENT_SCALE, init_lat, err, errlen))
+        if (sde_img2img_encode(e->vae, rgb, p->height, p->width, p->seed, SDE_LATENT_SCALE, init_lat, err,
+                               errlen))
             goto out;
         trace(&g, "init_latent", 0, init_lat, g.n);
         if (mask_lat) {
-            if (sde_img2img_mask(p->mask, p->mask_w, p->mask_h, p->width, p->height, p->mask_blur, mask_lat)) {
+            if (sde_img2img_mask(p->mask, p->mask_w, p->mask_h, p->width, p->height, p->mask_blur,
+                                 mask_lat)) {
                 snprintf(err, errlen, "out of memory for the mask");
                 goto out;
             }
@@ -695,11 +682,9 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
             g.mask_lat = mask_lat;
         }
     }
-    if (sde_unet_reserve(e->unet, g.batch, g.lh, g.lw, SDE_TOK_CONTEXT, err, errlen))
-        goto out;
+    if (sde_unet_reserve(e->unet, g.batch, g.lh, g.lw, SDE_TOK_CONTEXT, err, errlen)) goto out;
 
-    if (lora_begin(e, p, prompt, pcap, lora_names, &undo, res, err, errlen))
-        goto out;
+    if (lora_begin(e, p, prompt, pcap, lora_names, &undo, res, err, errlen)) goto out;
     /* text conditioning: cond in slot 0, uncond (negative prompt) in slot 1 */
     int32_t ids[SDE_TOK_CONTEXT];
     sde_tok_context(e->tok, prompt, e->pad_id, ids);
@@ -729,7 +714,8 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     sde_philox_init(&rng, p->seed);
     sde_philox_randn(&rng, x, g.n);
     trace(&g, "noise", 0, x, g.n);
-    /* over an init image the schedule starts part-way (strength), from the init latent plus that much noise */
+    /* over an init image the schedule starts part-way (strength), from the init latent plus that much noise
+     */
     for (size_t i = 0; i < g.n; i++)
         x[i] = x[i] * sigmas[start] + (init_lat ? init_lat[i] : 0.f);
     trace(&g, "x_T", 0, x, g.n);
@@ -760,7 +746,8 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     }
 
     /* The UNet's activations (~0.4 GB at 512x512 with CFG) are dead until the next generation reserves them
-     * again: releasing them before the VAE's working memory is allocated keeps fp32 SD 1.5 under 5 GB peak. */
+     * again: releasing them before the VAE's working memory is allocated keeps fp32 SD 1.5 under 5 GB peak.
+     */
     sde_unet_reserve(e->unet, 0, 0, 0, 0, err, errlen);
     const double td = now_s();
     for (size_t i = 0; i < g.n; i++)
@@ -771,8 +758,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
         rc = SDE_CANCELLED;
         goto out;
     }
-    if (vr != 0)
-        goto out;
+    if (vr != 0) goto out;
     for (size_t i = 0; i < 3 * npx; i++) {
         float v = (rgb[i] + 1.f) * 0.5f;
         rgb[i] = v < 0.f ? 0.f : v > 1.f ? 1.f : v;
@@ -788,8 +774,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
         goto out;
     }
     const char *kv[] = {"parameters", params_txt, NULL};
-    if (sde_png_encode(px, p->width, p->height, kv, &res->png, &res->png_len, err, errlen))
-        goto out;
+    if (sde_png_encode(px, p->width, p->height, kv, &res->png, &res->png_len, err, errlen)) goto out;
     res->t_decode = now_s() - td;
     res->width = p->width;
     res->height = p->height;
@@ -797,14 +782,14 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     res->t_total = now_s() - t0;
     rc = SDE_OK;
 out:
-    sde_unet_reserve(e->unet, 0, 0, 0, 0, err, errlen); /* also after a cancel or error: an idle worker holds none */
+    sde_unet_reserve(e->unet, 0, 0, 0, 0, err,
+                     errlen); /* also after a cancel or error: an idle worker holds none */
     if (rc != SDE_OK) {
         free(res->png);
         res->png = NULL;
         res->png_len = 0;
     }
-    if (rc == SDE_CANCELLED)
-        snprintf(err, errlen, "cancelled");
+    if (rc == SDE_CANCELLED) snprintf(err, errlen, "cancelled");
     /* the next job sees the checkpoint's own weights again, bit for bit */
     sde_lora_restore(e->ck, undo);
     free(prompt);
@@ -826,8 +811,7 @@ out:
 
 void sde_result_free(sde_result *r)
 {
-    if (!r)
-        return;
+    if (!r) return;
     free(r->png);
     r->png = NULL;
     r->png_len = 0;

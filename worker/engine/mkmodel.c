@@ -36,8 +36,7 @@ static mk_tensor *mk_add(mk_list *l, mk_kind kind, int ndim, int64_t d0, int64_t
                          const char *fmt, ...)
 {
     static mk_tensor dummy;
-    if (l->oom)
-        return &dummy;
+    if (l->oom) return &dummy;
     if (l->n == l->cap) {
         int cap = l->cap ? 2 * l->cap : 256;
         mk_tensor *t = realloc(l->t, (size_t)cap * sizeof *t);
@@ -66,8 +65,7 @@ static mk_tensor *mk_add(mk_list *l, mk_kind kind, int ndim, int64_t d0, int64_t
 static void mk_linear(mk_list *l, const char *p, const char *m, int64_t out, int64_t in, int bias)
 {
     mk_add(l, MK_WEIGHT, 2, out, in, 0, 0, "%s%s.weight", p, m);
-    if (bias)
-        mk_add(l, MK_BIAS, 1, out, 0, 0, 0, "%s%s.bias", p, m);
+    if (bias) mk_add(l, MK_BIAS, 1, out, 0, 0, 0, "%s%s.bias", p, m);
 }
 
 static void mk_conv(mk_list *l, const char *p, const char *m, int64_t out, int64_t in, int k)
@@ -95,8 +93,7 @@ static void mk_unet_res(mk_list *l, const char *p, int64_t in, int64_t out, int6
     mk_linear(l, p, "emb_layers.1", out, temb, 1);
     mk_norm(l, p, "out_layers.0", out);
     mk_conv(l, p, "out_layers.3", out, out, 3);
-    if (in != out)
-        mk_conv(l, p, "skip_connection", out, in, 1);
+    if (in != out) mk_conv(l, p, "skip_connection", out, in, 1);
 }
 
 /* SpatialTransformer, depth 1, 1x1 conv proj_in/proj_out and GEGLU feed-forward as in SD 1.x. */
@@ -192,8 +189,7 @@ static void mk_vae_res(mk_list *l, const char *p, int64_t in, int64_t out)
     mk_conv(l, p, "conv1", out, in, 3);
     mk_norm(l, p, "norm2", out);
     mk_conv(l, p, "conv2", out, out, 3);
-    if (in != out)
-        mk_conv(l, p, "nin_shortcut", out, in, 1);
+    if (in != out) mk_conv(l, p, "nin_shortcut", out, in, 1);
 }
 
 static void mk_vae_attn(mk_list *l, const char *p, int64_t c)
@@ -288,8 +284,7 @@ typedef struct {
 
 static void buf_put(mk_buf *b, const char *s, size_t n)
 {
-    if (b->oom)
-        return;
+    if (b->oom) return;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
         while (b->len + n + 1 > cap)
@@ -320,8 +315,7 @@ static void buf_printf(mk_buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
-    if (n > 0)
-        buf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+    if (n > 0) buf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
 /* A JSON string literal; UTF-8 passes through, control characters are escaped. */
@@ -459,8 +453,7 @@ int sde_mkmodel_tiny(const char *path, uint64_t seed, char *err, size_t errlen)
             buf_printf(&h, d ? ",%lld" : "%lld", (long long)t->shape[d]);
         buf_printf(&h, "],\"data_offsets\":[%lld,%lld]}", (long long)off, (long long)(off + 4 * n));
         off += 4 * n;
-        if (n > maxn)
-            maxn = n;
+        if (n > maxn) maxn = n;
     }
     buf_puts(&h, "}");
     while (!h.oom && h.len % 8) /* pad so the data block, and every F32 tensor, is 8-byte aligned */
@@ -490,8 +483,7 @@ int sde_mkmodel_tiny(const char *path, uint64_t seed, char *err, size_t errlen)
         /* safetensors is little-endian, like every platform this builds on */
         ok = fwrite(v, sizeof *v, (size_t)n, f) == (size_t)n;
     }
-    if (fclose(f) != 0)
-        ok = 0;
+    if (fclose(f) != 0) ok = 0;
     f = NULL;
     if (!ok) {
         snprintf(err, errlen, "%s: write failed: %s", part, strerror(errno));

@@ -7,8 +7,9 @@
 #include <stdint.h>
 
 /** Shape of the tiny preset (the numbers the tests and docs rely on). */
-#define SDE_TINY_MODEL_CHANNELS 32 /* UNet model_channels; channel_mult {1,2}, 1 res block, attention at both levels */
-#define SDE_TINY_CONTEXT 64        /* text hidden width = UNet cross-attention context */
+#define SDE_TINY_MODEL_CHANNELS                                                                              \
+    32 /* UNet model_channels; channel_mult {1,2}, 1 res block, attention at both levels */
+#define SDE_TINY_CONTEXT 64 /* text hidden width = UNet cross-attention context */
 #define SDE_TINY_TEXT_LAYERS 2
 #define SDE_TINY_TEXT_HEADS 2
 #define SDE_TINY_VOCAB 514 /* the byte-level tokenizer: 256 bytes, 256 bytes+"</w>", start, end */

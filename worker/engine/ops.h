@@ -15,8 +15,8 @@ void sde_groupnorm(float *x, int c, int hw, int groups, const float *g, const fl
 size_t sde_conv2d_scratch(int cin, int h, int w, int k, int stride, int pad);
 /** 2-D convolution of one image x[cin][h][w] with wt[cout][cin][k][k] (+ b) into y[cout][oh][ow].
  * scratch holds at least sde_conv2d_scratch() bytes. */
-void sde_conv2d(const float *x, int cin, int h, int w, const float *wt, const float *b, int cout, int k, int stride,
-                int pad, float *y, float *scratch);
+void sde_conv2d(const float *x, int cin, int h, int w, const float *wt, const float *b, int cout, int k,
+                int stride, int pad, float *y, float *scratch);
 /** Elementwise activations, in place. gelu is the exact erf form; gelu_tanh the tanh approximation. */
 void sde_silu(float *x, size_t n);
 void sde_gelu(float *x, size_t n);
@@ -44,16 +44,16 @@ void sde_transpose(const float *x, int rows, int cols, float *y);
 void sde_set_threads(int n);
 
 /* ---- Extensions for the UNet and the VAE: batched layouts, fused GroupNorm+SiLU, tiled convolutions. ----
- * Images may live in a batch-interleaved layout [C][B][HW] (channel c of image b at x + c*cstride + b*bstride)
- * so that one GEMM spans the whole batch. */
+ * Images may live in a batch-interleaved layout [C][B][HW] (channel c of image b at x + c*cstride +
+ * b*bstride) so that one GEMM spans the whole batch. */
 
 /** Per-channel coefficients of GroupNorm for one image whose channel planes are cstride floats apart:
  * normalised = x*scale[c] + shift[c]. Mean and variance are two-pass, accumulated in double. */
-void sde_groupnorm_coeffs(const float *x, int c, int hw, size_t cstride, int groups, const float *g, const float *b,
-                          float eps, float *scale, float *shift);
+void sde_groupnorm_coeffs(const float *x, int c, int hw, size_t cstride, int groups, const float *g,
+                          const float *b, float eps, float *scale, float *shift);
 /** y = x*scale[c] + shift[c] (then SiLU if silu) over c planes of hw; x and y may be the same. */
-void sde_affine_act(const float *x, size_t x_cstride, int c, int hw, const float *scale, const float *shift, int silu,
-                    float *y, size_t y_cstride);
+void sde_affine_act(const float *x, size_t x_cstride, int c, int hw, const float *scale, const float *shift,
+                    int silu, float *y, size_t y_cstride);
 /** GEGLU: y[n][inner] = x[n][0..inner) * gelu(x[n][inner..2*inner)) with the exact erf GELU. */
 void sde_geglu(const float *x, int n, int inner, float *y);
 /** y[i] += x[i]. */
@@ -63,21 +63,21 @@ void sde_add(float *y, const float *x, size_t n);
  * input on the fly (fused GroupNorm+SiLU), an optional on-the-fly nearest-2x upsample of the input, and
  * asymmetric padding. Zero padding is applied after the input transform, as in PyTorch. */
 typedef struct {
-    const float *x;          /* input planes: channel c of image b at x + c*x_cstride + b*x_bstride */
-    int batch, cin, h, w;    /* h, w: stored input size (before the optional upsample) */
+    const float *x;       /* input planes: channel c of image b at x + c*x_cstride + b*x_bstride */
+    int batch, cin, h, w; /* h, w: stored input size (before the optional upsample) */
     size_t x_cstride, x_bstride;
-    const float *in_scale;   /* [batch][cin] or NULL: v = x*in_scale + in_shift ... */
-    const float *in_shift;   /* [batch][cin] (required with in_scale) */
-    int in_silu;             /* ... then SiLU (only with in_scale) */
-    int upsample;            /* read the input as if nearest-2x upsampled (2h x 2w) */
-    const float *wt;         /* [cout][cin][k][k] */
-    const float *bias;       /* [cout] or NULL */
-    const float *bias_b;     /* [batch][cout] or NULL: a second, per-image bias (UNet time embedding) */
+    const float *in_scale; /* [batch][cin] or NULL: v = x*in_scale + in_shift ... */
+    const float *in_shift; /* [batch][cin] (required with in_scale) */
+    int in_silu;           /* ... then SiLU (only with in_scale) */
+    int upsample;          /* read the input as if nearest-2x upsampled (2h x 2w) */
+    const float *wt;       /* [cout][cin][k][k] */
+    const float *bias;     /* [cout] or NULL */
+    const float *bias_b;   /* [batch][cout] or NULL: a second, per-image bias (UNet time embedding) */
     int cout, k, stride;
     int pad_t, pad_b, pad_l, pad_r;
-    float *y;                /* output planes: channel c of image b at y + c*y_cstride + b*y_bstride */
+    float *y; /* output planes: channel c of image b at y + c*y_cstride + b*y_bstride */
     size_t y_cstride, y_bstride;
-    int accumulate;          /* add into y instead of overwriting it */
+    int accumulate; /* add into y instead of overwriting it */
 } sde_conv_desc;
 
 /** Output height/width of a described convolution. */

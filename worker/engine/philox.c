@@ -1,5 +1,6 @@
 /* philox.c: CUDA-compatible Philox-4x32-10 counter RNG with a Box-Muller transform in float32, the noise of
- * torch.randn(device="cuda"); each element is a pure function of (seed, offset, index), so no state but the offset. */
+ * torch.randn(device="cuda"); each element is a pure function of (seed, offset, index), so no state but the
+ * offset. */
 #include "philox.h"
 
 #include <math.h>

@@ -13,18 +13,17 @@
 
 /* State shared with the libpng callbacks. */
 typedef struct {
-    char msg[200];         /* libpng's error message, for err */
-    char warn[120];        /* its latest warning */
-    const uint8_t *in;     /* decode: the input and how much has been consumed */
+    char msg[200];     /* libpng's error message, for err */
+    char warn[120];    /* its latest warning */
+    const uint8_t *in; /* decode: the input and how much has been consumed */
     size_t in_len, in_pos;
-    uint8_t *out;          /* encode: the growing output */
+    uint8_t *out; /* encode: the growing output */
     size_t out_len, out_cap;
 } png_ctx;
 
 static void png_err(char *err, size_t errlen, const char *fmt, const char *detail)
 {
-    if (err && errlen)
-        snprintf(err, errlen, fmt, detail);
+    if (err && errlen) snprintf(err, errlen, fmt, detail);
 }
 
 static void on_error(png_structp png, png_const_charp msg)
@@ -51,13 +50,11 @@ static void on_write(png_structp png, png_bytep data, size_t n)
     if (n > c->out_cap - c->out_len) {
         size_t cap = c->out_cap ? c->out_cap : 65536;
         while (cap - c->out_len < n) {
-            if (cap > SIZE_MAX / 2)
-                png_error(png, "PNG output too large");
+            if (cap > SIZE_MAX / 2) png_error(png, "PNG output too large");
             cap *= 2;
         }
         uint8_t *nb = realloc(c->out, cap);
-        if (!nb)
-            png_error(png, "out of memory");
+        if (!nb) png_error(png, "out of memory");
         c->out = nb;
         c->out_cap = cap;
     }
@@ -73,24 +70,22 @@ static void on_flush(png_structp png)
 static void on_read(png_structp png, png_bytep data, size_t n)
 {
     png_ctx *c = png_get_io_ptr(png);
-    if (n > c->in_len - c->in_pos)
-        png_error(png, "truncated PNG data");
+    if (n > c->in_len - c->in_pos) png_error(png, "truncated PNG data");
     memcpy(data, c->in + c->in_pos, n);
     c->in_pos += n;
 }
 
-/* ---- text ----------------------------------------------------------------------------------------------- */
+/* ---- text -----------------------------------------------------------------------------------------------
+ */
 
 /* Checks PNG keyword rules (1-79 printable characters, no leading, trailing or double spaces); ASCII only,
  * so the keyword reads the same in Latin-1 and UTF-8. */
 static int key_ok(const char *k)
 {
     size_t n = strlen(k);
-    if (n < 1 || n > 79 || k[0] == ' ' || k[n - 1] == ' ')
-        return 0;
+    if (n < 1 || n > 79 || k[0] == ' ' || k[n - 1] == ' ') return 0;
     for (size_t i = 0; i < n; i++) {
-        if (k[i] < 0x20 || k[i] > 0x7e || (k[i] == ' ' && k[i + 1] == ' '))
-            return 0;
+        if (k[i] < 0x20 || k[i] > 0x7e || (k[i] == ' ' && k[i + 1] == ' ')) return 0;
     }
     return 1;
 }
@@ -116,15 +111,13 @@ static int utf8_ok(const char *s, int *latin1)
             return 0;
         }
         for (int i = 1; i <= n; i++) {
-            if ((p[i] & 0xC0) != 0x80)
-                return 0;
+            if ((p[i] & 0xC0) != 0x80) return 0;
             cp = (cp << 6) | (p[i] & 0x3Fu);
         }
         if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
             (cp >= 0xD800 && cp <= 0xDFFF))
             return 0;
-        if (cp > 0xFF)
-            *latin1 = 0;
+        if (cp > 0xFF) *latin1 = 0;
         p += n + 1;
     }
     return 1;
@@ -145,7 +138,8 @@ static void utf8_to_latin1(const char *s, char *out)
     *out = '\0';
 }
 
-/* ---- encode --------------------------------------------------------------------------------------------- */
+/* ---- encode ---------------------------------------------------------------------------------------------
+ */
 
 int sde_png_encode(const uint8_t *rgb, int w, int h, const char *const *text, uint8_t **out, size_t *len,
                    char *err, size_t errlen)
@@ -173,8 +167,7 @@ int sde_png_encode(const uint8_t *rgb, int w, int h, const char *const *text, ui
     /* on the heap: libpng's callbacks change it between setjmp and a possible longjmp */
     png_ctx *ctx = calloc(1, sizeof *ctx);
     int rc = (chunks && latin && rows && ctx) ? 0 : -1;
-    if (rc)
-        png_err(err, errlen, "png encode: %s", "out of memory");
+    if (rc) png_err(err, errlen, "png encode: %s", "out of memory");
     for (size_t i = 0; i < ntext && !rc; i++) {
         const char *k = text[2 * i], *v = text[2 * i + 1];
         int is_latin1;
@@ -224,23 +217,20 @@ int sde_png_encode(const uint8_t *rgb, int w, int h, const char *const *text, ui
             png_set_write_fn(png, ctx, on_write, on_flush);
             png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                          PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-            if (ntext)
-                png_set_text(png, info, chunks, (int)ntext);
+            if (ntext) png_set_text(png, info, chunks, (int)ntext);
             png_write_info(png, info);
             png_write_image(png, rows);
             png_write_end(png, NULL);
         }
     }
-    if (png)
-        png_destroy_write_struct(&png, info ? &info : NULL);
+    if (png) png_destroy_write_struct(&png, info ? &info : NULL);
     for (size_t i = 0; latin && i < ntext; i++)
         free(latin[i]);
     free(latin);
     free(chunks);
     free(rows);
     if (rc || !ctx) {
-        if (ctx)
-            free(ctx->out);
+        if (ctx) free(ctx->out);
         free(ctx);
         return -1;
     }
@@ -250,7 +240,8 @@ int sde_png_encode(const uint8_t *rgb, int w, int h, const char *const *text, ui
     return 0;
 }
 
-/* ---- decode --------------------------------------------------------------------------------------------- */
+/* ---- decode ---------------------------------------------------------------------------------------------
+ */
 
 int sde_png_decode(const uint8_t *buf, size_t len, uint8_t **rgb, int *w, int *h, char *err, size_t errlen)
 {
@@ -265,8 +256,7 @@ int sde_png_decode(const uint8_t *buf, size_t len, uint8_t **rgb, int *w, int *h
     png_structp png = ctx ? png_create_read_struct(PNG_LIBPNG_VER_STRING, ctx, on_error, on_warning) : NULL;
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!info) {
-        if (png)
-            png_destroy_read_struct(&png, NULL, NULL);
+        if (png) png_destroy_read_struct(&png, NULL, NULL);
         free(ctx);
         png_err(err, errlen, "png decode: %s", "out of memory");
         return -1;
@@ -286,16 +276,15 @@ int sde_png_decode(const uint8_t *buf, size_t len, uint8_t **rgb, int *w, int *h
         png_set_user_limits(png, SDE_PNG_MAX_DIM, SDE_PNG_MAX_DIM);
         /* Only pixels are wanted here: skip text and unknown chunks unread, and cap what any other chunk may
          * allocate, so a tiny file claiming a huge chunk costs nothing. */
-        static const png_byte text_chunks[] = {'t', 'E', 'X', 't', '\0', 'z', 'T', 'X', 't', '\0',
-                                               'i', 'T', 'X', 't', '\0'};
+        static const png_byte text_chunks[] = {'t', 'E',  'X', 't', '\0', 'z', 'T', 'X',
+                                               't', '\0', 'i', 'T', 'X',  't', '\0'};
         png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
         png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, text_chunks, 3);
         png_set_chunk_malloc_max(png, PNG_CHUNK_MAX);
         png_read_info(png, info);
         pw = png_get_image_width(png, info);
         ph = png_get_image_height(png, info);
-        if ((uint64_t)pw * ph > SDE_PNG_MAX_PIXELS)
-            png_error(png, "image has more than 2^26 pixels");
+        if ((uint64_t)pw * ph > SDE_PNG_MAX_PIXELS) png_error(png, "image has more than 2^26 pixels");
         png_set_expand(png); /* palette -> RGB, grey < 8 bits -> 8, tRNS -> alpha */
 #ifdef PNG_READ_SCALE_16_TO_8_SUPPORTED
         png_set_scale_16(png);
@@ -310,8 +299,7 @@ int sde_png_decode(const uint8_t *buf, size_t len, uint8_t **rgb, int *w, int *h
             png_error(png, "unexpected row size after conversion to RGB");
         pixels = malloc((size_t)pw * ph * 3);
         rows = malloc((size_t)ph * sizeof(png_bytep));
-        if (!pixels || !rows)
-            png_error(png, "out of memory");
+        if (!pixels || !rows) png_error(png, "out of memory");
         for (png_uint_32 y = 0; y < ph; y++)
             rows[y] = pixels + (size_t)y * pw * 3;
         png_read_image(png, rows);

@@ -1,5 +1,6 @@
 /* png_io.h: 8-bit RGB images to and from PNG in memory (libpng), with text chunks for generation metadata
- * (AUTOMATIC1111's "parameters" key), so results can be served, compared in tests and read back for img2img. */
+ * (AUTOMATIC1111's "parameters" key), so results can be served, compared in tests and read back for img2img.
+ */
 #ifndef SDE_PNG_IO_H
 #define SDE_PNG_IO_H
 
@@ -21,8 +22,8 @@ int sde_png_encode(const uint8_t *rgb, int w, int h, const char *const *text, ui
 
 /** Decodes any PNG (grey, palette, alpha, 16-bit, interlaced) to 8-bit RGB: palette and grey are expanded,
  * 16-bit samples scaled, alpha dropped (as PIL's convert("RGB") does), no gamma correction. *rgb is malloc'd
- * (w * h * 3 bytes). Returns 0, or -1 with a message in err for a corrupt, truncated or oversized file (beyond
- * SDE_PNG_MAX_DIM / SDE_PNG_MAX_PIXELS), leaving *rgb NULL. */
+ * (w * h * 3 bytes). Returns 0, or -1 with a message in err for a corrupt, truncated or oversized file
+ * (beyond SDE_PNG_MAX_DIM / SDE_PNG_MAX_PIXELS), leaving *rgb NULL. */
 int sde_png_decode(const uint8_t *buf, size_t len, uint8_t **rgb, int *w, int *h, char *err, size_t errlen);
 
 #endif

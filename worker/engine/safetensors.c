@@ -1,5 +1,6 @@
 /* safetensors.c: strict safetensors parser. The header is parsed with jansson (UTF-8 validation,
- * duplicate-key rejection and integer-overflow detection come for free); every field is then bounds-checked. */
+ * duplicate-key rejection and integer-overflow detection come for free); every field is then bounds-checked.
+ */
 #include "safetensors.h"
 #include "weights.h"
 
@@ -19,8 +20,8 @@ static const struct {
     sde_dtype dt;
     size_t size;
 } dtypes[] = {
-    {"F32", SDE_DT_F32, 4}, {"F16", SDE_DT_F16, 2}, {"BF16", SDE_DT_BF16, 2}, {"F64", SDE_DT_F64, 8},
-    {"I64", SDE_DT_I64, 8}, {"I32", SDE_DT_I32, 4}, {"I16", SDE_DT_I16, 2},  {"I8", SDE_DT_I8, 1},
+    {"F32", SDE_DT_F32, 4}, {"F16", SDE_DT_F16, 2},   {"BF16", SDE_DT_BF16, 2}, {"F64", SDE_DT_F64, 8},
+    {"I64", SDE_DT_I64, 8}, {"I32", SDE_DT_I32, 4},   {"I16", SDE_DT_I16, 2},   {"I8", SDE_DT_I8, 1},
     {"U8", SDE_DT_U8, 1},   {"BOOL", SDE_DT_BOOL, 1},
 };
 #define N_DTYPES (int)(sizeof dtypes / sizeof *dtypes)
@@ -28,23 +29,20 @@ static const struct {
 size_t sde_st_dtype_size(sde_dtype dt)
 {
     for (int i = 0; i < N_DTYPES; i++)
-        if (dtypes[i].dt == dt)
-            return dtypes[i].size;
+        if (dtypes[i].dt == dt) return dtypes[i].size;
     return 0;
 }
 
 const char *sde_st_dtype_name(sde_dtype dt)
 {
     for (int i = 0; i < N_DTYPES; i++)
-        if (dtypes[i].dt == dt)
-            return dtypes[i].name;
+        if (dtypes[i].dt == dt) return dtypes[i].name;
     return "?";
 }
 
 void sde_st_free(sde_st_file *f)
 {
-    if (!f)
-        return;
+    if (!f) return;
     for (int i = 0; i < f->n; i++)
         free(f->t[i].name);
     free(f->t);
@@ -54,8 +52,7 @@ void sde_st_free(sde_st_file *f)
     }
     free(f->meta_keys);
     free(f->meta_vals);
-    if (f->map)
-        munmap(f->map, f->map_len);
+    if (f->map) munmap(f->map, f->map_len);
     free(f->label);
     free(f);
 }
@@ -63,15 +60,13 @@ void sde_st_free(sde_st_file *f)
 const char *sde_st_meta(const sde_st_file *f, const char *key)
 {
     for (int i = 0; f && key && i < f->n_meta; i++)
-        if (!strcmp(f->meta_keys[i], key))
-            return f->meta_vals[i];
+        if (!strcmp(f->meta_keys[i], key)) return f->meta_vals[i];
     return NULL;
 }
 
 static int parse_metadata(sde_st_file *f, json_t *obj, char *err, size_t errlen)
 {
-    if (!json_is_object(obj))
-        return sde_fail(err, errlen, "%s: __metadata__ is not a JSON object", f->label);
+    if (!json_is_object(obj)) return sde_fail(err, errlen, "%s: __metadata__ is not a JSON object", f->label);
     size_t n = json_object_size(obj);
     f->meta_keys = calloc(n ? n : 1, sizeof *f->meta_keys);
     f->meta_vals = calloc(n ? n : 1, sizeof *f->meta_vals);
@@ -112,20 +107,25 @@ static int parse_tensor(const sde_st_file *f, sde_st_tensor *t, json_t *v, char 
             esize = dtypes[i].size;
         }
     if (!esize)
-        return sde_fail(err, errlen, "%s: tensor \"%s\": unsupported dtype \"%.16s\" (known: F32 F16 BF16 F64 I64 I32 I16 I8 U8 BOOL)", L, N, ds);
+        return sde_fail(
+            err, errlen,
+            "%s: tensor \"%s\": unsupported dtype \"%.16s\" (known: F32 F16 BF16 F64 I64 I32 I16 I8 U8 BOOL)",
+            L, N, ds);
 
     json_t *js = json_object_get(v, "shape");
     if (!json_is_array(js))
         return sde_fail(err, errlen, "%s: tensor \"%s\": missing or non-array \"shape\"", L, N);
     size_t nd = json_array_size(js);
     if (nd > SDE_MAX_DIMS)
-        return sde_fail(err, errlen, "%s: tensor \"%s\": shape has %zu dims (at most %d supported)", L, N, nd, SDE_MAX_DIMS);
+        return sde_fail(err, errlen, "%s: tensor \"%s\": shape has %zu dims (at most %d supported)", L, N, nd,
+                        SDE_MAX_DIMS);
     t->ndim = (int)nd;
     uint64_t numel = 1;
     for (size_t i = 0; i < nd; i++) {
         json_t *d = json_array_get(js, i);
         if (!json_is_integer(d) || json_integer_value(d) < 0)
-            return sde_fail(err, errlen, "%s: tensor \"%s\": shape[%zu] is not a non-negative integer", L, N, i);
+            return sde_fail(err, errlen, "%s: tensor \"%s\": shape[%zu] is not a non-negative integer", L, N,
+                            i);
         t->shape[i] = (int64_t)json_integer_value(d);
         if (__builtin_mul_overflow(numel, (uint64_t)t->shape[i], &numel))
             return sde_fail(err, errlen, "%s: tensor \"%s\": shape element count overflows", L, N);
@@ -139,20 +139,23 @@ static int parse_tensor(const sde_st_file *f, sde_st_tensor *t, json_t *v, char 
     if (!json_is_array(jo) || json_array_size(jo) != 2)
         return sde_fail(err, errlen, "%s: tensor \"%s\": \"data_offsets\" is not a [begin, end] array", L, N);
     json_t *jb = json_array_get(jo, 0), *je = json_array_get(jo, 1);
-    if (!json_is_integer(jb) || !json_is_integer(je) || json_integer_value(jb) < 0 || json_integer_value(je) < 0)
+    if (!json_is_integer(jb) || !json_is_integer(je) || json_integer_value(jb) < 0 ||
+        json_integer_value(je) < 0)
         return sde_fail(err, errlen, "%s: tensor \"%s\": data_offsets are not non-negative integers", L, N);
     t->begin = (uint64_t)json_integer_value(jb);
     t->end = (uint64_t)json_integer_value(je);
     if (t->begin > t->end)
         return sde_fail(err, errlen, "%s: tensor \"%s\": data_offsets [%llu, %llu] have begin > end", L, N,
-                    (unsigned long long)t->begin, (unsigned long long)t->end);
+                        (unsigned long long)t->begin, (unsigned long long)t->end);
     if (t->end > f->data_len)
-        return sde_fail(err, errlen, "%s: tensor \"%s\": data_offsets [%llu, %llu] exceed data size %zu", L, N,
-                    (unsigned long long)t->begin, (unsigned long long)t->end, f->data_len);
+        return sde_fail(err, errlen, "%s: tensor \"%s\": data_offsets [%llu, %llu] exceed data size %zu", L,
+                        N, (unsigned long long)t->begin, (unsigned long long)t->end, f->data_len);
     if (t->end - t->begin != nbytes)
-        return sde_fail(err, errlen, "%s: tensor \"%s\": data_offsets [%llu, %llu] hold %llu bytes but %s shape needs %llu", L,
-                    N, (unsigned long long)t->begin, (unsigned long long)t->end,
-                    (unsigned long long)(t->end - t->begin), ds, (unsigned long long)nbytes);
+        return sde_fail(
+            err, errlen,
+            "%s: tensor \"%s\": data_offsets [%llu, %llu] hold %llu bytes but %s shape needs %llu", L, N,
+            (unsigned long long)t->begin, (unsigned long long)t->end, (unsigned long long)(t->end - t->begin),
+            ds, (unsigned long long)nbytes);
     t->data = f->data + t->begin;
     t->nbytes = (size_t)nbytes;
     return 0;
@@ -162,14 +165,15 @@ static int parse_tensor(const sde_st_file *f, sde_st_tensor *t, json_t *v, char 
 static int parse_image(sde_st_file *f, const uint8_t *buf, size_t len, char *err, size_t errlen)
 {
     const char *L = f->label;
-    if (len < 8)
-        return sde_fail(err, errlen, "%s: file too small (%zu bytes) to be safetensors", L, len);
+    if (len < 8) return sde_fail(err, errlen, "%s: file too small (%zu bytes) to be safetensors", L, len);
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--)
         hl = hl << 8 | buf[i];
     if (hl < 2 || hl > SDE_ST_MAX_HEADER || hl > len - 8)
-        return sde_fail(err, errlen, "%s: header length %llu is invalid (need 2..%u and at most file size - 8 = %zu); truncated or not safetensors",
-                    L, (unsigned long long)hl, SDE_ST_MAX_HEADER, len - 8);
+        return sde_fail(err, errlen,
+                        "%s: header length %llu is invalid (need 2..%u and at most file size - 8 = %zu); "
+                        "truncated or not safetensors",
+                        L, (unsigned long long)hl, SDE_ST_MAX_HEADER, len - 8);
     if (buf[8] != '{')
         return sde_fail(err, errlen, "%s: header does not start with '{'; not a safetensors file", L);
     f->data = buf + 8 + hl;
@@ -178,7 +182,8 @@ static int parse_image(sde_st_file *f, const uint8_t *buf, size_t len, char *err
     json_error_t je;
     json_t *root = json_loadb((const char *)buf + 8, (size_t)hl, JSON_REJECT_DUPLICATES, &je);
     if (!root)
-        return sde_fail(err, errlen, "%s: header is not valid JSON: %s (header byte %d)", L, je.text, je.position);
+        return sde_fail(err, errlen, "%s: header is not valid JSON: %s (header byte %d)", L, je.text,
+                        je.position);
     int rc = -1;
     if (!json_is_object(root)) {
         sde_fail(err, errlen, "%s: header is not a JSON object", L);
@@ -195,8 +200,7 @@ static int parse_image(sde_st_file *f, const uint8_t *buf, size_t len, char *err
     json_object_foreach(root, k, v)
     {
         if (!strcmp(k, "__metadata__")) {
-            if (parse_metadata(f, v, err, errlen))
-                goto out;
+            if (parse_metadata(f, v, err, errlen)) goto out;
             continue;
         }
         if (!*k) {
@@ -210,8 +214,7 @@ static int parse_image(sde_st_file *f, const uint8_t *buf, size_t len, char *err
             goto out;
         }
         f->n++;
-        if (parse_tensor(f, t, v, err, errlen))
-            goto out;
+        if (parse_tensor(f, t, v, err, errlen)) goto out;
     }
     rc = 0;
 out:
@@ -244,8 +247,7 @@ static int ends_with(const char *s, const char *suf)
 /* A PyTorch checkpoint: zip archive (torch >= 1.6) or a bare pickle stream (protocol 2..5). */
 static int looks_like_pickle(const uint8_t *b, size_t len)
 {
-    if (len >= 4 && b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4)
-        return 1;
+    if (len >= 4 && b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4) return 1;
     return len >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5;
 }
 
@@ -255,11 +257,13 @@ int sde_st_open(const char *path, sde_st_file **out, char *err, size_t errlen)
     static const char *const pickle_ext[] = {".ckpt", ".pt", ".pth", ".bin", ".pkl"};
     for (size_t i = 0; i < sizeof pickle_ext / sizeof *pickle_ext; i++)
         if (ends_with(path, pickle_ext[i]))
-            return sde_fail(err, errlen, "%s: only safetensors is supported (this is a PyTorch pickle checkpoint; convert it to .safetensors)", path);
+            return sde_fail(err, errlen,
+                            "%s: only safetensors is supported (this is a PyTorch pickle checkpoint; convert "
+                            "it to .safetensors)",
+                            path);
 
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return sde_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (fd < 0) return sde_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st)) {
         int e = errno;
@@ -296,7 +300,10 @@ int sde_st_open(const char *path, sde_st_file **out, char *err, size_t errlen)
     if (parse_image(f, map, len, err, errlen)) {
         /* A pickle may start with bytes that read as a plausible length; say what it really is. */
         if (looks_like_pickle(map, len))
-            sde_fail(err, errlen, "%s: only safetensors is supported (this is a PyTorch pickle/zip checkpoint; convert it to .safetensors)", path);
+            sde_fail(err, errlen,
+                     "%s: only safetensors is supported (this is a PyTorch pickle/zip checkpoint; convert it "
+                     "to .safetensors)",
+                     path);
         sde_st_free(f);
         return -1;
     }

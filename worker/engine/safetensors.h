@@ -13,26 +13,26 @@
 
 /** One tensor as described by the header. data points into the file's data block. */
 typedef struct {
-    char *name;                   /* as stored in the header (owned) */
+    char *name; /* as stored in the header (owned) */
     sde_dtype dtype;
-    int ndim;                     /* 0..SDE_MAX_DIMS; 0 = scalar */
+    int ndim; /* 0..SDE_MAX_DIMS; 0 = scalar */
     int64_t shape[SDE_MAX_DIMS];
-    uint64_t numel;               /* product of shape (1 for a scalar) */
-    uint64_t begin, end;          /* data_offsets, relative to the data block */
-    const uint8_t *data;          /* data block + begin */
-    size_t nbytes;                /* end - begin == numel * dtype size */
+    uint64_t numel;      /* product of shape (1 for a scalar) */
+    uint64_t begin, end; /* data_offsets, relative to the data block */
+    const uint8_t *data; /* data block + begin */
+    size_t nbytes;       /* end - begin == numel * dtype size */
 } sde_st_tensor;
 
 /** A parsed file: tensors in header order, __metadata__ pairs, the data block. */
 typedef struct {
-    char *label;                  /* path (or caller's label) used in every error message */
-    int n;                        /* number of tensors */
+    char *label; /* path (or caller's label) used in every error message */
+    int n;       /* number of tensors */
     sde_st_tensor *t;
     int n_meta;
     char **meta_keys, **meta_vals;
-    const uint8_t *data;          /* start of the data block */
+    const uint8_t *data; /* start of the data block */
     size_t data_len;
-    void *map;                    /* the whole file when opened from a path, else NULL */
+    void *map; /* the whole file when opened from a path, else NULL */
     size_t map_len;
 } sde_st_file;
 

@@ -50,13 +50,13 @@ typedef struct {
 
 /** What was loaded, for logs, /ready and the PNG parameters chunk. */
 typedef struct {
-    char arch[16];         /* "sd1", "sd2", "sdxl", or "tiny" */
-    char prediction[4];    /* "eps" or "v" */
-    char model_hash[16];   /* A1111-style short hash (first 10 hex of sha256 of the file), "" for folders */
-    char model_name[128];  /* basename of the model path, without extension */
-    int context_dim;       /* text embedding width: 768, 1024, 2048 (SDXL), ... */
-    int default_size;      /* native resolution: 512 (SD1), 768 (SD2 v), 1024 (SDXL), 64 (tiny) */
-    int64_t n_params;      /* parameters loaded */
+    char arch[16];        /* "sd1", "sd2", "sdxl", or "tiny" */
+    char prediction[4];   /* "eps" or "v" */
+    char model_hash[16];  /* A1111-style short hash (first 10 hex of sha256 of the file), "" for folders */
+    char model_name[128]; /* basename of the model path, without extension */
+    int context_dim;      /* text embedding width: 768, 1024, 2048 (SDXL), ... */
+    int default_size;     /* native resolution: 512 (SD1), 768 (SD2 v), 1024 (SDXL), 64 (tiny) */
+    int64_t n_params;     /* parameters loaded */
     char prediction_source[12]; /* where prediction came from: option, config, metadata, weights, default */
 } sde_model_info;
 
@@ -119,8 +119,8 @@ typedef struct {
     int width, height;
     uint64_t seed;
     double t_encode, t_sample, t_decode, t_total;
-    double t_lora; /* merging the job's LoRAs in (included in t_encode), 0 without */
-    int n_loras;   /* LoRAs applied */
+    double t_lora;    /* merging the job's LoRAs in (included in t_encode), 0 without */
+    int n_loras;      /* LoRAs applied */
     double t_preview; /* making live previews (included in t_sample) */
 } sde_result;
 

@@ -733,7 +733,8 @@ static void time_embedding(sde_unet *u, const unet_plan *p, const float *t)
         be->write(be, p->slot[S_Y], u->y_host, (size_t)batch * adm);
         be->linear(be, p->slot[S_Y], batch, adm, u->le0_w, u->le0_b, u->temb, p->slot[S_YH], 0);
         be->act(be, p->slot[S_YH], (size_t)batch * u->temb, SDE_ACT_SILU);
-        be->linear(be, p->slot[S_YH], batch, u->temb, u->le2_w, u->le2_b, u->temb, p->slot[S_EMB], SDE_LIN_ACC);
+        be->linear(be, p->slot[S_YH], batch, u->temb, u->le2_w, u->le2_b, u->temb, p->slot[S_EMB],
+                   SDE_LIN_ACC);
     }
     be->copy(be, p->slot[S_EMBS], p->slot[S_EMB], (size_t)batch * u->temb);
     be->act(be, p->slot[S_EMBS], (size_t)batch * u->temb, SDE_ACT_SILU);

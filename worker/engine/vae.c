@@ -565,7 +565,8 @@ int sde_vae_encode(sde_vae *v, const float *rgb, int H, int W, float *mean, char
     return vae_encode_ch(v, rgb, H, W, mean, v->cfg.z_channels, err, errlen);
 }
 
-int sde_vae_encode_moments(sde_vae *v, const float *rgb, int H, int W, float *moments, char *err, size_t errlen)
+int sde_vae_encode_moments(sde_vae *v, const float *rgb, int H, int W, float *moments, char *err,
+                           size_t errlen)
 {
     return vae_encode_ch(v, rgb, H, W, moments, 2 * v->cfg.z_channels, err, errlen);
 }

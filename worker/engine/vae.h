@@ -29,6 +29,7 @@ int sde_vae_decode(sde_vae *v, const float *z, int h, int w, float *rgb, int (*c
 /** mean[4][H/8][W/8] of the posterior for rgb[3][H][W] in [-1,1] (not yet multiplied by 0.18215). */
 int sde_vae_encode(sde_vae *v, const float *rgb, int H, int W, float *mean, char *err, size_t errlen);
 /** Like sde_vae_encode, but moments[2*z][H/8][W/8] = mean then log-variance, for a posterior sample. */
-int sde_vae_encode_moments(sde_vae *v, const float *rgb, int H, int W, float *moments, char *err, size_t errlen);
+int sde_vae_encode_moments(sde_vae *v, const float *rgb, int H, int W, float *moments, char *err,
+                           size_t errlen);
 
 #endif
