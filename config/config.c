@@ -440,18 +440,15 @@ static int origin_ok(const char *s)
     return 1;
 }
 
-static void sec_cors(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
+/* A list of strings where each must pass ok(): *arr and *n_arr replaced by the valid ones; errors name key[i]
+ * and say what was expected (what_list for the list, what_item for an element). */
+static void read_str_list(sdw_yt_ctx *c, const sdw_yt_node *l, const char *key, int (*ok)(const char *),
+                          const char *what_list, const char *what_item, char ***arr, int *n_arr)
 {
-    static const char *const known[] = {"allow_origins", NULL};
-    const sdw_yt_node *k[1], *val[1];
     char sb[80];
-    if (sdw_yt_want_map(c, v, "cors") <= 0) return;
-    sdw_yt_walk_map(c, v, "cors", known, k, val);
-    const sdw_yt_node *l = val[0];
     if (sdw_yt_is_null(l)) return;
     if (l->type != SDW_YT_SEQ) {
-        sdw_yt_error(c, SDW_YT_AT(l),
-                     "cors.allow_origins: expected a list of origins like [\"https://app.example\"], got %s",
+        sdw_yt_error(c, SDW_YT_AT(l), "%s: expected %s, got %s", key, what_list,
                      sdw_yt_show(l, sb, sizeof sb));
         return;
     }
@@ -462,13 +459,12 @@ static void sec_cors(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
     }
     int n = 0;
     for (int i = 0; i < l->n; i++) {
-        char path[48];
+        char path[64];
         const char *s;
-        snprintf(path, sizeof path, "cors.allow_origins[%d]", i);
+        snprintf(path, sizeof path, "%s[%d]", key, i);
         if (sdw_yt_get_str(c, l->kid[i], path, &s) != 0) continue;
-        if (!origin_ok(s)) {
-            sdw_yt_error(c, SDW_YT_AT(l->kid[i]),
-                         "%s: expected \"*\" or an origin like https://host[:port] (no path), got %s", path,
+        if (!ok(s)) {
+            sdw_yt_error(c, SDW_YT_AT(l->kid[i]), "%s: expected %s, got %s", path, what_item,
                          sdw_yt_show(l->kid[i], sb, sizeof sb));
             continue;
         }
@@ -478,11 +474,22 @@ static void sec_cors(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
         }
         n++;
     }
-    for (int i = 0; i < cfg->n_cors_origins; i++)
-        free(cfg->cors_origins[i]);
-    free(cfg->cors_origins);
-    cfg->cors_origins = o;
-    cfg->n_cors_origins = n;
+    for (int i = 0; i < *n_arr; i++)
+        free((*arr)[i]);
+    free(*arr);
+    *arr = o;
+    *n_arr = n;
+}
+
+static void sec_cors(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
+{
+    static const char *const known[] = {"allow_origins", NULL};
+    const sdw_yt_node *k[1], *val[1];
+    if (sdw_yt_want_map(c, v, "cors") <= 0) return;
+    sdw_yt_walk_map(c, v, "cors", known, k, val);
+    read_str_list(
+        c, val[0], "cors.allow_origins", origin_ok, "a list of origins like [\"https://app.example\"]",
+        "\"*\" or an origin like https://host[:port] (no path)", &cfg->cors_origins, &cfg->n_cors_origins);
 }
 
 static void sec_log(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
@@ -524,47 +531,19 @@ static void sec_auth(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
 }
 
 /* Host names only: they are compared with the Host header, which never carries a path or spaces. */
+static int server_name_ok(const char *s)
+{
+    int ok = *s && strlen(s) <= 253;
+    for (const char *p = s; *p && ok; p++)
+        ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
+             *p == '-' || *p == ':' || *p == '[' || *p == ']';
+    return ok;
+}
+
 static void sec_server_names(sdw_yt_ctx *c, const sdw_yt_node *l, sdw_config *cfg)
 {
-    char sb[80];
-    if (sdw_yt_is_null(l)) return;
-    if (l->type != SDW_YT_SEQ) {
-        sdw_yt_error(c, SDW_YT_AT(l),
-                     "server_names: expected a list of host names like [\"sd.example\"], got %s",
-                     sdw_yt_show(l, sb, sizeof sb));
-        return;
-    }
-    char **o = calloc((size_t)l->n + 1, sizeof *o);
-    if (!o) {
-        sdw_yt_error(c, 0, 0, "out of memory");
-        return;
-    }
-    int n = 0;
-    for (int i = 0; i < l->n; i++) {
-        char path[48];
-        const char *s;
-        snprintf(path, sizeof path, "server_names[%d]", i);
-        if (sdw_yt_get_str(c, l->kid[i], path, &s) != 0) continue;
-        int ok = *s && strlen(s) <= 253;
-        for (const char *p = s; *p && ok; p++)
-            ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-                 *p == '.' || *p == '-' || *p == ':' || *p == '[' || *p == ']';
-        if (!ok) {
-            sdw_yt_error(c, SDW_YT_AT(l->kid[i]), "%s: expected a host name like sd.example, got %s", path,
-                         sdw_yt_show(l->kid[i], sb, sizeof sb));
-            continue;
-        }
-        if (!(o[n] = strdup(s))) {
-            sdw_yt_error(c, 0, 0, "out of memory");
-            break;
-        }
-        n++;
-    }
-    for (int i = 0; i < cfg->n_server_names; i++)
-        free(cfg->server_names[i]);
-    free(cfg->server_names);
-    cfg->server_names = o;
-    cfg->n_server_names = n;
+    read_str_list(c, l, "server_names", server_name_ok, "a list of host names like [\"sd.example\"]",
+                  "a host name like sd.example", &cfg->server_names, &cfg->n_server_names);
 }
 
 /* ---- public API ---------------------------------------------------------------------------------------- */

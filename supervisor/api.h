@@ -25,6 +25,9 @@ int sdw_api_gate(sdw_srv *s, h2o_req_t *req, int needs_key);
 /** The name of the key the request was let in with, or NULL (no keys configured, or an exempt path). */
 const char *sdw_api_key_name(h2o_req_t *req);
 
+/** The request body as a JSON object (within limits.max_body_bytes), or NULL with e set (413, or 400
+ * invalid_json). The caller owns the object. */
+json_t *sdw_api_read_object(sdw_srv *s, h2o_req_t *req, sdw_api_error *e);
 /** Submits jr (moved into the job on success) for the request's key: the shutdown, worker and per-key
  * checks, the registry, metrics and the queued log line. 0 with *out, or -1 with e (Retry-After already
  * added for 429). */

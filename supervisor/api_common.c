@@ -396,3 +396,20 @@ h2o_iovec_t sdw_api_base_url(h2o_req_t *req)
     if (fwd && h2o_memis(fwd, fl, H2O_STRLIT("https"))) name = h2o_iovec_init(H2O_STRLIT("https"));
     return h2o_concat(&req->pool, name, h2o_iovec_init(H2O_STRLIT("://")), req->input.authority);
 }
+
+json_t *sdw_api_read_object(sdw_srv *s, h2o_req_t *req, sdw_api_error *e)
+{
+    if (req->entity.len > s->limits.max_body_bytes) {
+        sdw_api_error_set(e, 413, "body_too_large", NULL, "the request body is larger than %zu bytes",
+                          s->limits.max_body_bytes);
+        return NULL;
+    }
+    json_error_t je;
+    json_t *in = json_loadb(req->entity.base ? req->entity.base : "", req->entity.len, 0, &je);
+    if (!in || !json_is_object(in)) {
+        json_decref(in);
+        sdw_api_error_set(e, 400, "invalid_json", NULL, "the body must be a JSON object");
+        return NULL;
+    }
+    return in;
+}

@@ -200,17 +200,8 @@ static void handle_generate(sdw_srv *s, h2o_req_t *req)
         fail(s, req, &e);
         return;
     }
-    if (req->entity.len > s->limits.max_body_bytes) {
-        sdw_api_error_set(&e, 413, "body_too_large", NULL, "the request body is larger than %zu bytes",
-                          s->limits.max_body_bytes);
-        fail(s, req, &e);
-        return;
-    }
-    json_error_t je;
-    json_t *in = json_loadb(req->entity.base ? req->entity.base : "", req->entity.len, 0, &je);
-    if (!in || !json_is_object(in)) {
-        json_decref(in);
-        sdw_api_error_set(&e, 400, "invalid_json", NULL, "the body must be a JSON object");
+    json_t *in = sdw_api_read_object(s, req, &e);
+    if (!in) {
         fail(s, req, &e);
         return;
     }
