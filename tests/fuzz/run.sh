@@ -10,7 +10,7 @@ secs=${1:-60}
 cc=${CC:-clang}
 # -fno-sanitize-recover: a UBSan finding must stop the run, not scroll past as a warning
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE"
-targets="fuzz_frame fuzz_safetensors fuzz_job_request fuzz_config fuzz_png"
+targets="fuzz_frame fuzz_safetensors fuzz_job_request fuzz_config fuzz_png fuzz_multipart"
 mkdir -p "$out"
 cd "$root"
 
@@ -25,10 +25,12 @@ build fuzz_frame -Icommon tests/fuzz/fuzz_frame.c common/frame.c common/gen_requ
 build fuzz_safetensors -Iworker/engine tests/fuzz/fuzz_safetensors.c worker/engine/safetensors.c \
     worker/engine/dtype_convert.c worker/engine/fail.c $(pkg-config --cflags --libs jansson) -lpthread
 build fuzz_job_request -Isupervisor -Icommon tests/fuzz/fuzz_job_request.c supervisor/validate.c \
-    common/gen_request.c common/gen_names.c $(pkg-config --cflags --libs jansson) -lm
+    supervisor/validate_images.c supervisor/validate_loras.c common/gen_request.c common/gen_names.c \
+    $(pkg-config --cflags --libs jansson) -lm
 build fuzz_config -Iconfig -Icommon tests/fuzz/fuzz_config.c config/config.c config/yaml_tree.c common/log.c \
     $(pkg-config --cflags --libs yaml-0.1)
 build fuzz_png -Iworker/engine tests/fuzz/fuzz_png.c worker/engine/png_io.c $(pkg-config --cflags --libs libpng)
+build fuzz_multipart -Isupervisor tests/fuzz/fuzz_multipart.c supervisor/multipart.c
 
 # Seeds: the committed ones, the example configuration, and one small valid safetensors file (header
 # {"w":F16 [2]} + 4 data bytes) so that fuzzer starts past the length check.
