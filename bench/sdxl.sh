@@ -1,7 +1,7 @@
 #!/bin/sh
 # bench/sdxl.sh: SDXL seconds per step (with CFG) and peak RSS at 1024x1024 through `sd-worker generate`,
 # and the peer's (stable-diffusion.cpp) on the same file when PEER=path/to/sd-cli is set. Not a test.
-#   MODEL=/work/models/randsdxl-s1-f16.safetensors SIZE=1024 STEPS=2 bench/sdxl.sh
+#   MODEL=randsdxl-s1-f16.safetensors SIZE=1024 STEPS=2 bench/sdxl.sh   (sd-worker mkmodel --preset sdxl-random)
 # Needs ~15 GB free (float32 weights) plus the activations: check `free -g`; run nothing else big beside it.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
