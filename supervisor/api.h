@@ -3,6 +3,7 @@
 #ifndef SDW_API_H
 #define SDW_API_H
 
+#include "multipart.h"
 #include "srv.h"
 
 /** Which error body a surface answers with. */
@@ -50,8 +51,38 @@ const char *sdw_api_model_name(sdw_srv *s);
 /** The request's own base URL ("http://host:port"), for absolute links in answers. */
 h2o_iovec_t sdw_api_base_url(h2o_req_t *req);
 
+/** The most parts an OpenAI multipart form may have. */
+#define SDW_OPENAI_FORM_PARTS 32
+/** Reads the request body as multipart/form-data into parts (at most SDW_OPENAI_FORM_PARTS): 0 with *n, or
+ * -1 with e (413 over limits.max_body_bytes, 415 without Content-Type, 400 invalid_multipart otherwise). */
+int sdw_openai_form_read(sdw_srv *s, h2o_req_t *req, sdw_mp_part *parts, int *n, sdw_api_error *e);
+/** Answers POST /v1/images/edits (api_openai_edits.c): img2img, or inpainting with a mask. */
+void sdw_openai_edit(sdw_srv *s, h2o_req_t *req);
+/** The options of one OpenAI images answer (response_format, quality), zeroed in req's pool: what
+ * sdw_openai_translate fills and the done functions read. */
+void *sdw_openai_opts_new(h2o_req_t *req);
+/** Turns the fields of an OpenAI images request (in) into POST /v1/jobs fields (out), as
+ * /v1/images/generations does: model, n, size, response_format, quality, stream and the extensions. 0, or
+ * -1 with e naming the field (400 unknown_parameter for a field it does not know). */
+int sdw_openai_translate(sdw_srv *s, json_t *in, json_t *out, void *opts, int *stream, sdw_api_error *e);
+/** The OpenAI images answer (a sdw_hold_json_fn) and its stream event (a sdw_hold_sse_fn); ud is the opts. */
+json_t *sdw_openai_images_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud, int *status);
+sdw_rcbuf *sdw_openai_images_stream_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud);
+
 /** Handles the OpenAI routes (/v1/images/..., /v1/models...); 1 if path was one of them. */
 int sdw_openai_dispatch(sdw_srv *s, h2o_req_t *req);
+/** What /sdapi/v1/img2img's translation leaves for the check after validation. */
+typedef struct {
+    int resize_mode; /* A1111's: 0 just resize (the engine's), 1 crop, 2 fill, 3 latent upscale */
+} sdw_a1111_i2i;
+/** Adds the img2img fields of an A1111 request (in) to the /v1/jobs fields (out): init_images[0] as
+ * init_image, mask (its alpha or inversion turned into white = repaint), denoising_strength, mask_blur (4
+ * by default with a mask), inpainting_mask_invert, resize_mode (into st); sets in's images to null for the
+ * echo unless include_init_images. 0, or -1 with e naming the A1111 field. (api_a1111_img2img.c) */
+int sdw_a1111_img2img_translate(json_t *in, json_t *out, sdw_a1111_i2i *st, sdw_api_error *e);
+/** After validation: a resize_mode other than 0 is refused when the init image needs resizing. 0, or -1. */
+int sdw_a1111_img2img_check(const sdw_gen_request *r, const sdw_a1111_i2i *st, sdw_api_error *e);
+
 /** Handles the AUTOMATIC1111 routes (/sdapi/v1/...); 1 if path was one of them. */
 int sdw_a1111_dispatch(sdw_srv *s, h2o_req_t *req);
 /** Serves the built-in page (GET / and /index.html); 1 if path was it. */

@@ -1,5 +1,6 @@
-/* api_a1111.c: the AUTOMATIC1111 web UI API subset under /sdapi/v1: txt2img (held until the job ends),
- * progress and interrupt of the jobs it started, and the model, sampler, scheduler, LoRA and option lists. */
+/* api_a1111.c: the AUTOMATIC1111 web UI API subset under /sdapi/v1: txt2img and img2img (held until the job
+ * ends), progress and interrupt of the jobs it started, and the model, sampler, scheduler, LoRA and option
+ * lists. */
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
@@ -216,6 +217,8 @@ static const char *a1_field(const char *ours)
     if (!strcmp(ours, "guidance_scale")) return "cfg_scale";
     if (!strcmp(ours, "sampler")) return "sampler_name";
     if (!strcmp(ours, "schedule")) return "scheduler";
+    if (!strcmp(ours, "strength")) return "denoising_strength";
+    if (!strcmp(ours, "init_image")) return "init_images";
     return ours;
 }
 
@@ -234,13 +237,17 @@ static json_t *t2i_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud, int 
     const char *sampler = sdw_names_display(SDW_NAMES_SAMPLER, r->sampler);
     const char *sched = sdw_names_display(SDW_NAMES_SCHEDULE, r->schedule);
     int w = job->out_width ? job->out_width : r->width, h = job->out_height ? job->out_height : r->height;
-    char infotext[SDW_PROMPT_MAX_BYTES * 2 + 512];
+    char infotext[SDW_PROMPT_MAX_BYTES * 2 + 512], i2i[96] = "";
+    if (r->init_image) { /* as A1111 writes them, after the model */
+        int n = snprintf(i2i, sizeof i2i, ", Denoising strength: %g", r->strength);
+        if (r->mask) snprintf(i2i + n, sizeof i2i - (size_t)n, ", Mask blur: %d", r->mask_blur);
+    }
     snprintf(infotext, sizeof infotext,
              "%s%s%s\nSteps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, "
-             "Model: %s",
+             "Model: %s%s",
              r->prompt, r->negative_prompt && *r->negative_prompt ? "\nNegative prompt: " : "",
              r->negative_prompt && *r->negative_prompt ? r->negative_prompt : "", r->steps, sampler, sched,
-             r->cfg_scale, (unsigned long long)r->seed, w, h, sdw_api_model_name(s));
+             r->cfg_scale, (unsigned long long)r->seed, w, h, sdw_api_model_name(s), i2i);
     json_t *info =
         json_pack("{s:o,s:[o],s:o,s:[o],s:I,s:[I],s:i,s:i,s:s,s:s,s:o,s:i,s:i,s:s,s:s,s:[o],s:b}", "prompt",
                   sdw_json_str(r->prompt), "all_prompts", sdw_json_str(r->prompt), "negative_prompt",
@@ -250,6 +257,7 @@ static json_t *t2i_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud, int 
                   "scheduler", sched, "cfg_scale", sdw_json_num(r->cfg_scale), "steps", r->steps,
                   "batch_size", 1, "sd_model_name", sdw_api_model_name(s), "job_id", job->id, "infotexts",
                   sdw_json_str(infotext), "interrupted", job->status == SDW_JST_CANCELLED);
+    if (info && r->init_image) json_object_set_new(info, "denoising_strength", sdw_json_num(r->strength));
     char *info_s = info ? json_dumps(info, JSON_COMPACT) : NULL;
     json_decref(info);
     json_t *images = json_array();
@@ -285,7 +293,8 @@ static void params_dispose(void *p)
     json_decref(o->params);
 }
 
-static void handle_txt2img(sdw_srv *s, h2o_req_t *req)
+/* txt2img and img2img: the same fields and answer, img2img's own fields on top (api_a1111_img2img.c) */
+static void handle_generate(sdw_srv *s, h2o_req_t *req, int img2img)
 {
     sdw_api_error e;
     json_t *in = sdw_api_read_object(s, req, &e);
@@ -298,6 +307,8 @@ static void handle_txt2img(sdw_srv *s, h2o_req_t *req)
     o->send_images = 1;
     json_t *out = json_pack("{s:i,s:i}", "width", 512, "height", 512);
     int rc = out ? translate(in, out, o, &e) : sdw_api_error_set(&e, 500, "internal", NULL, "out of memory");
+    sdw_a1111_i2i i2i;
+    if (rc == 0 && img2img) rc = sdw_a1111_img2img_translate(in, out, &i2i, &e);
     char *body = rc == 0 ? json_dumps(out, JSON_COMPACT) : NULL;
     json_decref(out);
     if (rc != 0 || !body) {
@@ -309,6 +320,10 @@ static void handle_txt2img(sdw_srv *s, h2o_req_t *req)
     sdw_gen_request jr;
     rc = sdw_validate_job_request(body, strlen(body), &s->limits, &jr, &e);
     free(body);
+    if (rc == 0 && img2img && sdw_a1111_img2img_check(&jr, &i2i, &e) != 0) {
+        sdw_gen_request_free(&jr);
+        rc = -1;
+    }
     if (rc != 0) {
         json_decref(in);
         char f[sizeof e.field];
@@ -444,17 +459,10 @@ int sdw_a1111_dispatch(sdw_srv *s, h2o_req_t *req)
     int get = is(req, "GET") || is(req, "HEAD"), post = is(req, "POST");
     const char *allow = NULL;
     sdw_api_error e;
-    if (!strcmp(r, "txt2img")) {
+    if (!strcmp(r, "txt2img") || !strcmp(r, "img2img")) {
         if (post)
-            handle_txt2img(s, req);
+            handle_generate(s, req, r[0] == 'i');
         else
-            allow = "POST";
-    } else if (!strcmp(r, "img2img")) {
-        if (post) {
-            sdw_api_error_set(&e, 501, "not_implemented", NULL,
-                              "img2img needs the engine's img2img, not there yet");
-            fail(s, req, &e);
-        } else
             allow = "POST";
     } else if (!strcmp(r, "progress")) {
         if (get)

@@ -1,5 +1,5 @@
 /* api_openai.c: the OpenAI Images API subset: POST /v1/images/generations (held until the job ends, or
- * streamed), /v1/images/edits and /variations (not yet: no img2img), GET /v1/models[/{id}]. */
+ * streamed), /v1/images/variations (not yet), GET /v1/models[/{id}]; /edits is api_openai_edits.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,42 +241,25 @@ static void handle_generate(sdw_srv *s, h2o_req_t *req)
         sdw_hold_json(s, req, job, gen_done, o);
 }
 
-/* The form is read and checked as OpenAI would, so a client learns of a mistake in its upload even
- * now; only then comes the 501, since the engine cannot use the image yet. */
-static void handle_edit(sdw_srv *s, h2o_req_t *req, int variation)
+/* Variations (no prompt, an image to vary) have no engine counterpart yet: the form is read and checked as
+ * OpenAI would, so a client learns of a mistake in its upload, then 501. Edits: api_openai_edits.c. */
+static void handle_variation(sdw_srv *s, h2o_req_t *req)
 {
     sdw_api_error e;
-    size_t ctlen;
-    const char *ct = sdw_http_header(req, "content-type", &ctlen);
-    char boundary[SDW_MP_BOUNDARY_MAX + 1], err[200];
-    sdw_mp_part parts[32];
+    sdw_mp_part parts[SDW_OPENAI_FORM_PARTS];
     int n = 0;
-    if (sdw_multipart_boundary(ct, ctlen, boundary, err, sizeof err) != 0) {
-        sdw_api_error_set(&e, ct ? 400 : 415, "invalid_multipart", NULL, "%s", err);
-        fail(s, req, &e);
-        return;
-    }
-    if (sdw_multipart_parse(req->entity.base ? req->entity.base : "", req->entity.len, boundary, parts, 32,
-                            &n, err, sizeof err) != 0) {
-        sdw_api_error_set(&e, 400, "invalid_multipart", NULL, "%s", err);
+    if (sdw_openai_form_read(s, req, parts, &n, &e) != 0) {
         fail(s, req, &e);
         return;
     }
     const sdw_mp_part *img = sdw_multipart_find(parts, n, "image");
-    if (!img) img = sdw_multipart_find(parts, n, "image[]");
     if (!img || !img->len) {
         sdw_api_error_set(&e, 400, "missing_field", "image", "image is required (a PNG file part)");
         fail(s, req, &e);
         return;
     }
-    const sdw_mp_part *prompt = sdw_multipart_find(parts, n, "prompt");
-    if (!variation && (!prompt || !prompt->len)) {
-        sdw_api_error_set(&e, 400, "missing_field", "prompt", "prompt is required");
-        fail(s, req, &e);
-        return;
-    }
     sdw_api_error_set(&e, 501, "not_implemented", NULL,
-                      "image edits and variations need img2img, which the engine does not support yet");
+                      "image variations are not supported; /v1/images/edits with a prompt is");
     fail(s, req, &e);
 }
 
@@ -315,8 +298,10 @@ int sdw_openai_dispatch(sdw_srv *s, h2o_req_t *req)
     if (edit || h2o_memis(p.base, p.len, H2O_STRLIT("/v1/images/variations"))) {
         if (!is(req, "POST"))
             method_error(s, req, "POST");
+        else if (edit)
+            sdw_openai_edit(s, req);
         else
-            handle_edit(s, req, !edit);
+            handle_variation(s, req);
         return 1;
     }
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/v1/models"))) {
@@ -349,4 +334,28 @@ int sdw_openai_dispatch(sdw_srv *s, h2o_req_t *req)
         return 1;
     }
     return 0;
+}
+
+/* ---- what /v1/images/edits shares (api_openai_edits.c) ---- */
+
+void *sdw_openai_opts_new(h2o_req_t *req)
+{
+    gen_opts *o = h2o_mem_alloc_pool(&req->pool, sizeof *o);
+    memset(o, 0, sizeof *o);
+    return o;
+}
+
+int sdw_openai_translate(sdw_srv *s, json_t *in, json_t *out, void *opts, int *stream, sdw_api_error *e)
+{
+    return translate(s, in, out, opts, stream, e);
+}
+
+json_t *sdw_openai_images_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud, int *status)
+{
+    return gen_done(s, req, job, ud, status);
+}
+
+sdw_rcbuf *sdw_openai_images_stream_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud)
+{
+    return gen_stream_done(s, req, job, ud);
 }

@@ -1,0 +1,217 @@
+/* edit_mask.c: mask conversion for the edit routes (see edit_mask.h), with libpng: decoded to RGBA, judged
+ * pixel by pixel, written back as an 8-bit grey PNG that the worker reads as it reads any /v1/jobs mask. */
+#include "edit_mask.h"
+
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* a chunk other than the image data cannot make libpng allocate more than this */
+#define CHUNK_MAX (1u << 20)
+
+typedef struct {
+    const uint8_t *in;
+    size_t in_len, in_pos;
+    uint8_t *out;
+    size_t out_len, out_cap;
+    char msg[160];
+} ctx_t;
+
+static void on_error(png_structp png, png_const_charp msg)
+{
+    ctx_t *c = png_get_error_ptr(png);
+    snprintf(c->msg, sizeof c->msg, "%s", msg);
+    png_longjmp(png, 1);
+}
+
+static void on_warning(png_structp png, png_const_charp msg)
+{
+    (void)png;
+    (void)msg;
+}
+
+static void on_read(png_structp png, png_bytep data, png_size_t n)
+{
+    ctx_t *c = png_get_io_ptr(png);
+    if (n > c->in_len - c->in_pos) png_error(png, "the PNG is cut off");
+    memcpy(data, c->in + c->in_pos, n);
+    c->in_pos += n;
+}
+
+static void on_write(png_structp png, png_bytep data, png_size_t n)
+{
+    ctx_t *c = png_get_io_ptr(png);
+    if (n > c->out_cap - c->out_len) {
+        size_t cap = c->out_cap ? c->out_cap : 4096;
+        while (cap - c->out_len < n)
+            cap *= 2;
+        uint8_t *p = realloc(c->out, cap);
+        if (!p) png_error(png, "out of memory");
+        c->out = p;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, data, n);
+    c->out_len += n;
+}
+
+static void on_flush(png_structp png)
+{
+    (void)png;
+}
+
+static int fail(char *err, size_t errlen, const char *what, const char *msg)
+{
+    snprintf(err, errlen, "%s: %s", what, msg);
+    return -1;
+}
+
+/* Reads the PNG into two planes of 0/255: by alpha under mode, and by luminance. */
+static int decode(ctx_t *c, sdw_edit_mask_mode mode, uint8_t **by_alpha, uint8_t **by_luma, int *alpha_used,
+                  sdw_edit_mask *out)
+{
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, on_error, on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!info) {
+        if (png) png_destroy_read_struct(&png, NULL, NULL);
+        snprintf(c->msg, sizeof c->msg, "out of memory");
+        return -1;
+    }
+    /* set inside the protected region and freed on the error path: volatile so longjmp keeps them */
+    uint8_t *volatile rgba = NULL;
+    uint8_t *volatile pa = NULL;
+    uint8_t *volatile pl = NULL;
+    png_bytep *volatile rows = NULL;
+    volatile int rc = 0;
+    if (setjmp(png_jmpbuf(png))) {
+        rc = -1;
+    } else {
+        png_set_read_fn(png, c, on_read);
+        png_set_user_limits(png, 16384, 16384);
+        png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
+        png_set_chunk_malloc_max(png, CHUNK_MAX);
+        png_read_info(png, info);
+        png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+        if ((unsigned long long)w * h > SDW_EDIT_MASK_MAX_PIXELS)
+            png_error(png, "the image has more than 4096 x 4096 pixels");
+        int ct = png_get_color_type(png, info);
+        int trns = png_get_valid(png, info, PNG_INFO_tRNS) != 0;
+        out->has_alpha = (ct & PNG_COLOR_MASK_ALPHA) || trns;
+        /* A1111 looks at alpha only in PIL's mode "RGBA": an RGBA file, or RGB with tRNS */
+        int a1_rgba = ct == PNG_COLOR_TYPE_RGB_ALPHA || (ct == PNG_COLOR_TYPE_RGB && trns);
+        png_set_expand(png);
+        png_set_strip_16(png);
+        png_set_gray_to_rgb(png);
+        if (!out->has_alpha) png_set_add_alpha(png, 0xff, PNG_FILLER_AFTER);
+        int passes = png_set_interlace_handling(png);
+        png_read_update_info(png, info);
+        if (png_get_rowbytes(png, info) != (size_t)w * 4)
+            png_error(png, "unexpected row size after expansion");
+        size_t npx = (size_t)w * h;
+        rgba = malloc(passes > 1 ? npx * 4 : (size_t)w * 4);
+        pa = malloc(npx);
+        pl = malloc(npx);
+        if (!rgba || !pa || !pl) png_error(png, "out of memory");
+        if (passes > 1) {
+            /* interlaced: every pass adds to every row, so the whole image is needed */
+            rows = malloc(h * sizeof(png_bytep));
+            if (!rows) png_error(png, "out of memory");
+            for (png_uint_32 y = 0; y < h; y++)
+                rows[y] = rgba + (size_t)y * w * 4;
+            png_read_image(png, rows);
+        }
+        int any_partial = 0;
+        for (png_uint_32 y = 0; y < h; y++) {
+            const uint8_t *row = rgba + (passes > 1 ? (size_t)y * w * 4 : 0);
+            if (passes == 1) png_read_row(png, (png_bytep)row, NULL);
+            for (png_uint_32 x = 0; x < w; x++) {
+                const uint8_t *p = row + (size_t)x * 4;
+                size_t i = (size_t)y * w + x;
+                /* PIL's L = (299 R + 587 G + 114 B) / 1000; the engine repaints where L / 255 >= 0.5 */
+                pl[i] = 299u * p[0] + 587u * p[1] + 114u * p[2] >= 127500u ? 255 : 0;
+                pa[i] = mode == SDW_EDIT_MASK_OPENAI ? (p[3] == 0 ? 255 : 0) : (p[3] > 128 ? 255 : 0);
+                any_partial |= p[3] != 255;
+            }
+        }
+        png_read_end(png, NULL); /* checks the rest through IEND, so a cut-off file is an error */
+        *alpha_used = mode == SDW_EDIT_MASK_OPENAI ? out->has_alpha : a1_rgba && any_partial;
+        out->width = (int)w;
+        out->height = (int)h;
+    }
+    png_destroy_read_struct(&png, &info, NULL);
+    free(rgba);
+    free(rows);
+    if (rc) {
+        free(pa);
+        free(pl);
+        return -1;
+    }
+    *by_alpha = pa;
+    *by_luma = pl;
+    return 0;
+}
+
+static int encode(ctx_t *c, const uint8_t *plane, int w, int h)
+{
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, c, on_error, on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!info) {
+        if (png) png_destroy_write_struct(&png, NULL);
+        snprintf(c->msg, sizeof c->msg, "out of memory");
+        return -1;
+    }
+    volatile int rc = 0;
+    if (setjmp(png_jmpbuf(png))) {
+        rc = -1;
+    } else {
+        png_set_write_fn(png, c, on_write, on_flush);
+        png_set_compression_level(png, 1); /* a two-colour mask packs well at any level */
+        png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+                     PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+        png_write_info(png, info);
+        for (int y = 0; y < h; y++)
+            png_write_row(png, (png_const_bytep)(plane + (size_t)y * w));
+        png_write_end(png, NULL);
+    }
+    png_destroy_write_struct(&png, &info);
+    return rc;
+}
+
+int sdw_edit_mask_convert(const uint8_t *png, size_t len, sdw_edit_mask_mode mode, int invert,
+                          sdw_edit_mask *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (!png || len < 8 || png_sig_cmp(png, 0, 8)) return fail(err, errlen, "not a PNG", "bad signature");
+    ctx_t *c = calloc(1, sizeof *c); /* on the heap: libpng's callbacks change it across setjmp */
+    if (!c) return fail(err, errlen, "mask", "out of memory");
+    c->in = png;
+    c->in_len = len;
+    uint8_t *pa = NULL, *pl = NULL;
+    int alpha_used = 0;
+    if (decode(c, mode, &pa, &pl, &alpha_used, out) != 0) {
+        fail(err, errlen, "not a readable PNG", c->msg);
+        free(c);
+        return -1;
+    }
+    uint8_t *plane = alpha_used ? pa : pl;
+    size_t npx = (size_t)out->width * out->height;
+    for (size_t i = 0; i < npx; i++) {
+        if (invert) plane[i] = (uint8_t)(255 - plane[i]);
+        out->n_repaint += plane[i] != 0;
+    }
+    int rc = encode(c, plane, out->width, out->height);
+    free(pa);
+    free(pl);
+    if (rc != 0) {
+        fail(err, errlen, "mask", c->msg);
+        free(c->out);
+        free(c);
+        out->png = NULL;
+        return -1;
+    }
+    out->png = c->out;
+    out->png_len = c->out_len;
+    free(c);
+    return 0;
+}
