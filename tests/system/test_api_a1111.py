@@ -1,10 +1,13 @@
 """test_api_a1111.py: the AUTOMATIC1111 API subset under /sdapi/v1: txt2img answers and their shape,
 sampler and scheduler names, refused and ignored fields, progress and interrupt of a running job, the
-lists and options, img2img's 501, and errors naming the field."""
+lists and options, img2img and inpainting (each exactly the /v1/jobs job it stands for, the mask's
+conventions, the echo and info), and errors naming the field."""
 import base64
 import json
+import struct
 import threading
 import time
+import zlib
 
 import sdw
 from sdw import Service, expect
@@ -56,14 +59,102 @@ def test_txt2img_errors():
             body.update(extra)
             st, _, d = svc.json("POST", "/sdapi/v1/txt2img", body)
             expect(st == 400 and d["field"] == field and d["detail"], "%r -> %s %r" % (extra, st, d), svc)
-        st, _, d = svc.json("POST", "/sdapi/v1/img2img", {"prompt": "x", "init_images": []})
-        expect(st == 501 and "img2img" in d["detail"], "img2img %s %r" % (st, d))
         st, h, d = svc.json("GET", "/sdapi/v1/txt2img")
         expect(st == 405 and h.get("allow") == "POST", "GET txt2img %s %r" % (st, h))
         st, _, d = svc.json("GET", "/sdapi/v1/nothing")
         expect(st == 404, "unknown %s" % st)
         st, _, d = svc.request("POST", "/sdapi/v1/txt2img", body="{nope")[:3]
         expect(st == 400, "bad json %s" % st)
+
+
+def png(w, h, pixel, mode="RGB"):
+    """A w x h 8-bit PNG of mode L, RGB or RGBA; pixel(x, y) gives the channel tuple."""
+    ct, nch = {"L": (0, 1), "RGB": (2, 3), "RGBA": (6, 4)}[mode]
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    raw = b"".join(b"\0" + b"".join(bytes(pixel(x, y)[:nch]) for x in range(w)) for y in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, ct, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+def job_png(svc, **params):
+    job = svc.submit(**params)
+    doc = svc.wait_status(job["job_id"], ("complete", "failed"))
+    expect(doc["status"] == "complete", "job %r" % doc, svc)
+    return svc.request("GET", doc["image_url"])[2]
+
+
+def test_img2img():
+    if sdw.FAKE:
+        sdw.skip("needs the real engine")
+    with Service("a1111i2i").start() as svc:
+        svc.wait_ready()
+        image = png(64, 64, lambda x, y: ((x * 4) % 256, (y * 4) % 256, 128))
+        white_top = png(64, 64, lambda x, y: (255,) if y < 32 else (0,), "L")
+        black_top = png(64, 64, lambda x, y: (0, 0, 0) if y < 32 else (255, 255, 255))
+        rgba_top = png(64, 64, lambda x, y: (0, 0, 0, 255) if y < 32 else (0, 0, 0, 0), "RGBA")
+        base = dict(prompt="a cat", steps=2, width=64, height=64, seed=9)
+        # the shape, as txt2img's; the echo leaves the images out, info has A1111's img2img keys
+        st, _, d = svc.json("POST", "/sdapi/v1/img2img", dict(base, init_images=["data:image/png;base64," + b64(image)],
+                                                               denoising_strength=0.5, sampler_name="Euler a",
+                                                               cfg_scale=5, resize_mode=0, inpainting_fill=1,
+                                                               include_init_images=False))
+        expect(st == 200 and set(d) == {"images", "parameters", "info"} and len(d["images"]) == 1, "img2img %s %r" % (st, d), svc)
+        got = base64.b64decode(d["images"][0])
+        sdw.check_png(got, 64, 64)
+        info = json.loads(d["info"])
+        expect(info["denoising_strength"] == 0.5 and info["sampler_name"] == "Euler a" and info["seed"] == 9, "info %r" % info)
+        expect("Denoising strength: 0.5" in info["infotexts"][0] and "Mask blur" not in info["infotexts"][0], info["infotexts"][0])
+        expect(d["parameters"]["init_images"] is None and d["parameters"]["denoising_strength"] == 0.5, "echo %r" % d["parameters"])
+        expect(got == job_png(svc, init_image=b64(image), strength=0.5, sampler="euler_a", guidance_scale=5, **base),
+               "img2img is the /v1/jobs job", svc)
+        # inpainting: white = repaint, mask_blur 4 unless told; inverted black mask and RGBA alpha say the same
+        want = job_png(svc, init_image=b64(image), mask=b64(white_top), strength=0.75, mask_blur=4, **base)
+        for mask, extra in ((white_top, {}), (black_top, {"inpainting_mask_invert": 1}), (rgba_top, {}),
+                            (b64(white_top), {"mask_blur_x": 4, "mask_blur_y": 4})):
+            body = dict(base, init_images=[b64(image)], mask=mask if isinstance(mask, str) else b64(mask), **extra)
+            if extra.get("mask_blur_x"):
+                body["mask"] = "data:image/png;base64," + mask
+            st, _, d = svc.json("POST", "/sdapi/v1/img2img", body)
+            expect(st == 200 and base64.b64decode(d["images"][0]) == want, "inpaint %r %s" % (sorted(extra), st), svc)
+            expect("Mask blur: 4" in json.loads(d["info"])["infotexts"][0] and d["parameters"]["mask"] is None, d["info"])
+        st, _, d = svc.json("POST", "/sdapi/v1/img2img", dict(base, init_images=[b64(image)], mask=b64(white_top),
+                                                               mask_blur=0, denoising_strength=1))
+        expect(base64.b64decode(d["images"][0]) ==
+               job_png(svc, init_image=b64(image), mask=b64(white_top), strength=1.0, **base), "mask_blur 0", svc)
+        # resize_mode other than 0 only matters (and is refused) when the image needs resizing
+        st, _, d = svc.json("POST", "/sdapi/v1/img2img", dict(base, init_images=[b64(image)], resize_mode=1))
+        expect(st == 200, "resize_mode 1 at the image's size %s" % st, svc)
+
+        cases = [
+            (dict(), "init_images"), (dict(init_images=[]), "init_images"), (dict(init_images="x"), "init_images"),
+            (dict(init_images=[b64(image), b64(image)]), "init_images"), (dict(init_images=["bm90IGEgcG5n"]), "init_images"),
+            (dict(init_images=[b64(image)], denoising_strength=0), "denoising_strength"),
+            (dict(init_images=[b64(image)], denoising_strength=1.5), "denoising_strength"),
+            (dict(init_images=[b64(image)], mask=b64(png(32, 32, lambda x, y: (255,), "L"))), "mask"),
+            (dict(init_images=[b64(image)], mask="***"), "mask"),
+            (dict(init_images=[b64(image)], mask=b64(b"not a png")), "mask"),
+            (dict(init_images=[b64(image)], mask=b64(white_top), mask_blur=99), "mask_blur"),
+            (dict(init_images=[b64(image)], mask=b64(white_top), mask_blur_x=2, mask_blur_y=3), "mask_blur_y"),
+            (dict(init_images=[b64(image)], inpainting_mask_invert=2), "inpainting_mask_invert"),
+            (dict(init_images=[b64(png(80, 64, lambda x, y: (0, 0, 0)))], resize_mode=1), "resize_mode"),
+            (dict(init_images=[b64(image)], resize_mode=7), "resize_mode"),
+            (dict(init_images=[b64(image)], initial_noise_multiplier=0.5), "initial_noise_multiplier"),
+            (dict(init_images=[b64(image)], batch_size=2), "batch_size"),
+            (dict(init_images=[b64(image)], cfg_scale=99), "cfg_scale"),
+        ]
+        for extra, field in cases:
+            st, _, d = svc.json("POST", "/sdapi/v1/img2img", dict(base, **extra))
+            expect(st == 400 and d["field"] == field and d["detail"], "%r -> %s %r" % (sorted(extra), st, d), svc)
+        st, h, d = svc.json("GET", "/sdapi/v1/img2img")
+        expect(st == 405 and h.get("allow") == "POST", "GET img2img %s" % st)
+        st, _, d = svc.json("POST", "/sdapi/v1/img2img", dict(base, init_images=[b64(image)], pad="x" * 70000))
+        expect(st == 413, "over limits.max_body_bytes %s %r" % (st, d), svc)
 
 
 def test_lists_and_options():
@@ -124,4 +215,4 @@ def test_progress_and_interrupt():
 
 
 if __name__ == "__main__":
-    sdw.main([test_txt2img_shape, test_txt2img_errors, test_lists_and_options, test_progress_and_interrupt])
+    sdw.main([test_img2img, test_txt2img_shape, test_txt2img_errors, test_lists_and_options, test_progress_and_interrupt])
