@@ -1,9 +1,10 @@
 // openai.test.mjs: the official openai SDK against a running sd-worker (SDW_URL, SDW_KEY set by
-// tests/system/test_clients_openai.py): images.generate (b64_json, url, stream), models.list, and that
-// errors raise the SDK's own classes.
+// tests/system/test_clients_openai.py): images.generate (b64_json, url, stream), images.edit (with a mask,
+// url, extension fields), models.list, and that errors raise the SDK's own classes.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import OpenAI from "openai";
+import zlib from "node:zlib";
+import OpenAI, { toFile } from "openai";
 
 const base = process.env.SDW_URL;
 const key = process.env.SDW_KEY;
@@ -79,11 +80,102 @@ test("n > 1 raises BadRequestError naming n", async () => {
   });
 });
 
-test("images.edit is refused until img2img exists", async () => {
-  const { toFile } = await import("openai");
-  const png = Buffer.from("89504e470d0a1a0a", "hex");
-  await assert.rejects(client.images.edit({ image: await toFile(png, "a.png"), prompt: "x" }), (e) => {
-    assert.equal(e.status, 501);
-    return true;
+// A w x h 8-bit PNG (colour type 2 RGB or 6 RGBA) from pixel(x, y) -> [r, g, b, a].
+function png(w, h, alpha, pixel) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
   });
+  const crc = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type), data]);
+    const c = Buffer.alloc(4);
+    c.writeUInt32BE(crc(td));
+    return Buffer.concat([len, td, c]);
+  };
+  const nch = alpha ? 4 : 3;
+  const raw = Buffer.alloc(h * (1 + w * nch));
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) {
+      const p = pixel(x, y);
+      for (let c = 0; c < nch; c++) raw[y * (1 + w * nch) + 1 + x * nch + c] = p[c];
+    }
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr[8] = 8;
+  ihdr[9] = alpha ? 6 : 2;
+  return Buffer.concat([Buffer.from("89504e470d0a1a0a", "hex"), chunk("IHDR", ihdr),
+    chunk("IDAT", zlib.deflateSync(raw)), chunk("IEND", Buffer.alloc(0))]);
+}
+
+const photo = png(64, 64, false, (x, y) => [(x * 4) % 256, (y * 4) % 256, 128]);
+// OpenAI's convention: the transparent part of the mask is what gets edited
+const topMask = png(64, 64, true, (x, y) => [0, 0, 0, y < 32 ? 0 : 255]);
+const editSmall = { prompt: "a cat", steps: 2, seed: 9 };
+
+test("images.edit with a mask", async () => {
+  const r = await client.images.edit({
+    image: await toFile(photo, "photo.png", { type: "image/png" }),
+    mask: await toFile(topMask, "mask.png", { type: "image/png" }),
+    ...editSmall,
+  });
+  assert.equal(r.data.length, 1);
+  assert.equal(r.size, "64x64", "the size defaults to the image's");
+  const out = Buffer.from(r.data[0].b64_json, "base64");
+  assert.deepEqual([...out.subarray(0, 4)], PNG);
+  assert.equal(out.readUInt32BE(16), 64);
+  // the mask matters: the same edit without one is another image; the same seed gives the same edit
+  const plain = await client.images.edit({ image: await toFile(photo, "photo.png"), ...editSmall });
+  assert.notEqual(plain.data[0].b64_json, r.data[0].b64_json);
+  const again = await client.images.edit({
+    image: await toFile(photo, "photo.png"),
+    mask: await toFile(topMask, "mask.png"),
+    ...editSmall,
+  });
+  assert.equal(again.data[0].b64_json, r.data[0].b64_json, "same seed, same edit");
+});
+
+test("images.edit url answer and extension fields", async () => {
+  const r = await client.images.edit({
+    image: await toFile(photo, "photo.png"),
+    response_format: "url",
+    size: "64x64",
+    strength: 0.5,
+    negative_prompt: "fog",
+    ...editSmall,
+  });
+  assert.match(r.data[0].url, /\/v1\/jobs\/[^/]+\/image$/);
+});
+
+test("images.edit with a mask of another size raises BadRequestError naming mask", async () => {
+  const small = png(32, 32, true, () => [0, 0, 0, 0]);
+  await assert.rejects(
+    client.images.edit({ image: await toFile(photo, "p.png"), mask: await toFile(small, "m.png"), ...editSmall }),
+    (e) => {
+      assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+      assert.equal(e.status, 400);
+      assert.equal(e.param, "mask");
+      assert.match(e.message, /32x32/);
+      return true;
+    },
+  );
+});
+
+test("images.edit with a broken image raises BadRequestError naming image", async () => {
+  await assert.rejects(
+    client.images.edit({ image: await toFile(photo.subarray(0, 50), "p.png"), ...editSmall }),
+    (e) => {
+      assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+      assert.equal(e.param, "image");
+      return true;
+    },
+  );
 });
