@@ -19,13 +19,14 @@ static int bchar_ok(unsigned char c)
 {
     /* RFC 2046 bcharsnospace plus space */
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           strchr("'()+_,-./:=? ", c);
+           (c && strchr("'()+_,-./:=? ", c)); /* strchr finds the terminator for c == 0 */
 }
 
 int sdw_multipart_boundary(const char *ct, size_t len, char *out, char *err, size_t errlen)
 {
     static const char type[] = "multipart/form-data";
-    if (!ct || len < sizeof type - 1 || strncasecmp(ct, type, sizeof type - 1))
+    if (!ct || len < sizeof type - 1 || strncasecmp(ct, type, sizeof type - 1) ||
+        (len > sizeof type - 1 && !strchr("; \t", ct[sizeof type - 1])))
         return fail(err, errlen, "Content-Type must be multipart/form-data");
     size_t i = sizeof type - 1;
     while (i < len) {
@@ -77,39 +78,56 @@ static const char *find(const char *hay, size_t hlen, const char *needle, size_t
     return nlen <= hlen ? memmem(hay, hlen, needle, nlen) : NULL;
 }
 
-/* Value of param (name or filename) in a Content-Disposition value: quoted-string or token. */
+/* Value of param (name or filename) in a Content-Disposition value: quoted-string or token. Every
+ * parameter is read whole, so a quoted value holding "; name=" cannot pass for another parameter. 0 (with
+ * *out NULL when absent), or -1 for an unterminated quote. */
 static int disp_param(const char *v, size_t vlen, const char *param, const char **out, size_t *olen)
 {
     size_t pl = strlen(param);
     size_t i = 0;
     *out = NULL;
     *olen = 0;
-    while (i < vlen) {
-        while (i < vlen && v[i] != ';')
-            i++;
-        if (i >= vlen) break;
+    while (i < vlen && v[i] != ';') /* the disposition type */
         i++;
+    while (i < vlen) {
+        i++; /* the ';' */
         while (i < vlen && (v[i] == ' ' || v[i] == '\t'))
             i++;
-        if (vlen - i > pl && !strncasecmp(v + i, param, pl) && v[i + pl] == '=') {
-            i += pl + 1;
+        size_t k = i;
+        while (i < vlen && v[i] != '=' && v[i] != ';')
+            i++;
+        size_t kl = i - k;
+        while (kl && (v[k + kl - 1] == ' ' || v[k + kl - 1] == '\t'))
+            kl--;
+        const char *val = NULL;
+        size_t vl = 0;
+        if (i < vlen && v[i] == '=') {
+            i++;
+            while (i < vlen && (v[i] == ' ' || v[i] == '\t'))
+                i++;
             if (i < vlen && v[i] == '"') {
-                size_t s = ++i;
+                size_t st = ++i;
                 while (i < vlen && v[i] != '"') {
                     if (v[i] == '\\' && i + 1 < vlen) i++;
                     i++;
                 }
                 if (i >= vlen) return -1;
-                *out = v + s;
-                *olen = i - s;
+                val = v + st;
+                vl = i - st;
+                i++;
             } else {
-                size_t s = i;
+                size_t st = i;
                 while (i < vlen && v[i] != ';' && v[i] != ' ' && v[i] != '\t')
                     i++;
-                *out = v + s;
-                *olen = i - s;
+                val = v + st;
+                vl = i - st;
             }
-            return 0;
+            while (i < vlen && v[i] != ';') /* anything after the value up to the next parameter */
+                i++;
+        }
+        if (val && !*out && kl == pl && !strncasecmp(v + k, param, pl)) {
+            *out = val;
+            *olen = vl;
         }
     }
     return 0;

@@ -1,5 +1,6 @@
 /* test_multipart.c: the multipart/form-data reader: boundaries from Content-Type, parts with names,
- * file names and types, binary data with CR/LF inside, and every malformed shape refused. Each input is
+ * file names and types (a quoted value cannot hide a second name), binary data with CR/LF inside, and every
+ * malformed shape refused. Each input is
  * copied into a buffer of its exact size, so ASan sees any read past the body. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -54,6 +55,37 @@ static void test_boundary(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_int_equal(sdw_multipart_boundary(bad[i], strlen(bad[i]), b, err, sizeof err), -1);
     assert_int_equal(sdw_multipart_boundary(NULL, 0, b, err, sizeof err), -1);
+    /* another media type that only starts with the name; a NUL inside the boundary */
+    ct = "multipart/form-datax; boundary=abc";
+    assert_int_equal(sdw_multipart_boundary(ct, strlen(ct), b, err, sizeof err), -1);
+    static const char nul[] = "multipart/form-data; boundary=ab\0cd";
+    assert_int_equal(sdw_multipart_boundary(nul, sizeof nul - 1, b, err, sizeof err), -1);
+}
+
+static void test_disposition_params(void **state)
+{
+    (void)state;
+    /* a quoted filename holding "; name=" is one parameter, not a second name */
+    static const char smuggle[] = "--B\r\nContent-Disposition: form-data; filename=\"x; name=evil\"; "
+                                  "name=\"mask\"\r\n\r\nv\r\n--B--";
+    sdw_mp_part p[4];
+    int n;
+    assert_int_equal(parse(smuggle, sizeof smuggle - 1, "B", p, 4, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(p[0].name_len, 4);
+    assert_memory_equal(p[0].name, "mask", 4);
+    assert_int_equal(p[0].filename_len, 12);
+    assert_memory_equal(p[0].filename, "x; name=evil", 12);
+    /* a name only inside a quoted value is no name */
+    static const char hidden[] =
+        "--B\r\nContent-Disposition: form-data; filename=\"a;name=x\"\r\n\r\nv\r\n--B--";
+    assert_int_equal(parse(hidden, sizeof hidden - 1, "B", p, 4, &n), -1);
+    /* escaped quotes stay inside the value; the first of two names counts */
+    static const char esc[] =
+        "--B\r\nContent-Disposition: form-data; name=\"a\\\"b\"; name=c\r\n\r\nv\r\n--B--";
+    assert_int_equal(parse(esc, sizeof esc - 1, "B", p, 4, &n), 0);
+    assert_int_equal(p[0].name_len, 4);
+    assert_memory_equal(p[0].name, "a\\\"b", 4);
 }
 
 static void test_parts(void **state)
@@ -122,6 +154,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_boundary),
         cmocka_unit_test(test_parts),
+        cmocka_unit_test(test_disposition_params),
         cmocka_unit_test(test_malformed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
