@@ -36,6 +36,8 @@ static const sdw_gen_field fields[] = {
     F("strength", SDW_GF_DOUBLE, strength, 0),
     F_BYTES("mask", mask, mask_len),
     F("mask_blur", SDW_GF_INT, mask_blur, 0),
+    F("mask_mode", SDW_GF_INT, mask_mode, 0),
+    F("mask_invert", SDW_GF_BOOL, mask_invert, 0),
     F("loras", SDW_GF_STR, loras, 0),
     F("lora_dir", SDW_GF_STR, lora_dir, 0),
 };

@@ -27,10 +27,18 @@ typedef struct {
     double strength; /* (0, 1], with init_image; default 0.75 */
     uint8_t *mask;   /* inpainting: PNG bytes, same size as init_image, white = repaint; NULL = none */
     size_t mask_len;
-    int mask_blur;  /* mask feather, pixels 0..64, default 0 */
-    char *loras;    /* LoRA list "NAME:WEIGHT\n..." (names plain files in lora_dir), NULL = none */
-    char *lora_dir; /* where LoRA names resolve: set by the supervisor (config) or the CLI, never a client */
+    int mask_blur;   /* mask feather, pixels 0..64, default 0 */
+    int mask_mode;   /* how mask says "repaint": SDW_MASK_MODE_*, default luminance (white) */
+    int mask_invert; /* repaint what mask_mode keeps and keep what it repaints (A1111's mask invert) */
+    char *loras;     /* LoRA list "NAME:WEIGHT\n..." (names plain files in lora_dir), NULL = none */
+    char *lora_dir;  /* where LoRA names resolve: set by the supervisor (config) or the CLI, never a client */
 } sdw_gen_request;
+
+/** mask_mode values: the conventions of the HTTP surfaces, applied by the worker (which decodes pixels). */
+#define SDW_MASK_MODE_LUMA 0        /* white = repaint (luminance): /v1/jobs and the CLI */
+#define SDW_MASK_MODE_ALPHA0 1      /* OpenAI's mask: alpha 0 = repaint (luminance without alpha) */
+#define SDW_MASK_MODE_IMAGE_ALPHA 2 /* OpenAI's image as its mask: alpha 0; none clear = no mask */
+#define SDW_MASK_MODE_A1111 3       /* A1111: an RGBA mask's alpha > 128, else luminance */
 
 /** How a field is stored and sent. */
 typedef enum {

@@ -74,14 +74,17 @@ int sdw_openai_dispatch(sdw_srv *s, h2o_req_t *req);
 /** What /sdapi/v1/img2img's translation leaves for the check after validation. */
 typedef struct {
     int resize_mode; /* A1111's: 0 just resize (the engine's), 1 crop, 2 fill, 3 latent upscale */
+    int mask;        /* a mask was given */
+    int invert;      /* inpainting_mask_invert */
 } sdw_a1111_i2i;
 /** Adds the img2img fields of an A1111 request (in) to the /v1/jobs fields (out): init_images[0] as
- * init_image, mask (its alpha or inversion turned into white = repaint), denoising_strength, mask_blur (4
+ * init_image, mask, denoising_strength, mask_blur (4
  * by default with a mask), inpainting_mask_invert, resize_mode (into st); sets in's images to null for the
  * echo unless include_init_images. 0, or -1 with e naming the A1111 field. (api_a1111_img2img.c) */
 int sdw_a1111_img2img_translate(json_t *in, json_t *out, sdw_a1111_i2i *st, sdw_api_error *e);
-/** After validation: a resize_mode other than 0 is refused when the init image needs resizing. 0, or -1. */
-int sdw_a1111_img2img_check(const sdw_gen_request *r, const sdw_a1111_i2i *st, sdw_api_error *e);
+/** After validation: sets r's mask conventions (A1111's, inverted or not; the worker applies them) and
+ * refuses a resize_mode other than 0 when the init image needs resizing. 0, or -1 with e. */
+int sdw_a1111_img2img_check(sdw_gen_request *r, const sdw_a1111_i2i *st, sdw_api_error *e);
 
 /** Handles the AUTOMATIC1111 routes (/sdapi/v1/...); 1 if path was one of them. */
 int sdw_a1111_dispatch(sdw_srv *s, h2o_req_t *req);

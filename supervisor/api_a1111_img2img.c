@@ -1,12 +1,9 @@
 /* api_a1111_img2img.c: the img2img fields of POST /sdapi/v1/img2img (init_images, mask, denoising_strength,
  * mask_blur, inpainting_mask_invert, resize_mode, ...) as /v1/jobs fields; the rest is txt2img's. */
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
-#include "edit_mask.h"
-#include "validate_images.h"
 
 /* A1111's defaults where they differ from /v1/jobs (its denoising_strength, 0.75, is ours) */
 #define A1_MASK_BLUR 4
@@ -27,24 +24,6 @@ static int is_int(json_t *v, json_int_t *x)
         return 1;
     }
     return 0;
-}
-
-/* A1111 turns the mask into white = repaint itself (alpha of an RGBA mask, inversion): done here, so the
- * worker gets a plain mask. */
-static int convert_mask(json_t *v, int invert, json_t *out, sdw_api_error *e)
-{
-    uint8_t *raw;
-    size_t len;
-    char err[200];
-    if (sdw_validate_base64_decode(json_string_value(v), json_string_length(v), &raw, &len) != 0)
-        return sdw_api_error_set(e, 400, "invalid_image", "mask", "mask is not valid base64");
-    sdw_edit_mask m;
-    int rc = sdw_edit_mask_convert(raw, len, SDW_EDIT_MASK_A1111, invert, &m, err, sizeof err);
-    free(raw);
-    if (rc != 0) return sdw_api_error_set(e, 400, "invalid_image", "mask", "mask is %s", err);
-    rc = json_object_set_new(out, "mask", sdw_json_base64(m.png, m.png_len));
-    free(m.png);
-    return rc ? oom(e) : 0;
 }
 
 int sdw_a1111_img2img_translate(json_t *in, json_t *out, sdw_a1111_i2i *st, sdw_api_error *e)
@@ -85,7 +64,10 @@ int sdw_a1111_img2img_translate(json_t *in, json_t *out, sdw_a1111_i2i *st, sdw_
     if (mask && !json_is_null(mask)) {
         if (!json_is_string(mask))
             return sdw_api_error_set(e, 400, "invalid_type", "mask", "mask must be a base64 PNG string");
-        if (convert_mask(mask, invert, out, e) != 0) return -1;
+        /* A1111's RGBA alpha and inversion are the worker's to apply (mask_mode): it decodes pixels */
+        if (json_object_set(out, "mask", mask)) return oom(e);
+        st->mask = 1;
+        st->invert = invert;
         /* A1111 blurs by 4 pixels unless told (mask_blur, else mask_blur_x and _y, which must agree) */
         json_t *b = json_object_get(in, "mask_blur");
         if (!b || json_is_null(b)) {
@@ -130,8 +112,12 @@ static uint32_t be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-int sdw_a1111_img2img_check(const sdw_gen_request *r, const sdw_a1111_i2i *st, sdw_api_error *e)
+int sdw_a1111_img2img_check(sdw_gen_request *r, const sdw_a1111_i2i *st, sdw_api_error *e)
 {
+    if (st->mask) {
+        r->mask_mode = SDW_MASK_MODE_A1111;
+        r->mask_invert = st->invert;
+    }
     if (!st->resize_mode || !r->init_image || r->init_image_len < 24) return 0;
     /* the engine stretches the image to the size (mode 0); the crop and fill modes differ only when the
      * image's size is not the requested one */

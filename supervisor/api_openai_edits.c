@@ -1,5 +1,6 @@
 /* api_openai_edits.c: POST /v1/images/edits, OpenAI's multipart form turned into a /v1/jobs img2img or
- * inpainting job: the mask's transparency (or the image's own) becomes the engine's white = repaint mask. */
+ * inpainting job whose mask is OpenAI's (alpha 0 = edit; the image's own alpha without a mask), which the
+ * worker reads by its mask_mode. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -7,7 +8,7 @@
 #include <string.h>
 
 #include "api.h"
-#include "edit_mask.h"
+#include "png_info.h"
 
 /* Strength when the request gives none: a masked edit repaints its area from noise, as OpenAI's do; an
  * unmasked one keeps the image's layout (A1111's default denoising strength). docs/api.md. */
@@ -147,7 +148,7 @@ static void default_size(const sdw_srv *s, int iw, int ih, int *w, int *h)
 
 /* Builds the job's JSON body from the form; 0, or -1 with e. */
 static int build_job(sdw_srv *s, const sdw_mp_part *parts, int n, json_t *job, void *opts, int *stream,
-                     sdw_api_error *e)
+                     int *mask_mode, sdw_api_error *e)
 {
     const sdw_mp_part *img, *mask;
     json_t *gen = json_object();
@@ -157,53 +158,57 @@ static int build_job(sdw_srv *s, const sdw_mp_part *parts, int n, json_t *job, v
     json_decref(gen);
     if (rc != 0) return -1;
 
-    /* the image is decoded here, not only in the worker: a corrupt file is the client's 400, and its
-     * alpha may be the mask */
+    /* the supervisor decodes no pixels (docs/architecture.md): it walks the chunks (a cut-off file is the
+     * client's 400 at once) and leaves the mask's alpha to the worker (mask_mode) */
     char err[200];
-    sdw_edit_mask im, mk;
+    int iw, ih, ia, mw, mh, ma;
     if (!is_png(img)) return sdw_api_error_set(e, 400, "invalid_image", "image", "image must be a PNG file");
-    if (sdw_edit_mask_convert((const uint8_t *)img->data, img->len, SDW_EDIT_MASK_OPENAI, 0, &im, err,
-                              sizeof err) != 0)
+    if (sdw_png_info((const uint8_t *)img->data, img->len, &iw, &ih, &ia, err, sizeof err) != 0)
         return sdw_api_error_set(e, 400, "invalid_image", "image", "image is %s", err);
-    const sdw_edit_mask *use = NULL;
+    const sdw_mp_part *use = NULL;
     if (mask && mask->len) {
-        if (!is_png(mask)) {
-            free(im.png);
+        if (!is_png(mask))
             return sdw_api_error_set(e, 400, "invalid_image", "mask", "mask must be a PNG file");
-        }
-        if (sdw_edit_mask_convert((const uint8_t *)mask->data, mask->len, SDW_EDIT_MASK_OPENAI, 0, &mk, err,
-                                  sizeof err) != 0) {
-            free(im.png);
+        if (sdw_png_info((const uint8_t *)mask->data, mask->len, &mw, &mh, &ma, err, sizeof err) != 0)
             return sdw_api_error_set(e, 400, "invalid_image", "mask", "mask is %s", err);
-        }
-        use = &mk;
-        if (mk.width != im.width || mk.height != im.height)
-            rc = sdw_api_error_set(e, 400, "invalid_image_size", "mask",
-                                   "mask is %dx%d but image is %dx%d; they must be the same size", mk.width,
-                                   mk.height, im.width, im.height);
-        else if (!mk.n_repaint)
-            rc = sdw_api_error_set(e, 400, "invalid_value", "mask",
-                                   "mask marks nothing to edit: edit where its alpha is 0 (transparent)%s",
-                                   mk.has_alpha ? "" : ", or where it is white when it has no alpha");
-    } else if (im.has_alpha && im.n_repaint) {
-        use = &im; /* OpenAI: without a mask, the image's transparent pixels are the area to edit */
+        if (mw != iw || mh != ih)
+            return sdw_api_error_set(e, 400, "invalid_image_size", "mask",
+                                     "mask is %dx%d but image is %dx%d; they must be the same size", mw, mh,
+                                     iw, ih);
+        use = mask;
+        *mask_mode = SDW_MASK_MODE_ALPHA0;
+    } else if (ia) {
+        /* OpenAI: without a mask, the image's transparent pixels are the area to edit */
+        use = img;
+        *mask_mode = SDW_MASK_MODE_IMAGE_ALPHA;
     }
     if (rc == 0 && !json_object_get(job, "width")) {
         int w, h;
-        default_size(s, im.width, im.height, &w, &h);
+        default_size(s, iw, ih, &w, &h);
         if (json_object_set_new(job, "width", json_integer(w)) ||
             json_object_set_new(job, "height", json_integer(h)))
             rc = oom(e);
     }
     if (rc == 0 && (json_object_set_new(job, "init_image", sdw_json_base64(img->data, img->len)) ||
-                    (use && json_object_set_new(job, "mask", sdw_json_base64(use->png, use->png_len)))))
+                    (use && json_object_set_new(job, "mask", sdw_json_base64(use->data, use->len)))))
         rc = oom(e);
     if (rc == 0 && !json_object_get(job, "strength") &&
         json_object_set_new(job, "strength", json_real(use ? STRENGTH_MASKED : STRENGTH_UNMASKED)))
         rc = oom(e);
-    free(im.png);
-    if (mask && mask->len) free(mk.png);
     return rc;
+}
+
+/* The worker decodes the pixels: a mask or image it cannot use (corrupt data, a mask that marks nothing)
+ * fails the job with invalid_request, which is the client's 400 naming the part. */
+static json_t *edit_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud, int *status)
+{
+    if (job->status != SDW_JST_ERROR || strcmp(job->err_code, "invalid_request"))
+        return sdw_openai_images_done(s, req, job, ud, status);
+    const char *m = job->err_message;
+    const char *param = !strncmp(m, "mask", 4) ? "mask" : !strncmp(m, "init_image", 10) ? "image" : NULL;
+    *status = 400;
+    return json_pack("{s:{s:o,s:s,s:o,s:s}}", "error", "message", sdw_json_str(m), "type",
+                     "invalid_request_error", "param", sdw_json_str(param), "code", "invalid_image");
 }
 
 void sdw_openai_edit(sdw_srv *s, h2o_req_t *req)
@@ -214,7 +219,8 @@ void sdw_openai_edit(sdw_srv *s, h2o_req_t *req)
     void *opts = sdw_openai_opts_new(req);
     json_t *job = json_object();
     int rc = !job ? oom(&e) : sdw_openai_form_read(s, req, parts, &n, &e);
-    if (rc == 0) rc = build_job(s, parts, n, job, opts, &stream, &e);
+    int mask_mode = SDW_MASK_MODE_LUMA;
+    if (rc == 0) rc = build_job(s, parts, n, job, opts, &stream, &mask_mode, &e);
     char *body = rc == 0 ? json_dumps(job, JSON_COMPACT) : NULL;
     json_decref(job);
     if (rc == 0 && !body) rc = oom(&e);
@@ -225,6 +231,7 @@ void sdw_openai_edit(sdw_srv *s, h2o_req_t *req)
         sdw_validate_limits lim = s->limits;
         lim.max_body_bytes = SIZE_MAX;
         rc = sdw_validate_job_request(body, strlen(body), &lim, &jr, &e);
+        jr.mask_mode = mask_mode;
         if (rc != 0) {
             const char *f = !strcmp(e.field, "width") || !strcmp(e.field, "height") ? "size"
                             : !strcmp(e.field, "init_image")                        ? "image"
@@ -243,7 +250,7 @@ void sdw_openai_edit(sdw_srv *s, h2o_req_t *req)
     if (stream)
         sdw_hold_sse(s, req, j, sdw_openai_images_stream_done, opts);
     else
-        sdw_hold_json(s, req, j, sdw_openai_images_done, opts);
+        sdw_hold_json(s, req, j, edit_done, opts);
 }
 
 int sdw_openai_form_read(sdw_srv *s, h2o_req_t *req, sdw_mp_part *parts, int *n, sdw_api_error *e)

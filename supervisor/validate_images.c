@@ -126,13 +126,3 @@ int sdw_validate_images(json_t *root, sdw_gen_request *r, sdw_api_error *e)
     }
     return 0;
 }
-
-int sdw_validate_base64_decode(const char *s, size_t n, uint8_t **out, size_t *outlen)
-{
-    const char *comma = n > 5 && !strncmp(s, "data:", 5) ? memchr(s, ',', n) : NULL;
-    if (comma) {
-        n -= (size_t)(comma + 1 - s);
-        s = comma + 1;
-    }
-    return b64_decode(s, n, out, outlen);
-}

@@ -4,8 +4,6 @@
 #define SDW_VALIDATE_IMAGES_H
 
 #include <jansson.h>
-#include <stddef.h>
-#include <stdint.h>
 
 #include "gen_request.h"
 #include "validate.h"
@@ -15,9 +13,5 @@
  * -1 with e set to a 400 naming the field (undecodable, not a PNG, a mask whose size differs from the init
  * image's, a mask without an init image, strength outside (0, 1], mask_blur outside 0..64). */
 int sdw_validate_images(json_t *root, sdw_gen_request *r, sdw_api_error *e);
-
-/** Decodes base64 (standard or URL-safe, padding optional, whitespace skipped; a "data:...;base64," prefix
- * is dropped) as the image fields are. 0 with *out malloc'd (the caller frees it), or -1 if malformed. */
-int sdw_validate_base64_decode(const char *s, size_t n, uint8_t **out, size_t *outlen);
 
 #endif

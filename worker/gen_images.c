@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mask_png.h"
 #include "png_io.h"
 
 int sdw_gen_images_decode(const sdw_gen_request *r, sde_gen_params *p, sdw_gen_images *img,
@@ -25,11 +26,41 @@ int sdw_gen_images_decode(const sdw_gen_request *r, sde_gen_params *p, sdw_gen_i
         p->strength = (float)r->strength;
     }
     if (r->mask && r->mask_len) {
-        if (sde_png_decode(r->mask, r->mask_len, &img->mask_rgb, &p->mask_w, &p->mask_h, e, sizeof e)) {
+        if (r->mask_mode < SDW_MASK_MODE_LUMA || r->mask_mode > SDW_MASK_MODE_A1111) {
+            *field = "mask";
+            snprintf(err, errlen, "mask_mode %d is not one of 0..3", r->mask_mode);
+            sdw_gen_images_free(img);
+            return -1;
+        }
+        int rc;
+        size_t n_repaint = 1;
+        if (r->mask_mode == SDW_MASK_MODE_LUMA && !r->mask_invert) {
+            rc = sde_png_decode(r->mask, r->mask_len, &img->mask_rgb, &p->mask_w, &p->mask_h, e, sizeof e);
+        } else {
+            /* the surfaces' conventions: alpha, or inverted; what comes out is white = repaint */
+            static const sde_mask_mode modes[] = {SDE_MASK_LUMA, SDE_MASK_ALPHA0, SDE_MASK_ALPHA0,
+                                                  SDE_MASK_A1111};
+            int alpha;
+            rc = sde_mask_png_decode(r->mask, r->mask_len, modes[r->mask_mode], r->mask_invert,
+                                     &img->mask_rgb, &p->mask_w, &p->mask_h, &n_repaint, &alpha, e, sizeof e);
+        }
+        if (rc) {
             *field = "mask";
             snprintf(err, errlen, "mask: not a readable PNG: %s", e);
             sdw_gen_images_free(img);
             return -1;
+        }
+        if (!n_repaint && r->mask_mode == SDW_MASK_MODE_ALPHA0) {
+            *field = "mask";
+            snprintf(err, errlen, "mask: it marks nothing to edit (edit where its alpha is 0: transparent)");
+            sdw_gen_images_free(img);
+            return -1;
+        }
+        if (!n_repaint && r->mask_mode == SDW_MASK_MODE_IMAGE_ALPHA) {
+            /* an image with alpha but nothing transparent: an edit of the whole image */
+            free(img->mask_rgb);
+            img->mask_rgb = NULL;
+            p->mask_w = p->mask_h = 0;
         }
         p->mask = img->mask_rgb;
     }

@@ -10,7 +10,7 @@ secs=${1:-60}
 cc=${CC:-clang}
 # -fno-sanitize-recover: a UBSan finding must stop the run, not scroll past as a warning
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE"
-targets="fuzz_frame fuzz_safetensors fuzz_job_request fuzz_config fuzz_png fuzz_multipart fuzz_edit_mask"
+targets="fuzz_frame fuzz_safetensors fuzz_job_request fuzz_config fuzz_png fuzz_multipart fuzz_mask_png fuzz_png_info"
 mkdir -p "$out"
 cd "$root"
 
@@ -31,7 +31,8 @@ build fuzz_config -Iconfig -Icommon tests/fuzz/fuzz_config.c config/config.c con
     $(pkg-config --cflags --libs yaml-0.1)
 build fuzz_png -Iworker/engine tests/fuzz/fuzz_png.c worker/engine/png_io.c $(pkg-config --cflags --libs libpng)
 build fuzz_multipart -Isupervisor tests/fuzz/fuzz_multipart.c supervisor/multipart.c
-build fuzz_edit_mask -Isupervisor tests/fuzz/fuzz_edit_mask.c supervisor/edit_mask.c $(pkg-config --cflags --libs libpng)
+build fuzz_mask_png -Iworker/engine tests/fuzz/fuzz_mask_png.c worker/engine/mask_png.c $(pkg-config --cflags --libs libpng)
+build fuzz_png_info -Isupervisor tests/fuzz/fuzz_png_info.c supervisor/png_info.c
 
 # Seeds: the committed ones, the example configuration, and one small valid safetensors file (header
 # {"w":F16 [2]} + 4 data bytes) so that fuzzer starts past the length check.
@@ -52,7 +53,7 @@ for t in $targets; do
     [ -d "$out/seeds-$t" ] && seeds="$seeds $out/seeds-$t"
     max_len=4096
     [ "$t" = fuzz_png ] && max_len=65536
-    [ "$t" = fuzz_edit_mask ] && max_len=65536
+    [ "$t" = fuzz_mask_png ] && max_len=65536
     echo "run.sh: fuzzing $t for ${secs}s"
     rc=0
     # shellcheck disable=SC2086 # seeds is a list of folders

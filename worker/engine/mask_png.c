@@ -1,6 +1,6 @@
-/* edit_mask.c: mask conversion for the edit routes (see edit_mask.h), with libpng: decoded to RGBA, judged
- * pixel by pixel, written back as an 8-bit grey PNG that the worker reads as it reads any /v1/jobs mask. */
-#include "edit_mask.h"
+/* mask_png.c: inpainting masks in the HTTP surfaces' conventions (see mask_png.h), with libpng: decoded to
+ * RGBA row by row, judged pixel by pixel into two 0/255 planes (by alpha, by luminance), one kept. */
+#include "mask_png.h"
 
 #include <png.h>
 #include <setjmp.h>
@@ -8,14 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "png_io.h"
+
 /* a chunk other than the image data cannot make libpng allocate more than this */
 #define CHUNK_MAX (1u << 20)
 
 typedef struct {
     const uint8_t *in;
     size_t in_len, in_pos;
-    uint8_t *out;
-    size_t out_len, out_cap;
     char msg[160];
 } ctx_t;
 
@@ -40,36 +40,19 @@ static void on_read(png_structp png, png_bytep data, png_size_t n)
     c->in_pos += n;
 }
 
-static void on_write(png_structp png, png_bytep data, png_size_t n)
-{
-    ctx_t *c = png_get_io_ptr(png);
-    if (n > c->out_cap - c->out_len) {
-        size_t cap = c->out_cap ? c->out_cap : 4096;
-        while (cap - c->out_len < n)
-            cap *= 2;
-        uint8_t *p = realloc(c->out, cap);
-        if (!p) png_error(png, "out of memory");
-        c->out = p;
-        c->out_cap = cap;
-    }
-    memcpy(c->out + c->out_len, data, n);
-    c->out_len += n;
-}
-
-static void on_flush(png_structp png)
-{
-    (void)png;
-}
-
 static int fail(char *err, size_t errlen, const char *what, const char *msg)
 {
     snprintf(err, errlen, "%s: %s", what, msg);
     return -1;
 }
 
+typedef struct {
+    int w, h, has_alpha;
+} dims;
+
 /* Reads the PNG into two planes of 0/255: by alpha under mode, and by luminance. */
-static int decode(ctx_t *c, sdw_edit_mask_mode mode, uint8_t **by_alpha, uint8_t **by_luma, int *alpha_used,
-                  sdw_edit_mask *out)
+static int decode(ctx_t *c, sde_mask_mode mode, uint8_t **by_alpha, uint8_t **by_luma, int *alpha_used,
+                  dims *out)
 {
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
@@ -88,13 +71,13 @@ static int decode(ctx_t *c, sdw_edit_mask_mode mode, uint8_t **by_alpha, uint8_t
         rc = -1;
     } else {
         png_set_read_fn(png, c, on_read);
-        png_set_user_limits(png, 16384, 16384);
+        png_set_user_limits(png, SDE_PNG_MAX_DIM, SDE_PNG_MAX_DIM);
         png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
         png_set_chunk_malloc_max(png, CHUNK_MAX);
         png_read_info(png, info);
         png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
-        if ((unsigned long long)w * h > SDW_EDIT_MASK_MAX_PIXELS)
-            png_error(png, "the image has more than 4096 x 4096 pixels");
+        if ((unsigned long long)w * h > SDE_PNG_MAX_PIXELS)
+            png_error(png, "the image has more than 2^26 pixels");
         int ct = png_get_color_type(png, info);
         int trns = png_get_valid(png, info, PNG_INFO_tRNS) != 0;
         out->has_alpha = (ct & PNG_COLOR_MASK_ALPHA) || trns;
@@ -130,14 +113,16 @@ static int decode(ctx_t *c, sdw_edit_mask_mode mode, uint8_t **by_alpha, uint8_t
                 size_t i = (size_t)y * w + x;
                 /* PIL's L = (299 R + 587 G + 114 B) / 1000; the engine repaints where L / 255 >= 0.5 */
                 pl[i] = 299u * p[0] + 587u * p[1] + 114u * p[2] >= 127500u ? 255 : 0;
-                pa[i] = mode == SDW_EDIT_MASK_OPENAI ? (p[3] == 0 ? 255 : 0) : (p[3] > 128 ? 255 : 0);
+                pa[i] = mode == SDE_MASK_ALPHA0 ? (p[3] == 0 ? 255 : 0) : (p[3] > 128 ? 255 : 0);
                 any_partial |= p[3] != 255;
             }
         }
         png_read_end(png, NULL); /* checks the rest through IEND, so a cut-off file is an error */
-        *alpha_used = mode == SDW_EDIT_MASK_OPENAI ? out->has_alpha : a1_rgba && any_partial;
-        out->width = (int)w;
-        out->height = (int)h;
+        *alpha_used = mode == SDE_MASK_ALPHA0  ? out->has_alpha
+                      : mode == SDE_MASK_A1111 ? a1_rgba && any_partial
+                                               : 0;
+        out->w = (int)w;
+        out->h = (int)h;
     }
     png_destroy_read_struct(&png, &info, NULL);
     free(rgba);
@@ -152,36 +137,12 @@ static int decode(ctx_t *c, sdw_edit_mask_mode mode, uint8_t **by_alpha, uint8_t
     return 0;
 }
 
-static int encode(ctx_t *c, const uint8_t *plane, int w, int h)
+int sde_mask_png_decode(const uint8_t *png, size_t len, sde_mask_mode mode, int invert, uint8_t **rgb, int *w,
+                        int *h, size_t *n_repaint, int *has_alpha, char *err, size_t errlen)
 {
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, c, on_error, on_warning);
-    png_infop info = png ? png_create_info_struct(png) : NULL;
-    if (!info) {
-        if (png) png_destroy_write_struct(&png, NULL);
-        snprintf(c->msg, sizeof c->msg, "out of memory");
-        return -1;
-    }
-    volatile int rc = 0;
-    if (setjmp(png_jmpbuf(png))) {
-        rc = -1;
-    } else {
-        png_set_write_fn(png, c, on_write, on_flush);
-        png_set_compression_level(png, 1); /* a two-colour mask packs well at any level */
-        png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
-                     PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-        png_write_info(png, info);
-        for (int y = 0; y < h; y++)
-            png_write_row(png, (png_const_bytep)(plane + (size_t)y * w));
-        png_write_end(png, NULL);
-    }
-    png_destroy_write_struct(&png, &info);
-    return rc;
-}
-
-int sdw_edit_mask_convert(const uint8_t *png, size_t len, sdw_edit_mask_mode mode, int invert,
-                          sdw_edit_mask *out, char *err, size_t errlen)
-{
-    memset(out, 0, sizeof *out);
+    *rgb = NULL;
+    *w = *h = *has_alpha = 0;
+    *n_repaint = 0;
     if (!png || len < 8 || png_sig_cmp(png, 0, 8)) return fail(err, errlen, "not a PNG", "bad signature");
     ctx_t *c = calloc(1, sizeof *c); /* on the heap: libpng's callbacks change it across setjmp */
     if (!c) return fail(err, errlen, "mask", "out of memory");
@@ -189,29 +150,32 @@ int sdw_edit_mask_convert(const uint8_t *png, size_t len, sdw_edit_mask_mode mod
     c->in_len = len;
     uint8_t *pa = NULL, *pl = NULL;
     int alpha_used = 0;
-    if (decode(c, mode, &pa, &pl, &alpha_used, out) != 0) {
+    dims d = {0};
+    int rc = decode(c, mode, &pa, &pl, &alpha_used, &d);
+    if (rc != 0) {
         fail(err, errlen, "not a readable PNG", c->msg);
         free(c);
         return -1;
     }
+    free(c);
     uint8_t *plane = alpha_used ? pa : pl;
-    size_t npx = (size_t)out->width * out->height;
-    for (size_t i = 0; i < npx; i++) {
-        if (invert) plane[i] = (uint8_t)(255 - plane[i]);
-        out->n_repaint += plane[i] != 0;
+    size_t npx = (size_t)d.w * d.h;
+    uint8_t *out = malloc(npx * 3);
+    if (!out) {
+        free(pa);
+        free(pl);
+        return fail(err, errlen, "mask", "out of memory");
     }
-    int rc = encode(c, plane, out->width, out->height);
+    for (size_t i = 0; i < npx; i++) {
+        uint8_t v = invert ? (uint8_t)(255 - plane[i]) : plane[i];
+        *n_repaint += v != 0;
+        out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = v;
+    }
     free(pa);
     free(pl);
-    if (rc != 0) {
-        fail(err, errlen, "mask", c->msg);
-        free(c->out);
-        free(c);
-        out->png = NULL;
-        return -1;
-    }
-    out->png = c->out;
-    out->png_len = c->out_len;
-    free(c);
+    *rgb = out;
+    *w = d.w;
+    *h = d.h;
+    *has_alpha = d.has_alpha;
     return 0;
 }

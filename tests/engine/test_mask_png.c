@@ -1,5 +1,6 @@
-/* test_edit_mask.c: the edit routes' mask conversion (supervisor/edit_mask.c): OpenAI's alpha 0 = edit,
- * A1111's RGBA alpha and inversion, luminance otherwise, every PNG kind, and corrupt or oversized input. */
+/* test_mask_png.c: inpainting masks in the HTTP surfaces' conventions (worker/engine/mask_png.c): OpenAI's
+ * alpha 0 = edit, A1111's RGBA alpha and inversion, luminance otherwise, every PNG kind, bad input refused.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +12,7 @@
 #include <cmocka.h>
 #include <png.h>
 
-#include "edit_mask.h"
+#include "mask_png.h"
 
 typedef struct {
     uint8_t *buf;
@@ -63,27 +64,29 @@ static membuf make_png(int w, int h, int ct, int depth, int interlace, const uin
     return m;
 }
 
-/* The converted mask's grey pixels (checks it is an 8-bit grey PNG of w x h). */
-static uint8_t *read_grey(const sdw_edit_mask *m, int w, int h)
-{
-    png_image img;
-    memset(&img, 0, sizeof img);
-    img.version = PNG_IMAGE_VERSION;
-    assert_true(png_image_begin_read_from_memory(&img, m->png, m->png_len));
-    assert_int_equal(img.width, (png_uint_32)w);
-    assert_int_equal(img.height, (png_uint_32)h);
-    assert_int_equal(img.format, PNG_FORMAT_GRAY);
-    img.format = PNG_FORMAT_GRAY;
-    uint8_t *px = malloc((size_t)w * h);
-    assert_true(png_image_finish_read(&img, NULL, px, 0, NULL));
-    return px;
-}
+/* What sde_mask_png_decode made, one value a pixel (checking R = G = B). */
+typedef struct {
+    uint8_t *v;
+    int width, height, has_alpha;
+    size_t n_repaint;
+} mask_out;
 
-static void convert_ok(const membuf *in, sdw_edit_mask_mode mode, int invert, sdw_edit_mask *out)
+static void convert_ok(const membuf *in, sde_mask_mode mode, int invert, mask_out *out)
 {
     char err[200] = "";
-    int rc = sdw_edit_mask_convert(in->buf, in->len, mode, invert, out, err, sizeof err);
-    if (rc != 0) fail_msg("convert: %s", err);
+    uint8_t *rgb;
+    if (sde_mask_png_decode(in->buf, in->len, mode, invert, &rgb, &out->width, &out->height, &out->n_repaint,
+                            &out->has_alpha, err, sizeof err) != 0)
+        fail_msg("convert: %s", err);
+    size_t n = (size_t)out->width * out->height;
+    out->v = malloc(n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(rgb[3 * i], rgb[3 * i + 1]);
+        assert_int_equal(rgb[3 * i], rgb[3 * i + 2]);
+        assert_true(rgb[3 * i] == 0 || rgb[3 * i] == 255);
+        out->v[i] = rgb[3 * i];
+    }
+    free(rgb);
 }
 
 static void test_openai_alpha(void **state)
@@ -92,16 +95,15 @@ static void test_openai_alpha(void **state)
     /* 4 x 1 RGBA: alpha 0 (edit), 1, 254, 255; the colour does not count where there is alpha */
     const uint8_t px[] = {255, 255, 255, 0, 0, 0, 0, 1, 255, 255, 255, 254, 0, 0, 0, 255};
     membuf in = make_png(4, 1, PNG_COLOR_TYPE_RGB_ALPHA, 8, 0, px, NULL, 0, NULL, 0);
-    sdw_edit_mask m;
-    convert_ok(&in, SDW_EDIT_MASK_OPENAI, 0, &m);
+    mask_out m;
+    convert_ok(&in, SDE_MASK_ALPHA0, 0, &m);
     assert_int_equal(m.width, 4);
     assert_int_equal(m.height, 1);
     assert_true(m.has_alpha);
     assert_int_equal(m.n_repaint, 1);
-    uint8_t *g = read_grey(&m, 4, 1);
+    uint8_t *g = m.v;
     assert_memory_equal(g, ((uint8_t[]){255, 0, 0, 0}), 4);
     free(g);
-    free(m.png);
     free(in.buf);
 }
 
@@ -112,13 +114,12 @@ static void test_luminance_without_alpha(void **state)
     const uint8_t px[] = {127, 127, 127, 128, 128, 128, 0, 255, 0, 255, 0, 0, 255, 255, 255};
     membuf in = make_png(5, 1, PNG_COLOR_TYPE_RGB, 8, 0, px, NULL, 0, NULL, 0);
     for (int mode = 0; mode < 2; mode++) {
-        sdw_edit_mask m;
-        convert_ok(&in, (sdw_edit_mask_mode)mode, 0, &m);
+        mask_out m;
+        convert_ok(&in, (sde_mask_mode)(mode + 1), 0, &m);
         assert_false(m.has_alpha);
-        uint8_t *g = read_grey(&m, 5, 1);
+        uint8_t *g = m.v;
         assert_memory_equal(g, ((uint8_t[]){0, 255, 255, 0, 255}), 5);
         free(g);
-        free(m.png);
     }
     free(in.buf);
 }
@@ -131,27 +132,24 @@ static void test_palette_trns_and_grey_alpha(void **state)
     const uint8_t trns[2] = {255, 0};
     const uint8_t idx[] = {0, 1, 1, 0};
     membuf in = make_png(2, 2, PNG_COLOR_TYPE_PALETTE, 8, 0, idx, pal, 2, trns, 2);
-    sdw_edit_mask m;
-    convert_ok(&in, SDW_EDIT_MASK_OPENAI, 0, &m);
+    mask_out m;
+    convert_ok(&in, SDE_MASK_ALPHA0, 0, &m);
     assert_true(m.has_alpha);
-    uint8_t *g = read_grey(&m, 2, 2);
+    uint8_t *g = m.v;
     assert_memory_equal(g, ((uint8_t[]){0, 255, 255, 0}), 4);
     free(g);
-    free(m.png);
     free(in.buf);
     /* grey + alpha: PIL's "LA", which A1111 reads by luminance, OpenAI by alpha */
     const uint8_t la[] = {255, 255, 0, 0};
     in = make_png(2, 1, PNG_COLOR_TYPE_GRAY_ALPHA, 8, 0, la, NULL, 0, NULL, 0);
-    convert_ok(&in, SDW_EDIT_MASK_A1111, 0, &m);
-    g = read_grey(&m, 2, 1);
+    convert_ok(&in, SDE_MASK_A1111, 0, &m);
+    g = m.v;
     assert_memory_equal(g, ((uint8_t[]){255, 0}), 2);
     free(g);
-    free(m.png);
-    convert_ok(&in, SDW_EDIT_MASK_OPENAI, 0, &m);
-    g = read_grey(&m, 2, 1);
+    convert_ok(&in, SDE_MASK_ALPHA0, 0, &m);
+    g = m.v;
     assert_memory_equal(g, ((uint8_t[]){0, 255}), 2);
     free(g);
-    free(m.png);
     free(in.buf);
 }
 
@@ -161,27 +159,24 @@ static void test_a1111_rgba_and_invert(void **state)
     /* RGBA with alpha not all 255: alpha > 128 repaints, whatever the colour */
     const uint8_t px[] = {0, 0, 0, 129, 255, 255, 255, 128, 0, 0, 0, 255};
     membuf in = make_png(3, 1, PNG_COLOR_TYPE_RGB_ALPHA, 8, 0, px, NULL, 0, NULL, 0);
-    sdw_edit_mask m;
-    convert_ok(&in, SDW_EDIT_MASK_A1111, 0, &m);
-    uint8_t *g = read_grey(&m, 3, 1);
+    mask_out m;
+    convert_ok(&in, SDE_MASK_A1111, 0, &m);
+    uint8_t *g = m.v;
     assert_memory_equal(g, ((uint8_t[]){255, 0, 255}), 3);
     free(g);
-    free(m.png);
-    convert_ok(&in, SDW_EDIT_MASK_A1111, 1, &m);
+    convert_ok(&in, SDE_MASK_A1111, 1, &m);
     assert_int_equal(m.n_repaint, 1);
-    g = read_grey(&m, 3, 1);
+    g = m.v;
     assert_memory_equal(g, ((uint8_t[]){0, 255, 0}), 3);
     free(g);
-    free(m.png);
     free(in.buf);
     /* RGBA all opaque: luminance, as PIL's convert("L") */
     const uint8_t op[] = {0, 0, 0, 255, 255, 255, 255, 255};
     in = make_png(2, 1, PNG_COLOR_TYPE_RGB_ALPHA, 8, 0, op, NULL, 0, NULL, 0);
-    convert_ok(&in, SDW_EDIT_MASK_A1111, 0, &m);
-    g = read_grey(&m, 2, 1);
+    convert_ok(&in, SDE_MASK_A1111, 0, &m);
+    g = m.v;
     assert_memory_equal(g, ((uint8_t[]){0, 255}), 2);
     free(g);
-    free(m.png);
     free(in.buf);
 }
 
@@ -199,19 +194,17 @@ static void test_interlaced_16bit(void **state)
     }
     membuf a = make_png(W, H, PNG_COLOR_TYPE_RGB_ALPHA, 16, 1, p16, NULL, 0, NULL, 0);
     membuf b = make_png(W, H, PNG_COLOR_TYPE_RGB_ALPHA, 8, 0, p8, NULL, 0, NULL, 0);
-    sdw_edit_mask ma, mb;
-    convert_ok(&a, SDW_EDIT_MASK_OPENAI, 0, &ma);
-    convert_ok(&b, SDW_EDIT_MASK_OPENAI, 0, &mb);
+    mask_out ma, mb;
+    convert_ok(&a, SDE_MASK_ALPHA0, 0, &ma);
+    convert_ok(&b, SDE_MASK_ALPHA0, 0, &mb);
     assert_true(ma.n_repaint > 0);
     assert_int_equal(ma.n_repaint, mb.n_repaint);
-    uint8_t *ga = read_grey(&ma, W, H), *gb = read_grey(&mb, W, H);
+    uint8_t *ga = ma.v, *gb = mb.v;
     assert_memory_equal(ga, gb, W * H);
     for (int i = 0; i < W * H; i++)
         assert_int_equal(ga[i], p8[i * 4 + 3] ? 0 : 255);
     free(ga);
     free(gb);
-    free(ma.png);
-    free(mb.png);
     free(a.buf);
     free(b.buf);
     free(p16);
@@ -232,10 +225,13 @@ static uint32_t crc32_png(const uint8_t *p, size_t n)
 
 static void expect_fail(const uint8_t *buf, size_t len, const char *what)
 {
-    sdw_edit_mask m;
+    uint8_t *rgb = (uint8_t *)"x";
+    int w, h, a;
+    size_t n;
     char err[200] = "";
-    assert_int_equal(sdw_edit_mask_convert(buf, len, SDW_EDIT_MASK_OPENAI, 0, &m, err, sizeof err), -1);
-    assert_null(m.png);
+    assert_int_equal(sde_mask_png_decode(buf, len, SDE_MASK_ALPHA0, 0, &rgb, &w, &h, &n, &a, err, sizeof err),
+                     -1);
+    assert_null(rgb);
     if (!strstr(err, what)) fail_msg("error '%s' lacks '%s'", err, what);
 }
 
@@ -251,15 +247,15 @@ static void test_refuses_bad_input(void **state)
     in.buf[in.len - 20] ^= 0x55; /* a changed byte in IDAT: its CRC no longer matches */
     expect_fail(in.buf, in.len, "not a readable PNG");
     free(in.buf);
-    /* a header claiming 5000 x 5000 (the IDAT is never read) */
+    /* a header claiming 16384 x 16384, over SDE_PNG_MAX_PIXELS (the IDAT is never read) */
     uint8_t *big = calloc(5000, 1);
     membuf b = make_png(5000, 1, PNG_COLOR_TYPE_GRAY, 1, 0, big, NULL, 0, NULL, 0);
-    b.buf[16] = 0, b.buf[17] = 0, b.buf[18] = 0x13, b.buf[19] = 0x88; /* width 5000 */
-    b.buf[20] = 0, b.buf[21] = 0, b.buf[22] = 0x13, b.buf[23] = 0x88; /* height 5000 */
+    b.buf[16] = 0, b.buf[17] = 0, b.buf[18] = 0x40, b.buf[19] = 0; /* width 16384 */
+    b.buf[20] = 0, b.buf[21] = 0, b.buf[22] = 0x40, b.buf[23] = 0; /* height 16384 */
     uint32_t crc = crc32_png(b.buf + 12, 17);
     b.buf[29] = (uint8_t)(crc >> 24), b.buf[30] = (uint8_t)(crc >> 16), b.buf[31] = (uint8_t)(crc >> 8),
     b.buf[32] = (uint8_t)crc;
-    expect_fail(b.buf, b.len, "4096");
+    expect_fail(b.buf, b.len, "2^26");
     free(b.buf);
     free(big);
 }
