@@ -139,16 +139,26 @@ def test_edits():
         expect(st == 200 and base64.b64decode(d["data"][0]["b64_json"]) ==
                job_png(svc, init_image=b64(image), mask=b64(white_top), strength=0.5, mask_blur=2, **job),
                "strength and mask_blur fields", svc)
+        # an image with an alpha channel but nothing transparent: the whole image, at strength 1.0
+        opaque = png(64, 64, photo, "RGBA")
+        st, _, d = edit(svc, [("image", opaque)] + common)
+        expect(st == 200 and base64.b64decode(d["data"][0]["b64_json"]) ==
+               job_png(svc, init_image=b64(opaque), strength=1.0, **job), "opaque RGBA image %s" % st, svc)
         # the default size is the image's, scaled into the limits, in multiples of 8
         st, _, d = edit(svc, [("image", png(100, 76, photo)), ("prompt", "x"), ("steps", 1)])
         expect(st == 200 and d["size"] == "96x72", "default size %s %r" % (st, d), svc)
 
         cut = image[:60]
+        # whole chunks, corrupt pixel data: only the worker's decoder sees it
+        idat = image.index(b"IDAT")
+        garbled = image[:idat + 4] + bytes(b ^ 0x5a for b in image[idat + 4:idat + 40]) + image[idat + 40:]
         bad = [
             ([("prompt", "x")], 400, "image"),
             ([("image", image)], 400, "prompt"),
             ([("image", b"not a png at all"), ("prompt", "x")], 400, "image"),
             ([("image", cut), ("prompt", "x")], 400, "image"),
+            ([("image", garbled), ("prompt", "x")], 400, "image"),
+            ([("image", image), ("mask", garbled), ("prompt", "x")], 400, "mask"),
             ([("image", image), ("mask", png(32, 32, lambda x, y: (0, 0, 0, 0), "RGBA")), ("prompt", "x")], 400, "mask"),
             ([("image", image), ("mask", b"GIF89a"), ("prompt", "x")], 400, "mask"),
             ([("image", image), ("mask", png(64, 64, lambda x, y: (9, 9, 9, 255), "RGBA")), ("prompt", "x")], 400, "mask"),
