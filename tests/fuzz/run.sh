@@ -31,7 +31,7 @@ build fuzz_config -Iconfig -Icommon tests/fuzz/fuzz_config.c config/config.c con
     $(pkg-config --cflags --libs yaml-0.1)
 build fuzz_png -Iworker/engine tests/fuzz/fuzz_png.c worker/engine/png_io.c $(pkg-config --cflags --libs libpng)
 build fuzz_multipart -Isupervisor tests/fuzz/fuzz_multipart.c supervisor/multipart.c
-build fuzz_mask_png -Iworker/engine tests/fuzz/fuzz_mask_png.c worker/engine/mask_png.c $(pkg-config --cflags --libs libpng)
+build fuzz_mask_png -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -Iworker/engine tests/fuzz/fuzz_mask_png.c worker/engine/mask_png.c $(pkg-config --cflags --libs libpng)
 build fuzz_png_info -Isupervisor tests/fuzz/fuzz_png_info.c supervisor/png_info.c
 
 # Seeds: the committed ones, the example configuration, and one small valid safetensors file (header
