@@ -155,6 +155,8 @@ static int build_job(sdw_srv *s, const sdw_mp_part *parts, int n, json_t *job, v
     json_t *gen = json_object();
     if (!gen) return oom(e);
     int rc = read_fields(parts, n, gen, job, &img, &mask, e);
+    /* n, size, response_format, model...: generations' own reader, so batches (n > 1 there, and every image
+     * in sdw_openai_images_done) reach edits with no change here */
     if (rc == 0) rc = sdw_openai_translate(s, gen, job, opts, stream, e);
     json_decref(gen);
     if (rc != 0) return -1;
