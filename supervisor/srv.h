@@ -157,6 +157,8 @@ json_t *sdw_job_json(sdw_srv *s, const sdw_job *job);
 /** The job's timings object ({"queued_s",...}; fields not yet known are omitted), or NULL when out of memory.
  */
 json_t *sdw_job_json_timings(const sdw_job *job);
+/** 1 when the job holds a live preview made at its current step (the progress event then carries it). */
+int sdw_job_has_step_preview(const sdw_job *job);
 /** The SSE event for the job's current non-terminal state ev (QUEUED, STARTED, PROGRESS), as a new rcbuf. */
 sdw_rcbuf *sdw_job_sse_event(sdw_srv *s, const sdw_job *job, sdw_job_event ev);
 /** The job's terminal SSE event (complete/error/cancelled), built once and kept on the job; returns a new

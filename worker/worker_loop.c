@@ -68,6 +68,9 @@ typedef struct {
     int busy;
     uint64_t job;
     int cancel;
+    uint8_t *preview; /* the live preview of step preview_step, until that step's progress frame takes it */
+    size_t preview_len, preview_cap;
+    int preview_step;
 } worker;
 
 static void usage(FILE *f)
@@ -215,11 +218,36 @@ static int job_should_cancel(void *ud)
     return want_out(w);
 }
 
-/* Engine hook after every step. */
+/* Engine hook when a live preview is made, right before that step's progress hook: keeps a copy for the
+ * progress frame. The bytes are whatever image the engine's preview decoder made; they pass through. */
+static void job_preview(void *ud, int step, int total, const uint8_t *png, size_t len, int pw, int ph)
+{
+    worker *w = ud;
+    (void)total;
+    (void)pw;
+    (void)ph;
+    w->preview_step = 0;
+    if (len > w->preview_cap) {
+        uint8_t *b = realloc(w->preview, len);
+        if (!b) return; /* no preview this time: the job matters more */
+        w->preview = b;
+        w->preview_cap = len;
+    }
+    memcpy(w->preview, png, len);
+    w->preview_len = len;
+    w->preview_step = step;
+}
+
+/* Engine hook after every step. A preview too large for a progress frame is dropped, not the progress. */
 static int job_progress(void *ud, int step, int total, double elapsed_s)
 {
     worker *w = ud;
-    if (sdw_frame_progress(&w->out, w->job, step, total, elapsed_s) == 0) send_out(w);
+    int with = w->preview_step == step && w->preview_len > 0;
+    w->preview_step = 0;
+    if ((with && sdw_frame_progress_preview(&w->out, w->job, step, total, elapsed_s, w->preview,
+                                            w->preview_len) == 0) ||
+        sdw_frame_progress(&w->out, w->job, step, total, elapsed_s) == 0)
+        send_out(w);
     return job_should_cancel(w);
 }
 
@@ -249,6 +277,9 @@ static void run_job(worker *w, const sdw_frame *jf)
     p.progress = job_progress;
     p.should_cancel = job_should_cancel;
     p.ud = w;
+    p.preview_every = req->preview_every;
+    p.preview = req->preview_every > 0 ? job_preview : NULL;
+    w->preview_step = 0;
     const char *field = NULL;
     sdw_gen_images img;
     if (sdw_gen_images_decode(req, &p, &img, &field, err, sizeof err) != 0) {
@@ -505,6 +536,7 @@ out:;
     sde_engine_free(w->eng);
     sdw_frame_reader_free(w->reader);
     msgpack_sbuffer_destroy(&w->out);
+    free(w->preview);
     free(w);
     return code;
 }
