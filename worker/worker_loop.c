@@ -305,16 +305,18 @@ static void run_job(worker *w, const sdw_frame *jf)
     if (rc == SDE_OK) {
         if (sdw_frame_result(&w->out, w->job, res.png, res.png_len, res.width, res.height, res.seed,
                              res.t_encode, res.t_sample, res.t_decode, res.t_total) == 0) {
-            char job[24], bytes[24], te[24], ts[24], td[24], tt[24];
+            char job[24], bytes[24], te[24], ts[24], td[24], tt[24], tp[24];
             snprintf(job, sizeof job, "%llu", (unsigned long long)w->job);
             snprintf(bytes, sizeof bytes, "%zu", res.png_len);
             snprintf(te, sizeof te, "%.3f", res.t_encode);
             snprintf(ts, sizeof ts, "%.3f", res.t_sample);
             snprintf(td, sizeof td, "%.3f", res.t_decode);
             snprintf(tt, sizeof tt, "%.3f", res.t_total);
-            sdw_log(SDW_LOG_INFO, "job_done",
-                    "device=%s job=%s png_bytes=%s encode_s=%s sample_s=%s decode_s=%s total_s=%s", w->device,
-                    job, bytes, te, ts, td, tt);
+            snprintf(tp, sizeof tp, "%.4f", res.t_preview);
+            sdw_log(
+                SDW_LOG_INFO, "job_done",
+                "device=%s job=%s png_bytes=%s encode_s=%s sample_s=%s decode_s=%s total_s=%s preview_s=%s",
+                w->device, job, bytes, te, ts, td, tt, tp);
             send_out(w);
         } else {
             snprintf(err, sizeof err, "the %zu-byte PNG does not fit in a %zu-byte result frame", res.png_len,
