@@ -239,7 +239,9 @@ void sdw_sse_start(sdw_srv *s, h2o_req_t *req, sdw_job *job, sdw_rcbuf *first)
     case SDW_JST_RUNNING:
         if (job->t_started > 0) {
             enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_STARTED), EV_OTHER);
-            if (job->step > 0) enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_PROGRESS), EV_PROGRESS);
+            if (job->step > 0)
+                enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_PROGRESS),
+                        sdw_job_has_step_preview(job) ? EV_PREVIEW : EV_PROGRESS);
         } else if (!first) {
             enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_QUEUED), EV_QUEUED);
         }

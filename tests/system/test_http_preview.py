@@ -1,7 +1,7 @@
 """test_http_preview.py: live previews through the worker with the tiny model: the SSE `progress` events of a
 20-step job with preview_every 5 carry PNG previews that converge on the final picture; the field is
 validated and has a server default and minimum; A1111's /sdapi/v1/progress shows the latest preview as
-current_image."""
+current_image, and GET /v1/jobs/{id}/preview serves it."""
 import base64
 import json
 import math
@@ -166,11 +166,19 @@ def test_a1111_progress_current_image():
                    {k: v for k, v in seen.items() if k != "current_image"}, svc)
             st, _, doc = svc.json("GET", "/sdapi/v1/progress?skip_current_image=true")
             expect(st == 200 and doc["current_image"] is None, "skip_current_image ignored", svc)
+            # the same preview at /v1/jobs/{id}/preview, with the step it shows
+            job_id = stt["job"][len("task("):-1]
+            st, h, png = svc.request("GET", "/v1/jobs/%s/preview" % job_id)
+            expect(st == 200 and h["content-type"] == "image/png" and int(h["x-preview-step"]) % 5 == 0,
+                   "preview route %s %r" % (st, h), svc)
+            expect(png_rgb(png)[0] == img[0], "preview route image", svc)
         finally:
             t.join(300)
         expect(done.get("r") and done["r"][0] == 200, "txt2img %r" % (done.get("r") or [None])[:1], svc)
         st, _, doc = svc.json("GET", "/sdapi/v1/progress")
         expect(doc["current_image"] is None, "a preview after the job ended", svc)
+        st, _, doc = svc.json("GET", "/v1/jobs/%s/preview" % job_id)
+        expect(st == 404 and doc["error"]["code"] == "no_preview", "preview after the end %s %r" % (st, doc), svc)
 
 
 if __name__ == "__main__":
