@@ -124,8 +124,12 @@ static int encode_body(msgpack_packer *pk, const sdw_frame *f)
     case SDW_FRAME_CANCEL:
         return pack_u(pk, "job", f->job);
     case SDW_FRAME_PROGRESS:
+        if (f->u.progress.preview_len > UINT32_MAX) return -1;
         return pack_u(pk, "job", f->job) || pack_i(pk, "step", f->u.progress.step) ||
-               pack_i(pk, "total", f->u.progress.total) || pack_d(pk, "elapsed", f->u.progress.elapsed);
+               pack_i(pk, "total", f->u.progress.total) || pack_d(pk, "elapsed", f->u.progress.elapsed) ||
+               (f->u.progress.preview_len &&
+                (pack_key(pk, "preview") || msgpack_pack_bin(pk, f->u.progress.preview_len) ||
+                 msgpack_pack_bin_body(pk, f->u.progress.preview, f->u.progress.preview_len)));
     case SDW_FRAME_RESULT:
         if (f->u.result.png_len > UINT32_MAX) return -1;
         return pack_u(pk, "job", f->job) || pack_key(pk, "png") ||
@@ -157,6 +161,7 @@ int sdw_frame_encode(msgpack_sbuffer *sb, const sdw_frame *f)
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     int nfields = 0;
     if (f->type == SDW_FRAME_JOB) sdw_gen_request_fields(&nfields);
+    if (f->type == SDW_FRAME_PROGRESS && f->u.progress.preview_len) nfields = 1; /* the optional preview */
     int bad = msgpack_pack_map(&pk, 2 + (size_t)type_nkeys[f->type] + (size_t)nfields) ||
               pack_s(&pk, "t", type_names[f->type]) || pack_u(&pk, "v", SDW_FRAME_VERSION) ||
               encode_body(&pk, f);
@@ -200,6 +205,18 @@ int sdw_frame_progress(msgpack_sbuffer *sb, uint64_t job, int step, int total, d
     f.u.progress.step = step;
     f.u.progress.total = total;
     f.u.progress.elapsed = elapsed;
+    return sdw_frame_encode(sb, &f);
+}
+
+int sdw_frame_progress_preview(msgpack_sbuffer *sb, uint64_t job, int step, int total, double elapsed,
+                               const uint8_t *png, size_t len)
+{
+    sdw_frame f = {.type = SDW_FRAME_PROGRESS, .job = job};
+    f.u.progress.step = step;
+    f.u.progress.total = total;
+    f.u.progress.elapsed = elapsed;
+    f.u.progress.preview = png;
+    f.u.progress.preview_len = png ? len : 0;
     return sdw_frame_encode(sb, &f);
 }
 
@@ -711,11 +728,18 @@ static int decode_fields(decoder *d, sdw_frame *f)
     case SDW_FRAME_CANCEL:
         return get_u64(d, "job", &f->job);
     case SDW_FRAME_PROGRESS:
-        return get_u64(d, "job", &f->job) || get_int(d, "step", &f->u.progress.step) ||
-                       get_int(d, "total", &f->u.progress.total) ||
-                       get_double(d, "elapsed", &f->u.progress.elapsed)
-                   ? -1
-                   : 0;
+        if (get_u64(d, "job", &f->job) || get_int(d, "step", &f->u.progress.step) ||
+            get_int(d, "total", &f->u.progress.total) || get_double(d, "elapsed", &f->u.progress.elapsed))
+            return -1;
+        if ((o = lookup(d->map, "preview"))) {
+            /* optional: a live preview image rides the step it was made at */
+            if (o->type != MSGPACK_OBJECT_BIN) return mistyped(d, "preview", "binary", o);
+            d->bin = o->via.bin.ptr;
+            d->binlen = o->via.bin.size;
+            d->bindst = &f->u.progress.preview;
+            f->u.progress.preview_len = o->via.bin.size;
+        }
+        return 0;
     case SDW_FRAME_RESULT:
         if (get_u64(d, "job", &f->job) || !(o = need(d, "png"))) return -1;
         if (o->type != MSGPACK_OBJECT_BIN) return mistyped(d, "png", "binary", o);

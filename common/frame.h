@@ -57,7 +57,9 @@ typedef struct {
         } ready;
         struct {
             int step, total;
-            double elapsed; /* seconds since the job started */
+            double elapsed;         /* seconds since the job started */
+            const uint8_t *preview; /* optional live preview (PNG bytes), NULL/0 = none this step */
+            size_t preview_len;
         } progress;
         struct {
             const uint8_t *png;
@@ -97,6 +99,10 @@ int sdw_frame_ready(msgpack_sbuffer *sb, const char *arch, const char *predictio
 int sdw_frame_started(msgpack_sbuffer *sb, uint64_t job);
 /** progress: step of total finished, elapsed seconds into the job. */
 int sdw_frame_progress(msgpack_sbuffer *sb, uint64_t job, int step, int total, double elapsed);
+/** progress with a live preview image (PNG bytes, any decoder's); png NULL or len 0 = none, as
+ * sdw_frame_progress(). -1 too when the preview would make the frame exceed its limit. */
+int sdw_frame_progress_preview(msgpack_sbuffer *sb, uint64_t job, int step, int total, double elapsed,
+                               const uint8_t *png, size_t len);
 /** result: the job's PNG and what the engine measured. */
 int sdw_frame_result(msgpack_sbuffer *sb, uint64_t job, const uint8_t *png, size_t png_len, int width,
                      int height, uint64_t seed, double t_encode, double t_sample, double t_decode,

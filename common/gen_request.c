@@ -40,6 +40,7 @@ static const sdw_gen_field fields[] = {
     F("mask_invert", SDW_GF_BOOL, mask_invert, 0),
     F("loras", SDW_GF_STR, loras, 0),
     F("lora_dir", SDW_GF_STR, lora_dir, 0),
+    F("preview_every", SDW_GF_INT, preview_every, 0),
 };
 
 const sdw_gen_field *sdw_gen_request_fields(int *n)

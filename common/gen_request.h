@@ -32,6 +32,7 @@ typedef struct {
     int mask_invert; /* repaint what mask_mode keeps and keep what it repaints (A1111's mask invert) */
     char *loras;     /* LoRA list "NAME:WEIGHT\n..." (names plain files in lora_dir), NULL = none */
     char *lora_dir;  /* where LoRA names resolve: set by the supervisor (config) or the CLI, never a client */
+    int preview_every; /* live preview every K steps in the progress frame, 0 = none (default) */
 } sdw_gen_request;
 
 /** mask_mode values: the conventions of the HTTP surfaces, applied by the worker (which decodes pixels). */

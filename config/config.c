@@ -348,10 +348,12 @@ static void get_dim(sdw_yt_ctx *c, const sdw_yt_node *v, const char *path, int *
 
 static void sec_limits(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
 {
-    static const char *const known[] = {
-        "max_width",         "max_height",     "max_steps",       "max_body_bytes",
-        "request_timeout_s", "idle_timeout_s", "max_connections", NULL};
-    const sdw_yt_node *k[7], *val[7];
+    static const char *const known[] = {"max_width",         "max_height",
+                                        "max_steps",         "max_body_bytes",
+                                        "request_timeout_s", "idle_timeout_s",
+                                        "max_connections",   "preview_every_default",
+                                        "preview_every_min", NULL};
+    const sdw_yt_node *k[9], *val[9];
     if (sdw_yt_want_map(c, v, "limits") <= 0) return;
     sdw_yt_walk_map(c, v, "limits", known, k, val);
     if (!sdw_yt_is_null(val[0])) get_dim(c, val[0], "limits.max_width", &cfg->max_width);
@@ -367,6 +369,17 @@ static void sec_limits(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
         sdw_yt_get_int32(c, val[5], "limits.idle_timeout_s", 1, 86400, &cfg->idle_timeout_s);
     if (!sdw_yt_is_null(val[6]))
         sdw_yt_get_int32(c, val[6], "limits.max_connections", 1, 1048576, &cfg->max_connections);
+    if (!sdw_yt_is_null(val[7]))
+        sdw_yt_get_int32(c, val[7], "limits.preview_every_default", 0, 150, &cfg->preview_every_default);
+    if (!sdw_yt_is_null(val[8]))
+        sdw_yt_get_int32(c, val[8], "limits.preview_every_min", 1, 150, &cfg->preview_every_min);
+    if (cfg->preview_every_default && cfg->preview_every_default < cfg->preview_every_min) {
+        const sdw_yt_node *at = !sdw_yt_is_null(val[7]) ? val[7] : val[8];
+        sdw_yt_error(
+            c, SDW_YT_AT(at),
+            "limits.preview_every_default: must be 0 or at least limits.preview_every_min (%d), got %d",
+            cfg->preview_every_min, cfg->preview_every_default);
+    }
 }
 
 static void sec_server(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
@@ -574,6 +587,8 @@ void sdw_config_defaults(sdw_config *cfg)
     cfg->request_timeout_s = 300;
     cfg->idle_timeout_s = 60;
     cfg->max_connections = 4096;
+    cfg->preview_every_default = 5;
+    cfg->preview_every_min = 1;
     cfg->restart_backoff_min_ms = 250;
     cfg->restart_backoff_max_ms = 30000;
     cfg->job_timeout_s = 600;

@@ -40,6 +40,8 @@ typedef struct {
     int idle_timeout_s;                   /* 60: keep-alive connections with no request */
     int max_connections;                  /* 4096, lowered at start to what RLIMIT_NOFILE leaves */
     int http2;                            /* server.http2: h2c (prior knowledge, Upgrade); 0 */
+    int preview_every_default;            /* live preview every K steps for jobs that do not say; 5 */
+    int preview_every_min;                /* the smallest K a job may ask for (previews cost); 1 */
 
     int restart_backoff_min_ms, restart_backoff_max_ms; /* 250, 30000 */
     int job_timeout_s;                                  /* 600 */

@@ -45,6 +45,11 @@ void sdw_hold_json(sdw_srv *s, h2o_req_t *req, sdw_job *job, sdw_hold_json_fn fn
 /** Opens an event stream now (keepalive comments meanwhile) and ends it with fn's event once job ends; a
  * reader found gone at a keepalive cancels the job. */
 void sdw_hold_sse(sdw_srv *s, h2o_req_t *req, sdw_job *job, sdw_hold_sse_fn fn, void *ud);
+/** sdw_hold_sse(), and after each progress of the job partial_fn may give an event to send before the end
+ * (NULL: nothing now). While a send is in flight it is asked once more when that send is done, so it should
+ * build from the job's latest state (a slow reader gets the newest preview, not a backlog). */
+void sdw_hold_sse_partials(sdw_srv *s, h2o_req_t *req, sdw_job *job, sdw_hold_sse_fn fn,
+                           sdw_hold_sse_fn partial_fn, void *ud);
 
 /** The model name the workers serve (the checkpoint's file name without its extension). */
 const char *sdw_api_model_name(sdw_srv *s);

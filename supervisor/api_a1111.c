@@ -346,6 +346,25 @@ static void handle_generate(sdw_srv *s, h2o_req_t *req, int img2img)
 
 /* ---- the rest ---- */
 
+/* 1 when the query string has name=true (or 1), as A1111's FastAPI bool parameters read it. */
+static int query_true(h2o_req_t *req, const char *name)
+{
+    if (req->query_at == SIZE_MAX) return 0;
+    const char *q = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    size_t n = strlen(name);
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - q) > n && !memcmp(q, name, n) && q[n] == '=') {
+            const char *v = q + n + 1;
+            size_t vl = (size_t)(e - v);
+            return (vl == 4 && !strncasecmp(v, "true", 4)) || (vl == 1 && *v == '1');
+        }
+        q = e + 1;
+    }
+    return 0;
+}
+
 static void handle_progress(sdw_srv *s, h2o_req_t *req)
 {
     int count;
@@ -362,15 +381,19 @@ static void handle_progress(sdw_srv *s, h2o_req_t *req)
         time_t t = time(NULL) - (time_t)(sdw_srv_now() - j->t_created);
         strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", gmtime(&t));
     }
+    /* A1111's live preview: the latest one (base64 PNG), unless the client asks to skip it */
+    json_t *image = j && j->preview && !query_true(req, "skip_current_image")
+                        ? sdw_json_base64(j->preview, j->preview_len)
+                        : json_null();
     sdw_http_send_json(s, req, 200,
-                       json_pack("{s:o,s:o,s:{s:b,s:b,s:b,s:s,s:i,s:s,s:i,s:i,s:i,s:o},s:n,s:n,s:o}",
+                       json_pack("{s:o,s:o,s:{s:b,s:b,s:b,s:s,s:i,s:s,s:i,s:i,s:i,s:o},s:o,s:n,s:o}",
                                  "progress", sdw_json_num(progress), "eta_relative", sdw_json_num(eta),
                                  "state", "skipped", 0, "interrupted", j && j->cancel_requested,
                                  "stopping_generation", 0, "job", jobname, "job_count", count,
                                  "job_timestamp", stamp, "job_no", 0, "sampling_step", step, "sampling_steps",
                                  total, "queue_position",
                                  j && j->position ? json_integer(j->position) : json_null(), "current_image",
-                                 "textinfo", "current_task", j ? json_string(jobname) : json_null()));
+                                 image, "textinfo", "current_task", j ? json_string(jobname) : json_null()));
 }
 
 static void handle_interrupt(sdw_srv *s, h2o_req_t *req)

@@ -220,6 +220,8 @@ typedef struct {
     sdw_job_sub sub;
     sdw_hold_json_fn json_fn;
     sdw_hold_sse_fn sse_fn;
+    sdw_hold_sse_fn partial_fn; /* optional: an event between start and end (a live preview) */
+    int partial_due;            /* progress came: ask partial_fn once the send in flight is done */
     void *ud;
     h2o_timeout_entry_t keepalive;
     sdw_rcbuf *inflight;
@@ -248,7 +250,19 @@ static void hold_dispose(void *p)
 
 static void sse_flush(hold *h)
 {
-    if (!h->req || h->sending || h->final_sent || !h->final) return;
+    if (!h->req || h->sending || h->final_sent) return;
+    if (!h->final && h->partial_due && h->job) {
+        /* built only now, from the job's latest state: a slow reader gets the newest, not a backlog */
+        h->partial_due = 0;
+        sdw_rcbuf *b = h->partial_fn(h->srv, h->req, h->job, h->ud);
+        if (!b) return;
+        h->inflight = b;
+        h->sending = 1;
+        h2o_iovec_t v = h2o_iovec_init(b->data, b->len);
+        h2o_send(h->req, &v, 1, H2O_SEND_STATE_IN_PROGRESS);
+        return;
+    }
+    if (!h->final) return;
     h->inflight = h->final;
     h->final = NULL;
     h->sending = 1;
@@ -274,6 +288,11 @@ static void hold_on_event(void *ud, sdw_job *job, sdw_job_event ev)
             h->final = sdw_rcbuf_from(gone, sizeof gone - 1);
             sse_flush(h);
         }
+        return;
+    }
+    if (ev == SDW_JEV_PROGRESS && h->partial_fn) {
+        h->partial_due = 1;
+        sse_flush(h);
         return;
     }
     if (ev != SDW_JEV_END) return;
@@ -354,8 +373,15 @@ static void sse_keepalive(h2o_timeout_entry_t *entry)
 
 void sdw_hold_sse(sdw_srv *s, h2o_req_t *req, sdw_job *job, sdw_hold_sse_fn fn, void *ud)
 {
+    sdw_hold_sse_partials(s, req, job, fn, NULL, ud);
+}
+
+void sdw_hold_sse_partials(sdw_srv *s, h2o_req_t *req, sdw_job *job, sdw_hold_sse_fn fn,
+                           sdw_hold_sse_fn partial_fn, void *ud)
+{
     hold *h = hold_new(s, req, job, ud);
     h->sse_fn = fn;
+    h->partial_fn = partial_fn;
     h->gen.proceed = sse_proceed;
     h->gen.stop = sse_stop;
     h->keepalive.cb = sse_keepalive;

@@ -11,6 +11,9 @@
 typedef struct {
     int url; /* response_format "url" */
     char quality[16];
+    int partial_images; /* stream: how many partial_image events at most (0..3) */
+    int partials_sent;
+    int partial_step; /* the step of the last preview sent */
 } gen_opts;
 
 /* Names OpenAI clients send by default; they all mean the model the workers serve. */
@@ -108,9 +111,9 @@ static int translate(sdw_srv *s, json_t *in, json_t *out, gen_opts *o, int *stre
             if (!json_is_boolean(v)) return bad(e, "stream", "stream must be true or false%s", "");
             *stream = json_is_true(v);
         } else if (!strcmp(k, "partial_images")) {
-            /* accepted, but no partial image is sent until the engine makes previews */
             if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 3)
                 return bad(e, "partial_images", "partial_images must be an integer from 0 to 3%s", "");
+            o->partial_images = (int)json_integer_value(v);
         } else {
             return sdw_api_error_set(e, 400, "unknown_parameter", k,
                                      "Unrecognized request argument supplied: %.64s", k);
@@ -123,6 +126,19 @@ static int translate(sdw_srv *s, json_t *in, json_t *out, gen_opts *o, int *stre
                                                                                : 20;
         if (steps > s->limits.max_steps) steps = s->limits.max_steps;
         if (json_object_set_new(out, "steps", json_integer(steps)))
+            return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
+    }
+    if (*stream && o->partial_images > 0) {
+        /* previews spread over the run, so that partial_images of them come before the end: 20 steps and
+         * 2 partials preview every 7 steps (7, 14) */
+        json_t *st = json_object_get(out, "steps");
+        int steps = json_is_integer(st) && json_integer_value(st) > 0 && json_integer_value(st) <= 150
+                        ? (int)json_integer_value(st)
+                        : 20;
+        int every = (steps + o->partial_images) / (o->partial_images + 1);
+        if (every < s->limits.preview_every_min) every = s->limits.preview_every_min;
+        if (every < 1) every = 1;
+        if (json_object_set_new(out, "preview_every", json_integer(every)))
             return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
     }
     return 0;
@@ -186,6 +202,29 @@ static sdw_rcbuf *gen_stream_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void
     return sdw_json_to_rcbuf(ev, "event: image_generation.completed\ndata: ", "\n\n");
 }
 
+/* An image_generation.partial_image event from the job's latest live preview, when there is one not yet
+ * sent, partial_images allow another, and the job is not at its last step (the image itself comes next). */
+static sdw_rcbuf *gen_stream_partial(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud)
+{
+    (void)s;
+    (void)req;
+    gen_opts *o = ud;
+    if (!job->preview || job->preview_step <= o->partial_step || o->partials_sent >= o->partial_images ||
+        job->preview_step >= job->total)
+        return NULL;
+    char size[32];
+    snprintf(size, sizeof size, "%dx%d", job->req.width, job->req.height);
+    json_t *ev =
+        json_pack("{s:s,s:o,s:i,s:I,s:s,s:s,s:s,s:s}", "type", "image_generation.partial_image", "b64_json",
+                  sdw_json_base64(job->preview, job->preview_len), "partial_image_index", o->partials_sent,
+                  "created_at", (json_int_t)time(NULL), "size", size, "quality",
+                  o->quality[0] ? o->quality : "auto", "background", "opaque", "output_format", "png");
+    if (!ev) return NULL;
+    o->partials_sent++;
+    o->partial_step = job->preview_step;
+    return sdw_json_to_rcbuf(ev, "event: image_generation.partial_image\ndata: ", "\n\n");
+}
+
 static void fail(sdw_srv *s, h2o_req_t *req, const sdw_api_error *e)
 {
     sdw_api_send_error(s, req, SDW_SHAPE_OPENAI, e);
@@ -236,7 +275,7 @@ static void handle_generate(sdw_srv *s, h2o_req_t *req)
         return;
     }
     if (stream)
-        sdw_hold_sse(s, req, job, gen_stream_done, o);
+        sdw_hold_sse_partials(s, req, job, gen_stream_done, o->partial_images ? gen_stream_partial : NULL, o);
     else
         sdw_hold_json(s, req, job, gen_done, o);
 }

@@ -84,6 +84,11 @@ static sdw_rcbuf *event(const char *name, json_t *data)
     return sdw_json_to_rcbuf(data, head, "\n\n");
 }
 
+int sdw_job_has_step_preview(const sdw_job *job)
+{
+    return job->preview && job->preview_step == job->step && job->step > 0;
+}
+
 sdw_rcbuf *sdw_job_sse_event(sdw_srv *s, const sdw_job *job, sdw_job_event ev)
 {
     switch (ev) {
@@ -99,9 +104,17 @@ sdw_rcbuf *sdw_job_sse_event(sdw_srv *s, const sdw_job *job, sdw_job_event ev)
                                                 : NULL),
                                "total", job->total, "retried", job->retried));
     }
-    case SDW_JEV_PROGRESS:
-        return event("progress", json_pack("{s:i,s:i,s:o}", "step", job->step, "total", job->total,
-                                           "elapsed_s", sdw_json_num(job->last_elapsed)));
+    case SDW_JEV_PROGRESS: {
+        json_t *o = json_pack("{s:i,s:i,s:o}", "step", job->step, "total", job->total, "elapsed_s",
+                              sdw_json_num(job->last_elapsed));
+        /* the live preview made at this very step, if any (a late reader mid-way gets none) */
+        if (o && sdw_job_has_step_preview(job) &&
+            json_object_set_new(o, "preview", sdw_json_base64(job->preview, job->preview_len))) {
+            json_decref(o);
+            o = NULL;
+        }
+        return event("progress", o);
+    }
     default:
         return NULL;
     }

@@ -247,9 +247,18 @@ sdw_jobs *sdw_jobs_new(const sdw_jobs_config *cfg, const sdw_jobs_ops *ops, void
     return J;
 }
 
+static void drop_preview(sdw_job *job)
+{
+    free(job->preview);
+    job->preview = NULL;
+    job->preview_len = 0;
+    job->preview_step = 0;
+}
+
 static void job_free(sdw_job *job)
 {
     sdw_gen_request_free(&job->req);
+    drop_preview(job);
     free(job->png);
     sdw_rcbuf_release(job->terminal_sse);
     free(job);
@@ -348,6 +357,7 @@ static void end_job(sdw_jobs *J, sdw_job *job, sdw_job_status st, const char *co
                     double now)
 {
     if (job->status == SDW_JST_RUNNING) J->n_running--;
+    drop_preview(job); /* the final image says more; a running job's preview is at most ~200 kB */
     job->status = st;
     job->slot = -1;
     job->position = 0;
@@ -448,6 +458,19 @@ void sdw_jobs_progress(sdw_jobs *J, uint64_t num, int step, int total, double el
     emit(J, job, SDW_JEV_PROGRESS);
 }
 
+void sdw_jobs_preview(sdw_jobs *J, uint64_t num, int step, const uint8_t *png, size_t len)
+{
+    sdw_job *job = sdw_jobs_get(J, num);
+    if (!job || job->status != SDW_JST_RUNNING || !len) return;
+    uint8_t *b = malloc(len);
+    drop_preview(job);
+    if (!b) return;
+    memcpy(b, png, len);
+    job->preview = b;
+    job->preview_len = len;
+    job->preview_step = step;
+}
+
 static int crash_code(const char *code)
 {
     return code && (!strcmp(code, "worker_crashed") || !strcmp(code, "worker_timeout"));
@@ -459,6 +482,7 @@ static void requeue_head(sdw_jobs *J, sdw_job *job)
     job->status = SDW_JST_QUEUED;
     job->slot = -1;
     job->step = 0;
+    drop_preview(job);
     job->t_dispatched = job->t_started = 0;
     J->n_running--;
     list_push_head(&J->q_head, &J->q_tail, job);

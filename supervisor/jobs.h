@@ -61,6 +61,9 @@ struct sdw_job {
     uint8_t *png; /* COMPLETE: the image */
     size_t png_len;
     int out_width, out_height;
+    uint8_t *preview; /* RUNNING: the latest live preview (PNG), made at step preview_step; NULL if none */
+    size_t preview_len;
+    int preview_step;
     char err_code[48];     /* ERROR */
     char err_message[256]; /* ERROR */
 
@@ -120,6 +123,9 @@ int sdw_jobs_cancel(sdw_jobs *J, sdw_job *job, double now);
 void sdw_jobs_started(sdw_jobs *J, uint64_t num, int slot, double now);
 void sdw_jobs_progress(sdw_jobs *J, uint64_t num, int step, int total, double elapsed_s, double now);
 void sdw_jobs_done(sdw_jobs *J, uint64_t num, const sdw_job_outcome *o, double now);
+/** Keeps a copy of a running job's live preview made at step (its progress event follows and shows it);
+ * the previous one is dropped, and the last one when the job ends. Out of memory: the job keeps none. */
+void sdw_jobs_preview(sdw_jobs *J, uint64_t num, int step, const uint8_t *png, size_t len);
 
 /** Frees ended jobs older than ttl_s (their ids become tombstones). Returns how many. */
 int sdw_jobs_expire(sdw_jobs *J, double now);

@@ -304,6 +304,9 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
         }
         return;
     case SDW_FRAME_PROGRESS:
+        if (f->u.progress.preview_len && p->ev.job_preview)
+            p->ev.job_preview(p->ud, s->job, f->u.progress.step, f->u.progress.preview,
+                              f->u.progress.preview_len);
         if (p->ev.job_progress)
             p->ev.job_progress(p->ud, s->job, f->u.progress.step, f->u.progress.total, f->u.progress.elapsed);
         return;

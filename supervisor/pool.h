@@ -44,6 +44,9 @@ typedef struct {
     void (*job_done)(void *ud, uint64_t job, const sdw_job_outcome *o);
     /** Optional: the job's public id for logs and messages (NULL: the pool writes the number in hex). */
     const char *(*job_name)(void *ud, uint64_t job);
+    /** Optional: a live preview image (PNG bytes, valid only during the call) made at step; called right
+     * before that step's job_progress. */
+    void (*job_preview)(void *ud, uint64_t job, int step, const uint8_t *png, size_t len);
 } sdw_pool_events;
 
 /** A copy of what the pool knows about one slot; strings are copies too, so it outlives pool calls. */

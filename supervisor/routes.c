@@ -46,6 +46,7 @@ sdw_route sdw_route_match(const char *path, size_t len, const char **id, size_t 
     size_t tl = rl - il;
     if (seg_eq(tail, tl, "/stream")) return SDW_ROUTE_JOB_STREAM;
     if (seg_eq(tail, tl, "/image")) return SDW_ROUTE_JOB_IMAGE;
+    if (seg_eq(tail, tl, "/preview")) return SDW_ROUTE_JOB_PREVIEW;
     *id = NULL;
     *idlen = 0;
     return SDW_ROUTE_NONE;
@@ -68,6 +69,8 @@ const char *sdw_route_pattern(sdw_route r)
         return "/v1/jobs/{id}/stream";
     case SDW_ROUTE_JOB_IMAGE:
         return "/v1/jobs/{id}/image";
+    case SDW_ROUTE_JOB_PREVIEW:
+        return "/v1/jobs/{id}/preview";
     case SDW_ROUTE_NONE:
         break;
     }
@@ -368,6 +371,20 @@ static void handle_job(sdw_srv *s, h2o_req_t *req, sdw_route r, const char *id, 
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                        H2O_STRLIT("private, max-age=60"));
         sdw_http_send(s, req, 200, "image/png", (const char *)job->png, job->png_len);
+        return;
+    }
+    if (r == SDW_ROUTE_JOB_PREVIEW) {
+        /* the latest live preview while the job runs; a poller's alternative to the event stream */
+        if (!job->preview) {
+            sdw_http_errorf(s, req, 404, "no_preview", NULL, "job %s has no preview %s", job->id,
+                            job->status == SDW_JST_RUNNING ? "yet" : "(it is not running)");
+            return;
+        }
+        char step[16];
+        snprintf(step, sizeof step, "%d", job->preview_step);
+        sdw_http_add_header(req, "x-preview-step", step);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+        sdw_http_send(s, req, 200, "image/png", (const char *)job->preview, job->preview_len);
         return;
     }
     if (method_is(req, "DELETE")) {

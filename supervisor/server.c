@@ -244,6 +244,12 @@ static void pool_job_progress(void *ud, uint64_t job, int step, int total, doubl
     sdw_jobs_progress(s->jobs, job, step, total, elapsed_s, sdw_srv_now());
 }
 
+static void pool_job_preview(void *ud, uint64_t job, int step, const uint8_t *png, size_t len)
+{
+    sdw_srv *s = ud;
+    sdw_jobs_preview(s->jobs, job, step, png, len);
+}
+
 static const char *pool_job_name(void *ud, uint64_t num)
 {
     sdw_srv *s = ud;
@@ -464,8 +470,9 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
     memset(s, 0, sizeof *s);
     s->cfg = cfg;
     s->started_at = sdw_srv_now();
-    s->limits = (sdw_validate_limits){cfg->max_width, cfg->max_height, cfg->max_steps, cfg->max_body_bytes,
-                                      cfg->lora_dir};
+    s->limits = (sdw_validate_limits){cfg->max_width,        cfg->max_height, cfg->max_steps,
+                                      cfg->max_body_bytes,   cfg->lora_dir,   cfg->preview_every_default,
+                                      cfg->preview_every_min};
     char err[512];
     /* before any descriptor is taken: workers inherit the raised limit too */
     int nofile = sdw_accept_raise_nofile();
@@ -495,8 +502,8 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
     sdw_log(SDW_LOG_INFO, "listening", "addr=%s", s->listen_addr);
     setup_timers(s);
 
-    static const sdw_pool_events pev = {pool_worker_state, pool_job_started, pool_job_progress, pool_job_done,
-                                        pool_job_name};
+    static const sdw_pool_events pev = {pool_worker_state, pool_job_started, pool_job_progress,
+                                        pool_job_done,     pool_job_name,    pool_job_preview};
     sdw_pool *pool = NULL;
     if (sdw_pool_start(s->loop, cfg, engine_path, &pev, s, &pool, err, sizeof err) != 0) {
         sdw_log(SDW_LOG_ERROR, "startup_failed", "reason=%s", err);

@@ -118,7 +118,8 @@ typedef enum {
     SDW_ROUTE_JOBS,       /* /v1/jobs */
     SDW_ROUTE_JOB,        /* /v1/jobs/{id} */
     SDW_ROUTE_JOB_STREAM, /* /v1/jobs/{id}/stream */
-    SDW_ROUTE_JOB_IMAGE   /* /v1/jobs/{id}/image */
+    SDW_ROUTE_JOB_IMAGE,  /* /v1/jobs/{id}/image */
+    SDW_ROUTE_JOB_PREVIEW /* /v1/jobs/{id}/preview */
 } sdw_route;
 
 /** Classifies a normalised path; id and idlen receive the {id} segment for job routes. */
@@ -157,6 +158,8 @@ json_t *sdw_job_json(sdw_srv *s, const sdw_job *job);
 /** The job's timings object ({"queued_s",...}; fields not yet known are omitted), or NULL when out of memory.
  */
 json_t *sdw_job_json_timings(const sdw_job *job);
+/** 1 when the job holds a live preview made at its current step (the progress event then carries it). */
+int sdw_job_has_step_preview(const sdw_job *job);
 /** The SSE event for the job's current non-terminal state ev (QUEUED, STARTED, PROGRESS), as a new rcbuf. */
 sdw_rcbuf *sdw_job_sse_event(sdw_srv *s, const sdw_job *job, sdw_job_event ev);
 /** The job's terminal SSE event (complete/error/cancelled), built once and kept on the job; returns a new

@@ -6,7 +6,11 @@
 
 #include "srv.h"
 
-typedef enum { EV_OTHER = 0, EV_QUEUED, EV_PROGRESS, EV_KEEPALIVE } ev_kind;
+typedef enum { EV_OTHER = 0, EV_QUEUED, EV_PROGRESS, EV_PREVIEW, EV_KEEPALIVE } ev_kind;
+
+/* Progress events with a preview waiting for a slow reader: the oldest is dropped beyond this, so a stalled
+ * reader holds at most this many images (~270 kB of base64 each) and still sees the picture form. */
+#define MAX_PENDING_PREVIEWS 4
 
 typedef struct {
     sdw_rcbuf *buf;
@@ -69,11 +73,28 @@ static void enqueue(sse_reader *r, sdw_rcbuf *buf, ev_kind kind)
         sdw_rcbuf_release(buf);
         return;
     }
-    if ((kind == EV_QUEUED || kind == EV_PROGRESS || kind == EV_KEEPALIVE) && r->n_pending > 0 &&
-        r->pending[r->n_pending - 1].kind == kind) {
+    /* a progress with a preview replaces a plain progress, never the other way round */
+    ev_kind last = r->n_pending > 0 ? r->pending[r->n_pending - 1].kind : EV_OTHER;
+    if ((kind == EV_QUEUED || kind == EV_PROGRESS || kind == EV_KEEPALIVE)
+            ? last == kind
+            : kind == EV_PREVIEW && last == EV_PROGRESS) {
         sdw_rcbuf_release(r->pending[r->n_pending - 1].buf);
-        r->pending[r->n_pending - 1].buf = buf;
+        r->pending[r->n_pending - 1] = (sse_item){buf, kind};
         return;
+    }
+    if (kind == EV_PREVIEW) {
+        int n = 0, oldest = -1;
+        for (int i = r->n_pending - 1; i >= 0; i--)
+            if (r->pending[i].kind == EV_PREVIEW) {
+                n++;
+                oldest = i;
+            }
+        if (n >= MAX_PENDING_PREVIEWS) {
+            sdw_rcbuf_release(r->pending[oldest].buf);
+            memmove(&r->pending[oldest], &r->pending[oldest + 1],
+                    (size_t)(r->n_pending - oldest - 1) * sizeof *r->pending);
+            r->n_pending--;
+        }
     }
     if (r->n_pending == r->cap_pending) {
         int cap = r->cap_pending ? r->cap_pending * 2 : 8;
@@ -170,7 +191,8 @@ static void on_job_event(void *ud, sdw_job *job, sdw_job_event ev)
         enqueue(r, sdw_job_sse_event(r->srv, job, ev), EV_OTHER);
         break;
     case SDW_JEV_PROGRESS:
-        enqueue(r, sdw_job_sse_event(r->srv, job, ev), EV_PROGRESS);
+        enqueue(r, sdw_job_sse_event(r->srv, job, ev),
+                sdw_job_has_step_preview(job) ? EV_PREVIEW : EV_PROGRESS);
         break;
     case SDW_JEV_END:
         queue_terminal(r, job);
@@ -217,7 +239,9 @@ void sdw_sse_start(sdw_srv *s, h2o_req_t *req, sdw_job *job, sdw_rcbuf *first)
     case SDW_JST_RUNNING:
         if (job->t_started > 0) {
             enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_STARTED), EV_OTHER);
-            if (job->step > 0) enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_PROGRESS), EV_PROGRESS);
+            if (job->step > 0)
+                enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_PROGRESS),
+                        sdw_job_has_step_preview(job) ? EV_PREVIEW : EV_PROGRESS);
         } else if (!first) {
             enqueue(r, sdw_job_sse_event(s, job, SDW_JEV_QUEUED), EV_QUEUED);
         }

@@ -14,9 +14,10 @@
 #include "validate_images.h"
 #include "validate_loras.h"
 
-static const char *const known_fields[] = {
-    "prompt",   "negative_prompt", "steps",      "guidance_scale", "seed", "width",     "height", "sampler",
-    "schedule", "clip_skip",       "init_image", "strength",       "mask", "mask_blur", "loras"};
+static const char *const known_fields[] = {"prompt",   "negative_prompt", "steps",      "guidance_scale",
+                                           "seed",     "width",           "height",     "sampler",
+                                           "schedule", "clip_skip",       "init_image", "strength",
+                                           "mask",     "mask_blur",       "loras",      "preview_every"};
 
 #define N_OF(a) (sizeof(a) / sizeof *(a))
 
@@ -210,7 +211,8 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
             return sdw_api_error_set(
                 e, 400, "unknown_field", NULL,
                 "unknown field '%.64s'; known fields: prompt, negative_prompt, steps, guidance_scale, "
-                "seed, width, height, sampler, schedule, init_image, strength, mask, mask_blur, loras",
+                "seed, width, height, sampler, schedule, init_image, strength, mask, mask_blur, loras, "
+                "preview_every",
                 key);
     }
 
@@ -260,6 +262,17 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
     if ((v = json_object_get(root, "height")) && !json_is_null(v) &&
         get_int(v, "height", 64, lim->max_height, 8, &r->height, e) != 0)
         return -1;
+
+    /* previews cost a little per image; the server sets how often they may come */
+    r->preview_every = lim->preview_every_default;
+    if ((v = json_object_get(root, "preview_every")) && !json_is_null(v)) {
+        if (get_int(v, "preview_every", 0, 150, 1, &r->preview_every, e) != 0) return -1;
+        if (r->preview_every && r->preview_every < lim->preview_every_min)
+            return sdw_api_error_set(e, 400, "out_of_range", "preview_every",
+                                     "preview_every is %d; it must be 0 (no previews) or at least %d on this "
+                                     "server",
+                                     r->preview_every, lim->preview_every_min);
+    }
 
     int x;
     if ((v = json_object_get(root, "sampler")) && !json_is_null(v)) {

@@ -26,6 +26,8 @@ typedef struct {
     int max_steps;             /* >= 1 */
     size_t max_body_bytes;     /* larger bodies answer 413 */
     const char *lora_dir;      /* model.lora_dir, NULL = LoRAs are refused */
+    int preview_every_default; /* preview_every of a job that does not give it (0 = no previews) */
+    int preview_every_min;     /* smallest preview_every accepted besides 0 (>= 1) */
 } sdw_validate_limits;
 
 /** Fills e (status, code, message, field) and returns -1, for callers building their own errors. */

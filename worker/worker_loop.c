@@ -68,6 +68,9 @@ typedef struct {
     int busy;
     uint64_t job;
     int cancel;
+    uint8_t *preview; /* the live preview of step preview_step, until that step's progress frame takes it */
+    size_t preview_len, preview_cap;
+    int preview_step;
 } worker;
 
 static void usage(FILE *f)
@@ -215,11 +218,36 @@ static int job_should_cancel(void *ud)
     return want_out(w);
 }
 
-/* Engine hook after every step. */
+/* Engine hook when a live preview is made, right before that step's progress hook: keeps a copy for the
+ * progress frame. The bytes are whatever image the engine's preview decoder made; they pass through. */
+static void job_preview(void *ud, int step, int total, const uint8_t *png, size_t len, int pw, int ph)
+{
+    worker *w = ud;
+    (void)total;
+    (void)pw;
+    (void)ph;
+    w->preview_step = 0;
+    if (len > w->preview_cap) {
+        uint8_t *b = realloc(w->preview, len);
+        if (!b) return; /* no preview this time: the job matters more */
+        w->preview = b;
+        w->preview_cap = len;
+    }
+    memcpy(w->preview, png, len);
+    w->preview_len = len;
+    w->preview_step = step;
+}
+
+/* Engine hook after every step. A preview too large for a progress frame is dropped, not the progress. */
 static int job_progress(void *ud, int step, int total, double elapsed_s)
 {
     worker *w = ud;
-    if (sdw_frame_progress(&w->out, w->job, step, total, elapsed_s) == 0) send_out(w);
+    int with = w->preview_step == step && w->preview_len > 0;
+    w->preview_step = 0;
+    if ((with && sdw_frame_progress_preview(&w->out, w->job, step, total, elapsed_s, w->preview,
+                                            w->preview_len) == 0) ||
+        sdw_frame_progress(&w->out, w->job, step, total, elapsed_s) == 0)
+        send_out(w);
     return job_should_cancel(w);
 }
 
@@ -249,6 +277,9 @@ static void run_job(worker *w, const sdw_frame *jf)
     p.progress = job_progress;
     p.should_cancel = job_should_cancel;
     p.ud = w;
+    p.preview_every = req->preview_every;
+    p.preview = req->preview_every > 0 ? job_preview : NULL;
+    w->preview_step = 0;
     const char *field = NULL;
     sdw_gen_images img;
     if (sdw_gen_images_decode(req, &p, &img, &field, err, sizeof err) != 0) {
@@ -274,16 +305,18 @@ static void run_job(worker *w, const sdw_frame *jf)
     if (rc == SDE_OK) {
         if (sdw_frame_result(&w->out, w->job, res.png, res.png_len, res.width, res.height, res.seed,
                              res.t_encode, res.t_sample, res.t_decode, res.t_total) == 0) {
-            char job[24], bytes[24], te[24], ts[24], td[24], tt[24];
+            char job[24], bytes[24], te[24], ts[24], td[24], tt[24], tp[24];
             snprintf(job, sizeof job, "%llu", (unsigned long long)w->job);
             snprintf(bytes, sizeof bytes, "%zu", res.png_len);
             snprintf(te, sizeof te, "%.3f", res.t_encode);
             snprintf(ts, sizeof ts, "%.3f", res.t_sample);
             snprintf(td, sizeof td, "%.3f", res.t_decode);
             snprintf(tt, sizeof tt, "%.3f", res.t_total);
-            sdw_log(SDW_LOG_INFO, "job_done",
-                    "device=%s job=%s png_bytes=%s encode_s=%s sample_s=%s decode_s=%s total_s=%s", w->device,
-                    job, bytes, te, ts, td, tt);
+            snprintf(tp, sizeof tp, "%.4f", res.t_preview);
+            sdw_log(
+                SDW_LOG_INFO, "job_done",
+                "device=%s job=%s png_bytes=%s encode_s=%s sample_s=%s decode_s=%s total_s=%s preview_s=%s",
+                w->device, job, bytes, te, ts, td, tt, tp);
             send_out(w);
         } else {
             snprintf(err, sizeof err, "the %zu-byte PNG does not fit in a %zu-byte result frame", res.png_len,
@@ -505,6 +538,7 @@ out:;
     sde_engine_free(w->eng);
     sdw_frame_reader_free(w->reader);
     msgpack_sbuffer_destroy(&w->out);
+    free(w->preview);
     free(w);
     return code;
 }

@@ -1,6 +1,6 @@
 // openai.test.mjs: the official openai SDK against a running sd-worker (SDW_URL, SDW_KEY set by
-// tests/system/test_clients_openai.py): images.generate (b64_json, url, stream), images.edit (with a mask,
-// url, extension fields), models.list, and that errors raise the SDK's own classes.
+// tests/system/test_clients_openai.py): images.generate (b64_json, url, stream, partial images), images.edit (with a
+// mask, url, extension fields), models.list, and that errors raise the SDK's own classes.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import zlib from "node:zlib";
@@ -43,6 +43,30 @@ test("images.generate stream", async () => {
   assert.equal(last.type, "image_generation.completed");
   assert.deepEqual([...Buffer.from(last.b64_json, "base64").subarray(0, 4)], PNG);
   assert.equal(last.size, "64x64");
+});
+
+test("images.generate stream with partial_images", async () => {
+  // 12 steps and 2 partials: previews at steps 4 and 8 (each ~0.2 s of the tiny model apart), none at 12
+  const stream = await client.images.generate({
+    prompt: "a red cube", stream: true, partial_images: 2, size: "128x128", steps: 12, seed: 7,
+  });
+  const events = [];
+  for await (const ev of stream) events.push(ev);
+  const partials = events.filter((e) => e.type === "image_generation.partial_image");
+  assert.equal(partials.length, 2, JSON.stringify(events.map((e) => e.type)));
+  assert.deepEqual(partials.map((e) => e.partial_image_index), [0, 1]);
+  for (const p of partials) {
+    const png = Buffer.from(p.b64_json, "base64");
+    assert.deepEqual([...png.subarray(0, 4)], PNG);
+    assert.ok(png.readUInt32BE(16) <= 256 && png.readUInt32BE(20) <= 256);
+    assert.equal(p.size, "128x128");
+    assert.equal(p.output_format, "png");
+    assert.equal(typeof p.created_at, "number");
+  }
+  assert.notDeepEqual(partials[0].b64_json, partials[1].b64_json);
+  assert.equal(events.length, 3);
+  assert.equal(events[2].type, "image_generation.completed");
+  assert.equal(Buffer.from(events[2].b64_json, "base64").readUInt32BE(16), 128);
 });
 
 test("models.list and retrieve", async () => {

@@ -714,6 +714,61 @@ static void test_mutations(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* A live preview rides its step's progress frame as an optional bin; the job frame carries preview_every. */
+static void test_progress_preview(void **state)
+{
+    (void)state;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    char err[256] = "";
+    sdw_frame f;
+    assert_int_equal(sdw_frame_progress_preview(&sb, 9, 5, 20, 2.5, png_bytes, sizeof png_bytes), 0);
+    assert_int_equal(decode_bytes(SDW_FRAME_MAX_SMALL, sb.data, sb.size, &f, err, sizeof err), 1);
+    assert_int_equal(f.type, SDW_FRAME_PROGRESS);
+    assert_int_equal(f.u.progress.step, 5);
+    assert_int_equal(f.u.progress.preview_len, sizeof png_bytes);
+    assert_memory_equal(f.u.progress.preview, png_bytes, sizeof png_bytes);
+    msgpack_sbuffer again;
+    msgpack_sbuffer_init(&again);
+    assert_int_equal(sdw_frame_encode(&again, &f), 0);
+    assert_int_equal(again.size, sb.size);
+    assert_memory_equal(again.data, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&again);
+    sdw_frame_free(&f);
+
+    /* without one: no key at all, and a NULL preview on decoding */
+    msgpack_sbuffer_clear(&sb);
+    assert_int_equal(sdw_frame_progress_preview(&sb, 9, 6, 20, 3.0, NULL, 5), 0);
+    assert_int_equal(decode_bytes(SDW_FRAME_MAX_SMALL, sb.data, sb.size, &f, err, sizeof err), 1);
+    assert_null(f.u.progress.preview);
+    assert_int_equal(f.u.progress.preview_len, 0);
+    sdw_frame_free(&f);
+
+    /* a preview that would push the frame past its 1 MiB limit is refused, and sb is left as it was */
+    msgpack_sbuffer_clear(&sb);
+    uint8_t *big = calloc(1, SDW_FRAME_MAX_SMALL);
+    assert_non_null(big);
+    assert_int_equal(sdw_frame_progress_preview(&sb, 9, 7, 20, 3.5, big, SDW_FRAME_MAX_SMALL), -1);
+    assert_int_equal(sb.size, 0);
+    free(big);
+
+    /* a preview must be bin */
+    build(&sb, 7, "t", 's', "progress", "v", 'u', U(1), "job", 'u', U(1), "step", 'i', I(1), "total", 'i',
+          I(3), "elapsed", 'd', 0.5, "preview", 's', "not bytes");
+    expect_error(SDW_FRAME_MAX_SMALL, sb.data, sb.size, "field 'preview' must be binary, not string");
+
+    sdw_gen_request jp;
+    sdw_gen_request_init(&jp);
+    jp.prompt = "p";
+    jp.preview_every = 7;
+    msgpack_sbuffer_clear(&sb);
+    assert_int_equal(sdw_frame_job(&sb, 3, &jp), 0);
+    assert_int_equal(decode_bytes(SDW_FRAME_MAX_RESULT, sb.data, sb.size, &f, err, sizeof err), 1);
+    assert_int_equal(f.u.job.preview_every, 7);
+    sdw_frame_free(&f);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -727,6 +782,7 @@ int main(void)
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_progress_preview),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

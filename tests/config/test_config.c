@@ -140,6 +140,8 @@ static void check_defaults(const sdw_config *cfg)
     assert_int_equal(cfg->request_timeout_s, 300);
     assert_int_equal(cfg->idle_timeout_s, 60);
     assert_int_equal(cfg->max_connections, 4096);
+    assert_int_equal(cfg->preview_every_default, 5);
+    assert_int_equal(cfg->preview_every_min, 1);
     assert_int_equal(cfg->http2, 0);
     assert_int_equal(cfg->restart_backoff_min_ms, 250);
     assert_int_equal(cfg->restart_backoff_max_ms, 30000);
@@ -559,6 +561,27 @@ static void test_bad_input_never_crashes(void **state)
     }
 }
 
+static void test_preview_limits(void **state)
+{
+    (void)state;
+    sdw_config cfg;
+    assert_int_equal(
+        load("model: {path: /m}\nlimits: { preview_every_default: 0, preview_every_min: 4 }\n", &cfg), 0);
+    assert_int_equal(cfg.preview_every_default, 0);
+    assert_int_equal(cfg.preview_every_min, 4);
+    sdw_config_free(&cfg);
+    assert_int_equal(
+        load("model: {path: /m}\nlimits: { preview_every_default: 8, preview_every_min: 8 }\n", &cfg), 0);
+    sdw_config_free(&cfg);
+    expect_error("model: {path: /m}\nlimits: { preview_every_min: 10 }\n",
+                 "t.yaml:2:30: limits.preview_every_default: must be 0 or at least limits.preview_every_min "
+                 "(10), got 5");
+    expect_error("model: {path: /m}\nlimits: { preview_every_default: 151 }\n",
+                 "t.yaml:2:34: limits.preview_every_default: must be between 0 and 150 (got 151)");
+    expect_error("model: {path: /m}\nlimits: { preview_every_min: 0 }\n",
+                 "t.yaml:2:30: limits.preview_every_min: must be between 1 and 150 (got 0)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -581,6 +604,7 @@ int main(void)
         cmocka_unit_test(test_unsupported_yaml),
         cmocka_unit_test(test_several_errors),
         cmocka_unit_test(test_bad_input_never_crashes),
+        cmocka_unit_test(test_preview_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -340,6 +340,45 @@ static void test_mutations(void **state)
     assert_true(ok > 0 && err > 0);
 }
 
+/* preview_every: the configured default when absent, 0 or the configured minimum..150 otherwise. */
+static void test_preview_every(void **state)
+{
+    (void)state;
+    sdw_validate_limits lim = LIM;
+    lim.preview_every_default = 5;
+    lim.preview_every_min = 2;
+    sdw_gen_request r;
+    sdw_api_error e;
+    static const struct {
+        const char *body;
+        int ok, want;
+    } cases[] = {
+        {"{\"prompt\":\"p\"}", 1, 5},
+        {"{\"prompt\":\"p\",\"preview_every\":null}", 1, 5},
+        {"{\"prompt\":\"p\",\"preview_every\":0}", 1, 0},
+        {"{\"prompt\":\"p\",\"preview_every\":2}", 1, 2},
+        {"{\"prompt\":\"p\",\"preview_every\":150}", 1, 150},
+        {"{\"prompt\":\"p\",\"preview_every\":1}", 0, 0},
+        {"{\"prompt\":\"p\",\"preview_every\":151}", 0, 0},
+        {"{\"prompt\":\"p\",\"preview_every\":-1}", 0, 0},
+        {"{\"prompt\":\"p\",\"preview_every\":\"5\"}", 0, 0},
+        {"{\"prompt\":\"p\",\"preview_every\":2.5}", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        memset(&e, 0, sizeof e);
+        int rc = sdw_validate_job_request(cases[i].body, strlen(cases[i].body), &lim, &r, &e);
+        if (cases[i].ok) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(r.preview_every, cases[i].want);
+        } else {
+            assert_int_equal(rc, -1);
+            assert_int_equal(e.status, 400);
+            assert_string_equal(e.field, "preview_every");
+        }
+        sdw_gen_request_free(&r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -348,7 +387,7 @@ int main(void)
         cmocka_unit_test(test_messages),       cmocka_unit_test(test_prompt_length),
         cmocka_unit_test(test_body_too_large), cmocka_unit_test(test_default_exceeds_limit),
         cmocka_unit_test(test_content_type),   cmocka_unit_test(test_names),
-        cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_mutations),      cmocka_unit_test(test_preview_every),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
