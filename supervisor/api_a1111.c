@@ -11,6 +11,7 @@
 
 #include "api.h"
 #include "auth.h"
+#include "lora_list.h"
 
 /* Jobs txt2img started, oldest first: what /progress reports and /interrupt stops, like A1111's one
  * current task. */
@@ -464,6 +465,32 @@ static void handle_set_options(sdw_srv *s, h2o_req_t *req)
         sdw_http_send_json(s, req, 200, json_object());
 }
 
+/* GET /sdapi/v1/loras: A1111's shape of the list GET /v1/loras gives */
+static void handle_loras(sdw_srv *s, h2o_req_t *req)
+{
+    sdw_lora_entry *list;
+    size_t n;
+    char err[512];
+    sdw_api_error e;
+    if (sdw_lora_list(s->limits.lora_dir, &list, &n, err, sizeof err) != 0) {
+        sdw_api_error_set(&e, 500, "internal", NULL, "%s", err);
+        fail(s, req, &e);
+        return;
+    }
+    json_t *out = json_array();
+    for (size_t i = 0; out && i < n; i++) {
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s.safetensors", s->limits.lora_dir, list[i].name);
+        if (json_array_append_new(out, json_pack("{s:s,s:s,s:s,s:{}}", "name", list[i].name, "alias",
+                                                 list[i].name, "path", path, "metadata"))) {
+            json_decref(out);
+            out = NULL;
+        }
+    }
+    sdw_lora_list_free(list, n);
+    sdw_http_send_json(s, req, 200, out);
+}
+
 static int is(h2o_req_t *req, const char *m)
 {
     return h2o_memis(req->method.base, req->method.len, m, strlen(m));
@@ -517,7 +544,7 @@ int sdw_a1111_dispatch(sdw_srv *s, h2o_req_t *req)
             allow = "GET";
     } else if (!strcmp(r, "loras")) {
         if (get)
-            sdw_http_send_json(s, req, 200, json_array());
+            handle_loras(s, req);
         else
             allow = "GET";
     } else if (!strcmp(r, "options")) {

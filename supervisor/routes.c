@@ -8,6 +8,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "lora_list.h"
 #include "srv.h"
 
 typedef struct {
@@ -31,6 +32,7 @@ sdw_route sdw_route_match(const char *path, size_t len, const char **id, size_t 
     if (seg_eq(path, len, "/ready")) return SDW_ROUTE_READY;
     if (seg_eq(path, len, "/metrics")) return SDW_ROUTE_METRICS;
     if (seg_eq(path, len, "/v1/jobs")) return SDW_ROUTE_JOBS;
+    if (seg_eq(path, len, "/v1/loras")) return SDW_ROUTE_LORAS;
     static const char pfx[] = "/v1/jobs/";
     size_t pl = sizeof pfx - 1;
     if (len <= pl || memcmp(path, pfx, pl)) return SDW_ROUTE_NONE;
@@ -71,6 +73,8 @@ const char *sdw_route_pattern(sdw_route r)
         return "/v1/jobs/{id}/image";
     case SDW_ROUTE_JOB_PREVIEW:
         return "/v1/jobs/{id}/preview";
+    case SDW_ROUTE_LORAS:
+        return "/v1/loras";
     case SDW_ROUTE_NONE:
         break;
     }
@@ -262,6 +266,27 @@ static void handle_metrics(sdw_srv *s, h2o_req_t *req)
     free(text);
 }
 
+/* GET /v1/loras: what a job's "loras" may name */
+static void handle_loras(sdw_srv *s, h2o_req_t *req)
+{
+    sdw_lora_entry *list;
+    size_t n;
+    char err[512];
+    if (sdw_lora_list(s->limits.lora_dir, &list, &n, err, sizeof err) != 0) {
+        sdw_http_errorf(s, req, 500, "internal", NULL, "%s", err);
+        return;
+    }
+    json_t *data = json_array();
+    for (size_t i = 0; data && i < n; i++)
+        if (json_array_append_new(data, json_pack("{s:s,s:I}", "name", list[i].name, "size_bytes",
+                                                  (json_int_t)list[i].size_bytes))) {
+            json_decref(data);
+            data = NULL;
+        }
+    sdw_lora_list_free(list, n);
+    sdw_http_send_json(s, req, 200, json_pack("{s:o}", "data", data));
+}
+
 /* ---- jobs ---- */
 
 static int accepts_event_stream(h2o_req_t *req)
@@ -447,6 +472,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         break;
     case SDW_ROUTE_JOBS:
         handle_submit(s, req);
+        break;
+    case SDW_ROUTE_LORAS:
+        handle_loras(s, req);
         break;
     default:
         handle_job(s, req, r, id, idlen);

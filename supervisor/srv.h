@@ -115,11 +115,12 @@ typedef enum {
     SDW_ROUTE_HEALTH,
     SDW_ROUTE_READY,
     SDW_ROUTE_METRICS,
-    SDW_ROUTE_JOBS,       /* /v1/jobs */
-    SDW_ROUTE_JOB,        /* /v1/jobs/{id} */
-    SDW_ROUTE_JOB_STREAM, /* /v1/jobs/{id}/stream */
-    SDW_ROUTE_JOB_IMAGE,  /* /v1/jobs/{id}/image */
-    SDW_ROUTE_JOB_PREVIEW /* /v1/jobs/{id}/preview */
+    SDW_ROUTE_JOBS,        /* /v1/jobs */
+    SDW_ROUTE_JOB,         /* /v1/jobs/{id} */
+    SDW_ROUTE_JOB_STREAM,  /* /v1/jobs/{id}/stream */
+    SDW_ROUTE_JOB_IMAGE,   /* /v1/jobs/{id}/image */
+    SDW_ROUTE_JOB_PREVIEW, /* /v1/jobs/{id}/preview */
+    SDW_ROUTE_LORAS        /* /v1/loras */
 } sdw_route;
 
 /** Classifies a normalised path; id and idlen receive the {id} segment for job routes. */

@@ -54,8 +54,10 @@ def test_keys():
             st, _, _ = svc.request("GET", path)
             expect(st == 200, "%s without a key -> %s" % (path, st), svc)
         for method, path, shape in (("GET", "/metrics", "native"), ("POST", "/v1/jobs", "native"),
-                                    ("GET", "/v1/jobs/x-1", "native"), ("GET", "/v1/models", "openai"),
+                                    ("GET", "/v1/jobs/x-1", "native"), ("GET", "/v1/loras", "native"),
+                                    ("GET", "/v1/models", "openai"),
                                     ("POST", "/v1/images/generations", "openai"), ("GET", "/sdapi/v1/samplers", "a1111"),
+                                    ("GET", "/sdapi/v1/loras", "a1111"),
                                     ("POST", "/sdapi/v1/txt2img", "a1111"), ("GET", "/nothing", "native")):
             st, h, body = svc.request(method, path, body="{}" if method == "POST" else None)
             expect(st == 401 and h.get("www-authenticate") == "Bearer", "%s %s -> %s %r" % (method, path, st, h), svc)

@@ -3,6 +3,7 @@ transitions (503 while loading), routing errors (404, 405 with Allow), CORS, /me
 request validation error over HTTP (400 codes and fields, 413, 415)."""
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -303,6 +304,39 @@ def test_hostile_clients():
         svc.wait_status(ok["job_id"], ("complete",), 60)
 
 
+def test_lora_list():
+    """GET /v1/loras and /sdapi/v1/loras list model.lora_dir's NAME.safetensors plain files, sorted; a folder
+    that does not exist is an empty list."""
+    d = tempfile.mkdtemp(prefix="loras-", dir=sdw.TMP if os.path.isdir(sdw.TMP) else None)
+    for name, size in (("zeta.safetensors", 3), ("alpha.safetensors", 10), (".hidden.safetensors", 1),
+                       ("readme.txt", 1)):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(b"x" * size)
+    os.mkdir(os.path.join(d, "dir.safetensors"))
+    os.symlink("/etc/hostname", os.path.join(d, "escape.safetensors"))
+    model = "step_ms=30" if sdw.FAKE else sdw.tiny_model()
+    with Service("loras", extra={"model": {"path": model, "lora_dir": d}}).start() as svc:
+        svc.wait_ready()
+        st, _, doc = svc.json("GET", "/v1/loras")
+        expect(st == 200 and doc == {"data": [{"name": "alpha", "size_bytes": 10}, {"name": "zeta", "size_bytes": 3}]},
+               "native list %s %r" % (st, doc), svc)
+        st, _, doc = svc.json("GET", "/sdapi/v1/loras")
+        expect(st == 200 and [(x["name"], x["alias"], x["metadata"]) for x in doc] == [("alpha", "alpha", {}), ("zeta", "zeta", {})]
+               and doc[0]["path"] == os.path.join(d, "alpha.safetensors"), "a1111 list %s %r" % (st, doc), svc)
+        st, h, doc = svc.json("POST", "/v1/loras", {})
+        expect(st == 405 and "GET" in h.get("allow", ""), "POST /v1/loras %s %r" % (st, h), svc)
+        os.remove(os.path.join(d, "zeta.safetensors"))
+        st, _, doc = svc.json("GET", "/v1/loras")
+        expect(st == 200 and [x["name"] for x in doc["data"]] == ["alpha"], "read each time %r" % doc, svc)
+    with Service("lorasnone", extra={"model": {"path": model, "lora_dir": os.path.join(d, "absent")}}).start() as svc:
+        svc.wait_ready()
+        st, _, doc = svc.json("GET", "/v1/loras")
+        expect(st == 200 and doc == {"data": []}, "missing folder %s %r" % (st, doc), svc)
+        st, _, doc = svc.json("GET", "/sdapi/v1/loras")
+        expect(st == 200 and doc == [], "missing folder a1111 %s %r" % (st, doc), svc)
+    shutil.rmtree(d)
+
+
 if __name__ == "__main__":
     sdw.main([test_health_and_ready, test_routes_and_cors, test_validation_errors, test_no_worker_can_serve,
-              test_timeouts_and_keepalive, test_sd_notify, test_hostile_clients])
+              test_timeouts_and_keepalive, test_sd_notify, test_hostile_clients, test_lora_list])
