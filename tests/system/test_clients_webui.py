@@ -1,5 +1,6 @@
 """test_clients_webui.py: runs tests/clients/webui.test.mjs (Chromium through playwright-core) against
-the built-in page of a service with API keys; leaves a screenshot at build/tmp/webui.png. Skips (77)
+the built-in page of a service with API keys and a LoRA folder; leaves screenshots at build/tmp/webui.png
+(the end) and webui-mask.png (the painted mask). Skips (77)
 only when node is absent; tools/install-deps.sh installs chromium and node_modules."""
 import os
 import shutil
@@ -9,6 +10,7 @@ import sys
 import sdw
 from sdw import Service
 from test_clients_openai import CLIENTS, KEY, keys_file
+from test_http_lora import write_lora
 
 
 def test_webui_in_chromium():
@@ -20,7 +22,12 @@ def test_webui_in_chromium():
     if not os.path.exists("/usr/bin/chromium"):
         raise AssertionError("/usr/bin/chromium is missing: run tools/install-deps.sh")
     svc = Service("tiny")
-    svc.extra = {"auth": {"api_keys_file": keys_file(svc)}}
+    # a LoRA that fits the tiny model, for the page's picker
+    loras = os.path.join(svc.dir, "loras")
+    os.makedirs(loras)
+    write_lora(os.path.join(loras, "style.safetensors"))
+    model = "step_ms=30" if sdw.FAKE else sdw.tiny_model()
+    svc.extra = {"auth": {"api_keys_file": keys_file(svc)}, "model": {"path": model, "lora_dir": loras}}
     shot = os.path.join(sdw.TMP, "webui.png")
     with svc.start():
         svc.wait_ready()
