@@ -54,10 +54,11 @@ static void test_linear_layouts(void **state)
     for (int i = 0; i < OUT; i++)
         bh[i] = frand();
     sde_ten x = upload_rand(be, xh, N * IN), y = upload_rand(be, y0, N * OUT);
+    const sde_weight w = {wh, SDE_W_F32, OUT * IN};
     for (int flags = 0; flags < 8; flags++)
         for (int with_b = 0; with_b < 2; with_b++) {
             be->write(be, y, y0, N * OUT);
-            be->linear(be, x, N, IN, wh, with_b ? bh : NULL, OUT, y, flags);
+            be->linear(be, x, N, IN, &w, with_b ? bh : NULL, OUT, y, flags);
             be->read(be, got, y, N * OUT);
             for (int r = 0; r < N; r++)
                 for (int o = 0; o < OUT; o++) {
@@ -123,7 +124,8 @@ static void test_embed_resize_act(void **state)
         pos[i] = frand();
     const int32_t ids[3] = {4, 0, 2};
     sde_ten y = {be->alloc(be, sizeof got, err, sizeof err), 0};
-    be->embed(be, table, ids, 3, 4, pos, y);
+    const sde_weight tw = {table, SDE_W_F32, 20};
+    be->embed(be, &tw, ids, 3, 4, pos, y);
     be->read(be, got, y, 12);
     for (int t = 0; t < 3; t++)
         for (int i = 0; i < 4; i++)

@@ -1,11 +1,14 @@
 /* backend_cpu.c: the CPU backend: the seam's ops mapped onto ops.h's kernels (OpenBLAS, AVX2), buffers in
- * host RAM, weights used in place in the mmap'd checkpoint. Every op runs synchronously. */
+ * host RAM, weights used in place in the mmap'd checkpoint (F16/BF16 widened per op). Every op runs
+ * synchronously. */
 #include <cblas.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "dtype_convert.h"
 #include "ops.h"
 #include "weights.h"
 
@@ -50,6 +53,55 @@ static const float *cpu_upload(sde_backend *be, const float *host, size_t n)
     return host;
 }
 
+static const sde_weight *cpu_upload_weight(sde_backend *be, const sde_weight *w)
+{
+    (void)be;
+    return w;
+}
+
+/* Per-thread scratch that F16/BF16 weights are widened into right before an op uses them: it grows to the
+ * largest matrix the thread meets (a 1280x1280x3x3 conv: 59 MB) and is reused by every later op. */
+typedef struct {
+    float *p;
+    size_t n;
+} widen_buf;
+
+static pthread_key_t widen_key;
+static pthread_once_t widen_once = PTHREAD_ONCE_INIT;
+
+static void widen_buf_free(void *v)
+{
+    widen_buf *b = v;
+    if (b) free(b->p);
+    free(b);
+}
+
+static void widen_key_make(void)
+{
+    pthread_key_create(&widen_key, widen_buf_free);
+}
+
+/* w's values as float32: the data itself when it is float32, else widened into this thread's scratch
+ * (valid until the thread's next call). NULL when out of memory. */
+static const float *weight_f32(const sde_weight *w)
+{
+    if (w->type == SDE_W_F32) return w->data;
+    pthread_once(&widen_once, widen_key_make);
+    widen_buf *b = pthread_getspecific(widen_key);
+    if (!b) {
+        if (!(b = calloc(1, sizeof *b))) return NULL;
+        pthread_setspecific(widen_key, b);
+    }
+    if (b->n < w->n) {
+        free(b->p);
+        b->n = 0;
+        if (!(b->p = aligned_alloc(64, (w->n * sizeof(float) + 63) & ~(size_t)63))) return NULL;
+        b->n = w->n;
+    }
+    sde_cvt_to_f32(w->type == SDE_W_F16 ? SDE_DT_F16 : SDE_DT_BF16, w->data, w->n, b->p);
+    return b->p;
+}
+
 static void cpu_write(sde_backend *be, sde_ten dst, const float *host, size_t n)
 {
     (void)be;
@@ -67,10 +119,12 @@ static void cpu_sync(sde_backend *be)
     (void)be;
 }
 
-static void cpu_linear(sde_backend *be, sde_ten xt, int n, int in, const float *w, const float *b, int out,
-                       sde_ten yt, int flags)
+static void cpu_linear(sde_backend *be, sde_ten xt, int n, int in, const sde_weight *wh, const float *b,
+                       int out, sde_ten yt, int flags)
 {
     (void)be;
+    const float *w = weight_f32(wh);
+    if (!w) abort(); /* the seam has no error path for ops; out of memory here is fatal, as in a GEMM */
     const float *x = P(xt);
     float *y = P(yt);
     const int acc = flags & SDE_LIN_ACC;
@@ -124,7 +178,7 @@ static sde_conv_desc conv_desc(const sde_be_conv *c, float *(*P)(sde_ten))
                            .in_shift = P(c->in_shift),
                            .in_silu = c->in_silu,
                            .upsample = c->upsample,
-                           .wt = c->wt,
+                           .wt = NULL, /* filled by the caller: the weight widened when it is not float32 */
                            .bias = c->bias,
                            .bias_b = P(c->bias_b),
                            .cout = c->cout,
@@ -151,6 +205,7 @@ static void cpu_conv(sde_backend *be, const sde_be_conv *c, sde_ten scratch, siz
 {
     (void)be;
     sde_conv_desc d = conv_desc(c, P);
+    if (!(d.wt = weight_f32(c->wt))) abort(); /* as in cpu_linear */
     sde_conv2d_ex(&d, P(scratch), scratch_bytes);
 }
 
@@ -225,15 +280,21 @@ static void cpu_add(sde_backend *be, sde_ten y, sde_ten x, size_t n)
     sde_add(P(y), P(x), n);
 }
 
-static void cpu_embed(sde_backend *be, const float *table, const int32_t *ids, int n, int dim,
+static void cpu_embed(sde_backend *be, const sde_weight *table, const int32_t *ids, int n, int dim,
                       const float *pos, sde_ten yt)
 {
     (void)be;
+    const size_t es = table->type == SDE_W_F32 ? 4 : 2;
+    const sde_dtype dt = table->type == SDE_W_F32   ? SDE_DT_F32
+                         : table->type == SDE_W_F16 ? SDE_DT_F16
+                                                    : SDE_DT_BF16;
     for (int t = 0; t < n; t++) {
-        const float *te = table + (size_t)ids[t] * dim, *pe = pos + (size_t)t * dim;
+        const float *pe = pos + (size_t)t * dim;
         float *y = P(yt) + (size_t)t * dim;
+        /* only the looked-up rows are widened, straight into y */
+        sde_cvt_to_f32(dt, (const char *)table->data + (size_t)ids[t] * dim * es, (size_t)dim, y);
         for (int i = 0; i < dim; i++)
-            y[i] = te[i] + pe[i];
+            y[i] += pe[i];
     }
 }
 
@@ -268,6 +329,7 @@ static sde_backend cpu = {
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_upload,
+    .upload_weight = cpu_upload_weight,
     .write = cpu_write,
     .read = cpu_read,
     .sync = cpu_sync,

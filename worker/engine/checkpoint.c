@@ -31,6 +31,7 @@ struct sde_ckpt {
     int n;
     sde_tensor *t; /* sorted by name, for bsearch */
     float **f32;   /* per tensor: converted copy, or NULL */
+    sde_weight *w; /* per tensor: its weight handle (data NULL until first asked for) */
     size_t converted;
     char *tokenizer_dir;
     char *prediction_type;
@@ -68,6 +69,7 @@ void sde_ckpt_free(sde_ckpt *c)
     }
     free(c->t);
     free(c->f32);
+    free(c->w);
     for (int i = 0; i < c->nfiles; i++)
         sde_st_free(c->files[i]);
     free(c->tokenizer_dir);
@@ -190,7 +192,8 @@ static int index_names(sde_ckpt *c, char *err, size_t errlen)
             return sde_fail(err, errlen, "%s: tensor \"%s\" appears twice (in %s and %s, after name mapping)",
                             c->path, c->t[i].name, c->t[i - 1].file, c->t[i].file);
     c->f32 = calloc(c->n ? (size_t)c->n : 1, sizeof *c->f32);
-    return c->f32 ? 0 : sde_fail(err, errlen, "%s: out of memory", c->path);
+    c->w = calloc(c->n ? (size_t)c->n : 1, sizeof *c->w);
+    return c->f32 && c->w ? 0 : sde_fail(err, errlen, "%s: out of memory", c->path);
 }
 
 /* dir/sub/base.safetensors, else dir/sub/base.fp16.safetensors (full precision preferred: aligned F32
@@ -379,23 +382,17 @@ static void drop_pages(const void *p, size_t n)
     if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
-const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
-                          size_t errlen)
+/* Index of tensor name after checking it has exactly shape[0..ndim) (see sde_ckpt_f32) and a
+ * floating-point dtype, or -1 with err filled. */
+static int find_shaped(const sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
+                       size_t errlen)
 {
-    if (!c || !name) {
-        sde_fail(err, errlen, "sde_ckpt_f32: no checkpoint or name");
-        return NULL;
-    }
+    if (!c || !name) return sde_fail(err, errlen, "sde_ckpt_f32: no checkpoint or name");
     int idx = find_index(c, name);
-    if (idx < 0) {
-        sde_fail(err, errlen, "%s: tensor \"%s\": not found", c->path, name);
-        return NULL;
-    }
+    if (idx < 0) return sde_fail(err, errlen, "%s: tensor \"%s\": not found", c->path, name);
     const sde_tensor *t = &c->t[idx];
-    if (ndim < 0 || ndim > SDE_MAX_DIMS || (ndim && !shape)) {
-        sde_fail(err, errlen, "%s: tensor \"%s\": invalid expected rank %d", t->file, name, ndim);
-        return NULL;
-    }
+    if (ndim < 0 || ndim > SDE_MAX_DIMS || (ndim && !shape))
+        return sde_fail(err, errlen, "%s: tensor \"%s\": invalid expected rank %d", t->file, name, ndim);
     int na = t->ndim, nb = ndim;
     while (na > 0 && t->shape[na - 1] == 1)
         na--;
@@ -408,31 +405,33 @@ const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t
         char a[160], b[160];
         shape_str(a, sizeof a, t->ndim, t->shape);
         shape_str(b, sizeof b, ndim, shape);
-        sde_fail(err, errlen, "%s: tensor \"%s\": shape %s does not match expected %s", t->file, name, a, b);
-        return NULL;
+        return sde_fail(err, errlen, "%s: tensor \"%s\": shape %s does not match expected %s", t->file, name,
+                        a, b);
     }
-    if (t->dtype == SDE_DT_F32 && ((uintptr_t)t->data & 3) == 0) return (const float *)t->data;
+    if (t->dtype != SDE_DT_F32 && t->dtype != SDE_DT_F16 && t->dtype != SDE_DT_BF16 && t->dtype != SDE_DT_F64)
+        return sde_fail(err, errlen, "%s: tensor \"%s\": dtype %s is not a floating-point type", t->file,
+                        name, sde_st_dtype_name(t->dtype));
+    return idx;
+}
 
-    size_t es = sde_st_dtype_size(t->dtype), n = es ? t->nbytes / es : 0;
-    if (t->dtype != SDE_DT_F32 && t->dtype != SDE_DT_F16 && t->dtype != SDE_DT_BF16 &&
-        t->dtype != SDE_DT_F64) {
-        sde_fail(err, errlen, "%s: tensor \"%s\": dtype %s is not a floating-point type", t->file, name,
-                 sde_st_dtype_name(t->dtype));
-        return NULL;
-    }
-    pthread_mutex_lock(&c->mu);
+static size_t numel(const sde_tensor *t)
+{
+    size_t es = sde_st_dtype_size(t->dtype);
+    return es ? t->nbytes / es : 0;
+}
+
+/* The float32 copy of tensor idx, made on first use; NULL when out of memory. Caller holds c->mu. */
+static float *converted_locked(sde_ckpt *c, int idx)
+{
+    const sde_tensor *t = &c->t[idx];
+    size_t n = numel(t);
     float *f = c->f32[idx];
     if (!f) {
         void *mem = NULL;
         size_t bytes = n ? n * sizeof(float) : 64, huge = (size_t)2 << 20;
         /* Big copies go on 2 MB-aligned transparent huge pages: converting a whole SD checkpoint
          * otherwise spends most of its time in a million 4 KB page faults. */
-        if (posix_memalign(&mem, bytes >= huge ? huge : 64, bytes)) {
-            pthread_mutex_unlock(&c->mu);
-            sde_fail(err, errlen, "%s: tensor \"%s\": out of memory converting %zu %s values to float32",
-                     t->file, name, n, sde_st_dtype_name(t->dtype));
-            return NULL;
-        }
+        if (posix_memalign(&mem, bytes >= huge ? huge : 64, bytes)) return NULL;
         f = mem;
         if (bytes >= huge) madvise(mem, bytes & ~(huge - 1), MADV_HUGEPAGE);
         sde_cvt_to_f32(t->dtype, t->data, n, f);
@@ -440,8 +439,48 @@ const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t
         c->f32[idx] = f;
         c->converted += n * sizeof(float);
     }
-    pthread_mutex_unlock(&c->mu);
     return f;
+}
+
+const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
+                          size_t errlen)
+{
+    int idx = find_shaped(c, name, ndim, shape, err, errlen);
+    if (idx < 0) return NULL;
+    const sde_tensor *t = &c->t[idx];
+    if (t->dtype == SDE_DT_F32 && ((uintptr_t)t->data & 3) == 0) return (const float *)t->data;
+    pthread_mutex_lock(&c->mu);
+    float *f = converted_locked(c, idx);
+    pthread_mutex_unlock(&c->mu);
+    if (!f)
+        sde_fail(err, errlen, "%s: tensor \"%s\": out of memory converting %zu %s values to float32", t->file,
+                 name, numel(t), sde_st_dtype_name(t->dtype));
+    return f;
+}
+
+const sde_weight *sde_ckpt_weight(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
+                                  size_t errlen)
+{
+    int idx = find_shaped(c, name, ndim, shape, err, errlen);
+    if (idx < 0) return NULL;
+    const sde_tensor *t = &c->t[idx];
+    sde_weight *w = &c->w[idx];
+    pthread_mutex_lock(&c->mu);
+    if (!w->data) {
+        w->n = numel(t);
+        w->type = SDE_W_F32;
+        if (t->dtype == SDE_DT_F32 && ((uintptr_t)t->data & 3) == 0)
+            w->data = t->data;
+        else
+            w->data = converted_locked(c, idx);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!w->data) {
+        sde_fail(err, errlen, "%s: tensor \"%s\": out of memory converting %zu %s values to float32", t->file,
+                 name, numel(t), sde_st_dtype_name(t->dtype));
+        return NULL;
+    }
+    return w;
 }
 
 const char *sde_ckpt_meta(const sde_ckpt *c, const char *key)

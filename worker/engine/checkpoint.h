@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
+
 typedef enum {
     SDE_DT_F32 = 0,
     SDE_DT_F16,
@@ -49,6 +51,11 @@ const sde_tensor *sde_ckpt_at(const sde_ckpt *c, int i);
  * Returns NULL with err "FILE: tensor NAME: ..." when missing or mismatched. */
 const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
                           size_t errlen);
+/** The weight handle of a tensor whose shape must be exactly shape[0..ndim) (as sde_ckpt_f32), owned by the
+ * checkpoint at one address for its life. Returns NULL with err "FILE: tensor NAME: ..." when missing or
+ * mismatched. */
+const sde_weight *sde_ckpt_weight(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
+                                  size_t errlen);
 /** A __metadata__ string from the (main) file, or NULL. */
 const char *sde_ckpt_meta(const sde_ckpt *c, const char *key);
 /** Folder holding vocab.json + merges.txt when the checkpoint is a diffusers folder with one, else NULL. */
