@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "dtype_convert.h"
 #include "ops.h"
+#include "ops_internal.h"
 #include "weights.h"
 
 struct sde_buf {
@@ -81,6 +82,23 @@ static void widen_key_make(void)
     pthread_key_create(&widen_key, widen_buf_free);
 }
 
+/* Widening is memory-bound: chunks of 256K values on the op pool's threads. */
+#define WIDEN_CHUNK ((size_t)1 << 18)
+
+typedef struct {
+    const sde_weight *w;
+    float *out;
+} widen_job;
+
+static void widen_item(void *ctx, int item, int thread)
+{
+    (void)thread;
+    const widen_job *j = ctx;
+    const size_t o = (size_t)item * WIDEN_CHUNK, n = j->w->n - o < WIDEN_CHUNK ? j->w->n - o : WIDEN_CHUNK;
+    sde_cvt_to_f32(j->w->type == SDE_W_F16 ? SDE_DT_F16 : SDE_DT_BF16, (const uint16_t *)j->w->data + o, n,
+                   j->out + o);
+}
+
 /* w's values as float32: the data itself when it is float32, else widened into this thread's scratch
  * (valid until the thread's next call). NULL when out of memory. */
 static const float *weight_f32(const sde_weight *w)
@@ -98,7 +116,8 @@ static const float *weight_f32(const sde_weight *w)
         if (!(b->p = aligned_alloc(64, (w->n * sizeof(float) + 63) & ~(size_t)63))) return NULL;
         b->n = w->n;
     }
-    sde_cvt_to_f32(w->type == SDE_W_F16 ? SDE_DT_F16 : SDE_DT_BF16, w->data, w->n, b->p);
+    widen_job j = {w, b->p};
+    sde_par_for((int)((w->n + WIDEN_CHUNK - 1) / WIDEN_CHUNK), widen_item, &j);
     return b->p;
 }
 

@@ -24,6 +24,22 @@
 #define MAX_FILES 4
 #define NAME_MAX_LEN 1024
 
+/* How a tensor's float32 values are being edited for one job, and how the file's values come back. */
+typedef enum {
+    EDIT_NONE = 0,
+    EDIT_PRIVATE,   /* a private copy the weight handle points at; dropped afterwards */
+    EDIT_CONVERTED, /* the converted float32 copy float views hold; reconverted from the file afterwards */
+    EDIT_MAPPED     /* float32 data used in place from the mapping, made writable; saved values put back */
+} ck_edit_kind;
+
+typedef struct {
+    ck_edit_kind kind;
+    float *vals;     /* the values being edited */
+    float *saved;    /* EDIT_MAPPED: the original values */
+    sde_weight orig; /* the weight handle before the edit */
+    int mapped_view; /* sde_ckpt_f32 has handed out the mapping itself as a float view */
+} ck_edit;
+
 struct sde_ckpt {
     char *path;
     sde_st_file *files[MAX_FILES]; /* files[0] is the main file: the single file, or unet/ */
@@ -32,6 +48,7 @@ struct sde_ckpt {
     sde_tensor *t; /* sorted by name, for bsearch */
     float **f32;   /* per tensor: converted copy, or NULL */
     sde_weight *w; /* per tensor: its weight handle (data NULL until first asked for) */
+    ck_edit *edit; /* per tensor: a job's LoRA edit in progress (see sde_ckpt_edit_begin) */
     size_t converted;
     char *tokenizer_dir;
     char *prediction_type;
@@ -63,6 +80,8 @@ static int is_dir(const char *p)
 void sde_ckpt_free(sde_ckpt *c)
 {
     if (!c) return;
+    for (int i = 0; c->edit && i < c->n; i++)
+        sde_ckpt_edit_end(c, &c->t[i]);
     for (int i = 0; i < c->n; i++) {
         free((char *)c->t[i].name);
         free(c->f32 ? c->f32[i] : NULL);
@@ -70,6 +89,7 @@ void sde_ckpt_free(sde_ckpt *c)
     free(c->t);
     free(c->f32);
     free(c->w);
+    free(c->edit);
     for (int i = 0; i < c->nfiles; i++)
         sde_st_free(c->files[i]);
     free(c->tokenizer_dir);
@@ -193,7 +213,8 @@ static int index_names(sde_ckpt *c, char *err, size_t errlen)
                             c->path, c->t[i].name, c->t[i - 1].file, c->t[i].file);
     c->f32 = calloc(c->n ? (size_t)c->n : 1, sizeof *c->f32);
     c->w = calloc(c->n ? (size_t)c->n : 1, sizeof *c->w);
-    return c->f32 && c->w ? 0 : sde_fail(err, errlen, "%s: out of memory", c->path);
+    c->edit = calloc(c->n ? (size_t)c->n : 1, sizeof *c->edit);
+    return c->f32 && c->w && c->edit ? 0 : sde_fail(err, errlen, "%s: out of memory", c->path);
 }
 
 /* dir/sub/base.safetensors, else dir/sub/base.fp16.safetensors (full precision preferred: aligned F32
@@ -448,7 +469,12 @@ const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t
     int idx = find_shaped(c, name, ndim, shape, err, errlen);
     if (idx < 0) return NULL;
     const sde_tensor *t = &c->t[idx];
-    if (t->dtype == SDE_DT_F32 && ((uintptr_t)t->data & 3) == 0) return (const float *)t->data;
+    if (t->dtype == SDE_DT_F32 && ((uintptr_t)t->data & 3) == 0) {
+        pthread_mutex_lock(&c->mu);
+        c->edit[idx].mapped_view = 1;
+        pthread_mutex_unlock(&c->mu);
+        return (const float *)t->data;
+    }
     pthread_mutex_lock(&c->mu);
     float *f = converted_locked(c, idx);
     pthread_mutex_unlock(&c->mu);
@@ -468,11 +494,19 @@ const sde_weight *sde_ckpt_weight(sde_ckpt *c, const char *name, int ndim, const
     pthread_mutex_lock(&c->mu);
     if (!w->data) {
         w->n = numel(t);
-        w->type = SDE_W_F32;
-        if (t->dtype == SDE_DT_F32 && ((uintptr_t)t->data & 3) == 0)
+        /* F16 and BF16 stay in the mapped file (the backend widens them per op): several workers on one
+         * host share those pages, and loading converts nothing */
+        w->type = t->dtype == SDE_DT_F16 ? SDE_W_F16 : t->dtype == SDE_DT_BF16 ? SDE_W_BF16 : SDE_W_F32;
+        if (w->type != SDE_W_F32 || (t->dtype == SDE_DT_F32 && ((uintptr_t)t->data & 3) == 0))
             w->data = t->data;
         else
             w->data = converted_locked(c, idx);
+        ck_edit *e = &c->edit[idx];
+        if (w->data && e->kind != EDIT_NONE) { /* first asked for during an edit: the edited values */
+            e->orig = *w;
+            w->data = e->vals;
+            w->type = SDE_W_F32;
+        }
     }
     pthread_mutex_unlock(&c->mu);
     if (!w->data) {
@@ -481,6 +515,86 @@ const sde_weight *sde_ckpt_weight(sde_ckpt *c, const char *name, int ndim, const
         return NULL;
     }
     return w;
+}
+
+float *sde_ckpt_edit_begin(sde_ckpt *c, const sde_tensor *t, char *err, size_t errlen)
+{
+    int idx = c && t ? (int)(t - c->t) : -1;
+    if (idx < 0 || idx >= c->n) {
+        sde_fail(err, errlen, "sde_ckpt_edit_begin: not a tensor of this checkpoint");
+        return NULL;
+    }
+    if (t->dtype != SDE_DT_F32 && t->dtype != SDE_DT_F16 && t->dtype != SDE_DT_BF16 &&
+        t->dtype != SDE_DT_F64) {
+        sde_fail(err, errlen, "%s: tensor \"%s\": dtype %s is not a floating-point type", t->file, t->name,
+                 sde_st_dtype_name(t->dtype));
+        return NULL;
+    }
+    const size_t n = numel(t);
+    pthread_mutex_lock(&c->mu);
+    ck_edit *e = &c->edit[idx];
+    sde_weight *w = &c->w[idx];
+    float *vals = e->vals;
+    if (e->kind != EDIT_NONE) goto done;
+    if (c->f32[idx]) {
+        /* float views hold the converted copy: edit it where they see it */
+        e->kind = EDIT_CONVERTED;
+        vals = c->f32[idx];
+    } else if (e->mapped_view) {
+        /* float views hold the mapping itself: make its pages writable (they become private copies) and
+         * keep the values, since the file cannot give them back through the view any more */
+        long pg = sysconf(_SC_PAGESIZE);
+        uintptr_t a = (uintptr_t)t->data & ~(uintptr_t)(pg - 1);
+        float *saved = malloc(n * sizeof(float));
+        if (!saved || mprotect((void *)a, (uintptr_t)t->data + t->nbytes - a, PROT_READ | PROT_WRITE)) {
+            free(saved);
+            goto fail;
+        }
+        memcpy(saved, t->data, n * sizeof(float));
+        e->kind = EDIT_MAPPED;
+        e->saved = saved;
+        vals = (float *)t->data;
+    } else {
+        /* only the weight handle (if anyone) reads it: a private copy for this job, the file untouched */
+        if (!(vals = malloc((n ? n : 1) * sizeof(float)))) goto fail;
+        sde_cvt_to_f32(t->dtype, t->data, n, vals);
+        e->kind = EDIT_PRIVATE;
+    }
+    e->vals = vals;
+    e->orig = *w;
+    if (w->data) {
+        w->data = vals;
+        w->type = SDE_W_F32;
+    }
+done:
+    pthread_mutex_unlock(&c->mu);
+    return vals;
+fail:
+    pthread_mutex_unlock(&c->mu);
+    sde_fail(err, errlen, "%s: tensor \"%s\": out of memory making %zu values writable", t->file, t->name, n);
+    return NULL;
+}
+
+void sde_ckpt_edit_end(sde_ckpt *c, const sde_tensor *t)
+{
+    int idx = c && t ? (int)(t - c->t) : -1;
+    if (idx < 0 || idx >= c->n) return;
+    pthread_mutex_lock(&c->mu);
+    ck_edit *e = &c->edit[idx];
+    sde_weight *w = &c->w[idx];
+    const size_t n = numel(t);
+    if (e->kind == EDIT_CONVERTED) {
+        sde_cvt_to_f32(t->dtype, t->data, n, e->vals);
+    } else if (e->kind == EDIT_MAPPED) {
+        memcpy(e->vals, e->saved, n * sizeof(float));
+        free(e->saved);
+    }
+    if (e->orig.data) *w = e->orig; /* a handle not yet handed out stays unmade */
+    if (e->kind == EDIT_PRIVATE) free(e->vals);
+    int mv = e->mapped_view;
+    memset(e, 0, sizeof *e);
+    e->mapped_view = mv;
+    pthread_mutex_unlock(&c->mu);
 }
 
 const char *sde_ckpt_meta(const sde_ckpt *c, const char *key)
