@@ -99,7 +99,15 @@ static void test_narrow_weights_exact(void **state)
     (void)state;
     sde_backend *be = sde_backend_cpu();
     char err[128];
-    enum { N = 70, IN = 40, OUT = 33, H = 32, W = 32, CIN = 16, COUT = 24 }; /* 3x3: Winograd */
+    enum {
+        N = 70,
+        IN = 40,
+        OUT = 33,
+        H = 32,
+        W = 32,
+        CIN = 72,
+        COUT = 24
+    }; /* 3x3: Winograd (CIN > its widening chunk) */
     static float xh[N * IN], wh[OUT * IN], bh[OUT], a[N * OUT], b[N * OUT];
     static float ch[2 * CIN * H * W], kw[COUT * CIN * 9], ya[2 * COUT * H * W], yb[2 * COUT * H * W];
     static uint16_t q[COUT * CIN * 9];

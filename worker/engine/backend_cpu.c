@@ -2,7 +2,6 @@
  * host RAM, weights used in place in the mmap'd checkpoint (F16/BF16 widened per op). Every op runs
  * synchronously. */
 #include <cblas.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +9,6 @@
 #include "backend.h"
 #include "dtype_convert.h"
 #include "ops.h"
-#include "ops_internal.h"
 #include "weights.h"
 
 struct sde_buf {
@@ -60,65 +58,11 @@ static const sde_weight *cpu_upload_weight(sde_backend *be, const sde_weight *w)
     return w;
 }
 
-/* Per-thread scratch that F16/BF16 weights are widened into right before an op uses them: it grows to the
- * largest matrix the thread meets (a 1280x1280x3x3 conv: 59 MB) and is reused by every later op. */
-typedef struct {
-    float *p;
-    size_t n;
-} widen_buf;
-
-static pthread_key_t widen_key;
-static pthread_once_t widen_once = PTHREAD_ONCE_INIT;
-
-static void widen_buf_free(void *v)
-{
-    widen_buf *b = v;
-    if (b) free(b->p);
-    free(b);
-}
-
-static void widen_key_make(void)
-{
-    pthread_key_create(&widen_key, widen_buf_free);
-}
-
-/* Widening is memory-bound: chunks of 256K values on the op pool's threads. */
-#define WIDEN_CHUNK ((size_t)1 << 18)
-
-typedef struct {
-    const sde_weight *w;
-    float *out;
-} widen_job;
-
-static void widen_item(void *ctx, int item, int thread)
-{
-    (void)thread;
-    const widen_job *j = ctx;
-    const size_t o = (size_t)item * WIDEN_CHUNK, n = j->w->n - o < WIDEN_CHUNK ? j->w->n - o : WIDEN_CHUNK;
-    sde_cvt_to_f32(j->w->type == SDE_W_F16 ? SDE_DT_F16 : SDE_DT_BF16, (const uint16_t *)j->w->data + o, n,
-                   j->out + o);
-}
-
 /* w's values as float32: the data itself when it is float32, else widened into this thread's scratch
- * (valid until the thread's next call). NULL when out of memory. */
+ * (valid until the thread's next widening). NULL when out of memory. */
 static const float *weight_f32(const sde_weight *w)
 {
-    if (w->type == SDE_W_F32) return w->data;
-    pthread_once(&widen_once, widen_key_make);
-    widen_buf *b = pthread_getspecific(widen_key);
-    if (!b) {
-        if (!(b = calloc(1, sizeof *b))) return NULL;
-        pthread_setspecific(widen_key, b);
-    }
-    if (b->n < w->n) {
-        free(b->p);
-        b->n = 0;
-        if (!(b->p = aligned_alloc(64, (w->n * sizeof(float) + 63) & ~(size_t)63))) return NULL;
-        b->n = w->n;
-    }
-    widen_job j = {w, b->p};
-    sde_par_for((int)((w->n + WIDEN_CHUNK - 1) / WIDEN_CHUNK), widen_item, &j);
-    return b->p;
+    return w->type == SDE_W_F32 ? w->data : sde_widen(w->data, w->type == SDE_W_BF16, w->n);
 }
 
 static void cpu_write(sde_backend *be, sde_ten dst, const float *host, size_t n)
@@ -197,7 +141,7 @@ static sde_conv_desc conv_desc(const sde_be_conv *c, float *(*P)(sde_ten))
                            .in_shift = P(c->in_shift),
                            .in_silu = c->in_silu,
                            .upsample = c->upsample,
-                           .wt = NULL, /* filled by the caller: the weight widened when it is not float32 */
+                           .wt = NULL, /* filled by cpu_conv from the handle */
                            .bias = c->bias,
                            .bias_b = P(c->bias_b),
                            .cout = c->cout,
@@ -224,7 +168,13 @@ static void cpu_conv(sde_backend *be, const sde_be_conv *c, sde_ten scratch, siz
 {
     (void)be;
     sde_conv_desc d = conv_desc(c, P);
-    if (!(d.wt = weight_f32(c->wt))) abort(); /* as in cpu_linear */
+    /* F16/BF16 go to the kernel as they are: Winograd widens them inside its per-call weight transform */
+    if (c->wt->type == SDE_W_F32) {
+        d.wt = c->wt->data;
+    } else {
+        d.wt16 = c->wt->data;
+        d.wt16_bf16 = c->wt->type == SDE_W_BF16;
+    }
     sde_conv2d_ex(&d, P(scratch), scratch_bytes);
 }
 
