@@ -91,7 +91,7 @@ int main(int argc, char **argv)
     }
     sde_set_threads(threads);
     char err[512];
-    double t0 = now();
+    double t0 = now(), c0 = cpu_now();
     sde_ckpt *ck;
     if (sde_ckpt_open(model, &ck, err, sizeof err)) {
         fprintf(stderr, "sd_bench: %s\n", err);
@@ -114,8 +114,8 @@ int main(int argc, char **argv)
     }
     char tdesc[16] = "default";
     if (threads > 0) snprintf(tdesc, sizeof tdesc, "%d", threads);
-    printf("model %s: loaded in %.1f s (%.2f GB converted to f32), BLAS threads %s\n", model, now() - t0,
-           sde_ckpt_converted_bytes(ck) / 1e9, tdesc);
+    printf("model %s: loaded in %.1f s, %.1f cpu s (%.2f GB converted to f32), BLAS threads %s\n", model,
+           now() - t0, cpu_now() - c0, sde_ckpt_converted_bytes(ck) / 1e9, tdesc);
     printf("%-28s %10s %10s %8s\n", "", "ours", "peer", "speedup");
 
     /* text encoder: one 77-token context (start, a few words, end padding) */

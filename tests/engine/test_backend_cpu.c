@@ -54,10 +54,11 @@ static void test_linear_layouts(void **state)
     for (int i = 0; i < OUT; i++)
         bh[i] = frand();
     sde_ten x = upload_rand(be, xh, N * IN), y = upload_rand(be, y0, N * OUT);
+    const sde_weight w = {wh, SDE_W_F32, OUT * IN};
     for (int flags = 0; flags < 8; flags++)
         for (int with_b = 0; with_b < 2; with_b++) {
             be->write(be, y, y0, N * OUT);
-            be->linear(be, x, N, IN, wh, with_b ? bh : NULL, OUT, y, flags);
+            be->linear(be, x, N, IN, &w, with_b ? bh : NULL, OUT, y, flags);
             be->read(be, got, y, N * OUT);
             for (int r = 0; r < N; r++)
                 for (int o = 0; o < OUT; o++) {
@@ -71,6 +72,116 @@ static void test_linear_layouts(void **state)
         }
     be->free(be, x.buf);
     be->free(be, y.buf);
+}
+
+/* wh[0..n) as F16 (kind 1) or BF16 (kind 2) bits in q, and wh rounded to those values. */
+static void narrow(float *wh, uint16_t *q, size_t n, int kind)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (kind == 1) {
+            _Float16 v = (_Float16)wh[i];
+            memcpy(&q[i], &v, 2);
+            wh[i] = (float)v;
+        } else {
+            uint32_t b;
+            memcpy(&b, &wh[i], 4);
+            q[i] = (uint16_t)(b >> 16);
+            b = (uint32_t)q[i] << 16;
+            memcpy(&wh[i], &b, 4);
+        }
+    }
+}
+
+/* F16 and BF16 weights, widened by the backend per op, give bit-for-bit what the same values as float32
+ * give: linear in every layout, 1x1 / im2col / Winograd convolutions, and embed. */
+static void test_narrow_weights_exact(void **state)
+{
+    (void)state;
+    sde_backend *be = sde_backend_cpu();
+    char err[128];
+    enum {
+        N = 70,
+        IN = 40,
+        OUT = 33,
+        H = 32,
+        W = 32,
+        CIN = 72,
+        COUT = 24
+    }; /* 3x3: Winograd (CIN > its widening chunk) */
+    static float xh[N * IN], wh[OUT * IN], bh[OUT], a[N * OUT], b[N * OUT];
+    static float ch[2 * CIN * H * W], kw[COUT * CIN * 9], ya[2 * COUT * H * W], yb[2 * COUT * H * W];
+    static uint16_t q[COUT * CIN * 9];
+    sde_ten x = upload_rand(be, xh, N * IN), y = {be->alloc(be, sizeof a, err, sizeof err), 0};
+    sde_ten cx = upload_rand(be, ch, 2 * CIN * H * W), cy = {be->alloc(be, sizeof ya, err, sizeof err), 0};
+    sde_ten scr = {be->alloc(be, (size_t)64 << 20, err, sizeof err), 0};
+    for (int i = 0; i < OUT; i++)
+        bh[i] = frand();
+    for (int kind = 1; kind <= 2; kind++) {
+        for (int i = 0; i < OUT * IN; i++)
+            wh[i] = frand();
+        narrow(wh, q, OUT * IN, kind);
+        const sde_weight w32 = {wh, SDE_W_F32, OUT * IN},
+                         w16 = {q, kind == 1 ? SDE_W_F16 : SDE_W_BF16, OUT * IN};
+        for (int flags = 0; flags < 8; flags++) {
+            memset(a, 0, sizeof a);
+            be->write(be, y, a, N * OUT);
+            be->linear(be, x, N, IN, &w32, bh, OUT, y, flags);
+            be->read(be, a, y, N * OUT);
+            memset(b, 0, sizeof b);
+            be->write(be, y, b, N * OUT);
+            be->linear(be, x, N, IN, &w16, bh, OUT, y, flags);
+            be->read(be, b, y, N * OUT);
+            assert_memory_equal(a, b, sizeof a);
+        }
+        /* embed: rows 3, 0, 32 of the [OUT][IN] table */
+        const int32_t ids[3] = {3, 0, 32};
+        be->embed(be, &w32, ids, 3, IN, xh, y);
+        be->read(be, a, y, 3 * IN);
+        be->embed(be, &w16, ids, 3, IN, xh, y);
+        be->read(be, b, y, 3 * IN);
+        assert_memory_equal(a, b, 3 * IN * sizeof(float));
+        for (int k = 1; k <= 3; k += 2)
+            for (int stride = 1; stride <= 2; stride++) {
+                for (int i = 0; i < COUT * CIN * k * k; i++)
+                    kw[i] = frand() * 0.2f;
+                narrow(kw, q, (size_t)COUT * CIN * k * k, kind);
+                const sde_weight k32 = {kw, SDE_W_F32, (size_t)COUT * CIN * k * k},
+                                 k16 = {q, kind == 1 ? SDE_W_F16 : SDE_W_BF16, k32.n};
+                sde_be_conv d = {.x = cx,
+                                 .batch = 2,
+                                 .cin = CIN,
+                                 .h = H,
+                                 .w = W,
+                                 .x_cstride = 2 * H * W,
+                                 .x_bstride = H * W,
+                                 .bias = bh,
+                                 .cout = COUT,
+                                 .k = k,
+                                 .stride = k == 1 ? 1 : stride,
+                                 .pad_t = k / 2,
+                                 .pad_b = k / 2,
+                                 .pad_l = k / 2,
+                                 .pad_r = k / 2,
+                                 .y = cy};
+                const int oh = sde_be_conv_out_h(&d), ow = sde_be_conv_out_w(&d);
+                d.y_cstride = (size_t)2 * oh * ow;
+                d.y_bstride = (size_t)oh * ow;
+                const size_t bytes = be->conv_scratch(be, &d, (size_t)64 << 20);
+                assert_true(bytes <= (size_t)64 << 20);
+                d.wt = &k32;
+                be->conv(be, &d, scr, bytes);
+                be->read(be, ya, cy, (size_t)2 * COUT * oh * ow);
+                d.wt = &k16;
+                be->conv(be, &d, scr, bytes);
+                be->read(be, yb, cy, (size_t)2 * COUT * oh * ow);
+                assert_memory_equal(ya, yb, (size_t)2 * COUT * oh * ow * sizeof(float));
+            }
+    }
+    be->free(be, x.buf);
+    be->free(be, y.buf);
+    be->free(be, cx.buf);
+    be->free(be, cy.buf);
+    be->free(be, scr.buf);
 }
 
 /* A sizing pass sees what a real one sees: presence of the input transform and in-place 1x1 convs. */
@@ -123,7 +234,8 @@ static void test_embed_resize_act(void **state)
         pos[i] = frand();
     const int32_t ids[3] = {4, 0, 2};
     sde_ten y = {be->alloc(be, sizeof got, err, sizeof err), 0};
-    be->embed(be, table, ids, 3, 4, pos, y);
+    const sde_weight tw = {table, SDE_W_F32, 20};
+    be->embed(be, &tw, ids, 3, 4, pos, y);
     be->read(be, got, y, 12);
     for (int t = 0; t < 3; t++)
         for (int i = 0; i < 4; i++)
@@ -165,6 +277,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lookup),
         cmocka_unit_test(test_linear_layouts),
+        cmocka_unit_test(test_narrow_weights_exact),
         cmocka_unit_test(test_sizing_placeholders),
         cmocka_unit_test(test_embed_resize_act),
     };

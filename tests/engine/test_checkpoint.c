@@ -37,6 +37,100 @@ static uint16_t f32_to_bf16(float f)
 
 /* ---------------------------------------------------------------- single file */
 
+/* Weight handles: F16/BF16 stay in the mapping (nothing converted), F32 in place; a LoRA-style edit of a
+ * handle-only tensor gets a private float32 copy and the file's values come back exactly; an edit of a
+ * tensor whose float view is the mapping (F32) or a converted copy (F16) is seen through that view and
+ * undone too. */
+static void test_weight_handles_and_edits(void **state)
+{
+    (void)state;
+    float w[6] = {1, 2, 3, 4, 5, 6};
+    uint16_t h[8] = {0x3c00, 0xc000, 0x3800, 0x7bff, 0x0001, 0x8000, 0x7c00, 0x4248};
+    uint16_t h2[4] = {0x3c00, 0x4000, 0x4200, 0x4400}; /* 1 2 3 4 */
+    uint16_t bf[3] = {f32_to_bf16(1.5f), f32_to_bf16(-0.25f), f32_to_bf16(1024.0f)};
+    stw_tensor t[] = {
+        {"a.f32", "F32", 2, {2, 3}, w, sizeof w},
+        {"b.f16", "F16", 2, {4, 2}, h, sizeof h},
+        {"c.bf16", "BF16", 1, {3}, bf, sizeof bf},
+        {"d.f16", "F16", 2, {2, 2}, h2, sizeof h2},
+    };
+    const char *path = stw_path(stw_tmpdir, "handles.safetensors");
+    assert_int_equal(stw_write_tensors(path, t, 4, NULL), 0);
+    char err[512] = "";
+    sde_ckpt *c = NULL;
+    assert_int_equal(sde_ckpt_open(path, &c, err, sizeof err), 0);
+    const sde_tensor *ta = sde_ckpt_find(c, "a.f32"), *tb = sde_ckpt_find(c, "b.f16"),
+                     *tc = sde_ckpt_find(c, "c.bf16"), *td = sde_ckpt_find(c, "d.f16");
+
+    const sde_weight *wa = sde_ckpt_weight(c, "a.f32", 2, (int64_t[]){2, 3}, err, sizeof err);
+    const sde_weight *wb = sde_ckpt_weight(c, "b.f16", 2, (int64_t[]){4, 2}, err, sizeof err);
+    const sde_weight *wc = sde_ckpt_weight(c, "c.bf16", 1, (int64_t[]){3}, err, sizeof err);
+    assert_non_null(wa);
+    assert_non_null(wb);
+    assert_non_null(wc);
+    assert_true(wa->type == SDE_W_F32 && wa->data == ta->data && wa->n == 6);
+    assert_true(wb->type == SDE_W_F16 && wb->data == tb->data && wb->n == 8);
+    assert_true(wc->type == SDE_W_BF16 && wc->data == tc->data && wc->n == 3);
+    assert_int_equal(sde_ckpt_converted_bytes(c), 0);
+    assert_ptr_equal(sde_ckpt_weight(c, "b.f16", 2, (int64_t[]){4, 2}, err, sizeof err), wb);
+    assert_null(sde_ckpt_weight(c, "b.f16", 2, (int64_t[]){2, 4}, err, sizeof err));
+    stw_assert_contains(err, "tensor \"b.f16\": shape [4, 2] does not match expected [2, 4]");
+
+    /* handle only: a private copy for the edit, the mapping untouched, the handle back exactly after */
+    float *e = sde_ckpt_edit_begin(c, tb, err, sizeof err);
+    assert_non_null(e);
+    assert_true(e[0] == 1.0f && e[1] == -2.0f && e[7] == 3.140625f);
+    assert_true(wb->type == SDE_W_F32 && wb->data == e && wb->n == 8);
+    assert_ptr_equal(sde_ckpt_edit_begin(c, tb, err, sizeof err), e);
+    e[0] = 42.0f;
+    assert_memory_equal(tb->data, h, sizeof h);
+    sde_ckpt_edit_end(c, tb);
+    assert_true(wb->type == SDE_W_F16 && wb->data == tb->data && wb->n == 8);
+    sde_ckpt_edit_end(c, tb); /* not being edited: a no-op */
+    assert_true(wb->type == SDE_W_F16 && wb->data == tb->data);
+
+    /* F32 with its mapping handed out as a float view: edited in place, values put back */
+    const float *va = sde_ckpt_f32(c, "a.f32", 2, (int64_t[]){2, 3}, err, sizeof err);
+    assert_ptr_equal(va, ta->data);
+    float *ea = sde_ckpt_edit_begin(c, ta, err, sizeof err);
+    assert_ptr_equal(ea, va);
+    ea[2] = -9.0f;
+    assert_true(va[2] == -9.0f && ((const float *)wa->data)[2] == -9.0f);
+    sde_ckpt_edit_end(c, ta);
+    assert_memory_equal(va, w, sizeof w);
+    assert_true(wa->data == ta->data && wa->type == SDE_W_F32);
+
+    /* F16 with a converted float view and a handle: both read the edit, both get the file back */
+    const float *vd = sde_ckpt_f32(c, "d.f16", 2, (int64_t[]){2, 2}, err, sizeof err);
+    const sde_weight *wd = sde_ckpt_weight(c, "d.f16", 2, (int64_t[]){2, 2}, err, sizeof err);
+    assert_true(wd->type == SDE_W_F16 && wd->data == td->data);
+    float *ed = sde_ckpt_edit_begin(c, td, err, sizeof err);
+    assert_ptr_equal(ed, vd);
+    ed[3] = 0.5f;
+    assert_true(wd->type == SDE_W_F32 && ((const float *)wd->data)[3] == 0.5f);
+    sde_ckpt_edit_end(c, td);
+    assert_true(vd[0] == 1.0f && vd[3] == 4.0f);
+    assert_true(wd->type == SDE_W_F16 && wd->data == td->data);
+
+    /* a handle first asked for during an edit reads the edit, then the file */
+    float *ec = sde_ckpt_edit_begin(c, tc, err, sizeof err);
+    assert_non_null(ec);
+    sde_ckpt_edit_end(c, tc);
+    ec = sde_ckpt_edit_begin(c, tc, err, sizeof err);
+    ec[1] = 7.0f;
+    sde_ckpt_free(c);
+    /* ending the checkpoint with an edit open frees it (ASan checks) */
+    assert_int_equal(sde_ckpt_open(path, &c, err, sizeof err), 0);
+    tc = sde_ckpt_find(c, "c.bf16");
+    ec = sde_ckpt_edit_begin(c, tc, err, sizeof err);
+    ec[1] = 7.0f;
+    const sde_weight *wc2 = sde_ckpt_weight(c, "c.bf16", 1, (int64_t[]){3}, err, sizeof err);
+    assert_true(wc2->type == SDE_W_F32 && wc2->data == ec);
+    sde_ckpt_edit_end(c, tc);
+    assert_true(wc2->type == SDE_W_BF16 && wc2->data == tc->data && wc2->n == 3);
+    sde_ckpt_free(c);
+}
+
 static void test_single_file(void **state)
 {
     (void)state;
@@ -1243,12 +1337,13 @@ static void test_sd21_names_bijective(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_single_file),          cmocka_unit_test(test_unaligned_f32),
-        cmocka_unit_test(test_f16_all_values),       cmocka_unit_test(test_convert_speed),
-        cmocka_unit_test(test_name_prefix_variants), cmocka_unit_test(test_open_errors),
-        cmocka_unit_test(test_short_hash),           cmocka_unit_test(test_diffusers_folder),
-        cmocka_unit_test(test_diffusers_errors),     cmocka_unit_test(test_name_mapping_units),
-        cmocka_unit_test(test_sd15_names_bijective), cmocka_unit_test(test_sd21_names_bijective),
+        cmocka_unit_test(test_single_file),          cmocka_unit_test(test_weight_handles_and_edits),
+        cmocka_unit_test(test_unaligned_f32),        cmocka_unit_test(test_f16_all_values),
+        cmocka_unit_test(test_convert_speed),        cmocka_unit_test(test_name_prefix_variants),
+        cmocka_unit_test(test_open_errors),          cmocka_unit_test(test_short_hash),
+        cmocka_unit_test(test_diffusers_folder),     cmocka_unit_test(test_diffusers_errors),
+        cmocka_unit_test(test_name_mapping_units),   cmocka_unit_test(test_sd15_names_bijective),
+        cmocka_unit_test(test_sd21_names_bijective),
     };
     return cmocka_run_group_tests(tests, stw_tmpdir_setup, stw_tmpdir_teardown);
 }

@@ -19,6 +19,19 @@ typedef struct {
     size_t off;
 } sde_ten;
 
+/** Element types a weight handle's data may have: a checkpoint's F16/BF16 matrices stay as stored in the
+ * mapped file; everything else is float32. */
+typedef enum { SDE_W_F32 = 0, SDE_W_F16, SDE_W_BF16 } sde_wtype;
+
+/** A weight matrix as the ops read it: n elements of type at data. Its owner (the checkpoint) keeps the
+ * handle at one address for the model's life but may switch data and type between jobs (a LoRA merge
+ * points it at a private float32 copy for one job), so ops read both at every call. */
+typedef struct {
+    const void *data;
+    sde_wtype type;
+    size_t n;
+} sde_weight;
+
 /** A 2-D convolution over a batch in the [C][B][HW]-style layouts of ops.h's sde_conv_desc, with its
  * fusions: an input affine (GroupNorm coefficients) + SiLU, a nearest-2x input upsample, a per-image
  * second bias and accumulation into y. Weights are backend weight handles (sde_backend.upload). */
@@ -28,8 +41,9 @@ typedef struct {
     size_t x_cstride, x_bstride;
     sde_ten in_scale, in_shift; /* [batch][cin] each, or absent */
     int in_silu, upsample;
-    const float *wt, *bias; /* [cout][cin][k][k], [cout] or NULL */
-    sde_ten bias_b;         /* [batch][cout] or absent */
+    const sde_weight *wt; /* [cout][cin][k][k] */
+    const float *bias;    /* [cout] or NULL */
+    sde_ten bias_b;       /* [batch][cout] or absent */
     int cout, k, stride, pad_t, pad_b, pad_l, pad_r;
     sde_ten y;
     size_t y_cstride, y_bstride;
@@ -65,6 +79,9 @@ struct sde_backend {
     /** A weight handle for n host floats that stay valid for the model's life (the mmap'd checkpoint);
      * the CPU keeps the pointer, a GPU copies once. NULL on failure. Pass it only to ops. */
     const float *(*upload)(sde_backend *be, const float *host, size_t n);
+    /** A handle of this backend for the weight matrix w, which stays at its address for the model's life
+     * (its data may be switched between jobs, see sde_weight); the CPU returns w itself. NULL on failure. */
+    const sde_weight *(*upload_weight)(sde_backend *be, const sde_weight *w);
     /** dst[0..n) = host[0..n). */
     void (*write)(sde_backend *be, sde_ten dst, const float *host, size_t n);
     /** host[0..n) = src[0..n), after everything enqueued before it has finished. */
@@ -73,7 +90,7 @@ struct sde_backend {
     void (*sync)(sde_backend *be);
 
     /** y = x W^T + b (W [out][in]) in the SDE_LIN_* layout given by flags; b may be NULL. */
-    void (*linear)(sde_backend *be, sde_ten x, int n, int in, const float *w, const float *b, int out,
+    void (*linear)(sde_backend *be, sde_ten x, int n, int in, const sde_weight *w, const float *b, int out,
                    sde_ten y, int flags);
     /** Bytes of scratch conv() needs for c when allowed at most budget bytes (it tiles to fit). */
     size_t (*conv_scratch)(sde_backend *be, const sde_be_conv *c, size_t budget);
@@ -102,8 +119,8 @@ struct sde_backend {
     /** y[i] += x[i] over n floats. */
     void (*add)(sde_backend *be, sde_ten y, sde_ten x, size_t n);
     /** y[t] = table[ids[t]] + pos[t] for n rows of dim (ids on the host, already inside the table). */
-    void (*embed)(sde_backend *be, const float *table, const int32_t *ids, int n, int dim, const float *pos,
-                  sde_ten y);
+    void (*embed)(sde_backend *be, const sde_weight *table, const int32_t *ids, int n, int dim,
+                  const float *pos, sde_ten y);
     /** dst[0..n) = src[0..n) (regions do not overlap). */
     void (*copy)(sde_backend *be, sde_ten dst, sde_ten src, size_t n);
     /** y[p][oh][ow] = x[p][oy*ih/oh][ox*iw/ow] for planes p: PyTorch's nearest interpolate to a size. */

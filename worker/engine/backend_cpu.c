@@ -1,11 +1,13 @@
 /* backend_cpu.c: the CPU backend: the seam's ops mapped onto ops.h's kernels (OpenBLAS, AVX2), buffers in
- * host RAM, weights used in place in the mmap'd checkpoint. Every op runs synchronously. */
+ * host RAM, weights used in place in the mmap'd checkpoint (F16/BF16 widened per op). Every op runs
+ * synchronously. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "dtype_convert.h"
 #include "ops.h"
 #include "weights.h"
 
@@ -50,6 +52,19 @@ static const float *cpu_upload(sde_backend *be, const float *host, size_t n)
     return host;
 }
 
+static const sde_weight *cpu_upload_weight(sde_backend *be, const sde_weight *w)
+{
+    (void)be;
+    return w;
+}
+
+/* w's values as float32: the data itself when it is float32, else widened into this thread's scratch
+ * (valid until the thread's next widening). NULL when out of memory. */
+static const float *weight_f32(const sde_weight *w)
+{
+    return w->type == SDE_W_F32 ? w->data : sde_widen(w->data, w->type == SDE_W_BF16, w->n);
+}
+
 static void cpu_write(sde_backend *be, sde_ten dst, const float *host, size_t n)
 {
     (void)be;
@@ -67,10 +82,12 @@ static void cpu_sync(sde_backend *be)
     (void)be;
 }
 
-static void cpu_linear(sde_backend *be, sde_ten xt, int n, int in, const float *w, const float *b, int out,
-                       sde_ten yt, int flags)
+static void cpu_linear(sde_backend *be, sde_ten xt, int n, int in, const sde_weight *wh, const float *b,
+                       int out, sde_ten yt, int flags)
 {
     (void)be;
+    const float *w = weight_f32(wh);
+    if (!w) abort(); /* the seam has no error path for ops; out of memory here is fatal, as in a GEMM */
     const float *x = P(xt);
     float *y = P(yt);
     const int acc = flags & SDE_LIN_ACC;
@@ -124,7 +141,7 @@ static sde_conv_desc conv_desc(const sde_be_conv *c, float *(*P)(sde_ten))
                            .in_shift = P(c->in_shift),
                            .in_silu = c->in_silu,
                            .upsample = c->upsample,
-                           .wt = c->wt,
+                           .wt = NULL, /* filled by cpu_conv from the handle */
                            .bias = c->bias,
                            .bias_b = P(c->bias_b),
                            .cout = c->cout,
@@ -151,6 +168,13 @@ static void cpu_conv(sde_backend *be, const sde_be_conv *c, sde_ten scratch, siz
 {
     (void)be;
     sde_conv_desc d = conv_desc(c, P);
+    /* F16/BF16 go to the kernel as they are: Winograd widens them inside its per-call weight transform */
+    if (c->wt->type == SDE_W_F32) {
+        d.wt = c->wt->data;
+    } else {
+        d.wt16 = c->wt->data;
+        d.wt16_bf16 = c->wt->type == SDE_W_BF16;
+    }
     sde_conv2d_ex(&d, P(scratch), scratch_bytes);
 }
 
@@ -225,15 +249,21 @@ static void cpu_add(sde_backend *be, sde_ten y, sde_ten x, size_t n)
     sde_add(P(y), P(x), n);
 }
 
-static void cpu_embed(sde_backend *be, const float *table, const int32_t *ids, int n, int dim,
+static void cpu_embed(sde_backend *be, const sde_weight *table, const int32_t *ids, int n, int dim,
                       const float *pos, sde_ten yt)
 {
     (void)be;
+    const size_t es = table->type == SDE_W_F32 ? 4 : 2;
+    const sde_dtype dt = table->type == SDE_W_F32   ? SDE_DT_F32
+                         : table->type == SDE_W_F16 ? SDE_DT_F16
+                                                    : SDE_DT_BF16;
     for (int t = 0; t < n; t++) {
-        const float *te = table + (size_t)ids[t] * dim, *pe = pos + (size_t)t * dim;
+        const float *pe = pos + (size_t)t * dim;
         float *y = P(yt) + (size_t)t * dim;
+        /* only the looked-up rows are widened, straight into y */
+        sde_cvt_to_f32(dt, (const char *)table->data + (size_t)ids[t] * dim * es, (size_t)dim, y);
         for (int i = 0; i < dim; i++)
-            y[i] = te[i] + pe[i];
+            y[i] += pe[i];
     }
 }
 
@@ -268,6 +298,7 @@ static sde_backend cpu = {
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_upload,
+    .upload_weight = cpu_upload_weight,
     .write = cpu_write,
     .read = cpu_read,
     .sync = cpu_sync,

@@ -24,6 +24,22 @@
 #define MAX_FILES 4
 #define NAME_MAX_LEN 1024
 
+/* How a tensor's float32 values are being edited for one job, and how the file's values come back. */
+typedef enum {
+    EDIT_NONE = 0,
+    EDIT_PRIVATE,   /* a private copy the weight handle points at; dropped afterwards */
+    EDIT_CONVERTED, /* the converted float32 copy float views hold; reconverted from the file afterwards */
+    EDIT_MAPPED     /* float32 data used in place from the mapping, made writable; saved values put back */
+} ck_edit_kind;
+
+typedef struct {
+    ck_edit_kind kind;
+    float *vals;     /* the values being edited */
+    float *saved;    /* EDIT_MAPPED: the original values */
+    sde_weight orig; /* the weight handle before the edit */
+    int mapped_view; /* sde_ckpt_f32 has handed out the mapping itself as a float view */
+} ck_edit;
+
 struct sde_ckpt {
     char *path;
     sde_st_file *files[MAX_FILES]; /* files[0] is the main file: the single file, or unet/ */
@@ -31,6 +47,8 @@ struct sde_ckpt {
     int n;
     sde_tensor *t; /* sorted by name, for bsearch */
     float **f32;   /* per tensor: converted copy, or NULL */
+    sde_weight *w; /* per tensor: its weight handle (data NULL until first asked for) */
+    ck_edit *edit; /* per tensor: a job's LoRA edit in progress (see sde_ckpt_edit_begin) */
     size_t converted;
     char *tokenizer_dir;
     char *prediction_type;
@@ -62,12 +80,16 @@ static int is_dir(const char *p)
 void sde_ckpt_free(sde_ckpt *c)
 {
     if (!c) return;
+    for (int i = 0; c->edit && i < c->n; i++)
+        sde_ckpt_edit_end(c, &c->t[i]);
     for (int i = 0; i < c->n; i++) {
         free((char *)c->t[i].name);
         free(c->f32 ? c->f32[i] : NULL);
     }
     free(c->t);
     free(c->f32);
+    free(c->w);
+    free(c->edit);
     for (int i = 0; i < c->nfiles; i++)
         sde_st_free(c->files[i]);
     free(c->tokenizer_dir);
@@ -190,7 +212,9 @@ static int index_names(sde_ckpt *c, char *err, size_t errlen)
             return sde_fail(err, errlen, "%s: tensor \"%s\" appears twice (in %s and %s, after name mapping)",
                             c->path, c->t[i].name, c->t[i - 1].file, c->t[i].file);
     c->f32 = calloc(c->n ? (size_t)c->n : 1, sizeof *c->f32);
-    return c->f32 ? 0 : sde_fail(err, errlen, "%s: out of memory", c->path);
+    c->w = calloc(c->n ? (size_t)c->n : 1, sizeof *c->w);
+    c->edit = calloc(c->n ? (size_t)c->n : 1, sizeof *c->edit);
+    return c->f32 && c->w && c->edit ? 0 : sde_fail(err, errlen, "%s: out of memory", c->path);
 }
 
 /* dir/sub/base.safetensors, else dir/sub/base.fp16.safetensors (full precision preferred: aligned F32
@@ -379,23 +403,17 @@ static void drop_pages(const void *p, size_t n)
     if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
-const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
-                          size_t errlen)
+/* Index of tensor name after checking it has exactly shape[0..ndim) (see sde_ckpt_f32) and a
+ * floating-point dtype, or -1 with err filled. */
+static int find_shaped(const sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
+                       size_t errlen)
 {
-    if (!c || !name) {
-        sde_fail(err, errlen, "sde_ckpt_f32: no checkpoint or name");
-        return NULL;
-    }
+    if (!c || !name) return sde_fail(err, errlen, "sde_ckpt_f32: no checkpoint or name");
     int idx = find_index(c, name);
-    if (idx < 0) {
-        sde_fail(err, errlen, "%s: tensor \"%s\": not found", c->path, name);
-        return NULL;
-    }
+    if (idx < 0) return sde_fail(err, errlen, "%s: tensor \"%s\": not found", c->path, name);
     const sde_tensor *t = &c->t[idx];
-    if (ndim < 0 || ndim > SDE_MAX_DIMS || (ndim && !shape)) {
-        sde_fail(err, errlen, "%s: tensor \"%s\": invalid expected rank %d", t->file, name, ndim);
-        return NULL;
-    }
+    if (ndim < 0 || ndim > SDE_MAX_DIMS || (ndim && !shape))
+        return sde_fail(err, errlen, "%s: tensor \"%s\": invalid expected rank %d", t->file, name, ndim);
     int na = t->ndim, nb = ndim;
     while (na > 0 && t->shape[na - 1] == 1)
         na--;
@@ -408,31 +426,33 @@ const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t
         char a[160], b[160];
         shape_str(a, sizeof a, t->ndim, t->shape);
         shape_str(b, sizeof b, ndim, shape);
-        sde_fail(err, errlen, "%s: tensor \"%s\": shape %s does not match expected %s", t->file, name, a, b);
-        return NULL;
+        return sde_fail(err, errlen, "%s: tensor \"%s\": shape %s does not match expected %s", t->file, name,
+                        a, b);
     }
-    if (t->dtype == SDE_DT_F32 && ((uintptr_t)t->data & 3) == 0) return (const float *)t->data;
+    if (t->dtype != SDE_DT_F32 && t->dtype != SDE_DT_F16 && t->dtype != SDE_DT_BF16 && t->dtype != SDE_DT_F64)
+        return sde_fail(err, errlen, "%s: tensor \"%s\": dtype %s is not a floating-point type", t->file,
+                        name, sde_st_dtype_name(t->dtype));
+    return idx;
+}
 
-    size_t es = sde_st_dtype_size(t->dtype), n = es ? t->nbytes / es : 0;
-    if (t->dtype != SDE_DT_F32 && t->dtype != SDE_DT_F16 && t->dtype != SDE_DT_BF16 &&
-        t->dtype != SDE_DT_F64) {
-        sde_fail(err, errlen, "%s: tensor \"%s\": dtype %s is not a floating-point type", t->file, name,
-                 sde_st_dtype_name(t->dtype));
-        return NULL;
-    }
-    pthread_mutex_lock(&c->mu);
+static size_t numel(const sde_tensor *t)
+{
+    size_t es = sde_st_dtype_size(t->dtype);
+    return es ? t->nbytes / es : 0;
+}
+
+/* The float32 copy of tensor idx, made on first use; NULL when out of memory. Caller holds c->mu. */
+static float *converted_locked(sde_ckpt *c, int idx)
+{
+    const sde_tensor *t = &c->t[idx];
+    size_t n = numel(t);
     float *f = c->f32[idx];
     if (!f) {
         void *mem = NULL;
         size_t bytes = n ? n * sizeof(float) : 64, huge = (size_t)2 << 20;
         /* Big copies go on 2 MB-aligned transparent huge pages: converting a whole SD checkpoint
          * otherwise spends most of its time in a million 4 KB page faults. */
-        if (posix_memalign(&mem, bytes >= huge ? huge : 64, bytes)) {
-            pthread_mutex_unlock(&c->mu);
-            sde_fail(err, errlen, "%s: tensor \"%s\": out of memory converting %zu %s values to float32",
-                     t->file, name, n, sde_st_dtype_name(t->dtype));
-            return NULL;
-        }
+        if (posix_memalign(&mem, bytes >= huge ? huge : 64, bytes)) return NULL;
         f = mem;
         if (bytes >= huge) madvise(mem, bytes & ~(huge - 1), MADV_HUGEPAGE);
         sde_cvt_to_f32(t->dtype, t->data, n, f);
@@ -440,8 +460,141 @@ const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t
         c->f32[idx] = f;
         c->converted += n * sizeof(float);
     }
-    pthread_mutex_unlock(&c->mu);
     return f;
+}
+
+const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
+                          size_t errlen)
+{
+    int idx = find_shaped(c, name, ndim, shape, err, errlen);
+    if (idx < 0) return NULL;
+    const sde_tensor *t = &c->t[idx];
+    if (t->dtype == SDE_DT_F32 && ((uintptr_t)t->data & 3) == 0) {
+        pthread_mutex_lock(&c->mu);
+        c->edit[idx].mapped_view = 1;
+        pthread_mutex_unlock(&c->mu);
+        return (const float *)t->data;
+    }
+    pthread_mutex_lock(&c->mu);
+    float *f = converted_locked(c, idx);
+    pthread_mutex_unlock(&c->mu);
+    if (!f)
+        sde_fail(err, errlen, "%s: tensor \"%s\": out of memory converting %zu %s values to float32", t->file,
+                 name, numel(t), sde_st_dtype_name(t->dtype));
+    return f;
+}
+
+const sde_weight *sde_ckpt_weight(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
+                                  size_t errlen)
+{
+    int idx = find_shaped(c, name, ndim, shape, err, errlen);
+    if (idx < 0) return NULL;
+    const sde_tensor *t = &c->t[idx];
+    sde_weight *w = &c->w[idx];
+    pthread_mutex_lock(&c->mu);
+    if (!w->data) {
+        w->n = numel(t);
+        /* F16 and BF16 stay in the mapped file (the backend widens them per op): several workers on one
+         * host share those pages, and loading converts nothing */
+        w->type = t->dtype == SDE_DT_F16 ? SDE_W_F16 : t->dtype == SDE_DT_BF16 ? SDE_W_BF16 : SDE_W_F32;
+        if (w->type != SDE_W_F32 || (t->dtype == SDE_DT_F32 && ((uintptr_t)t->data & 3) == 0))
+            w->data = t->data;
+        else
+            w->data = converted_locked(c, idx);
+        ck_edit *e = &c->edit[idx];
+        if (w->data && e->kind != EDIT_NONE) { /* first asked for during an edit: the edited values */
+            e->orig = *w;
+            w->data = e->vals;
+            w->type = SDE_W_F32;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!w->data) {
+        sde_fail(err, errlen, "%s: tensor \"%s\": out of memory converting %zu %s values to float32", t->file,
+                 name, numel(t), sde_st_dtype_name(t->dtype));
+        return NULL;
+    }
+    return w;
+}
+
+float *sde_ckpt_edit_begin(sde_ckpt *c, const sde_tensor *t, char *err, size_t errlen)
+{
+    int idx = c && t ? (int)(t - c->t) : -1;
+    if (idx < 0 || idx >= c->n) {
+        sde_fail(err, errlen, "sde_ckpt_edit_begin: not a tensor of this checkpoint");
+        return NULL;
+    }
+    if (t->dtype != SDE_DT_F32 && t->dtype != SDE_DT_F16 && t->dtype != SDE_DT_BF16 &&
+        t->dtype != SDE_DT_F64) {
+        sde_fail(err, errlen, "%s: tensor \"%s\": dtype %s is not a floating-point type", t->file, t->name,
+                 sde_st_dtype_name(t->dtype));
+        return NULL;
+    }
+    const size_t n = numel(t);
+    pthread_mutex_lock(&c->mu);
+    ck_edit *e = &c->edit[idx];
+    sde_weight *w = &c->w[idx];
+    float *vals = e->vals;
+    if (e->kind != EDIT_NONE) goto done;
+    if (c->f32[idx]) {
+        /* float views hold the converted copy: edit it where they see it */
+        e->kind = EDIT_CONVERTED;
+        vals = c->f32[idx];
+    } else if (e->mapped_view) {
+        /* float views hold the mapping itself: make its pages writable (they become private copies) and
+         * keep the values, since the file cannot give them back through the view any more */
+        long pg = sysconf(_SC_PAGESIZE);
+        uintptr_t a = (uintptr_t)t->data & ~(uintptr_t)(pg - 1);
+        float *saved = malloc(n * sizeof(float));
+        if (!saved || mprotect((void *)a, (uintptr_t)t->data + t->nbytes - a, PROT_READ | PROT_WRITE)) {
+            free(saved);
+            goto fail;
+        }
+        memcpy(saved, t->data, n * sizeof(float));
+        e->kind = EDIT_MAPPED;
+        e->saved = saved;
+        vals = (float *)t->data;
+    } else {
+        /* only the weight handle (if anyone) reads it: a private copy for this job, the file untouched */
+        if (!(vals = malloc((n ? n : 1) * sizeof(float)))) goto fail;
+        sde_cvt_to_f32(t->dtype, t->data, n, vals);
+        e->kind = EDIT_PRIVATE;
+    }
+    e->vals = vals;
+    e->orig = *w;
+    if (w->data) {
+        w->data = vals;
+        w->type = SDE_W_F32;
+    }
+done:
+    pthread_mutex_unlock(&c->mu);
+    return vals;
+fail:
+    pthread_mutex_unlock(&c->mu);
+    sde_fail(err, errlen, "%s: tensor \"%s\": out of memory making %zu values writable", t->file, t->name, n);
+    return NULL;
+}
+
+void sde_ckpt_edit_end(sde_ckpt *c, const sde_tensor *t)
+{
+    int idx = c && t ? (int)(t - c->t) : -1;
+    if (idx < 0 || idx >= c->n) return;
+    pthread_mutex_lock(&c->mu);
+    ck_edit *e = &c->edit[idx];
+    sde_weight *w = &c->w[idx];
+    const size_t n = numel(t);
+    if (e->kind == EDIT_CONVERTED) {
+        sde_cvt_to_f32(t->dtype, t->data, n, e->vals);
+    } else if (e->kind == EDIT_MAPPED) {
+        memcpy(e->vals, e->saved, n * sizeof(float));
+        free(e->saved);
+    }
+    if (e->orig.data) *w = e->orig; /* a handle not yet handed out stays unmade */
+    if (e->kind == EDIT_PRIVATE) free(e->vals);
+    int mv = e->mapped_view;
+    memset(e, 0, sizeof *e);
+    e->mapped_view = mv;
+    pthread_mutex_unlock(&c->mu);
 }
 
 const char *sde_ckpt_meta(const sde_ckpt *c, const char *key)

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
+
 typedef enum {
     SDE_DT_F32 = 0,
     SDE_DT_F16,
@@ -36,7 +38,7 @@ typedef struct sde_ckpt sde_ckpt;
 
 /** Opens a .safetensors file or a diffusers folder (unet/, vae/, text_encoder/, tokenizer/). */
 int sde_ckpt_open(const char *path, sde_ckpt **out, char *err, size_t errlen);
-/** Unmaps everything and frees converted copies. */
+/** Ends any edits, unmaps everything and frees converted copies. */
 void sde_ckpt_free(sde_ckpt *c);
 /** A tensor by canonical name, or NULL. */
 const sde_tensor *sde_ckpt_find(const sde_ckpt *c, const char *name);
@@ -49,6 +51,20 @@ const sde_tensor *sde_ckpt_at(const sde_ckpt *c, int i);
  * Returns NULL with err "FILE: tensor NAME: ..." when missing or mismatched. */
 const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
                           size_t errlen);
+/** The weight handle of a tensor whose shape must be exactly shape[0..ndim) (as sde_ckpt_f32), owned by the
+ * checkpoint at one address for its life. Returns NULL with err "FILE: tensor NAME: ..." when missing or
+ * mismatched. */
+const sde_weight *sde_ckpt_weight(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
+                                  size_t errlen);
+/** Float32 values of tensor t (one of c's, any float dtype) that one job's LoRA merge may change in place:
+ * every view of t handed out before or during the edit (its weight handle, its float32 view) reads them
+ * until sde_ckpt_edit_end(). A tensor only read through its weight handle gets a private copy; the
+ * mapped file is never written. Calling it again before the end returns the same values. NULL with err
+ * when out of memory or not a float type. */
+float *sde_ckpt_edit_begin(sde_ckpt *c, const sde_tensor *t, char *err, size_t errlen);
+/** Ends an edit: every view of t reads the file's values again, exactly, and the copy is freed. A no-op
+ * when t is not being edited. */
+void sde_ckpt_edit_end(sde_ckpt *c, const sde_tensor *t);
 /** A __metadata__ string from the (main) file, or NULL. */
 const char *sde_ckpt_meta(const sde_ckpt *c, const char *key);
 /** Folder holding vocab.json + merges.txt when the checkpoint is a diffusers folder with one, else NULL. */

@@ -16,18 +16,19 @@
 
 typedef struct {
     const float *ln1_g, *ln1_b;
-    const float *wq, *bq, *wk, *bk, *wv, *bv; /* OpenCLIP: wq/bq point at the fused [3d][d] in_proj */
-    const float *wo, *bo;
-    const float *ln2_g, *ln2_b;
-    const float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    const sde_weight *wq, *wk, *wv; /* OpenCLIP: wq/bq are the fused [3d][d] in_proj */
+    const float *bq, *bk, *bv;
+    const sde_weight *wo, *fc1_w, *fc2_w;
+    const float *bo, *ln2_g, *ln2_b, *fc1_b, *fc2_b;
 } clip_layer;
 
 struct sde_clip {
     sde_clip_config cfg;
-    char pfx[96];                   /* tensor name prefix: ...text_model. (HF) or ...model. (OpenCLIP) */
-    int ctx_layers;                 /* the context is the hidden state after this many layers */
-    int ctx_final_ln;               /* ... passed through the final LayerNorm (SD 1.x/2.x), or raw (SDXL) */
-    const float *tok_emb, *pos_emb; /* [vocab][dim], [n_pos][dim] */
+    char pfx[96];              /* tensor name prefix: ...text_model. (HF) or ...model. (OpenCLIP) */
+    int ctx_layers;            /* the context is the hidden state after this many layers */
+    int ctx_final_ln;          /* ... passed through the final LayerNorm (SD 1.x/2.x), or raw (SDXL) */
+    const sde_weight *tok_emb; /* [vocab][dim] */
+    const float *pos_emb;      /* [n_pos][dim] */
     clip_layer *layer;
     const float *lnf_g, *lnf_b;
     int64_t n_params;
@@ -147,48 +148,48 @@ static int clip_resolve(sde_clip *m, sde_ckpt *c, char *err, size_t errlen)
     sde_wloader L = {.c = c, .err = err, .errlen = errlen, .be = m->be};
     const char *pf = m->pfx;
     if (g->openclip) {
-        m->tok_emb = sde_wload(&L, g->vocab, d, 0, 0, "%stoken_embedding.weight", pf);
+        m->tok_emb = sde_wload_weight(&L, g->vocab, d, 0, 0, "%stoken_embedding.weight", pf);
         m->pos_emb = sde_wload(&L, g->n_pos, d, 0, 0, "%spositional_embedding", pf);
         for (int i = 0; i < g->loaded; i++) {
             clip_layer *y = &m->layer[i];
 #define P "%stransformer.resblocks.%d."
             y->ln1_g = sde_wload(&L, d, 0, 0, 0, P "ln_1.weight", pf, i);
             y->ln1_b = sde_wload(&L, d, 0, 0, 0, P "ln_1.bias", pf, i);
-            y->wq = sde_wload(&L, 3 * d, d, 0, 0, P "attn.in_proj_weight", pf, i);
+            y->wq = sde_wload_weight(&L, 3 * d, d, 0, 0, P "attn.in_proj_weight", pf, i);
             y->bq = sde_wload(&L, 3 * d, 0, 0, 0, P "attn.in_proj_bias", pf, i);
-            y->wo = sde_wload(&L, d, d, 0, 0, P "attn.out_proj.weight", pf, i);
+            y->wo = sde_wload_weight(&L, d, d, 0, 0, P "attn.out_proj.weight", pf, i);
             y->bo = sde_wload(&L, d, 0, 0, 0, P "attn.out_proj.bias", pf, i);
             y->ln2_g = sde_wload(&L, d, 0, 0, 0, P "ln_2.weight", pf, i);
             y->ln2_b = sde_wload(&L, d, 0, 0, 0, P "ln_2.bias", pf, i);
-            y->fc1_w = sde_wload(&L, ff, d, 0, 0, P "mlp.c_fc.weight", pf, i);
+            y->fc1_w = sde_wload_weight(&L, ff, d, 0, 0, P "mlp.c_fc.weight", pf, i);
             y->fc1_b = sde_wload(&L, ff, 0, 0, 0, P "mlp.c_fc.bias", pf, i);
-            y->fc2_w = sde_wload(&L, d, ff, 0, 0, P "mlp.c_proj.weight", pf, i);
+            y->fc2_w = sde_wload_weight(&L, d, ff, 0, 0, P "mlp.c_proj.weight", pf, i);
             y->fc2_b = sde_wload(&L, d, 0, 0, 0, P "mlp.c_proj.bias", pf, i);
 #undef P
         }
         m->lnf_g = sde_wload(&L, d, 0, 0, 0, "%sln_final.weight", pf);
         m->lnf_b = sde_wload(&L, d, 0, 0, 0, "%sln_final.bias", pf);
     } else {
-        m->tok_emb = sde_wload(&L, g->vocab, d, 0, 0, "%sembeddings.token_embedding.weight", pf);
+        m->tok_emb = sde_wload_weight(&L, g->vocab, d, 0, 0, "%sembeddings.token_embedding.weight", pf);
         m->pos_emb = sde_wload(&L, g->n_pos, d, 0, 0, "%sembeddings.position_embedding.weight", pf);
         for (int i = 0; i < g->loaded; i++) {
             clip_layer *y = &m->layer[i];
 #define P "%sencoder.layers.%d."
             y->ln1_g = sde_wload(&L, d, 0, 0, 0, P "layer_norm1.weight", pf, i);
             y->ln1_b = sde_wload(&L, d, 0, 0, 0, P "layer_norm1.bias", pf, i);
-            y->wq = sde_wload(&L, d, d, 0, 0, P "self_attn.q_proj.weight", pf, i);
+            y->wq = sde_wload_weight(&L, d, d, 0, 0, P "self_attn.q_proj.weight", pf, i);
             y->bq = sde_wload(&L, d, 0, 0, 0, P "self_attn.q_proj.bias", pf, i);
-            y->wk = sde_wload(&L, d, d, 0, 0, P "self_attn.k_proj.weight", pf, i);
+            y->wk = sde_wload_weight(&L, d, d, 0, 0, P "self_attn.k_proj.weight", pf, i);
             y->bk = sde_wload(&L, d, 0, 0, 0, P "self_attn.k_proj.bias", pf, i);
-            y->wv = sde_wload(&L, d, d, 0, 0, P "self_attn.v_proj.weight", pf, i);
+            y->wv = sde_wload_weight(&L, d, d, 0, 0, P "self_attn.v_proj.weight", pf, i);
             y->bv = sde_wload(&L, d, 0, 0, 0, P "self_attn.v_proj.bias", pf, i);
-            y->wo = sde_wload(&L, d, d, 0, 0, P "self_attn.out_proj.weight", pf, i);
+            y->wo = sde_wload_weight(&L, d, d, 0, 0, P "self_attn.out_proj.weight", pf, i);
             y->bo = sde_wload(&L, d, 0, 0, 0, P "self_attn.out_proj.bias", pf, i);
             y->ln2_g = sde_wload(&L, d, 0, 0, 0, P "layer_norm2.weight", pf, i);
             y->ln2_b = sde_wload(&L, d, 0, 0, 0, P "layer_norm2.bias", pf, i);
-            y->fc1_w = sde_wload(&L, ff, d, 0, 0, P "mlp.fc1.weight", pf, i);
+            y->fc1_w = sde_wload_weight(&L, ff, d, 0, 0, P "mlp.fc1.weight", pf, i);
             y->fc1_b = sde_wload(&L, ff, 0, 0, 0, P "mlp.fc1.bias", pf, i);
-            y->fc2_w = sde_wload(&L, d, ff, 0, 0, P "mlp.fc2.weight", pf, i);
+            y->fc2_w = sde_wload_weight(&L, d, ff, 0, 0, P "mlp.fc2.weight", pf, i);
             y->fc2_b = sde_wload(&L, d, 0, 0, 0, P "mlp.fc2.bias", pf, i);
 #undef P
         }

@@ -1,5 +1,6 @@
-/* lora.c: LoRA (kohya/A1111, LoCon, diffusers/PEFT) merged into the resident float32 weights for one job
- * and removed exactly afterwards (reconverted from the mmap'd checkpoint). docs/workflows.md. */
+/* lora.c: LoRA (kohya/A1111, LoCon, diffusers/PEFT) merged into float32 copies of the weights it touches
+ * for one job and removed exactly afterwards (the checkpoint's edits, see sde_ckpt_edit_begin).
+ * docs/workflows.md. */
 #include "lora.h"
 
 #include <cblas.h>
@@ -9,9 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "diffusers_names.h"
 #include "dtype_convert.h"
@@ -21,8 +20,7 @@
 
 struct sde_lora_undo {
     int n, cap;
-    const sde_tensor **t; /* tensors whose float32 view was changed */
-    float **saved;        /* per tensor: the original values when the view is the mapping itself, else NULL */
+    const sde_tensor **t; /* tensors being edited */
 };
 
 int sde_lora_parse_prompt(const char *prompt, char *clean, size_t cap, char *names, size_t names_cap,
@@ -165,10 +163,8 @@ static const sde_tensor *target_of(sde_ckpt *c, const sde_dn_unet_layout *L, con
     return sde_ckpt_find(c, ldm);
 }
 
-/* Records t as changed. A float32 tensor used in place from the private read-only mapping is made
- * writable (its pages become private copies) and its values saved, since the file cannot give them back
- * through the view any more. */
-static int undo_add(sde_lora_undo **u, const sde_tensor *t, float *view, size_t n)
+/* Records t as being edited (once) so that sde_lora_restore ends its edit. */
+static int undo_add(sde_lora_undo **u, const sde_tensor *t)
 {
     if (!*u && !(*u = calloc(1, sizeof **u))) return -1;
     sde_lora_undo *d = *u;
@@ -177,24 +173,10 @@ static int undo_add(sde_lora_undo **u, const sde_tensor *t, float *view, size_t 
     if (d->n == d->cap) {
         int nc = d->cap ? 2 * d->cap : 64;
         const sde_tensor **nt = realloc(d->t, (size_t)nc * sizeof *nt);
-        if (nt) d->t = nt;
-        float **ns = realloc(d->saved, (size_t)nc * sizeof *ns);
-        if (ns) d->saved = ns;
-        if (!nt || !ns) return -1;
+        if (!nt) return -1;
+        d->t = nt;
         d->cap = nc;
     }
-    float *saved = NULL;
-    if ((const void *)view == t->data) {
-        long pg = sysconf(_SC_PAGESIZE);
-        uintptr_t a = (uintptr_t)view & ~(uintptr_t)(pg - 1);
-        if (!(saved = malloc(n * sizeof(float)))) return -1;
-        if (mprotect((void *)a, (uintptr_t)(view + n) - a, PROT_READ | PROT_WRITE)) {
-            free(saved);
-            return -1;
-        }
-        memcpy(saved, view, n * sizeof(float));
-    }
-    d->saved[d->n] = saved;
     d->t[d->n++] = t;
     return 0;
 }
@@ -306,20 +288,21 @@ int sde_lora_apply(sde_ckpt *c, const char *path, float weight, sde_lora_undo **
             delta = malloc((size_t)n * sizeof(float));
             delta_cap = delta ? (size_t)n : 0;
         }
-        const float *wc = sde_ckpt_f32(c, t->name, t->ndim, t->shape, err, errlen);
-        if (!dn || !up || !delta || !wc) {
-            if (wc) sde_fail(err, errlen, "%s: out of memory (or not float) in LoRA module %s", path, mod);
+        if (!dn || !up || !delta) {
+            sde_fail(err, errlen, "%s: out of memory (or not float) in LoRA module %s", path, mod);
             goto out;
         }
-        if (undo_add(undo, t, (float *)wc, (size_t)n)) {
+        if (undo_add(undo, t)) {
             sde_fail(err, errlen, "%s: cannot make weight %s writable: out of memory", path, t->name);
             goto out;
         }
-        /* delta[out][in] = up[out][r] @ down[r][in], scaled; the view is the checkpoint's converted copy */
+        float *wc = sde_ckpt_edit_begin(c, t, err, errlen);
+        if (!wc) goto out;
+        /* delta[out][in] = up[out][r] @ down[r][in], scaled; wc: this job's float32 copy of the weight */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)in, (int)rank,
                     weight * alpha / (float)rank, up, (int)rank, dn, (int)in, 0.f, delta, (int)in);
         /* rounded to the stored type, as the peer adds into its f16 weights */
-        add_round((float *)wc, delta, (size_t)n, t->dtype == SDE_DT_F16);
+        add_round(wc, delta, (size_t)n, t->dtype == SDE_DT_F16);
     }
     rc = 0;
 out:
@@ -331,20 +314,8 @@ out:
 void sde_lora_restore(sde_ckpt *c, sde_lora_undo *undo)
 {
     if (!undo) return;
-    char err[256];
-    for (int i = 0; i < undo->n; i++) {
-        const sde_tensor *t = undo->t[i];
-        float *w = (float *)sde_ckpt_f32(c, t->name, t->ndim, t->shape, err, sizeof err);
-        size_t n = 1;
-        for (int d = 0; d < t->ndim; d++)
-            n *= (size_t)t->shape[d];
-        if (w && undo->saved[i])
-            memcpy(w, undo->saved[i], n * sizeof(float));
-        else if (w)
-            sde_cvt_to_f32(t->dtype, t->data, n, w);
-        free(undo->saved[i]);
-    }
-    free(undo->saved);
+    for (int i = 0; i < undo->n; i++)
+        sde_ckpt_edit_end(c, undo->t[i]);
     free(undo->t);
     free(undo);
 }

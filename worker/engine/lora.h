@@ -24,7 +24,8 @@ int sde_lora_resolve(const char *dir, const char *name, char *path, size_t pathl
 /** The weights one job changed, to put back. */
 typedef struct sde_lora_undo sde_lora_undo;
 
-/** Merges the LoRA file at path with weight into c's float32 weights (f16/bf16 checkpoints: the sum is
+/** Merges the LoRA file at path with weight into float32 copies of the weights it touches, for one job
+ * (sde_ckpt_edit_begin; f16/bf16 checkpoints: the sum is
  * rounded to the stored type, as the peer does). *undo collects what changed (NULL at first). Keys that
  * match no weight are counted in *unused and the first named in warn (may be NULL, wlen bytes).
  * Returns 0, or -1 with err. */

@@ -4,6 +4,7 @@
 #define SDE_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /** y[n][out] = x[n][in] * W^T + b, with W stored [out][in] (PyTorch Linear). b may be NULL. */
 void sde_linear(const float *x, int n, int in, const float *w, const float *b, int out, float *y);
@@ -70,15 +71,22 @@ typedef struct {
     const float *in_shift; /* [batch][cin] (required with in_scale) */
     int in_silu;           /* ... then SiLU (only with in_scale) */
     int upsample;          /* read the input as if nearest-2x upsampled (2h x 2w) */
-    const float *wt;       /* [cout][cin][k][k] */
-    const float *bias;     /* [cout] or NULL */
-    const float *bias_b;   /* [batch][cout] or NULL: a second, per-image bias (UNet time embedding) */
+    const float *wt;       /* [cout][cin][k][k], or NULL when wt16 holds them */
+    const uint16_t *wt16;  /* instead of wt: the same as F16 bits (BF16 when wt16_bf16), widened where read */
+    int wt16_bf16;
+    const float *bias;   /* [cout] or NULL */
+    const float *bias_b; /* [batch][cout] or NULL: a second, per-image bias (UNet time embedding) */
     int cout, k, stride;
     int pad_t, pad_b, pad_l, pad_r;
     float *y; /* output planes: channel c of image b at y + c*y_cstride + b*y_bstride */
     size_t y_cstride, y_bstride;
     int accumulate; /* add into y instead of overwriting it */
 } sde_conv_desc;
+
+/** src[0..n) F16 (BF16 when bf16) values as float32 in this thread's scratch, widened on the op pool; the
+ * scratch grows to the largest n asked for and stays valid until the thread's next call. NULL when out of
+ * memory. */
+const float *sde_widen(const uint16_t *src, int bf16, size_t n);
 
 /** Output height/width of a described convolution. */
 int sde_conv_out_h(const sde_conv_desc *d);

@@ -1,11 +1,13 @@
 /* ops_conv.c: the GEMM-shaped ops: linear layers, and 2-D convolutions by im2col + SGEMM or Winograd
  * F(4x4,3x3), tiled to a scratch budget, with fused input GroupNorm+SiLU, upsample and bias. */
+#include "dtype_convert.h"
 #include "ops.h"
 #include "ops_internal.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -113,15 +115,30 @@ static size_t wino_band_floats(const sde_conv_desc *d, int tr, int tw, size_t nt
            (size_t)d->cin * (4 * tr + 2) * 4 * (tw + 1) + 32;
 }
 
+/* Input channels of F16/BF16 kernels wino_weights widens at once. */
+#define WG_WIDEN_CH 64
+
 /* U[xi][o - o0][c] = (G g G^T)[xi] for kernels g = wt[o][c], o in [o0, o0+cb); planes wg_stride(cb*cin)
  * apart. One output channel at a time through tmp ([36][cin]) so every write to U is contiguous. */
 static void wino_weights(const sde_conv_desc *d, int o0, int cb, float *U, float *tmp, int oa, int ob)
 {
     const size_t plane = wg_stride((size_t)cb * d->cin);
     const int cin = d->cin;
+    float
+        wide[WG_WIDEN_CH * 9]; /* F16/BF16 kernels widened a few channels at a time (pool stacks are small) */
     for (int o = oa; o < ob; o++) {
         for (int c = 0; c < cin; c++) {
-            const float *g = d->wt + ((size_t)o * cin + c) * 9;
+            const float *g;
+            if (d->wt) {
+                g = d->wt + ((size_t)o * cin + c) * 9;
+            } else {
+                if (c % WG_WIDEN_CH == 0) {
+                    int nc = cin - c < WG_WIDEN_CH ? cin - c : WG_WIDEN_CH;
+                    sde_cvt_to_f32(d->wt16_bf16 ? SDE_DT_BF16 : SDE_DT_F16,
+                                   d->wt16 + ((size_t)o * cin + c) * 9, (size_t)nc * 9, wide);
+                }
+                g = wide + (c % WG_WIDEN_CH) * 9;
+            }
             float t[6][3]; /* G g */
             for (int j = 0; j < 3; j++) {
                 float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
@@ -588,6 +605,13 @@ static void conv_pointwise_tiled(const sde_conv_desc *d, int nc, float *scratch)
 void sde_conv2d_ex(const sde_conv_desc *d, float *scratch, size_t scratch_bytes)
 {
     conv_plan p = conv_make_plan(d, scratch_bytes);
+    sde_conv_desc wide;
+    if (!d->wt && p.mode != PLAN_WINO_BATCH && p.mode != PLAN_WINO_ROWS) {
+        /* the GEMM paths need the whole float32 matrix: widen it into this thread's scratch */
+        wide = *d;
+        if (!(wide.wt = sde_widen(d->wt16, d->wt16_bf16, (size_t)d->cout * d->cin * d->k * d->k))) abort();
+        d = &wide;
+    }
     const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
     const size_t ohw = (size_t)oh * ow, hw = (size_t)d->h * d->w;
     const int K = d->cin * d->k * d->k;

@@ -20,18 +20,18 @@
 #define FF_ROWS 2048
 
 typedef struct {
-    const float *gn1_g, *gn1_b, *conv1_w, *conv1_b, *emb_w, *emb_b;
-    const float *gn2_g, *gn2_b, *conv2_w, *conv2_b, *skip_w, *skip_b;
+    const float *gn1_g, *gn1_b, *conv1_b, *emb_b, *gn2_g, *gn2_b, *conv2_b, *skip_b;
+    const sde_weight *conv1_w, *emb_w, *conv2_w, *skip_w;
 } res_w;
 
 typedef struct {
-    const float *ln1_g, *ln1_b, *q1, *k1, *v1, *o1_w, *o1_b;
-    const float *ln2_g, *ln2_b, *q2, *k2, *v2, *o2_w, *o2_b;
-    const float *ln3_g, *ln3_b, *ff1_w, *ff1_b, *ff2_w, *ff2_b;
+    const float *ln1_g, *ln1_b, *o1_b, *ln2_g, *ln2_b, *o2_b, *ln3_g, *ln3_b, *ff1_b, *ff2_b;
+    const sde_weight *q1, *k1, *v1, *o1_w, *q2, *k2, *v2, *o2_w, *ff1_w, *ff2_w;
 } tblock_w;
 
 typedef struct {
-    const float *gn_g, *gn_b, *pin_w, *pin_b, *pout_w, *pout_b;
+    const float *gn_g, *gn_b, *pin_b, *pout_b;
+    const sde_weight *pin_w, *pout_w;
     tblock_w *tb; /* transformer_depth blocks */
 } st_w;
 
@@ -48,7 +48,8 @@ typedef struct {
     int depth;     /* BLK_ST: transformer blocks */
     res_w r;
     st_w s;
-    const float *cw, *cb; /* BLK_DOWN / BLK_UP conv */
+    const sde_weight *cw; /* BLK_DOWN / BLK_UP conv */
+    const float *cb;
 } unet_block;
 
 /* Buffers of a reservation: the skips, then one slot each in a single backend arena, in this order. */
@@ -110,9 +111,11 @@ struct sde_unet {
     sde_backend *be;
     int temb;     /* time embedding width: 4 * model_channels */
     int ff_inner; /* GEGLU inner width per channel count: ff_mult (4) */
-    const float *te0_w, *te0_b, *te2_w, *te2_b, *in_w, *in_b, *out_gn_g, *out_gn_b, *out_w, *out_b;
-    const float *le0_w, *le0_b, *le2_w, *le2_b; /* label_emb.0.{0,2}: y -> time embedding (SDXL) */
-    float *y_host;                              /* [rb][adm]: set by sde_unet_set_y, zero until then */
+    const float *te0_b, *te2_b, *in_b, *out_gn_g, *out_gn_b, *out_b;
+    const sde_weight *te0_w, *te2_w, *in_w, *out_w;
+    const float *le0_b, *le2_b; /* label_emb.0.{0,2}: y -> time embedding (SDXL) */
+    const sde_weight *le0_w, *le2_w;
+    float *y_host; /* [rb][adm]: set by sde_unet_set_y, zero until then */
     unet_block blk[MAX_BLOCKS];
     int nblk;
     int skip_ch[MAX_SKIPS], skip_level[MAX_SKIPS], nskip;
@@ -236,16 +239,16 @@ static void load_res(sde_wloader *L, res_w *r, const char *pre, int cin, int cou
 {
     r->gn1_g = sde_wload(L, cin, 0, 0, 0, P "%s.in_layers.0.weight", pre);
     r->gn1_b = sde_wload(L, cin, 0, 0, 0, P "%s.in_layers.0.bias", pre);
-    r->conv1_w = sde_wload(L, cout, cin, 3, 3, P "%s.in_layers.2.weight", pre);
+    r->conv1_w = sde_wload_weight(L, cout, cin, 3, 3, P "%s.in_layers.2.weight", pre);
     r->conv1_b = sde_wload(L, cout, 0, 0, 0, P "%s.in_layers.2.bias", pre);
-    r->emb_w = sde_wload(L, cout, temb, 0, 0, P "%s.emb_layers.1.weight", pre);
+    r->emb_w = sde_wload_weight(L, cout, temb, 0, 0, P "%s.emb_layers.1.weight", pre);
     r->emb_b = sde_wload(L, cout, 0, 0, 0, P "%s.emb_layers.1.bias", pre);
     r->gn2_g = sde_wload(L, cout, 0, 0, 0, P "%s.out_layers.0.weight", pre);
     r->gn2_b = sde_wload(L, cout, 0, 0, 0, P "%s.out_layers.0.bias", pre);
-    r->conv2_w = sde_wload(L, cout, cout, 3, 3, P "%s.out_layers.3.weight", pre);
+    r->conv2_w = sde_wload_weight(L, cout, cout, 3, 3, P "%s.out_layers.3.weight", pre);
     r->conv2_b = sde_wload(L, cout, 0, 0, 0, P "%s.out_layers.3.bias", pre);
     if (cin != cout) {
-        r->skip_w = sde_wload(L, cout, cin, 0, 0, P "%s.skip_connection.weight", pre);
+        r->skip_w = sde_wload_weight(L, cout, cin, 0, 0, P "%s.skip_connection.weight", pre);
         r->skip_b = sde_wload(L, cout, 0, 0, 0, P "%s.skip_connection.bias", pre);
     }
 }
@@ -256,9 +259,9 @@ static void load_st(sde_wloader *L, st_w *s, const char *pre, int ch, const sde_
     s->gn_g = sde_wload(L, ch, 0, 0, 0, P "%s.norm.weight", pre);
     s->gn_b = sde_wload(L, ch, 0, 0, 0, P "%s.norm.bias", pre);
     /* [C][C] matches both a Linear and a 1x1 conv ([C][C][1][1]) */
-    s->pin_w = sde_wload(L, ch, ch, 0, 0, P "%s.proj_in.weight", pre);
+    s->pin_w = sde_wload_weight(L, ch, ch, 0, 0, P "%s.proj_in.weight", pre);
     s->pin_b = sde_wload(L, ch, 0, 0, 0, P "%s.proj_in.bias", pre);
-    s->pout_w = sde_wload(L, ch, ch, 0, 0, P "%s.proj_out.weight", pre);
+    s->pout_w = sde_wload_weight(L, ch, ch, 0, 0, P "%s.proj_out.weight", pre);
     s->pout_b = sde_wload(L, ch, 0, 0, 0, P "%s.proj_out.bias", pre);
     if (L->failed) return;
     s->tb = calloc((size_t)depth, sizeof *s->tb);
@@ -274,23 +277,23 @@ static void load_st(sde_wloader *L, st_w *s, const char *pre, int ch, const sde_
         snprintf(q, sizeof q, "%s.transformer_blocks.%d", pre, d);
         b->ln1_g = sde_wload(L, ch, 0, 0, 0, P "%s.norm1.weight", q);
         b->ln1_b = sde_wload(L, ch, 0, 0, 0, P "%s.norm1.bias", q);
-        b->q1 = sde_wload(L, ch, ch, 0, 0, P "%s.attn1.to_q.weight", q);
-        b->k1 = sde_wload(L, ch, ch, 0, 0, P "%s.attn1.to_k.weight", q);
-        b->v1 = sde_wload(L, ch, ch, 0, 0, P "%s.attn1.to_v.weight", q);
-        b->o1_w = sde_wload(L, ch, ch, 0, 0, P "%s.attn1.to_out.0.weight", q);
+        b->q1 = sde_wload_weight(L, ch, ch, 0, 0, P "%s.attn1.to_q.weight", q);
+        b->k1 = sde_wload_weight(L, ch, ch, 0, 0, P "%s.attn1.to_k.weight", q);
+        b->v1 = sde_wload_weight(L, ch, ch, 0, 0, P "%s.attn1.to_v.weight", q);
+        b->o1_w = sde_wload_weight(L, ch, ch, 0, 0, P "%s.attn1.to_out.0.weight", q);
         b->o1_b = sde_wload(L, ch, 0, 0, 0, P "%s.attn1.to_out.0.bias", q);
         b->ln2_g = sde_wload(L, ch, 0, 0, 0, P "%s.norm2.weight", q);
         b->ln2_b = sde_wload(L, ch, 0, 0, 0, P "%s.norm2.bias", q);
-        b->q2 = sde_wload(L, ch, ch, 0, 0, P "%s.attn2.to_q.weight", q);
-        b->k2 = sde_wload(L, ch, ctx, 0, 0, P "%s.attn2.to_k.weight", q);
-        b->v2 = sde_wload(L, ch, ctx, 0, 0, P "%s.attn2.to_v.weight", q);
-        b->o2_w = sde_wload(L, ch, ch, 0, 0, P "%s.attn2.to_out.0.weight", q);
+        b->q2 = sde_wload_weight(L, ch, ch, 0, 0, P "%s.attn2.to_q.weight", q);
+        b->k2 = sde_wload_weight(L, ch, ctx, 0, 0, P "%s.attn2.to_k.weight", q);
+        b->v2 = sde_wload_weight(L, ch, ctx, 0, 0, P "%s.attn2.to_v.weight", q);
+        b->o2_w = sde_wload_weight(L, ch, ch, 0, 0, P "%s.attn2.to_out.0.weight", q);
         b->o2_b = sde_wload(L, ch, 0, 0, 0, P "%s.attn2.to_out.0.bias", q);
         b->ln3_g = sde_wload(L, ch, 0, 0, 0, P "%s.norm3.weight", q);
         b->ln3_b = sde_wload(L, ch, 0, 0, 0, P "%s.norm3.bias", q);
-        b->ff1_w = sde_wload(L, 2 * inner, ch, 0, 0, P "%s.ff.net.0.proj.weight", q);
+        b->ff1_w = sde_wload_weight(L, 2 * inner, ch, 0, 0, P "%s.ff.net.0.proj.weight", q);
         b->ff1_b = sde_wload(L, 2 * inner, 0, 0, 0, P "%s.ff.net.0.proj.bias", q);
-        b->ff2_w = sde_wload(L, ch, inner, 0, 0, P "%s.ff.net.2.weight", q);
+        b->ff2_w = sde_wload_weight(L, ch, inner, 0, 0, P "%s.ff.net.2.weight", q);
         b->ff2_b = sde_wload(L, ch, 0, 0, 0, P "%s.ff.net.2.bias", q);
     }
 }
@@ -364,17 +367,17 @@ int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char
             return sde_fail(err, errlen, "%s: UNet channels %d do not divide into %d GroupNorm groups",
                             sde_ckpt_path(c), mc * cfg->channel_mult[l], cfg->groups);
         }
-    u->te0_w = sde_wload(&L, temb, mc, 0, 0, P "time_embed.0.weight");
+    u->te0_w = sde_wload_weight(&L, temb, mc, 0, 0, P "time_embed.0.weight");
     u->te0_b = sde_wload(&L, temb, 0, 0, 0, P "time_embed.0.bias");
-    u->te2_w = sde_wload(&L, temb, temb, 0, 0, P "time_embed.2.weight");
+    u->te2_w = sde_wload_weight(&L, temb, temb, 0, 0, P "time_embed.2.weight");
     u->te2_b = sde_wload(&L, temb, 0, 0, 0, P "time_embed.2.bias");
     if (cfg->adm_in_channels > 0) {
-        u->le0_w = sde_wload(&L, temb, cfg->adm_in_channels, 0, 0, P "label_emb.0.0.weight");
+        u->le0_w = sde_wload_weight(&L, temb, cfg->adm_in_channels, 0, 0, P "label_emb.0.0.weight");
         u->le0_b = sde_wload(&L, temb, 0, 0, 0, P "label_emb.0.0.bias");
-        u->le2_w = sde_wload(&L, temb, temb, 0, 0, P "label_emb.0.2.weight");
+        u->le2_w = sde_wload_weight(&L, temb, temb, 0, 0, P "label_emb.0.2.weight");
         u->le2_b = sde_wload(&L, temb, 0, 0, 0, P "label_emb.0.2.bias");
     }
-    u->in_w = sde_wload(&L, mc, cfg->in_channels, 3, 3, P "input_blocks.0.0.weight");
+    u->in_w = sde_wload_weight(&L, mc, cfg->in_channels, 3, 3, P "input_blocks.0.0.weight");
     u->in_b = sde_wload(&L, mc, 0, 0, 0, P "input_blocks.0.0.bias");
 
     /* down path */
@@ -398,7 +401,7 @@ int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char
         }
         if (l < cfg->n_levels - 1 && !L.failed) {
             unet_block *b = add_block(u, BLK_DOWN, l, ch, ch);
-            b->cw = sde_wload(&L, ch, ch, 3, 3, P "input_blocks.%d.0.op.weight", idx);
+            b->cw = sde_wload_weight(&L, ch, ch, 3, 3, P "input_blocks.%d.0.op.weight", idx);
             b->cb = sde_wload(&L, ch, 0, 0, 0, P "input_blocks.%d.0.op.bias", idx);
             b->push = 1;
             u->skip_ch[u->nskip] = ch;
@@ -442,14 +445,14 @@ int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char
             }
             if (l > 0 && r == nrb) {
                 unet_block *ub = add_block(u, BLK_UP, l, ch, ch);
-                ub->cw = sde_wload(&L, ch, ch, 3, 3, P "output_blocks.%d.%d.conv.weight", idx, sub);
+                ub->cw = sde_wload_weight(&L, ch, ch, 3, 3, P "output_blocks.%d.%d.conv.weight", idx, sub);
                 ub->cb = sde_wload(&L, ch, 0, 0, 0, P "output_blocks.%d.%d.conv.bias", idx, sub);
             }
         }
     }
     u->out_gn_g = sde_wload(&L, ch, 0, 0, 0, P "out.0.weight");
     u->out_gn_b = sde_wload(&L, ch, 0, 0, 0, P "out.0.bias");
-    u->out_w = sde_wload(&L, cfg->out_channels, ch, 3, 3, P "out.2.weight");
+    u->out_w = sde_wload_weight(&L, cfg->out_channels, ch, 3, 3, P "out.2.weight");
     u->out_b = sde_wload(&L, cfg->out_channels, 0, 0, 0, P "out.2.bias");
     if (L.failed) {
         sde_unet_free(u);
@@ -470,7 +473,7 @@ static int lvl_h(int h, int level)
 }
 
 /* A 3x3 pad-1 convolution between activations in the [C][B][h*w] layout. */
-static sde_be_conv conv3(sde_ten x, int batch, int cin, int h, int w, const float *wt, const float *b,
+static sde_be_conv conv3(sde_ten x, int batch, int cin, int h, int w, const sde_weight *wt, const float *b,
                          int cout, int stride, sde_ten y)
 {
     sde_be_conv d = {.x = x,
@@ -497,7 +500,7 @@ static sde_be_conv conv3(sde_ten x, int batch, int cin, int h, int w, const floa
 }
 
 /* The same with the input GroupNorm+SiLU fused in (coefficients in gsc/gsh). */
-static sde_be_conv conv3_gn(const unet_plan *p, sde_ten x, int cin, int h, int w, const float *wt,
+static sde_be_conv conv3_gn(const unet_plan *p, sde_ten x, int cin, int h, int w, const sde_weight *wt,
                             const float *b, int cout, sde_ten y)
 {
     sde_be_conv d = conv3(x, p->batch, cin, h, w, wt, b, cout, 1, y);

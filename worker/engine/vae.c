@@ -18,22 +18,28 @@
 #define MAX_RES 4
 
 typedef struct {
-    const float *n1_g, *n1_b, *c1_w, *c1_b, *n2_g, *n2_b, *c2_w, *c2_b, *sk_w, *sk_b;
+    const float *n1_g, *n1_b, *c1_b, *n2_g, *n2_b, *c2_b, *sk_b;
+    const sde_weight *c1_w, *c2_w, *sk_w;
     int cin, cout;
 } vres;
 
 typedef struct {
-    const float *n_g, *n_b, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
+    const float *n_g, *n_b, *q_b, *k_b, *v_b, *o_b;
+    const sde_weight *q_w, *k_w, *v_w, *o_w;
 } vattn;
 
 typedef struct {
-    const float *conv_in_w, *conv_in_b;
+    const sde_weight *conv_in_w;
+    const float *conv_in_b;
     vres mid1, mid2;
     vattn attn;
     vres lv[MAX_LEVELS][MAX_RES + 1];
-    const float *samp_w[MAX_LEVELS], *samp_b[MAX_LEVELS]; /* upsample / downsample conv per level */
-    const float *norm_g, *norm_b, *conv_out_w, *conv_out_b;
-    const float *quant_w, *quant_b; /* post_quant_conv (decoder) / quant_conv (encoder) */
+    const sde_weight *samp_w[MAX_LEVELS]; /* upsample / downsample conv per level */
+    const float *samp_b[MAX_LEVELS];
+    const float *norm_g, *norm_b, *conv_out_b;
+    const sde_weight *conv_out_w;
+    const sde_weight *quant_w; /* post_quant_conv (decoder) / quant_conv (encoder) */
+    const float *quant_b;
 } vcoder;
 
 struct sde_vae {
@@ -52,14 +58,14 @@ static void load_res(sde_wloader *L, vres *r, const char *pre, int cin, int cout
     r->cout = cout;
     r->n1_g = sde_wload(L, cin, 0, 0, 0, P "%s.norm1.weight", pre);
     r->n1_b = sde_wload(L, cin, 0, 0, 0, P "%s.norm1.bias", pre);
-    r->c1_w = sde_wload(L, cout, cin, 3, 3, P "%s.conv1.weight", pre);
+    r->c1_w = sde_wload_weight(L, cout, cin, 3, 3, P "%s.conv1.weight", pre);
     r->c1_b = sde_wload(L, cout, 0, 0, 0, P "%s.conv1.bias", pre);
     r->n2_g = sde_wload(L, cout, 0, 0, 0, P "%s.norm2.weight", pre);
     r->n2_b = sde_wload(L, cout, 0, 0, 0, P "%s.norm2.bias", pre);
-    r->c2_w = sde_wload(L, cout, cout, 3, 3, P "%s.conv2.weight", pre);
+    r->c2_w = sde_wload_weight(L, cout, cout, 3, 3, P "%s.conv2.weight", pre);
     r->c2_b = sde_wload(L, cout, 0, 0, 0, P "%s.conv2.bias", pre);
     if (cin != cout) {
-        r->sk_w = sde_wload(L, cout, cin, 0, 0, P "%s.nin_shortcut.weight", pre);
+        r->sk_w = sde_wload_weight(L, cout, cin, 0, 0, P "%s.nin_shortcut.weight", pre);
         r->sk_b = sde_wload(L, cout, 0, 0, 0, P "%s.nin_shortcut.bias", pre);
     }
 }
@@ -68,13 +74,13 @@ static void load_attn(sde_wloader *L, vattn *a, const char *pre, int c)
 {
     a->n_g = sde_wload(L, c, 0, 0, 0, P "%s.norm.weight", pre);
     a->n_b = sde_wload(L, c, 0, 0, 0, P "%s.norm.bias", pre);
-    a->q_w = sde_wload(L, c, c, 0, 0, P "%s.q.weight", pre);
+    a->q_w = sde_wload_weight(L, c, c, 0, 0, P "%s.q.weight", pre);
     a->q_b = sde_wload(L, c, 0, 0, 0, P "%s.q.bias", pre);
-    a->k_w = sde_wload(L, c, c, 0, 0, P "%s.k.weight", pre);
+    a->k_w = sde_wload_weight(L, c, c, 0, 0, P "%s.k.weight", pre);
     a->k_b = sde_wload(L, c, 0, 0, 0, P "%s.k.bias", pre);
-    a->v_w = sde_wload(L, c, c, 0, 0, P "%s.v.weight", pre);
+    a->v_w = sde_wload_weight(L, c, c, 0, 0, P "%s.v.weight", pre);
     a->v_b = sde_wload(L, c, 0, 0, 0, P "%s.v.bias", pre);
-    a->o_w = sde_wload(L, c, c, 0, 0, P "%s.proj_out.weight", pre);
+    a->o_w = sde_wload_weight(L, c, c, 0, 0, P "%s.proj_out.weight", pre);
     a->o_b = sde_wload(L, c, 0, 0, 0, P "%s.proj_out.bias", pre);
 }
 
@@ -157,9 +163,9 @@ int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen)
     /* decoder */
     vcoder *d = &v->dec;
     int bi = ch * cfg->ch_mult[nl - 1];
-    d->quant_w = sde_wload(&L, z, z, 0, 0, P "post_quant_conv.weight");
+    d->quant_w = sde_wload_weight(&L, z, z, 0, 0, P "post_quant_conv.weight");
     d->quant_b = sde_wload(&L, z, 0, 0, 0, P "post_quant_conv.bias");
-    d->conv_in_w = sde_wload(&L, bi, z, 3, 3, P "decoder.conv_in.weight");
+    d->conv_in_w = sde_wload_weight(&L, bi, z, 3, 3, P "decoder.conv_in.weight");
     d->conv_in_b = sde_wload(&L, bi, 0, 0, 0, P "decoder.conv_in.bias");
     load_res(&L, &d->mid1, "decoder.mid.block_1", bi, bi);
     load_attn(&L, &d->attn, "decoder.mid.attn_1", bi);
@@ -172,19 +178,19 @@ int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen)
             bi = bo;
         }
         if (l > 0) {
-            d->samp_w[l] = sde_wload(&L, bi, bi, 3, 3, P "decoder.up.%d.upsample.conv.weight", l);
+            d->samp_w[l] = sde_wload_weight(&L, bi, bi, 3, 3, P "decoder.up.%d.upsample.conv.weight", l);
             d->samp_b[l] = sde_wload(&L, bi, 0, 0, 0, P "decoder.up.%d.upsample.conv.bias", l);
         }
     }
     d->norm_g = sde_wload(&L, bi, 0, 0, 0, P "decoder.norm_out.weight");
     d->norm_b = sde_wload(&L, bi, 0, 0, 0, P "decoder.norm_out.bias");
-    d->conv_out_w = sde_wload(&L, 3, bi, 3, 3, P "decoder.conv_out.weight");
+    d->conv_out_w = sde_wload_weight(&L, 3, bi, 3, 3, P "decoder.conv_out.weight");
     d->conv_out_b = sde_wload(&L, 3, 0, 0, 0, P "decoder.conv_out.bias");
     /* encoder, when the file has one */
     if (!L.failed && sde_ckpt_find(c, P "encoder.conv_in.weight")) {
         vcoder *e = &v->enc;
         v->has_enc = 1;
-        e->conv_in_w = sde_wload(&L, ch, 3, 3, 3, P "encoder.conv_in.weight");
+        e->conv_in_w = sde_wload_weight(&L, ch, 3, 3, 3, P "encoder.conv_in.weight");
         e->conv_in_b = sde_wload(&L, ch, 0, 0, 0, P "encoder.conv_in.bias");
         bi = ch;
         for (int l = 0; l < nl; l++) {
@@ -195,7 +201,8 @@ int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen)
                 bi = bo;
             }
             if (l < nl - 1) {
-                e->samp_w[l] = sde_wload(&L, bi, bi, 3, 3, P "encoder.down.%d.downsample.conv.weight", l);
+                e->samp_w[l] =
+                    sde_wload_weight(&L, bi, bi, 3, 3, P "encoder.down.%d.downsample.conv.weight", l);
                 e->samp_b[l] = sde_wload(&L, bi, 0, 0, 0, P "encoder.down.%d.downsample.conv.bias", l);
             }
         }
@@ -204,9 +211,9 @@ int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen)
         load_res(&L, &e->mid2, "encoder.mid.block_2", bi, bi);
         e->norm_g = sde_wload(&L, bi, 0, 0, 0, P "encoder.norm_out.weight");
         e->norm_b = sde_wload(&L, bi, 0, 0, 0, P "encoder.norm_out.bias");
-        e->conv_out_w = sde_wload(&L, 2 * z, bi, 3, 3, P "encoder.conv_out.weight");
+        e->conv_out_w = sde_wload_weight(&L, 2 * z, bi, 3, 3, P "encoder.conv_out.weight");
         e->conv_out_b = sde_wload(&L, 2 * z, 0, 0, 0, P "encoder.conv_out.bias");
-        e->quant_w = sde_wload(&L, 2 * z, 2 * z, 0, 0, P "quant_conv.weight");
+        e->quant_w = sde_wload_weight(&L, 2 * z, 2 * z, 0, 0, P "quant_conv.weight");
         e->quant_b = sde_wload(&L, 2 * z, 0, 0, 0, P "quant_conv.bias");
     }
     if (L.failed) {
@@ -260,7 +267,7 @@ static void act_free(vrun *R, sde_ten t)
 }
 
 /* A single-image conv descriptor: x [cin][h][w] -> y [cout][oh][ow]. */
-static sde_be_conv conv_desc(sde_ten x, int cin, int h, int w, const float *wt, const float *b, int cout,
+static sde_be_conv conv_desc(sde_ten x, int cin, int h, int w, const sde_weight *wt, const float *b, int cout,
                              int k, int stride, int pad, sde_ten y)
 {
     sde_be_conv d = {.x = x,

@@ -32,6 +32,30 @@ const float *sde_wload(sde_wloader *L, int64_t d0, int64_t d1, int64_t d2, int64
     return p;
 }
 
+const sde_weight *sde_wload_weight(sde_wloader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
+                                   const char *fmt, ...)
+{
+    if (L->failed) return NULL;
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    int64_t shape[4] = {d0, d1, d2, d3};
+    int nd = d3 ? 4 : d2 ? 3 : d1 ? 2 : 1;
+    const sde_weight *w = sde_ckpt_weight(L->c, name, nd, shape, L->err, L->errlen);
+    if (!w) {
+        L->failed = 1;
+        return NULL;
+    }
+    L->params += (int64_t)w->n;
+    if (L->be && !(w = L->be->upload_weight(L->be, w))) {
+        L->failed = 1;
+        sde_fail(L->err, L->errlen, "%s: cannot upload its weight to the %s backend", name, L->be->name);
+    }
+    return w;
+}
+
 const sde_tensor *sde_wfind(const sde_ckpt *c, const char *fmt, ...)
 {
     char name[256];

@@ -26,6 +26,12 @@ typedef struct {
 const float *sde_wload(sde_wloader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
+/** Weight matrix NAME (printf-style) of exactly shape d0[,d1[,d2[,d3]]] as a typed weight handle of L->be
+ * (the checkpoint's own handle when be is NULL or the CPU: F16/BF16 stay in the mapped file), or NULL after
+ * recording the first error in L. For the large matrices that linear, conv and embed take. */
+const sde_weight *sde_wload_weight(sde_wloader *L, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
+                                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
 /** The tensor named by a printf-style NAME, or NULL (for probing what a checkpoint holds). */
 const sde_tensor *sde_wfind(const sde_ckpt *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
