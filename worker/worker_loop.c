@@ -229,6 +229,18 @@ static void send_job_error(worker *w, const char *code, const char *message)
     if (sdw_frame_error(&w->out, 1, w->job, code, message) == 0) send_out(w);
 }
 
+/* SDW_PROFILE=1: the engine's table of where the job's time went, one log line per row. */
+static void log_profile(const worker *w, const char *job, const char *table)
+{
+    for (const char *p = table; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        int n = nl ? (int)(nl - p) : (int)strlen(p);
+        if (n > 0)
+            sdw_log(SDW_LOG_INFO, "job_profile", "device=%s job=%s row=\"%.*s\"", w->device, job, n, p);
+        p = nl ? nl + 1 : p + n;
+    }
+}
+
 static void run_job(worker *w, const sdw_frame *jf)
 {
     w->busy = 1;
@@ -284,6 +296,7 @@ static void run_job(worker *w, const sdw_frame *jf)
             sdw_log(SDW_LOG_INFO, "job_done",
                     "device=%s job=%s png_bytes=%s encode_s=%s sample_s=%s decode_s=%s total_s=%s", w->device,
                     job, bytes, te, ts, td, tt);
+            log_profile(w, job, res.profile);
             send_out(w);
         } else {
             snprintf(err, sizeof err, "the %zu-byte PNG does not fit in a %zu-byte result frame", res.png_len,
