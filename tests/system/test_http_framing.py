@@ -147,6 +147,10 @@ def test_ambiguous_framing_refused():
                        "Transfer-Encoding", "unknown path")
         expect_refused(svc, post([b"Content-Length: 0", b"Transfer-Encoding: chunked"], b"0\r\n\r\n", b"/health"),
                        "Transfer-Encoding", "health")
+        # request targets outside the "/" path: asterisk-form, absolute-form
+        for target in (b"*", b"http://127.0.0.1/v1/jobs"):
+            expect_refused(svc, post([b"Content-Length: 0", b"Transfer-Encoding: chunked"], b"0\r\n\r\n",
+                                     target), "Transfer-Encoding", "target %r" % target)
 
 
 def test_smuggled_request_never_runs():
