@@ -97,6 +97,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    const char *env_prof = getenv("SDW_PROFILE"); /* as the engine reads it */
+    if (env_prof && !strcmp(env_prof, "1")) profile = 1;
     if (!model || steps < 1 || size < 64 || size > 2048 || size % 8) {
         usage();
         return 2;
