@@ -103,6 +103,16 @@ static void test_profile_same_image(void **state)
     sde_result_free(&b);
     assert_null(b.profile);
 
+    /* each generation's table counts that generation only */
+    generate(on, &p, &b);
+    unet = strstr(b.profile, "\nunet ");
+    assert_non_null(unet);
+    assert_int_equal(sscanf(unet + 6, "%ld", &forwards), 1);
+    assert_int_equal(forwards, p.steps);
+    assert_int_equal(sscanf(b.profile, "profile: %lf ms wall", &total), 1);
+    assert_true(row_ms(b.profile, "unet") <= total * 1.001);
+    sde_result_free(&b);
+
     /* img2img runs the VAE encoder too */
     uint8_t init[64 * 64 * 3];
     for (size_t i = 0; i < sizeof init; i++)

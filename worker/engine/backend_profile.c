@@ -258,6 +258,7 @@ static prof_acc *section_acc(prof_be *P, const char *name)
         return &P->sec[MAX_SECTIONS - 1].a;
     }
     prof_section *s = &P->sec[P->nsec++];
+    memset(s, 0, sizeof *s); /* a slot of the generation before the last reset */
     snprintf(s->name, NAME_LEN, "%s", name);
     return &s->a;
 }
