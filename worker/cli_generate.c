@@ -583,9 +583,9 @@ static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *out
         return 1;
     }
     printf("%s\n", output);
+    if (r.profile) fputs(r.profile, stderr);
     fprintf(stderr, "%dx%d seed %llu: encode %.3f s, sample %.3f s, decode %.3f s, total %.3f s\n", r.width,
             r.height, (unsigned long long)r.seed, r.t_encode, r.t_sample, r.t_decode, r.t_total);
-    if (r.profile) fputs(r.profile, stderr);
     sde_result_free(&r);
     return 0;
 }

@@ -296,8 +296,8 @@ static void run_job(worker *w, const sdw_frame *jf)
             sdw_log(SDW_LOG_INFO, "job_done",
                     "device=%s job=%s png_bytes=%s encode_s=%s sample_s=%s decode_s=%s total_s=%s", w->device,
                     job, bytes, te, ts, td, tt);
-            log_profile(w, job, res.profile);
             send_out(w);
+            log_profile(w, job, res.profile);
         } else {
             snprintf(err, sizeof err, "the %zu-byte PNG does not fit in a %zu-byte result frame", res.png_len,
                      SDW_FRAME_MAX_RESULT);
