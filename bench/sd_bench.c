@@ -1,6 +1,6 @@
 /* sd_bench.c: times the engine's models on a real-shaped checkpoint: UNet seconds per 512x512 step with
- * CFG (one batch of 2), VAE decode at 512x512, text encoding, achieved GFLOP/s and peak RSS, beside the peer.
- */
+ * CFG (one batch of 2), VAE decode at 512x512, text encoding, achieved GFLOP/s and peak RSS, beside the peer;
+ * --profile adds where each part's time went (backend_profile.h). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "backend_profile.h"
 #include "checkpoint.h"
 #include "clip.h"
 #include "ops.h"
@@ -55,16 +56,25 @@ static void fill_noise(float *p, size_t n, uint64_t seed)
     }
 }
 
+/* The profile of what ran since the last reset, whose wall time was total_s; nothing without --profile. */
+static void print_profile(sde_backend *prof, const char *what, double total_s)
+{
+    char *t = sde_prof_report(prof, total_s);
+    if (!t) return;
+    printf("-- profile of the %s --\n%s--\n", what, t);
+    free(t);
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: sd_bench --model PATH [--steps N] [--size PX] [--threads N] [--skip-unet] "
-                    "[--skip-vae] [--skip-text]\n");
+                    "[--skip-vae] [--skip-text] [--profile]\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *model = NULL;
-    int steps = 1, size = 512, threads = 0, skip_unet = 0, skip_vae = 0, skip_text = 0;
+    int steps = 1, size = 512, threads = 0, skip_unet = 0, skip_vae = 0, skip_text = 0, profile = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model = argv[++i];
@@ -80,11 +90,15 @@ int main(int argc, char **argv)
             skip_vae = 1;
         else if (!strcmp(argv[i], "--skip-text"))
             skip_text = 1;
+        else if (!strcmp(argv[i], "--profile"))
+            profile = 1;
         else {
             usage();
             return 2;
         }
     }
+    const char *env_prof = getenv("SDW_PROFILE"); /* as the engine reads it */
+    if (env_prof && !strcmp(env_prof, "1")) profile = 1;
     if (!model || steps < 1 || size < 64 || size > 2048 || size % 8) {
         usage();
         return 2;
@@ -107,6 +121,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "sd_bench: %s\n", err);
         return 1;
     }
+    /* profiling: the models switch to a wrapper around the backend they were built on */
+    sde_backend *prof = profile ? sde_prof_wrap(sde_backend_cpu()) : NULL;
+    if (profile && !prof) {
+        fprintf(stderr, "sd_bench: out of memory\n");
+        return 1;
+    }
+    if (prof) {
+        sde_unet_use_backend(unet, prof);
+        sde_vae_use_backend(vae, prof);
+        sde_clip_use_backend(clip, prof);
+    }
     const int lh = size / 8, lw = size / 8, nctx = 77, ctxd = ucfg.context_dim;
     if (sde_unet_reserve(unet, 2, lh, lw, nctx, err, sizeof err)) {
         fprintf(stderr, "sd_bench: %s\n", err);
@@ -126,11 +151,15 @@ int main(int argc, char **argv)
         for (int i = 1; i < 77; i++)
             tok[i] = i < 8 ? 320 + 17 * i : 49407;
         float *cond = malloc(sizeof(float) * 77 * sde_clip_dim(clip));
+        sde_prof_reset(prof);
         double a = now();
+        sde_prof_section(prof, "clip", -1);
         sde_clip_encode(clip, tok, cond);
+        sde_prof_section(prof, NULL, 0);
         t_text = now() - a;
         free(cond);
         printf("%-28s %9.2fs %10s\n", "text encode (77 tokens)", t_text, "-");
+        print_profile(prof, "text encode", t_text);
     }
 
     double step_s = -1, step_cpu = -1, gflops = 0;
@@ -141,6 +170,7 @@ int main(int argc, char **argv)
         fill_noise(x, nl, 1);
         fill_noise(ctx, (size_t)2 * nctx * ctxd, 2);
         double total = 0, total_cpu = 0;
+        sde_prof_reset(prof);
         for (int s = 0; s < steps; s++) {
             double a = now(), ac = cpu_now();
             sde_unet_forward(unet, x, 2, lh, lw, ts, ctx, nctx, out);
@@ -150,6 +180,7 @@ int main(int argc, char **argv)
             printf("  unet step %d: %.2f s wall, %.2f s cpu\n", s + 1, dt, dc);
             ts[0] = ts[1] = 999.0f - 250.0f * (s + 1);
         }
+        print_profile(prof, "UNet steps", total);
         step_s = total / steps;
         gflops = 2.0 * 2.0 * sde_unet_flops(unet, lh, lw, nctx) / step_s / 1e9;
         printf("%-28s %9.2fs %9.1fs %7.2fx\n", "UNet step (CFG, batch 2)", step_s, PEER_STEP_S,
@@ -168,6 +199,7 @@ int main(int argc, char **argv)
     if (!skip_vae) {
         float *z = malloc(sizeof(float) * 4 * lh * lw), *rgb = malloc(sizeof(float) * 3 * size * size);
         fill_noise(z, (size_t)4 * lh * lw, 3);
+        sde_prof_reset(prof);
         double a = now(), ac = cpu_now();
         if (sde_vae_decode(vae, z, lh, lw, rgb, NULL, NULL, err, sizeof err)) {
             fprintf(stderr, "sd_bench: %s\n", err);
@@ -175,6 +207,7 @@ int main(int argc, char **argv)
         }
         dec_s = now() - a;
         dec_cpu = cpu_now() - ac;
+        print_profile(prof, "VAE decode", dec_s);
         printf("%-28s %9.2fs %9.1fs %7.2fx\n", "VAE decode", dec_s, PEER_DECODE_S, PEER_DECODE_S / dec_s);
         printf("%-28s %9.2fs %9.1fs %7.2fx\n", "VAE decode, cpu seconds", dec_cpu, PEER_DECODE_S,
                PEER_DECODE_S / dec_cpu);
@@ -188,6 +221,7 @@ int main(int argc, char **argv)
     sde_clip_free(clip);
     sde_vae_free(vae);
     sde_unet_free(unet);
+    sde_prof_free(prof); /* after the models, which free their buffers through it */
     sde_ckpt_free(ck);
     return 0;
 }

@@ -418,9 +418,12 @@ static void setup_h2o(sdw_srv *s)
     gc->http2.max_concurrent_requests_per_connection = 16;
     h2o_hostconf_t *host = h2o_config_register_host(gc, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    sdw_framing_register(s, path);
     sdw_h2_limit_register(path);
     sdw_routes_register(s, path);
     sdw_access_log_register(s, path);
+    /* a request no path matches is answered by h2o itself, and what follows it would be parsed next */
+    sdw_framing_register(s, &host->fallback_path);
     sdw_access_log_register(s, &host->fallback_path);
     s->loop = h2o_evloop_create();
     h2o_context_init(&s->ctx, s->loop, gc);

@@ -94,6 +94,16 @@ void sdw_accept_start(sdw_srv *s);
 /** Stops accepting and closes the listener (shutdown). */
 void sdw_accept_close(sdw_srv *s);
 
+/* ---- framing.c ---- */
+
+/** 1 when the raw HTTP/1 request head (request line, headers, blank line, as received) frames its body
+ * ambiguously (RFC 9112 6.3): Content-Length with Transfer-Encoding, two different Content-Lengths, more
+ * than one Transfer-Encoding, Transfer-Encoding in HTTP/1.0 (http10 set), obs-fold in either header; why (a
+ * sentence) and field (the header's name) are then set. 0 otherwise. */
+int sdw_framing_check(const char *head, size_t len, int http10, char *why, size_t whylen, const char **field);
+/** Registers, before the routes, the handler that answers such requests 400 and closes the connection. */
+void sdw_framing_register(sdw_srv *s, h2o_pathconf_t *pathconf);
+
 /* ---- h2_limit.c ---- */
 
 /** Registers, before the routes, the handler that sends GOAWAY to an HTTP/2 connection past its stream

@@ -72,6 +72,8 @@ static void generate_usage(FILE *f)
             "  --lora-dir DIR          where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors\n"
             "  --preview-every K       write a live preview (linear latent->RGB, <= 256 px) every K steps\n"
             "  --preview-dir DIR       where previews go, as preview-STEP.png (default: the current folder)\n"
+            "  --profile               print where the time went (per op kind, model and UNet/VAE level) to\n"
+            "                          stderr; slower (also SDW_PROFILE=1)\n"
             "  --help                  this text\n"
             "\n"
             "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
@@ -262,7 +264,8 @@ enum {
     O_MASK_BLUR,
     O_LORA_DIR,
     O_PREVIEW_EVERY,
-    O_PREVIEW_DIR
+    O_PREVIEW_DIR,
+    O_PROFILE
 };
 
 static const struct option generate_opts[] = {
@@ -289,6 +292,7 @@ static const struct option generate_opts[] = {
     {"lora-dir", required_argument, NULL, O_LORA_DIR},
     {"preview-every", required_argument, NULL, O_PREVIEW_EVERY},
     {"preview-dir", required_argument, NULL, O_PREVIEW_DIR},
+    {"profile", no_argument, NULL, O_PROFILE},
     {NULL, 0, NULL, 0},
 };
 
@@ -393,6 +397,9 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
             break;
         case O_THREADS:
             bad = parse_int(v, 1, 1024, &lo->threads);
+            break;
+        case O_PROFILE:
+            lo->profile = 1;
             break;
         case O_PREDICTION:
             bad = (x = sdw_prediction_parse(v)) < 0;
@@ -576,6 +583,7 @@ static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *out
         return 1;
     }
     printf("%s\n", output);
+    if (r.profile) fputs(r.profile, stderr);
     fprintf(stderr, "%dx%d seed %llu: encode %.3f s, sample %.3f s, decode %.3f s, total %.3f s\n", r.width,
             r.height, (unsigned long long)r.seed, r.t_encode, r.t_sample, r.t_decode, r.t_total);
     if (g_preview_every) fprintf(stderr, "previews: %.4f s in all (included in sample)\n", r.t_preview);

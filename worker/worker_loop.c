@@ -257,6 +257,18 @@ static void send_job_error(worker *w, const char *code, const char *message)
     if (sdw_frame_error(&w->out, 1, w->job, code, message) == 0) send_out(w);
 }
 
+/* SDW_PROFILE=1: the engine's table of where the job's time went, one log line per row. */
+static void log_profile(const worker *w, const char *job, const char *table)
+{
+    for (const char *p = table; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        int n = nl ? (int)(nl - p) : (int)strlen(p);
+        if (n > 0)
+            sdw_log(SDW_LOG_INFO, "job_profile", "device=%s job=%s row=\"%.*s\"", w->device, job, n, p);
+        p = nl ? nl + 1 : p + n;
+    }
+}
+
 static void run_job(worker *w, const sdw_frame *jf)
 {
     w->busy = 1;
@@ -318,6 +330,7 @@ static void run_job(worker *w, const sdw_frame *jf)
                 "device=%s job=%s png_bytes=%s encode_s=%s sample_s=%s decode_s=%s total_s=%s preview_s=%s",
                 w->device, job, bytes, te, ts, td, tt, tp);
             send_out(w);
+            log_profile(w, job, res.profile);
         } else {
             snprintf(err, sizeof err, "the %zu-byte PNG does not fit in a %zu-byte result frame", res.png_len,
                      SDW_FRAME_MAX_RESULT);

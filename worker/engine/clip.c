@@ -377,3 +377,8 @@ void sde_clip_free(sde_clip *m)
     }
     free(m);
 }
+
+void sde_clip_use_backend(sde_clip *m, sde_backend *be)
+{
+    m->be = be;
+}

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "checkpoint.h"
 #include "tokenizer.h"
 
@@ -64,5 +65,9 @@ const sde_clip_config *sde_clip_get_config(const sde_clip *m);
 int64_t sde_clip_params(const sde_clip *m);
 /** Frees the buffers (the weights belong to the checkpoint). NULL is fine. */
 void sde_clip_free(sde_clip *m);
+/** Runs m on be from now on.
+ * Buffers and weights stay valid only when be shares them with the backend it was built on (a profiling
+ * wrapper around it, backend_profile.h); switch before freeing that wrapper. */
+void sde_clip_use_backend(sde_clip *m, sde_backend *be);
 
 #endif

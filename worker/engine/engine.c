@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "backend_profile.h"
 #include "checkpoint.h"
 #include "clip.h"
 #include "engine_trace.h"
@@ -55,6 +56,7 @@ struct sde_engine {
     void *trace_ud;
     sde_warn_fn warn;
     void *warn_ud;
+    sde_backend *prof; /* the profiling wrapper the models run on (sde_load_opts.profile), or NULL */
 };
 
 /* A warning goes to the caller's callback (or nowhere): the engine knows nothing of logs or terminals. */
@@ -273,6 +275,20 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
         goto fail;
     }
     if (resolve_prediction(e, opts, err, errlen)) goto fail;
+    const char *env_prof = getenv("SDW_PROFILE");
+    if (opts->profile || (env_prof && !strcmp(env_prof, "1"))) {
+        /* the models keep the buffers and weights they were built with: the wrapper forwards to them */
+        if (!(e->prof = sde_prof_wrap(sde_backend_cpu()))) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        sde_unet_use_backend(e->unet, e->prof);
+        sde_vae_use_backend(e->vae, e->prof);
+        if (e->xl)
+            sde_sdxl_cond_use_backend(e->xl, e->prof);
+        else
+            sde_clip_use_backend(e->clip, e->prof);
+    }
 
     sde_model_info *in = &e->info;
     snprintf(in->prediction, sizeof in->prediction, "%s", e->v_pred ? "v" : "eps");
@@ -320,6 +336,7 @@ void sde_engine_free(sde_engine *e)
     sde_unet_free(e->unet);
     sde_clip_free(e->clip);
     sde_sdxl_cond_free(e->xl);
+    sde_prof_free(e->prof); /* after the models, which free their buffers through it */
     sde_tok_free(e->tok);
     sde_ckpt_free(e->ck);
     free(e);
@@ -614,6 +631,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
         return SDE_ERR;
     }
     if (sde_params_validate(p, &field, err, errlen)) return SDE_ERR;
+    sde_prof_reset(e->prof);
     const double t0 = now_s();
     gen_run g = {.e = e, .p = p, .lh = p->height / 8, .lw = p->width / 8, .t0 = t0};
     g.batch = p->cfg_scale <= 1.f ? 1 : 2; /* guidance <= 1 (turbo models): the conditional pass only */
@@ -687,6 +705,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     if (lora_begin(e, p, prompt, pcap, lora_names, &undo, res, err, errlen)) goto out;
     /* text conditioning: cond in slot 0, uncond (negative prompt) in slot 1 */
     int32_t ids[SDE_TOK_CONTEXT];
+    sde_prof_section(e->prof, "clip", -1); /* the tokenizer too: it is part of encoding */
     sde_tok_context(e->tok, prompt, e->pad_id, ids);
     if (e->xl) {
         sde_gen_params xp = *p; /* the prompt without its <lora:...> tags */
@@ -702,6 +721,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
         sde_clip_encode_layers(e->clip, ids, clip_layers, u);
         trace(&g, "uncond_crossattn", 0, u, (size_t)SDE_TOK_CONTEXT * dim);
     }
+    sde_prof_section(e->prof, NULL, 0);
     res->t_encode = now_s() - t0;
     if (gen_cancel_requested(&g)) {
         rc = SDE_CANCELLED;
@@ -780,6 +800,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     res->height = p->height;
     res->seed = p->seed;
     res->t_total = now_s() - t0;
+    res->profile = sde_prof_report(e->prof, res->t_total);
     rc = SDE_OK;
 out:
     sde_unet_reserve(e->unet, 0, 0, 0, 0, err,
@@ -815,4 +836,6 @@ void sde_result_free(sde_result *r)
     free(r->png);
     r->png = NULL;
     r->png_len = 0;
+    free(r->profile);
+    r->profile = NULL;
 }

@@ -46,6 +46,8 @@ typedef struct {
     sde_warn_fn warn;           /* warnings while loading and generating; NULL drops them */
     void *warn_ud;              /* passed to warn */
     const char *backend;        /* where the models run: "cpu" (NULL or "" = cpu); docs/backends.md */
+    int profile; /* 1: time every op and model section, slower; sde_result.profile gets the table. The
+                  * environment's SDW_PROFILE=1 turns it on too (docs/backends.md) */
 } sde_load_opts;
 
 /** What was loaded, for logs, /ready and the PNG parameters chunk. */
@@ -122,6 +124,7 @@ typedef struct {
     double t_lora;    /* merging the job's LoRAs in (included in t_encode), 0 without */
     int n_loras;      /* LoRAs applied */
     double t_preview; /* making live previews (included in t_sample) */
+    char *profile;    /* with profiling on: where the time went, a table in text lines; else NULL */
 } sde_result;
 
 typedef struct sde_engine sde_engine;

@@ -154,3 +154,9 @@ void sde_sdxl_encode(sde_sdxl_cond *s, const int32_t ids[SDE_TOK_CONTEXT], int32
         memcpy(ctx + (size_t)t * dim + s->dl, s->hg + (size_t)t * s->dg, sizeof(float) * (size_t)s->dg);
     }
 }
+
+void sde_sdxl_cond_use_backend(sde_sdxl_cond *s, sde_backend *be)
+{
+    sde_clip_use_backend(s->l, be);
+    sde_clip_use_backend(s->g, be);
+}

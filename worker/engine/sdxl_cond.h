@@ -29,6 +29,8 @@ int sde_sdxl_detect(const sde_ckpt *c);
 /** Builds both text encoders and resolves the text projection. 0, or -1 with err. */
 int sde_sdxl_cond_build(sde_ckpt *c, sde_sdxl_cond **out, char *err, size_t errlen);
 void sde_sdxl_cond_free(sde_sdxl_cond *s);
+/** Runs both text encoders on be from now on (sde_clip_use_backend). */
+void sde_sdxl_cond_use_backend(sde_sdxl_cond *s, sde_backend *be);
 /** The CLIP ViT-L encoder (for vocabulary checks) and the parameters of both encoders. */
 const sde_clip *sde_sdxl_clip_l(const sde_sdxl_cond *s);
 int64_t sde_sdxl_params(const sde_sdxl_cond *s);

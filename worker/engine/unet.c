@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "backend_profile.h"
 #include "weights.h"
 
 #define P "model.diffusion_model."
@@ -831,6 +832,7 @@ static void upsample_block(sde_unet *u, const unet_plan *p, const unet_step *s)
 
 static void run_step(sde_unet *u, const unet_plan *p, const unet_step *s)
 {
+    sde_prof_unet_block(u->be, s->b->level, s->b->push, s->b->pop);
     switch (s->b->kind) {
     case BLK_RES:
         res_block(u, p, s);
@@ -864,6 +866,7 @@ void sde_unet_forward(sde_unet *u, const float *x, int batch, int h, int w, cons
     if (p->batch != batch || p->h != h || p->w != w || p->n_ctx != n_ctx ||
         p->force_resize != u->force_resize)
         plan_build(u, batch, h, w, n_ctx, u->arena, p); /* a smaller shape inside the reservation */
+    sde_prof_section(be, "unet.in", -1);
     time_embedding(u, p, timesteps);
     be->write(be, p->slot[S_X], x, (size_t)batch * cfg->in_channels * h * w);
     if (context) /* a UNet without transformers may be given none */
@@ -871,10 +874,12 @@ void sde_unet_forward(sde_unet *u, const float *x, int batch, int h, int w, cons
     run_conv(u, &p->conv_in);
     for (int i = 0; i < p->nstep; i++)
         run_step(u, p, &p->step[i]);
+    sde_prof_section(be, "unet.out", -1);
     be->gn_coeffs(be, p->conv_out.x, p->conv_out.cin, batch, (size_t)h * w, cfg->groups, u->out_gn_g,
                   u->out_gn_b, 1e-5f, p->slot[S_GSC], p->slot[S_GSH]);
     run_conv(u, &p->conv_out);
     be->read(be, out, p->slot[S_OUT], (size_t)batch * cfg->out_channels * h * w);
+    sde_prof_section(be, NULL, 0);
 }
 
 void sde_unet_set_y(sde_unet *u, const float *y, int batch)
@@ -920,4 +925,9 @@ double sde_unet_flops(const sde_unet *u, int h, int w, int n_ctx)
     }
     m += (double)cfg->model_channels * cfg->channel_mult[0] * cfg->out_channels * 9 * h * w;
     return m;
+}
+
+void sde_unet_use_backend(sde_unet *u, sde_backend *be)
+{
+    u->be = be;
 }

@@ -3,6 +3,7 @@
 #ifndef SDE_UNET_H
 #define SDE_UNET_H
 
+#include "backend.h"
 #include "checkpoint.h"
 
 typedef struct {
@@ -31,6 +32,10 @@ int sde_unet_config_infer(const sde_ckpt *c, sde_unet_config *cfg, char *err, si
 /** Resolves every weight; errors name the missing/mismatched tensor. */
 int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char *err, size_t errlen);
 void sde_unet_free(sde_unet *u);
+/** Runs u on be from now on (sde_unet_free included).
+ * Buffers and weights stay valid only when be shares them with the backend it was built on (a profiling
+ * wrapper around it, backend_profile.h); switch before freeing that wrapper. */
+void sde_unet_use_backend(sde_unet *u, sde_backend *be);
 /** Allocates activations for up to batch images of h x w latents (any size 1..1024) and n_ctx context tokens.
  * Call before sampling; forward never allocates. A reservation that already covers the shape is kept; batch 0
  * releases the activations (do that before the VAE decode to lower the peak). */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "backend_profile.h"
 #include "weights.h"
 
 #define P "first_stage_model."
@@ -416,6 +417,7 @@ int sde_vae_decode(sde_vae *v, const float *z, int h, int w, float *rgb, int (*c
     vrun R;
     if (vrun_init(&R, v, 8 * h, 8 * w, err, errlen)) return -1;
     sde_backend *be = R.be;
+    sde_prof_section(be, "vae.dec.in", -1);
     const vcoder *d = &v->dec;
     const int zc = cfg->z_channels;
     int rc = -1, c = cfg->ch * cfg->ch_mult[cfg->n_levels - 1];
@@ -440,6 +442,7 @@ int sde_vae_decode(sde_vae *v, const float *z, int h, int w, float *rgb, int (*c
             goto out;                                                                                        \
         }                                                                                                    \
     } while (0)
+    sde_prof_section(be, "vae.dec.mid", -1);
     if (!(x = res_run(&R, &d->mid1, x, h, w)).buf) goto out;
     CHECK_CANCEL();
     if (attn_run(&R, &d->attn, x, c, h, w)) {
@@ -449,6 +452,7 @@ int sde_vae_decode(sde_vae *v, const float *z, int h, int w, float *rgb, int (*c
     CHECK_CANCEL();
     if (!(x = res_run(&R, &d->mid2, x, h, w)).buf) goto out;
     for (int l = cfg->n_levels - 1; l >= 0; l--) {
+        sde_prof_section(be, "vae.dec.up", l);
         for (int r = 0; r <= cfg->num_res_blocks; r++) {
             CHECK_CANCEL();
             if (!(x = res_run(&R, &d->lv[l][r], x, h, w)).buf) goto out;
@@ -473,6 +477,7 @@ int sde_vae_decode(sde_vae *v, const float *z, int h, int w, float *rgb, int (*c
             w *= 2;
         }
     }
+    sde_prof_section(be, "vae.dec.out", -1);
     CHECK_CANCEL();
     sde_ten img = act_alloc(&R, (size_t)3 * h * w);
     if (!img.buf) {
@@ -488,6 +493,7 @@ int sde_vae_decode(sde_vae *v, const float *z, int h, int w, float *rgb, int (*c
     rc = 0;
 out:
     vrun_free(&R);
+    sde_prof_section(be, NULL, 0);
     return rc;
 #undef CHECK_CANCEL
 }
@@ -505,6 +511,7 @@ static int vae_encode_ch(sde_vae *v, const float *rgb, int H, int W, float *mean
     vrun R;
     if (vrun_init(&R, v, H, W, err, errlen)) return -1;
     sde_backend *be = R.be;
+    sde_prof_section(be, "vae.enc.in", -1);
     const vcoder *e = &v->enc;
     int rc = -1, c = cfg->ch, h = H, w = W;
     sde_ten img = act_alloc(&R, (size_t)3 * h * w), x = act_alloc(&R, (size_t)c * h * w);
@@ -517,6 +524,7 @@ static int vae_encode_ch(sde_vae *v, const float *rgb, int H, int W, float *mean
     run_conv(&R, &cd);
     act_free(&R, img);
     for (int l = 0; l < cfg->n_levels; l++) {
+        sde_prof_section(be, "vae.enc.down", l);
         for (int r = 0; r < cfg->num_res_blocks; r++) {
             if (!(x = res_run(&R, &e->lv[l][r], x, h, w)).buf) goto out;
             c = e->lv[l][r].cout;
@@ -541,12 +549,14 @@ static int vae_encode_ch(sde_vae *v, const float *rgb, int H, int W, float *mean
             w = ow;
         }
     }
+    sde_prof_section(be, "vae.enc.mid", -1);
     if (!(x = res_run(&R, &e->mid1, x, h, w)).buf) goto out;
     if (attn_run(&R, &e->attn, x, c, h, w)) {
         act_free(&R, x);
         goto out;
     }
     if (!(x = res_run(&R, &e->mid2, x, h, w)).buf) goto out;
+    sde_prof_section(be, "vae.enc.out", -1);
     const int zc = cfg->z_channels;
     sde_ten moments = act_alloc(&R, (size_t)2 * zc * h * w), q = act_alloc(&R, (size_t)2 * zc * h * w);
     if (R.oom) {
@@ -564,6 +574,7 @@ static int vae_encode_ch(sde_vae *v, const float *rgb, int H, int W, float *mean
     rc = 0;
 out:
     vrun_free(&R);
+    sde_prof_section(be, NULL, 0);
     return rc;
 }
 
@@ -576,4 +587,9 @@ int sde_vae_encode_moments(sde_vae *v, const float *rgb, int H, int W, float *mo
                            size_t errlen)
 {
     return vae_encode_ch(v, rgb, H, W, moments, 2 * v->cfg.z_channels, err, errlen);
+}
+
+void sde_vae_use_backend(sde_vae *v, sde_backend *be)
+{
+    v->be = be;
 }

@@ -3,6 +3,7 @@
 #ifndef SDE_VAE_H
 #define SDE_VAE_H
 
+#include "backend.h"
 #include "checkpoint.h"
 
 typedef struct {
@@ -20,6 +21,10 @@ typedef struct sde_vae sde_vae;
  * else min(32, ch)) and resolves every weight; the encoder is optional. Errors name the tensor. */
 int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen);
 void sde_vae_free(sde_vae *v);
+/** Runs v on be from now on.
+ * Buffers and weights stay valid only when be shares them with the backend it was built on (a profiling
+ * wrapper around it, backend_profile.h); switch before freeing that wrapper. */
+void sde_vae_use_backend(sde_vae *v, sde_backend *be);
 /** The inferred configuration. */
 const sde_vae_config *sde_vae_get_config(const sde_vae *v);
 /** rgb[3][8h][8w] in about [-1,1] from z[4][h][w] (z already divided by the 0.18215 scale factor).
