@@ -109,10 +109,17 @@ static void p_free(sde_backend *be, sde_buf *buf)
     TIMED(be, K_FREE, P->in->free(P->in, buf));
 }
 
-static prof_w p_upload(sde_backend *be, const float *host, size_t n)
+static const float *p_upload(sde_backend *be, const float *host, size_t n)
+{
+    const float *w;
+    TIMED(be, K_UPLOAD, w = P->in->upload(P->in, host, n));
+    return w;
+}
+
+static prof_w p_upload_weight(sde_backend *be, prof_w host)
 {
     prof_w w;
-    TIMED(be, K_UPLOAD, w = P->in->upload(P->in, host, n));
+    TIMED(be, K_UPLOAD, w = P->in->upload_weight(P->in, host));
     return w;
 }
 
@@ -131,7 +138,7 @@ static void p_sync(sde_backend *be)
     TIMED(be, K_SYNC, (void)0);
 }
 
-static void p_linear(sde_backend *be, sde_ten x, int n, int in, prof_w w, prof_w b, int out, sde_ten y,
+static void p_linear(sde_backend *be, sde_ten x, int n, int in, prof_w w, const float *b, int out, sde_ten y,
                      int flags)
 {
     TIMED(be, K_LINEAR, P->in->linear(P->in, x, n, in, w, b, out, y, flags));
@@ -161,8 +168,8 @@ static void p_attention(sde_backend *be, sde_ten q, int q_stride, sde_ten k, int
                            out_stride, scratch));
 }
 
-static void p_gn_coeffs(sde_backend *be, sde_ten x, int c, int batch, size_t hw, int groups, prof_w g,
-                        prof_w b, float eps, sde_ten scale, sde_ten shift)
+static void p_gn_coeffs(sde_backend *be, sde_ten x, int c, int batch, size_t hw, int groups, const float *g,
+                        const float *b, float eps, sde_ten scale, sde_ten shift)
 {
     TIMED(be, K_GN_COEFFS, P->in->gn_coeffs(P->in, x, c, batch, hw, groups, g, b, eps, scale, shift));
 }
@@ -173,7 +180,8 @@ static void p_gn_apply(sde_backend *be, sde_ten x, int c, int batch, size_t hw, 
     TIMED(be, K_GN_APPLY, P->in->gn_apply(P->in, x, c, batch, hw, scale, shift, silu, y));
 }
 
-static void p_layernorm(sde_backend *be, sde_ten x, int n, int dim, prof_w g, prof_w b, float eps, sde_ten y)
+static void p_layernorm(sde_backend *be, sde_ten x, int n, int dim, const float *g, const float *b, float eps,
+                        sde_ten y)
 {
     TIMED(be, K_LAYERNORM, P->in->layernorm(P->in, x, n, dim, g, b, eps, y));
 }
@@ -193,7 +201,8 @@ static void p_add(sde_backend *be, sde_ten y, sde_ten x, size_t n)
     TIMED(be, K_ADD, P->in->add(P->in, y, x, n));
 }
 
-static void p_embed(sde_backend *be, prof_w table, const int32_t *ids, int n, int dim, prof_w pos, sde_ten y)
+static void p_embed(sde_backend *be, prof_w table, const int32_t *ids, int n, int dim, const float *pos,
+                    sde_ten y)
 {
     TIMED(be, K_EMBED, P->in->embed(P->in, table, ids, n, dim, pos, y));
 }
@@ -218,6 +227,7 @@ sde_backend *sde_prof_wrap(sde_backend *inner)
                              .alloc = p_alloc,
                              .free = p_free,
                              .upload = p_upload,
+                             .upload_weight = p_upload_weight,
                              .write = p_write,
                              .read = p_read,
                              .sync = p_sync,
