@@ -38,6 +38,7 @@ static const sdw_gen_field fields[] = {
     F("mask_blur", SDW_GF_INT, mask_blur, 0),
     F("loras", SDW_GF_STR, loras, 0),
     F("lora_dir", SDW_GF_STR, lora_dir, 0),
+    F("decoder", SDW_GF_INT, decoder, 0),
 };
 
 const sdw_gen_field *sdw_gen_request_fields(int *n)

@@ -30,7 +30,12 @@ typedef struct {
     int mask_blur;  /* mask feather, pixels 0..64, default 0 */
     char *loras;    /* LoRA list "NAME:WEIGHT\n..." (names plain files in lora_dir), NULL = none */
     char *lora_dir; /* where LoRA names resolve: set by the supervisor (config) or the CLI, never a client */
+    int decoder;    /* SDW_DECODER_*: what decodes the final image, default the VAE */
 } sdw_gen_request;
+
+/** Values of sdw_gen_request.decoder ("decoder": "vae" | "taesd" in the API): the checkpoint's VAE, or the
+ * TAESD tiny autoencoder the worker loaded (model.preview_decoder) for fast drafts. */
+enum { SDW_DECODER_VAE = 0, SDW_DECODER_TAESD = 1 };
 
 /** How a field is stored and sent. */
 typedef enum {

@@ -33,53 +33,59 @@ static void generate_usage(FILE *f)
     sdw_names_list(SDW_NAMES_SAMPLER, " | ", NULL, samplers, sizeof samplers);
     sdw_names_list(SDW_NAMES_SCHEDULE, " | ", NULL, schedules, sizeof schedules);
     sdw_names_list(SDW_NAMES_PREDICTION, " | ", NULL, predictions, sizeof predictions);
-    fprintf(f,
-            "usage: sd-worker generate --model PATH --prompt TEXT --output OUT.png [options]\n"
-            "\n"
-            "Generates one image from a text prompt and writes it as PNG (with the settings in an\n"
-            "AUTOMATIC1111-style \"parameters\" text chunk).\n"
-            "\n"
-            "  --model PATH            .safetensors checkpoint (SD 1.x, SD 2.x, tiny) or a diffusers folder\n"
-            "  --tokenizer PATH        CLIP tokenizer: bpe_simple_vocab_16e6.txt(.gz), a vocab.json, or a "
-            "folder\n"
-            "                          with vocab.json + merges.txt (default: the model's own, else CLIP's "
-            "built in)\n"
-            "  --prompt TEXT           what to draw (required)\n"
-            "  --negative-prompt TEXT  what to steer away from (default: empty)\n"
-            "  --steps N               sampling steps, 1..150 (default 20)\n"
-            "  --cfg X                 classifier-free guidance scale, 0..30 (default 7.5; 1 = no guidance,\n"
-            "                          half the work)\n"
-            "  --seed N                noise seed, 0..2^64-1 (default: a random one, printed)\n"
-            "  --sampler NAME          %s\n"
-            "                          (also stable-diffusion.cpp's and A1111's spellings; default %s)\n"
-            "  --schedule NAME         %s (default %s)\n"
-            "  --clip-skip N           text encoder layer counted from the end, A1111's \"Clip skip\": 1 = "
-            "last,\n"
-            "                          2 = penultimate (default 0: the model's, 1 for SD 1.x, 2 for SD 2.x)\n"
-            "  --width N, --height N   image size, multiples of 8 in 64..2048 (default: the model's native\n"
-            "                          size: 512 for SD 1.x, 768 for SD 2.x v models, 64 for tiny models)\n"
-            "  --threads N             BLAS threads (default: OpenBLAS's choice)\n"
-            "  --prediction P          %s: what the UNet predicts (default auto: the model's\n"
-            "                          config or metadata, else eps for SD 1.x, v for SD 2.x)\n"
-            "  --output OUT.png        file to write (required; written to OUT.png.part, then renamed)\n"
-            "  --init-image PATH       img2img: start from this PNG (resized to --width x --height when its\n"
-            "                          size differs; without --width/--height the model's native size)\n"
-            "  --strength S            how much of the schedule reruns over the init image, (0, 1] (default "
-            "0.75)\n"
-            "  --mask PATH             inpainting: PNG the size of the init image, white = repaint, black = "
-            "keep\n"
-            "  --mask-blur N           feather the mask edge by N pixels, 0..64 (default 0: hard edge)\n"
-            "  --lora-dir DIR          where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors\n"
-            "  --preview-every K       write a live preview (linear latent->RGB, <= 256 px) every K steps\n"
-            "  --preview-dir DIR       where previews go, as preview-STEP.png (default: the current folder)\n"
-            "  --help                  this text\n"
-            "\n"
-            "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
-            "stderr.\n"
-            "Exit status: 0 written, 1 bad options or generation failed, 2 the model or tokenizer failed to\n"
-            "load, 130 interrupted (SIGINT/SIGTERM cancel between steps).\n",
-            samplers, sdw_sampler_name(SDW_SAMPLER_EULER), schedules,
-            sdw_schedule_name(SDW_SCHEDULE_DISCRETE), predictions);
+    fprintf(
+        f,
+        "usage: sd-worker generate --model PATH --prompt TEXT --output OUT.png [options]\n"
+        "\n"
+        "Generates one image from a text prompt and writes it as PNG (with the settings in an\n"
+        "AUTOMATIC1111-style \"parameters\" text chunk).\n"
+        "\n"
+        "  --model PATH            .safetensors checkpoint (SD 1.x, SD 2.x, tiny) or a diffusers folder\n"
+        "  --tokenizer PATH        CLIP tokenizer: bpe_simple_vocab_16e6.txt(.gz), a vocab.json, or a "
+        "folder\n"
+        "                          with vocab.json + merges.txt (default: the model's own, else CLIP's "
+        "built in)\n"
+        "  --prompt TEXT           what to draw (required)\n"
+        "  --negative-prompt TEXT  what to steer away from (default: empty)\n"
+        "  --steps N               sampling steps, 1..150 (default 20)\n"
+        "  --cfg X                 classifier-free guidance scale, 0..30 (default 7.5; 1 = no guidance,\n"
+        "                          half the work)\n"
+        "  --seed N                noise seed, 0..2^64-1 (default: a random one, printed)\n"
+        "  --sampler NAME          %s\n"
+        "                          (also stable-diffusion.cpp's and A1111's spellings; default %s)\n"
+        "  --schedule NAME         %s (default %s)\n"
+        "  --clip-skip N           text encoder layer counted from the end, A1111's \"Clip skip\": 1 = "
+        "last,\n"
+        "                          2 = penultimate (default 0: the model's, 1 for SD 1.x, 2 for SD 2.x)\n"
+        "  --width N, --height N   image size, multiples of 8 in 64..2048 (default: the model's native\n"
+        "                          size: 512 for SD 1.x, 768 for SD 2.x v models, 64 for tiny models)\n"
+        "  --threads N             BLAS threads (default: OpenBLAS's choice)\n"
+        "  --prediction P          %s: what the UNet predicts (default auto: the model's\n"
+        "                          config or metadata, else eps for SD 1.x, v for SD 2.x)\n"
+        "  --output OUT.png        file to write (required; written to OUT.png.part, then renamed)\n"
+        "  --init-image PATH       img2img: start from this PNG (resized to --width x --height when its\n"
+        "                          size differs; without --width/--height the model's native size)\n"
+        "  --strength S            how much of the schedule reruns over the init image, (0, 1] (default "
+        "0.75)\n"
+        "  --mask PATH             inpainting: PNG the size of the init image, white = repaint, black = "
+        "keep\n"
+        "  --mask-blur N           feather the mask edge by N pixels, 0..64 (default 0: hard edge)\n"
+        "  --lora-dir DIR          where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors\n"
+        "  --preview-every K       write a live preview (<= 256 px; by the TAESD with --taesd, else the\n"
+        "                          linear latent->RGB approximation) every K steps\n"
+        "  --preview-dir DIR       where previews go, as preview-STEP.png (default: the current folder)\n"
+        "  --taesd PATH            TAESD tiny autoencoder .safetensors (taesd for SD 1.x/2.x, taesdxl for\n"
+        "                          SDXL; madebyollin's layout): previews decode with it\n"
+        "  --decoder vae|taesd     what decodes the image: the model's VAE (default) or the TAESD of\n"
+        "                          --taesd, a fraction of a second instead of seconds, for drafts\n"
+        "  --help                  this text\n"
+        "\n"
+        "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
+        "stderr.\n"
+        "Exit status: 0 written, 1 bad options or generation failed, 2 the model or tokenizer failed to\n"
+        "load, 130 interrupted (SIGINT/SIGTERM cancel between steps).\n",
+        samplers, sdw_sampler_name(SDW_SAMPLER_EULER), schedules, sdw_schedule_name(SDW_SCHEDULE_DISCRETE),
+        predictions);
 }
 
 static int parse_int(const char *s, long lo, long hi, int *out)
@@ -194,7 +200,8 @@ static const char *option_of(const char *field)
                                          {"strength", "--strength"},
                                          {"mask", "--mask"},
                                          {"mask_blur", "--mask-blur"},
-                                         {"loras", "--lora-dir"}};
+                                         {"loras", "--lora-dir"},
+                                         {"decoder", "--decoder"}};
     for (size_t i = 0; field && i < sizeof map / sizeof *map; i++)
         if (!strcmp(field, map[i][0])) return map[i][1];
     return field ? field : "?";
@@ -262,7 +269,9 @@ enum {
     O_MASK_BLUR,
     O_LORA_DIR,
     O_PREVIEW_EVERY,
-    O_PREVIEW_DIR
+    O_PREVIEW_DIR,
+    O_TAESD,
+    O_DECODER
 };
 
 static const struct option generate_opts[] = {
@@ -289,6 +298,8 @@ static const struct option generate_opts[] = {
     {"lora-dir", required_argument, NULL, O_LORA_DIR},
     {"preview-every", required_argument, NULL, O_PREVIEW_EVERY},
     {"preview-dir", required_argument, NULL, O_PREVIEW_DIR},
+    {"taesd", required_argument, NULL, O_TAESD},
+    {"decoder", required_argument, NULL, O_DECODER},
     {NULL, 0, NULL, 0},
 };
 
@@ -431,6 +442,17 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
         case O_PREVIEW_DIR:
             g_preview_dir = v;
             break;
+        case O_TAESD:
+            lo->taesd_path = v;
+            break;
+        case O_DECODER:
+            if (!strcmp(v, "vae") || !strcmp(v, "taesd")) {
+                r->decoder = !strcmp(v, "taesd") ? SDW_DECODER_TAESD : SDW_DECODER_VAE;
+            } else {
+                fprintf(stderr, "sd-worker generate: --decoder: unknown decoder \"%s\" (vae or taesd)\n", v);
+                return 1;
+            }
+            break;
         case O_LORA_DIR:
             if (sdw_gen_request_set_str(&r->lora_dir, v)) {
                 fprintf(stderr, "sd-worker generate: out of memory\n");
@@ -459,6 +481,10 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
     }
     if (!*output || !**output) {
         fprintf(stderr, "sd-worker generate: --output OUT.png is required\n");
+        return 1;
+    }
+    if (r->decoder == SDW_DECODER_TAESD && (!lo->taesd_path || !*lo->taesd_path)) {
+        fprintf(stderr, "sd-worker generate: --decoder taesd needs --taesd PATH (the TAESD .safetensors)\n");
         return 1;
     }
     return 0;
