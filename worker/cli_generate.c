@@ -604,6 +604,7 @@ static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *out
     printf("%s\n", output);
     fprintf(stderr, "%dx%d seed %llu: encode %.3f s, sample %.3f s, decode %.3f s, total %.3f s\n", r.width,
             r.height, (unsigned long long)r.seed, r.t_encode, r.t_sample, r.t_decode, r.t_total);
+    if (g_preview_every) fprintf(stderr, "previews: %.3f s in all (part of sample)\n", r.t_preview);
     sde_result_free(&r);
     return 0;
 }
