@@ -23,11 +23,12 @@ typedef struct {
     int listen_port;   /* 8080; 0 picks a free port */
     char *node_id;     /* prefix of job ids, for routing in a fleet; default: the sanitized hostname */
 
-    char *model_path;      /* required */
-    char *tokenizer_path;  /* optional, "" = the model's own */
-    char *prediction;      /* "auto" | "eps" | "v" */
-    char *lora_dir;        /* optional, NULL = LoRAs refused: the folder job LoRA names resolve in */
-    char *preview_decoder; /* optional, NULL = none: a TAESD .safetensors for previews and decoder "taesd" */
+    char *model_path;     /* required */
+    char *tokenizer_path; /* optional, "" = the model's own */
+    char *prediction;     /* "auto" | "eps" | "v" */
+    char *lora_dir;       /* optional, NULL = LoRAs refused: the folder job LoRA names resolve in */
+    /* optional, NULL = none: a TAESD .safetensors for previews and the job decoder "taesd" */
+    char *preview_decoder;
 
     sdw_device_config *devices; /* at least one */
     int n_devices;

@@ -22,11 +22,12 @@ typedef struct {
 
 /** The limits a request is checked against (from the service config). */
 typedef struct {
-    int max_width, max_height;   /* multiples of 8, >= 64 */
-    int max_steps;               /* >= 1 */
-    size_t max_body_bytes;       /* larger bodies answer 413 */
-    const char *lora_dir;        /* model.lora_dir, NULL = LoRAs are refused */
-    const char *preview_decoder; /* model.preview_decoder, NULL = decoder "taesd" is refused */
+    int max_width, max_height; /* multiples of 8, >= 64 */
+    int max_steps;             /* >= 1 */
+    size_t max_body_bytes;     /* larger bodies answer 413 */
+    const char *lora_dir;      /* model.lora_dir, NULL = LoRAs are refused */
+    /* model.preview_decoder, NULL = the job decoder "taesd" is refused */
+    const char *preview_decoder;
 } sdw_validate_limits;
 
 /** Fills e (status, code, message, field) and returns -1, for callers building their own errors. */
