@@ -41,6 +41,7 @@ static const sdw_gen_field fields[] = {
     F("loras", SDW_GF_STR, loras, 0),
     F("lora_dir", SDW_GF_STR, lora_dir, 0),
     F("preview_every", SDW_GF_INT, preview_every, 0),
+    F("decoder", SDW_GF_INT, decoder, 0),
 };
 
 const sdw_gen_field *sdw_gen_request_fields(int *n)

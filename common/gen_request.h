@@ -33,6 +33,7 @@ typedef struct {
     char *loras;     /* LoRA list "NAME:WEIGHT\n..." (names plain files in lora_dir), NULL = none */
     char *lora_dir;  /* where LoRA names resolve: set by the supervisor (config) or the CLI, never a client */
     int preview_every; /* live preview every K steps in the progress frame, 0 = none (default) */
+    int decoder;       /* SDW_DECODER_*: what decodes the final image, default the VAE */
 } sdw_gen_request;
 
 /** mask_mode values: the conventions of the HTTP surfaces, applied by the worker (which decodes pixels). */
@@ -40,6 +41,10 @@ typedef struct {
 #define SDW_MASK_MODE_ALPHA0 1      /* OpenAI's mask: alpha 0 = repaint (luminance without alpha) */
 #define SDW_MASK_MODE_IMAGE_ALPHA 2 /* OpenAI's image as its mask: alpha 0; none clear = no mask */
 #define SDW_MASK_MODE_A1111 3       /* A1111: an RGBA mask's alpha > 128, else luminance */
+
+/** Values of sdw_gen_request.decoder ("decoder": "vae" | "taesd" in the API): the checkpoint's VAE, or the
+ * TAESD tiny autoencoder the worker loaded (model.preview_decoder) for fast drafts. */
+enum { SDW_DECODER_VAE = 0, SDW_DECODER_TAESD = 1 };
 
 /** How a field is stored and sent. */
 typedef enum {

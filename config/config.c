@@ -207,9 +207,10 @@ static int resolve_path(sdw_yt_ctx *c, const sdw_yt_node *v, const char *path, c
 
 static void sec_model(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg, int *bad)
 {
-    static const char *const known[] = {"path", "tokenizer", "prediction", "lora_dir", NULL};
+    static const char *const known[] = {"path",     "tokenizer",       "prediction",
+                                        "lora_dir", "preview_decoder", NULL};
     static const char *const preds[] = {"auto", "eps", "v", NULL};
-    const sdw_yt_node *k[4], *val[4];
+    const sdw_yt_node *k[5], *val[5];
     int w = sdw_yt_want_map(c, v, "model");
     if (w < 0) {
         *bad = 1;
@@ -235,6 +236,18 @@ static void sec_model(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg, int 
         sdw_yt_set_str(c, &cfg->prediction, preds[idx]);
     if (!sdw_yt_is_null(val[3]) && sdw_yt_get_str(c, val[3], "model.lora_dir", &s) == 0)
         resolve_path(c, val[3], "model.lora_dir", &cfg->lora_dir, s);
+    if (!sdw_yt_is_null(val[4]) && sdw_yt_get_str(c, val[4], "model.preview_decoder", &s) == 0 && s[0] &&
+        resolve_path(c, val[4], "model.preview_decoder", &cfg->preview_decoder, s) == 0) {
+        /* a missing file is found here, not by every worker failing to start */
+        struct stat st;
+        const char *why = stat(cfg->preview_decoder, &st) != 0 ? strerror(errno)
+                          : !S_ISREG(st.st_mode)               ? "not a regular file"
+                                                               : NULL;
+        if (why) {
+            sdw_yt_error(c, SDW_YT_AT(val[4]), "model.preview_decoder: %s: %s", cfg->preview_decoder, why);
+            *bad = 1;
+        }
+    }
 }
 
 /* Longest canonical cpus: list that still fits the device name "cpu:<cpus>". */
@@ -615,6 +628,7 @@ void sdw_config_free(sdw_config *cfg)
     free(cfg->tokenizer_path);
     free(cfg->prediction);
     free(cfg->lora_dir);
+    free(cfg->preview_decoder);
     free(cfg->devices);
     for (int i = 0; i < cfg->n_cors_origins; i++)
         free(cfg->cors_origins[i]);

@@ -27,6 +27,8 @@ typedef struct {
     char *tokenizer_path; /* optional, "" = the model's own */
     char *prediction;     /* "auto" | "eps" | "v" */
     char *lora_dir;       /* optional, NULL = LoRAs refused: the folder job LoRA names resolve in */
+    /* optional, NULL = none: a TAESD .safetensors for previews and the job decoder "taesd" */
+    char *preview_decoder;
 
     sdw_device_config *devices; /* at least one */
     int n_devices;

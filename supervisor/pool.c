@@ -492,7 +492,7 @@ static void slot_free(sdw_pool *p, pool_slot *s)
 
 /* What a pool takes from cfg besides its devices: checked and copied, so a reload can fail without harm. */
 typedef struct {
-    char *model_path, *tokenizer_path, *prediction;
+    char *model_path, *tokenizer_path, *prediction, *taesd_path;
     pool_slot **slots;
     int n;
 } pool_plan;
@@ -502,6 +502,7 @@ static void plan_free(pool_plan *pl)
     free(pl->model_path);
     free(pl->tokenizer_path);
     free(pl->prediction);
+    free(pl->taesd_path);
     for (int i = 0; pl->slots && i < pl->n; i++)
         free(pl->slots[i]);
     free(pl->slots);
@@ -524,7 +525,8 @@ static int plan_make(const sdw_config *cfg, pool_plan *pl, char *err, size_t err
     pl->model_path = strdup(cfg->model_path);
     pl->tokenizer_path = strdup(cfg->tokenizer_path ? cfg->tokenizer_path : "");
     pl->prediction = strdup(cfg->prediction ? cfg->prediction : "");
-    if (!pl->slots || !pl->model_path || !pl->tokenizer_path || !pl->prediction) goto oom;
+    pl->taesd_path = strdup(cfg->preview_decoder ? cfg->preview_decoder : "");
+    if (!pl->slots || !pl->model_path || !pl->tokenizer_path || !pl->prediction || !pl->taesd_path) goto oom;
     for (int i = 0; i < pl->n; i++) {
         if (!(pl->slots[i] = calloc(1, sizeof **pl->slots))) goto oom;
         if (pool_slot_configure(pl->slots[i], &cfg->devices[i], err, errlen) != 0) {
@@ -573,6 +575,7 @@ int sdw_pool_start(h2o_loop_t *loop, const sdw_config *cfg, const char *engine_p
     p->model_path = pl.model_path;
     p->tokenizer_path = pl.tokenizer_path;
     p->prediction = pl.prediction;
+    p->taesd_path = pl.taesd_path;
     p->slots = pl.slots;
     p->n = pl.n;
     pool_settings(p, cfg);
@@ -619,9 +622,11 @@ int sdw_pool_reload(sdw_pool *p, const sdw_config *cfg, char *err, size_t errlen
     free(p->model_path);
     free(p->tokenizer_path);
     free(p->prediction);
+    free(p->taesd_path);
     p->model_path = pl.model_path;
     p->tokenizer_path = pl.tokenizer_path;
     p->prediction = pl.prediction;
+    p->taesd_path = pl.taesd_path;
     pool_settings(p, cfg);
     int old_n = p->n;
     for (int i = 0; i < old_n; i++)
@@ -755,6 +760,7 @@ void sdw_pool_free(sdw_pool *p)
     free(p->model_path);
     free(p->tokenizer_path);
     free(p->prediction);
+    free(p->taesd_path);
     free(p->slots);
     free(p);
 }

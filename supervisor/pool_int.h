@@ -66,6 +66,7 @@ struct sdw_pool {
     sdw_pool_events ev;
     void *ud;
     char *engine_path, *model_path, *tokenizer_path, *prediction;
+    char *taesd_path; /* model.preview_decoder, "" = none */
     int log_level, log_json;
     int backoff_min_ms, backoff_max_ms, job_timeout_s, heartbeat_ms;
     pool_slot **slots; /* pointers: timeouts are linked into lists and must not move when the table grows */

@@ -173,7 +173,7 @@ void pool_spawn(pool_slot *s)
     snprintf(e_json, sizeof e_json, "SDW_LOG_JSON=%d", p->log_json ? 1 : 0);
 
     /* argv and envp are built before fork: the child only does async-signal-safe work */
-    const char *argv[20];
+    const char *argv[22];
     int a = 0;
     argv[a++] = "sd-worker-engine";
     argv[a++] = "worker";
@@ -188,6 +188,10 @@ void pool_spawn(pool_slot *s)
     if (p->prediction && *p->prediction) {
         argv[a++] = "--prediction";
         argv[a++] = p->prediction;
+    }
+    if (p->taesd_path && *p->taesd_path) {
+        argv[a++] = "--taesd";
+        argv[a++] = p->taesd_path;
     }
     argv[a++] = "--threads";
     argv[a++] = threads;

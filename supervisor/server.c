@@ -473,9 +473,9 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
     memset(s, 0, sizeof *s);
     s->cfg = cfg;
     s->started_at = sdw_srv_now();
-    s->limits = (sdw_validate_limits){cfg->max_width,        cfg->max_height, cfg->max_steps,
-                                      cfg->max_body_bytes,   cfg->lora_dir,   cfg->preview_every_default,
-                                      cfg->preview_every_min};
+    s->limits = (sdw_validate_limits){cfg->max_width,         cfg->max_height,     cfg->max_steps,
+                                      cfg->max_body_bytes,    cfg->lora_dir,       cfg->preview_every_default,
+                                      cfg->preview_every_min, cfg->preview_decoder};
     char err[512];
     /* before any descriptor is taken: workers inherit the raised limit too */
     int nofile = sdw_accept_raise_nofile();

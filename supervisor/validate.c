@@ -14,10 +14,10 @@
 #include "validate_images.h"
 #include "validate_loras.h"
 
-static const char *const known_fields[] = {"prompt",   "negative_prompt", "steps",      "guidance_scale",
-                                           "seed",     "width",           "height",     "sampler",
-                                           "schedule", "clip_skip",       "init_image", "strength",
-                                           "mask",     "mask_blur",       "loras",      "preview_every"};
+static const char *const known_fields[] = {
+    "prompt", "negative_prompt", "steps",    "guidance_scale", "seed",       "width",
+    "height", "sampler",         "schedule", "clip_skip",      "init_image", "strength",
+    "mask",   "mask_blur",       "loras",    "preview_every",  "decoder"};
 
 #define N_OF(a) (sizeof(a) / sizeof *(a))
 
@@ -212,7 +212,7 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
                 e, 400, "unknown_field", NULL,
                 "unknown field '%.64s'; known fields: prompt, negative_prompt, steps, guidance_scale, "
                 "seed, width, height, sampler, schedule, init_image, strength, mask, mask_blur, loras, "
-                "preview_every",
+                "preview_every, decoder",
                 key);
     }
 
@@ -282,6 +282,20 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
     if ((v = json_object_get(root, "schedule")) && !json_is_null(v)) {
         if (get_name(v, SDW_NAMES_SCHEDULE, &x, e) != 0) return -1;
         r->schedule = (sdw_schedule)x;
+    }
+    if ((v = json_object_get(root, "decoder")) && !json_is_null(v)) {
+        if (!json_is_string(v)) return wrong_type(e, "decoder", "a string", v);
+        if (!strcmp(json_string_value(v), "taesd")) {
+            /* known here from the config: every worker loads the same model.preview_decoder */
+            if (!lim->preview_decoder)
+                return sdw_api_error_set(e, 400, "invalid_value", "decoder",
+                                         "decoder 'taesd' needs a TAESD file on this server "
+                                         "(model.preview_decoder); use 'vae'");
+            r->decoder = SDW_DECODER_TAESD;
+        } else if (strcmp(json_string_value(v), "vae")) {
+            return sdw_api_error_set(e, 400, "invalid_value", "decoder",
+                                     "decoder is '%.32s'; it must be 'vae' or 'taesd'", json_string_value(v));
+        }
     }
     if (sdw_validate_images(root, r, e) != 0) return -1;
     return sdw_validate_loras(root, lim->lora_dir, r, e);

@@ -28,6 +28,8 @@ typedef struct {
     const char *lora_dir;      /* model.lora_dir, NULL = LoRAs are refused */
     int preview_every_default; /* preview_every of a job that does not give it (0 = no previews) */
     int preview_every_min;     /* smallest preview_every accepted besides 0 (>= 1) */
+    /* model.preview_decoder, NULL = the job decoder "taesd" is refused */
+    const char *preview_decoder;
 } sdw_validate_limits;
 
 /** Fills e (status, code, message, field) and returns -1, for callers building their own errors. */

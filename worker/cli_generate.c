@@ -70,10 +70,15 @@ static void generate_usage(FILE *f)
             "keep\n"
             "  --mask-blur N           feather the mask edge by N pixels, 0..64 (default 0: hard edge)\n"
             "  --lora-dir DIR          where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors\n"
-            "  --preview-every K       write a live preview (linear latent->RGB, <= 256 px) every K steps\n"
+            "  --preview-every K       write a live preview (<= 256 px) every K steps: TAESD-decoded with\n"
+            "                          --taesd, else the linear latent->RGB approximation\n"
             "  --preview-dir DIR       where previews go, as preview-STEP.png (default: the current folder)\n"
             "  --profile               print where the time went (per op kind, model and UNet/VAE level) to\n"
             "                          stderr; slower (also SDW_PROFILE=1)\n"
+            "  --taesd PATH            TAESD tiny autoencoder .safetensors (madebyollin's taesd for SD\n"
+            "                          1.x/2.x, taesdxl for SDXL): previews decode with it\n"
+            "  --decoder vae|taesd     the image's decoder: the model's VAE (default) or the TAESD of\n"
+            "                          --taesd, about ten times faster, softer: for drafts\n"
             "  --help                  this text\n"
             "\n"
             "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
@@ -196,7 +201,8 @@ static const char *option_of(const char *field)
                                          {"strength", "--strength"},
                                          {"mask", "--mask"},
                                          {"mask_blur", "--mask-blur"},
-                                         {"loras", "--lora-dir"}};
+                                         {"loras", "--lora-dir"},
+                                         {"decoder", "--decoder"}};
     for (size_t i = 0; field && i < sizeof map / sizeof *map; i++)
         if (!strcmp(field, map[i][0])) return map[i][1];
     return field ? field : "?";
@@ -265,7 +271,9 @@ enum {
     O_LORA_DIR,
     O_PREVIEW_EVERY,
     O_PREVIEW_DIR,
-    O_PROFILE
+    O_PROFILE,
+    O_TAESD,
+    O_DECODER
 };
 
 static const struct option generate_opts[] = {
@@ -293,6 +301,8 @@ static const struct option generate_opts[] = {
     {"preview-every", required_argument, NULL, O_PREVIEW_EVERY},
     {"preview-dir", required_argument, NULL, O_PREVIEW_DIR},
     {"profile", no_argument, NULL, O_PROFILE},
+    {"taesd", required_argument, NULL, O_TAESD},
+    {"decoder", required_argument, NULL, O_DECODER},
     {NULL, 0, NULL, 0},
 };
 
@@ -438,6 +448,17 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
         case O_PREVIEW_DIR:
             g_preview_dir = v;
             break;
+        case O_TAESD:
+            lo->taesd_path = v;
+            break;
+        case O_DECODER:
+            if (!strcmp(v, "vae") || !strcmp(v, "taesd")) {
+                r->decoder = !strcmp(v, "taesd") ? SDW_DECODER_TAESD : SDW_DECODER_VAE;
+            } else {
+                fprintf(stderr, "sd-worker generate: --decoder: unknown decoder \"%s\" (vae or taesd)\n", v);
+                return 1;
+            }
+            break;
         case O_LORA_DIR:
             if (sdw_gen_request_set_str(&r->lora_dir, v)) {
                 fprintf(stderr, "sd-worker generate: out of memory\n");
@@ -466,6 +487,10 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
     }
     if (!*output || !**output) {
         fprintf(stderr, "sd-worker generate: --output OUT.png is required\n");
+        return 1;
+    }
+    if (r->decoder == SDW_DECODER_TAESD && (!lo->taesd_path || !*lo->taesd_path)) {
+        fprintf(stderr, "sd-worker generate: --decoder taesd needs --taesd PATH (the TAESD .safetensors)\n");
         return 1;
     }
     return 0;

@@ -11,6 +11,8 @@ _Static_assert((int)SDE_SAMPLER_DPMPP_2M_SDE_BT == (int)SDW_SAMPLER_DPMPP_2M_SDE
                "sde_sampler follows the gen_names rows");
 _Static_assert((int)SDE_SCHEDULE_KARRAS == (int)SDW_SCHEDULE_KARRAS,
                "sde_schedule follows the gen_names rows");
+_Static_assert((int)SDE_DECODER_VAE == SDW_DECODER_VAE && (int)SDE_DECODER_TAESD == SDW_DECODER_TAESD,
+               "the decoder values agree");
 
 void sdw_gen_to_engine(const sdw_gen_request *r, sde_gen_params *p)
 {
@@ -25,4 +27,5 @@ void sdw_gen_to_engine(const sdw_gen_request *r, sde_gen_params *p)
     p->width = r->width;
     p->height = r->height;
     p->clip_skip = r->clip_skip;
+    p->decoder = (sde_decoder)r->decoder; /* an unknown value fails sde_params_validate on "decoder" */
 }

@@ -79,7 +79,7 @@ static void usage(FILE *f)
     sdw_names_list(SDW_NAMES_PREDICTION, "|", NULL, predictions, sizeof predictions);
     fprintf(f,
             "usage: sd-worker-engine worker --fd N --model PATH [--tokenizer PATH] [--prediction %s]\n"
-            "                               [--threads N] [--device NAME]\n"
+            "                               [--threads N] [--device NAME] [--taesd PATH]\n"
             "\n"
             "The worker process the sd-worker supervisor starts, one per device. It speaks msgpack frames\n"
             "(docs/protocol.md) on the connected stream socket N and runs one generation at a time.\n"
@@ -378,10 +378,10 @@ static int log_level_from_env(void)
 
 int sdw_cmd_worker(int argc, char **argv)
 {
-    const char *model = NULL, *tokenizer = NULL, *prediction = "auto", *device = "cpu";
+    const char *model = NULL, *tokenizer = NULL, *prediction = "auto", *device = "cpu", *taesd = NULL;
     int fd = -1, threads = 0;
     char bad[256] = "";
-    enum { O_FD = 256, O_MODEL, O_TOKENIZER, O_PREDICTION, O_THREADS, O_DEVICE };
+    enum { O_FD = 256, O_MODEL, O_TOKENIZER, O_PREDICTION, O_THREADS, O_DEVICE, O_TAESD };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"fd", required_argument, NULL, O_FD},
@@ -390,6 +390,7 @@ int sdw_cmd_worker(int argc, char **argv)
         {"prediction", required_argument, NULL, O_PREDICTION},
         {"threads", required_argument, NULL, O_THREADS},
         {"device", required_argument, NULL, O_DEVICE},
+        {"taesd", required_argument, NULL, O_TAESD},
         {NULL, 0, NULL, 0},
     };
     /* bad options are not fatal here: once --fd is known they are reported in an error frame */
@@ -421,6 +422,9 @@ int sdw_cmd_worker(int argc, char **argv)
         case O_DEVICE:
             device = optarg;
             break;
+        case O_TAESD:
+            taesd = optarg;
+            break;
         case ':':
             snprintf(bad, sizeof bad, "option '%s' needs a value", argv[optind - 1]);
             break;
@@ -430,7 +434,8 @@ int sdw_cmd_worker(int argc, char **argv)
         }
     }
     if (!bad[0] && optind < argc) snprintf(bad, sizeof bad, "unexpected argument '%s'", argv[optind]);
-    sde_load_opts opts = {.model_path = model, .tokenizer_path = tokenizer, .threads = threads};
+    sde_load_opts opts = {
+        .model_path = model, .tokenizer_path = tokenizer, .threads = threads, .taesd_path = taesd};
     if (!bad[0] && !model) snprintf(bad, sizeof bad, "--model PATH is required");
     if (!bad[0]) {
         int pr = sdw_prediction_parse(prediction);

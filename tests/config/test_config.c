@@ -410,6 +410,29 @@ static void test_missing_model_path(void **state)
     expect_error("model: { path: \"\" }\n", "t.yaml:1:16: model.path: must not be empty");
 }
 
+static void test_preview_decoder(void **state)
+{
+    (void)state;
+    sdw_config cfg;
+    char path[] = "/tmp/sdw-taesd-XXXXXX", yaml[256];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(yaml, sizeof yaml, "model: { path: /m.safetensors, preview_decoder: %s }\n", path);
+    assert_int_equal(load(yaml, &cfg), 0);
+    assert_string_equal(cfg.preview_decoder, path);
+    sdw_config_free(&cfg);
+    unlink(path);
+    assert_int_equal(load("model: { path: /m.safetensors }\n", &cfg), 0);
+    assert_null(cfg.preview_decoder);
+    sdw_config_free(&cfg);
+    expect_error(
+        "model: { path: /m.safetensors, preview_decoder: /nonexistent/taesd.safetensors }\n",
+        "t.yaml:1:49: model.preview_decoder: /nonexistent/taesd.safetensors: No such file or directory");
+    expect_error("model: { path: /m.safetensors, preview_decoder: /tmp }\n",
+                 "t.yaml:1:49: model.preview_decoder: /tmp: not a regular file");
+}
+
 static void test_devices(void **state)
 {
     (void)state;
@@ -598,6 +621,7 @@ int main(void)
         cmocka_unit_test(test_cpus_syntax),
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_missing_model_path),
+        cmocka_unit_test(test_preview_decoder),
         cmocka_unit_test(test_devices),
         cmocka_unit_test(test_listen_and_node_id),
         cmocka_unit_test(test_enums_and_origins),

@@ -60,8 +60,8 @@ static inline int sde_be_conv_out_w(const sde_be_conv *c)
     return ((c->upsample ? 2 * c->w : c->w) + c->pad_l + c->pad_r - c->k) / c->stride + 1;
 }
 
-/** Activations of sde_backend.act: SiLU, exact-erf GELU, and CLIP's x*sigmoid(1.702x). */
-enum { SDE_ACT_SILU, SDE_ACT_GELU, SDE_ACT_QUICK_GELU };
+/** Activations of sde_backend.act: SiLU, exact-erf GELU, CLIP's x*sigmoid(1.702x), and ReLU (TAESD). */
+enum { SDE_ACT_SILU, SDE_ACT_GELU, SDE_ACT_QUICK_GELU, SDE_ACT_RELU };
 
 /** Layouts of sde_backend.linear: x is [n][in] unless X_CM ([in][n]); y is [n][out] unless Y_CM ([out][n],
  * bias per out row); ACC adds into y instead of overwriting it. */

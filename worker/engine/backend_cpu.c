@@ -239,6 +239,8 @@ static void cpu_act(sde_backend *be, sde_ten x, size_t n, int kind)
         sde_silu(P(x), n);
     else if (kind == SDE_ACT_GELU)
         sde_gelu(P(x), n);
+    else if (kind == SDE_ACT_RELU)
+        sde_relu(P(x), n);
     else
         sde_quick_gelu(P(x), n);
 }

@@ -27,6 +27,7 @@
 #include "sdxl_cond.h"
 #include "tokenizer.h"
 #include "unet.h"
+#include "taesd.h"
 #include "vae.h"
 
 #ifndef SDW_VERSION
@@ -48,6 +49,7 @@ struct sde_engine {
     float latent_scale;
     sde_unet *unet;
     sde_vae *vae;
+    sde_taesd *taesd; /* optional: previews and draft decodes */
     sde_noise_table tab;
     sde_model_info info;
     int v_pred;
@@ -258,6 +260,16 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
         goto fail;
     }
     if (sde_vae_build(e->ck, &e->vae, err, errlen)) goto fail;
+    if (opts->taesd_path && *opts->taesd_path) {
+        if (sde_taesd_load(opts->taesd_path, &e->taesd, err, errlen)) goto fail;
+        if (sde_taesd_latent_channels(e->taesd) != sde_vae_get_config(e->vae)->z_channels) {
+            snprintf(err, errlen, "%s: TAESD takes %d latent channels, the model's VAE has %d",
+                     opts->taesd_path, sde_taesd_latent_channels(e->taesd),
+                     sde_vae_get_config(e->vae)->z_channels);
+            goto fail;
+        }
+        e->info.taesd = 1;
+    }
 
     const float *ac = NULL;
     float ac_xl[SDE_TIMESTEPS];
@@ -322,6 +334,7 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
                    count_params(e->ck, "model.diffusion_model.") +
                    count_params(e->ck, "first_stage_model.decoder.") +
                    count_params(e->ck, "first_stage_model.post_quant_conv.");
+    if (e->taesd) in->n_params += sde_taesd_params(e->taesd);
     *out = e;
     return 0;
 fail:
@@ -333,6 +346,7 @@ void sde_engine_free(sde_engine *e)
 {
     if (!e) return;
     sde_vae_free(e->vae);
+    sde_taesd_free(e->taesd);
     sde_unet_free(e->unet);
     sde_clip_free(e->clip);
     sde_sdxl_cond_free(e->xl);
@@ -448,6 +462,10 @@ int sde_params_validate(const sde_gen_params *p, const char **field, char *err, 
         f = "preview_every";
         snprintf(err, errlen, "preview_every must be 0..%d steps, got %d", SDE_MAX_STEPS, p->preview_every);
     }
+    if (!f && p && p->decoder != SDE_DECODER_VAE && p->decoder != SDE_DECODER_TAESD) {
+        f = "decoder";
+        snprintf(err, errlen, "decoder must be vae or taesd, got %d", (int)p->decoder);
+    }
     if (!f && p && p->prompt && (p->n_loras || strstr(p->prompt, "<lora:")))
         f = lora_validate(p, err, errlen);
     if (field) *field = f;
@@ -539,6 +557,24 @@ static int gen_denoise(void *ud, const float *x, float sigma, int step, float *d
     return 0;
 }
 
+static int gen_vae_cancel(void *ud);
+
+/* A preview by the TAESD: decoded at full size, then shrunk to the preview size. 0, or non-zero when out of
+ * memory or cancelled (the caller skips this preview). */
+static int taesd_preview(gen_run *g, uint8_t **png, size_t *len, int *w, int *h, char *err, size_t errlen)
+{
+    const int H = 8 * g->lh, W = 8 * g->lw;
+    float *rgb = malloc((size_t)3 * H * W * sizeof(float));
+    if (!rgb) {
+        snprintf(err, errlen, "preview: out of memory");
+        return -1;
+    }
+    int rc = sde_taesd_decode(g->e->taesd, g->den_last, g->lh, g->lw, rgb, gen_vae_cancel, g, err, errlen);
+    if (rc == 0) rc = sde_preview_png_rgb(rgb, H, W, png, len, w, h, err, errlen);
+    free(rgb);
+    return rc;
+}
+
 static int gen_step(void *ud, int step, int total, const float *x)
 {
     gen_run *g = ud;
@@ -550,7 +586,9 @@ static int gen_step(void *ud, int step, int total, const float *x)
         int w, h;
         char err[256];
         /* a failed preview (out of memory) is skipped: the image itself matters more */
-        if (sde_preview_png(g->den_last, g->lh, g->lw, 0, &png, &len, &w, &h, err, sizeof err) == 0)
+        if ((g->e->taesd
+                 ? taesd_preview(g, &png, &len, &w, &h, err, sizeof err)
+                 : sde_preview_png(g->den_last, g->lh, g->lw, 0, &png, &len, &w, &h, err, sizeof err)) == 0)
             g->p->preview(g->p->ud, step + 1, total, png, len, w, h);
         free(png);
         g->t_preview += now_s() - t0;
@@ -650,6 +688,12 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
         else
             snprintf(err, errlen, "clip_skip %d: the text encoder has only %d layers", p->clip_skip,
                      sde_clip_get_config(e->clip)->full);
+        return SDE_ERR;
+    }
+    if (p->decoder == SDE_DECODER_TAESD && !e->taesd) {
+        snprintf(
+            err, errlen,
+            "decoder taesd: no TAESD decoder is loaded (give one with --taesd, or model.preview_decoder)");
         return SDE_ERR;
     }
 
@@ -770,17 +814,24 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
      */
     sde_unet_reserve(e->unet, 0, 0, 0, 0, err, errlen);
     const double td = now_s();
-    for (size_t i = 0; i < g.n; i++)
-        x[i] /= e->latent_scale;
-    trace(&g, "vae_in", 0, x, g.n);
-    int vr = sde_vae_decode(e->vae, x, g.lh, g.lw, rgb, gen_vae_cancel, &g, err, errlen);
+    int vr;
+    if (p->decoder == SDE_DECODER_TAESD) {
+        /* TAESD decodes the latent as sampled, straight to [0, 1] (the peer's TinyImageAutoEncoder) */
+        trace(&g, "taesd_in", 0, x, g.n);
+        vr = sde_taesd_decode(e->taesd, x, g.lh, g.lw, rgb, gen_vae_cancel, &g, err, errlen);
+    } else {
+        for (size_t i = 0; i < g.n; i++)
+            x[i] /= e->latent_scale;
+        trace(&g, "vae_in", 0, x, g.n);
+        vr = sde_vae_decode(e->vae, x, g.lh, g.lw, rgb, gen_vae_cancel, &g, err, errlen);
+    }
     if (vr == 1) {
         rc = SDE_CANCELLED;
         goto out;
     }
     if (vr != 0) goto out;
     for (size_t i = 0; i < 3 * npx; i++) {
-        float v = (rgb[i] + 1.f) * 0.5f;
+        float v = p->decoder == SDE_DECODER_TAESD ? rgb[i] : (rgb[i] + 1.f) * 0.5f;
         rgb[i] = v < 0.f ? 0.f : v > 1.f ? 1.f : v;
     }
     trace(&g, "vae_out", 0, rgb, 3 * npx);

@@ -478,6 +478,46 @@ static void lora_sd15_build(rtable *tb)
     }
 }
 
+/* ---------------------------------------------------------------- TAESD (diffusers AutoencoderTiny) */
+
+#define TAESD_CH 64
+#define TAESD_OUT_SD 0.004
+
+/* a Block of taesd.py: conv.0, conv.2, conv.4 (3x3, bias) with ReLUs between; in == out, so no skip */
+static void taesd_block(rtable *tb, const char *coder, int i)
+{
+    char m[128];
+    for (int k = 0; k < 3; k++) {
+        snprintf(m, sizeof m, "%s.layers.%d.conv.%d", coder, i, 2 * k);
+        rt_conv(tb, m, TAESD_CH, TAESD_CH, 3);
+    }
+}
+
+/* Encoder: 0 conv(3, 64), 1 block, then 3 x (conv stride 2 without bias, 3 blocks), 14 conv(64, 4).
+ * Decoder: 0 conv(4, 64), (1 ReLU), 2-4 blocks, (5 upsample), 6 conv without bias, 7-9, (10), 11, 12-14,
+ * (15), 16, 17 block, 18 conv(64, 3). */
+static void taesd_build(rtable *tb)
+{
+    rt_conv(tb, "encoder.layers.0", TAESD_CH, 3, 3);
+    taesd_block(tb, "encoder", 1);
+    for (int s = 0, i = 2; s < 3; s++) {
+        rt_add(tb, RI_FANIN, SH4(TAESD_CH, TAESD_CH, 3, 3), 0, "encoder.layers.%d.weight", i++);
+        for (int b = 0; b < 3; b++)
+            taesd_block(tb, "encoder", i++);
+    }
+    rt_conv(tb, "encoder.layers.14", 4, TAESD_CH, 3);
+    rt_conv(tb, "decoder.layers.0", TAESD_CH, 4, 3);
+    static const int blocks[10] = {2, 3, 4, 7, 8, 9, 12, 13, 14, 17};
+    for (int b = 0; b < 10; b++)
+        taesd_block(tb, "decoder", blocks[b]);
+    for (int i = 6; i <= 16; i += 5)
+        rt_add(tb, RI_FANIN, SH4(TAESD_CH, TAESD_CH, 3, 3), 0, "decoder.layers.%d.weight", i);
+    /* the RGB conv scaled down and biased to mid-grey, so that the random decoder's image is texture rather
+     * than mostly clipped to 0 or 1 (its input grows through the residual blocks) */
+    rt_add(tb, RI_GAUSS, SH4(3, TAESD_CH, 3, 3), TAESD_OUT_SD, "decoder.layers.18.weight");
+    rt_add(tb, RI_FILL, SH1(3), 0.5, "decoder.layers.18.bias");
+}
+
 /* ---------------------------------------------------------------- presets */
 
 int sde_rand_preset_parse(const char *name, sde_rand_preset *out)
@@ -488,7 +528,8 @@ int sde_rand_preset_parse(const char *name, sde_rand_preset *out)
     } names[] = {{"sd15-random", SDE_RAND_SD15},
                  {"sd21-random", SDE_RAND_SD21},
                  {"sdxl-random", SDE_RAND_SDXL},
-                 {"lora-sd15-random", SDE_RAND_LORA_SD15}};
+                 {"lora-sd15-random", SDE_RAND_LORA_SD15},
+                 {"taesd-random", SDE_RAND_TAESD}};
     for (size_t i = 0; name && i < sizeof names / sizeof *names; i++)
         if (!strcmp(name, names[i].name)) {
             *out = names[i].p;
@@ -514,6 +555,8 @@ static int64_t rt_build(rtable *tb, sde_rand_preset p, int f32)
     const runet *u = p == SDE_RAND_SD21 ? &UNET_SD21 : p == SDE_RAND_SDXL ? &UNET_SDXL : &UNET_SD15;
     if (p == SDE_RAND_LORA_SD15) {
         lora_sd15_build(tb);
+    } else if (p == SDE_RAND_TAESD) {
+        taesd_build(tb);
     } else {
         if (p == SDE_RAND_SD15) {
             clip_l_build(tb, "cond_stage_model.transformer.text_model");
@@ -602,6 +645,8 @@ static int rt_header(const rtable *tb, sde_rand_preset p, uint64_t seed, int f32
         (unsigned long long)seed, f32 ? "F32" : "F16");
     if (p == SDE_RAND_LORA_SD15)
         rs_printf(h, ",\"lora_for\":\"sd15\",\"rank\":\"%d\",\"alpha\":\"%g\"", LORA_RANK, LORA_ALPHA);
+    else if (p == SDE_RAND_TAESD)
+        rs_printf(h, ",\"arch\":\"taesd\"");
     else
         rs_printf(h, ",\"jitter_norms\":\"0\"");
     const char *tag = p == SDE_RAND_SD21 ? UNET_SD21.tag : p == SDE_RAND_SDXL ? UNET_SDXL.tag : NULL;

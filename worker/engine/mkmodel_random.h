@@ -12,6 +12,9 @@ typedef enum {
     SDE_RAND_SD21,      /* "sd21-random": SD 2.1 768-v single file, 1240 tensors */
     SDE_RAND_SDXL,      /* "sdxl-random": SDXL base 1.0 single file, 2515 tensors (6.9 GB in F16) */
     SDE_RAND_LORA_SD15, /* "lora-sd15-random": kohya-format rank-4 LoRA for the SD 1.5 file, 792 tensors */
+    SDE_RAND_TAESD,     /* "taesd-random": TAESD in diffusers' AutoencoderTiny layout (encoder.layers.* and
+                         * decoder.layers.*, as madebyollin/taesd's diffusion_pytorch_model.safetensors), 134
+                         * tensors */
 } sde_rand_preset;
 
 /** The preset called name (see sde_rand_preset): 0, or -1 when there is none of that name. */

@@ -23,6 +23,8 @@ void sde_silu(float *x, size_t n);
 void sde_gelu(float *x, size_t n);
 void sde_gelu_tanh(float *x, size_t n);
 void sde_quick_gelu(float *x, size_t n);
+/** In-place max(x, 0). */
+void sde_relu(float *x, size_t n);
 /** In-place softmax over each row of x[rows][cols]. */
 void sde_softmax_rows(float *x, int rows, int cols);
 /** Multi-head scaled-dot-product attention, one head at a time and a block of queries at a time, so only

@@ -40,6 +40,12 @@ SDE_HOT void sde_quick_gelu(float *x, size_t n)
     }
 }
 
+SDE_HOT void sde_relu(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] > 0.f ? x[i] : 0.f;
+}
+
 SDE_HOT void sde_geglu(const float *x, int n, int inner, float *y)
 {
     for (int r = 0; r < n; r++) {

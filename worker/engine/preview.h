@@ -15,4 +15,9 @@
 int sde_preview_png(const float *latent, int lh, int lw, int sdxl, uint8_t **png, size_t *len, int *w, int *h,
                     char *err, size_t errlen);
 
+/** PNG of a decoded image rgb[3][H][W] in [0, 1] (clamped here), shrunk by area averaging so the long side
+ * is <= SDE_PREVIEW_MAX (kept as is when it already is). *png is malloc'd. Returns 0, or -1 with err. */
+int sde_preview_png_rgb(const float *rgb, int H, int W, uint8_t **png, size_t *len, int *w, int *h, char *err,
+                        size_t errlen);
+
 #endif

@@ -48,6 +48,8 @@ typedef struct {
     const char *backend;        /* where the models run: "cpu" (NULL or "" = cpu); docs/backends.md */
     int profile; /* 1: time every op and model section, slower; sde_result.profile gets the table. The
                   * environment's SDW_PROFILE=1 turns it on too (docs/backends.md) */
+    const char *taesd_path; /* optional TAESD (tiny autoencoder) .safetensors: previews decode with it,
+                             * and jobs may ask for it as their decoder (sde_gen_params.decoder) */
 } sde_load_opts;
 
 /** What was loaded, for logs, /ready and the PNG parameters chunk. */
@@ -60,7 +62,12 @@ typedef struct {
     int default_size;     /* native resolution: 512 (SD1), 768 (SD2 v), 1024 (SDXL), 64 (tiny) */
     int64_t n_params;     /* parameters loaded */
     char prediction_source[12]; /* where prediction came from: option, config, metadata, weights, default */
+    int taesd;                  /* a TAESD decoder is loaded (sde_load_opts.taesd_path) */
 } sde_model_info;
+
+/** What turns the final latent into the image: the checkpoint's VAE, or the TAESD given at load time (a
+ * fraction of a second instead of seconds, for drafts; sde_generate fails when none is loaded). */
+typedef enum { SDE_DECODER_VAE = 0, SDE_DECODER_TAESD = 1 } sde_decoder;
 
 /** One LoRA for a job: the file NAME.safetensors in lora_dir, merged with weight (docs/workflows.md). */
 typedef struct {
@@ -95,8 +102,9 @@ typedef struct {
     const char *lora_dir;
     const sde_lora_spec *loras;
     int n_loras;
-    /** Live previews: every preview_every steps (0 = none) the step's denoised latent, mapped to RGB by the
-     * linear approximation (<= 256 px long side, PNG), goes to preview (png only valid during the call). */
+    /** Live previews: every preview_every steps (0 = none) the step's denoised latent, decoded by the TAESD
+     * when one is loaded, else mapped to RGB by the linear approximation (<= 256 px long side, PNG), goes to
+     * preview (png only valid during the call). */
     int preview_every;
     void (*preview)(void *ud, int step, int total, const uint8_t *png, size_t len, int w, int h);
     /** Called after every step; returning non-zero cancels. May be NULL. */
@@ -112,6 +120,8 @@ typedef struct {
     int orig_width, orig_height;
     int crop_left, crop_top;
     int target_width, target_height;
+    /** The final image's decoder (SDE_DECODER_VAE by default). */
+    sde_decoder decoder;
 } sde_gen_params;
 
 /** Result of a generation; free with sde_result_free(). Times in seconds. */
