@@ -175,7 +175,8 @@ static void unet_transformer(rtable *tb, const runet *u, const char *pre, int64_
     }
 }
 
-static void unet_build(rtable *tb, const runet *u)
+/* in_ch: the stem's input channels, 4, or 9 for an inpainting UNet (noisy latent, mask, masked image) */
+static void unet_build(rtable *tb, const runet *u, int64_t in_ch)
 {
     const char *R = "model.diffusion_model";
     char b[128], blk[128];
@@ -192,7 +193,7 @@ static void unet_build(rtable *tb, const runet *u)
     /* encoder half: the stem, two resblocks per level (each followed by its attention where the level has
      * one) and a stride-2 conv between levels; every block's output is a skip for the decoder half */
     int64_t c = UNET_BASE;
-    rt_conv(tb, JOIN(b, R, "input_blocks.0.0"), c, 4, 3);
+    rt_conv(tb, JOIN(b, R, "input_blocks.0.0"), c, in_ch, 3);
     skips[nskip++] = c;
     int n = 1;
     for (int lv = 0; lv < u->levels; lv++) {
@@ -488,7 +489,8 @@ int sde_rand_preset_parse(const char *name, sde_rand_preset *out)
     } names[] = {{"sd15-random", SDE_RAND_SD15},
                  {"sd21-random", SDE_RAND_SD21},
                  {"sdxl-random", SDE_RAND_SDXL},
-                 {"lora-sd15-random", SDE_RAND_LORA_SD15}};
+                 {"lora-sd15-random", SDE_RAND_LORA_SD15},
+                 {"sd15-inpaint-random", SDE_RAND_SD15_INPAINT}};
     for (size_t i = 0; name && i < sizeof names / sizeof *names; i++)
         if (!strcmp(name, names[i].name)) {
             *out = names[i].p;
@@ -515,7 +517,7 @@ static int64_t rt_build(rtable *tb, sde_rand_preset p, int f32)
     if (p == SDE_RAND_LORA_SD15) {
         lora_sd15_build(tb);
     } else {
-        if (p == SDE_RAND_SD15) {
+        if (p == SDE_RAND_SD15 || p == SDE_RAND_SD15_INPAINT) {
             clip_l_build(tb, "cond_stage_model.transformer.text_model");
         } else if (p == SDE_RAND_SD21) {
             openclip_build(tb, "cond_stage_model.model", 1024, 24, log(1.0 / 0.07), 0);
@@ -523,7 +525,7 @@ static int64_t rt_build(rtable *tb, sde_rand_preset p, int f32)
             clip_l_build(tb, "conditioner.embedders.0.transformer.text_model");
             openclip_build(tb, "conditioner.embedders.1.model", 1280, 32, log(100.0), 1);
         }
-        unet_build(tb, u);
+        unet_build(tb, u, p == SDE_RAND_SD15_INPAINT ? 9 : 4);
         vae_build(tb);
         for (int i = 0; u->schedule && i < 12; i++)
             rt_add(tb, RI_SCHED, SH1(SCHED_T), i, "%s", SCHED_NAMES[i]);
@@ -605,6 +607,7 @@ static int rt_header(const rtable *tb, sde_rand_preset p, uint64_t seed, int f32
     else
         rs_printf(h, ",\"jitter_norms\":\"0\"");
     const char *tag = p == SDE_RAND_SD21 ? UNET_SD21.tag : p == SDE_RAND_SDXL ? UNET_SDXL.tag : NULL;
+    if (p == SDE_RAND_SD15_INPAINT) tag = "sd15-inpaint";
     if (tag) rs_printf(h, ",\"arch\":\"%s\"", tag);
     rs_printf(h, "}");
     for (int i = 0; i < tb->n; i++) {

@@ -58,6 +58,7 @@ typedef struct {
     int default_size;     /* native resolution: 512 (SD1), 768 (SD2 v), 1024 (SDXL), 64 (tiny) */
     int64_t n_params;     /* parameters loaded */
     char prediction_source[12]; /* where prediction came from: option, config, metadata, weights, default */
+    int inpaint; /* 1: a 9-channel inpainting UNet (conv_in takes latent, mask, masked-image latent) */
 } sde_model_info;
 
 /** One LoRA for a job: the file NAME.safetensors in lora_dir, merged with weight (docs/workflows.md). */
