@@ -479,6 +479,62 @@ static void lora_sd15_build(rtable *tb)
     }
 }
 
+/* The CLIP text encoder layers of one kohya text encoder prefix (lora_te_, lora_te1_, lora_te2_). */
+static void lora_clip(rtable *tb, const char *pre, int layers, int64_t d)
+{
+    char m[160];
+    for (int l = 0; l < layers; l++) {
+        static const char *const proj[4] = {"q", "k", "v", "out"};
+        for (int k = 0; k < 4; k++) {
+            snprintf(m, sizeof m, "%stext_model_encoder_layers_%d_self_attn_%s_proj", pre, l, proj[k]);
+            lora_module(tb, m, d, d, 0);
+        }
+        snprintf(m, sizeof m, "%stext_model_encoder_layers_%d_mlp_fc1", pre, l);
+        lora_module(tb, m, 4 * d, d, 0);
+        snprintf(m, sizeof m, "%stext_model_encoder_layers_%d_mlp_fc2", pre, l);
+        lora_module(tb, m, d, 4 * d, 0);
+    }
+}
+
+/* SDXL, as kohya's SDXL trainer names it: the UNet's attention layers by their LDM blocks (Linear proj_in
+ * / proj_out, every transformer block of each depth-2 / depth-10 stack), CLIP-L as lora_te1_, bigG as
+ * lora_te2_ (HF layer names; the checkpoint's fused in_proj takes q/k/v as row blocks). */
+static void lora_sdxl_build(rtable *tb)
+{
+    static const struct {
+        const char *blk;
+        int64_t c;
+        int depth;
+    } st[] = {
+        {"input_blocks_4_1", 640, 2},    {"input_blocks_5_1", 640, 2},    {"input_blocks_7_1", 1280, 10},
+        {"input_blocks_8_1", 1280, 10},  {"middle_block_1", 1280, 10},    {"output_blocks_0_1", 1280, 10},
+        {"output_blocks_1_1", 1280, 10}, {"output_blocks_2_1", 1280, 10}, {"output_blocks_3_1", 640, 2},
+        {"output_blocks_4_1", 640, 2},   {"output_blocks_5_1", 640, 2}};
+    static const char *const lin[4] = {"to_q", "to_k", "to_v", "to_out_0"};
+    char m[160];
+    for (size_t i = 0; i < sizeof st / sizeof *st; i++) {
+        const int64_t c = st[i].c;
+        snprintf(m, sizeof m, "lora_unet_%s_proj_in", st[i].blk);
+        lora_module(tb, m, c, c, 0);
+        snprintf(m, sizeof m, "lora_unet_%s_proj_out", st[i].blk);
+        lora_module(tb, m, c, c, 0);
+        for (int d = 0; d < st[i].depth; d++) {
+            for (int a = 1; a <= 2; a++)
+                for (int k = 0; k < 4; k++) {
+                    snprintf(m, sizeof m, "lora_unet_%s_transformer_blocks_%d_attn%d_%s", st[i].blk, d, a,
+                             lin[k]);
+                    lora_module(tb, m, c, a == 2 && (k == 1 || k == 2) ? UNET_SDXL.context : c, 0);
+                }
+            snprintf(m, sizeof m, "lora_unet_%s_transformer_blocks_%d_ff_net_0_proj", st[i].blk, d);
+            lora_module(tb, m, 8 * c, c, 0);
+            snprintf(m, sizeof m, "lora_unet_%s_transformer_blocks_%d_ff_net_2", st[i].blk, d);
+            lora_module(tb, m, c, 4 * c, 0);
+        }
+    }
+    lora_clip(tb, "lora_te1_", 12, 768);
+    lora_clip(tb, "lora_te2_", 32, 1280);
+}
+
 /* ---------------------------------------------------------------- presets */
 
 int sde_rand_preset_parse(const char *name, sde_rand_preset *out)
@@ -490,7 +546,8 @@ int sde_rand_preset_parse(const char *name, sde_rand_preset *out)
                  {"sd21-random", SDE_RAND_SD21},
                  {"sdxl-random", SDE_RAND_SDXL},
                  {"lora-sd15-random", SDE_RAND_LORA_SD15},
-                 {"sd15-inpaint-random", SDE_RAND_SD15_INPAINT}};
+                 {"sd15-inpaint-random", SDE_RAND_SD15_INPAINT},
+                 {"lora-sdxl-random", SDE_RAND_LORA_SDXL}};
     for (size_t i = 0; name && i < sizeof names / sizeof *names; i++)
         if (!strcmp(name, names[i].name)) {
             *out = names[i].p;
@@ -516,6 +573,8 @@ static int64_t rt_build(rtable *tb, sde_rand_preset p, int f32)
     const runet *u = p == SDE_RAND_SD21 ? &UNET_SD21 : p == SDE_RAND_SDXL ? &UNET_SDXL : &UNET_SD15;
     if (p == SDE_RAND_LORA_SD15) {
         lora_sd15_build(tb);
+    } else if (p == SDE_RAND_LORA_SDXL) {
+        lora_sdxl_build(tb);
     } else {
         if (p == SDE_RAND_SD15 || p == SDE_RAND_SD15_INPAINT) {
             clip_l_build(tb, "cond_stage_model.transformer.text_model");
@@ -602,8 +661,9 @@ static int rt_header(const rtable *tb, sde_rand_preset p, uint64_t seed, int f32
         h,
         "{\"__metadata__\":{\"format\":\"pt\",\"generator\":\"mkrandsd\",\"seed\":\"%llu\",\"dtype\":\"%s\"",
         (unsigned long long)seed, f32 ? "F32" : "F16");
-    if (p == SDE_RAND_LORA_SD15)
-        rs_printf(h, ",\"lora_for\":\"sd15\",\"rank\":\"%d\",\"alpha\":\"%g\"", LORA_RANK, LORA_ALPHA);
+    if (p == SDE_RAND_LORA_SD15 || p == SDE_RAND_LORA_SDXL)
+        rs_printf(h, ",\"lora_for\":\"%s\",\"rank\":\"%d\",\"alpha\":\"%g\"",
+                  p == SDE_RAND_LORA_SDXL ? "sdxl" : "sd15", LORA_RANK, LORA_ALPHA);
     else
         rs_printf(h, ",\"jitter_norms\":\"0\"");
     const char *tag = p == SDE_RAND_SD21 ? UNET_SD21.tag : p == SDE_RAND_SDXL ? UNET_SDXL.tag : NULL;

@@ -14,6 +14,8 @@ typedef enum {
     SDE_RAND_LORA_SD15,    /* "lora-sd15-random": kohya-format rank-4 LoRA for the SD 1.5 file, 792 tensors */
     SDE_RAND_SD15_INPAINT, /* "sd15-inpaint-random": the SD 1.5 file with a 9-channel conv_in (the
                             * sd-v1-5-inpainting layout); every other tensor equals sd15-random's */
+    SDE_RAND_LORA_SDXL,    /* "lora-sdxl-random": kohya-format rank-4 LoRA for the SDXL file (lora_unet_ by
+                            * LDM block, lora_te1_, lora_te2_), 2958 tensors */
 } sde_rand_preset;
 
 /** The preset called name (see sde_rand_preset): 0, or -1 when there is none of that name. */
