@@ -17,6 +17,7 @@
 
 #include "checkpoint.h"
 #include "lora.h"
+#include "mkmodel_random.h"
 #include "st_test_writer.h"
 
 #define MAXT 64
@@ -252,10 +253,87 @@ static void test_sdxl_lora_merge_and_restore(void **state)
     free(dir);
 }
 
+/* A header-only copy of a random preset: the real names, dtypes and shapes, data a sparse hole of zeros. */
+typedef struct {
+    stw_buf h;
+    uint64_t off;
+} sparse_hdr;
+
+static void sparse_add(void *ud, const char *name, const char *dtype, int ndim, const int64_t *shape)
+{
+    sparse_hdr *s = ud;
+    char b[512];
+    uint64_t n = !strcmp(dtype, "I64") ? 8 : !strcmp(dtype, "F32") ? 4 : 2;
+    int k = snprintf(b, sizeof b, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", s->off || s->h.n > 1 ? "," : "",
+                     name, dtype);
+    for (int d = 0; d < ndim; d++) {
+        k += snprintf(b + k, sizeof b - (size_t)k, d ? ",%lld" : "%lld", (long long)shape[d]);
+        n *= (uint64_t)shape[d];
+    }
+    snprintf(b + k, sizeof b - (size_t)k, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)s->off,
+             (unsigned long long)(s->off + n));
+    stw_puts(&s->h, b);
+    s->off += n;
+}
+
+static void write_sparse(const char *path, sde_rand_preset p)
+{
+    sparse_hdr s = {0};
+    stw_puts(&s.h, "{");
+    assert_true(sde_mkmodel_random_list(p, 0, sparse_add, &s) > 0);
+    stw_puts(&s.h, "}");
+    while (s.h.n % 8)
+        stw_puts(&s.h, " ");
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    uint8_t len[8];
+    for (int i = 0; i < 8; i++)
+        len[i] = (uint8_t)((uint64_t)s.h.n >> (8 * i));
+    assert_int_equal(fwrite(len, 1, 8, f), 8);
+    assert_int_equal(fwrite(s.h.s, 1, s.h.n, f), s.h.n);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(truncate(path, (off_t)(8 + s.h.n + s.off)), 0);
+    free(s.h.s);
+}
+
+/* Every module of the random SDXL LoRA (kohya's SDXL names) and of the SD 1.5 one finds a weight of fitting
+ * shape in the real checkpoint layouts, which the random presets reproduce name for name. */
+static void test_random_presets_match(void **state)
+{
+    (void)state;
+    static const struct {
+        sde_rand_preset ck, lora;
+        int modules;
+    } cases[] = {{SDE_RAND_SDXL, SDE_RAND_LORA_SDXL, 986}, {SDE_RAND_SD15, SDE_RAND_LORA_SD15, 264}};
+    char *dir = stw_mkdtemp("lora-match");
+    assert_non_null(dir);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char cpath[600], lpath[600], err[512], warn[512] = "";
+        snprintf(cpath, sizeof cpath, "%s/ckpt.safetensors", dir);
+        snprintf(lpath, sizeof lpath, "%s/lora.safetensors", dir);
+        write_sparse(cpath, cases[i].ck);
+        if (sde_mkmodel_random(lpath, cases[i].lora, 1, 0, 1, NULL, err, sizeof err)) fail_msg("%s", err);
+        sde_ckpt *c;
+        if (sde_ckpt_open(cpath, &c, err, sizeof err)) fail_msg("%s", err);
+        int matched = 0, unused = 0;
+        if (sde_lora_match(c, lpath, &matched, &unused, warn, sizeof warn, err, sizeof err))
+            fail_msg("%s", err);
+        printf("preset %d: %d modules match, %d keys unused %s\n", (int)cases[i].lora, matched, unused, warn);
+        assert_int_equal(matched, cases[i].modules);
+        assert_int_equal(unused, 0);
+        sde_ckpt_free(c);
+        unlink(cpath);
+        unlink(lpath);
+    }
+    rmdir(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sdxl_lora_merge_and_restore),
+        cmocka_unit_test(test_random_presets_match),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

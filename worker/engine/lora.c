@@ -407,6 +407,54 @@ out:
     return rc;
 }
 
+int sde_lora_match(sde_ckpt *c, const char *path, int *matched, int *unused, char *warn, size_t wlen,
+                   char *err, size_t errlen)
+{
+    sde_unet_config ucfg;
+    if (sde_unet_config_infer(c, &ucfg, err, errlen)) return -1;
+    sde_dn_unet_layout L = {.n_levels = ucfg.n_levels, .res_blocks = ucfg.num_res_blocks, .mid_attn = 1};
+    for (int i = 0; i < ucfg.n_levels; i++)
+        L.up_attn[i] = ucfg.attn_levels[ucfg.n_levels - 1 - i];
+    sde_st_file *f;
+    if (sde_st_open(path, &f, err, errlen)) return -1;
+    for (int i = 0; i < f->n; i++) {
+        size_t stem;
+        int k = part_of(f->t[i].name, &stem);
+        if (k < 0) {
+            (*unused)++;
+            if (warn && !*warn) snprintf(warn, wlen, "%s: unknown LoRA key %s", path, f->t[i].name);
+            continue;
+        }
+        if (k != 0) continue;
+        const sde_st_tensor *td = &f->t[i], *tu = NULL, *ta = NULL;
+        char mod[512];
+        snprintf(mod, sizeof mod, "%.*s", (int)stem, td->name);
+        for (int j = 0; j < f->n; j++) {
+            size_t s2;
+            int k2 = part_of(f->t[j].name, &s2);
+            if (k2 > 0 && s2 == stem && !strncmp(f->t[j].name, mod, stem)) *(k2 == 1 ? &tu : &ta) = &f->t[j];
+        }
+        int64_t row0;
+        const sde_tensor *t = target_of(c, &L, mod, &row0);
+        int ok = tu && t && td->ndim >= 2 && tu->ndim >= 2;
+        if (ok) {
+            int64_t rank = td->shape[0], in = (int64_t)td->numel / rank, out = tu->shape[0], n = 1;
+            for (int d = 0; d < t->ndim; d++)
+                n *= t->shape[d];
+            const int64_t rows = row0 < 0 ? out : t->shape[0];
+            ok = (int64_t)tu->numel == out * rank && n == rows * in && (row0 < 0 || row0 + out <= rows);
+        }
+        if (!ok) {
+            *unused += 1 + (tu != NULL) + (ta != NULL);
+            if (warn && !*warn) snprintf(warn, wlen, "%s: LoRA module %s matches no weight", path, mod);
+            continue;
+        }
+        (*matched)++;
+    }
+    sde_st_free(f);
+    return 0;
+}
+
 void sde_lora_restore(sde_ckpt *c, sde_lora_undo *undo)
 {
     if (!undo) return;
