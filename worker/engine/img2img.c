@@ -212,8 +212,7 @@ int sde_img2img_inpaint_concat(sde_vae *v, const float *planar, const uint8_t *m
         else
             for (size_t i = 0; i < npx; i++)
                 px[i] = 1.f;
-        /* the peer greys the repainted pixels: (1 - m)(img - 0.5) + 0.5 in [0, 1] is (1 - m) img in [-1, 1]
-         */
+        /* the peer greys repainted pixels: (1 - m)(img - 0.5) + 0.5 in [0, 1] is (1 - m) img in [-1, 1] */
         for (int c = 0; c < 3; c++)
             for (size_t i = 0; i < npx; i++)
                 masked[(size_t)c * npx + i] = planar[(size_t)c * npx + i] * (1.f - px[i]);
