@@ -32,6 +32,10 @@ static void mkmodel_usage(FILE *f)
         "  --preset lora-sd15-random  a rank-4 kohya-format LoRA for the SD 1.5 file (792 tensors, 4.8 MB)\n"
         "  --preset taesd-random      TAESD, the tiny autoencoder, in diffusers' AutoencoderTiny layout as\n"
         "                             --taesd / model.preview_decoder read it (134 tensors, 9.8 MB in f32)\n"
+        "  --preset lora-sdxl-random  a rank-4 kohya-format LoRA for the SDXL file (lora_unet_ LDM blocks,\n"
+        "                             lora_te1_, lora_te2_; 2958 tensors, 29 MB)\n"
+        "  --preset sd15-inpaint-random  sd15-random with a 9-channel conv_in, the sd-v1-5-inpainting\n"
+        "                             layout (1143 tensors, 2.1 GB in f16; the other tensors are equal)\n"
         "  --seed N                   weight seed (default 1)\n"
         "  --dtype f16|f32            weight type of the random presets (default f16; tiny is always f32)\n"
         "  --threads N                compute on N threads (default: one per CPU); the file is the same\n"
@@ -137,7 +141,7 @@ int sdw_cmd_mkmodel(int argc, char **argv)
         fprintf(stderr,
                 "sd-worker mkmodel: --preset: unknown preset \"%s\" (tiny, sd15-random, sd21-random, "
                 "sdxl-random, "
-                "lora-sd15-random, taesd-random)\n",
+                "lora-sd15-random, sd15-inpaint-random, lora-sdxl-random, taesd-random)\n",
                 preset);
         return 1;
     }

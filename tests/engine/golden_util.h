@@ -244,13 +244,11 @@ static inline void ge_print(const ge_run *r)
     }
 }
 
-/** Pixel differences between our PNG and the peer's image.png: fills max and mean |delta| of 8-bit values.
- * Returns 0, or -1 with a message when either image cannot be read or the sizes differ. */
-static inline int ge_compare_png(const char *dir, const sde_result *res, int *max_d, double *mean_d,
-                                 char *err, size_t errlen)
+/** Pixel differences between our PNG and the peer's PNG at path p: fills max and mean |delta| of 8-bit
+ * values. Returns 0, or -1 with a message when either image cannot be read or the sizes differ. */
+static inline int ge_compare_png_file(const char *p, const sde_result *res, int *max_d, double *mean_d,
+                                      char *err, size_t errlen)
 {
-    char p[1400];
-    snprintf(p, sizeof p, "%s/image.png", dir);
     FILE *f = fopen(p, "rb");
     if (!f) {
         snprintf(err, errlen, "%.900s: cannot open", p);
@@ -284,6 +282,15 @@ static inline int ge_compare_png(const char *dir, const sde_result *res, int *ma
     free(a);
     free(b);
     return 0;
+}
+
+/** ge_compare_png_file() with dir/image.png. */
+static inline int ge_compare_png(const char *dir, const sde_result *res, int *max_d, double *mean_d,
+                                 char *err, size_t errlen)
+{
+    char p[1400];
+    snprintf(p, sizeof p, "%s/image.png", dir);
+    return ge_compare_png_file(p, res, max_d, mean_d, err, errlen);
 }
 
 /** The tolerances an end-to-end test chooses (each test says why); the rest are fixed in ge_generate_check:

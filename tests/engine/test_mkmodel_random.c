@@ -75,6 +75,11 @@ static void test_counts(void **state)
     c = count_preset(SDE_RAND_LORA_SD15, 0);
     assert_int_equal(c.n, 792);
     assert_int_equal(c.params, 2359560);
+    c = count_preset(SDE_RAND_SD15_INPAINT, 0); /* conv_in [320, 9, 3, 3] instead of [320, 4, 3, 3] */
+    assert_int_equal(c.n, 1143);
+    assert_int_equal(c.params, 1066235307 + 320 * 5 * 9);
+    c = count_preset(SDE_RAND_LORA_SDXL, 0); /* 722 UNet, 72 CLIP-L and 192 bigG modules */
+    assert_int_equal(c.n, 3 * 986);
     c = count_preset(SDE_RAND_SD21, 1); /* f32: every weight F32 */
     assert_int_equal(c.f32, 1240);
 }
@@ -98,7 +103,7 @@ static void check_order(void *ud, const char *name, const char *dtype, int ndim,
 static void test_order(void **state)
 {
     (void)state;
-    for (int p = SDE_RAND_SD15; p <= SDE_RAND_LORA_SD15; p++) {
+    for (int p = SDE_RAND_SD15; p <= SDE_RAND_LORA_SDXL; p++) {
         order o = {0};
         sde_mkmodel_random_list((sde_rand_preset)p, 0, check_order, &o);
         assert_int_equal(o.bad, 0);
@@ -117,6 +122,10 @@ static void test_preset_names(void **state)
     assert_int_equal(p, SDE_RAND_SDXL);
     assert_int_equal(sde_rand_preset_parse("lora-sd15-random", &p), 0);
     assert_int_equal(p, SDE_RAND_LORA_SD15);
+    assert_int_equal(sde_rand_preset_parse("sd15-inpaint-random", &p), 0);
+    assert_int_equal(p, SDE_RAND_SD15_INPAINT);
+    assert_int_equal(sde_rand_preset_parse("lora-sdxl-random", &p), 0);
+    assert_int_equal(p, SDE_RAND_LORA_SDXL);
     assert_int_equal(sde_rand_preset_parse("tiny", &p), -1);
     assert_int_equal(sde_rand_preset_parse("sd15", &p), -1);
     assert_int_equal(sde_rand_preset_parse(NULL, &p), -1);

@@ -48,6 +48,7 @@ struct sde_engine {
     float y[2 * SDE_SDXL_ADM]; /* SDXL's vector conditioning, cond then uncond */
     float latent_scale;
     sde_unet *unet;
+    int unet_in_ch; /* 4, or 9 for an inpainting UNet */
     sde_vae *vae;
     sde_taesd *taesd; /* optional: previews and draft decodes */
     sde_noise_table tab;
@@ -254,6 +255,14 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
     if (sde_unet_config_infer(e->ck, &ucfg, err, errlen) ||
         sde_unet_build(e->ck, &ucfg, &e->unet, err, errlen))
         goto fail;
+    /* a 9-channel conv_in is an inpainting checkpoint (the weights decide, never the file name) */
+    if (ucfg.in_channels != 4 && ucfg.in_channels != 9) {
+        snprintf(err, errlen, "%s: the UNet takes %d input channels: only 4, or 9 (inpainting), are known",
+                 opts->model_path, ucfg.in_channels);
+        goto fail;
+    }
+    e->unet_in_ch = ucfg.in_channels;
+    e->info.inpaint = ucfg.in_channels == 9;
     if (ucfg.context_dim != ctx_dim || (e->xl && ucfg.adm_in_channels != SDE_SDXL_ADM)) {
         snprintf(err, errlen, "%s: the UNet cross-attends to %d-wide context but the text encoder is %d wide",
                  opts->model_path, ucfg.context_dim, ctx_dim);
@@ -481,12 +490,14 @@ typedef struct {
     int lh, lw, batch;
     size_t n;        /* latent elements: 4 * lh * lw */
     float *ctx;      /* [batch][77][dim]: cond, then uncond */
-    float *unet_in;  /* [batch][4][lh][lw] */
+    float *unet_in;  /* [batch][in_ch][lh][lw]: the scaled latent, then concat */
     float *unet_out; /* [batch][4][lh][lw] */
     float *guided;   /* [4][lh][lw] */
     float tsteps[2];
     const float *init_lat; /* [4][lh][lw] init latent when inpainting, else NULL */
     const float *mask_lat; /* [lh][lw], 1 = repaint */
+    int in_ch;             /* the UNet's input channels: 4, or 9 (inpainting) */
+    const float *concat;   /* [5][lh][lw] mask + masked-image latent for a 9-channel UNet, else NULL */
     float *den_last;       /* the latest denoised latent, for previews; NULL without them */
     double t_preview;
     double t0;
@@ -519,9 +530,13 @@ static int gen_denoise(void *ud, const float *x, float sigma, int step, float *d
     float c_skip, c_out, c_in;
     sde_denoiser_scalings(g->e->v_pred, sigma, &c_skip, &c_out, &c_in);
     float t = sde_sigma_to_t(&g->e->tab, sigma);
+    const size_t per = g->n / 4 * (size_t)g->in_ch; /* one image's UNet input */
     for (int b = 0; b < g->batch; b++) {
+        float *in = g->unet_in + (size_t)b * per;
         for (size_t i = 0; i < g->n; i++)
-            g->unet_in[(size_t)b * g->n + i] = x[i] * c_in;
+            in[i] = x[i] * c_in;
+        /* the peer feeds cond and uncond the same extra channels */
+        if (g->concat) memcpy(in + g->n, g->concat, (per - g->n) * sizeof(float));
         g->tsteps[b] = t;
     }
     trace(g, "x", step + 1, x, g->n);
@@ -698,14 +713,15 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     }
 
     int rc = SDE_ERR;
-    float *x = NULL, *work = NULL, *rgb = NULL, *init_lat = NULL, *mask_lat = NULL;
+    float *x = NULL, *work = NULL, *rgb = NULL, *init_lat = NULL, *mask_lat = NULL, *concat = NULL;
     sde_lora_undo *undo = NULL;
     size_t pcap = strlen(p->prompt) + 1;
     char *prompt = malloc(pcap), *lora_names = malloc(pcap);
     uint8_t *px = NULL;
     char *params_txt = NULL;
     g.ctx = malloc((size_t)g.batch * SDE_TOK_CONTEXT * dim * sizeof(float));
-    g.unet_in = malloc((size_t)g.batch * g.n * sizeof(float));
+    g.in_ch = e->unet_in_ch;
+    g.unet_in = malloc((size_t)g.batch * g.n / 4 * g.in_ch * sizeof(float));
     g.unet_out = malloc((size_t)g.batch * g.n * sizeof(float));
     g.guided = malloc(g.n * sizeof(float));
     x = malloc(g.n * sizeof(float));
@@ -743,6 +759,21 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
             g.init_lat = init_lat;
             g.mask_lat = mask_lat;
         }
+    }
+    if (g.in_ch == 9) {
+        /* rgb still holds the planar init image; text-to-image gets the peer's all-repaint, empty inputs */
+        concat = malloc((size_t)5 * g.lh * g.lw * sizeof(float));
+        if (!concat) {
+            snprintf(err, errlen, "out of memory for the inpainting input");
+            goto out;
+        }
+        float *dil = mask_lat && p->mask_blur == 0 ? mask_lat : NULL;
+        if (sde_img2img_inpaint_concat(e->vae, p->init_rgb ? rgb : NULL, p->mask, p->mask_w, p->mask_h,
+                                       p->width, p->height, p->seed, e->latent_scale, concat, dil, err,
+                                       errlen))
+            goto out;
+        g.concat = concat;
+        trace(&g, "concat", 0, concat, (size_t)5 * g.lh * g.lw);
     }
     if (sde_unet_reserve(e->unet, g.batch, g.lh, g.lw, SDE_TOK_CONTEXT, err, errlen)) goto out;
 
@@ -868,6 +899,7 @@ out:
     free(lora_names);
     free(params_txt);
     free(mask_lat);
+    free(concat);
     free(init_lat);
     free(px);
     free(rgb);

@@ -1,5 +1,5 @@
-/* img2img.c: the init-image workflows (img2img, inpainting with a 4-channel model): the init latent as a
- * VAE posterior sample, the schedule cut by strength, and the latent-space mask. docs/workflows.md. */
+/* img2img.c: the init-image workflows (img2img, inpainting with a 4- or 9-channel model): the init latent as
+ * a VAE posterior sample, the schedule cut by strength, and the latent-space mask. docs/workflows.md. */
 #include "img2img.h"
 
 #include <math.h>
@@ -78,8 +78,10 @@ void sde_img2img_to_planar(const uint8_t *rgb, int w, int h, int W, int H, float
                     sample_at(rgb, w, h, W, H, c, y, x) / 255.f * 2.f - 1.f;
 }
 
-int sde_img2img_encode(sde_vae *v, const float *planar, int H, int W, uint64_t seed, float scale,
-                       float *latent, char *err, size_t errlen)
+/* The posterior sample with the noise randn(seed, offset): the peer's generator is seeded once per job and
+ * each VAE encode draws the next offset. */
+static int encode_at(sde_vae *v, const float *planar, int H, int W, uint64_t seed, uint32_t offset,
+                     float scale, float *latent, char *err, size_t errlen)
 {
     const size_t n = (size_t)4 * (H / 8) * (W / 8);
     float *mom = malloc(2 * n * sizeof(float)), *noise = malloc(n * sizeof(float));
@@ -90,8 +92,7 @@ int sde_img2img_encode(sde_vae *v, const float *planar, int H, int W, uint64_t s
     }
     int rc = sde_vae_encode_moments(v, planar, H, W, mom, err, errlen);
     if (rc == 0) {
-        /* the peer's posterior noise is the same randn(seed, offset 0) the sampler starts from */
-        sde_philox_randn_at(seed, 0, noise, n);
+        sde_philox_randn_at(seed, offset, noise, n);
         for (size_t i = 0; i < n; i++) {
             float lv = mom[n + i];
             lv = lv < -30.f ? -30.f : lv > 20.f ? 20.f : lv;
@@ -136,6 +137,25 @@ static void box_blur(float *p, float *tmp, int W, int H, int r)
     }
 }
 
+int sde_img2img_encode(sde_vae *v, const float *planar, int H, int W, uint64_t seed, float scale,
+                       float *latent, char *err, size_t errlen)
+{
+    /* the peer's posterior noise is the same randn(seed, offset 0) the sampler starts from */
+    return encode_at(v, planar, H, W, seed, 0, scale, latent, err, errlen);
+}
+
+/* The W x H pixel mask, 0 or 1: luminance as PIL's convert("L"), then the peer's rounding. */
+static void mask_pixels(const uint8_t *rgb, int w, int h, int W, int H, float *px)
+{
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            float l = 0.299f * sample_at(rgb, w, h, W, H, 0, y, x) +
+                      0.587f * sample_at(rgb, w, h, W, H, 1, y, x) +
+                      0.114f * sample_at(rgb, w, h, W, H, 2, y, x);
+            px[(size_t)y * W + x] = l / 255.f >= 0.5f ? 1.f : 0.f;
+        }
+}
+
 int sde_img2img_mask(const uint8_t *rgb, int w, int h, int W, int H, int blur, float *m)
 {
     const size_t npx = (size_t)W * H;
@@ -145,14 +165,7 @@ int sde_img2img_mask(const uint8_t *rgb, int w, int h, int W, int H, int blur, f
         free(tmp);
         return -1;
     }
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++) {
-            /* luminance as PIL's convert("L"), then the peer's rounding to 0 or 1 */
-            float l = 0.299f * sample_at(rgb, w, h, W, H, 0, y, x) +
-                      0.587f * sample_at(rgb, w, h, W, H, 1, y, x) +
-                      0.114f * sample_at(rgb, w, h, W, H, 2, y, x);
-            px[(size_t)y * W + x] = l / 255.f >= 0.5f ? 1.f : 0.f;
-        }
+    mask_pixels(rgb, w, h, W, H, px);
     if (blur > 0) box_blur(px, tmp, W, H, blur);
     const int lh = H / 8, lw = W / 8;
     for (int ly = 0; ly < lh; ly++)
@@ -169,4 +182,55 @@ int sde_img2img_mask(const uint8_t *rgb, int w, int h, int W, int H, int blur, f
     free(px);
     free(tmp);
     return 0;
+}
+
+int sde_img2img_inpaint_concat(sde_vae *v, const float *planar, const uint8_t *mask_rgb, int w, int h, int W,
+                               int H, uint64_t seed, float scale, float *concat, float *dmask, char *err,
+                               size_t errlen)
+{
+    const int lh = H / 8, lw = W / 8;
+    const size_t hw = (size_t)lh * lw, npx = (size_t)W * H;
+    float *lm = concat, *lat = concat + hw;
+    int rc = 0;
+    if (!planar || !mask_rgb) {
+        for (size_t i = 0; i < hw; i++)
+            lm[i] = 1.f;
+    } else if (sde_img2img_mask(mask_rgb, w, h, W, H, 0, lm)) {
+        return sde_fail(err, errlen, "out of memory for the mask");
+    }
+    if (!planar) {
+        memset(lat, 0, 4 * hw * sizeof(float));
+    } else {
+        float *px = malloc(npx * sizeof(float)), *masked = malloc(3 * npx * sizeof(float));
+        if (!px || !masked) {
+            free(px);
+            free(masked);
+            return sde_fail(err, errlen, "out of memory for the masked image");
+        }
+        if (mask_rgb)
+            mask_pixels(mask_rgb, w, h, W, H, px);
+        else
+            for (size_t i = 0; i < npx; i++)
+                px[i] = 1.f;
+        /* the peer greys repainted pixels: (1 - m)(img - 0.5) + 0.5 in [0, 1] is (1 - m) img in [-1, 1] */
+        for (int c = 0; c < 3; c++)
+            for (size_t i = 0; i < npx; i++)
+                masked[(size_t)c * npx + i] = planar[(size_t)c * npx + i] * (1.f - px[i]);
+        rc = encode_at(v, masked, H, W, seed, 1, scale, lat, err, errlen);
+        free(px);
+        free(masked);
+    }
+    if (dmask)
+        for (int y = 0; y < lh; y++)
+            for (int x = 0; x < lw; x++) {
+                float mx = 0.f;
+                for (int dy = -1; dy <= 1; dy++)
+                    for (int dx = -1; dx <= 1; dx++) {
+                        int yy = y + dy, xx = x + dx;
+                        if (yy >= 0 && yy < lh && xx >= 0 && xx < lw && lm[(size_t)yy * lw + xx] > mx)
+                            mx = lm[(size_t)yy * lw + xx];
+                    }
+                dmask[(size_t)y * lw + x] = mx;
+            }
+    return rc;
 }

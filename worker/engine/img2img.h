@@ -1,5 +1,5 @@
-/* img2img.h: the init-image workflows (img2img, inpainting with a 4-channel model): the init latent as a
- * VAE posterior sample, the schedule cut by strength, and the latent-space mask. docs/workflows.md. */
+/* img2img.h: the init-image workflows (img2img, inpainting with a 4- or 9-channel model): the init latent as
+ * a VAE posterior sample, the schedule cut by strength, and the latent-space mask. docs/workflows.md. */
 #ifndef SDE_IMG2IMG_H
 #define SDE_IMG2IMG_H
 
@@ -30,5 +30,15 @@ int sde_img2img_encode(sde_vae *v, const float *planar, int H, int W, uint64_t s
  * "nearest-max"); blur > 0: the pixel mask is box-blurred twice with that radius (a feathered edge) and a
  * cell takes the mean of its pixels. Returns 0, or -1 when out of memory. */
 int sde_img2img_mask(const uint8_t *rgb, int w, int h, int W, int H, int blur, float *m);
+
+/** The 5 extra input channels of a 9-channel inpainting UNet, concat[5][H/8][W/8] (the peer's order after the
+ * noisy latent): the latent mask (nearest-max of the rounded pixel mask, 1 = repaint), then the latent of the
+ * masked image, a VAE posterior sample of planar * (1 - pixel mask) with randn(seed, offset 1), times scale.
+ * mask_rgb NULL: an all-repaint mask (the masked image is uniform grey). planar NULL (text-to-image): the
+ * mask channel is 1 and the masked-image latent 0, no VAE run. dmask (if not NULL) gets the peer's blend
+ * mask for such a model, the latent mask dilated by a 3x3 max-pool. Returns 0, or -1 with err. */
+int sde_img2img_inpaint_concat(sde_vae *v, const float *planar, const uint8_t *mask_rgb, int w, int h, int W,
+                               int H, uint64_t seed, float scale, float *concat, float *dmask, char *err,
+                               size_t errlen);
 
 #endif

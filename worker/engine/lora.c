@@ -110,7 +110,14 @@ static const char *const WORDS[] = {"down_blocks",
                                     "final_layer_norm",
                                     "text_projection",
                                     "conv_norm_out",
-                                    "add_embedding"};
+                                    "add_embedding",
+                                    "input_blocks",
+                                    "middle_block",
+                                    "output_blocks",
+                                    "in_layers",
+                                    "out_layers",
+                                    "emb_layers",
+                                    "skip_connection"};
 
 /* "down_blocks_0_attentions_0_proj_in" -> "down_blocks.0.attentions.0.proj_in" */
 static void kohya_to_dotted(const char *k, char *out, size_t cap)
@@ -137,30 +144,99 @@ static void kohya_to_dotted(const char *k, char *out, size_t cap)
     out[o] = 0;
 }
 
-/* The checkpoint tensor a LoRA module (prefix without .lora_down etc.) changes, or NULL. */
-static const sde_tensor *target_of(sde_ckpt *c, const sde_dn_unet_layout *L, const char *mod)
+/* The first of the candidate names the checkpoint holds, or NULL. */
+static const sde_tensor *find_first(sde_ckpt *c, const char *const *names, int n)
 {
-    char dotted[512], d2[600], ldm[600];
-    int unet;
+    for (int i = 0; i < n; i++) {
+        const sde_tensor *t = names[i][0] ? sde_ckpt_find(c, names[i]) : NULL;
+        if (t) return t;
+    }
+    return NULL;
+}
+
+/* An HF CLIP layer name ("text_model.encoder.layers.3.self_attn.q_proj") in an OpenCLIP encoder stored
+ * under pfx ("cond_stage_model.model.", SDXL's "conditioner.embedders.1.model."): q/k/v are row blocks of
+ * the fused in_proj, so *row0 is set to the block's first row (the block height is the LoRA's out). */
+static const sde_tensor *openclip_target(sde_ckpt *c, const char *pfx, const char *dotted, int64_t *row0)
+{
+    int layer, end = 0;
+    char part[64];
+    if (sscanf(dotted, "text_model.encoder.layers.%d.%63s%n", &layer, part, &end) != 2 || dotted[end])
+        return NULL;
+    static const struct {
+        const char *hf, *oc;
+        int block; /* in_proj row block, -1 for a whole tensor */
+    } map[] = {{"self_attn.q_proj", "attn.in_proj_weight", 0},
+               {"self_attn.k_proj", "attn.in_proj_weight", 1},
+               {"self_attn.v_proj", "attn.in_proj_weight", 2},
+               {"self_attn.out_proj", "attn.out_proj.weight", -1},
+               {"mlp.fc1", "mlp.c_fc.weight", -1},
+               {"mlp.fc2", "mlp.c_proj.weight", -1}};
+    for (size_t i = 0; i < sizeof map / sizeof *map; i++) {
+        if (strcmp(part, map[i].hf)) continue;
+        char name[512];
+        snprintf(name, sizeof name, "%stransformer.resblocks.%d.%s", pfx, layer, map[i].oc);
+        const sde_tensor *t = sde_ckpt_find(c, name);
+        if (!t || t->ndim != 2) return NULL;
+        if (map[i].block >= 0) *row0 = map[i].block * (t->shape[0] / 3);
+        return t;
+    }
+    return NULL;
+}
+
+/* The checkpoint tensor a LoRA module (prefix without .lora_down etc.) changes, or NULL. *row0 = -1, or the
+ * first row of the block of a fused tensor the module changes (OpenCLIP's in_proj). Text encoder 1 is
+ * CLIP-L (SD 1.x, SDXL's first); 2 is SDXL's OpenCLIP bigG; SD 2.x's lora_te_ is OpenCLIP ViT-H. */
+static const sde_tensor *target_of(sde_ckpt *c, const sde_dn_unet_layout *L, const char *mod, int64_t *row0)
+{
+    char dotted[512], d2[600], ldm[640];
+    int part; /* 0 UNet, 1 text encoder (1), 2 text encoder 2 */
+    *row0 = -1;
     if (!strncmp(mod, "base_model.model.", 17)) mod += 17;
     if (!strncmp(mod, "lora_unet_", 10)) {
         kohya_to_dotted(mod + 10, dotted, sizeof dotted);
-        unet = 1;
+        part = 0;
     } else if (!strncmp(mod, "lora_te_", 8) || !strncmp(mod, "lora_te1_", 9)) {
         kohya_to_dotted(mod + (mod[7] == '_' ? 8 : 9), dotted, sizeof dotted);
-        unet = 0;
+        part = 1;
+    } else if (!strncmp(mod, "lora_te2_", 9)) {
+        kohya_to_dotted(mod + 9, dotted, sizeof dotted);
+        part = 2;
     } else if (!strncmp(mod, "unet.", 5)) {
         snprintf(dotted, sizeof dotted, "%s", mod + 5);
-        unet = 1;
+        part = 0;
     } else if (!strncmp(mod, "text_encoder.", 13)) {
         snprintf(dotted, sizeof dotted, "%s", mod + 13);
-        unet = 0;
+        part = 1;
+    } else if (!strncmp(mod, "text_encoder_2.", 15)) {
+        snprintf(dotted, sizeof dotted, "%s", mod + 15);
+        part = 2;
     } else
         return NULL;
     snprintf(d2, sizeof d2, "%s.weight", dotted);
-    if (unet ? sde_dn_unet_to_ldm(L, d2, ldm, sizeof ldm) : sde_dn_text_to_ldm(d2, ldm, sizeof ldm))
-        return NULL;
-    return sde_ckpt_find(c, ldm);
+    if (part == 0) {
+        /* kohya SDXL LoRAs name the LDM blocks themselves (input_blocks_4_1_...), others the diffusers ones
+         */
+        if (!strncmp(d2, "input_blocks.", 13) || !strncmp(d2, "middle_block.", 13) ||
+            !strncmp(d2, "output_blocks.", 14)) {
+            snprintf(ldm, sizeof ldm, "model.diffusion_model.%s", d2);
+            return sde_ckpt_find(c, ldm);
+        }
+        if (sde_dn_unet_to_ldm(L, d2, ldm, sizeof ldm)) return NULL;
+        return sde_ckpt_find(c, ldm);
+    }
+    char hf1[640] = "", hf2[640] = "";
+    if (part == 1) {
+        if (sde_dn_text_to_ldm(d2, ldm, sizeof ldm)) return NULL;
+        snprintf(hf1, sizeof hf1, "conditioner.embedders.0.transformer.%s", d2);
+        const char *names[] = {ldm, hf1};
+        const sde_tensor *t = find_first(c, names, 2);
+        return t ? t : openclip_target(c, "cond_stage_model.model.", dotted, row0);
+    }
+    if (sde_dn_text2_to_ldm(d2, hf2, sizeof hf2)) return NULL;
+    const char *names[] = {hf2};
+    const sde_tensor *t = find_first(c, names, 1);
+    return t ? t : openclip_target(c, "conditioner.embedders.1.model.", dotted, row0);
 }
 
 /* Records t as being edited (once) so that sde_lora_restore ends its edit. */
@@ -261,7 +337,8 @@ int sde_lora_apply(sde_ckpt *c, const char *path, float weight, sde_lora_undo **
             int k2 = part_of(f->t[j].name, &s2);
             if (k2 > 0 && s2 == stem && !strncmp(f->t[j].name, mod, stem)) *(k2 == 1 ? &tu : &ta) = &f->t[j];
         }
-        const sde_tensor *t = target_of(c, &L, mod);
+        int64_t row0;
+        const sde_tensor *t = target_of(c, &L, mod, &row0);
         if (!tu || !t || td->ndim < 2 || tu->ndim < 2) {
             *unused += 1 + (tu != NULL) + (ta != NULL);
             if (warn && !*warn) snprintf(warn, wlen, "%s: LoRA module %s matches no weight", path, mod);
@@ -271,7 +348,9 @@ int sde_lora_apply(sde_ckpt *c, const char *path, float weight, sde_lora_undo **
         int64_t n = 1;
         for (int d = 0; d < t->ndim; d++)
             n *= t->shape[d];
-        if ((int64_t)tu->numel != out * rank || n != out * in) {
+        /* a block of rows of a fused weight: the rows below and above it stay */
+        const int64_t rows = row0 < 0 ? out : t->shape[0], off = row0 < 0 ? 0 : row0 * in;
+        if ((int64_t)tu->numel != out * rank || n != rows * in || (row0 >= 0 && row0 + out > rows)) {
             rc = sde_fail(err, errlen, "%s: LoRA module %s: shapes do not fit the weight", path, mod);
             goto out;
         }
@@ -283,10 +362,10 @@ int sde_lora_apply(sde_ckpt *c, const char *path, float weight, sde_lora_undo **
         }
         free(dn), free(up);
         dn = st_f32(td), up = st_f32(tu);
-        if ((size_t)n > delta_cap) {
+        if ((size_t)(out * in) > delta_cap) {
             free(delta);
-            delta = malloc((size_t)n * sizeof(float));
-            delta_cap = delta ? (size_t)n : 0;
+            delta = malloc((size_t)(out * in) * sizeof(float));
+            delta_cap = delta ? (size_t)(out * in) : 0;
         }
         if (!dn || !up || !delta) {
             sde_fail(err, errlen, "%s: out of memory (or not float) in LoRA module %s", path, mod);
@@ -302,13 +381,61 @@ int sde_lora_apply(sde_ckpt *c, const char *path, float weight, sde_lora_undo **
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)in, (int)rank,
                     weight * alpha / (float)rank, up, (int)rank, dn, (int)in, 0.f, delta, (int)in);
         /* rounded to the stored type, as the peer adds into its f16 weights */
-        add_round(wc, delta, (size_t)n, t->dtype == SDE_DT_F16);
+        add_round(wc + off, delta, (size_t)(out * in), t->dtype == SDE_DT_F16);
     }
     rc = 0;
 out:
     free(dn), free(up), free(delta);
     sde_st_free(f);
     return rc;
+}
+
+int sde_lora_match(sde_ckpt *c, const char *path, int *matched, int *unused, char *warn, size_t wlen,
+                   char *err, size_t errlen)
+{
+    sde_unet_config ucfg;
+    if (sde_unet_config_infer(c, &ucfg, err, errlen)) return -1;
+    sde_dn_unet_layout L = {.n_levels = ucfg.n_levels, .res_blocks = ucfg.num_res_blocks, .mid_attn = 1};
+    for (int i = 0; i < ucfg.n_levels; i++)
+        L.up_attn[i] = ucfg.attn_levels[ucfg.n_levels - 1 - i];
+    sde_st_file *f;
+    if (sde_st_open(path, &f, err, errlen)) return -1;
+    for (int i = 0; i < f->n; i++) {
+        size_t stem;
+        int k = part_of(f->t[i].name, &stem);
+        if (k < 0) {
+            (*unused)++;
+            if (warn && !*warn) snprintf(warn, wlen, "%s: unknown LoRA key %s", path, f->t[i].name);
+            continue;
+        }
+        if (k != 0) continue;
+        const sde_st_tensor *td = &f->t[i], *tu = NULL, *ta = NULL;
+        char mod[512];
+        snprintf(mod, sizeof mod, "%.*s", (int)stem, td->name);
+        for (int j = 0; j < f->n; j++) {
+            size_t s2;
+            int k2 = part_of(f->t[j].name, &s2);
+            if (k2 > 0 && s2 == stem && !strncmp(f->t[j].name, mod, stem)) *(k2 == 1 ? &tu : &ta) = &f->t[j];
+        }
+        int64_t row0;
+        const sde_tensor *t = target_of(c, &L, mod, &row0);
+        int ok = tu && t && td->ndim >= 2 && tu->ndim >= 2;
+        if (ok) {
+            int64_t rank = td->shape[0], in = (int64_t)td->numel / rank, out = tu->shape[0], n = 1;
+            for (int d = 0; d < t->ndim; d++)
+                n *= t->shape[d];
+            const int64_t rows = row0 < 0 ? out : t->shape[0];
+            ok = (int64_t)tu->numel == out * rank && n == rows * in && (row0 < 0 || row0 + out <= rows);
+        }
+        if (!ok) {
+            *unused += 1 + (tu != NULL) + (ta != NULL);
+            if (warn && !*warn) snprintf(warn, wlen, "%s: LoRA module %s matches no weight", path, mod);
+            continue;
+        }
+        (*matched)++;
+    }
+    sde_st_free(f);
+    return 0;
 }
 
 void sde_lora_restore(sde_ckpt *c, sde_lora_undo *undo)

@@ -32,6 +32,11 @@ typedef struct sde_lora_undo sde_lora_undo;
 int sde_lora_apply(sde_ckpt *c, const char *path, float weight, sde_lora_undo **undo, int *unused, char *warn,
                    size_t wlen, char *err, size_t errlen);
 
+/** sde_lora_apply() without merging (nothing is converted or changed): counts in *matched the modules that
+ * would change a weight of fitting shape, in *unused the keys that would not, the first named in warn. */
+int sde_lora_match(sde_ckpt *c, const char *path, int *matched, int *unused, char *warn, size_t wlen,
+                   char *err, size_t errlen);
+
 /** Puts every changed weight back to the checkpoint's bytes and frees undo (NULL is fine). */
 void sde_lora_restore(sde_ckpt *c, sde_lora_undo *undo);
 

@@ -84,6 +84,7 @@ static void mk_norm(mk_list *l, const char *p, const char *m, int64_t c)
 
 typedef struct {
     int mc, n_levels, mult[4], nres, attn[4], ctx;
+    int in_ch; /* conv_in's input channels: 4, or 9 for an inpainting UNet */
 } mk_unet_shape;
 
 static void mk_unet_res(mk_list *l, const char *p, int64_t in, int64_t out, int64_t temb)
@@ -128,7 +129,7 @@ static void mk_unet(mk_list *l, const mk_unet_shape *s)
     int nch = 0, blk = 1;
     mk_linear(l, P, "time_embed.0", temb, s->mc, 1);
     mk_linear(l, P, "time_embed.2", temb, temb, 1);
-    mk_conv(l, P, "input_blocks.0.0", s->mc, 4, 3);
+    mk_conv(l, P, "input_blocks.0.0", s->mc, s->in_ch, 3);
     chans[nch++] = s->mc;
     int64_t ch = s->mc;
     for (int lv = 0; lv < s->n_levels; lv++) {
@@ -385,7 +386,7 @@ static void mk_fill(const mk_tensor *t, sde_philox *rng, float *v, int64_t n)
     }
 }
 
-int sde_mkmodel_tiny(const char *path, uint64_t seed, char *err, size_t errlen)
+static int mkmodel_tiny(const char *path, uint64_t seed, int in_ch, char *err, size_t errlen)
 {
     if (!path || !*path) {
         snprintf(err, errlen, "mkmodel: no output path");
@@ -397,7 +398,8 @@ int sde_mkmodel_tiny(const char *path, uint64_t seed, char *err, size_t errlen)
                               .mult = {1, 2},
                               .nres = 1,
                               .attn = {1, 1},
-                              .ctx = SDE_TINY_CONTEXT};
+                              .ctx = SDE_TINY_CONTEXT,
+                              .in_ch = in_ch};
     const int vae_mult[4] = {1, 1, 2, 2};
     mk_unet(&l, &us);
     mk_vae(&l, SDE_TINY_VAE_CH, vae_mult, 1, 4);
@@ -508,4 +510,14 @@ out:
     free(merges);
     free(l.t);
     return rc;
+}
+
+int sde_mkmodel_tiny(const char *path, uint64_t seed, char *err, size_t errlen)
+{
+    return mkmodel_tiny(path, seed, 4, err, errlen);
+}
+
+int sde_mkmodel_tiny_inpaint(const char *path, uint64_t seed, char *err, size_t errlen)
+{
+    return mkmodel_tiny(path, seed, 9, err, errlen);
 }

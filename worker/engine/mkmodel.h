@@ -19,5 +19,7 @@
  * drawn from Philox(seed): the same seed gives a byte-identical file. Embeds the byte-level tokenizer and
  * the SD default alphas_cumprod. Returns 0, or -1 with err naming the path and the failure. */
 int sde_mkmodel_tiny(const char *path, uint64_t seed, char *err, size_t errlen);
+/** sde_mkmodel_tiny() with a 9-channel conv_in: a tiny inpainting model, for tests (no CLI preset). */
+int sde_mkmodel_tiny_inpaint(const char *path, uint64_t seed, char *err, size_t errlen);
 
 #endif

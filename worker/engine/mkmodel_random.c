@@ -175,7 +175,8 @@ static void unet_transformer(rtable *tb, const runet *u, const char *pre, int64_
     }
 }
 
-static void unet_build(rtable *tb, const runet *u)
+/* in_ch: the stem's input channels, 4, or 9 for an inpainting UNet (noisy latent, mask, masked image) */
+static void unet_build(rtable *tb, const runet *u, int64_t in_ch)
 {
     const char *R = "model.diffusion_model";
     char b[128], blk[128];
@@ -192,7 +193,7 @@ static void unet_build(rtable *tb, const runet *u)
     /* encoder half: the stem, two resblocks per level (each followed by its attention where the level has
      * one) and a stride-2 conv between levels; every block's output is a skip for the decoder half */
     int64_t c = UNET_BASE;
-    rt_conv(tb, JOIN(b, R, "input_blocks.0.0"), c, 4, 3);
+    rt_conv(tb, JOIN(b, R, "input_blocks.0.0"), c, in_ch, 3);
     skips[nskip++] = c;
     int n = 1;
     for (int lv = 0; lv < u->levels; lv++) {
@@ -518,6 +519,62 @@ static void taesd_build(rtable *tb)
     rt_add(tb, RI_FILL, SH1(3), 0.5, "decoder.layers.18.bias");
 }
 
+/* The CLIP text encoder layers of one kohya text encoder prefix (lora_te_, lora_te1_, lora_te2_). */
+static void lora_clip(rtable *tb, const char *pre, int layers, int64_t d)
+{
+    char m[160];
+    for (int l = 0; l < layers; l++) {
+        static const char *const proj[4] = {"q", "k", "v", "out"};
+        for (int k = 0; k < 4; k++) {
+            snprintf(m, sizeof m, "%stext_model_encoder_layers_%d_self_attn_%s_proj", pre, l, proj[k]);
+            lora_module(tb, m, d, d, 0);
+        }
+        snprintf(m, sizeof m, "%stext_model_encoder_layers_%d_mlp_fc1", pre, l);
+        lora_module(tb, m, 4 * d, d, 0);
+        snprintf(m, sizeof m, "%stext_model_encoder_layers_%d_mlp_fc2", pre, l);
+        lora_module(tb, m, d, 4 * d, 0);
+    }
+}
+
+/* SDXL, as kohya's SDXL trainer names it: the UNet's attention layers by their LDM blocks (Linear proj_in
+ * / proj_out, every transformer block of each depth-2 / depth-10 stack), CLIP-L as lora_te1_, bigG as
+ * lora_te2_ (HF layer names; the checkpoint's fused in_proj takes q/k/v as row blocks). */
+static void lora_sdxl_build(rtable *tb)
+{
+    static const struct {
+        const char *blk;
+        int64_t c;
+        int depth;
+    } st[] = {
+        {"input_blocks_4_1", 640, 2},    {"input_blocks_5_1", 640, 2},    {"input_blocks_7_1", 1280, 10},
+        {"input_blocks_8_1", 1280, 10},  {"middle_block_1", 1280, 10},    {"output_blocks_0_1", 1280, 10},
+        {"output_blocks_1_1", 1280, 10}, {"output_blocks_2_1", 1280, 10}, {"output_blocks_3_1", 640, 2},
+        {"output_blocks_4_1", 640, 2},   {"output_blocks_5_1", 640, 2}};
+    static const char *const lin[4] = {"to_q", "to_k", "to_v", "to_out_0"};
+    char m[160];
+    for (size_t i = 0; i < sizeof st / sizeof *st; i++) {
+        const int64_t c = st[i].c;
+        snprintf(m, sizeof m, "lora_unet_%s_proj_in", st[i].blk);
+        lora_module(tb, m, c, c, 0);
+        snprintf(m, sizeof m, "lora_unet_%s_proj_out", st[i].blk);
+        lora_module(tb, m, c, c, 0);
+        for (int d = 0; d < st[i].depth; d++) {
+            for (int a = 1; a <= 2; a++)
+                for (int k = 0; k < 4; k++) {
+                    snprintf(m, sizeof m, "lora_unet_%s_transformer_blocks_%d_attn%d_%s", st[i].blk, d, a,
+                             lin[k]);
+                    lora_module(tb, m, c, a == 2 && (k == 1 || k == 2) ? UNET_SDXL.context : c, 0);
+                }
+            snprintf(m, sizeof m, "lora_unet_%s_transformer_blocks_%d_ff_net_0_proj", st[i].blk, d);
+            lora_module(tb, m, 8 * c, c, 0);
+            snprintf(m, sizeof m, "lora_unet_%s_transformer_blocks_%d_ff_net_2", st[i].blk, d);
+            lora_module(tb, m, c, 4 * c, 0);
+        }
+    }
+    lora_clip(tb, "lora_te1_", 12, 768);
+    lora_clip(tb, "lora_te2_", 32, 1280);
+}
+
 /* ---------------------------------------------------------------- presets */
 
 int sde_rand_preset_parse(const char *name, sde_rand_preset *out)
@@ -525,11 +582,10 @@ int sde_rand_preset_parse(const char *name, sde_rand_preset *out)
     static const struct {
         const char *name;
         sde_rand_preset p;
-    } names[] = {{"sd15-random", SDE_RAND_SD15},
-                 {"sd21-random", SDE_RAND_SD21},
-                 {"sdxl-random", SDE_RAND_SDXL},
-                 {"lora-sd15-random", SDE_RAND_LORA_SD15},
-                 {"taesd-random", SDE_RAND_TAESD}};
+    } names[] = {{"sd15-random", SDE_RAND_SD15},          {"sd21-random", SDE_RAND_SD21},
+                 {"sdxl-random", SDE_RAND_SDXL},          {"lora-sd15-random", SDE_RAND_LORA_SD15},
+                 {"taesd-random", SDE_RAND_TAESD},        {"sd15-inpaint-random", SDE_RAND_SD15_INPAINT},
+                 {"lora-sdxl-random", SDE_RAND_LORA_SDXL}};
     for (size_t i = 0; name && i < sizeof names / sizeof *names; i++)
         if (!strcmp(name, names[i].name)) {
             *out = names[i].p;
@@ -557,8 +613,10 @@ static int64_t rt_build(rtable *tb, sde_rand_preset p, int f32)
         lora_sd15_build(tb);
     } else if (p == SDE_RAND_TAESD) {
         taesd_build(tb);
+    } else if (p == SDE_RAND_LORA_SDXL) {
+        lora_sdxl_build(tb);
     } else {
-        if (p == SDE_RAND_SD15) {
+        if (p == SDE_RAND_SD15 || p == SDE_RAND_SD15_INPAINT) {
             clip_l_build(tb, "cond_stage_model.transformer.text_model");
         } else if (p == SDE_RAND_SD21) {
             openclip_build(tb, "cond_stage_model.model", 1024, 24, log(1.0 / 0.07), 0);
@@ -566,7 +624,7 @@ static int64_t rt_build(rtable *tb, sde_rand_preset p, int f32)
             clip_l_build(tb, "conditioner.embedders.0.transformer.text_model");
             openclip_build(tb, "conditioner.embedders.1.model", 1280, 32, log(100.0), 1);
         }
-        unet_build(tb, u);
+        unet_build(tb, u, p == SDE_RAND_SD15_INPAINT ? 9 : 4);
         vae_build(tb);
         for (int i = 0; u->schedule && i < 12; i++)
             rt_add(tb, RI_SCHED, SH1(SCHED_T), i, "%s", SCHED_NAMES[i]);
@@ -643,13 +701,15 @@ static int rt_header(const rtable *tb, sde_rand_preset p, uint64_t seed, int f32
         h,
         "{\"__metadata__\":{\"format\":\"pt\",\"generator\":\"mkrandsd\",\"seed\":\"%llu\",\"dtype\":\"%s\"",
         (unsigned long long)seed, f32 ? "F32" : "F16");
-    if (p == SDE_RAND_LORA_SD15)
-        rs_printf(h, ",\"lora_for\":\"sd15\",\"rank\":\"%d\",\"alpha\":\"%g\"", LORA_RANK, LORA_ALPHA);
+    if (p == SDE_RAND_LORA_SD15 || p == SDE_RAND_LORA_SDXL)
+        rs_printf(h, ",\"lora_for\":\"%s\",\"rank\":\"%d\",\"alpha\":\"%g\"",
+                  p == SDE_RAND_LORA_SDXL ? "sdxl" : "sd15", LORA_RANK, LORA_ALPHA);
     else if (p == SDE_RAND_TAESD)
         rs_printf(h, ",\"arch\":\"taesd\"");
     else
         rs_printf(h, ",\"jitter_norms\":\"0\"");
     const char *tag = p == SDE_RAND_SD21 ? UNET_SD21.tag : p == SDE_RAND_SDXL ? UNET_SDXL.tag : NULL;
+    if (p == SDE_RAND_SD15_INPAINT) tag = "sd15-inpaint";
     if (tag) rs_printf(h, ",\"arch\":\"%s\"", tag);
     rs_printf(h, "}");
     for (int i = 0; i < tb->n; i++) {

@@ -8,13 +8,17 @@
 #include <stdint.h>
 
 typedef enum {
-    SDE_RAND_SD15,      /* "sd15-random": SD 1.5 single file, 1143 tensors */
-    SDE_RAND_SD21,      /* "sd21-random": SD 2.1 768-v single file, 1240 tensors */
-    SDE_RAND_SDXL,      /* "sdxl-random": SDXL base 1.0 single file, 2515 tensors (6.9 GB in F16) */
-    SDE_RAND_LORA_SD15, /* "lora-sd15-random": kohya-format rank-4 LoRA for the SD 1.5 file, 792 tensors */
-    SDE_RAND_TAESD,     /* "taesd-random": TAESD in diffusers' AutoencoderTiny layout (encoder.layers.* and
-                         * decoder.layers.*, as madebyollin/taesd's diffusion_pytorch_model.safetensors), 134
-                         * tensors */
+    SDE_RAND_SD15,         /* "sd15-random": SD 1.5 single file, 1143 tensors */
+    SDE_RAND_SD21,         /* "sd21-random": SD 2.1 768-v single file, 1240 tensors */
+    SDE_RAND_SDXL,         /* "sdxl-random": SDXL base 1.0 single file, 2515 tensors (6.9 GB in F16) */
+    SDE_RAND_LORA_SD15,    /* "lora-sd15-random": kohya-format rank-4 LoRA for the SD 1.5 file, 792 tensors */
+    SDE_RAND_SD15_INPAINT, /* "sd15-inpaint-random": the SD 1.5 file with a 9-channel conv_in (the
+                            * sd-v1-5-inpainting layout); every other tensor equals sd15-random's */
+    SDE_RAND_LORA_SDXL,    /* "lora-sdxl-random": kohya-format rank-4 LoRA for the SDXL file (lora_unet_ by
+                            * LDM block, lora_te1_, lora_te2_), 2958 tensors */
+    SDE_RAND_TAESD,        /* "taesd-random": TAESD in diffusers' AutoencoderTiny layout (encoder.layers.* and
+                            * decoder.layers.*, as madebyollin/taesd's diffusion_pytorch_model.safetensors), 134
+                            * tensors */
 } sde_rand_preset;
 
 /** The preset called name (see sde_rand_preset): 0, or -1 when there is none of that name. */

@@ -63,6 +63,7 @@ typedef struct {
     int64_t n_params;     /* parameters loaded */
     char prediction_source[12]; /* where prediction came from: option, config, metadata, weights, default */
     int taesd;                  /* a TAESD decoder is loaded (sde_load_opts.taesd_path) */
+    int inpaint; /* 1: a 9-channel inpainting UNet (conv_in takes latent, mask, masked-image latent) */
 } sde_model_info;
 
 /** What turns the final latent into the image: the checkpoint's VAE, or the TAESD given at load time (a
