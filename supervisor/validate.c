@@ -299,7 +299,7 @@ int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_li
 
     sdw_gen_request r;
     sdw_gen_request_init(&r);
-    r.width = r.height = 512; /* the API's documented default, whatever the model's native size */
+    r.width = r.height = lim->default_size; /* the served model's native size; 0: decided at dispatch */
     int rc = check_fields(root, lim, &r, e);
     json_decref(root);
     if (rc != 0) {

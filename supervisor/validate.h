@@ -26,6 +26,8 @@ typedef struct {
     int max_steps;             /* >= 1 */
     size_t max_body_bytes;     /* larger bodies answer 413 */
     const char *lora_dir;      /* model.lora_dir, NULL = LoRAs are refused */
+    int default_size; /* width and height of a job that gives none (the served model's native size); 0 leaves
+                       * them 0, for the supervisor to fill in when the job is dispatched */
 } sdw_validate_limits;
 
 /** Fills e (status, code, message, field) and returns -1, for callers building their own errors. */
@@ -37,8 +39,8 @@ int sdw_api_error_set(sdw_api_error *e, int status, const char *code, const char
 int sdw_validate_content_type(const char *ct, size_t len, sdw_api_error *e);
 
 /** Parses and checks the JSON body of POST /v1/jobs into a request with the API's defaults (20 steps,
- * guidance 7.5, 512x512, euler, discrete; has_seed 0 without a seed). 0 with *out filled (free with
- * sdw_gen_request_free), or -1 with e set (413 body too large, 400 otherwise) and *out empty but
+ * guidance 7.5, lim->default_size square, euler, discrete; has_seed 0 without a seed). 0 with *out filled
+ * (free with sdw_gen_request_free), or -1 with e set (413 body too large, 400 otherwise) and *out empty but
  * initialised (freeing it is harmless). */
 int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_limits *lim,
                              sdw_gen_request *out, sdw_api_error *e);

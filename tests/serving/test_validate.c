@@ -32,12 +32,41 @@ static void test_defaults(void **state)
     assert_int_equal(r.steps, 20);
     assert_true(r.cfg_scale == 7.5);
     assert_int_equal(r.has_seed, 0);
-    assert_int_equal(r.width, 512);
-    assert_int_equal(r.height, 512);
+    /* no served model known (default_size 0): the size stays 0 for the supervisor to fill in at dispatch */
+    assert_int_equal(r.width, 0);
+    assert_int_equal(r.height, 0);
     assert_int_equal(r.sampler, SDW_SAMPLER_EULER);
     assert_int_equal(r.schedule, SDW_SCHEDULE_DISCRETE);
     sdw_gen_request_free(&r);
     sdw_gen_request_free(&r); /* idempotent */
+}
+
+/* The default size is the served model's native size: SDXL's 1024 square, and a side given alone keeps the
+ * other side at the default. */
+static void test_default_size_follows_model(void **state)
+{
+    (void)state;
+    sdw_validate_limits xl = LIM;
+    xl.max_height = 1024;
+    xl.default_size = 1024;
+    sdw_gen_request r;
+    sdw_api_error e;
+    const char *b = "{\"prompt\":\"a red fox\"}";
+    assert_int_equal(sdw_validate_job_request(b, strlen(b), &xl, &r, &e), 0);
+    assert_int_equal(r.width, 1024);
+    assert_int_equal(r.height, 1024);
+    sdw_gen_request_free(&r);
+    b = "{\"prompt\":\"a red fox\",\"height\":512}";
+    assert_int_equal(sdw_validate_job_request(b, strlen(b), &xl, &r, &e), 0);
+    assert_int_equal(r.width, 1024);
+    assert_int_equal(r.height, 512);
+    sdw_gen_request_free(&r);
+    xl.default_size = 768;
+    b = "{\"prompt\":\"a red fox\",\"width\":null}";
+    assert_int_equal(sdw_validate_job_request(b, strlen(b), &xl, &r, &e), 0);
+    assert_int_equal(r.width, 768);
+    assert_int_equal(r.height, 768);
+    sdw_gen_request_free(&r);
 }
 
 static void test_all_fields(void **state)
@@ -234,6 +263,7 @@ static void test_default_exceeds_limit(void **state)
     (void)state;
     sdw_validate_limits small = LIM;
     small.max_width = 256;
+    small.default_size = 512;
     sdw_gen_request r;
     sdw_api_error e;
     const char *b = "{\"prompt\":\"a\"}";
@@ -327,7 +357,8 @@ static void test_mutations(void **state)
         if (sdw_validate_job_request(buf, len, &LIM, &r, &e) == 0) {
             assert_non_null(r.prompt);
             assert_true(r.steps >= 1 && r.steps <= LIM.max_steps);
-            assert_true(r.width % 8 == 0 && r.width >= 64 && r.width <= LIM.max_width);
+            /* 0: left to the model (LIM has no default_size) */
+            assert_true(r.width == 0 || (r.width % 8 == 0 && r.width >= 64 && r.width <= LIM.max_width));
             sdw_gen_request_free(&r);
             ok++;
         } else {
@@ -343,11 +374,17 @@ static void test_mutations(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_all_fields),
-        cmocka_unit_test(test_seed_range),     cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_messages),       cmocka_unit_test(test_prompt_length),
-        cmocka_unit_test(test_body_too_large), cmocka_unit_test(test_default_exceeds_limit),
-        cmocka_unit_test(test_content_type),   cmocka_unit_test(test_names),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_default_size_follows_model),
+        cmocka_unit_test(test_all_fields),
+        cmocka_unit_test(test_seed_range),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_messages),
+        cmocka_unit_test(test_prompt_length),
+        cmocka_unit_test(test_body_too_large),
+        cmocka_unit_test(test_default_exceeds_limit),
+        cmocka_unit_test(test_content_type),
+        cmocka_unit_test(test_names),
         cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
