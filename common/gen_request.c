@@ -38,6 +38,12 @@ static const sdw_gen_field fields[] = {
     F("mask_blur", SDW_GF_INT, mask_blur, 0),
     F("loras", SDW_GF_STR, loras, 0),
     F("lora_dir", SDW_GF_STR, lora_dir, 0),
+    F("orig_width", SDW_GF_INT, orig_width, 0),
+    F("orig_height", SDW_GF_INT, orig_height, 0),
+    F("crop_top", SDW_GF_INT, crop_top, 0),
+    F("crop_left", SDW_GF_INT, crop_left, 0),
+    F("target_width", SDW_GF_INT, target_width, 0),
+    F("target_height", SDW_GF_INT, target_height, 0),
 };
 
 const sdw_gen_field *sdw_gen_request_fields(int *n)

@@ -30,6 +30,11 @@ typedef struct {
     int mask_blur;  /* mask feather, pixels 0..64, default 0 */
     char *loras;    /* LoRA list "NAME:WEIGHT\n..." (names plain files in lora_dir), NULL = none */
     char *lora_dir; /* where LoRA names resolve: set by the supervisor (config) or the CLI, never a client */
+    /* SDXL micro-conditioning in pixels (other models ignore it); 0 = the reference default: original and
+     * target size = the image size, crop top-left 0,0 */
+    int orig_width, orig_height;     /* "original_size" */
+    int crop_top, crop_left;         /* "crops_coords_top_left" */
+    int target_width, target_height; /* "target_size" */
 } sdw_gen_request;
 
 /** How a field is stored and sent. */

@@ -8,6 +8,10 @@
 
 #include "gen_request.h"
 
+/** Largest SDXL micro-conditioning number (original_size, crops_coords_top_left, target_size), pixels; the
+ * engine's SDE_MAX_SDXL_SIZE. */
+#define SDW_SDXL_COND_MAX 16384
+
 /** Longest prompt or negative prompt accepted, in bytes of UTF-8. */
 #define SDW_PROMPT_MAX_BYTES 4096
 

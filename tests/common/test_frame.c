@@ -28,6 +28,12 @@ static void encode_all(msgpack_sbuffer *sb, size_t *offsets)
     jp.height = 768;
     jp.sampler = SDW_SAMPLER_EULER_A;
     jp.schedule = SDW_SCHEDULE_KARRAS;
+    jp.orig_width = 2048;
+    jp.orig_height = 1536;
+    jp.crop_top = 16;
+    jp.crop_left = 32;
+    jp.target_width = 1024;
+    jp.target_height = 768;
     int i = 0;
 #define ADD(call)                                                                                            \
     do {                                                                                                     \
@@ -105,6 +111,12 @@ static void check_decoded(const sdw_frame *f, int type)
         assert_int_equal(f->u.job.height, 768);
         assert_int_equal(f->u.job.sampler, SDW_SAMPLER_EULER_A);
         assert_int_equal(f->u.job.schedule, SDW_SCHEDULE_KARRAS);
+        assert_int_equal(f->u.job.orig_width, 2048);
+        assert_int_equal(f->u.job.orig_height, 1536);
+        assert_int_equal(f->u.job.crop_top, 16);
+        assert_int_equal(f->u.job.crop_left, 32);
+        assert_int_equal(f->u.job.target_width, 1024);
+        assert_int_equal(f->u.job.target_height, 768);
         break;
     case SDW_FRAME_CANCEL:
         assert_true(f->job == (uint64_t)1 << 40);

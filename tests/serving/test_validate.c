@@ -185,6 +185,20 @@ static const err_case ERRS[] = {
     {"{\"prompt\":\"a\",\"schedule\":\"linear\"}", 400, "invalid_value", "schedule"},
     {"{\"prompt\":\"a\\u0000b\"}", 400, "invalid_value", "prompt"},
     {"{\"prompt\":\"\\u0000int0000000000000000:5\"}", 400, "invalid_value", "prompt"},
+    /* SDXL micro-conditioning: two integers each, sizes >= 1, crop >= 0, at most 16384 */
+    {"{\"prompt\":\"a\",\"original_size\":1024}", 400, "invalid_type", "original_size"},
+    {"{\"prompt\":\"a\",\"original_size\":[1024]}", 400, "invalid_type", "original_size"},
+    {"{\"prompt\":\"a\",\"original_size\":[1024,768,1]}", 400, "invalid_type", "original_size"},
+    {"{\"prompt\":\"a\",\"original_size\":[1024.5,768]}", 400, "invalid_type", "original_size"},
+    {"{\"prompt\":\"a\",\"original_size\":{\"width\":1024,\"height\":768}}", 400, "invalid_type",
+     "original_size"},
+    {"{\"prompt\":\"a\",\"original_size\":[0,768]}", 400, "out_of_range", "original_size"},
+    {"{\"prompt\":\"a\",\"original_size\":[1024,16385]}", 400, "out_of_range", "original_size"},
+    {"{\"prompt\":\"a\",\"crops_coords_top_left\":[-1,0]}", 400, "out_of_range", "crops_coords_top_left"},
+    {"{\"prompt\":\"a\",\"crops_coords_top_left\":\"0,0\"}", 400, "invalid_type", "crops_coords_top_left"},
+    {"{\"prompt\":\"a\",\"target_size\":[64,\"64\"]}", 400, "invalid_type", "target_size"},
+    {"{\"prompt\":\"a\",\"target_size\":[99999999999,64]}", 400, "out_of_range", "target_size"},
+    {"{\"prompt\":\"a\",\"crop_coords_top_left\":[0,0]}", 400, "unknown_field", ""},
 };
 
 static void test_errors(void **state)
@@ -201,6 +215,42 @@ static void test_errors(void **state)
         assert_true(e.message[0] != '\0');
         assert_null(r.prompt);
     }
+}
+
+/* The SDXL micro-conditioning fields land in the request in the engine's terms: sizes [width, height],
+ * the crop [top, left]; absent or null leaves 0 (the reference defaults). */
+static void test_sdxl_micro_conditioning(void **state)
+{
+    (void)state;
+    sdw_gen_request r;
+    sdw_api_error e;
+    assert_int_equal(run("{\"prompt\":\"a\",\"original_size\":[1024,768],\"crops_coords_top_left\":[16,"
+                         "32],\"target_size\":[640,512]}",
+                         &r, &e),
+                     0);
+    assert_int_equal(r.orig_width, 1024);
+    assert_int_equal(r.orig_height, 768);
+    assert_int_equal(r.crop_top, 16);
+    assert_int_equal(r.crop_left, 32);
+    assert_int_equal(r.target_width, 640);
+    assert_int_equal(r.target_height, 512);
+    sdw_gen_request_free(&r);
+    assert_int_equal(run("{\"prompt\":\"a\",\"original_size\":null,\"crops_coords_top_left\":[0,0],"
+                         "\"target_size\":[16384,1]}",
+                         &r, &e),
+                     0);
+    assert_int_equal(r.orig_width, 0);
+    assert_int_equal(r.orig_height, 0);
+    assert_int_equal(r.crop_top, 0);
+    assert_int_equal(r.crop_left, 0);
+    assert_int_equal(r.target_width, 16384);
+    assert_int_equal(r.target_height, 1);
+    sdw_gen_request_free(&r);
+    /* the message names the field and the expected shape */
+    assert_int_equal(run("{\"prompt\":\"a\",\"crops_coords_top_left\":[1]}", &r, &e), -1);
+    assert_non_null(strstr(e.message, "[top, left]"));
+    assert_int_equal(run("{\"prompt\":\"a\",\"original_size\":[1,2,3]}", &r, &e), -1);
+    assert_non_null(strstr(e.message, "[width, height]"));
 }
 
 static void test_messages(void **state)
@@ -376,6 +426,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_default_size_follows_model),
+        cmocka_unit_test(test_sdxl_micro_conditioning),
         cmocka_unit_test(test_all_fields),
         cmocka_unit_test(test_seed_range),
         cmocka_unit_test(test_errors),
