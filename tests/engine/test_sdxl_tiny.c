@@ -9,7 +9,7 @@
 
 enum { GD = SDE_SDXL_POOLED, GFF = 64, GLAYERS = 2, NPOS = 77, TEMB = 4 * SDE_TINY_MODEL_CHANNELS };
 
-static char g_model[1200];
+static char g_model[1200], g_tiny[1200];
 static sde_engine *g_e;
 
 static uint32_t g_rng = 2026;
@@ -78,7 +78,7 @@ static void put_json(stw_buf *b, const char *s)
 /* The tiny SD 1.x file turned into SDXL's single-file layout: CLIP-L under conditioner.embedders.0, an
  * OpenCLIP bigG (1280 wide, 2 blocks, 64-wide MLP) under conditioner.embedders.1 with text_projection, the
  * UNet's cross-attention keys and values widened to the 64 + 1280 context, and label_emb (2816 -> temb). */
-static int write_tiny_xl(const char *tiny, const char *out, char *err, size_t errlen)
+static int write_tiny_xl(const char *tiny, const char *out, const char *extra_meta, char *err, size_t errlen)
 {
     sde_st_file *f = NULL;
     if (sde_st_open(tiny, &f, err, errlen)) return -1;
@@ -144,6 +144,10 @@ static int write_tiny_xl(const char *tiny, const char *out, char *err, size_t er
         stw_puts(&m, ":");
         put_json(&m, f->meta_vals[i]);
     }
+    if (extra_meta) {
+        stw_puts(&m, ",");
+        stw_puts(&m, extra_meta);
+    }
     stw_puts(&m, "}");
     int rc = stw_write_tensors(out, s.t, s.n, m.s);
     free(m.s);
@@ -158,14 +162,14 @@ static int setup(void **state)
 {
     (void)state;
     const char *t = getenv("SDW_TMPDIR");
-    char err[1024], tiny[1200];
-    snprintf(tiny, sizeof tiny, "%s/sdxl_tiny_base.safetensors", t ? t : "/tmp");
+    char err[1024];
+    snprintf(g_tiny, sizeof g_tiny, "%s/sdxl_tiny_base.safetensors", t ? t : "/tmp");
     snprintf(g_model, sizeof g_model, "%s/sdxl_tiny.safetensors", t ? t : "/tmp");
-    if (sde_mkmodel_tiny(tiny, 1, err, sizeof err) || write_tiny_xl(tiny, g_model, err, sizeof err)) {
+    if (sde_mkmodel_tiny(g_tiny, 1, err, sizeof err) ||
+        write_tiny_xl(g_tiny, g_model, NULL, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
-    remove(tiny);
     return gu_engine_load(g_model, NULL, &g_e);
 }
 
@@ -174,6 +178,7 @@ static int teardown(void **state)
     (void)state;
     sde_engine_free(g_e);
     remove(g_model);
+    remove(g_tiny);
     return 0;
 }
 
@@ -328,6 +333,32 @@ static void test_turbo_cfg_single_pass(void **state)
     sde_result_free(&r5);
 }
 
+/* SDXL-Turbo has SDXL's tensors but was trained at 512: its modelspec.resolution metadata sets the native
+ * size; a malformed or non-square one leaves SDXL's 1024. */
+static void test_modelspec_resolution(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *meta;
+        int want;
+    } cases[] = {{"\"modelspec.resolution\":\"512x512\"", 512},
+                 {"\"modelspec.resolution\":\"512x768\"", 1024},
+                 {"\"modelspec.resolution\":\"512x512px\"", 1024}};
+    char path[1300], err[1024];
+    snprintf(path, sizeof path, "%s.turbo.safetensors", g_model);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        if (write_tiny_xl(g_tiny, path, cases[i].meta, err, sizeof err)) fail_msg("%s", err);
+        sde_engine *e = NULL;
+        assert_int_equal(gu_engine_load(path, NULL, &e), 0);
+        sde_model_info info;
+        sde_engine_info(e, &info);
+        assert_string_equal(info.arch, "sdxl");
+        assert_int_equal(info.default_size, cases[i].want);
+        sde_engine_free(e);
+    }
+    remove(path);
+}
+
 /* The parameters chunk names the model as A1111 does: "Model hash: <10 hex>, Model: <file name>". */
 static void test_parameters_chunk(void **state)
 {
@@ -354,10 +385,9 @@ static void test_parameters_chunk(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_loads_as_sdxl),
-        cmocka_unit_test(test_micro_conditioning),
-        cmocka_unit_test(test_turbo_cfg_single_pass),
-        cmocka_unit_test(test_parameters_chunk),
+        cmocka_unit_test(test_loads_as_sdxl),         cmocka_unit_test(test_micro_conditioning),
+        cmocka_unit_test(test_turbo_cfg_single_pass), cmocka_unit_test(test_parameters_chunk),
+        cmocka_unit_test(test_modelspec_resolution),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

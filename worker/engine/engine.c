@@ -302,6 +302,13 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
                        : !strcmp(in->arch, "tiny")             ? 64
                        : !strcmp(in->arch, "sd2") && e->v_pred ? 768
                                                                : 512;
+    /* a file that carries Stability's model spec metadata names its training size there: it wins (square
+     * only), for distilled models such as SDXL-Turbo (512) that share an architecture with a larger size */
+    const char *res = sde_ckpt_meta(e->ck, "modelspec.resolution");
+    int rw = 0, rh = 0, used = 0;
+    if (res && sscanf(res, "%dx%d%n", &rw, &rh, &used) == 2 && !res[used] && rw == rh && rw >= 64 &&
+        rw <= 2048 && rw % 8 == 0)
+        in->default_size = rw;
     in->n_params = (e->xl ? sde_sdxl_params(e->xl) : sde_clip_params(e->clip)) +
                    count_params(e->ck, "model.diffusion_model.") +
                    count_params(e->ck, "first_stage_model.decoder.") +
