@@ -50,6 +50,22 @@ static json_t *size_json(int px)
     return px > 0 ? json_integer(px) : json_null();
 }
 
+/* SDXL's micro-conditioning, in the params only when the request set it (as the request spelled it) */
+static int add_sdxl_params(json_t *params, const sdw_gen_request *r)
+{
+    if (!params) return -1;
+    if ((r->orig_width || r->orig_height) &&
+        json_object_set_new(params, "original_size", json_pack("[i,i]", r->orig_width, r->orig_height)))
+        return -1;
+    if ((r->crop_top || r->crop_left) &&
+        json_object_set_new(params, "crops_coords_top_left", json_pack("[i,i]", r->crop_top, r->crop_left)))
+        return -1;
+    if ((r->target_width || r->target_height) &&
+        json_object_set_new(params, "target_size", json_pack("[i,i]", r->target_width, r->target_height)))
+        return -1;
+    return 0;
+}
+
 json_t *sdw_job_json(sdw_srv *s, const sdw_job *job)
 {
     sdw_slot_info wi;
@@ -75,7 +91,8 @@ json_t *sdw_job_json(sdw_srv *s, const sdw_job *job)
         sdw_job_json_timings(job), "error", error);
     if (o && (add_urls(o, job) ||
               json_object_set_new(o, "image_url",
-                                  job->status == SDW_JST_COMPLETE ? json_string(image) : json_null()))) {
+                                  job->status == SDW_JST_COMPLETE ? json_string(image) : json_null()) ||
+              add_sdxl_params(json_object_get(o, "params"), &job->req))) {
         json_decref(o);
         return NULL;
     }

@@ -143,6 +143,10 @@ def test_turbo_recipe_and_sdxl_fields():
         xl = svc.submit(prompt="a bowl of ramen", steps=1, guidance_scale=0, sampler="euler_a", seed=7,
                         original_size=[2048, 1536], crops_coords_top_left=[0, 32], target_size=[1024, 1024])
         xdone = svc.wait_status(xl["job_id"], ("complete",))
+        xp = xdone["params"]
+        expect(xp["original_size"] == [2048, 1536] and xp["crops_coords_top_left"] == [0, 32] and
+               xp["target_size"] == [1024, 1024], "params %r" % xp, svc)
+        expect("original_size" not in done["params"], "unset micro-conditioning in params %r" % done["params"], svc)
         _, _, xpng = svc.request("GET", xdone["image_url"])
         if not sdw.FAKE:
             expect(xpng == png, "micro-conditioning changed a non-SDXL image", svc)
