@@ -12,7 +12,8 @@ size=${SIZE:-1024}
 steps=${STEPS:-2}
 [ -s "$model" ] || { echo "sdxl.sh: no $model (sd-worker mkmodel --preset sdxl-random --seed 1 --dtype f16)" >&2; exit 1; }
 out=$(mktemp -d "${TMPDIR:-/tmp}/sdxl-bench.XXXXXX")
-trap 'rm -rf "$out"' EXIT
+# KEEP=DIR keeps both runs' logs (the peer's own timings) there
+trap '[ -n "${KEEP:-}" ] && cp "$out"/*.log "$KEEP"/ 2>/dev/null; rm -rf "$out"' EXIT
 /usr/bin/time -v "$build/sd-worker" generate --model "$model" --prompt "a photo of a cat" --seed 42 \
     --steps "$steps" --cfg 7 --sampler euler --width "$size" --height "$size" --output "$out/ours.png" \
     >"$out/ours.log" 2>&1

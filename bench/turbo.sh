@@ -16,7 +16,8 @@ threads=${THREADS:-2}
 prompt="a cinematic photo of a red fox in the snow"
 [ -s "$model" ] || { echo "turbo.sh: no $model (sd-worker mkmodel --preset sd21-random --seed 1 --dtype f16)" >&2; exit 1; }
 out=$(mktemp -d "${TMPDIR:-/tmp}/turbo-bench.XXXXXX")
-trap 'rm -rf "$out"' EXIT
+# KEEP=DIR keeps both runs' logs (the peer's own timings) there
+trap '[ -n "${KEEP:-}" ] && cp "$out"/*.log "$KEEP"/ 2>/dev/null; rm -rf "$out"' EXIT
 # "Elapsed (wall clock) time (h:mm:ss or m:ss): 1:02.34" -> seconds
 wall_s() { awk -F': ' '/Elapsed \(wall clock\)/{n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; printf "%.2f", s}' "$1"; }
 rss_gb() { awk -F': ' '/Maximum resident/{printf "%.2f", $2/1048576}' "$1"; }
