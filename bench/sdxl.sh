@@ -12,7 +12,8 @@ size=${SIZE:-1024}
 steps=${STEPS:-2}
 [ -s "$model" ] || { echo "sdxl.sh: no $model (sd-worker mkmodel --preset sdxl-random --seed 1 --dtype f16)" >&2; exit 1; }
 out=$(mktemp -d "${TMPDIR:-/tmp}/sdxl-bench.XXXXXX")
-trap 'rm -rf "$out"' EXIT
+# KEEP=DIR keeps both runs' logs (the peer's own timings) there
+trap '[ -n "${KEEP:-}" ] && cp "$out"/*.log "$KEEP"/ 2>/dev/null; rm -rf "$out"' EXIT
 /usr/bin/time -v "$build/sd-worker" generate --model "$model" --prompt "a photo of a cat" --seed 42 \
     --steps "$steps" --cfg 7 --sampler euler --width "$size" --height "$size" --output "$out/ours.png" \
     >"$out/ours.log" 2>&1
@@ -27,5 +28,10 @@ if [ -n "${PEER:-}" ]; then
         -o peer.png >peer.log 2>&1)
     prss=$(awk -F': ' '/Maximum resident/{printf "%.2f", $2/1048576}' "$out/peer.log")
     grep -E "sampling completed|generate_image completed" "$out/peer.log" || true
-    echo "peer: peak RSS $prss GB (seconds per step: its 'sampling completed' line / $steps)"
+    pstep=$(sed -n 's/.*sampling completed, taking \([0-9.]*\)s.*/\1/p' "$out/peer.log" | tail -1)
+    echo "peer: ${size}x${size}, $steps steps with CFG: $(awk -v t="${pstep:-0}" -v n="$steps" 'BEGIN{printf "%.1f", t/n}') s/step, peak RSS $prss GB"
+    awk -v a="${pstep:-0}" -v b="$step_s" -v c="$prss" -v d="$rss" \
+        'BEGIN{printf "ratio peer/ours: s/step %.2f, peak RSS %.2f\n", (b>0?a/b:0), (d>0?c/d:0)}'
+    wall() { awk -F': ' '/Elapsed \(wall clock\)/{print $2}' "$1"; }
+    echo "wall end to end: ours $(wall "$out/ours.log"), peer $(wall "$out/peer.log")"
 fi

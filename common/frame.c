@@ -118,7 +118,8 @@ static int encode_body(msgpack_packer *pk, const sdw_frame *f)
     case SDW_FRAME_READY:
         return pack_s(pk, "arch", f->u.ready.arch) || pack_s(pk, "prediction", f->u.ready.prediction) ||
                pack_s(pk, "model_hash", f->u.ready.model_hash) ||
-               pack_s(pk, "model_name", f->u.ready.model_name) || pack_d(pk, "load_s", f->u.ready.load_s);
+               pack_s(pk, "model_name", f->u.ready.model_name) || pack_d(pk, "load_s", f->u.ready.load_s) ||
+               (f->u.ready.native_size > 0 && pack_i(pk, "native_size", f->u.ready.native_size));
     case SDW_FRAME_STARTED:
     case SDW_FRAME_CANCELLED:
     case SDW_FRAME_CANCEL:
@@ -162,6 +163,7 @@ int sdw_frame_encode(msgpack_sbuffer *sb, const sdw_frame *f)
     int nfields = 0;
     if (f->type == SDW_FRAME_JOB) sdw_gen_request_fields(&nfields);
     if (f->type == SDW_FRAME_PROGRESS && f->u.progress.preview_len) nfields = 1; /* the optional preview */
+    if (f->type == SDW_FRAME_READY && f->u.ready.native_size > 0) nfields = 1; /* the optional native_size */
     int bad = msgpack_pack_map(&pk, 2 + (size_t)type_nkeys[f->type] + (size_t)nfields) ||
               pack_s(&pk, "t", type_names[f->type]) || pack_u(&pk, "v", SDW_FRAME_VERSION) ||
               encode_body(&pk, f);
@@ -182,9 +184,10 @@ int sdw_frame_hello(msgpack_sbuffer *sb, int64_t pid, const char *device, const 
 }
 
 int sdw_frame_ready(msgpack_sbuffer *sb, const char *arch, const char *prediction, const char *model_hash,
-                    const char *model_name, double load_s)
+                    const char *model_name, double load_s, int native_size)
 {
     sdw_frame f = {.type = SDW_FRAME_READY};
+    f.u.ready.native_size = native_size;
     f.u.ready.arch = arch;
     f.u.ready.prediction = prediction;
     f.u.ready.model_hash = model_hash;
@@ -720,7 +723,9 @@ static int decode_fields(decoder *d, sdw_frame *f)
         return get_str(d, "arch", &f->u.ready.arch) || get_str(d, "prediction", &f->u.ready.prediction) ||
                        get_str(d, "model_hash", &f->u.ready.model_hash) ||
                        get_str(d, "model_name", &f->u.ready.model_name) ||
-                       get_double(d, "load_s", &f->u.ready.load_s)
+                       get_double(d, "load_s", &f->u.ready.load_s) ||
+                       /* added after protocol version 1: optional, 0 when an older worker leaves it out */
+                       (lookup(d->map, "native_size") && get_int(d, "native_size", &f->u.ready.native_size))
                    ? -1
                    : 0;
     case SDW_FRAME_STARTED:

@@ -53,7 +53,8 @@ typedef struct {
             const char *prediction; /* "eps" | "v" */
             const char *model_hash; /* short sha256, "" if unknown */
             const char *model_name;
-            double load_s; /* seconds the load took */
+            double load_s;   /* seconds the load took */
+            int native_size; /* the model's native image side in pixels (512, 768, 1024...); 0 = not sent */
         } ready;
         struct {
             int step, total;
@@ -92,9 +93,10 @@ int sdw_frame_encode(msgpack_sbuffer *sb, const sdw_frame *f);
 
 /** hello: the first frame a worker sends. */
 int sdw_frame_hello(msgpack_sbuffer *sb, int64_t pid, const char *device, const char *state);
-/** ready: the model is loaded; the worker takes jobs from now on. */
+/** ready: the model is loaded; the worker takes jobs from now on. native_size: the model's native image
+ * side in pixels (what a job without a size gets), 0 = unknown (the key is then left out). */
 int sdw_frame_ready(msgpack_sbuffer *sb, const char *arch, const char *prediction, const char *model_hash,
-                    const char *model_name, double load_s);
+                    const char *model_name, double load_s, int native_size);
 /** started: the worker accepted job. */
 int sdw_frame_started(msgpack_sbuffer *sb, uint64_t job);
 /** progress: step of total finished, elapsed seconds into the job. */

@@ -42,6 +42,12 @@ static const sdw_gen_field fields[] = {
     F("lora_dir", SDW_GF_STR, lora_dir, 0),
     F("preview_every", SDW_GF_INT, preview_every, 0),
     F("decoder", SDW_GF_INT, decoder, 0),
+    F("orig_width", SDW_GF_INT, orig_width, 0),
+    F("orig_height", SDW_GF_INT, orig_height, 0),
+    F("crop_top", SDW_GF_INT, crop_top, 0),
+    F("crop_left", SDW_GF_INT, crop_left, 0),
+    F("target_width", SDW_GF_INT, target_width, 0),
+    F("target_height", SDW_GF_INT, target_height, 0),
 };
 
 const sdw_gen_field *sdw_gen_request_fields(int *n)

@@ -34,6 +34,11 @@ typedef struct {
     char *lora_dir;  /* where LoRA names resolve: set by the supervisor (config) or the CLI, never a client */
     int preview_every; /* live preview every K steps in the progress frame, 0 = none (default) */
     int decoder;       /* SDW_DECODER_*: what decodes the final image, default the VAE */
+    /* SDXL micro-conditioning in pixels (other models ignore it); 0 = the reference default: original and
+     * target size = the image size, crop top-left 0,0 */
+    int orig_width, orig_height;     /* "original_size" */
+    int crop_top, crop_left;         /* "crops_coords_top_left" */
+    int target_width, target_height; /* "target_size" */
 } sdw_gen_request;
 
 /** mask_mode values: the conventions of the HTTP surfaces, applied by the worker (which decodes pixels). */

@@ -259,7 +259,8 @@ static void handle_generate(sdw_srv *s, h2o_req_t *req)
         return;
     }
     sdw_gen_request jr;
-    rc = sdw_validate_job_request(body, strlen(body), &s->limits, &jr, &e);
+    sdw_validate_limits lim = sdw_srv_job_limits(s);
+    rc = sdw_validate_job_request(body, strlen(body), &lim, &jr, &e);
     free(body);
     if (rc != 0) {
         if (!strcmp(e.field, "width") || !strcmp(e.field, "height"))

@@ -44,6 +44,28 @@ json_t *sdw_job_json_timings(const sdw_job *job)
     return t;
 }
 
+/* 0 = the model's native size, not known until a worker takes the job */
+static json_t *size_json(int px)
+{
+    return px > 0 ? json_integer(px) : json_null();
+}
+
+/* SDXL's micro-conditioning, in the params only when the request set it (as the request spelled it) */
+static int add_sdxl_params(json_t *params, const sdw_gen_request *r)
+{
+    if (!params) return -1;
+    if ((r->orig_width || r->orig_height) &&
+        json_object_set_new(params, "original_size", json_pack("[i,i]", r->orig_width, r->orig_height)))
+        return -1;
+    if ((r->crop_top || r->crop_left) &&
+        json_object_set_new(params, "crops_coords_top_left", json_pack("[i,i]", r->crop_top, r->crop_left)))
+        return -1;
+    if ((r->target_width || r->target_height) &&
+        json_object_set_new(params, "target_size", json_pack("[i,i]", r->target_width, r->target_height)))
+        return -1;
+    return 0;
+}
+
 json_t *sdw_job_json(sdw_srv *s, const sdw_job *job)
 {
     sdw_slot_info wi;
@@ -56,20 +78,21 @@ json_t *sdw_job_json(sdw_srv *s, const sdw_job *job)
                                                  : json_null();
     char image[160];
     snprintf(image, sizeof image, "/v1/jobs/%s/image", job->id);
-    json_t *o =
-        json_pack("{s:s,s:s,s:i,s:i,s:i,s:o,s:o,s:b,s:b,"
-                  "s:{s:o,s:o,s:i,s:o,s:o,s:i,s:i,s:s,s:s},s:o,s:o}",
-                  "job_id", job->id, "status", sdw_job_status_name(job->status), "position", job->position,
-                  "step", job->step, "total", job->total, "seed", seed_json(job->req.seed), "device",
-                  sdw_json_str(device), "cancel_requested", job->cancel_requested, "retried", job->retried,
-                  "params", "prompt", sdw_json_str(job->req.prompt), "negative_prompt",
-                  sdw_json_str(job->req.negative_prompt), "steps", job->req.steps, "guidance_scale",
-                  sdw_json_num(job->req.cfg_scale), "seed", seed_json(job->req.seed), "width", job->req.width,
-                  "height", job->req.height, "sampler", sdw_sampler_name(job->req.sampler), "schedule",
-                  sdw_schedule_name(job->req.schedule), "timings", sdw_job_json_timings(job), "error", error);
+    json_t *o = json_pack(
+        "{s:s,s:s,s:i,s:i,s:i,s:o,s:o,s:b,s:b,"
+        "s:{s:o,s:o,s:i,s:o,s:o,s:o,s:o,s:s,s:s},s:o,s:o}",
+        "job_id", job->id, "status", sdw_job_status_name(job->status), "position", job->position, "step",
+        job->step, "total", job->total, "seed", seed_json(job->req.seed), "device", sdw_json_str(device),
+        "cancel_requested", job->cancel_requested, "retried", job->retried, "params", "prompt",
+        sdw_json_str(job->req.prompt), "negative_prompt", sdw_json_str(job->req.negative_prompt), "steps",
+        job->req.steps, "guidance_scale", sdw_json_num(job->req.cfg_scale), "seed", seed_json(job->req.seed),
+        "width", size_json(job->req.width), "height", size_json(job->req.height), "sampler",
+        sdw_sampler_name(job->req.sampler), "schedule", sdw_schedule_name(job->req.schedule), "timings",
+        sdw_job_json_timings(job), "error", error);
     if (o && (add_urls(o, job) ||
               json_object_set_new(o, "image_url",
-                                  job->status == SDW_JST_COMPLETE ? json_string(image) : json_null()))) {
+                                  job->status == SDW_JST_COMPLETE ? json_string(image) : json_null()) ||
+              add_sdxl_params(json_object_get(o, "params"), &job->req))) {
         json_decref(o);
         return NULL;
     }

@@ -252,6 +252,7 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
         snprintf(s->model_hash, sizeof s->model_hash, "%s", f->u.ready.model_hash);
         snprintf(s->model_name, sizeof s->model_name, "%s", f->u.ready.model_name);
         s->load_s = f->u.ready.load_s;
+        s->native_size = f->u.ready.native_size;
         s->ready_at = h2o_now(p->loop);
         s->last_error[0] = '\0';
         s->failed_at = 0;
@@ -680,6 +681,7 @@ int sdw_pool_slot_info(const sdw_pool *p, int slot, sdw_slot_info *out)
     snprintf(out->prediction, sizeof out->prediction, "%s", s->prediction);
     snprintf(out->model_hash, sizeof out->model_hash, "%s", s->model_hash);
     snprintf(out->model_name, sizeof out->model_name, "%s", s->model_name);
+    out->native_size = s->native_size;
     snprintf(out->last_error, sizeof out->last_error, "%s", s->last_error);
     return 0;
 }

@@ -60,6 +60,7 @@ typedef struct {
     double failed_s; /* seconds the slot has been FAILED without a break, 0 when not FAILED */
     char device[32];
     char arch[16], prediction[8], model_hash[32], model_name[128]; /* from ready; "" before */
+    int native_size;      /* from ready: the model's native image side in pixels, 0 before */
     char last_error[512]; /* the last error outside a job ("model_load_failed: ..."), "" if none */
 } sdw_slot_info;
 

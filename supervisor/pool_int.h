@@ -46,6 +46,7 @@ typedef struct pool_slot {
     int job_started, cancel_sent;
 
     char arch[16], prediction[8], model_hash[32], model_name[128];
+    int native_size; /* from ready: the model's native image side, 0 before (or from an older worker) */
     double load_s;
     uint64_t ready_at;  /* h2o_now() when it became READY, 0 before */
     uint64_t failed_at; /* h2o_now() when it became FAILED (kept while retries keep failing), 0 otherwise */

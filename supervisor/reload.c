@@ -75,9 +75,14 @@ void sdw_srv_reload(sdw_srv *s)
         return;
     }
     s->cfg = cfg;
-    s->limits = (sdw_validate_limits){cfg->max_width,         cfg->max_height,     cfg->max_steps,
-                                      cfg->max_body_bytes,    cfg->lora_dir,       cfg->preview_every_default,
-                                      cfg->preview_every_min, cfg->preview_decoder};
+    s->limits = (sdw_validate_limits){.max_width = cfg->max_width,
+                                      .max_height = cfg->max_height,
+                                      .max_steps = cfg->max_steps,
+                                      .max_body_bytes = cfg->max_body_bytes,
+                                      .lora_dir = cfg->lora_dir,
+                                      .preview_every_default = cfg->preview_every_default,
+                                      .preview_every_min = cfg->preview_every_min,
+                                      .preview_decoder = cfg->preview_decoder};
     sdw_log_init(cfg->log_level, cfg->log_json, "supervisor");
     if (owned) {
         sdw_config_free(owned);

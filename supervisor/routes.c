@@ -209,16 +209,20 @@ static void handle_ready(sdw_srv *s, h2o_req_t *req)
         if (sdw_pool_slot_info(s->pool, i, &wi) != 0 || wi.retired) continue;
         if (!first_error[0] && wi.state == SDW_WS_FAILED && wi.last_error[0])
             shorten(first_error, sizeof first_error, wi.last_error);
-        if (json_array_append_new(workers,
-                                  json_pack("{s:o,s:s,s:i,s:I,s:o}", "device", sdw_json_str(wi.device),
-                                            "state", sdw_pool_state_name(wi.state), "restarts", wi.restarts,
-                                            "jobs_served", (json_int_t)wi.jobs_served, "model",
-                                            sdw_json_str(wi.arch[0] ? wi.arch : NULL)))) {
+        if (json_array_append_new(
+                workers,
+                json_pack("{s:o,s:s,s:i,s:I,s:o,s:o,s:o}", "device", sdw_json_str(wi.device), "state",
+                          sdw_pool_state_name(wi.state), "restarts", wi.restarts, "jobs_served",
+                          (json_int_t)wi.jobs_served, "model", sdw_json_str(wi.arch[0] ? wi.arch : NULL),
+                          "arch", sdw_json_str(wi.arch[0] ? wi.arch : NULL), "native_size",
+                          wi.native_size > 0 ? json_integer(wi.native_size) : json_null()))) {
             json_decref(workers);
             workers = NULL;
         }
     }
-    json_t *o = json_pack("{s:b,s:o,s:{s:i,s:i,s:i}}", "ready", can_serve, "workers", workers, "queue",
+    int native = sdw_srv_native_size(s);
+    json_t *o = json_pack("{s:b,s:o,s:o,s:{s:i,s:i,s:i}}", "ready", can_serve, "native_size",
+                          native > 0 ? json_integer(native) : json_null(), "workers", workers, "queue",
                           "queued", sdw_jobs_queued(s->jobs), "running", sdw_jobs_running(s->jobs),
                           "capacity", s->cfg->queue_capacity);
     if (o && !can_serve) {
@@ -327,7 +331,8 @@ static void handle_submit(sdw_srv *s, h2o_req_t *req)
         return;
     }
     sdw_gen_request jr;
-    if (sdw_validate_job_request(req->entity.base, req->entity.len, &s->limits, &jr, &e) != 0) {
+    sdw_validate_limits lim = sdw_srv_job_limits(s);
+    if (sdw_validate_job_request(req->entity.base, req->entity.len, &lim, &jr, &e) != 0) {
         reject(s, req, &e, "invalid");
         return;
     }

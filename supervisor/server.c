@@ -49,6 +49,26 @@ void sdw_srv_worker_counts(const sdw_srv *s, int *ready, int *busy, int *loading
     if (loading) *loading = l;
 }
 
+int sdw_srv_native_size(const sdw_srv *s)
+{
+    int n = s->pool ? sdw_pool_size(s->pool) : 0, old = 0;
+    for (int i = 0; i < n; i++) {
+        sdw_slot_info wi;
+        if (sdw_pool_slot_info(s->pool, i, &wi) != 0 || wi.retired || wi.native_size <= 0) continue;
+        if (wi.state != SDW_WS_READY && wi.state != SDW_WS_BUSY) continue;
+        if (!wi.retiring) return wi.native_size;
+        if (!old) old = wi.native_size;
+    }
+    return old;
+}
+
+sdw_validate_limits sdw_srv_job_limits(const sdw_srv *s)
+{
+    sdw_validate_limits lim = s->limits;
+    lim.default_size = sdw_srv_native_size(s);
+    return lim;
+}
+
 /* STATUS= on every change, and READY=1 once we listen and a worker can take a job. */
 static void update_notify(sdw_srv *s)
 {
@@ -206,6 +226,15 @@ static int ops_idle_slot(void *ud)
 static int ops_submit(void *ud, int slot, sdw_job *job)
 {
     sdw_srv *s = ud;
+    if (job->req.width <= 0 || job->req.height <= 0) {
+        /* a size left to the model while no worker was ready: this worker's native size, within the limits
+         * (512 from a worker too old to report one) */
+        sdw_slot_info wi;
+        sdw_pool_slot_info(s->pool, slot, &wi);
+        int side = wi.native_size > 0 ? wi.native_size : 512;
+        if (job->req.width <= 0) job->req.width = side < s->limits.max_width ? side : s->limits.max_width;
+        if (job->req.height <= 0) job->req.height = side < s->limits.max_height ? side : s->limits.max_height;
+    }
     return sdw_pool_submit(s->pool, slot, job->num, &job->req);
 }
 
@@ -473,9 +502,14 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
     memset(s, 0, sizeof *s);
     s->cfg = cfg;
     s->started_at = sdw_srv_now();
-    s->limits = (sdw_validate_limits){cfg->max_width,         cfg->max_height,     cfg->max_steps,
-                                      cfg->max_body_bytes,    cfg->lora_dir,       cfg->preview_every_default,
-                                      cfg->preview_every_min, cfg->preview_decoder};
+    s->limits = (sdw_validate_limits){.max_width = cfg->max_width,
+                                      .max_height = cfg->max_height,
+                                      .max_steps = cfg->max_steps,
+                                      .max_body_bytes = cfg->max_body_bytes,
+                                      .lora_dir = cfg->lora_dir,
+                                      .preview_every_default = cfg->preview_every_default,
+                                      .preview_every_min = cfg->preview_every_min,
+                                      .preview_decoder = cfg->preview_decoder};
     char err[512];
     /* before any descriptor is taken: workers inherit the raised limit too */
     int nofile = sdw_accept_raise_nofile();

@@ -82,6 +82,11 @@ void sdw_srv_on_job_event(sdw_srv *s, sdw_job *job, sdw_job_event ev);
 void sdw_srv_stream_closed(sdw_srv *s);
 /** Serving capacity: workers READY, BUSY and LOADING counted into the out parameters (any may be NULL). */
 void sdw_srv_worker_counts(const sdw_srv *s, int *ready, int *busy, int *loading);
+/** The native image side (pixels) of the model the workers serve: the first ready or busy worker of the
+ * newest configuration that reported one, else of a retiring one; 0 while none has (docs/api.md). */
+int sdw_srv_native_size(const sdw_srv *s);
+/** s->limits with default_size set to sdw_srv_native_size(): the limits a new job is checked against. */
+sdw_validate_limits sdw_srv_job_limits(const sdw_srv *s);
 
 /* ---- accept.c ---- */
 

@@ -15,9 +15,10 @@
 #include "validate_loras.h"
 
 static const char *const known_fields[] = {
-    "prompt", "negative_prompt", "steps",    "guidance_scale", "seed",       "width",
-    "height", "sampler",         "schedule", "clip_skip",      "init_image", "strength",
-    "mask",   "mask_blur",       "loras",    "preview_every",  "decoder"};
+    "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "width", "height", "sampler", "schedule",
+    "clip_skip", "init_image", "strength", "mask", "mask_blur", "loras", "preview_every", "decoder",
+    /* SDXL micro-conditioning */
+    "original_size", "crops_coords_top_left", "target_size"};
 
 #define N_OF(a) (sizeof(a) / sizeof *(a))
 
@@ -188,6 +189,25 @@ static int get_name(const json_t *v, sdw_names_kind kind, int *out, sdw_api_erro
     return 0;
 }
 
+/* SDXL's micro-conditioning pairs: [width, height] for the sizes, [top, left] for the crop (the order of
+ * the names), integers in lo..SDW_SDXL_COND_MAX. */
+static int get_pair(const json_t *v, const char *field, const char *shape, int lo, int *a, int *b,
+                    sdw_api_error *e)
+{
+    if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_integer(json_array_get(v, 0)) ||
+        !json_is_integer(json_array_get(v, 1)))
+        return sdw_api_error_set(e, 400, "invalid_type", field, "%s must be an array of two integers %s",
+                                 field, shape);
+    long long x = json_integer_value(json_array_get(v, 0)), y = json_integer_value(json_array_get(v, 1));
+    if (x < lo || x > SDW_SDXL_COND_MAX || y < lo || y > SDW_SDXL_COND_MAX)
+        return sdw_api_error_set(e, 400, "out_of_range", field,
+                                 "%s is [%lld, %lld]; each must be between %d and %d pixels", field, x, y, lo,
+                                 SDW_SDXL_COND_MAX);
+    *a = (int)x;
+    *b = (int)y;
+    return 0;
+}
+
 static char *dup_n(const char *s, size_t n)
 {
     char *d = malloc(n + 1);
@@ -212,7 +232,7 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
                 e, 400, "unknown_field", NULL,
                 "unknown field '%.64s'; known fields: prompt, negative_prompt, steps, guidance_scale, "
                 "seed, width, height, sampler, schedule, init_image, strength, mask, mask_blur, loras, "
-                "preview_every, decoder",
+                "preview_every, decoder, original_size, crops_coords_top_left, target_size",
                 key);
     }
 
@@ -297,6 +317,15 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
                                      "decoder is '%.32s'; it must be 'vae' or 'taesd'", json_string_value(v));
         }
     }
+    if ((v = json_object_get(root, "original_size")) && !json_is_null(v) &&
+        get_pair(v, "original_size", "[width, height]", 1, &r->orig_width, &r->orig_height, e) != 0)
+        return -1;
+    if ((v = json_object_get(root, "crops_coords_top_left")) && !json_is_null(v) &&
+        get_pair(v, "crops_coords_top_left", "[top, left]", 0, &r->crop_top, &r->crop_left, e) != 0)
+        return -1;
+    if ((v = json_object_get(root, "target_size")) && !json_is_null(v) &&
+        get_pair(v, "target_size", "[width, height]", 1, &r->target_width, &r->target_height, e) != 0)
+        return -1;
     if (sdw_validate_images(root, r, e) != 0) return -1;
     return sdw_validate_loras(root, lim->lora_dir, r, e);
 }
@@ -326,7 +355,7 @@ int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_li
 
     sdw_gen_request r;
     sdw_gen_request_init(&r);
-    r.width = r.height = 512; /* the API's documented default, whatever the model's native size */
+    r.width = r.height = lim->default_size; /* the served model's native size; 0: decided at dispatch */
     int rc = check_fields(root, lim, &r, e);
     json_decref(root);
     if (rc != 0) {

@@ -8,6 +8,10 @@
 
 #include "gen_request.h"
 
+/** Largest SDXL micro-conditioning number (original_size, crops_coords_top_left, target_size), pixels; the
+ * engine's SDE_MAX_SDXL_SIZE. */
+#define SDW_SDXL_COND_MAX 16384
+
 /** Longest prompt or negative prompt accepted, in bytes of UTF-8. */
 #define SDW_PROMPT_MAX_BYTES 4096
 
@@ -30,6 +34,8 @@ typedef struct {
     int preview_every_min;     /* smallest preview_every accepted besides 0 (>= 1) */
     /* model.preview_decoder, NULL = the job decoder "taesd" is refused */
     const char *preview_decoder;
+    int default_size; /* width and height of a job that gives none (the served model's native size); 0 leaves
+                       * them 0, for the supervisor to fill in when the job is dispatched */
 } sdw_validate_limits;
 
 /** Fills e (status, code, message, field) and returns -1, for callers building their own errors. */
@@ -41,8 +47,8 @@ int sdw_api_error_set(sdw_api_error *e, int status, const char *code, const char
 int sdw_validate_content_type(const char *ct, size_t len, sdw_api_error *e);
 
 /** Parses and checks the JSON body of POST /v1/jobs into a request with the API's defaults (20 steps,
- * guidance 7.5, 512x512, euler, discrete; has_seed 0 without a seed). 0 with *out filled (free with
- * sdw_gen_request_free), or -1 with e set (413 body too large, 400 otherwise) and *out empty but
+ * guidance 7.5, lim->default_size square, euler, discrete; has_seed 0 without a seed). 0 with *out filled
+ * (free with sdw_gen_request_free), or -1 with e set (413 body too large, 400 otherwise) and *out empty but
  * initialised (freeing it is harmless). */
 int sdw_validate_job_request(const char *body, size_t len, const sdw_validate_limits *lim,
                              sdw_gen_request *out, sdw_api_error *e);

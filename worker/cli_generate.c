@@ -33,60 +33,68 @@ static void generate_usage(FILE *f)
     sdw_names_list(SDW_NAMES_SAMPLER, " | ", NULL, samplers, sizeof samplers);
     sdw_names_list(SDW_NAMES_SCHEDULE, " | ", NULL, schedules, sizeof schedules);
     sdw_names_list(SDW_NAMES_PREDICTION, " | ", NULL, predictions, sizeof predictions);
-    fprintf(f,
-            "usage: sd-worker generate --model PATH --prompt TEXT --output OUT.png [options]\n"
-            "\n"
-            "Generates one image from a text prompt and writes it as PNG (with the settings in an\n"
-            "AUTOMATIC1111-style \"parameters\" text chunk).\n"
-            "\n"
-            "  --model PATH            .safetensors checkpoint (SD 1.x, SD 2.x, tiny) or a diffusers folder\n"
-            "  --tokenizer PATH        CLIP tokenizer: bpe_simple_vocab_16e6.txt(.gz), a vocab.json, or a "
-            "folder\n"
-            "                          with vocab.json + merges.txt (default: the model's own, else CLIP's "
-            "built in)\n"
-            "  --prompt TEXT           what to draw (required)\n"
-            "  --negative-prompt TEXT  what to steer away from (default: empty)\n"
-            "  --steps N               sampling steps, 1..150 (default 20)\n"
-            "  --cfg X                 classifier-free guidance scale, 0..30 (default 7.5; 1 = no guidance,\n"
-            "                          half the work)\n"
-            "  --seed N                noise seed, 0..2^64-1 (default: a random one, printed)\n"
-            "  --sampler NAME          %s\n"
-            "                          (also stable-diffusion.cpp's and A1111's spellings; default %s)\n"
-            "  --schedule NAME         %s (default %s)\n"
-            "  --clip-skip N           text encoder layer counted from the end, A1111's \"Clip skip\": 1 = "
-            "last,\n"
-            "                          2 = penultimate (default 0: the model's, 1 for SD 1.x, 2 for SD 2.x)\n"
-            "  --width N, --height N   image size, multiples of 8 in 64..2048 (default: the model's native\n"
-            "                          size: 512 for SD 1.x, 768 for SD 2.x v models, 64 for tiny models)\n"
-            "  --threads N             BLAS threads (default: OpenBLAS's choice)\n"
-            "  --prediction P          %s: what the UNet predicts (default auto: the model's\n"
-            "                          config or metadata, else eps for SD 1.x, v for SD 2.x)\n"
-            "  --output OUT.png        file to write (required; written to OUT.png.part, then renamed)\n"
-            "  --init-image PATH       img2img: start from this PNG (resized to --width x --height when its\n"
-            "                          size differs; without --width/--height the model's native size)\n"
-            "  --strength S            how much of the schedule reruns over the init image, (0, 1] (default "
-            "0.75)\n"
-            "  --mask PATH             inpainting: PNG the size of the init image, white = repaint, black = "
-            "keep\n"
-            "  --mask-blur N           feather the mask edge by N pixels, 0..64 (default 0: hard edge)\n"
-            "  --lora-dir DIR          where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors\n"
-            "  --preview-every K       write a live preview (<= 256 px) every K steps: TAESD-decoded with\n"
-            "                          --taesd, else the linear latent->RGB approximation\n"
-            "  --preview-dir DIR       where previews go, as preview-STEP.png (default: the current folder)\n"
-            "  --profile               print where the time went (per op kind, model and UNet/VAE level) to\n"
-            "                          stderr; slower (also SDW_PROFILE=1)\n"
-            "  --taesd PATH            TAESD tiny autoencoder .safetensors (madebyollin's taesd for SD\n"
-            "                          1.x/2.x, taesdxl for SDXL): previews decode with it\n"
-            "  --decoder vae|taesd     the image's decoder: the model's VAE (default) or the TAESD of\n"
-            "                          --taesd, about ten times faster, softer: for drafts\n"
-            "  --help                  this text\n"
-            "\n"
-            "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
-            "stderr.\n"
-            "Exit status: 0 written, 1 bad options or generation failed, 2 the model or tokenizer failed to\n"
-            "load, 130 interrupted (SIGINT/SIGTERM cancel between steps).\n",
-            samplers, sdw_sampler_name(SDW_SAMPLER_EULER), schedules,
-            sdw_schedule_name(SDW_SCHEDULE_DISCRETE), predictions);
+    fprintf(
+        f,
+        "usage: sd-worker generate --model PATH --prompt TEXT --output OUT.png [options]\n"
+        "\n"
+        "Generates one image from a text prompt and writes it as PNG (with the settings in an\n"
+        "AUTOMATIC1111-style \"parameters\" text chunk).\n"
+        "\n"
+        "  --model PATH            .safetensors checkpoint (SD 1.x, SD 2.x, SDXL, tiny) or a diffusers "
+        "folder\n"
+        "  --tokenizer PATH        CLIP tokenizer: bpe_simple_vocab_16e6.txt(.gz), a vocab.json, or a "
+        "folder\n"
+        "                          with vocab.json + merges.txt (default: the model's own, else CLIP's "
+        "built in)\n"
+        "  --prompt TEXT           what to draw (required)\n"
+        "  --negative-prompt TEXT  what to steer away from (default: empty)\n"
+        "  --steps N               sampling steps, 1..150 (default 20)\n"
+        "  --cfg X                 classifier-free guidance scale, 0..30 (default 7.5; 1 = no guidance,\n"
+        "                          half the work)\n"
+        "  --seed N                noise seed, 0..2^64-1 (default: a random one, printed)\n"
+        "  --sampler NAME          %s\n"
+        "                          (also stable-diffusion.cpp's and A1111's spellings; default %s)\n"
+        "  --schedule NAME         %s (default %s)\n"
+        "  --clip-skip N           text encoder layer counted from the end, A1111's \"Clip skip\": 1 = "
+        "last,\n"
+        "                          2 = penultimate (default 0: the model's, 1 for SD 1.x, 2 for SD 2.x)\n"
+        "  --width N, --height N   image size, multiples of 8 in 64..2048 (default: the model's native\n"
+        "                          size: 512 for SD 1.x, 768 for SD 2.x v models, 1024 for SDXL, 64 for\n"
+        "                          tiny models)\n"
+        "  --threads N             BLAS threads (default: OpenBLAS's choice)\n"
+        "  --prediction P          %s: what the UNet predicts (default auto: the model's\n"
+        "                          config or metadata, else eps for SD 1.x, v for SD 2.x)\n"
+        "  --output OUT.png        file to write (required; written to OUT.png.part, then renamed)\n"
+        "  --init-image PATH       img2img: start from this PNG (resized to --width x --height when its\n"
+        "                          size differs; without --width/--height the model's native size)\n"
+        "  --strength S            how much of the schedule reruns over the init image, (0, 1] (default "
+        "0.75)\n"
+        "  --mask PATH             inpainting: PNG the size of the init image, white = repaint, black = "
+        "keep\n"
+        "  --mask-blur N           feather the mask edge by N pixels, 0..64 (default 0: hard edge)\n"
+        "  --lora-dir DIR          where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors\n"
+        "  --preview-every K       write a live preview (<= 256 px) every K steps: TAESD-decoded with\n"
+        "                          --taesd, else the linear latent->RGB approximation\n"
+        "  --preview-dir DIR       where previews go, as preview-STEP.png (default: the current folder)\n"
+        "  --original-size WxH     SDXL micro-conditioning, as the job API's original_size (default: the\n"
+        "                          image size)\n"
+        "  --crop-top-left T,L     SDXL crops_coords_top_left, top first (default 0,0)\n"
+        "  --target-size WxH       SDXL target_size (default: the image size); other models ignore all\n"
+        "                          three\n"
+        "  --profile               print where the time went (per op kind, model and UNet/VAE level) to\n"
+        "                          stderr; slower (also SDW_PROFILE=1)\n"
+        "  --taesd PATH            TAESD tiny autoencoder .safetensors (madebyollin's taesd for SD\n"
+        "                          1.x/2.x, taesdxl for SDXL): previews decode with it\n"
+        "  --decoder vae|taesd     the image's decoder: the model's VAE (default) or the TAESD of\n"
+        "                          --taesd, about ten times faster, softer: for drafts\n"
+        "  --help                  this text\n"
+        "\n"
+        "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
+        "stderr.\n"
+        "Exit status: 0 written, 1 bad options or generation failed, 2 the model or tokenizer failed to\n"
+        "load, 130 interrupted (SIGINT/SIGTERM cancel between steps).\n",
+        samplers, sdw_sampler_name(SDW_SAMPLER_EULER), schedules, sdw_schedule_name(SDW_SCHEDULE_DISCRETE),
+        predictions);
 }
 
 static int parse_int(const char *s, long lo, long hi, int *out)
@@ -97,6 +105,17 @@ static int parse_int(const char *s, long lo, long hi, int *out)
     if (!*s || errno || *end || v < lo || v > hi) return -1;
     *out = (int)v;
     return 0;
+}
+
+/* "A<sep>B" (1024x768, 16,32): two integers lo..SDE_MAX_SDXL_SIZE. */
+static int parse_pair(const char *s, char sep, int lo, int *a, int *b)
+{
+    char first[24];
+    const char *at = strchr(s, sep);
+    if (!at || (size_t)(at - s) >= sizeof first) return -1;
+    memcpy(first, s, (size_t)(at - s));
+    first[at - s] = '\0';
+    return parse_int(first, lo, SDE_MAX_SDXL_SIZE, a) || parse_int(at + 1, lo, SDE_MAX_SDXL_SIZE, b) ? -1 : 0;
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -202,7 +221,10 @@ static const char *option_of(const char *field)
                                          {"mask", "--mask"},
                                          {"mask_blur", "--mask-blur"},
                                          {"loras", "--lora-dir"},
-                                         {"decoder", "--decoder"}};
+                                         {"decoder", "--decoder"},
+                                         {"original_size", "--original-size"},
+                                         {"crops_coords_top_left", "--crop-top-left"},
+                                         {"target_size", "--target-size"}};
     for (size_t i = 0; field && i < sizeof map / sizeof *map; i++)
         if (!strcmp(field, map[i][0])) return map[i][1];
     return field ? field : "?";
@@ -273,7 +295,10 @@ enum {
     O_PREVIEW_DIR,
     O_PROFILE,
     O_TAESD,
-    O_DECODER
+    O_DECODER,
+    O_ORIGINAL_SIZE,
+    O_CROP_TOP_LEFT,
+    O_TARGET_SIZE
 };
 
 static const struct option generate_opts[] = {
@@ -303,6 +328,9 @@ static const struct option generate_opts[] = {
     {"profile", no_argument, NULL, O_PROFILE},
     {"taesd", required_argument, NULL, O_TAESD},
     {"decoder", required_argument, NULL, O_DECODER},
+    {"original-size", required_argument, NULL, O_ORIGINAL_SIZE},
+    {"crop-top-left", required_argument, NULL, O_CROP_TOP_LEFT},
+    {"target-size", required_argument, NULL, O_TARGET_SIZE},
     {NULL, 0, NULL, 0},
 };
 
@@ -322,6 +350,13 @@ static const char *value_hint(int c, char *buf, size_t len)
     case O_CFG:
     case O_STRENGTH:
         return " (a number)";
+    case O_ORIGINAL_SIZE:
+    case O_TARGET_SIZE:
+        snprintf(buf, len, " (WIDTHxHEIGHT, each 1..%d)", SDE_MAX_SDXL_SIZE);
+        return buf;
+    case O_CROP_TOP_LEFT:
+        snprintf(buf, len, " (TOP,LEFT, each 0..%d)", SDE_MAX_SDXL_SIZE);
+        return buf;
     default:
         return " (an integer)";
     }
@@ -458,6 +493,15 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
                 fprintf(stderr, "sd-worker generate: --decoder: unknown decoder \"%s\" (vae or taesd)\n", v);
                 return 1;
             }
+            break;
+        case O_ORIGINAL_SIZE:
+            bad = parse_pair(v, 'x', 1, &r->orig_width, &r->orig_height);
+            break;
+        case O_CROP_TOP_LEFT:
+            bad = parse_pair(v, ',', 0, &r->crop_top, &r->crop_left);
+            break;
+        case O_TARGET_SIZE:
+            bad = parse_pair(v, 'x', 1, &r->target_width, &r->target_height);
             break;
         case O_LORA_DIR:
             if (sdw_gen_request_set_str(&r->lora_dir, v)) {

@@ -28,4 +28,10 @@ void sdw_gen_to_engine(const sdw_gen_request *r, sde_gen_params *p)
     p->height = r->height;
     p->clip_skip = r->clip_skip;
     p->decoder = (sde_decoder)r->decoder; /* an unknown value fails sde_params_validate on "decoder" */
+    p->orig_width = r->orig_width;
+    p->orig_height = r->orig_height;
+    p->crop_top = r->crop_top;
+    p->crop_left = r->crop_left;
+    p->target_width = r->target_width;
+    p->target_height = r->target_height;
 }

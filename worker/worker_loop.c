@@ -286,6 +286,12 @@ static void run_job(worker *w, const sdw_frame *jf)
     /* an unknown sampler or schedule name never gets here: the frame decoder refuses it */
     sde_gen_params p;
     sdw_gen_to_engine(req, &p);
+    if (p.width <= 0 || p.height <= 0) { /* 0 = the model's native size (the supervisor normally fills it) */
+        sde_model_info mi;
+        sde_engine_info(w->eng, &mi);
+        if (p.width <= 0) p.width = mi.default_size;
+        if (p.height <= 0) p.height = mi.default_size;
+    }
     p.progress = job_progress;
     p.should_cancel = job_should_cancel;
     p.ud = w;
@@ -520,7 +526,8 @@ int sdw_cmd_worker(int argc, char **argv)
     /* from here SIGTERM/SIGINT arrive only inside ppoll, where the loop is ready to act on them */
     sigprocmask(SIG_BLOCK, &stopsigs, NULL);
     if (g_term) goto out;
-    if (sdw_frame_ready(&w->out, info.arch, info.prediction, info.model_hash, info.model_name, load_s) == 0)
+    if (sdw_frame_ready(&w->out, info.arch, info.prediction, info.model_hash, info.model_name, load_s,
+                        info.default_size) == 0)
         send_out(w);
 
     while (!w->stop && !w->gone) {

@@ -28,6 +28,12 @@ static void encode_all(msgpack_sbuffer *sb, size_t *offsets)
     jp.height = 768;
     jp.sampler = SDW_SAMPLER_EULER_A;
     jp.schedule = SDW_SCHEDULE_KARRAS;
+    jp.orig_width = 2048;
+    jp.orig_height = 1536;
+    jp.crop_top = 16;
+    jp.crop_left = 32;
+    jp.target_width = 1024;
+    jp.target_height = 768;
     int i = 0;
 #define ADD(call)                                                                                            \
     do {                                                                                                     \
@@ -35,7 +41,7 @@ static void encode_all(msgpack_sbuffer *sb, size_t *offsets)
         assert_int_equal(call, 0);                                                                           \
     } while (0)
     ADD(sdw_frame_hello(sb, 4242, "cpu:0-1", "loading"));
-    ADD(sdw_frame_ready(sb, "sd1", "eps", "0123456789", "randsd15", 12.25));
+    ADD(sdw_frame_ready(sb, "sd1", "eps", "0123456789", "randsd15", 12.25, 512));
     ADD(sdw_frame_started(sb, 7));
     ADD(sdw_frame_progress(sb, 7, 3, 20, 1.5));
     ADD(sdw_frame_result(sb, 7, png_bytes, sizeof png_bytes, 512, 768, 99, 0.25, 10.5, 1.75, 12.5));
@@ -66,6 +72,7 @@ static void check_decoded(const sdw_frame *f, int type)
         assert_string_equal(f->u.ready.model_hash, "0123456789");
         assert_string_equal(f->u.ready.model_name, "randsd15");
         assert_true(f->u.ready.load_s == 12.25);
+        assert_int_equal(f->u.ready.native_size, 512);
         break;
     case SDW_FRAME_STARTED:
     case SDW_FRAME_CANCELLED:
@@ -104,6 +111,12 @@ static void check_decoded(const sdw_frame *f, int type)
         assert_int_equal(f->u.job.height, 768);
         assert_int_equal(f->u.job.sampler, SDW_SAMPLER_EULER_A);
         assert_int_equal(f->u.job.schedule, SDW_SCHEDULE_KARRAS);
+        assert_int_equal(f->u.job.orig_width, 2048);
+        assert_int_equal(f->u.job.orig_height, 1536);
+        assert_int_equal(f->u.job.crop_top, 16);
+        assert_int_equal(f->u.job.crop_left, 32);
+        assert_int_equal(f->u.job.target_width, 1024);
+        assert_int_equal(f->u.job.target_height, 768);
         break;
     case SDW_FRAME_CANCEL:
         assert_true(f->job == (uint64_t)1 << 40);
@@ -170,6 +183,33 @@ static void test_error_without_job_and_null_strings(void **state)
     assert_int_equal(sdw_frame_reader_next(r, &f, err, sizeof err), 1);
     assert_string_equal(f.u.hello.device, "");
     assert_string_equal(f.u.hello.state, "");
+    sdw_frame_free(&f);
+    sdw_frame_reader_free(r);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* native_size came after version 1: a ready without it (0 = unknown, the key left out, as an older worker
+ * sends it) decodes with 0, and one with it carries the number. */
+static void test_ready_native_size_optional(void **state)
+{
+    (void)state;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(sdw_frame_ready(&sb, "sd2", "v", "", "m", 1.0, 0), 0);
+    size_t first = sb.size;
+    assert_null(memmem(sb.data, first, "native_size", 11));
+    assert_int_equal(sdw_frame_ready(&sb, "sdxl", "eps", "", "m", 1.0, 1024), 0);
+    sdw_frame_reader *r = sdw_frame_reader_new(SDW_FRAME_MAX_SMALL);
+    assert_int_equal(sdw_frame_reader_feed(r, sb.data, sb.size), sb.size);
+    sdw_frame f;
+    char err[256];
+    assert_int_equal(sdw_frame_reader_next(r, &f, err, sizeof err), 1);
+    assert_int_equal(f.u.ready.native_size, 0);
+    assert_string_equal(f.u.ready.arch, "sd2");
+    sdw_frame_free(&f);
+    assert_int_equal(sdw_frame_reader_next(r, &f, err, sizeof err), 1);
+    assert_int_equal(f.u.ready.native_size, 1024);
+    assert_string_equal(f.u.ready.arch, "sdxl");
     sdw_frame_free(&f);
     sdw_frame_reader_free(r);
     msgpack_sbuffer_destroy(&sb);
@@ -774,6 +814,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_every_type),
         cmocka_unit_test(test_error_without_job_and_null_strings),
+        cmocka_unit_test(test_ready_native_size_optional),
         cmocka_unit_test(test_split_feeds),
         cmocka_unit_test(test_many_frames_in_one_feed),
         cmocka_unit_test(test_reader_bounds_its_buffer),

@@ -96,6 +96,35 @@ static void test_euler_a(void **state)
     check("euler_a", &p);
 }
 
+/* cases added after the first four (tests/data/golden/sdxl-rand/README.md): */
+
+/* 128 wide, 192 high, with a negative prompt, dpm++2m on the karras schedule, 3 steps, another seed */
+static void test_dpmpp2m_karras_tall(void **state)
+{
+    (void)state;
+    sde_gen_params p = cat128(SDE_SAMPLER_DPMPP_2M);
+    p.prompt = "a lighthouse on a cliff at sunset";
+    p.negative_prompt = "fog, people, text";
+    p.seed = 1234;
+    p.schedule = SDE_SCHEDULE_KARRAS;
+    p.cfg_scale = 6.f;
+    p.height = 192;
+    p.steps = 3;
+    check("dpmpp2m_karras_tall", &p);
+}
+
+/* the turbo recipe against the peer: guidance 1 (the conditional pass only), euler_a, one step */
+static void test_turbo_cfg1(void **state)
+{
+    (void)state;
+    sde_gen_params p = cat128(SDE_SAMPLER_EULER_A);
+    p.prompt = "a bowl of ramen, studio light";
+    p.seed = 2026;
+    p.cfg_scale = 1.f;
+    p.steps = 1;
+    check("turbo_cfg1", &p);
+}
+
 /* SDXL-Turbo settings: guidance 0 and 1 both run the conditional pass only, so they give the same pixels */
 static void test_turbo_cond_only(void **state)
 {
@@ -135,8 +164,26 @@ int main(void)
         return 77;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_euler),   cmocka_unit_test(test_negative),        cmocka_unit_test(test_wide),
-        cmocka_unit_test(test_euler_a), cmocka_unit_test(test_turbo_cond_only),
+        cmocka_unit_test(test_euler),
+        cmocka_unit_test(test_negative),
+        cmocka_unit_test(test_wide),
+        cmocka_unit_test(test_euler_a),
+        cmocka_unit_test(test_turbo_cond_only),
+        cmocka_unit_test(test_dpmpp2m_karras_tall),
+        cmocka_unit_test(test_turbo_cfg1),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    /* SDW_TEST_FILTER=turbo_cfg1,dpmpp2m runs only the cases whose names contain one of the words (each
+     * case is a minute or more, and the load is 14 GB) */
+    const char *filter = getenv("SDW_TEST_FILTER");
+    struct CMUnitTest run[sizeof tests / sizeof *tests];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
+        int keep = !filter || !*filter;
+        char words[256];
+        snprintf(words, sizeof words, "%s", filter ? filter : "");
+        for (char *save = NULL, *w = strtok_r(words, ",", &save); w && !keep; w = strtok_r(NULL, ",", &save))
+            keep = strstr(tests[i].name, w) != NULL;
+        if (keep) run[n++] = tests[i];
+    }
+    return _cmocka_run_group_tests("test_golden_sdxl_e2e", run, n, setup, teardown);
 }

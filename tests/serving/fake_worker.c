@@ -6,7 +6,8 @@
  *
  * SPEC is a comma-separated list: ok | load_fail (error model_load_failed, exit 2) | fail_while=PATH
  * (load_fail while PATH exists) | load_crash (exit 3 while loading) | load_ms=N | step_ms=N (default 5) |
- * ignore_term (ignore SIGTERM and shutdown) | no_hello. A job's behaviour is its prompt: crash (exit 3),
+ * native=N (the native size its ready reports, default 512) | ignore_term (ignore SIGTERM and shutdown) |
+ * no_hello. A job's behaviour is its prompt: crash (exit 3),
  * abort (SIGABRT), exit0, hang (silent forever), garbage, oversize, badver, wrongjob, error (engine_error),
  * invalid (invalid_request), big (a 3 MB png after the steps); anything else runs `steps` steps, honours
  * cancel at step boundaries and returns "FAKEPNG:<prompt>:<seed>" as the png. */
@@ -24,7 +25,7 @@
 #include "frame.h"
 
 static int fd = -1;
-static int ignore_term, step_ms = 5;
+static int ignore_term, step_ms = 5, native_size = 512;
 static volatile sig_atomic_t got_term;
 static sdw_frame_reader *reader;
 static msgpack_sbuffer sb;
@@ -114,7 +115,7 @@ static void report_ready(const char *device)
     char name[512];
     snprintf(name, sizeof name, "threads=%s omp=%s cpus=%s device=%s fds=%d", blas ? blas : "-",
              omp ? omp : "-", cpus, device, extra_fds);
-    sdw_frame_ready(&sb, "fake", "eps", "fakehash01", name, 0.01);
+    sdw_frame_ready(&sb, "fake", "eps", "fakehash01", name, 0.01, native_size);
     send_sb();
 }
 
@@ -251,6 +252,7 @@ int main(int argc, char **argv)
         load_fail = access(path, F_OK) == 0;
     }
     if ((v = strstr(spec, "step_ms="))) step_ms = atoi(v + 8);
+    if ((v = strstr(spec, "native="))) native_size = atoi(v + 7);
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -32,12 +32,41 @@ static void test_defaults(void **state)
     assert_int_equal(r.steps, 20);
     assert_true(r.cfg_scale == 7.5);
     assert_int_equal(r.has_seed, 0);
-    assert_int_equal(r.width, 512);
-    assert_int_equal(r.height, 512);
+    /* no served model known (default_size 0): the size stays 0 for the supervisor to fill in at dispatch */
+    assert_int_equal(r.width, 0);
+    assert_int_equal(r.height, 0);
     assert_int_equal(r.sampler, SDW_SAMPLER_EULER);
     assert_int_equal(r.schedule, SDW_SCHEDULE_DISCRETE);
     sdw_gen_request_free(&r);
     sdw_gen_request_free(&r); /* idempotent */
+}
+
+/* The default size is the served model's native size: SDXL's 1024 square, and a side given alone keeps the
+ * other side at the default. */
+static void test_default_size_follows_model(void **state)
+{
+    (void)state;
+    sdw_validate_limits xl = LIM;
+    xl.max_height = 1024;
+    xl.default_size = 1024;
+    sdw_gen_request r;
+    sdw_api_error e;
+    const char *b = "{\"prompt\":\"a red fox\"}";
+    assert_int_equal(sdw_validate_job_request(b, strlen(b), &xl, &r, &e), 0);
+    assert_int_equal(r.width, 1024);
+    assert_int_equal(r.height, 1024);
+    sdw_gen_request_free(&r);
+    b = "{\"prompt\":\"a red fox\",\"height\":512}";
+    assert_int_equal(sdw_validate_job_request(b, strlen(b), &xl, &r, &e), 0);
+    assert_int_equal(r.width, 1024);
+    assert_int_equal(r.height, 512);
+    sdw_gen_request_free(&r);
+    xl.default_size = 768;
+    b = "{\"prompt\":\"a red fox\",\"width\":null}";
+    assert_int_equal(sdw_validate_job_request(b, strlen(b), &xl, &r, &e), 0);
+    assert_int_equal(r.width, 768);
+    assert_int_equal(r.height, 768);
+    sdw_gen_request_free(&r);
 }
 
 static void test_all_fields(void **state)
@@ -156,6 +185,20 @@ static const err_case ERRS[] = {
     {"{\"prompt\":\"a\",\"schedule\":\"linear\"}", 400, "invalid_value", "schedule"},
     {"{\"prompt\":\"a\\u0000b\"}", 400, "invalid_value", "prompt"},
     {"{\"prompt\":\"\\u0000int0000000000000000:5\"}", 400, "invalid_value", "prompt"},
+    /* SDXL micro-conditioning: two integers each, sizes >= 1, crop >= 0, at most 16384 */
+    {"{\"prompt\":\"a\",\"original_size\":1024}", 400, "invalid_type", "original_size"},
+    {"{\"prompt\":\"a\",\"original_size\":[1024]}", 400, "invalid_type", "original_size"},
+    {"{\"prompt\":\"a\",\"original_size\":[1024,768,1]}", 400, "invalid_type", "original_size"},
+    {"{\"prompt\":\"a\",\"original_size\":[1024.5,768]}", 400, "invalid_type", "original_size"},
+    {"{\"prompt\":\"a\",\"original_size\":{\"width\":1024,\"height\":768}}", 400, "invalid_type",
+     "original_size"},
+    {"{\"prompt\":\"a\",\"original_size\":[0,768]}", 400, "out_of_range", "original_size"},
+    {"{\"prompt\":\"a\",\"original_size\":[1024,16385]}", 400, "out_of_range", "original_size"},
+    {"{\"prompt\":\"a\",\"crops_coords_top_left\":[-1,0]}", 400, "out_of_range", "crops_coords_top_left"},
+    {"{\"prompt\":\"a\",\"crops_coords_top_left\":\"0,0\"}", 400, "invalid_type", "crops_coords_top_left"},
+    {"{\"prompt\":\"a\",\"target_size\":[64,\"64\"]}", 400, "invalid_type", "target_size"},
+    {"{\"prompt\":\"a\",\"target_size\":[99999999999,64]}", 400, "out_of_range", "target_size"},
+    {"{\"prompt\":\"a\",\"crop_coords_top_left\":[0,0]}", 400, "unknown_field", ""},
 };
 
 static void test_errors(void **state)
@@ -172,6 +215,42 @@ static void test_errors(void **state)
         assert_true(e.message[0] != '\0');
         assert_null(r.prompt);
     }
+}
+
+/* The SDXL micro-conditioning fields land in the request in the engine's terms: sizes [width, height],
+ * the crop [top, left]; absent or null leaves 0 (the reference defaults). */
+static void test_sdxl_micro_conditioning(void **state)
+{
+    (void)state;
+    sdw_gen_request r;
+    sdw_api_error e;
+    assert_int_equal(run("{\"prompt\":\"a\",\"original_size\":[1024,768],\"crops_coords_top_left\":[16,"
+                         "32],\"target_size\":[640,512]}",
+                         &r, &e),
+                     0);
+    assert_int_equal(r.orig_width, 1024);
+    assert_int_equal(r.orig_height, 768);
+    assert_int_equal(r.crop_top, 16);
+    assert_int_equal(r.crop_left, 32);
+    assert_int_equal(r.target_width, 640);
+    assert_int_equal(r.target_height, 512);
+    sdw_gen_request_free(&r);
+    assert_int_equal(run("{\"prompt\":\"a\",\"original_size\":null,\"crops_coords_top_left\":[0,0],"
+                         "\"target_size\":[16384,1]}",
+                         &r, &e),
+                     0);
+    assert_int_equal(r.orig_width, 0);
+    assert_int_equal(r.orig_height, 0);
+    assert_int_equal(r.crop_top, 0);
+    assert_int_equal(r.crop_left, 0);
+    assert_int_equal(r.target_width, 16384);
+    assert_int_equal(r.target_height, 1);
+    sdw_gen_request_free(&r);
+    /* the message names the field and the expected shape */
+    assert_int_equal(run("{\"prompt\":\"a\",\"crops_coords_top_left\":[1]}", &r, &e), -1);
+    assert_non_null(strstr(e.message, "[top, left]"));
+    assert_int_equal(run("{\"prompt\":\"a\",\"original_size\":[1,2,3]}", &r, &e), -1);
+    assert_non_null(strstr(e.message, "[width, height]"));
 }
 
 static void test_messages(void **state)
@@ -234,6 +313,7 @@ static void test_default_exceeds_limit(void **state)
     (void)state;
     sdw_validate_limits small = LIM;
     small.max_width = 256;
+    small.default_size = 512;
     sdw_gen_request r;
     sdw_api_error e;
     const char *b = "{\"prompt\":\"a\"}";
@@ -327,7 +407,8 @@ static void test_mutations(void **state)
         if (sdw_validate_job_request(buf, len, &LIM, &r, &e) == 0) {
             assert_non_null(r.prompt);
             assert_true(r.steps >= 1 && r.steps <= LIM.max_steps);
-            assert_true(r.width % 8 == 0 && r.width >= 64 && r.width <= LIM.max_width);
+            /* 0: left to the model (LIM has no default_size) */
+            assert_true(r.width == 0 || (r.width % 8 == 0 && r.width >= 64 && r.width <= LIM.max_width));
             sdw_gen_request_free(&r);
             ok++;
         } else {
@@ -382,12 +463,20 @@ static void test_preview_every(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_all_fields),
-        cmocka_unit_test(test_seed_range),     cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_messages),       cmocka_unit_test(test_prompt_length),
-        cmocka_unit_test(test_body_too_large), cmocka_unit_test(test_default_exceeds_limit),
-        cmocka_unit_test(test_content_type),   cmocka_unit_test(test_names),
-        cmocka_unit_test(test_mutations),      cmocka_unit_test(test_preview_every),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_default_size_follows_model),
+        cmocka_unit_test(test_sdxl_micro_conditioning),
+        cmocka_unit_test(test_all_fields),
+        cmocka_unit_test(test_seed_range),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_messages),
+        cmocka_unit_test(test_prompt_length),
+        cmocka_unit_test(test_body_too_large),
+        cmocka_unit_test(test_default_exceeds_limit),
+        cmocka_unit_test(test_content_type),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_preview_every),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import tempfile
 import time
 
@@ -39,8 +40,18 @@ def test_health_and_ready():
         # a job submitted while loading waits in the queue, it is not refused
         job = svc.submit(prompt="early bird", steps=2, width=64, height=64)
         expect(job["queue_position"] == 1, "queued while loading: %r" % job, svc)
+        # without a size and no model known yet, the size waits for the worker that takes the job
+        sizeless = svc.submit(prompt="native size", steps=1, height=64)
+        st, _, doc = svc.json("GET", "/v1/jobs/" + sizeless["job_id"])
+        expect(doc["params"]["width"] is None and doc["params"]["height"] == 64, "size while loading %r" % doc, svc)
+        expect(doc.get("native_size", None) is None, "no native size while loading %r" % doc, svc)
         doc = svc.wait_ready(60)
         expect(doc["ready"] is True and "reason" not in doc, "ready body %r" % doc, svc)
+        native = doc["native_size"]
+        expect(isinstance(native, int) and native >= 64 and
+               all(w["native_size"] == native for w in doc["workers"] if w["state"] in ("ready", "busy")),
+               "native sizes %r" % doc, svc)
+        expect(all(w["arch"] == w["model"] for w in doc["workers"]), "arch %r" % doc, svc)
         expect(any(w["state"] in ("ready", "busy") for w in doc["workers"]), "ready without a worker %r" % doc, svc)
         ws = svc.wait_workers(lambda ws: all(w["state"] in ("ready", "busy") for w in ws), 60)
         for w in ws:
@@ -48,6 +59,17 @@ def test_health_and_ready():
         expect(sorted(w["device"] for w in ws) == ["cpu:0", "cpu:1"] or os.cpu_count() == 1, "devices %r" % ws, svc)
         done = svc.wait_status(job["job_id"], ("complete",), 120)
         expect(done["step"] == 2, "early job %r" % done, svc)
+        done = svc.wait_status(sizeless["job_id"], ("complete",), 120)
+        expect(done["params"]["width"] == native and done["params"]["height"] == 64, "size from the worker %r" % done,
+               svc)
+        if not sdw.FAKE:
+            st, _, png = svc.request("GET", "/v1/jobs/%s/image" % sizeless["job_id"])
+            expect(st == 200 and struct.unpack(">II", png[16:24]) == (native, 64), "image size %r" % png[:24], svc)
+        # once a worker is ready the size is known when the job is submitted
+        later = svc.submit(prompt="native size now", steps=1)
+        st, _, doc = svc.json("GET", "/v1/jobs/" + later["job_id"])
+        expect(doc["params"]["width"] == native and doc["params"]["height"] == native, "size %r" % doc, svc)
+        svc.wait_status(later["job_id"], ("complete",), 120)
         st, _, _ = svc.request("HEAD", "/health")
         expect(st == 200, "HEAD /health %s" % st, svc)
 

@@ -1,6 +1,7 @@
 """test_http_jobs.py: jobs end to end over HTTP with the real worker and the tiny model: a PNG of the
 requested size (IHDR checked) through SSE, status and image routes; POST with Accept: text/event-stream;
 several and late stream readers; a reader that leaves; 409 before completion; 410 after the TTL."""
+import struct
 import time
 
 import sdw
@@ -111,5 +112,51 @@ def test_readers_and_conflicts():
         expect(st == 410, "DELETE after TTL: %s" % st, svc)
 
 
+def png_parameters(png):
+    """The text of the PNG's tEXt chunk "parameters" (A1111's infotext), or None."""
+    pos = 8
+    while pos + 8 <= len(png):
+        n, kind = struct.unpack(">I4s", png[pos:pos + 8])
+        body = png[pos + 8:pos + 8 + n]
+        if kind == b"tEXt" and body.startswith(b"parameters\0"):
+            return body[len(b"parameters\0"):].decode("latin-1")
+        pos += 12 + n
+    return None
+
+
+def test_turbo_recipe_and_sdxl_fields():
+    """The turbo recipe (1 step, euler_a, guidance 0) from the job API, without a size (the model's native
+    one), and the SDXL micro-conditioning fields: accepted, carried to the worker (other models ignore them:
+    the same image), refused with a 400 naming the field when malformed."""
+    with Service("turbo") as svc:
+        ready = svc.wait_ready()
+        native = ready["native_size"]
+        job = svc.submit(prompt="a bowl of ramen", steps=1, guidance_scale=0, sampler="euler_a", seed=7)
+        done = svc.wait_status(job["job_id"], ("complete",))
+        expect(done["params"]["width"] == native and done["params"]["guidance_scale"] == 0, "turbo job %r" % done, svc)
+        _, _, png = svc.request("GET", done["image_url"])
+        if not sdw.FAKE:
+            sdw.check_png(png, native, native)
+            text = png_parameters(png) or ""
+            expect("Steps: 1," in text and "CFG scale: 0," in text and "Sampler: Euler a" in text and "Model: " in text,
+                   "parameters %r" % text, svc)
+        xl = svc.submit(prompt="a bowl of ramen", steps=1, guidance_scale=0, sampler="euler_a", seed=7,
+                        original_size=[2048, 1536], crops_coords_top_left=[0, 32], target_size=[1024, 1024])
+        xdone = svc.wait_status(xl["job_id"], ("complete",))
+        xp = xdone["params"]
+        expect(xp["original_size"] == [2048, 1536] and xp["crops_coords_top_left"] == [0, 32] and
+               xp["target_size"] == [1024, 1024], "params %r" % xp, svc)
+        expect("original_size" not in done["params"], "unset micro-conditioning in params %r" % done["params"], svc)
+        _, _, xpng = svc.request("GET", xdone["image_url"])
+        if not sdw.FAKE:
+            expect(xpng == png, "micro-conditioning changed a non-SDXL image", svc)
+        for body, field in (({"prompt": "x", "original_size": [1024]}, "original_size"),
+                            ({"prompt": "x", "crops_coords_top_left": [-1, 0]}, "crops_coords_top_left"),
+                            ({"prompt": "x", "target_size": "1024x1024"}, "target_size")):
+            st, _, doc = svc.json("POST", "/v1/jobs", body)
+            expect(st == 400 and doc["error"]["field"] == field, "%r -> %s %r" % (body, st, doc), svc)
+
+
 if __name__ == "__main__":
-    sdw.main([test_job_end_to_end, test_post_with_event_stream, test_readers_and_conflicts])
+    sdw.main([test_job_end_to_end, test_post_with_event_stream, test_readers_and_conflicts,
+              test_turbo_recipe_and_sdxl_fields])

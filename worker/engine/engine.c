@@ -339,6 +339,13 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
                        : !strcmp(in->arch, "tiny")             ? 64
                        : !strcmp(in->arch, "sd2") && e->v_pred ? 768
                                                                : 512;
+    /* a file that carries Stability's model spec metadata names its training size there: it wins (square
+     * only), for distilled models such as SDXL-Turbo (512) that share an architecture with a larger size */
+    const char *res = sde_ckpt_meta(e->ck, "modelspec.resolution");
+    int rw = 0, rh = 0, used = 0;
+    if (res && sscanf(res, "%dx%d%n", &rw, &rh, &used) == 2 && !res[used] && rw == rh && rw >= 64 &&
+        rw <= 2048 && rw % 8 == 0)
+        in->default_size = rw;
     in->n_params = (e->xl ? sde_sdxl_params(e->xl) : sde_clip_params(e->clip)) +
                    count_params(e->ck, "model.diffusion_model.") +
                    count_params(e->ck, "first_stage_model.decoder.") +
@@ -428,6 +435,24 @@ static int lora_begin(sde_engine *e, const sde_gen_params *p, char *clean, size_
     return 0;
 }
 
+/* SDXL's micro-conditioning numbers: pixels, 0 = the default; named as the job API names them. */
+static const char *sdxl_sizes_validate(const sde_gen_params *p, char *err, size_t errlen)
+{
+    const struct {
+        const char *name;
+        int a, b;
+    } v[] = {{"original_size", p->orig_width, p->orig_height},
+             {"crops_coords_top_left", p->crop_top, p->crop_left},
+             {"target_size", p->target_width, p->target_height}};
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++)
+        if (v[i].a < 0 || v[i].a > SDE_MAX_SDXL_SIZE || v[i].b < 0 || v[i].b > SDE_MAX_SDXL_SIZE) {
+            snprintf(err, errlen, "%s must be two numbers in 0..%d pixels, got %d, %d", v[i].name,
+                     SDE_MAX_SDXL_SIZE, v[i].a, v[i].b);
+            return v[i].name;
+        }
+    return NULL;
+}
+
 int sde_params_validate(const sde_gen_params *p, const char **field, char *err, size_t errlen)
 {
     const char *f = NULL;
@@ -477,6 +502,7 @@ int sde_params_validate(const sde_gen_params *p, const char **field, char *err, 
     }
     if (!f && p && p->prompt && (p->n_loras || strstr(p->prompt, "<lora:")))
         f = lora_validate(p, err, errlen);
+    if (!f && p) f = sdxl_sizes_validate(p, err, errlen);
     if (field) *field = f;
     return f ? -1 : 0;
 }
@@ -790,6 +816,14 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
         sde_clip_encode_layers(e->clip, ids, clip_layers, g.ctx);
     }
     trace(&g, "cond_crossattn", 0, g.ctx, (size_t)SDE_TOK_CONTEXT * dim);
+    if (e->xl) {
+        trace(&g, "cond_vector", 0, e->y, SDE_SDXL_ADM);
+        if (g.batch == 2) {
+            trace(&g, "uncond_crossattn", 0, g.ctx + (size_t)SDE_TOK_CONTEXT * dim,
+                  (size_t)SDE_TOK_CONTEXT * dim);
+            trace(&g, "uncond_vector", 0, e->y + SDE_SDXL_ADM, SDE_SDXL_ADM);
+        }
+    }
     if (g.batch == 2 && !e->xl) {
         float *u = g.ctx + (size_t)SDE_TOK_CONTEXT * dim;
         sde_tok_context(e->tok, p->negative_prompt ? p->negative_prompt : "", e->pad_id, ids);

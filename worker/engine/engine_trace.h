@@ -8,11 +8,11 @@
 #include "sd_engine.h"
 
 /** Receives one tensor of n floats. Names follow the peer's dump files: cond_crossattn, uncond_crossattn
- * ([77][dim]), noise, x_T, stepNN_x, stepNN_unet_in, stepNN_eps_cond, stepNN_eps_uncond, stepNN_eps_guided,
- * stepNN_denoised (NN from 01; [4][h/8][w/8]; eps_* are the raw UNet outputs, v for v models), x0, vae_in,
- * vae_out ([3][H][W] in [0,1]); over an init image init_latent, and for a 9-channel inpainting UNet concat
- * ([5][h/8][w/8]: latent mask, masked-image latent). Called on the generating thread; data is only valid
- * during the call. */
+ * ([77][dim]; uncond only with guidance > 1), SDXL's cond_vector, uncond_vector (y, [2816]), noise, x_T,
+ * stepNN_x, stepNN_unet_in, stepNN_eps_cond, stepNN_eps_uncond, stepNN_eps_guided, stepNN_denoised (NN from
+ * 01; [4][h/8][w/8]; eps_* are the raw UNet outputs, v for v models), x0, vae_in, vae_out ([3][H][W] in
+ * [0,1]); over an init image init_latent, and for a 9-channel inpainting UNet concat ([5][h/8][w/8]: latent
+ * mask, masked-image latent). Called on the generating thread; data is only valid during the call. */
 typedef void (*sde_trace_fn)(void *ud, const char *name, const float *data, size_t n);
 
 /** Installs (or, with fn NULL, removes) the tap for later sde_generate() calls on e. */

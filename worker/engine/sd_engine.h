@@ -125,6 +125,9 @@ typedef struct {
     sde_decoder decoder;
 } sde_gen_params;
 
+/** Largest SDXL micro-conditioning number (original_size, crop, target_size) sde_params_validate() takes. */
+#define SDE_MAX_SDXL_SIZE 16384
+
 /** Result of a generation; free with sde_result_free(). Times in seconds. */
 typedef struct {
     uint8_t *png;
