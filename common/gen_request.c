@@ -38,6 +38,7 @@ static const sdw_gen_field fields[] = {
     F("mask_blur", SDW_GF_INT, mask_blur, 0),
     F("loras", SDW_GF_STR, loras, 0),
     F("lora_dir", SDW_GF_STR, lora_dir, 0),
+    F("n", SDW_GF_INT, n, 0),
 };
 
 const sdw_gen_field *sdw_gen_request_fields(int *n)
@@ -54,6 +55,7 @@ void sdw_gen_request_init(sdw_gen_request *r)
     r->sampler = SDW_SAMPLER_EULER;
     r->schedule = SDW_SCHEDULE_DISCRETE;
     r->strength = 0.75;
+    r->n = 1;
 }
 
 static int owns_memory(const sdw_gen_field *f)

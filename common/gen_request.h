@@ -30,6 +30,7 @@ typedef struct {
     int mask_blur;  /* mask feather, pixels 0..64, default 0 */
     char *loras;    /* LoRA list "NAME:WEIGHT\n..." (names plain files in lora_dir), NULL = none */
     char *lora_dir; /* where LoRA names resolve: set by the supervisor (config) or the CLI, never a client */
+    int n;          /* images in the job (a batch), seeds seed, seed+1, ...; default 1 */
 } sdw_gen_request;
 
 /** How a field is stored and sent. */

@@ -33,53 +33,56 @@ static void generate_usage(FILE *f)
     sdw_names_list(SDW_NAMES_SAMPLER, " | ", NULL, samplers, sizeof samplers);
     sdw_names_list(SDW_NAMES_SCHEDULE, " | ", NULL, schedules, sizeof schedules);
     sdw_names_list(SDW_NAMES_PREDICTION, " | ", NULL, predictions, sizeof predictions);
-    fprintf(f,
-            "usage: sd-worker generate --model PATH --prompt TEXT --output OUT.png [options]\n"
-            "\n"
-            "Generates one image from a text prompt and writes it as PNG (with the settings in an\n"
-            "AUTOMATIC1111-style \"parameters\" text chunk).\n"
-            "\n"
-            "  --model PATH            .safetensors checkpoint (SD 1.x, SD 2.x, tiny) or a diffusers folder\n"
-            "  --tokenizer PATH        CLIP tokenizer: bpe_simple_vocab_16e6.txt(.gz), a vocab.json, or a "
-            "folder\n"
-            "                          with vocab.json + merges.txt (default: the model's own, else CLIP's "
-            "built in)\n"
-            "  --prompt TEXT           what to draw (required)\n"
-            "  --negative-prompt TEXT  what to steer away from (default: empty)\n"
-            "  --steps N               sampling steps, 1..150 (default 20)\n"
-            "  --cfg X                 classifier-free guidance scale, 0..30 (default 7.5; 1 = no guidance,\n"
-            "                          half the work)\n"
-            "  --seed N                noise seed, 0..2^64-1 (default: a random one, printed)\n"
-            "  --sampler NAME          %s\n"
-            "                          (also stable-diffusion.cpp's and A1111's spellings; default %s)\n"
-            "  --schedule NAME         %s (default %s)\n"
-            "  --clip-skip N           text encoder layer counted from the end, A1111's \"Clip skip\": 1 = "
-            "last,\n"
-            "                          2 = penultimate (default 0: the model's, 1 for SD 1.x, 2 for SD 2.x)\n"
-            "  --width N, --height N   image size, multiples of 8 in 64..2048 (default: the model's native\n"
-            "                          size: 512 for SD 1.x, 768 for SD 2.x v models, 64 for tiny models)\n"
-            "  --threads N             BLAS threads (default: OpenBLAS's choice)\n"
-            "  --prediction P          %s: what the UNet predicts (default auto: the model's\n"
-            "                          config or metadata, else eps for SD 1.x, v for SD 2.x)\n"
-            "  --output OUT.png        file to write (required; written to OUT.png.part, then renamed)\n"
-            "  --init-image PATH       img2img: start from this PNG (resized to --width x --height when its\n"
-            "                          size differs; without --width/--height the model's native size)\n"
-            "  --strength S            how much of the schedule reruns over the init image, (0, 1] (default "
-            "0.75)\n"
-            "  --mask PATH             inpainting: PNG the size of the init image, white = repaint, black = "
-            "keep\n"
-            "  --mask-blur N           feather the mask edge by N pixels, 0..64 (default 0: hard edge)\n"
-            "  --lora-dir DIR          where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors\n"
-            "  --preview-every K       write a live preview (linear latent->RGB, <= 256 px) every K steps\n"
-            "  --preview-dir DIR       where previews go, as preview-STEP.png (default: the current folder)\n"
-            "  --help                  this text\n"
-            "\n"
-            "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
-            "stderr.\n"
-            "Exit status: 0 written, 1 bad options or generation failed, 2 the model or tokenizer failed to\n"
-            "load, 130 interrupted (SIGINT/SIGTERM cancel between steps).\n",
-            samplers, sdw_sampler_name(SDW_SAMPLER_EULER), schedules,
-            sdw_schedule_name(SDW_SCHEDULE_DISCRETE), predictions);
+    fprintf(
+        f,
+        "usage: sd-worker generate --model PATH --prompt TEXT --output OUT.png [options]\n"
+        "\n"
+        "Generates one image from a text prompt and writes it as PNG (with the settings in an\n"
+        "AUTOMATIC1111-style \"parameters\" text chunk).\n"
+        "\n"
+        "  --model PATH            .safetensors checkpoint (SD 1.x, SD 2.x, tiny) or a diffusers folder\n"
+        "  --tokenizer PATH        CLIP tokenizer: bpe_simple_vocab_16e6.txt(.gz), a vocab.json, or a "
+        "folder\n"
+        "                          with vocab.json + merges.txt (default: the model's own, else CLIP's "
+        "built in)\n"
+        "  --prompt TEXT           what to draw (required)\n"
+        "  --negative-prompt TEXT  what to steer away from (default: empty)\n"
+        "  --steps N               sampling steps, 1..150 (default 20)\n"
+        "  --cfg X                 classifier-free guidance scale, 0..30 (default 7.5; 1 = no guidance,\n"
+        "                          half the work)\n"
+        "  --seed N                noise seed, 0..2^64-1 (default: a random one, printed)\n"
+        "  --sampler NAME          %s\n"
+        "                          (also stable-diffusion.cpp's and A1111's spellings; default %s)\n"
+        "  --schedule NAME         %s (default %s)\n"
+        "  --clip-skip N           text encoder layer counted from the end, A1111's \"Clip skip\": 1 = "
+        "last,\n"
+        "                          2 = penultimate (default 0: the model's, 1 for SD 1.x, 2 for SD 2.x)\n"
+        "  --width N, --height N   image size, multiples of 8 in 64..2048 (default: the model's native\n"
+        "                          size: 512 for SD 1.x, 768 for SD 2.x v models, 64 for tiny models)\n"
+        "  --threads N             BLAS threads (default: OpenBLAS's choice)\n"
+        "  --prediction P          %s: what the UNet predicts (default auto: the model's\n"
+        "                          config or metadata, else eps for SD 1.x, v for SD 2.x)\n"
+        "  --output OUT.png        file to write (required; written to OUT.png.part, then renamed)\n"
+        "  --init-image PATH       img2img: start from this PNG (resized to --width x --height when its\n"
+        "                          size differs; without --width/--height the model's native size)\n"
+        "  --strength S            how much of the schedule reruns over the init image, (0, 1] (default "
+        "0.75)\n"
+        "  --mask PATH             inpainting: PNG the size of the init image, white = repaint, black = "
+        "keep\n"
+        "  --mask-blur N           feather the mask edge by N pixels, 0..64 (default 0: hard edge)\n"
+        "  --lora-dir DIR          where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors\n"
+        "  --preview-every K       write a live preview (linear latent->RGB, <= 256 px) every K steps\n"
+        "  --preview-dir DIR       where previews go, as preview-STEP.png (default: the current folder)\n"
+        "  --n N                   a batch of N images, 1..%d (default 1), seeds SEED, SEED+1, ...: the\n"
+        "                          first goes to OUT.png, image i to OUT-i.png (OUT-1.png, OUT-2.png, ...)\n"
+        "  --help                  this text\n"
+        "\n"
+        "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
+        "stderr.\n"
+        "Exit status: 0 written, 1 bad options or generation failed, 2 the model or tokenizer failed to\n"
+        "load, 130 interrupted (SIGINT/SIGTERM cancel between steps).\n",
+        samplers, sdw_sampler_name(SDW_SAMPLER_EULER), schedules, sdw_schedule_name(SDW_SCHEDULE_DISCRETE),
+        predictions, SDE_MAX_IMAGES);
 }
 
 static int parse_int(const char *s, long lo, long hi, int *out)
@@ -194,10 +197,24 @@ static const char *option_of(const char *field)
                                          {"strength", "--strength"},
                                          {"mask", "--mask"},
                                          {"mask_blur", "--mask-blur"},
-                                         {"loras", "--lora-dir"}};
+                                         {"loras", "--lora-dir"},
+                                         {"n_images", "--n"}};
     for (size_t i = 0; field && i < sizeof map / sizeof *map; i++)
         if (!strcmp(field, map[i][0])) return map[i][1];
     return field ? field : "?";
+}
+
+/* Where image i of a batch goes: OUT.png for the first, OUT-i.png (the suffix before the extension of the
+ * file name, else at the end) for the others. */
+static void batch_output_path(const char *output, int i, char *buf, size_t len)
+{
+    if (i == 0) {
+        snprintf(buf, len, "%s", output);
+        return;
+    }
+    const char *slash = strrchr(output, '/'), *dot = strrchr(output, '.');
+    if (!dot || (slash && dot < slash) || dot == (slash ? slash + 1 : output)) dot = output + strlen(output);
+    snprintf(buf, len, "%.*s-%d%s", (int)(dot - output), output, i, dot);
 }
 
 static int write_file(const char *path, const uint8_t *data, size_t len, char *err, size_t errlen)
@@ -262,7 +279,8 @@ enum {
     O_MASK_BLUR,
     O_LORA_DIR,
     O_PREVIEW_EVERY,
-    O_PREVIEW_DIR
+    O_PREVIEW_DIR,
+    O_N
 };
 
 static const struct option generate_opts[] = {
@@ -289,6 +307,7 @@ static const struct option generate_opts[] = {
     {"lora-dir", required_argument, NULL, O_LORA_DIR},
     {"preview-every", required_argument, NULL, O_PREVIEW_EVERY},
     {"preview-dir", required_argument, NULL, O_PREVIEW_DIR},
+    {"n", required_argument, NULL, O_N},
     {NULL, 0, NULL, 0},
 };
 
@@ -298,6 +317,9 @@ static const char *value_hint(int c, char *buf, size_t len)
     switch (c) {
     case O_THREADS:
         return " (an integer 1..1024)";
+    case O_N:
+        snprintf(buf, len, " (an integer 1..%d)", SDE_MAX_IMAGES);
+        return buf;
     case O_PREDICTION: {
         char list[64];
         snprintf(buf, len, " (%s)", sdw_names_list(SDW_NAMES_PREDICTION, ", ", " or ", list, sizeof list));
@@ -430,6 +452,9 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
             break;
         case O_PREVIEW_DIR:
             g_preview_dir = v;
+            break;
+        case O_N:
+            bad = parse_int(v, 1, SDE_MAX_IMAGES, &r->n);
             break;
         case O_LORA_DIR:
             if (sdw_gen_request_set_str(&r->lora_dir, v)) {
@@ -570,14 +595,19 @@ static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *out
         fprintf(stderr, "sd-worker generate: %s\n", err);
         return 1;
     }
-    if (write_file(output, r.png, r.png_len, err, sizeof err)) {
-        fprintf(stderr, "sd-worker generate: --output: %s\n", err);
-        sde_result_free(&r);
-        return 1;
+    for (int i = 0; i < r.n_images; i++) {
+        char path[4200];
+        batch_output_path(output, i, path, sizeof path);
+        if (write_file(path, r.images[i].png, r.images[i].png_len, err, sizeof err)) {
+            fprintf(stderr, "sd-worker generate: --output: %s\n", err);
+            sde_result_free(&r);
+            return 1;
+        }
+        printf("%s\n", path);
     }
-    printf("%s\n", output);
-    fprintf(stderr, "%dx%d seed %llu: encode %.3f s, sample %.3f s, decode %.3f s, total %.3f s\n", r.width,
-            r.height, (unsigned long long)r.seed, r.t_encode, r.t_sample, r.t_decode, r.t_total);
+    fprintf(stderr, "%dx%d seed %llu%s: encode %.3f s, sample %.3f s, decode %.3f s, total %.3f s\n", r.width,
+            r.height, (unsigned long long)r.seed, r.n_images > 1 ? " (and the next ones)" : "", r.t_encode,
+            r.t_sample, r.t_decode, r.t_total);
     sde_result_free(&r);
     return 0;
 }

@@ -25,4 +25,5 @@ void sdw_gen_to_engine(const sdw_gen_request *r, sde_gen_params *p)
     p->width = r->width;
     p->height = r->height;
     p->clip_skip = r->clip_skip;
+    p->n_images = r->n;
 }
