@@ -39,6 +39,7 @@ typedef struct {
     int request_timeout_s;                /* 300 */
     int idle_timeout_s;                   /* 60: keep-alive connections with no request */
     int max_connections;                  /* 4096, lowered at start to what RLIMIT_NOFILE leaves */
+    int max_batch;                        /* 4: most images one job may ask for (n), 1..16 */
     int http2;                            /* server.http2: h2c (prior knowledge, Upgrade); 0 */
 
     int restart_backoff_min_ms, restart_backoff_max_ms; /* 250, 30000 */

@@ -75,8 +75,8 @@ void sdw_srv_reload(sdw_srv *s)
         return;
     }
     s->cfg = cfg;
-    s->limits = (sdw_validate_limits){cfg->max_width, cfg->max_height, cfg->max_steps, cfg->max_body_bytes,
-                                      cfg->lora_dir};
+    s->limits = (sdw_validate_limits){cfg->max_width,      cfg->max_height, cfg->max_steps,
+                                      cfg->max_body_bytes, cfg->lora_dir,   cfg->max_batch};
     sdw_log_init(cfg->log_level, cfg->log_json, "supervisor");
     if (owned) {
         sdw_config_free(owned);

@@ -176,7 +176,8 @@ void sdw_srv_on_job_event(sdw_srv *s, sdw_job *job, sdw_job_event ev)
         double d = job->t_ended - (job->t_dispatched > 0 ? job->t_dispatched : job->t_created);
         if (job->status == SDW_JST_COMPLETE) {
             sdw_metrics_job_completed(s->metrics, d);
-            sdw_log(SDW_LOG_INFO, "job_complete", "job=%s seconds=%.3f bytes=%zu", job->id, d, job->png_len);
+            sdw_log(SDW_LOG_INFO, "job_complete", "job=%s seconds=%.3f images=%d bytes=%zu", job->id, d,
+                    job->n_images, job->images_bytes);
         } else if (job->status == SDW_JST_ERROR) {
             sdw_metrics_job_failed(s->metrics, job->err_code);
             sdw_log(SDW_LOG_WARN, "job_error", "job=%s code=%s message=%s", job->id, job->err_code,
@@ -255,6 +256,12 @@ static void pool_job_done(void *ud, uint64_t job, const sdw_job_outcome *o)
 {
     sdw_srv *s = ud;
     sdw_jobs_done(s->jobs, job, o, sdw_srv_now());
+}
+
+static void pool_job_image(void *ud, uint64_t job, const sdw_job_outcome *o)
+{
+    sdw_srv *s = ud;
+    sdw_jobs_image(s->jobs, job, o, sdw_srv_now());
 }
 
 /* ---- timers ---- */
@@ -464,8 +471,8 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
     memset(s, 0, sizeof *s);
     s->cfg = cfg;
     s->started_at = sdw_srv_now();
-    s->limits = (sdw_validate_limits){cfg->max_width, cfg->max_height, cfg->max_steps, cfg->max_body_bytes,
-                                      cfg->lora_dir};
+    s->limits = (sdw_validate_limits){cfg->max_width,      cfg->max_height, cfg->max_steps,
+                                      cfg->max_body_bytes, cfg->lora_dir,   cfg->max_batch};
     char err[512];
     /* before any descriptor is taken: workers inherit the raised limit too */
     int nofile = sdw_accept_raise_nofile();
@@ -495,8 +502,8 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
     sdw_log(SDW_LOG_INFO, "listening", "addr=%s", s->listen_addr);
     setup_timers(s);
 
-    static const sdw_pool_events pev = {pool_worker_state, pool_job_started, pool_job_progress, pool_job_done,
-                                        pool_job_name};
+    static const sdw_pool_events pev = {pool_worker_state, pool_job_started, pool_job_progress,
+                                        pool_job_done,     pool_job_name,    pool_job_image};
     sdw_pool *pool = NULL;
     if (sdw_pool_start(s->loop, cfg, engine_path, &pev, s, &pool, err, sizeof err) != 0) {
         sdw_log(SDW_LOG_ERROR, "startup_failed", "reason=%s", err);

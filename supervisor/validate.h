@@ -26,6 +26,7 @@ typedef struct {
     int max_steps;             /* >= 1 */
     size_t max_body_bytes;     /* larger bodies answer 413 */
     const char *lora_dir;      /* model.lora_dir, NULL = LoRAs are refused */
+    int max_batch;             /* limits.max_batch: most images per job (n), >= 1 */
 } sdw_validate_limits;
 
 /** Fills e (status, code, message, field) and returns -1, for callers building their own errors. */

@@ -148,7 +148,7 @@ static void ev_done(void *ud, uint64_t job, const sdw_job_outcome *o)
     }
 }
 
-static const sdw_pool_events events = {ev_state, ev_started, ev_progress, ev_done, NULL};
+static const sdw_pool_events events = {ev_state, ev_started, ev_progress, ev_done, NULL, NULL};
 
 static void on_sigchld(h2o_socket_t *sock, const char *err)
 {
