@@ -167,6 +167,12 @@ static void run_job(const sdw_frame *j)
         sleep_ms(10000);
         exit(0);
     }
+    if (!strcmp(what, "badindex")) { /* a batch's second image before its first */
+        sdw_frame_result_at(&sb, job, 1, 2, (const uint8_t *)"FAKEPNG", 7, 64, 64, 1, 0, 0, 0, 0);
+        send_sb();
+        sleep_ms(10000);
+        exit(0);
+    }
     if (!strcmp(what, "wrongjob")) {
         sdw_frame_cancelled(&sb, job + 1);
         send_sb();
