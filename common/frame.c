@@ -62,7 +62,7 @@ static int pack_d(msgpack_packer *pk, const char *k, double v)
 }
 
 /* Number of keys besides "t" and "v" each type carries. */
-static const int type_nkeys[SDW_FRAME__COUNT] = {3, 5, 1, 4, 6, 3, 1, 0, 1, 1, 0, 0};
+static const int type_nkeys[SDW_FRAME__COUNT] = {3, 5, 1, 4, 8, 3, 1, 0, 1, 1, 0, 0};
 
 /* The job frame's request: one key per row of the field table. */
 static int pack_request(msgpack_packer *pk, const sdw_gen_request *r)
@@ -139,7 +139,8 @@ static int encode_body(msgpack_packer *pk, const sdw_frame *f)
                pack_i(pk, "width", f->u.result.width) || pack_i(pk, "height", f->u.result.height) ||
                pack_u(pk, "seed", f->u.result.seed) || pack_key(pk, "timings") || msgpack_pack_map(pk, 4) ||
                pack_d(pk, "encode", f->u.result.t_encode) || pack_d(pk, "sample", f->u.result.t_sample) ||
-               pack_d(pk, "decode", f->u.result.t_decode) || pack_d(pk, "total", f->u.result.t_total);
+               pack_d(pk, "decode", f->u.result.t_decode) || pack_d(pk, "total", f->u.result.t_total) ||
+               pack_i(pk, "index", f->u.result.index) || pack_i(pk, "count", f->u.result.count);
     case SDW_FRAME_ERROR:
         return pack_key(pk, "job") || (f->has_job ? msgpack_pack_uint64(pk, f->job) : msgpack_pack_nil(pk)) ||
                pack_s(pk, "code", f->u.error.code) || pack_s(pk, "message", f->u.error.message);
@@ -227,7 +228,18 @@ int sdw_frame_result(msgpack_sbuffer *sb, uint64_t job, const uint8_t *png, size
                      int height, uint64_t seed, double t_encode, double t_sample, double t_decode,
                      double t_total)
 {
+    return sdw_frame_result_at(sb, job, 0, 1, png, png_len, width, height, seed, t_encode, t_sample, t_decode,
+                               t_total);
+}
+
+int sdw_frame_result_at(msgpack_sbuffer *sb, uint64_t job, int index, int count, const uint8_t *png,
+                        size_t png_len, int width, int height, uint64_t seed, double t_encode,
+                        double t_sample, double t_decode, double t_total)
+{
+    if (count < 1 || count > SDW_FRAME_MAX_IMAGES || index < 0 || index >= count) return -1;
     sdw_frame f = {.type = SDW_FRAME_RESULT, .job = job};
+    f.u.result.index = index;
+    f.u.result.count = count;
     f.u.result.png = png;
     f.u.result.png_len = png_len;
     f.u.result.width = width;
@@ -757,6 +769,15 @@ static int decode_fields(decoder *d, sdw_frame *f)
             return -1;
         if (o->type != MSGPACK_OBJECT_MAP) return mistyped(d, "timings", "a map", o);
         if (check_keys(&o->via.map, "result frame: timings", d->err, d->errlen)) return -1;
+        /* index and count are optional (one image when absent); index < count */
+        f->u.result.index = 0;
+        f->u.result.count = 1;
+        int64_t cnt = 1, idx = 0;
+        if ((lookup(d->map, "count") && get_i64(d, "count", 1, SDW_FRAME_MAX_IMAGES, &cnt)) ||
+            (lookup(d->map, "index") && get_i64(d, "index", 0, cnt - 1, &idx)))
+            return -1;
+        f->u.result.count = (int)cnt;
+        f->u.result.index = (int)idx;
         return get_double_in(d, &o->via.map, "timings.", "encode", &f->u.result.t_encode) ||
                        get_double_in(d, &o->via.map, "timings.", "sample", &f->u.result.t_sample) ||
                        get_double_in(d, &o->via.map, "timings.", "decode", &f->u.result.t_decode) ||

@@ -11,6 +11,8 @@
 
 /** The protocol version every frame carries in "v"; a frame with another version is rejected. */
 #define SDW_FRAME_VERSION 1
+/** Most images one job's `result` frames carry (the `count` field). */
+#define SDW_FRAME_MAX_IMAGES 64
 /** Largest encoded `result` frame (the PNG travels inside it) and `job` frame (init image and mask). */
 #define SDW_FRAME_MAX_RESULT ((size_t)64 << 20)
 /** Largest encoded frame of any other type. */
@@ -68,6 +70,7 @@ typedef struct {
             int width, height;
             uint64_t seed;
             double t_encode, t_sample, t_decode, t_total; /* seconds; the "timings" map on the wire */
+            int index, count; /* image index of a batch of count images (one frame each, in order) */
         } result;
         struct {
             const char *code;    /* "model_load_failed", "invalid_request", "engine_error", ... */
@@ -109,6 +112,11 @@ int sdw_frame_progress_preview(msgpack_sbuffer *sb, uint64_t job, int step, int 
 int sdw_frame_result(msgpack_sbuffer *sb, uint64_t job, const uint8_t *png, size_t png_len, int width,
                      int height, uint64_t seed, double t_encode, double t_sample, double t_decode,
                      double t_total);
+/** result of image index (0-based) of a batch of count images, 1..SDW_FRAME_MAX_IMAGES: one frame per
+ * image, in index order; the last one completes the job. */
+int sdw_frame_result_at(msgpack_sbuffer *sb, uint64_t job, int index, int count, const uint8_t *png,
+                        size_t png_len, int width, int height, uint64_t seed, double t_encode,
+                        double t_sample, double t_decode, double t_total);
 /** error: has_job 0 for an error outside any job (e.g. model_load_failed). */
 int sdw_frame_error(msgpack_sbuffer *sb, int has_job, uint64_t job, const char *code, const char *message);
 /** cancelled: the job stopped at a step boundary on request. */

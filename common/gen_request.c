@@ -48,6 +48,7 @@ static const sdw_gen_field fields[] = {
     F("crop_left", SDW_GF_INT, crop_left, 0),
     F("target_width", SDW_GF_INT, target_width, 0),
     F("target_height", SDW_GF_INT, target_height, 0),
+    F("n", SDW_GF_INT, n, 0),
 };
 
 const sdw_gen_field *sdw_gen_request_fields(int *n)
@@ -64,6 +65,7 @@ void sdw_gen_request_init(sdw_gen_request *r)
     r->sampler = SDW_SAMPLER_EULER;
     r->schedule = SDW_SCHEDULE_DISCRETE;
     r->strength = 0.75;
+    r->n = 1;
 }
 
 static int owns_memory(const sdw_gen_field *f)

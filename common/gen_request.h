@@ -39,6 +39,7 @@ typedef struct {
     int orig_width, orig_height;     /* "original_size" */
     int crop_top, crop_left;         /* "crops_coords_top_left" */
     int target_width, target_height; /* "target_size" */
+    int n;                           /* images in the job (a batch), seeds seed, seed+1, ...; default 1 */
 } sdw_gen_request;
 
 /** mask_mode values: the conventions of the HTTP surfaces, applied by the worker (which decodes pixels). */

@@ -361,12 +361,18 @@ static void get_dim(sdw_yt_ctx *c, const sdw_yt_node *v, const char *path, int *
 
 static void sec_limits(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
 {
-    static const char *const known[] = {"max_width",         "max_height",
-                                        "max_steps",         "max_body_bytes",
-                                        "request_timeout_s", "idle_timeout_s",
-                                        "max_connections",   "preview_every_default",
-                                        "preview_every_min", NULL};
-    const sdw_yt_node *k[9], *val[9];
+    static const char *const known[] = {"max_width",
+                                        "max_height",
+                                        "max_steps",
+                                        "max_body_bytes",
+                                        "request_timeout_s",
+                                        "idle_timeout_s",
+                                        "max_connections",
+                                        "preview_every_default",
+                                        "preview_every_min",
+                                        "max_batch",
+                                        NULL};
+    const sdw_yt_node *k[10], *val[10];
     if (sdw_yt_want_map(c, v, "limits") <= 0) return;
     sdw_yt_walk_map(c, v, "limits", known, k, val);
     if (!sdw_yt_is_null(val[0])) get_dim(c, val[0], "limits.max_width", &cfg->max_width);
@@ -393,6 +399,8 @@ static void sec_limits(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
             "limits.preview_every_default: must be 0 or at least limits.preview_every_min (%d), got %d",
             cfg->preview_every_min, cfg->preview_every_default);
     }
+    /* 16: the engine's ceiling (SDE_MAX_IMAGES) */
+    if (!sdw_yt_is_null(val[9])) sdw_yt_get_int32(c, val[9], "limits.max_batch", 1, 16, &cfg->max_batch);
 }
 
 static void sec_server(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
@@ -596,6 +604,7 @@ void sdw_config_defaults(sdw_config *cfg)
     cfg->max_width = 1024;
     cfg->max_height = 1024;
     cfg->max_steps = 150;
+    cfg->max_batch = 4;
     cfg->max_body_bytes = 16777216; /* room for a base64 init image and mask */
     cfg->request_timeout_s = 300;
     cfg->idle_timeout_s = 60;

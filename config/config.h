@@ -41,6 +41,7 @@ typedef struct {
     int request_timeout_s;                /* 300 */
     int idle_timeout_s;                   /* 60: keep-alive connections with no request */
     int max_connections;                  /* 4096, lowered at start to what RLIMIT_NOFILE leaves */
+    int max_batch;                        /* 4: most images one job may ask for (n), 1..16 */
     int http2;                            /* server.http2: h2c (prior knowledge, Upgrade); 0 */
     int preview_every_default;            /* live preview every K steps for jobs that do not say; 5 */
     int preview_every_min;                /* the smallest K a job may ask for (previews cost); 1 */

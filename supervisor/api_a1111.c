@@ -27,6 +27,7 @@ static a1_job *a1_head, *a1_tail;
 typedef struct {
     json_t *params; /* the request as A1111 echoes it back */
     int send_images;
+    int batch_size, n_iter; /* A1111's batch: batch_size * n_iter images, one job (default 1 each) */
 } t2i_opts;
 
 static void a1_on_event(void *ud, sdw_job *job, sdw_job_event ev)
@@ -197,15 +198,21 @@ static int translate(json_t *in, json_t *out, t2i_opts *o, sdw_api_error *e)
                 return sdw_api_error_set(e, 400, "invalid_value", "scheduler",
                                          "unknown scheduler; GET /sdapi/v1/schedulers lists the names");
         } else if (!strcmp(k, "batch_size") || !strcmp(k, "n_iter")) {
-            if (!json_is_null(v) && !(json_is_integer(v) && json_integer_value(v) == 1))
-                return sdw_api_error_set(e, 400, "unsupported_value", k,
-                                         "%s must be 1: one image per request until batches land", k);
+            if (json_is_null(v)) continue;
+            if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 16)
+                return sdw_api_error_set(e, 400, "out_of_range", k, "%s must be an integer from 1 to 16", k);
+            *(!strcmp(k, "batch_size") ? &o->batch_size : &o->n_iter) = (int)json_integer_value(v);
         } else if (!strcmp(k, "send_images")) {
             o->send_images = !json_is_false(v);
         }
         /* anything else (save_images, do_not_save_*, comments, hr_* without enable_hr, sampler options of
          * other samplers, unknown keys) leaves A1111's image as it is: ignored, as A1111 ignores extras */
     }
+    /* the batch is one job of batch_size * n_iter images with consecutive seeds, as A1111 seeds its batches
+     * (limits.max_batch bounds the product: a 400 naming batch_size) */
+    if (o->batch_size * o->n_iter > 1 &&
+        json_object_set_new(out, "n", json_integer(o->batch_size * o->n_iter)))
+        return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
     if (sampler >= 0 && json_object_set_new(out, "sampler", json_string(sdw_sampler_name(sampler))))
         return sdw_api_error_set(e, 500, "internal", NULL, "out of memory");
     if (schedule >= 0 && json_object_set_new(out, "schedule", json_string(sdw_schedule_name(schedule))))
@@ -220,6 +227,7 @@ static const char *a1_field(const char *ours)
     if (!strcmp(ours, "schedule")) return "scheduler";
     if (!strcmp(ours, "strength")) return "denoising_strength";
     if (!strcmp(ours, "init_image")) return "init_images";
+    if (!strcmp(ours, "n")) return "batch_size";
     return ours;
 }
 
@@ -238,32 +246,43 @@ static json_t *t2i_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud, int 
     const char *sampler = sdw_names_display(SDW_NAMES_SAMPLER, r->sampler);
     const char *sched = sdw_names_display(SDW_NAMES_SCHEDULE, r->schedule);
     int w = job->out_width ? job->out_width : r->width, h = job->out_height ? job->out_height : r->height;
+    /* one entry per image of the batch in the all_* lists, image i with seed + i */
+    const int n = r->n > 1 ? r->n : 1;
+    json_t *all_prompts = json_array(), *all_neg = json_array(), *all_seeds = json_array(),
+           *infotexts = json_array();
     char infotext[SDW_PROMPT_MAX_BYTES * 2 + 512], i2i[96] = "";
     if (r->init_image) { /* as A1111 writes them, after the model */
-        int n = snprintf(i2i, sizeof i2i, ", Denoising strength: %g", r->strength);
-        if (r->mask) snprintf(i2i + n, sizeof i2i - (size_t)n, ", Mask blur: %d", r->mask_blur);
+        int m = snprintf(i2i, sizeof i2i, ", Denoising strength: %g", r->strength);
+        if (r->mask) snprintf(i2i + m, sizeof i2i - (size_t)m, ", Mask blur: %d", r->mask_blur);
     }
-    snprintf(infotext, sizeof infotext,
-             "%s%s%s\nSteps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, "
-             "Model: %s%s",
-             r->prompt, r->negative_prompt && *r->negative_prompt ? "\nNegative prompt: " : "",
-             r->negative_prompt && *r->negative_prompt ? r->negative_prompt : "", r->steps, sampler, sched,
-             r->cfg_scale, (unsigned long long)r->seed, w, h, sdw_api_model_name(s), i2i);
+    for (int i = 0; i < n; i++) {
+        snprintf(infotext, sizeof infotext,
+                 "%s%s%s\nSteps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, "
+                 "Model: %s%s",
+                 r->prompt, r->negative_prompt && *r->negative_prompt ? "\nNegative prompt: " : "",
+                 r->negative_prompt && *r->negative_prompt ? r->negative_prompt : "", r->steps, sampler,
+                 sched, r->cfg_scale, (unsigned long long)(r->seed + (uint64_t)i), w, h,
+                 sdw_api_model_name(s), i2i);
+        json_array_append_new(all_prompts, sdw_json_str(r->prompt));
+        json_array_append_new(all_neg, sdw_json_str(r->negative_prompt ? r->negative_prompt : ""));
+        json_array_append_new(all_seeds, json_integer((json_int_t)(r->seed + (uint64_t)i)));
+        json_array_append_new(infotexts, sdw_json_str(infotext));
+    }
     json_t *info =
-        json_pack("{s:o,s:[o],s:o,s:[o],s:I,s:[I],s:i,s:i,s:s,s:s,s:o,s:i,s:i,s:s,s:s,s:[o],s:b}", "prompt",
-                  sdw_json_str(r->prompt), "all_prompts", sdw_json_str(r->prompt), "negative_prompt",
-                  sdw_json_str(r->negative_prompt ? r->negative_prompt : ""), "all_negative_prompts",
-                  sdw_json_str(r->negative_prompt ? r->negative_prompt : ""), "seed", (json_int_t)r->seed,
-                  "all_seeds", (json_int_t)r->seed, "width", w, "height", h, "sampler_name", sampler,
-                  "scheduler", sched, "cfg_scale", sdw_json_num(r->cfg_scale), "steps", r->steps,
-                  "batch_size", 1, "sd_model_name", sdw_api_model_name(s), "job_id", job->id, "infotexts",
-                  sdw_json_str(infotext), "interrupted", job->status == SDW_JST_CANCELLED);
+        json_pack("{s:o,s:o,s:o,s:o,s:I,s:o,s:i,s:i,s:s,s:s,s:o,s:i,s:i,s:i,s:s,s:s,s:o,s:b}", "prompt",
+                  sdw_json_str(r->prompt), "all_prompts", all_prompts, "negative_prompt",
+                  sdw_json_str(r->negative_prompt ? r->negative_prompt : ""), "all_negative_prompts", all_neg,
+                  "seed", (json_int_t)r->seed, "all_seeds", all_seeds, "width", w, "height", h,
+                  "sampler_name", sampler, "scheduler", sched, "cfg_scale", sdw_json_num(r->cfg_scale),
+                  "steps", r->steps, "batch_size", o->batch_size > 0 ? o->batch_size : 1, "n_iter",
+                  o->n_iter > 0 ? o->n_iter : 1, "sd_model_name", sdw_api_model_name(s), "job_id", job->id,
+                  "infotexts", infotexts, "interrupted", job->status == SDW_JST_CANCELLED);
     if (info && r->init_image) json_object_set_new(info, "denoising_strength", sdw_json_num(r->strength));
     char *info_s = info ? json_dumps(info, JSON_COMPACT) : NULL;
     json_decref(info);
     json_t *images = json_array();
-    if (job->status == SDW_JST_COMPLETE && o->send_images && images)
-        json_array_append_new(images, sdw_json_base64(job->png, job->png_len));
+    for (int i = 0; job->status == SDW_JST_COMPLETE && o->send_images && images && i < job->n_images; i++)
+        json_array_append_new(images, sdw_json_base64(job->images[i].png, job->images[i].png_len));
     /* the echoed parameters say what ran, as A1111 fills its defaults in */
     json_t *p = o->params;
     if (p) {
@@ -306,6 +325,7 @@ static void handle_generate(sdw_srv *s, h2o_req_t *req, int img2img)
     t2i_opts *o = h2o_mem_alloc_shared(&req->pool, sizeof *o, params_dispose);
     memset(o, 0, sizeof *o);
     o->send_images = 1;
+    o->batch_size = o->n_iter = 1;
     json_t *out = json_pack("{s:i,s:i}", "width", 512, "height", 512);
     int rc = out ? translate(in, out, o, &e) : sdw_api_error_set(&e, 500, "internal", NULL, "out of memory");
     sdw_a1111_i2i i2i;

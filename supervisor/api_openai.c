@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "frame.h"
 #include "multipart.h"
 
 typedef struct {
@@ -42,8 +43,9 @@ static int str_in(json_t *v, const char *const *allowed)
 /* Turns the OpenAI body into a POST /v1/jobs body so one validator checks every surface alike. */
 static int translate(sdw_srv *s, json_t *in, json_t *out, gen_opts *o, int *stream, sdw_api_error *e)
 {
-    static const char *const passthrough[] = {"prompt",  "negative_prompt", "steps",          "seed",
-                                              "sampler", "schedule",        "guidance_scale", NULL};
+    /* n: a batch of n images (seeds seed, seed+1, ...), checked against limits.max_batch as a job's n */
+    static const char *const passthrough[] = {"prompt",   "negative_prompt", "steps", "seed", "sampler",
+                                              "schedule", "guidance_scale",  "n",     NULL};
     static const char *const formats[] = {"b64_json", "url", NULL};
     static const char *const qualities[] = {"auto", "standard", "hd", "low", "medium", "high", NULL};
     static const char *const styles[] = {"vivid", "natural", NULL};
@@ -67,11 +69,6 @@ static int translate(sdw_srv *s, json_t *in, json_t *out, gen_opts *o, int *stre
                 return sdw_api_error_set(e, 400, "model_not_found", "model",
                                          "unknown model; GET /v1/models lists the one served (%s)",
                                          sdw_api_model_name(s));
-        } else if (!strcmp(k, "n")) {
-            if (!json_is_integer(v) || json_integer_value(v) != 1)
-                return sdw_api_error_set(
-                    e, 400, "unsupported_value", "n",
-                    "n must be 1: one image per request is supported until batches land");
         } else if (!strcmp(k, "size")) {
             const char *sz = json_is_string(v) ? json_string_value(v) : "";
             int w = 0, h = 0, used = 0;
@@ -154,14 +151,17 @@ static json_t *job_error_json(const sdw_job *job, int *status)
                      sdw_json_str(code));
 }
 
-static json_t *image_item(sdw_srv *s, h2o_req_t *req, const sdw_job *job, const gen_opts *o)
+/* Image i of the job: its PNG in base64, or with response_format url where to fetch it. */
+static json_t *image_item(sdw_srv *s, h2o_req_t *req, const sdw_job *job, const gen_opts *o, int i)
 {
     (void)s;
-    if (!o->url) return json_pack("{s:o}", "b64_json", sdw_json_base64(job->png, job->png_len));
+    const sdw_job_image *im = &job->images[i];
+    if (!o->url) return json_pack("{s:o}", "b64_json", sdw_json_base64(im->png, im->png_len));
     h2o_iovec_t base = sdw_api_base_url(req);
-    char url[512];
-    snprintf(url, sizeof url, "%.*s/v1/jobs/%s/image", (int)(base.len > 300 ? 300 : base.len), base.base,
-             job->id);
+    char url[512], idx[24] = ""; /* image 0 keeps the plain URL single-image clients know */
+    if (i > 0) snprintf(idx, sizeof idx, "?index=%d", i);
+    snprintf(url, sizeof url, "%.*s/v1/jobs/%s/image%s", (int)(base.len > 300 ? 300 : base.len), base.base,
+             job->id, idx);
     return json_pack("{s:s}", "url", url);
 }
 
@@ -172,9 +172,14 @@ static json_t *gen_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud, int 
     char size[32];
     snprintf(size, sizeof size, "%dx%d", job->out_width, job->out_height);
     *status = 200;
-    return json_pack("{s:I,s:[o],s:s,s:s,s:s}", "created", (json_int_t)time(NULL), "data",
-                     image_item(s, req, job, o), "output_format", "png", "size", size, "quality",
-                     o->quality[0] ? o->quality : "auto");
+    json_t *data = json_array();
+    for (int i = 0; data && i < job->n_images; i++)
+        if (json_array_append_new(data, image_item(s, req, job, o, i))) {
+            json_decref(data);
+            data = NULL;
+        }
+    return json_pack("{s:I,s:o,s:s,s:s,s:s}", "created", (json_int_t)time(NULL), "data", data,
+                     "output_format", "png", "size", size, "quality", o->quality[0] ? o->quality : "auto");
 }
 
 static sdw_rcbuf *gen_stream_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud)
@@ -193,13 +198,32 @@ static sdw_rcbuf *gen_stream_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void
     }
     char size[32];
     snprintf(size, sizeof size, "%dx%d", job->out_width, job->out_height);
-    json_t *ev = json_pack("{s:s,s:o,s:I,s:s,s:s,s:s,s:s,s:{s:i,s:i,s:i,s:{s:i,s:i}}}", "type",
-                           "image_generation.completed", "b64_json", sdw_json_base64(job->png, job->png_len),
-                           "created_at", (json_int_t)time(NULL), "size", size, "quality",
-                           o->quality[0] ? o->quality : "auto", "background", "opaque", "output_format",
-                           "png", "usage", "input_tokens", 0, "output_tokens", 0, "total_tokens", 0,
-                           "input_tokens_details", "image_tokens", 0, "text_tokens", 0);
-    return sdw_json_to_rcbuf(ev, "event: image_generation.completed\ndata: ", "\n\n");
+    /* one completed event per image of a batch, in index order, sent together */
+    sdw_rcbuf *ev[SDW_FRAME_MAX_IMAGES] = {0};
+    size_t total = 0;
+    int n = job->n_images < SDW_FRAME_MAX_IMAGES ? job->n_images : SDW_FRAME_MAX_IMAGES, ok = 1;
+    for (int i = 0; ok && i < n; i++) {
+        const sdw_job_image *im = &job->images[i];
+        json_t *j = json_pack("{s:s,s:o,s:I,s:s,s:s,s:s,s:s,s:{s:i,s:i,s:i,s:{s:i,s:i}}}", "type",
+                              "image_generation.completed", "b64_json", sdw_json_base64(im->png, im->png_len),
+                              "created_at", (json_int_t)time(NULL), "size", size, "quality",
+                              o->quality[0] ? o->quality : "auto", "background", "opaque", "output_format",
+                              "png", "usage", "input_tokens", 0, "output_tokens", 0, "total_tokens", 0,
+                              "input_tokens_details", "image_tokens", 0, "text_tokens", 0);
+        ev[i] = sdw_json_to_rcbuf(j, "event: image_generation.completed\ndata: ", "\n\n");
+        ok = ev[i] != NULL;
+        total += ok ? ev[i]->len : 0;
+    }
+    sdw_rcbuf *all = ok && n == 1 ? sdw_rcbuf_retain(ev[0]) : ok ? sdw_rcbuf_new(total) : NULL;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (all && n > 1 && ev[i]) {
+            memcpy(all->data + off, ev[i]->data, ev[i]->len);
+            off += ev[i]->len;
+        }
+        sdw_rcbuf_release(ev[i]);
+    }
+    return all;
 }
 
 /* An image_generation.partial_image event from the job's latest live preview, when there is one not yet

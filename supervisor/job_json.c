@@ -66,6 +66,29 @@ static int add_sdxl_params(json_t *params, const sdw_gen_request *r)
     return 0;
 }
 
+/* The images of a complete job (an empty list before): index, seed, url, width, height, and with_png the
+ * base64 PNG of every image but the first (which the complete event carries as its top-level image). */
+static json_t *images_json(const sdw_job *job, int with_png)
+{
+    json_t *a = json_array();
+    for (int i = 0; a && job->status == SDW_JST_COMPLETE && i < job->n_images; i++) {
+        char url[180];
+        snprintf(url, sizeof url, "/v1/jobs/%s/image?index=%d", job->id, i);
+        json_t *e = json_pack("{s:i,s:o,s:s,s:i,s:i}", "index", i, "seed", seed_json(job->images[i].seed),
+                              "url", url, "width", job->out_width, "height", job->out_height);
+        if (e && with_png && i > 0 &&
+            json_object_set_new(e, "image", sdw_json_base64(job->images[i].png, job->images[i].png_len))) {
+            json_decref(e);
+            e = NULL;
+        }
+        if (!e || json_array_append_new(a, e)) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
 json_t *sdw_job_json(sdw_srv *s, const sdw_job *job)
 {
     sdw_slot_info wi;
@@ -92,6 +115,8 @@ json_t *sdw_job_json(sdw_srv *s, const sdw_job *job)
     if (o && (add_urls(o, job) ||
               json_object_set_new(o, "image_url",
                                   job->status == SDW_JST_COMPLETE ? json_string(image) : json_null()) ||
+              json_object_set_new(json_object_get(o, "params"), "n", json_integer(job->req.n)) ||
+              json_object_set_new(o, "images", images_json(job, 0)) ||
               add_sdxl_params(json_object_get(o, "params"), &job->req))) {
         json_decref(o);
         return NULL;
@@ -149,10 +174,11 @@ sdw_rcbuf *sdw_job_sse_terminal(sdw_job *job)
         switch (job->status) {
         case SDW_JST_COMPLETE:
             job->terminal_sse =
-                event("complete", json_pack("{s:s,s:o,s:s,s:o,s:i,s:i,s:o}", "job_id", job->id, "image",
-                                            sdw_json_base64(job->png, job->png_len), "format", "png", "seed",
-                                            seed_json(job->req.seed), "width", job->out_width, "height",
-                                            job->out_height, "timings", sdw_job_json_timings(job)));
+                event("complete",
+                      json_pack("{s:s,s:o,s:s,s:o,s:i,s:i,s:o,s:o}", "job_id", job->id, "image",
+                                sdw_json_base64(job->png, job->png_len), "format", "png", "seed",
+                                seed_json(job->req.seed), "width", job->out_width, "height", job->out_height,
+                                "timings", sdw_job_json_timings(job), "images", images_json(job, 1)));
             break;
         case SDW_JST_ERROR:
             job->terminal_sse = event("error", json_pack("{s:s,s:o,s:o}", "job_id", job->id, "code",

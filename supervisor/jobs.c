@@ -255,11 +255,24 @@ static void drop_preview(sdw_job *job)
     job->preview_step = 0;
 }
 
+/* The images kept so far go (png is images[0]'s). */
+static void job_drop_images(sdw_job *job)
+{
+    for (int i = 0; job->images && i < job->n_images; i++)
+        free(job->images[i].png);
+    free(job->images);
+    job->images = NULL;
+    job->n_images = 0;
+    job->images_bytes = 0;
+    job->png = NULL;
+    job->png_len = 0;
+}
+
 static void job_free(sdw_job *job)
 {
+    job_drop_images(job);
     sdw_gen_request_free(&job->req);
     drop_preview(job);
-    free(job->png);
     sdw_rcbuf_release(job->terminal_sse);
     free(job);
 }
@@ -358,6 +371,7 @@ static void end_job(sdw_jobs *J, sdw_job *job, sdw_job_status st, const char *co
 {
     if (job->status == SDW_JST_RUNNING) J->n_running--;
     drop_preview(job); /* the final image says more; a running job's preview is at most ~200 kB */
+    if (st != SDW_JST_COMPLETE) job_drop_images(job); /* part of a batch is no result */
     job->status = st;
     job->slot = -1;
     job->position = 0;
@@ -483,12 +497,52 @@ static void requeue_head(sdw_jobs *J, sdw_job *job)
     job->slot = -1;
     job->step = 0;
     drop_preview(job);
+    job_drop_images(job); /* the rerun makes them again */
     job->t_dispatched = job->t_started = 0;
     J->n_running--;
     list_push_head(&J->q_head, &J->q_tail, job);
     J->n_queued++;
     job->position = 0; /* renumber announces the new place */
     renumber(J);
+}
+
+/* Keeps image o->index of the job's batch; 0, or -1 when the job ended as an error instead. */
+static int job_keep_image(sdw_jobs *J, sdw_job *job, const sdw_job_outcome *o, double now)
+{
+    const int n = job->req.n > 1 ? job->req.n : 1;
+    const int count = o->count > 0 ? o->count : 1, index = o->index;
+    char msg[160];
+    if (!o->png || !o->png_len) {
+        end_job(J, job, SDW_JST_ERROR, "engine_error", "the worker reported success without an image", now);
+        return -1;
+    }
+    if (count != n || index != job->n_images) {
+        snprintf(msg, sizeof msg, "the worker sent image %d of %d for a job of %d image(s)", index, count, n);
+        end_job(J, job, SDW_JST_ERROR, "engine_error", msg, now);
+        return -1;
+    }
+    if (!job->images) job->images = calloc((size_t)n, sizeof *job->images);
+    uint8_t *copy = job->images ? malloc(o->png_len) : NULL;
+    if (!copy) {
+        end_job(J, job, SDW_JST_ERROR, "internal", "out of memory keeping the image", now);
+        return -1;
+    }
+    memcpy(copy, o->png, o->png_len);
+    job->images[index] = (sdw_job_image){copy, o->png_len, o->seed};
+    job->n_images++;
+    job->images_bytes += o->png_len;
+    if (index == 0) {
+        job->png = copy;
+        job->png_len = o->png_len;
+    }
+    return 0;
+}
+
+void sdw_jobs_image(sdw_jobs *J, uint64_t num, const sdw_job_outcome *o, double now)
+{
+    sdw_job *job = sdw_jobs_get(J, num);
+    if (!job || job->status != SDW_JST_RUNNING) return;
+    if (job_keep_image(J, job, o, now)) sdw_jobs_dispatch(J, now);
 }
 
 void sdw_jobs_done(sdw_jobs *J, uint64_t num, const sdw_job_outcome *o, double now)
@@ -501,22 +555,15 @@ void sdw_jobs_done(sdw_jobs *J, uint64_t num, const sdw_job_outcome *o, double n
     job->w_total = o->t_total;
     switch (o->end) {
     case SDW_JOB_COMPLETE:
-        if (o->png && o->png_len) {
-            job->png = malloc(o->png_len);
-            if (!job->png) {
-                end_job(J, job, SDW_JST_ERROR, "internal", "out of memory keeping the image", now);
-                break;
-            }
-            memcpy(job->png, o->png, o->png_len);
-            job->png_len = o->png_len;
-            job->out_width = o->width;
-            job->out_height = o->height;
-            job->step = job->total;
-            end_job(J, job, SDW_JST_COMPLETE, NULL, NULL, now);
-        } else {
-            end_job(J, job, SDW_JST_ERROR, "engine_error", "the worker reported success without an image",
-                    now);
+        if (job_keep_image(J, job, o, now)) break;
+        if (job->n_images != (job->req.n > 1 ? job->req.n : 1)) {
+            end_job(J, job, SDW_JST_ERROR, "engine_error", "the worker ended the batch early", now);
+            break;
         }
+        job->out_width = o->width;
+        job->out_height = o->height;
+        job->step = job->total;
+        end_job(J, job, SDW_JST_COMPLETE, NULL, NULL, now);
         break;
     case SDW_JOB_CANCELLED:
         end_job(J, job, SDW_JST_CANCELLED, NULL, NULL, now);

@@ -38,6 +38,13 @@ typedef struct sdw_job_sub {
     sdw_job *job; /* set while subscribed */
 } sdw_job_sub;
 
+/** One image of a job's batch. */
+typedef struct {
+    uint8_t *png;
+    size_t png_len;
+    uint64_t seed;
+} sdw_job_image;
+
 struct sdw_job {
     uint64_t num; /* the id the pool knows; its 16 hex digits end the public id */
     char id[80];  /* "<node_id>-<16 hex digits>" */
@@ -58,12 +65,15 @@ struct sdw_job {
     double t_created, t_dispatched, t_started, t_ended; /* caller's clock (seconds); 0 = not yet */
     double w_encode, w_sample, w_decode, w_total;       /* seconds, as the worker measured */
 
-    uint8_t *png; /* COMPLETE: the image */
+    uint8_t *png; /* COMPLETE: image 0 (the same buffer as images[0].png) */
     size_t png_len;
     int out_width, out_height;
     uint8_t *preview; /* RUNNING: the latest live preview (PNG), made at step preview_step; NULL if none */
     size_t preview_len;
     int preview_step;
+    sdw_job_image *images; /* [req.n]: the batch's images as they arrive (png NULL until then) */
+    int n_images;          /* images kept so far; req.n once COMPLETE */
+    size_t images_bytes;   /* their PNG bytes together */
     char err_code[48];     /* ERROR */
     char err_message[256]; /* ERROR */
 
@@ -126,6 +136,9 @@ void sdw_jobs_done(sdw_jobs *J, uint64_t num, const sdw_job_outcome *o, double n
 /** Keeps a copy of a running job's live preview made at step (its progress event follows and shows it);
  * the previous one is dropped, and the last one when the job ends. Out of memory: the job keeps none. */
 void sdw_jobs_preview(sdw_jobs *J, uint64_t num, int step, const uint8_t *png, size_t len);
+/** An image of a batch before its last (the pool's job_image): kept until the job completes. A count other
+ * than the request's n, or no memory, ends the job as an error. */
+void sdw_jobs_image(sdw_jobs *J, uint64_t num, const sdw_job_outcome *o, double now);
 
 /** Frees ended jobs older than ttl_s (their ids become tombstones). Returns how many. */
 int sdw_jobs_expire(sdw_jobs *J, double now);

@@ -312,15 +312,32 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
             p->ev.job_progress(p->ud, s->job, f->u.progress.step, f->u.progress.total, f->u.progress.elapsed);
         return;
     case SDW_FRAME_RESULT:
+        /* a batch's images come one frame each, in order, all saying the same count */
+        if (f->u.result.index != s->images_seen || (s->images_seen && f->u.result.count != s->images_count)) {
+            snprintf(what, sizeof what, "result frame for image %d of %d, expected image %d of %d",
+                     f->u.result.index, f->u.result.count, s->images_seen,
+                     s->images_seen ? s->images_count : f->u.result.count);
+            protocol_violation(s, what);
+            return;
+        }
+        s->images_seen++;
+        s->images_count = f->u.result.count;
         o.end = SDW_JOB_COMPLETE;
         o.png = f->u.result.png;
         o.png_len = f->u.result.png_len;
         o.width = f->u.result.width;
         o.height = f->u.result.height;
+        o.index = f->u.result.index;
+        o.count = f->u.result.count;
+        o.seed = f->u.result.seed;
         o.t_encode = f->u.result.t_encode;
         o.t_sample = f->u.result.t_sample;
         o.t_decode = f->u.result.t_decode;
         o.t_total = f->u.result.t_total;
+        if (o.index + 1 < o.count) {
+            if (p->ev.job_image) p->ev.job_image(p->ud, s->job, &o);
+            return;
+        }
         break;
     case SDW_FRAME_ERROR:
         o.end = SDW_JOB_ERROR;
@@ -726,6 +743,7 @@ int sdw_pool_submit(sdw_pool *p, int slot, uint64_t job, const sdw_gen_request *
     s->job = job;
     s->job_started = 0;
     s->cancel_sent = 0;
+    s->images_seen = s->images_count = 0;
     h2o_timeout_unlink(&s->beat_entry); /* the idle beat becomes the job's start deadline, from now */
     touch_job_timer(s);
     pool_flush(s);

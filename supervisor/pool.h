@@ -24,9 +24,11 @@ typedef enum { SDW_JOB_COMPLETE = 0, SDW_JOB_ERROR, SDW_JOB_CANCELLED, SDW_JOB_R
 /** How a job ended on a worker. png/code/message point into pool memory valid only during the callback. */
 typedef struct {
     sdw_job_end end;
-    const uint8_t *png; /* COMPLETE */
+    const uint8_t *png; /* COMPLETE: image index of count (the last one; job_image had the others) */
     size_t png_len;
     int width, height;
+    int index, count; /* which image of the job's batch png is, of how many (0 of 1 for a single image) */
+    uint64_t seed;    /* png's seed */
     double t_encode, t_sample, t_decode, t_total; /* seconds, as the worker measured */
     const char *code; /* ERROR: "worker_crashed", "worker_timeout", "invalid_request", "engine_error", ... */
     const char *message; /* ERROR: human-readable */
@@ -47,6 +49,9 @@ typedef struct {
     /** Optional: a live preview image (PNG bytes, valid only during the call) made at step; called right
      * before that step's job_progress. */
     void (*job_preview)(void *ud, uint64_t job, int step, const uint8_t *png, size_t len);
+    /** Optional: an image of a batch before its last one (end COMPLETE, png, index < count - 1); the last
+     * comes with job_done. The pool checks they arrive in order, all with the same count. */
+    void (*job_image)(void *ud, uint64_t job, const sdw_job_outcome *o);
 } sdw_pool_events;
 
 /** A copy of what the pool knows about one slot; strings are copies too, so it outlives pool calls. */

@@ -44,6 +44,7 @@ typedef struct pool_slot {
     int has_job;
     uint64_t job;
     int job_started, cancel_sent;
+    int images_seen, images_count; /* result frames of the running job so far, and the count they carry */
 
     char arch[16], prediction[8], model_hash[32], model_name[128];
     int native_size; /* from ready: the model's native image side, 0 before (or from an older worker) */

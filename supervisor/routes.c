@@ -378,6 +378,33 @@ static sdw_job *find_job(sdw_srv *s, h2o_req_t *req, const char *id, size_t idle
     return NULL;
 }
 
+/* The image index of GET /v1/jobs/{id}/image?index=I (0 without one); -1 after answering 400 for a value
+ * that is not a decimal integer 0..999. Other query parameters are ignored. */
+static int image_index(sdw_srv *s, h2o_req_t *req)
+{
+    if (req->query_at == SIZE_MAX) return 0;
+    const char *q = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *pe = amp ? amp : end;
+        if (pe - q >= 6 && !memcmp(q, "index=", 6)) {
+            const char *v = q + 6;
+            int idx = 0, digits = 0;
+            for (; v < pe && *v >= '0' && *v <= '9' && digits < 4; v++, digits++)
+                idx = idx * 10 + (*v - '0');
+            if (!digits || v != pe || idx > 999) {
+                sdw_http_errorf(s, req, 400, "invalid_type", "index",
+                                "index must be an integer 0..999, got '%.*s'",
+                                (int)(pe - q - 6 > 40 ? 40 : pe - q - 6), q + 6);
+                return -1;
+            }
+            return idx;
+        }
+        q = pe + 1;
+    }
+    return 0;
+}
+
 static void send_job(sdw_srv *s, h2o_req_t *req, int status, const sdw_job *job)
 {
     sdw_http_send_json(s, req, status, sdw_job_json(s, job));
@@ -398,9 +425,16 @@ static void handle_job(sdw_srv *s, h2o_req_t *req, sdw_route r, const char *id, 
                             sdw_job_status_name(job->status));
             return;
         }
+        int idx = image_index(s, req);
+        if (idx < 0) return;
+        if (idx >= job->n_images) {
+            sdw_http_errorf(s, req, 404, "not_found", "index", "job %s has %d image(s); index %d is not one",
+                            job->id, job->n_images, idx);
+            return;
+        }
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                        H2O_STRLIT("private, max-age=60"));
-        sdw_http_send(s, req, 200, "image/png", (const char *)job->png, job->png_len);
+        sdw_http_send(s, req, 200, "image/png", (const char *)job->images[idx].png, job->images[idx].png_len);
         return;
     }
     if (r == SDW_ROUTE_JOB_PREVIEW) {

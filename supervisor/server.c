@@ -196,7 +196,8 @@ void sdw_srv_on_job_event(sdw_srv *s, sdw_job *job, sdw_job_event ev)
         double d = job->t_ended - (job->t_dispatched > 0 ? job->t_dispatched : job->t_created);
         if (job->status == SDW_JST_COMPLETE) {
             sdw_metrics_job_completed(s->metrics, d);
-            sdw_log(SDW_LOG_INFO, "job_complete", "job=%s seconds=%.3f bytes=%zu", job->id, d, job->png_len);
+            sdw_log(SDW_LOG_INFO, "job_complete", "job=%s seconds=%.3f images=%d bytes=%zu", job->id, d,
+                    job->n_images, job->images_bytes);
         } else if (job->status == SDW_JST_ERROR) {
             sdw_metrics_job_failed(s->metrics, job->err_code);
             sdw_log(SDW_LOG_WARN, "job_error", "job=%s code=%s message=%s", job->id, job->err_code,
@@ -290,6 +291,12 @@ static void pool_job_done(void *ud, uint64_t job, const sdw_job_outcome *o)
 {
     sdw_srv *s = ud;
     sdw_jobs_done(s->jobs, job, o, sdw_srv_now());
+}
+
+static void pool_job_image(void *ud, uint64_t job, const sdw_job_outcome *o)
+{
+    sdw_srv *s = ud;
+    sdw_jobs_image(s->jobs, job, o, sdw_srv_now());
 }
 
 /* ---- timers ---- */
@@ -509,7 +516,8 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
                                       .lora_dir = cfg->lora_dir,
                                       .preview_every_default = cfg->preview_every_default,
                                       .preview_every_min = cfg->preview_every_min,
-                                      .preview_decoder = cfg->preview_decoder};
+                                      .preview_decoder = cfg->preview_decoder,
+                                      .max_batch = cfg->max_batch};
     char err[512];
     /* before any descriptor is taken: workers inherit the raised limit too */
     int nofile = sdw_accept_raise_nofile();
@@ -539,8 +547,8 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
     sdw_log(SDW_LOG_INFO, "listening", "addr=%s", s->listen_addr);
     setup_timers(s);
 
-    static const sdw_pool_events pev = {pool_worker_state, pool_job_started, pool_job_progress,
-                                        pool_job_done,     pool_job_name,    pool_job_preview};
+    static const sdw_pool_events pev = {pool_worker_state, pool_job_started, pool_job_progress, pool_job_done,
+                                        pool_job_name,     pool_job_preview, pool_job_image};
     sdw_pool *pool = NULL;
     if (sdw_pool_start(s->loop, cfg, engine_path, &pev, s, &pool, err, sizeof err) != 0) {
         sdw_log(SDW_LOG_ERROR, "startup_failed", "reason=%s", err);

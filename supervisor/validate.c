@@ -18,7 +18,7 @@ static const char *const known_fields[] = {
     "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "width", "height", "sampler", "schedule",
     "clip_skip", "init_image", "strength", "mask", "mask_blur", "loras", "preview_every", "decoder",
     /* SDXL micro-conditioning */
-    "original_size", "crops_coords_top_left", "target_size"};
+    "original_size", "crops_coords_top_left", "target_size", "n"};
 
 #define N_OF(a) (sizeof(a) / sizeof *(a))
 
@@ -232,7 +232,7 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
                 e, 400, "unknown_field", NULL,
                 "unknown field '%.64s'; known fields: prompt, negative_prompt, steps, guidance_scale, "
                 "seed, width, height, sampler, schedule, init_image, strength, mask, mask_blur, loras, "
-                "preview_every, decoder, original_size, crops_coords_top_left, target_size",
+                "preview_every, decoder, original_size, crops_coords_top_left, target_size, n",
                 key);
     }
 
@@ -258,6 +258,11 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
 
     /* 0 = the model's default; the worker checks it against the text encoder's depth (12 for CLIP ViT-L,
      * 24 for OpenCLIP ViT-H), so the API bound is the deepest encoder's */
+    /* a batch: n images, seeds seed..seed+n-1 */
+    if ((v = json_object_get(root, "n")) && !json_is_null(v) &&
+        get_int(v, "n", 1, lim->max_batch > 0 ? lim->max_batch : 1, 1, &r->n, e) != 0)
+        return -1;
+
     if ((v = json_object_get(root, "clip_skip")) && !json_is_null(v) &&
         get_int(v, "clip_skip", 0, 24, 1, &r->clip_skip, e) != 0)
         return -1;

@@ -87,6 +87,8 @@ static void generate_usage(FILE *f)
         "                          1.x/2.x, taesdxl for SDXL): previews decode with it\n"
         "  --decoder vae|taesd     the image's decoder: the model's VAE (default) or the TAESD of\n"
         "                          --taesd, about ten times faster, softer: for drafts\n"
+        "  --n N                   a batch of N images, 1..%d (default 1), seeds SEED, SEED+1, ...: the\n"
+        "                          first goes to OUT.png, image i to OUT-i.png (OUT-1.png, OUT-2.png, ...)\n"
         "  --help                  this text\n"
         "\n"
         "Progress goes to stderr; on success the output path is printed on stdout and the timings on "
@@ -94,7 +96,7 @@ static void generate_usage(FILE *f)
         "Exit status: 0 written, 1 bad options or generation failed, 2 the model or tokenizer failed to\n"
         "load, 130 interrupted (SIGINT/SIGTERM cancel between steps).\n",
         samplers, sdw_sampler_name(SDW_SAMPLER_EULER), schedules, sdw_schedule_name(SDW_SCHEDULE_DISCRETE),
-        predictions);
+        predictions, SDE_MAX_IMAGES);
 }
 
 static int parse_int(const char *s, long lo, long hi, int *out)
@@ -224,10 +226,24 @@ static const char *option_of(const char *field)
                                          {"decoder", "--decoder"},
                                          {"original_size", "--original-size"},
                                          {"crops_coords_top_left", "--crop-top-left"},
-                                         {"target_size", "--target-size"}};
+                                         {"target_size", "--target-size"},
+                                         {"n_images", "--n"}};
     for (size_t i = 0; field && i < sizeof map / sizeof *map; i++)
         if (!strcmp(field, map[i][0])) return map[i][1];
     return field ? field : "?";
+}
+
+/* Where image i of a batch goes: OUT.png for the first, OUT-i.png (the suffix before the extension of the
+ * file name, else at the end) for the others. */
+static void batch_output_path(const char *output, int i, char *buf, size_t len)
+{
+    if (i == 0) {
+        snprintf(buf, len, "%s", output);
+        return;
+    }
+    const char *slash = strrchr(output, '/'), *dot = strrchr(output, '.');
+    if (!dot || (slash && dot < slash) || dot == (slash ? slash + 1 : output)) dot = output + strlen(output);
+    snprintf(buf, len, "%.*s-%d%s", (int)(dot - output), output, i, dot);
 }
 
 static int write_file(const char *path, const uint8_t *data, size_t len, char *err, size_t errlen)
@@ -298,7 +314,8 @@ enum {
     O_DECODER,
     O_ORIGINAL_SIZE,
     O_CROP_TOP_LEFT,
-    O_TARGET_SIZE
+    O_TARGET_SIZE,
+    O_N
 };
 
 static const struct option generate_opts[] = {
@@ -331,6 +348,7 @@ static const struct option generate_opts[] = {
     {"original-size", required_argument, NULL, O_ORIGINAL_SIZE},
     {"crop-top-left", required_argument, NULL, O_CROP_TOP_LEFT},
     {"target-size", required_argument, NULL, O_TARGET_SIZE},
+    {"n", required_argument, NULL, O_N},
     {NULL, 0, NULL, 0},
 };
 
@@ -340,6 +358,9 @@ static const char *value_hint(int c, char *buf, size_t len)
     switch (c) {
     case O_THREADS:
         return " (an integer 1..1024)";
+    case O_N:
+        snprintf(buf, len, " (an integer 1..%d)", SDE_MAX_IMAGES);
+        return buf;
     case O_PREDICTION: {
         char list[64];
         snprintf(buf, len, " (%s)", sdw_names_list(SDW_NAMES_PREDICTION, ", ", " or ", list, sizeof list));
@@ -503,6 +524,9 @@ static int parse_generate_args(int argc, char **argv, sdw_gen_request *r, sde_lo
         case O_TARGET_SIZE:
             bad = parse_pair(v, 'x', 1, &r->target_width, &r->target_height);
             break;
+        case O_N:
+            bad = parse_int(v, 1, SDE_MAX_IMAGES, &r->n);
+            break;
         case O_LORA_DIR:
             if (sdw_gen_request_set_str(&r->lora_dir, v)) {
                 fprintf(stderr, "sd-worker generate: out of memory\n");
@@ -646,15 +670,20 @@ static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *out
         fprintf(stderr, "sd-worker generate: %s\n", err);
         return 1;
     }
-    if (write_file(output, r.png, r.png_len, err, sizeof err)) {
-        fprintf(stderr, "sd-worker generate: --output: %s\n", err);
-        sde_result_free(&r);
-        return 1;
+    for (int i = 0; i < r.n_images; i++) {
+        char path[4200];
+        batch_output_path(output, i, path, sizeof path);
+        if (write_file(path, r.images[i].png, r.images[i].png_len, err, sizeof err)) {
+            fprintf(stderr, "sd-worker generate: --output: %s\n", err);
+            sde_result_free(&r);
+            return 1;
+        }
+        printf("%s\n", path);
     }
-    printf("%s\n", output);
     if (r.profile) fputs(r.profile, stderr);
-    fprintf(stderr, "%dx%d seed %llu: encode %.3f s, sample %.3f s, decode %.3f s, total %.3f s\n", r.width,
-            r.height, (unsigned long long)r.seed, r.t_encode, r.t_sample, r.t_decode, r.t_total);
+    fprintf(stderr, "%dx%d seed %llu%s: encode %.3f s, sample %.3f s, decode %.3f s, total %.3f s\n", r.width,
+            r.height, (unsigned long long)r.seed, r.n_images > 1 ? " (and the next ones)" : "", r.t_encode,
+            r.t_sample, r.t_decode, r.t_total);
     if (g_preview_every) fprintf(stderr, "previews: %.4f s in all (included in sample)\n", r.t_preview);
     sde_result_free(&r);
     return 0;

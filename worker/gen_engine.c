@@ -34,4 +34,5 @@ void sdw_gen_to_engine(const sdw_gen_request *r, sde_gen_params *p)
     p->crop_left = r->crop_left;
     p->target_width = r->target_width;
     p->target_height = r->target_height;
+    p->n_images = r->n;
 }

@@ -321,25 +321,39 @@ static void run_job(worker *w, const sdw_frame *jf)
         return;
     }
     if (rc == SDE_OK) {
-        if (sdw_frame_result(&w->out, w->job, res.png, res.png_len, res.width, res.height, res.seed,
-                             res.t_encode, res.t_sample, res.t_decode, res.t_total) == 0) {
-            char job[24], bytes[24], te[24], ts[24], td[24], tt[24], tp[24];
+        /* one result frame per image, in order: each stays under the frame limit however many there are */
+        size_t bytes_all = 0;
+        int sent = 0;
+        for (int i = 0; i < res.n_images; i++) {
+            const sde_image *im = &res.images[i];
+            if (sdw_frame_result_at(&w->out, w->job, i, res.n_images, im->png, im->png_len, res.width,
+                                    res.height, im->seed, res.t_encode, res.t_sample, res.t_decode,
+                                    res.t_total)) {
+                snprintf(err, sizeof err,
+                         "the %zu-byte PNG of image %d does not fit in a %zu-byte result frame", im->png_len,
+                         i, SDW_FRAME_MAX_RESULT);
+                break;
+            }
+            bytes_all += im->png_len;
+            send_out(w);
+            sent++;
+        }
+        if (sent == res.n_images) {
+            char job[24], bytes[24], te[24], ts[24], td[24], tt[24], nimg[12], tp[24];
             snprintf(job, sizeof job, "%llu", (unsigned long long)w->job);
-            snprintf(bytes, sizeof bytes, "%zu", res.png_len);
+            snprintf(bytes, sizeof bytes, "%zu", bytes_all);
             snprintf(te, sizeof te, "%.3f", res.t_encode);
             snprintf(ts, sizeof ts, "%.3f", res.t_sample);
             snprintf(td, sizeof td, "%.3f", res.t_decode);
             snprintf(tt, sizeof tt, "%.3f", res.t_total);
+            snprintf(nimg, sizeof nimg, "%d", res.n_images);
             snprintf(tp, sizeof tp, "%.4f", res.t_preview);
-            sdw_log(
-                SDW_LOG_INFO, "job_done",
-                "device=%s job=%s png_bytes=%s encode_s=%s sample_s=%s decode_s=%s total_s=%s preview_s=%s",
-                w->device, job, bytes, te, ts, td, tt, tp);
-            send_out(w);
+            sdw_log(SDW_LOG_INFO, "job_done",
+                    "device=%s job=%s images=%s png_bytes=%s encode_s=%s sample_s=%s decode_s=%s total_s=%s "
+                    "preview_s=%s",
+                    w->device, job, nimg, bytes, te, ts, td, tt, tp);
             log_profile(w, job, res.profile);
         } else {
-            snprintf(err, sizeof err, "the %zu-byte PNG does not fit in a %zu-byte result frame", res.png_len,
-                     SDW_FRAME_MAX_RESULT);
             send_job_error(w, "engine_error", err);
         }
         if (w->out.alloc > WORKER_KEEP_OUT_BYTES) {

@@ -96,8 +96,20 @@ test("a bad size raises BadRequestError naming size", async () => {
   await assert.rejects(client.images.generate({ prompt: "x", size: "big" }), OpenAI.BadRequestError);
 });
 
-test("n > 1 raises BadRequestError naming n", async () => {
-  await assert.rejects(client.images.generate({ prompt: "x", n: 2, ...small }), (e) => {
+test("n = 2 gives two images (seeds 7 and 8); beyond limits.max_batch raises BadRequestError naming n", async () => {
+  const r = await client.images.generate({ prompt: "a red cube", n: 2, response_format: "b64_json", ...small });
+  assert.equal(r.data.length, 2);
+  const pngs = r.data.map((d) => Buffer.from(d.b64_json, "base64"));
+  for (const png of pngs) assert.deepEqual([...png.subarray(0, 4)], PNG);
+  assert.ok(!pngs[0].equals(pngs[1]), "two different images");
+  assert.ok(pngs[1].includes("Seed: 8,"), "image 1 has seed 8");
+  const u = await client.images.generate({ prompt: "a red cube", n: 2, response_format: "url", ...small });
+  assert.match(u.data[0].url, /\/v1\/jobs\/[^/]+\/image$/);
+  assert.match(u.data[1].url, /\/v1\/jobs\/[^/]+\/image\?index=1$/);
+  const img = await fetch(u.data[1].url, { headers: { Authorization: "Bearer " + key } });
+  assert.equal(img.status, 200);
+  assert.ok(Buffer.from(await img.arrayBuffer()).equals(pngs[1]), "the url serves image 1");
+  await assert.rejects(client.images.generate({ prompt: "x", n: 5, ...small }), (e) => {
     assert.ok(e instanceof OpenAI.BadRequestError, String(e));
     assert.equal(e.param, "n");
     return true;

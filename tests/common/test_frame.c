@@ -470,6 +470,86 @@ static void test_wrong_version(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* A result frame with index and count as given (count < 0: neither key), for the decoder's checks. */
+static void build_result(msgpack_sbuffer *sb, int64_t index, int64_t count)
+{
+    msgpack_sbuffer_clear(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, count < 0 ? 8 : 10);
+#define KEY(k) msgpack_pack_str_with_body(&pk, k, strlen(k))
+    KEY("t");
+    msgpack_pack_str_with_body(&pk, "result", 6);
+    KEY("v");
+    msgpack_pack_uint64(&pk, 1);
+    KEY("job");
+    msgpack_pack_uint64(&pk, 5);
+    KEY("png");
+    msgpack_pack_bin_with_body(&pk, png_bytes, sizeof png_bytes);
+    KEY("width");
+    msgpack_pack_int64(&pk, 64);
+    KEY("height");
+    msgpack_pack_int64(&pk, 64);
+    KEY("seed");
+    msgpack_pack_uint64(&pk, 9);
+    KEY("timings");
+    msgpack_pack_map(&pk, 4);
+    const char *t[] = {"encode", "sample", "decode", "total"};
+    for (int i = 0; i < 4; i++) {
+        KEY(t[i]);
+        msgpack_pack_double(&pk, 0.5);
+    }
+    if (count >= 0) {
+        KEY("index");
+        msgpack_pack_int64(&pk, index);
+        KEY("count");
+        msgpack_pack_int64(&pk, count);
+    }
+#undef KEY
+}
+
+/* A batch's result frames: index and count round-trip; the encoder and the decoder refuse an index outside
+ * 0..count-1 and a count outside 1..SDW_FRAME_MAX_IMAGES; without the keys a frame is image 0 of 1. */
+static void test_result_index_count(void **state)
+{
+    (void)state;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    sdw_frame f;
+    char err[256];
+    assert_int_equal(sdw_frame_result_at(&sb, 5, 2, 3, png_bytes, sizeof png_bytes, 64, 64, 11, 0, 0, 0, 0),
+                     0);
+    assert_int_equal(decode_bytes(SDW_FRAME_MAX_RESULT, sb.data, sb.size, &f, err, sizeof err), 1);
+    assert_int_equal(f.u.result.index, 2);
+    assert_int_equal(f.u.result.count, 3);
+    assert_true(f.u.result.seed == 11);
+    sdw_frame_free(&f);
+    msgpack_sbuffer_clear(&sb);
+    assert_int_equal(sdw_frame_result_at(&sb, 5, 3, 3, png_bytes, sizeof png_bytes, 64, 64, 1, 0, 0, 0, 0),
+                     -1);
+    assert_int_equal(sdw_frame_result_at(&sb, 5, 0, 0, png_bytes, sizeof png_bytes, 64, 64, 1, 0, 0, 0, 0),
+                     -1);
+    assert_int_equal(sdw_frame_result_at(&sb, 5, 0, SDW_FRAME_MAX_IMAGES + 1, png_bytes, sizeof png_bytes, 64,
+                                         64, 1, 0, 0, 0, 0),
+                     -1);
+    assert_int_equal(sb.size, 0);
+
+    build_result(&sb, 0, -1);
+    assert_int_equal(decode_bytes(SDW_FRAME_MAX_RESULT, sb.data, sb.size, &f, err, sizeof err), 1);
+    assert_int_equal(f.u.result.index, 0);
+    assert_int_equal(f.u.result.count, 1);
+    sdw_frame_free(&f);
+    build_result(&sb, 3, 3);
+    expect_error(SDW_FRAME_MAX_RESULT, sb.data, sb.size, "field 'index' is 3, outside 0..2");
+    build_result(&sb, -1, 3);
+    expect_error(SDW_FRAME_MAX_RESULT, sb.data, sb.size, "field 'index' is -1");
+    build_result(&sb, 0, 0);
+    expect_error(SDW_FRAME_MAX_RESULT, sb.data, sb.size, "field 'count' is 0, outside 1..64");
+    build_result(&sb, 0, 65);
+    expect_error(SDW_FRAME_MAX_RESULT, sb.data, sb.size, "field 'count' is 65");
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void test_wrong_types(void **state)
 {
     (void)state;
@@ -821,6 +901,7 @@ int main(void)
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_wrong_version),
         cmocka_unit_test(test_wrong_types),
+        cmocka_unit_test(test_result_index_count),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_progress_preview),

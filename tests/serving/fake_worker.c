@@ -168,6 +168,12 @@ static void run_job(const sdw_frame *j)
         sleep_ms(10000);
         exit(0);
     }
+    if (!strcmp(what, "badindex")) { /* a batch's second image before its first */
+        sdw_frame_result_at(&sb, job, 1, 2, (const uint8_t *)"FAKEPNG", 7, 64, 64, 1, 0, 0, 0, 0);
+        send_sb();
+        sleep_ms(10000);
+        exit(0);
+    }
     if (!strcmp(what, "wrongjob")) {
         sdw_frame_cancelled(&sb, job + 1);
         send_sb();
@@ -215,11 +221,16 @@ static void run_job(const sdw_frame *j)
         send_sb();
         return;
     }
-    char png[512];
-    int n = snprintf(png, sizeof png, "FAKEPNG:%s:%llu", what, (unsigned long long)j->u.job.seed);
-    sdw_frame_result(&sb, job, (const uint8_t *)png, (size_t)n, j->u.job.width, j->u.job.height,
-                     j->u.job.seed, 0.001, 0.002, 0.003, 0.006);
-    send_sb();
+    /* a batch: one result frame per image, seeds seed, seed+1, ... */
+    const int count = j->u.job.n > 1 ? j->u.job.n : 1;
+    for (int i = 0; i < count; i++) {
+        char png[512];
+        uint64_t seed = j->u.job.seed + (uint64_t)i;
+        int n = snprintf(png, sizeof png, "FAKEPNG:%s:%llu", what, (unsigned long long)seed);
+        sdw_frame_result_at(&sb, job, i, count, (const uint8_t *)png, (size_t)n, j->u.job.width,
+                            j->u.job.height, seed, 0.001, 0.002, 0.003, 0.006);
+        send_sb();
+    }
 }
 
 int main(int argc, char **argv)

@@ -480,14 +480,110 @@ static void test_done_without_image(void **state)
     sdw_jobs_free(J);
 }
 
+/* A batch: the registry keeps each image as it arrives (job_image, then job_done with the last), in order;
+ * a count other than the job's n, or an error after some images, ends the job without images. */
+static void test_batch_images(void **state)
+{
+    (void)state;
+    fake_pool p;
+    sdw_jobs *J = make(&p, 1, 8, 1, 60, 16);
+    sdw_gen_request r;
+    sdw_gen_request_init(&r);
+    r.prompt = strdup("batch");
+    r.n = 3;
+    r.seed = 40;
+    r.has_seed = 1;
+    sdw_job *job = NULL;
+    sdw_api_error e;
+    assert_int_equal(sdw_jobs_submit(J, &r, 1, &job, &e), 0);
+    sdw_gen_request_free(&r);
+    static const uint8_t png[3][6] = {
+        {0x89, 'P', 'N', 'G', 0, 0}, {0x89, 'P', 'N', 'G', 1, 1}, {0x89, 'P', 'N', 'G', 2, 2}};
+    sdw_job_outcome o = {.end = SDW_JOB_COMPLETE, .png_len = 6, .width = 64, .height = 64, .count = 3};
+    for (int i = 0; i < 2; i++) {
+        o.index = i;
+        o.png = png[i];
+        o.seed = 40 + (uint64_t)i;
+        sdw_jobs_image(J, job->num, &o, 2);
+        assert_int_equal(job->status, SDW_JST_RUNNING);
+        assert_int_equal(job->n_images, i + 1);
+    }
+    o.index = 2;
+    o.png = png[2];
+    o.seed = 42;
+    p.slot_job[0] = 0;
+    sdw_jobs_done(J, job->num, &o, 3);
+    assert_int_equal(job->status, SDW_JST_COMPLETE);
+    assert_int_equal(job->n_images, 3);
+    assert_true(job->images_bytes == 18);
+    for (int i = 0; i < 3; i++) {
+        assert_memory_equal(job->images[i].png, png[i], 6);
+        assert_true(job->images[i].seed == 40u + (unsigned)i);
+    }
+    assert_ptr_equal(job->png, job->images[0].png);
+
+    /* a worker that says count 2 for a job of 3 */
+    sdw_gen_request_init(&r);
+    r.prompt = strdup("short");
+    r.n = 3;
+    assert_int_equal(sdw_jobs_submit(J, &r, 4, &job, &e), 0);
+    sdw_gen_request_free(&r);
+    o.index = 0;
+    o.count = 2;
+    sdw_jobs_image(J, job->num, &o, 5);
+    assert_int_equal(job->status, SDW_JST_ERROR);
+    assert_string_equal(job->err_code, "engine_error");
+    assert_null(job->images);
+    p.slot_job[0] = 0;
+
+    /* an error after two of three images keeps none */
+    sdw_gen_request_init(&r);
+    r.prompt = strdup("partial");
+    r.n = 3;
+    assert_int_equal(sdw_jobs_submit(J, &r, 6, &job, &e), 0);
+    sdw_gen_request_free(&r);
+    o.count = 3;
+    for (int i = 0; i < 2; i++) {
+        o.index = i;
+        sdw_jobs_image(J, job->num, &o, 7);
+    }
+    assert_int_equal(job->n_images, 2);
+    finish(J, &p, 0, SDW_JOB_ERROR, "engine_error", 8);
+    assert_int_equal(job->status, SDW_JST_ERROR);
+    assert_null(job->images);
+    assert_int_equal(job->n_images, 0);
+    assert_null(job->png);
+
+    /* a crash after one image: the retry starts the batch over */
+    sdw_gen_request_init(&r);
+    r.prompt = strdup("crash");
+    r.n = 2;
+    assert_int_equal(sdw_jobs_submit(J, &r, 9, &job, &e), 0);
+    sdw_gen_request_free(&r);
+    o.count = 2;
+    o.index = 0;
+    sdw_jobs_image(J, job->num, &o, 10);
+    assert_int_equal(job->n_images, 1);
+    finish(J, &p, 0, SDW_JOB_ERROR, "worker_crashed", 11);
+    assert_int_equal(job->status, SDW_JST_RUNNING); /* requeued and dispatched again */
+    assert_int_equal(job->n_images, 0);
+    sdw_jobs_free(J);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fifo_and_capacity),    cmocka_unit_test(test_parallel_slots),
-        cmocka_unit_test(test_positions_and_events), cmocka_unit_test(test_retry_once),
-        cmocka_unit_test(test_requeue_not_started),  cmocka_unit_test(test_cancel),
-        cmocka_unit_test(test_ttl_and_tombstones),   cmocka_unit_test(test_ids),
-        cmocka_unit_test(test_pool_refuses),         cmocka_unit_test(test_shutdown),
+        cmocka_unit_test(test_batch_images),
+        cmocka_unit_test(test_fifo_and_capacity),
+        cmocka_unit_test(test_parallel_slots),
+        cmocka_unit_test(test_positions_and_events),
+        cmocka_unit_test(test_retry_once),
+        cmocka_unit_test(test_requeue_not_started),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_ttl_and_tombstones),
+        cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_pool_refuses),
+        cmocka_unit_test(test_shutdown),
         cmocka_unit_test(test_done_without_image),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -148,7 +148,7 @@ static void ev_done(void *ud, uint64_t job, const sdw_job_outcome *o)
     }
 }
 
-static const sdw_pool_events events = {ev_state, ev_started, ev_progress, ev_done, NULL, NULL};
+static const sdw_pool_events events = {ev_state, ev_started, ev_progress, ev_done, NULL, NULL, NULL};
 
 static void on_sigchld(h2o_socket_t *sock, const char *err)
 {
@@ -701,9 +701,10 @@ static void test_protocol_violations_end_the_worker(void **state)
         {"oversize", "exceeds the 67108864-byte limit"},
         {"badver", "protocol version 2"},
         {"wrongjob", "cancelled frame for job 0000000000000005 while running job 0000000000000004"},
+        {"badindex", "result frame for image 1 of 2, expected image 0 of 2"},
     };
     setup("step_ms=2", 1);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
         uint64_t job = 1 + (uint64_t)i;
         assert_int_equal(submit(0, job, cases[i].prompt, 2), 0);
@@ -715,7 +716,7 @@ static void test_protocol_violations_end_the_worker(void **state)
         expect_contains(r->message, cases[i].msg);
     }
     assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
-    assert_int_equal(info(0).restarts, 4);
+    assert_int_equal(info(0).restarts, 5);
     teardown();
 
     /* ready before hello */

@@ -42,13 +42,28 @@ def test_txt2img_shape():
         expect(json.loads(a["info"])["scheduler"] == "Karras", a["info"])
         st, _, d = txt2img(svc, prompt="x", steps=2, width=64, height=64, send_images=False)
         expect(st == 200 and d["images"] == [], "send_images false %r" % d)
+        # a batch: batch_size * n_iter images, one job, consecutive seeds
+        st, _, d = txt2img(svc, prompt="a tree", steps=2, width=64, height=64, seed=20, batch_size=2, n_iter=2)
+        info = json.loads(d["info"]) if st == 200 else {}
+        expect(st == 200 and len(d["images"]) == 4 and len(set(d["images"])) == 4, "batch of 4: %s" % st, svc)
+        expect(info.get("all_seeds") == [20, 21, 22, 23] and info["seed"] == 20 and info["batch_size"] == 2 and
+               info["n_iter"] == 2 and len(info["all_prompts"]) == 4, "batch info %r" % info, svc)
+        expect(len(info["infotexts"]) == 4 and "Seed: 23," in info["infotexts"][3], "infotexts %r" % info["infotexts"])
+        for i, img in enumerate(d["images"]):
+            png = base64.b64decode(img)
+            sdw.check_png(png, 64, 64)
+            expect(sdw.FAKE or b"Seed: %d," % (20 + i) in png, "image %d has seed %d" % (i, 20 + i))
+        # the seed-21 image of the batch is a job of its own with seed 21 (within 1/255: same seed text)
+        one = json.loads(txt2img(svc, prompt="a tree", steps=2, width=64, height=64, seed=21)[2]["info"])
+        expect(one["all_seeds"] == [21], "single %r" % one)
 
 
 def test_txt2img_errors():
     with Service("a1111err").start() as svc:
         svc.wait_ready()
         cases = [
-            (dict(batch_size=2), "batch_size"), (dict(n_iter=3), "n_iter"), (dict(enable_hr=True), "enable_hr"),
+            (dict(batch_size=0), "batch_size"), (dict(n_iter=2.5), "n_iter"), (dict(batch_size=3, n_iter=2), "batch_size"),
+            (dict(batch_size=17), "batch_size"), (dict(enable_hr=True), "enable_hr"),
             (dict(restore_faces=True), "restore_faces"), (dict(styles=["s"]), "styles"),
             (dict(sampler_name="UniPC"), "sampler_name"), (dict(scheduler="Polyexponential"), "scheduler"),
             (dict(width=63), "width"), (dict(cfg_scale=99), "cfg_scale"), (dict(steps=0), "steps"),

@@ -37,7 +37,8 @@ def test_errors():
     with Service("oaierr").start() as svc:
         svc.wait_ready()
         for body, status, param in (
-                (dict(prompt="x", n=2), 400, "n"), (dict(prompt="x", size="64"), 400, "size"),
+                (dict(prompt="x", n=5), 400, "n"), (dict(prompt="x", n=0), 400, "n"),
+                (dict(prompt="x", size="64"), 400, "size"),
                 (dict(prompt="x", size="4096x64"), 400, "size"), (dict(prompt="x", model="sdxl"), 400, "model"),
                 (dict(prompt="x", response_format="png"), 400, "response_format"),
                 (dict(prompt="x", quality="ultra"), 400, "quality"), (dict(prompt="x", background="transparent"), 400, "background"),

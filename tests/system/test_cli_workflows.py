@@ -45,6 +45,18 @@ def main():
         img("prev.png", "--steps", "8", "--preview-every", "4", "--preview-dir", pdir)
         check(sorted(os.listdir(pdir)) == ["preview-004.png", "preview-008.png"], "previews every 4 of 8 steps")
 
+        # a batch: OUT.png, OUT-1.png, OUT-2.png, seeds 3, 4, 5, each path on its own stdout line
+        out = os.path.join(d, "batch.png")
+        r = run(*base, out, "--n", "3")
+        names = [os.path.join(d, n) for n in ("batch.png", "batch-1.png", "batch-2.png")]
+        check(r.returncode == 0 and r.stdout.split() == names, "--n 3 writes %r (%s)" % (r.stdout.split(), r.stderr[-200:]))
+        if r.returncode == 0:
+            pngs = [open(n, "rb").read() for n in names]
+            check(len(set(pngs)) == 3, "three different images")
+            check(all(b"Seed: %d," % (3 + i) in pngs[i] for i in range(3)), "seeds 3, 4, 5 in the parameters")
+        r = run(*base, os.path.join(d, "noext"), "--n", "2")
+        check(r.returncode == 0 and os.path.exists(os.path.join(d, "noext-1")), "--n 2 without extension: noext-1")
+
         for extra, opt in [(["--init-image", init, "--strength", "0"], "--strength"),
                            (["--init-image", init, "--strength", "abc"], "--strength"),
                            (["--init-image", os.path.join(GOLDEN, "README.md")], "--init-image"),
@@ -53,7 +65,9 @@ def main():
                            (["--init-image", init, "--mask", mask, "--mask-blur", "99"], "--mask-blur"),
                            (["--prompt", "a <lora:x:1>"], "--prompt"),
                            (["--prompt", "a <lora:../x:1>", "--lora-dir", d], "--prompt"),
-                           (["--preview-every", "-1"], "--preview-every")]:
+                           (["--preview-every", "-1"], "--preview-every"),
+                           (["--n", "0"], "--n"),
+                           (["--n", "17"], "--n")]:
             r = run(*base, os.path.join(d, "bad.png"), *extra)
             check(r.returncode == 1 and opt in r.stderr, "%r -> exit 1 naming %s (%d: %s)" % (extra, opt, r.returncode,
                                                                                              r.stderr.strip()[-160:]))

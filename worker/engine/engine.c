@@ -492,6 +492,14 @@ int sde_params_validate(const sde_gen_params *p, const char **field, char *err, 
     } else if (p->init_rgb || p->mask) {
         f = sde_img2img_validate(p, err, errlen);
     }
+    if (!f && p && (p->n_images < 0 || p->n_images > SDE_MAX_IMAGES)) {
+        f = "n_images";
+        snprintf(err, errlen, "n_images must be 1..%d, got %d", SDE_MAX_IMAGES, p->n_images);
+    }
+    if (!f && p && p->batch_mem_mb < 0) {
+        f = "batch_mem_mb";
+        snprintf(err, errlen, "batch_mem_mb must be >= 0 (0: the default), got %d", p->batch_mem_mb);
+    }
     if (!f && p && (p->preview_every < 0 || p->preview_every > SDE_MAX_STEPS)) {
         f = "preview_every";
         snprintf(err, errlen, "preview_every must be 0..%d steps, got %d", SDE_MAX_STEPS, p->preview_every);
@@ -513,13 +521,17 @@ int sde_params_validate(const sde_gen_params *p, const char **field, char *err, 
 typedef struct {
     sde_engine *e;
     const sde_gen_params *p;
-    int lh, lw, batch;
-    size_t n;        /* latent elements: 4 * lh * lw */
-    float *ctx;      /* [batch][77][dim]: cond, then uncond */
-    float *unet_in;  /* [batch][in_ch][lh][lw]: the scaled latent, then concat */
-    float *unet_out; /* [batch][4][lh][lw] */
-    float *guided;   /* [4][lh][lw] */
-    float tsteps[2];
+    int lh, lw, batch; /* batch: UNet passes per image, 2 with CFG (cond, uncond), else 1 */
+    int k;             /* images in the group now sampling; the UNet runs batch * k at once */
+    int group, n_groups, steps;
+    size_t n;        /* latent elements of one image: 4 * lh * lw */
+    float *ctx;      /* [batch][k][77][dim]: k copies of cond, then k of uncond */
+    float *ctx1;     /* [batch][77][dim]: the encoded cond and uncond once */
+    float *y;        /* SDXL: [batch][k][adm] in the ctx order; NULL otherwise */
+    float *unet_in;  /* [batch][k][in_ch][lh][lw]: the scaled latent, then concat */
+    float *unet_out; /* [batch][k][4][lh][lw] */
+    float *guided;   /* [k][4][lh][lw] */
+    float tsteps[2 * SDE_MAX_IMAGES];
     const float *init_lat; /* [4][lh][lw] init latent when inpainting, else NULL */
     const float *mask_lat; /* [lh][lw], 1 = repaint */
     int in_ch;             /* the UNet's input channels: 4, or 9 (inpainting) */
@@ -556,45 +568,50 @@ static int gen_denoise(void *ud, const float *x, float sigma, int step, float *d
     float c_skip, c_out, c_in;
     sde_denoiser_scalings(g->e->v_pred, sigma, &c_skip, &c_out, &c_in);
     float t = sde_sigma_to_t(&g->e->tab, sigma);
-    const size_t per = g->n / 4 * (size_t)g->in_ch; /* one image's UNet input */
-    for (int b = 0; b < g->batch; b++) {
-        float *in = g->unet_in + (size_t)b * per;
-        for (size_t i = 0; i < g->n; i++)
-            in[i] = x[i] * c_in;
-        /* the peer feeds cond and uncond the same extra channels */
-        if (g->concat) memcpy(in + g->n, g->concat, (per - g->n) * sizeof(float));
+    const size_t per = g->n / 4 * (size_t)g->in_ch; /* one image's UNet input: latent, then concat */
+    const size_t nk = g->n * (size_t)g->k;          /* the group's latents, image after image */
+    for (int b = 0; b < g->batch; b++)
+        for (int j = 0; j < g->k; j++) {
+            float *in = g->unet_in + ((size_t)b * g->k + (size_t)j) * per;
+            const float *xj = x + (size_t)j * g->n;
+            for (size_t i = 0; i < g->n; i++)
+                in[i] = xj[i] * c_in;
+            /* the peer feeds cond and uncond the same extra channels */
+            if (g->concat) memcpy(in + g->n, g->concat, (per - g->n) * sizeof(float));
+        }
+    for (int b = 0; b < g->batch * g->k; b++)
         g->tsteps[b] = t;
-    }
     trace(g, "x", step + 1, x, g->n);
     trace(g, "unet_in", step + 1, g->unet_in, g->n);
-    sde_unet_forward(g->e->unet, g->unet_in, g->batch, g->lh, g->lw, g->tsteps, g->ctx, SDE_TOK_CONTEXT,
-                     g->unet_out);
+    sde_unet_forward(g->e->unet, g->unet_in, g->batch * g->k, g->lh, g->lw, g->tsteps, g->ctx,
+                     SDE_TOK_CONTEXT, g->unet_out);
     const float *out = g->unet_out;
     if (g->batch == 2) {
-        sde_cfg_combine(g->unet_out, g->unet_out + g->n, g->p->cfg_scale, g->n, g->guided);
+        sde_cfg_combine(g->unet_out, g->unet_out + nk, g->p->cfg_scale, nk, g->guided);
         out = g->guided;
-        trace(g, "eps_uncond", step + 1, g->unet_out + g->n, g->n);
+        trace(g, "eps_uncond", step + 1, g->unet_out + nk, g->n);
     }
     trace(g, "eps_cond", step + 1, g->unet_out, g->n);
     trace(g, "eps_guided", step + 1, out, g->n);
-    for (size_t i = 0; i < g->n; i++)
+    for (size_t i = 0; i < nk; i++)
         den[i] = c_skip * x[i] + c_out * out[i];
     if (uncond) {
         const float *u =
-            g->unet_out + (size_t)(g->batch - 1) * g->n; /* the cond pass when there is no uncond */
-        for (size_t i = 0; i < g->n; i++)
+            g->unet_out + (size_t)(g->batch - 1) * nk; /* the cond pass when there is no uncond */
+        for (size_t i = 0; i < nk; i++)
             uncond[i] = u[i] * c_out + x[i] * c_skip;
     }
     if (g->mask_lat) {
         /* the peer blends the clean init latent into the estimate, so the sampler keeps the unmasked part */
         const size_t hw = (size_t)g->lh * g->lw;
-        for (size_t i = 0; i < g->n; i++) {
+        for (size_t i = 0; i < nk; i++) {
             float m = g->mask_lat[i % hw];
-            den[i] = den[i] * m + g->init_lat[i] * (1.f - m);
+            den[i] = den[i] * m + g->init_lat[i % g->n] * (1.f - m);
         }
     }
     trace(g, "denoised", step + 1, den, g->n);
-    if (g->den_last) memcpy(g->den_last, den, g->n * sizeof(float));
+    /* previews show the first image of the job only */
+    if (g->den_last && g->group == 0) memcpy(g->den_last, den, g->n * sizeof(float));
     return 0;
 }
 
@@ -620,16 +637,19 @@ static int gen_step(void *ud, int step, int total, const float *x)
 {
     gen_run *g = ud;
     (void)x;
-    if (g->den_last && (step + 1) % g->p->preview_every == 0) {
+    /* a job of several groups reports one run of group * steps + step over n_groups * steps */
+    step += g->group * g->steps;
+    total *= g->n_groups;
+    if (g->den_last && g->group == 0 && (step + 1) % g->p->preview_every == 0) {
         const double t0 = now_s();
         uint8_t *png = NULL;
         size_t len;
         int w, h;
         char err[256];
         /* a failed preview (out of memory) is skipped: the image itself matters more */
-        if ((g->e->taesd
-                 ? taesd_preview(g, &png, &len, &w, &h, err, sizeof err)
-                 : sde_preview_png(g->den_last, g->lh, g->lw, 0, &png, &len, &w, &h, err, sizeof err)) == 0)
+        if ((g->e->taesd ? taesd_preview(g, &png, &len, &w, &h, err, sizeof err)
+                         : sde_preview_png(g->den_last, g->lh, g->lw, g->e->xl != NULL, &png, &len, &w, &h,
+                                           err, sizeof err)) == 0)
             g->p->preview(g->p->ud, step + 1, total, png, len, w, h);
         free(png);
         g->t_preview += now_s() - t0;
@@ -701,6 +721,77 @@ static void sdxl_conditioning(sde_engine *e, const sde_gen_params *p, int batch,
     sde_unet_set_y(e->unet, e->y, batch);
 }
 
+/* Images per UNet call: the whole batch while its activations fit the budget, else the most that do, in
+ * groups of even size (4 over a budget for 3 runs 2 + 2); at least one. */
+static int gen_group_size(const sde_engine *e, const sde_gen_params *p, int batch, int lh, int lw, int n_img)
+{
+    if (n_img <= 1 || p->sampler == SDE_SAMPLER_DPMPP_2M_SDE_BT) return 1;
+    const size_t budget = (size_t)(p->batch_mem_mb > 0 ? p->batch_mem_mb : SDE_BATCH_MEM_MB) << 20;
+    int k = n_img;
+    while (k > 1 && sde_unet_activation_bytes(e->unet, batch * k, lh, lw, SDE_TOK_CONTEXT) > budget)
+        k--;
+    const int groups = (n_img + k - 1) / k;
+    return (n_img + groups - 1) / groups;
+}
+
+/* The group's conditioning in the UNet's batch order: k copies of cond, then k of uncond (and SDXL's y). */
+static void gen_group_cond(gen_run *g, int k)
+{
+    const size_t c = (size_t)SDE_TOK_CONTEXT * g->e->info.context_dim;
+    g->k = k;
+    for (int b = 0; b < g->batch; b++)
+        for (int j = 0; j < k; j++) {
+            const size_t slot = (size_t)b * k + j;
+            memcpy(g->ctx + slot * c, g->ctx1 + (size_t)b * c, c * sizeof(float));
+            if (g->y)
+                memcpy(g->y + slot * SDE_SDXL_ADM, g->e->y + (size_t)b * SDE_SDXL_ADM,
+                       SDE_SDXL_ADM * sizeof(float));
+        }
+    if (g->y) sde_unet_set_y(g->e->unet, g->y, g->batch * k);
+}
+
+/* Latent -> clamped 8-bit RGB -> PNG with its own seed in the parameters text. */
+static int gen_decode_one(gen_run *g, float *x, int idx, float *rgb, uint8_t *px, sde_image *img, char *err,
+                          size_t errlen)
+{
+    sde_engine *e = g->e;
+    const sde_gen_params *p = g->p;
+    const size_t npx = (size_t)p->width * p->height;
+    int vr;
+    if (p->decoder == SDE_DECODER_TAESD) {
+        /* TAESD decodes the latent as sampled, straight to [0, 1] (the peer's TinyImageAutoEncoder) */
+        if (idx == 0) trace(g, "taesd_in", 0, x, g->n);
+        vr = sde_taesd_decode(e->taesd, x, g->lh, g->lw, rgb, gen_vae_cancel, g, err, errlen);
+    } else {
+        for (size_t i = 0; i < g->n; i++)
+            x[i] /= e->latent_scale;
+        if (idx == 0) trace(g, "vae_in", 0, x, g->n);
+        vr = sde_vae_decode(e->vae, x, g->lh, g->lw, rgb, gen_vae_cancel, g, err, errlen);
+    }
+    if (vr) return vr == 1 ? SDE_CANCELLED : SDE_ERR;
+    for (size_t i = 0; i < 3 * npx; i++) {
+        float v = p->decoder == SDE_DECODER_TAESD ? rgb[i] : (rgb[i] + 1.f) * 0.5f;
+        rgb[i] = v < 0.f ? 0.f : v > 1.f ? 1.f : v;
+    }
+    if (idx == 0) trace(g, "vae_out", 0, rgb, 3 * npx);
+    /* planar [3][H][W] in [0,1] -> interleaved 8-bit RGB, rounded to nearest as the peer does */
+    for (size_t i = 0; i < npx; i++)
+        for (int c = 0; c < 3; c++)
+            px[3 * i + (size_t)c] = (uint8_t)(rgb[(size_t)c * npx + i] * 255.f + 0.5f);
+    sde_gen_params one = *p;
+    one.seed = p->seed + (uint64_t)idx;
+    char *params_txt = a1111_parameters(e, &one);
+    if (!params_txt) {
+        snprintf(err, errlen, "out of memory");
+        return SDE_ERR;
+    }
+    const char *kv[] = {"parameters", params_txt, NULL};
+    int rc = sde_png_encode(px, p->width, p->height, kv, &img->png, &img->png_len, err, errlen);
+    free(params_txt);
+    img->seed = one.seed;
+    return rc ? SDE_ERR : SDE_OK;
+}
+
 int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *err, size_t errlen)
 {
     memset(res, 0, sizeof *res);
@@ -715,6 +806,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     gen_run g = {.e = e, .p = p, .lh = p->height / 8, .lw = p->width / 8, .t0 = t0};
     g.batch = p->cfg_scale <= 1.f ? 1 : 2; /* guidance <= 1 (turbo models): the conditional pass only */
     g.n = (size_t)4 * g.lh * g.lw;
+    const int n_img = p->n_images > 1 ? p->n_images : 1;
     const int dim = e->info.context_dim;
     const size_t npx = (size_t)p->width * p->height;
     float sigmas[SDE_MAX_STEPS + 1];
@@ -737,6 +829,8 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
             "decoder taesd: no TAESD decoder is loaded (give one with --taesd, or model.preview_decoder)");
         return SDE_ERR;
     }
+    const int k = gen_group_size(e, p, g.batch, g.lh, g.lw, n_img);
+    g.n_groups = (n_img + k - 1) / k;
 
     int rc = SDE_ERR;
     float *x = NULL, *work = NULL, *rgb = NULL, *init_lat = NULL, *mask_lat = NULL, *concat = NULL;
@@ -744,20 +838,24 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     size_t pcap = strlen(p->prompt) + 1;
     char *prompt = malloc(pcap), *lora_names = malloc(pcap);
     uint8_t *px = NULL;
-    char *params_txt = NULL;
-    g.ctx = malloc((size_t)g.batch * SDE_TOK_CONTEXT * dim * sizeof(float));
+    sde_philox *rngs = calloc((size_t)k, sizeof *rngs);
+    res->images = calloc((size_t)n_img, sizeof *res->images);
+    const size_t ctx1 = (size_t)SDE_TOK_CONTEXT * dim;
+    g.ctx1 = malloc((size_t)g.batch * ctx1 * sizeof(float));
+    g.ctx = malloc((size_t)g.batch * k * ctx1 * sizeof(float));
+    if (e->xl) g.y = malloc((size_t)g.batch * k * SDE_SDXL_ADM * sizeof(float));
     g.in_ch = e->unet_in_ch;
-    g.unet_in = malloc((size_t)g.batch * g.n / 4 * g.in_ch * sizeof(float));
-    g.unet_out = malloc((size_t)g.batch * g.n * sizeof(float));
-    g.guided = malloc(g.n * sizeof(float));
-    x = malloc(g.n * sizeof(float));
+    g.unet_in = malloc((size_t)g.batch * k * (g.n / 4 * (size_t)g.in_ch) * sizeof(float));
+    g.unet_out = malloc((size_t)g.batch * k * g.n * sizeof(float));
+    g.guided = malloc((size_t)k * g.n * sizeof(float));
+    x = malloc((size_t)n_img * g.n * sizeof(float));
     if (p->preview && p->preview_every > 0) g.den_last = calloc(g.n, sizeof(float));
-    work = malloc(sde_sampler_work_floats(p->sampler, g.n) * sizeof(float));
+    work = malloc(sde_sampler_work_floats(p->sampler, (size_t)k * g.n) * sizeof(float));
     rgb = malloc(3 * npx * sizeof(float));
     px = malloc(3 * npx);
-    if (!g.ctx || !g.unet_in || !g.unet_out || !g.guided || !x || !work || !rgb || !px || !prompt ||
-        !lora_names) {
-        snprintf(err, errlen, "out of memory for a %dx%d image", p->width, p->height);
+    if (!g.ctx || !g.ctx1 || (e->xl && !g.y) || !g.unet_in || !g.unet_out || !g.guided || !x || !work ||
+        !rgb || !px || !prompt || !lora_names || !rngs || !res->images) {
+        snprintf(err, errlen, "out of memory for %d %dx%d image(s)", n_img, p->width, p->height);
         goto out;
     }
     /* the init latent before the UNet's activations are reserved: the VAE encoder's peak comes first */
@@ -770,9 +868,10 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
             snprintf(err, errlen, "out of memory for the init image");
             goto out;
         }
-        /* rgb is free until the decode: it holds the planar init image */
+        /* rgb is free until the decode: it holds the planar init image. One encoding, with the job's
+         * seed, serves every image of a batch, as the peer does. */
         sde_img2img_to_planar(p->init_rgb, p->init_w, p->init_h, p->width, p->height, rgb);
-        if (sde_img2img_encode(e->vae, rgb, p->height, p->width, p->seed, SDE_LATENT_SCALE, init_lat, err,
+        if (sde_img2img_encode(e->vae, rgb, p->height, p->width, p->seed, e->latent_scale, init_lat, err,
                                errlen))
             goto out;
         trace(&g, "init_latent", 0, init_lat, g.n);
@@ -801,34 +900,33 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
         g.concat = concat;
         trace(&g, "concat", 0, concat, (size_t)5 * g.lh * g.lw);
     }
-    if (sde_unet_reserve(e->unet, g.batch, g.lh, g.lw, SDE_TOK_CONTEXT, err, errlen)) goto out;
+    if (sde_unet_reserve(e->unet, g.batch * k, g.lh, g.lw, SDE_TOK_CONTEXT, err, errlen)) goto out;
 
     if (lora_begin(e, p, prompt, pcap, lora_names, &undo, res, err, errlen)) goto out;
-    /* text conditioning: cond in slot 0, uncond (negative prompt) in slot 1 */
+    /* text conditioning, once for all images: cond in slot 0, uncond (negative prompt) in slot 1 */
     int32_t ids[SDE_TOK_CONTEXT];
     sde_prof_section(e->prof, "clip", -1); /* the tokenizer too: it is part of encoding */
     sde_tok_context(e->tok, prompt, e->pad_id, ids);
     if (e->xl) {
         sde_gen_params xp = *p; /* the prompt without its <lora:...> tags */
         xp.prompt = prompt;
-        sdxl_conditioning(e, &xp, g.batch, g.ctx);
+        sdxl_conditioning(e, &xp, g.batch, g.ctx1);
     } else {
-        sde_clip_encode_layers(e->clip, ids, clip_layers, g.ctx);
+        sde_clip_encode_layers(e->clip, ids, clip_layers, g.ctx1);
     }
-    trace(&g, "cond_crossattn", 0, g.ctx, (size_t)SDE_TOK_CONTEXT * dim);
+    trace(&g, "cond_crossattn", 0, g.ctx1, ctx1);
     if (e->xl) {
         trace(&g, "cond_vector", 0, e->y, SDE_SDXL_ADM);
         if (g.batch == 2) {
-            trace(&g, "uncond_crossattn", 0, g.ctx + (size_t)SDE_TOK_CONTEXT * dim,
-                  (size_t)SDE_TOK_CONTEXT * dim);
+            trace(&g, "uncond_crossattn", 0, g.ctx1 + ctx1, ctx1);
             trace(&g, "uncond_vector", 0, e->y + SDE_SDXL_ADM, SDE_SDXL_ADM);
         }
     }
     if (g.batch == 2 && !e->xl) {
-        float *u = g.ctx + (size_t)SDE_TOK_CONTEXT * dim;
+        float *u = g.ctx1 + ctx1;
         sde_tok_context(e->tok, p->negative_prompt ? p->negative_prompt : "", e->pad_id, ids);
         sde_clip_encode_layers(e->clip, ids, clip_layers, u);
-        trace(&g, "uncond_crossattn", 0, u, (size_t)SDE_TOK_CONTEXT * dim);
+        trace(&g, "uncond_crossattn", 0, u, ctx1);
     }
     sde_prof_section(e->prof, NULL, 0);
     res->t_encode = now_s() - t0;
@@ -837,38 +935,49 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
         goto out;
     }
 
-    /* starting latent: Philox noise at (seed, offset 0), scaled to the first sigma */
     const double ts = now_s();
-    sde_philox rng;
-    sde_philox_init(&rng, p->seed);
-    sde_philox_randn(&rng, x, g.n);
-    trace(&g, "noise", 0, x, g.n);
-    /* over an init image the schedule starts part-way (strength), from the init latent plus that much noise
-     */
-    for (size_t i = 0; i < g.n; i++)
-        x[i] = x[i] * sigmas[start] + (init_lat ? init_lat[i] : 0.f);
-    trace(&g, "x_T", 0, x, g.n);
-    sde_sample_args sa = {.kind = p->sampler,
-                          .n = g.n,
-                          .sigmas = sigmas + start,
-                          .steps = steps - start,
-                          .rng = &rng,
-                          .work = work,
-                          .denoise = gen_denoise,
-                          .on_step = gen_step,
-                          .ud = &g};
-    int sr = sde_sample(&sa, x);
+    g.steps = steps - start;
+    for (int first = 0; first < n_img; first += k) {
+        const int kk = n_img - first < k ? n_img - first : k;
+        float *xg = x + (size_t)first * g.n;
+        g.group = first / k;
+        gen_group_cond(&g, kk);
+        /* starting latents: image i's Philox noise at (seed + i, offset 0), scaled to the first sigma,
+         * exactly what a single job with that seed starts from; its generator then feeds that image's sampler
+         * noise */
+        for (int j = 0; j < kk; j++) {
+            sde_philox_init(&rngs[j], p->seed + (uint64_t)(first + j));
+            sde_philox_randn(&rngs[j], xg + (size_t)j * g.n, g.n);
+        }
+        if (first == 0) trace(&g, "noise", 0, xg, g.n);
+        /* over an init image the schedule starts part-way (strength), from the init latent plus that much
+         * noise */
+        for (size_t i = 0; i < (size_t)kk * g.n; i++)
+            xg[i] = xg[i] * sigmas[start] + (init_lat ? init_lat[i % g.n] : 0.f);
+        if (first == 0) trace(&g, "x_T", 0, xg, g.n);
+        sde_sample_args sa = {.kind = p->sampler,
+                              .n = g.n,
+                              .sigmas = sigmas + start,
+                              .steps = steps - start,
+                              .rng = rngs,
+                              .work = work,
+                              .denoise = gen_denoise,
+                              .on_step = gen_step,
+                              .ud = &g,
+                              .batch = kk};
+        int sr = sde_sample(&sa, xg);
+        if (sr == 1 || g.cancelled) {
+            rc = SDE_CANCELLED;
+            goto out;
+        }
+        if (sr != 0) {
+            snprintf(err, errlen, "sampler %s failed", sde_sampler_name(p->sampler));
+            goto out;
+        }
+        if (first == 0) trace(&g, "x0", 0, xg, g.n);
+    }
     res->t_sample = now_s() - ts;
     res->t_preview = g.t_preview;
-    if (sr == 1 || g.cancelled) {
-        rc = SDE_CANCELLED;
-        goto out;
-    }
-    if (sr != 0) {
-        snprintf(err, errlen, "sampler %s failed", sde_sampler_name(p->sampler));
-        goto out;
-    }
-    trace(&g, "x0", 0, x, g.n);
     if (gen_cancel_requested(&g)) {
         rc = SDE_CANCELLED;
         goto out;
@@ -879,39 +988,14 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
      */
     sde_unet_reserve(e->unet, 0, 0, 0, 0, err, errlen);
     const double td = now_s();
-    int vr;
-    if (p->decoder == SDE_DECODER_TAESD) {
-        /* TAESD decodes the latent as sampled, straight to [0, 1] (the peer's TinyImageAutoEncoder) */
-        trace(&g, "taesd_in", 0, x, g.n);
-        vr = sde_taesd_decode(e->taesd, x, g.lh, g.lw, rgb, gen_vae_cancel, &g, err, errlen);
-    } else {
-        for (size_t i = 0; i < g.n; i++)
-            x[i] /= e->latent_scale;
-        trace(&g, "vae_in", 0, x, g.n);
-        vr = sde_vae_decode(e->vae, x, g.lh, g.lw, rgb, gen_vae_cancel, &g, err, errlen);
+    for (int i = 0; i < n_img; i++) {
+        rc = gen_decode_one(&g, x + (size_t)i * g.n, i, rgb, px, &res->images[i], err, errlen);
+        if (rc != SDE_OK) goto out;
+        res->n_images = i + 1;
     }
-    if (vr == 1) {
-        rc = SDE_CANCELLED;
-        goto out;
-    }
-    if (vr != 0) goto out;
-    for (size_t i = 0; i < 3 * npx; i++) {
-        float v = p->decoder == SDE_DECODER_TAESD ? rgb[i] : (rgb[i] + 1.f) * 0.5f;
-        rgb[i] = v < 0.f ? 0.f : v > 1.f ? 1.f : v;
-    }
-    trace(&g, "vae_out", 0, rgb, 3 * npx);
-    /* planar [3][H][W] in [0,1] -> interleaved 8-bit RGB, rounded to nearest as the peer does */
-    for (size_t i = 0; i < npx; i++)
-        for (int c = 0; c < 3; c++)
-            px[3 * i + (size_t)c] = (uint8_t)(rgb[(size_t)c * npx + i] * 255.f + 0.5f);
-    params_txt = a1111_parameters(e, p);
-    if (!params_txt) {
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
-    const char *kv[] = {"parameters", params_txt, NULL};
-    if (sde_png_encode(px, p->width, p->height, kv, &res->png, &res->png_len, err, errlen)) goto out;
     res->t_decode = now_s() - td;
+    res->png = res->images[0].png;
+    res->png_len = res->images[0].png_len;
     res->width = p->width;
     res->height = p->height;
     res->seed = p->seed;
@@ -921,17 +1005,12 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
 out:
     sde_unet_reserve(e->unet, 0, 0, 0, 0, err,
                      errlen); /* also after a cancel or error: an idle worker holds none */
-    if (rc != SDE_OK) {
-        free(res->png);
-        res->png = NULL;
-        res->png_len = 0;
-    }
+    if (rc != SDE_OK) sde_result_free(res);
     if (rc == SDE_CANCELLED) snprintf(err, errlen, "cancelled");
     /* the next job sees the checkpoint's own weights again, bit for bit */
     sde_lora_restore(e->ck, undo);
     free(prompt);
     free(lora_names);
-    free(params_txt);
     free(mask_lat);
     free(concat);
     free(init_lat);
@@ -939,18 +1018,27 @@ out:
     free(rgb);
     free(work);
     free(x);
+    free(rngs);
     free(g.den_last);
     free(g.guided);
     free(g.unet_out);
     free(g.unet_in);
+    free(g.y);
     free(g.ctx);
+    free(g.ctx1);
     return rc;
 }
 
 void sde_result_free(sde_result *r)
 {
     if (!r) return;
-    free(r->png);
+    /* png aliases images[0].png */
+    for (int i = 0; r->images && i < r->n_images; i++)
+        free(r->images[i].png);
+    if (!r->images) free(r->png);
+    free(r->images);
+    r->images = NULL;
+    r->n_images = 0;
     r->png = NULL;
     r->png_len = 0;
     free(r->profile);

@@ -156,9 +156,14 @@ static void ancestral_step(float s, float sn, float eta, float *down, float *up)
     *down = d2 > 0.f ? sqrtf(d2) : 0.f;
 }
 
-static void add_noise(sde_philox *rng, float *x, float *noise, size_t n, float scale)
+/* Each image of a batch draws from its own generator, so it gets the noise a single run with its seed would.
+ */
+static void add_noise(const sde_sample_args *a, float *x, float *noise, float scale)
 {
-    sde_philox_randn(rng, noise, n);
+    const int nb = a->batch > 1 ? a->batch : 1;
+    for (int b = 0; b < nb; b++)
+        sde_philox_randn(&a->rng[b], noise + (size_t)b * a->n, a->n);
+    const size_t n = a->n * (size_t)nb;
     for (size_t j = 0; j < n; j++)
         x[j] += noise[j] * scale;
 }
@@ -233,7 +238,10 @@ int sde_sample(const sde_sample_args *a, float *x)
         return -1;
     if (sde_sampler_is_stochastic(a->kind) && !a->rng) return -1;
     const sde_sampler kind = a->kind;
-    const size_t n = a->n;
+    /* the Brownian tree holds one image's path: batches of it run image by image (the engine's job) */
+    if (a->batch > 1 && kind == SDE_SAMPLER_DPMPP_2M_SDE_BT) return -1;
+    /* every update below is elementwise, so a batch is one long latent; only the noise is per image */
+    const size_t n = a->n * (size_t)(a->batch > 1 ? a->batch : 1);
     const float *sg = a->sigmas;
     float *w1 = a->work + n, *w2 = a->work + 2 * n;
     /* multistep state */
@@ -291,7 +299,7 @@ int sde_sample(const sde_sample_args *a, float *x)
             float up, down;
             ancestral_step(s, sn, ETA_ANCESTRAL, &down, &up);
             euler_to(x, den, n, s, down);
-            if (sn > 0.f) add_noise(a->rng, x, w1, n, up);
+            if (sn > 0.f) add_noise(a, x, w1, up);
             break;
         }
         case SDE_SAMPLER_DDIM_TRAILING:
@@ -361,7 +369,7 @@ int sde_sample(const sde_sample_args *a, float *x)
                 }
                 float scale = sn * sqrtf(-expm1f(-2.f * eh));
                 if (kind == SDE_SAMPLER_DPMPP_2M_SDE) {
-                    add_noise(a->rng, x, w2, n, scale);
+                    add_noise(a, x, w2, scale);
                 } else {
                     sde_brownian_noise(&tree, s, sn, w2, ring[3]);
                     for (size_t j = 0; j < n; j++)
@@ -418,7 +426,7 @@ int sde_sample(const sde_sample_args *a, float *x)
                 for (size_t j = 0; j < n; j++)
                     x[j] = c3 * x[j] - c4 * den[j];
             }
-            if (sn > 0.f) add_noise(a->rng, x, w1, n, up);
+            if (sn > 0.f) add_noise(a, x, w1, up);
             break;
         }
         case SDE_SAMPLER_IPNDM:
@@ -494,7 +502,7 @@ int sde_sample(const sde_sample_args *a, float *x)
             ancestral_step(s, sn, ETA_ANCESTRAL, &down, &up);
             for (size_t j = 0; j < n; j++)
                 x[j] = den[j] + (x[j] - w1[j]) / s * down;
-            if (sn > 0.f) add_noise(a->rng, x, w2, n, up);
+            if (sn > 0.f) add_noise(a, x, w2, up);
             break;
         }
         case SDE_SAMPLER_RES_MULTISTEP: {
@@ -574,7 +582,7 @@ int sde_sample(const sde_sample_args *a, float *x)
                     }
                 }
                 float nsq = lt * lt - ls * ls * r * r;
-                if (nsq > 0.f) add_noise(a->rng, x, noise, n, sqrtf(nsq));
+                if (nsq > 0.f) add_noise(a, x, noise, sqrtf(nsq));
             }
             memcpy(old, den, n * sizeof *old);
             have_old = 1;
@@ -595,7 +603,7 @@ int sde_sample(const sde_sample_args *a, float *x)
             break;
         case SDE_SAMPLER_LCM:
             memcpy(x, den, n * sizeof *x);
-            if (sn > 0.f) add_noise(a->rng, x, w1, n, sn);
+            if (sn > 0.f) add_noise(a, x, w1, sn);
             break;
         default:
             return -1;

@@ -64,10 +64,13 @@ typedef struct {
     const float *sigmas; /* steps+1 values from sde_sigmas_make() */
     int steps;           /* 1..SDE_MAX_STEPS */
     sde_philox *rng;     /* noise of the stochastic samplers (one randn call per noisy step); else unused */
-    float *work;         /* sde_sampler_work_floats(kind, n) floats */
+    float *work;         /* sde_sampler_work_floats(kind, n * batch) floats */
     sde_denoise_fn denoise;
     sde_step_fn on_step; /* may be NULL */
     void *ud;            /* passed to denoise and on_step */
+    /** Images sampled together (0 or 1: one): x, denoise's buffers and work are [batch][n], and rng points
+     * to batch generators, image b's noise drawn from rng[b]. dpm++2m_sde_bt takes one image only. */
+    int batch;
 } sde_sample_args;
 
 /** 1 when the sampler draws noise while sampling (it then needs rng). */

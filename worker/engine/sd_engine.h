@@ -19,6 +19,11 @@ extern "C" {
 #define SDE_ERR -1
 #define SDE_CANCELLED 1
 
+/** Most images one generation makes (sde_gen_params.n_images). */
+#define SDE_MAX_IMAGES 16
+/** Default budget for the UNet activations of a batch, in MiB (sde_gen_params.batch_mem_mb). */
+#define SDE_BATCH_MEM_MB 2048
+
 /** Prediction type of the UNet. AUTO: what the checkpoint says (a diffusers scheduler_config.json
  * "prediction_type", or metadata); else for SD 2.x what the weights show (predict.h), else eps for SD 1.x
  * and v for SD 2.x. */
@@ -123,17 +128,32 @@ typedef struct {
     int target_width, target_height;
     /** The final image's decoder (SDE_DECODER_VAE by default). */
     sde_decoder decoder;
+    /** Batch: images to make, 0 or 1 = one, up to SDE_MAX_IMAGES; image i has seed + i and is the image a
+     * single job with that seed makes (img2img: all share the init latent encoded with seed, as the peer).
+     * The UNet takes as many of them per call as fit batch_mem_mb MiB of activations (0: SDE_BATCH_MEM_MB),
+     * at least one; previews show image 0, progress counts the steps of all of them. */
+    int n_images;
+    int batch_mem_mb;
 } sde_gen_params;
 
 /** Largest SDXL micro-conditioning number (original_size, crop, target_size) sde_params_validate() takes. */
 #define SDE_MAX_SDXL_SIZE 16384
 
-/** Result of a generation; free with sde_result_free(). Times in seconds. */
+/** One image of a result. */
 typedef struct {
     uint8_t *png;
     size_t png_len;
-    int width, height;
     uint64_t seed;
+} sde_image;
+
+/** Result of a generation; free with sde_result_free(). Times in seconds. */
+typedef struct {
+    uint8_t *png; /* image 0 (the same buffer as images[0].png) */
+    size_t png_len;
+    int width, height;
+    uint64_t seed;     /* image 0's */
+    sde_image *images; /* [n_images]: every image, in seed order */
+    int n_images;
     double t_encode, t_sample, t_decode, t_total;
     double t_lora;    /* merging the job's LoRAs in (included in t_encode), 0 without */
     int n_loras;      /* LoRAs applied */

@@ -3,6 +3,7 @@
 #include "unet.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -891,6 +892,20 @@ void sde_unet_set_y(sde_unet *u, const float *y, int batch)
 void sde_unet_force_resize(sde_unet *u, int on)
 {
     u->force_resize = on != 0;
+}
+
+size_t sde_unet_activation_bytes(const sde_unet *u, int batch, int h, int w, int n_ctx)
+{
+    unet_plan *p = malloc(sizeof *p);
+    if (!p) return SIZE_MAX;
+    plan_build(u, batch, h, w, n_ctx, NULL, p);
+    size_t total = 0; /* the same sum sde_unet_reserve() allocates */
+    for (int i = 0; i < N_SLOTS; i++) {
+        if (i == u->nskip && i < MAX_SKIPS) i = MAX_SKIPS;
+        total += (p->need[i] + 15) & ~(size_t)15;
+    }
+    free(p);
+    return total * sizeof(float);
 }
 
 /* ---------------------------------------------------------------------------------------------------- */

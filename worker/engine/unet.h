@@ -51,6 +51,9 @@ void sde_unet_forward(sde_unet *u, const float *x, int batch, int h, int w, cons
 /** Test switch: on != 0 sends every upsample, exactly-2x ones included, through the explicit nearest resize
  * + convolution used for odd sizes instead of the fused 2x path; the two give the same numbers. */
 void sde_unet_force_resize(sde_unet *u, int on);
+/** Bytes of activations sde_unet_reserve() would allocate for this shape (SIZE_MAX when out of memory),
+ * for choosing how many images run through one forward. */
+size_t sde_unet_activation_bytes(const sde_unet *u, int batch, int h, int w, int n_ctx);
 /** Multiply-adds of one forward for one image of this size (for GFLOP/s reports). */
 double sde_unet_flops(const sde_unet *u, int h, int w, int n_ctx);
 
