@@ -160,7 +160,7 @@ def test_img2img():
             (dict(init_images=[b64(png(80, 64, lambda x, y: (0, 0, 0)))], resize_mode=1), "resize_mode"),
             (dict(init_images=[b64(image)], resize_mode=7), "resize_mode"),
             (dict(init_images=[b64(image)], initial_noise_multiplier=0.5), "initial_noise_multiplier"),
-            (dict(init_images=[b64(image)], batch_size=2), "batch_size"),
+            (dict(init_images=[b64(image)], batch_size=5), "batch_size"),
             (dict(init_images=[b64(image)], cfg_scale=99), "cfg_scale"),
         ]
         for extra, field in cases:

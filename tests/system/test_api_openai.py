@@ -163,7 +163,7 @@ def test_edits():
             ([("image", image), ("mask", png(32, 32, lambda x, y: (0, 0, 0, 0), "RGBA")), ("prompt", "x")], 400, "mask"),
             ([("image", image), ("mask", b"GIF89a"), ("prompt", "x")], 400, "mask"),
             ([("image", image), ("mask", png(64, 64, lambda x, y: (9, 9, 9, 255), "RGBA")), ("prompt", "x")], 400, "mask"),
-            ([("image", image), ("prompt", "x"), ("n", 2)], 400, "n"),
+            ([("image", image), ("prompt", "x"), ("n", 5)], 400, "n"),
             ([("image", image), ("prompt", "x"), ("size", "63x64")], 400, "size"),
             ([("image", image), ("prompt", "x"), ("strength", 2)], 400, "strength"),
             ([("image", image), ("prompt", "x"), ("steps", "two")], 400, "steps"),
