@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "golden_util.h"
+#include "mkmodel_random.h"
 
 static sde_engine *xl;
 
@@ -148,6 +149,30 @@ static void test_turbo_cond_only(void **state)
     free(px[1]);
 }
 
+/* SDXL LoRA (mkmodel lora-sdxl-random, seed 1: lora_unet_ by LDM block, lora_te1_, lora_te2_) at 0.8 through
+ * a prompt tag, against the peer's --lora-model-dir run (tests/data/golden/sdxl-rand/lora/README.md); then a
+ * job without it must give the checkpoint's own image again (test_euler's golden). */
+static void test_lora(void **state)
+{
+    (void)state;
+    char dir[1100], path[1200], err[1024];
+    snprintf(dir, sizeof dir, "%s/tmp/lora-sdxl-test", gu_build_dir());
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/xlstyle.safetensors", dir);
+    sde_rand_preset pr;
+    struct stat st;
+    if (stat(path, &st) && (sde_rand_preset_parse("lora-sdxl-random", &pr) ||
+                            sde_mkmodel_random(path, pr, 1, 0, 1, NULL, err, sizeof err)))
+        fail_msg("lora-sdxl-random: %s", err);
+    sde_gen_params p = cat128(SDE_SAMPLER_EULER);
+    p.prompt = "a photo of a cat<lora:xlstyle:0.8>";
+    p.steps = 2;
+    p.lora_dir = dir;
+    check("lora", &p);
+    p = cat128(SDE_SAMPLER_EULER);
+    check("euler", &p);
+}
+
 int main(void)
 {
     /* 14 GB of float32 weights and minutes of CPU: by hand only, like test_mkmodel_sdxl */
@@ -171,6 +196,7 @@ int main(void)
         cmocka_unit_test(test_turbo_cond_only),
         cmocka_unit_test(test_dpmpp2m_karras_tall),
         cmocka_unit_test(test_turbo_cfg1),
+        cmocka_unit_test(test_lora),
     };
     /* SDW_TEST_FILTER=turbo_cfg1,dpmpp2m runs only the cases whose names contain one of the words (each
      * case is a minute or more, and the load is 14 GB) */
