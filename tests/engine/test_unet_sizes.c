@@ -660,6 +660,10 @@ static void generate_size(int width, int height, float cfg, uint8_t **png, size_
     free(rgb);
     *png = r.png;
     *len = r.png_len;
+    /* the caller owns the PNG now: the rest of the result (its images list) goes */
+    if (r.images) r.images[0].png = NULL;
+    r.png = NULL;
+    sde_result_free(&r);
 }
 
 static void test_generate_odd_sizes(void **state)
