@@ -159,6 +159,28 @@ static inline int gu_engine_load(const char *model, const char *tokenizer, sde_e
     return sde_engine_load(&o, e, err, sizeof err) ? gu_setup_failed(err) : 0;
 }
 
+/** Writes a tiny model with mk (sde_mkmodel_tiny or sde_mkmodel_tiny_inpaint, seed 1) to $SDW_TMPDIR/NAME
+ * (default /tmp; path gets the file name) and loads it: 0, or -1 with the message on stderr. */
+static inline int gu_tiny_engine(const char *name, int (*mk)(const char *, uint64_t, char *, size_t),
+                                 char *path, size_t cap, sde_engine **e)
+{
+    const char *t = getenv("SDW_TMPDIR");
+    char err[1024];
+    snprintf(path, cap, "%s/%s", t ? t : "/tmp", name);
+    if (mk(path, 1, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    return gu_engine_load(path, NULL, e);
+}
+
+/** Frees a gu_tiny_engine() engine and removes its file. */
+static inline void gu_tiny_engine_free(sde_engine *e, const char *path)
+{
+    sde_engine_free(e);
+    remove(path);
+}
+
 /* The end-to-end tests' engine: the arch's random checkpoint fixture with the real CLIP vocabulary. */
 static __attribute__((unused)) sde_engine *ge_engine;
 

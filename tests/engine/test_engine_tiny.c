@@ -12,21 +12,13 @@ static sde_engine *g_e;
 static int setup(void **state)
 {
     (void)state;
-    const char *t = getenv("SDW_TMPDIR");
-    char err[1024];
-    snprintf(g_model, sizeof g_model, "%s/engine_tiny.safetensors", t ? t : "/tmp");
-    if (sde_mkmodel_tiny(g_model, 1, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    return gu_engine_load(g_model, NULL, &g_e);
+    return gu_tiny_engine("engine_tiny.safetensors", sde_mkmodel_tiny, g_model, sizeof g_model, &g_e);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    sde_engine_free(g_e);
-    remove(g_model);
+    gu_tiny_engine_free(g_e, g_model);
     return 0;
 }
 
