@@ -508,6 +508,10 @@ int sde_params_validate(const sde_gen_params *p, const char **field, char *err, 
         f = "decoder";
         snprintf(err, errlen, "decoder must be vae or taesd, got %d", (int)p->decoder);
     }
+    if (!f && p && p->precision != SDE_PREC_FP32 && p->precision != SDE_PREC_BF16) {
+        f = "precision";
+        snprintf(err, errlen, "precision must be fp32 or bf16, got %d", (int)p->precision);
+    }
     if (!f && p && p->prompt && (p->n_loras || strstr(p->prompt, "<lora:")))
         f = lora_validate(p, err, errlen);
     if (!f && p) f = sdxl_sizes_validate(p, err, errlen);
@@ -802,6 +806,9 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     }
     if (sde_params_validate(p, &field, err, errlen)) return SDE_ERR;
     sde_prof_reset(e->prof);
+    /* the kernels read the precision from here; it is put back to fp32 on every way out */
+    sde_set_bf16(p->precision == SDE_PREC_BF16 && sde_bf16_available());
+    res->precision = sde_get_bf16() ? SDE_PREC_BF16 : SDE_PREC_FP32;
     const double t0 = now_s();
     gen_run g = {.e = e, .p = p, .lh = p->height / 8, .lw = p->width / 8, .t0 = t0};
     g.batch = p->cfg_scale <= 1.f ? 1 : 2; /* guidance <= 1 (turbo models): the conditional pass only */
@@ -1003,6 +1010,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     res->profile = sde_prof_report(e->prof, res->t_total);
     rc = SDE_OK;
 out:
+    sde_set_bf16(0);
     sde_unet_reserve(e->unet, 0, 0, 0, 0, err,
                      errlen); /* also after a cancel or error: an idle worker holds none */
     if (rc != SDE_OK) sde_result_free(res);
@@ -1027,6 +1035,11 @@ out:
     free(g.ctx);
     free(g.ctx1);
     return rc;
+}
+
+int sde_bf16_available(void)
+{
+    return sde_cpu_has_bf16();
 }
 
 void sde_result_free(sde_result *r)

@@ -45,6 +45,14 @@ void sde_transpose(const float *x, int rows, int cols, float *y);
 /** Sets the number of BLAS threads, and of our own loops up to SDE_PAR_MAX (0 leaves the defaults: all
  * CPUs for both). Call it from one thread, outside any running op. */
 void sde_set_threads(int n);
+/** 1 when this CPU has AVX512-BF16 (the bf16 GEMM kernels can run). */
+int sde_cpu_has_bf16(void);
+/** Turns the bf16 GEMM path of convolutions, linear layers and attention on (1) or off (0, float32, the
+ * default) for the ops that follow; on only takes effect where sde_cpu_has_bf16(). One thread sets it,
+ * outside any running op. */
+void sde_set_bf16(int on);
+/** 1 while the bf16 path is on. */
+int sde_get_bf16(void);
 
 /* ---- Extensions for the UNet and the VAE: batched layouts, fused GroupNorm+SiLU, tiled convolutions. ----
  * Images may live in a batch-interleaved layout [C][B][HW] (channel c of image b at x + c*cstride +

@@ -74,6 +74,10 @@ typedef struct {
 /** What turns the final latent into the image: the checkpoint's VAE, or the TAESD given at load time (a
  * fraction of a second instead of seconds, for drafts; sde_generate fails when none is loaded). */
 typedef enum { SDE_DECODER_VAE = 0, SDE_DECODER_TAESD = 1 } sde_decoder;
+/** Arithmetic of a job's big GEMMs (convolutions, linear layers, attention): float32 throughout (the
+ * default, the path matched against the peer), or bf16 inputs with float32 accumulation through
+ * AVX512-BF16 where the CPU has it (elsewhere the job runs in float32; sde_result.precision says which). */
+typedef enum { SDE_PREC_FP32 = 0, SDE_PREC_BF16 = 1 } sde_precision;
 
 /** One LoRA for a job: the file NAME.safetensors in lora_dir, merged with weight (docs/workflows.md). */
 typedef struct {
@@ -134,6 +138,8 @@ typedef struct {
      * at least one; previews show image 0, progress counts the steps of all of them. */
     int n_images;
     int batch_mem_mb;
+    /** SDE_PREC_FP32 (default) or SDE_PREC_BF16 (opt-in; see sde_precision). */
+    sde_precision precision;
 } sde_gen_params;
 
 /** Largest SDXL micro-conditioning number (original_size, crop, target_size) sde_params_validate() takes. */
@@ -155,10 +161,11 @@ typedef struct {
     sde_image *images; /* [n_images]: every image, in seed order */
     int n_images;
     double t_encode, t_sample, t_decode, t_total;
-    double t_lora;    /* merging the job's LoRAs in (included in t_encode), 0 without */
-    int n_loras;      /* LoRAs applied */
-    double t_preview; /* making live previews (included in t_sample) */
-    char *profile;    /* with profiling on: where the time went, a table in text lines; else NULL */
+    double t_lora;           /* merging the job's LoRAs in (included in t_encode), 0 without */
+    int n_loras;             /* LoRAs applied */
+    double t_preview;        /* making live previews (included in t_sample) */
+    char *profile;           /* with profiling on: where the time went, a table in text lines; else NULL */
+    sde_precision precision; /* what the job ran in: bf16 only when asked for and the CPU has AVX512-BF16 */
 } sde_result;
 
 typedef struct sde_engine sde_engine;
@@ -173,6 +180,8 @@ void sde_engine_info(const sde_engine *e, sde_model_info *info);
 int sde_params_validate(const sde_gen_params *p, const char **field, char *err, size_t errlen);
 /** Runs one generation. SDE_OK, SDE_CANCELLED, or SDE_ERR with err filled. */
 int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *err, size_t errlen);
+/** 1 when this CPU runs SDE_PREC_BF16 jobs in bf16 (AVX512-BF16 present), else 0 (they run in fp32). */
+int sde_bf16_available(void);
 /** Frees a result's buffers. */
 void sde_result_free(sde_result *r);
 
