@@ -68,13 +68,13 @@ static void print_profile(sde_backend *prof, const char *what, double total_s)
 static void usage(void)
 {
     fprintf(stderr, "usage: sd_bench --model PATH [--steps N] [--size PX] [--threads N] [--skip-unet] "
-                    "[--skip-vae] [--skip-text] [--profile]\n");
+                    "[--skip-vae] [--skip-text] [--profile] [--precision fp32|bf16]\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *model = NULL;
-    int steps = 1, size = 512, threads = 0, skip_unet = 0, skip_vae = 0, skip_text = 0, profile = 0;
+    int steps = 1, size = 512, threads = 0, skip_unet = 0, skip_vae = 0, skip_text = 0, profile = 0, bf16 = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model = argv[++i];
@@ -92,6 +92,10 @@ int main(int argc, char **argv)
             skip_text = 1;
         else if (!strcmp(argv[i], "--profile"))
             profile = 1;
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc && !strcmp(argv[i + 1], "bf16"))
+            bf16 = 1, i++;
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc && !strcmp(argv[i + 1], "fp32"))
+            i++;
         else {
             usage();
             return 2;
@@ -104,6 +108,12 @@ int main(int argc, char **argv)
         return 2;
     }
     sde_set_threads(threads);
+    if (bf16 && !sde_cpu_has_bf16()) {
+        fprintf(stderr, "sd_bench: --precision bf16: this CPU has no AVX512-BF16\n");
+        return 1;
+    }
+    sde_set_bf16(bf16);
+    printf("precision: %s\n", bf16 ? "bf16" : "fp32");
     char err[512];
     double t0 = now(), c0 = cpu_now();
     sde_ckpt *ck;

@@ -1,7 +1,6 @@
 /* backend_cpu.c: the CPU backend: the seam's ops mapped onto ops.h's kernels (OpenBLAS, AVX2), buffers in
  * host RAM, weights used in place in the mmap'd checkpoint (F16/BF16 widened per op). Every op runs
  * synchronously. */
-#include <cblas.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,11 +59,6 @@ static const sde_weight *cpu_upload_weight(sde_backend *be, const sde_weight *w)
 
 /* w's values as float32: the data itself when it is float32, else widened into this thread's scratch
  * (valid until the thread's next widening). NULL when out of memory. */
-static const float *weight_f32(const sde_weight *w)
-{
-    return w->type == SDE_W_F32 ? w->data : sde_widen(w->data, w->type == SDE_W_BF16, w->n);
-}
-
 static void cpu_write(sde_backend *be, sde_ten dst, const float *host, size_t n)
 {
     (void)be;
@@ -86,11 +80,12 @@ static void cpu_linear(sde_backend *be, sde_ten xt, int n, int in, const sde_wei
                        int out, sde_ten yt, int flags)
 {
     (void)be;
-    const float *w = weight_f32(wh);
-    if (!w) abort(); /* the seam has no error path for ops; out of memory here is fatal, as in a GEMM */
+    /* F16/BF16 weights go to the GEMM as stored: the bf16 path packs them directly, fp32 widens them */
+    const void *w = wh->data;
+    const int wt = (int)wh->type;
     const float *x = P(xt);
     float *y = P(yt);
-    const int acc = flags & SDE_LIN_ACC;
+    const int acc = flags & SDE_LIN_ACC, xcm = flags & SDE_LIN_X_CM;
     float beta = acc ? 1.0f : 0.0f;
     if (flags & SDE_LIN_Y_CM) { /* y[out][n] = W x^T: bias along rows of y */
         if (b) {
@@ -105,12 +100,7 @@ static void cpu_linear(sde_backend *be, sde_ten xt, int n, int in, const sde_wei
             }
             beta = 1.0f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, (flags & SDE_LIN_X_CM) ? CblasNoTrans : CblasTrans, out, n,
-                    in, 1.0f, w, in, x, (flags & SDE_LIN_X_CM) ? n : in, beta, y, n);
-        return;
-    }
-    if (!(flags & SDE_LIN_X_CM) && !acc) {
-        sde_linear(x, n, in, w, b, out, y);
+        sde_gemm_t(0, xcm ? 0 : 1, out, n, in, w, wt, in, x, SDE_GEMM_F32, xcm ? n : in, beta, y, n);
         return;
     }
     if (b) {
@@ -122,10 +112,7 @@ static void cpu_linear(sde_backend *be, sde_ten xt, int n, int in, const sde_wei
         }
         beta = 1.0f;
     }
-    if (flags & SDE_LIN_X_CM)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, n, out, in, 1.0f, x, n, w, in, beta, y, out);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, beta, y, out);
+    sde_gemm_t(xcm ? 1 : 0, 1, n, out, in, x, SDE_GEMM_F32, xcm ? n : in, w, wt, in, beta, y, out);
 }
 
 static sde_conv_desc conv_desc(const sde_be_conv *c, float *(*P)(sde_ten))

@@ -53,6 +53,18 @@ int sde_cpu_has_bf16(void);
 void sde_set_bf16(int on);
 /** 1 while the bf16 path is on. */
 int sde_get_bf16(void);
+/** C[M][N] = op(A) op(B) (+ C when beta is 1): cblas_sgemm's row-major contract with alpha 1 (op = the
+ * transpose when trans*). Float32 OpenBLAS, or while the bf16 path is on (sde_set_bf16) and beta is 0 or 1,
+ * A and B rounded to bf16 (nearest even) and multiplied with float32 accumulation (vdpbf16ps). Results do
+ * not depend on the thread count. */
+void sde_gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc);
+/** Element types of sde_gemm_t's operands (the values of backend.h's sde_wtype). */
+enum { SDE_GEMM_F32 = 0, SDE_GEMM_F16 = 1, SDE_GEMM_BF16 = 2 };
+/** sde_gemm() with A of element type at and B of type bt (SDE_GEMM_*; at most one of them not F32): the
+ * bf16 path reads stored F16/BF16 weights directly, the float32 path widens them first (sde_widen). */
+void sde_gemm_t(int transA, int transB, int M, int N, int K, const void *A, int at, int lda, const void *B,
+                int bt, int ldb, float beta, float *C, int ldc);
 
 /* ---- Extensions for the UNet and the VAE: batched layouts, fused GroupNorm+SiLU, tiled convolutions. ----
  * Images may live in a batch-interleaved layout [C][B][HW] (channel c of image b at x + c*cstride +

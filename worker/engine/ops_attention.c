@@ -23,10 +23,6 @@ static int attn_block(int nq, int nk)
  * where BLAS spends more time packing and zeroing than multiplying (K = head_dim = 40). Per head, K and V
  * are packed once; then for blocks of FA_QB queries and chunks of FA_KC keys: scores into an L1-sized
  * buffer, an online-softmax update, and P*V accumulated into an [FA_QB][hd] output block. */
-#define FA_MR 6   /* query rows per micro-tile */
-#define FA_QB 24  /* query rows per block: 4 micro-tiles share each K/V chunk from L2 */
-#define FA_KC 256 /* keys per chunk */
-#define FA_MAX_HD 160
 
 static int attn_fused_ok(int nq, int nk, int hd, int causal)
 {
@@ -191,7 +187,7 @@ FA_TARGET static inline float fa_hsum(__m256 v)
 
 /* Online-softmax update of one micro-tile: scores of keys [kv, kc) are padding and become 0; each row's
  * running max/sum are updated, its scores replaced by exp(s - max), and its output row rescaled. */
-FA_TARGET static void fa_softmax_tile(float *Sm, int kc, int kv, float *mrow, float *lrow, float *O, int hd)
+FA_TARGET void sde_fa_softmax_tile(float *Sm, int kc, int kv, float *mrow, float *lrow, float *O, int hd)
 {
     for (int r = 0; r < FA_MR; r++) {
         float *row = Sm + (size_t)r * FA_KC;
@@ -229,6 +225,12 @@ FA_TARGET static void fa_softmax_tile(float *Sm, int kc, int kv, float *mrow, fl
 static void attn_head_fused(const float *q, int qs, const float *k, int ks, const float *v, int vs, int nq,
                             int nk, int hd, float scale, float *out, int os, float *ws)
 {
+#ifdef SDE_HAVE_BF16_KERNEL
+    if (sde_get_bf16()) {
+        sde_attn_head_bf16(q, qs, k, ks, v, vs, nq, nk, hd, scale, out, os, ws);
+        return;
+    }
+#endif
     const int nkp = (nk + 15) & ~15;
     float *kp = (float *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
     float *vp = kp + (size_t)nkp * hd, *qp = vp + (size_t)nk * hd, *S = qp + (size_t)FA_QB * hd;
@@ -267,7 +269,7 @@ static void attn_head_fused(const float *q, int qs, const float *k, int ks, cons
                 float *Sm = S + (size_t)mt * FA_KC;
                 fa_qk(qp + (size_t)mt * hd, hd, kp + (size_t)j0 * hd, kc, Sm);
                 /* online softmax: rescale what has been accumulated when the running max grows */
-                fa_softmax_tile(Sm, kc, kv, mrow + mt, lrow + mt, O + (size_t)mt * hd, hd);
+                sde_fa_softmax_tile(Sm, kc, kv, mrow + mt, lrow + mt, O + (size_t)mt * hd, hd);
                 fa_pv(Sm, vp + (size_t)j0 * hd, kv, hd, O + (size_t)mt * hd);
             }
         }

@@ -4,7 +4,6 @@
 #include "ops.h"
 #include "ops_internal.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,7 +20,7 @@ void sde_linear(const float *x, int n, int in, const float *w, const float *b, i
             memcpy(y + (size_t)r * out, b, sizeof(float) * out);
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, beta, y, out);
+    sde_gemm(0, 1, n, out, in, x, in, w, in, beta, y, out);
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -410,9 +409,8 @@ static void wino_run(const sde_conv_desc *d, const conv_plan *p, float *scratch)
                 if (cb != d->cout) wino_stage(&j, 0);
                 const size_t ub = wg_stride((size_t)j.nb * d->cin);
                 for (int xi = 0; xi < WG_T; xi++)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, j.nb, (int)n, d->cin, 1.0f,
-                                j.U + xi * ub, d->cin, j.V + xi * vs, (int)nt, 0.0f,
-                                j.M + xi * wg_stride((size_t)j.nb * nt), (int)nt);
+                    sde_gemm(0, 0, j.nb, (int)n, d->cin, j.U + xi * ub, d->cin, j.V + xi * vs, (int)nt, 0.0f,
+                             j.M + xi * wg_stride((size_t)j.nb * nt), (int)nt);
                 wino_stage(&j, 2);
             }
         }
@@ -559,6 +557,18 @@ static void conv_band(const sde_conv_desc *d, int b, int lo, int hi, float *band
                        d->in_scale[(size_t)b * d->cin + c], d->in_shift[(size_t)b * d->cin + c], d->in_silu);
 }
 
+/* y[cout][n] (+)= wt[cout][K] x B[K][n]: the weights as stored (float32, or F16/BF16 that the bf16 GEMM
+ * reads directly; the float32 path has widened them into d->wt before). */
+static void conv_gemm(const sde_conv_desc *d, int n, int K, const float *B, int ldb, float beta, float *C,
+                      int ldc)
+{
+    if (d->wt)
+        sde_gemm(0, 0, d->cout, n, K, d->wt, K, B, ldb, beta, C, ldc);
+    else
+        sde_gemm_t(0, 0, d->cout, n, K, d->wt16, d->wt16_bf16 ? SDE_GEMM_BF16 : SDE_GEMM_F16, K, B,
+                   SDE_GEMM_F32, ldb, beta, C, ldc);
+}
+
 static void conv_pointwise_tiled(const sde_conv_desc *d, int nc, float *scratch)
 {
     const int inplace = d->y == d->x;
@@ -581,16 +591,14 @@ static void conv_pointwise_tiled(const sde_conv_desc *d, int nc, float *scratch)
             }
             if (!inplace) {
                 float beta = conv_prep_out(d, b, yb + p0, d->y_cstride, n);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)n, d->cin, 1.0f, d->wt,
-                            d->cin, src, (int)lds, beta, yb + p0, (int)d->y_cstride);
+                conv_gemm(d, (int)n, d->cin, src, (int)lds, beta, yb + p0, (int)d->y_cstride);
                 continue;
             }
             /* in place: every channel of these columns has been read once the GEMM is done */
             float beta = conv_prep_out(d, b, tout, n, n);
             if (d->accumulate) /* tout holds bias only: add the old values while copying back */
                 beta = (d->bias || d->bias_b) ? 1.0f : 0.0f;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)n, d->cin, 1.0f, d->wt,
-                        d->cin, src, (int)lds, beta, tout, (int)n);
+            conv_gemm(d, (int)n, d->cin, src, (int)lds, beta, tout, (int)n);
             for (int c = 0; c < d->cout; c++) {
                 float *dst = yb + (size_t)c * d->y_cstride + p0;
                 if (d->accumulate)
@@ -606,7 +614,7 @@ void sde_conv2d_ex(const sde_conv_desc *d, float *scratch, size_t scratch_bytes)
 {
     conv_plan p = conv_make_plan(d, scratch_bytes);
     sde_conv_desc wide;
-    if (!d->wt && p.mode != PLAN_WINO_BATCH && p.mode != PLAN_WINO_ROWS) {
+    if (!d->wt && !sde_get_bf16() && p.mode != PLAN_WINO_BATCH && p.mode != PLAN_WINO_ROWS) {
         /* the GEMM paths need the whole float32 matrix: widen it into this thread's scratch */
         wide = *d;
         if (!(wide.wt = sde_widen(d->wt16, d->wt16_bf16, (size_t)d->cout * d->cin * d->k * d->k))) abort();
@@ -629,9 +637,8 @@ void sde_conv2d_ex(const sde_conv_desc *d, float *scratch, size_t scratch_bytes)
             } else {
                 beta = conv_prep_out(d, b, yb, d->y_cstride, n);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)n, d->cin, 1.0f, d->wt,
-                        d->cin, d->x + (size_t)b * d->x_bstride, (int)d->x_cstride, beta, yb,
-                        (int)d->y_cstride);
+            conv_gemm(d, (int)n, d->cin, d->x + (size_t)b * d->x_bstride, (int)d->x_cstride, beta, yb,
+                      (int)d->y_cstride);
         }
         return;
     }
@@ -658,8 +665,7 @@ void sde_conv2d_ex(const sde_conv_desc *d, float *scratch, size_t scratch_bytes)
             conv_im2col(d, src, scs, 0, 0, oh, ow, col + (size_t)b * ohw, ldc);
             beta = conv_prep_out(d, b, d->y + (size_t)b * ohw, d->y_cstride, ohw);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)ldc, K, 1.0f, d->wt, K, col,
-                    (int)ldc, beta, d->y, (int)d->y_cstride);
+        conv_gemm(d, (int)ldc, K, col, (int)ldc, beta, d->y, (int)d->y_cstride);
         return;
     }
     const int tr = p.tile;
@@ -682,8 +688,7 @@ void sde_conv2d_ex(const sde_conv_desc *d, float *scratch, size_t scratch_bytes)
             conv_im2col(d, src, scs, base, r0, r1, ow, col, nc);
             float *yt = d->y + (size_t)b * d->y_bstride + (size_t)r0 * ow;
             float beta = conv_prep_out(d, b, yt, d->y_cstride, nc);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)nc, K, 1.0f, d->wt, K, col,
-                        (int)nc, beta, yt, (int)d->y_cstride);
+            conv_gemm(d, (int)nc, K, col, (int)nc, beta, yt, (int)d->y_cstride);
         }
     }
 }

@@ -1,13 +1,23 @@
 /* ops_gemm_bf16.c: the opt-in bf16 path: a GEMM with bf16 inputs and float32 accumulation on AVX512-BF16
- * (vdpbf16ps), chosen at run time by CPU features, and the switch the ops read to take it. */
+ * (vdpbf16ps), chosen at run time by CPU features, and sde_gemm(), the one entry the ops call for GEMMs. */
 #include "ops.h"
 #include "ops_internal.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+
+#include "dtype_convert.h"
+
+#ifdef SDE_HAVE_BF16_KERNEL
+#include <immintrin.h>
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
+#endif
 
 static int bf16_on;
 
 int sde_cpu_has_bf16(void)
 {
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SDE_HAVE_BF16_KERNEL
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl");
@@ -24,4 +34,297 @@ void sde_set_bf16(int on)
 int sde_get_bf16(void)
 {
     return bf16_on;
+}
+
+/* float32 -> bf16 bits, round to nearest even (NaN stays NaN): what vcvtneps2bf16 does. */
+static inline uint16_t bf16_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+#ifdef SDE_HAVE_BF16_KERNEL
+/* 16 elements of type t at p (f32, f16 or bf16 bits) as bf16 bits, the first n of them (the rest 0). */
+BF16_TARGET static inline __m256i ld16_bf16(const void *p, int t, int n)
+{
+    const __mmask16 m = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+    if (t == SDE_GEMM_BF16) return _mm256_maskz_loadu_epi16(m, p);
+    if (t == SDE_GEMM_F16)
+        return (__m256i)_mm512_cvtneps_pbh(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)));
+    return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, p));
+}
+
+/* Element i of a typed array as bf16 bits. */
+static inline uint16_t el_bf16(const void *p, int t, size_t i)
+{
+    if (t == SDE_GEMM_BF16) return ((const uint16_t *)p)[i];
+    if (t == SDE_GEMM_F16) return bf16_round(sde_cvt_half(((const uint16_t *)p)[i]));
+    return bf16_round(((const float *)p)[i]);
+}
+
+static inline size_t tsize(int t)
+{
+    return t == SDE_GEMM_F32 ? 4 : 2;
+}
+
+/* Register tile: MR rows of A (broadcast pairs) by NR columns of B (two zmm of 16 pairs); 16 accumulators.
+ * KC: k values per packed block (the B panel, KC/2 x NR dwords = 16 KB, stays in L1 for a strip of A);
+ * NC: columns packed at once (a block of KC x NC stays in L2 while every strip of A passes over it). */
+#define MR 8
+#define NR 32
+#define KC 256
+#define NC 256
+
+/* C[0..mr)[0..nr) (+)= A[mr rows, lda apart][2*kp] . Bp[kp][NR pairs]; rows of A past mr repeat the last
+ * one (computed, not stored). */
+BF16_TARGET static void kern_8x32(int kp, const uint16_t *a, size_t lda, const uint32_t *bp, float *c,
+                                  size_t ldc, int mr, int nr, int load)
+{
+    __m512 acc[MR][2];
+    const uint32_t *ar[MR];
+    for (int i = 0; i < MR; i++) {
+        acc[i][0] = _mm512_setzero_ps();
+        acc[i][1] = _mm512_setzero_ps();
+        ar[i] = (const uint32_t *)(a + (size_t)(i < mr ? i : mr - 1) * lda);
+    }
+    for (int p = 0; p < kp; p++) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + (size_t)p * NR);
+        const __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + (size_t)p * NR + 16);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)ar[i][p]);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, b0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
+        }
+    }
+    const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    for (int i = 0; i < mr; i++) {
+        float *cr = c + (size_t)i * ldc;
+        __m512 v0 = acc[i][0], v1 = acc[i][1];
+        if (load) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
+        }
+        _mm512_mask_storeu_ps(cr, m0, v0);
+        _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    }
+}
+
+/* Packs panel q (columns [q*NR, q*NR+NR)) of B, all K rows, at bp: for each pair of rows p, NR dwords
+ * (bf16 of row 2p in the low half, row 2p+1 in the high half; zero past K or N). */
+BF16_TARGET static void pack_b_panel(const void *B, int bt, size_t ldb, int transB, int K, int N, int q,
+                                     uint32_t *bp, uint16_t *tmp)
+{
+    const int kp = (K + 1) / 2, jq = q * NR, nq = N - jq < NR ? N - jq : NR;
+    const size_t es = tsize(bt);
+    const char *b = B;
+    if (!transB) { /* B[k][j]: two rows of 16 columns at a time, interleaved by widening */
+        for (int p = 0; p < kp; p++) {
+            const int ka = 2 * p, kb = ka + 1;
+            for (int h = 0; h < NR; h += 16) {
+                const int nh = nq - h < 0 ? 0 : nq - h;
+                __m512i lo = _mm512_cvtepu16_epi32(ld16_bf16(b + ((size_t)ka * ldb + jq + h) * es, bt, nh));
+                __m512i hi =
+                    kb < K ? _mm512_cvtepu16_epi32(ld16_bf16(b + ((size_t)kb * ldb + jq + h) * es, bt, nh))
+                           : _mm512_setzero_si512();
+                _mm512_storeu_si512(bp + (size_t)p * NR + h, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+            }
+        }
+        return;
+    }
+    /* B[k][j] = src[j][k]: each column's k run is contiguous; convert it, then spread its pairs */
+    for (int jj = 0; jj < NR; jj++) {
+        if (jj >= nq) {
+            for (int p = 0; p < kp; p++)
+                bp[(size_t)p * NR + jj] = 0;
+            continue;
+        }
+        const char *src = b + (size_t)(jq + jj) * ldb * es;
+        int k = 0;
+        for (; k < K; k += 16)
+            _mm256_storeu_si256((__m256i *)(tmp + k), ld16_bf16(src + (size_t)k * es, bt, K - k));
+        tmp[K] = 0;
+        const uint32_t *pairs = (const uint32_t *)tmp;
+        for (int p = 0; p < kp; p++)
+            bp[(size_t)p * NR + jj] = pairs[p];
+    }
+}
+
+/* Rows [r0, r1) of A as bf16, row-major [M][lda] with lda even and a zero in column K when K is odd. */
+BF16_TARGET static void conv_a_rows(const void *A, int at, size_t lda_src, int transA, int r0, int r1, int K,
+                                    uint16_t *a, size_t lda)
+{
+    const size_t es = tsize(at);
+    if (transA) { /* A[i][k] = src[k][i]: in 32x32 tiles, so the strided writes stay in cache */
+        for (int i0 = r0; i0 < r1; i0 += 32)
+            for (int k0 = 0; k0 < K; k0 += 32)
+                for (int k = k0; k < k0 + 32 && k < K; k++)
+                    for (int i = i0; i < i0 + 32 && i < r1; i++)
+                        a[(size_t)i * lda + k] = el_bf16(A, at, (size_t)k * lda_src + i);
+        if (K & 1)
+            for (int i = r0; i < r1; i++)
+                a[(size_t)i * lda + K] = 0;
+        return;
+    }
+    for (int i = r0; i < r1; i++) {
+        uint16_t *d = a + (size_t)i * lda;
+        {
+            const char *s = (const char *)A + (size_t)i * lda_src * es;
+            int k = 0;
+            for (; k + 16 <= K; k += 16)
+                _mm256_storeu_si256((__m256i *)(d + k), ld16_bf16(s + (size_t)k * es, at, 16));
+            for (; k < K; k++)
+                d[k] = el_bf16(s, at, (size_t)k);
+        }
+        if (K & 1) d[K] = 0;
+    }
+}
+
+typedef struct {
+    int M, N, K, transA, transB, beta1;
+    const void *A, *B;
+    int at, bt;
+    size_t lda_src, ldb;
+    float *C;
+    size_t ldc;
+    uint16_t *a; /* A in bf16 */
+    size_t lda;
+    uint32_t *bp; /* B packed: panel q at q * kp * NR */
+    int kp, a_items, n_panels, nN, nM;
+} gemm_job;
+
+/* Scratch kept between calls: A in bf16, B packed, and per-thread column staging of the packing. */
+static uint16_t *abuf, *btmp[SDE_PAR_MAX];
+static uint32_t *bbuf;
+static size_t abuf_n, bbuf_n, btmp_n;
+
+static void conv_a_item(void *ctx, int item, int thread)
+{
+    (void)thread;
+    const gemm_job *j = ctx;
+    const int r0 = (int)((long)j->M * item / j->a_items), r1 = (int)((long)j->M * (item + 1) / j->a_items);
+    conv_a_rows(j->A, j->at, j->lda_src, j->transA, r0, r1, j->K, j->a, j->lda);
+}
+
+static void pack_b_item(void *ctx, int item, int thread)
+{
+    const gemm_job *j = ctx;
+    pack_b_panel(j->B, j->bt, j->ldb, j->transB, j->K, j->N, item, j->bp + (size_t)item * j->kp * NR,
+                 btmp[thread]);
+}
+
+static void gemm_item(void *ctx, int item, int thread)
+{
+    (void)thread;
+    const gemm_job *j = ctx;
+    const int in = item % j->nN, im = item / j->nN;
+    const int p0 = (int)((long)j->n_panels * in / j->nN), p1 = (int)((long)j->n_panels * (in + 1) / j->nN);
+    const int strips = (j->M + MR - 1) / MR;
+    const int s0 = (int)((long)strips * im / j->nM), s1 = (int)((long)strips * (im + 1) / j->nM);
+    for (int q0 = p0; q0 < p1; q0 += NC / NR) {
+        const int q1 = q0 + NC / NR < p1 ? q0 + NC / NR : p1;
+        for (int pc = 0; pc < j->K; pc += KC) {
+            const int kc = j->K - pc < KC ? j->K - pc : KC, kp = (kc + 1) / 2;
+            const int load = pc > 0 || j->beta1;
+            for (int s = s0; s < s1; s++) {
+                const int i0 = s * MR, mr = j->M - i0 < MR ? j->M - i0 : MR;
+                for (int q = q0; q < q1; q++) {
+                    const int nr = j->N - q * NR < NR ? j->N - q * NR : NR;
+                    kern_8x32(kp, j->a + (size_t)i0 * j->lda + pc, j->lda,
+                              j->bp + ((size_t)q * j->kp + (size_t)pc / 2) * NR,
+                              j->C + (size_t)i0 * j->ldc + q * NR, j->ldc, mr, nr, load);
+                }
+            }
+        }
+    }
+}
+
+static int grow(void **p, size_t *have, size_t bytes)
+{
+    if (*have >= bytes) return 0;
+    free(*p);
+    *have = 0;
+    if (!(*p = aligned_alloc(64, (bytes + 63) & ~(size_t)63))) return -1;
+    *have = bytes;
+    return 0;
+}
+
+/* 0, or -1 when scratch cannot be had (the caller falls back to float32). */
+static int gemm_bf16(int transA, int transB, int M, int N, int K, const void *A, int at, int lda,
+                     const void *B, int bt, int ldb, int beta1, float *C, int ldc)
+{
+    const size_t la = (size_t)(K + 1) & ~(size_t)1;
+    const int kp = (K + 1) / 2, n_panels = (N + NR - 1) / NR;
+    if (grow((void **)&abuf, &abuf_n, (size_t)M * la * sizeof(uint16_t)) ||
+        grow((void **)&bbuf, &bbuf_n, (size_t)n_panels * kp * NR * sizeof(uint32_t)))
+        return -1;
+    if (btmp_n < la + 16) {
+        for (int t = 0; t < SDE_PAR_MAX; t++) {
+            free(btmp[t]);
+            if (!(btmp[t] = aligned_alloc(64, ((la + 16) * sizeof(uint16_t) + 63) & ~(size_t)63))) {
+                btmp_n = 0;
+                return -1;
+            }
+        }
+        btmp_n = la + 16;
+    }
+    gemm_job j = {.M = M,
+                  .N = N,
+                  .K = K,
+                  .transA = transA,
+                  .transB = transB,
+                  .beta1 = beta1,
+                  .A = A,
+                  .B = B,
+                  .at = at,
+                  .bt = bt,
+                  .lda_src = (size_t)lda,
+                  .ldb = (size_t)ldb,
+                  .C = C,
+                  .ldc = (size_t)ldc,
+                  .a = abuf,
+                  .lda = la,
+                  .bp = bbuf,
+                  .kp = kp,
+                  .n_panels = n_panels};
+    j.a_items = M >= 64 ? 8 : 1;
+    sde_par_for(j.a_items, conv_a_item, &j);
+    sde_par_for(n_panels, pack_b_item, &j);
+    /* items: a few column ranges by a few row ranges, about 4 per thread, claimed dynamically */
+    const int strips = (M + MR - 1) / MR;
+    j.nN = n_panels < 2 ? n_panels : 2;
+    j.nM = (8 + j.nN - 1) / j.nN;
+    if (j.nM > strips) j.nM = strips;
+    if (j.nN * j.nM < 8 && n_panels > j.nN) j.nN = n_panels < 8 / j.nM ? n_panels : 8 / j.nM;
+    sde_par_for(j.nN * j.nM, gemm_item, &j);
+    return 0;
+}
+#endif
+
+void sde_gemm_t(int transA, int transB, int M, int N, int K, const void *A, int at, int lda, const void *B,
+                int bt, int ldb, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+#ifdef SDE_HAVE_BF16_KERNEL
+    if (bf16_on && K > 0 && (beta == 0.0f || beta == 1.0f) &&
+        !gemm_bf16(transA, transB, M, N, K, A, at, lda, B, bt, ldb, beta == 1.0f, C, ldc))
+        return;
+#endif
+    /* float32: a stored F16/BF16 operand (a weight) is widened into this thread's scratch */
+    if (at != SDE_GEMM_F32 && bt != SDE_GEMM_F32) abort(); /* never called so: weights are one side */
+    if (at != SDE_GEMM_F32 && !(A = sde_widen(A, at == SDE_GEMM_BF16, (size_t)(transA ? K : M) * lda)))
+        abort();
+    if (bt != SDE_GEMM_F32 && !(B = sde_widen(B, bt == SDE_GEMM_BF16, (size_t)(transB ? N : K) * ldb)))
+        abort();
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N,
+                K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
+void sde_gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc)
+{
+    sde_gemm_t(transA, transB, M, N, K, A, SDE_GEMM_F32, lda, B, SDE_GEMM_F32, ldb, beta, C, ldc);
 }

@@ -84,6 +84,24 @@ static inline __attribute__((always_inline)) float silu_1(float x)
     return x / (1.0f + fast_expf(-x));
 }
 
+/* The fused attention's blocking (ops_attention.c, and its bf16 twin ops_attention_bf16.c). */
+#define FA_MR 6   /* query rows per micro-tile */
+#define FA_QB 24  /* query rows per block: 4 micro-tiles share each K/V chunk from L2 */
+#define FA_KC 256 /* keys per chunk */
+#define FA_MAX_HD 160
+
+/* The bf16 kernels need gcc's AVX512-BF16 intrinsics; elsewhere only the float32 path exists. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SDE_HAVE_BF16_KERNEL 1
+/** Online-softmax update of one FA_MR-row micro-tile of scores Sm (rows FA_KC apart): keys [kv, kc) are
+ * padding and become 0; running max/sum updated, scores replaced by exp(s - max), output rows rescaled. */
+void sde_fa_softmax_tile(float *Sm, int kc, int kv, float *mrow, float *lrow, float *O, int hd);
+/** One head of the fused attention with bf16 products and float32 softmax and accumulation; ws as the
+ * float32 path's workspace. */
+void sde_attn_head_bf16(const float *q, int qs, const float *k, int ks, const float *v, int vs, int nq,
+                        int nk, int hd, float scale, float *out, int os, float *ws);
+#endif
+
 /** The body of one parallel item: item in [0, n), thread in [0, SDE_PAR_MAX) indexes per-thread scratch. */
 typedef void (*par_fn)(void *ctx, int item, int thread);
 /** Runs fn(ctx, i, thread) for i in [0, n) on the pool (ops_pool.c); serial when nested or single-threaded.

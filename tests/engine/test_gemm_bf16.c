@@ -1,0 +1,211 @@
+/* test_gemm_bf16.c: sde_gemm() on the bf16 path against a double-precision reference on the same inputs
+ * rounded to bf16, over every transpose, odd and edge sizes, accumulation, and thread counts. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+static unsigned seed = 777;
+
+static float frand(void)
+{
+    seed = seed * 1664525u + 1013904223u;
+    return (float)(seed >> 8) / (float)(1u << 24) * 2.0f - 1.0f;
+}
+
+/* bf16 round to nearest even, as the kernels do, written independently of them */
+static double to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint32_t lsb = (u >> 16) & 1u;
+    u = (u + 0x7fffu + lsb) & 0xffff0000u;
+    float r;
+    memcpy(&r, &u, sizeof r);
+    return r;
+}
+
+/* C (+)= op(A) op(B) with everything in double, from bf16-rounded inputs */
+static void ref(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                int acc, double *C, const float *C0, int ldc)
+{
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = acc ? C0[(size_t)i * ldc + j] : 0.0;
+            for (int k = 0; k < K; k++) {
+                double a = to_bf16(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]);
+                double b = to_bf16(tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+                s += a * b;
+            }
+            C[(size_t)i * ldc + j] = s;
+        }
+}
+
+static void check_case(int ta, int tb, int M, int N, int K, int acc)
+{
+    const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 7;
+    const size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb, nc = (size_t)M * ldc;
+    float *A = malloc(na * sizeof *A), *B = malloc(nb * sizeof *B), *C = malloc(nc * sizeof *C),
+          *C0 = malloc(nc * sizeof *C0);
+    double *R = malloc(nc * sizeof *R);
+    assert_true(A && B && C && C0 && R);
+    for (size_t i = 0; i < na; i++)
+        A[i] = frand();
+    for (size_t i = 0; i < nb; i++)
+        B[i] = frand();
+    for (size_t i = 0; i < nc; i++)
+        C[i] = C0[i] = frand();
+    ref(ta, tb, M, N, K, A, lda, B, ldb, acc, R, C0, ldc);
+    sde_set_bf16(1);
+    sde_gemm(ta, tb, M, N, K, A, lda, B, ldb, acc ? 1.0f : 0.0f, C, ldc);
+    sde_set_bf16(0);
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            double want = R[(size_t)i * ldc + j], got = C[(size_t)i * ldc + j];
+            /* only float32 accumulation error is left: K products of magnitude <= 1 */
+            if (fabs(got - want) > 1e-5 * (K + 1)) {
+                print_error("ta %d tb %d M %d N %d K %d acc %d: C[%d][%d] = %.9g, want %.9g\n", ta, tb, M, N,
+                            K, acc, i, j, got, want);
+                fail();
+            }
+        }
+        for (int j = N; j < ldc; j++) /* the padding between rows is never written */
+            assert_true(C[(size_t)i * ldc + j] == C0[(size_t)i * ldc + j]);
+    }
+    free(A);
+    free(B);
+    free(C);
+    free(C0);
+    free(R);
+}
+
+static void test_shapes(void **state)
+{
+    (void)state;
+    if (!sde_cpu_has_bf16()) skip();
+    static const int shapes[][3] = {{1, 1, 1},     {8, 32, 2},     {9, 33, 3},     {7, 17, 255},
+                                    {13, 64, 257}, {64, 100, 513}, {130, 300, 40}, {3, 520, 77}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int acc = 0; acc < 2; acc++)
+                    check_case(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc);
+}
+
+/* The same product on one and on two threads is the same bits, and bf16 is not float32. */
+static void test_threads_and_switch(void **state)
+{
+    (void)state;
+    if (!sde_cpu_has_bf16()) skip();
+    enum { M = 200, N = 300, K = 320 };
+    float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N);
+    float *c1 = malloc(sizeof(float) * M * N), *c2 = malloc(sizeof(float) * M * N),
+          *c3 = malloc(sizeof(float) * M * N);
+    assert_true(A && B && c1 && c2 && c3);
+    for (int i = 0; i < M * K; i++)
+        A[i] = frand();
+    for (int i = 0; i < K * N; i++)
+        B[i] = frand();
+    sde_set_bf16(1);
+    assert_int_equal(sde_get_bf16(), 1);
+    sde_set_threads(1);
+    sde_gemm(0, 0, M, N, K, A, K, B, N, 0.0f, c1, N);
+    sde_set_threads(2);
+    sde_gemm(0, 0, M, N, K, A, K, B, N, 0.0f, c2, N);
+    sde_set_bf16(0);
+    assert_int_equal(sde_get_bf16(), 0);
+    sde_gemm(0, 0, M, N, K, A, K, B, N, 0.0f, c3, N);
+    assert_memory_equal(c1, c2, sizeof(float) * M * N);
+    assert_true(memcmp(c1, c3, sizeof(float) * M * N) != 0);
+    free(A);
+    free(B);
+    free(c1);
+    free(c2);
+    free(c3);
+}
+
+/* Fused attention on the bf16 path (long sequences, head sizes of SD 1.x/2.x/XL, a key count that is not
+ * a multiple of 16 or of the chunk) against a double reference: within what bf16 inputs and bf16
+ * probabilities allow, and not equal to the float32 result (the path was taken). */
+static void check_attention(int nq, int nk, int heads, int hd)
+{
+    const int C = heads * hd;
+    float *q = malloc(sizeof(float) * nq * C), *k = malloc(sizeof(float) * nk * C),
+          *v = malloc(sizeof(float) * nk * C), *o = malloc(sizeof(float) * nq * C),
+          *o32 = malloc(sizeof(float) * nq * C), *sc = malloc(sde_attention_scratch(nq, nk, hd));
+    double *p = malloc(sizeof(double) * nk);
+    assert_true(q && k && v && o && o32 && sc && p);
+    for (int i = 0; i < nq * C; i++)
+        q[i] = 2.0f * frand();
+    for (int i = 0; i < nk * C; i++) {
+        k[i] = 2.0f * frand();
+        v[i] = frand();
+    }
+    sde_set_bf16(1);
+    sde_attention(q, C, k, C, v, C, nq, nk, heads, hd, 0, o, C, sc);
+    sde_set_bf16(0);
+    sde_attention(q, C, k, C, v, C, nq, nk, heads, hd, 0, o32, C, sc);
+    const double scale = 1.0 / sqrt((double)hd);
+    double maxerr = 0.0;
+    for (int h = 0; h < heads; h++)
+        for (int i = 0; i < nq; i += 37) {
+            double m = -1e300, sum = 0.0;
+            for (int j = 0; j < nk; j++) {
+                double s = 0.0;
+                for (int d = 0; d < hd; d++)
+                    s += to_bf16(q[(size_t)i * C + h * hd + d] * (float)scale) *
+                         to_bf16(k[(size_t)j * C + h * hd + d]);
+                p[j] = s;
+                m = s > m ? s : m;
+            }
+            for (int j = 0; j < nk; j++)
+                sum += (p[j] = exp(p[j] - m));
+            for (int d = 0; d < hd; d++) {
+                double want = 0.0;
+                for (int j = 0; j < nk; j++)
+                    want += p[j] / sum * v[(size_t)j * C + h * hd + d];
+                double err = fabs(o[(size_t)i * C + h * hd + d] - want);
+                maxerr = err > maxerr ? err : maxerr;
+            }
+        }
+    /* probabilities and V in bf16: relative 2^-8 on terms of a convex combination of values <= 1 */
+    if (maxerr > 8e-3) {
+        print_error("attention nq %d nk %d hd %d: max error %g\n", nq, nk, hd, maxerr);
+        fail();
+    }
+    assert_true(memcmp(o, o32, sizeof(float) * nq * C) != 0);
+    free(q);
+    free(k);
+    free(v);
+    free(o);
+    free(o32);
+    free(sc);
+    free(p);
+}
+
+static void test_attention(void **state)
+{
+    (void)state;
+    if (!sde_cpu_has_bf16()) skip();
+    check_attention(300, 301, 2, 40);
+    check_attention(256, 600, 2, 64);
+    check_attention(130, 517, 1, 160);
+    check_attention(257, 290, 3, 80);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_threads_and_switch),
+        cmocka_unit_test(test_attention),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
