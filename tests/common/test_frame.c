@@ -41,7 +41,7 @@ static void encode_all(msgpack_sbuffer *sb, size_t *offsets)
         assert_int_equal(call, 0);                                                                           \
     } while (0)
     ADD(sdw_frame_hello(sb, 4242, "cpu:0-1", "loading"));
-    ADD(sdw_frame_ready(sb, "sd1", "eps", "0123456789", "randsd15", 12.25, 512));
+    ADD(sdw_frame_ready(sb, "sd1", "eps", "0123456789", "randsd15", 12.25, 512, 1));
     ADD(sdw_frame_started(sb, 7));
     ADD(sdw_frame_progress(sb, 7, 3, 20, 1.5));
     ADD(sdw_frame_result(sb, 7, png_bytes, sizeof png_bytes, 512, 768, 99, 0.25, 10.5, 1.75, 12.5));
@@ -195,10 +195,10 @@ static void test_ready_native_size_optional(void **state)
     (void)state;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    assert_int_equal(sdw_frame_ready(&sb, "sd2", "v", "", "m", 1.0, 0), 0);
+    assert_int_equal(sdw_frame_ready(&sb, "sd2", "v", "", "m", 1.0, 0, 0), 0);
     size_t first = sb.size;
     assert_null(memmem(sb.data, first, "native_size", 11));
-    assert_int_equal(sdw_frame_ready(&sb, "sdxl", "eps", "", "m", 1.0, 1024), 0);
+    assert_int_equal(sdw_frame_ready(&sb, "sdxl", "eps", "", "m", 1.0, 1024, 0), 0);
     sdw_frame_reader *r = sdw_frame_reader_new(SDW_FRAME_MAX_SMALL);
     assert_int_equal(sdw_frame_reader_feed(r, sb.data, sb.size), sb.size);
     sdw_frame f;
@@ -517,7 +517,8 @@ static void test_result_index_count(void **state)
     msgpack_sbuffer_init(&sb);
     sdw_frame f;
     char err[256];
-    assert_int_equal(sdw_frame_result_at(&sb, 5, 2, 3, png_bytes, sizeof png_bytes, 64, 64, 11, 0, 0, 0, 0),
+    assert_int_equal(sdw_frame_result_at(&sb, 5, 2, 3, png_bytes, sizeof png_bytes, 64, 64, 11, 0, 0, 0, 0,
+                                         SDW_PRECISION_BF16),
                      0);
     assert_int_equal(decode_bytes(SDW_FRAME_MAX_RESULT, sb.data, sb.size, &f, err, sizeof err), 1);
     assert_int_equal(f.u.result.index, 2);
@@ -525,12 +526,12 @@ static void test_result_index_count(void **state)
     assert_true(f.u.result.seed == 11);
     sdw_frame_free(&f);
     msgpack_sbuffer_clear(&sb);
-    assert_int_equal(sdw_frame_result_at(&sb, 5, 3, 3, png_bytes, sizeof png_bytes, 64, 64, 1, 0, 0, 0, 0),
+    assert_int_equal(sdw_frame_result_at(&sb, 5, 3, 3, png_bytes, sizeof png_bytes, 64, 64, 1, 0, 0, 0, 0, 0),
                      -1);
-    assert_int_equal(sdw_frame_result_at(&sb, 5, 0, 0, png_bytes, sizeof png_bytes, 64, 64, 1, 0, 0, 0, 0),
+    assert_int_equal(sdw_frame_result_at(&sb, 5, 0, 0, png_bytes, sizeof png_bytes, 64, 64, 1, 0, 0, 0, 0, 0),
                      -1);
     assert_int_equal(sdw_frame_result_at(&sb, 5, 0, SDW_FRAME_MAX_IMAGES + 1, png_bytes, sizeof png_bytes, 64,
-                                         64, 1, 0, 0, 0, 0),
+                                         64, 1, 0, 0, 0, 0, 0),
                      -1);
     assert_int_equal(sb.size, 0);
 
