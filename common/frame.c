@@ -62,7 +62,7 @@ static int pack_d(msgpack_packer *pk, const char *k, double v)
 }
 
 /* Number of keys besides "t" and "v" each type carries. */
-static const int type_nkeys[SDW_FRAME__COUNT] = {3, 5, 1, 4, 8, 3, 1, 0, 1, 1, 0, 0};
+static const int type_nkeys[SDW_FRAME__COUNT] = {3, 6, 1, 4, 9, 3, 1, 0, 1, 1, 0, 0};
 
 /* The job frame's request: one key per row of the field table. */
 static int pack_request(msgpack_packer *pk, const sdw_gen_request *r)
@@ -119,6 +119,7 @@ static int encode_body(msgpack_packer *pk, const sdw_frame *f)
         return pack_s(pk, "arch", f->u.ready.arch) || pack_s(pk, "prediction", f->u.ready.prediction) ||
                pack_s(pk, "model_hash", f->u.ready.model_hash) ||
                pack_s(pk, "model_name", f->u.ready.model_name) || pack_d(pk, "load_s", f->u.ready.load_s) ||
+               pack_key(pk, "bf16") || (f->u.ready.bf16 ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
                (f->u.ready.native_size > 0 && pack_i(pk, "native_size", f->u.ready.native_size));
     case SDW_FRAME_STARTED:
     case SDW_FRAME_CANCELLED:
@@ -132,7 +133,7 @@ static int encode_body(msgpack_packer *pk, const sdw_frame *f)
                 (pack_key(pk, "preview") || msgpack_pack_bin(pk, f->u.progress.preview_len) ||
                  msgpack_pack_bin_body(pk, f->u.progress.preview, f->u.progress.preview_len)));
     case SDW_FRAME_RESULT:
-        if (f->u.result.png_len > UINT32_MAX) return -1;
+        if (f->u.result.png_len > UINT32_MAX || !sdw_precision_name(f->u.result.precision)) return -1;
         return pack_u(pk, "job", f->job) || pack_key(pk, "png") ||
                msgpack_pack_bin(pk, f->u.result.png_len) ||
                msgpack_pack_bin_body(pk, f->u.result.png, f->u.result.png_len) ||
@@ -140,7 +141,8 @@ static int encode_body(msgpack_packer *pk, const sdw_frame *f)
                pack_u(pk, "seed", f->u.result.seed) || pack_key(pk, "timings") || msgpack_pack_map(pk, 4) ||
                pack_d(pk, "encode", f->u.result.t_encode) || pack_d(pk, "sample", f->u.result.t_sample) ||
                pack_d(pk, "decode", f->u.result.t_decode) || pack_d(pk, "total", f->u.result.t_total) ||
-               pack_i(pk, "index", f->u.result.index) || pack_i(pk, "count", f->u.result.count);
+               pack_i(pk, "index", f->u.result.index) || pack_i(pk, "count", f->u.result.count) ||
+               pack_s(pk, "precision", sdw_precision_name(f->u.result.precision));
     case SDW_FRAME_ERROR:
         return pack_key(pk, "job") || (f->has_job ? msgpack_pack_uint64(pk, f->job) : msgpack_pack_nil(pk)) ||
                pack_s(pk, "code", f->u.error.code) || pack_s(pk, "message", f->u.error.message);
@@ -185,10 +187,11 @@ int sdw_frame_hello(msgpack_sbuffer *sb, int64_t pid, const char *device, const 
 }
 
 int sdw_frame_ready(msgpack_sbuffer *sb, const char *arch, const char *prediction, const char *model_hash,
-                    const char *model_name, double load_s, int native_size)
+                    const char *model_name, double load_s, int native_size, int bf16)
 {
     sdw_frame f = {.type = SDW_FRAME_READY};
     f.u.ready.native_size = native_size;
+    f.u.ready.bf16 = !!bf16;
     f.u.ready.arch = arch;
     f.u.ready.prediction = prediction;
     f.u.ready.model_hash = model_hash;
@@ -229,15 +232,16 @@ int sdw_frame_result(msgpack_sbuffer *sb, uint64_t job, const uint8_t *png, size
                      double t_total)
 {
     return sdw_frame_result_at(sb, job, 0, 1, png, png_len, width, height, seed, t_encode, t_sample, t_decode,
-                               t_total);
+                               t_total, SDW_PRECISION_FP32);
 }
 
 int sdw_frame_result_at(msgpack_sbuffer *sb, uint64_t job, int index, int count, const uint8_t *png,
                         size_t png_len, int width, int height, uint64_t seed, double t_encode,
-                        double t_sample, double t_decode, double t_total)
+                        double t_sample, double t_decode, double t_total, int precision)
 {
     if (count < 1 || count > SDW_FRAME_MAX_IMAGES || index < 0 || index >= count) return -1;
     sdw_frame f = {.type = SDW_FRAME_RESULT, .job = job};
+    f.u.result.precision = precision;
     f.u.result.index = index;
     f.u.result.count = count;
     f.u.result.png = png;
@@ -641,6 +645,40 @@ static int get_double(decoder *d, const char *key, double *out)
     return get_double_in(d, d->map, "", key, out);
 }
 
+/* An optional boolean: *out 0 when the key is absent. */
+static int get_bool_opt(decoder *d, const char *key, int *out)
+{
+    const msgpack_object *o = lookup(d->map, key);
+    *out = 0;
+    if (!o) return 0;
+    if (o->type != MSGPACK_OBJECT_BOOLEAN) return mistyped(d, key, "a boolean", o);
+    *out = o->via.boolean;
+    return 0;
+}
+
+/* An optional precision name ("fp32" | "bf16"): *out SDW_PRECISION_FP32 when the key is absent. */
+static int get_precision_opt(decoder *d, const char *key, int *out)
+{
+    const msgpack_object *o = lookup(d->map, key);
+    *out = SDW_PRECISION_FP32;
+    if (!o) return 0;
+    if (o->type != MSGPACK_OBJECT_STR) return mistyped(d, key, "a string", o);
+    char name[8];
+    int v = -1;
+    if (o->via.str.size && o->via.str.size < sizeof name) { /* msgpack's "" has a NULL ptr */
+        memcpy(name, o->via.str.ptr, o->via.str.size);
+        name[o->via.str.size] = '\0';
+        v = sdw_precision_parse(name);
+    }
+    if (v < 0) {
+        seterr(d->err, d->errlen, "%s frame: field '%s' is '%.*s', not fp32 or bf16", d->tname, key,
+               (int)(o->via.str.size > 40 ? 40 : o->via.str.size), o->via.str.ptr);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 /* The job frame's request, row by row of the field table. Strings and buffers are allocated into the request
  * (not the frame's block) because the request outlives the frame: the worker and the pool keep it. */
 static int decode_request(decoder *d, sdw_gen_request *r)
@@ -737,7 +775,9 @@ static int decode_fields(decoder *d, sdw_frame *f)
                        get_str(d, "model_name", &f->u.ready.model_name) ||
                        get_double(d, "load_s", &f->u.ready.load_s) ||
                        /* added after protocol version 1: optional, 0 when an older worker leaves it out */
-                       (lookup(d->map, "native_size") && get_int(d, "native_size", &f->u.ready.native_size))
+                       (lookup(d->map, "native_size") &&
+                        get_int(d, "native_size", &f->u.ready.native_size)) ||
+                       get_bool_opt(d, "bf16", &f->u.ready.bf16)
                    ? -1
                    : 0;
     case SDW_FRAME_STARTED:
@@ -778,6 +818,8 @@ static int decode_fields(decoder *d, sdw_frame *f)
             return -1;
         f->u.result.count = (int)cnt;
         f->u.result.index = (int)idx;
+        /* precision came after protocol version 1: optional, fp32 when an older worker leaves it out */
+        if (get_precision_opt(d, "precision", &f->u.result.precision)) return -1;
         return get_double_in(d, &o->via.map, "timings.", "encode", &f->u.result.t_encode) ||
                        get_double_in(d, &o->via.map, "timings.", "sample", &f->u.result.t_sample) ||
                        get_double_in(d, &o->via.map, "timings.", "decode", &f->u.result.t_decode) ||

@@ -57,6 +57,7 @@ typedef struct {
             const char *model_name;
             double load_s;   /* seconds the load took */
             int native_size; /* the model's native image side in pixels (512, 768, 1024...); 0 = not sent */
+            int bf16; /* 1: the worker's CPU runs bf16 jobs in bf16 (AVX512-BF16); 0 = no or not sent */
         } ready;
         struct {
             int step, total;
@@ -71,6 +72,7 @@ typedef struct {
             uint64_t seed;
             double t_encode, t_sample, t_decode, t_total; /* seconds; the "timings" map on the wire */
             int index, count; /* image index of a batch of count images (one frame each, in order) */
+            int precision;    /* SDW_PRECISION_* the job ran in ("fp32" | "bf16"); fp32 when not sent */
         } result;
         struct {
             const char *code;    /* "model_load_failed", "invalid_request", "engine_error", ... */
@@ -97,9 +99,10 @@ int sdw_frame_encode(msgpack_sbuffer *sb, const sdw_frame *f);
 /** hello: the first frame a worker sends. */
 int sdw_frame_hello(msgpack_sbuffer *sb, int64_t pid, const char *device, const char *state);
 /** ready: the model is loaded; the worker takes jobs from now on. native_size: the model's native image
- * side in pixels (what a job without a size gets), 0 = unknown (the key is then left out). */
+ * side in pixels (what a job without a size gets), 0 = unknown (the key is then left out); bf16: 1 when the
+ * worker runs bf16 jobs in bf16 (sde_bf16_available()). */
 int sdw_frame_ready(msgpack_sbuffer *sb, const char *arch, const char *prediction, const char *model_hash,
-                    const char *model_name, double load_s, int native_size);
+                    const char *model_name, double load_s, int native_size, int bf16);
 /** started: the worker accepted job. */
 int sdw_frame_started(msgpack_sbuffer *sb, uint64_t job);
 /** progress: step of total finished, elapsed seconds into the job. */
@@ -113,10 +116,11 @@ int sdw_frame_result(msgpack_sbuffer *sb, uint64_t job, const uint8_t *png, size
                      int height, uint64_t seed, double t_encode, double t_sample, double t_decode,
                      double t_total);
 /** result of image index (0-based) of a batch of count images, 1..SDW_FRAME_MAX_IMAGES: one frame per
- * image, in index order; the last one completes the job. */
+ * image, in index order; the last one completes the job. precision: the SDW_PRECISION_* the job ran in (-1
+ * for a value outside them). sdw_frame_result() sends fp32. */
 int sdw_frame_result_at(msgpack_sbuffer *sb, uint64_t job, int index, int count, const uint8_t *png,
                         size_t png_len, int width, int height, uint64_t seed, double t_encode,
-                        double t_sample, double t_decode, double t_total);
+                        double t_sample, double t_decode, double t_total, int precision);
 /** error: has_job 0 for an error outside any job (e.g. model_load_failed). */
 int sdw_frame_error(msgpack_sbuffer *sb, int has_job, uint64_t job, const char *code, const char *message);
 /** cancelled: the job stopped at a step boundary on request. */

@@ -49,6 +49,7 @@ static const sdw_gen_field fields[] = {
     F("target_width", SDW_GF_INT, target_width, 0),
     F("target_height", SDW_GF_INT, target_height, 0),
     F("n", SDW_GF_INT, n, 0),
+    F("precision", SDW_GF_INT, precision, 0),
 };
 
 const sdw_gen_field *sdw_gen_request_fields(int *n)
@@ -103,6 +104,19 @@ int sdw_gen_request_copy(sdw_gen_request *dst, const sdw_gen_request *src)
         *(void **)((char *)dst + f->off) = to;
     }
     return 0;
+}
+
+const char *sdw_precision_name(int precision)
+{
+    return precision == SDW_PRECISION_FP32 ? "fp32" : precision == SDW_PRECISION_BF16 ? "bf16" : NULL;
+}
+
+int sdw_precision_parse(const char *name)
+{
+    if (!name) return -1;
+    if (!strcmp(name, "fp32")) return SDW_PRECISION_FP32;
+    if (!strcmp(name, "bf16")) return SDW_PRECISION_BF16;
+    return -1;
 }
 
 int sdw_gen_request_set_str(char **dst, const char *s)

@@ -40,6 +40,7 @@ typedef struct {
     int crop_top, crop_left;         /* "crops_coords_top_left" */
     int target_width, target_height; /* "target_size" */
     int n;                           /* images in the job (a batch), seeds seed, seed+1, ...; default 1 */
+    int precision;                   /* SDW_PRECISION_*: the arithmetic asked for, default fp32 */
 } sdw_gen_request;
 
 /** mask_mode values: the conventions of the HTTP surfaces, applied by the worker (which decodes pixels). */
@@ -51,6 +52,16 @@ typedef struct {
 /** Values of sdw_gen_request.decoder ("decoder": "vae" | "taesd" in the API): the checkpoint's VAE, or the
  * TAESD tiny autoencoder the worker loaded (model.preview_decoder) for fast drafts. */
 enum { SDW_DECODER_VAE = 0, SDW_DECODER_TAESD = 1 };
+
+/** Values of sdw_gen_request.precision ("precision": "fp32" | "bf16" in the API, model.precision in the
+ * config): float32 throughout (the default, matched to the peer), or the opt-in bf16 GEMMs where the CPU has
+ * AVX512-BF16 (elsewhere the job runs in fp32 and its result says so). */
+enum { SDW_PRECISION_FP32 = 0, SDW_PRECISION_BF16 = 1 };
+
+/** "fp32" or "bf16" for an SDW_PRECISION_* value, NULL for any other. */
+const char *sdw_precision_name(int precision);
+/** SDW_PRECISION_* for "fp32" or "bf16" (exact spelling), -1 for anything else (NULL too). */
+int sdw_precision_parse(const char *name);
 
 /** How a field is stored and sent. */
 typedef enum {

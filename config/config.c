@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "gen_request.h"
 #include "log.h"
 #include "yaml_tree.h"
 
@@ -207,10 +208,12 @@ static int resolve_path(sdw_yt_ctx *c, const sdw_yt_node *v, const char *path, c
 
 static void sec_model(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg, int *bad)
 {
-    static const char *const known[] = {"path",     "tokenizer",       "prediction",
-                                        "lora_dir", "preview_decoder", NULL};
+    static const char *const known[] = {"path",      "tokenizer", "prediction", "lora_dir", "preview_decoder",
+                                        "precision", NULL};
     static const char *const preds[] = {"auto", "eps", "v", NULL};
-    const sdw_yt_node *k[5], *val[5];
+    /* in SDW_PRECISION_* order */
+    static const char *const precs[] = {"fp32", "bf16", NULL};
+    const sdw_yt_node *k[6], *val[6];
     int w = sdw_yt_want_map(c, v, "model");
     if (w < 0) {
         *bad = 1;
@@ -248,7 +251,12 @@ static void sec_model(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg, int 
             *bad = 1;
         }
     }
+    if (!sdw_yt_is_null(val[5]) && sdw_yt_get_enum(c, val[5], "model.precision", precs, &idx) == 0)
+        cfg->precision = idx;
 }
+
+_Static_assert(SDW_PRECISION_FP32 == 0 && SDW_PRECISION_BF16 == 1,
+               "model.precision's list follows the values");
 
 /* Longest canonical cpus: list that still fits the device name "cpu:<cpus>". */
 #define CPUS_NAME_MAX (sizeof(((sdw_device_config *)0)->name) - sizeof "cpu:")

@@ -29,6 +29,7 @@ typedef struct {
     char *lora_dir;       /* optional, NULL = LoRAs refused: the folder job LoRA names resolve in */
     /* optional, NULL = none: a TAESD .safetensors for previews and the job decoder "taesd" */
     char *preview_decoder;
+    int precision; /* model.precision of jobs that give none: 0 fp32 (default), 1 bf16 (SDW_PRECISION_*) */
 
     sdw_device_config *devices; /* at least one */
     int n_devices;

@@ -133,7 +133,9 @@ static int is_noop(json_t *v, const char *k)
 
 static int translate(json_t *in, json_t *out, t2i_opts *o, sdw_api_error *e)
 {
-    static const char *const direct[] = {"prompt", "negative_prompt", "steps", "width", "height", NULL};
+    /* precision ("fp32" | "bf16"): sd-worker's own, not A1111's; checked (not ignored) as the job's field */
+    static const char *const direct[] = {"prompt", "negative_prompt", "steps", "width",
+                                         "height", "precision",       NULL};
     /* these change the image in A1111 unless at their neutral value (is_noop) */
     static const char *const neutral[] = {"restore_faces",
                                           "tiling",
@@ -250,11 +252,15 @@ static json_t *t2i_done(sdw_srv *s, h2o_req_t *req, sdw_job *job, void *ud, int 
     const int n = r->n > 1 ? r->n : 1;
     json_t *all_prompts = json_array(), *all_neg = json_array(), *all_seeds = json_array(),
            *infotexts = json_array();
-    char infotext[SDW_PROMPT_MAX_BYTES * 2 + 512], i2i[96] = "";
+    char infotext[SDW_PROMPT_MAX_BYTES * 2 + 512], i2i[112] = "";
+    int m = 0;
     if (r->init_image) { /* as A1111 writes them, after the model */
-        int m = snprintf(i2i, sizeof i2i, ", Denoising strength: %g", r->strength);
-        if (r->mask) snprintf(i2i + m, sizeof i2i - (size_t)m, ", Mask blur: %d", r->mask_blur);
+        m = snprintf(i2i, sizeof i2i, ", Denoising strength: %g", r->strength);
+        if (r->mask) m += snprintf(i2i + m, sizeof i2i - (size_t)m, ", Mask blur: %d", r->mask_blur);
     }
+    /* as the worker's PNG parameters text has it: fp32 jobs say nothing */
+    if (job->status == SDW_JST_COMPLETE && job->out_precision == SDW_PRECISION_BF16)
+        snprintf(i2i + m, sizeof i2i - (size_t)m, ", Precision: bf16");
     for (int i = 0; i < n; i++) {
         snprintf(infotext, sizeof infotext,
                  "%s%s%s\nSteps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, "

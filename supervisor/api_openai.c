@@ -43,9 +43,10 @@ static int str_in(json_t *v, const char *const *allowed)
 /* Turns the OpenAI body into a POST /v1/jobs body so one validator checks every surface alike. */
 static int translate(sdw_srv *s, json_t *in, json_t *out, gen_opts *o, int *stream, sdw_api_error *e)
 {
-    /* n: a batch of n images (seeds seed, seed+1, ...), checked against limits.max_batch as a job's n */
-    static const char *const passthrough[] = {"prompt",   "negative_prompt", "steps", "seed", "sampler",
-                                              "schedule", "guidance_scale",  "n",     NULL};
+    /* n: a batch of n images (seeds seed, seed+1, ...), checked against limits.max_batch as a job's n;
+     * precision: the job's "fp32" | "bf16" (an sd-worker extension like steps and sampler) */
+    static const char *const passthrough[] = {"prompt",   "negative_prompt", "steps", "seed",      "sampler",
+                                              "schedule", "guidance_scale",  "n",     "precision", NULL};
     static const char *const formats[] = {"b64_json", "url", NULL};
     static const char *const qualities[] = {"auto", "standard", "hd", "low", "medium", "high", NULL};
     static const char *const styles[] = {"vivid", "natural", NULL};

@@ -66,6 +66,14 @@ static int add_sdxl_params(json_t *params, const sdw_gen_request *r)
     return 0;
 }
 
+/* What a complete job ran in ("fp32" | "bf16", the worker's word: bf16 only where the CPU has it); null
+ * before the job completes. */
+static json_t *precision_json(const sdw_job *job)
+{
+    return job->status == SDW_JST_COMPLETE ? sdw_json_str(sdw_precision_name(job->out_precision))
+                                           : json_null();
+}
+
 /* The images of a complete job (an empty list before): index, seed, url, width, height, and with_png the
  * base64 PNG of every image but the first (which the complete event carries as its top-level image). */
 static json_t *images_json(const sdw_job *job, int with_png)
@@ -116,6 +124,9 @@ json_t *sdw_job_json(sdw_srv *s, const sdw_job *job)
               json_object_set_new(o, "image_url",
                                   job->status == SDW_JST_COMPLETE ? json_string(image) : json_null()) ||
               json_object_set_new(json_object_get(o, "params"), "n", json_integer(job->req.n)) ||
+              json_object_set_new(json_object_get(o, "params"), "precision",
+                                  sdw_json_str(sdw_precision_name(job->req.precision))) ||
+              json_object_set_new(o, "precision", precision_json(job)) ||
               json_object_set_new(o, "images", images_json(job, 0)) ||
               add_sdxl_params(json_object_get(o, "params"), &job->req))) {
         json_decref(o);
@@ -174,11 +185,11 @@ sdw_rcbuf *sdw_job_sse_terminal(sdw_job *job)
         switch (job->status) {
         case SDW_JST_COMPLETE:
             job->terminal_sse =
-                event("complete",
-                      json_pack("{s:s,s:o,s:s,s:o,s:i,s:i,s:o,s:o}", "job_id", job->id, "image",
-                                sdw_json_base64(job->png, job->png_len), "format", "png", "seed",
-                                seed_json(job->req.seed), "width", job->out_width, "height", job->out_height,
-                                "timings", sdw_job_json_timings(job), "images", images_json(job, 1)));
+                event("complete", json_pack("{s:s,s:o,s:s,s:o,s:i,s:i,s:o,s:o,s:o}", "job_id", job->id,
+                                            "image", sdw_json_base64(job->png, job->png_len), "format", "png",
+                                            "seed", seed_json(job->req.seed), "width", job->out_width,
+                                            "height", job->out_height, "timings", sdw_job_json_timings(job),
+                                            "images", images_json(job, 1), "precision", precision_json(job)));
             break;
         case SDW_JST_ERROR:
             job->terminal_sse = event("error", json_pack("{s:s,s:o,s:o}", "job_id", job->id, "code",

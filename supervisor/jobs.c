@@ -561,6 +561,7 @@ void sdw_jobs_done(sdw_jobs *J, uint64_t num, const sdw_job_outcome *o, double n
             break;
         }
         job->out_width = o->width;
+        job->out_precision = o->precision;
         job->out_height = o->height;
         job->step = job->total;
         end_job(J, job, SDW_JST_COMPLETE, NULL, NULL, now);

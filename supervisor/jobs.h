@@ -68,7 +68,8 @@ struct sdw_job {
     uint8_t *png; /* COMPLETE: image 0 (the same buffer as images[0].png) */
     size_t png_len;
     int out_width, out_height;
-    uint8_t *preview; /* RUNNING: the latest live preview (PNG), made at step preview_step; NULL if none */
+    int out_precision; /* COMPLETE: the SDW_PRECISION_* the job ran in (the worker's word), else fp32 */
+    uint8_t *preview;  /* RUNNING: the latest live preview (PNG), made at step preview_step; NULL if none */
     size_t preview_len;
     int preview_step;
     sdw_job_image *images; /* [req.n]: the batch's images as they arrive (png NULL until then) */

@@ -253,12 +253,14 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
         snprintf(s->model_name, sizeof s->model_name, "%s", f->u.ready.model_name);
         s->load_s = f->u.ready.load_s;
         s->native_size = f->u.ready.native_size;
+        s->bf16 = f->u.ready.bf16;
         s->ready_at = h2o_now(p->loop);
         s->last_error[0] = '\0';
         s->failed_at = 0;
         sdw_log(SDW_LOG_INFO, "worker_ready",
-                "slot=%d device=%s pid=%d arch=%s prediction=%s model=%s hash=%s load_s=%.2f", s->index,
-                s->dev.name, (int)s->pid, s->arch, s->prediction, s->model_name, s->model_hash, s->load_s);
+                "slot=%d device=%s pid=%d arch=%s prediction=%s model=%s hash=%s load_s=%.2f bf16=%s",
+                s->index, s->dev.name, (int)s->pid, s->arch, s->prediction, s->model_name, s->model_hash,
+                s->load_s, s->bf16 ? "true" : "false");
         pool_set_state(s, SDW_WS_READY);
         if (s->state == SDW_WS_READY && !s->retiring) pool_retire_check(p);
         return;
@@ -334,6 +336,7 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
         o.t_sample = f->u.result.t_sample;
         o.t_decode = f->u.result.t_decode;
         o.t_total = f->u.result.t_total;
+        o.precision = f->u.result.precision;
         if (o.index + 1 < o.count) {
             if (p->ev.job_image) p->ev.job_image(p->ud, s->job, &o);
             return;
@@ -699,6 +702,7 @@ int sdw_pool_slot_info(const sdw_pool *p, int slot, sdw_slot_info *out)
     snprintf(out->model_hash, sizeof out->model_hash, "%s", s->model_hash);
     snprintf(out->model_name, sizeof out->model_name, "%s", s->model_name);
     out->native_size = s->native_size;
+    out->bf16 = s->bf16;
     snprintf(out->last_error, sizeof out->last_error, "%s", s->last_error);
     return 0;
 }

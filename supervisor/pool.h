@@ -30,6 +30,7 @@ typedef struct {
     int index, count; /* which image of the job's batch png is, of how many (0 of 1 for a single image) */
     uint64_t seed;    /* png's seed */
     double t_encode, t_sample, t_decode, t_total; /* seconds, as the worker measured */
+    int precision;    /* COMPLETE: the SDW_PRECISION_* the job ran in, as the worker reported it */
     const char *code; /* ERROR: "worker_crashed", "worker_timeout", "invalid_request", "engine_error", ... */
     const char *message; /* ERROR: human-readable */
 } sdw_job_outcome;
@@ -66,6 +67,7 @@ typedef struct {
     char device[32];
     char arch[16], prediction[8], model_hash[32], model_name[128]; /* from ready; "" before */
     int native_size;      /* from ready: the model's native image side in pixels, 0 before */
+    int bf16;             /* from ready: 1 when the worker runs bf16 jobs in bf16 (AVX512-BF16), 0 before */
     char last_error[512]; /* the last error outside a job ("model_load_failed: ..."), "" if none */
 } sdw_slot_info;
 

@@ -48,6 +48,7 @@ typedef struct pool_slot {
 
     char arch[16], prediction[8], model_hash[32], model_name[128];
     int native_size; /* from ready: the model's native image side, 0 before (or from an older worker) */
+    int bf16;        /* from ready: bf16 jobs run in bf16 there, 0 before (or from an older worker) */
     double load_s;
     uint64_t ready_at;  /* h2o_now() when it became READY, 0 before */
     uint64_t failed_at; /* h2o_now() when it became FAILED (kept while retries keep failing), 0 otherwise */

@@ -243,6 +243,7 @@ void pool_spawn(pool_slot *s)
     s->ping_out = 0;
     s->arch[0] = s->prediction[0] = s->model_hash[0] = s->model_name[0] = '\0';
     s->native_size = 0;
+    s->bf16 = 0;
     s->load_s = 0;
     pool_conn_open(s, sv[0]);
     sdw_log(SDW_LOG_INFO, "worker_spawn", "slot=%d device=%s pid=%d cpus=%s threads=%d restarts=%d", s->index,

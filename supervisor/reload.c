@@ -83,7 +83,8 @@ void sdw_srv_reload(sdw_srv *s)
                                       .preview_every_default = cfg->preview_every_default,
                                       .preview_every_min = cfg->preview_every_min,
                                       .preview_decoder = cfg->preview_decoder,
-                                      .max_batch = cfg->max_batch};
+                                      .max_batch = cfg->max_batch,
+                                      .precision = cfg->precision};
     sdw_log_init(cfg->log_level, cfg->log_json, "supervisor");
     if (owned) {
         sdw_config_free(owned);

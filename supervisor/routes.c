@@ -211,11 +211,13 @@ static void handle_ready(sdw_srv *s, h2o_req_t *req)
             shorten(first_error, sizeof first_error, wi.last_error);
         if (json_array_append_new(
                 workers,
-                json_pack("{s:o,s:s,s:i,s:I,s:o,s:o,s:o}", "device", sdw_json_str(wi.device), "state",
+                json_pack("{s:o,s:s,s:i,s:I,s:o,s:o,s:o,s:o}", "device", sdw_json_str(wi.device), "state",
                           sdw_pool_state_name(wi.state), "restarts", wi.restarts, "jobs_served",
                           (json_int_t)wi.jobs_served, "model", sdw_json_str(wi.arch[0] ? wi.arch : NULL),
                           "arch", sdw_json_str(wi.arch[0] ? wi.arch : NULL), "native_size",
-                          wi.native_size > 0 ? json_integer(wi.native_size) : json_null()))) {
+                          wi.native_size > 0 ? json_integer(wi.native_size) : json_null(), "bf16",
+                          /* known from the worker's ready frame, like arch */
+                          wi.arch[0] ? json_boolean(wi.bf16) : json_null()))) {
             json_decref(workers);
             workers = NULL;
         }

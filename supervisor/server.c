@@ -517,7 +517,8 @@ int sdw_server_run(const sdw_config *cfg, const char *engine_path)
                                       .preview_every_default = cfg->preview_every_default,
                                       .preview_every_min = cfg->preview_every_min,
                                       .preview_decoder = cfg->preview_decoder,
-                                      .max_batch = cfg->max_batch};
+                                      .max_batch = cfg->max_batch,
+                                      .precision = cfg->precision};
     char err[512];
     /* before any descriptor is taken: workers inherit the raised limit too */
     int nofile = sdw_accept_raise_nofile();

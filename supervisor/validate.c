@@ -18,7 +18,7 @@ static const char *const known_fields[] = {
     "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "width", "height", "sampler", "schedule",
     "clip_skip", "init_image", "strength", "mask", "mask_blur", "loras", "preview_every", "decoder",
     /* SDXL micro-conditioning */
-    "original_size", "crops_coords_top_left", "target_size", "n"};
+    "original_size", "crops_coords_top_left", "target_size", "n", "precision"};
 
 #define N_OF(a) (sizeof(a) / sizeof *(a))
 
@@ -232,7 +232,7 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
                 e, 400, "unknown_field", NULL,
                 "unknown field '%.64s'; known fields: prompt, negative_prompt, steps, guidance_scale, "
                 "seed, width, height, sampler, schedule, init_image, strength, mask, mask_blur, loras, "
-                "preview_every, decoder, original_size, crops_coords_top_left, target_size, n",
+                "preview_every, decoder, original_size, crops_coords_top_left, target_size, n, precision",
                 key);
     }
 
@@ -321,6 +321,16 @@ static int check_fields(json_t *root, const sdw_validate_limits *lim, sdw_gen_re
             return sdw_api_error_set(e, 400, "invalid_value", "decoder",
                                      "decoder is '%.32s'; it must be 'vae' or 'taesd'", json_string_value(v));
         }
+    }
+    /* the arithmetic: the server's model.precision unless the job says; bf16 is opt-in (docs/api.md) */
+    r->precision = lim->precision;
+    if ((v = json_object_get(root, "precision")) && !json_is_null(v)) {
+        if (!json_is_string(v)) return wrong_type(e, "precision", "a string", v);
+        const char *name = json_string_value(v);
+        if (strlen(name) != json_string_length(v) || (x = sdw_precision_parse(name)) < 0)
+            return sdw_api_error_set(e, 400, "invalid_value", "precision",
+                                     "precision is '%.32s'; it must be 'fp32' or 'bf16'", name);
+        r->precision = x;
     }
     if ((v = json_object_get(root, "original_size")) && !json_is_null(v) &&
         get_pair(v, "original_size", "[width, height]", 1, &r->orig_width, &r->orig_height, e) != 0)

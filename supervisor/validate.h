@@ -37,6 +37,7 @@ typedef struct {
     int default_size; /* width and height of a job that gives none (the served model's native size); 0 leaves
                        * them 0, for the supervisor to fill in when the job is dispatched */
     int max_batch;    /* limits.max_batch: most images per job (n), >= 1 */
+    int precision;    /* model.precision: the SDW_PRECISION_* of a job that gives none (0 = fp32) */
 } sdw_validate_limits;
 
 /** Fills e (status, code, message, field) and returns -1, for callers building their own errors. */

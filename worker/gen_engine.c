@@ -13,6 +13,8 @@ _Static_assert((int)SDE_SCHEDULE_KARRAS == (int)SDW_SCHEDULE_KARRAS,
                "sde_schedule follows the gen_names rows");
 _Static_assert((int)SDE_DECODER_VAE == SDW_DECODER_VAE && (int)SDE_DECODER_TAESD == SDW_DECODER_TAESD,
                "the decoder values agree");
+_Static_assert((int)SDE_PREC_FP32 == SDW_PRECISION_FP32 && (int)SDE_PREC_BF16 == SDW_PRECISION_BF16,
+               "the precision values agree");
 
 void sdw_gen_to_engine(const sdw_gen_request *r, sde_gen_params *p)
 {
@@ -35,4 +37,6 @@ void sdw_gen_to_engine(const sdw_gen_request *r, sde_gen_params *p)
     p->target_width = r->target_width;
     p->target_height = r->target_height;
     p->n_images = r->n;
+    p->precision =
+        (sde_precision)r->precision; /* an unknown value fails sde_params_validate on "precision" */
 }

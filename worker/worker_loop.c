@@ -328,7 +328,7 @@ static void run_job(worker *w, const sdw_frame *jf)
             const sde_image *im = &res.images[i];
             if (sdw_frame_result_at(&w->out, w->job, i, res.n_images, im->png, im->png_len, res.width,
                                     res.height, im->seed, res.t_encode, res.t_sample, res.t_decode,
-                                    res.t_total)) {
+                                    res.t_total, (int)res.precision)) {
                 snprintf(err, sizeof err,
                          "the %zu-byte PNG of image %d does not fit in a %zu-byte result frame", im->png_len,
                          i, SDW_FRAME_MAX_RESULT);
@@ -350,8 +350,9 @@ static void run_job(worker *w, const sdw_frame *jf)
             snprintf(tp, sizeof tp, "%.4f", res.t_preview);
             sdw_log(SDW_LOG_INFO, "job_done",
                     "device=%s job=%s images=%s png_bytes=%s encode_s=%s sample_s=%s decode_s=%s total_s=%s "
-                    "preview_s=%s",
-                    w->device, job, nimg, bytes, te, ts, td, tt, tp);
+                    "preview_s=%s precision=%s",
+                    w->device, job, nimg, bytes, te, ts, td, tt, tp,
+                    res.precision == SDE_PREC_BF16 ? "bf16" : "fp32");
             log_profile(w, job, res.profile);
         } else {
             send_job_error(w, "engine_error", err);
@@ -541,7 +542,7 @@ int sdw_cmd_worker(int argc, char **argv)
     sigprocmask(SIG_BLOCK, &stopsigs, NULL);
     if (g_term) goto out;
     if (sdw_frame_ready(&w->out, info.arch, info.prediction, info.model_hash, info.model_name, load_s,
-                        info.default_size) == 0)
+                        info.default_size, sde_bf16_available()) == 0)
         send_out(w);
 
     while (!w->stop && !w->gone) {

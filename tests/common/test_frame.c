@@ -41,7 +41,7 @@ static void encode_all(msgpack_sbuffer *sb, size_t *offsets)
         assert_int_equal(call, 0);                                                                           \
     } while (0)
     ADD(sdw_frame_hello(sb, 4242, "cpu:0-1", "loading"));
-    ADD(sdw_frame_ready(sb, "sd1", "eps", "0123456789", "randsd15", 12.25, 512));
+    ADD(sdw_frame_ready(sb, "sd1", "eps", "0123456789", "randsd15", 12.25, 512, 1));
     ADD(sdw_frame_started(sb, 7));
     ADD(sdw_frame_progress(sb, 7, 3, 20, 1.5));
     ADD(sdw_frame_result(sb, 7, png_bytes, sizeof png_bytes, 512, 768, 99, 0.25, 10.5, 1.75, 12.5));
@@ -73,6 +73,7 @@ static void check_decoded(const sdw_frame *f, int type)
         assert_string_equal(f->u.ready.model_name, "randsd15");
         assert_true(f->u.ready.load_s == 12.25);
         assert_int_equal(f->u.ready.native_size, 512);
+        assert_int_equal(f->u.ready.bf16, 1);
         break;
     case SDW_FRAME_STARTED:
     case SDW_FRAME_CANCELLED:
@@ -93,6 +94,7 @@ static void check_decoded(const sdw_frame *f, int type)
         assert_int_equal(f->u.result.seed, 99);
         assert_true(f->u.result.t_encode == 0.25 && f->u.result.t_sample == 10.5);
         assert_true(f->u.result.t_decode == 1.75 && f->u.result.t_total == 12.5);
+        assert_int_equal(f->u.result.precision, SDW_PRECISION_FP32);
         break;
     case SDW_FRAME_ERROR:
         assert_true(f->has_job);
@@ -195,10 +197,10 @@ static void test_ready_native_size_optional(void **state)
     (void)state;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    assert_int_equal(sdw_frame_ready(&sb, "sd2", "v", "", "m", 1.0, 0), 0);
+    assert_int_equal(sdw_frame_ready(&sb, "sd2", "v", "", "m", 1.0, 0, 0), 0);
     size_t first = sb.size;
     assert_null(memmem(sb.data, first, "native_size", 11));
-    assert_int_equal(sdw_frame_ready(&sb, "sdxl", "eps", "", "m", 1.0, 1024), 0);
+    assert_int_equal(sdw_frame_ready(&sb, "sdxl", "eps", "", "m", 1.0, 1024, 0), 0);
     sdw_frame_reader *r = sdw_frame_reader_new(SDW_FRAME_MAX_SMALL);
     assert_int_equal(sdw_frame_reader_feed(r, sb.data, sb.size), sb.size);
     sdw_frame f;
@@ -470,13 +472,14 @@ static void test_wrong_version(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
-/* A result frame with index and count as given (count < 0: neither key), for the decoder's checks. */
-static void build_result(msgpack_sbuffer *sb, int64_t index, int64_t count)
+/* A result frame with index and count as given (count < 0: neither key) and precision (NULL: no key, "#": the
+ * integer 1), for the decoder's checks. */
+static void build_result(msgpack_sbuffer *sb, int64_t index, int64_t count, const char *precision)
 {
     msgpack_sbuffer_clear(sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, count < 0 ? 8 : 10);
+    msgpack_pack_map(&pk, (count < 0 ? 8 : 10) + (precision ? 1 : 0));
 #define KEY(k) msgpack_pack_str_with_body(&pk, k, strlen(k))
     KEY("t");
     msgpack_pack_str_with_body(&pk, "result", 6);
@@ -505,7 +508,77 @@ static void build_result(msgpack_sbuffer *sb, int64_t index, int64_t count)
         KEY("count");
         msgpack_pack_int64(&pk, count);
     }
+    if (precision) {
+        KEY("precision");
+        if (!strcmp(precision, "#"))
+            msgpack_pack_int64(&pk, 1);
+        else
+            KEY(precision);
+    }
 #undef KEY
+}
+
+/* precision came after version 1: the result frame says what the job ran in ("fp32" | "bf16"); one without
+ * the key (an older worker) means fp32; another name or type is a protocol violation; the encoder refuses a
+ * value outside SDW_PRECISION_*. The ready frame's bf16 flag round-trips and is 0 when absent. */
+static void test_result_precision_and_ready_bf16(void **state)
+{
+    (void)state;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    sdw_frame f;
+    char err[256];
+    for (int prec = SDW_PRECISION_FP32; prec <= SDW_PRECISION_BF16; prec++) {
+        msgpack_sbuffer_clear(&sb);
+        assert_int_equal(
+            sdw_frame_result_at(&sb, 5, 0, 1, png_bytes, sizeof png_bytes, 64, 64, 11, 0, 0, 0, 0, prec), 0);
+        assert_non_null(memmem(sb.data, sb.size, prec ? "bf16" : "fp32", 4));
+        assert_int_equal(decode_bytes(SDW_FRAME_MAX_RESULT, sb.data, sb.size, &f, err, sizeof err), 1);
+        assert_int_equal(f.u.result.precision, prec);
+        sdw_frame_free(&f);
+    }
+    msgpack_sbuffer_clear(&sb);
+    assert_int_equal(sdw_frame_result_at(&sb, 5, 0, 1, png_bytes, sizeof png_bytes, 64, 64, 1, 0, 0, 0, 0, 2),
+                     -1);
+    assert_int_equal(
+        sdw_frame_result_at(&sb, 5, 0, 1, png_bytes, sizeof png_bytes, 64, 64, 1, 0, 0, 0, 0, -1), -1);
+    assert_int_equal(sb.size, 0);
+
+    build_result(&sb, 0, -1, NULL);
+    assert_int_equal(decode_bytes(SDW_FRAME_MAX_RESULT, sb.data, sb.size, &f, err, sizeof err), 1);
+    assert_int_equal(f.u.result.precision, SDW_PRECISION_FP32);
+    sdw_frame_free(&f);
+    build_result(&sb, 0, -1, "bf16");
+    assert_int_equal(decode_bytes(SDW_FRAME_MAX_RESULT, sb.data, sb.size, &f, err, sizeof err), 1);
+    assert_int_equal(f.u.result.precision, SDW_PRECISION_BF16);
+    sdw_frame_free(&f);
+    build_result(&sb, 0, -1, "fp16");
+    expect_error(SDW_FRAME_MAX_RESULT, sb.data, sb.size, "field 'precision' is 'fp16', not fp32 or bf16");
+    build_result(&sb, 0, -1, "");
+    expect_error(SDW_FRAME_MAX_RESULT, sb.data, sb.size, "field 'precision' is '', not fp32 or bf16");
+    build_result(&sb, 0, -1, "#");
+    expect_error(SDW_FRAME_MAX_RESULT, sb.data, sb.size, "field 'precision' must be a string, not integer");
+
+    msgpack_sbuffer_clear(&sb);
+    assert_int_equal(sdw_frame_ready(&sb, "sd1", "eps", "", "m", 1.0, 512, 1), 0);
+    assert_int_equal(decode_bytes(SDW_FRAME_MAX_SMALL, sb.data, sb.size, &f, err, sizeof err), 1);
+    assert_int_equal(f.u.ready.bf16, 1);
+    sdw_frame_free(&f);
+    msgpack_sbuffer_clear(&sb);
+    assert_int_equal(sdw_frame_ready(&sb, "sd1", "eps", "", "m", 1.0, 512, 0), 0);
+    assert_int_equal(decode_bytes(SDW_FRAME_MAX_SMALL, sb.data, sb.size, &f, err, sizeof err), 1);
+    assert_int_equal(f.u.ready.bf16, 0);
+    sdw_frame_free(&f);
+    /* an older worker's ready: rename the key, the flag reads 0 */
+    msgpack_sbuffer_clear(&sb);
+    assert_int_equal(sdw_frame_ready(&sb, "sd1", "eps", "", "m", 1.0, 512, 1), 0);
+    char *k = memmem(sb.data, sb.size, "bf16", 4);
+    assert_non_null(k);
+    k[0] = 'X';
+    assert_int_equal(decode_bytes(SDW_FRAME_MAX_SMALL, sb.data, sb.size, &f, err, sizeof err), 1);
+    assert_int_equal(f.u.ready.bf16, 0);
+    sdw_frame_free(&f);
+    msgpack_sbuffer_destroy(&sb);
 }
 
 /* A batch's result frames: index and count round-trip; the encoder and the decoder refuse an index outside
@@ -517,7 +590,8 @@ static void test_result_index_count(void **state)
     msgpack_sbuffer_init(&sb);
     sdw_frame f;
     char err[256];
-    assert_int_equal(sdw_frame_result_at(&sb, 5, 2, 3, png_bytes, sizeof png_bytes, 64, 64, 11, 0, 0, 0, 0),
+    assert_int_equal(sdw_frame_result_at(&sb, 5, 2, 3, png_bytes, sizeof png_bytes, 64, 64, 11, 0, 0, 0, 0,
+                                         SDW_PRECISION_BF16),
                      0);
     assert_int_equal(decode_bytes(SDW_FRAME_MAX_RESULT, sb.data, sb.size, &f, err, sizeof err), 1);
     assert_int_equal(f.u.result.index, 2);
@@ -525,27 +599,27 @@ static void test_result_index_count(void **state)
     assert_true(f.u.result.seed == 11);
     sdw_frame_free(&f);
     msgpack_sbuffer_clear(&sb);
-    assert_int_equal(sdw_frame_result_at(&sb, 5, 3, 3, png_bytes, sizeof png_bytes, 64, 64, 1, 0, 0, 0, 0),
+    assert_int_equal(sdw_frame_result_at(&sb, 5, 3, 3, png_bytes, sizeof png_bytes, 64, 64, 1, 0, 0, 0, 0, 0),
                      -1);
-    assert_int_equal(sdw_frame_result_at(&sb, 5, 0, 0, png_bytes, sizeof png_bytes, 64, 64, 1, 0, 0, 0, 0),
+    assert_int_equal(sdw_frame_result_at(&sb, 5, 0, 0, png_bytes, sizeof png_bytes, 64, 64, 1, 0, 0, 0, 0, 0),
                      -1);
     assert_int_equal(sdw_frame_result_at(&sb, 5, 0, SDW_FRAME_MAX_IMAGES + 1, png_bytes, sizeof png_bytes, 64,
-                                         64, 1, 0, 0, 0, 0),
+                                         64, 1, 0, 0, 0, 0, 0),
                      -1);
     assert_int_equal(sb.size, 0);
 
-    build_result(&sb, 0, -1);
+    build_result(&sb, 0, -1, NULL);
     assert_int_equal(decode_bytes(SDW_FRAME_MAX_RESULT, sb.data, sb.size, &f, err, sizeof err), 1);
     assert_int_equal(f.u.result.index, 0);
     assert_int_equal(f.u.result.count, 1);
     sdw_frame_free(&f);
-    build_result(&sb, 3, 3);
+    build_result(&sb, 3, 3, NULL);
     expect_error(SDW_FRAME_MAX_RESULT, sb.data, sb.size, "field 'index' is 3, outside 0..2");
-    build_result(&sb, -1, 3);
+    build_result(&sb, -1, 3, NULL);
     expect_error(SDW_FRAME_MAX_RESULT, sb.data, sb.size, "field 'index' is -1");
-    build_result(&sb, 0, 0);
+    build_result(&sb, 0, 0, NULL);
     expect_error(SDW_FRAME_MAX_RESULT, sb.data, sb.size, "field 'count' is 0, outside 1..64");
-    build_result(&sb, 0, 65);
+    build_result(&sb, 0, 65, NULL);
     expect_error(SDW_FRAME_MAX_RESULT, sb.data, sb.size, "field 'count' is 65");
     msgpack_sbuffer_destroy(&sb);
 }
@@ -902,6 +976,7 @@ int main(void)
         cmocka_unit_test(test_wrong_version),
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_result_index_count),
+        cmocka_unit_test(test_result_precision_and_ready_bf16),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_progress_preview),

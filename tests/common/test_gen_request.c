@@ -219,6 +219,46 @@ static void test_frame_missing_field(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* precision rides the job frame: bf16 arrives as bf16; a frame without the key (an older supervisor) means
+ * fp32; the names parse and print exactly. */
+static void test_frame_precision(void **state)
+{
+    (void)state;
+    sdw_gen_request a;
+    sdw_gen_request_init(&a);
+    assert_int_equal(a.precision, SDW_PRECISION_FP32);
+    a.prompt = "x";
+    a.precision = SDW_PRECISION_BF16;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(sdw_frame_job(&sb, 9, &a), 0);
+    sdw_frame f;
+    char err[256] = "";
+    if (decode_one(&sb, &f, err, sizeof err) != 1) fail_msg("%s", err);
+    assert_int_equal(f.u.job.precision, SDW_PRECISION_BF16);
+    sdw_frame_free(&f);
+
+    /* rename the key: the decoder no longer finds it and keeps the default */
+    char *p = memmem(sb.data, sb.size, "precision", 9);
+    assert_non_null(p);
+    p[0] = 'X';
+    if (decode_one(&sb, &f, err, sizeof err) != 1) fail_msg("%s", err);
+    assert_int_equal(f.u.job.precision, SDW_PRECISION_FP32);
+    sdw_frame_free(&f);
+    msgpack_sbuffer_destroy(&sb);
+
+    assert_int_equal(sdw_precision_parse("fp32"), SDW_PRECISION_FP32);
+    assert_int_equal(sdw_precision_parse("bf16"), SDW_PRECISION_BF16);
+    assert_int_equal(sdw_precision_parse("BF16"), -1);
+    assert_int_equal(sdw_precision_parse("fp16"), -1);
+    assert_int_equal(sdw_precision_parse(""), -1);
+    assert_int_equal(sdw_precision_parse(NULL), -1);
+    assert_string_equal(sdw_precision_name(SDW_PRECISION_FP32), "fp32");
+    assert_string_equal(sdw_precision_name(SDW_PRECISION_BF16), "bf16");
+    assert_null(sdw_precision_name(2));
+    assert_null(sdw_precision_name(-1));
+}
+
 static void test_names_table(void **state)
 {
     (void)state;
@@ -284,6 +324,7 @@ int main(void)
         cmocka_unit_test(test_copy_and_partial_free),
         cmocka_unit_test(test_frame_refuses_bad_names),
         cmocka_unit_test(test_frame_missing_field),
+        cmocka_unit_test(test_frame_precision),
         cmocka_unit_test(test_names_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

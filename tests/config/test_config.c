@@ -433,6 +433,32 @@ static void test_preview_decoder(void **state)
                  "t.yaml:1:49: model.preview_decoder: /tmp: not a regular file");
 }
 
+/* model.precision: fp32 (the default) or bf16, the arithmetic of jobs that give none; anything else is an
+ * error at the value's line and column. */
+static void test_precision(void **state)
+{
+    (void)state;
+    sdw_config cfg;
+    assert_int_equal(load("model: { path: /m.safetensors }\n", &cfg), 0);
+    assert_int_equal(cfg.precision, 0);
+    sdw_config_free(&cfg);
+    assert_int_equal(load("model: { path: /m.safetensors, precision: bf16 }\n", &cfg), 0);
+    assert_int_equal(cfg.precision, 1);
+    sdw_config_free(&cfg);
+    assert_int_equal(load("model:\n  path: /m.safetensors\n  precision: fp32\n", &cfg), 0);
+    assert_int_equal(cfg.precision, 0);
+    sdw_config_free(&cfg);
+    assert_int_equal(load("model: { path: /m.safetensors, precision: ~ }\n", &cfg), 0);
+    assert_int_equal(cfg.precision, 0);
+    sdw_config_free(&cfg);
+    expect_error("model: {path: /m, precision: fp16}\n",
+                 "t.yaml:1:30: model.precision: must be one of fp32, bf16 (got 'fp16')");
+    expect_error("model:\n  path: /m\n  precision: BF16\n",
+                 "t.yaml:3:14: model.precision: must be one of fp32, bf16 (got 'BF16')");
+    expect_error("model:\n  path: /m\n  precision: [bf16]\n",
+                 "t.yaml:3:14: model.precision: expected a string, got a list");
+}
+
 static void test_devices(void **state)
 {
     (void)state;
@@ -622,6 +648,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_missing_model_path),
         cmocka_unit_test(test_preview_decoder),
+        cmocka_unit_test(test_precision),
         cmocka_unit_test(test_devices),
         cmocka_unit_test(test_listen_and_node_id),
         cmocka_unit_test(test_enums_and_origins),

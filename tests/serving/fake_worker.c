@@ -115,7 +115,7 @@ static void report_ready(const char *device)
     char name[512];
     snprintf(name, sizeof name, "threads=%s omp=%s cpus=%s device=%s fds=%d", blas ? blas : "-",
              omp ? omp : "-", cpus, device, extra_fds);
-    sdw_frame_ready(&sb, "fake", "eps", "fakehash01", name, 0.01, native_size);
+    sdw_frame_ready(&sb, "fake", "eps", "fakehash01", name, 0.01, native_size, 1); /* "runs bf16" */
     send_sb();
 }
 
@@ -169,7 +169,8 @@ static void run_job(const sdw_frame *j)
         exit(0);
     }
     if (!strcmp(what, "badindex")) { /* a batch's second image before its first */
-        sdw_frame_result_at(&sb, job, 1, 2, (const uint8_t *)"FAKEPNG", 7, 64, 64, 1, 0, 0, 0, 0);
+        sdw_frame_result_at(&sb, job, 1, 2, (const uint8_t *)"FAKEPNG", 7, 64, 64, 1, 0, 0, 0, 0,
+                            SDW_PRECISION_FP32);
         send_sb();
         sleep_ms(10000);
         exit(0);
@@ -228,7 +229,7 @@ static void run_job(const sdw_frame *j)
         uint64_t seed = j->u.job.seed + (uint64_t)i;
         int n = snprintf(png, sizeof png, "FAKEPNG:%s:%llu", what, (unsigned long long)seed);
         sdw_frame_result_at(&sb, job, i, count, (const uint8_t *)png, (size_t)n, j->u.job.width,
-                            j->u.job.height, seed, 0.001, 0.002, 0.003, 0.006);
+                            j->u.job.height, seed, 0.001, 0.002, 0.003, 0.006, j->u.job.precision);
         send_sb();
     }
 }

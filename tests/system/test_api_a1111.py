@@ -56,6 +56,14 @@ def test_txt2img_shape():
         # the seed-21 image of the batch is a job of its own with seed 21 (within 1/255: same seed text)
         one = json.loads(txt2img(svc, prompt="a tree", steps=2, width=64, height=64, seed=21)[2]["info"])
         expect(one["all_seeds"] == [21], "single %r" % one)
+        expect("Precision" not in one["infotexts"][0], "fp32 infotext %r" % one["infotexts"][0])
+        # precision, our extension: a bf16 job says so in its infotext and its PNG where it ran in bf16
+        st, _, d = txt2img(svc, prompt="a tree", steps=1, width=64, height=64, seed=21, precision="bf16")
+        bf16 = sdw.FAKE or any(line.startswith("flags") and "avx512_bf16" in line.split() for line in open("/proc/cpuinfo"))
+        text = json.loads(d["info"])["infotexts"][0] if st == 200 else ""
+        expect(st == 200 and text.endswith(", Precision: bf16") == bf16, "bf16 infotext %s %r" % (st, text), svc)
+        expect(sdw.FAKE or (b"Precision: bf16, Version" in base64.b64decode(d["images"][0])) == bf16,
+               "bf16 PNG parameters", svc)
 
 
 def test_txt2img_errors():
@@ -68,6 +76,7 @@ def test_txt2img_errors():
             (dict(sampler_name="UniPC"), "sampler_name"), (dict(scheduler="Polyexponential"), "scheduler"),
             (dict(width=63), "width"), (dict(cfg_scale=99), "cfg_scale"), (dict(steps=0), "steps"),
             (dict(subseed_strength=0.5), "subseed_strength"), (dict(prompt=""), "prompt"),
+            (dict(precision="fp16"), "precision"), (dict(precision=1), "precision"),
         ]
         for extra, field in cases:
             body = dict(prompt="x", steps=2, width=64, height=64)

@@ -11,6 +11,11 @@ import sdw
 from sdw import Service, expect
 
 
+def bf16_cpu():
+    """The fake worker claims AVX512-BF16; the real one has it when /proc/cpuinfo says avx512_bf16."""
+    return sdw.FAKE or any(line.startswith("flags") and "avx512_bf16" in line.split() for line in open("/proc/cpuinfo"))
+
+
 def gen(svc, **body):
     return svc.json("POST", "/v1/images/generations", body)
 
@@ -31,6 +36,11 @@ def test_generations():
         expect(st == 200 and h["content-type"] == "image/png", "url %s" % st)
         st, _, doc = svc.json("GET", "/v1/jobs/" + gen(svc, prompt="x", size="64x64", steps=3, response_format="url")[2]["data"][0]["url"].split("/")[-2])
         expect(doc["params"]["steps"] == 3, "explicit steps win over quality")
+        # precision, our extension: the job asks for bf16 and runs in it where the CPU has AVX512-BF16
+        st, _, d = gen(svc, prompt="x", size="64x64", steps=1, precision="bf16", response_format="url")
+        st, _, doc = svc.json("GET", "/v1/jobs/" + d["data"][0]["url"].split("/")[-2])
+        expect(doc["params"]["precision"] == "bf16" and doc["precision"] == ("bf16" if bf16_cpu() else "fp32"),
+               "precision bf16 %r %r" % (doc["params"], doc["precision"]), svc)
 
 
 def test_errors():
@@ -43,7 +53,8 @@ def test_errors():
                 (dict(prompt="x", response_format="png"), 400, "response_format"),
                 (dict(prompt="x", quality="ultra"), 400, "quality"), (dict(prompt="x", background="transparent"), 400, "background"),
                 (dict(prompt="x", bogus=1), 400, "bogus"), (dict(size="64x64"), 400, "prompt"),
-                (dict(prompt="x", steps=0), 400, "steps"), (dict(prompt="x", stream="yes"), 400, "stream")):
+                (dict(prompt="x", steps=0), 400, "steps"), (dict(prompt="x", stream="yes"), 400, "stream"),
+                (dict(prompt="x", precision="fp16"), 400, "precision"), (dict(prompt="x", precision=16), 400, "precision")):
             st, _, d = gen(svc, **body)
             expect(st == status and d["error"]["param"] == param and d["error"]["type"] == "invalid_request_error"
                    and d["error"]["message"] and "code" in d["error"], "%r -> %s %r" % (body, st, d), svc)
@@ -168,6 +179,7 @@ def test_edits():
             ([("image", image), ("prompt", "x"), ("strength", 2)], 400, "strength"),
             ([("image", image), ("prompt", "x"), ("steps", "two")], 400, "steps"),
             ([("image", image), ("prompt", "x"), ("bogus", 1)], 400, "bogus"),
+            ([("image", image), ("prompt", "x"), ("precision", "fp16")], 400, "precision"),
             ([("image", image), ("image", image), ("prompt", "x")], 400, "image"),
             ([("image", image), ("prompt", "x"), ("prompt", "y")], 400, "prompt"),
             ([("image", image), ("prompt", "x"), ("model", "sdxl")], 400, "model"),

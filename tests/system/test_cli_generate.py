@@ -1,5 +1,6 @@
 """test_cli_generate.py: the one-shot engine commands through the front door: `sd-worker mkmodel` and
-`sd-worker generate` (exit codes, messages naming the option, PNG size and parameters chunk, determinism)."""
+`sd-worker generate` (exit codes, messages naming the option, PNG size and parameters chunk, determinism,
+--precision)."""
 import os
 import struct
 import subprocess
@@ -78,6 +79,24 @@ def main():
         first = open(out, "rb").read()
         r = run(*base)
         check(r.returncode == 0 and open(out, "rb").read() == first, "generate: same seed, same PNG bytes")
+        check("Precision" not in p, "generate: an fp32 image's parameters say nothing of precision")
+
+        # --precision: fp32 is the default, byte for byte; bf16 makes a PNG whose parameters say bf16 where the
+        # CPU has AVX512-BF16, else it runs in fp32 with one warning line
+        r = run(*base[:-2], "--precision", "fp32", "--output", out)
+        check(r.returncode == 0 and open(out, "rb").read() == first, "generate --precision fp32: the default's bytes")
+        bf16_cpu = any(line.startswith("flags") and "avx512_bf16" in line.split() for line in open("/proc/cpuinfo"))
+        out16 = os.path.join(d, "bf16.png")
+        r = run(*base[:-2], "--precision", "bf16", "--output", out16)
+        check(r.returncode == 0 and r.stdout.strip() == out16, "generate --precision bf16: exit 0 (%d: %s)"
+              % (r.returncode, r.stderr.strip()[-200:]))
+        w, h, text = png_info(out16)
+        p16 = text.get("parameters", "")
+        check((w, h) == (64, 64) and ", Model: tiny, " in p16, "generate --precision bf16: a 64x64 PNG (%r)" % p16)
+        check(("Precision: bf16, Version: sd-worker " in p16) == bf16_cpu,
+              "generate --precision bf16: parameters say bf16 iff the CPU has avx512_bf16 (%s): %r" % (bf16_cpu, p16))
+        warned = [line for line in r.stderr.splitlines() if "AVX512-BF16" in line]
+        check(len(warned) == (0 if bf16_cpu else 1), "generate --precision bf16: fp32 fallback warning %r" % warned)
         r = run(*base[:-2], "--width", "96", "--height", "80", "--negative-prompt", "dark",
                 "--schedule", "karras", "--output", out)
         w, h, text = png_info(out)
@@ -92,7 +111,8 @@ def main():
             (["--cfg", "nan"], "--cfg", 1), (["--width", "100"], "--width", 1), (["--height", "4096"], "--height", 1),
             (["--sampler", "unipc"], "--sampler", 1), (["--schedule", "cosine"], "--schedule", 1),
             (["--seed", "-3"], "--seed", 1), (["--prediction", "x0"], "--prediction", 1), (["--threads", "0"], "--threads", 1),
-            (["--bogus", "1"], "--bogus", 1),
+            (["--bogus", "1"], "--bogus", 1), (["--precision", "fp16"], "--precision", 1),
+            (["--precision", "BF16"], "--precision", 1), (["--precision", ""], "--precision", 1),
         ]
         for extra, name, code in bad:
             r = run(*base[:-2], *extra, "--output", out)
@@ -112,7 +132,7 @@ def main():
         check(r.returncode == 2 and "nothing" in r.stderr, "generate: bad --tokenizer -> exit 2")
         r = run("generate", "--help")
         opts = ["--model", "--tokenizer", "--prompt", "--negative-prompt", "--steps", "--cfg", "--seed", "--sampler",
-                "--schedule", "--width", "--height", "--threads", "--prediction", "--output"]
+                "--schedule", "--width", "--height", "--threads", "--prediction", "--output", "--precision"]
         check(r.returncode == 0 and all(o in r.stdout for o in opts), "generate --help documents every option")
     print("%d failure(s)" % len(failures))
     return 1 if failures else 0

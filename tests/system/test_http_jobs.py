@@ -157,6 +157,58 @@ def test_turbo_recipe_and_sdxl_fields():
             expect(st == 400 and doc["error"]["field"] == field, "%r -> %s %r" % (body, st, doc), svc)
 
 
+def cpu_has_bf16():
+    """What the worker should report: AVX512-BF16 in /proc/cpuinfo (the fake worker always claims it)."""
+    if sdw.FAKE:
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and "avx512_bf16" in line.split() for line in f)
+    except OSError:
+        return False
+
+
+def test_precision():
+    """precision: a default job runs and reports fp32; one asking "bf16" completes and reports bf16 where
+    the CPU has AVX512-BF16, else fp32 (params keep what was asked); the PNG parameters text says
+    "Precision: bf16" only for a bf16 job; /ready says per worker whether it runs bf16; a bad value or type is
+    a 400 naming precision; model.precision sets the default of jobs that give none."""
+    bf16 = cpu_has_bf16()
+    ran = "bf16" if bf16 else "fp32"
+    with Service("precision") as svc:
+        ready = svc.wait_ready()
+        expect(ready["workers"] and all(w["bf16"] is bf16 for w in ready["workers"]), "ready %r" % ready, svc)
+        plain = svc.submit(prompt="a red barn", steps=2, width=64, height=64, seed=3)
+        asked = svc.submit(prompt="a red barn", steps=2, width=64, height=64, seed=3, precision="bf16")
+        for job, want_params, want in ((plain, "fp32", "fp32"), (asked, "bf16", ran)):
+            events = svc.stream(job["sse_url"]).read_all()
+            expect(events[-1][0] == "complete" and events[-1][1]["precision"] == want,
+                   "complete event %r" % ({k: v for k, v in events[-1][1].items() if k != "image"},), svc)
+            doc = svc.wait_status(job["job_id"], ("complete",))
+            expect(doc["precision"] == want and doc["params"]["precision"] == want_params,
+                   "document precision %r params %r (want %s)" % (doc["precision"], doc["params"], want), svc)
+            _, _, png = svc.request("GET", doc["image_url"])
+            if not sdw.FAKE:
+                sdw.check_png(png, 64, 64)
+                text = png_parameters(png) or ""
+                expect(("Precision: bf16" in text) == (want == "bf16") and "Version: sd-worker" in text,
+                       "parameters %r" % text, svc)
+        for value, code in (("fp16", "invalid_value"), ("BF16", "invalid_value"), (16, "invalid_type"),
+                            (True, "invalid_type")):
+            st, _, doc = svc.json("POST", "/v1/jobs", {"prompt": "x", "precision": value})
+            expect(st == 400 and doc["error"]["field"] == "precision" and doc["error"]["code"] == code,
+                   "precision %r -> %s %r" % (value, st, doc), svc)
+    # the server's default from model.precision; a job's own value still wins
+    with Service("precision-cfg", extra={"model": {"path": sdw.tiny_model(), "precision": "bf16"}}) as svc:
+        svc.wait_ready()
+        dflt = svc.submit(prompt="a red barn", steps=1, width=64, height=64, seed=3)
+        own = svc.submit(prompt="a red barn", steps=1, width=64, height=64, seed=3, precision="fp32")
+        d1 = svc.wait_status(dflt["job_id"], ("complete",))
+        d2 = svc.wait_status(own["job_id"], ("complete",))
+        expect(d1["params"]["precision"] == "bf16" and d1["precision"] == ran, "config default %r" % d1, svc)
+        expect(d2["params"]["precision"] == "fp32" and d2["precision"] == "fp32", "job's own fp32 %r" % d2, svc)
+
+
 if __name__ == "__main__":
     sdw.main([test_job_end_to_end, test_post_with_event_stream, test_readers_and_conflicts,
-              test_turbo_recipe_and_sdxl_fields])
+              test_turbo_recipe_and_sdxl_fields, test_precision])

@@ -1,6 +1,6 @@
 """test_reload.py: SIGHUP reloads the configuration without dropping a job: a running job finishes on its
 old worker, new workers start with the new settings (another model file, more threads), the old one
-retires, /ready stays 200 throughout; an invalid file is reported as file:line:col and the service keeps
+retires, /ready stays 200 throughout, model.precision becomes the default of later jobs; an invalid file is reported as file:line:col and the service keeps
 its running configuration; a setting that needs a restart (listen) is named and kept."""
 import os
 import re
@@ -46,12 +46,16 @@ def test_reload_swaps_workers_without_losing_jobs():
             shutil.copyfile(sdw.tiny_model(), second)
             text = text.replace(first, second)
         text = text.replace("threads: 1", "threads: 2")
+        # and model.precision: the default of jobs submitted after the reload
+        model_line = next(l for l in text.splitlines() if l.startswith("model: {"))
+        text = text.replace(model_line, model_line.replace("model: {", "model: { precision: bf16,", 1))
         with open(cfg_path + ".tmp", "w") as f:
             f.write(text)
         os.replace(cfg_path + ".tmp", cfg_path)
         svc.signal(signal.SIGHUP)
         doc = svc.wait_status(running["job_id"], ("complete", "error", "cancelled"), timeout=60)
         expect(doc["status"] == "complete", "the running job: %r" % doc, svc)
+        expect(doc["params"]["precision"] == "fp32", "the running job's precision: %r" % doc["params"], svc)
         deadline = time.time() + 20
         while time.time() < deadline and (set(svc.worker_pids()) & set(old_pids) or not svc.worker_pids()):
             time.sleep(0.1)
@@ -66,7 +70,9 @@ def test_reload_swaps_workers_without_losing_jobs():
         if not sdw.FAKE:
             expect(svc.log_has("model=second "), "no worker on the new model", svc)
         later = svc.submit(prompt="after the reload", steps=2, width=64, height=64)
-        expect(svc.wait_status(later["job_id"], ("complete", "error"))["status"] == "complete", "later job", svc)
+        ldoc = svc.wait_status(later["job_id"], ("complete", "error"))
+        expect(ldoc["status"] == "complete", "later job", svc)
+        expect(ldoc["params"]["precision"] == "bf16", "model.precision after the reload: %r" % ldoc["params"], svc)
         expect(svc.worker_pids() == new_pids, "workers changed again: %r" % svc.worker_pids(), svc)
 
         # an invalid file: named with its line and column, nothing changes

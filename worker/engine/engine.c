@@ -675,8 +675,9 @@ static int gen_vae_cancel(void *ud)
 }
 
 /* AUTOMATIC1111's "parameters" text, so the image's settings show up in the tools people already use; the
- * sampler and schedule spellings are the display names of the gen_names.h rows. */
-static char *a1111_parameters(const sde_engine *e, const sde_gen_params *p)
+ * sampler and schedule spellings are the display names of the gen_names.h rows. bf16: the job ran in bf16
+ * ("Precision: bf16" before the version; an fp32 job's text says nothing of it, as before the option). */
+static char *a1111_parameters(const sde_engine *e, const sde_gen_params *p, int bf16)
 {
     const char *neg = p->negative_prompt ? p->negative_prompt : "";
     size_t cap = strlen(p->prompt) + strlen(neg) + 1024;
@@ -697,6 +698,7 @@ static char *a1111_parameters(const sde_engine *e, const sde_gen_params *p)
     int skip =
         e->xl ? 2 : sde_clip_get_config(e->clip)->full - sde_clip_skip_layers(e->clip, p->clip_skip) + 1;
     if (skip > 1) n += snprintf(s + n, cap - (size_t)n, "Clip skip: %d, ", skip);
+    if (bf16) n += snprintf(s + n, cap - (size_t)n, "Precision: bf16, ");
     snprintf(s + n, cap - (size_t)n, "Version: sd-worker %s", SDW_VERSION);
     return s;
 }
@@ -784,7 +786,8 @@ static int gen_decode_one(gen_run *g, float *x, int idx, float *rgb, uint8_t *px
             px[3 * i + (size_t)c] = (uint8_t)(rgb[(size_t)c * npx + i] * 255.f + 0.5f);
     sde_gen_params one = *p;
     one.seed = p->seed + (uint64_t)idx;
-    char *params_txt = a1111_parameters(e, &one);
+    /* res->precision's rule: bf16 when asked for and the CPU has it */
+    char *params_txt = a1111_parameters(e, &one, p->precision == SDE_PREC_BF16 && sde_bf16_available());
     if (!params_txt) {
         snprintf(err, errlen, "out of memory");
         return SDE_ERR;
