@@ -187,7 +187,7 @@ FA_TARGET static inline float fa_hsum(__m256 v)
 
 /* Online-softmax update of one micro-tile: scores of keys [kv, kc) are padding and become 0; each row's
  * running max/sum are updated, its scores replaced by exp(s - max), and its output row rescaled. */
-FA_TARGET void sde_fa_softmax_tile(float *Sm, int kc, int kv, float *mrow, float *lrow, float *O, int hd)
+FA_TARGET static void fa_softmax_tile(float *Sm, int kc, int kv, float *mrow, float *lrow, float *O, int hd)
 {
     for (int r = 0; r < FA_MR; r++) {
         float *row = Sm + (size_t)r * FA_KC;
@@ -269,7 +269,7 @@ static void attn_head_fused(const float *q, int qs, const float *k, int ks, cons
                 float *Sm = S + (size_t)mt * FA_KC;
                 fa_qk(qp + (size_t)mt * hd, hd, kp + (size_t)j0 * hd, kc, Sm);
                 /* online softmax: rescale what has been accumulated when the running max grows */
-                sde_fa_softmax_tile(Sm, kc, kv, mrow + mt, lrow + mt, O + (size_t)mt * hd, hd);
+                fa_softmax_tile(Sm, kc, kv, mrow + mt, lrow + mt, O + (size_t)mt * hd, hd);
                 fa_pv(Sm, vp + (size_t)j0 * hd, kv, hd, O + (size_t)mt * hd);
             }
         }
@@ -319,16 +319,22 @@ void sde_attention(const float *q, int q_stride, const float *k, int k_stride, c
         return;
     }
 #endif
-    const int blk = attn_block(nq, nk);
+    const int blk = attn_block(nq, nk), bf16 = sde_get_bf16();
     float *inv = scratch + (size_t)blk * nk;
     for (int h = 0; h < heads; h++) {
         for (int q0 = 0; q0 < nq; q0 += blk) {
             int nb = nq - q0 < blk ? nq - q0 : blk;
             /* keys any query of a causal block can see: up to its last query */
             int kn = causal ? (q0 + nb < nk ? q0 + nb : nk) : nk;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, kn, hd, scale,
-                        q + (size_t)q0 * q_stride + h * hd, q_stride, k + h * hd, k_stride, 0.0f, scratch,
-                        kn);
+            if (bf16) { /* the bf16 GEMM has no alpha: scale the scores after */
+                sde_gemm(0, 1, nb, kn, hd, q + (size_t)q0 * q_stride + h * hd, q_stride, k + h * hd, k_stride,
+                         0.0f, scratch, kn);
+                sde_scale_inplace(scratch, (size_t)nb * kn, scale);
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, kn, hd, scale,
+                            q + (size_t)q0 * q_stride + h * hd, q_stride, k + h * hd, k_stride, 0.0f, scratch,
+                            kn);
+            }
             for (int i = 0; i < nb; i++) {
                 float *row = scratch + (size_t)i * kn;
                 int valid = causal ? (q0 + i + 1 < kn ? q0 + i + 1 : kn) : kn;
@@ -337,8 +343,7 @@ void sde_attention(const float *q, int q_stride, const float *k, int k_stride, c
                 if (valid < kn) memset(row + valid, 0, sizeof(float) * (kn - valid));
             }
             float *o = out + (size_t)q0 * out_stride + h * hd;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hd, kn, 1.0f, scratch, kn, v + h * hd,
-                        v_stride, 0.0f, o, out_stride);
+            sde_gemm(0, 0, nb, hd, kn, scratch, kn, v + h * hd, v_stride, 0.0f, o, out_stride);
             /* normalise the [nb][hd] output rather than the [nb][kn] probabilities: a far smaller pass */
             for (int i = 0; i < nb; i++)
                 sde_scale_inplace(o + (size_t)i * out_stride, hd, inv[i]);

@@ -50,15 +50,62 @@ AB_TARGET static void fab_qk(const uint32_t *qb, int hd, const uint32_t *kb, int
     }
 }
 
-/* The FA_MR probability rows of Sm (float32, FA_KC apart) as bf16 in place: row r's bf16 run starts where
- * its floats did, so pairs of keys are dwords. kc is a multiple of 16. */
-AB_TARGET static void fab_p_to_bf16(float *Sm, int kc)
+/* exp(x) of 16 lanes: fa_exp's scheme (Cody-Waite, the Cephes polynomial), 0 below -87.3. */
+AB_TARGET static inline __m512 fab_exp(__m512 x)
+{
+    const __m512 lo = _mm512_set1_ps(-87.3f);
+    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(88.7f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(e));
+}
+
+/* Online-softmax update of one micro-tile (as sde_fa_softmax_tile) that leaves each row's probabilities
+ * as bf16 in place: row r's bf16 run starts where its floats did, so pairs of keys are dwords. Keys
+ * [kv, kc) are padding (probability 0); kc is a multiple of 16. */
+AB_TARGET static void fab_softmax_tile(float *Sm, int kc, int kv, float *mrow, float *lrow, float *O, int hd)
 {
     for (int r = 0; r < FA_MR; r++) {
         float *row = Sm + (size_t)r * FA_KC;
         uint16_t *dst = (uint16_t *)row;
-        for (int j = 0; j < kc; j += 16) /* writes bytes [2j, 2j+32), never past the floats still unread */
-            _mm256_storeu_si256((__m256i *)(dst + j), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(row + j)));
+        __m512 m = _mm512_set1_ps(-INFINITY);
+        for (int j = 0; j < kc; j += 16) {
+            const int nv = kv - j;
+            const __mmask16 k = nv >= 16 ? 0xffff : nv <= 0 ? 0 : (__mmask16)((1u << nv) - 1);
+            m = _mm512_mask_max_ps(m, k, m, _mm512_loadu_ps(row + j));
+        }
+        const float mx = _mm512_reduce_max_ps(m), m_old = mrow[r], m_new = mx > m_old ? mx : m_old;
+        const __m512 mv = _mm512_set1_ps(m_new);
+        __m512 sum = _mm512_setzero_ps();
+        for (int j = 0; j < kc; j += 16) { /* writes bytes [2j, 2j+32): never past the floats unread */
+            const int nv = kv - j;
+            const __mmask16 k = nv >= 16 ? 0xffff : nv <= 0 ? 0 : (__mmask16)((1u << nv) - 1);
+            __m512 e = _mm512_maskz_mov_ps(k, fab_exp(_mm512_sub_ps(_mm512_loadu_ps(row + j), mv)));
+            sum = _mm512_add_ps(sum, e);
+            _mm256_storeu_si256((__m256i *)(dst + j), (__m256i)_mm512_cvtneps_pbh(e));
+        }
+        const float corr = m_old == -INFINITY ? 0.0f : fast_expf(m_old - m_new);
+        lrow[r] = lrow[r] * corr + _mm512_reduce_add_ps(sum);
+        mrow[r] = m_new;
+        if (corr != 1.0f) {
+            const __m512 cv = _mm512_set1_ps(corr);
+            float *o = O + (size_t)r * hd;
+            for (int d = 0; d < hd; d += 16) {
+                const __mmask16 k = hd - d >= 16 ? 0xffff : (__mmask16)((1u << (hd - d)) - 1);
+                _mm512_mask_storeu_ps(o + d, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, o + d), cv));
+            }
+        }
     }
 }
 
@@ -151,8 +198,7 @@ AB_TARGET void sde_attn_head_bf16(const float *q, int qs, const float *k, int ks
             for (int mt = 0; mt < nbp; mt += FA_MR) {
                 float *Sm = S + (size_t)mt * FA_KC;
                 fab_qk(qb + (size_t)mt * hp, hd, kb + (size_t)j0 * hp, kc, Sm);
-                sde_fa_softmax_tile(Sm, kc, kv, mrow + mt, lrow + mt, O + (size_t)mt * hd, hd);
-                fab_p_to_bf16(Sm, kc);
+                fab_softmax_tile(Sm, kc, kv, mrow + mt, lrow + mt, O + (size_t)mt * hd, hd);
                 fab_pv(Sm, vb + (size_t)(j0 / 2) * hd, kv, hd, O + (size_t)mt * hd);
             }
         }

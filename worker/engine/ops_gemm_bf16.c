@@ -153,34 +153,27 @@ BF16_TARGET static void pack_b_panel(const void *B, int bt, size_t ldb, int tran
     }
 }
 
-/* Rows [r0, r1) of A as bf16, row-major [M][lda] with lda even and a zero in column K when K is odd. */
-BF16_TARGET static void conv_a_rows(const void *A, int at, size_t lda_src, int transA, int r0, int r1, int K,
-                                    uint16_t *a, size_t lda)
+/* Rows [r0, r1) and columns [k0, k0+kc) of A as bf16 at d (rows ldd apart, ldd even), with a zero after an
+ * odd kc so pairs are whole. */
+BF16_TARGET static void conv_a_block(const void *A, int at, size_t lda_src, int transA, int r0, int r1,
+                                     int k0, int kc, uint16_t *d, size_t ldd)
 {
     const size_t es = tsize(at);
-    if (transA) { /* A[i][k] = src[k][i]: in 32x32 tiles, so the strided writes stay in cache */
-        for (int i0 = r0; i0 < r1; i0 += 32)
-            for (int k0 = 0; k0 < K; k0 += 32)
-                for (int k = k0; k < k0 + 32 && k < K; k++)
-                    for (int i = i0; i < i0 + 32 && i < r1; i++)
-                        a[(size_t)i * lda + k] = el_bf16(A, at, (size_t)k * lda_src + i);
-        if (K & 1)
+    if (transA) { /* A[i][k] = src[k][i]: k outer, so the source is read along its rows */
+        for (int k = 0; k < kc; k++)
             for (int i = r0; i < r1; i++)
-                a[(size_t)i * lda + K] = 0;
-        return;
-    }
-    for (int i = r0; i < r1; i++) {
-        uint16_t *d = a + (size_t)i * lda;
-        {
-            const char *s = (const char *)A + (size_t)i * lda_src * es;
-            int k = 0;
-            for (; k + 16 <= K; k += 16)
-                _mm256_storeu_si256((__m256i *)(d + k), ld16_bf16(s + (size_t)k * es, at, 16));
-            for (; k < K; k++)
-                d[k] = el_bf16(s, at, (size_t)k);
+                d[(size_t)(i - r0) * ldd + k] = el_bf16(A, at, (size_t)(k0 + k) * lda_src + i);
+    } else {
+        for (int i = r0; i < r1; i++) {
+            const char *s = (const char *)A + ((size_t)i * lda_src + k0) * es;
+            uint16_t *di = d + (size_t)(i - r0) * ldd;
+            for (int k = 0; k < kc; k += 16)
+                _mm256_storeu_si256((__m256i *)(di + k), ld16_bf16(s + (size_t)k * es, at, kc - k));
         }
-        if (K & 1) d[K] = 0;
     }
+    if (kc & 1)
+        for (int i = r0; i < r1; i++)
+            d[(size_t)(i - r0) * ldd + kc] = 0;
 }
 
 typedef struct {
@@ -190,24 +183,18 @@ typedef struct {
     size_t lda_src, ldb;
     float *C;
     size_t ldc;
-    uint16_t *a; /* A in bf16 */
-    size_t lda;
     uint32_t *bp; /* B packed: panel q at q * kp * NR */
-    int kp, a_items, n_panels, nN, nM;
+    int kp, n_panels, nN, nM;
 } gemm_job;
 
-/* Scratch kept between calls: A in bf16, B packed, and per-thread column staging of the packing. */
-static uint16_t *abuf, *btmp[SDE_PAR_MAX];
-static uint32_t *bbuf;
-static size_t abuf_n, bbuf_n, btmp_n;
+/* Rows of A converted at once: a block of MC x KC bf16 stays in L1/L2 while every panel of B passes. */
+#define MC 64
 
-static void conv_a_item(void *ctx, int item, int thread)
-{
-    (void)thread;
-    const gemm_job *j = ctx;
-    const int r0 = (int)((long)j->M * item / j->a_items), r1 = (int)((long)j->M * (item + 1) / j->a_items);
-    conv_a_rows(j->A, j->at, j->lda_src, j->transA, r0, r1, j->K, j->a, j->lda);
-}
+/* Scratch: B packed (kept between calls), per-thread column staging of the packing and A blocks. */
+static uint32_t *bbuf;
+static uint16_t *btmp[SDE_PAR_MAX];
+static size_t bbuf_n, btmp_n;
+static uint16_t ablk[SDE_PAR_MAX][MC * (KC + 32)] __attribute__((aligned(64)));
 
 static void pack_b_item(void *ctx, int item, int thread)
 {
@@ -218,25 +205,26 @@ static void pack_b_item(void *ctx, int item, int thread)
 
 static void gemm_item(void *ctx, int item, int thread)
 {
-    (void)thread;
     const gemm_job *j = ctx;
     const int in = item % j->nN, im = item / j->nN;
     const int p0 = (int)((long)j->n_panels * in / j->nN), p1 = (int)((long)j->n_panels * (in + 1) / j->nN);
     const int strips = (j->M + MR - 1) / MR;
-    const int s0 = (int)((long)strips * im / j->nM), s1 = (int)((long)strips * (im + 1) / j->nM);
-    for (int q0 = p0; q0 < p1; q0 += NC / NR) {
-        const int q1 = q0 + NC / NR < p1 ? q0 + NC / NR : p1;
-        for (int pc = 0; pc < j->K; pc += KC) {
-            const int kc = j->K - pc < KC ? j->K - pc : KC, kp = (kc + 1) / 2;
-            const int load = pc > 0 || j->beta1;
-            for (int s = s0; s < s1; s++) {
-                const int i0 = s * MR, mr = j->M - i0 < MR ? j->M - i0 : MR;
-                for (int q = q0; q < q1; q++) {
-                    const int nr = j->N - q * NR < NR ? j->N - q * NR : NR;
-                    kern_8x32(kp, j->a + (size_t)i0 * j->lda + pc, j->lda,
-                              j->bp + ((size_t)q * j->kp + (size_t)pc / 2) * NR,
-                              j->C + (size_t)i0 * j->ldc + q * NR, j->ldc, mr, nr, load);
-                }
+    const int i0 = (int)((long)strips * im / j->nM) * MR, i1s = (int)((long)strips * (im + 1) / j->nM) * MR;
+    const int i1 = i1s < j->M ? i1s : j->M;
+    uint16_t *a = ablk[thread];
+    for (int pc = 0; pc < j->K; pc += KC) {
+        const int kc = j->K - pc < KC ? j->K - pc : KC, kp = (kc + 1) / 2, lda = (kc + 1) & ~1;
+        const int load = pc > 0 || j->beta1;
+        for (int ic = i0; ic < i1; ic += MC) {
+            const int mc = i1 - ic < MC ? i1 - ic : MC;
+            conv_a_block(j->A, j->at, j->lda_src, j->transA, ic, ic + mc, pc, kc, a, (size_t)lda);
+            for (int q = p0; q < p1; q++) {
+                const int nr = j->N - q * NR < NR ? j->N - q * NR : NR;
+                const uint32_t *bq = j->bp + ((size_t)q * j->kp + (size_t)pc / 2) * NR;
+                for (int s = 0; s < mc; s += MR)
+                    kern_8x32(kp, a + (size_t)s * lda, (size_t)lda, bq,
+                              j->C + (size_t)(ic + s) * j->ldc + q * NR, j->ldc, mc - s < MR ? mc - s : MR,
+                              nr, load);
             }
         }
     }
@@ -258,9 +246,7 @@ static int gemm_bf16(int transA, int transB, int M, int N, int K, const void *A,
 {
     const size_t la = (size_t)(K + 1) & ~(size_t)1;
     const int kp = (K + 1) / 2, n_panels = (N + NR - 1) / NR;
-    if (grow((void **)&abuf, &abuf_n, (size_t)M * la * sizeof(uint16_t)) ||
-        grow((void **)&bbuf, &bbuf_n, (size_t)n_panels * kp * NR * sizeof(uint32_t)))
-        return -1;
+    if (grow((void **)&bbuf, &bbuf_n, (size_t)n_panels * kp * NR * sizeof(uint32_t))) return -1;
     if (btmp_n < la + 16) {
         for (int t = 0; t < SDE_PAR_MAX; t++) {
             free(btmp[t]);
@@ -285,20 +271,17 @@ static int gemm_bf16(int transA, int transB, int M, int N, int K, const void *A,
                   .ldb = (size_t)ldb,
                   .C = C,
                   .ldc = (size_t)ldc,
-                  .a = abuf,
-                  .lda = la,
                   .bp = bbuf,
                   .kp = kp,
                   .n_panels = n_panels};
-    j.a_items = M >= 64 ? 8 : 1;
-    sde_par_for(j.a_items, conv_a_item, &j);
     sde_par_for(n_panels, pack_b_item, &j);
-    /* items: a few column ranges by a few row ranges, about 4 per thread, claimed dynamically */
+    /* items: row ranges of at least MC rows (each converts its rows of A once), up to 4; columns are
+     * split only to give small-M products a few items */
     const int strips = (M + MR - 1) / MR;
-    j.nN = n_panels < 2 ? n_panels : 2;
-    j.nM = (8 + j.nN - 1) / j.nN;
-    if (j.nM > strips) j.nM = strips;
-    if (j.nN * j.nM < 8 && n_panels > j.nN) j.nN = n_panels < 8 / j.nM ? n_panels : 8 / j.nM;
+    j.nM = strips / (MC / MR);
+    j.nM = j.nM < 1 ? 1 : j.nM > 4 ? 4 : j.nM;
+    j.nN = 1;
+    if (j.nM < 4) j.nN = n_panels < 4 / j.nM ? n_panels : 4 / j.nM;
     sde_par_for(j.nN * j.nM, gemm_item, &j);
     return 0;
 }

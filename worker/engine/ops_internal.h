@@ -93,9 +93,6 @@ static inline __attribute__((always_inline)) float silu_1(float x)
 /* The bf16 kernels need gcc's AVX512-BF16 intrinsics; elsewhere only the float32 path exists. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SDE_HAVE_BF16_KERNEL 1
-/** Online-softmax update of one FA_MR-row micro-tile of scores Sm (rows FA_KC apart): keys [kv, kc) are
- * padding and become 0; running max/sum updated, scores replaced by exp(s - max), output rows rescaled. */
-void sde_fa_softmax_tile(float *Sm, int kc, int kv, float *mrow, float *lrow, float *O, int hd);
 /** One head of the fused attention with bf16 products and float32 softmax and accumulation; ws as the
  * float32 path's workspace. */
 void sde_attn_head_bf16(const float *q, int qs, const float *k, int ks, const float *v, int vs, int nq,
