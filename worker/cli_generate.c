@@ -645,17 +645,20 @@ static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *out
     sigaction(SIGTERM, &sa, NULL);
 
     sde_engine *e;
+    struct timespec l0, l1;
+    clock_gettime(CLOCK_MONOTONIC, &l0);
     if (sde_engine_load(lo, &e, err, sizeof err)) {
         fprintf(stderr, "sd-worker generate: %s\n", err);
         return 2;
     }
+    clock_gettime(CLOCK_MONOTONIC, &l1);
     sde_model_info info;
     sde_engine_info(e, &info);
     if (!have_w) req->width = info.default_size;
     if (!have_h) req->height = info.default_size;
-    fprintf(stderr, "model %s (%s, %s prediction, %.0fM parameters%s%s)\n", info.model_name, info.arch,
-            info.prediction, (double)info.n_params / 1e6, info.model_hash[0] ? ", hash " : "",
-            info.model_hash);
+    fprintf(stderr, "model %s (%s, %s prediction, %.0fM parameters%s%s), loaded in %.2f s\n", info.model_name,
+            info.arch, info.prediction, (double)info.n_params / 1e6, info.model_hash[0] ? ", hash " : "",
+            info.model_hash, (double)(l1.tv_sec - l0.tv_sec) + (double)(l1.tv_nsec - l0.tv_nsec) * 1e-9);
     sde_gen_params p;
     sdw_gen_to_engine(req, &p);
     p.init_rgb = probe->init_rgb;
