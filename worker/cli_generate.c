@@ -704,6 +704,7 @@ static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *out
     fprintf(stderr, "%dx%d seed %llu%s: encode %.3f s, sample %.3f s, decode %.3f s, total %.3f s\n", r.width,
             r.height, (unsigned long long)r.seed, r.n_images > 1 ? " (and the next ones)" : "", r.t_encode,
             r.t_sample, r.t_decode, r.t_total);
+    if (r.n_loras) fprintf(stderr, "LoRA: %d merged in %.3f s (included in encode)\n", r.n_loras, r.t_lora);
     if (g_preview_every) fprintf(stderr, "previews: %.4f s in all (included in sample)\n", r.t_preview);
     sde_result_free(&r);
     return 0;

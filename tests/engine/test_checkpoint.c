@@ -38,9 +38,9 @@ static uint16_t f32_to_bf16(float f)
 /* ---------------------------------------------------------------- single file */
 
 /* Weight handles: F16/BF16 stay in the mapping (nothing converted), F32 in place; a LoRA-style edit of a
- * handle-only tensor gets a private float32 copy and the file's values come back exactly; an edit of a
- * tensor whose float view is the mapping (F32) or a converted copy (F16) is seen through that view and
- * undone too. */
+ * handle-only F16/BF16 tensor gets a private copy in its own dtype (sums rounded to nearest even) and the
+ * file's values come back exactly; an edit of a tensor whose float view is the mapping (F32) or a converted
+ * copy (F16) is seen through that view and undone too. */
 static void test_weight_handles_and_edits(void **state)
 {
     (void)state;
@@ -76,58 +76,86 @@ static void test_weight_handles_and_edits(void **state)
     assert_null(sde_ckpt_weight(c, "b.f16", 2, (int64_t[]){2, 4}, err, sizeof err));
     stw_assert_contains(err, "tensor \"b.f16\": shape [4, 2] does not match expected [2, 4]");
 
-    /* handle only: a private copy for the edit, the mapping untouched, the handle back exactly after */
-    float *e = sde_ckpt_edit_begin(c, tb, err, sizeof err);
+    /* handle only: a private copy as stored (F16) for the edit, the mapping untouched, the handle back
+     * exactly after */
+    assert_int_equal(sde_ckpt_edit_add(c, tb, 0, (const float[]){1.0f}, 1, err, sizeof err), -1);
+    stw_assert_contains(err, "tensor \"b.f16\": not being edited");
+    const sde_weight *e = sde_ckpt_edit_begin(c, tb, err, sizeof err);
     assert_non_null(e);
-    assert_true(e[0] == 1.0f && e[1] == -2.0f && e[7] == 3.140625f);
-    assert_true(wb->type == SDE_W_F32 && wb->data == e && wb->n == 8);
+    assert_true(e->type == SDE_W_F16 && e->n == 8 && e->data != tb->data);
+    assert_memory_equal(e->data, h, sizeof h);
+    assert_true(wb->type == SDE_W_F16 && wb->data == e->data && wb->n == 8);
     assert_ptr_equal(sde_ckpt_edit_begin(c, tb, err, sizeof err), e);
-    e[0] = 42.0f;
+    /* sums in float32 rounded to f16: 1+41 = 42; -2 - 2^-10 is a tie between -2 and -2-2^-9: even -2;
+     * 0.5 + 2^-12 + 2^-20 is past the tie: 0.5 + 2^-11 */
+    assert_int_equal(sde_ckpt_edit_add(c, tb, 0, (const float[]){41.0f, -0x1p-10f, 0x1p-12f + 0x1p-20f}, 3,
+                                       err, sizeof err),
+                     0);
+    const uint16_t *eh = e->data;
+    assert_int_equal(eh[0], 0x5140);
+    assert_int_equal(eh[1], 0xc000);
+    assert_int_equal(eh[2], 0x3801);
+    assert_memory_equal(eh + 3, h + 3, 5 * 2);
+    assert_int_equal(sde_ckpt_edit_add(c, tb, 7, (const float[]){1.0f, 1.0f}, 2, err, sizeof err), -1);
+    stw_assert_contains(err, "tensor \"b.f16\": edit outside the tensor");
     assert_memory_equal(tb->data, h, sizeof h);
+    assert_int_equal(sde_ckpt_converted_bytes(c), 0);
     sde_ckpt_edit_end(c, tb);
     assert_true(wb->type == SDE_W_F16 && wb->data == tb->data && wb->n == 8);
+    assert_memory_equal(wb->data, h, sizeof h);
     sde_ckpt_edit_end(c, tb); /* not being edited: a no-op */
     assert_true(wb->type == SDE_W_F16 && wb->data == tb->data);
 
-    /* F32 with its mapping handed out as a float view: edited in place, values put back */
+    /* F32 with its mapping handed out as a float view: edited in place (float32 sums), values put back */
     const float *va = sde_ckpt_f32(c, "a.f32", 2, (int64_t[]){2, 3}, err, sizeof err);
     assert_ptr_equal(va, ta->data);
-    float *ea = sde_ckpt_edit_begin(c, ta, err, sizeof err);
-    assert_ptr_equal(ea, va);
-    ea[2] = -9.0f;
-    assert_true(va[2] == -9.0f && ((const float *)wa->data)[2] == -9.0f);
+    const sde_weight *ea = sde_ckpt_edit_begin(c, ta, err, sizeof err);
+    assert_true(ea->data == va && ea->type == SDE_W_F32 && ea->n == 6);
+    assert_int_equal(sde_ckpt_edit_add(c, ta, 2, (const float[]){-12.0f, 0x1p-20f}, 2, err, sizeof err), 0);
+    assert_true(va[2] == -9.0f && ((const float *)wa->data)[2] == -9.0f && va[3] == 4.0f + 0x1p-20f);
     sde_ckpt_edit_end(c, ta);
     assert_memory_equal(va, w, sizeof w);
     assert_true(wa->data == ta->data && wa->type == SDE_W_F32);
 
-    /* F16 with a converted float view and a handle: both read the edit, both get the file back */
+    /* F16 with a converted float view and a handle: both read the edit (float32 values rounded to f16
+     * ones), both get the file back */
     const float *vd = sde_ckpt_f32(c, "d.f16", 2, (int64_t[]){2, 2}, err, sizeof err);
     const sde_weight *wd = sde_ckpt_weight(c, "d.f16", 2, (int64_t[]){2, 2}, err, sizeof err);
     assert_true(wd->type == SDE_W_F16 && wd->data == td->data);
-    float *ed = sde_ckpt_edit_begin(c, td, err, sizeof err);
-    assert_ptr_equal(ed, vd);
-    ed[3] = 0.5f;
-    assert_true(wd->type == SDE_W_F32 && ((const float *)wd->data)[3] == 0.5f);
+    const sde_weight *ed = sde_ckpt_edit_begin(c, td, err, sizeof err);
+    assert_true(ed->data == vd && ed->type == SDE_W_F32);
+    assert_int_equal(sde_ckpt_edit_add(c, td, 3, (const float[]){0.501f}, 1, err, sizeof err), 0);
+    assert_true(vd[3] == 4.5f); /* 4.501 is 0.26 ulp of f16 above 4.5 */
+    assert_true(wd->type == SDE_W_F32 && ((const float *)wd->data)[3] == 4.5f);
     sde_ckpt_edit_end(c, td);
     assert_true(vd[0] == 1.0f && vd[3] == 4.0f);
     assert_true(wd->type == SDE_W_F16 && wd->data == td->data);
 
     /* a handle first asked for during an edit reads the edit, then the file */
-    float *ec = sde_ckpt_edit_begin(c, tc, err, sizeof err);
+    const sde_weight *ec = sde_ckpt_edit_begin(c, tc, err, sizeof err);
     assert_non_null(ec);
+    assert_true(ec->type == SDE_W_BF16 && ec->n == 3);
     sde_ckpt_edit_end(c, tc);
     ec = sde_ckpt_edit_begin(c, tc, err, sizeof err);
-    ec[1] = 7.0f;
+    assert_int_equal(sde_ckpt_edit_add(c, tc, 1, (const float[]){7.25f}, 1, err, sizeof err), 0);
     sde_ckpt_free(c);
     /* ending the checkpoint with an edit open frees it (ASan checks) */
     assert_int_equal(sde_ckpt_open(path, &c, err, sizeof err), 0);
     tc = sde_ckpt_find(c, "c.bf16");
     ec = sde_ckpt_edit_begin(c, tc, err, sizeof err);
-    ec[1] = 7.0f;
+    /* bf16 sums: 1.5 + 2^-8 is a tie (bf16 ulp 2^-7 there): even 1.5; -0.25+7.25 = 7; 1024 + 4 a tie
+     * (ulp 8): even 1024 */
+    assert_int_equal(sde_ckpt_edit_add(c, tc, 0, (const float[]){0x1p-8f, 7.25f, 4.0f}, 3, err, sizeof err),
+                     0);
+    const uint16_t *bh = ec->data;
+    assert_true(bh[0] == f32_to_bf16(1.5f) && bh[1] == f32_to_bf16(7.0f) && bh[2] == f32_to_bf16(1024.0f));
+    assert_int_equal(sde_ckpt_edit_add(c, tc, 0, (const float[]){0x1p-8f + 0x1p-16f}, 1, err, sizeof err), 0);
+    assert_true(bh[0] == f32_to_bf16(1.5078125f));
     const sde_weight *wc2 = sde_ckpt_weight(c, "c.bf16", 1, (int64_t[]){3}, err, sizeof err);
-    assert_true(wc2->type == SDE_W_F32 && wc2->data == ec);
+    assert_true(wc2->type == SDE_W_BF16 && wc2->data == ec->data);
     sde_ckpt_edit_end(c, tc);
     assert_true(wc2->type == SDE_W_BF16 && wc2->data == tc->data && wc2->n == 3);
+    assert_memory_equal(wc2->data, bf, sizeof bf);
     sde_ckpt_free(c);
 }
 
@@ -294,6 +322,93 @@ static void test_f16_all_values(void **state)
     free(h);
     free(a);
     free(b);
+}
+
+/* Expected f16/bf16 of the value halfway between consecutive bit patterns lo and lo+1 (positive): the one
+ * with the even last bit. */
+static uint16_t tie_even(uint16_t lo)
+{
+    return (lo & 1) ? (uint16_t)(lo + 1) : lo;
+}
+
+static float bits_f32(uint32_t b)
+{
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+/* float32 -> f16 and bf16 (for LoRA merges into 16-bit copies): every 16-bit value is kept, and the values
+ * halfway between neighbours, and one float32 ulp either side of those, round to nearest, ties to even,
+ * on the F16C and the portable path alike; overflow gives infinity, NaN stays NaN. */
+static void test_f32_to_16bit_rounding(void **state)
+{
+    (void)state;
+    enum { N = 4 * 0x7c00 };
+    float *x = malloc(N * sizeof(float));
+    uint16_t *want = malloc(N * 2), *got = malloc(N * 2);
+    /* f16: for each finite positive half v (bits b), v itself, the midpoint to the next one, and the
+     * float32 values just below and above that midpoint; then all of it negated */
+    size_t n = 0;
+    for (uint32_t b = 0; b < 0x7c00; b++) {
+        double v = sde_cvt_half((uint16_t)b),
+               next = b + 1 < 0x7c00 ? sde_cvt_half((uint16_t)(b + 1)) : 65536.0;
+        float mid = (float)((v + next) / 2); /* exact: 12 significant bits */
+        assert_true((double)mid == (v + next) / 2);
+        uint32_t mb;
+        memcpy(&mb, &mid, 4);
+        x[n] = (float)v, want[n++] = (uint16_t)b;
+        x[n] = mid, want[n++] = tie_even((uint16_t)b);
+        x[n] = bits_f32(mb - 1), want[n++] = (uint16_t)b;
+        x[n] = bits_f32(mb + 1), want[n++] = (uint16_t)(b + 1); /* past 65504's midpoint: 0x7c00, infinity */
+    }
+    assert_int_equal(n, N);
+    for (int neg = 0; neg < 2; neg++) {
+        for (int portable = 0; portable < 2; portable++) {
+            sde_cvt_force_portable(portable);
+            assert_int_equal(sde_cvt_from_f32(SDE_DT_F16, x, N, got), 0);
+            sde_cvt_force_portable(0);
+            for (size_t i = 0; i < N; i++)
+                if (got[i] != (want[i] | (neg ? 0x8000 : 0)))
+                    fail_msg("f16 (portable %d) of %.10g: 0x%04x, want 0x%04x", portable, (double)x[i],
+                             got[i], want[i] | (neg ? 0x8000 : 0));
+        }
+        for (size_t i = 0; i < N; i++)
+            x[i] = -x[i];
+    }
+    /* infinity, huge, NaN; an odd destination address */
+    const float sp[] = {INFINITY, -INFINITY, 1e30f, NAN, -NAN};
+    uint8_t odd[2 * 5 + 1];
+    for (int portable = 0; portable < 2; portable++) {
+        sde_cvt_force_portable(portable);
+        assert_int_equal(sde_cvt_from_f32(SDE_DT_F16, sp, 5, odd + 1), 0);
+        sde_cvt_force_portable(0);
+        float back[5];
+        assert_int_equal(sde_cvt_to_f32(SDE_DT_F16, odd + 1, 5, back), 0);
+        assert_true(back[0] == INFINITY && back[1] == -INFINITY && back[2] == INFINITY);
+        assert_true(isnan(back[3]) && isnan(back[4]));
+    }
+    /* bf16: every finite positive pattern, its midpoint to the next and the float32 values either side */
+    n = 0;
+    for (uint32_t b = 0; b < 0x7f80 && n + 4 <= N; b += 3) {
+        uint32_t mb = b << 16 | 0x8000;
+        x[n] = bits_f32(b << 16), want[n++] = (uint16_t)b;
+        x[n] = bits_f32(mb), want[n++] = tie_even((uint16_t)b);
+        x[n] = bits_f32(mb - 1), want[n++] = (uint16_t)b;
+        x[n] = bits_f32(mb + 1), want[n++] = (uint16_t)(b + 1);
+    }
+    assert_int_equal(sde_cvt_from_f32(SDE_DT_BF16, x, n, got), 0);
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != want[i]) fail_msg("bf16 of %.10g: 0x%04x, want 0x%04x", (double)x[i], got[i], want[i]);
+    float big = bits_f32(0x7f7fffffu), bn = NAN;
+    assert_int_equal(sde_cvt_from_f32(SDE_DT_BF16, &big, 1, got), 0);
+    assert_int_equal(got[0], 0x7f80); /* past the largest bf16's midpoint: infinity */
+    assert_int_equal(sde_cvt_from_f32(SDE_DT_BF16, &bn, 1, got), 0);
+    assert_true((got[0] & 0x7f80) == 0x7f80 && (got[0] & 0x7f));
+    assert_int_equal(sde_cvt_from_f32(SDE_DT_I32, x, 1, got), -1);
+    free(x);
+    free(want);
+    free(got);
 }
 
 /* Conversion must run at memory speed: 1 G parameters in seconds, so 8 M in well under a second. */
@@ -1337,12 +1452,19 @@ static void test_sd21_names_bijective(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_single_file),          cmocka_unit_test(test_weight_handles_and_edits),
-        cmocka_unit_test(test_unaligned_f32),        cmocka_unit_test(test_f16_all_values),
-        cmocka_unit_test(test_convert_speed),        cmocka_unit_test(test_name_prefix_variants),
-        cmocka_unit_test(test_open_errors),          cmocka_unit_test(test_short_hash),
-        cmocka_unit_test(test_diffusers_folder),     cmocka_unit_test(test_diffusers_errors),
-        cmocka_unit_test(test_name_mapping_units),   cmocka_unit_test(test_sd15_names_bijective),
+        cmocka_unit_test(test_single_file),
+        cmocka_unit_test(test_weight_handles_and_edits),
+        cmocka_unit_test(test_unaligned_f32),
+        cmocka_unit_test(test_f16_all_values),
+        cmocka_unit_test(test_f32_to_16bit_rounding),
+        cmocka_unit_test(test_convert_speed),
+        cmocka_unit_test(test_name_prefix_variants),
+        cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_short_hash),
+        cmocka_unit_test(test_diffusers_folder),
+        cmocka_unit_test(test_diffusers_errors),
+        cmocka_unit_test(test_name_mapping_units),
+        cmocka_unit_test(test_sd15_names_bijective),
         cmocka_unit_test(test_sd21_names_bijective),
     };
     return cmocka_run_group_tests(tests, stw_tmpdir_setup, stw_tmpdir_teardown);

@@ -1,6 +1,7 @@
 /* test_lora_sdxl.c: LoRA name mapping on a tiny SDXL-shaped checkpoint: kohya lora_te1_ (CLIP-L), lora_te2_
  * (OpenCLIP bigG, q/k/v as row blocks of the fused in_proj), lora_unet_ with LDM and diffusers block names,
- * PEFT unet./text_encoder_2. keys; merged = W + w*alpha/rank*up@down, the rest untouched, removal exact. */
+ * PEFT unet./text_encoder_2. keys; merged = W + w*alpha/rank*up@down, the rest untouched, removal exact;
+ * F16/BF16 checkpoints keep the dtype in their merged copies (the float32 merge rounded to it). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "dtype_convert.h"
 #include "lora.h"
 #include "mkmodel_random.h"
 #include "st_test_writer.h"
@@ -253,6 +255,168 @@ static void test_sdxl_lora_merge_and_restore(void **state)
     free(dir);
 }
 
+/* Modules the 16-bit test adds: a tensor merged in several row blocks (96000 values, more than lora.c's
+ * scratch of 65536) and one whose single row is longer than the scratch. */
+static const mod MODS_BIG[] = {
+    {"lora_te1_text_model_encoder_layers_0_mlp_fc1", 0, TE1 "0.mlp.fc1.weight", 0, 600, 160, 0},
+    {"lora_te1_text_model_encoder_layers_0_self_attn_k_proj", 0, TE1 "0.self_attn.k_proj.weight", 0, 3, 70000,
+     0},
+};
+#define NMOD_BIG ((int)(sizeof MODS_BIG / sizeof *MODS_BIG))
+
+/* Every module's rows of view (the float32 merge) = W + w*alpha/rank*up@down within 1e-5. */
+static void check_merge(const tset *ck, const tset *lo, const mod *mods, int nmod, const float *const *view,
+                        float w)
+{
+    for (int m = 0; m < nmod; m++) {
+        const mod *d = &mods[m];
+        char n[256];
+        snprintf(n, sizeof n, "%s.%s.weight", d->key, d->peft ? "lora_A" : "lora_down");
+        const float *dn = find_data(lo, n);
+        snprintf(n, sizeof n, "%s.%s.weight", d->key, d->peft ? "lora_B" : "lora_up");
+        const float *up = find_data(lo, n);
+        double scale = w * (d->peft ? 1.0 : 3.0 / RANK);
+        int ti = -1;
+        for (int i = 0; i < ck->n; i++)
+            if (!strcmp(ck->t[i].name, d->target)) ti = i;
+        assert_true(ti >= 0);
+        for (int64_t o = 0; o < d->out; o++)
+            for (int64_t i = 0; i < d->in; i++) {
+                double delta = 0;
+                for (int r = 0; r < RANK; r++)
+                    delta += (double)up[o * RANK + r] * dn[r * d->in + i];
+                size_t k = (size_t)((d->row0 + o) * d->in + i);
+                double want = ck->data[ti][k] + scale * delta;
+                if (fabs(view[ti][k] - want) > 1e-5)
+                    fail_msg("%s: %s[%zu] = %g, want %g", d->key, d->target, k, view[ti][k], want);
+            }
+    }
+}
+
+/* A 16-bit (dt) checkpoint read through weight handles, as the models read it: the merge gives each touched
+ * weight a private copy in dt whose values are exactly the float32 merge (of the same weights in an F32
+ * file) rounded to nearest even; nothing is converted to float32; untouched weights stay in the mapping;
+ * the restore points every handle at the file's bytes again. */
+static void lora_16bit_copy(sde_dtype dt, const char *dtname, sde_wtype wt)
+{
+    char *dir = stw_mkdtemp("lora-16bit");
+    assert_non_null(dir);
+    char p32[600], p16[600], lpath[600], err[512], warn[512] = "";
+    snprintf(p32, sizeof p32, "%s/tiny-f32.safetensors", dir);
+    snprintf(p16, sizeof p16, "%s/tiny-%s.safetensors", dir, dtname);
+    snprintf(lpath, sizeof lpath, "%s/lora.safetensors", dir);
+    tset ck = {.st = 1}, lo = {.st = 7};
+    make_ckpt(&ck);
+    make_lora(&lo);
+    add(&ck, TE1 "0.mlp.fc1.weight", 2, 600, 160, 0, 0, 0);
+    add(&ck, TE1 "0.self_attn.k_proj.weight", 2, 3, 70000, 0, 0, 0);
+    char n[256];
+    for (int m = 0; m < NMOD_BIG; m++) {
+        const mod *d = &MODS_BIG[m];
+        snprintf(n, sizeof n, "%s.lora_down.weight", d->key);
+        add(&lo, n, 2, RANK, d->in, 0, 0, 0);
+        snprintf(n, sizeof n, "%s.lora_up.weight", d->key);
+        add(&lo, n, 2, d->out, RANK, 0, 0, 0);
+        snprintf(n, sizeof n, "%s.alpha", d->key);
+        add(&lo, n, 0, 0, 0, 0, 0, 3.f);
+    }
+    /* the same weights in both files: values dt holds, as F32 and as dt */
+    stw_tensor t16[MAXT];
+    uint16_t *b16[MAXT];
+    for (int i = 0; i < ck.n; i++) {
+        size_t cnt = ck.t[i].nbytes / sizeof(float);
+        b16[i] = malloc(cnt * 2);
+        assert_int_equal(sde_cvt_from_f32(dt, ck.data[i], cnt, b16[i]), 0);
+        assert_int_equal(sde_cvt_to_f32(dt, b16[i], cnt, ck.data[i]), 0);
+        t16[i] = ck.t[i];
+        t16[i].dtype = dtname;
+        t16[i].data = b16[i];
+        t16[i].nbytes = cnt * 2;
+    }
+    assert_int_equal(stw_write_tensors(p32, ck.t, ck.n, NULL), 0);
+    assert_int_equal(stw_write_tensors(p16, t16, ck.n, NULL), 0);
+    assert_int_equal(stw_write_tensors(lpath, lo.t, lo.n, NULL), 0);
+    const float w = 0.7f;
+
+    /* reference: the float32 merge of the F32 file (its float views are edited: float32 sums) */
+    sde_ckpt *c32, *c16;
+    if (sde_ckpt_open(p32, &c32, err, sizeof err)) fail_msg("%s", err);
+    const float *view[MAXT];
+    for (int i = 0; i < ck.n; i++)
+        if (!(view[i] = sde_ckpt_f32(c32, ck.t[i].name, ck.t[i].ndim, ck.t[i].shape, err, sizeof err)))
+            fail_msg("%s", err);
+    sde_lora_undo *u32 = NULL, *u16 = NULL;
+    int unused = 0;
+    if (sde_lora_apply(c32, lpath, w, &u32, &unused, warn, sizeof warn, err, sizeof err)) fail_msg("%s", err);
+    check_merge(&ck, &lo, MODS, NMOD, view, w);
+    check_merge(&ck, &lo, MODS_BIG, NMOD_BIG, view, w);
+
+    /* the 16-bit file through weight handles */
+    if (sde_ckpt_open(p16, &c16, err, sizeof err)) fail_msg("%s", err);
+    const sde_weight *h[MAXT];
+    const void *mapped[MAXT];
+    for (int i = 0; i < ck.n; i++) {
+        if (!(h[i] = sde_ckpt_weight(c16, ck.t[i].name, ck.t[i].ndim, ck.t[i].shape, err, sizeof err)))
+            fail_msg("%s", err);
+        assert_true(h[i]->type == wt);
+        mapped[i] = h[i]->data;
+    }
+    unused = 0;
+    if (sde_lora_apply(c16, lpath, w, &u16, &unused, warn, sizeof warn, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(unused, 3);
+    assert_int_equal(sde_ckpt_converted_bytes(c16), 0);
+    int changed = 0, moved = 0;
+    for (int i = 0; i < ck.n; i++) {
+        size_t cnt = ck.t[i].nbytes / sizeof(float);
+        uint16_t *want = malloc(cnt * 2);
+        assert_int_equal(sde_cvt_from_f32(dt, view[i], cnt, want), 0);
+        if (memcmp(h[i]->data, want, cnt * 2))
+            fail_msg("%s: the %s copy is not the float32 merge rounded", ck.t[i].name, dtname);
+        if (memcmp(view[i], ck.data[i], ck.t[i].nbytes)) { /* a target: a private copy of its own dtype */
+            changed++;
+            assert_true(h[i]->type == wt && h[i]->data != mapped[i] && h[i]->n == cnt);
+            moved += memcmp(h[i]->data, b16[i], cnt * 2) != 0;
+        } else {
+            assert_true(h[i]->type == wt && h[i]->data == mapped[i]);
+        }
+        free(want);
+    }
+    printf("%s: %d weights merged into %s copies, %d of them changed after rounding\n", dtname, changed,
+           dtname, moved);
+    assert_int_equal(changed, 13); /* 11 distinct targets of MODS, 2 of MODS_BIG */
+    assert_int_equal(moved, changed);
+
+    sde_lora_restore(c16, u16);
+    for (int i = 0; i < ck.n; i++) {
+        assert_true(h[i]->type == wt && h[i]->data == mapped[i]);
+        assert_memory_equal(h[i]->data, b16[i], t16[i].nbytes);
+    }
+    sde_lora_restore(c32, u32);
+    sde_ckpt_free(c16);
+    sde_ckpt_free(c32);
+    for (int i = 0; i < ck.n; i++)
+        free(b16[i]);
+    tset_free(&ck);
+    tset_free(&lo);
+    unlink(p32);
+    unlink(p16);
+    unlink(lpath);
+    rmdir(dir);
+    free(dir);
+}
+
+static void test_f16_lora_copy_stays_f16(void **state)
+{
+    (void)state;
+    lora_16bit_copy(SDE_DT_F16, "F16", SDE_W_F16);
+}
+
+static void test_bf16_lora_copy_stays_bf16(void **state)
+{
+    (void)state;
+    lora_16bit_copy(SDE_DT_BF16, "BF16", SDE_W_BF16);
+}
+
 /* A header-only copy of a random preset: the real names, dtypes and shapes, data a sparse hole of zeros. */
 typedef struct {
     stw_buf h;
@@ -333,6 +497,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sdxl_lora_merge_and_restore),
+        cmocka_unit_test(test_f16_lora_copy_stays_f16),
+        cmocka_unit_test(test_bf16_lora_copy_stays_bf16),
         cmocka_unit_test(test_random_presets_match),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,7 +25,7 @@ typedef enum { SDE_W_F32 = 0, SDE_W_F16, SDE_W_BF16 } sde_wtype;
 
 /** A weight matrix as the ops read it: n elements of type at data. Its owner (the checkpoint) keeps the
  * handle at one address for the model's life but may switch data and type between jobs (a LoRA merge
- * points it at a private float32 copy for one job), so ops read both at every call. */
+ * points it at a private copy for one job), so ops read both at every call. */
 typedef struct {
     const void *data;
     sde_wtype type;

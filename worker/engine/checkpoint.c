@@ -27,14 +27,15 @@
 /* How a tensor's float32 values are being edited for one job, and how the file's values come back. */
 typedef enum {
     EDIT_NONE = 0,
-    EDIT_PRIVATE,   /* a private copy the weight handle points at; dropped afterwards */
+    EDIT_PRIVATE,   /* a private copy (F16/BF16 as stored, else float32) the weight handle points at; dropped
+                       afterwards */
     EDIT_CONVERTED, /* the converted float32 copy float views hold; reconverted from the file afterwards */
     EDIT_MAPPED     /* float32 data used in place from the mapping, made writable; saved values put back */
 } ck_edit_kind;
 
 typedef struct {
     ck_edit_kind kind;
-    float *vals;     /* the values being edited */
+    sde_weight vals; /* the values being edited (data is writable: the copy, or the mapping made writable) */
     float *saved;    /* EDIT_MAPPED: the original values */
     sde_weight orig; /* the weight handle before the edit */
     int mapped_view; /* sde_ckpt_f32 has handed out the mapping itself as a float view */
@@ -441,6 +442,18 @@ static size_t numel(const sde_tensor *t)
     return es ? t->nbytes / es : 0;
 }
 
+/* bytes (0 is fine) of memory for a tensor copy, or NULL. Big copies go on 2 MB-aligned transparent huge
+ * pages: converting a whole SD checkpoint otherwise spends most of its time in a million 4 KB page faults. */
+static void *alloc_copy(size_t bytes)
+{
+    void *mem = NULL;
+    const size_t huge = (size_t)2 << 20;
+    if (!bytes) bytes = 64;
+    if (posix_memalign(&mem, bytes >= huge ? huge : 64, bytes)) return NULL;
+    if (bytes >= huge) madvise(mem, bytes & ~(huge - 1), MADV_HUGEPAGE);
+    return mem;
+}
+
 /* The float32 copy of tensor idx, made on first use; NULL when out of memory. Caller holds c->mu. */
 static float *converted_locked(sde_ckpt *c, int idx)
 {
@@ -448,13 +461,7 @@ static float *converted_locked(sde_ckpt *c, int idx)
     size_t n = numel(t);
     float *f = c->f32[idx];
     if (!f) {
-        void *mem = NULL;
-        size_t bytes = n ? n * sizeof(float) : 64, huge = (size_t)2 << 20;
-        /* Big copies go on 2 MB-aligned transparent huge pages: converting a whole SD checkpoint
-         * otherwise spends most of its time in a million 4 KB page faults. */
-        if (posix_memalign(&mem, bytes >= huge ? huge : 64, bytes)) return NULL;
-        f = mem;
-        if (bytes >= huge) madvise(mem, bytes & ~(huge - 1), MADV_HUGEPAGE);
+        if (!(f = alloc_copy(n * sizeof(float)))) return NULL;
         sde_cvt_to_f32(t->dtype, t->data, n, f);
         drop_pages(t->data, t->nbytes);
         c->f32[idx] = f;
@@ -504,8 +511,8 @@ const sde_weight *sde_ckpt_weight(sde_ckpt *c, const char *name, int ndim, const
         ck_edit *e = &c->edit[idx];
         if (w->data && e->kind != EDIT_NONE) { /* first asked for during an edit: the edited values */
             e->orig = *w;
-            w->data = e->vals;
-            w->type = SDE_W_F32;
+            w->data = e->vals.data;
+            w->type = e->vals.type;
         }
     }
     pthread_mutex_unlock(&c->mu);
@@ -517,7 +524,7 @@ const sde_weight *sde_ckpt_weight(sde_ckpt *c, const char *name, int ndim, const
     return w;
 }
 
-float *sde_ckpt_edit_begin(sde_ckpt *c, const sde_tensor *t, char *err, size_t errlen)
+const sde_weight *sde_ckpt_edit_begin(sde_ckpt *c, const sde_tensor *t, char *err, size_t errlen)
 {
     int idx = c && t ? (int)(t - c->t) : -1;
     if (idx < 0 || idx >= c->n) {
@@ -534,12 +541,13 @@ float *sde_ckpt_edit_begin(sde_ckpt *c, const sde_tensor *t, char *err, size_t e
     pthread_mutex_lock(&c->mu);
     ck_edit *e = &c->edit[idx];
     sde_weight *w = &c->w[idx];
-    float *vals = e->vals;
     if (e->kind != EDIT_NONE) goto done;
+    e->vals.n = n;
+    e->vals.type = SDE_W_F32;
     if (c->f32[idx]) {
         /* float views hold the converted copy: edit it where they see it */
         e->kind = EDIT_CONVERTED;
-        vals = c->f32[idx];
+        e->vals.data = c->f32[idx];
     } else if (e->mapped_view) {
         /* float views hold the mapping itself: make its pages writable (they become private copies) and
          * keep the values, since the file cannot give them back through the view any more */
@@ -553,26 +561,75 @@ float *sde_ckpt_edit_begin(sde_ckpt *c, const sde_tensor *t, char *err, size_t e
         memcpy(saved, t->data, n * sizeof(float));
         e->kind = EDIT_MAPPED;
         e->saved = saved;
-        vals = (float *)t->data;
+        e->vals.data = t->data;
     } else {
-        /* only the weight handle (if anyone) reads it: a private copy for this job, the file untouched */
-        if (!(vals = malloc((n ? n : 1) * sizeof(float)))) goto fail;
-        sde_cvt_to_f32(t->dtype, t->data, n, vals);
+        /* only the weight handle (if anyone) reads it: a private copy for this job, the file untouched.
+         * F16 and BF16 stay as stored (half the memory of float32, and a copy instead of a conversion). */
+        const int as_stored = t->dtype == SDE_DT_F16 || t->dtype == SDE_DT_BF16;
+        void *copy = alloc_copy(as_stored ? t->nbytes : n * sizeof(float));
+        if (!copy) goto fail;
+        if (as_stored) {
+            memcpy(copy, t->data, t->nbytes);
+            e->vals.type = t->dtype == SDE_DT_F16 ? SDE_W_F16 : SDE_W_BF16;
+        } else {
+            sde_cvt_to_f32(t->dtype, t->data, n, copy);
+        }
+        drop_pages(t->data, t->nbytes); /* the copy replaces them for the job */
         e->kind = EDIT_PRIVATE;
+        e->vals.data = copy;
     }
-    e->vals = vals;
     e->orig = *w;
     if (w->data) {
-        w->data = vals;
-        w->type = SDE_W_F32;
+        w->data = e->vals.data;
+        w->type = e->vals.type;
     }
 done:
     pthread_mutex_unlock(&c->mu);
-    return vals;
+    return &e->vals;
 fail:
     pthread_mutex_unlock(&c->mu);
     sde_fail(err, errlen, "%s: tensor \"%s\": out of memory making %zu values writable", t->file, t->name, n);
     return NULL;
+}
+
+int sde_ckpt_edit_add(sde_ckpt *c, const sde_tensor *t, size_t off, const float *delta, size_t n, char *err,
+                      size_t errlen)
+{
+    int idx = c && t ? (int)(t - c->t) : -1;
+    if (idx < 0 || idx >= c->n)
+        return sde_fail(err, errlen, "sde_ckpt_edit_add: not a tensor of this checkpoint");
+    pthread_mutex_lock(&c->mu);
+    const ck_edit e = c->edit[idx];
+    pthread_mutex_unlock(&c->mu);
+    if (e.kind == EDIT_NONE || off > e.vals.n || n > e.vals.n - off)
+        return sde_fail(err, errlen, "%s: tensor \"%s\": %s", t->file, t->name,
+                        e.kind == EDIT_NONE ? "not being edited" : "edit outside the tensor");
+    /* the type each sum is rounded to: the file's, as the peer adds into its f16/bf16 weights */
+    const sde_dtype rt = t->dtype == SDE_DT_F16 || t->dtype == SDE_DT_BF16 ? t->dtype : SDE_DT_F32;
+    enum { CHUNK = 2048 }; /* in L1 */
+    float sum[CHUNK];
+    uint16_t h[CHUNK];
+    for (size_t i = 0, m; i < n; i += m) {
+        m = n - i < CHUNK ? n - i : CHUNK;
+        if (e.vals.type == SDE_W_F32) {
+            float *v = (float *)e.vals.data + off + i;
+            for (size_t j = 0; j < m; j++)
+                sum[j] = v[j] + delta[i + j];
+            if (rt == SDE_DT_F32) {
+                memcpy(v, sum, m * sizeof(float));
+            } else { /* float32 values of a 16-bit file: rounded to values the file's type holds */
+                sde_cvt_from_f32(rt, sum, m, h);
+                sde_cvt_to_f32(rt, h, m, v);
+            }
+        } else {
+            uint16_t *v = (uint16_t *)e.vals.data + off + i;
+            sde_cvt_to_f32(rt, v, m, sum);
+            for (size_t j = 0; j < m; j++)
+                sum[j] += delta[i + j];
+            sde_cvt_from_f32(rt, sum, m, v);
+        }
+    }
+    return 0;
 }
 
 void sde_ckpt_edit_end(sde_ckpt *c, const sde_tensor *t)
@@ -584,13 +641,13 @@ void sde_ckpt_edit_end(sde_ckpt *c, const sde_tensor *t)
     sde_weight *w = &c->w[idx];
     const size_t n = numel(t);
     if (e->kind == EDIT_CONVERTED) {
-        sde_cvt_to_f32(t->dtype, t->data, n, e->vals);
+        sde_cvt_to_f32(t->dtype, t->data, n, (float *)e->vals.data);
     } else if (e->kind == EDIT_MAPPED) {
-        memcpy(e->vals, e->saved, n * sizeof(float));
+        memcpy((void *)e->vals.data, e->saved, n * sizeof(float));
         free(e->saved);
     }
     if (e->orig.data) *w = e->orig; /* a handle not yet handed out stays unmade */
-    if (e->kind == EDIT_PRIVATE) free(e->vals);
+    if (e->kind == EDIT_PRIVATE) free((void *)e->vals.data);
     int mv = e->mapped_view;
     memset(e, 0, sizeof *e);
     e->mapped_view = mv;

@@ -56,14 +56,22 @@ const float *sde_ckpt_f32(sde_ckpt *c, const char *name, int ndim, const int64_t
  * mismatched. */
 const sde_weight *sde_ckpt_weight(sde_ckpt *c, const char *name, int ndim, const int64_t *shape, char *err,
                                   size_t errlen);
-/** Float32 values of tensor t (one of c's, any float dtype) that one job's LoRA merge may change in place:
- * every view of t handed out before or during the edit (its weight handle, its float32 view) reads them
- * until sde_ckpt_edit_end(). A tensor only read through its weight handle gets a private copy; the
- * mapped file is never written. Calling it again before the end returns the same values. NULL with err
- * when out of memory or not a float type. */
-float *sde_ckpt_edit_begin(sde_ckpt *c, const sde_tensor *t, char *err, size_t errlen);
-/** Ends an edit: every view of t reads the file's values again, exactly, and the copy is freed. A no-op
- * when t is not being edited. */
+/** Starts one job's LoRA edit of tensor t (one of c's, any float dtype) and returns the values being edited
+ * (n elements of type at data; change them only through sde_ckpt_edit_add): every view of t handed out
+ * before or during the edit (its weight handle, its float32 view) reads them until sde_ckpt_edit_end(). A
+ * tensor only read through its weight handle gets a private copy, F16/BF16 as stored (else float32); one
+ * with a float32 view is edited in float32 where the view sees it. The mapped file is never written.
+ * Calling it again before the end returns the same values. NULL with err when out of memory or not a
+ * float type. */
+const sde_weight *sde_ckpt_edit_begin(sde_ckpt *c, const sde_tensor *t, char *err, size_t errlen);
+/** Adds delta[0..n) to elements [off, off+n) of t's edited values: each sum is formed in float32 and rounded
+ * to nearest, ties to even, to the file's type (F16/BF16; F32 and F64 files keep the float32 sum), as the
+ * peer adds into its weights. Returns 0, or -1 with err when t is not being edited or the range is outside
+ * it. */
+int sde_ckpt_edit_add(sde_ckpt *c, const sde_tensor *t, size_t off, const float *delta, size_t n, char *err,
+                      size_t errlen);
+/** Ends an edit: every view of t reads the file's values again, exactly (the weight handle points at the
+ * mapped data again), and the copy is freed. A no-op when t is not being edited. */
 void sde_ckpt_edit_end(sde_ckpt *c, const sde_tensor *t);
 /** A __metadata__ string from the (main) file, or NULL. */
 const char *sde_ckpt_meta(const sde_ckpt *c, const char *key);

@@ -1,5 +1,5 @@
-/* dtype_convert.c: element conversion to float32 for checkpoint loading. A 1 G-parameter F16 model must
- * convert in seconds: F16C does 8 halves per instruction; the fallback is a 256 KB table built once. */
+/* dtype_convert.c: element conversion to float32 for checkpoint loading, and back for LoRA merges. A 1 G-
+ * parameter F16 model must convert in seconds: F16C does 8 halves per instruction; else a 256 KB table. */
 #include "dtype_convert.h"
 
 #include <pthread.h>
@@ -34,6 +34,25 @@ float sde_cvt_half(uint16_t h)
     return f;
 }
 
+/* float -> IEEE half bits, rounded to nearest even; as F16C's vcvtps2ph (NaN: quiet, payload's top bits). */
+static uint16_t half_of(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    const uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00 | ((ax >> 13) & 0x3ff));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* 65520 and up round to infinity */
+    if (ax >= 0x38800000u)                                   /* normal: rebias, round at bit 13 */
+        return (uint16_t)(sign | ((ax - 0x38000000u + 0xfffu + ((ax >> 13) & 1)) >> 13));
+    if (ax <= 0x33000000u) return (uint16_t)sign; /* at most half the smallest subnormal: zero */
+    /* subnormal: the value in units of 2^-24 is mant * 2^(e - 126), e < 113 */
+    const uint32_t mant = (ax & 0x7fffffu) | 0x800000u, s = 126 - (ax >> 23), rem = mant & ((1u << s) - 1),
+                   halfway = 1u << (s - 1);
+    uint32_t h = mant >> s;
+    if (rem > halfway || (rem == halfway && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
 static float half_table[65536];
 static pthread_once_t half_once = PTHREAD_ONCE_INIT;
 static void half_table_build(void)
@@ -65,6 +84,18 @@ __attribute__((target("f16c,avx"))) static void f16_f16c(const uint8_t *s, size_
     }
 }
 
+__attribute__((target("f16c,avx"))) static void f32_to_f16_f16c(const float *s, size_t n, uint8_t *d)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(d + 2 * i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) {
+        uint16_t h = half_of(s[i]);
+        memcpy(d + 2 * i, &h, 2);
+    }
+}
+
 /* cpuid rather than __builtin_cpu_supports("f16c"), which some clang versions do not know. */
 static int have_f16c(void)
 {
@@ -84,7 +115,8 @@ void sde_cvt_force_portable(int on)
     __atomic_store_n(&force_portable, on, __ATOMIC_RELAXED);
 }
 
-static void f16_to_f32(const uint8_t *s, size_t n, float *d)
+/* Whether to use F16C: the CPU has it and tests have not forced the portable paths. */
+static int use_f16c(void)
 {
 #ifdef SDE_CVT_X86
     static int hw = -1; /* cpuid once; relaxed atomics since every thread computes the same answer */
@@ -93,7 +125,16 @@ static void f16_to_f32(const uint8_t *s, size_t n, float *d)
         have = have_f16c();
         __atomic_store_n(&hw, have, __ATOMIC_RELAXED);
     }
-    if (have && !__atomic_load_n(&force_portable, __ATOMIC_RELAXED)) {
+    return have && !__atomic_load_n(&force_portable, __ATOMIC_RELAXED);
+#else
+    return 0;
+#endif
+}
+
+static void f16_to_f32(const uint8_t *s, size_t n, float *d)
+{
+#ifdef SDE_CVT_X86
+    if (use_f16c()) {
         f16_f16c(s, n, d);
         return;
     }
@@ -124,6 +165,40 @@ int sde_cvt_to_f32(sde_dtype dt, const void *src, size_t n, float *dst)
             double v;
             memcpy(&v, s + 8 * i, 8);
             dst[i] = (float)v;
+        }
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+int sde_cvt_from_f32(sde_dtype dt, const float *src, size_t n, void *dst)
+{
+    uint8_t *d = dst;
+    switch (dt) {
+    case SDE_DT_F32:
+        memmove(d, src, n * 4);
+        return 0;
+    case SDE_DT_F16:
+#ifdef SDE_CVT_X86
+        if (use_f16c()) {
+            f32_to_f16_f16c(src, n, d);
+            return 0;
+        }
+#endif
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = half_of(src[i]);
+            memcpy(d + 2 * i, &h, 2);
+        }
+        return 0;
+    case SDE_DT_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint32_t x;
+            memcpy(&x, &src[i], 4);
+            /* round at bit 16, ties to even; NaN made quiet so that rounding cannot turn it into infinity */
+            uint16_t h = (x & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((x >> 16) | 0x40)
+                                                         : (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+            memcpy(d + 2 * i, &h, 2);
         }
         return 0;
     default:

@@ -1,10 +1,9 @@
-/* lora.c: LoRA (kohya/A1111, LoCon, diffusers/PEFT) merged into float32 copies of the weights it touches
- * for one job and removed exactly afterwards (the checkpoint's edits, see sde_ckpt_edit_begin).
+/* lora.c: LoRA (kohya/A1111, LoCon, diffusers/PEFT) merged into copies of the weights it touches (in the
+ * file's dtype) for one job and removed exactly afterwards (the checkpoint's edits, sde_ckpt_edit_begin).
  * docs/workflows.md. */
 #include "lora.h"
 
 #include <cblas.h>
-#include <immintrin.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -257,28 +256,6 @@ static int undo_add(sde_lora_undo **u, const sde_tensor *t)
     return 0;
 }
 
-/* w[i] = f16(w[i] + d[i]) with round-to-nearest-even, F16C eight at a time where the CPU has it. */
-__attribute__((target("avx,f16c"))) static void add_round_f16c(float *w, const float *d, size_t n)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_add_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(d + i));
-        _mm256_storeu_ps(w + i, _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT)));
-    }
-    for (; i < n; i++)
-        w[i] = (float)(_Float16)(w[i] + d[i]);
-}
-
-static void add_round(float *w, const float *d, size_t n, int f16)
-{
-    if (f16 && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx")) {
-        add_round_f16c(w, d, n);
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        w[i] = f16 ? (float)(_Float16)(w[i] + d[i]) : w[i] + d[i];
-}
-
 /* Float32 copy of a LoRA tensor (any float dtype); NULL when out of memory or not a float type. */
 static float *st_f32(const sde_st_tensor *t)
 {
@@ -318,8 +295,12 @@ int sde_lora_apply(sde_ckpt *c, const char *path, float weight, sde_lora_undo **
     sde_st_file *f;
     if (sde_st_open(path, &f, err, errlen)) return -1;
     int rc = -1;
-    float *dn = NULL, *up = NULL, *delta = NULL;
-    size_t delta_cap = 0; /* one delta buffer, grown, for all modules: no page faults per module */
+    float *dn = NULL, *up = NULL;
+    /* the delta of one block of rows at a time, in a scratch that stays in cache and is reused by every
+     * module: W' = W + delta is formed per block in float32 and rounded to the file's dtype */
+    enum { BLOCK = 1 << 16 }; /* floats */
+    size_t delta_cap = BLOCK;
+    float *delta = malloc(delta_cap * sizeof(float));
     for (int i = 0; i < f->n; i++) {
         size_t stem;
         int k = part_of(f->t[i].name, &stem);
@@ -362,11 +343,6 @@ int sde_lora_apply(sde_ckpt *c, const char *path, float weight, sde_lora_undo **
         }
         free(dn), free(up);
         dn = st_f32(td), up = st_f32(tu);
-        if ((size_t)(out * in) > delta_cap) {
-            free(delta);
-            delta = malloc((size_t)(out * in) * sizeof(float));
-            delta_cap = delta ? (size_t)(out * in) : 0;
-        }
         if (!dn || !up || !delta) {
             sde_fail(err, errlen, "%s: out of memory (or not float) in LoRA module %s", path, mod);
             goto out;
@@ -375,13 +351,27 @@ int sde_lora_apply(sde_ckpt *c, const char *path, float weight, sde_lora_undo **
             sde_fail(err, errlen, "%s: cannot make weight %s writable: out of memory", path, t->name);
             goto out;
         }
-        float *wc = sde_ckpt_edit_begin(c, t, err, errlen);
-        if (!wc) goto out;
-        /* delta[out][in] = up[out][r] @ down[r][in], scaled; wc: this job's float32 copy of the weight */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)in, (int)rank,
-                    weight * alpha / (float)rank, up, (int)rank, dn, (int)in, 0.f, delta, (int)in);
-        /* rounded to the stored type, as the peer adds into its f16 weights */
-        add_round(wc + off, delta, (size_t)(out * in), t->dtype == SDE_DT_F16);
+        if (!sde_ckpt_edit_begin(c, t, err, errlen)) goto out;
+        /* delta[rows r0..r0+nr)[in] = up[r0..r0+nr)[r] @ down[r][in], scaled, added into this job's copy of
+         * the weight and rounded to its stored type, as the peer adds into its f16 weights */
+        const int64_t step = in < BLOCK ? BLOCK / in : 1;
+        for (int64_t r0 = 0; r0 < out; r0 += step) {
+            const int64_t nr = out - r0 < step ? out - r0 : step;
+            if ((size_t)(nr * in) > delta_cap) { /* one row longer than the scratch */
+                float *big = realloc(delta, (size_t)(nr * in) * sizeof(float));
+                if (!big) {
+                    sde_fail(err, errlen, "%s: out of memory in LoRA module %s", path, mod);
+                    goto out;
+                }
+                delta = big;
+                delta_cap = (size_t)(nr * in);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)in, (int)rank,
+                        weight * alpha / (float)rank, up + r0 * rank, (int)rank, dn, (int)in, 0.f, delta,
+                        (int)in);
+            if (sde_ckpt_edit_add(c, t, (size_t)(off + r0 * in), delta, (size_t)(nr * in), err, errlen))
+                goto out;
+        }
     }
     rc = 0;
 out:

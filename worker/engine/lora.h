@@ -1,5 +1,6 @@
-/* lora.h: LoRA (kohya/A1111, LoCon, diffusers/PEFT) merged into the resident float32 weights for one job
- * and removed exactly afterwards (reconverted from the mmap'd checkpoint). docs/workflows.md. */
+/* lora.h: LoRA (kohya/A1111, LoCon, diffusers/PEFT) merged into copies of the weights it touches for one
+ * job and removed exactly afterwards (the handles point at the mmap'd checkpoint again). docs/workflows.md.
+ */
 #ifndef SDE_LORA_H
 #define SDE_LORA_H
 
@@ -24,9 +25,9 @@ int sde_lora_resolve(const char *dir, const char *name, char *path, size_t pathl
 /** The weights one job changed, to put back. */
 typedef struct sde_lora_undo sde_lora_undo;
 
-/** Merges the LoRA file at path with weight into float32 copies of the weights it touches, for one job
- * (sde_ckpt_edit_begin; f16/bf16 checkpoints: the sum is
- * rounded to the stored type, as the peer does). *undo collects what changed (NULL at first). Keys that
+/** Merges the LoRA file at path with weight into copies of the weights it touches, for one job
+ * (sde_ckpt_edit_begin: f16/bf16 checkpoints keep their dtype; each sum is formed in float32 and rounded to
+ * the stored type, as the peer does). *undo collects what changed (NULL at first). Keys that
  * match no weight are counted in *unused and the first named in warn (may be NULL, wlen bytes).
  * Returns 0, or -1 with err. */
 int sde_lora_apply(sde_ckpt *c, const char *path, float weight, sde_lora_undo **undo, int *unused, char *warn,
