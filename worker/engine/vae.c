@@ -12,9 +12,10 @@
 #include "weights.h"
 
 #define P "first_stage_model."
-/* im2col scratch per convolution: tiles of output rows; 64 MB keeps a 512x512 128-channel conv in ~27 tiles
- * of big GEMMs while the tile stays far from the activations' size. */
-#define VAE_CONV_BUDGET ((size_t)64 << 20)
+/* Scratch per convolution: 160 MB lets the Winograd weights of the 512-channel convolutions (36 x 512 x 512
+ * floats, 38 MB, at most a third of it) be transformed once per call rather than once per band of rows,
+ * and keeps the tiles far from the activations' size. */
+#define VAE_CONV_BUDGET ((size_t)160 << 20)
 #define MAX_LEVELS 4
 #define MAX_RES 4
 
@@ -238,6 +239,9 @@ const sde_vae_config *sde_vae_get_config(const sde_vae *v)
 /* ---------------------------------------------------------------------------------------------------- */
 /* Running. */
 
+#define VRUN_LIVE 32
+#define VRUN_KEPT 4
+
 /* Per-call working state: the scratch shared by every convolution and the GroupNorm coefficients. */
 typedef struct {
     const sde_vae *v;
@@ -248,23 +252,66 @@ typedef struct {
     char *err;
     size_t errlen;
     int oom;
+    /* activations in use (buffer, floats), and the last ones released, kept for an allocation of the same
+     * size: the levels allocate the same sizes over and over, and a fresh buffer costs page faults */
+    struct {
+        sde_buf *buf;
+        size_t n;
+    } live[VRUN_LIVE], kept[VRUN_KEPT];
+    int n_live, n_kept;
 } vrun;
 
-/* An activation of n floats in its own backend buffer, so each is released as soon as it is consumed. */
+/* Releases the kept buffers. */
+static void act_flush(vrun *R)
+{
+    for (int i = 0; i < R->n_kept; i++)
+        R->be->free(R->be, R->kept[i].buf);
+    R->n_kept = 0;
+}
+
+/* An activation of n floats in its own backend buffer, so each is released as soon as it is consumed. A
+ * released buffer of exactly n floats is taken again; otherwise the kept ones are released first, so the
+ * peak is what it would be without keeping any. */
 static sde_ten act_alloc(vrun *R, size_t n)
 {
     char why[128];
-    sde_ten t = {R->be->alloc(R->be, n * sizeof(float), why, sizeof why), 0};
+    sde_ten t = {NULL, 0};
+    for (int i = 0; i < R->n_kept; i++)
+        if (R->kept[i].n == n) {
+            t.buf = R->kept[i].buf;
+            R->kept[i] = R->kept[--R->n_kept];
+            break;
+        }
+    if (!t.buf) {
+        act_flush(R);
+        t.buf = R->be->alloc(R->be, n * sizeof(float), why, sizeof why);
+    }
     if (!t.buf && !R->oom) {
         R->oom = 1;
         sde_fail(R->err, R->errlen, "VAE: out of memory allocating %.0f MB", n * 4.0 / 1048576.0);
+    }
+    if (t.buf && R->n_live < VRUN_LIVE) {
+        R->live[R->n_live].buf = t.buf;
+        R->live[R->n_live++].n = n;
     }
     return t;
 }
 
 static void act_free(vrun *R, sde_ten t)
 {
-    R->be->free(R->be, t.buf);
+    if (!t.buf) return;
+    for (int i = 0; i < R->n_live; i++)
+        if (R->live[i].buf == t.buf) {
+            if (R->n_kept == VRUN_KEPT) { /* the oldest kept one goes */
+                R->be->free(R->be, R->kept[0].buf);
+                memmove(R->kept, R->kept + 1, sizeof R->kept[0] * (VRUN_KEPT - 1));
+                R->n_kept--;
+            }
+            R->kept[R->n_kept++] = R->live[i];
+            R->live[i] = R->live[--R->n_live];
+            return;
+        }
+    R->be->free(R->be, t.buf); /* not tracked (the table was full): released at once */
 }
 
 /* A single-image conv descriptor: x [cin][h][w] -> y [cout][oh][ow]. */
@@ -384,6 +431,7 @@ static void vrun_free(vrun *R)
     act_free(R, R->scratch);
     act_free(R, R->gsc);
     act_free(R, R->gsh);
+    act_flush(R);
 }
 
 static int vrun_init(vrun *R, const sde_vae *v, int h, int w, char *err, size_t errlen)
