@@ -59,6 +59,10 @@ int sde_get_bf16(void);
  * not depend on the thread count. */
 void sde_gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc);
+/** cblas_sgemm's row-major contract in float32 (alpha and beta as given) on OpenBLAS, spread over the
+ * engine's threads; always float32, whatever sde_set_bf16() says. */
+void sde_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc);
 /** Element types of sde_gemm_t's operands (the values of backend.h's sde_wtype). */
 enum { SDE_GEMM_F32 = 0, SDE_GEMM_F16 = 1, SDE_GEMM_BF16 = 2 };
 /** sde_gemm() with A of element type at and B of type bt (SDE_GEMM_*; at most one of them not F32): the

@@ -3,7 +3,6 @@
 #include "ops.h"
 #include "ops_internal.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -331,9 +330,8 @@ void sde_attention(const float *q, int q_stride, const float *k, int k_stride, c
                          0.0f, scratch, kn);
                 sde_scale_inplace(scratch, (size_t)nb * kn, scale);
             } else {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, kn, hd, scale,
-                            q + (size_t)q0 * q_stride + h * hd, q_stride, k + h * hd, k_stride, 0.0f, scratch,
-                            kn);
+                sde_sgemm(0, 1, nb, kn, hd, scale, q + (size_t)q0 * q_stride + h * hd, q_stride, k + h * hd,
+                          k_stride, 0.0f, scratch, kn);
             }
             for (int i = 0; i < nb; i++) {
                 float *row = scratch + (size_t)i * kn;

@@ -104,6 +104,9 @@ typedef void (*par_fn)(void *ctx, int item, int thread);
 /** Runs fn(ctx, i, thread) for i in [0, n) on the pool (ops_pool.c); serial when nested or single-threaded.
  */
 void sde_par_for(int n, par_fn fn, void *ctx);
+/** 1 when the pool spreads GEMMs over single-threaded OpenBLAS calls (SDE_PAR_MAX threads or fewer were
+ * asked for), 0 when OpenBLAS threads them itself; configures the default pool on first use. */
+int sde_par_blas_split(void);
 /** Largest element of x[0..n). */
 float sde_row_max(const float *x, int n);
 /** exp(x - m) in place over x[0..n), returning the sum. */

@@ -62,9 +62,25 @@ static void *pool_helper(void *arg)
     return NULL;
 }
 
+static int blas_split;
+static int pool_configure(int n);
+
+int sde_par_blas_split(void)
+{
+    if (!pool.nthreads) { /* default: the CPUs there are */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        pool_configure(cpus > 0 ? (int)cpus : 1);
+    }
+    return blas_split;
+}
+
 /* Threads to use for n (<= SDE_PAR_MAX); starts helpers the first time. Returns 1 if none can be had. */
 static int pool_configure(int n)
 {
+    /* Up to SDE_PAR_MAX threads this pool also spreads the GEMMs (ops_gemm.c) over single-threaded OpenBLAS
+     * calls, so no BLAS thread spins beside our loops; with more, OpenBLAS threads its GEMMs itself. */
+    blas_split = n <= SDE_PAR_MAX;
+    openblas_set_num_threads(blas_split ? 1 : n);
     if (n > SDE_PAR_MAX) n = SDE_PAR_MAX;
     if (n < 1) n = 1;
     pthread_mutex_lock(&pool.mu);
@@ -88,10 +104,7 @@ static int pool_configure(int n)
  * when another call is already running (nested or concurrent use). */
 void sde_par_for(int n, par_fn fn, void *ctx)
 {
-    if (!pool.nthreads) { /* default: the CPUs there are, capped */
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        pool_configure(cpus > 0 ? (int)cpus : 1);
-    }
+    if (!pool.nthreads) sde_par_blas_split(); /* configures the default: the CPUs there are, capped */
     if (pool.nthreads < 2 || n < 2 || pthread_mutex_trylock(&pool.call_mu)) {
         for (int i = 0; i < n; i++)
             fn(ctx, i, 0);
@@ -118,8 +131,5 @@ void sde_par_for(int n, par_fn fn, void *ctx)
 
 void sde_set_threads(int n)
 {
-    if (n > 0) {
-        openblas_set_num_threads(n);
-        pool_configure(n);
-    }
+    if (n > 0) pool_configure(n);
 }

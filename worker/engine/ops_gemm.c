@@ -1,5 +1,5 @@
-/* ops_gemm_bf16.c: the opt-in bf16 path: a GEMM with bf16 inputs and float32 accumulation on AVX512-BF16
- * (vdpbf16ps), chosen at run time by CPU features, and sde_gemm(), the one entry the ops call for GEMMs. */
+/* ops_gemm.c: sde_gemm(), the one entry the ops call for GEMMs: float32 on single-threaded OpenBLAS calls
+ * spread over our own pool, or the opt-in bf16 kernel (AVX512-BF16 vdpbf16ps, float32 accumulation). */
 #include "ops.h"
 #include "ops_internal.h"
 
@@ -287,6 +287,47 @@ static int gemm_bf16(int transA, int transB, int M, int N, int K, const void *A,
 }
 #endif
 
+/* Float32: OpenBLAS runs single-threaded (ops_pool.c) and a product is cut into column (or row) blocks
+ * that our pool's threads multiply, so no BLAS thread spins in sched_yield while our own loops run (a
+ * fifth of the CPU time of a step on 2 vCPUs went there). Each element is computed as in one whole call:
+ * the blocking along K does not depend on the cut. */
+typedef struct {
+    int ta, tb, M, N, K, lda, ldb, ldc, items, by_cols;
+    const float *A, *B;
+    float alpha, beta, *C;
+} sg_job;
+
+static void sg_item(void *ctx, int item, int thread)
+{
+    (void)thread;
+    const sg_job *j = ctx;
+    const int n = j->by_cols ? j->N : j->M, q = j->by_cols ? 16 : 8;
+    const int lo = (int)((long)(n / q) * item / j->items) * q,
+              hi = item == j->items - 1 ? n : (int)((long)(n / q) * (item + 1) / j->items) * q;
+    if (lo >= hi) return;
+    const CBLAS_TRANSPOSE ta = j->ta ? CblasTrans : CblasNoTrans, tb = j->tb ? CblasTrans : CblasNoTrans;
+    if (j->by_cols)
+        cblas_sgemm(CblasRowMajor, ta, tb, j->M, hi - lo, j->K, j->alpha, j->A, j->lda,
+                    j->B + (j->tb ? (size_t)lo * j->ldb : (size_t)lo), j->ldb, j->beta, j->C + lo, j->ldc);
+    else
+        cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, j->N, j->K, j->alpha,
+                    j->A + (j->ta ? (size_t)lo : (size_t)lo * j->lda), j->lda, j->B, j->ldb, j->beta,
+                    j->C + (size_t)lo * j->ldc, j->ldc);
+}
+
+void sde_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    const double work = (double)M * N * K;
+    sg_job j = {transA, transB, M, N, K, lda, ldb, ldc, 1, 1, A, B, alpha, beta, C};
+    /* small products serially; big ones in 4 blocks so a thread the machine is slow to run costs less */
+    j.items = !sde_par_blas_split() || work < 4e6 ? 1 : work < 1e8 ? 2 : 4;
+    j.by_cols = N >= M ? N / 16 >= j.items : M / 8 < j.items; /* cut the longer side */
+    if (j.by_cols ? N / 16 < j.items : M / 8 < j.items) j.items = 1;
+    sde_par_for(j.items, sg_item, &j);
+}
+
 void sde_gemm_t(int transA, int transB, int M, int N, int K, const void *A, int at, int lda, const void *B,
                 int bt, int ldb, float beta, float *C, int ldc)
 {
@@ -302,8 +343,7 @@ void sde_gemm_t(int transA, int transB, int M, int N, int K, const void *A, int 
         abort();
     if (bt != SDE_GEMM_F32 && !(B = sde_widen(B, bt == SDE_GEMM_BF16, (size_t)(transB ? N : K) * ldb)))
         abort();
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N,
-                K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    sde_sgemm(transA, transB, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 
 void sde_gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
