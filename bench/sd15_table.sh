@@ -62,7 +62,7 @@ for t in $threads_list; do
     fi
     eval "f_step_$t=$f_step b_step_$t=$b_step"
 done
-case " $threads_list " in *" 1 "*" 2 "*)
+if [ -n "${f_step_1:-}" ] && [ -n "${f_step_2:-}" ]; then
     awk -v a="$f_step_1" -v b="$f_step_2" -v c="$b_step_1" -v d="$b_step_2" \
-        'BEGIN{printf "scaling 1 -> 2 threads (t1 / (2 t2)): fp32 %.0f%%, bf16 %.0f%%\n", 100*a/(2*b), 100*c/(2*d)}' ;;
-esac
+        'BEGIN{printf "scaling 1 -> 2 threads (t1 / (2 t2)): fp32 %.0f%%, bf16 %.0f%%\n", 100*a/(2*b), 100*c/(2*d)}'
+fi

@@ -2,7 +2,8 @@
 # bench/sdxl.sh: SDXL seconds per step (with CFG) and peak RSS at 1024x1024 through `sd-worker generate`,
 # and the peer's (stable-diffusion.cpp) on the same file when PEER=path/to/sd-cli is set. Not a test.
 #   MODEL=randsdxl-s1-f16.safetensors SIZE=1024 STEPS=2 bench/sdxl.sh   (sd-worker mkmodel --preset sdxl-random)
-# Needs ~15 GB free (float32 weights) plus the activations: check `free -g`; run nothing else big beside it.
+# PRECISION=bf16 runs ours on the opt-in bf16 path. Needs ~8 GB free (the f16 weights, mapped) plus the
+# activations, the peer ~15 GB: check `free -g`; run nothing else big beside it.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD:-build}
@@ -16,12 +17,12 @@ out=$(mktemp -d "${TMPDIR:-/tmp}/sdxl-bench.XXXXXX")
 trap '[ -n "${KEEP:-}" ] && cp "$out"/*.log "$KEEP"/ 2>/dev/null; rm -rf "$out"' EXIT
 /usr/bin/time -v "$build/sd-worker" generate --model "$model" --prompt "a photo of a cat" --seed 42 \
     --steps "$steps" --cfg 7 --sampler euler --width "$size" --height "$size" --output "$out/ours.png" \
-    >"$out/ours.log" 2>&1
+    --precision "${PRECISION:-fp32}" >"$out/ours.log" 2>&1
 # the summary line: "WxH seed S: encode A s, sample B s, decode C s, total D s"
 step_s=$(sed -n 's/.*sample \([0-9.]*\) s.*/\1/p' "$out/ours.log")
 rss=$(awk -F': ' '/Maximum resident/{printf "%.2f", $2/1048576}' "$out/ours.log")
 grep -E "encode|total" "$out/ours.log" || true
-echo "ours: ${size}x${size}, $steps steps with CFG: $(awk -v t="$step_s" -v n="$steps" 'BEGIN{printf "%.1f", t/n}') s/step, peak RSS $rss GB"
+echo "ours (${PRECISION:-fp32}): ${size}x${size}, $steps steps with CFG: $(awk -v t="$step_s" -v n="$steps" 'BEGIN{printf "%.1f", t/n}') s/step, peak RSS $rss GB"
 if [ -n "${PEER:-}" ]; then
     (cd "$out" && /usr/bin/time -v "$PEER" -m "$model" -p "a photo of a cat" -s 42 --sampling-method euler \
         --cfg-scale 7 -W "$size" -H "$size" --steps "$steps" --rng cuda -t "${THREADS:-2}" --backend BLAS \
