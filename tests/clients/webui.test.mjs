@@ -102,6 +102,11 @@ test("the page generates, shows progress, cancels", async () => {
     }
     await page.selectOption("#sampler", "euler_a");
     await page.selectOption("#schedule", "karras");
+    // bf16 is offered exactly when a worker runs it (GET /ready); take it when it is
+    const ready = await fetch(base + "/ready").then((r) => r.json());
+    const bf16 = ready.workers.some((w) => w.bf16);
+    await page.waitForFunction((want) => document.querySelector("#precision").options[1].disabled === !want, bf16);
+    if (bf16) await page.selectOption("#precision", "bf16");
     // record every progress value the bar shows
     await page.evaluate(() => {
       window.seen = [];
@@ -119,6 +124,7 @@ test("the page generates, shows progress, cancels", async () => {
     const caption = await page.locator("#gallery figcaption").first().textContent();
     assert.match(caption, /40 steps · euler_a\/karras/);
     assert.match(caption, /LoRA style:0\.8 · inpainted, strength 0\.75/);
+    assert.equal(/ · bf16$/.test(caption), bf16, "the caption says bf16 when the job ran in it: " + caption);
 
     // the job carried the LoRA, the init image as sent, the mask as white on black of its size
     assert.equal(bodies.length, 1);
@@ -127,6 +133,7 @@ test("the page generates, shows progress, cancels", async () => {
     assert.equal(b.strength, 0.75);
     assert.equal(b.mask_blur, 4);
     assert.equal(b.preview_every, 4);
+    assert.equal(b.precision, bf16 ? "bf16" : undefined);
     const decoded = await page.evaluate(async ([init, mask]) => {
       const load = async (b64) => {
         const im = new Image();
