@@ -104,9 +104,9 @@ static void test_unet_tiny(void **state)
     ts[1] = 10.0f;
     sde_unet_forward(u, x + nl, 1, h, w, ts + 1, ctx + nc, nctx, one);
     assert_memory_not_equal(one, out + nl, sizeof one);
-    /* a 64x64 generation takes ~20 such evaluations: each must be a few ms (measured 8.5 ms cold) */
+    /* a 64x64 generation takes ~20 such evaluations (measured 8.5 ms cold); printed, not asserted: times
+     * belong in bench/, and ASan or a busy machine multiplies them */
     printf("tiny UNet batch-2 forward: %.1f ms cpu\n", dt * 1e3);
-    assert_true(dt < 0.05);
 
     /* reservations: a smaller shape reuses the arena, a bad one fails and keeps it */
     assert_int_equal(sde_unet_reserve(u, 1, 2, 2, 10, err, sizeof err), 0);
@@ -152,7 +152,6 @@ static void test_vae_tiny(void **state)
     assert_int_equal(sde_vae_decode(v, z, 8, 8, rgb, NULL, NULL, err, sizeof err), 0);
     double dt = cpu_now() - t0;
     printf("tiny VAE 64x64 decode: %.1f ms cpu\n", dt * 1e3);
-    assert_true(dt < 0.2);
     for (int i = 0; i < 3 * 64 * 64; i++)
         assert_false(isnan(rgb[i]) || isinf(rgb[i]));
     assert_int_equal(sde_vae_encode(v, rgb, 64, 64, mean, err, sizeof err), 0);

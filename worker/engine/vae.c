@@ -415,15 +415,19 @@ static int attn_run(vrun *R, const vattn *a, sde_ten x, int c, int h, int w)
     return R->oom ? -1 : 0;
 }
 
-/* Scratch for every convolution of a run at full resolution H x W: the tile budget, or one output row of
- * the widest conv if that is larger (very wide images). Pages are only touched as far as tiles need. */
+/* Scratch for every convolution of a run at full resolution H x W: what the widest conv at that size plans
+ * within the tile budget, or one output row of it if that is larger (very wide images). Pages are only
+ * touched as far as tiles need. */
 static size_t vae_scratch_bytes(sde_backend *be, int H, int W, int cmax)
 {
     const sde_ten x = {SDE_BUF_SIZING, 0}, y = {SDE_BUF_SIZING, 1};
     sde_be_conv d = conv_desc(x, cmax, H, W, NULL, NULL, cmax, 3, 1, 1, y);
     d.in_scale = d.in_shift = x; /* the fused-GroupNorm band counts too (sizing only) */
     size_t row = be->conv_scratch(be, &d, 1);
-    return row > VAE_CONV_BUDGET ? row : VAE_CONV_BUDGET;
+    /* what that conv takes within the budget: small images do not reserve the whole budget */
+    size_t fit = be->conv_scratch(be, &d, VAE_CONV_BUDGET);
+    fit = fit < VAE_CONV_BUDGET ? fit : VAE_CONV_BUDGET;
+    return row > fit ? row : fit;
 }
 
 static void vrun_free(vrun *R)
