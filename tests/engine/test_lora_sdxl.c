@@ -171,6 +171,40 @@ static const stw_tensor *find_t(const tset *s, const char *name)
     return NULL;
 }
 
+/* Every module's rows of view (the float32 merge) = W + w*alpha/rank*up@down within 1e-5; marks the
+ * tensors touched in changed (when given) and returns the largest |error|. */
+static double check_merge(const tset *ck, const tset *lo, const mod *mods, int nmod, const float *const *view,
+                          float w, int *changed)
+{
+    double worst = 0;
+    for (int m = 0; m < nmod; m++) {
+        const mod *d = &mods[m];
+        char n[256];
+        snprintf(n, sizeof n, "%s.%s.weight", d->key, d->peft ? "lora_A" : "lora_down");
+        const float *dn = find_data(lo, n);
+        snprintf(n, sizeof n, "%s.%s.weight", d->key, d->peft ? "lora_B" : "lora_up");
+        const float *up = find_data(lo, n);
+        double scale = w * (d->peft ? 1.0 : 3.0 / RANK);
+        int ti = -1;
+        for (int i = 0; i < ck->n; i++)
+            if (!strcmp(ck->t[i].name, d->target)) ti = i;
+        assert_true(ti >= 0);
+        if (changed) changed[ti] = 1;
+        for (int64_t o = 0; o < d->out; o++)
+            for (int64_t i = 0; i < d->in; i++) {
+                double delta = 0;
+                for (int r = 0; r < RANK; r++)
+                    delta += (double)up[o * RANK + r] * dn[r * d->in + i];
+                size_t k = (size_t)((d->row0 + o) * d->in + i);
+                double want = ck->data[ti][k] + scale * delta;
+                double e = fabs(view[ti][k] - want);
+                worst = e > worst ? e : worst;
+                if (e > 1e-5) fail_msg("%s: %s[%zu] = %g, want %g", d->key, d->target, k, view[ti][k], want);
+            }
+    }
+    return worst;
+}
+
 static void test_sdxl_lora_merge_and_restore(void **state)
 {
     (void)state;
@@ -203,32 +237,7 @@ static void test_sdxl_lora_merge_and_restore(void **state)
 
     /* expected: each target's block of rows += w * alpha/rank * up @ down, every other value as written */
     int changed[MAXT] = {0};
-    double worst = 0;
-    for (int m = 0; m < NMOD; m++) {
-        const mod *d = &MODS[m];
-        char n[256];
-        snprintf(n, sizeof n, "%s.%s.weight", d->key, d->peft ? "lora_A" : "lora_down");
-        const float *dn = find_data(&lo, n);
-        snprintf(n, sizeof n, "%s.%s.weight", d->key, d->peft ? "lora_B" : "lora_up");
-        const float *up = find_data(&lo, n);
-        double scale = w * (d->peft ? 1.0 : 3.0 / RANK);
-        int ti = -1;
-        for (int i = 0; i < ck.n; i++)
-            if (!strcmp(ck.t[i].name, d->target)) ti = i;
-        assert_true(ti >= 0);
-        changed[ti] = 1;
-        for (int64_t o = 0; o < d->out; o++)
-            for (int64_t i = 0; i < d->in; i++) {
-                double delta = 0;
-                for (int r = 0; r < RANK; r++)
-                    delta += (double)up[o * RANK + r] * dn[r * d->in + i];
-                size_t k = (size_t)((d->row0 + o) * d->in + i);
-                double want = ck.data[ti][k] + scale * delta;
-                double e = fabs(view[ti][k] - want);
-                worst = e > worst ? e : worst;
-                if (e > 1e-5) fail_msg("%s: %s[%zu] = %g, want %g", d->key, d->target, k, view[ti][k], want);
-            }
-    }
+    double worst = check_merge(&ck, &lo, MODS, NMOD, view, w, changed);
     printf("merged weights: max |error| %.3g against W + w*alpha/rank*up@down\n", worst);
     /* rows outside the blocks the modules own stay: in_proj layer 1 has only k (rows 10..19) changed */
     const stw_tensor *ip1 = find_t(&ck, TE2 "1.attn.in_proj_weight");
@@ -263,35 +272,6 @@ static const mod MODS_BIG[] = {
      0},
 };
 #define NMOD_BIG ((int)(sizeof MODS_BIG / sizeof *MODS_BIG))
-
-/* Every module's rows of view (the float32 merge) = W + w*alpha/rank*up@down within 1e-5. */
-static void check_merge(const tset *ck, const tset *lo, const mod *mods, int nmod, const float *const *view,
-                        float w)
-{
-    for (int m = 0; m < nmod; m++) {
-        const mod *d = &mods[m];
-        char n[256];
-        snprintf(n, sizeof n, "%s.%s.weight", d->key, d->peft ? "lora_A" : "lora_down");
-        const float *dn = find_data(lo, n);
-        snprintf(n, sizeof n, "%s.%s.weight", d->key, d->peft ? "lora_B" : "lora_up");
-        const float *up = find_data(lo, n);
-        double scale = w * (d->peft ? 1.0 : 3.0 / RANK);
-        int ti = -1;
-        for (int i = 0; i < ck->n; i++)
-            if (!strcmp(ck->t[i].name, d->target)) ti = i;
-        assert_true(ti >= 0);
-        for (int64_t o = 0; o < d->out; o++)
-            for (int64_t i = 0; i < d->in; i++) {
-                double delta = 0;
-                for (int r = 0; r < RANK; r++)
-                    delta += (double)up[o * RANK + r] * dn[r * d->in + i];
-                size_t k = (size_t)((d->row0 + o) * d->in + i);
-                double want = ck->data[ti][k] + scale * delta;
-                if (fabs(view[ti][k] - want) > 1e-5)
-                    fail_msg("%s: %s[%zu] = %g, want %g", d->key, d->target, k, view[ti][k], want);
-            }
-    }
-}
 
 /* A 16-bit (dt) checkpoint read through weight handles, as the models read it: the merge gives each touched
  * weight a private copy in dt whose values are exactly the float32 merge (of the same weights in an F32
@@ -348,8 +328,8 @@ static void lora_16bit_copy(sde_dtype dt, const char *dtname, sde_wtype wt)
     sde_lora_undo *u32 = NULL, *u16 = NULL;
     int unused = 0;
     if (sde_lora_apply(c32, lpath, w, &u32, &unused, warn, sizeof warn, err, sizeof err)) fail_msg("%s", err);
-    check_merge(&ck, &lo, MODS, NMOD, view, w);
-    check_merge(&ck, &lo, MODS_BIG, NMOD_BIG, view, w);
+    check_merge(&ck, &lo, MODS, NMOD, view, w, NULL);
+    check_merge(&ck, &lo, MODS_BIG, NMOD_BIG, view, w, NULL);
 
     /* the 16-bit file through weight handles */
     if (sde_ckpt_open(p16, &c16, err, sizeof err)) fail_msg("%s", err);
