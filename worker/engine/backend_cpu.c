@@ -57,8 +57,6 @@ static const sde_weight *cpu_upload_weight(sde_backend *be, const sde_weight *w)
     return w;
 }
 
-/* w's values as float32: the data itself when it is float32, else widened into this thread's scratch
- * (valid until the thread's next widening). NULL when out of memory. */
 static void cpu_write(sde_backend *be, sde_ten dst, const float *host, size_t n)
 {
     (void)be;

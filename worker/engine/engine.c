@@ -786,8 +786,7 @@ static int gen_decode_one(gen_run *g, float *x, int idx, float *rgb, uint8_t *px
             px[3 * i + (size_t)c] = (uint8_t)(rgb[(size_t)c * npx + i] * 255.f + 0.5f);
     sde_gen_params one = *p;
     one.seed = p->seed + (uint64_t)idx;
-    /* res->precision's rule: bf16 when asked for and the CPU has it */
-    char *params_txt = a1111_parameters(e, &one, p->precision == SDE_PREC_BF16 && sde_bf16_available());
+    char *params_txt = a1111_parameters(e, &one, sde_get_bf16()); /* what the job runs in (sde_generate) */
     if (!params_txt) {
         snprintf(err, errlen, "out of memory");
         return SDE_ERR;

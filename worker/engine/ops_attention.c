@@ -149,20 +149,20 @@ FA_TARGET static void fa_pv(const float *P, const float *vp, int kv, int hd, flo
 /* exp(x) of 8 lanes, same scheme and accuracy as fast_expf (0 below -87.3). */
 FA_TARGET static inline __m256 fa_exp(__m256 x)
 {
-    const __m256 lo = _mm256_set1_ps(-87.3f);
+    const __m256 lo = _mm256_set1_ps(SDE_EXP_LO);
     __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
     x = _mm256_max_ps(x, lo);
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.7f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+    x = _mm256_min_ps(x, _mm256_set1_ps(SDE_EXP_HI));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(SDE_EXP_LOG2E)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(SDE_EXP_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-SDE_EXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(SDE_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SDE_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SDE_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SDE_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SDE_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SDE_EXP_P5));
     p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));

@@ -28,29 +28,43 @@
 /* ---------------------------------------------------------------------------------------------------- */
 /* Vectorisable transcendental helpers. */
 
+/* The exp scheme every exp here uses (fast_expf, and the AVX2 and AVX-512 attention's vector twins):
+ * clamps, Cody-Waite ln 2 in two parts, the Cephes expf polynomial P0..P5 (highest degree first). */
+#define SDE_EXP_HI 88.7f
+#define SDE_EXP_LO (-87.3f)
+#define SDE_EXP_LOG2E 1.44269504088896341f
+#define SDE_EXP_LN2_HI 0.693359375f
+#define SDE_EXP_LN2_LO 2.12194440e-4f /* ln 2 = LN2_HI - LN2_LO */
+#define SDE_EXP_P0 1.9875691500e-4f
+#define SDE_EXP_P1 1.3981999507e-3f
+#define SDE_EXP_P2 8.3334519073e-3f
+#define SDE_EXP_P3 4.1665795894e-2f
+#define SDE_EXP_P4 1.6666665459e-1f
+#define SDE_EXP_P5 5.0000001201e-1f
+
 /* exp(x) for float x, within ~2 ulp: Cody-Waite range reduction and the Cephes expf polynomial.
  * Branch-free so loops calling it vectorise; underflows to exactly 0 below -87.3 and saturates at 88.7. */
 static inline __attribute__((always_inline)) float fast_expf(float x)
 {
-    float xc = x > 88.7f ? 88.7f : x;
-    xc = xc < -87.3f ? -87.3f : xc;
-    float t = xc * 1.44269504088896341f;
+    float xc = x > SDE_EXP_HI ? SDE_EXP_HI : x;
+    xc = xc < SDE_EXP_LO ? SDE_EXP_LO : xc;
+    float t = xc * SDE_EXP_LOG2E;
     float n = (t + 12582912.0f) - 12582912.0f; /* round to nearest integer */
-    float r = xc - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
+    float r = xc - n * SDE_EXP_LN2_HI;
+    r = r + n * SDE_EXP_LN2_LO;
+    float p = SDE_EXP_P0;
+    p = p * r + SDE_EXP_P1;
+    p = p * r + SDE_EXP_P2;
+    p = p * r + SDE_EXP_P3;
+    p = p * r + SDE_EXP_P4;
+    p = p * r + SDE_EXP_P5;
     p = p * r * r + r + 1.0f;
     int32_t ni = (int32_t)n;
     int32_t bits = (ni + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     float res = p * scale;
-    return x < -87.3f ? 0.0f : res;
+    return x < SDE_EXP_LO ? 0.0f : res;
 }
 
 /* erfc(z) for z >= 0 with fractional error < 1.2e-7 everywhere (Numerical Recipes' Chebyshev fit), so
