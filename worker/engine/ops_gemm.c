@@ -289,8 +289,8 @@ static int gemm_bf16(int transA, int transB, int M, int N, int K, const void *A,
 
 /* Float32: OpenBLAS runs single-threaded (ops_pool.c) and a product is cut into column (or row) blocks
  * that our pool's threads multiply, so no BLAS thread spins in sched_yield while our own loops run (a
- * fifth of the CPU time of a step on 2 vCPUs went there). Each element is computed as in one whole call:
- * the blocking along K does not depend on the cut. */
+ * fifth of the CPU time of a step on 2 vCPUs went there). The blocking along K does not depend on the cut,
+ * so each element should come out as in one whole call (not checked bit for bit; the goldens pass). */
 typedef struct {
     int ta, tb, M, N, K, lda, ldb, ldc, items, by_cols;
     const float *A, *B;
