@@ -29,7 +29,7 @@ static sde_buf *cpu_alloc(sde_backend *be, size_t bytes, char *err, size_t errle
 {
     (void)be;
     sde_buf *b = malloc(sizeof *b);
-    if (b) b->p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (b) b->p = sde_mem_alloc(bytes);
     if (!b || !b->p) {
         free(b);
         sde_fail(err, errlen, "cannot allocate %.0f MB", bytes / 1048576.0);
@@ -41,7 +41,7 @@ static sde_buf *cpu_alloc(sde_backend *be, size_t bytes, char *err, size_t errle
 static void cpu_free(sde_backend *be, sde_buf *b)
 {
     (void)be;
-    if (b) free(b->p);
+    if (b) sde_mem_free(b->p);
     free(b);
 }
 

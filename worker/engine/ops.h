@@ -109,6 +109,12 @@ typedef struct {
     int accumulate; /* add into y instead of overwriting it */
 } sde_conv_desc;
 
+/** A 64-byte aligned buffer of bytes (NULL when out of memory); from 2 MB on it is mapped on its own and
+ * advised for transparent huge pages (ops_mem.c). Release it with sde_mem_free(), never free(). */
+void *sde_mem_alloc(size_t bytes);
+/** Releases a buffer of sde_mem_alloc() (NULL is ignored). */
+void sde_mem_free(void *p);
+
 /** src[0..n) F16 (BF16 when bf16) values as float32 in this thread's scratch, widened on the op pool; the
  * scratch grows to the largest n asked for and stays valid until the thread's next call. NULL when out of
  * memory. */

@@ -114,53 +114,53 @@ static size_t wino_band_floats(const sde_conv_desc *d, int tr, int tw, size_t nt
            (size_t)d->cin * (4 * tr + 2) * 4 * (tw + 1) + 32;
 }
 
-/* Input channels of F16/BF16 kernels wino_weights widens at once. */
-#define WG_WIDEN_CH 64
+/* u[xi][c] = (G g_c G^T)[xi] for the kernels g_c (c < n) given transposed, gt[k][c] = g_c[k]; planes of u
+ * plane floats apart. Vectorised over c. */
+static inline __attribute__((always_inline)) void wg_wt(const float *restrict gt, int n, float *restrict u,
+                                                        size_t plane)
+{
+    for (int c = 0; c < n; c++) {
+        float t[6][3]; /* G g */
+        for (int j = 0; j < 3; j++) {
+            float g0 = gt[(size_t)j * n + c], g1 = gt[(size_t)(3 + j) * n + c],
+                  g2 = gt[(size_t)(6 + j) * n + c];
+            t[0][j] = g0 * 0.25f;
+            t[1][j] = -(g0 + g1 + g2) * (1.0f / 6);
+            t[2][j] = -(g0 - g1 + g2) * (1.0f / 6);
+            t[3][j] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
+            t[4][j] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
+            t[5][j] = g2;
+        }
+        for (int i = 0; i < 6; i++) { /* (G g) G^T */
+            float g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
+            float *ui = u + (size_t)(6 * i) * plane + c;
+            ui[0] = g0 * 0.25f;
+            ui[plane] = -(g0 + g1 + g2) * (1.0f / 6);
+            ui[2 * plane] = -(g0 - g1 + g2) * (1.0f / 6);
+            ui[3 * plane] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
+            ui[4 * plane] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
+            ui[5 * plane] = g2;
+        }
+    }
+}
 
 /* U[xi][o - o0][c] = (G g G^T)[xi] for kernels g = wt[o][c], o in [o0, o0+cb); planes wg_stride(cb*cin)
- * apart. One output channel at a time through tmp ([36][cin]) so every write to U is contiguous. */
-static void wino_weights(const sde_conv_desc *d, int o0, int cb, float *U, float *tmp, int oa, int ob)
+ * apart. Per output channel its cin kernels are widened (F16/BF16) and transposed in tmp ([18][cin]) so
+ * the transform runs over channels in vector lanes and writes each plane of U contiguously. */
+SDE_HOT static void wino_weights(const sde_conv_desc *d, int o0, int cb, float *U, float *tmp, int oa, int ob)
 {
     const size_t plane = wg_stride((size_t)cb * d->cin);
     const int cin = d->cin;
-    float
-        wide[WG_WIDEN_CH * 9]; /* F16/BF16 kernels widened a few channels at a time (pool stacks are small) */
+    float *raw = tmp, *gt = tmp + (size_t)9 * cin;
     for (int o = oa; o < ob; o++) {
-        for (int c = 0; c < cin; c++) {
-            const float *g;
-            if (d->wt) {
-                g = d->wt + ((size_t)o * cin + c) * 9;
-            } else {
-                if (c % WG_WIDEN_CH == 0) {
-                    int nc = cin - c < WG_WIDEN_CH ? cin - c : WG_WIDEN_CH;
-                    sde_cvt_to_f32(d->wt16_bf16 ? SDE_DT_BF16 : SDE_DT_F16,
-                                   d->wt16 + ((size_t)o * cin + c) * 9, (size_t)nc * 9, wide);
-                }
-                g = wide + (c % WG_WIDEN_CH) * 9;
-            }
-            float t[6][3]; /* G g */
-            for (int j = 0; j < 3; j++) {
-                float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
-                t[0][j] = g0 * 0.25f;
-                t[1][j] = -(g0 + g1 + g2) * (1.0f / 6);
-                t[2][j] = -(g0 - g1 + g2) * (1.0f / 6);
-                t[3][j] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
-                t[4][j] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
-                t[5][j] = g2;
-            }
-            for (int i = 0; i < 6; i++) { /* (G g) G^T */
-                float g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
-                float *u = tmp + (size_t)(6 * i) * cin + c;
-                u[0] = g0 * 0.25f;
-                u[cin] = -(g0 + g1 + g2) * (1.0f / 6);
-                u[2 * cin] = -(g0 - g1 + g2) * (1.0f / 6);
-                u[3 * cin] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
-                u[4 * cin] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
-                u[5 * cin] = g2;
-            }
-        }
-        for (int xi = 0; xi < WG_T; xi++)
-            memcpy(U + xi * plane + (size_t)(o - o0) * cin, tmp + (size_t)xi * cin, sizeof(float) * cin);
+        const float *g = d->wt ? d->wt + (size_t)o * cin * 9 : raw;
+        if (!d->wt)
+            sde_cvt_to_f32(d->wt16_bf16 ? SDE_DT_BF16 : SDE_DT_F16, d->wt16 + (size_t)o * cin * 9,
+                           (size_t)cin * 9, raw);
+        for (int c = 0; c < cin; c++)
+            for (int k = 0; k < 9; k++)
+                gt[(size_t)k * cin + c] = g[(size_t)c * 9 + k];
+        wg_wt(gt, cin, U + (size_t)(o - o0) * cin, plane);
     }
 }
 
@@ -324,10 +324,10 @@ SDE_HOT static void wino_output(const sde_conv_desc *d, int b, int o0, int cb, i
 }
 
 /* Floats of the per-call temporary rows: a stored input row, the 36 rows of the input transform, or the
- * [36][cin] weight-transform staging, whichever is largest. */
+ * [18][cin] weight-transform staging, whichever is largest. */
 static size_t wino_tmp_floats(const sde_conv_desc *d, int tw)
 {
-    size_t a = (size_t)36 * tw + d->w + 4, b = (size_t)36 * d->cin;
+    size_t a = (size_t)36 * tw + d->w + 4, b = (size_t)18 * d->cin;
     return (a > b ? a : b) + 16;
 }
 

@@ -216,19 +216,32 @@ static void group_stats(const float *x, int c0, int cpg, int hw, size_t cstride,
     *rstd = (float)(1.0 / sqrt(v / nel + eps));
 }
 
+typedef struct {
+    const float *x, *g, *b;
+    int cpg, hw;
+    size_t cstride;
+    float eps, *scale, *shift;
+} gn_job;
+
+static void gn_coeffs_item(void *ctx, int grp, int thread)
+{
+    (void)thread;
+    const gn_job *j = ctx;
+    float mean, rstd;
+    group_stats(j->x, grp * j->cpg, j->cpg, j->hw, j->cstride, j->eps, &mean, &rstd);
+    for (int ch = grp * j->cpg; ch < (grp + 1) * j->cpg; ch++) {
+        float sc = rstd * (j->g ? j->g[ch] : 1.0f);
+        j->scale[ch] = sc;
+        j->shift[ch] = (j->b ? j->b[ch] : 0.0f) - mean * sc;
+    }
+}
+
 void sde_groupnorm_coeffs(const float *x, int c, int hw, size_t cstride, int groups, const float *g,
                           const float *b, float eps, float *scale, float *shift)
 {
-    int cpg = c / groups;
-    for (int grp = 0; grp < groups; grp++) {
-        float mean, rstd;
-        group_stats(x, grp * cpg, cpg, hw, cstride, eps, &mean, &rstd);
-        for (int ch = grp * cpg; ch < (grp + 1) * cpg; ch++) {
-            float sc = rstd * (g ? g[ch] : 1.0f);
-            scale[ch] = sc;
-            shift[ch] = (b ? b[ch] : 0.0f) - mean * sc;
-        }
-    }
+    /* memory-bound passes over the whole tensor: the groups are independent, one per pool item */
+    gn_job j = {x, g, b, c / groups, hw, cstride, eps, scale, shift};
+    sde_par_for(groups, gn_coeffs_item, &j);
 }
 
 void sde_groupnorm(float *x, int c, int hw, int groups, const float *g, const float *b, float eps, int silu)

@@ -233,9 +233,9 @@ static void gemm_item(void *ctx, int item, int thread)
 static int grow(void **p, size_t *have, size_t bytes)
 {
     if (*have >= bytes) return 0;
-    free(*p);
+    sde_mem_free(*p);
     *have = 0;
-    if (!(*p = aligned_alloc(64, (bytes + 63) & ~(size_t)63))) return -1;
+    if (!(*p = sde_mem_alloc(bytes))) return -1;
     *have = bytes;
     return 0;
 }

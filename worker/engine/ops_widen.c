@@ -29,7 +29,7 @@ static pthread_once_t widen_once = PTHREAD_ONCE_INIT;
 static void widen_buf_free(void *v)
 {
     widen_buf *b = v;
-    if (b) free(b->p);
+    if (b) sde_mem_free(b->p);
     free(b);
 }
 
@@ -55,9 +55,9 @@ const float *sde_widen(const uint16_t *src, int bf16, size_t n)
         pthread_setspecific(widen_key, b);
     }
     if (b->n < n) {
-        free(b->p);
+        sde_mem_free(b->p);
         b->n = 0;
-        if (!(b->p = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63))) return NULL;
+        if (!(b->p = sde_mem_alloc(n * sizeof(float)))) return NULL;
         b->n = n;
     }
     widen_job j = {src, bf16 ? SDE_DT_BF16 : SDE_DT_F16, n, b->p};
