@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dtype_convert.h"
 #include "ops.h"
 
 static unsigned seed = 777;
@@ -48,7 +49,9 @@ static void ref(int ta, int tb, int M, int N, int K, const float *A, int lda, co
         }
 }
 
-static void check_case(int ta, int tb, int M, int N, int K, int acc)
+/* typed: 0, or one operand stored as 16-bit weights are (1: A in F16, 2: B in F16, 3: A in BF16, 4: B in
+ * BF16), the reference multiplying the floats those bits stand for. */
+static void check_case(int ta, int tb, int M, int N, int K, int acc, int typed)
 {
     const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 7;
     const size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb, nc = (size_t)M * ldc;
@@ -62,17 +65,33 @@ static void check_case(int ta, int tb, int M, int N, int K, int acc)
         B[i] = frand();
     for (size_t i = 0; i < nc; i++)
         C[i] = C0[i] = frand();
+    /* a typed operand: its 16-bit values, and the floats they stand for (what the reference multiplies) */
+    const int on_a = typed == 1 || typed == 3;
+    const sde_dtype dt = typed >= 3 ? SDE_DT_BF16 : SDE_DT_F16;
+    float *X = on_a ? A : B;
+    const size_t nx = on_a ? na : nb;
+    uint16_t *X16 = typed ? malloc(nx * sizeof *X16) : NULL;
+    if (typed) {
+        assert_true(X16 && !sde_cvt_from_f32(dt, X, nx, X16) && !sde_cvt_to_f32(dt, X16, nx, X));
+    }
     ref(ta, tb, M, N, K, A, lda, B, ldb, acc, R, C0, ldc);
     sde_set_bf16(1);
-    sde_gemm(ta, tb, M, N, K, A, lda, B, ldb, acc ? 1.0f : 0.0f, C, ldc);
+    if (typed) {
+        const int t16 = dt == SDE_DT_BF16 ? SDE_GEMM_BF16 : SDE_GEMM_F16;
+        sde_gemm_t(ta, tb, M, N, K, on_a ? (const void *)X16 : A, on_a ? t16 : SDE_GEMM_F32, lda,
+                   on_a ? B : (const void *)X16, on_a ? SDE_GEMM_F32 : t16, ldb, acc ? 1.0f : 0.0f, C, ldc);
+    } else {
+        sde_gemm(ta, tb, M, N, K, A, lda, B, ldb, acc ? 1.0f : 0.0f, C, ldc);
+    }
     sde_set_bf16(0);
+    free(X16);
     for (int i = 0; i < M; i++) {
         for (int j = 0; j < N; j++) {
             double want = R[(size_t)i * ldc + j], got = C[(size_t)i * ldc + j];
             /* only float32 accumulation error is left: K products of magnitude <= 1 */
             if (fabs(got - want) > 1e-5 * (K + 1)) {
-                print_error("ta %d tb %d M %d N %d K %d acc %d: C[%d][%d] = %.9g, want %.9g\n", ta, tb, M, N,
-                            K, acc, i, j, got, want);
+                print_error("ta %d tb %d M %d N %d K %d acc %d typed %d: C[%d][%d] = %.9g, want %.9g\n", ta,
+                            tb, M, N, K, acc, typed, i, j, got, want);
                 fail();
             }
         }
@@ -96,7 +115,22 @@ static void test_shapes(void **state)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
                 for (int acc = 0; acc < 2; acc++)
-                    check_case(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc);
+                    check_case(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc, 0);
+}
+
+/* Weights read as stored (F16 or BF16, either operand, either transpose; the linear layers' transposed
+ * F16 B is the packing's transposed path). */
+static void test_typed_operands(void **state)
+{
+    (void)state;
+    if (!sde_cpu_has_bf16()) skip();
+    static const int shapes[][3] = {{1, 1, 1},     {9, 33, 3},   {7, 17, 255},
+                                    {13, 64, 257}, {40, 70, 33}, {3, 520, 77}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int typed = 1; typed <= 4; typed++)
+                    check_case(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], typed & 1, typed);
 }
 
 /* The same product on one and on two threads is the same bits, and bf16 is not float32. */
@@ -204,6 +238,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_typed_operands),
         cmocka_unit_test(test_threads_and_switch),
         cmocka_unit_test(test_attention),
     };

@@ -113,10 +113,39 @@ BF16_TARGET static void kern_8x32(int kp, const uint16_t *a, size_t lda, const u
     }
 }
 
+/* In-register transpose of 16 rows of 16 dwords: r[c] becomes column c. Unpacks make 4x4 blocks within
+ * 128-bit lanes (r[4b+m] lane L = column 4L+m of rows 4b..4b+3); two lane shuffles gather the blocks. */
+BF16_TARGET static inline void tr16x16_epi32(__m512i r[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int m = 0; m < 4; m++) {
+        const __m512i a = _mm512_shuffle_i32x4(r[m], r[4 + m], 0x88),
+                      bb = _mm512_shuffle_i32x4(r[m], r[4 + m], 0xdd),
+                      c = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0x88),
+                      d = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0xdd);
+        t[m] = _mm512_shuffle_i32x4(a, c, 0x88);      /* column m */
+        t[8 + m] = _mm512_shuffle_i32x4(a, c, 0xdd);  /* column 8+m */
+        t[4 + m] = _mm512_shuffle_i32x4(bb, d, 0x88); /* column 4+m */
+        t[12 + m] = _mm512_shuffle_i32x4(bb, d, 0xdd);
+    }
+    for (int i = 0; i < 16; i++)
+        r[i] = t[i];
+}
+
 /* Packs panel q (columns [q*NR, q*NR+NR)) of B, all K rows, at bp: for each pair of rows p, NR dwords
  * (bf16 of row 2p in the low half, row 2p+1 in the high half; zero past K or N). */
 BF16_TARGET static void pack_b_panel(const void *B, int bt, size_t ldb, int transB, int K, int N, int q,
-                                     uint32_t *bp, uint16_t *tmp)
+                                     uint32_t *bp)
 {
     const int kp = (K + 1) / 2, jq = q * NR, nq = N - jq < NR ? N - jq : NR;
     const size_t es = tsize(bt);
@@ -135,22 +164,26 @@ BF16_TARGET static void pack_b_panel(const void *B, int bt, size_t ldb, int tran
         }
         return;
     }
-    /* B[k][j] = src[j][k]: each column's k run is contiguous; convert it, then spread its pairs */
-    for (int jj = 0; jj < NR; jj++) {
-        if (jj >= nq) {
-            for (int p = 0; p < kp; p++)
-                bp[(size_t)p * NR + jj] = 0;
-            continue;
+    /* B[k][j] = src[j][k]: each column's k run is contiguous, and a packed dword (a k pair of column j) is
+     * dword p of that run: 16 columns x 16 pairs at a time, converted and transposed in registers */
+    for (int h = 0; h < NR; h += 16)
+        for (int p0 = 0; p0 < kp; p0 += 16) {
+            __m512i r[16];
+            for (int jj = 0; jj < 16; jj++) {
+                if (h + jj >= nq) {
+                    r[jj] = _mm512_setzero_si512();
+                    continue;
+                }
+                const char *src = b + ((size_t)(jq + h + jj) * ldb + 2 * (size_t)p0) * es;
+                const int n0 = K - 2 * p0, n1 = n0 - 16 > 0 ? n0 - 16 : 0;
+                r[jj] = _mm512_inserti64x4(_mm512_castsi256_si512(ld16_bf16(src, bt, n0)),
+                                           ld16_bf16(src + 16 * es, bt, n1), 1);
+            }
+            tr16x16_epi32(r);
+            const int np = kp - p0 < 16 ? kp - p0 : 16;
+            for (int t = 0; t < np; t++)
+                _mm512_storeu_si512(bp + (size_t)(p0 + t) * NR + h, r[t]);
         }
-        const char *src = b + (size_t)(jq + jj) * ldb * es;
-        int k = 0;
-        for (; k < K; k += 16)
-            _mm256_storeu_si256((__m256i *)(tmp + k), ld16_bf16(src + (size_t)k * es, bt, K - k));
-        tmp[K] = 0;
-        const uint32_t *pairs = (const uint32_t *)tmp;
-        for (int p = 0; p < kp; p++)
-            bp[(size_t)p * NR + jj] = pairs[p];
-    }
 }
 
 /* Rows [r0, r1) and columns [k0, k0+kc) of A as bf16 at d (rows ldd apart, ldd even), with a zero after an
@@ -187,20 +220,21 @@ typedef struct {
     int kp, n_panels, nN, nM;
 } gemm_job;
 
-/* Rows of A converted at once: a block of MC x KC bf16 stays in L1/L2 while every panel of B passes. */
+/* Rows of A per block: a block of MC x KC bf16 stays in L1/L2 while every panel of B passes. */
 #define MC 64
 
-/* Scratch: B packed (kept between calls), per-thread column staging of the packing and A blocks. */
+/* Scratch: B packed (kept between calls); per thread, the item's rows of A in bf16, as blocks
+ * [K block][row block][MC][KC]. */
 static uint32_t *bbuf;
-static uint16_t *btmp[SDE_PAR_MAX];
-static size_t bbuf_n, btmp_n;
-static uint16_t ablk[SDE_PAR_MAX][MC * (KC + 32)] __attribute__((aligned(64)));
+static size_t bbuf_n;
+static uint16_t *abuf[SDE_PAR_MAX];
+static size_t abuf_n[SDE_PAR_MAX];
 
 static void pack_b_item(void *ctx, int item, int thread)
 {
+    (void)thread;
     const gemm_job *j = ctx;
-    pack_b_panel(j->B, j->bt, j->ldb, j->transB, j->K, j->N, item, j->bp + (size_t)item * j->kp * NR,
-                 btmp[thread]);
+    pack_b_panel(j->B, j->bt, j->ldb, j->transB, j->K, j->N, item, j->bp + (size_t)item * j->kp * NR);
 }
 
 static void gemm_item(void *ctx, int item, int thread)
@@ -211,23 +245,42 @@ static void gemm_item(void *ctx, int item, int thread)
     const int strips = (j->M + MR - 1) / MR;
     const int i0 = (int)((long)strips * im / j->nM) * MR, i1s = (int)((long)strips * (im + 1) / j->nM) * MR;
     const int i1 = i1s < j->M ? i1s : j->M;
-    uint16_t *a = ablk[thread];
+    if (i0 >= i1) return;
+    const int nic = (i1 - i0 + MC - 1) / MC;
+    uint16_t *abig = abuf[thread];
+#define ABLK(pc, ic) (abig + ((size_t)((pc) / KC) * nic + (size_t)((ic)-i0) / MC) * MC * KC)
+    /* A converted first, a whole row at a time: long contiguous reads (a 64 x 256 block read in place would
+     * touch 64 rows of a weight matrix, each on its own page, for 512 bytes each) */
+    if (j->transA) {
+        for (int pc = 0; pc < j->K; pc += KC)
+            for (int ic = i0; ic < i1; ic += MC)
+                conv_a_block(j->A, j->at, j->lda_src, 1, ic, i1 - ic < MC ? i1 : ic + MC, pc,
+                             j->K - pc < KC ? j->K - pc : KC, ABLK(pc, ic), KC);
+    } else {
+        for (int i = i0; i < i1; i++)
+            for (int pc = 0; pc < j->K; pc += KC)
+                conv_a_block(j->A, j->at, j->lda_src, 0, i, i + 1, pc, j->K - pc < KC ? j->K - pc : KC,
+                             ABLK(pc, i0 + (i - i0) / MC * MC) + (size_t)((i - i0) % MC) * KC, KC);
+    }
     for (int pc = 0; pc < j->K; pc += KC) {
-        const int kc = j->K - pc < KC ? j->K - pc : KC, kp = (kc + 1) / 2, lda = (kc + 1) & ~1;
+        const int kc = j->K - pc < KC ? j->K - pc : KC, kp = (kc + 1) / 2;
         const int load = pc > 0 || j->beta1;
-        for (int ic = i0; ic < i1; ic += MC) {
-            const int mc = i1 - ic < MC ? i1 - ic : MC;
-            conv_a_block(j->A, j->at, j->lda_src, j->transA, ic, ic + mc, pc, kc, a, (size_t)lda);
-            for (int q = p0; q < p1; q++) {
-                const int nr = j->N - q * NR < NR ? j->N - q * NR : NR;
-                const uint32_t *bq = j->bp + ((size_t)q * j->kp + (size_t)pc / 2) * NR;
-                for (int s = 0; s < mc; s += MR)
-                    kern_8x32(kp, a + (size_t)s * lda, (size_t)lda, bq,
-                              j->C + (size_t)(ic + s) * j->ldc + q * NR, j->ldc, mc - s < MR ? mc - s : MR,
-                              nr, load);
+        for (int qb = p0; qb < p1; qb += NC / NR) { /* a KC x NC block of packed B stays in L2 ... */
+            const int qe = qb + NC / NR < p1 ? qb + NC / NR : p1;
+            for (int ic = i0; ic < i1; ic += MC) { /* ... while every row block of A passes over it */
+                const int mc = i1 - ic < MC ? i1 - ic : MC;
+                const uint16_t *a = ABLK(pc, ic);
+                for (int q = qb; q < qe; q++) {
+                    const int nr = j->N - q * NR < NR ? j->N - q * NR : NR;
+                    const uint32_t *bq = j->bp + ((size_t)q * j->kp + (size_t)pc / 2) * NR;
+                    for (int s = 0; s < mc; s += MR)
+                        kern_8x32(kp, a + (size_t)s * KC, KC, bq, j->C + (size_t)(ic + s) * j->ldc + q * NR,
+                                  j->ldc, mc - s < MR ? mc - s : MR, nr, load);
+                }
             }
         }
     }
+#undef ABLK
 }
 
 static int grow(void **p, size_t *have, size_t bytes)
@@ -244,19 +297,8 @@ static int grow(void **p, size_t *have, size_t bytes)
 static int gemm_bf16(int transA, int transB, int M, int N, int K, const void *A, int at, int lda,
                      const void *B, int bt, int ldb, int beta1, float *C, int ldc)
 {
-    const size_t la = (size_t)(K + 1) & ~(size_t)1;
     const int kp = (K + 1) / 2, n_panels = (N + NR - 1) / NR;
     if (grow((void **)&bbuf, &bbuf_n, (size_t)n_panels * kp * NR * sizeof(uint32_t))) return -1;
-    if (btmp_n < la + 16) {
-        for (int t = 0; t < SDE_PAR_MAX; t++) {
-            free(btmp[t]);
-            if (!(btmp[t] = aligned_alloc(64, ((la + 16) * sizeof(uint16_t) + 63) & ~(size_t)63))) {
-                btmp_n = 0;
-                return -1;
-            }
-        }
-        btmp_n = la + 16;
-    }
     gemm_job j = {.M = M,
                   .N = N,
                   .K = K,
@@ -282,6 +324,11 @@ static int gemm_bf16(int transA, int transB, int M, int N, int K, const void *A,
     j.nM = j.nM < 1 ? 1 : j.nM > 4 ? 4 : j.nM;
     j.nN = 1;
     if (j.nM < 4) j.nN = n_panels < 4 / j.nM ? n_panels : 4 / j.nM;
+    /* the largest item's rows of A, in whole blocks */
+    const size_t rows = (size_t)((strips + j.nM - 1) / j.nM * MR + MC - 1) / MC * MC;
+    const size_t abytes = rows * (size_t)((K + KC - 1) / KC) * KC * sizeof(uint16_t);
+    for (int t = 0; t < SDE_PAR_MAX; t++)
+        if (grow((void **)&abuf[t], &abuf_n[t], abytes)) return -1;
     sde_par_for(j.nN * j.nM, gemm_item, &j);
     return 0;
 }
