@@ -50,25 +50,21 @@ AB_TARGET static void fab_qk(const uint32_t *qb, int hd, const uint32_t *kb, int
     }
 }
 
-/* exp(x) of 16 lanes: fa_exp's scheme (Cody-Waite, the Cephes polynomial), 0 below -87.3. */
+/* exp(x) of 16 lanes for x <= 0 (scores minus their running max), to about 4e-5 relative: the result is
+ * rounded to bf16 (2^-9 relative) next, so fa_exp's float32-exact scheme would be wasted here. exp(x) =
+ * 2^n 2^f with n = round(x log2 e), |f| <= 1/2, 2^f by its degree-4 Taylor polynomial, 2^n by vscalefps
+ * (which gives 0 far below). Inputs are clamped at -104 (exp -> 0 as a float) so -inf cannot make NaN. */
 AB_TARGET static inline __m512 fab_exp(__m512 x)
 {
-    const __m512 lo = _mm512_set1_ps(SDE_EXP_LO);
-    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-    x = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(SDE_EXP_HI));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(SDE_EXP_LOG2E)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(SDE_EXP_LN2_HI), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-SDE_EXP_LN2_LO), r);
-    __m512 p = _mm512_set1_ps(SDE_EXP_P0);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SDE_EXP_P1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SDE_EXP_P2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SDE_EXP_P3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SDE_EXP_P4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SDE_EXP_P5));
-    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(e));
+    const __m512 t = _mm512_mul_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(SDE_EXP_LOG2E));
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(9.6181291e-3f);                 /* ln2^4 / 24 */
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f)); /* ln2^3 / 6 */
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1f)); /* ln2^2 / 2 */
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f)); /* ln2 */
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
 }
 
 /* Online-softmax update of one micro-tile (as sde_fa_softmax_tile) that leaves each row's probabilities
