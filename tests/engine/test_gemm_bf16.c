@@ -133,6 +133,51 @@ static void test_typed_operands(void **state)
                     check_case(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], typed & 1, typed);
 }
 
+/* sde_gemm_tb: a bias per row or per column, with beta 0 and 1, on the bf16 path (added as C is stored)
+ * and on the float32 path (added into C first), against the plain product plus the bias. */
+static void test_bias(void **state)
+{
+    (void)state;
+    enum { M = 37, N = 70, K = 300 }; /* K over one 256 block: the bias goes with the first only */
+    float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N),
+          *br = malloc(sizeof(float) * M), *bc = malloc(sizeof(float) * N),
+          *C0 = malloc(sizeof(float) * M * N), *P = malloc(sizeof(float) * M * N),
+          *C = malloc(sizeof(float) * M * N);
+    assert_true(A && B && br && bc && C0 && P && C);
+    for (int i = 0; i < M * K; i++)
+        A[i] = frand();
+    for (int i = 0; i < K * N; i++)
+        B[i] = frand();
+    for (int i = 0; i < M; i++)
+        br[i] = 4.0f * frand();
+    for (int i = 0; i < N; i++)
+        bc[i] = 4.0f * frand();
+    for (int i = 0; i < M * N; i++)
+        C0[i] = frand();
+    for (int bf = 0; bf < 2; bf++) {
+        if (bf && !sde_cpu_has_bf16()) continue;
+        sde_set_bf16(bf);
+        sde_gemm(0, 0, M, N, K, A, K, B, N, 0.0f, P, N); /* the product alone, on the same path */
+        for (int beta = 0; beta < 2; beta++)
+            for (int which = 0; which < 2; which++) {
+                memcpy(C, C0, sizeof(float) * M * N);
+                sde_gemm_tb(0, 0, M, N, K, A, SDE_GEMM_F32, K, B, SDE_GEMM_F32, N, which ? NULL : br,
+                            which ? bc : NULL, (float)beta, C, N);
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        float want = P[i * N + j] + (which ? bc[j] : br[i]) + (beta ? C0[i * N + j] : 0.0f);
+                        if (fabsf(C[i * N + j] - want) > 1e-4f) {
+                            print_error("bf16 %d beta %d %s bias: C[%d][%d] = %.7g, want %.7g\n", bf, beta,
+                                        which ? "column" : "row", i, j, C[i * N + j], want);
+                            fail();
+                        }
+                    }
+            }
+    }
+    sde_set_bf16(0);
+    free(A), free(B), free(br), free(bc), free(C0), free(P), free(C);
+}
+
 /* The same product on one and on two threads is the same bits, and bf16 is not float32. */
 static void test_threads_and_switch(void **state)
 {
@@ -237,9 +282,8 @@ static void test_attention(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shapes),
-        cmocka_unit_test(test_typed_operands),
-        cmocka_unit_test(test_threads_and_switch),
+        cmocka_unit_test(test_shapes),    cmocka_unit_test(test_typed_operands),
+        cmocka_unit_test(test_bias),      cmocka_unit_test(test_threads_and_switch),
         cmocka_unit_test(test_attention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

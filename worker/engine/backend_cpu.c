@@ -103,32 +103,13 @@ static void cpu_linear(sde_backend *be, sde_ten xt, int n, int in, const sde_wei
     float *y = P(yt);
     const int acc = flags & SDE_LIN_ACC, xcm = flags & SDE_LIN_X_CM;
     float beta = acc ? 1.0f : 0.0f;
+    /* the bias goes with the product: the bf16 GEMM adds it as y is stored, float32 adds it into y first */
     if (flags & SDE_LIN_Y_CM) { /* y[out][n] = W x^T: bias along rows of y */
-        if (b) {
-            for (int c = 0; c < out; c++) {
-                float bv = b[c], *row = y + (size_t)c * n;
-                if (acc)
-                    for (int i = 0; i < n; i++)
-                        row[i] += bv;
-                else
-                    for (int i = 0; i < n; i++)
-                        row[i] = bv;
-            }
-            beta = 1.0f;
-        }
-        sde_gemm_t(0, xcm ? 0 : 1, out, n, in, w, wt, in, x, SDE_GEMM_F32, xcm ? n : in, beta, y, n);
+        sde_gemm_tb(0, xcm ? 0 : 1, out, n, in, w, wt, in, x, SDE_GEMM_F32, xcm ? n : in, b, NULL, beta, y,
+                    n);
         return;
     }
-    if (b) {
-        for (int r = 0; r < n; r++) {
-            if (acc)
-                sde_add(y + (size_t)r * out, b, out);
-            else
-                memcpy(y + (size_t)r * out, b, sizeof(float) * out);
-        }
-        beta = 1.0f;
-    }
-    sde_gemm_t(xcm ? 1 : 0, 1, n, out, in, x, SDE_GEMM_F32, xcm ? n : in, w, wt, in, beta, y, out);
+    sde_gemm_tb(xcm ? 1 : 0, 1, n, out, in, x, SDE_GEMM_F32, xcm ? n : in, w, wt, in, NULL, b, beta, y, out);
 }
 
 static sde_conv_desc conv_desc(const sde_be_conv *c, float *(*P)(sde_ten))

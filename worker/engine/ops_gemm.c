@@ -80,7 +80,7 @@ static inline size_t tsize(int t)
 /* C[0..mr)[0..nr) (+)= A[mr rows, lda apart][2*kp] . Bp[kp][NR pairs]; rows of A past mr repeat the last
  * one (computed, not stored). */
 BF16_TARGET static void kern_8x32(int kp, const uint16_t *a, size_t lda, const uint32_t *bp, float *c,
-                                  size_t ldc, int mr, int nr, int load)
+                                  size_t ldc, int mr, int nr, int load, const float *bcol, const float *brow)
 {
     __m512 acc[MR][2];
     const uint32_t *ar[MR];
@@ -101,12 +101,22 @@ BF16_TARGET static void kern_8x32(int kp, const uint16_t *a, size_t lda, const u
     }
     const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
     const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    /* a bias per column (bcol) or per row (brow), given with the first K block, is added as C is stored */
+    const __m512 bc0 = bcol ? _mm512_maskz_loadu_ps(m0, bcol) : _mm512_setzero_ps();
+    const __m512 bc1 = bcol ? _mm512_maskz_loadu_ps(m1, bcol + 16) : _mm512_setzero_ps();
     for (int i = 0; i < mr; i++) {
         float *cr = c + (size_t)i * ldc;
         __m512 v0 = acc[i][0], v1 = acc[i][1];
         if (load) {
             v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
             v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
+        }
+        if (bcol) {
+            v0 = _mm512_add_ps(v0, bc0);
+            v1 = _mm512_add_ps(v1, bc1);
+        } else if (brow) {
+            v0 = _mm512_add_ps(v0, _mm512_set1_ps(brow[i]));
+            v1 = _mm512_add_ps(v1, _mm512_set1_ps(brow[i]));
         }
         _mm512_mask_storeu_ps(cr, m0, v0);
         _mm512_mask_storeu_ps(cr + 16, m1, v1);
@@ -216,7 +226,8 @@ typedef struct {
     size_t lda_src, ldb;
     float *C;
     size_t ldc;
-    uint32_t *bp; /* B packed: panel q at q * kp * NR */
+    uint32_t *bp;                     /* B packed: panel q at q * kp * NR */
+    const float *bias_row, *bias_col; /* added to C with the first K block, or NULL */
     int kp, n_panels, nN, nM;
 } gemm_job;
 
@@ -275,7 +286,9 @@ static void gemm_item(void *ctx, int item, int thread)
                     const uint32_t *bq = j->bp + ((size_t)q * j->kp + (size_t)pc / 2) * NR;
                     for (int s = 0; s < mc; s += MR)
                         kern_8x32(kp, a + (size_t)s * KC, KC, bq, j->C + (size_t)(ic + s) * j->ldc + q * NR,
-                                  j->ldc, mc - s < MR ? mc - s : MR, nr, load);
+                                  j->ldc, mc - s < MR ? mc - s : MR, nr, load,
+                                  j->bias_col && !pc ? j->bias_col + q * NR : NULL,
+                                  j->bias_row && !pc ? j->bias_row + ic + s : NULL);
                 }
             }
         }
@@ -295,7 +308,8 @@ static int grow(void **p, size_t *have, size_t bytes)
 
 /* 0, or -1 when scratch cannot be had (the caller falls back to float32). */
 static int gemm_bf16(int transA, int transB, int M, int N, int K, const void *A, int at, int lda,
-                     const void *B, int bt, int ldb, int beta1, float *C, int ldc)
+                     const void *B, int bt, int ldb, int beta1, const float *bias_row, const float *bias_col,
+                     float *C, int ldc)
 {
     const int kp = (K + 1) / 2, n_panels = (N + NR - 1) / NR;
     if (grow((void **)&bbuf, &bbuf_n, (size_t)n_panels * kp * NR * sizeof(uint32_t))) return -1;
@@ -315,15 +329,24 @@ static int gemm_bf16(int transA, int transB, int M, int N, int K, const void *A,
                   .ldc = (size_t)ldc,
                   .bp = bbuf,
                   .kp = kp,
-                  .n_panels = n_panels};
+                  .n_panels = n_panels,
+                  .bias_row = bias_row,
+                  .bias_col = bias_col};
     sde_par_for(n_panels, pack_b_item, &j);
-    /* items: row ranges of at least MC rows (each converts its rows of A once), up to 4; columns are
-     * split only to give small-M products a few items */
-    const int strips = (M + MR - 1) / MR;
-    j.nM = strips / (MC / MR);
-    j.nM = j.nM < 1 ? 1 : j.nM > 4 ? 4 : j.nM;
-    j.nN = 1;
-    if (j.nM < 4) j.nN = n_panels < 4 / j.nM ? n_panels : 4 / j.nM;
+    /* 4 items (or fewer for small products): nM row ranges (of at least MC rows) by nN column ranges. Each
+     * item converts its rows of A and reads its columns of packed B, so the split weighs the A rows
+     * converted again (M nN) against the packed B read again (N nM, cheaper: already bf16) */
+    const int strips = (M + MR - 1) / MR, max_m = strips / (MC / MR) < 1 ? 1 : strips / (MC / MR);
+    j.nM = 1;
+    j.nN = n_panels < 4 ? n_panels : 4;
+    double best = (double)M * j.nN + 0.5 * (double)N;
+    for (int nm = 2; nm <= 4 && nm <= max_m; nm *= 2) {
+        const int nn = 4 / nm < n_panels ? 4 / nm : n_panels;
+        const double cost = (double)M * nn + 0.5 * (double)N * nm;
+        /* the most items first, then the least work done twice */
+        if (nm * nn > j.nM * j.nN || (nm * nn == j.nM * j.nN && cost < best))
+            best = cost, j.nM = nm, j.nN = nn;
+    }
     /* the largest item's rows of A, in whole blocks */
     const size_t rows = (size_t)((strips + j.nM - 1) / j.nM * MR + MC - 1) / MC * MC;
     const size_t abytes = rows * (size_t)((K + KC - 1) / KC) * KC * sizeof(uint16_t);
@@ -375,22 +398,45 @@ void sde_sgemm(int transA, int transB, int M, int N, int K, float alpha, const f
     sde_par_for(j.items, sg_item, &j);
 }
 
-void sde_gemm_t(int transA, int transB, int M, int N, int K, const void *A, int at, int lda, const void *B,
-                int bt, int ldb, float beta, float *C, int ldc)
+/* C = beta C + bias (per row and per column), what a product is then added to. */
+static void bias_fill(int M, int N, const float *bias_row, const float *bias_col, float beta, float *C,
+                      int ldc)
+{
+    for (int i = 0; i < M; i++) {
+        float *row = C + (size_t)i * ldc;
+        for (int c = 0; c < N; c++)
+            row[c] = (beta == 0.0f ? 0.0f : beta * row[c]) + (bias_row ? bias_row[i] : 0.0f) +
+                     (bias_col ? bias_col[c] : 0.0f);
+    }
+}
+
+void sde_gemm_tb(int transA, int transB, int M, int N, int K, const void *A, int at, int lda, const void *B,
+                 int bt, int ldb, const float *bias_row, const float *bias_col, float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
 #ifdef SDE_HAVE_BF16_KERNEL
     if (bf16_on && K > 0 && (beta == 0.0f || beta == 1.0f) &&
-        !gemm_bf16(transA, transB, M, N, K, A, at, lda, B, bt, ldb, beta == 1.0f, C, ldc))
+        !gemm_bf16(transA, transB, M, N, K, A, at, lda, B, bt, ldb, beta == 1.0f, bias_row, bias_col, C, ldc))
         return;
 #endif
-    /* float32: a stored F16/BF16 operand (a weight) is widened into this thread's scratch */
+    /* float32: the bias is added into C first; a stored F16/BF16 operand (a weight) is widened into this
+     * thread's scratch */
+    if (bias_row || bias_col) {
+        bias_fill(M, N, bias_row, bias_col, beta, C, ldc);
+        beta = 1.0f;
+    }
     if (at != SDE_GEMM_F32 && bt != SDE_GEMM_F32) abort(); /* never called so: weights are one side */
     if (at != SDE_GEMM_F32 && !(A = sde_widen(A, at == SDE_GEMM_BF16, (size_t)(transA ? K : M) * lda)))
         abort();
     if (bt != SDE_GEMM_F32 && !(B = sde_widen(B, bt == SDE_GEMM_BF16, (size_t)(transB ? N : K) * ldb)))
         abort();
     sde_sgemm(transA, transB, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
+void sde_gemm_t(int transA, int transB, int M, int N, int K, const void *A, int at, int lda, const void *B,
+                int bt, int ldb, float beta, float *C, int ldc)
+{
+    sde_gemm_tb(transA, transB, M, N, K, A, at, lda, B, bt, ldb, NULL, NULL, beta, C, ldc);
 }
 
 void sde_gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
