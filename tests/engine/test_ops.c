@@ -14,8 +14,8 @@
 #include "ops.h"
 
 /* Tolerances: the references accumulate in double, ours in float (OpenBLAS SGEMM, float lanes; Winograd
- * F(4x4,3x3) adds transform roundings with coefficients up to 8, ~1e-6 relative). A float
- * dot product of K terms of size ~1 has rounding error ~sqrt(K) * 6e-8 typically and K * 6e-8 at worst;
+ * F(4x4,3x3) and F(6x6,3x3) add transform roundings with coefficients up to 8 and 32, ~1e-6 relative). A
+ * float dot product of K terms of size ~1 has rounding error ~sqrt(K) * 6e-8 typically and K * 6e-8 at worst;
  * the largest K here is 1152 (a 128-channel 3x3 conv), so 1e-4 absolute on outputs of size ~10 leaves
  * ~10x headroom over the worst case while a wrong index, missing bias or off-by-one pad gives errors of
  * order 1. Elementwise functions are checked relative to libm double: our exp is within ~2 ulp, erfc
@@ -344,13 +344,16 @@ static void test_conv2d_ex(void **state)
         {12, 5, 6, 9, 1, 1, 0, 0, 0, 0, 0, 0, 0},  /* 1x1 straight SGEMM over the whole batch */
         {12, 5, 6, 9, 1, 1, 0, 0, 0, 0, 0, 1, 1},  /* 1x1 with the input transform */
         {128, 6, 5, 4, 3, 1, 1, 1, 1, 1, 0, 1, 1}, /* K = 1152 */
-        /* >= 16 channels, >= 8x8 and >= 64 tiles of 4x4: the Winograd F(4x4,3x3) path (whole batch with the
-         * big budget; bands of tile rows and blocks of output channels with 64-512 KB; im2col with the two
-         * smallest budgets) */
+        /* >= 16 channels, >= 8x8 and >= 64 tiles of 4x4: the Winograd path (whole batch with the big budget;
+         * bands of tile rows and blocks of output channels with 64-512 KB; im2col with the two smallest
+         * budgets). F(6x6,3x3) for these four (their 6x6 tiles need at least 10% fewer multiplies) ... */
         {16, 30, 22, 17, 3, 1, 1, 1, 1, 1, 0, 0, 0},
         {16, 29, 27, 40, 3, 1, 1, 1, 1, 1, 0, 1, 1}, /* odd sizes: partial tiles, GroupNorm+SiLU, 3 blocks */
         {16, 15, 13, 16, 3, 1, 1, 1, 1, 1, 1, 1, 1}, /* fused upsample + transform, 30x26 out */
         {32, 13, 9, 16, 3, 1, 1, 1, 1, 1, 1, 0, 0},  /* upsample, odd stored width */
+        /* ... F(4x4,3x3) for 32x32 outputs (as many multiplies either way) */
+        {16, 32, 32, 17, 3, 1, 1, 1, 1, 1, 0, 1, 1},
+        {24, 16, 16, 16, 3, 1, 1, 1, 1, 1, 1, 0, 0}, /* upsample to 32x32 */
     };
     const size_t budgets[] = {(size_t)64 << 20, 1, 4096, 65536, 262144, 131072, 524288};
     for (unsigned t = 0; t < sizeof cases / sizeof *cases; t++)

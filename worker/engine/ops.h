@@ -133,7 +133,8 @@ int sde_conv_out_w(const sde_conv_desc *d);
  * fit; one output row is the minimum, so the result may exceed a tiny budget). */
 size_t sde_conv2d_ex_scratch(const sde_conv_desc *d, size_t budget);
 /** Runs d with scratch_bytes of scratch (use sde_conv2d_ex_scratch(d, budget) bytes): 1x1 convolutions are
- * one SGEMM, stride-1 pad-1 3x3 ones with >= 16 channels and >= 64 4x4 tiles use Winograd F(4x4,3x3),
+ * one SGEMM, stride-1 pad-1 3x3 ones with >= 16 channels and >= 64 4x4 tiles use Winograd F(4x4,3x3) (or
+ * F(6x6,3x3) for up to 256x256 channels where its tiles need 10% fewer multiplies),
  * the rest im2col + SGEMM. y must not overlap x, except for 1x1 stride-1 unpadded convolutions without
  * upsampling where y == x and cout <= cin. */
 void sde_conv2d_ex(const sde_conv_desc *d, float *scratch, size_t scratch_bytes);

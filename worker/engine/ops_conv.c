@@ -1,5 +1,5 @@
 /* ops_conv.c: the GEMM-shaped ops: linear layers, and 2-D convolutions by im2col + SGEMM or Winograd
- * F(4x4,3x3), tiled to a scratch budget, with fused input GroupNorm+SiLU, upsample and bias. */
+ * F(4x4,3x3) or F(6x6,3x3), tiled to a scratch budget, with fused input GroupNorm+SiLU, upsample and bias. */
 #include "dtype_convert.h"
 #include "ops.h"
 #include "ops_internal.h"
@@ -81,15 +81,21 @@ static size_t conv_rows_floats(const sde_conv_desc *d, int tr, int ow)
     return f;
 }
 
-/* Winograd F(4x4, 3x3) for stride-1, pad-1 3x3 convolutions: 4x fewer multiplies than im2col. Per 6x6
- * input tile d and 3x3 kernel g the 4x4 output is A^T [(G g G^T) . (B^T d B)] A (Lavin & Gray's
- * matrices, interpolation points 0, +-1, +-2); over all channels the elementwise product becomes 36 GEMMs
- * U[xi][cout][cin] x V[xi][cin][tiles]. Weights are transformed per call, a block of output channels at
- * a time (no second copy of the model is kept); tiles are grouped in bands of tile rows. In fp32 the
- * transforms cost a few 1e-7 of relative precision, far below the f16-weight noise of real checkpoints. */
-#define WG_T 36 /* 6x6 transformed tile */
+/* Winograd F(m x m, 3x3), m = 4 or 6, for stride-1, pad-1 3x3 convolutions: 9/(m+2)^2 x m^2 fewer
+ * multiplies than im2col, 4x for m = 4 and 5.06x for m = 6. Per (m+2)x(m+2) input tile d and 3x3 kernel g
+ * the m x m output is A^T [(G g G^T) . (B^T d B)] A (Lavin & Gray's matrices; interpolation points 0, +-1,
+ * +-2 for m = 4 and 0, +-1, +-2, +-1/2 for m = 6); over all channels the elementwise product becomes
+ * (m+2)^2 GEMMs U[xi][cout][cin] x V[xi][cin][tiles]. Weights are transformed per call, a block of output
+ * channels at a time (no second copy of the model is kept); tiles are grouped in bands of tile rows. In
+ * fp32 the transforms cost about 1e-7 (m = 4) and 1e-6 (m = 6) of relative precision, far below the
+ * f16-weight noise of real checkpoints. */
+/* Planes of a transformed tile. */
+static int wg_t(int m)
+{
+    return (m + 2) * (m + 2);
+}
 
-/* Distance between the 36 planes of V, M and U: n floats plus one cache line, so the 36 streams the
+/* Distance between the planes of V, M and U: n floats plus one cache line, so the 36 or 64 streams the
  * transforms read and write do not all land in the same cache sets (n is often a multiple of 4 KB). */
 static size_t wg_stride(size_t n)
 {
@@ -106,18 +112,32 @@ static int wino_ok(const sde_conv_desc *d)
     return d->cin >= 16 && d->cout >= 16 && oh >= 8 && ow >= 8 && tiles >= 64;
 }
 
+/* The output tile of a Winograd convolution: 6 where its multiplies per output, padding to whole tiles
+ * included, are at least 10% fewer than with 4 (the larger transforms cost more per output), for up to
+ * 256x256 channels: with more, 64 planes of transformed weights outgrow the scratch budget and are
+ * transformed again per band, and F(6x6) measured slower (512 channels at 128x128: +2 to 5%; 128 at
+ * 512x512 and 256 at 256x256: -1 to -10% and -5%, /tmp-style conv benchmark on 2 vCPUs). */
+static int wino_m(const sde_conv_desc *d)
+{
+    if ((size_t)d->cin * d->cout > 256 * 256) return 4;
+    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
+    const double c4 = 36.0 * ((oh + 3) / 4) * ((ow + 3) / 4), c6 = 64.0 * ((oh + 5) / 6) * ((ow + 5) / 6);
+    return c6 < 0.9 * c4 ? 6 : 4;
+}
+
 /* Floats of one band of tr tile rows holding nt tiles, for a block of cb output channels: V and M, the
- * 4-phase input rows, alignment slack. */
+ * m-phase input rows, alignment slack. */
 static size_t wino_band_floats(const sde_conv_desc *d, int tr, int tw, size_t nt, int cb)
 {
-    return WG_T * (wg_stride((size_t)d->cin * nt) + wg_stride((size_t)cb * nt)) +
-           (size_t)d->cin * (4 * tr + 2) * 4 * (tw + 1) + 32;
+    const int m = wino_m(d);
+    return (size_t)wg_t(m) * (wg_stride((size_t)d->cin * nt) + wg_stride((size_t)cb * nt)) +
+           (size_t)d->cin * (m * tr + 2) * m * (tw + 1) + 32;
 }
 
 /* u[xi][c] = (G g_c G^T)[xi] for the kernels g_c (c < n) given transposed, gt[k][c] = g_c[k]; planes of u
- * plane floats apart. Vectorised over c. */
-static inline __attribute__((always_inline)) void wg_wt(const float *restrict gt, int n, float *restrict u,
-                                                        size_t plane)
+ * plane floats apart; F(4x4,3x3). Vectorised over c. */
+static inline __attribute__((always_inline)) void wg_wt6(const float *restrict gt, int n, float *restrict u,
+                                                         size_t plane)
 {
     for (int c = 0; c < n; c++) {
         float t[6][3]; /* G g */
@@ -144,13 +164,39 @@ static inline __attribute__((always_inline)) void wg_wt(const float *restrict gt
     }
 }
 
+/* The 8 rows of G for F(6x6,3x3) applied to (g0, g1, g2). */
+#define WG_G8(o, g0, g1, g2, st)                                                                             \
+    do {                                                                                                     \
+        (o)[0] = (g0);                                                                                       \
+        (o)[st] = -(2.0f / 9) * ((g0) + (g1) + (g2));                                                        \
+        (o)[2 * (st)] = -(2.0f / 9) * ((g0) - (g1) + (g2));                                                  \
+        (o)[3 * (st)] = (1.0f / 90) * (g0) + (1.0f / 45) * (g1) + (2.0f / 45) * (g2);                        \
+        (o)[4 * (st)] = (1.0f / 90) * (g0) - (1.0f / 45) * (g1) + (2.0f / 45) * (g2);                        \
+        (o)[5 * (st)] = (32.0f / 45) * (g0) + (16.0f / 45) * (g1) + (8.0f / 45) * (g2);                      \
+        (o)[6 * (st)] = (32.0f / 45) * (g0) - (16.0f / 45) * (g1) + (8.0f / 45) * (g2);                      \
+        (o)[7 * (st)] = (g2);                                                                                \
+    } while (0)
+
+/* wg_wt6 for F(6x6,3x3): 64 planes. */
+static inline __attribute__((always_inline)) void wg_wt8(const float *restrict gt, int n, float *restrict u,
+                                                         size_t plane)
+{
+    for (int c = 0; c < n; c++) {
+        float t[3][8]; /* (G g) transposed: t[j][i] = (G g)[i][j] */
+        for (int j = 0; j < 3; j++)
+            WG_G8(t[j], gt[(size_t)j * n + c], gt[(size_t)(3 + j) * n + c], gt[(size_t)(6 + j) * n + c], 1);
+        for (int i = 0; i < 8; i++) /* (G g) G^T, row i */
+            WG_G8(u + (size_t)(8 * i) * plane + c, t[0][i], t[1][i], t[2][i], plane);
+    }
+}
+
 /* U[xi][o - o0][c] = (G g G^T)[xi] for kernels g = wt[o][c], o in [o0, o0+cb); planes wg_stride(cb*cin)
  * apart. Per output channel its cin kernels are widened (F16/BF16) and transposed in tmp ([18][cin]) so
  * the transform runs over channels in vector lanes and writes each plane of U contiguously. */
 SDE_HOT static void wino_weights(const sde_conv_desc *d, int o0, int cb, float *U, float *tmp, int oa, int ob)
 {
     const size_t plane = wg_stride((size_t)cb * d->cin);
-    const int cin = d->cin;
+    const int cin = d->cin, m = wino_m(d);
     float *raw = tmp, *gt = tmp + (size_t)9 * cin;
     for (int o = oa; o < ob; o++) {
         const float *g = d->wt ? d->wt + (size_t)o * cin * 9 : raw;
@@ -160,34 +206,37 @@ SDE_HOT static void wino_weights(const sde_conv_desc *d, int o0, int cb, float *
         for (int c = 0; c < cin; c++)
             for (int k = 0; k < 9; k++)
                 gt[(size_t)k * cin + c] = g[(size_t)c * 9 + k];
-        wg_wt(gt, cin, U + (size_t)(o - o0) * cin, plane);
+        if (m == 6)
+            wg_wt8(gt, cin, U + (size_t)(o - o0) * cin, plane);
+        else
+            wg_wt6(gt, cin, U + (size_t)(o - o0) * cin, plane);
     }
 }
 
-/* Input rows of image b for tile rows [tr0, tr1): padded rows 4*tr0 .. 4*tr1+1 (padded row pr = virtual
- * row pr-1, zero outside), each split into 4 column phases Q_m[k] = P[4k+m] (P[u] = transformed virtual
- * column u-1, zero outside), stored at band + ((c*rows + pr - 4*tr0)*4 + m) * (tw+1). */
+/* Input rows of image b for tile rows [tr0, tr1): padded rows m*tr0 .. m*tr1+1 (padded row pr = virtual
+ * row pr-1, zero outside), each split into m column phases Q_p[k] = P[mk+p] (P[u] = transformed virtual
+ * column u-1, zero outside), stored at band + ((c*rows + pr - m*tr0)*m + p) * (tw+1). */
 SDE_HOT static void wino_band(const sde_conv_desc *d, int b, int tr0, int tr1, int tw, float *band,
                               float *tmp, int c0, int c1)
 {
-    const int vh = d->upsample ? 2 * d->h : d->h, vw = d->upsample ? 2 * d->w : d->w,
-              rows = 4 * (tr1 - tr0) + 2;
+    const int m = wino_m(d), vh = d->upsample ? 2 * d->h : d->h, vw = d->upsample ? 2 * d->w : d->w,
+              rows = m * (tr1 - tr0) + 2;
     const size_t ph = (size_t)tw + 1;
     const float *xb = d->x + (size_t)b * d->x_bstride;
     for (int c = c0; c < c1; c++) {
         const float sc = d->in_scale ? d->in_scale[(size_t)b * d->cin + c] : 1.0f;
         const float sh = d->in_scale ? d->in_shift[(size_t)b * d->cin + c] : 0.0f;
         for (int r = 0; r < rows; r++) {
-            float *q = band + ((size_t)c * rows + r) * 4 * ph;
-            int vr = 4 * tr0 + r - 1;
+            float *q = band + ((size_t)c * rows + r) * m * ph;
+            int vr = m * tr0 + r - 1;
             if (vr < 0 || vr >= vh) {
-                memset(q, 0, sizeof(float) * 4 * ph);
+                memset(q, 0, sizeof(float) * m * ph);
                 continue;
             }
             const float *src = xb + (size_t)c * d->x_cstride + (size_t)(d->upsample ? vr / 2 : vr) * d->w;
-            /* the padded virtual row P (4*(tw+1) floats) in tmp, built from the stored row transformed once
+            /* the padded virtual row P (m*(tw+1) floats) in tmp, built from the stored row transformed once
              */
-            float *P = tmp, *row = tmp + 4 * ph;
+            float *P = tmp, *row = tmp + m * ph;
             if (d->in_scale)
                 sde_affine_row(src, row, d->w, sc, sh, d->in_silu);
             else
@@ -198,19 +247,19 @@ SDE_HOT static void wino_band(const sde_conv_desc *d, int b, int tr0, int tr1, i
                     P[1 + 2 * k] = P[2 + 2 * k] = row[k];
             else
                 memcpy(P + 1, row, sizeof(float) * d->w);
-            for (size_t u = (size_t)vw + 1; u < 4 * ph; u++)
+            for (size_t u = (size_t)vw + 1; u < m * ph; u++)
                 P[u] = 0.0f;
-            for (int m = 0; m < 4; m++) {
-                float *qm = q + m * ph;
+            for (int p = 0; p < m; p++) {
+                float *qp = q + p * ph;
                 for (size_t k = 0; k < ph; k++)
-                    qm[k] = P[4 * k + m];
+                    qp[k] = P[m * k + p];
             }
         }
     }
 }
 
-/* o_k[t] = (B^T d)[k] for the 6-vectors d = (d0..d5)[t]: one 1-D input transform per t. restrict lets
- * gcc vectorise over t. */
+/* o_k[t] = (B^T d)[k] for the 6-vectors d = (d0..d5)[t]: one 1-D input transform per t (F(4x4,3x3)).
+ * restrict lets gcc vectorise over t. */
 static inline __attribute__((always_inline)) void
 wg_bt6(const float *restrict d0, const float *restrict d1, const float *restrict d2, const float *restrict d3,
        const float *restrict d4, const float *restrict d5, float *restrict o0, float *restrict o1,
@@ -227,7 +276,51 @@ wg_bt6(const float *restrict d0, const float *restrict d1, const float *restrict
     }
 }
 
-/* o_a[t] = (A^T m)[a], a = 0..3, for the 6-vectors m = (m0..m5)[t], plus bias. */
+/* The same for the 8-vectors d = (d0..d7)[t] of F(6x6,3x3). */
+static inline __attribute__((always_inline)) void
+wg_bt8(const float *restrict d0, const float *restrict d1, const float *restrict d2, const float *restrict d3,
+       const float *restrict d4, const float *restrict d5, const float *restrict d6, const float *restrict d7,
+       float *restrict o0, float *restrict o1, float *restrict o2, float *restrict o3, float *restrict o4,
+       float *restrict o5, float *restrict o6, float *restrict o7, int n)
+{
+    for (int t = 0; t < n; t++) {
+        float a0 = d0[t], a1 = d1[t], a2 = d2[t], a3 = d3[t], a4 = d4[t], a5 = d5[t], a6 = d6[t], a7 = d7[t];
+        o0[t] = (a0 - a6) + 5.25f * (a4 - a2);
+        o7[t] = (a7 - a1) + 5.25f * (a3 - a5);
+        float u = a2 + a6 - 4.25f * a4, v = a1 + a5 - 4.25f * a3;
+        o1[t] = u + v;
+        o2[t] = u - v;
+        u = a6 + 0.25f * a2 - 1.25f * a4;
+        v = 0.5f * a1 - 2.5f * a3 + 2.0f * a5;
+        o3[t] = u + v;
+        o4[t] = u - v;
+        u = a6 + 4.0f * a2 - 5.0f * a4;
+        v = 2.0f * a1 - 2.5f * a3 + 0.5f * a5;
+        o5[t] = u + v;
+        o6[t] = u - v;
+    }
+}
+
+/* o_a[t] = (A^T m)[a], a = 0..5, for the 8-vectors m = (m0..m7)[t] (F(6x6,3x3)). */
+static inline __attribute__((always_inline)) void
+wg_at8(const float *restrict m0, const float *restrict m1, const float *restrict m2, const float *restrict m3,
+       const float *restrict m4, const float *restrict m5, const float *restrict m6, const float *restrict m7,
+       float *restrict o0, float *restrict o1, float *restrict o2, float *restrict o3, float *restrict o4,
+       float *restrict o5, int n)
+{
+    for (int t = 0; t < n; t++) {
+        float p = m1[t] + m2[t], q = m1[t] - m2[t], r = m3[t] + m4[t], s = m3[t] - m4[t], u = m5[t] + m6[t],
+              w = m5[t] - m6[t];
+        o0[t] = m0[t] + p + r + u;
+        o1[t] = q + 2.0f * s + 0.5f * w;
+        o2[t] = p + 4.0f * r + 0.25f * u;
+        o3[t] = q + 8.0f * s + 0.125f * w;
+        o4[t] = p + 16.0f * r + 0.0625f * u;
+        o5[t] = q + 32.0f * s + 0.03125f * w + m7[t];
+    }
+}
+
+/* o_a[t] = (A^T m)[a], a = 0..3, for the 6-vectors m = (m0..m5)[t], plus bias (F(4x4,3x3)). */
 static inline __attribute__((always_inline)) void
 wg_at6(const float *restrict m0, const float *restrict m1, const float *restrict m2, const float *restrict m3,
        const float *restrict m4, const float *restrict m5, float *restrict o0, float *restrict o1,
@@ -243,32 +336,89 @@ wg_at6(const float *restrict m0, const float *restrict m1, const float *restrict
 }
 
 /* V[xi][c][col0 + (ty-tr0)*tw + tx] = (B^T d B)[xi] for the tiles of tile rows [tr0, tr1); tmp holds
- * 36 rows of tw floats (the row pass of the transform). */
+ * (m+2)^2 rows of tw floats (the row pass of the transform). */
 SDE_HOT static void wino_input(const sde_conv_desc *d, int tr0, int tr1, int tw, const float *band, float *V,
                                size_t nt, size_t col0, float *tmp, int c0, int c1)
 {
-    const int rows = 4 * (tr1 - tr0) + 2;
+    const int m = wino_m(d), t = m + 2, rows = m * (tr1 - tr0) + 2;
     const size_t ph = (size_t)tw + 1, xs = wg_stride((size_t)d->cin * nt);
     for (int c = c0; c < c1; c++)
         for (int ty = tr0; ty < tr1; ty++) {
-            /* pass 1, per tile row i: the 6 columns P[4tx .. 4tx+5] -> d B (B^T applied to the row) */
-            for (int i = 0; i < 6; i++) {
-                const float *q = band + ((size_t)c * rows + 4 * (ty - tr0) + i) * 4 * ph;
-                const float *q0 = q, *q1 = q + ph, *q2 = q + 2 * ph, *q3 = q + 3 * ph;
-                float *w = tmp + (size_t)(6 * i) * tw;
-                wg_bt6(q0, q1, q2, q3, q0 + 1, q1 + 1, w, w + tw, w + 2 * tw, w + 3 * tw, w + 4 * tw,
-                       w + 5 * tw, tw);
+            /* pass 1, per tile row i: the t columns P[m tx .. m tx+t-1] -> d B (B^T applied to the row) */
+            for (int i = 0; i < t; i++) {
+                const float *q = band + ((size_t)c * rows + m * (ty - tr0) + i) * m * ph;
+                float *w = tmp + (size_t)(t * i) * tw;
+                if (m == 6) {
+                    wg_bt8(q, q + ph, q + 2 * ph, q + 3 * ph, q + 4 * ph, q + 5 * ph, q + 1, q + ph + 1, w,
+                           w + tw, w + 2 * tw, w + 3 * tw, w + 4 * tw, w + 5 * tw, w + 6 * tw, w + 7 * tw,
+                           tw);
+                } else {
+                    const float *q0 = q, *q1 = q + ph, *q2 = q + 2 * ph, *q3 = q + 3 * ph;
+                    wg_bt6(q0, q1, q2, q3, q0 + 1, q1 + 1, w, w + tw, w + 2 * tw, w + 3 * tw, w + 4 * tw,
+                           w + 5 * tw, tw);
+                }
             }
-            /* pass 2, per column j: combine the 6 rows with B^T */
+            /* pass 2, per column j: combine the t rows with B^T */
             float *v = V + (size_t)c * nt + col0 + (size_t)(ty - tr0) * tw;
-            for (int j = 0; j < 6; j++) {
-                const float *r0 = tmp + (size_t)j * tw, *r1 = r0 + 6 * (size_t)tw, *r2 = r1 + 6 * (size_t)tw,
-                            *r3 = r2 + 6 * (size_t)tw, *r4 = r3 + 6 * (size_t)tw, *r5 = r4 + 6 * (size_t)tw;
+            for (int j = 0; j < t; j++) {
+                const float *r0 = tmp + (size_t)j * tw;
                 float *v0 = v + (size_t)j * xs;
-                wg_bt6(r0, r1, r2, r3, r4, r5, v0, v0 + 6 * xs, v0 + 12 * xs, v0 + 18 * xs, v0 + 24 * xs,
-                       v0 + 30 * xs, tw);
+                if (m == 6) {
+                    const size_t r8 = 8 * (size_t)tw, v8 = 8 * xs;
+                    wg_bt8(r0, r0 + r8, r0 + 2 * r8, r0 + 3 * r8, r0 + 4 * r8, r0 + 5 * r8, r0 + 6 * r8,
+                           r0 + 7 * r8, v0, v0 + v8, v0 + 2 * v8, v0 + 3 * v8, v0 + 4 * v8, v0 + 5 * v8,
+                           v0 + 6 * v8, v0 + 7 * v8, tw);
+                } else {
+                    const float *r1 = r0 + 6 * (size_t)tw, *r2 = r1 + 6 * (size_t)tw,
+                                *r3 = r2 + 6 * (size_t)tw, *r4 = r3 + 6 * (size_t)tw,
+                                *r5 = r4 + 6 * (size_t)tw;
+                    wg_bt6(r0, r1, r2, r3, r4, r5, v0, v0 + 6 * xs, v0 + 12 * xs, v0 + 18 * xs, v0 + 24 * xs,
+                           v0 + 30 * xs, tw);
+                }
             }
         }
+}
+
+/* wino_output for F(6x6,3x3); tmp holds 48 + 6 rows of tw floats. */
+SDE_HOT static void wino_output8(const sde_conv_desc *d, int b, int o0, int cb, int tr0, int tr1, int tw,
+                                 const float *M, size_t nt, size_t col0, float *tmp, int oa, int ob)
+{
+    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
+    const size_t xs = wg_stride((size_t)cb * nt), x8 = 8 * xs, t8 = 8 * (size_t)tw;
+    float *yk = tmp + 48 * (size_t)tw; /* the 6 outputs of each tile of one output row, as 6 rows */
+    for (int o = oa; o < ob; o++) {
+        const float bv =
+            (d->bias ? d->bias[o] : 0.0f) + (d->bias_b ? d->bias_b[(size_t)b * d->cout + o] : 0.0f);
+        float *yo = d->y + (size_t)b * d->y_bstride + (size_t)o * d->y_cstride;
+        for (int ty = tr0; ty < tr1; ty++) {
+            const float *m = M + (size_t)(o - o0) * nt + col0 + (size_t)(ty - tr0) * tw;
+            /* pass 1, per column j: A^T over the 8 rows -> s[a][j] at tmp + (8a + j) tw, a = 0..5 */
+            for (int j = 0; j < 8; j++) {
+                const float *mj = m + (size_t)j * xs;
+                float *s0 = tmp + (size_t)j * tw;
+                wg_at8(mj, mj + x8, mj + 2 * x8, mj + 3 * x8, mj + 4 * x8, mj + 5 * x8, mj + 6 * x8,
+                       mj + 7 * x8, s0, s0 + t8, s0 + 2 * t8, s0 + 3 * t8, s0 + 4 * t8, s0 + 5 * t8, tw);
+            }
+            /* pass 2, per output row a: A^T over the 8 columns into 6 rows, then interleaved (6 per tile) */
+            for (int a = 0; a < 6; a++) {
+                int oy = 6 * ty + a;
+                if (oy >= oh) break;
+                const float *t0 = tmp + (size_t)(8 * a) * tw;
+                wg_at8(t0, t0 + tw, t0 + 2 * tw, t0 + 3 * tw, t0 + 4 * tw, t0 + 5 * tw, t0 + 6 * tw,
+                       t0 + 7 * tw, yk, yk + tw, yk + 2 * tw, yk + 3 * tw, yk + 4 * tw, yk + 5 * tw, tw);
+                float *row = yo + (size_t)oy * ow;
+                const int full = ow / 6;
+                for (int x = 0; x < full; x++) {
+                    float *dst = row + 6 * x;
+                    for (int k = 0; k < 6; k++)
+                        dst[k] = (d->accumulate ? dst[k] : 0.0f) + yk[(size_t)k * tw + x] + bv;
+                }
+                for (int k = 0; 6 * full + k < ow; k++) /* the last, partial tile column */
+                    row[6 * full + k] =
+                        (d->accumulate ? row[6 * full + k] : 0.0f) + yk[(size_t)k * tw + full] + bv;
+            }
+        }
+    }
 }
 
 /* y = A^T m A (+ bias, + y when accumulating) for output channels [o0, o0+cb) of image b's tile rows
@@ -276,6 +426,10 @@ SDE_HOT static void wino_input(const sde_conv_desc *d, int tr0, int tr1, int tw,
 SDE_HOT static void wino_output(const sde_conv_desc *d, int b, int o0, int cb, int tr0, int tr1, int tw,
                                 const float *M, size_t nt, size_t col0, float *tmp, int oa, int ob)
 {
+    if (wino_m(d) == 6) {
+        wino_output8(d, b, o0, cb, tr0, tr1, tw, M, nt, col0, tmp, oa, ob);
+        return;
+    }
     const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
     const size_t xs = wg_stride((size_t)cb * nt);
     for (int o = oa; o < ob; o++) {
@@ -323,11 +477,13 @@ SDE_HOT static void wino_output(const sde_conv_desc *d, int b, int o0, int cb, i
     }
 }
 
-/* Floats of the per-call temporary rows: a stored input row, the 36 rows of the input transform, or the
- * [18][cin] weight-transform staging, whichever is largest. */
+/* Floats of the per-call temporary rows: a stored input row, the (m+2)^2 rows of the input transform, or
+ * the [18][cin] weight-transform staging, whichever is largest. */
 static size_t wino_tmp_floats(const sde_conv_desc *d, int tw)
 {
-    size_t a = (size_t)36 * tw + d->w + 4, b = (size_t)18 * d->cin;
+    const int m = wino_m(d);
+    size_t a = (size_t)wg_t(m) * tw + (size_t)m * (tw + 1) + d->w + 4, b = (size_t)18 * d->cin;
+    /* (wino_output8: 54 rows) */
     return (a > b ? a : b) + 16;
 }
 
@@ -373,7 +529,8 @@ static void wino_stage(wino_job *j, int stage)
 
 static void wino_run(const sde_conv_desc *d, const conv_plan *p, float *scratch)
 {
-    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d), th = (oh + 3) / 4, tw = (ow + 3) / 4;
+    const int m = wino_m(d), T = wg_t(m), oh = sde_conv_out_h(d), ow = sde_conv_out_w(d),
+              th = (oh + m - 1) / m, tw = (ow + m - 1) / m;
     const int cb = p->cb, batch_mode = p->mode == PLAN_WINO_BATCH, tr = batch_mode ? th : p->tile;
     const size_t nt = batch_mode ? (size_t)d->batch * th * tw : (size_t)tr * tw;
     const size_t us = wg_stride((size_t)cb * d->cin), vs = wg_stride((size_t)d->cin * nt),
@@ -386,10 +543,10 @@ static void wino_run(const sde_conv_desc *d, const conv_plan *p, float *scratch)
                   .nt = nt,
                   .tmp_floats = wino_tmp_floats(d, tw)};
     j.U = scratch;
-    j.tmp = j.U + WG_T * us;
+    j.tmp = j.U + T * us;
     j.V = (float *)(((uintptr_t)(j.tmp + SDE_PAR_MAX * j.tmp_floats) + 63) & ~(uintptr_t)63);
-    j.M = j.V + WG_T * vs;
-    j.band = j.M + WG_T * ms;
+    j.M = j.V + T * vs;
+    j.band = j.M + T * ms;
     if (cb == d->cout) { /* all output channels at once: transform the weights once for every band */
         j.o0 = 0;
         j.nb = cb;
@@ -408,7 +565,7 @@ static void wino_run(const sde_conv_desc *d, const conv_plan *p, float *scratch)
                 j.nb = d->cout - o0 < cb ? d->cout - o0 : cb;
                 if (cb != d->cout) wino_stage(&j, 0);
                 const size_t ub = wg_stride((size_t)j.nb * d->cin);
-                for (int xi = 0; xi < WG_T; xi++)
+                for (int xi = 0; xi < T; xi++)
                     sde_gemm(0, 0, j.nb, (int)n, d->cin, j.U + xi * ub, d->cin, j.V + xi * vs, (int)nt, 0.0f,
                              j.M + xi * wg_stride((size_t)j.nb * nt), (int)nt);
                 wino_stage(&j, 2);
@@ -437,16 +594,17 @@ static conv_plan conv_make_plan(const sde_conv_desc *d, size_t budget)
     size_t kk = (size_t)d->cin * d->k * d->k, ohw = (size_t)oh * ow;
     int y_packed = d->y_bstride == ohw && d->y_cstride == (size_t)d->batch * ohw;
     if (wino_ok(d)) {
-        size_t th = (size_t)(oh + 3) / 4, tw = (size_t)(ow + 3) / 4;
+        const int m = wino_m(d);
+        const size_t T = (size_t)wg_t(m), th = (size_t)(oh + m - 1) / m, tw = (size_t)(ow + m - 1) / m;
         /* weights for all output channels if they take at most a third of the budget, else blocks of
          * output channels (multiples of 16, re-transformed per band) */
-        size_t per_o = (size_t)WG_T * d->cin;
+        size_t per_o = T * d->cin;
         int cb = d->cout;
         if (per_o * cb > bf / 3) {
             cb = (int)(bf / 3 / per_o) / 16 * 16;
             cb = cb < 16 ? 16 : cb;
         }
-        size_t fixed = WG_T * wg_stride((size_t)cb * d->cin) + SDE_PAR_MAX * wino_tmp_floats(d, (int)tw) + 16;
+        size_t fixed = T * wg_stride((size_t)cb * d->cin) + SDE_PAR_MAX * wino_tmp_floats(d, (int)tw) + 16;
         size_t fb = fixed + wino_band_floats(d, (int)th, (int)tw, d->batch * th * tw, cb);
         if (fb <= bf) {
             p.mode = PLAN_WINO_BATCH;
