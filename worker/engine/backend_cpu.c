@@ -64,8 +64,8 @@ static const sde_weight *cpu_upload_weight(sde_backend *be, const sde_weight *w)
 {
     (void)be;
     /* The weight stays where it is (for a checkpoint's 16-bit matrices, the mapped file), but its pages are
-     * entered into the page table now: otherwise the first step takes a fault per few pages of every
-     * weight it reads (a tenth of an SD 1.5 bf16 step). Advice only: older kernels lack it. */
+     * entered into the page table now rather than by a fault per few pages in the first step that reads
+     * them (no step-time change showed within this machine's noise). Advice only: older kernels lack it. */
     const long pg = sysconf(_SC_PAGESIZE);
     if (w->n && pg > 0) {
         const size_t bytes = w->n * (w->type == SDE_W_F32 ? 4 : 2);
