@@ -379,58 +379,83 @@ SDE_HOT static void wino_input(const sde_conv_desc *d, int tr0, int tr1, int tw,
         }
 }
 
-/* wino_output for F(6x6,3x3); tmp holds 48 + 6 rows of tw floats. */
-SDE_HOT static void wino_output8(const sde_conv_desc *d, int b, int o0, int cb, int tr0, int tr1, int tw,
-                                 const float *M, size_t nt, size_t col0, float *tmp, int oa, int ob)
+/* One tile row ty of one output channel, F(4x4,3x3): m holds its transformed tiles (planes xs apart), yo
+ * the channel's output plane; tmp holds 24 rows of tw floats. */
+static inline __attribute__((always_inline)) void wino_out_row4(const sde_conv_desc *d, const float *m,
+                                                                size_t xs, int ty, int tw, int oh, int ow,
+                                                                float bv, float *yo, float *tmp)
 {
-    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
-    const size_t xs = wg_stride((size_t)cb * nt), x8 = 8 * xs, t8 = 8 * (size_t)tw;
-    float *yk = tmp + 48 * (size_t)tw; /* the 6 outputs of each tile of one output row, as 6 rows */
-    for (int o = oa; o < ob; o++) {
-        const float bv =
-            (d->bias ? d->bias[o] : 0.0f) + (d->bias_b ? d->bias_b[(size_t)b * d->cout + o] : 0.0f);
-        float *yo = d->y + (size_t)b * d->y_bstride + (size_t)o * d->y_cstride;
-        for (int ty = tr0; ty < tr1; ty++) {
-            const float *m = M + (size_t)(o - o0) * nt + col0 + (size_t)(ty - tr0) * tw;
-            /* pass 1, per column j: A^T over the 8 rows -> s[a][j] at tmp + (8a + j) tw, a = 0..5 */
-            for (int j = 0; j < 8; j++) {
-                const float *mj = m + (size_t)j * xs;
-                float *s0 = tmp + (size_t)j * tw;
-                wg_at8(mj, mj + x8, mj + 2 * x8, mj + 3 * x8, mj + 4 * x8, mj + 5 * x8, mj + 6 * x8,
-                       mj + 7 * x8, s0, s0 + t8, s0 + 2 * t8, s0 + 3 * t8, s0 + 4 * t8, s0 + 5 * t8, tw);
-            }
-            /* pass 2, per output row a: A^T over the 8 columns into 6 rows, then interleaved (6 per tile) */
-            for (int a = 0; a < 6; a++) {
-                int oy = 6 * ty + a;
-                if (oy >= oh) break;
-                const float *t0 = tmp + (size_t)(8 * a) * tw;
-                wg_at8(t0, t0 + tw, t0 + 2 * tw, t0 + 3 * tw, t0 + 4 * tw, t0 + 5 * tw, t0 + 6 * tw,
-                       t0 + 7 * tw, yk, yk + tw, yk + 2 * tw, yk + 3 * tw, yk + 4 * tw, yk + 5 * tw, tw);
-                float *row = yo + (size_t)oy * ow;
-                const int full = ow / 6;
-                for (int x = 0; x < full; x++) {
-                    float *dst = row + 6 * x;
-                    for (int k = 0; k < 6; k++)
-                        dst[k] = (d->accumulate ? dst[k] : 0.0f) + yk[(size_t)k * tw + x] + bv;
-                }
-                for (int k = 0; 6 * full + k < ow; k++) /* the last, partial tile column */
-                    row[6 * full + k] =
-                        (d->accumulate ? row[6 * full + k] : 0.0f) + yk[(size_t)k * tw + full] + bv;
-            }
+    /* pass 1, per column j: A^T over the 6 rows -> s[a][j], a = 0..3 */
+    for (int j = 0; j < 6; j++) {
+        const float *m0 = m + (size_t)j * xs, *m1 = m0 + 6 * xs, *m2 = m1 + 6 * xs, *m3 = m2 + 6 * xs,
+                    *m4 = m3 + 6 * xs, *m5 = m4 + 6 * xs;
+        float *s0 = tmp + (size_t)j * tw;
+        wg_at6(m0, m1, m2, m3, m4, m5, s0, s0 + 6 * (size_t)tw, s0 + 12 * (size_t)tw, s0 + 18 * (size_t)tw,
+               0.0f, tw);
+    }
+    /* pass 2, per output row a: A^T over the 6 columns, written interleaved (4 columns per tile) */
+    for (int a = 0; a < 4; a++) {
+        int oy = 4 * ty + a;
+        if (oy >= oh) break;
+        const float *t0 = tmp + (size_t)(6 * a) * tw, *t1 = t0 + tw, *t2 = t1 + tw, *t3 = t2 + tw,
+                    *t4 = t3 + tw, *t5 = t4 + tw;
+        float *row = yo + (size_t)oy * ow;
+        int full = ow / 4;
+        for (int tx = 0; tx < full; tx++) {
+            float p = t1[tx] + t2[tx], q = t1[tx] - t2[tx], r = t3[tx] + t4[tx], e = t3[tx] - t4[tx];
+            float y0 = t0[tx] + p + r + bv, y1 = q + 2.0f * e + bv, y2 = p + 4.0f * r + bv,
+                  y3 = q + 8.0f * e + t5[tx] + bv;
+            float *dst = row + 4 * tx;
+            if (d->accumulate)
+                dst[0] += y0, dst[1] += y1, dst[2] += y2, dst[3] += y3;
+            else
+                dst[0] = y0, dst[1] = y1, dst[2] = y2, dst[3] = y3;
+        }
+        if (full < tw) { /* the last, partial tile column */
+            int tx = full;
+            float p = t1[tx] + t2[tx], q = t1[tx] - t2[tx], r = t3[tx] + t4[tx], e = t3[tx] - t4[tx];
+            float yv[4] = {t0[tx] + p + r + bv, q + 2.0f * e + bv, p + 4.0f * r + bv,
+                           q + 8.0f * e + t5[tx] + bv};
+            for (int k = 0; 4 * tx + k < ow; k++)
+                row[4 * tx + k] = d->accumulate ? row[4 * tx + k] + yv[k] : yv[k];
         }
     }
 }
 
+/* The same for F(6x6,3x3); tmp holds 48 + 6 rows of tw floats. */
+static inline __attribute__((always_inline)) void wino_out_row6(const sde_conv_desc *d, const float *m,
+                                                                size_t xs, int ty, int tw, int oh, int ow,
+                                                                float bv, float *yo, float *tmp)
+{
+    const size_t x8 = 8 * xs, t8 = 8 * (size_t)tw;
+    float *yk = tmp + 48 * (size_t)tw; /* the 6 outputs of each tile of one output row, as 6 rows */
+    /* pass 1, per column j: A^T over the 8 rows -> s[a][j] at tmp + (8a + j) tw, a = 0..5 */
+    for (int j = 0; j < 8; j++) {
+        const float *mj = m + (size_t)j * xs;
+        float *s0 = tmp + (size_t)j * tw;
+        wg_at8(mj, mj + x8, mj + 2 * x8, mj + 3 * x8, mj + 4 * x8, mj + 5 * x8, mj + 6 * x8, mj + 7 * x8, s0,
+               s0 + t8, s0 + 2 * t8, s0 + 3 * t8, s0 + 4 * t8, s0 + 5 * t8, tw);
+    }
+    /* pass 2, per output row a: A^T over the 8 columns into 6 rows, then interleaved (6 per tile) */
+    for (int a = 0; a < 6; a++) {
+        int oy = 6 * ty + a;
+        if (oy >= oh) break;
+        const float *t0 = tmp + (size_t)(8 * a) * tw;
+        wg_at8(t0, t0 + tw, t0 + 2 * tw, t0 + 3 * tw, t0 + 4 * tw, t0 + 5 * tw, t0 + 6 * tw, t0 + 7 * tw, yk,
+               yk + tw, yk + 2 * tw, yk + 3 * tw, yk + 4 * tw, yk + 5 * tw, tw);
+        float *row = yo + (size_t)oy * ow;
+        for (int x = 0; x < tw; x++) /* the last tile column may be partial */
+            for (int k = 0; k < 6 && 6 * x + k < ow; k++)
+                row[6 * x + k] = (d->accumulate ? row[6 * x + k] : 0.0f) + yk[(size_t)k * tw + x] + bv;
+    }
+}
+
 /* y = A^T m A (+ bias, + y when accumulating) for output channels [o0, o0+cb) of image b's tile rows
- * [tr0, tr1), whose M columns start at col0. tmp holds 24 rows of tw floats. */
+ * [tr0, tr1), whose M columns start at col0. */
 SDE_HOT static void wino_output(const sde_conv_desc *d, int b, int o0, int cb, int tr0, int tr1, int tw,
                                 const float *M, size_t nt, size_t col0, float *tmp, int oa, int ob)
 {
-    if (wino_m(d) == 6) {
-        wino_output8(d, b, o0, cb, tr0, tr1, tw, M, nt, col0, tmp, oa, ob);
-        return;
-    }
-    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d);
+    const int oh = sde_conv_out_h(d), ow = sde_conv_out_w(d), six = wino_m(d) == 6;
     const size_t xs = wg_stride((size_t)cb * nt);
     for (int o = oa; o < ob; o++) {
         const float bv =
@@ -438,52 +463,20 @@ SDE_HOT static void wino_output(const sde_conv_desc *d, int b, int o0, int cb, i
         float *yo = d->y + (size_t)b * d->y_bstride + (size_t)o * d->y_cstride;
         for (int ty = tr0; ty < tr1; ty++) {
             const float *m = M + (size_t)(o - o0) * nt + col0 + (size_t)(ty - tr0) * tw;
-            /* pass 1, per column j: A^T over the 6 rows -> s[a][j], a = 0..3 */
-            for (int j = 0; j < 6; j++) {
-                const float *m0 = m + (size_t)j * xs, *m1 = m0 + 6 * xs, *m2 = m1 + 6 * xs, *m3 = m2 + 6 * xs,
-                            *m4 = m3 + 6 * xs, *m5 = m4 + 6 * xs;
-                float *s0 = tmp + (size_t)j * tw;
-                wg_at6(m0, m1, m2, m3, m4, m5, s0, s0 + 6 * (size_t)tw, s0 + 12 * (size_t)tw,
-                       s0 + 18 * (size_t)tw, 0.0f, tw);
-            }
-            /* pass 2, per output row a: A^T over the 6 columns, written interleaved (4 columns per tile) */
-            for (int a = 0; a < 4; a++) {
-                int oy = 4 * ty + a;
-                if (oy >= oh) break;
-                const float *t0 = tmp + (size_t)(6 * a) * tw, *t1 = t0 + tw, *t2 = t1 + tw, *t3 = t2 + tw,
-                            *t4 = t3 + tw, *t5 = t4 + tw;
-                float *row = yo + (size_t)oy * ow;
-                int full = ow / 4;
-                for (int tx = 0; tx < full; tx++) {
-                    float p = t1[tx] + t2[tx], q = t1[tx] - t2[tx], r = t3[tx] + t4[tx], e = t3[tx] - t4[tx];
-                    float y0 = t0[tx] + p + r + bv, y1 = q + 2.0f * e + bv, y2 = p + 4.0f * r + bv,
-                          y3 = q + 8.0f * e + t5[tx] + bv;
-                    float *dst = row + 4 * tx;
-                    if (d->accumulate)
-                        dst[0] += y0, dst[1] += y1, dst[2] += y2, dst[3] += y3;
-                    else
-                        dst[0] = y0, dst[1] = y1, dst[2] = y2, dst[3] = y3;
-                }
-                if (full < tw) { /* the last, partial tile column */
-                    int tx = full;
-                    float p = t1[tx] + t2[tx], q = t1[tx] - t2[tx], r = t3[tx] + t4[tx], e = t3[tx] - t4[tx];
-                    float yv[4] = {t0[tx] + p + r + bv, q + 2.0f * e + bv, p + 4.0f * r + bv,
-                                   q + 8.0f * e + t5[tx] + bv};
-                    for (int k = 0; 4 * tx + k < ow; k++)
-                        row[4 * tx + k] = d->accumulate ? row[4 * tx + k] + yv[k] : yv[k];
-                }
-            }
+            if (six)
+                wino_out_row6(d, m, xs, ty, tw, oh, ow, bv, yo, tmp);
+            else
+                wino_out_row4(d, m, xs, ty, tw, oh, ow, bv, yo, tmp);
         }
     }
 }
 
-/* Floats of the per-call temporary rows: a stored input row, the (m+2)^2 rows of the input transform, or
- * the [18][cin] weight-transform staging, whichever is largest. */
+/* Floats of the per-call temporary rows: a stored input row, the (m+2)^2 rows of the input transform (more
+ * than the output transform's 24 or 54), or the [18][cin] weight-transform staging, whichever is largest. */
 static size_t wino_tmp_floats(const sde_conv_desc *d, int tw)
 {
     const int m = wino_m(d);
     size_t a = (size_t)wg_t(m) * tw + (size_t)m * (tw + 1) + d->w + 4, b = (size_t)18 * d->cin;
-    /* (wino_output8: 54 rows) */
     return (a > b ? a : b) + 16;
 }
 

@@ -31,8 +31,7 @@ void *sde_mem_alloc(size_t bytes)
         /* huge pages need a 2 MB-aligned range: trim the slack on both sides */
         char *a = (char *)(((uintptr_t)m + MEM_HUGE_ALIGN - 1) & ~(uintptr_t)(MEM_HUGE_ALIGN - 1));
         if (a > m) munmap(m, (size_t)(a - m));
-        if (m + len + MEM_HUGE_ALIGN > a + len)
-            munmap(a + len, (size_t)(m + len + MEM_HUGE_ALIGN - (a + len)));
+        munmap(a + len, (size_t)(m + MEM_HUGE_ALIGN - a)); /* never empty: a - m < MEM_HUGE_ALIGN */
         (void)madvise(a, len, MADV_HUGEPAGE); /* advice only: THP may be off, and then 4 KB pages serve */
         mem_hdr *h = (mem_hdr *)a;
         h->base = a;
