@@ -70,8 +70,8 @@ enum { SDE_GEMM_F32 = 0, SDE_GEMM_F16 = 1, SDE_GEMM_BF16 = 2 };
 void sde_gemm_t(int transA, int transB, int M, int N, int K, const void *A, int at, int lda, const void *B,
                 int bt, int ldb, float beta, float *C, int ldc);
 /** sde_gemm_t() plus a bias: bias_row[i] added to every element of row i of C, bias_col[j] to every
- * element of column j (either may be NULL). The bf16 path adds it as C is stored
- * (with beta 0, C is then written once); float32 starts C from it. */
+ * element of column j (either may be NULL). The bf16 path adds it as C is stored (with beta 0, C is then
+ * written once); float32 adds it into C (beta C + bias) before the product. */
 void sde_gemm_tb(int transA, int transB, int M, int N, int K, const void *A, int at, int lda, const void *B,
                  int bt, int ldb, const float *bias_row, const float *bias_col, float beta, float *C,
                  int ldc);
