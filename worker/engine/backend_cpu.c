@@ -204,10 +204,7 @@ static void cpu_layernorm(sde_backend *be, sde_ten xt, int n, int dim, const flo
                           float eps, sde_ten yt)
 {
     (void)be;
-    const float *x = P(xt);
-    float *y = P(yt);
-    if (x != y) memcpy(y, x, sizeof(float) * n * dim);
-    sde_layernorm(y, n, dim, g, b, eps);
+    sde_layernorm_to(P(xt), n, dim, g, b, eps, P(yt));
 }
 
 static void cpu_geglu(sde_backend *be, sde_ten x, int n, int inner, sde_ten y)
@@ -256,7 +253,7 @@ static void cpu_embed(sde_backend *be, const sde_weight *table, const int32_t *i
 static void cpu_copy(sde_backend *be, sde_ten dst, sde_ten src, size_t n)
 {
     (void)be;
-    memcpy(P(dst), P(src), sizeof(float) * n);
+    sde_copy(P(dst), P(src), n);
 }
 
 /* The exact integer form of PyTorch's F.interpolate(size=, mode="nearest") for the out = 2*in and 2*in - 1

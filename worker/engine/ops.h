@@ -10,6 +10,8 @@
 void sde_linear(const float *x, int n, int in, const float *w, const float *b, int out, float *y);
 /** In-place LayerNorm over the last dim of x[n][dim]; g, b may be NULL. */
 void sde_layernorm(float *x, int n, int dim, const float *g, const float *b, float eps);
+/** LayerNorm of x[n][dim] into y[n][dim] (which may be x). */
+void sde_layernorm_to(const float *x, int n, int dim, const float *g, const float *b, float eps, float *y);
 /** In-place GroupNorm of x[c][hw] (one image), optional fused SiLU afterwards. */
 void sde_groupnorm(float *x, int c, int hw, int groups, const float *g, const float *b, float eps, int silu);
 /** Bytes of scratch sde_conv2d() needs for this shape (0 for 1x1 stride-1 convs). */
@@ -91,6 +93,8 @@ void sde_affine_act(const float *x, size_t x_cstride, int c, int hw, const float
 void sde_geglu(const float *x, int n, int inner, float *y);
 /** y[i] += x[i]. */
 void sde_add(float *y, const float *x, size_t n);
+/** y[0..n) = x[0..n), spread over the pool for large n; the ranges must not overlap. */
+void sde_copy(float *y, const float *x, size_t n);
 
 /** A 2-D convolution over a batch, with an optional per-(image, channel) affine (+SiLU) applied to the
  * input on the fly (fused GroupNorm+SiLU), an optional on-the-fly nearest-2x upsample of the input, and
