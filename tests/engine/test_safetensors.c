@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include <cmocka.h>
 
@@ -54,6 +55,33 @@ static void test_valid_file(void **state)
     assert_int_equal(sde_st_dtype_size(SDE_DT_BF16), 2);
     assert_string_equal(sde_st_dtype_name(SDE_DT_BOOL), "BOOL");
     sde_st_free(sf);
+}
+
+/* A file of 24 MB (past the size where it is mapped 2 MB-aligned and its cache may be dropped and read
+ * again): every byte reads back, in a first open and in a second one while the first is still open. */
+static void test_large_file(void **state)
+{
+    (void)state;
+    const size_t n = (size_t)6 << 20; /* floats */
+    float *a = malloc(n * sizeof *a);
+    assert_non_null(a);
+    for (size_t i = 0; i < n; i++)
+        a[i] = (float)(i % 1000003) - 0.5f;
+    stw_tensor t[] = {{"big", "F32", 2, {3 << 20, 2}, a, n * sizeof *a}};
+    const char *path = stw_path(stw_tmpdir, "large.safetensors");
+    assert_int_equal(stw_write_tensors(path, t, 1, NULL), 0);
+    char err[512] = "";
+    sde_st_file *f1 = NULL, *f2 = NULL;
+    assert_int_equal(sde_st_open(path, &f1, err, sizeof err), 0);
+    assert_int_equal((uintptr_t)f1->map & (((uintptr_t)2 << 20) - 1), 0);
+    assert_int_equal(f1->t[0].nbytes, n * sizeof *a);
+    assert_memory_equal(f1->t[0].data, a, n * sizeof *a);
+    assert_int_equal(sde_st_open(path, &f2, err, sizeof err), 0);
+    assert_memory_equal(f2->t[0].data, a, n * sizeof *a);
+    assert_memory_equal(f1->t[0].data, a, n * sizeof *a);
+    sde_st_free(f2);
+    sde_st_free(f1);
+    free(a);
 }
 
 /* Header padded with spaces (allowed by the format) and a header-only file with no tensors. */
@@ -271,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_header_length), cmocka_unit_test(test_bad_json),
         cmocka_unit_test(test_tensor_errors), cmocka_unit_test(test_names_and_metadata),
         cmocka_unit_test(test_wrong_files),   cmocka_unit_test(test_truncated_file),
+        cmocka_unit_test(test_large_file),
     };
     return cmocka_run_group_tests(tests, stw_tmpdir_setup, stw_tmpdir_teardown);
 }
