@@ -1,5 +1,7 @@
 /* test_gemm_bf16.c: sde_gemm() on the bf16 path against a double-precision reference on the same inputs
- * rounded to bf16, over every transpose, odd and edge sizes, accumulation, and thread counts. */
+ * rounded to bf16, over every transpose, odd and edge sizes, accumulation, and thread counts; and the same
+ * cases on the float32 path (the AVX-512 kernel where the CPU has it, else OpenBLAS) against the inputs
+ * as they are. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +16,7 @@
 #include "ops.h"
 
 static unsigned seed = 777;
+static int g_bf16 = 1; /* the path check_case() runs: bf16 (1) or float32 (0) */
 
 static float frand(void)
 {
@@ -24,6 +27,7 @@ static float frand(void)
 /* bf16 round to nearest even, as the kernels do, written independently of them */
 static double to_bf16(float f)
 {
+    if (!g_bf16) return f;
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     uint32_t lsb = (u >> 16) & 1u;
@@ -75,7 +79,7 @@ static void check_case(int ta, int tb, int M, int N, int K, int acc, int typed)
         assert_true(X16 && !sde_cvt_from_f32(dt, X, nx, X16) && !sde_cvt_to_f32(dt, X16, nx, X));
     }
     ref(ta, tb, M, N, K, A, lda, B, ldb, acc, R, C0, ldc);
-    sde_set_bf16(1);
+    sde_set_bf16(g_bf16);
     if (typed) {
         const int t16 = dt == SDE_DT_BF16 ? SDE_GEMM_BF16 : SDE_GEMM_F16;
         sde_gemm_t(ta, tb, M, N, K, on_a ? (const void *)X16 : A, on_a ? t16 : SDE_GEMM_F32, lda,
@@ -90,8 +94,9 @@ static void check_case(int ta, int tb, int M, int N, int K, int acc, int typed)
             double want = R[(size_t)i * ldc + j], got = C[(size_t)i * ldc + j];
             /* only float32 accumulation error is left: K products of magnitude <= 1 */
             if (fabs(got - want) > 1e-5 * (K + 1)) {
-                print_error("ta %d tb %d M %d N %d K %d acc %d typed %d: C[%d][%d] = %.9g, want %.9g\n", ta,
-                            tb, M, N, K, acc, typed, i, j, got, want);
+                print_error(
+                    "bf16 %d ta %d tb %d M %d N %d K %d acc %d typed %d: C[%d][%d] = %.9g, want %.9g\n",
+                    g_bf16, ta, tb, M, N, K, acc, typed, i, j, got, want);
                 fail();
             }
         }
@@ -131,6 +136,37 @@ static void test_typed_operands(void **state)
             for (int tb = 0; tb < 2; tb++)
                 for (int typed = 1; typed <= 4; typed++)
                     check_case(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], typed & 1, typed);
+}
+
+/* The float32 path over the same shapes and typed operands, and sizes over its 128-deep K blocks. */
+static void test_f32_path(void **state)
+{
+    (void)state;
+    static const int shapes[][3] = {{1, 1, 1},     {8, 32, 2},     {9, 33, 3},     {7, 17, 255},
+                                    {13, 64, 257}, {64, 100, 513}, {130, 300, 40}, {3, 520, 77},
+                                    {70, 65, 129}, {200, 40, 128}};
+    g_bf16 = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int typed = 0; typed <= 4; typed++)
+                    check_case(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], typed & 1, typed);
+    g_bf16 = 1;
+    /* one and two threads: the same bits */
+    enum { M = 200, N = 300, K = 320 };
+    float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N),
+          *c1 = malloc(sizeof(float) * M * N), *c2 = malloc(sizeof(float) * M * N);
+    assert_true(A && B && c1 && c2);
+    for (int i = 0; i < M * K; i++)
+        A[i] = frand();
+    for (int i = 0; i < K * N; i++)
+        B[i] = frand();
+    sde_set_threads(1);
+    sde_gemm(0, 1, M, N, K, A, K, B, K, 0.0f, c1, N);
+    sde_set_threads(2);
+    sde_gemm(0, 1, M, N, K, A, K, B, K, 0.0f, c2, N);
+    assert_memory_equal(c1, c2, sizeof(float) * M * N);
+    free(A), free(B), free(c1), free(c2);
 }
 
 /* sde_gemm_tb: a bias per row or per column, with beta 0 and 1, on the bf16 path (added as C is stored)
@@ -284,7 +320,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes),    cmocka_unit_test(test_typed_operands),
         cmocka_unit_test(test_bias),      cmocka_unit_test(test_threads_and_switch),
-        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention), cmocka_unit_test(test_f32_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

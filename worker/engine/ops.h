@@ -55,9 +55,15 @@ int sde_cpu_has_bf16(void);
 void sde_set_bf16(int on);
 /** 1 while the bf16 path is on. */
 int sde_get_bf16(void);
+/** 1 when sde_gemm_t() multiplies F16/BF16 operands as stored (our kernels: the bf16 path, or float32 on
+ * AVX-512), 0 when it widens them to float32 for OpenBLAS first (then a caller with several products of
+ * one weight widens it once itself). */
+int sde_gemm_reads_16bit(void);
 /** C[M][N] = op(A) op(B) (+ C when beta is 1): cblas_sgemm's row-major contract with alpha 1 (op = the
- * transpose when trans*). Float32 OpenBLAS, or while the bf16 path is on (sde_set_bf16) and beta is 0 or 1,
- * A and B rounded to bf16 (nearest even) and multiplied with float32 accumulation (vdpbf16ps). Results do
+ * transpose when trans*). Float32: our AVX-512 kernel where the CPU has AVX-512 F/BW/VL (unless
+ * SDW_FP32_GEMM=openblas), OpenBLAS otherwise or for other betas; while the bf16 path is on (sde_set_bf16)
+ * and beta is 0 or 1, A and B rounded to bf16 (nearest even) and multiplied with float32 accumulation
+ * (vdpbf16ps). Results do
  * not depend on the thread count. */
 void sde_gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc);
@@ -67,8 +73,8 @@ void sde_sgemm(int transA, int transB, int M, int N, int K, float alpha, const f
                const float *B, int ldb, float beta, float *C, int ldc);
 /** Element types of sde_gemm_t's operands (the values of backend.h's sde_wtype). */
 enum { SDE_GEMM_F32 = 0, SDE_GEMM_F16 = 1, SDE_GEMM_BF16 = 2 };
-/** sde_gemm() with A of element type at and B of type bt (SDE_GEMM_*; at most one of them not F32): the
- * bf16 path reads stored F16/BF16 weights directly, the float32 path widens them first (sde_widen). */
+/** sde_gemm() with A of element type at and B of type bt (SDE_GEMM_*; at most one of them not F32): our
+ * kernels read stored F16/BF16 weights directly, OpenBLAS gets them widened first (sde_widen). */
 void sde_gemm_t(int transA, int transB, int M, int N, int K, const void *A, int at, int lda, const void *B,
                 int bt, int ldb, float beta, float *C, int ldc);
 /** sde_gemm_t() plus a bias: bias_row[i] added to every element of row i of C, bias_col[j] to every

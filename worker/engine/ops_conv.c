@@ -708,8 +708,8 @@ static void conv_band(const sde_conv_desc *d, int b, int lo, int hi, float *band
                        d->in_scale[(size_t)b * d->cin + c], d->in_shift[(size_t)b * d->cin + c], d->in_silu);
 }
 
-/* y[cout][n] (+)= wt[cout][K] x B[K][n]: the weights as stored (float32, or F16/BF16 that the bf16 GEMM
- * reads directly; the float32 path has widened them into d->wt before). */
+/* y[cout][n] (+)= wt[cout][K] x B[K][n]: the weights as stored (float32, or F16/BF16 that our GEMM
+ * kernels read directly; for OpenBLAS they have been widened into d->wt before). */
 static void conv_gemm(const sde_conv_desc *d, int n, int K, const float *B, int ldb, float beta, float *C,
                       int ldc)
 {
@@ -765,8 +765,8 @@ void sde_conv2d_ex(const sde_conv_desc *d, float *scratch, size_t scratch_bytes)
 {
     conv_plan p = conv_make_plan(d, scratch_bytes);
     sde_conv_desc wide;
-    if (!d->wt && !sde_get_bf16() && p.mode != PLAN_WINO_BATCH && p.mode != PLAN_WINO_ROWS) {
-        /* the GEMM paths need the whole float32 matrix: widen it into this thread's scratch */
+    if (!d->wt && !sde_gemm_reads_16bit() && p.mode != PLAN_WINO_BATCH && p.mode != PLAN_WINO_ROWS) {
+        /* OpenBLAS needs the whole float32 matrix: widen it once into this thread's scratch */
         wide = *d;
         if (!(wide.wt = sde_widen(d->wt16, d->wt16_bf16, (size_t)d->cout * d->cin * d->k * d->k))) abort();
         d = &wide;

@@ -1,16 +1,18 @@
-/* ops_gemm.c: sde_gemm(), the one entry the ops call for GEMMs: float32 on single-threaded OpenBLAS calls
- * spread over our own pool, or the opt-in bf16 kernel (AVX512-BF16 vdpbf16ps, float32 accumulation). */
+/* ops_gemm.c: sde_gemm(), the one entry the ops call for GEMMs: our packed AVX-512 kernels (float32
+ * vfmadd231ps, or the opt-in bf16 vdpbf16ps with float32 accumulation), or OpenBLAS on other CPUs. */
 #include "ops.h"
 #include "ops_internal.h"
 
 #include <cblas.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "dtype_convert.h"
 
 #ifdef SDE_HAVE_BF16_KERNEL
 #include <immintrin.h>
 #define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
+#define F32_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 #endif
 
 static int bf16_on;
@@ -35,6 +37,22 @@ int sde_get_bf16(void)
 {
     return bf16_on;
 }
+
+#ifdef SDE_HAVE_BF16_KERNEL
+/* 1 when float32 GEMMs run on our AVX-512 kernel rather than OpenBLAS: on a CPU with AVX-512 F/BW/VL,
+ * unless SDW_FP32_GEMM=openblas. Decided once. */
+static int f32_kernel(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("SDW_FP32_GEMM");
+        __builtin_cpu_init();
+        on = !(e && !strcmp(e, "openblas")) && __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    }
+    return on;
+}
+#endif
 
 /* float32 -> bf16 bits, round to nearest even (NaN stays NaN): what vcvtneps2bf16 does. */
 static inline uint16_t bf16_round(float f)
@@ -77,6 +95,35 @@ static inline size_t tsize(int t)
 #define KC 256
 #define NC 256
 
+/* C[0..mr)[0..nr) (+)= acc: the register tile stored, with C's old values when load, and a bias per
+ * column (bcol) or per row (brow), given with the first K block, added as C is stored. */
+F32_TARGET static inline __attribute__((always_inline)) void kern_store(__m512 acc[MR][2], float *c,
+                                                                        size_t ldc, int mr, int nr, int load,
+                                                                        const float *bcol, const float *brow)
+{
+    const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    const __m512 bc0 = bcol ? _mm512_maskz_loadu_ps(m0, bcol) : _mm512_setzero_ps();
+    const __m512 bc1 = bcol ? _mm512_maskz_loadu_ps(m1, bcol + 16) : _mm512_setzero_ps();
+    for (int i = 0; i < mr; i++) {
+        float *cr = c + (size_t)i * ldc;
+        __m512 v0 = acc[i][0], v1 = acc[i][1];
+        if (load) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
+        }
+        if (bcol) {
+            v0 = _mm512_add_ps(v0, bc0);
+            v1 = _mm512_add_ps(v1, bc1);
+        } else if (brow) {
+            v0 = _mm512_add_ps(v0, _mm512_set1_ps(brow[i]));
+            v1 = _mm512_add_ps(v1, _mm512_set1_ps(brow[i]));
+        }
+        _mm512_mask_storeu_ps(cr, m0, v0);
+        _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    }
+}
+
 /* C[0..mr)[0..nr) (+)= A[mr rows, lda apart][2*kp] . Bp[kp][NR pairs]; rows of A past mr repeat the last
  * one (computed, not stored). */
 BF16_TARGET static void kern_8x32(int kp, const uint16_t *a, size_t lda, const uint32_t *bp, float *c,
@@ -99,28 +146,32 @@ BF16_TARGET static void kern_8x32(int kp, const uint16_t *a, size_t lda, const u
             acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
         }
     }
-    const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-    const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
-    /* a bias per column (bcol) or per row (brow), given with the first K block, is added as C is stored */
-    const __m512 bc0 = bcol ? _mm512_maskz_loadu_ps(m0, bcol) : _mm512_setzero_ps();
-    const __m512 bc1 = bcol ? _mm512_maskz_loadu_ps(m1, bcol + 16) : _mm512_setzero_ps();
-    for (int i = 0; i < mr; i++) {
-        float *cr = c + (size_t)i * ldc;
-        __m512 v0 = acc[i][0], v1 = acc[i][1];
-        if (load) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
-        }
-        if (bcol) {
-            v0 = _mm512_add_ps(v0, bc0);
-            v1 = _mm512_add_ps(v1, bc1);
-        } else if (brow) {
-            v0 = _mm512_add_ps(v0, _mm512_set1_ps(brow[i]));
-            v1 = _mm512_add_ps(v1, _mm512_set1_ps(brow[i]));
-        }
-        _mm512_mask_storeu_ps(cr, m0, v0);
-        _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    kern_store(acc, c, ldc, mr, nr, load, bcol, brow);
+}
+
+/* The float32 twin: C (+)= A[mr rows, lda apart][kc] . Bp[kc][NR] with vfmadd231ps, k in order. */
+F32_TARGET static void kern_f32_8x32(int kc, const float *a, size_t lda, const float *bp, float *c,
+                                     size_t ldc, int mr, int nr, int load, const float *bcol,
+                                     const float *brow)
+{
+    __m512 acc[MR][2];
+    const float *ar[MR];
+    for (int i = 0; i < MR; i++) {
+        acc[i][0] = _mm512_setzero_ps();
+        acc[i][1] = _mm512_setzero_ps();
+        ar[i] = a + (size_t)(i < mr ? i : mr - 1) * lda;
     }
+    for (int k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_loadu_ps(bp + (size_t)k * NR),
+                     b1 = _mm512_loadu_ps(bp + (size_t)k * NR + 16);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            const __m512 av = _mm512_set1_ps(ar[i][k]);
+            acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+        }
+    }
+    kern_store(acc, c, ldc, mr, nr, load, bcol, brow);
 }
 
 /* In-register transpose of 16 rows of 16 dwords: r[c] becomes column c. Unpacks make 4x4 blocks within
@@ -219,33 +270,119 @@ BF16_TARGET static void conv_a_block(const void *A, int at, size_t lda_src, int 
             d[(size_t)(i - r0) * ldd + kc] = 0;
 }
 
+/* 16 elements of type t at p as float32, the first n of them (the rest 0). */
+F32_TARGET static inline __m512 ld16_f32(const void *p, int t, int n)
+{
+    const __mmask16 m = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+    if (t == SDE_GEMM_F32) return _mm512_maskz_loadu_ps(m, p);
+    const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    if (t == SDE_GEMM_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Element i of a typed array as float32. */
+static inline float el_f32(const void *p, int t, size_t i)
+{
+    if (t == SDE_GEMM_F32) return ((const float *)p)[i];
+    const uint16_t h = ((const uint16_t *)p)[i];
+    if (t == SDE_GEMM_F16) return sde_cvt_half(h);
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* pack_b_panel's float32 twin: panel q of B as K rows of NR floats (zero past N). */
+F32_TARGET static void pack_b_panel_f32(const void *B, int bt, size_t ldb, int transB, int K, int N, int q,
+                                        float *bp)
+{
+    const int jq = q * NR, nq = N - jq < NR ? N - jq : NR;
+    const size_t es = tsize(bt);
+    const char *b = B;
+    if (!transB) {
+        for (int k = 0; k < K; k++)
+            for (int h = 0; h < NR; h += 16)
+                _mm512_storeu_ps(bp + (size_t)k * NR + h,
+                                 ld16_f32(b + ((size_t)k * ldb + jq + h) * es, bt, nq - h < 0 ? 0 : nq - h));
+        return;
+    }
+    /* B[k][j] = src[j][k]: 16 columns x 16 k at a time, transposed in registers */
+    for (int h = 0; h < NR; h += 16)
+        for (int k0 = 0; k0 < K; k0 += 16) {
+            __m512i r[16];
+            for (int jj = 0; jj < 16; jj++)
+                r[jj] = h + jj < nq ? _mm512_castps_si512(
+                                          ld16_f32(b + ((size_t)(jq + h + jj) * ldb + k0) * es, bt, K - k0))
+                                    : _mm512_setzero_si512();
+            tr16x16_epi32(r);
+            const int nk = K - k0 < 16 ? K - k0 : 16;
+            for (int t = 0; t < nk; t++)
+                _mm512_storeu_si512(bp + (size_t)(k0 + t) * NR + h, r[t]);
+        }
+}
+
+/* conv_a_block's float32 twin: rows [r0, r1) and columns [k0, k0+kc) of A as float32 at d. */
+F32_TARGET static void conv_a_block_f32(const void *A, int at, size_t lda_src, int transA, int r0, int r1,
+                                        int k0, int kc, float *d, size_t ldd)
+{
+    const size_t es = tsize(at);
+    if (transA) {
+        for (int k = 0; k < kc; k++)
+            for (int i = r0; i < r1; i++)
+                d[(size_t)(i - r0) * ldd + k] = el_f32(A, at, (size_t)(k0 + k) * lda_src + i);
+        return;
+    }
+    for (int i = r0; i < r1; i++) {
+        const char *src = (const char *)A + ((size_t)i * lda_src + k0) * es;
+        float *di = d + (size_t)(i - r0) * ldd;
+        for (int k = 0; k < kc; k += 16)
+            _mm512_storeu_ps(di + k, ld16_f32(src + (size_t)k * es, at, kc - k));
+    }
+}
+
 typedef struct {
     int M, N, K, transA, transB, beta1;
+    int f32; /* float32 operands (kern_f32_8x32) instead of bf16 pairs (kern_8x32) */
     const void *A, *B;
     int at, bt;
     size_t lda_src, ldb;
     float *C;
     size_t ldc;
-    uint32_t *bp;                     /* B packed: panel q at q * kp * NR */
+    void *bp;                         /* B packed: panel q at q * ku * NR dwords */
     const float *bias_row, *bias_col; /* added to C with the first K block, or NULL */
-    int kp, n_panels, nN, nM;
+    int ku, kc, n_panels, nN, nM;     /* ku: K in packing units (pairs in bf16); kc: k per block */
 } gemm_job;
 
-/* Rows of A per block: a block of MC x KC bf16 stays in L1/L2 while every panel of B passes. */
+/* Rows of A per block: a block of MC x KC bf16 (or MC x KC_F32 floats, the same 32 KB) stays in L1/L2
+ * while every panel of B passes; a float32 panel of KC_F32 x NR is 16 KB, as a bf16 one. */
 #define MC 64
+#define KC_F32 128
 
-/* Scratch: B packed (kept between calls); per thread, the item's rows of A in bf16, as blocks
- * [K block][row block][MC][KC]. */
-static uint32_t *bbuf;
+/* Scratch: B packed (kept between calls); per thread, the item's rows of A in bf16 or float32, as blocks
+ * [K block][row block][MC][kc]. */
+static void *bbuf;
 static size_t bbuf_n;
-static uint16_t *abuf[SDE_PAR_MAX];
+static void *abuf[SDE_PAR_MAX];
 static size_t abuf_n[SDE_PAR_MAX];
 
 static void pack_b_item(void *ctx, int item, int thread)
 {
     (void)thread;
     const gemm_job *j = ctx;
-    pack_b_panel(j->B, j->bt, j->ldb, j->transB, j->K, j->N, item, j->bp + (size_t)item * j->kp * NR);
+    uint32_t *bq = (uint32_t *)j->bp + (size_t)item * j->ku * NR;
+    if (j->f32)
+        pack_b_panel_f32(j->B, j->bt, j->ldb, j->transB, j->K, j->N, item, (float *)bq);
+    else
+        pack_b_panel(j->B, j->bt, j->ldb, j->transB, j->K, j->N, item, bq);
+}
+
+/* Rows [r0, r1), columns [k0, k0+kc) of A into a block of ldd-element rows, as the job's kernel reads it. */
+static void a_block(const gemm_job *j, int r0, int r1, int k0, int kc, void *d, int transA)
+{
+    if (j->f32)
+        conv_a_block_f32(j->A, j->at, j->lda_src, transA, r0, r1, k0, kc, d, (size_t)j->kc);
+    else
+        conv_a_block(j->A, j->at, j->lda_src, transA, r0, r1, k0, kc, d, (size_t)j->kc);
 }
 
 static void gemm_item(void *ctx, int item, int thread)
@@ -257,38 +394,47 @@ static void gemm_item(void *ctx, int item, int thread)
     const int i0 = (int)((long)strips * im / j->nM) * MR, i1s = (int)((long)strips * (im + 1) / j->nM) * MR;
     const int i1 = i1s < j->M ? i1s : j->M;
     if (i0 >= i1) return;
-    const int nic = (i1 - i0 + MC - 1) / MC;
-    uint16_t *abig = abuf[thread];
-#define ABLK(pc, ic) (abig + ((size_t)((pc) / KC) * nic + (size_t)((ic)-i0) / MC) * MC * KC)
+    const int nic = (i1 - i0 + MC - 1) / MC, KB = j->kc;
+    const size_t es = j->f32 ? sizeof(float) : sizeof(uint16_t), kstep = j->f32 ? 1 : 2;
+    char *abig = abuf[thread];
+#define ABLK(pc, ic) (abig + ((size_t)((pc) / KB) * nic + (size_t)((ic)-i0) / MC) * MC * KB * es)
     /* A converted first, a whole row at a time: long contiguous reads (a 64 x 256 block read in place would
      * touch 64 rows of a weight matrix, each on its own page, for 512 bytes each) */
     if (j->transA) {
-        for (int pc = 0; pc < j->K; pc += KC)
+        for (int pc = 0; pc < j->K; pc += KB)
             for (int ic = i0; ic < i1; ic += MC)
-                conv_a_block(j->A, j->at, j->lda_src, 1, ic, i1 - ic < MC ? i1 : ic + MC, pc,
-                             j->K - pc < KC ? j->K - pc : KC, ABLK(pc, ic), KC);
+                a_block(j, ic, i1 - ic < MC ? i1 : ic + MC, pc, j->K - pc < KB ? j->K - pc : KB, ABLK(pc, ic),
+                        1);
     } else {
         for (int i = i0; i < i1; i++)
-            for (int pc = 0; pc < j->K; pc += KC)
-                conv_a_block(j->A, j->at, j->lda_src, 0, i, i + 1, pc, j->K - pc < KC ? j->K - pc : KC,
-                             ABLK(pc, i0 + (i - i0) / MC * MC) + (size_t)((i - i0) % MC) * KC, KC);
+            for (int pc = 0; pc < j->K; pc += KB)
+                a_block(j, i, i + 1, pc, j->K - pc < KB ? j->K - pc : KB,
+                        ABLK(pc, i0 + (i - i0) / MC * MC) + (size_t)((i - i0) % MC) * KB * es, 0);
     }
-    for (int pc = 0; pc < j->K; pc += KC) {
-        const int kc = j->K - pc < KC ? j->K - pc : KC, kp = (kc + 1) / 2;
+    for (int pc = 0; pc < j->K; pc += KB) {
+        const int kc = j->K - pc < KB ? j->K - pc : KB, kp = (kc + 1) / 2;
         const int load = pc > 0 || j->beta1;
-        for (int qb = p0; qb < p1; qb += NC / NR) { /* a KC x NC block of packed B stays in L2 ... */
+        for (int qb = p0; qb < p1; qb += NC / NR) { /* a kc x NC block of packed B stays in L2 ... */
             const int qe = qb + NC / NR < p1 ? qb + NC / NR : p1;
             for (int ic = i0; ic < i1; ic += MC) { /* ... while every row block of A passes over it */
                 const int mc = i1 - ic < MC ? i1 - ic : MC;
-                const uint16_t *a = ABLK(pc, ic);
+                const char *a = ABLK(pc, ic);
                 for (int q = qb; q < qe; q++) {
                     const int nr = j->N - q * NR < NR ? j->N - q * NR : NR;
-                    const uint32_t *bq = j->bp + ((size_t)q * j->kp + (size_t)pc / 2) * NR;
-                    for (int s = 0; s < mc; s += MR)
-                        kern_8x32(kp, a + (size_t)s * KC, KC, bq, j->C + (size_t)(ic + s) * j->ldc + q * NR,
-                                  j->ldc, mc - s < MR ? mc - s : MR, nr, load,
-                                  j->bias_col && !pc ? j->bias_col + q * NR : NULL,
-                                  j->bias_row && !pc ? j->bias_row + ic + s : NULL);
+                    const uint32_t *bq =
+                        (const uint32_t *)j->bp + ((size_t)q * j->ku + (size_t)pc / kstep) * NR;
+                    for (int s = 0; s < mc; s += MR) {
+                        float *c = j->C + (size_t)(ic + s) * j->ldc + q * NR;
+                        const int mr = mc - s < MR ? mc - s : MR;
+                        const float *bcol = j->bias_col && !pc ? j->bias_col + q * NR : NULL,
+                                    *brow = j->bias_row && !pc ? j->bias_row + ic + s : NULL;
+                        if (j->f32)
+                            kern_f32_8x32(kc, (const float *)a + (size_t)s * KB, (size_t)KB,
+                                          (const float *)bq, c, j->ldc, mr, nr, load, bcol, brow);
+                        else
+                            kern_8x32(kp, (const uint16_t *)a + (size_t)s * KB, (size_t)KB, bq, c, j->ldc, mr,
+                                      nr, load, bcol, brow);
+                    }
                 }
             }
         }
@@ -306,19 +452,21 @@ static int grow(void **p, size_t *have, size_t bytes)
     return 0;
 }
 
-/* 0, or -1 when scratch cannot be had (the caller falls back to float32). */
-static int gemm_bf16(int transA, int transB, int M, int N, int K, const void *A, int at, int lda,
-                     const void *B, int bt, int ldb, int beta1, const float *bias_row, const float *bias_col,
-                     float *C, int ldc)
+/* C (+)= op(A) op(B) (+ bias) on our packed kernels: bf16 pairs through vdpbf16ps, or (f32) float32
+ * through vfmadd231ps. 0, or -1 when scratch cannot be had (the caller falls back to OpenBLAS). */
+static int gemm_packed(int f32, int transA, int transB, int M, int N, int K, const void *A, int at, int lda,
+                       const void *B, int bt, int ldb, int beta1, const float *bias_row,
+                       const float *bias_col, float *C, int ldc)
 {
-    const int kp = (K + 1) / 2, n_panels = (N + NR - 1) / NR;
-    if (grow((void **)&bbuf, &bbuf_n, (size_t)n_panels * kp * NR * sizeof(uint32_t))) return -1;
+    const int ku = f32 ? K : (K + 1) / 2, n_panels = (N + NR - 1) / NR, KB = f32 ? KC_F32 : KC;
+    if (grow(&bbuf, &bbuf_n, (size_t)n_panels * ku * NR * sizeof(uint32_t))) return -1;
     gemm_job j = {.M = M,
                   .N = N,
                   .K = K,
                   .transA = transA,
                   .transB = transB,
                   .beta1 = beta1,
+                  .f32 = f32,
                   .A = A,
                   .B = B,
                   .at = at,
@@ -328,14 +476,15 @@ static int gemm_bf16(int transA, int transB, int M, int N, int K, const void *A,
                   .C = C,
                   .ldc = (size_t)ldc,
                   .bp = bbuf,
-                  .kp = kp,
+                  .ku = ku,
+                  .kc = KB,
                   .n_panels = n_panels,
                   .bias_row = bias_row,
                   .bias_col = bias_col};
     sde_par_for(n_panels, pack_b_item, &j);
     /* 4 items (or fewer for small products): nM row ranges (of at least MC rows) by nN column ranges. Each
      * item converts its rows of A and reads its columns of packed B, so the split weighs the A rows
-     * converted again (M nN) against the packed B read again (N nM, cheaper: already bf16) */
+     * converted again (M nN) against the packed B read again (N nM, cheaper: already packed) */
     const int strips = (M + MR - 1) / MR, max_m = strips / (MC / MR) < 1 ? 1 : strips / (MC / MR);
     j.nM = 1;
     j.nN = n_panels < 4 ? n_panels : 4;
@@ -349,9 +498,9 @@ static int gemm_bf16(int transA, int transB, int M, int N, int K, const void *A,
     }
     /* the largest item's rows of A, in whole blocks */
     const size_t rows = (size_t)((strips + j.nM - 1) / j.nM * MR + MC - 1) / MC * MC;
-    const size_t abytes = rows * (size_t)((K + KC - 1) / KC) * KC * sizeof(uint16_t);
+    const size_t abytes = rows * (size_t)((K + KB - 1) / KB) * KB * (f32 ? sizeof(float) : sizeof(uint16_t));
     for (int t = 0; t < SDE_PAR_MAX; t++)
-        if (grow((void **)&abuf[t], &abuf_n[t], abytes)) return -1;
+        if (grow(&abuf[t], &abuf_n[t], abytes)) return -1;
     sde_par_for(j.nN * j.nM, gemm_item, &j);
     return 0;
 }
@@ -410,16 +559,26 @@ static void bias_fill(int M, int N, const float *bias_row, const float *bias_col
     }
 }
 
+int sde_gemm_reads_16bit(void)
+{
+#ifdef SDE_HAVE_BF16_KERNEL
+    return bf16_on || f32_kernel();
+#else
+    return 0;
+#endif
+}
+
 void sde_gemm_tb(int transA, int transB, int M, int N, int K, const void *A, int at, int lda, const void *B,
                  int bt, int ldb, const float *bias_row, const float *bias_col, float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
 #ifdef SDE_HAVE_BF16_KERNEL
-    if (bf16_on && K > 0 && (beta == 0.0f || beta == 1.0f) &&
-        !gemm_bf16(transA, transB, M, N, K, A, at, lda, B, bt, ldb, beta == 1.0f, bias_row, bias_col, C, ldc))
+    if ((bf16_on || f32_kernel()) && K > 0 && (beta == 0.0f || beta == 1.0f) &&
+        !gemm_packed(!bf16_on, transA, transB, M, N, K, A, at, lda, B, bt, ldb, beta == 1.0f, bias_row,
+                     bias_col, C, ldc))
         return;
 #endif
-    /* float32: the bias is added into C first; a stored F16/BF16 operand (a weight) is widened into this
+    /* OpenBLAS: the bias is added into C first; a stored F16/BF16 operand (a weight) is widened into this
      * thread's scratch */
     if (bias_row || bias_col) {
         bias_fill(M, N, bias_row, bias_col, beta, C, ldc);
