@@ -146,6 +146,97 @@ FA_TARGET static void fa_pv(const float *P, const float *vp, int kv, int hd, flo
     }
 }
 
+/* fa_qk and fa_pv on AVX-512 where the CPU has it: 16 lanes per register, the same products summed in
+ * the same order per element, so the results are the AVX2 kernels' bit for bit; fewer instructions per
+ * multiply-add (this project's Zen 4 machines run the pair ~1.4x faster, as our float32 GEMM kernel). */
+#define FA512_TARGET __attribute__((target("avx512f,avx2,fma")))
+
+FA512_TARGET static void fa_qk512(const float *qp, int hd, const float *kp, int kc, float *S)
+{
+    int jj = 0;
+    for (; jj + 32 <= kc; jj += 32) { /* two panels: 12 accumulators */
+        const float *b0p = kp + (size_t)(jj / 16) * hd * 16, *b1p = b0p + (size_t)hd * 16;
+        __m512 c[FA_MR][2];
+        for (int r = 0; r < FA_MR; r++)
+            c[r][0] = c[r][1] = _mm512_setzero_ps();
+        for (int d = 0; d < hd; d++) {
+            const __m512 b0 = _mm512_loadu_ps(b0p + d * 16), b1 = _mm512_loadu_ps(b1p + d * 16);
+#pragma GCC unroll 6
+            for (int r = 0; r < FA_MR; r++) {
+                const __m512 a = _mm512_set1_ps(qp[r * hd + d]);
+                c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
+                c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
+            }
+        }
+        for (int r = 0; r < FA_MR; r++) {
+            _mm512_storeu_ps(S + (size_t)r * FA_KC + jj, c[r][0]);
+            _mm512_storeu_ps(S + (size_t)r * FA_KC + jj + 16, c[r][1]);
+        }
+    }
+    for (; jj < kc; jj += 16) {
+        const float *bp = kp + (size_t)(jj / 16) * hd * 16;
+        __m512 c[FA_MR];
+        for (int r = 0; r < FA_MR; r++)
+            c[r] = _mm512_setzero_ps();
+        for (int d = 0; d < hd; d++) {
+            const __m512 b = _mm512_loadu_ps(bp + d * 16);
+#pragma GCC unroll 6
+            for (int r = 0; r < FA_MR; r++)
+                c[r] = _mm512_fmadd_ps(_mm512_set1_ps(qp[r * hd + d]), b, c[r]);
+        }
+        for (int r = 0; r < FA_MR; r++)
+            _mm512_storeu_ps(S + (size_t)r * FA_KC + jj, c[r]);
+    }
+}
+
+FA512_TARGET static void fa_pv512(const float *P, const float *vp, int kv, int hd, float *O)
+{
+    for (int dc = 0; dc < hd; dc += 32) { /* 32 columns at a time, the last block masked (hd = 40: 32 + 8) */
+        const int w = hd - dc;
+        const __mmask16 m0 = w >= 16 ? 0xffff : (__mmask16)((1u << w) - 1);
+        const __mmask16 m1 = w >= 32 ? 0xffff : w <= 16 ? 0 : (__mmask16)((1u << (w - 16)) - 1);
+        __m512 c[FA_MR][2];
+        for (int r = 0; r < FA_MR; r++)
+            c[r][0] = c[r][1] = _mm512_setzero_ps();
+        const float *b = vp + dc;
+        if (m1) {
+            for (int j = 0; j < kv; j++, b += hd) {
+                const __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+#pragma GCC unroll 6
+                for (int r = 0; r < FA_MR; r++) {
+                    const __m512 a = _mm512_set1_ps(P[r * FA_KC + j]);
+                    c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
+                    c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
+                }
+            }
+        } else {
+            for (int j = 0; j < kv; j++, b += hd) {
+                const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+#pragma GCC unroll 6
+                for (int r = 0; r < FA_MR; r++)
+                    c[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(P[r * FA_KC + j]), b0, c[r][0]);
+            }
+        }
+        for (int r = 0; r < FA_MR; r++) {
+            float *o = O + (size_t)r * hd + dc;
+            _mm512_mask_storeu_ps(o, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, o), c[r][0]));
+            if (m1)
+                _mm512_mask_storeu_ps(o + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, o + 16), c[r][1]));
+        }
+    }
+}
+
+/* 1 when the CPU runs the AVX-512 twins. */
+static int fa_avx512(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        __builtin_cpu_init();
+        on = __builtin_cpu_supports("avx512f");
+    }
+    return on;
+}
+
 /* exp(x) of 8 lanes, same scheme and accuracy as fast_expf (0 below -87.3). */
 FA_TARGET static inline __m256 fa_exp(__m256 x)
 {
@@ -230,7 +321,7 @@ static void attn_head_fused(const float *q, int qs, const float *k, int ks, cons
         return;
     }
 #endif
-    const int nkp = (nk + 15) & ~15;
+    const int nkp = (nk + 15) & ~15, wide = fa_avx512();
     float *kp = (float *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
     float *vp = kp + (size_t)nkp * hd, *qp = vp + (size_t)nk * hd, *S = qp + (size_t)FA_QB * hd;
     float *O = S + (size_t)FA_QB * FA_KC, *mrow = O + (size_t)FA_QB * hd, *lrow = mrow + FA_QB;
@@ -266,10 +357,16 @@ static void attn_head_fused(const float *q, int qs, const float *k, int ks, cons
             const int kc = nkp - j0 < FA_KC ? nkp - j0 : FA_KC, kv = nk - j0 < kc ? nk - j0 : kc;
             for (int mt = 0; mt < nbp; mt += FA_MR) {
                 float *Sm = S + (size_t)mt * FA_KC;
-                fa_qk(qp + (size_t)mt * hd, hd, kp + (size_t)j0 * hd, kc, Sm);
+                if (wide)
+                    fa_qk512(qp + (size_t)mt * hd, hd, kp + (size_t)j0 * hd, kc, Sm);
+                else
+                    fa_qk(qp + (size_t)mt * hd, hd, kp + (size_t)j0 * hd, kc, Sm);
                 /* online softmax: rescale what has been accumulated when the running max grows */
                 fa_softmax_tile(Sm, kc, kv, mrow + mt, lrow + mt, O + (size_t)mt * hd, hd);
-                fa_pv(Sm, vp + (size_t)j0 * hd, kv, hd, O + (size_t)mt * hd);
+                if (wide)
+                    fa_pv512(Sm, vp + (size_t)j0 * hd, kv, hd, O + (size_t)mt * hd);
+                else
+                    fa_pv(Sm, vp + (size_t)j0 * hd, kv, hd, O + (size_t)mt * hd);
             }
         }
         for (int r = 0; r < nb; r++) {
