@@ -226,17 +226,6 @@ FA512_TARGET static void fa_pv512(const float *P, const float *vp, int kv, int h
     }
 }
 
-/* 1 when the CPU runs the AVX-512 twins. */
-static int fa_avx512(void)
-{
-    static int on = -1;
-    if (on < 0) {
-        __builtin_cpu_init();
-        on = __builtin_cpu_supports("avx512f");
-    }
-    return on;
-}
-
 /* exp(x) of 8 lanes, same scheme and accuracy as fast_expf (0 below -87.3). */
 FA_TARGET static inline __m256 fa_exp(__m256 x)
 {
@@ -321,7 +310,7 @@ static void attn_head_fused(const float *q, int qs, const float *k, int ks, cons
         return;
     }
 #endif
-    const int nkp = (nk + 15) & ~15, wide = fa_avx512();
+    const int nkp = (nk + 15) & ~15, wide = sde_cpu_has_avx512();
     float *kp = (float *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
     float *vp = kp + (size_t)nkp * hd, *qp = vp + (size_t)nk * hd, *S = qp + (size_t)FA_QB * hd;
     float *O = S + (size_t)FA_QB * FA_KC, *mrow = O + (size_t)FA_QB * hd, *lrow = mrow + FA_QB;

@@ -17,6 +17,21 @@
 
 static int bf16_on;
 
+int sde_cpu_has_avx512(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    static int on = -1;
+    if (on < 0) {
+        __builtin_cpu_init(); /* its AVX-512 checks include the OS saving the ZMM state (XCR0) */
+        on = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl");
+    }
+    return on;
+#else
+    return 0;
+#endif
+}
+
 int sde_cpu_has_bf16(void)
 {
 #ifdef SDE_HAVE_BF16_KERNEL
@@ -46,9 +61,7 @@ static int f32_kernel(void)
     static int on = -1;
     if (on < 0) {
         const char *e = getenv("SDW_FP32_GEMM");
-        __builtin_cpu_init();
-        on = !(e && !strcmp(e, "openblas")) && __builtin_cpu_supports("avx512f") &&
-             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+        on = !(e && !strcmp(e, "openblas")) && sde_cpu_has_avx512();
     }
     return on;
 }

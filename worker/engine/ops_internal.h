@@ -113,6 +113,9 @@ void sde_attn_head_bf16(const float *q, int qs, const float *k, int ks, const fl
                         int nk, int hd, float scale, float *out, int os, float *ws);
 #endif
 
+/** 1 when the CPU (and OS) run AVX-512 F, BW and VL: the float32 GEMM kernel and the attention's
+ * AVX-512 twins. Decided once. */
+int sde_cpu_has_avx512(void);
 /** The body of one parallel item: item in [0, n), thread in [0, SDE_PAR_MAX) indexes per-thread scratch. */
 typedef void (*par_fn)(void *ctx, int item, int thread);
 /** Runs fn(ctx, i, thread) for i in [0, n) on the pool (ops_pool.c); serial when nested or single-threaded.
