@@ -25,11 +25,13 @@ typedef enum { SDE_W_F32 = 0, SDE_W_F16, SDE_W_BF16 } sde_wtype;
 
 /** A weight matrix as the ops read it: n elements of type at data. Its owner (the checkpoint) keeps the
  * handle at one address for the model's life but may switch data and type between jobs (a LoRA merge
- * points it at a private copy for one job), so ops read both at every call. */
+ * points it at a private copy for one job, or edits a float32 mapping in place), so ops read data and type
+ * at every call, and a backend holding a copy compares gen. */
 typedef struct {
     const void *data;
     sde_wtype type;
     size_t n;
+    unsigned gen; /* bumped by the owner whenever data, type or the values change (a LoRA edit in place) */
 } sde_weight;
 
 /** A 2-D convolution over a batch in the [C][B][HW]-style layouts of ops.h's sde_conv_desc, with its
@@ -125,14 +127,29 @@ struct sde_backend {
     void (*copy)(sde_backend *be, sde_ten dst, sde_ten src, size_t n);
     /** y[p][oh][ow] = x[p][oy*ih/oh][ox*iw/ow] for planes p: PyTorch's nearest interpolate to a size. */
     void (*resize_nearest)(sde_backend *be, sde_ten x, int planes, int ih, int iw, int oh, int ow, sde_ten y);
+
+    /* Optional (NULL on the CPU, which cannot fail after allocation): */
+    /** NULL while the device works; once an op has failed beyond recovery (a GPU fault), why, and every later
+     * op does nothing. An allocation failure is not such a failure. */
+    const char *(*failed)(sde_backend *be);
+    /** Free and total bytes of the device's memory: 0, or -1 when unknown. */
+    int (*vram)(sde_backend *be, size_t *free_bytes, size_t *total_bytes);
+    /** Releases a backend from sde_backend_open() with everything uploaded to it. */
+    void (*destroy)(sde_backend *be);
 };
 
 /** The CPU backend (ops.h on OpenBLAS); one shared instance, stateless. */
 sde_backend *sde_backend_cpu(void);
 
-/** The backend called name ("cpu"; NULL or "" is the default, the CPU), or NULL when this build has none
- * of that name. */
+/** The backend called name ("cpu"; NULL or "" is the default, the CPU; "cuda" in a -DSDW_CUDA=ON build: one
+ * shared instance, made at the first call), or NULL when this build has none of that name or it cannot start. */
 sde_backend *sde_backend_get(const char *name);
+
+/** A backend of its own for one engine: the shared CPU one, or a new CUDA one (its own stream, and weights
+ * freed with it). NULL with err filled when the build has no such backend or no device. */
+sde_backend *sde_backend_open(const char *name, char *err, size_t errlen);
+/** Releases a backend from sde_backend_open() (the CPU's is shared: nothing happens). NULL is fine. */
+void sde_backend_close(sde_backend *be);
 
 /** t advanced by off floats. */
 static inline sde_ten sde_ten_at(sde_ten t, size_t off)

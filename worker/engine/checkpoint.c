@@ -582,6 +582,7 @@ const sde_weight *sde_ckpt_edit_begin(sde_ckpt *c, const sde_tensor *t, char *er
     if (w->data) {
         w->data = e->vals.data;
         w->type = e->vals.type;
+        w->gen++; /* a backend's copy of the values is stale now */
     }
 done:
     pthread_mutex_unlock(&c->mu);
@@ -629,6 +630,9 @@ int sde_ckpt_edit_add(sde_ckpt *c, const sde_tensor *t, size_t off, const float 
             sde_cvt_from_f32(rt, sum, m, v);
         }
     }
+    pthread_mutex_lock(&c->mu);
+    c->w[idx].gen++; /* the values changed where they are */
+    pthread_mutex_unlock(&c->mu);
     return 0;
 }
 
@@ -646,7 +650,11 @@ void sde_ckpt_edit_end(sde_ckpt *c, const sde_tensor *t)
         memcpy((void *)e->vals.data, e->saved, n * sizeof(float));
         free(e->saved);
     }
-    if (e->orig.data) *w = e->orig; /* a handle not yet handed out stays unmade */
+    if (e->orig.data) { /* a handle not yet handed out stays unmade */
+        const unsigned gen = w->gen;
+        *w = e->orig;
+        w->gen = gen + 1;
+    }
     if (e->kind == EDIT_PRIVATE) free((void *)e->vals.data);
     int mv = e->mapped_view;
     memset(e, 0, sizeof *e);

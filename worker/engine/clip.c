@@ -207,6 +207,12 @@ int sde_clip_build(sde_ckpt *c, sde_clip **out, char *err, size_t errlen)
 
 int sde_clip_build_spec(sde_ckpt *c, const sde_clip_spec *sp, sde_clip **out, char *err, size_t errlen)
 {
+    return sde_clip_build_on(sde_backend_cpu(), c, sp, out, err, errlen);
+}
+
+int sde_clip_build_on(sde_backend *be, sde_ckpt *c, const sde_clip_spec *sp, sde_clip **out, char *err,
+                      size_t errlen)
+{
     *out = NULL;
     sde_clip *m = calloc(1, sizeof *m);
     if (!m) {
@@ -234,7 +240,7 @@ int sde_clip_build_spec(sde_ckpt *c, const sde_clip_spec *sp, sde_clip **out, ch
         if (sp->gelu >= 0) m->cfg.quick_gelu = !sp->gelu;
     }
     const size_t T = SDE_TOK_CONTEXT, d = (size_t)m->cfg.dim, hd = d / (size_t)m->cfg.heads;
-    sde_backend *be = m->be = sde_backend_cpu();
+    m->be = be;
     char why[128];
     m->layer = calloc((size_t)m->cfg.loaded, sizeof *m->layer);
     m->x.buf = be->alloc(be, T * d * sizeof(float), why, sizeof why);

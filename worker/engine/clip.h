@@ -42,6 +42,9 @@ typedef struct {
 int sde_clip_build(sde_ckpt *c, sde_clip **out, char *err, size_t errlen);
 /** The encoder spec names (the SD 1.x/2.x one when spec is NULL); same contract as sde_clip_build. */
 int sde_clip_build_spec(sde_ckpt *c, const sde_clip_spec *spec, sde_clip **out, char *err, size_t errlen);
+/** sde_clip_build_spec() on backend be (spec NULL: sde_clip_build()). */
+int sde_clip_build_on(sde_backend *be, sde_ckpt *c, const sde_clip_spec *spec, sde_clip **out, char *err,
+                      size_t errlen);
 /** As sde_clip_encode, and when pooled is non-NULL (a spec with pooled set) also pooled[dim] = the final
  * LayerNorm of the last layer's hidden state at token pool_at. Never allocates. */
 void sde_clip_encode_pooled(sde_clip *m, const int32_t tokens[SDE_TOK_CONTEXT], float *out, float *pooled,

@@ -59,6 +59,7 @@ struct sde_engine {
     void *trace_ud;
     sde_warn_fn warn;
     void *warn_ud;
+    sde_backend *be;   /* what every model runs on (sde_load_opts.backend), from sde_backend_open */
     sde_backend *prof; /* the profiling wrapper the models run on (sde_load_opts.profile), or NULL */
 };
 
@@ -215,9 +216,8 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    /* the models take the CPU backend today; a second backend is selected here once it exists */
-    if (!sde_backend_get(opts->backend)) {
-        snprintf(err, errlen, "backend \"%s\" is not built in (this build has: cpu)", opts->backend);
+    /* every model of this engine runs on one backend, opened for it (a GPU's stream and weights) */
+    if (!(e->be = sde_backend_open(opts->backend, err, errlen))) {
         free(e);
         return -1;
     }
@@ -226,8 +226,8 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
     if (opts->threads > 0) sde_set_threads(opts->threads);
     if (sde_ckpt_open(opts->model_path, &e->ck, err, errlen)) goto fail;
     /* SDXL by its tensors: a UNet with label_emb and a second, bigG text encoder */
-    if (sde_sdxl_detect(e->ck) ? sde_sdxl_cond_build(e->ck, &e->xl, err, errlen)
-                               : sde_clip_build(e->ck, &e->clip, err, errlen))
+    if (sde_sdxl_detect(e->ck) ? sde_sdxl_cond_build_on(e->be, e->ck, &e->xl, err, errlen)
+                               : sde_clip_build_on(e->be, e->ck, NULL, &e->clip, err, errlen))
         goto fail;
     const sde_clip_config *cc = sde_clip_get_config(e->xl ? sde_sdxl_clip_l(e->xl) : e->clip);
     const int ctx_dim = e->xl ? cc->dim + SDE_SDXL_POOLED : cc->dim;
@@ -253,7 +253,7 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
 
     sde_unet_config ucfg;
     if (sde_unet_config_infer(e->ck, &ucfg, err, errlen) ||
-        sde_unet_build(e->ck, &ucfg, &e->unet, err, errlen))
+        sde_unet_build_on(e->be, e->ck, &ucfg, &e->unet, err, errlen))
         goto fail;
     /* a 9-channel conv_in is an inpainting checkpoint (the weights decide, never the file name) */
     if (ucfg.in_channels != 4 && ucfg.in_channels != 9) {
@@ -268,9 +268,9 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
                  opts->model_path, ucfg.context_dim, ctx_dim);
         goto fail;
     }
-    if (sde_vae_build(e->ck, &e->vae, err, errlen)) goto fail;
+    if (sde_vae_build_on(e->be, e->ck, &e->vae, err, errlen)) goto fail;
     if (opts->taesd_path && *opts->taesd_path) {
-        if (sde_taesd_load(opts->taesd_path, &e->taesd, err, errlen)) goto fail;
+        if (sde_taesd_load_on(e->be, opts->taesd_path, &e->taesd, err, errlen)) goto fail;
         if (sde_taesd_latent_channels(e->taesd) != sde_vae_get_config(e->vae)->z_channels) {
             snprintf(err, errlen, "%s: TAESD takes %d latent channels, the model's VAE has %d",
                      opts->taesd_path, sde_taesd_latent_channels(e->taesd),
@@ -299,7 +299,7 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
     const char *env_prof = getenv("SDW_PROFILE");
     if (opts->profile || (env_prof && !strcmp(env_prof, "1"))) {
         /* the models keep the buffers and weights they were built with: the wrapper forwards to them */
-        if (!(e->prof = sde_prof_wrap(sde_backend_cpu()))) {
+        if (!(e->prof = sde_prof_wrap(e->be))) {
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
@@ -367,6 +367,7 @@ void sde_engine_free(sde_engine *e)
     sde_clip_free(e->clip);
     sde_sdxl_cond_free(e->xl);
     sde_prof_free(e->prof); /* after the models, which free their buffers through it */
+    sde_backend_close(e->be); /* after the models too: the weights they uploaded go with it */
     sde_tok_free(e->tok);
     sde_ckpt_free(e->ck);
     free(e);
@@ -562,6 +563,25 @@ static int gen_cancel_requested(const gen_run *g)
     return g->p->should_cancel && g->p->should_cancel(g->p->ud);
 }
 
+/* Non-zero once the engine's device has failed (a GPU fault): the job ends with why in err. */
+static int device_failed(const sde_engine *e, char *err, size_t errlen)
+{
+    const char *why = e->be->failed ? e->be->failed(e->be) : NULL;
+    if (why && err) snprintf(err, errlen, "GPU failure: %s", why);
+    return why != NULL;
+}
+
+int sde_engine_broken(const sde_engine *e, char *err, size_t errlen)
+{
+    return e && device_failed(e, err, errlen);
+}
+
+int sde_engine_vram(const sde_engine *e, size_t *free_bytes, size_t *total_bytes)
+{
+    if (!e || !e->be->vram) return -1;
+    return e->be->vram(e->be, free_bytes, total_bytes);
+}
+
 static int gen_denoise(void *ud, const float *x, float sigma, int step, float *den, float *uncond)
 {
     gen_run *g = ud;
@@ -589,6 +609,7 @@ static int gen_denoise(void *ud, const float *x, float sigma, int step, float *d
     trace(g, "unet_in", step + 1, g->unet_in, g->n);
     sde_unet_forward(g->e->unet, g->unet_in, g->batch * g->k, g->lh, g->lw, g->tsteps, g->ctx,
                      SDE_TOK_CONTEXT, g->unet_out);
+    if (device_failed(g->e, NULL, 0)) return -1;
     const float *out = g->unet_out;
     if (g->batch == 2) {
         sde_cfg_combine(g->unet_out, g->unet_out + nk, g->p->cfg_scale, nk, g->guided);
@@ -775,6 +796,7 @@ static int gen_decode_one(gen_run *g, float *x, int idx, float *rgb, uint8_t *px
         vr = sde_vae_decode(e->vae, x, g->lh, g->lw, rgb, gen_vae_cancel, g, err, errlen);
     }
     if (vr) return vr == 1 ? SDE_CANCELLED : SDE_ERR;
+    if (device_failed(e, err, errlen)) return SDE_ERR;
     for (size_t i = 0; i < 3 * npx; i++) {
         float v = p->decoder == SDE_DECODER_TAESD ? rgb[i] : (rgb[i] + 1.f) * 0.5f;
         rgb[i] = v < 0.f ? 0.f : v > 1.f ? 1.f : v;
@@ -980,7 +1002,8 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
             goto out;
         }
         if (sr != 0) {
-            snprintf(err, errlen, "sampler %s failed", sde_sampler_name(p->sampler));
+            if (!device_failed(e, err, errlen))
+                snprintf(err, errlen, "sampler %s failed", sde_sampler_name(p->sampler));
             goto out;
         }
         if (first == 0) trace(&g, "x0", 0, xg, g.n);

@@ -50,7 +50,8 @@ typedef struct {
     int threads;                /* BLAS threads; 0 = leave OpenBLAS's default */
     sde_warn_fn warn;           /* warnings while loading and generating; NULL drops them */
     void *warn_ud;              /* passed to warn */
-    const char *backend;        /* where the models run: "cpu" (NULL or "" = cpu); docs/backends.md */
+    const char *backend;        /* where the models run: "cpu" (NULL or "" = cpu), or "cuda" in a -DSDW_CUDA=ON
+                                 * build: the first visible GPU (CUDA_VISIBLE_DEVICES); docs/backends.md */
     int profile; /* 1: time every op and model section, slower; sde_result.profile gets the table. The
                   * environment's SDW_PROFILE=1 turns it on too (docs/backends.md) */
     const char *taesd_path; /* optional TAESD (tiny autoencoder) .safetensors: previews decode with it,
@@ -172,6 +173,12 @@ typedef struct sde_engine sde_engine;
 
 /** Loads a checkpoint and its tokenizer. Returns 0, or -1 with a message naming the file/tensor in err. */
 int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size_t errlen);
+/** VRAM of the engine's device: 0 with free and total bytes filled when it runs on a GPU, -1 otherwise. */
+int sde_engine_vram(const sde_engine *e, size_t *free_bytes, size_t *total_bytes);
+/** Non-zero once the engine's device has failed beyond recovery (a GPU fault; every job fails from then on),
+ * with why in err. A job that ran out of GPU memory while reserving its buffers is not such a failure. */
+int sde_engine_broken(const sde_engine *e, char *err, size_t errlen);
+
 /** Releases everything the engine holds. NULL is fine. */
 void sde_engine_free(sde_engine *e);
 /** Fills info about the loaded model. */

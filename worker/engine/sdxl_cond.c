@@ -35,6 +35,11 @@ int sde_sdxl_detect(const sde_ckpt *c)
 
 int sde_sdxl_cond_build(sde_ckpt *c, sde_sdxl_cond **out, char *err, size_t errlen)
 {
+    return sde_sdxl_cond_build_on(sde_backend_cpu(), c, out, err, errlen);
+}
+
+int sde_sdxl_cond_build_on(sde_backend *be, sde_ckpt *c, sde_sdxl_cond **out, char *err, size_t errlen)
+{
     *out = NULL;
     sde_sdxl_cond *s = calloc(1, sizeof *s);
     if (!s) return sde_fail(err, errlen, "out of memory");
@@ -44,7 +49,7 @@ int sde_sdxl_cond_build(sde_ckpt *c, sde_sdxl_cond **out, char *err, size_t errl
                         .skip = 1,
                         .gelu = 0};
     sde_clip_spec gs = {.hf_prefix = G_DIFF, .oc_prefix = G_SGM, .skip = 1, .pooled = 1, .gelu = 1};
-    if (sde_clip_build_spec(c, &ls, &s->l, err, errlen) || sde_clip_build_spec(c, &gs, &s->g, err, errlen))
+    if (sde_clip_build_on(be, c, &ls, &s->l, err, errlen) || sde_clip_build_on(be, c, &gs, &s->g, err, errlen))
         goto fail;
     s->dl = sde_clip_dim(s->l);
     s->dg = sde_clip_dim(s->g);

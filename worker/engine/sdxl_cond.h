@@ -28,6 +28,8 @@ typedef struct sde_sdxl_cond sde_sdxl_cond;
 int sde_sdxl_detect(const sde_ckpt *c);
 /** Builds both text encoders and resolves the text projection. 0, or -1 with err. */
 int sde_sdxl_cond_build(sde_ckpt *c, sde_sdxl_cond **out, char *err, size_t errlen);
+/** sde_sdxl_cond_build() on backend be. */
+int sde_sdxl_cond_build_on(sde_backend *be, sde_ckpt *c, sde_sdxl_cond **out, char *err, size_t errlen);
 void sde_sdxl_cond_free(sde_sdxl_cond *s);
 /** Runs both text encoders on be from now on (sde_clip_use_backend). */
 void sde_sdxl_cond_use_backend(sde_sdxl_cond *s, sde_backend *be);

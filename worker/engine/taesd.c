@@ -46,6 +46,11 @@ static const int UPCONV_AT[3] = {6, 11, 16};
 
 int sde_taesd_load(const char *path, sde_taesd **out, char *err, size_t errlen)
 {
+    return sde_taesd_load_on(sde_backend_cpu(), path, out, err, errlen);
+}
+
+int sde_taesd_load_on(sde_backend *be, const char *path, sde_taesd **out, char *err, size_t errlen)
+{
     *out = NULL;
     sde_taesd *t = calloc(1, sizeof *t);
     if (!t) return sde_fail(err, errlen, "out of memory");
@@ -80,7 +85,7 @@ int sde_taesd_load(const char *path, sde_taesd **out, char *err, size_t errlen)
     }
     t->ch = (int)ci->shape[0];
     t->zc = (int)ci->shape[1];
-    t->be = sde_backend_cpu();
+    t->be = be;
     const int ch = t->ch;
     sde_wloader L = {.c = t->ck, .err = err, .errlen = errlen, .be = t->be};
     t->in_w = sde_wload_weight(&L, ch, t->zc, 3, 3, "%s%d.weight", pre, CONV_IN_AT + shift);

@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include "backend.h"
+
 typedef struct sde_taesd sde_taesd;
 
 /** Opens a TAESD file and resolves the decoder's weights. Two layouts, told apart by tensor names: diffusers'
@@ -12,6 +14,8 @@ typedef struct sde_taesd sde_taesd;
  * stable-diffusion.cpp's --taesd reads) and the taesd repository's decoder-only file (`N.*`, with N one
  * higher: its Sequential starts with a Clamp). Returns 0, or -1 with err naming the file and tensor. */
 int sde_taesd_load(const char *path, sde_taesd **out, char *err, size_t errlen);
+/** sde_taesd_load() on backend be. */
+int sde_taesd_load_on(sde_backend *be, const char *path, sde_taesd **out, char *err, size_t errlen);
 /** Releases the model and unmaps the file. NULL is fine. */
 void sde_taesd_free(sde_taesd *t);
 /** Latent channels the decoder takes (4 for SD 1.x/2.x and SDXL). */

@@ -340,6 +340,12 @@ static int add_st(sde_unet *u, sde_wloader *L, const char *pre, int level, int c
 
 int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char *err, size_t errlen)
 {
+    return sde_unet_build_on(sde_backend_cpu(), c, cfg, out, err, errlen);
+}
+
+int sde_unet_build_on(sde_backend *be, sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char *err,
+                      size_t errlen)
+{
     *out = NULL;
     if (cfg->n_levels < 1 || cfg->n_levels > 4 || cfg->num_res_blocks < 1 || cfg->model_channels < 1 ||
         cfg->groups < 1 || cfg->in_channels < 1 || cfg->out_channels < 1)
@@ -347,7 +353,7 @@ int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char
     sde_unet *u = calloc(1, sizeof *u);
     if (!u) return sde_fail(err, errlen, "out of memory");
     u->cfg = *cfg;
-    u->be = sde_backend_cpu();
+    u->be = be;
     u->temb = 4 * cfg->model_channels;
     u->ff_inner = 4;
     sde_wloader L = {.c = c, .err = err, .errlen = errlen, .be = u->be};

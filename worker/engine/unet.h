@@ -31,6 +31,9 @@ typedef struct sde_unet sde_unet;
 int sde_unet_config_infer(const sde_ckpt *c, sde_unet_config *cfg, char *err, size_t errlen);
 /** Resolves every weight; errors name the missing/mismatched tensor. */
 int sde_unet_build(sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char *err, size_t errlen);
+/** sde_unet_build() on backend be (its buffers and weights live there). */
+int sde_unet_build_on(sde_backend *be, sde_ckpt *c, const sde_unet_config *cfg, sde_unet **out, char *err,
+                      size_t errlen);
 void sde_unet_free(sde_unet *u);
 /** Runs u on be from now on (sde_unet_free included).
  * Buffers and weights stay valid only when be shares them with the backend it was built on (a profiling

@@ -150,6 +150,11 @@ static int vae_infer(const sde_ckpt *c, sde_vae_config *cfg, char *err, size_t e
 
 int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen)
 {
+    return sde_vae_build_on(sde_backend_cpu(), c, out, err, errlen);
+}
+
+int sde_vae_build_on(sde_backend *be, sde_ckpt *c, sde_vae **out, char *err, size_t errlen)
+{
     *out = NULL;
     sde_vae *v = calloc(1, sizeof *v);
     if (!v) return sde_fail(err, errlen, "out of memory");
@@ -159,7 +164,7 @@ int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen)
     }
     const sde_vae_config *cfg = &v->cfg;
     const int ch = cfg->ch, z = cfg->z_channels, nl = cfg->n_levels, nrb = cfg->num_res_blocks;
-    v->be = sde_backend_cpu();
+    v->be = be;
     sde_wloader L = {.c = c, .err = err, .errlen = errlen, .be = v->be};
     char pre[96];
     /* decoder */

@@ -20,6 +20,8 @@ typedef struct sde_vae sde_vae;
 /** Infers the config from tensor shapes under first_stage_model.* (GroupNorm groups: metadata "sdw.groups",
  * else min(32, ch)) and resolves every weight; the encoder is optional. Errors name the tensor. */
 int sde_vae_build(sde_ckpt *c, sde_vae **out, char *err, size_t errlen);
+/** sde_vae_build() on backend be. */
+int sde_vae_build_on(sde_backend *be, sde_ckpt *c, sde_vae **out, char *err, size_t errlen);
 void sde_vae_free(sde_vae *v);
 /** Runs v on be from now on.
  * Buffers and weights stay valid only when be shares them with the backend it was built on (a profiling
