@@ -20,13 +20,15 @@ mkdir -p $T
 export SDW_BUILD_DIR=/tmp/b SDW_SOURCE_DIR=$PWD SDW_TESTDATA_DIR=$PWD/tests/data SDW_TEST_BACKEND=cuda
 has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
 t() { local s=$SECONDS; timeout "$@"; local rc=$?; echo "[rc=$rc, $((SECONDS - s)) s: $2]"; return $rc; }
-# the checkpoints (the files the goldens came from), written while the op tests run
-( $D/bin/sd-worker-engine mkmodel --preset sd15-random --seed 1 --dtype f16 --output $T/randsd15-s1-f16.safetensors
-  if has xl; then $D/bin/sd-worker-engine mkmodel --preset sdxl-random --seed 1 --dtype f16 \
-      --output $T/randsdxl-s1-f16.safetensors; fi ) > $OUT/mkmodel.log 2>&1 &
-mk=$!
+# the checkpoints (the files the goldens came from), written while the op tests run; SDXL's (6.9 GB) goes on
+# writing while SD 1.5 runs
+mk() { $D/bin/sd-worker-engine mkmodel --preset $1-random --seed 1 --dtype f16 --output $T/rand$1-s1-f16.safetensors; }
+mk sd15 > $OUT/mkmodel.log 2>&1 &
+mk15=$!
+if has xl; then mk sdxl > $OUT/mkmodel_xl.log 2>&1 & fi
+mkxl=$!
 if has ops; then echo "== op tests"; t 120 $D/bin/test_backend_cuda; fi
-wait $mk; tail -3 $OUT/mkmodel.log
+wait $mk15; tail -3 $OUT/mkmodel.log
 M15=$T/randsd15-s1-f16.safetensors
 if has sd15; then
     echo "== SD 1.5 goldens on the GPU"
@@ -35,13 +37,17 @@ if has sd15; then
     done
     echo "== SD 1.5 512x512, 20 steps"
     t 240 $D/bin/gpu_bench --model $M15 --size 512 --steps 20 --runs 3 --cpu-compare --out $OUT --tag sd15
+    echo "== SD 1.5 512x512 profiled (every op synchronised: slower; the split is what counts)"
+    SDW_PROFILE=1 t 120 $D/bin/gpu_bench --model $M15 --size 512 --steps 20 --runs 1 --tag sd15prof
 fi
 MXL=$T/randsdxl-s1-f16.safetensors
 if has xl; then
+    wait $mkxl; tail -3 $OUT/mkmodel_xl.log
     echo "== SDXL golden on the GPU"
     SDW_MANUAL_TESTS=1 SDW_SDXL_MODEL=$MXL t 300 $D/bin/test_golden_sdxl_e2e
     echo "== SDXL 1024x1024, 20 steps"
     t 240 $D/bin/gpu_bench --model $MXL --size 1024 --steps 20 --runs 2 --out $OUT --tag sdxl
+    SDW_PROFILE=1 t 120 $D/bin/gpu_bench --model $MXL --size 1024 --steps 20 --runs 1 --tag sdxlprof
 fi
 if has two; then
     echo "== two workers on one GPU at once (two processes, same job): both images equal the single run's"
