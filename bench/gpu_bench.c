@@ -157,7 +157,8 @@ int main(int argc, char **argv)
                "%.3f)\n",
                tag, size, size, steps, i, i == 0 ? " (warm-up)" : "", t, r.t_encode, r.t_sample,
                1e3 * r.t_sample / steps, r.t_decode);
-        if (r.profile && i == runs) printf("%s", r.profile); /* SDW_PROFILE=1: where the last run's time went */
+        if (r.profile && i == runs)
+            printf("%s", r.profile); /* SDW_PROFILE=1: where the last run's time went */
         if (i > 0 && t < tbest) {
             tbest = t;
             sde_result_free(&best);

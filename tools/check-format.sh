@@ -7,7 +7,7 @@ command -v clang-format >/dev/null || { echo "check-format: clang-format is not 
 fix=0
 [ "${1:-}" = "--fix" ] && fix=1
 bad=0
-for f in $(git ls-files '*.c' '*.h'); do
+for f in $(git ls-files '*.c' '*.h' '*.cu'); do
     if [ $fix = 1 ]; then
         clang-format -i "$f"
     elif ! clang-format "$f" | cmp -s - "$f"; then
@@ -15,5 +15,5 @@ for f in $(git ls-files '*.c' '*.h'); do
         bad=1
     fi
 done
-[ $bad = 0 ] && echo "check-format: $(git ls-files '*.c' '*.h' | wc -l) C files clang-formatted"
+[ $bad = 0 ] && echo "check-format: $(git ls-files '*.c' '*.h' '*.cu' | wc -l) C files clang-formatted"
 exit $bad

@@ -142,7 +142,8 @@ struct sde_backend {
 sde_backend *sde_backend_cpu(void);
 
 /** The backend called name ("cpu"; NULL or "" is the default, the CPU; "cuda" in a -DSDW_CUDA=ON build: one
- * shared instance, made at the first call), or NULL when this build has none of that name or it cannot start. */
+ * shared instance, made at the first call), or NULL when this build has none of that name or it cannot start.
+ */
 sde_backend *sde_backend_get(const char *name);
 
 /** A backend of its own for one engine: the shared CPU one, or a new CUDA one (its own stream, and weights

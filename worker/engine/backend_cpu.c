@@ -341,7 +341,8 @@ sde_backend *sde_backend_open(const char *name, char *err, size_t errlen)
     if (!strcmp(name, "cuda")) return sde_backend_cuda_open(err, errlen);
     sde_fail(err, errlen, "backend \"%s\" is not built in (this build has: cpu, cuda)", name);
 #else
-    sde_fail(err, errlen, "backend \"%s\" is not built in (this build has: cpu; cuda needs -DSDW_CUDA=ON)", name);
+    sde_fail(err, errlen, "backend \"%s\" is not built in (this build has: cpu; cuda needs -DSDW_CUDA=ON)",
+             name);
 #endif
     return NULL;
 }

@@ -366,7 +366,7 @@ void sde_engine_free(sde_engine *e)
     sde_unet_free(e->unet);
     sde_clip_free(e->clip);
     sde_sdxl_cond_free(e->xl);
-    sde_prof_free(e->prof); /* after the models, which free their buffers through it */
+    sde_prof_free(e->prof);   /* after the models, which free their buffers through it */
     sde_backend_close(e->be); /* after the models too: the weights they uploaded go with it */
     sde_tok_free(e->tok);
     sde_ckpt_free(e->ck);

@@ -50,10 +50,10 @@ typedef struct {
     int threads;                /* BLAS threads; 0 = leave OpenBLAS's default */
     sde_warn_fn warn;           /* warnings while loading and generating; NULL drops them */
     void *warn_ud;              /* passed to warn */
-    const char *backend;        /* where the models run: "cpu" (NULL or "" = cpu), or "cuda" in a -DSDW_CUDA=ON
-                                 * build: the first visible GPU (CUDA_VISIBLE_DEVICES); docs/backends.md */
-    int profile; /* 1: time every op and model section, slower; sde_result.profile gets the table. The
-                  * environment's SDW_PROFILE=1 turns it on too (docs/backends.md) */
+    const char *backend; /* where the models run: "cpu" (NULL or "" = cpu), or "cuda" in a -DSDW_CUDA=ON
+                          * build: the first visible GPU (CUDA_VISIBLE_DEVICES); docs/backends.md */
+    int profile;         /* 1: time every op and model section, slower; sde_result.profile gets the table. The
+                          * environment's SDW_PROFILE=1 turns it on too (docs/backends.md) */
     const char *taesd_path; /* optional TAESD (tiny autoencoder) .safetensors: previews decode with it,
                              * and jobs may ask for it as their decoder (sde_gen_params.decoder) */
 } sde_load_opts;

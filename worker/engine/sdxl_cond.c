@@ -49,7 +49,8 @@ int sde_sdxl_cond_build_on(sde_backend *be, sde_ckpt *c, sde_sdxl_cond **out, ch
                         .skip = 1,
                         .gelu = 0};
     sde_clip_spec gs = {.hf_prefix = G_DIFF, .oc_prefix = G_SGM, .skip = 1, .pooled = 1, .gelu = 1};
-    if (sde_clip_build_on(be, c, &ls, &s->l, err, errlen) || sde_clip_build_on(be, c, &gs, &s->g, err, errlen))
+    if (sde_clip_build_on(be, c, &ls, &s->l, err, errlen) ||
+        sde_clip_build_on(be, c, &gs, &s->g, err, errlen))
         goto fail;
     s->dl = sde_clip_dim(s->l);
     s->dg = sde_clip_dim(s->g);

@@ -1,5 +1,5 @@
 /* backend_cuda.cu: the CUDA backend of backend.h: buffers in VRAM, weights copied once as float32, GEMMs
- * through cuBLAS (TF32 tensor cores unless SDW_CUDA_TF32=0), our own kernels for the rest, one stream. */
+ * through cuBLAS on tensor cores (SDW_CUDA_GEMM / SDW_CUDA_CONV choose how), our own kernels for the rest. */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -42,7 +42,8 @@ typedef struct {
     int device;
     cudaStream_t st;
     cublasHandle_t blas;
-    int tf32;
+    cublasComputeType_t ct_lin, ct_conv; /* linear layers and attention; convolutions */
+    double *gn_part;                     /* GroupNorm's partial sums: GN_PARTS doubles, twice */
     cu_weight *weights;
     cu_upl *uploads;
     void *stage; /* device staging for 16-bit weight uploads */
@@ -52,6 +53,9 @@ typedef struct {
     int broken;
     char why[256];
 } cu_backend;
+
+/* GroupNorm's partial sums per (image, group) and slice: room for 512 groups of 128 slices */
+enum { GN_PARTS = 65536 };
 
 static cu_backend *CB(sde_backend *be)
 {
@@ -80,6 +84,45 @@ static int blas_check(cu_backend *B, cublasStatus_t s, const char *what)
 {
     if (s != CUBLAS_STATUS_SUCCESS) cu_fail(B, "cuBLAS %s: status %d", what, (int)s);
     return B->broken;
+}
+
+/* C = alpha op(A) op(B) + beta C on float32 column-major matrices, computed as ct says (TF32, or inputs
+ * rounded to FP16/BF16 for the tensor cores, or plain FP32) with FP32 accumulation */
+static cublasStatus_t gemm(cu_backend *B, cublasComputeType_t ct, cublasOperation_t ta, cublasOperation_t tb,
+                           int m, int n, int k, const float *alpha, const float *a, int lda, const float *b,
+                           int ldb, const float *beta, float *c, int ldc)
+{
+    return cublasGemmEx(B->blas, ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb, beta, c,
+                        CUDA_R_32F, ldc, ct, CUBLAS_GEMM_DEFAULT);
+}
+
+static cublasStatus_t gemm_batched(cu_backend *B, cublasComputeType_t ct, cublasOperation_t ta,
+                                   cublasOperation_t tb, int m, int n, int k, const float *alpha,
+                                   const float *a, int lda, long long sa, const float *b, int ldb,
+                                   long long sb, const float *beta, float *c, int ldc, long long sc,
+                                   int count)
+{
+    return cublasGemmStridedBatchedEx(B->blas, ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, sa, b, CUDA_R_32F,
+                                      ldb, sb, beta, c, CUDA_R_32F, ldc, sc, count, ct, CUBLAS_GEMM_DEFAULT);
+}
+
+/* SDW_CUDA_GEMM / SDW_CUDA_CONV: tf32 (the default), fp16, bf16 or fp32 */
+static int math_parse(const char *var, cublasComputeType_t *ct, char *err, size_t errlen)
+{
+    const char *v = getenv(var);
+    if (!v || !*v || !strcmp(v, "tf32"))
+        *ct = CUBLAS_COMPUTE_32F_FAST_TF32;
+    else if (!strcmp(v, "fp16"))
+        *ct = CUBLAS_COMPUTE_32F_FAST_16F;
+    else if (!strcmp(v, "bf16"))
+        *ct = CUBLAS_COMPUTE_32F_FAST_16BF;
+    else if (!strcmp(v, "fp32"))
+        *ct = CUBLAS_COMPUTE_32F;
+    else {
+        snprintf(err, errlen, "backend \"cuda\": %s=%s: want tf32, fp16, bf16 or fp32", var, v);
+        return -1;
+    }
+    return 0;
 }
 
 static float *P(sde_ten t)
@@ -121,7 +164,8 @@ __global__ static void k_widen_bf16(const uint16_t *s, float *d, size_t n)
 __global__ static void k_bias(float *y, int rows, int cols, size_t ld, const float *b, int per_row)
 {
     size_t n = (size_t)rows * cols;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
         int r = (int)(i / cols), c = (int)(i % cols);
         y[(size_t)r * ld + c] += b[per_row ? r : c];
     }
@@ -147,7 +191,8 @@ __global__ static void k_im2col(im2col_args a, float *col)
     const size_t n = (size_t)a.cin * kk2 * a.np;
     const int H = a.up ? 2 * a.h : a.h, W = a.up ? 2 * a.w : a.w;
     const size_t ohw = (size_t)a.oh * a.ow;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
         const int j = (int)(i % a.np);
         const int kk = (int)(i / a.np);
         const int ci = kk / kk2, r = kk % kk2, ky = r / a.k, kx = r % a.k;
@@ -174,7 +219,8 @@ __global__ static void k_conv_bias(float *y, size_t y_cstride, size_t y_bstride,
                                    const float *bias, const float *bias_b)
 {
     size_t n = (size_t)cout * batch * ohw;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
         int p = (int)(i % ohw);
         size_t cb = i / ohw;
         int b = (int)(cb % batch), c = (int)(cb / batch);
@@ -278,11 +324,74 @@ __global__ static void k_gn_coeffs(const float *x, int c, int batch, size_t hw, 
     }
 }
 
-__global__ static void k_gn_apply(const float *x, int c, int batch, size_t hw, const float *sc, const float *sh,
-                                  int silu, float *y)
+/* The same statistics spread over the whole GPU: each (image, group) is cut into `parts` slices (blockIdx.y),
+ * each slice's sum, then its sum of squared deviations from the group mean, written to part[] and added in
+ * slice order, so the result does not depend on scheduling. */
+__global__ static void k_gn_sum(const float *x, int c, int batch, size_t hw, int groups, int parts,
+                                double *part)
+{
+    __shared__ double red[33];
+    const int img = blockIdx.x / groups, grp = blockIdx.x % groups;
+    const int cg = c / groups;
+    const size_t cstride = (size_t)batch * hw, n = (size_t)cg * hw;
+    const float *base = x + (size_t)img * hw + (size_t)grp * cg * cstride;
+    const size_t per = (n + parts - 1) / parts, i0 = blockIdx.y * per, i1 = i0 + per < n ? i0 + per : n;
+    double s = 0.0;
+    for (size_t i = i0 + threadIdx.x; i < i1; i += blockDim.x)
+        s += base[(i / hw) * cstride + i % hw];
+    s = block_sum(s, red);
+    if (threadIdx.x == 0) part[(size_t)blockIdx.x * parts + blockIdx.y] = s;
+}
+
+__global__ static void k_gn_sq(const float *x, int c, int batch, size_t hw, int groups, int parts,
+                               const double *part, double *part_sq)
+{
+    __shared__ double red[33];
+    const int img = blockIdx.x / groups, grp = blockIdx.x % groups;
+    const int cg = c / groups;
+    const size_t cstride = (size_t)batch * hw, n = (size_t)cg * hw;
+    const float *base = x + (size_t)img * hw + (size_t)grp * cg * cstride;
+    double tot = 0.0;
+    for (int j = 0; j < parts; j++)
+        tot += part[(size_t)blockIdx.x * parts + j];
+    const double mean = tot / (double)n;
+    const size_t per = (n + parts - 1) / parts, i0 = blockIdx.y * per, i1 = i0 + per < n ? i0 + per : n;
+    double q = 0.0;
+    for (size_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+        double d = base[(i / hw) * cstride + i % hw] - mean;
+        q += d * d;
+    }
+    q = block_sum(q, red);
+    if (threadIdx.x == 0) part_sq[(size_t)blockIdx.x * parts + blockIdx.y] = q;
+}
+
+/* one thread per (image, channel) */
+__global__ static void k_gn_finish(int c, int batch, size_t hw, int groups, int parts, const double *part,
+                                   const double *part_sq, const float *g, const float *bb, float eps,
+                                   float *scale, float *shift)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= batch * c) return;
+    const int img = i / c, ch = i % c, cg = c / groups, bg = img * groups + ch / cg;
+    const double n = (double)cg * (double)hw;
+    double s = 0.0, q = 0.0;
+    for (int j = 0; j < parts; j++) {
+        s += part[(size_t)bg * parts + j];
+        q += part_sq[(size_t)bg * parts + j];
+    }
+    const double mean = s / n, var = q / n;
+    const float rstd = (float)(1.0 / sqrt(var + (double)eps));
+    const float sc = (g ? g[ch] : 1.0f) * rstd;
+    scale[i] = sc;
+    shift[i] = (bb ? bb[ch] : 0.0f) - (float)mean * sc;
+}
+
+__global__ static void k_gn_apply(const float *x, int c, int batch, size_t hw, const float *sc,
+                                  const float *sh, int silu, float *y)
 {
     const size_t n = (size_t)c * batch * hw;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
         const size_t cb = i / hw;
         const int img = (int)(cb % batch), ch = (int)(cb / batch);
         float v = x[i] * sc[(size_t)img * c + ch] + sh[(size_t)img * c + ch];
@@ -290,7 +399,8 @@ __global__ static void k_gn_apply(const float *x, int c, int batch, size_t hw, c
     }
 }
 
-__global__ static void k_layernorm(const float *x, int dim, const float *g, const float *b, float eps, float *y)
+__global__ static void k_layernorm(const float *x, int dim, const float *g, const float *b, float eps,
+                                   float *y)
 {
     __shared__ double red[33];
     const float *r = x + (size_t)blockIdx.x * dim;
@@ -315,7 +425,8 @@ __global__ static void k_layernorm(const float *x, int dim, const float *g, cons
 __global__ static void k_geglu(const float *x, int n, int inner, float *y)
 {
     const size_t tot = (size_t)n * inner;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < tot; i += (size_t)gridDim.x * blockDim.x) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < tot;
+         i += (size_t)gridDim.x * blockDim.x) {
         const size_t r = i / inner, c = i % inner;
         const float *row = x + r * 2 * inner;
         y[i] = row[c] * gelu_f(row[inner + c]);
@@ -324,7 +435,8 @@ __global__ static void k_geglu(const float *x, int n, int inner, float *y)
 
 __global__ static void k_act(float *x, size_t n, int kind)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
         float v = x[i];
         if (kind == SDE_ACT_SILU)
             v = silu_f(v);
@@ -347,7 +459,8 @@ __global__ static void k_add(float *y, const float *x, size_t n)
 __global__ static void k_embed(const float *table, const int *ids, int n, int dim, const float *pos, float *y)
 {
     const size_t tot = (size_t)n * dim;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < tot; i += (size_t)gridDim.x * blockDim.x) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < tot;
+         i += (size_t)gridDim.x * blockDim.x) {
         const int t = (int)(i / dim), d = (int)(i % dim);
         y[i] = table[(size_t)ids[t] * dim + d] + pos[i];
     }
@@ -356,7 +469,8 @@ __global__ static void k_embed(const float *table, const int *ids, int n, int di
 __global__ static void k_resize(const float *x, int planes, int ih, int iw, int oh, int ow, float *y)
 {
     const size_t tot = (size_t)planes * oh * ow;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < tot; i += (size_t)gridDim.x * blockDim.x) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < tot;
+         i += (size_t)gridDim.x * blockDim.x) {
         const int ox = (int)(i % ow);
         const size_t r = i / ow;
         const int oy = (int)(r % oh);
@@ -393,7 +507,8 @@ static sde_buf *cu_alloc(sde_backend *be, size_t bytes, char *err, size_t errlen
         size_t fr = 0, tot = 0;
         cudaGetLastError(); /* an allocation failure is not sticky: clear it */
         cudaMemGetInfo(&fr, &tot);
-        snprintf(err, errlen, "out of GPU memory: cannot allocate %.0f MiB on CUDA device %d (%.0f MiB free of %.0f)",
+        snprintf(err, errlen,
+                 "out of GPU memory: cannot allocate %.0f MiB on CUDA device %d (%.0f MiB free of %.0f)",
                  bytes / 1048576.0, B->device, fr / 1048576.0, tot / 1048576.0);
         free(b);
         return NULL;
@@ -416,7 +531,8 @@ static const float *cu_upload(sde_backend *be, const float *host, size_t n)
     cu_backend *B = CB(be);
     cu_upl *u = (cu_upl *)calloc(1, sizeof *u);
     if (!u) return NULL;
-    if (cudaMalloc((void **)&u->p, n ? n * sizeof(float) : 64) != cudaSuccess || h2d(B, u->p, host, n * sizeof(float))) {
+    if (cudaMalloc((void **)&u->p, n ? n * sizeof(float) : 64) != cudaSuccess ||
+        h2d(B, u->p, host, n * sizeof(float))) {
         cudaGetLastError();
         if (u->p) cudaFree(u->p);
         free(u);
@@ -531,8 +647,8 @@ static void cu_sync(sde_backend *be)
 
 /* Row-major thinking, column-major cuBLAS: every row-major M[r][c] with stride ld is the column-major
  * matrix M^T (c x r, leading dimension ld). */
-static void cu_linear(sde_backend *be, sde_ten xt, int n, int in, const sde_weight *wh, const float *b, int out,
-                      sde_ten yt, int flags)
+static void cu_linear(sde_backend *be, sde_ten xt, int n, int in, const sde_weight *wh, const float *b,
+                      int out, sde_ten yt, int flags)
 {
     cu_backend *B = CB(be);
     if (B->broken) return;
@@ -543,14 +659,14 @@ static void cu_linear(sde_backend *be, sde_ten xt, int n, int in, const sde_weig
     cublasStatus_t s;
     if (flags & SDE_LIN_Y_CM) {
         /* y[out][n] row-major = col-major (n x out) = x_rows(n x in) * W^T(in x out) */
-        s = cublasSgemm(B->blas, xcm ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, n, out, in, &one, x,
-                        xcm ? n : in, w, in, &beta, y, n);
+        s = gemm(B, B->ct_lin, xcm ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, n, out, in, &one, x,
+                 xcm ? n : in, w, in, &beta, y, n);
         if (blas_check(B, s, "linear")) return;
         if (b) k_bias<<<GRID((size_t)out * n)>>>(y, out, n, n, b, 1);
     } else {
         /* y[n][out] row-major = col-major (out x n) = W(out x in) * x^T(in x n) */
-        s = cublasSgemm(B->blas, CUBLAS_OP_T, xcm ? CUBLAS_OP_T : CUBLAS_OP_N, out, n, in, &one, w, in, x,
-                        xcm ? n : in, &beta, y, out);
+        s = gemm(B, B->ct_lin, CUBLAS_OP_T, xcm ? CUBLAS_OP_T : CUBLAS_OP_N, out, n, in, &one, w, in, x,
+                 xcm ? n : in, &beta, y, out);
         if (blas_check(B, s, "linear")) return;
         if (b) k_bias<<<GRID((size_t)out * n)>>>(y, n, out, out, b, 0);
     }
@@ -603,9 +719,9 @@ static void cu_conv(sde_backend *be, const sde_be_conv *c, sde_ten scratch, size
     if (conv_direct(c)) {
         /* y_b (col-major np x cout, ld y_cstride) = x_b (np x cin, ld x_cstride) * W^T (cin x cout) */
         for (int b = 0; b < (per ? c->batch : 1); b++) {
-            cublasStatus_t s = cublasSgemm(B->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)np, c->cout, c->cin, &one,
-                                           P(c->x) + (size_t)b * c->x_bstride, (int)c->x_cstride, w, c->cin,
-                                           &beta, y + (size_t)b * c->y_bstride, (int)c->y_cstride);
+            cublasStatus_t s = gemm(B, B->ct_conv, CUBLAS_OP_N, CUBLAS_OP_N, (int)np, c->cout, c->cin, &one,
+                                    P(c->x) + (size_t)b * c->x_bstride, (int)c->x_cstride, w, c->cin, &beta,
+                                    y + (size_t)b * c->y_bstride, (int)c->y_cstride);
             if (blas_check(B, s, "conv 1x1")) return;
         }
     } else {
@@ -642,20 +758,22 @@ static void cu_conv(sde_backend *be, const sde_be_conv *c, sde_ten scratch, size
                 if (cu_check(B, "im2col")) return;
                 /* y (col-major m x cout, ld y_cstride) = col (m x K, ld m) * W^T (K x cout, ld K) */
                 float *yb = per ? y + (size_t)b * c->y_bstride + p0 : y + p0;
-                cublasStatus_t s = cublasSgemm(B->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)m, c->cout, (int)K, &one,
-                                               col, (int)m, w, (int)K, &beta, yb, (int)c->y_cstride);
+                cublasStatus_t s = gemm(B, B->ct_conv, CUBLAS_OP_N, CUBLAS_OP_N, (int)m, c->cout, (int)K,
+                                        &one, col, (int)m, w, (int)K, &beta, yb, (int)c->y_cstride);
                 if (blas_check(B, s, "conv")) return;
             }
     }
     if (c->bias || c->bias_b.buf)
-        k_conv_bias<<<GRID((size_t)c->cout * c->batch * ohw)>>>(y, c->y_cstride, c->y_bstride, c->cout, c->batch,
-                                                               (int)ohw, c->bias, P(c->bias_b));
+        k_conv_bias<<<GRID((size_t)c->cout * c->batch * ohw)>>>(y, c->y_cstride, c->y_bstride, c->cout,
+                                                                c->batch, (int)ohw, c->bias, P(c->bias_b));
     cu_check(B, "conv");
 }
 
-/* ---- attention: S = QK^T/sqrt(d) per head into scratch, softmax, O = S V, a group of heads at a time ---- */
+/* ---- attention: S = QK^T/sqrt(d) per head into scratch, softmax, O = S V, a group of heads at a time ----
+ */
 
-enum { ATT_SCRATCH_CAP = 256 << 20, ATT_MAX_GROUP = 16 };
+/* a group of up to 64 heads per launch: SDXL's 20 heads of 1024 tokens go in one */
+enum { ATT_SCRATCH_CAP = 256 << 20, ATT_MAX_GROUP = 64 };
 
 static int att_group(int nq, int nk)
 {
@@ -671,8 +789,8 @@ static size_t cu_attention_scratch(sde_backend *be, int nq, int nk, int hd)
 }
 
 static void cu_attention(sde_backend *be, sde_ten qt, int q_stride, sde_ten kt, int k_stride, sde_ten vt,
-                         int v_stride, int nq, int nk, int heads, int hd, int causal, sde_ten ot, int out_stride,
-                         sde_ten scratch)
+                         int v_stride, int nq, int nk, int heads, int hd, int causal, sde_ten ot,
+                         int out_stride, sde_ten scratch)
 {
     cu_backend *B = CB(be);
     if (B->broken) return;
@@ -684,14 +802,14 @@ static void cu_attention(sde_backend *be, sde_ten qt, int q_stride, sde_ten kt, 
     for (int h0 = 0; h0 < heads; h0 += G) {
         const int g = heads - h0 < G ? heads - h0 : G;
         /* S_h^T (col-major nk x nq) = K_h (nk x hd) * Q_h^T */
-        cublasStatus_t st = cublasSgemmStridedBatched(
-            B->blas, CUBLAS_OP_T, CUBLAS_OP_N, nk, nq, hd, &scale, k + (size_t)h0 * hd, k_stride, hd,
-            q + (size_t)h0 * hd, q_stride, hd, &zero, s, nk, sS, g);
+        cublasStatus_t st =
+            gemm_batched(B, B->ct_lin, CUBLAS_OP_T, CUBLAS_OP_N, nk, nq, hd, &scale, k + (size_t)h0 * hd,
+                         k_stride, hd, q + (size_t)h0 * hd, q_stride, hd, &zero, s, nk, sS, g);
         if (blas_check(B, st, "attention QK")) return;
         k_softmax<<<g * nq, 256, 0, B->st>>>(s, nk, nq, causal);
         /* O_h^T (col-major hd x nq, ld out_stride) = V_h^T (hd x nk) * P_h^T (nk x nq) */
-        st = cublasSgemmStridedBatched(B->blas, CUBLAS_OP_N, CUBLAS_OP_N, hd, nq, nk, &one, v + (size_t)h0 * hd,
-                                       v_stride, hd, s, nk, sS, &zero, o + (size_t)h0 * hd, out_stride, hd, g);
+        st = gemm_batched(B, B->ct_lin, CUBLAS_OP_N, CUBLAS_OP_N, hd, nq, nk, &one, v + (size_t)h0 * hd,
+                          v_stride, hd, s, nk, sS, &zero, o + (size_t)h0 * hd, out_stride, hd, g);
         if (blas_check(B, st, "attention PV")) return;
     }
     cu_check(B, "attention");
@@ -704,7 +822,23 @@ static void cu_gn_coeffs(sde_backend *be, sde_ten x, int c, int batch, size_t hw
 {
     cu_backend *B = CB(be);
     if (B->broken) return;
-    k_gn_coeffs<<<batch * groups, 512, 0, B->st>>>(P(x), c, batch, hw, groups, g, b, eps, P(scale), P(shift));
+    const int bg = batch * groups;
+    const size_t n = (size_t)(c / groups) * hw;
+    /* enough slices for a few blocks per multiprocessor, each at least 8K values */
+    size_t parts = (size_t)(4 * 132 + bg - 1) / bg;
+    if (parts > n / 8192) parts = n / 8192;
+    if (parts > GN_PARTS / (size_t)bg) parts = GN_PARTS / (size_t)bg;
+    if (parts <= 1) {
+        k_gn_coeffs<<<bg, 512, 0, B->st>>>(P(x), c, batch, hw, groups, g, b, eps, P(scale), P(shift));
+    } else {
+        const dim3 grid((unsigned)bg, (unsigned)parts);
+        k_gn_sum<<<grid, 256, 0, B->st>>>(P(x), c, batch, hw, groups, (int)parts, B->gn_part);
+        k_gn_sq<<<grid, 256, 0, B->st>>>(P(x), c, batch, hw, groups, (int)parts, B->gn_part,
+                                         B->gn_part + GN_PARTS);
+        k_gn_finish<<<nblocks((size_t)batch * c, 256), 256, 0, B->st>>>(c, batch, hw, groups, (int)parts,
+                                                                        B->gn_part, B->gn_part + GN_PARTS, g,
+                                                                        b, eps, P(scale), P(shift));
+    }
     cu_check(B, "group norm");
 }
 
@@ -717,8 +851,8 @@ static void cu_gn_apply(sde_backend *be, sde_ten x, int c, int batch, size_t hw,
     cu_check(B, "group norm apply");
 }
 
-static void cu_layernorm(sde_backend *be, sde_ten x, int n, int dim, const float *g, const float *b, float eps,
-                         sde_ten y)
+static void cu_layernorm(sde_backend *be, sde_ten x, int n, int dim, const float *g, const float *b,
+                         float eps, sde_ten y)
 {
     cu_backend *B = CB(be);
     if (B->broken || n <= 0) return;
@@ -784,7 +918,8 @@ static void cu_copy(sde_backend *be, sde_ten dst, sde_ten src, size_t n)
         cu_check(B, "copy");
 }
 
-static void cu_resize_nearest(sde_backend *be, sde_ten x, int planes, int ih, int iw, int oh, int ow, sde_ten y)
+static void cu_resize_nearest(sde_backend *be, sde_ten x, int planes, int ih, int iw, int oh, int ow,
+                              sde_ten y)
 {
     cu_backend *B = CB(be);
     if (B->broken) return;
@@ -822,6 +957,7 @@ static void cu_destroy(sde_backend *be)
     }
     cudaFree(B->stage);
     cudaFree(B->ids);
+    cudaFree(B->gn_part);
     if (B->blas) cublasDestroy(B->blas);
     if (B->st) cudaStreamDestroy(B->st);
     free(B);
@@ -843,19 +979,26 @@ extern "C" sde_backend *sde_backend_cuda_open(char *err, size_t errlen)
         return NULL;
     }
     B->device = 0;
-    const char *tf = getenv("SDW_CUDA_TF32");
-    B->tf32 = !(tf && !strcmp(tf, "0"));
-    if ((e = cudaSetDevice(0)) != cudaSuccess || (e = cudaStreamCreateWithFlags(&B->st, cudaStreamNonBlocking))) {
+    if (math_parse("SDW_CUDA_GEMM", &B->ct_lin, err, errlen) ||
+        math_parse("SDW_CUDA_CONV", &B->ct_conv, err, errlen)) {
+        free(B);
+        return NULL;
+    }
+    if ((e = cudaSetDevice(0)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&B->st, cudaStreamNonBlocking))) {
         snprintf(err, errlen, "backend \"cuda\": %s", cudaGetErrorString(e));
         free(B);
         return NULL;
     }
     cublasStatus_t s = cublasCreate(&B->blas);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(B->blas, B->st);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasSetMathMode(B->blas, B->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
     if (s != CUBLAS_STATUS_SUCCESS) {
         snprintf(err, errlen, "backend \"cuda\": cuBLAS initialisation failed (status %d)", (int)s);
+        cu_destroy(&B->pub);
+        return NULL;
+    }
+    if ((e = cudaMalloc((void **)&B->gn_part, 2 * GN_PARTS * sizeof(double))) != cudaSuccess) {
+        snprintf(err, errlen, "backend \"cuda\": %s", cudaGetErrorString(e));
         cu_destroy(&B->pub);
         return NULL;
     }
