@@ -150,13 +150,34 @@ static inline int gu_setup_failed(const char *err)
 
 /* ---------------------------------------------------------------- engine */
 
-/** sde_engine_load() for a group setup: 0, or -1 after printing the error. tokenizer may be NULL (the
- * model's own or the built-in one). */
-static inline int gu_engine_load(const char *model, const char *tokenizer, sde_engine **e)
+/** The backend the golden tests load their engine on: $SDW_TEST_BACKEND when set and not empty (e.g.
+ * SDW_TEST_BACKEND=cuda ctest -L slow), else NULL (the default, the CPU). Tests on tiny models keep the CPU.
+ * When it is set, stdout becomes line-buffered, so that the figures printed so far survive a crash of the
+ * backend (a GPU fault) under ctest. */
+static inline const char *golden_backend(void)
+{
+    const char *b = getenv("SDW_TEST_BACKEND");
+    if (!b || !*b) return NULL;
+    fflush(stdout);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    return b;
+}
+
+/** sde_engine_load() on backend (NULL: the CPU) for a group setup: 0, or -1 after printing the error.
+ * tokenizer may be NULL (the model's own or the built-in one). */
+static inline int gu_engine_load_on(const char *model, const char *tokenizer, const char *backend,
+                                    sde_engine **e)
 {
     char err[1024];
-    sde_load_opts o = {.model_path = model, .tokenizer_path = tokenizer};
+    sde_load_opts o = {.model_path = model, .tokenizer_path = tokenizer, .backend = backend};
+    if (backend) printf("engine on backend \"%s\" (SDW_TEST_BACKEND)\n", backend);
     return sde_engine_load(&o, e, err, sizeof err) ? gu_setup_failed(err) : 0;
+}
+
+/** gu_engine_load_on() on the CPU. */
+static inline int gu_engine_load(const char *model, const char *tokenizer, sde_engine **e)
+{
+    return gu_engine_load_on(model, tokenizer, NULL, e);
 }
 
 /** Writes a tiny model with mk (sde_mkmodel_tiny or sde_mkmodel_tiny_inpaint, seed 1) to $SDW_TMPDIR/NAME
@@ -184,13 +205,13 @@ static inline void gu_tiny_engine_free(sde_engine *e, const char *path)
 /* The end-to-end tests' engine: the arch's random checkpoint fixture with the real CLIP vocabulary. */
 static __attribute__((unused)) sde_engine *ge_engine;
 
-/** Group setup body of an end-to-end test: loads ge_engine for arch ("sd15", "sd21"). */
+/** Group setup body of an end-to-end test: loads ge_engine for arch ("sd15", "sd21") on golden_backend(). */
 static inline int ge_engine_setup(const char *arch)
 {
     char model[1200], tok[1200];
     gu_fixture_path(model, sizeof model, arch);
     gu_vocab_path(tok, sizeof tok);
-    return gu_engine_load(model, tok, &ge_engine);
+    return gu_engine_load_on(model, tok, golden_backend(), &ge_engine);
 }
 
 static inline int ge_engine_teardown(void **state)

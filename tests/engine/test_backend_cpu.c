@@ -1,5 +1,6 @@
 /* test_backend_cpu.c: the CPU backend of backend.h: buffers and host I/O, every linear layout against a
- * naive reference, sizing placeholders, embed, resize and activations against ops.h, backend lookup. */
+ * naive reference, sizing placeholders, embed, resize and activations against ops.h, backend lookup ("cuda"
+ * only in a -DSDW_CUDA=ON build). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +8,7 @@
 
 #include <cmocka.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,7 +40,17 @@ static void test_lookup(void **state)
     assert_ptr_equal(sde_backend_get(NULL), sde_backend_cpu());
     assert_ptr_equal(sde_backend_get(""), sde_backend_cpu());
     assert_ptr_equal(sde_backend_get("cpu"), sde_backend_cpu());
+#ifdef SDW_CUDA
+    /* a -DSDW_CUDA=ON build has "cuda"; the lookup gives NULL only where it cannot start (no device) */
+    sde_backend *cu = sde_backend_get("cuda");
+    if (cu)
+        assert_string_equal(cu->name, "cuda");
+    else
+        printf("sde_backend_get(\"cuda\"): NULL (no usable device here)\n");
+#else
     assert_null(sde_backend_get("cuda"));
+#endif
+    assert_null(sde_backend_get("nosuch"));
     assert_string_equal(sde_backend_cpu()->name, "cpu");
 }
 
@@ -54,7 +66,7 @@ static void test_linear_layouts(void **state)
     for (int i = 0; i < OUT; i++)
         bh[i] = frand();
     sde_ten x = upload_rand(be, xh, N * IN), y = upload_rand(be, y0, N * OUT);
-    const sde_weight w = {wh, SDE_W_F32, OUT * IN};
+    const sde_weight w = {wh, SDE_W_F32, OUT * IN, 0};
     for (int flags = 0; flags < 8; flags++)
         for (int with_b = 0; with_b < 2; with_b++) {
             be->write(be, y, y0, N * OUT);
@@ -120,8 +132,8 @@ static void test_narrow_weights_exact(void **state)
         for (int i = 0; i < OUT * IN; i++)
             wh[i] = frand();
         narrow(wh, q, OUT * IN, kind);
-        const sde_weight w32 = {wh, SDE_W_F32, OUT * IN},
-                         w16 = {q, kind == 1 ? SDE_W_F16 : SDE_W_BF16, OUT * IN};
+        const sde_weight w32 = {wh, SDE_W_F32, OUT * IN, 0},
+                         w16 = {q, kind == 1 ? SDE_W_F16 : SDE_W_BF16, OUT * IN, 0};
         for (int flags = 0; flags < 8; flags++) {
             memset(a, 0, sizeof a);
             be->write(be, y, a, N * OUT);
@@ -145,8 +157,8 @@ static void test_narrow_weights_exact(void **state)
                 for (int i = 0; i < COUT * CIN * k * k; i++)
                     kw[i] = frand() * 0.2f;
                 narrow(kw, q, (size_t)COUT * CIN * k * k, kind);
-                const sde_weight k32 = {kw, SDE_W_F32, (size_t)COUT * CIN * k * k},
-                                 k16 = {q, kind == 1 ? SDE_W_F16 : SDE_W_BF16, k32.n};
+                const sde_weight k32 = {kw, SDE_W_F32, (size_t)COUT * CIN * k * k, 0},
+                                 k16 = {q, kind == 1 ? SDE_W_F16 : SDE_W_BF16, k32.n, 0};
                 sde_be_conv d = {.x = cx,
                                  .batch = 2,
                                  .cin = CIN,
@@ -234,7 +246,7 @@ static void test_embed_resize_act(void **state)
         pos[i] = frand();
     const int32_t ids[3] = {4, 0, 2};
     sde_ten y = {be->alloc(be, sizeof got, err, sizeof err), 0};
-    const sde_weight tw = {table, SDE_W_F32, 20};
+    const sde_weight tw = {table, SDE_W_F32, 20, 0};
     be->embed(be, &tw, ids, 3, 4, pos, y);
     be->read(be, got, y, 12);
     for (int t = 0; t < 3; t++)

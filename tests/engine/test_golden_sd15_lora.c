@@ -34,6 +34,17 @@ static int same_pixels(const sde_result *a, const sde_result *b)
     assert_int_equal(sde_png_decode(a->png, a->png_len, &pa, &aw, &ah, err, sizeof err), 0);
     assert_int_equal(sde_png_decode(b->png, b->png_len, &pb, &bw, &bh, err, sizeof err), 0);
     int same = aw == bw && ah == bh && !memcmp(pa, pb, (size_t)aw * ah * 3);
+    if (!same && aw == bw && ah == bh) { /* how far apart, for the log */
+        int maxd = 0;
+        long sum = 0;
+        for (size_t i = 0; i < (size_t)aw * ah * 3; i++) {
+            int d = abs((int)pa[i] - (int)pb[i]);
+            sum += d;
+            maxd = d > maxd ? d : maxd;
+        }
+        printf("  pixels differ: max |delta| %d, mean |delta| %.4f (of 255)\n", maxd,
+               (double)sum / ((double)aw * ah * 3));
+    }
     free(pa);
     free(pb);
     return same;
@@ -83,8 +94,8 @@ static void test_lora_golden_and_removal(void **state)
     p.loras = NULL;
     p.n_loras = 0;
     sde_result after = gen(&p);
+    assert_true(same_pixels(&after, &before)); /* first: it prints how far apart they are */
     assert_true(after.png_len == before.png_len && !memcmp(after.png, before.png, before.png_len));
-    assert_true(same_pixels(&after, &before));
     sde_result_free(&before);
     sde_result_free(&with);
     sde_result_free(&listed);

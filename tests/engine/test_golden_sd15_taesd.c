@@ -17,7 +17,9 @@ static int setup(void **state)
         return gu_setup_failed(err);
     gu_fixture_path(model, sizeof model, "sd15");
     gu_vocab_path(tok, sizeof tok);
-    sde_load_opts o = {.model_path = model, .tokenizer_path = tok, .taesd_path = taesd_path};
+    sde_load_opts o = {
+        .model_path = model, .tokenizer_path = tok, .taesd_path = taesd_path, .backend = golden_backend()};
+    if (o.backend) printf("engine on backend \"%s\" (SDW_TEST_BACKEND)\n", o.backend);
     return sde_engine_load(&o, &ge_engine, err, sizeof err) ? gu_setup_failed(err) : 0;
 }
 

@@ -21,7 +21,7 @@ static int setup(void **state)
     else
         gu_fixture_path(model, sizeof model, "sdxl");
     gu_vocab_path(tok, sizeof tok);
-    return gu_engine_load(model, tok, &xl);
+    return gu_engine_load_on(model, tok, golden_backend(), &xl);
 }
 
 static int teardown(void **state)
