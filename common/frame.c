@@ -109,6 +109,23 @@ static int pack_request(msgpack_packer *pk, const sdw_gen_request *r)
     return 0;
 }
 
+/* The frame types that may carry the optional VRAM pair. */
+static int takes_vram(sdw_frame_type t)
+{
+    return t == SDW_FRAME_READY || t == SDW_FRAME_RESULT || t == SDW_FRAME_ERROR || t == SDW_FRAME_CANCELLED;
+}
+
+static int sends_vram(const sdw_frame *f)
+{
+    return f->vram.has && takes_vram(f->type);
+}
+
+static int encode_vram(msgpack_packer *pk, const sdw_frame *f)
+{
+    return sends_vram(f) && (pack_u(pk, "vram_free_bytes", f->vram.free_bytes) ||
+                             pack_u(pk, "vram_total_bytes", f->vram.total_bytes));
+}
+
 static int encode_body(msgpack_packer *pk, const sdw_frame *f)
 {
     switch (f->type) {
@@ -167,9 +184,10 @@ int sdw_frame_encode(msgpack_sbuffer *sb, const sdw_frame *f)
     if (f->type == SDW_FRAME_JOB) sdw_gen_request_fields(&nfields);
     if (f->type == SDW_FRAME_PROGRESS && f->u.progress.preview_len) nfields = 1; /* the optional preview */
     if (f->type == SDW_FRAME_READY && f->u.ready.native_size > 0) nfields = 1; /* the optional native_size */
+    if (sends_vram(f)) nfields += 2;                                           /* vram_free/total_bytes */
     int bad = msgpack_pack_map(&pk, 2 + (size_t)type_nkeys[f->type] + (size_t)nfields) ||
               pack_s(&pk, "t", type_names[f->type]) || pack_u(&pk, "v", SDW_FRAME_VERSION) ||
-              encode_body(&pk, f);
+              encode_body(&pk, f) || encode_vram(&pk, f);
     if (bad || sb->size - start > sdw_frame_max_size(f->type)) {
         sb->size = start;
         return -1;
@@ -189,7 +207,16 @@ int sdw_frame_hello(msgpack_sbuffer *sb, int64_t pid, const char *device, const 
 int sdw_frame_ready(msgpack_sbuffer *sb, const char *arch, const char *prediction, const char *model_hash,
                     const char *model_name, double load_s, int native_size, int bf16)
 {
+    return sdw_frame_ready_vram(sb, arch, prediction, model_hash, model_name, load_s, native_size, bf16,
+                                NULL);
+}
+
+int sdw_frame_ready_vram(msgpack_sbuffer *sb, const char *arch, const char *prediction,
+                         const char *model_hash, const char *model_name, double load_s, int native_size,
+                         int bf16, const sdw_frame_vram *vram)
+{
     sdw_frame f = {.type = SDW_FRAME_READY};
+    if (vram) f.vram = *vram;
     f.u.ready.native_size = native_size;
     f.u.ready.bf16 = !!bf16;
     f.u.ready.arch = arch;
@@ -239,8 +266,18 @@ int sdw_frame_result_at(msgpack_sbuffer *sb, uint64_t job, int index, int count,
                         size_t png_len, int width, int height, uint64_t seed, double t_encode,
                         double t_sample, double t_decode, double t_total, int precision)
 {
+    return sdw_frame_result_vram(sb, job, index, count, png, png_len, width, height, seed, t_encode, t_sample,
+                                 t_decode, t_total, precision, NULL);
+}
+
+int sdw_frame_result_vram(msgpack_sbuffer *sb, uint64_t job, int index, int count, const uint8_t *png,
+                          size_t png_len, int width, int height, uint64_t seed, double t_encode,
+                          double t_sample, double t_decode, double t_total, int precision,
+                          const sdw_frame_vram *vram)
+{
     if (count < 1 || count > SDW_FRAME_MAX_IMAGES || index < 0 || index >= count) return -1;
     sdw_frame f = {.type = SDW_FRAME_RESULT, .job = job};
+    if (vram) f.vram = *vram;
     f.u.result.precision = precision;
     f.u.result.index = index;
     f.u.result.count = count;
@@ -258,7 +295,14 @@ int sdw_frame_result_at(msgpack_sbuffer *sb, uint64_t job, int index, int count,
 
 int sdw_frame_error(msgpack_sbuffer *sb, int has_job, uint64_t job, const char *code, const char *message)
 {
+    return sdw_frame_error_vram(sb, has_job, job, code, message, NULL);
+}
+
+int sdw_frame_error_vram(msgpack_sbuffer *sb, int has_job, uint64_t job, const char *code,
+                         const char *message, const sdw_frame_vram *vram)
+{
     sdw_frame f = {.type = SDW_FRAME_ERROR, .job = has_job ? job : 0, .has_job = !!has_job};
+    if (vram) f.vram = *vram;
     f.u.error.code = code;
     f.u.error.message = message;
     return sdw_frame_encode(sb, &f);
@@ -266,7 +310,13 @@ int sdw_frame_error(msgpack_sbuffer *sb, int has_job, uint64_t job, const char *
 
 int sdw_frame_cancelled(msgpack_sbuffer *sb, uint64_t job)
 {
+    return sdw_frame_cancelled_vram(sb, job, NULL);
+}
+
+int sdw_frame_cancelled_vram(msgpack_sbuffer *sb, uint64_t job, const sdw_frame_vram *vram)
+{
     sdw_frame f = {.type = SDW_FRAME_CANCELLED, .job = job};
+    if (vram) f.vram = *vram;
     return sdw_frame_encode(sb, &f);
 }
 
@@ -679,6 +729,26 @@ static int get_precision_opt(decoder *d, const char *key, int *out)
     return 0;
 }
 
+/* The optional VRAM pair of ready, result, error and cancelled frames: both keys or neither, each an unsigned
+ * integer (bytes). Other frame types ignore the keys, as any unknown key. */
+static int get_vram_opt(decoder *d, sdw_frame_vram *out)
+{
+    const int has_free = lookup(d->map, "vram_free_bytes") != NULL;
+    const int has_total = lookup(d->map, "vram_total_bytes") != NULL;
+    memset(out, 0, sizeof *out);
+    if (!has_free && !has_total) return 0;
+    if (has_free != has_total) {
+        seterr(d->err, d->errlen, "%s frame: field '%s' comes without '%s'", d->tname,
+               has_free ? "vram_free_bytes" : "vram_total_bytes",
+               has_free ? "vram_total_bytes" : "vram_free_bytes");
+        return -1;
+    }
+    if (get_u64(d, "vram_free_bytes", &out->free_bytes) || get_u64(d, "vram_total_bytes", &out->total_bytes))
+        return -1;
+    out->has = 1;
+    return 0;
+}
+
 /* The job frame's request, row by row of the field table. Strings and buffers are allocated into the request
  * (not the frame's block) because the request outlives the frame: the worker and the pool keep it. */
 static int decode_request(decoder *d, sdw_gen_request *r)
@@ -897,7 +967,7 @@ static int decode_object(const msgpack_object *obj, size_t nbytes, sdw_frame *f,
         return -1;
     }
     decoder d = {.map = m, .tname = type_names[type], .err = err, .errlen = errlen};
-    if (decode_fields(&d, f)) {
+    if (decode_fields(&d, f) || (takes_vram(f->type) && get_vram_opt(&d, &f->vram))) {
         sdw_frame_free(f);
         return -1;
     }

@@ -36,14 +36,22 @@ typedef enum {
     SDW_FRAME__COUNT
 } sdw_frame_type;
 
+/** Free and total bytes of a GPU worker's device memory (cudaMemGetInfo, device-wide); has 0 = not known
+ * (a CPU worker). Optional on ready and on the frames that end a job: result, error with a job, cancelled. */
+typedef struct {
+    int has;
+    uint64_t free_bytes, total_bytes;
+} sdw_frame_vram;
+
 /** One frame. Which members mean something depends on type (see the comments); decoded strings are
  * NUL-terminated and, like png, owned by the frame until sdw_frame_free(). To encode, fill the members the
  * type uses (NULL strings are sent as ""). A decoded job frame's u.job is a request the frame owns: move it
  * out (struct copy, then zero u.job) or let sdw_frame_free() release it. */
 typedef struct {
     sdw_frame_type type;
-    uint64_t job; /* started, progress, result, error (when has_job), cancelled, job, cancel */
-    int has_job;  /* error: 0 when the error belongs to no job (msgpack nil on the wire) */
+    uint64_t job;        /* started, progress, result, error (when has_job), cancelled, job, cancel */
+    int has_job;         /* error: 0 when the error belongs to no job (msgpack nil on the wire) */
+    sdw_frame_vram vram; /* ready, result, error, cancelled: "vram_free_bytes", "vram_total_bytes" */
     union {
         struct {
             int64_t pid;
@@ -103,6 +111,10 @@ int sdw_frame_hello(msgpack_sbuffer *sb, int64_t pid, const char *device, const 
  * worker runs bf16 jobs in bf16 (sde_bf16_available()). */
 int sdw_frame_ready(msgpack_sbuffer *sb, const char *arch, const char *prediction, const char *model_hash,
                     const char *model_name, double load_s, int native_size, int bf16);
+/** ready with the GPU's memory (vram NULL or vram->has 0: none, as sdw_frame_ready()). */
+int sdw_frame_ready_vram(msgpack_sbuffer *sb, const char *arch, const char *prediction,
+                         const char *model_hash, const char *model_name, double load_s, int native_size,
+                         int bf16, const sdw_frame_vram *vram);
 /** started: the worker accepted job. */
 int sdw_frame_started(msgpack_sbuffer *sb, uint64_t job);
 /** progress: step of total finished, elapsed seconds into the job. */
@@ -121,10 +133,21 @@ int sdw_frame_result(msgpack_sbuffer *sb, uint64_t job, const uint8_t *png, size
 int sdw_frame_result_at(msgpack_sbuffer *sb, uint64_t job, int index, int count, const uint8_t *png,
                         size_t png_len, int width, int height, uint64_t seed, double t_encode,
                         double t_sample, double t_decode, double t_total, int precision);
+/** sdw_frame_result_at() with the GPU's memory after the job (vram NULL or vram->has 0: none); a worker
+ * sends it on the job's last image. */
+int sdw_frame_result_vram(msgpack_sbuffer *sb, uint64_t job, int index, int count, const uint8_t *png,
+                          size_t png_len, int width, int height, uint64_t seed, double t_encode,
+                          double t_sample, double t_decode, double t_total, int precision,
+                          const sdw_frame_vram *vram);
 /** error: has_job 0 for an error outside any job (e.g. model_load_failed). */
 int sdw_frame_error(msgpack_sbuffer *sb, int has_job, uint64_t job, const char *code, const char *message);
+/** error with the GPU's memory after the job (vram NULL or vram->has 0: none). */
+int sdw_frame_error_vram(msgpack_sbuffer *sb, int has_job, uint64_t job, const char *code,
+                         const char *message, const sdw_frame_vram *vram);
 /** cancelled: the job stopped at a step boundary on request. */
 int sdw_frame_cancelled(msgpack_sbuffer *sb, uint64_t job);
+/** cancelled with the GPU's memory after the job (vram NULL or vram->has 0: none). */
+int sdw_frame_cancelled_vram(msgpack_sbuffer *sb, uint64_t job, const sdw_frame_vram *vram);
 /** pong: the answer to ping. */
 int sdw_frame_pong(msgpack_sbuffer *sb);
 /** job: run the generation req (encoded through the request's field table; -1 also for a sampler or

@@ -286,24 +286,24 @@ static int parse_device(sdw_yt_ctx *c, const sdw_yt_node *v, int i, sdw_device_c
     if (sdw_yt_get_enum(c, val[0], path, kinds, &kind) != 0) return -1;
     d->kind = kind ? SDW_DEV_CUDA : SDW_DEV_CPU;
     const char *s;
+    if (d->kind == SDW_DEV_CPU && val[3])
+        sdw_yt_error(c, SDW_YT_AT(k[3]), "%s.gpu: only applies to kind cuda", where);
+    /* cpus and threads apply to both kinds: a cuda worker's host side may be pinned too */
+    snprintf(path, sizeof path, "%s.cpus", where);
+    if (!sdw_yt_is_null(val[1]) && sdw_yt_get_str(c, val[1], path, &s) == 0) {
+        const char *why;
+        if (s[0] && parse_cpus(s, d->cpus, CPUS_NAME_MAX + 1, &why) != 0)
+            sdw_yt_error(c, SDW_YT_AT(val[1]), "%s: invalid CPU list '%s': %s", path, s, why);
+    }
+    snprintf(path, sizeof path, "%s.threads", where);
+    if (!sdw_yt_is_null(val[2])) sdw_yt_get_int32(c, val[2], path, 0, 1024, &d->threads);
     if (d->kind == SDW_DEV_CPU) {
-        if (val[3]) sdw_yt_error(c, SDW_YT_AT(k[3]), "%s.gpu: only applies to kind cuda", where);
-        snprintf(path, sizeof path, "%s.cpus", where);
-        if (!sdw_yt_is_null(val[1]) && sdw_yt_get_str(c, val[1], path, &s) == 0) {
-            const char *why;
-            if (s[0] && parse_cpus(s, d->cpus, CPUS_NAME_MAX + 1, &why) != 0)
-                sdw_yt_error(c, SDW_YT_AT(val[1]), "%s: invalid CPU list '%s': %s", path, s, why);
-        }
-        snprintf(path, sizeof path, "%s.threads", where);
-        if (!sdw_yt_is_null(val[2])) sdw_yt_get_int32(c, val[2], path, 0, 1024, &d->threads);
         snprintf(d->name, sizeof d->name, "cpu:%.27s",
                  d->cpus[0] ? d->cpus : "all"); /* parse_cpus kept it <= 27 */
     } else {
-        if (val[1]) sdw_yt_error(c, SDW_YT_AT(k[1]), "%s.cpus: only applies to kind cpu", where);
-        if (val[2]) sdw_yt_error(c, SDW_YT_AT(k[2]), "%s.threads: only applies to kind cpu", where);
         snprintf(path, sizeof path, "%s.gpu", where);
         if (!sdw_yt_is_null(val[3])) sdw_yt_get_int32(c, val[3], path, 0, 1023, &d->gpu);
-        snprintf(d->name, sizeof d->name, "cuda:%d", d->gpu);
+        snprintf(d->name, sizeof d->name, "cuda:%d", d->gpu); /* sec_devices numbers a GPU's second worker */
     }
     return c->nerr == before ? 0 : -1;
 }
@@ -331,6 +331,14 @@ static void sec_devices(sdw_yt_ctx *c, const sdw_yt_node *v, sdw_config *cfg)
     }
     for (int i = 0; i < v->n; i++) {
         if (parse_device(c, v->kid[i], i, &d[i]) != 0) continue;
+        if (d[i].kind == SDW_DEV_CUDA) {
+            /* several workers on one GPU, when asked for: "cuda:0", then "cuda:0#2", "cuda:0#3" */
+            int nth = 1;
+            for (int j = 0; j < i; j++)
+                nth += d[j].name[0] && d[j].kind == SDW_DEV_CUDA && d[j].gpu == d[i].gpu;
+            if (nth > 1) snprintf(d[i].name, sizeof d[i].name, "cuda:%d#%d", d[i].gpu, nth);
+            continue;
+        }
         for (int j = 0; j < i; j++)
             if (d[j].name[0] && !strcmp(d[j].name, d[i].name)) {
                 sdw_yt_error(c, SDW_YT_AT(v->kid[i]),

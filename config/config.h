@@ -10,10 +10,11 @@ typedef enum { SDW_DEV_CPU = 0, SDW_DEV_CUDA } sdw_device_kind;
 /** One devices: entry; one worker process each. */
 typedef struct {
     sdw_device_kind kind;
-    char cpus[64]; /* CPU list for sched_setaffinity, e.g. "0-1" or "0,2"; "" = no pinning */
-    int threads;   /* OPENBLAS_NUM_THREADS; 0 = number of CPUs in cpus (all CPUs we may use when unpinned) */
-    int gpu;       /* CUDA device index for kind cuda */
-    char name[32]; /* "cpu:0-1", "cuda:0": how /ready and logs call it */
+    char cpus[64]; /* CPU list for sched_setaffinity, e.g. "0-1" or "0,2"; "" = no pinning (either kind) */
+    int threads;   /* OPENBLAS_NUM_THREADS; 0 = the pool's default: cpu, the CPUs in cpus (all CPUs we may
+                      use when unpinned); cuda, 2 (fewer when cpus lists fewer) */
+    int gpu;       /* CUDA device index for kind cuda (the worker's CUDA_VISIBLE_DEVICES) */
+    char name[32]; /* "cpu:0-1", "cuda:0", "cuda:0#2" (a GPU's second worker): how /ready and logs call it */
 } sdw_device_config;
 
 typedef struct {

@@ -485,9 +485,12 @@ void sdw_jobs_preview(sdw_jobs *J, uint64_t num, int step, const uint8_t *png, s
     job->preview_step = step;
 }
 
+/* The worker, not the job, went wrong: retry_on_crash may run the job once more. device_failed: the worker's
+ * GPU failed beyond recovery (a sticky CUDA error) and the worker restarts. */
 static int crash_code(const char *code)
 {
-    return code && (!strcmp(code, "worker_crashed") || !strcmp(code, "worker_timeout"));
+    return code && (!strcmp(code, "worker_crashed") || !strcmp(code, "worker_timeout") ||
+                    !strcmp(code, "device_failed"));
 }
 
 /* A running job goes back to the head of the queue, as if never dispatched. */

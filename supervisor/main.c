@@ -10,6 +10,7 @@
 #include "auth.h"
 #include "config.h"
 #include "log.h"
+#include "pool.h"
 #include "server.h"
 
 static void usage(FILE *f)
@@ -142,6 +143,18 @@ int main(int argc, char **argv)
             return !strcmp(cmd, "serve") ? 2 : 1;
         }
         if (!strcmp(cmd, "check-config")) {
+            /* what serve would refuse for this build: kind cuda without a GPU backend */
+            int unsupported = 0;
+            for (int i = 0; i < cfg.n_devices; i++) {
+                char derr[256];
+                if (sdw_pool_device_supported(&cfg.devices[i], derr, sizeof derr) == 0) continue;
+                fprintf(stderr, "%s: devices[%d]: %s\n", path, i, derr);
+                unsupported = 1;
+            }
+            if (unsupported) {
+                sdw_config_free(&cfg);
+                return 1;
+            }
             int any = 0;
             for (int i = 0; i < cfg.n_cors_origins; i++)
                 any |= !strcmp(cfg.cors_origins[i], "*");

@@ -286,6 +286,21 @@ static void sb_histogram(sbuf *b, const char *name, const char *help, const hist
     sb_printf(b, "%s_count %llu\n", name, (unsigned long long)h->count);
 }
 
+/* One VRAM gauge family: a series per worker that reported its GPU's memory; total 0 free, 1 total. */
+static void sb_vram(sbuf *b, const char *name, const char *help, const sdw_metrics_worker *w, int n,
+                    int total)
+{
+    sb_head(b, name, "gauge", help);
+    for (int i = 0; i < n; i++) {
+        if (!w[i].has_vram) continue;
+        char dev[LABEL_MAX];
+        label_copy(dev, sizeof dev, w[i].device);
+        sb_printf(b, "%s{", name);
+        sb_label(b, "device", dev, 1);
+        sb_printf(b, "} %llu\n", (unsigned long long)(total ? w[i].vram_total_bytes : w[i].vram_free_bytes));
+    }
+}
+
 char *sdw_metrics_render(const sdw_metrics *m, int queue_depth, int running, const sdw_metrics_worker *w,
                          int n_workers, double uptime_s, size_t *len)
 {
@@ -347,6 +362,19 @@ char *sdw_metrics_render(const sdw_metrics *m, int queue_depth, int running, con
         sb_printf(&b, "sdw_worker_jobs_served_total{");
         sb_label(&b, "device", dev, 1);
         sb_printf(&b, "} %llu\n", (unsigned long long)w[i].jobs_served);
+    }
+
+    /* GPU memory, one series per device whose worker reported it (CPU workers have none; a worker that is
+     * loading or restarting has not reported yet). Two workers on one GPU each show the device-wide figure.
+     */
+    int any_vram = 0;
+    for (int i = 0; w && i < n_workers; i++)
+        any_vram |= w[i].has_vram;
+    if (any_vram) {
+        sb_vram(&b, "sdw_device_vram_free_bytes",
+                "Free memory of each GPU device, as its worker last reported it.", w, n_workers, 0);
+        sb_vram(&b, "sdw_device_vram_total_bytes",
+                "Total memory of each GPU device, as its worker reported it.", w, n_workers, 1);
     }
 
     sb_histogram(&b, "sdw_step_seconds", "Time per sampling step (one UNet evaluation incl. guidance).",

@@ -14,6 +14,8 @@ typedef struct {
     const char *state;  /* "ready", "busy", ... */
     int restarts;
     uint64_t jobs_served;
+    int has_vram; /* a GPU worker reported its device memory: the sdw_device_vram_* gauges get a series */
+    uint64_t vram_free_bytes, vram_total_bytes;
 } sdw_metrics_worker;
 
 sdw_metrics *sdw_metrics_new(void);

@@ -216,6 +216,15 @@ static void finish_job(pool_slot *s, const sdw_job_outcome *o)
     if (s->retiring) pool_retire_check(s->pool);
 }
 
+/* A GPU worker's memory figures, from any frame that carries them (ready, and the frames ending a job). */
+static void take_vram(pool_slot *s, const sdw_frame *f)
+{
+    if (!f->vram.has) return;
+    s->has_vram = 1;
+    s->vram_free = f->vram.free_bytes;
+    s->vram_total = f->vram.total_bytes;
+}
+
 static int busy_with(const pool_slot *s, uint64_t job)
 {
     return s->state == SDW_WS_BUSY && s->has_job && s->job == job;
@@ -254,13 +263,22 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
         s->load_s = f->u.ready.load_s;
         s->native_size = f->u.ready.native_size;
         s->bf16 = f->u.ready.bf16;
+        take_vram(s, f);
         s->ready_at = h2o_now(p->loop);
         s->last_error[0] = '\0';
         s->failed_at = 0;
-        sdw_log(SDW_LOG_INFO, "worker_ready",
-                "slot=%d device=%s pid=%d arch=%s prediction=%s model=%s hash=%s load_s=%.2f bf16=%s",
-                s->index, s->dev.name, (int)s->pid, s->arch, s->prediction, s->model_name, s->model_hash,
-                s->load_s, s->bf16 ? "true" : "false");
+        if (s->has_vram)
+            sdw_log(SDW_LOG_INFO, "worker_ready",
+                    "slot=%d device=%s pid=%d arch=%s prediction=%s model=%s hash=%s load_s=%.2f bf16=%s "
+                    "vram_free_bytes=%llu vram_total_bytes=%llu",
+                    s->index, s->dev.name, (int)s->pid, s->arch, s->prediction, s->model_name, s->model_hash,
+                    s->load_s, s->bf16 ? "true" : "false", (unsigned long long)s->vram_free,
+                    (unsigned long long)s->vram_total);
+        else
+            sdw_log(SDW_LOG_INFO, "worker_ready",
+                    "slot=%d device=%s pid=%d arch=%s prediction=%s model=%s hash=%s load_s=%.2f bf16=%s",
+                    s->index, s->dev.name, (int)s->pid, s->arch, s->prediction, s->model_name, s->model_hash,
+                    s->load_s, s->bf16 ? "true" : "false");
         pool_set_state(s, SDW_WS_READY);
         if (s->state == SDW_WS_READY && !s->retiring) pool_retire_check(p);
         return;
@@ -271,6 +289,8 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
         break;
     case SDW_FRAME_ERROR:
         if (!f->has_job) {
+            /* the worker cannot go on and exits right after: it gets no job meanwhile */
+            s->leaving = 1;
             snprintf(s->last_error, sizeof s->last_error, "%s: %s", f->u.error.code, f->u.error.message);
             sdw_log(SDW_LOG_ERROR, "worker_error", "slot=%d device=%s pid=%d code=%s message=\"%s\"",
                     s->index, s->dev.name, (int)s->pid, f->u.error.code, f->u.error.message);
@@ -298,6 +318,7 @@ static void handle_frame(pool_slot *s, const sdw_frame *f)
         return;
     }
     sdw_job_outcome o = {0};
+    take_vram(s, f); /* the frames that end a job may say how much GPU memory it left */
     switch (f->type) {
     case SDW_FRAME_STARTED:
         if (!s->job_started) {
@@ -468,6 +489,11 @@ void pool_end_job_on_exit(pool_slot *s, int had_job, uint64_t job, int started, 
         o.code = "shutting_down";
         snprintf(msg, sizeof msg, "the service shut down while the job ran (the worker on %s %s)",
                  s->dev.name, how);
+    } else if (!strncmp(s->last_error, "device_failed: ", 15)) {
+        /* its GPU failed (exit 5): the job's own device_failed error may not have been read before the exit
+         * was, but the error without a job always comes first and says the same */
+        o.code = "device_failed";
+        snprintf(msg, sizeof msg, "%s", s->last_error + 15);
     } else {
         o.code = "worker_crashed";
         int changed = !strncmp(s->last_error, "model_changed", 13);
@@ -703,13 +729,16 @@ int sdw_pool_slot_info(const sdw_pool *p, int slot, sdw_slot_info *out)
     snprintf(out->model_name, sizeof out->model_name, "%s", s->model_name);
     out->native_size = s->native_size;
     out->bf16 = s->bf16;
+    out->has_vram = s->has_vram;
+    out->vram_free_bytes = s->has_vram ? s->vram_free : 0;
+    out->vram_total_bytes = s->has_vram ? s->vram_total : 0;
     snprintf(out->last_error, sizeof out->last_error, "%s", s->last_error);
     return 0;
 }
 
 static int can_take(const pool_slot *s)
 {
-    return s->state == SDW_WS_READY && s->sock && !s->has_job && !s->stop_sent && !s->killed;
+    return s->state == SDW_WS_READY && s->sock && !s->has_job && !s->stop_sent && !s->killed && !s->leaving;
 }
 
 int sdw_pool_idle_slot(const sdw_pool *p)

@@ -66,15 +66,21 @@ typedef struct {
     double failed_s; /* seconds the slot has been FAILED without a break, 0 when not FAILED */
     char device[32];
     char arch[16], prediction[8], model_hash[32], model_name[128]; /* from ready; "" before */
-    int native_size;      /* from ready: the model's native image side in pixels, 0 before */
-    int bf16;             /* from ready: 1 when the worker runs bf16 jobs in bf16 (AVX512-BF16), 0 before */
+    int native_size; /* from ready: the model's native image side in pixels, 0 before */
+    int bf16;        /* from ready: 1 when the worker runs bf16 jobs in bf16 (AVX512-BF16), 0 before */
+    int has_vram;    /* a GPU worker reported its device's memory: at ready and at the end of each job */
+    uint64_t vram_free_bytes, vram_total_bytes; /* as last reported (with has_vram; 0 otherwise) */
     char last_error[512]; /* the last error outside a job ("model_load_failed: ..."), "" if none */
 } sdw_slot_info;
 
 typedef struct sdw_pool sdw_pool;
 
-/** Starts one worker per cfg->devices entry from engine_path ("sd-worker-engine"). Refuses kind cuda while
- * the build has no GPU backend. 0 or -1 with err. */
+/** 0 when this build can run a worker on d, else -1 with err: kind cuda needs a supervisor built with
+ * -DSDW_CUDA=ON (the SDW_CUDA=1 compile definition). */
+int sdw_pool_device_supported(const sdw_device_config *d, char *err, size_t errlen);
+/** Starts one worker per cfg->devices entry from engine_path ("sd-worker-engine"): a cpu device's pinned to
+ * its cpus, a cuda device's with CUDA_VISIBLE_DEVICES=<gpu> and --backend cuda. Refuses kind cuda when the
+ * build has no GPU backend (sdw_pool_device_supported). 0 or -1 with err. */
 int sdw_pool_start(h2o_loop_t *loop, const sdw_config *cfg, const char *engine_path,
                    const sdw_pool_events *ev, void *ud, sdw_pool **out, char *err, size_t errlen);
 /** Call on SIGCHLD (the server's signalfd): reaps with waitpid(-1, WNOHANG) until empty. */

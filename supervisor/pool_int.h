@@ -15,6 +15,11 @@
 #define POOL_EOF_GRACE_MS 5000
 /* Exit status the worker's SIGBUS handler uses: the mmap'd model file shrank under it. */
 #define POOL_EXIT_MODEL_CHANGED 4
+/* Exit status of a worker whose GPU failed beyond recovery (a sticky CUDA error): restarted like a crash,
+ * since a new process gets a new CUDA context. */
+#define POOL_EXIT_DEVICE_FAILED 5
+/* Host threads of a cuda worker whose entry gives none: the GPU does the math, the CPU only host work. */
+#define POOL_CUDA_THREADS 2
 
 typedef enum { KILL_NONE = 0, KILL_TIMEOUT, KILL_PROTOCOL, KILL_DISCONNECTED, KILL_HEARTBEAT } kill_reason;
 
@@ -37,6 +42,7 @@ typedef struct pool_slot {
     msgpack_sbuffer wbuf; /* the bytes h2o_socket_write is sending */
     int writing;
     int hello_seen;
+    int leaving; /* sent an error frame without a job: it exits right after, so it takes no job */
     kill_reason killed;
     char kill_msg[320];
     char last_error[512]; /* the worker's last error frame outside a job, e.g. model_load_failed */
@@ -49,6 +55,8 @@ typedef struct pool_slot {
     char arch[16], prediction[8], model_hash[32], model_name[128];
     int native_size; /* from ready: the model's native image side, 0 before (or from an older worker) */
     int bf16;        /* from ready: bf16 jobs run in bf16 there, 0 before (or from an older worker) */
+    int has_vram;    /* a GPU worker reported its device's memory (ready, then the end of each job) */
+    uint64_t vram_free, vram_total; /* bytes, as last reported; meaningful only with has_vram */
     double load_s;
     uint64_t ready_at;  /* h2o_now() when it became READY, 0 before */
     uint64_t failed_at; /* h2o_now() when it became FAILED (kept while retries keep failing), 0 otherwise */

@@ -58,30 +58,46 @@ bad:
     return -1;
 }
 
+int sdw_pool_device_supported(const sdw_device_config *d, char *err, size_t errlen)
+{
+    switch (d->kind) {
+    case SDW_DEV_CPU:
+        return 0;
+    case SDW_DEV_CUDA:
+#ifdef SDW_CUDA
+        return 0;
+#else
+        snprintf(err, errlen,
+                 "device %s: kind cuda needs a GPU backend and this build has none (use kind cpu, or an "
+                 "sd-worker built with -DSDW_CUDA=ON: docs/gpu.md)",
+                 d->name);
+        return -1;
+#endif
+    }
+    snprintf(err, errlen, "device %s: unknown device kind %d", d->name, (int)d->kind);
+    return -1;
+}
+
 int pool_slot_configure(pool_slot *s, const sdw_device_config *d, char *err, size_t errlen)
 {
     s->dev = *d;
     s->dev.name[sizeof s->dev.name - 1] = '\0';
     s->dev.cpus[sizeof s->dev.cpus - 1] = '\0';
-    if (d->kind == SDW_DEV_CUDA) {
-        snprintf(err, errlen,
-                 "device %s: kind cuda needs a GPU backend and this build has none (use kind cpu)",
-                 s->dev.name);
-        return -1;
-    }
-    if (d->kind != SDW_DEV_CPU) {
-        snprintf(err, errlen, "device %s: unknown device kind %d", s->dev.name, (int)d->kind);
-        return -1;
-    }
+    if (sdw_pool_device_supported(&s->dev, err, errlen)) return -1;
     if (d->threads < 0) {
-        snprintf(err, errlen, "device %s: threads must be 0 (one per CPU) or more, not %d", s->dev.name,
+        snprintf(err, errlen, "device %s: threads must be 0 (the default) or more, not %d", s->dev.name,
                  d->threads);
         return -1;
     }
+    /* a cuda worker is pinned only when its entry lists cpus, as a cpu worker is */
     s->pin = s->dev.cpus[0] != '\0';
     if (s->pin && pool_parse_cpus(s->dev.cpus, s->dev.name, &s->cpus, err, errlen)) return -1;
     if (d->threads > 0) {
         s->threads = d->threads;
+    } else if (d->kind == SDW_DEV_CUDA) {
+        /* the GPU does the math; the CPU only does host work (latent arithmetic, PNG encoding, tokenizer) */
+        s->threads =
+            s->pin && CPU_COUNT(&s->cpus) < POOL_CUDA_THREADS ? CPU_COUNT(&s->cpus) : POOL_CUDA_THREADS;
     } else {
         /* one BLAS thread per CPU the worker may use: its pinning, or everything we may use */
         cpu_set_t all;
@@ -161,8 +177,11 @@ void pool_spawn(pool_slot *s)
     sdw_pool *p = s->pool;
     static const char *const ours[] = {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
                                        "SDW_LOG_LEVEL", "SDW_LOG_JSON"};
-    char threads[16], e_blas[48], e_omp[48], e_level[32], e_json[32];
+    const int cuda = s->dev.kind == SDW_DEV_CUDA;
+    char threads[16], e_blas[48], e_omp[48], e_level[32], e_json[32], e_gpu[48];
     snprintf(threads, sizeof threads, "%d", s->threads);
+    /* a cuda worker sees its one GPU as device 0 */
+    snprintf(e_gpu, sizeof e_gpu, "CUDA_VISIBLE_DEVICES=%d", s->dev.gpu);
     snprintf(e_blas, sizeof e_blas, "OPENBLAS_NUM_THREADS=%d", s->threads);
     snprintf(e_omp, sizeof e_omp, "OMP_NUM_THREADS=%d", s->threads);
     snprintf(e_level, sizeof e_level, "SDW_LOG_LEVEL=%s",
@@ -197,11 +216,16 @@ void pool_spawn(pool_slot *s)
     argv[a++] = threads;
     argv[a++] = "--device";
     argv[a++] = s->dev.name;
+    if (cuda) {
+        argv[a++] = "--backend";
+        argv[a++] = "cuda";
+    }
     argv[a] = NULL;
     size_t nenv = 0;
+    int has_order = 0; /* CUDA_DEVICE_ORDER set by the administrator is kept */
     while (environ && environ[nenv])
-        nenv++;
-    const char **envp = malloc((nenv + 6) * sizeof *envp);
+        has_order |= env_is(environ[nenv++], "CUDA_DEVICE_ORDER");
+    const char **envp = malloc((nenv + 8) * sizeof *envp);
     int sv[2] = {-1, -1};
     if (!envp || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         sdw_log(SDW_LOG_ERROR, "worker_spawn_failed", "slot=%d device=%s error=\"%s\"", s->index, s->dev.name,
@@ -221,6 +245,11 @@ void pool_spawn(pool_slot *s)
     envp[e++] = e_omp;
     envp[e++] = e_level;
     envp[e++] = e_json;
+    if (cuda) {
+        envp[e++] = e_gpu;
+        /* gpu: N counts in PCI bus order, as nvidia-smi does (CUDA's own default puts the fastest first) */
+        if (!has_order) envp[e++] = "CUDA_DEVICE_ORDER=PCI_BUS_ID";
+    }
     envp[e] = NULL;
 
     pid_t parent = getpid();
@@ -244,10 +273,14 @@ void pool_spawn(pool_slot *s)
     s->arch[0] = s->prediction[0] = s->model_hash[0] = s->model_name[0] = '\0';
     s->native_size = 0;
     s->bf16 = 0;
+    s->has_vram = 0;
+    s->vram_free = s->vram_total = 0;
+    s->leaving = 0;
     s->load_s = 0;
     pool_conn_open(s, sv[0]);
-    sdw_log(SDW_LOG_INFO, "worker_spawn", "slot=%d device=%s pid=%d cpus=%s threads=%d restarts=%d", s->index,
-            s->dev.name, (int)pid, s->pin ? s->dev.cpus : "any", s->threads, s->restarts);
+    sdw_log(SDW_LOG_INFO, "worker_spawn",
+            "slot=%d device=%s pid=%d cpus=%s threads=%d restarts=%d backend=%s", s->index, s->dev.name,
+            (int)pid, s->pin ? s->dev.cpus : "any", s->threads, s->restarts, cuda ? "cuda" : "cpu");
 }
 
 void pool_on_slot_timer(h2o_timeout_entry_t *entry)
@@ -330,6 +363,7 @@ static void slot_exited(pool_slot *s, int status)
         snprintf(how, sizeof how, "ended with wait status 0x%x", status);
     int pid = (int)s->pid;
     s->pid = 0;
+    s->has_vram = 0; /* what it reported was its own view of the GPU; the next worker reports again */
     if (!s->killed) pool_read_last_words(s);
     pool_close_conn(s);
     h2o_timeout_unlink(&s->tmo_entry);
@@ -347,6 +381,9 @@ static void slot_exited(pool_slot *s, int status)
                  "model_changed: the model file changed under the worker (it %s); replace model files "
                  "atomically: write the new file elsewhere, then mv it over the old one",
                  how);
+    /* its error frame (device_failed: why) normally came first; restarted below like a crash */
+    if (!killed && code == POOL_EXIT_DEVICE_FAILED && strncmp(s->last_error, "device_failed", 13))
+        snprintf(s->last_error, sizeof s->last_error, "device_failed: the worker's GPU failed (it %s)", how);
 
     if (p->shutting_down || s->retiring) {
         sdw_log(SDW_LOG_INFO, "worker_stopped", "slot=%d device=%s pid=%d how=\"%s\" retired=%d", s->index,

@@ -209,15 +209,21 @@ static void handle_ready(sdw_srv *s, h2o_req_t *req)
         if (sdw_pool_slot_info(s->pool, i, &wi) != 0 || wi.retired) continue;
         if (!first_error[0] && wi.state == SDW_WS_FAILED && wi.last_error[0])
             shorten(first_error, sizeof first_error, wi.last_error);
-        if (json_array_append_new(
-                workers,
-                json_pack("{s:o,s:s,s:i,s:I,s:o,s:o,s:o,s:o}", "device", sdw_json_str(wi.device), "state",
-                          sdw_pool_state_name(wi.state), "restarts", wi.restarts, "jobs_served",
-                          (json_int_t)wi.jobs_served, "model", sdw_json_str(wi.arch[0] ? wi.arch : NULL),
-                          "arch", sdw_json_str(wi.arch[0] ? wi.arch : NULL), "native_size",
-                          wi.native_size > 0 ? json_integer(wi.native_size) : json_null(), "bf16",
-                          /* known from the worker's ready frame, like arch */
-                          wi.arch[0] ? json_boolean(wi.bf16) : json_null()))) {
+        json_t *w = json_pack("{s:o,s:s,s:i,s:I,s:o,s:o,s:o,s:o}", "device", sdw_json_str(wi.device), "state",
+                              sdw_pool_state_name(wi.state), "restarts", wi.restarts, "jobs_served",
+                              (json_int_t)wi.jobs_served, "model", sdw_json_str(wi.arch[0] ? wi.arch : NULL),
+                              "arch", sdw_json_str(wi.arch[0] ? wi.arch : NULL), "native_size",
+                              wi.native_size > 0 ? json_integer(wi.native_size) : json_null(), "bf16",
+                              /* known from the worker's ready frame, like arch */
+                              wi.arch[0] ? json_boolean(wi.bf16) : json_null());
+        /* a GPU worker's device memory, as it last reported (at ready and after each job); absent for CPUs */
+        if (w && wi.has_vram &&
+            (json_object_set_new(w, "vram_free_bytes", json_integer((json_int_t)wi.vram_free_bytes)) ||
+             json_object_set_new(w, "vram_total_bytes", json_integer((json_int_t)wi.vram_total_bytes)))) {
+            json_decref(w);
+            w = NULL;
+        }
+        if (json_array_append_new(workers, w)) {
             json_decref(workers);
             workers = NULL;
         }
@@ -258,6 +264,9 @@ static void handle_metrics(sdw_srv *s, h2o_req_t *req)
         ws[m].state = sdw_pool_state_name(wi[m].state);
         ws[m].restarts = wi[m].restarts;
         ws[m].jobs_served = wi[m].jobs_served;
+        ws[m].has_vram = wi[m].has_vram;
+        ws[m].vram_free_bytes = wi[m].vram_free_bytes;
+        ws[m].vram_total_bytes = wi[m].vram_total_bytes;
         m++;
     }
     n = m;

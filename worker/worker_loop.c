@@ -1,7 +1,8 @@
 /* worker_loop.c: `sd-worker-engine worker`, the process the supervisor fork+execs per device: hello, load the
  * model, ready, then one job at a time from frames on --fd, with a progress frame per step and cancel at step
- * boundaries. Exit 0 clean (shutdown, SIGTERM, supervisor gone), 2 fatal (bad options, model), 3 protocol
- * error. */
+ * boundaries. A GPU worker adds its device's free/total memory to ready and to each job's last frame. Exit 0
+ * clean (shutdown, SIGTERM, supervisor gone), 2 fatal (bad options, model), 3 protocol error, 4 model file
+ * changed (SIGBUS), 5 the GPU failed beyond recovery. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -22,10 +23,12 @@
 #include "log.h"
 #include "sd_engine.h"
 
+/* Exit statuses (docs/protocol.md); the supervisor restarts the worker after each, with backoff */
 #define WORKER_EXIT_CLEAN 0
-#define WORKER_EXIT_FATAL 2         /* not respawned: the configuration or the model is wrong */
-#define WORKER_EXIT_PROTOCOL 3      /* respawned: the supervisor sent something we cannot follow */
-#define WORKER_EXIT_MODEL_CHANGED 4 /* respawned: SIGBUS on the mmap'd model, whose file shrank under us */
+#define WORKER_EXIT_FATAL 2         /* slot "failed" until a retry loads: bad configuration or model */
+#define WORKER_EXIT_PROTOCOL 3      /* the supervisor sent something we cannot follow */
+#define WORKER_EXIT_MODEL_CHANGED 4 /* SIGBUS on the mmap'd model, whose file shrank under us */
+#define WORKER_EXIT_DEVICE_FAILED 5 /* a sticky GPU error: only a new process (CUDA context) recovers */
 
 /* A result buffer larger than this is given back after the frame went out instead of kept for the next job.
  */
@@ -77,15 +80,17 @@ static void usage(FILE *f)
 {
     char predictions[64];
     sdw_names_list(SDW_NAMES_PREDICTION, "|", NULL, predictions, sizeof predictions);
-    fprintf(f,
-            "usage: sd-worker-engine worker --fd N --model PATH [--tokenizer PATH] [--prediction %s]\n"
-            "                               [--threads N] [--device NAME] [--taesd PATH]\n"
-            "\n"
-            "The worker process the sd-worker supervisor starts, one per device. It speaks msgpack frames\n"
-            "(docs/protocol.md) on the connected stream socket N and runs one generation at a time.\n"
-            "Exit status: 0 clean stop, 2 bad options or the model failed to load (not restarted),\n"
-            "3 protocol error (restarted).\n",
-            predictions);
+    fprintf(
+        f,
+        "usage: sd-worker-engine worker --fd N --model PATH [--tokenizer PATH] [--prediction %s]\n"
+        "                               [--threads N] [--device NAME] [--taesd PATH] [--backend cpu|cuda]\n"
+        "\n"
+        "The worker process the sd-worker supervisor starts, one per device. It speaks msgpack frames\n"
+        "(docs/protocol.md) on the connected stream socket N and runs one generation at a time.\n"
+        "--backend cuda runs the engine on the first GPU CUDA_VISIBLE_DEVICES leaves visible.\n"
+        "Exit status: 0 clean stop, 2 bad options or the model failed to load (retried with backoff),\n"
+        "3 protocol error, 4 the model file changed under it, 5 the GPU failed (all restarted).\n",
+        predictions);
 }
 
 /* Waits until fd is ready for events or timeout_ms passes (-1: no limit). 1 ready, 0 timeout or a stop
@@ -251,10 +256,41 @@ static int job_progress(void *ud, int step, int total, double elapsed_s)
     return job_should_cancel(w);
 }
 
+/* The GPU's free and total memory now (v->has 0 on a CPU engine): for ready and the frame that ends a job. */
+static void read_vram(const worker *w, sdw_frame_vram *v)
+{
+    size_t free_b = 0, total_b = 0;
+    memset(v, 0, sizeof *v);
+    if (w->eng && sde_engine_vram(w->eng, &free_b, &total_b) == 0) {
+        v->has = 1;
+        v->free_bytes = free_b;
+        v->total_bytes = total_b;
+    }
+}
+
 static void send_job_error(worker *w, const char *code, const char *message)
 {
     sdw_log(SDW_LOG_WARN, "job_failed", "device=%s code=%s message=%s", w->device, code, message);
-    if (sdw_frame_error(&w->out, 1, w->job, code, message) == 0) send_out(w);
+    sdw_frame_vram v;
+    read_vram(w, &v);
+    if (sdw_frame_error_vram(&w->out, 1, w->job, code, message, &v) == 0) send_out(w);
+}
+
+/* After a job: a GPU that failed beyond recovery (a sticky CUDA error) ends the job as device_failed and the
+ * worker with WORKER_EXIT_DEVICE_FAILED, so that the supervisor starts a new process (a new CUDA context).
+ * The error without a job goes first: the supervisor then hands this worker nothing more. 1 when it failed.
+ * Out of memory for one job's buffers is not such a failure: that job alone ends with an error. */
+static int device_failed(worker *w, const char *job)
+{
+    char why[512] = "";
+    if (!sde_engine_broken(w->eng, why, sizeof why)) return 0;
+    if (!why[0]) snprintf(why, sizeof why, "the GPU failed beyond recovery");
+    sdw_log(SDW_LOG_ERROR, "device_failed", "device=%s job=%s error=%s", w->device, job, why);
+    if (sdw_frame_error(&w->out, 0, 0, "device_failed", why) == 0) send_out(w);
+    if (sdw_frame_error(&w->out, 1, w->job, "device_failed", why) == 0) send_out(w);
+    w->exit_code = WORKER_EXIT_DEVICE_FAILED;
+    w->stop = 1;
+    return 1;
 }
 
 /* SDW_PROFILE=1: the engine's table of where the job's time went, one log line per row. */
@@ -320,15 +356,25 @@ static void run_job(worker *w, const sdw_frame *jf)
         w->busy = 0;
         return;
     }
+    /* whatever rc says: nothing the device made since it failed can be trusted */
+    if (device_failed(w, job)) {
+        sde_result_free(&res);
+        w->busy = 0;
+        return;
+    }
+    sdw_frame_vram vram;
+    read_vram(w, &vram);
     if (rc == SDE_OK) {
         /* one result frame per image, in order: each stays under the frame limit however many there are */
         size_t bytes_all = 0;
         int sent = 0;
         for (int i = 0; i < res.n_images; i++) {
             const sde_image *im = &res.images[i];
-            if (sdw_frame_result_at(&w->out, w->job, i, res.n_images, im->png, im->png_len, res.width,
-                                    res.height, im->seed, res.t_encode, res.t_sample, res.t_decode,
-                                    res.t_total, (int)res.precision)) {
+            /* the job's last frame carries the GPU's memory after it */
+            if (sdw_frame_result_vram(&w->out, w->job, i, res.n_images, im->png, im->png_len, res.width,
+                                      res.height, im->seed, res.t_encode, res.t_sample, res.t_decode,
+                                      res.t_total, (int)res.precision,
+                                      i + 1 == res.n_images ? &vram : NULL)) {
                 snprintf(err, sizeof err,
                          "the %zu-byte PNG of image %d does not fit in a %zu-byte result frame", im->png_len,
                          i, SDW_FRAME_MAX_RESULT);
@@ -365,7 +411,7 @@ static void run_job(worker *w, const sdw_frame *jf)
         char job[24];
         snprintf(job, sizeof job, "%llu", (unsigned long long)w->job);
         sdw_log(SDW_LOG_INFO, "job_cancelled", "device=%s job=%s", w->device, job);
-        if (sdw_frame_cancelled(&w->out, w->job) == 0) send_out(w);
+        if (sdw_frame_cancelled_vram(&w->out, w->job, &vram) == 0) send_out(w);
     } else {
         send_job_error(w, "engine_error", err);
     }
@@ -400,9 +446,10 @@ static int log_level_from_env(void)
 int sdw_cmd_worker(int argc, char **argv)
 {
     const char *model = NULL, *tokenizer = NULL, *prediction = "auto", *device = "cpu", *taesd = NULL;
+    const char *backend = NULL;
     int fd = -1, threads = 0;
     char bad[256] = "";
-    enum { O_FD = 256, O_MODEL, O_TOKENIZER, O_PREDICTION, O_THREADS, O_DEVICE, O_TAESD };
+    enum { O_FD = 256, O_MODEL, O_TOKENIZER, O_PREDICTION, O_THREADS, O_DEVICE, O_TAESD, O_BACKEND };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"fd", required_argument, NULL, O_FD},
@@ -412,6 +459,7 @@ int sdw_cmd_worker(int argc, char **argv)
         {"threads", required_argument, NULL, O_THREADS},
         {"device", required_argument, NULL, O_DEVICE},
         {"taesd", required_argument, NULL, O_TAESD},
+        {"backend", required_argument, NULL, O_BACKEND},
         {NULL, 0, NULL, 0},
     };
     /* bad options are not fatal here: once --fd is known they are reported in an error frame */
@@ -446,6 +494,9 @@ int sdw_cmd_worker(int argc, char **argv)
         case O_TAESD:
             taesd = optarg;
             break;
+        case O_BACKEND:
+            backend = optarg; /* the engine refuses a name it has not built in, as model_load_failed */
+            break;
         case ':':
             snprintf(bad, sizeof bad, "option '%s' needs a value", argv[optind - 1]);
             break;
@@ -455,8 +506,11 @@ int sdw_cmd_worker(int argc, char **argv)
         }
     }
     if (!bad[0] && optind < argc) snprintf(bad, sizeof bad, "unexpected argument '%s'", argv[optind]);
-    sde_load_opts opts = {
-        .model_path = model, .tokenizer_path = tokenizer, .threads = threads, .taesd_path = taesd};
+    sde_load_opts opts = {.model_path = model,
+                          .tokenizer_path = tokenizer,
+                          .threads = threads,
+                          .taesd_path = taesd,
+                          .backend = backend};
     if (!bad[0] && !model) snprintf(bad, sizeof bad, "--model PATH is required");
     if (!bad[0]) {
         int pr = sdw_prediction_parse(prediction);
@@ -515,7 +569,8 @@ int sdw_cmd_worker(int argc, char **argv)
         goto out;
     }
 
-    sdw_log(SDW_LOG_INFO, "model_loading", "device=%s model=%s", device, model);
+    sdw_log(SDW_LOG_INFO, "model_loading", "device=%s model=%s backend=%s", device, model,
+            backend && *backend ? backend : "cpu");
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     char err[1024];
@@ -541,8 +596,10 @@ int sdw_cmd_worker(int argc, char **argv)
     /* from here SIGTERM/SIGINT arrive only inside ppoll, where the loop is ready to act on them */
     sigprocmask(SIG_BLOCK, &stopsigs, NULL);
     if (g_term) goto out;
-    if (sdw_frame_ready(&w->out, info.arch, info.prediction, info.model_hash, info.model_name, load_s,
-                        info.default_size, sde_bf16_available()) == 0)
+    sdw_frame_vram vram;
+    read_vram(w, &vram);
+    if (sdw_frame_ready_vram(&w->out, info.arch, info.prediction, info.model_hash, info.model_name, load_s,
+                             info.default_size, sde_bf16_available(), &vram) == 0)
         send_out(w);
 
     while (!w->stop && !w->gone) {
@@ -569,10 +626,11 @@ int sdw_cmd_worker(int argc, char **argv)
         sdw_frame_free(&f);
     }
     sdw_log(SDW_LOG_INFO, "worker_exit", "device=%s reason=%s", device,
-            w->exit_code ? "protocol_error"
-            : w->gone    ? "supervisor_gone"
-            : g_term     ? "signal"
-                         : "shutdown");
+            w->exit_code == WORKER_EXIT_DEVICE_FAILED ? "device_failed"
+            : w->exit_code                            ? "protocol_error"
+            : w->gone                                 ? "supervisor_gone"
+            : g_term                                  ? "signal"
+                                                      : "shutdown");
 out:;
     int code = w->exit_code;
     sde_engine_free(w->eng);

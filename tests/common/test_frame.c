@@ -581,6 +581,71 @@ static void test_result_precision_and_ready_bf16(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* The optional VRAM pair: on ready and on the frames that end a job, both keys or neither, unsigned integers
+ * (64-bit: a GPU has more than 4 GiB); absent = not known (a CPU worker); other frame types ignore it. */
+static void test_vram_optional(void **state)
+{
+    (void)state;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    sdw_frame f;
+    char err[256];
+    const sdw_frame_vram v = {.has = 1, .free_bytes = 123456789012ULL, .total_bytes = 150754820096ULL};
+    for (int t = 0; t < 5; t++) {
+        msgpack_sbuffer_clear(&sb);
+        int rc = t == 0   ? sdw_frame_ready_vram(&sb, "sdxl", "eps", "", "m", 2.0, 1024, 0, &v)
+                 : t == 1 ? sdw_frame_result_vram(&sb, 9, 1, 2, png_bytes, sizeof png_bytes, 64, 64, 3, 0, 0,
+                                                  0, 0, SDW_PRECISION_FP32, &v)
+                 : t == 2 ? sdw_frame_error_vram(&sb, 1, 9, "engine_error", "out of memory", &v)
+                 : t == 3 ? sdw_frame_error_vram(&sb, 0, 0, "device_failed", "sticky", &v)
+                          : sdw_frame_cancelled_vram(&sb, 9, &v);
+        assert_int_equal(rc, 0);
+        assert_int_equal(decode_bytes(SDW_FRAME_MAX_RESULT, sb.data, sb.size, &f, err, sizeof err), 1);
+        assert_int_equal(f.vram.has, 1);
+        assert_true(f.vram.free_bytes == 123456789012ULL);
+        assert_true(f.vram.total_bytes == 150754820096ULL);
+        if (t != 0 && t != 3) assert_int_equal(f.job, 9);
+        sdw_frame_free(&f);
+    }
+    /* none given: no keys on the wire, none decoded (the plain encoders are the same frames) */
+    const sdw_frame_vram none = {0};
+    msgpack_sbuffer_clear(&sb);
+    assert_int_equal(sdw_frame_ready_vram(&sb, "sd1", "eps", "", "m", 1.0, 512, 0, &none), 0);
+    assert_int_equal(sdw_frame_cancelled_vram(&sb, 9, NULL), 0);
+    assert_int_equal(sdw_frame_error(&sb, 1, 9, "engine_error", "x"), 0);
+    assert_null(memmem(sb.data, sb.size, "vram", 4));
+    assert_int_equal(decode_bytes(SDW_FRAME_MAX_SMALL, sb.data, sb.size, &f, err, sizeof err), 1);
+    assert_int_equal(f.vram.has, 0);
+    sdw_frame_free(&f);
+    /* a type that does not take it leaves it out */
+    sdw_frame p = {.type = SDW_FRAME_PROGRESS, .job = 9, .vram = v};
+    p.u.progress.step = p.u.progress.total = 1;
+    msgpack_sbuffer_clear(&sb);
+    assert_int_equal(sdw_frame_encode(&sb, &p), 0);
+    assert_null(memmem(sb.data, sb.size, "vram", 4));
+
+    const size_t L = SDW_FRAME_MAX_SMALL;
+    build(&sb, 4, "t", 's', "cancelled", "v", 'u', U(1), "job", 'u', U(9), "vram_free_bytes", 'u', U(5));
+    expect_error(L, sb.data, sb.size,
+                 "cancelled frame: field 'vram_free_bytes' comes without 'vram_total_bytes'");
+    build(&sb, 4, "t", 's', "cancelled", "v", 'u', U(1), "job", 'u', U(9), "vram_total_bytes", 'u', U(5));
+    expect_error(L, sb.data, sb.size, "field 'vram_total_bytes' comes without 'vram_free_bytes'");
+    build(&sb, 5, "t", 's', "cancelled", "v", 'u', U(1), "job", 'u', U(9), "vram_free_bytes", 'u', U(5),
+          "vram_total_bytes", 's', "8");
+    expect_error(L, sb.data, sb.size, "field 'vram_total_bytes' must be an unsigned integer, not string");
+    build(&sb, 5, "t", 's', "cancelled", "v", 'u', U(1), "job", 'u', U(9), "vram_free_bytes", 'i', I(-1),
+          "vram_total_bytes", 'u', U(8));
+    expect_error(L, sb.data, sb.size, "field 'vram_free_bytes' must be an unsigned integer, not integer");
+    /* other types ignore the keys, as any key they do not know */
+    build(&sb, 4, "t", 's', "pong", "v", 'u', U(1), "vram_free_bytes", 's', "x", "vram_total_bytes", 'u',
+          U(1));
+    assert_int_equal(decode_bytes(L, sb.data, sb.size, &f, err, sizeof err), 1);
+    assert_int_equal(f.type, SDW_FRAME_PONG);
+    assert_int_equal(f.vram.has, 0);
+    sdw_frame_free(&f);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* A batch's result frames: index and count round-trip; the encoder and the decoder refuse an index outside
  * 0..count-1 and a count outside 1..SDW_FRAME_MAX_IMAGES; without the keys a frame is image 0 of 1. */
 static void test_result_index_count(void **state)
@@ -977,6 +1042,7 @@ int main(void)
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_result_index_count),
         cmocka_unit_test(test_result_precision_and_ready_bf16),
+        cmocka_unit_test(test_vram_optional),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_progress_preview),

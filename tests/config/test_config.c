@@ -472,11 +472,50 @@ static void test_devices(void **state)
                  "t.yaml:3:5: devices[0]: missing key 'kind' (cpu or cuda)");
     expect_error("model: {path: /m}\ndevices:\n  - { kind: cpu, gpu: 0 }\n",
                  "t.yaml:3:18: devices[0].gpu: only applies to kind cuda");
-    expect_error("model: {path: /m}\ndevices:\n  - { kind: cuda, threads: 4 }\n",
-                 "t.yaml:3:19: devices[0].threads: only applies to kind cpu");
+    expect_error("model: {path: /m}\ndevices:\n  - { kind: cuda, gpu: 1024 }\n",
+                 "t.yaml:3:24: devices[0].gpu: must be between 0 and 1023 (got 1024)");
+    expect_error("model: {path: /m}\ndevices:\n  - { kind: cuda, cpus: \"0-x\" }\n",
+                 "t.yaml:3:25: devices[0].cpus: invalid CPU list '0-x': expected CPU numbers and ranges like "
+                 "\"0-3,5\"");
     expect_error(
         "model: {path: /m}\ndevices:\n  - { kind: cpu, cpus: \"0-1\" }\n  - { kind: cpu, cpus: \"1,0\" }\n",
         "t.yaml:4:5: devices[1]: same device as devices[0] (cpu:0-1); each device runs one worker");
+}
+
+/* cuda entries: cpus and threads apply to them too (pinning and host threads, both optional), and one GPU
+ * may have several workers when the file asks for them: "cuda:0", then "cuda:0#2", ... */
+static void test_cuda_devices(void **state)
+{
+    (void)state;
+    sdw_config cfg;
+    assert_int_equal(load("model: {path: /m}\n"
+                          "devices:\n"
+                          "  - { kind: cuda, gpu: 0 }\n"
+                          "  - { kind: cuda, gpu: 1, threads: 4, cpus: \"3,2\" }\n"
+                          "  - { kind: cuda, gpu: 0, threads: 1 }\n"
+                          "  - { kind: cuda }\n"
+                          "  - { kind: cpu, cpus: \"2-3\" }\n",
+                          &cfg),
+                     0);
+    assert_string_equal(err, "");
+    assert_int_equal(cfg.n_devices, 5);
+    assert_int_equal(cfg.devices[0].kind, SDW_DEV_CUDA);
+    assert_int_equal(cfg.devices[0].gpu, 0);
+    assert_int_equal(cfg.devices[0].threads, 0); /* the pool's cuda default */
+    assert_string_equal(cfg.devices[0].cpus, "");
+    assert_string_equal(cfg.devices[0].name, "cuda:0");
+    assert_int_equal(cfg.devices[1].gpu, 1);
+    assert_int_equal(cfg.devices[1].threads, 4);
+    assert_string_equal(cfg.devices[1].cpus, "2-3");
+    assert_string_equal(cfg.devices[1].name, "cuda:1");
+    assert_int_equal(cfg.devices[2].gpu, 0);
+    assert_int_equal(cfg.devices[2].threads, 1);
+    assert_string_equal(cfg.devices[2].name, "cuda:0#2");
+    assert_int_equal(cfg.devices[3].gpu, 0); /* gpu defaults to 0 */
+    assert_string_equal(cfg.devices[3].name, "cuda:0#3");
+    assert_string_equal(cfg.devices[4].name,
+                        "cpu:2-3"); /* the same CPUs as a cuda worker's: another device */
+    sdw_config_free(&cfg);
 }
 
 static void test_listen_and_node_id(void **state)
@@ -650,6 +689,7 @@ int main(void)
         cmocka_unit_test(test_preview_decoder),
         cmocka_unit_test(test_precision),
         cmocka_unit_test(test_devices),
+        cmocka_unit_test(test_cuda_devices),
         cmocka_unit_test(test_listen_and_node_id),
         cmocka_unit_test(test_enums_and_origins),
         cmocka_unit_test(test_unsupported_yaml),

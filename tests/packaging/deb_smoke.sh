@@ -65,10 +65,11 @@ for f in /usr/bin/sd-worker /usr/libexec/sd-worker/sd-worker-engine; do
     [ -x "$f" ] || fail "$f missing or not executable"
 done
 for f in /etc/sd-worker/sd-worker.yaml /lib/systemd/system/sd-worker.service /usr/lib/sysusers.d/sd-worker.conf \
-    /usr/lib/tmpfiles.d/sd-worker.conf /usr/share/man/man1/sd-worker.1.gz /usr/share/doc/sd-worker/copyright; do
+    /usr/lib/tmpfiles.d/sd-worker.conf /usr/share/man/man1/sd-worker.1.gz /usr/share/doc/sd-worker/copyright \
+    /usr/share/doc/sd-worker/examples/cuda-override.conf; do
     [ -f "$f" ] || fail "$f missing"
 done
-for f in README deployment architecture; do # dh_compress gzips the larger ones
+for f in README deployment architecture gpu; do # dh_compress gzips the larger ones
     [ -f "/usr/share/doc/sd-worker/$f.md" ] || [ -f "/usr/share/doc/sd-worker/$f.md.gz" ] ||
         fail "/usr/share/doc/sd-worker/$f.md missing"
 done
@@ -93,6 +94,16 @@ exposure=$(systemd-analyze security --offline=true /lib/systemd/system/sd-worker
     sed -n 's/.*Overall exposure level for sd-worker.service: \([0-9.]*\).*/\1/p')
 [ -n "$exposure" ] || fail "systemd-analyze security gave no exposure level"
 awk -v e="$exposure" 'BEGIN { exit !(e < 4.0) }' || fail "exposure $exposure is not under 4.0"
+# the CUDA drop-in, installed as docs/gpu.md says: the unit with it still verifies silently
+dropin=/etc/systemd/system/sd-worker.service.d
+made=0
+[ -d "$dropin" ] || { mkdir -p "$dropin" && made=1; }
+cp /usr/share/doc/sd-worker/examples/cuda-override.conf "$dropin/zz-sdw-smoke-cuda.conf"
+rc=0
+out=$(systemd-analyze verify /lib/systemd/system/sd-worker.service 2>&1) || rc=$?
+rm -f "$dropin/zz-sdw-smoke-cuda.conf"
+[ "$made" = 0 ] || rmdir "$dropin"
+[ "$rc" = 0 ] && [ -z "$out" ] || fail "systemd-analyze verify with the CUDA drop-in (rc $rc) printed: $out"
 echo "systemd-analyze verify: clean; security exposure: $exposure"
 
 step "check the installed configuration"

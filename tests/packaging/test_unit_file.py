@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 # test_unit_file.py: checks the packaging sources without building a .deb: the systemd unit (settings the
-# service relies on, `systemd-analyze verify` silent, security exposure < 4.0), sysusers, tmpfiles, man page.
+# service relies on, `systemd-analyze verify` silent, security exposure < 4.0), the example drop-in for CUDA
+# workers (debian/cuda-override.conf: what it relaxes, verify silent with it, exposure still < 4.0),
+# sysusers, tmpfiles, man page.
 """Exit 0 pass, 1 fail, 77 skip (no systemd-analyze: apt-get install systemd)."""
 import os
 import re
@@ -15,6 +17,7 @@ from sdw_checks import check, finish  # noqa: E402
 SRC = os.environ.get("SDW_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.abspath(os.environ.get("SDW_BUILD_DIR") or os.path.join(SRC, "build"))
 UNIT = os.path.join(SRC, "debian", "sd-worker.service")
+CUDA_DROPIN = os.path.join(SRC, "debian", "cuda-override.conf")
 MAX_EXPOSURE = 4.0
 
 def unit_settings(path):
@@ -89,6 +92,37 @@ def check_verify(tmp):
           "systemd-analyze security exposure %s < %.1f" % (exposure, MAX_EXPOSURE))
 
 
+def check_cuda_dropin(tmp):
+    """The drop-in for CUDA workers lifts MemoryDenyWriteExecute (the driver's PTX JIT maps executable memory)
+    and allows the GPU nodes under DevicePolicy=closed; the unit with it verifies and stays under 4.0."""
+    s = unit_settings(CUDA_DROPIN)
+    check(s.get(("[Service]", "MemoryDenyWriteExecute")) == ["no"], "drop-in: MemoryDenyWriteExecute=no")
+    check(s.get(("[Service]", "DevicePolicy")) == ["closed"], "drop-in: DevicePolicy=closed")
+    allow = s.get(("[Service]", "DeviceAllow"), [])
+    for node in ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia0"):
+        check(node + " rw" in allow, "drop-in: DeviceAllow=%s rw" % node)
+    check(len(s) == 3, "drop-in sets nothing else: %r" % sorted(k for _, k in s))
+    examples = open(os.path.join(SRC, "debian", "sd-worker.examples")).read().split()
+    check("debian/cuda-override.conf" in examples, "the package installs it under /usr/share/doc/sd-worker/examples")
+    exe = os.path.join(BUILD, "sd-worker")
+    if not os.access(exe, os.X_OK):
+        exe = "/bin/true"
+    d = os.path.join(tmp, "with-dropin")
+    os.makedirs(os.path.join(d, "sd-worker.service.d"))
+    unit = os.path.join(d, "sd-worker.service")
+    with open(UNIT) as f, open(unit, "w") as g:
+        g.write(f.read().replace("/usr/bin/sd-worker", exe))
+    shutil.copy(CUDA_DROPIN, os.path.join(d, "sd-worker.service.d", "cuda.conf"))
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", unit], capture_output=True, text=True)
+    out = (r.stdout + r.stderr).strip()
+    check(r.returncode == 0 and out == "", "verify with the CUDA drop-in prints nothing (rc %d, output %r)" % (r.returncode, out))
+    r = subprocess.run(["systemd-analyze", "security", "--offline=true", unit], capture_output=True, text=True)
+    m = re.search(r"Overall exposure level for sd-worker.service: ([0-9.]+)", r.stdout)
+    exposure = float(m.group(1)) if m else None
+    check(exposure is not None and exposure < MAX_EXPOSURE,
+          "exposure with the CUDA drop-in %s < %.1f" % (exposure, MAX_EXPOSURE))
+
+
 def check_sysusers_tmpfiles(tmp):
     if os.geteuid() != 0:
         print("skip: sysusers/tmpfiles dry run needs root (tmpfiles chowns)")
@@ -131,6 +165,7 @@ def main():
     try:
         check_settings()
         check_verify(tmp)
+        check_cuda_dropin(tmp)
         check_sysusers_tmpfiles(tmp)
         check_manpage()
     finally:

@@ -2,15 +2,22 @@
  * engine, and misbehaves on request (crash, hang, garbage, oversized or foreign frames) so pool tests can
  * provoke it.
  *
- *   sdw-fake-worker worker --fd N --model SPEC [--threads N] [--device NAME] [anything else is accepted]
+ *   sdw-fake-worker worker --fd N --model SPEC [--threads N] [--device NAME] [--backend NAME] [anything else
+ * is accepted]
  *
  * SPEC is a comma-separated list: ok | load_fail (error model_load_failed, exit 2) | fail_while=PATH
  * (load_fail while PATH exists) | load_crash (exit 3 while loading) | load_ms=N | step_ms=N (default 5) |
  * native=N (the native size its ready reports, default 512) | ignore_term (ignore SIGTERM and shutdown) |
- * no_hello. A job's behaviour is its prompt: crash (exit 3),
+ * no_hello | vram=FREE/TOTAL (a GPU worker's memory in bytes, sent with ready and with the frame that ends
+ * each job; each job leaves 1 MiB less free). A job's behaviour is its prompt: crash (exit 3),
  * abort (SIGABRT), exit0, hang (silent forever), garbage, oversize, badver, wrongjob, error (engine_error),
- * invalid (invalid_request), big (a 3 MB png after the steps); anything else runs `steps` steps, honours
- * cancel at step boundaries and returns "FAKEPNG:<prompt>:<seed>" as the png. */
+ * invalid (invalid_request), big (a 3 MB png after the steps), device_fail (one step, then what a worker
+ * whose GPU failed does: error device_failed without and with the job, exit 5); anything else runs `steps`
+ * steps, honours cancel at step boundaries and returns "FAKEPNG:<prompt>:<seed>" as the png.
+ *
+ * Its ready frame's model name describes how it was started: "threads=T omp=O cpus=LIST device=NAME fds=N",
+ * and with --backend "threads=T omp=O backend=B cvd=CUDA_VISIBLE_DEVICES order=CUDA_DEVICE_ORDER ncpus=N
+ * device=NAME cpus=LIST" ("-" for a variable that is not set). */
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
@@ -29,6 +36,16 @@ static int ignore_term, step_ms = 5, native_size = 512;
 static volatile sig_atomic_t got_term;
 static sdw_frame_reader *reader;
 static msgpack_sbuffer sb;
+static sdw_frame_vram vram; /* vram=FREE/TOTAL, or has 0 */
+static const char *backend; /* --backend, or NULL */
+
+/* The GPU memory a job's last frame reports: 1 MiB less free after every job. */
+static const sdw_frame_vram *job_vram(void)
+{
+    if (!vram.has) return NULL;
+    vram.free_bytes = vram.free_bytes > (1u << 20) ? vram.free_bytes - (1u << 20) : 0;
+    return &vram;
+}
 
 static void on_term(int sig)
 {
@@ -97,6 +114,7 @@ static void report_ready(const char *device)
 {
     char cpus[256] = "";
     cpu_set_t set;
+    CPU_ZERO(&set);
     if (sched_getaffinity(0, sizeof set, &set) == 0) {
         size_t o = 0;
         for (int c = 0; c < CPU_SETSIZE && o + 8 < sizeof cpus; c++)
@@ -113,9 +131,18 @@ static void report_ready(const char *device)
         closedir(d);
     }
     char name[512];
-    snprintf(name, sizeof name, "threads=%s omp=%s cpus=%s device=%s fds=%d", blas ? blas : "-",
-             omp ? omp : "-", cpus, device, extra_fds);
-    sdw_frame_ready(&sb, "fake", "eps", "fakehash01", name, 0.01, native_size, 1); /* "runs bf16" */
+    if (backend) {
+        const char *cvd = getenv("CUDA_VISIBLE_DEVICES"), *order = getenv("CUDA_DEVICE_ORDER");
+        snprintf(name, sizeof name, "threads=%s omp=%s backend=%s cvd=%s order=%s ncpus=%d device=%s cpus=%s",
+                 blas ? blas : "-", omp ? omp : "-", backend, cvd ? cvd : "-", order ? order : "-",
+                 CPU_COUNT(&set), device, cpus);
+    } else {
+        snprintf(name, sizeof name, "threads=%s omp=%s cpus=%s device=%s fds=%d", blas ? blas : "-",
+                 omp ? omp : "-", cpus, device, extra_fds);
+    }
+    /* "runs bf16" */
+    sdw_frame_ready_vram(&sb, "fake", "eps", "fakehash01", name, 0.01, native_size, 1,
+                         vram.has ? &vram : NULL);
     send_sb();
 }
 
@@ -183,10 +210,22 @@ static void run_job(const sdw_frame *j)
     }
     if (!strcmp(what, "error") || !strcmp(what, "invalid")) {
         int inv = !strcmp(what, "invalid");
-        sdw_frame_error(&sb, 1, job, inv ? "invalid_request" : "engine_error",
-                        inv ? "steps: must be 1..150" : "fake engine failure");
+        sdw_frame_error_vram(&sb, 1, job, inv ? "invalid_request" : "engine_error",
+                             inv ? "steps: must be 1..150" : "fake engine failure", job_vram());
         send_sb();
         return;
+    }
+    if (!strncmp(what, "device_fail", 11)) {
+        /* as worker_loop.c's device_failed(): the error without a job first, then the job's, then exit 5;
+         * device_fail_nojob stops after the first (as when the exit is seen before the job's frame is read),
+         * device_fail_silent sends neither */
+        sdw_frame_progress(&sb, job, 1, j->u.job.steps, 0.001);
+        if (strcmp(what, "device_fail_silent"))
+            sdw_frame_error(&sb, 0, 0, "device_failed", "fake: an illegal memory access was encountered");
+        if (!strcmp(what, "device_fail"))
+            sdw_frame_error(&sb, 1, job, "device_failed", "fake: an illegal memory access was encountered");
+        send_sb();
+        exit(5);
     }
     for (int step = 1; step <= j->u.job.steps; step++) {
         sleep_ms(step_ms);
@@ -197,7 +236,7 @@ static void run_job(const sdw_frame *j)
             uint64_t fj = f.job;
             sdw_frame_free(&f);
             if (t == SDW_FRAME_CANCEL && fj == job) {
-                sdw_frame_cancelled(&sb, job);
+                sdw_frame_cancelled_vram(&sb, job, job_vram());
                 send_sb();
                 return;
             }
@@ -217,7 +256,8 @@ static void run_job(const sdw_frame *j)
         uint8_t *png = malloc(len);
         for (size_t i = 0; i < len; i++)
             png[i] = (uint8_t)(i * 7 + (i >> 16));
-        sdw_frame_result(&sb, job, png, len, j->u.job.width, j->u.job.height, j->u.job.seed, 0, 0, 0, 0);
+        sdw_frame_result_vram(&sb, job, 0, 1, png, len, j->u.job.width, j->u.job.height, j->u.job.seed, 0, 0,
+                              0, 0, SDW_PRECISION_FP32, job_vram());
         free(png);
         send_sb();
         return;
@@ -228,8 +268,9 @@ static void run_job(const sdw_frame *j)
         char png[512];
         uint64_t seed = j->u.job.seed + (uint64_t)i;
         int n = snprintf(png, sizeof png, "FAKEPNG:%s:%llu", what, (unsigned long long)seed);
-        sdw_frame_result_at(&sb, job, i, count, (const uint8_t *)png, (size_t)n, j->u.job.width,
-                            j->u.job.height, seed, 0.001, 0.002, 0.003, 0.006, j->u.job.precision);
+        sdw_frame_result_vram(&sb, job, i, count, (const uint8_t *)png, (size_t)n, j->u.job.width,
+                              j->u.job.height, seed, 0.001, 0.002, 0.003, 0.006, j->u.job.precision,
+                              i + 1 == count ? job_vram() : NULL);
         send_sb();
     }
 }
@@ -248,6 +289,8 @@ int main(int argc, char **argv)
             spec = argv[i + 1];
         else if (!strcmp(argv[i], "--device"))
             device = argv[i + 1];
+        else if (!strcmp(argv[i], "--backend"))
+            backend = argv[i + 1];
     }
     if (fd < 0) {
         fprintf(stderr, "fake worker: --fd is required\n");
@@ -265,6 +308,12 @@ int main(int argc, char **argv)
     }
     if ((v = strstr(spec, "step_ms="))) step_ms = atoi(v + 8);
     if ((v = strstr(spec, "native="))) native_size = atoi(v + 7);
+    if ((v = strstr(spec, "vram="))) {
+        unsigned long long fr = 0, tot = 0;
+        vram.has = sscanf(v + 5, "%llu/%llu", &fr, &tot) == 2;
+        vram.free_bytes = fr;
+        vram.total_bytes = tot;
+    }
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -1,5 +1,6 @@
 /* test_metrics.c: the Prometheus exposition text: counters, labelled families (escaping, caps),
- * histograms, worker gauges; and `promtool check metrics` on a rendering when promtool is installed. */
+ * histograms, worker gauges, GPU memory gauges; and `promtool check metrics` on a rendering (GPU gauges
+ * included) when promtool is installed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,14 +32,27 @@ static int count_prefix(const char *text, const char *prefix)
     return c;
 }
 
+/* a CPU worker, a GPU worker that reported its memory and a second worker on the same GPU */
 static const sdw_metrics_worker workers[] = {
-    {"cpu:0-1", "busy", 2, 17},
-    {"cuda:0", "ready", 0, 3},
+    {.device = "cpu:0-1", .state = "busy", .restarts = 2, .jobs_served = 17},
+    {.device = "cuda:0",
+     .state = "ready",
+     .jobs_served = 3,
+     .has_vram = 1,
+     .vram_free_bytes = 12345678901ULL,
+     .vram_total_bytes = 150754820096ULL},
+    {.device = "cuda:0#2",
+     .state = "busy",
+     .jobs_served = 1,
+     .has_vram = 1,
+     .vram_free_bytes = 12000000000ULL,
+     .vram_total_bytes = 150754820096ULL},
 };
+#define N_WORKERS (int)(sizeof workers / sizeof workers[0])
 
 static char *render(sdw_metrics *m, size_t *len)
 {
-    char *t = sdw_metrics_render(m, 4, 1, workers, 2, 12.5, len);
+    char *t = sdw_metrics_render(m, 4, 1, workers, N_WORKERS, 12.5, len);
     assert_non_null(t);
     assert_int_equal(strlen(t), *len);
     return t;
@@ -134,7 +148,7 @@ static void test_workers(void **state)
     has_line(t, "sdw_worker_state{device=\"cpu:0-1\",state=\"loading\"} 0");
     has_line(t, "sdw_worker_state{device=\"cuda:0\",state=\"ready\"} 1");
     has_line(t, "sdw_worker_state{device=\"cuda:0\",state=\"failed\"} 0");
-    assert_int_equal(count_prefix(t, "sdw_worker_state{"), 12); /* six states per device */
+    assert_int_equal(count_prefix(t, "sdw_worker_state{"), 18); /* six states per device */
     has_line(t, "sdw_worker_restarts_total{device=\"cpu:0-1\"} 2");
     has_line(t, "sdw_worker_restarts_total{device=\"cuda:0\"} 0");
     has_line(t, "sdw_worker_jobs_served_total{device=\"cpu:0-1\"} 17");
@@ -142,7 +156,7 @@ static void test_workers(void **state)
     free(t);
 
     /* A state the table doesn't know still shows up as the current one. */
-    sdw_metrics_worker odd = {"cpu:all", "draining", 0, 0};
+    sdw_metrics_worker odd = {.device = "cpu:all", .state = "draining"};
     t = sdw_metrics_render(m, 0, 0, &odd, 1, 0, &len);
     has_line(t, "sdw_worker_state{device=\"cpu:all\",state=\"draining\"} 1");
     assert_int_equal(count_prefix(t, "sdw_worker_state{"), 7);
@@ -151,6 +165,35 @@ static void test_workers(void **state)
     t = sdw_metrics_render(m, 0, 0, NULL, 0, 0, &len);
     assert_non_null(t);
     assert_int_equal(count_prefix(t, "sdw_worker_state{"), 0);
+    free(t);
+    sdw_metrics_free(m);
+}
+
+/* GPU memory: a gauge series per device whose worker reported it, none for CPU workers, and no family at all
+ * when no worker reports (a CPU-only service's /metrics is as before). */
+static void test_vram_gauges(void **state)
+{
+    (void)state;
+    sdw_metrics *m = sdw_metrics_new();
+    size_t len;
+    char *t = render(m, &len);
+    has_line(
+        t,
+        "# HELP sdw_device_vram_free_bytes Free memory of each GPU device, as its worker last reported it.");
+    has_line(t, "# TYPE sdw_device_vram_free_bytes gauge");
+    has_line(t, "# TYPE sdw_device_vram_total_bytes gauge");
+    has_line(t, "sdw_device_vram_free_bytes{device=\"cuda:0\"} 12345678901");
+    has_line(t, "sdw_device_vram_total_bytes{device=\"cuda:0\"} 150754820096");
+    has_line(t, "sdw_device_vram_free_bytes{device=\"cuda:0#2\"} 12000000000");
+    has_line(t, "sdw_device_vram_total_bytes{device=\"cuda:0#2\"} 150754820096");
+    assert_int_equal(count_prefix(t, "sdw_device_vram_free_bytes{"), 2);
+    assert_int_equal(count_prefix(t, "sdw_device_vram_total_bytes{"), 2);
+    assert_null(strstr(t, "sdw_device_vram_free_bytes{device=\"cpu"));
+    free(t);
+
+    t = sdw_metrics_render(m, 0, 0, workers, 1, 0, &len); /* the CPU worker alone */
+    assert_non_null(t);
+    assert_null(strstr(t, "sdw_device_vram"));
     free(t);
     sdw_metrics_free(m);
 }
@@ -265,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_counters_and_gauges),
         cmocka_unit_test(test_histograms),
         cmocka_unit_test(test_workers),
+        cmocka_unit_test(test_vram_gauges),
         cmocka_unit_test(test_http_and_escaping),
         cmocka_unit_test(test_series_cap),
         cmocka_unit_test(test_promtool),

@@ -1,6 +1,9 @@
 /* test_pool.c: the worker pool on a real h2o evloop with real child processes: the test-double worker
  * (tests/serving/fake_worker.c) for every failure mode, and the real sd-worker-engine worker when it can run.
- */
+ * Built twice: as test_pool against the supervisor library (kind cuda refused unless the build has CUDA), and
+ * as test_pool_cuda, with the pool's sources compiled as a -DSDW_CUDA=ON build compiles them
+ * (SDW_POOL_TEST_CUDA_ONLY: only the tests of cuda workers run), so that the cuda spawn path is tested on
+ * machines without a GPU or a CUDA toolkit. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -68,6 +71,7 @@ static struct {
     int nsubmitted;
     int shutdown_done;
     uint64_t shutdown_at;
+    int idle_in_done[MAXREC]; /* sdw_pool_idle_slot() inside each job_done */
 } T;
 
 static uint64_t now_ms(void)
@@ -128,6 +132,7 @@ static void ev_done(void *ud, uint64_t job, const sdw_job_outcome *o)
 {
     (void)ud;
     assert_true(T.ndone < MAXREC);
+    T.idle_in_done[T.ndone] = sdw_pool_idle_slot(T.pool);
     done_rec *r = &T.done[T.ndone++];
     r->job = job;
     r->end = o->end;
@@ -619,12 +624,12 @@ static void test_reload_retires_old_workers_after_their_job(void **state)
     assert_true(RUN_UNTIL(T.nstarted == 1, 5000));
 
     sdw_device_config bad = T.devs[0];
-    bad.kind = SDW_DEV_CUDA;
+    snprintf(bad.cpus, sizeof bad.cpus, "0-");
     sdw_config badcfg = T.cfg;
     badcfg.devices = &bad;
     char err[256] = "";
     assert_int_equal(sdw_pool_reload(T.pool, &badcfg, err, sizeof err), -1);
-    expect_contains(err, "cuda");
+    expect_contains(err, "cannot parse cpus '0-'");
     assert_int_equal(sdw_pool_size(T.pool), 1);
     assert_false(info(0).retiring);
 
@@ -823,9 +828,23 @@ static void test_start_refuses_bad_config(void **state)
     setup_cfg("ok", 1);
     T.devs[0].kind = SDW_DEV_CUDA;
     snprintf(T.devs[0].name, sizeof T.devs[0].name, "cuda:0");
+#ifndef SDW_CUDA
+    /* a build without CUDA refuses kind cuda, and says what to do */
     assert_int_equal(sdw_pool_start(loop, &T.cfg, SDW_FAKE_WORKER, &events, NULL, &p, err, sizeof err), -1);
     assert_null(p);
-    expect_contains(err, "cuda:0: kind cuda needs a GPU backend");
+    assert_string_equal(err,
+                        "device cuda:0: kind cuda needs a GPU backend and this build has none (use kind cpu, "
+                        "or an sd-worker built with -DSDW_CUDA=ON: docs/gpu.md)");
+    assert_int_equal(sdw_pool_device_supported(&T.devs[0], err, sizeof err), -1);
+    expect_contains(err, "kind cuda needs a GPU backend");
+#else
+    assert_int_equal(sdw_pool_device_supported(&T.devs[0], err, sizeof err), 0);
+#endif
+    T.devs[0].kind = SDW_DEV_CPU;
+    assert_int_equal(sdw_pool_device_supported(&T.devs[0], err, sizeof err), 0);
+    T.devs[0].kind = (sdw_device_kind)7;
+    assert_int_equal(sdw_pool_device_supported(&T.devs[0], err, sizeof err), -1);
+    expect_contains(err, "unknown device kind 7");
 
     static const struct {
         const char *cpus, *msg;
@@ -870,6 +889,177 @@ static void test_reaps_children_it_does_not_own(void **state)
     teardown();
 }
 
+/* A GPU worker's memory: from its ready frame, then from the frame that ends each job (result, error,
+ * cancelled); a worker that does not report it (a CPU worker) has none; a respawned worker starts without. */
+static void test_vram_reported(void **state)
+{
+    (void)state;
+    const uint64_t mib = 1u << 20, free0 = 8000000000ULL, total = 16000000000ULL;
+    setup("step_ms=2,vram=8000000000/16000000000", 1);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_true(info(0).has_vram);
+    assert_true(info(0).vram_free_bytes == free0);
+    assert_true(info(0).vram_total_bytes == total);
+    assert_int_equal(submit(0, 1, "a cat", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_int_equal(done_for(1)->end, SDW_JOB_COMPLETE);
+    assert_true(info(0).vram_free_bytes == free0 - mib);
+    assert_int_equal(submit(0, 2, "error", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 2, 5000));
+    assert_true(info(0).vram_free_bytes == free0 - 2 * mib);
+    assert_int_equal(submit(0, 3, "long", 150), 0);
+    assert_true(RUN_UNTIL(T.nprogress > 3, 5000));
+    sdw_pool_cancel(T.pool, 3);
+    assert_true(RUN_UNTIL(T.ndone == 3, 5000));
+    assert_int_equal(done_for(3)->end, SDW_JOB_CANCELLED);
+    assert_true(info(0).vram_free_bytes == free0 - 3 * mib);
+    assert_true(info(0).vram_total_bytes == total);
+    /* a batch reports it once, with its last image */
+    sdw_gen_request jp = {.prompt = "batch",
+                          .negative_prompt = "",
+                          .steps = 1,
+                          .cfg_scale = 7.0,
+                          .seed = 5,
+                          .has_seed = 1,
+                          .width = 64,
+                          .height = 64,
+                          .n = 3,
+                          .sampler = SDW_SAMPLER_EULER,
+                          .schedule = SDW_SCHEDULE_DISCRETE};
+    assert_int_equal(sdw_pool_submit(T.pool, 0, 4, &jp), 0);
+    T.submitted[T.nsubmitted++] = 4;
+    assert_true(RUN_UNTIL(T.ndone == 4, 5000));
+    assert_int_equal(done_for(4)->end, SDW_JOB_COMPLETE);
+    assert_true(info(0).vram_free_bytes == free0 - 4 * mib);
+    /* killed and respawned: nothing is known until its ready */
+    kill(info(0).pid, SIGKILL);
+    assert_true(RUN_UNTIL(info(0).state != SDW_WS_READY, 5000));
+    assert_false(info(0).has_vram);
+    assert_true(info(0).vram_free_bytes == 0 && info(0).vram_total_bytes == 0);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_true(info(0).has_vram && info(0).vram_free_bytes == free0);
+    teardown();
+
+    setup("step_ms=2", 1); /* the fake without vram=: a CPU worker */
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_false(info(0).has_vram);
+    assert_int_equal(submit(0, 1, "a cat", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_false(info(0).has_vram);
+    teardown();
+}
+
+/* A worker whose GPU failed beyond recovery: error device_failed without a job (the slot then takes no job),
+ * the job's error device_failed, exit 5; the pool restarts it like a crash (restarting, not failed). */
+static void test_device_failed_restarts_the_worker(void **state)
+{
+    (void)state;
+    setup_cfg("step_ms=2,vram=100/200", 1);
+    T.cfg.restart_backoff_min_ms = 400; /* time enough to look at the slot while it waits to restart */
+    T.cfg.restart_backoff_max_ms = 400;
+    pool_start(SDW_FAKE_WORKER);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    int pid1 = info(0).pid;
+    assert_int_equal(submit(0, 1, "device_fail", 3), 0);
+    assert_true(RUN_UNTIL(T.ndone == 1, 5000));
+    assert_int_equal(T.done[0].end, SDW_JOB_ERROR);
+    assert_string_equal(T.done[0].code, "device_failed");
+    assert_string_equal(T.done[0].message, "fake: an illegal memory access was encountered");
+    assert_int_equal(T.idle_in_done[0], -1); /* the job layer could not hand it the next job */
+    assert_int_equal(sdw_pool_idle_slot(T.pool), -1);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_RESTARTING, 5000));
+    expect_contains(info(0).last_error, "device_failed: fake: an illegal memory access");
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    assert_int_equal(info(0).restarts, 1);
+    assert_true(info(0).pid != pid1);
+    assert_false(saw_state(0, SDW_WS_FAILED));
+    assert_string_equal(info(0).last_error, "");
+    assert_int_equal(submit(0, 2, "fine", 2), 0);
+    assert_true(RUN_UNTIL(T.ndone == 2, 5000));
+    assert_int_equal(done_for(2)->end, SDW_JOB_COMPLETE);
+
+    /* the exit may be reaped before the job's own error frame is read: the error without a job says it all */
+    assert_int_equal(submit(0, 3, "device_fail_nojob", 3), 0);
+    assert_true(RUN_UNTIL(T.ndone == 3, 5000));
+    assert_string_equal(done_for(3)->code, "device_failed");
+    assert_string_equal(done_for(3)->message, "fake: an illegal memory access was encountered");
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY && info(0).restarts == 2, 5000));
+    /* exit 5 with no word at all */
+    assert_int_equal(submit(0, 4, "device_fail_silent", 3), 0);
+    assert_true(RUN_UNTIL(T.ndone == 4, 5000));
+    assert_string_equal(done_for(4)->code, "device_failed");
+    assert_string_equal(done_for(4)->message, "the worker's GPU failed (it exited with status 5)");
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY && info(0).restarts == 3, 5000));
+    assert_false(saw_state(0, SDW_WS_FAILED));
+    teardown();
+}
+
+#ifdef SDW_CUDA
+/* How a cuda worker is started, as a -DSDW_CUDA=ON build does it: --backend cuda, CUDA_VISIBLE_DEVICES=<gpu>
+ * (replacing the supervisor's own), CUDA_DEVICE_ORDER=PCI_BUS_ID unless the environment sets one, not pinned
+ * unless cpus is given, 2 threads by default (fewer when cpus lists fewer); two workers on one GPU. */
+static void test_cuda_workers(void **state)
+{
+    (void)state;
+    setenv("CUDA_VISIBLE_DEVICES", "7", 1);
+    unsetenv("CUDA_DEVICE_ORDER");
+    setup_cfg("step_ms=2,vram=1000000/2000000", 4);
+    for (int i = 0; i < 3; i++) {
+        T.devs[i].kind = SDW_DEV_CUDA;
+        T.devs[i].cpus[0] = '\0';
+    }
+    T.devs[0].gpu = 1;
+    snprintf(T.devs[0].name, sizeof T.devs[0].name, "cuda:1");
+    T.devs[1].gpu = 1; /* the same GPU again, pinned to one CPU */
+    snprintf(T.devs[1].cpus, sizeof T.devs[1].cpus, "%s", T.cpu);
+    snprintf(T.devs[1].name, sizeof T.devs[1].name, "cuda:1#2");
+    T.devs[2].gpu = 0;
+    T.devs[2].threads = 5;
+    snprintf(T.devs[2].name, sizeof T.devs[2].name, "cuda:0");
+    pool_start(SDW_FAKE_WORKER);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY && info(1).state == SDW_WS_READY &&
+                              info(2).state == SDW_WS_READY && info(3).state == SDW_WS_READY,
+                          5000));
+    cpu_set_t all;
+    assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
+    char want[160];
+    snprintf(want, sizeof want, "threads=2 omp=2 backend=cuda cvd=1 order=PCI_BUS_ID ncpus=%d device=cuda:1 ",
+             CPU_COUNT(&all));
+    expect_contains(info(0).model_name, want);
+    snprintf(want, sizeof want,
+             "threads=1 omp=1 backend=cuda cvd=1 order=PCI_BUS_ID ncpus=1 device=cuda:1#2 cpus=%s", T.cpu);
+    assert_string_equal(info(1).model_name, want);
+    expect_contains(info(2).model_name, "threads=5 omp=5 backend=cuda cvd=0 order=PCI_BUS_ID ");
+    /* the cpu device beside them: no backend option, nothing CUDA */
+    snprintf(want, sizeof want, "threads=1 omp=1 cpus=%s device=cpu:%s/3 fds=0", T.cpu, T.cpu);
+    assert_string_equal(info(3).model_name, want);
+    assert_string_equal(info(1).device, "cuda:1#2");
+    assert_true(info(0).has_vram && info(0).vram_total_bytes == 2000000);
+    /* both workers of GPU 1 take jobs at once */
+    assert_int_equal(submit(0, 1, "one", 5), 0);
+    assert_int_equal(submit(1, 2, "two", 5), 0);
+    assert_true(RUN_UNTIL(T.ndone == 2, 5000));
+    assert_int_equal(done_for(1)->end, SDW_JOB_COMPLETE);
+    assert_int_equal(done_for(2)->end, SDW_JOB_COMPLETE);
+    teardown();
+
+    /* an administrator's CUDA_DEVICE_ORDER is kept */
+    setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST", 1);
+    setup_cfg("ok", 1);
+    T.devs[0].kind = SDW_DEV_CUDA;
+    T.devs[0].cpus[0] = '\0';
+    T.devs[0].gpu = 3;
+    snprintf(T.devs[0].name, sizeof T.devs[0].name, "cuda:3");
+    pool_start(SDW_FAKE_WORKER);
+    assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
+    expect_contains(info(0).model_name, "backend=cuda cvd=3 order=FASTEST_FIRST ");
+    assert_false(info(0).has_vram);
+    teardown();
+    unsetenv("CUDA_DEVICE_ORDER");
+    unsetenv("CUDA_VISIBLE_DEVICES");
+}
+#endif
+
 /* The real worker program end to end: a model that cannot load is a fatal error (exit 2, FAILED) and the
  * worker's message reaches the log; with the tiny model (when sd-worker-engine can make one) a job completes.
  */
@@ -900,6 +1090,7 @@ static void test_real_worker(void **state)
     assert_true(RUN_UNTIL(info(0).state != SDW_WS_LOADING, 60000));
     assert_int_equal(info(0).state, SDW_WS_READY);
     assert_string_equal(info(0).arch, "tiny");
+    assert_false(info(0).has_vram); /* a CPU engine reports no device memory */
     sdw_gen_request jp = {.prompt = "a red cube",
                           .negative_prompt = "",
                           .steps = 4,
@@ -1183,6 +1374,21 @@ static void test_worker_program_contract(void **state)
     close(fd);
     sdw_frame_reader_free(r);
 
+#ifndef SDW_CUDA
+    /* --backend cuda in an engine without CUDA: the load fails with a message naming it, exit 2 */
+    pid = spawn_direct(model, "--backend", "cuda", &fd);
+    r = sdw_frame_reader_new(SDW_FRAME_MAX_RESULT);
+    expect_frame(fd, r, SDW_FRAME_HELLO, &f);
+    expect_frame(fd, r, SDW_FRAME_ERROR, &f);
+    assert_false(f.has_job);
+    assert_string_equal(f.u.error.code, "model_load_failed");
+    expect_contains(f.u.error.message, "cuda");
+    sdw_frame_free(&f);
+    assert_int_equal(wait_exit(pid, 5000), 2);
+    close(fd);
+    sdw_frame_reader_free(r);
+#endif
+
     /* bad options: an error frame that says why, exit 2 */
     pid = spawn_direct(model, "--threads", "many", &fd);
     r = sdw_frame_reader_new(SDW_FRAME_MAX_RESULT);
@@ -1201,6 +1407,13 @@ static void test_worker_program_contract(void **state)
 
 int main(void)
 {
+#ifdef SDW_POOL_TEST_CUDA_ONLY
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cuda_workers),
+        cmocka_unit_test(test_start_refuses_bad_config),
+        cmocka_unit_test(test_device_failed_restarts_the_worker),
+    };
+#else
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_job_completes),
         cmocka_unit_test(test_two_devices),
@@ -1221,8 +1434,14 @@ int main(void)
         cmocka_unit_test(test_shutdown_kills_stubborn_workers),
         cmocka_unit_test(test_start_refuses_bad_config),
         cmocka_unit_test(test_reaps_children_it_does_not_own),
+        cmocka_unit_test(test_vram_reported),
+        cmocka_unit_test(test_device_failed_restarts_the_worker),
+#ifdef SDW_CUDA
+        cmocka_unit_test(test_cuda_workers),
+#endif
         cmocka_unit_test(test_real_worker),
         cmocka_unit_test(test_worker_program_contract),
     };
+#endif
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
