@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 B=build-cuda
 cmake -S . -B $B -DSDW_CUDA=ON -DCUDAToolkit_ROOT=/usr/local/cuda -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-progs="sd-worker-engine gpu_bench sdw-cuda-info test_backend_cuda test_golden_sd15_e2e test_golden_sd21_e2e
+progs="sd-worker sd-worker-engine gpu_bench sdw-cuda-info test_backend_cuda test_golden_sd15_e2e test_golden_sd21_e2e
        test_golden_sdxl_e2e test_golden_sd15_lora test_golden_sd15_img2img test_golden_sd15_taesd"
 cmake --build $B -j"${JOBS:-2}" --target $progs
 rm -rf .dev/pkg && mkdir -p .dev/pkg/bin .dev/pkg/lib
@@ -16,10 +16,11 @@ for p in $progs; do
     [ -x $B/$p ] && cp $B/$p .dev/pkg/bin/
 done
 # the libraries a CUDA image (Ubuntu) may lack: OpenBLAS and its Fortran runtime, libpng, jansson, utf8proc,
-# cmocka; libc, libstdc++, libz and libcrypto are the machine's own
+# cmocka, msgpack-c, libyaml, libh2o and wslay; libc, libstdc++, libz, libssl and libcrypto are the machine's own
 for l in $(ldd .dev/pkg/bin/* 2>/dev/null | awk '/=>/ {print $3}' | sort -u); do
     case "$(basename "$l")" in
-    libopenblas* | libgfortran* | libquadmath* | libpng16* | libjansson* | libutf8proc* | libcmocka*)
+    libopenblas* | libgfortran* | libquadmath* | libpng16* | libjansson* | libutf8proc* | libcmocka* | \
+        libmsgpackc* | libyaml* | libh2o* | libwslay*)
         cp -L "$l" .dev/pkg/lib/ ;;
     esac
 done
