@@ -1,14 +1,14 @@
 #!/bin/bash
 # bench/gpu/run.sh: on a GPU machine, from the repository root with .dev/pkg.tar.xz carried (bench/gpu/pack.sh):
 # the CUDA backend's op tests, the goldens on the GPU, gpu_bench's table for SD 1.5 512x512 and SDXL
-# 1024x1024 at 20 steps for each GEMM arithmetic (MODES, "linear+attention:conv"), and the service with
-# two cuda workers on the GPU. Everything it prints goes to $OUT/log too. STAGES picks what runs.
+# 1024x1024 at 20 steps (SD 1.5 also against the CPU engine's image), two engines on one GPU at once, and
+# the service with two cuda workers on the GPU. Everything it prints goes to $OUT/log too. STAGES picks
+# what runs (cpu: the CPU comparison, minutes on the engine's CPU path).
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/log") 2>&1
-STAGES=${STAGES:-ops sd15 serve xl}
-MODES=${MODES:-tf32:tf32 fp16:tf32 fp16:fp16 bf16:bf16}
+STAGES=${STAGES:-ops sd15 cpu two serve xl}
 D=/tmp/d
 mkdir -p $D && tar -C $D -xJf .dev/pkg.tar.xz && D=$D/pkg
 cub=$(find / -xdev -name 'libcublas.so.13*' -not -path '/proc/*' 2>/dev/null | head -1)
@@ -21,7 +21,6 @@ mkdir -p $T
 export SDW_BUILD_DIR=/tmp/b SDW_SOURCE_DIR=$PWD SDW_TESTDATA_DIR=$PWD/tests/data SDW_TEST_BACKEND=cuda
 has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
 t() { local s=$SECONDS; timeout "$@"; local rc=$?; echo "[rc=$rc, $((SECONDS - s)) s: $2]"; return $rc; }
-mode() { export SDW_CUDA_GEMM=${1%%:*} SDW_CUDA_CONV=${1##*:}; echo "-- SDW_CUDA_GEMM=$SDW_CUDA_GEMM SDW_CUDA_CONV=$SDW_CUDA_CONV"; }
 # the checkpoints (the files the goldens came from); SDXL's (6.9 GB) goes on writing while SD 1.5 runs
 mk() { $D/bin/sd-worker-engine mkmodel --preset $1-random --seed 1 --dtype f16 --output $T/rand$1-s1-f16.safetensors; }
 mk sd15 > $OUT/mkmodel.log 2>&1 &
@@ -30,29 +29,35 @@ if has xl; then mk sdxl > $OUT/mkmodel_xl.log 2>&1 & fi
 mkxl=$!
 if has ops; then
     echo "== op tests"
-    for m in tf32:tf32 fp16:fp16 bf16:bf16; do mode $m; t 60 $D/bin/test_backend_cuda | grep -E "FAIL|cases|PASSED|FAILED|rc="; done
+    t 60 $D/bin/test_backend_cuda
 fi
 wait $mk15; tail -1 $OUT/mkmodel.log
 M15=$T/randsd15-s1-f16.safetensors
 if has sd15; then
     echo "== SD 1.5 goldens on the GPU"
-    mode tf32:tf32
     for g in test_golden_sd15_e2e test_golden_sd15_lora test_golden_sd15_img2img test_golden_sd15_taesd; do
         t 120 $D/bin/$g | grep -E "vs peer|delta|OK|FAIL|PASSED|rc="
     done
-    for m in $MODES; do
-        [ $m = tf32:tf32 ] && continue
-        mode $m; t 120 $D/bin/test_golden_sd15_e2e | grep -E "vs peer|FAIL|PASSED|rc="
-    done
     echo "== SD 1.5 512x512, 20 steps"
-    for m in $MODES; do
-        mode $m
-        t 120 $D/bin/gpu_bench --model $M15 --size 512 --steps 20 --runs 3 --out $OUT --tag sd15_${m/:/_}
-    done
+    cpu=; has cpu && cpu=--cpu-compare
+    t 300 $D/bin/gpu_bench --model $M15 --size 512 --steps 20 --runs 3 $cpu --out $OUT --tag sd15
+    echo "== SD 1.5 512x512 profiled (every op synchronised: slower; the split is what counts)"
+    SDW_PROFILE=1 t 120 $D/bin/gpu_bench --model $M15 --size 512 --steps 20 --runs 1 --tag sd15prof
+fi
+if has two; then
+    echo "== two engines on one GPU at once (two processes, same job): both images equal the single run's"
+    mkdir -p /tmp/w1 /tmp/w2
+    $D/bin/gpu_bench --model $M15 --size 512 --steps 20 --runs 2 --out /tmp/w1 --tag w1 > /tmp/w1/log 2>&1 &
+    p1=$!
+    $D/bin/gpu_bench --model $M15 --size 512 --steps 20 --runs 2 --out /tmp/w2 --tag w2 > /tmp/w2/log 2>&1 &
+    p2=$!
+    wait $p1; r1=$?; wait $p2; r2=$?
+    cat /tmp/w1/log /tmp/w2/log
+    echo "rcs $r1 $r2"
+    for w in w1 w2; do cmp $OUT/sd15_512.png /tmp/$w/${w}_512.png && echo "$w: the same bytes as the single run"; done
 fi
 if has serve; then
     echo "== the service: two kind: cuda workers on GPU 0, two A1111 txt2img requests at once"
-    mode tf32:tf32
     cat > /tmp/sdw.yaml <<YAML
 listen: "127.0.0.1:18080"
 model:
@@ -104,15 +109,11 @@ fi
 MXL=$T/randsdxl-s1-f16.safetensors
 if has xl; then
     wait $mkxl; tail -1 $OUT/mkmodel_xl.log
-    echo "== SDXL 1024x1024, 20 steps"
-    for m in $MODES; do
-        mode $m
-        t 120 $D/bin/gpu_bench --model $MXL --size 1024 --steps 20 --runs 1 --out $OUT --tag sdxl_${m/:/_}
-    done
     echo "== SDXL goldens on the GPU"
-    for m in fp16:tf32 fp16:fp16; do
-        mode $m; SDW_MANUAL_TESTS=1 SDW_SDXL_MODEL=$MXL t 120 $D/bin/test_golden_sdxl_e2e | grep -E "SDXL|FAIL|PASSED|rc="
-    done
+    SDW_MANUAL_TESTS=1 SDW_SDXL_MODEL=$MXL t 180 $D/bin/test_golden_sdxl_e2e | grep -E "SDXL|FAIL|PASSED|rc="
+    echo "== SDXL 1024x1024, 20 steps"
+    t 120 $D/bin/gpu_bench --model $MXL --size 1024 --steps 20 --runs 2 --out $OUT --tag sdxl
+    SDW_PROFILE=1 t 120 $D/bin/gpu_bench --model $MXL --size 1024 --steps 20 --runs 1 --tag sdxlprof
 fi
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv
 echo "== done in $SECONDS s"

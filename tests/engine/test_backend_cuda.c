@@ -309,8 +309,7 @@ static int setup(void **state)
     }
     be->free(be, b);
     G = be;
-    const char *tf = getenv("SDW_CUDA_TF32");
-    printf("backend \"%s\" against \"%s\"; SDW_CUDA_TF32=%s", G->name, C->name, tf ? tf : "(unset)");
+    printf("backend \"%s\" against \"%s\"", G->name, C->name);
     size_t fr = 0, tot = 0;
     if (G->vram && G->vram(G, &fr, &tot) == 0)
         printf("; VRAM free %.0f of %.0f MiB", fr / 1048576.0, tot / 1048576.0);

@@ -1,5 +1,5 @@
 /* backend_cuda.cu: the CUDA backend of backend.h: buffers in VRAM, weights copied once as float32, GEMMs
- * through cuBLAS on tensor cores (SDW_CUDA_GEMM / SDW_CUDA_CONV choose how), our own kernels for the rest. */
+ * through cuBLAS on TF32 tensor cores, our own kernels for the rest, one stream. */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -42,8 +42,7 @@ typedef struct {
     int device;
     cudaStream_t st;
     cublasHandle_t blas;
-    cublasComputeType_t ct_lin, ct_conv; /* linear layers and attention; convolutions */
-    double *gn_part;                     /* GroupNorm's partial sums: GN_PARTS doubles, twice */
+    double *gn_part; /* GroupNorm's partial sums: GN_PARTS doubles, twice */
     cu_weight *weights;
     cu_upl *uploads;
     void *stage; /* device staging for 16-bit weight uploads */
@@ -86,43 +85,26 @@ static int blas_check(cu_backend *B, cublasStatus_t s, const char *what)
     return B->broken;
 }
 
-/* C = alpha op(A) op(B) + beta C on float32 column-major matrices, computed as ct says (TF32, or inputs
- * rounded to FP16/BF16 for the tensor cores, or plain FP32) with FP32 accumulation */
-static cublasStatus_t gemm(cu_backend *B, cublasComputeType_t ct, cublasOperation_t ta, cublasOperation_t tb,
-                           int m, int n, int k, const float *alpha, const float *a, int lda, const float *b,
-                           int ldb, const float *beta, float *c, int ldc)
+/* C = alpha op(A) op(B) + beta C on float32 column-major matrices, on the tensor cores in TF32 (inputs
+ * rounded to 10 mantissa bits) with FP32 accumulation. cuBLAS was also
+ * given CUBLAS_COMPUTE_32F_FAST_16F and _16BF on an H200: with float32 operands it ran the same kernels
+ * (the same image bytes, the same times), so half precision would need half-precision operands. */
+static cublasStatus_t gemm(cu_backend *B, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                           const float *alpha, const float *a, int lda, const float *b, int ldb,
+                           const float *beta, float *c, int ldc)
 {
     return cublasGemmEx(B->blas, ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb, beta, c,
-                        CUDA_R_32F, ldc, ct, CUBLAS_GEMM_DEFAULT);
+                        CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT);
 }
 
-static cublasStatus_t gemm_batched(cu_backend *B, cublasComputeType_t ct, cublasOperation_t ta,
-                                   cublasOperation_t tb, int m, int n, int k, const float *alpha,
-                                   const float *a, int lda, long long sa, const float *b, int ldb,
-                                   long long sb, const float *beta, float *c, int ldc, long long sc,
-                                   int count)
+static cublasStatus_t gemm_batched(cu_backend *B, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                   int k, const float *alpha, const float *a, int lda, long long sa,
+                                   const float *b, int ldb, long long sb, const float *beta, float *c,
+                                   int ldc, long long sc, int count)
 {
     return cublasGemmStridedBatchedEx(B->blas, ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, sa, b, CUDA_R_32F,
-                                      ldb, sb, beta, c, CUDA_R_32F, ldc, sc, count, ct, CUBLAS_GEMM_DEFAULT);
-}
-
-/* SDW_CUDA_GEMM / SDW_CUDA_CONV: tf32 (the default), fp16, bf16 or fp32 */
-static int math_parse(const char *var, cublasComputeType_t *ct, char *err, size_t errlen)
-{
-    const char *v = getenv(var);
-    if (!v || !*v || !strcmp(v, "tf32"))
-        *ct = CUBLAS_COMPUTE_32F_FAST_TF32;
-    else if (!strcmp(v, "fp16"))
-        *ct = CUBLAS_COMPUTE_32F_FAST_16F;
-    else if (!strcmp(v, "bf16"))
-        *ct = CUBLAS_COMPUTE_32F_FAST_16BF;
-    else if (!strcmp(v, "fp32"))
-        *ct = CUBLAS_COMPUTE_32F;
-    else {
-        snprintf(err, errlen, "backend \"cuda\": %s=%s: want tf32, fp16, bf16 or fp32", var, v);
-        return -1;
-    }
-    return 0;
+                                      ldb, sb, beta, c, CUDA_R_32F, ldc, sc, count,
+                                      CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT);
 }
 
 static float *P(sde_ten t)
@@ -659,14 +641,14 @@ static void cu_linear(sde_backend *be, sde_ten xt, int n, int in, const sde_weig
     cublasStatus_t s;
     if (flags & SDE_LIN_Y_CM) {
         /* y[out][n] row-major = col-major (n x out) = x_rows(n x in) * W^T(in x out) */
-        s = gemm(B, B->ct_lin, xcm ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, n, out, in, &one, x,
-                 xcm ? n : in, w, in, &beta, y, n);
+        s = gemm(B, xcm ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, n, out, in, &one, x, xcm ? n : in, w, in,
+                 &beta, y, n);
         if (blas_check(B, s, "linear")) return;
         if (b) k_bias<<<GRID((size_t)out * n)>>>(y, out, n, n, b, 1);
     } else {
         /* y[n][out] row-major = col-major (out x n) = W(out x in) * x^T(in x n) */
-        s = gemm(B, B->ct_lin, CUBLAS_OP_T, xcm ? CUBLAS_OP_T : CUBLAS_OP_N, out, n, in, &one, w, in, x,
-                 xcm ? n : in, &beta, y, out);
+        s = gemm(B, CUBLAS_OP_T, xcm ? CUBLAS_OP_T : CUBLAS_OP_N, out, n, in, &one, w, in, x, xcm ? n : in,
+                 &beta, y, out);
         if (blas_check(B, s, "linear")) return;
         if (b) k_bias<<<GRID((size_t)out * n)>>>(y, n, out, out, b, 0);
     }
@@ -719,7 +701,7 @@ static void cu_conv(sde_backend *be, const sde_be_conv *c, sde_ten scratch, size
     if (conv_direct(c)) {
         /* y_b (col-major np x cout, ld y_cstride) = x_b (np x cin, ld x_cstride) * W^T (cin x cout) */
         for (int b = 0; b < (per ? c->batch : 1); b++) {
-            cublasStatus_t s = gemm(B, B->ct_conv, CUBLAS_OP_N, CUBLAS_OP_N, (int)np, c->cout, c->cin, &one,
+            cublasStatus_t s = gemm(B, CUBLAS_OP_N, CUBLAS_OP_N, (int)np, c->cout, c->cin, &one,
                                     P(c->x) + (size_t)b * c->x_bstride, (int)c->x_cstride, w, c->cin, &beta,
                                     y + (size_t)b * c->y_bstride, (int)c->y_cstride);
             if (blas_check(B, s, "conv 1x1")) return;
@@ -758,8 +740,8 @@ static void cu_conv(sde_backend *be, const sde_be_conv *c, sde_ten scratch, size
                 if (cu_check(B, "im2col")) return;
                 /* y (col-major m x cout, ld y_cstride) = col (m x K, ld m) * W^T (K x cout, ld K) */
                 float *yb = per ? y + (size_t)b * c->y_bstride + p0 : y + p0;
-                cublasStatus_t s = gemm(B, B->ct_conv, CUBLAS_OP_N, CUBLAS_OP_N, (int)m, c->cout, (int)K,
-                                        &one, col, (int)m, w, (int)K, &beta, yb, (int)c->y_cstride);
+                cublasStatus_t s = gemm(B, CUBLAS_OP_N, CUBLAS_OP_N, (int)m, c->cout, (int)K, &one, col,
+                                        (int)m, w, (int)K, &beta, yb, (int)c->y_cstride);
                 if (blas_check(B, s, "conv")) return;
             }
     }
@@ -803,13 +785,13 @@ static void cu_attention(sde_backend *be, sde_ten qt, int q_stride, sde_ten kt, 
         const int g = heads - h0 < G ? heads - h0 : G;
         /* S_h^T (col-major nk x nq) = K_h (nk x hd) * Q_h^T */
         cublasStatus_t st =
-            gemm_batched(B, B->ct_lin, CUBLAS_OP_T, CUBLAS_OP_N, nk, nq, hd, &scale, k + (size_t)h0 * hd,
-                         k_stride, hd, q + (size_t)h0 * hd, q_stride, hd, &zero, s, nk, sS, g);
+            gemm_batched(B, CUBLAS_OP_T, CUBLAS_OP_N, nk, nq, hd, &scale, k + (size_t)h0 * hd, k_stride, hd,
+                         q + (size_t)h0 * hd, q_stride, hd, &zero, s, nk, sS, g);
         if (blas_check(B, st, "attention QK")) return;
         k_softmax<<<g * nq, 256, 0, B->st>>>(s, nk, nq, causal);
         /* O_h^T (col-major hd x nq, ld out_stride) = V_h^T (hd x nk) * P_h^T (nk x nq) */
-        st = gemm_batched(B, B->ct_lin, CUBLAS_OP_N, CUBLAS_OP_N, hd, nq, nk, &one, v + (size_t)h0 * hd,
-                          v_stride, hd, s, nk, sS, &zero, o + (size_t)h0 * hd, out_stride, hd, g);
+        st = gemm_batched(B, CUBLAS_OP_N, CUBLAS_OP_N, hd, nq, nk, &one, v + (size_t)h0 * hd, v_stride, hd, s,
+                          nk, sS, &zero, o + (size_t)h0 * hd, out_stride, hd, g);
         if (blas_check(B, st, "attention PV")) return;
     }
     cu_check(B, "attention");
@@ -979,11 +961,6 @@ extern "C" sde_backend *sde_backend_cuda_open(char *err, size_t errlen)
         return NULL;
     }
     B->device = 0;
-    if (math_parse("SDW_CUDA_GEMM", &B->ct_lin, err, errlen) ||
-        math_parse("SDW_CUDA_CONV", &B->ct_conv, err, errlen)) {
-        free(B);
-        return NULL;
-    }
     if ((e = cudaSetDevice(0)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&B->st, cudaStreamNonBlocking))) {
         snprintf(err, errlen, "backend \"cuda\": %s", cudaGetErrorString(e));
