@@ -3,7 +3,8 @@
 # the CUDA backend's op tests, the goldens on the GPU, gpu_bench's table for SD 1.5 512x512 and SDXL
 # 1024x1024 at 20 steps (SD 1.5 also against the CPU engine's image), two engines on one GPU at once, and
 # the service with two cuda workers on the GPU. Everything it prints goes to $OUT/log too. STAGES picks
-# what runs (cpu: the CPU comparison, minutes on the engine's CPU path).
+# what runs (cpu: the CPU comparison, minutes on the engine's CPU path; half: SDW_CUDA_HALF=1, FP16 operands,
+# against the default, with the op test and goldens in it; xlhalf: the same for SDXL).
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -25,7 +26,7 @@ t() { local s=$SECONDS; timeout "$@"; local rc=$?; echo "[rc=$rc, $((SECONDS - s
 mk() { $D/bin/sd-worker-engine mkmodel --preset $1-random --seed 1 --dtype f16 --output $T/rand$1-s1-f16.safetensors; }
 mk sd15 > $OUT/mkmodel.log 2>&1 &
 mk15=$!
-if has xl; then mk sdxl > $OUT/mkmodel_xl.log 2>&1 & fi
+if has xl || has xlhalf; then mk sdxl > $OUT/mkmodel_xl.log 2>&1 & fi
 mkxl=$!
 if has ops; then
     echo "== op tests"
@@ -114,6 +115,28 @@ if has xl; then
     echo "== SDXL 1024x1024, 20 steps"
     t 120 $D/bin/gpu_bench --model $MXL --size 1024 --steps 20 --runs 2 --out $OUT --tag sdxl
     SDW_PROFILE=1 t 120 $D/bin/gpu_bench --model $MXL --size 1024 --steps 20 --runs 1 --tag sdxlprof
+fi
+if has half; then
+    echo "== SDW_CUDA_HALF=1 (FP16 operands for linear layers and gathered convolutions) against the default"
+    SDW_CUDA_HALF=1 t 60 $D/bin/test_backend_cuda | grep -E "FAIL|cases|PASSED|rc="
+    for g in test_golden_sd15_e2e test_golden_sd15_lora; do
+        SDW_CUDA_HALF=1 t 120 $D/bin/$g | grep -E "vs peer|FAIL|PASSED|rc="
+    done
+    for h in 0 1 0 1; do
+        SDW_CUDA_HALF=$h t 60 $D/bin/gpu_bench --model $M15 --size 512 --steps 20 --runs 3 --out $OUT \
+            --tag sd15_half$h | grep -E "best|run 3"
+    done
+    if has xlhalf; then
+        wait $mkxl; tail -1 $OUT/mkmodel_xl.log
+        SDW_CUDA_HALF=1 SDW_MANUAL_TESTS=1 SDW_SDXL_MODEL=$MXL t 180 $D/bin/test_golden_sdxl_e2e |
+            grep -E "SDXL|FAIL|PASSED|rc="
+        for h in 0 1 0 1; do
+            SDW_CUDA_HALF=$h t 60 $D/bin/gpu_bench --model $MXL --size 1024 --steps 20 --runs 1 --out $OUT \
+                --tag sdxl_half$h | grep -E "run 1|VRAM"
+        done
+        SDW_PROFILE=1 SDW_CUDA_HALF=1 t 120 $D/bin/gpu_bench --model $MXL --size 1024 --steps 20 --runs 1 \
+            --tag sdxlprof_half1 | grep -E "^(model|clip|unet|vae|\(no|conv|linear|attention|gn_) "
+    fi
 fi
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv
 echo "== done in $SECONDS s"

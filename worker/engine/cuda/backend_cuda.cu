@@ -1,6 +1,7 @@
 /* backend_cuda.cu: the CUDA backend of backend.h: buffers in VRAM, weights copied once as float32, GEMMs
  * through cuBLAS on TF32 tensor cores, our own kernels for the rest, one stream. */
 #include <cublas_v2.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <math.h>
@@ -28,6 +29,8 @@ typedef struct cu_weight {
     const void *src_data;
     sde_wtype src_type;
     unsigned src_gen;
+    __half *h;   /* an FP16 copy of pub.data for SDW_CUDA_HALF=1, made at first use */
+    int h_valid; /* 0 once pub.data was refilled */
     struct cu_weight *next;
 } cu_weight;
 
@@ -42,6 +45,9 @@ typedef struct {
     int device;
     cudaStream_t st;
     cublasHandle_t blas;
+    int half;        /* SDW_CUDA_HALF=1: linear layers and gathered convolutions on FP16 operands */
+    __half *ws;      /* the linear layers' FP16 inputs (SDW_CUDA_HALF=1), grown to the largest */
+    size_t ws_cap;   /* in halves */
     double *gn_part; /* GroupNorm's partial sums: GN_PARTS doubles, twice */
     cu_weight *weights;
     cu_upl *uploads;
@@ -142,6 +148,13 @@ __global__ static void k_widen_bf16(const uint16_t *s, float *d, size_t n)
         d[i] = __uint_as_float((unsigned)s[i] << 16);
 }
 
+/* FP16 copies of float32 values, saturated at the largest finite half rather than overflowing to inf */
+__global__ static void k_to_half(const float *s, __half *d, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        d[i] = __float2half_rn(fminf(fmaxf(s[i], -65504.0f), 65504.0f));
+}
+
 /* y[r][c] += b[per_row ? r : c] over a rows x cols matrix with row stride ld */
 __global__ static void k_bias(float *y, int rows, int cols, size_t ld, const float *b, int per_row)
 {
@@ -167,7 +180,17 @@ struct im2col_args {
     int np;
 };
 
-__global__ static void k_im2col(im2col_args a, float *col)
+template <typename T> __device__ static inline T col_value(float v);
+template <> __device__ inline float col_value<float>(float v)
+{
+    return v;
+}
+template <> __device__ inline __half col_value<__half>(float v)
+{
+    return __float2half_rn(fminf(fmaxf(v, -65504.0f), 65504.0f));
+}
+
+template <typename T> __global__ static void k_im2col(im2col_args a, T *col)
 {
     const int kk2 = a.k * a.k;
     const size_t n = (size_t)a.cin * kk2 * a.np;
@@ -192,7 +215,7 @@ __global__ static void k_im2col(im2col_args a, float *col)
                 if (a.silu) v = silu_f(v);
             }
         }
-        col[i] = v;
+        col[i] = col_value<T>(v);
     }
 }
 
@@ -567,6 +590,7 @@ static int weight_fill(cu_backend *B, cu_weight *w)
     w->src_data = s->data;
     w->src_type = s->type;
     w->src_gen = s->gen;
+    w->h_valid = 0;
     return 0;
 }
 
@@ -596,6 +620,47 @@ static const float *W(cu_backend *B, const sde_weight *h)
     if (s->data != w->src_data || s->type != w->src_type || s->gen != w->src_gen || s->n != w->pub.n)
         if (weight_fill(B, w)) cu_fail(B, "cannot refresh a weight on the GPU (%zu values)", s->n);
     return (const float *)w->pub.data;
+}
+
+/* The FP16 copy of handle h (SDW_CUDA_HALF=1), NULL when it cannot be made (the caller then uses FP32). */
+static const __half *W16(cu_backend *B, const sde_weight *h)
+{
+    const float *f = W(B, h);
+    cu_weight *w = (cu_weight *)h;
+    if (w->h_valid) return w->h;
+    if (!w->h && cudaMalloc((void **)&w->h, w->pub.n * sizeof(__half)) != cudaSuccess) {
+        cudaGetLastError();
+        w->h = NULL;
+        return NULL;
+    }
+    k_to_half<<<GRID(w->pub.n)>>>(f, w->h, w->pub.n);
+    w->h_valid = 1;
+    return w->h;
+}
+
+/* The linear layers' FP16 workspace holding n values, NULL when it cannot grow (FP32 is used then). */
+static __half *ws_half(cu_backend *B, size_t n)
+{
+    if (n > B->ws_cap) {
+        cudaStreamSynchronize(B->st);
+        cudaFree(B->ws);
+        B->ws_cap = 0;
+        if (cudaMalloc((void **)&B->ws, n * sizeof(__half)) != cudaSuccess) {
+            cudaGetLastError();
+            B->ws = NULL;
+            return NULL;
+        }
+        B->ws_cap = n;
+    }
+    return B->ws;
+}
+
+static cublasStatus_t gemm_half(cu_backend *B, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                int k, const float *alpha, const __half *a, int lda, const __half *b, int ldb,
+                                const float *beta, float *c, int ldc)
+{
+    return cublasGemmEx(B->blas, ta, tb, m, n, k, alpha, a, CUDA_R_16F, lda, b, CUDA_R_16F, ldb, beta, c,
+                        CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
 }
 
 static void cu_write(sde_backend *be, sde_ten dst, const float *host, size_t n)
@@ -639,7 +704,21 @@ static void cu_linear(sde_backend *be, sde_ten xt, int n, int in, const sde_weig
     const float one = 1.0f, beta = (flags & SDE_LIN_ACC) ? 1.0f : 0.0f;
     const int xcm = flags & SDE_LIN_X_CM;
     cublasStatus_t s;
-    if (flags & SDE_LIN_Y_CM) {
+    const __half *w16 = B->half ? W16(B, wh) : NULL;
+    __half *x16 = w16 ? ws_half(B, (size_t)n * in) : NULL;
+    if (x16) {
+        /* the same products on FP16 copies of x and W, summed in FP32 */
+        k_to_half<<<GRID((size_t)n * in)>>>(x, x16, (size_t)n * in);
+        if (flags & SDE_LIN_Y_CM)
+            s = gemm_half(B, xcm ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, n, out, in, &one, x16,
+                          xcm ? n : in, w16, in, &beta, y, n);
+        else
+            s = gemm_half(B, CUBLAS_OP_T, xcm ? CUBLAS_OP_T : CUBLAS_OP_N, out, n, in, &one, w16, in, x16,
+                          xcm ? n : in, &beta, y, out);
+        if (blas_check(B, s, "linear")) return;
+        if (b && (flags & SDE_LIN_Y_CM)) k_bias<<<GRID((size_t)out * n)>>>(y, out, n, n, b, 1);
+        if (b && !(flags & SDE_LIN_Y_CM)) k_bias<<<GRID((size_t)out * n)>>>(y, n, out, out, b, 0);
+    } else if (flags & SDE_LIN_Y_CM) {
         /* y[out][n] row-major = col-major (n x out) = x_rows(n x in) * W^T(in x out) */
         s = gemm(B, xcm ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, n, out, in, &one, x, xcm ? n : in, w, in,
                  &beta, y, n);
@@ -707,7 +786,9 @@ static void cu_conv(sde_backend *be, const sde_be_conv *c, sde_ten scratch, size
             if (blas_check(B, s, "conv 1x1")) return;
         }
     } else {
-        size_t chunk = scratch_bytes / (K * sizeof(float));
+        /* SDW_CUDA_HALF=1: FP16 columns and weights (twice the pixels per chunk) */
+        const __half *w16 = B->half ? W16(B, c->wt) : NULL;
+        size_t chunk = scratch_bytes / (K * (w16 ? sizeof(__half) : sizeof(float)));
         if (chunk > np) chunk = np;
         if (chunk == 0) {
             cu_fail(B, "conv: %zu bytes of scratch is less than one output row", scratch_bytes);
@@ -736,12 +817,18 @@ static void cu_conv(sde_backend *be, const sde_be_conv *c, sde_ten scratch, size
                 const size_t m = np - p0 < chunk ? np - p0 : chunk;
                 a.g0 = (per ? (size_t)b * ohw : 0) + p0;
                 a.np = (int)m;
-                k_im2col<<<GRID(K * m)>>>(a, col);
-                if (cu_check(B, "im2col")) return;
                 /* y (col-major m x cout, ld y_cstride) = col (m x K, ld m) * W^T (K x cout, ld K) */
                 float *yb = per ? y + (size_t)b * c->y_bstride + p0 : y + p0;
-                cublasStatus_t s = gemm(B, CUBLAS_OP_N, CUBLAS_OP_N, (int)m, c->cout, (int)K, &one, col,
-                                        (int)m, w, (int)K, &beta, yb, (int)c->y_cstride);
+                cublasStatus_t s;
+                if (w16) {
+                    k_im2col<__half><<<GRID(K * m)>>>(a, (__half *)col);
+                    s = gemm_half(B, CUBLAS_OP_N, CUBLAS_OP_N, (int)m, c->cout, (int)K, &one,
+                                  (const __half *)col, (int)m, w16, (int)K, &beta, yb, (int)c->y_cstride);
+                } else {
+                    k_im2col<float><<<GRID(K * m)>>>(a, col);
+                    s = gemm(B, CUBLAS_OP_N, CUBLAS_OP_N, (int)m, c->cout, (int)K, &one, col, (int)m, w,
+                             (int)K, &beta, yb, (int)c->y_cstride);
+                }
                 if (blas_check(B, s, "conv")) return;
             }
     }
@@ -929,6 +1016,7 @@ static void cu_destroy(sde_backend *be)
     cudaStreamSynchronize(B->st);
     for (cu_weight *w = B->weights, *nx; w; w = nx) {
         nx = w->next;
+        cudaFree(w->h);
         cudaFree((void *)w->pub.data);
         free(w);
     }
@@ -940,6 +1028,7 @@ static void cu_destroy(sde_backend *be)
     cudaFree(B->stage);
     cudaFree(B->ids);
     cudaFree(B->gn_part);
+    cudaFree(B->ws);
     if (B->blas) cublasDestroy(B->blas);
     if (B->st) cudaStreamDestroy(B->st);
     free(B);
@@ -961,6 +1050,8 @@ extern "C" sde_backend *sde_backend_cuda_open(char *err, size_t errlen)
         return NULL;
     }
     B->device = 0;
+    const char *hf = getenv("SDW_CUDA_HALF");
+    B->half = hf && !strcmp(hf, "1");
     if ((e = cudaSetDevice(0)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&B->st, cudaStreamNonBlocking))) {
         snprintf(err, errlen, "backend \"cuda\": %s", cudaGetErrorString(e));
