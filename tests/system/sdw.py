@@ -68,8 +68,12 @@ def slow_job(seconds=3.0, **extra):
     a kill or a shutdown lands in the middle of it."""
     if FAKE:
         p = dict(steps=max(4, min(150, int(seconds / FAKE_STEP_S))), width=64, height=64)
+    elif seconds / REAL_STEP_S <= 150:
+        p = dict(steps=max(4, int(seconds / REAL_STEP_S)), width=REAL_SIZE, height=REAL_SIZE)
     else:
-        p = dict(steps=max(4, min(150, int(seconds / REAL_STEP_S))), width=REAL_SIZE, height=REAL_SIZE)
+        # the step limit is 150, and 150 tiny steps at 128x128 took 0.9 s on a 2-vCPU CI machine (since
+        # the AVX-512 float32 GEMM): longer jobs (a shutdown's grace running out) take 4x the pixels
+        p = dict(steps=150, width=2 * REAL_SIZE, height=2 * REAL_SIZE)
     p.update(extra)
     p.setdefault("prompt", "a slow job")
     return p
