@@ -831,7 +831,8 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     if (sde_params_validate(p, &field, err, errlen)) return SDE_ERR;
     sde_prof_reset(e->prof);
     /* the kernels read the precision from here; it is put back to fp32 on every way out */
-    sde_set_bf16(p->precision == SDE_PREC_BF16 && sde_bf16_available());
+    /* (a GPU backend has no bf16 path: its jobs run as the backend does, and say fp32) */
+    sde_set_bf16(p->precision == SDE_PREC_BF16 && sde_bf16_available() && e->be == sde_backend_cpu());
     res->precision = sde_get_bf16() ? SDE_PREC_BF16 : SDE_PREC_FP32;
     const double t0 = now_s();
     gen_run g = {.e = e, .p = p, .lh = p->height / 8, .lw = p->width / 8, .t0 = t0};
