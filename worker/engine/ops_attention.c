@@ -300,6 +300,63 @@ FA_TARGET static void fa_softmax_tile(float *Sm, int kc, int kv, float *mrow, fl
     }
 }
 
+/* fa_exp on 16 lanes: the same operations lane by lane, so the same bits. */
+FA512_TARGET static inline __m512 fa_exp512(__m512 x)
+{
+    const __m512 lo = _mm512_set1_ps(SDE_EXP_LO);
+    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_max_ps(x, lo);
+    x = _mm512_min_ps(x, _mm512_set1_ps(SDE_EXP_HI));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(SDE_EXP_LOG2E)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(SDE_EXP_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-SDE_EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(SDE_EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SDE_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SDE_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SDE_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SDE_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SDE_EXP_P5));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(e));
+}
+
+/* fa_softmax_tile on 16 lanes: lanes 0-7 of the one accumulator are the AVX2 kernel's first, lanes 8-15
+ * its second, and the two halves are added and reduced as it does, so the results are the same bits.
+ * (Unaligned loads: the score rows are 32-byte aligned, not always 64.) */
+FA512_TARGET static void fa_softmax_tile512(float *Sm, int kc, int kv, float *mrow, float *lrow, float *O,
+                                            int hd)
+{
+    for (int r = 0; r < FA_MR; r++) {
+        float *row = Sm + (size_t)r * FA_KC;
+        for (int j = kv; j < kc; j++)
+            row[j] = -INFINITY;
+        __m512 m = _mm512_set1_ps(-INFINITY);
+        for (int j = 0; j < kc; j += 16)
+            m = _mm512_max_ps(m, _mm512_loadu_ps(row + j));
+        float mx = _mm512_reduce_max_ps(m), m_old = mrow[r];
+        float m_new = mx > m_old ? mx : m_old;
+        __m512 mv = _mm512_set1_ps(m_new), acc = _mm512_setzero_ps();
+        for (int j = 0; j < kc; j += 16) {
+            __m512 e = fa_exp512(_mm512_sub_ps(_mm512_loadu_ps(row + j), mv));
+            _mm512_storeu_ps(row + j, e);
+            acc = _mm512_add_ps(acc, e);
+        }
+        float corr = m_old == -INFINITY ? 0.0f : fast_expf(m_old - m_new);
+        __m256 half = _mm256_add_ps(_mm512_castps512_ps256(acc),
+                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+        lrow[r] = lrow[r] * corr + fa_hsum(half);
+        mrow[r] = m_new;
+        if (corr != 1.0f) {
+            __m256 cv = _mm256_set1_ps(corr);
+            float *o = O + (size_t)r * hd;
+            for (int d = 0; d < hd; d += 8)
+                _mm256_store_ps(o + d, _mm256_mul_ps(_mm256_load_ps(o + d), cv));
+        }
+    }
+}
+
 /* One head. ws holds attn_fused_floats(nk, hd) floats. */
 static void attn_head_fused(const float *q, int qs, const float *k, int ks, const float *v, int vs, int nq,
                             int nk, int hd, float scale, float *out, int os, float *ws)
@@ -351,7 +408,10 @@ static void attn_head_fused(const float *q, int qs, const float *k, int ks, cons
                 else
                     fa_qk(qp + (size_t)mt * hd, hd, kp + (size_t)j0 * hd, kc, Sm);
                 /* online softmax: rescale what has been accumulated when the running max grows */
-                fa_softmax_tile(Sm, kc, kv, mrow + mt, lrow + mt, O + (size_t)mt * hd, hd);
+                if (wide)
+                    fa_softmax_tile512(Sm, kc, kv, mrow + mt, lrow + mt, O + (size_t)mt * hd, hd);
+                else
+                    fa_softmax_tile(Sm, kc, kv, mrow + mt, lrow + mt, O + (size_t)mt * hd, hd);
                 if (wide)
                     fa_pv512(Sm, vp + (size_t)j0 * hd, kv, hd, O + (size_t)mt * hd);
                 else
