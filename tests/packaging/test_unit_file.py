@@ -73,23 +73,32 @@ def check_settings():
     check(val("WantedBy", "[Install]") == "multi-user.target", "WantedBy=multi-user.target")
 
 
-def check_verify(tmp):
-    # verify insists that ExecStart's program exists: point it at the build tree's (or any) binary.
+def verify_unit(d, what, dropin=None):
+    """Writes the unit into folder d (ExecStart pointed at the build tree's binary, or any: verify insists that
+    it exists), with the drop-in beside it if given; checks that systemd-analyze verify prints nothing and that
+    the security exposure stays under MAX_EXPOSURE."""
     exe = os.path.join(BUILD, "sd-worker")
     if not os.access(exe, os.X_OK):
         exe = "/bin/true"
-    unit = os.path.join(tmp, "sd-worker.service")
+    unit = os.path.join(d, "sd-worker.service")
     with open(UNIT) as f, open(unit, "w") as g:
         g.write(f.read().replace("/usr/bin/sd-worker", exe))
+    if dropin:
+        os.makedirs(os.path.join(d, "sd-worker.service.d"))
+        shutil.copy(dropin, os.path.join(d, "sd-worker.service.d", "cuda.conf"))
     # --man=no: the man page is only installed with the package (deb_smoke.sh runs verify with it).
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", unit], capture_output=True, text=True)
     out = (r.stdout + r.stderr).strip()
-    check(r.returncode == 0 and out == "", "systemd-analyze verify prints nothing (rc %d, output %r)" % (r.returncode, out))
+    check(r.returncode == 0 and out == "", "%s: verify prints nothing (rc %d, output %r)" % (what, r.returncode, out))
     r = subprocess.run(["systemd-analyze", "security", "--offline=true", unit], capture_output=True, text=True)
     m = re.search(r"Overall exposure level for sd-worker.service: ([0-9.]+)", r.stdout)
     exposure = float(m.group(1)) if m else None
     check(exposure is not None and exposure < MAX_EXPOSURE,
-          "systemd-analyze security exposure %s < %.1f" % (exposure, MAX_EXPOSURE))
+          "%s: systemd-analyze security exposure %s < %.1f" % (what, exposure, MAX_EXPOSURE))
+
+
+def check_verify(tmp):
+    verify_unit(tmp, "the unit")
 
 
 def check_cuda_dropin(tmp):
@@ -104,23 +113,9 @@ def check_cuda_dropin(tmp):
     check(len(s) == 3, "drop-in sets nothing else: %r" % sorted(k for _, k in s))
     examples = open(os.path.join(SRC, "debian", "sd-worker.examples")).read().split()
     check("debian/cuda-override.conf" in examples, "the package installs it under /usr/share/doc/sd-worker/examples")
-    exe = os.path.join(BUILD, "sd-worker")
-    if not os.access(exe, os.X_OK):
-        exe = "/bin/true"
     d = os.path.join(tmp, "with-dropin")
-    os.makedirs(os.path.join(d, "sd-worker.service.d"))
-    unit = os.path.join(d, "sd-worker.service")
-    with open(UNIT) as f, open(unit, "w") as g:
-        g.write(f.read().replace("/usr/bin/sd-worker", exe))
-    shutil.copy(CUDA_DROPIN, os.path.join(d, "sd-worker.service.d", "cuda.conf"))
-    r = subprocess.run(["systemd-analyze", "verify", "--man=no", unit], capture_output=True, text=True)
-    out = (r.stdout + r.stderr).strip()
-    check(r.returncode == 0 and out == "", "verify with the CUDA drop-in prints nothing (rc %d, output %r)" % (r.returncode, out))
-    r = subprocess.run(["systemd-analyze", "security", "--offline=true", unit], capture_output=True, text=True)
-    m = re.search(r"Overall exposure level for sd-worker.service: ([0-9.]+)", r.stdout)
-    exposure = float(m.group(1)) if m else None
-    check(exposure is not None and exposure < MAX_EXPOSURE,
-          "exposure with the CUDA drop-in %s < %.1f" % (exposure, MAX_EXPOSURE))
+    os.makedirs(d)
+    verify_unit(d, "with the CUDA drop-in", CUDA_DROPIN)
 
 
 def check_sysusers_tmpfiles(tmp):
