@@ -261,21 +261,32 @@ static void teardown(void)
     sigprocmask(SIG_UNBLOCK, &chld, NULL);
 }
 
-static int submit(int slot, uint64_t job, const char *prompt, int steps)
+/* The tests' job: 64x48, cfg 7, euler; callers change what their case needs. */
+static sdw_gen_request request(const char *prompt, int steps, uint64_t seed)
 {
-    sdw_gen_request jp = {.prompt = (char *)prompt,
-                          .negative_prompt = "",
-                          .steps = steps,
-                          .cfg_scale = 7.0,
-                          .seed = job * 10,
-                          .has_seed = 1,
-                          .width = 64,
-                          .height = 48,
-                          .sampler = SDW_SAMPLER_EULER,
-                          .schedule = SDW_SCHEDULE_DISCRETE};
-    int rc = sdw_pool_submit(T.pool, slot, job, &jp);
+    return (sdw_gen_request){.prompt = (char *)prompt,
+                             .negative_prompt = "",
+                             .steps = steps,
+                             .cfg_scale = 7.0,
+                             .seed = seed,
+                             .has_seed = 1,
+                             .width = 64,
+                             .height = 48,
+                             .sampler = SDW_SAMPLER_EULER,
+                             .schedule = SDW_SCHEDULE_DISCRETE};
+}
+
+static int submit_request(int slot, uint64_t job, const sdw_gen_request *jp)
+{
+    int rc = sdw_pool_submit(T.pool, slot, job, jp);
     if (rc == 0) T.submitted[T.nsubmitted++] = job;
     return rc;
+}
+
+static int submit(int slot, uint64_t job, const char *prompt, int steps)
+{
+    sdw_gen_request jp = request(prompt, steps, job * 10);
+    return submit_request(slot, job, &jp);
 }
 
 static int saw_state(int slot, sdw_worker_state st)
@@ -915,19 +926,10 @@ static void test_vram_reported(void **state)
     assert_true(info(0).vram_free_bytes == free0 - 3 * mib);
     assert_true(info(0).vram_total_bytes == total);
     /* a batch reports it once, with its last image */
-    sdw_gen_request jp = {.prompt = "batch",
-                          .negative_prompt = "",
-                          .steps = 1,
-                          .cfg_scale = 7.0,
-                          .seed = 5,
-                          .has_seed = 1,
-                          .width = 64,
-                          .height = 64,
-                          .n = 3,
-                          .sampler = SDW_SAMPLER_EULER,
-                          .schedule = SDW_SCHEDULE_DISCRETE};
-    assert_int_equal(sdw_pool_submit(T.pool, 0, 4, &jp), 0);
-    T.submitted[T.nsubmitted++] = 4;
+    sdw_gen_request jp = request("batch", 1, 5);
+    jp.height = 64;
+    jp.n = 3;
+    assert_int_equal(submit_request(0, 4, &jp), 0);
     assert_true(RUN_UNTIL(T.ndone == 4, 5000));
     assert_int_equal(done_for(4)->end, SDW_JOB_COMPLETE);
     assert_true(info(0).vram_free_bytes == free0 - 4 * mib);
@@ -1091,18 +1093,10 @@ static void test_real_worker(void **state)
     assert_int_equal(info(0).state, SDW_WS_READY);
     assert_string_equal(info(0).arch, "tiny");
     assert_false(info(0).has_vram); /* a CPU engine reports no device memory */
-    sdw_gen_request jp = {.prompt = "a red cube",
-                          .negative_prompt = "",
-                          .steps = 4,
-                          .cfg_scale = 5.0,
-                          .seed = 42,
-                          .has_seed = 1,
-                          .width = 64,
-                          .height = 64,
-                          .sampler = SDW_SAMPLER_EULER,
-                          .schedule = SDW_SCHEDULE_DISCRETE};
-    assert_int_equal(sdw_pool_submit(T.pool, 0, 1, &jp), 0);
-    T.submitted[T.nsubmitted++] = 1;
+    sdw_gen_request jp = request("a red cube", 4, 42);
+    jp.cfg_scale = 5.0;
+    jp.height = 64;
+    assert_int_equal(submit_request(0, 1, &jp), 0);
     assert_true(RUN_UNTIL(T.ndone == 1, 60000));
     if (T.done[0].end != SDW_JOB_COMPLETE)
         fail_msg("real worker job ended %d: %s: %s", T.done[0].end, T.done[0].code, T.done[0].message);
@@ -1111,8 +1105,7 @@ static void test_real_worker(void **state)
     assert_int_equal(T.nprogress, 4);
     /* parameters the engine rejects come back as invalid_request and keep the worker */
     jp.width = 65;
-    assert_int_equal(sdw_pool_submit(T.pool, 0, 2, &jp), 0);
-    T.submitted[T.nsubmitted++] = 2;
+    assert_int_equal(submit_request(0, 2, &jp), 0);
     assert_true(RUN_UNTIL(T.ndone == 2, 60000));
     assert_string_equal(T.done[1].code, "invalid_request");
     jp.width = 64;
@@ -1122,16 +1115,14 @@ static void test_real_worker(void **state)
     assert_int_equal(info(0).state, SDW_WS_READY);
     jp.sampler = SDW_SAMPLER_EULER;
     jp.steps = 0;
-    assert_int_equal(sdw_pool_submit(T.pool, 0, 3, &jp), 0);
-    T.submitted[T.nsubmitted++] = 3;
+    assert_int_equal(submit_request(0, 3, &jp), 0);
     assert_true(RUN_UNTIL(T.ndone == 3, 60000));
     assert_string_equal(T.done[2].code, "invalid_request");
     assert_int_equal(info(0).restarts, 0);
     /* cancel: many steps, cancelled after the first progress */
     jp.steps = 150;
     int before = T.nprogress;
-    assert_int_equal(sdw_pool_submit(T.pool, 0, 4, &jp), 0);
-    T.submitted[T.nsubmitted++] = 4;
+    assert_int_equal(submit_request(0, 4, &jp), 0);
     assert_true(RUN_UNTIL(T.nprogress > before, 60000));
     sdw_pool_cancel(T.pool, 4);
     assert_true(RUN_UNTIL(T.ndone == 4, 60000));
@@ -1140,8 +1131,7 @@ static void test_real_worker(void **state)
     /* shutdown while a job runs: the worker finishes nothing and exits 0 at the next step boundary */
     assert_true(RUN_UNTIL(info(0).state == SDW_WS_READY, 5000));
     before = T.nprogress;
-    assert_int_equal(sdw_pool_submit(T.pool, 0, 5, &jp), 0);
-    T.submitted[T.nsubmitted++] = 5;
+    assert_int_equal(submit_request(0, 5, &jp), 0);
     assert_true(RUN_UNTIL(T.nprogress > before, 60000));
     uint64_t t0 = now_ms();
     sdw_pool_shutdown(T.pool, 10000, on_shutdown_done, &T);
