@@ -598,10 +598,8 @@ int sdw_cmd_worker(int argc, char **argv)
     if (g_term) goto out;
     sdw_frame_vram vram;
     read_vram(w, &vram);
-    if (sdw_frame_ready_vram(
-            &w->out, info.arch, info.prediction, info.model_hash, info.model_name, load_s, info.default_size,
-            /* bf16 jobs run in bf16 on the CPU backend only */
-            sde_bf16_available() && (!backend || !*backend || !strcmp(backend, "cpu")), &vram) == 0)
+    if (sdw_frame_ready_vram(&w->out, info.arch, info.prediction, info.model_hash, info.model_name, load_s,
+                             info.default_size, info.bf16, &vram) == 0)
         send_out(w);
 
     while (!w->stop && !w->gone) {

@@ -312,6 +312,7 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
     }
 
     sde_model_info *in = &e->info;
+    in->bf16 = sde_bf16_available() && e->be == sde_backend_cpu();
     snprintf(in->prediction, sizeof in->prediction, "%s", e->v_pred ? "v" : "eps");
     char hash[11];
     if (sde_ckpt_short_hash(opts->model_path, hash, err, errlen)) goto fail;
@@ -832,7 +833,7 @@ int sde_generate(sde_engine *e, const sde_gen_params *p, sde_result *res, char *
     sde_prof_reset(e->prof);
     /* the kernels read the precision from here; it is put back to fp32 on every way out */
     /* (a GPU backend has no bf16 path: its jobs run as the backend does, and say fp32) */
-    sde_set_bf16(p->precision == SDE_PREC_BF16 && sde_bf16_available() && e->be == sde_backend_cpu());
+    sde_set_bf16(p->precision == SDE_PREC_BF16 && e->info.bf16);
     res->precision = sde_get_bf16() ? SDE_PREC_BF16 : SDE_PREC_FP32;
     const double t0 = now_s();
     gen_run g = {.e = e, .p = p, .lh = p->height / 8, .lw = p->width / 8, .t0 = t0};

@@ -70,6 +70,8 @@ typedef struct {
     char prediction_source[12]; /* where prediction came from: option, config, metadata, weights, default */
     int taesd;                  /* a TAESD decoder is loaded (sde_load_opts.taesd_path) */
     int inpaint; /* 1: a 9-channel inpainting UNet (conv_in takes latent, mask, masked-image latent) */
+    int bf16; /* 1: SDE_PREC_BF16 jobs run in bf16 (the CPU backend on a CPU with AVX512-BF16; a GPU's do not)
+               */
 } sde_model_info;
 
 /** What turns the final latent into the image: the checkpoint's VAE, or the TAESD given at load time (a
