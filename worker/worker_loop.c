@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,10 +51,18 @@ static void on_sigbus(int sig)
     _exit(WORKER_EXIT_MODEL_CHANGED);
 }
 
+static pthread_t g_main_thread;
+
+/* A process-directed signal goes to any thread that does not block it, and OpenBLAS starts its threads
+ * before main() with TERM/INT unblocked. The main thread must be the one woken from its ppoll, so a signal
+ * caught elsewhere is passed on to it (pthread_kill is async-signal-safe since POSIX.1-2008 TC1); there
+ * it stays pending until the loop's ppoll lets it in. */
 static void on_term(int sig)
 {
-    (void)sig;
+    int saved = errno;
     g_term = 1;
+    if (!pthread_equal(pthread_self(), g_main_thread)) pthread_kill(g_main_thread, sig);
+    errno = saved;
 }
 
 typedef struct {
@@ -545,6 +554,7 @@ int sdw_cmd_worker(int argc, char **argv)
     sigaction(SIGBUS, &bus, NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
+    g_main_thread = pthread_self();
     sa.sa_handler = on_term; /* no SA_RESTART: a blocked call returns EINTR and the loop sees the flag */
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
