@@ -174,7 +174,8 @@ static void test_f32_path(void **state)
 static void test_bias(void **state)
 {
     (void)state;
-    enum { M = 37, N = 70, K = 300 }; /* K over one 256 block: the bias goes with the first only */
+    /* K over one 256 block: the bias goes with the first only; 2 rows: the small-M float32 path */
+    enum { M = 37, N = 70, K = 300 };
     float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N),
           *br = malloc(sizeof(float) * M), *bc = malloc(sizeof(float) * N),
           *C0 = malloc(sizeof(float) * M * N), *P = malloc(sizeof(float) * M * N),
@@ -190,26 +191,29 @@ static void test_bias(void **state)
         bc[i] = 4.0f * frand();
     for (int i = 0; i < M * N; i++)
         C0[i] = frand();
-    for (int bf = 0; bf < 2; bf++) {
-        if (bf && !sde_cpu_has_bf16()) continue;
-        sde_set_bf16(bf);
-        sde_gemm(0, 0, M, N, K, A, K, B, N, 0.0f, P, N); /* the product alone, on the same path */
-        for (int beta = 0; beta < 2; beta++)
-            for (int which = 0; which < 2; which++) {
-                memcpy(C, C0, sizeof(float) * M * N);
-                sde_gemm_tb(0, 0, M, N, K, A, SDE_GEMM_F32, K, B, SDE_GEMM_F32, N, which ? NULL : br,
-                            which ? bc : NULL, (float)beta, C, N);
-                for (int i = 0; i < M; i++)
-                    for (int j = 0; j < N; j++) {
-                        float want = P[i * N + j] + (which ? bc[j] : br[i]) + (beta ? C0[i * N + j] : 0.0f);
-                        if (fabsf(C[i * N + j] - want) > 1e-4f) {
-                            print_error("bf16 %d beta %d %s bias: C[%d][%d] = %.7g, want %.7g\n", bf, beta,
-                                        which ? "column" : "row", i, j, C[i * N + j], want);
-                            fail();
+    for (int bf = 0; bf < 2; bf++)
+        for (int rows = M; rows > 0; rows = rows == M ? 2 : 0) {
+            if (bf && !sde_cpu_has_bf16()) continue;
+            sde_set_bf16(bf);
+            sde_gemm(0, 0, rows, N, K, A, K, B, N, 0.0f, P, N); /* the product alone, on the same path */
+            for (int beta = 0; beta < 2; beta++)
+                for (int which = 0; which < 2; which++) {
+                    memcpy(C, C0, sizeof(float) * M * N);
+                    sde_gemm_tb(0, 0, rows, N, K, A, SDE_GEMM_F32, K, B, SDE_GEMM_F32, N, which ? NULL : br,
+                                which ? bc : NULL, (float)beta, C, N);
+                    for (int i = 0; i < rows; i++)
+                        for (int j = 0; j < N; j++) {
+                            float want =
+                                P[i * N + j] + (which ? bc[j] : br[i]) + (beta ? C0[i * N + j] : 0.0f);
+                            if (fabsf(C[i * N + j] - want) > 1e-4f) {
+                                print_error("rows %d bf16 %d beta %d %s bias: C[%d][%d] = %.7g, want %.7g\n",
+                                            rows, bf, beta, which ? "column" : "row", i, j, C[i * N + j],
+                                            want);
+                                fail();
+                            }
                         }
-                    }
-            }
-    }
+                }
+        }
     sde_set_bf16(0);
     free(A), free(B), free(br), free(bc), free(C0), free(P), free(C);
 }

@@ -596,6 +596,10 @@ static conv_plan conv_make_plan(const sde_conv_desc *d, size_t budget)
         if (per_o * cb > bf / 3) {
             cb = (int)(bf / 3 / per_o) / 16 * 16;
             cb = cb < 16 ? 16 : cb;
+            /* blocks of even size: 640 channels as 320 + 320, not 560 + 80 (an 80-row GEMM ran at half
+             * the speed of the others) */
+            const int nblk = (d->cout + cb - 1) / cb;
+            cb = ((d->cout + nblk - 1) / nblk + 15) / 16 * 16;
         }
         size_t fixed = T * wg_stride((size_t)cb * d->cin) + SDE_PAR_MAX * wino_tmp_floats(d, (int)tw) + 16;
         size_t fb = fixed + wino_band_floats(d, (int)th, (int)tw, d->batch * th * tw, cb);

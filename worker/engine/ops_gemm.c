@@ -189,7 +189,7 @@ F32_TARGET static void kern_f32_8x32(int kc, const float *a, size_t lda, const f
 
 /* In-register transpose of 16 rows of 16 dwords: r[c] becomes column c. Unpacks make 4x4 blocks within
  * 128-bit lanes (r[4b+m] lane L = column 4L+m of rows 4b..4b+3); two lane shuffles gather the blocks. */
-BF16_TARGET static inline void tr16x16_epi32(__m512i r[16])
+F32_TARGET static inline void tr16x16_epi32(__m512i r[16])
 {
     __m512i t[16];
     for (int i = 0; i < 16; i += 2) {
@@ -339,10 +339,24 @@ F32_TARGET static void conv_a_block_f32(const void *A, int at, size_t lda_src, i
                                         int k0, int kc, float *d, size_t ldd)
 {
     const size_t es = tsize(at);
-    if (transA) {
-        for (int k = 0; k < kc; k++)
-            for (int i = r0; i < r1; i++)
-                d[(size_t)(i - r0) * ldd + k] = el_f32(A, at, (size_t)(k0 + k) * lda_src + i);
+    if (transA) { /* 16 k x 16 rows at a time through the in-register transpose */
+        for (int kb = 0; kb < kc; kb += 16) {
+            const int nk = kc - kb < 16 ? kc - kb : 16;
+            const __mmask16 km = nk == 16 ? 0xffff : (__mmask16)((1u << nk) - 1);
+            for (int ib = r0; ib < r1; ib += 16) {
+                const int ni = r1 - ib < 16 ? r1 - ib : 16;
+                __m512i r[16];
+                for (int k = 0; k < 16; k++)
+                    r[k] = k < nk
+                               ? _mm512_castps_si512(ld16_f32(
+                                     (const char *)A + ((size_t)(k0 + kb + k) * lda_src + ib) * es, at, ni))
+                               : _mm512_setzero_si512();
+                tr16x16_epi32(r);
+                for (int c = 0; c < ni; c++)
+                    _mm512_mask_storeu_ps(d + (size_t)(ib + c - r0) * ldd + kb, km,
+                                          _mm512_castsi512_ps(r[c]));
+            }
+        }
         return;
     }
     for (int i = r0; i < r1; i++) {
@@ -369,7 +383,7 @@ typedef struct {
 /* Rows of A per block: a block of MC x KC bf16 (or MC x KC_F32 floats, the same 32 KB) stays in L1/L2
  * while every panel of B passes; a float32 panel of KC_F32 x NR is 16 KB, as a bf16 one. */
 #define MC 64
-#define KC_F32 128
+#define KC_F32 512
 
 /* Scratch: B packed (kept between calls); per thread, the item's rows of A in bf16 or float32, as blocks
  * [K block][row block][MC][kc]. */
@@ -410,10 +424,16 @@ static void gemm_item(void *ctx, int item, int thread)
     const int nic = (i1 - i0 + MC - 1) / MC, KB = j->kc;
     const size_t es = j->f32 ? sizeof(float) : sizeof(uint16_t), kstep = j->f32 ? 1 : 2;
     char *abig = abuf[thread];
-#define ABLK(pc, ic) (abig + ((size_t)((pc) / KB) * nic + (size_t)((ic)-i0) / MC) * MC * KB * es)
+    /* float32 A as stored is read in place (the kernel takes its rows lda apart); anything else is copied */
+    const int a_direct = j->f32 && j->at == SDE_GEMM_F32 && !j->transA;
+    const size_t lda_k = a_direct ? j->lda_src : (size_t)KB;
+#define ABLK(pc, ic)                                                                                         \
+    (a_direct ? (char *)((const float *)j->A + (size_t)(ic)*j->lda_src + (pc))                               \
+              : abig + ((size_t)((pc) / KB) * nic + (size_t)((ic)-i0) / MC) * MC * KB * es)
     /* A converted first, a whole row at a time: long contiguous reads (a 64 x 256 block read in place would
      * touch 64 rows of a weight matrix, each on its own page, for 512 bytes each) */
-    if (j->transA) {
+    if (a_direct) {
+    } else if (j->transA) {
         for (int pc = 0; pc < j->K; pc += KB)
             for (int ic = i0; ic < i1; ic += MC)
                 a_block(j, ic, i1 - ic < MC ? i1 : ic + MC, pc, j->K - pc < KB ? j->K - pc : KB, ABLK(pc, ic),
@@ -442,8 +462,8 @@ static void gemm_item(void *ctx, int item, int thread)
                         const float *bcol = j->bias_col && !pc ? j->bias_col + q * NR : NULL,
                                     *brow = j->bias_row && !pc ? j->bias_row + ic + s : NULL;
                         if (j->f32)
-                            kern_f32_8x32(kc, (const float *)a + (size_t)s * KB, (size_t)KB,
-                                          (const float *)bq, c, j->ldc, mr, nr, load, bcol, brow);
+                            kern_f32_8x32(kc, (const float *)a + (size_t)s * lda_k, lda_k, (const float *)bq,
+                                          c, j->ldc, mr, nr, load, bcol, brow);
                         else
                             kern_8x32(kp, (const uint16_t *)a + (size_t)s * KB, (size_t)KB, bq, c, j->ldc, mr,
                                       nr, load, bcol, brow);
@@ -467,6 +487,49 @@ static int grow(void **p, size_t *have, size_t bytes)
 
 /* C (+)= op(A) op(B) (+ bias) on our packed kernels: bf16 pairs through vdpbf16ps, or (f32) float32
  * through vfmadd231ps. 0, or -1 when scratch cannot be had (the caller falls back to OpenBLAS). */
+/* A product of at most SMALL_M rows in float32 (the time embedding's linear layers: 2 rows): packing a
+ * whole weight matrix for two rows cost more than the product (4 GFLOP/s); here each weight is read once,
+ * as stored. C (+)= op(A) op(B) + bias, each element summed over k in 16 interleaved partial sums. */
+#define SMALL_M 4
+F32_TARGET static void gemm_small_m(int transA, int transB, int M, int N, int K, const void *A, int at,
+                                    size_t lda, const void *B, int bt, size_t ldb, int beta1,
+                                    const float *bias_row, const float *bias_col, float *C, size_t ldc)
+{
+    float a[SMALL_M][K];
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++)
+            a[i][k] = el_f32(A, at, transA ? (size_t)k * lda + i : (size_t)i * lda + k);
+    const size_t es = tsize(bt);
+    for (int j = 0; j < N; j += transB ? 1 : 16) {
+        const int nj = N - j < 16 ? N - j : 16;
+        const __mmask16 jm = nj == 16 ? 0xffff : (__mmask16)((1u << nj) - 1);
+        for (int i = 0; i < M; i++) {
+            float *c = C + (size_t)i * ldc + j;
+            const float add = bias_row ? bias_row[i] : 0.0f;
+            if (transB) { /* row j of B[N][K] . row i of A */
+                __m512 acc = _mm512_setzero_ps();
+                const char *b = (const char *)B + (size_t)j * ldb * es;
+                for (int k = 0; k < K; k += 16)
+                    acc = _mm512_fmadd_ps(
+                        _mm512_maskz_loadu_ps(K - k >= 16 ? 0xffff : (__mmask16)((1u << (K - k)) - 1),
+                                              a[i] + k),
+                        ld16_f32(b + (size_t)k * es, bt, K - k), acc);
+                *c = (beta1 ? *c : 0.0f) + _mm512_reduce_add_ps(acc) + add + (bias_col ? bias_col[j] : 0.0f);
+            } else { /* 16 columns of row i: the sum over k of A[i][k] B[k][j..j+16) */
+                __m512 acc = _mm512_setzero_ps();
+                for (int k = 0; k < K; k++)
+                    acc =
+                        _mm512_fmadd_ps(_mm512_set1_ps(a[i][k]),
+                                        ld16_f32((const char *)B + ((size_t)k * ldb + j) * es, bt, nj), acc);
+                acc = _mm512_add_ps(acc, _mm512_set1_ps(add));
+                if (bias_col) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(jm, bias_col + j));
+                if (beta1) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(jm, c));
+                _mm512_mask_storeu_ps(c, jm, acc);
+            }
+        }
+    }
+}
+
 static int gemm_packed(int f32, int transA, int transB, int M, int N, int K, const void *A, int at, int lda,
                        const void *B, int bt, int ldb, int beta1, const float *bias_row,
                        const float *bias_col, float *C, int ldc)
@@ -513,7 +576,7 @@ static int gemm_packed(int f32, int transA, int transB, int M, int N, int K, con
     const size_t rows = (size_t)((strips + j.nM - 1) / j.nM * MR + MC - 1) / MC * MC;
     const size_t abytes = rows * (size_t)((K + KB - 1) / KB) * KB * (f32 ? sizeof(float) : sizeof(uint16_t));
     for (int t = 0; t < SDE_PAR_MAX; t++)
-        if (grow(&abuf[t], &abuf_n[t], abytes)) return -1;
+        if (!(f32 && at == SDE_GEMM_F32 && !transA) && grow(&abuf[t], &abuf_n[t], abytes)) return -1;
     sde_par_for(j.nN * j.nM, gemm_item, &j);
     return 0;
 }
@@ -586,6 +649,11 @@ void sde_gemm_tb(int transA, int transB, int M, int N, int K, const void *A, int
 {
     if (M <= 0 || N <= 0) return;
 #ifdef SDE_HAVE_BF16_KERNEL
+    if (!bf16_on && f32_kernel() && M <= SMALL_M && K > 0 && K <= 8192 && (beta == 0.0f || beta == 1.0f)) {
+        gemm_small_m(transA, transB, M, N, K, A, at, (size_t)lda, B, bt, (size_t)ldb, beta == 1.0f, bias_row,
+                     bias_col, C, (size_t)ldc);
+        return;
+    }
     if ((bf16_on || f32_kernel()) && K > 0 && (beta == 0.0f || beta == 1.0f) &&
         !gemm_packed(!bf16_on, transA, transB, M, N, K, A, at, lda, B, bt, ldb, beta == 1.0f, bias_row,
                      bias_col, C, ldc))
