@@ -114,8 +114,10 @@ static void test_shapes(void **state)
 {
     (void)state;
     if (!sde_cpu_has_bf16()) skip();
-    static const int shapes[][3] = {{1, 1, 1},     {8, 32, 2},     {9, 33, 3},     {7, 17, 255},
-                                    {13, 64, 257}, {64, 100, 513}, {130, 300, 40}, {3, 520, 77}};
+    /* 70 x 2100: more than one 256-column block per work item, so A is converted whole first */
+    static const int shapes[][3] = {{1, 1, 1},      {8, 32, 2},    {9, 33, 3},
+                                    {7, 17, 255},   {13, 64, 257}, {64, 100, 513},
+                                    {130, 300, 40}, {3, 520, 77},  {70, 2100, 40}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
@@ -144,7 +146,7 @@ static void test_f32_path(void **state)
     (void)state;
     static const int shapes[][3] = {{1, 1, 1},     {8, 32, 2},     {9, 33, 3},     {7, 17, 255},
                                     {13, 64, 257}, {64, 100, 513}, {130, 300, 40}, {3, 520, 77},
-                                    {70, 65, 129}, {200, 40, 128}, {20, 40, 1100}};
+                                    {70, 65, 129}, {200, 40, 128}, {20, 40, 1100}, {70, 2100, 40}};
     g_bf16 = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int ta = 0; ta < 2; ta++)
