@@ -191,30 +191,26 @@ FA512_TARGET static void fa_qk512(const float *qp, int hd, const float *kp, int 
 
 FA512_TARGET static void fa_pv512(const float *P, const float *vp, int kv, int hd, float *O)
 {
-    for (int dc = 0; dc < hd; dc += 32) { /* 32 columns at a time, the last block masked (hd = 40: 32 + 8) */
-        const int w = hd - dc;
-        const __mmask16 m0 = w >= 16 ? 0xffff : (__mmask16)((1u << w) - 1);
-        const __mmask16 m1 = w >= 32 ? 0xffff : w <= 16 ? 0 : (__mmask16)((1u << (w - 16)) - 1);
-        __m512 c[FA_MR][2];
+    /* up to 48 columns (three vectors, 18 accumulators) at a time: hd = 40 in one pass, where passes of
+     * 32 left the last 8 columns a pass of their own with 6 accumulators, too few to cover the FMA latency */
+    for (int dc = 0; dc < hd; dc += 48) {
+        const int nd = hd - dc < 48 ? hd - dc : 48;
+        const __mmask16 m0 = nd >= 16 ? 0xffff : (__mmask16)((1u << nd) - 1);
+        const __mmask16 m1 = nd >= 32 ? 0xffff : nd <= 16 ? 0 : (__mmask16)((1u << (nd - 16)) - 1);
+        const __mmask16 m2 = nd >= 48 ? 0xffff : nd <= 32 ? 0 : (__mmask16)((1u << (nd - 32)) - 1);
+        __m512 c[FA_MR][3];
         for (int r = 0; r < FA_MR; r++)
-            c[r][0] = c[r][1] = _mm512_setzero_ps();
+            c[r][0] = c[r][1] = c[r][2] = _mm512_setzero_ps();
         const float *b = vp + dc;
-        if (m1) {
-            for (int j = 0; j < kv; j++, b += hd) {
-                const __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+        for (int j = 0; j < kv; j++, b += hd) {
+            const __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16),
+                         b2 = _mm512_maskz_loadu_ps(m2, b + 32);
 #pragma GCC unroll 6
-                for (int r = 0; r < FA_MR; r++) {
-                    const __m512 a = _mm512_set1_ps(P[r * FA_KC + j]);
-                    c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
-                    c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
-                }
-            }
-        } else {
-            for (int j = 0; j < kv; j++, b += hd) {
-                const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
-#pragma GCC unroll 6
-                for (int r = 0; r < FA_MR; r++)
-                    c[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(P[r * FA_KC + j]), b0, c[r][0]);
+            for (int r = 0; r < FA_MR; r++) {
+                const __m512 a = _mm512_set1_ps(P[r * FA_KC + j]);
+                c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
+                if (m1) c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
+                if (m2) c[r][2] = _mm512_fmadd_ps(a, b2, c[r][2]);
             }
         }
         for (int r = 0; r < FA_MR; r++) {
@@ -222,6 +218,8 @@ FA512_TARGET static void fa_pv512(const float *P, const float *vp, int kv, int h
             _mm512_mask_storeu_ps(o, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, o), c[r][0]));
             if (m1)
                 _mm512_mask_storeu_ps(o + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, o + 16), c[r][1]));
+            if (m2)
+                _mm512_mask_storeu_ps(o + 32, m2, _mm512_add_ps(_mm512_maskz_loadu_ps(m2, o + 32), c[r][2]));
         }
     }
 }
