@@ -482,9 +482,13 @@ static void gemm_item(void *ctx, int item, int thread)
 #undef ABLK
 }
 
+/* Scratch kept between calls, grown by at least half again: each new mapping's pages are zeroed by the
+ * kernel as they are first written, and growing just to each larger product's size remapped the packed B
+ * again and again through the first step (its first touches were a tenth of a one-step job's CPU time). */
 static int grow(void **p, size_t *have, size_t bytes)
 {
     if (*have >= bytes) return 0;
+    if (bytes < *have + *have / 2) bytes = *have + *have / 2;
     sde_mem_free(*p);
     *have = 0;
     if (!(*p = sde_mem_alloc(bytes))) return -1;
@@ -494,9 +498,10 @@ static int grow(void **p, size_t *have, size_t bytes)
 
 /* C (+)= op(A) op(B) (+ bias) on our packed kernels: bf16 pairs through vdpbf16ps, or (f32) float32
  * through vfmadd231ps. 0, or -1 when scratch cannot be had (the caller falls back to OpenBLAS). */
-/* A product of at most SMALL_M rows in float32 (the time embedding's linear layers: 2 rows): packing a
- * whole weight matrix for two rows cost more than the product (4 GFLOP/s); here each weight is read once,
- * as stored. C (+)= op(A) op(B) + bias, each element summed over k in 16 interleaved partial sums. */
+/* A product of at most SMALL_M rows in float32 (the time embedding's linear layers: 2 rows; the UNet's
+ * conv_out: 4): packing a whole weight matrix for two rows cost more than the product (4 GFLOP/s), and
+ * an 8-row tile did half its work for 4 (19 GFLOP/s); here B is read once, as stored. C (+)= op(A) op(B)
+ * + bias, each element summed over k in order (transposed B: in 16 interleaved partial sums). */
 #define SMALL_M 4
 F32_TARGET static void gemm_small_m(int transA, int transB, int M, int N, int K, const void *A, int at,
                                     size_t lda, const void *B, int bt, size_t ldb, int beta1,
@@ -507,31 +512,38 @@ F32_TARGET static void gemm_small_m(int transA, int transB, int M, int N, int K,
         for (int k = 0; k < K; k++)
             a[i][k] = el_f32(A, at, transA ? (size_t)k * lda + i : (size_t)i * lda + k);
     const size_t es = tsize(bt);
+    /* B is read once: every row of C takes each vector of it as it comes */
+    __m512 acc[SMALL_M];
     for (int j = 0; j < N; j += transB ? 1 : 16) {
         const int nj = N - j < 16 ? N - j : 16;
         const __mmask16 jm = nj == 16 ? 0xffff : (__mmask16)((1u << nj) - 1);
-        for (int i = 0; i < M; i++) {
-            float *c = C + (size_t)i * ldc + j;
-            const float add = bias_row ? bias_row[i] : 0.0f;
-            if (transB) { /* row j of B[N][K] . row i of A */
-                __m512 acc = _mm512_setzero_ps();
-                const char *b = (const char *)B + (size_t)j * ldb * es;
-                for (int k = 0; k < K; k += 16)
-                    acc = _mm512_fmadd_ps(
-                        _mm512_maskz_loadu_ps(K - k >= 16 ? 0xffff : (__mmask16)((1u << (K - k)) - 1),
-                                              a[i] + k),
-                        ld16_f32(b + (size_t)k * es, bt, K - k), acc);
-                *c = (beta1 ? *c : 0.0f) + _mm512_reduce_add_ps(acc) + add + (bias_col ? bias_col[j] : 0.0f);
-            } else { /* 16 columns of row i: the sum over k of A[i][k] B[k][j..j+16) */
-                __m512 acc = _mm512_setzero_ps();
-                for (int k = 0; k < K; k++)
-                    acc =
-                        _mm512_fmadd_ps(_mm512_set1_ps(a[i][k]),
-                                        ld16_f32((const char *)B + ((size_t)k * ldb + j) * es, bt, nj), acc);
-                acc = _mm512_add_ps(acc, _mm512_set1_ps(add));
-                if (bias_col) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(jm, bias_col + j));
-                if (beta1) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(jm, c));
-                _mm512_mask_storeu_ps(c, jm, acc);
+        for (int i = 0; i < M; i++)
+            acc[i] = _mm512_setzero_ps();
+        if (transB) { /* row j of B[N][K] against each row of A, 16 k at a time */
+            const char *b = (const char *)B + (size_t)j * ldb * es;
+            for (int k = 0; k < K; k += 16) {
+                const __mmask16 km = K - k >= 16 ? 0xffff : (__mmask16)((1u << (K - k)) - 1);
+                const __m512 bv = ld16_f32(b + (size_t)k * es, bt, K - k);
+                for (int i = 0; i < M; i++)
+                    acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(km, a[i] + k), bv, acc[i]);
+            }
+            for (int i = 0; i < M; i++) {
+                float *c = C + (size_t)i * ldc + j;
+                *c = (beta1 ? *c : 0.0f) + _mm512_reduce_add_ps(acc[i]) + (bias_row ? bias_row[i] : 0.0f) +
+                     (bias_col ? bias_col[j] : 0.0f);
+            }
+        } else { /* columns j..j+16: the sum over k of A[i][k] B[k][j..j+16) */
+            for (int k = 0; k < K; k++) {
+                const __m512 bv = ld16_f32((const char *)B + ((size_t)k * ldb + j) * es, bt, nj);
+                for (int i = 0; i < M; i++)
+                    acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i][k]), bv, acc[i]);
+            }
+            for (int i = 0; i < M; i++) {
+                float *c = C + (size_t)i * ldc + j;
+                __m512 v = _mm512_add_ps(acc[i], _mm512_set1_ps(bias_row ? bias_row[i] : 0.0f));
+                if (bias_col) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(jm, bias_col + j));
+                if (beta1) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(jm, c));
+                _mm512_mask_storeu_ps(c, jm, v);
             }
         }
     }
