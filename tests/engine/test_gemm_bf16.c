@@ -321,12 +321,49 @@ static void test_attention(void **state)
     check_attention(257, 290, 3, 80);
 }
 
+/* sde_gemm_batch: each product the same bits as its own sde_gemm() call, float32 and bf16, for shapes of
+ * one and of several column blocks (bf16 converts A a block at a time, or whole first). */
+static void test_batch(void **state)
+{
+    (void)state;
+    static const int shapes[][3] = {{37, 70, 300}, {64, 300, 33}, {9, 33, 520}, {5, 17, 3}};
+    enum { COUNT = 5 };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], lda = K + 3, ldb = N + 1, ldc = N + 2;
+        const size_t as = (size_t)M * lda + 5, bs = (size_t)K * ldb + 7, cs = (size_t)M * ldc + 9;
+        float *A = malloc(sizeof(float) * as * COUNT), *B = malloc(sizeof(float) * bs * COUNT),
+              *c1 = calloc(cs * COUNT, sizeof(float)), *c2 = calloc(cs * COUNT, sizeof(float));
+        assert_true(A && B && c1 && c2);
+        for (size_t i = 0; i < as * COUNT; i++)
+            A[i] = frand();
+        for (size_t i = 0; i < bs * COUNT; i++)
+            B[i] = frand();
+        for (int bf = 0; bf < 2; bf++) {
+            if (bf && !sde_cpu_has_bf16()) continue;
+            sde_set_bf16(bf);
+            for (int i = 0; i < COUNT; i++)
+                sde_gemm(0, 0, M, N, K, A + i * as, lda, B + i * bs, ldb, 0.0f, c1 + i * cs, ldc);
+            sde_gemm_batch(COUNT, M, N, K, A, as, lda, B, bs, ldb, c2, cs, ldc);
+            for (int i = 0; i < COUNT; i++)
+                for (int r = 0; r < M; r++)
+                    assert_memory_equal(c1 + i * cs + (size_t)r * ldc, c2 + i * cs + (size_t)r * ldc,
+                                        sizeof(float) * N);
+        }
+        sde_set_bf16(0);
+        free(A), free(B), free(c1), free(c2);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shapes),    cmocka_unit_test(test_typed_operands),
-        cmocka_unit_test(test_bias),      cmocka_unit_test(test_threads_and_switch),
-        cmocka_unit_test(test_attention), cmocka_unit_test(test_f32_path),
+        cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_typed_operands),
+        cmocka_unit_test(test_bias),
+        cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_threads_and_switch),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_f32_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -71,6 +71,11 @@ void sde_gemm(int transA, int transB, int M, int N, int K, const float *A, int l
  * engine's threads; always float32, whatever sde_set_bf16() says. */
 void sde_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
+/** count products C_i = A_i B_i (beta 0, no transposes) of float32 matrices that lie a_stride, b_stride and
+ * c_stride floats apart: the same bits as count sde_gemm() calls, each product run whole on one thread
+ * (for many small products, as a Winograd convolution's). */
+void sde_gemm_batch(int count, int M, int N, int K, const float *A, size_t a_stride, int lda, const float *B,
+                    size_t b_stride, int ldb, float *C, size_t c_stride, int ldc);
 /** Element types of sde_gemm_t's operands (the values of backend.h's sde_wtype). */
 enum { SDE_GEMM_F32 = 0, SDE_GEMM_F16 = 1, SDE_GEMM_BF16 = 2 };
 /** sde_gemm() with A of element type at and B of type bt (SDE_GEMM_*; at most one of them not F32): our

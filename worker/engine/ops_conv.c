@@ -558,9 +558,8 @@ static void wino_run(const sde_conv_desc *d, const conv_plan *p, float *scratch)
                 j.nb = d->cout - o0 < cb ? d->cout - o0 : cb;
                 if (cb != d->cout) wino_stage(&j, 0);
                 const size_t ub = wg_stride((size_t)j.nb * d->cin);
-                for (int xi = 0; xi < T; xi++)
-                    sde_gemm(0, 0, j.nb, (int)n, d->cin, j.U + xi * ub, d->cin, j.V + xi * vs, (int)nt, 0.0f,
-                             j.M + xi * wg_stride((size_t)j.nb * nt), (int)nt);
+                sde_gemm_batch(T, j.nb, (int)n, d->cin, j.U, ub, d->cin, j.V, vs, (int)nt, j.M,
+                               wg_stride((size_t)j.nb * nt), (int)nt);
                 wino_stage(&j, 2);
             }
         }

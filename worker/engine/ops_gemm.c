@@ -602,6 +602,65 @@ static int gemm_packed(int f32, int transA, int transB, int M, int N, int K, con
     sde_par_for(j.nN * j.nM, gemm_item, &j);
     return 0;
 }
+
+/* count products C_i = A_i B_i of float32 operands (sde_gemm_batch): each on one thread, its B packed
+ * into that thread's own buffer, so a batch of small products (a Winograd convolution's 36 or 64) costs
+ * one pass over the pool instead of two per product, and no product is split into thin items. */
+static void *bbuf_t[SDE_PAR_MAX];
+static size_t bbuf_t_n[SDE_PAR_MAX];
+
+typedef struct {
+    gemm_job j; /* the product's shape and operands of product 0 */
+    size_t as, bs, cs;
+} gemm_batch_job;
+
+static void gemm_batch_item(void *ctx, int item, int thread)
+{
+    const gemm_batch_job *b = ctx;
+    gemm_job j = b->j;
+    j.A = (const float *)j.A + (size_t)item * b->as;
+    j.B = (const float *)j.B + (size_t)item * b->bs;
+    j.C += (size_t)item * b->cs;
+    j.bp = bbuf_t[thread];
+    for (int q = 0; q < j.n_panels; q++)
+        pack_b_item(&j, q, thread);
+    gemm_item(&j, 0, thread);
+}
+
+static int gemm_batch_packed(int f32, int count, int M, int N, int K, const float *A, size_t as, int lda,
+                             const float *B, size_t bs, int ldb, float *C, size_t cs, int ldc)
+{
+    const int ku = f32 ? K : (K + 1) / 2, n_panels = (N + NR - 1) / NR, KB = f32 ? KC_F32 : KC;
+    gemm_batch_job b = {.j = {.M = M,
+                              .N = N,
+                              .K = K,
+                              .f32 = f32,
+                              .A = A,
+                              .B = B,
+                              .at = SDE_GEMM_F32,
+                              .bt = SDE_GEMM_F32,
+                              .lda_src = (size_t)lda,
+                              .ldb = (size_t)ldb,
+                              .C = C,
+                              .ldc = (size_t)ldc,
+                              .ku = ku,
+                              .kc = KB,
+                              .n_panels = n_panels,
+                              .nM = 1,
+                              .nN = 1,
+                              .a_block = !f32 && n_panels <= NC / NR},
+                        .as = as,
+                        .bs = bs,
+                        .cs = cs};
+    const size_t abytes =
+        (b.j.a_block ? MC : (size_t)(M + MC - 1) / MC * MC * ((K + KB - 1) / KB)) * KB * sizeof(uint16_t);
+    for (int t = 0; t < SDE_PAR_MAX; t++)
+        if (grow(&bbuf_t[t], &bbuf_t_n[t], (size_t)n_panels * ku * NR * sizeof(uint32_t)) ||
+            (!f32 && grow(&abuf[t], &abuf_n[t], abytes)))
+            return -1;
+    sde_par_for(count, gemm_batch_item, &b);
+    return 0;
+}
 #endif
 
 /* Float32: OpenBLAS runs single-threaded (ops_pool.c) and a product is cut into column (or row) blocks
@@ -671,7 +730,7 @@ void sde_gemm_tb(int transA, int transB, int M, int N, int K, const void *A, int
 {
     if (M <= 0 || N <= 0) return;
 #ifdef SDE_HAVE_BF16_KERNEL
-    if (!bf16_on && f32_kernel() && M <= SMALL_M && K > 0 && K <= 8192 && (beta == 0.0f || beta == 1.0f)) {
+    if (!bf16_on && f32_kernel() && M <= SMALL_M && K > 0 && K <= 4096 && (beta == 0.0f || beta == 1.0f)) {
         gemm_small_m(transA, transB, M, N, K, A, at, (size_t)lda, B, bt, (size_t)ldb, beta == 1.0f, bias_row,
                      bias_col, C, (size_t)ldc);
         return;
@@ -705,4 +764,18 @@ void sde_gemm(int transA, int transB, int M, int N, int K, const float *A, int l
               float beta, float *C, int ldc)
 {
     sde_gemm_t(transA, transB, M, N, K, A, SDE_GEMM_F32, lda, B, SDE_GEMM_F32, ldb, beta, C, ldc);
+}
+
+void sde_gemm_batch(int count, int M, int N, int K, const float *A, size_t a_stride, int lda, const float *B,
+                    size_t b_stride, int ldb, float *C, size_t c_stride, int ldc)
+{
+    if (M <= 0 || N <= 0 || count <= 0) return;
+#ifdef SDE_HAVE_BF16_KERNEL
+    if ((bf16_on || f32_kernel()) && K > 0 && M > SMALL_M &&
+        !gemm_batch_packed(!bf16_on, count, M, N, K, A, a_stride, lda, B, b_stride, ldb, C, c_stride, ldc))
+        return;
+#endif
+    for (int i = 0; i < count; i++)
+        sde_gemm(0, 0, M, N, K, A + (size_t)i * a_stride, lda, B + (size_t)i * b_stride, ldb, 0.0f,
+                 C + (size_t)i * c_stride, ldc);
 }
