@@ -100,10 +100,12 @@ static inline size_t tsize(int t)
     return t == SDE_GEMM_F32 ? 4 : 2;
 }
 
-/* Register tile: MR rows of A (broadcast pairs) by NR columns of B (two zmm of 16 pairs); 16 accumulators.
+/* Register tile: MR rows of A (broadcast pairs) by NR columns of B (two zmm of 16 pairs); 24 accumulators
+ * (with 8 rows and 16, the bf16 SD 1.5 step was 2 % slower on Zen 5, whose two 512-bit pipes want more
+ * independent sums in flight; float32 1 %).
  * KC: k values per packed block (the B panel, KC/2 x NR dwords = 16 KB, stays in L1 for a strip of A);
  * NC: columns packed at once (a block of KC x NC stays in L2 while every strip of A passes over it). */
-#define MR 8
+#define MR 12
 #define NR 32
 #define KC 256
 #define NC 256
@@ -139,8 +141,8 @@ F32_TARGET static inline __attribute__((always_inline)) void kern_store(__m512 a
 
 /* C[0..mr)[0..nr) (+)= A[mr rows, lda apart][2*kp] . Bp[kp][NR pairs]; rows of A past mr repeat the last
  * one (computed, not stored). */
-BF16_TARGET static void kern_8x32(int kp, const uint16_t *a, size_t lda, const uint32_t *bp, float *c,
-                                  size_t ldc, int mr, int nr, int load, const float *bcol, const float *brow)
+BF16_TARGET static void kern_12x32(int kp, const uint16_t *a, size_t lda, const uint32_t *bp, float *c,
+                                   size_t ldc, int mr, int nr, int load, const float *bcol, const float *brow)
 {
     __m512 acc[MR][2];
     const uint32_t *ar[MR];
@@ -152,7 +154,7 @@ BF16_TARGET static void kern_8x32(int kp, const uint16_t *a, size_t lda, const u
     for (int p = 0; p < kp; p++) {
         const __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + (size_t)p * NR);
         const __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + (size_t)p * NR + 16);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
         for (int i = 0; i < MR; i++) {
             const __m512bh av = (__m512bh)_mm512_set1_epi32((int)ar[i][p]);
             acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, b0);
@@ -163,9 +165,9 @@ BF16_TARGET static void kern_8x32(int kp, const uint16_t *a, size_t lda, const u
 }
 
 /* The float32 twin: C (+)= A[mr rows, lda apart][kc] . Bp[kc][NR] with vfmadd231ps, k in order. */
-F32_TARGET static void kern_f32_8x32(int kc, const float *a, size_t lda, const float *bp, float *c,
-                                     size_t ldc, int mr, int nr, int load, const float *bcol,
-                                     const float *brow)
+F32_TARGET static void kern_f32_12x32(int kc, const float *a, size_t lda, const float *bp, float *c,
+                                      size_t ldc, int mr, int nr, int load, const float *bcol,
+                                      const float *brow)
 {
     __m512 acc[MR][2];
     const float *ar[MR];
@@ -177,7 +179,7 @@ F32_TARGET static void kern_f32_8x32(int kc, const float *a, size_t lda, const f
     for (int k = 0; k < kc; k++) {
         const __m512 b0 = _mm512_loadu_ps(bp + (size_t)k * NR),
                      b1 = _mm512_loadu_ps(bp + (size_t)k * NR + 16);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
         for (int i = 0; i < MR; i++) {
             const __m512 av = _mm512_set1_ps(ar[i][k]);
             acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
@@ -369,7 +371,7 @@ F32_TARGET static void conv_a_block_f32(const void *A, int at, size_t lda_src, i
 
 typedef struct {
     int M, N, K, transA, transB, beta1;
-    int f32; /* float32 operands (kern_f32_8x32) instead of bf16 pairs (kern_8x32) */
+    int f32; /* float32 operands (kern_f32_12x32) instead of bf16 pairs (kern_12x32) */
     const void *A, *B;
     int at, bt;
     size_t lda_src, ldb;
@@ -381,11 +383,11 @@ typedef struct {
     int a_block;                      /* A converted a block at a time as used (one block of columns) */
 } gemm_job;
 
-/* Rows of A per block: a block of MC x KC bf16 (32 KB) stays in L1/L2 while every panel of B passes.
+/* Rows of A per block: a block of MC x KC bf16 (48 KB) stays in L1/L2 while every panel of B passes.
  * Float32 goes 512 deep (A blocks of 128 KB in L2, B panels of 64 KB): with 128, as bf16's bytes, C was
  * read and written again for every 128 of K, and the linear layers' products of K = 320 with 8192 x 2560
  * outputs (84 MB of C) ran at 275 GFLOP/s on two Zen 5 threads instead of 455-499. */
-#define MC 64
+#define MC 96
 #define KC_F32 512
 
 /* Scratch: B packed (kept between calls); per thread, the item's rows of A in bf16 or float32, as blocks
@@ -469,11 +471,11 @@ static void gemm_item(void *ctx, int item, int thread)
                         const float *bcol = j->bias_col && !pc ? j->bias_col + q * NR : NULL,
                                     *brow = j->bias_row && !pc ? j->bias_row + ic + s : NULL;
                         if (j->f32)
-                            kern_f32_8x32(kc, (const float *)a + (size_t)s * lda_k, lda_k, (const float *)bq,
-                                          c, j->ldc, mr, nr, load, bcol, brow);
+                            kern_f32_12x32(kc, (const float *)a + (size_t)s * lda_k, lda_k, (const float *)bq,
+                                           c, j->ldc, mr, nr, load, bcol, brow);
                         else
-                            kern_8x32(kp, (const uint16_t *)a + (size_t)s * KB, (size_t)KB, bq, c, j->ldc, mr,
-                                      nr, load, bcol, brow);
+                            kern_12x32(kp, (const uint16_t *)a + (size_t)s * KB, (size_t)KB, bq, c, j->ldc,
+                                       mr, nr, load, bcol, brow);
                     }
                 }
             }
