@@ -153,7 +153,10 @@ static void test_f32_path(void **state)
             for (int tb = 0; tb < 2; tb++)
                 for (int typed = 0; typed <= 4; typed++)
                     check_case(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], typed & 1, typed);
+    /* a work item's C over 1 MB with K over one 512 block: C finished a block at a time over all of K */
+    check_case(0, 1, 600, 2100, 530, 0, 0);
     g_bf16 = 1;
+    if (sde_cpu_has_bf16()) check_case(0, 1, 600, 2100, 530, 1, 0);
     /* one and two threads: the same bits */
     enum { M = 200, N = 300, K = 320 };
     float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N),

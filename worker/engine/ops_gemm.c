@@ -454,13 +454,18 @@ static void gemm_item(void *ctx, int item, int thread)
                 a_block(j, i, i + 1, pc, j->K - pc < KB ? j->K - pc : KB,
                         ABLK(pc, i0 + (i - i0) / MC * MC) + (size_t)((i - i0) % MC) * KB * es, 0);
     }
-    for (int pc = 0; pc < j->K; pc += KB) {
-        const int kc = j->K - pc < KB ? j->K - pc : KB, kp = (kc + 1) / 2;
-        const int load = pc > 0 || j->beta1;
-        for (int qb = p0; qb < p1; qb += NC / NR) { /* a kc x NC block of packed B stays in L2 ... */
-            const int qe = qb + NC / NR < p1 ? qb + NC / NR : p1;
-            for (int ic = i0; ic < i1; ic += MC) { /* ... while every row block of A passes over it */
-                const int mc = i1 - ic < MC ? i1 - ic : MC;
+    /* Each element's K blocks are summed in order either way. pc outermost keeps a kc x NC block of packed
+     * B in L2 while every row block of A passes over it, but passes over the item's C once per K block;
+     * when that C outgrows L2 (the linear layers' 512 x 10240 x 1280: 5 MB per item, 3 passes), each
+     * MC x NC block of C is finished in L2 over all of K first. */
+    const int c_first =
+        j->K > KB && (size_t)(i1 - i0) * (size_t)(p1 - p0) * NR * sizeof(float) > ((size_t)1 << 20);
+    for (int o1 = 0; o1 < (c_first ? p1 - p0 : j->K); o1 += c_first ? NC / NR : KB)
+        for (int ic = i0; ic < i1; ic += MC)
+            for (int o2 = 0; o2 < (c_first ? j->K : p1 - p0); o2 += c_first ? KB : NC / NR) {
+                const int pc = c_first ? o2 : o1, qb = p0 + (c_first ? o1 : o2);
+                const int qe = qb + NC / NR < p1 ? qb + NC / NR : p1, mc = i1 - ic < MC ? i1 - ic : MC;
+                const int kc = j->K - pc < KB ? j->K - pc : KB, kp = (kc + 1) / 2, load = pc > 0 || j->beta1;
                 if (j->a_block) a_block(j, ic, ic + mc, pc, kc, abig, j->transA);
                 const char *a = ABLK(pc, ic);
                 for (int q = qb; q < qe; q++) {
@@ -481,8 +486,6 @@ static void gemm_item(void *ctx, int item, int thread)
                     }
                 }
             }
-        }
-    }
 #undef ABLK
 }
 
