@@ -556,33 +556,41 @@ F32_TARGET static void gemm_small_m(int transA, int transB, int M, int N, int K,
     }
 }
 
+/* The job of one product: its operands and its packing's sizes (the caller sets the split, the buffer for
+ * packed B, beta and the bias). */
+static gemm_job job_make(int f32, int transA, int transB, int M, int N, int K, const void *A, int at, int lda,
+                         const void *B, int bt, int ldb, float *C, int ldc)
+{
+    return (gemm_job){.M = M,
+                      .N = N,
+                      .K = K,
+                      .transA = transA,
+                      .transB = transB,
+                      .f32 = f32,
+                      .A = A,
+                      .B = B,
+                      .at = at,
+                      .bt = bt,
+                      .lda_src = (size_t)lda,
+                      .ldb = (size_t)ldb,
+                      .C = C,
+                      .ldc = (size_t)ldc,
+                      .ku = f32 ? K : (K + 1) / 2,
+                      .kc = f32 ? KC_F32 : KC,
+                      .n_panels = (N + NR - 1) / NR};
+}
+
 static int gemm_packed(int f32, int transA, int transB, int M, int N, int K, const void *A, int at, int lda,
                        const void *B, int bt, int ldb, int beta1, const float *bias_row,
                        const float *bias_col, float *C, int ldc)
 {
-    const int ku = f32 ? K : (K + 1) / 2, n_panels = (N + NR - 1) / NR, KB = f32 ? KC_F32 : KC;
+    gemm_job j = job_make(f32, transA, transB, M, N, K, A, at, lda, B, bt, ldb, C, ldc);
+    const int ku = j.ku, n_panels = j.n_panels, KB = j.kc;
     if (grow(&bbuf, &bbuf_n, (size_t)n_panels * ku * NR * sizeof(uint32_t))) return -1;
-    gemm_job j = {.M = M,
-                  .N = N,
-                  .K = K,
-                  .transA = transA,
-                  .transB = transB,
-                  .beta1 = beta1,
-                  .f32 = f32,
-                  .A = A,
-                  .B = B,
-                  .at = at,
-                  .bt = bt,
-                  .lda_src = (size_t)lda,
-                  .ldb = (size_t)ldb,
-                  .C = C,
-                  .ldc = (size_t)ldc,
-                  .bp = bbuf,
-                  .ku = ku,
-                  .kc = KB,
-                  .n_panels = n_panels,
-                  .bias_row = bias_row,
-                  .bias_col = bias_col};
+    j.bp = bbuf;
+    j.beta1 = beta1;
+    j.bias_row = bias_row;
+    j.bias_col = bias_col;
     sde_par_for(n_panels, pack_b_item, &j);
     /* 4 items (or fewer for small products): nM row ranges (of at least MC rows) by nN column ranges. Each
      * item converts its rows of A and reads its columns of packed B, so the split weighs the A rows
@@ -637,28 +645,13 @@ static void gemm_batch_item(void *ctx, int item, int thread)
 static int gemm_batch_packed(int f32, int count, int M, int N, int K, const float *A, size_t as, int lda,
                              const float *B, size_t bs, int ldb, float *C, size_t cs, int ldc)
 {
-    const int ku = f32 ? K : (K + 1) / 2, n_panels = (N + NR - 1) / NR, KB = f32 ? KC_F32 : KC;
-    gemm_batch_job b = {.j = {.M = M,
-                              .N = N,
-                              .K = K,
-                              .f32 = f32,
-                              .A = A,
-                              .B = B,
-                              .at = SDE_GEMM_F32,
-                              .bt = SDE_GEMM_F32,
-                              .lda_src = (size_t)lda,
-                              .ldb = (size_t)ldb,
-                              .C = C,
-                              .ldc = (size_t)ldc,
-                              .ku = ku,
-                              .kc = KB,
-                              .n_panels = n_panels,
-                              .nM = 1,
-                              .nN = 1,
-                              .a_block = !f32 && n_panels <= NC / NR},
+    gemm_batch_job b = {.j = job_make(f32, 0, 0, M, N, K, A, SDE_GEMM_F32, lda, B, SDE_GEMM_F32, ldb, C, ldc),
                         .as = as,
                         .bs = bs,
                         .cs = cs};
+    const int ku = b.j.ku, n_panels = b.j.n_panels, KB = b.j.kc;
+    b.j.nM = b.j.nN = 1;
+    b.j.a_block = !f32 && n_panels <= NC / NR;
     const size_t abytes =
         (b.j.a_block ? MC : (size_t)(M + MC - 1) / MC * MC * ((K + KB - 1) / KB)) * KB * sizeof(uint16_t);
     for (int t = 0; t < SDE_PAR_MAX; t++)
