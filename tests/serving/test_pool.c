@@ -1283,6 +1283,26 @@ static pid_t direct_ready(const char *model, int *fd, sdw_frame_reader **r)
     return pid;
 }
 
+/* Starts the worker with one option that keeps it from loading: a hello, then an error frame for no job
+ * with the given code, then exit 2. The error's message goes to msg. */
+static void direct_fails(const char *model, const char *opt, const char *val, const char *code, char *msg,
+                         size_t msglen)
+{
+    int fd;
+    pid_t pid = spawn_direct(model, opt, val, &fd);
+    sdw_frame_reader *r = sdw_frame_reader_new(SDW_FRAME_MAX_RESULT);
+    sdw_frame f = {0};
+    expect_frame(fd, r, SDW_FRAME_HELLO, &f);
+    expect_frame(fd, r, SDW_FRAME_ERROR, &f);
+    assert_false(f.has_job);
+    assert_string_equal(f.u.error.code, code);
+    snprintf(msg, msglen, "%s", f.u.error.message);
+    sdw_frame_free(&f);
+    assert_int_equal(wait_exit(pid, 5000), 2);
+    close(fd);
+    sdw_frame_reader_free(r);
+}
+
 static void test_worker_program_contract(void **state)
 {
     (void)state;
@@ -1405,31 +1425,15 @@ static void test_worker_program_contract(void **state)
 
 #ifndef SDW_CUDA
     /* --backend cuda in an engine without CUDA: the load fails with a message naming it, exit 2 */
-    pid = spawn_direct(model, "--backend", "cuda", &fd);
-    r = sdw_frame_reader_new(SDW_FRAME_MAX_RESULT);
-    expect_frame(fd, r, SDW_FRAME_HELLO, &f);
-    expect_frame(fd, r, SDW_FRAME_ERROR, &f);
-    assert_false(f.has_job);
-    assert_string_equal(f.u.error.code, "model_load_failed");
-    expect_contains(f.u.error.message, "cuda");
-    sdw_frame_free(&f);
-    assert_int_equal(wait_exit(pid, 5000), 2);
-    close(fd);
-    sdw_frame_reader_free(r);
+    char msg[512];
+    direct_fails(model, "--backend", "cuda", "model_load_failed", msg, sizeof msg);
+    expect_contains(msg, "cuda");
 #endif
 
     /* bad options: an error frame that says why, exit 2 */
-    pid = spawn_direct(model, "--threads", "many", &fd);
-    r = sdw_frame_reader_new(SDW_FRAME_MAX_RESULT);
-    expect_frame(fd, r, SDW_FRAME_HELLO, &f);
-    expect_frame(fd, r, SDW_FRAME_ERROR, &f);
-    assert_false(f.has_job);
-    assert_string_equal(f.u.error.code, "bad_arguments");
-    assert_string_equal(f.u.error.message, "--threads 'many' is not a number in 0..1024");
-    sdw_frame_free(&f);
-    assert_int_equal(wait_exit(pid, 5000), 2);
-    close(fd);
-    sdw_frame_reader_free(r);
+    char why[512];
+    direct_fails(model, "--threads", "many", "bad_arguments", why, sizeof why);
+    assert_string_equal(why, "--threads 'many' is not a number in 0..1024");
     msgpack_sbuffer_destroy(&sb);
     sdw_frame_free(&f);
 }
