@@ -383,6 +383,7 @@ typedef struct {
     const float *bias_row, *bias_col; /* added to C with the first K block, or NULL */
     int ku, kc, n_panels, nN, nM;     /* ku: K in packing units (pairs in bf16); kc: k per block */
     int a_block;                      /* A converted a block at a time as used (one block of columns) */
+    int a_direct;                     /* float32 A as stored, read in place: no conversion, no A scratch */
 } gemm_job;
 
 /* Rows of A per block: a block of MC x KC bf16 (96 KB) stays in L2 while every panel of B passes.
@@ -432,7 +433,7 @@ static void gemm_item(void *ctx, int item, int thread)
     const size_t es = j->f32 ? sizeof(float) : sizeof(uint16_t), kstep = j->f32 ? 1 : 2;
     char *abig = abuf[thread];
     /* float32 A as stored is read in place (the kernel takes its rows lda apart); anything else is copied */
-    const int a_direct = j->f32 && j->at == SDE_GEMM_F32 && !j->transA;
+    const int a_direct = j->a_direct;
     const size_t lda_k = a_direct ? j->lda_src : (size_t)KB;
 #define ABLK(pc, ic)                                                                                         \
     (a_direct     ? (char *)((const float *)j->A + (size_t)(ic)*j->lda_src + (pc))                           \
@@ -577,7 +578,22 @@ static gemm_job job_make(int f32, int transA, int transB, int M, int N, int K, c
                       .ldc = (size_t)ldc,
                       .ku = f32 ? K : (K + 1) / 2,
                       .kc = f32 ? KC_F32 : KC,
-                      .n_panels = (N + NR - 1) / NR};
+                      .n_panels = (N + NR - 1) / NR,
+                      .a_direct = f32 && at == SDE_GEMM_F32 && !transA};
+}
+
+/* Once a job's split is chosen (nM x nN items, the largest with rows rows of A): whether A is converted a
+ * block at a time, and every thread's A scratch grown to what an item converts. 0, or -1 without memory. */
+static int job_split_done(gemm_job *j, int rows)
+{
+    j->a_block = !j->a_direct && (j->n_panels + j->nN - 1) / j->nN <= NC / NR;
+    if (j->a_direct) return 0;
+    const size_t blocks =
+        j->a_block ? 1 : (size_t)(rows + MC - 1) / MC * (size_t)((j->K + j->kc - 1) / j->kc);
+    const size_t bytes = blocks * MC * (size_t)j->kc * (j->f32 ? sizeof(float) : sizeof(uint16_t));
+    for (int t = 0; t < SDE_PAR_MAX; t++)
+        if (grow(&abuf[t], &abuf_n[t], bytes)) return -1;
+    return 0;
 }
 
 static int gemm_packed(int f32, int transA, int transB, int M, int N, int K, const void *A, int at, int lda,
@@ -585,7 +601,7 @@ static int gemm_packed(int f32, int transA, int transB, int M, int N, int K, con
                        const float *bias_col, float *C, int ldc)
 {
     gemm_job j = job_make(f32, transA, transB, M, N, K, A, at, lda, B, bt, ldb, C, ldc);
-    const int ku = j.ku, n_panels = j.n_panels, KB = j.kc;
+    const int ku = j.ku, n_panels = j.n_panels;
     if (grow(&bbuf, &bbuf_n, (size_t)n_panels * ku * NR * sizeof(uint32_t))) return -1;
     j.bp = bbuf;
     j.beta1 = beta1;
@@ -606,14 +622,7 @@ static int gemm_packed(int f32, int transA, int transB, int M, int N, int K, con
         if (nm * nn > j.nM * j.nN || (nm * nn == j.nM * j.nN && cost < best))
             best = cost, j.nM = nm, j.nN = nn;
     }
-    /* the largest item's rows of A, in whole blocks */
-    const size_t rows = (size_t)((strips + j.nM - 1) / j.nM * MR + MC - 1) / MC * MC;
-    const int a_direct = f32 && at == SDE_GEMM_F32 && !transA; /* gemm_item reads it in place */
-    j.a_block = !a_direct && (n_panels + j.nN - 1) / j.nN <= NC / NR;
-    const size_t abytes =
-        (j.a_block ? MC : rows * (size_t)((K + KB - 1) / KB)) * KB * (f32 ? sizeof(float) : sizeof(uint16_t));
-    for (int t = 0; t < SDE_PAR_MAX; t++)
-        if (!a_direct && grow(&abuf[t], &abuf_n[t], abytes)) return -1;
+    if (job_split_done(&j, (strips + j.nM - 1) / j.nM * MR)) return -1;
     sde_par_for(j.nN * j.nM, gemm_item, &j);
     return 0;
 }
@@ -649,15 +658,10 @@ static int gemm_batch_packed(int f32, int count, int M, int N, int K, const floa
                         .as = as,
                         .bs = bs,
                         .cs = cs};
-    const int ku = b.j.ku, n_panels = b.j.n_panels, KB = b.j.kc;
     b.j.nM = b.j.nN = 1;
-    b.j.a_block = !f32 && n_panels <= NC / NR;
-    const size_t abytes =
-        (b.j.a_block ? MC : (size_t)(M + MC - 1) / MC * MC * ((K + KB - 1) / KB)) * KB * sizeof(uint16_t);
+    if (job_split_done(&b.j, M)) return -1;
     for (int t = 0; t < SDE_PAR_MAX; t++)
-        if (grow(&bbuf_t[t], &bbuf_t_n[t], (size_t)n_panels * ku * NR * sizeof(uint32_t)) ||
-            (!f32 && grow(&abuf[t], &abuf_n[t], abytes)))
-            return -1;
+        if (grow(&bbuf_t[t], &bbuf_t_n[t], (size_t)b.j.n_panels * b.j.ku * NR * sizeof(uint32_t))) return -1;
     sde_par_for(count, gemm_batch_item, &b);
     return 0;
 }
