@@ -1,7 +1,9 @@
 /* test_profile_tiny.c: SDW_PROFILE on the tiny model: the table has time in conv, linear and attention, in
- * every model and in the UNet's down, middle and up levels; the image is byte for byte the one made with
- * profiling off; the environment switch works; off, there is no table. */
+ * every model and in the UNet's down, middle and up levels, and the products' shapes with their rates; the
+ * image is byte for byte the one made with profiling off; the environment switch works; off, no table. */
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "golden_util.h"
 #include "mkmodel.h"
@@ -63,6 +65,65 @@ static double row_ms(const char *table, const char *name)
     return -1;
 }
 
+/* The op table's ms and GFLOP/s columns of kind (0 rate when it has none). */
+static void op_row(const char *table, const char *kind, double *ms, double *rate)
+{
+    char key[32];
+    snprintf(key, sizeof key, "\n%s ", kind);
+    const char *p = strstr(table, key);
+    if (!p) fail_msg("no op row %s in\n%s", kind, table);
+    long calls;
+    double per;
+    *rate = 0;
+    if (sscanf(p + strlen(key), "%ld %lf %*f%% %lf %lf", &calls, ms, &per, rate) < 3)
+        fail_msg("op row %s unreadable", kind);
+}
+
+/* The shapes table: every row's calls, ms and rate read from its end (the shape has spaces); a linear
+ * row's rate times its time must be its 2 n in out FLOP per call; the rows of a kind add up to no more than
+ * the kind's time; conv, linear and attention each have a row. */
+static void check_shapes(const char *t)
+{
+    const char *p = strstr(t, "\nproduct ");
+    if (!p) fail_msg("no shapes table in\n%s", t);
+    p = strchr(p + 1, '\n') + 1;
+    static const char *const kinds[] = {"conv", "linear", "attention"};
+    double sum[3] = {0}, seen[3] = {0};
+    for (; *p && strncmp(p, "(", 1); p = strchr(p, '\n') + 1) {
+        const char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        char line[160];
+        snprintf(line, sizeof line, "%.*s", (int)(nl - p), p);
+        char *f[64];
+        int nf = 0;
+        for (char *tok = strtok(line, " "); tok && nf < 64; tok = strtok(NULL, " "))
+            f[nf++] = tok;
+        assert_true(nf >= 6);
+        const long calls = atol(f[nf - 4]);
+        const double ms = atof(f[nf - 3]), rate = atof(f[nf - 1]);
+        if (calls < 1 || !(ms > 0) || !(rate > 0)) fail_msg("shape row: %.*s", (int)(nl - p), p);
+        int k = 0;
+        while (k < 3 && strcmp(f[0], kinds[k]))
+            k++;
+        assert_true(k < 3);
+        sum[k] += ms, seen[k] = 1;
+        int n, in, out;
+        if (k == 1 && ms > 0.2 && sscanf(f[1], "n%d", &n) == 1 && sscanf(f[2], "%d", &in) == 1 &&
+            sscanf(f[4], "%d", &out) == 1) {
+            const double gflop = 2.0 * n * in * out * calls * 1e-9, got = rate * ms * 1e-3;
+            if (fabs(got - gflop) > 0.1 * gflop)
+                fail_msg("linear %d x %d -> %d: %g GFLOP at its rate, %g by its shape", n, in, out, got,
+                         gflop);
+        }
+    }
+    for (int k = 0; k < 3; k++) {
+        double ms, rate;
+        op_row(t, kinds[k], &ms, &rate);
+        if (!seen[k] || sum[k] > ms * 1.001 + 0.01 || !(rate > 0))
+            fail_msg("%s: shapes %g ms of %g, rate %g", kinds[k], sum[k], ms, rate);
+    }
+}
+
 static void test_profile_same_image(void **state)
 {
     (void)state;
@@ -93,6 +154,7 @@ static void test_profile_same_image(void **state)
     assert_int_equal(sscanf(ops + strlen("(all ops)"), "%lf", &all_ops), 1);
     assert_true(all_ops > 0 && all_ops <= total * 1.001);
     assert_true(row_ms(t, "clip") + row_ms(t, "unet") + row_ms(t, "vae") <= total * 1.001);
+    check_shapes(t);
     /* one UNet forward per step (CFG runs the two halves as one batch) */
     const char *unet = strstr(t, "\nunet ");
     long forwards = 0;

@@ -40,6 +40,8 @@ static const char *const kind_name[N_KINDS] = {
 #define MAX_SECTIONS 96
 #define MAX_PENDING 128 /* UNet blocks of one forward (unet.c has at most 64) */
 #define NAME_LEN 32
+#define MAX_SHAPES 160 /* distinct product shapes of one generation (SD 1.5's UNet+VAE have under 100) */
+#define SHOW_SHAPES 30
 
 typedef struct {
     double t;           /* wall seconds inside */
@@ -57,11 +59,22 @@ typedef struct {
     prof_acc a;
 } prof_block;
 
+/* One shape of a product op (conv, linear, attention): its dimensions as the report prints them. */
+typedef struct {
+    int kind;
+    int d[7];
+    long calls;
+    double t, flop;
+} prof_shape;
+
 typedef struct {
     sde_backend super; /* first: the models hold a sde_backend * */
     sde_backend *in;
     double op_t[N_KINDS];
     long op_calls[N_KINDS];
+    double op_flop[N_KINDS]; /* multiply-adds counted as 2 FLOP, as the products are defined */
+    prof_shape shp[MAX_SHAPES];
+    int nshp;
     prof_section sec[MAX_SECTIONS];
     int nsec;
     prof_block blk[MAX_PENDING];
@@ -83,6 +96,26 @@ static void account(prof_be *P, int k, double t0)
     P->op_t[k] += dt;
     P->op_calls[k]++;
     if (P->cur) P->cur->op[k] += dt;
+}
+
+/* Files the last op's time (op_t's newest addition, dt) and FLOP under its shape d[0..6]; shapes past the
+ * table's end are counted in the op kind only. */
+static void shape_add(prof_be *P, int k, const int d[7], double dt, double flop)
+{
+    P->op_flop[k] += flop;
+    prof_shape *s = NULL;
+    for (int i = 0; i < P->nshp && !s; i++)
+        if (P->shp[i].kind == k && !memcmp(P->shp[i].d, d, sizeof P->shp[i].d)) s = &P->shp[i];
+    if (!s && P->nshp < MAX_SHAPES) {
+        s = &P->shp[P->nshp++];
+        memset(s, 0, sizeof *s);
+        s->kind = k;
+        memcpy(s->d, d, sizeof s->d);
+    }
+    if (!s) return;
+    s->calls++;
+    s->t += dt;
+    s->flop += flop;
 }
 
 /* Each op: forward, wait for it (a queueing backend would otherwise charge it to whichever op syncs), time.
@@ -141,7 +174,10 @@ static void p_sync(sde_backend *be)
 static void p_linear(sde_backend *be, sde_ten x, int n, int in, prof_w w, const float *b, int out, sde_ten y,
                      int flags)
 {
+    double t0 = P_OF(be)->op_t[K_LINEAR];
     TIMED(be, K_LINEAR, P->in->linear(P->in, x, n, in, w, b, out, y, flags));
+    const int d[7] = {n, in, out, flags, (int)w->type};
+    shape_add(P_OF(be), K_LINEAR, d, P_OF(be)->op_t[K_LINEAR] - t0, 2.0 * n * in * out);
 }
 
 static size_t p_conv_scratch(sde_backend *be, const sde_be_conv *c, size_t budget)
@@ -151,7 +187,14 @@ static size_t p_conv_scratch(sde_backend *be, const sde_be_conv *c, size_t budge
 
 static void p_conv(sde_backend *be, const sde_be_conv *c, sde_ten scratch, size_t scratch_bytes)
 {
+    double t0 = P_OF(be)->op_t[K_CONV];
     TIMED(be, K_CONV, P->in->conv(P->in, c, scratch, scratch_bytes));
+    const int oh = sde_be_conv_out_h(c), ow = sde_be_conv_out_w(c);
+    const int d[7] = {
+        c->batch, c->cin,   c->upsample ? 2 * c->h : c->h, c->upsample ? 2 * c->w : c->w, c->cout,
+        c->k,     c->stride};
+    shape_add(P_OF(be), K_CONV, d, P_OF(be)->op_t[K_CONV] - t0,
+              2.0 * c->batch * oh * ow * c->cout * c->cin * c->k * c->k);
 }
 
 static size_t p_attention_scratch(sde_backend *be, int nq, int nk, int hd)
@@ -163,9 +206,12 @@ static void p_attention(sde_backend *be, sde_ten q, int q_stride, sde_ten k, int
                         int v_stride, int nq, int nk, int heads, int hd, int causal, sde_ten out,
                         int out_stride, sde_ten scratch)
 {
+    double t0 = P_OF(be)->op_t[K_ATTENTION];
     TIMED(be, K_ATTENTION,
           P->in->attention(P->in, q, q_stride, k, k_stride, v, v_stride, nq, nk, heads, hd, causal, out,
                            out_stride, scratch));
+    const int d[7] = {nq, nk, heads, hd, causal};
+    shape_add(P_OF(be), K_ATTENTION, d, P_OF(be)->op_t[K_ATTENTION] - t0, 4.0 * nq * nk * heads * hd);
 }
 
 static void p_gn_coeffs(sde_backend *be, sde_ten x, int c, int batch, size_t hw, int groups, const float *g,
@@ -355,6 +401,8 @@ void sde_prof_reset(sde_backend *be)
     prof_be *P = P_OF(be);
     memset(P->op_t, 0, sizeof P->op_t);
     memset(P->op_calls, 0, sizeof P->op_calls);
+    memset(P->op_flop, 0, sizeof P->op_flop);
+    P->nshp = 0;
     P->nsec = 0;
     P->nblk = 0;
     P->cur = NULL;
@@ -417,6 +465,45 @@ static void row(sbuf *b, const char *name, const prof_acc *a, double total)
               col[3] * 1e3, col[4] * 1e3, col[5] * 1e3);
 }
 
+static int shape_slower(const void *a, const void *b)
+{
+    const prof_shape *x = *(const prof_shape *const *)a, *y = *(const prof_shape *const *)b;
+    return (x->t < y->t) - (x->t > y->t);
+}
+
+/* The products' slowest shapes, with the rate each reached: where a kernel falls short. FLOP are the
+ * direct definition's (a Winograd convolution does fewer multiplies than it is credited with). */
+static void shapes_report(sbuf *b, prof_be *P, double total_s)
+{
+    if (!P->nshp) return;
+    const prof_shape *order[MAX_SHAPES];
+    for (int i = 0; i < P->nshp; i++)
+        order[i] = &P->shp[i];
+    qsort(order, (size_t)P->nshp, sizeof order[0], shape_slower);
+    sb_printf(b, "\n%-10s %-46s %6s %10s %6s %8s\n", "product", "shape", "calls", "ms", "%", "GFLOP/s");
+    for (int i = 0; i < P->nshp && i < SHOW_SHAPES; i++) {
+        const prof_shape *s = order[i];
+        const int *d = s->d;
+        char shape[64];
+        if (s->kind == K_CONV)
+            snprintf(shape, sizeof shape, "b%d %dx%dx%d -> %d, k%d s%d", d[0], d[1], d[2], d[3], d[4], d[5],
+                     d[6]);
+        else if (s->kind == K_LINEAR)
+            snprintf(shape, sizeof shape, "n%d %d -> %d%s%s%s, w %s", d[0], d[1], d[2],
+                     d[3] & SDE_LIN_X_CM ? " x_cm" : "", d[3] & SDE_LIN_Y_CM ? " y_cm" : "",
+                     d[3] & SDE_LIN_ACC ? " acc" : "",
+                     d[4] == SDE_W_F16    ? "f16"
+                     : d[4] == SDE_W_BF16 ? "bf16"
+                                          : "f32");
+        else
+            snprintf(shape, sizeof shape, "q%d k%d, %d heads of %d%s", d[0], d[1], d[2], d[3],
+                     d[4] ? ", causal" : "");
+        sb_printf(b, "%-10s %-46s %6ld %10.3f %5.1f%% %8.1f\n", kind_name[s->kind], shape, s->calls,
+                  s->t * 1e3, total_s > 0 ? 100 * s->t / total_s : 0, s->t > 0 ? s->flop * 1e-9 / s->t : 0);
+    }
+    if (P->nshp > SHOW_SHAPES) sb_printf(b, "(%d more shapes)\n", P->nshp - SHOW_SHAPES);
+}
+
 char *sde_prof_report(sde_backend *be, double total_s)
 {
     if (!sde_prof_on(be)) return NULL;
@@ -463,14 +550,17 @@ char *sde_prof_report(sde_backend *be, double total_s)
               "host");
     for (int i = 0; i < P->nsec; i++)
         row(&b, P->sec[i].name, &P->sec[i].a, total_s);
-    sb_printf(&b, "\n%-16s %7s %10s %6s %10s\n", "op", "calls", "ms", "%", "us/call");
-    for (int k = 0; k < N_KINDS; k++)
-        if (P->op_calls[k])
-            sb_printf(&b, "%-16s %7ld %10.3f %5.1f%% %10.1f\n", kind_name[k], P->op_calls[k],
-                      P->op_t[k] * 1e3, total_s > 0 ? 100 * P->op_t[k] / total_s : 0,
-                      P->op_t[k] * 1e6 / (double)P->op_calls[k]);
+    sb_printf(&b, "\n%-16s %7s %10s %6s %10s %8s\n", "op", "calls", "ms", "%", "us/call", "GFLOP/s");
+    for (int k = 0; k < N_KINDS; k++) {
+        if (!P->op_calls[k]) continue;
+        sb_printf(&b, "%-16s %7ld %10.3f %5.1f%% %10.1f", kind_name[k], P->op_calls[k], P->op_t[k] * 1e3,
+                  total_s > 0 ? 100 * P->op_t[k] / total_s : 0, P->op_t[k] * 1e6 / (double)P->op_calls[k]);
+        if (P->op_flop[k] > 0 && P->op_t[k] > 0) sb_printf(&b, " %8.1f", P->op_flop[k] * 1e-9 / P->op_t[k]);
+        sb_printf(&b, "\n");
+    }
     sb_printf(&b, "%-16s %7s %10.3f %5.1f%%\n", "(all ops)", "", op_total * 1e3,
               total_s > 0 ? 100 * op_total / total_s : 0);
+    shapes_report(&b, P, total_s);
     if (b.oom) {
         free(b.s);
         return NULL;

@@ -176,7 +176,7 @@ void sde_copy(float *y, const float *x, size_t n)
 /* ---------------------------------------------------------------------------------------------------- */
 /* Reductions. */
 
-SDE_HOT float sde_row_max(const float *x, int n)
+SDE_HOT_SUM float sde_row_max(const float *x, int n)
 {
     float m[LANES];
     int i = 0;
@@ -194,7 +194,7 @@ SDE_HOT float sde_row_max(const float *x, int n)
 }
 
 /* Sum of x[0..n) in float lanes, folded into double every block so long planes keep precision. */
-SDE_HOT static double sum_f(const float *x, size_t n)
+SDE_HOT_SUM static double sum_f(const float *x, size_t n)
 {
     double total = 0.0;
     size_t i = 0;
@@ -215,7 +215,7 @@ SDE_HOT static double sum_f(const float *x, size_t n)
 }
 
 /* Sum of (x - m)^2, same scheme. */
-SDE_HOT static double sumsq_dev(const float *x, size_t n, float m)
+SDE_HOT_SUM static double sumsq_dev(const float *x, size_t n, float m)
 {
     double total = 0.0;
     size_t i = 0;
@@ -240,7 +240,7 @@ SDE_HOT static double sumsq_dev(const float *x, size_t n, float m)
 }
 
 /* exp(x - m) in place, returning the sum. */
-SDE_HOT float sde_exp_sum(float *x, int n, float m)
+SDE_HOT_SUM float sde_exp_sum(float *x, int n, float m)
 {
     float s[LANES] = {0};
     int i = 0;
