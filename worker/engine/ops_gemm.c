@@ -270,10 +270,32 @@ BF16_TARGET static void conv_a_block(const void *A, int at, size_t lda_src, int 
                                      int k0, int kc, uint16_t *d, size_t ldd)
 {
     const size_t es = tsize(at);
-    if (transA) { /* A[i][k] = src[k][i]: k outer, so the source is read along its rows */
-        for (int k = 0; k < kc; k++)
-            for (int i = r0; i < r1; i++)
-                d[(size_t)(i - r0) * ldd + k] = el_bf16(A, at, (size_t)(k0 + k) * lda_src + i);
+    if (transA) {
+        /* A[i][k] = src[k][i], 32 k x 16 rows at a time: rows k and k+1 of the source, 16 elements each,
+         * rounded to bf16 and interleaved into dwords (a pair per row i), then the 16 x 16 dword
+         * transpose leaves each row i's 32 bf16 in one vector. Element by element this ran at a third of
+         * the speed of the same product untransposed (the UNet's proj_in, 8192 x 320 x 320). */
+        for (int kb = 0; kb < kc; kb += 32) {
+            const int np = (kc - kb < 32 ? kc - kb + 1 : 32) / 2; /* dwords: pairs, a zero after odd kc */
+            const __mmask16 pm = np == 16 ? 0xffff : (__mmask16)((1u << np) - 1);
+            for (int ib = r0; ib < r1; ib += 16) {
+                const int ni = r1 - ib < 16 ? r1 - ib : 16;
+                __m512i r[16];
+                for (int p = 0; p < 16; p++) {
+                    const int k = kb + 2 * p;
+                    const char *src = (const char *)A + ((size_t)(k0 + k) * lda_src + ib) * es;
+                    const __m512i lo =
+                        k < kc ? _mm512_cvtepu16_epi32(ld16_bf16(src, at, ni)) : _mm512_setzero_si512();
+                    const __m512i hi = k + 1 < kc
+                                           ? _mm512_cvtepu16_epi32(ld16_bf16(src + lda_src * es, at, ni))
+                                           : _mm512_setzero_si512();
+                    r[p] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+                }
+                tr16x16_epi32(r);
+                for (int c = 0; c < ni; c++)
+                    _mm512_mask_storeu_epi32(d + (size_t)(ib + c - r0) * ldd + kb, pm, r[c]);
+            }
+        }
     } else {
         for (int i = r0; i < r1; i++) {
             const char *s = (const char *)A + ((size_t)i * lda_src + k0) * es;
