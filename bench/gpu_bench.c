@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -92,7 +93,7 @@ static int load(const char *model, const char *backend, sde_engine **e, double *
 int main(int argc, char **argv)
 {
     const char *model = NULL, *backend = "cuda", *out = NULL, *tag = "gpu";
-    int size = 512, steps = 20, runs = 3, cpu = 0;
+    int size = 512, steps = 20, runs = 3, cpu = 0, pause = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--model") && v)
@@ -105,6 +106,8 @@ int main(int argc, char **argv)
             steps = atoi(argv[++i]);
         else if (!strcmp(a, "--runs") && v)
             runs = atoi(argv[++i]);
+        else if (!strcmp(a, "--pause") && v)
+            pause = atoi(argv[++i]);
         else if (!strcmp(a, "--out") && v)
             out = argv[++i];
         else if (!strcmp(a, "--tag") && v)
@@ -114,11 +117,13 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: gpu_bench --model FILE [--backend cuda] [--size 512] [--steps 20] [--runs 3] "
-                    "[--out DIR] [--tag NAME] [--cpu-compare]\n");
+                    "[--out DIR] [--tag NAME] [--cpu-compare] [--pause S]\n"
+                    "  --pause S: S seconds idle before each run after the first, as a worker waits between "
+                    "jobs\n");
             return 2;
         }
     }
-    if (!model || size < 64 || steps < 1 || runs < 1) {
+    if (!model || size < 64 || steps < 1 || runs < 1 || pause < 0) {
         fprintf(stderr, "gpu_bench: --model is required; size >= 64, steps and runs >= 1\n");
         return 2;
     }
@@ -147,6 +152,7 @@ int main(int argc, char **argv)
     double tbest = 1e30;
     for (int i = 0; i <= runs; i++) { /* run 0 warms up: first-use allocations, cuBLAS's kernel choice */
         memset(&r, 0, sizeof r);
+        if (i && pause) sleep((unsigned)pause);
         const double t0 = now();
         if (sde_generate(e, &p, &r, err, sizeof err) != SDE_OK) {
             fprintf(stderr, "gpu_bench: %s\n", err);

@@ -67,19 +67,25 @@ static void print_profile(sde_backend *prof, const char *what, double total_s)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: sd_bench --model PATH [--steps N] [--size PX] [--threads N] [--skip-unet] "
-                    "[--skip-vae] [--skip-text] [--profile] [--precision fp32|bf16]\n");
+    fprintf(stderr,
+            "usage: sd_bench --model PATH [--steps N] [--size PX] [--threads N] [--skip-unet] "
+            "[--skip-vae] [--skip-text] [--profile] [--precision fp32|bf16] [--warmup N]\n"
+            "  --warmup N: N UNet steps first, neither timed nor profiled (the first step of a process\n"
+            "  pays its fresh memory's page faults)\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *model = NULL;
-    int steps = 1, size = 512, threads = 0, skip_unet = 0, skip_vae = 0, skip_text = 0, profile = 0, bf16 = 0;
+    int steps = 1, size = 512, threads = 0, skip_unet = 0, skip_vae = 0, skip_text = 0, profile = 0, bf16 = 0,
+        warmup = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model = argv[++i];
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
             steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc)
+            warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--size") && i + 1 < argc)
             size = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -103,7 +109,7 @@ int main(int argc, char **argv)
     }
     const char *env_prof = getenv("SDW_PROFILE"); /* as the engine reads it */
     if (env_prof && !strcmp(env_prof, "1")) profile = 1;
-    if (!model || steps < 1 || size < 64 || size > 2048 || size % 8) {
+    if (!model || steps < 1 || warmup < 0 || size < 64 || size > 2048 || size % 8) {
         usage();
         return 2;
     }
@@ -180,6 +186,11 @@ int main(int argc, char **argv)
         fill_noise(x, nl, 1);
         fill_noise(ctx, (size_t)2 * nctx * ctxd, 2);
         double total = 0, total_cpu = 0;
+        for (int s = 0; s < warmup; s++) {
+            double a = now();
+            sde_unet_forward(unet, x, 2, lh, lw, ts, ctx, nctx, out);
+            printf("  warm-up step %d: %.2f s wall\n", s + 1, now() - a);
+        }
         sde_prof_reset(prof);
         for (int s = 0; s < steps; s++) {
             double a = now(), ac = cpu_now();

@@ -372,6 +372,7 @@ void sde_engine_free(sde_engine *e)
     sde_tok_free(e->tok);
     sde_ckpt_free(e->ck);
     free(e);
+    sde_mem_trim(); /* the working memory kept for the next job (ops_mem.c) is unmapped with the engine */
 }
 
 void sde_engine_info(const sde_engine *e, sde_model_info *info)

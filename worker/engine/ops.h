@@ -130,11 +130,19 @@ typedef struct {
     int accumulate; /* add into y instead of overwriting it */
 } sde_conv_desc;
 
-/** A 64-byte aligned buffer of bytes (NULL when out of memory); from 2 MB on it is mapped on its own and
- * advised for transparent huge pages (ops_mem.c). Release it with sde_mem_free(), never free(). */
+/** A 64-byte aligned buffer of bytes (NULL when out of memory), not zeroed; from 2 MB on it is mapped on its
+ * own and advised for transparent huge pages, or is a freed one reused (ops_mem.c). Release it with
+ * sde_mem_free(), never free(). */
 void *sde_mem_alloc(size_t bytes);
-/** Releases a buffer of sde_mem_alloc() (NULL is ignored). */
+/** Releases a buffer of sde_mem_alloc() (NULL is ignored); a mapped one is kept for reuse by a later
+ * sde_mem_alloc() of a size it fits (ops_mem.c), up to a cap. */
 void sde_mem_free(void *p);
+/** Releases a buffer of sde_mem_alloc() for good (a scratch outgrown, whose size will not be asked again). */
+void sde_mem_drop(void *p);
+/** Unmaps every buffer sde_mem_free() kept for reuse. */
+void sde_mem_trim(void);
+/** Bytes sde_mem_free() keeps mapped for reuse now. */
+size_t sde_mem_cached(void);
 
 /** src[0..n) F16 (BF16 when bf16) values as float32 in this thread's scratch, widened on the op pool; the
  * scratch grows to the largest n asked for and stays valid until the thread's next call. NULL when out of

@@ -519,7 +519,7 @@ static int grow(void **p, size_t *have, size_t bytes)
 {
     if (*have >= bytes) return 0;
     if (bytes < *have + *have / 2) bytes = *have + *have / 2;
-    sde_mem_free(*p);
+    sde_mem_drop(*p); /* outgrown: never asked for again */
     *have = 0;
     if (!(*p = sde_mem_alloc(bytes))) return -1;
     *have = bytes;

@@ -1,9 +1,11 @@
 /* ops_mem.c: the engine's large buffers (activations, conv scratch, widened weights), mapped 2 MB-aligned
- * and marked for transparent huge pages, so a fresh buffer costs one fault per 2 MB instead of per 4 KB. */
+ * and marked for transparent huge pages, and kept mapped when freed for the next buffer that fits. */
 #include "ops.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 /* Below this, malloc's pools serve better than a mapping of their own. */
@@ -18,6 +20,85 @@ typedef struct {
     size_t len;
 } mem_hdr;
 
+/* Freed mappings, kept for the next allocation they fit (at most twice its size). A page a process touches
+ * for the first time costs a fault and a zeroing, and under a hypervisor that takes back the guest's free
+ * pages (virtio-balloon free page reporting) far more: 386 MB of UNet activations took 0.9 s to fault in
+ * cold on a Firecracker guest, 20 ms warm. The engine frees the UNet's activations before the VAE decode
+ * and the VAE's buffers after it, so without the cache every job of a worker faulted its ~1 GB of working
+ * memory in again, cold once the worker had sat idle for a few seconds. Kept: at most MEM_CACHE_MAX bytes
+ * (beyond it a freed mapping is unmapped), what one job's working set needs. Reused memory is not zeroed:
+ * sde_mem_alloc never promised zeroes (SDW_MEM_POISON=1 fills reused buffers with NaN bytes, so a test run
+ * can show that nothing reads memory it did not write). */
+#define MEM_CACHE_SLOTS 32
+#define MEM_CACHE_MAX ((size_t)3 << 30)
+static struct {
+    char *base;
+    size_t len;
+} mem_cache[MEM_CACHE_SLOTS];
+static int mem_ncache;
+static size_t mem_cached;
+static pthread_mutex_t mem_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* A cached mapping of at least len bytes and at most twice that, the smallest; NULL when none. */
+static char *cache_take(size_t len, size_t *got)
+{
+    pthread_mutex_lock(&mem_mu);
+    int best = -1;
+    for (int i = 0; i < mem_ncache; i++)
+        if (mem_cache[i].len >= len && mem_cache[i].len / 2 <= len &&
+            (best < 0 || mem_cache[i].len < mem_cache[best].len))
+            best = i;
+    char *m = NULL;
+    if (best >= 0) {
+        m = mem_cache[best].base;
+        *got = mem_cache[best].len;
+        mem_cached -= *got;
+        mem_cache[best] = mem_cache[--mem_ncache];
+    }
+    pthread_mutex_unlock(&mem_mu);
+    if (m) {
+        static int poison = -1;
+        if (poison < 0) {
+            const char *e = getenv("SDW_MEM_POISON");
+            poison = e && !strcmp(e, "1");
+        }
+        if (poison) memset(m, 0xff, *got);
+    }
+    return m;
+}
+
+/* Keeps a freed mapping for reuse; 0 when the cache is full (the caller unmaps it). */
+static int cache_put(char *base, size_t len)
+{
+    pthread_mutex_lock(&mem_mu);
+    const int ok = mem_ncache < MEM_CACHE_SLOTS && mem_cached + len <= MEM_CACHE_MAX;
+    if (ok) {
+        mem_cache[mem_ncache].base = base;
+        mem_cache[mem_ncache++].len = len;
+        mem_cached += len;
+    }
+    pthread_mutex_unlock(&mem_mu);
+    return ok;
+}
+
+void sde_mem_trim(void)
+{
+    pthread_mutex_lock(&mem_mu);
+    for (int i = 0; i < mem_ncache; i++)
+        munmap(mem_cache[i].base, mem_cache[i].len);
+    mem_ncache = 0;
+    mem_cached = 0;
+    pthread_mutex_unlock(&mem_mu);
+}
+
+size_t sde_mem_cached(void)
+{
+    pthread_mutex_lock(&mem_mu);
+    const size_t n = mem_cached;
+    pthread_mutex_unlock(&mem_mu);
+    return n;
+}
+
 void *sde_mem_alloc(size_t bytes)
 {
     const size_t need = MEM_HDR + ((bytes + 63) & ~(size_t)63);
@@ -25,6 +106,14 @@ void *sde_mem_alloc(size_t bytes)
     /* ASan builds keep malloc, whose redzones catch overruns a private mapping would not */
     if (bytes >= MEM_HUGE_MIN) {
         const size_t len = (need + MEM_HUGE_ALIGN - 1) & ~(MEM_HUGE_ALIGN - 1);
+        size_t got;
+        char *c = cache_take(len, &got);
+        if (c) {
+            mem_hdr *h = (mem_hdr *)c;
+            h->base = c;
+            h->len = got;
+            return c + MEM_HDR;
+        }
         char *m =
             mmap(NULL, len + MEM_HUGE_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED) return NULL;
@@ -47,12 +136,22 @@ void *sde_mem_alloc(size_t bytes)
     return p + MEM_HDR;
 }
 
-void sde_mem_free(void *p)
+static void mem_release(void *p, int keep)
 {
     if (!p) return;
     const mem_hdr *h = (const mem_hdr *)((char *)p - MEM_HDR);
-    if (h->len)
-        munmap(h->base, h->len);
-    else
+    if (h->len) {
+        if (!keep || !cache_put(h->base, h->len)) munmap(h->base, h->len);
+    } else
         free(h->base);
+}
+
+void sde_mem_free(void *p)
+{
+    mem_release(p, 1);
+}
+
+void sde_mem_drop(void *p)
+{
+    mem_release(p, 0);
 }

@@ -29,7 +29,7 @@ static pthread_once_t widen_once = PTHREAD_ONCE_INIT;
 static void widen_buf_free(void *v)
 {
     widen_buf *b = v;
-    if (b) sde_mem_free(b->p);
+    if (b) sde_mem_drop(b->p);
     free(b);
 }
 
@@ -55,7 +55,7 @@ const float *sde_widen(const uint16_t *src, int bf16, size_t n)
         pthread_setspecific(widen_key, b);
     }
     if (b->n < n) {
-        sde_mem_free(b->p);
+        sde_mem_drop(b->p); /* outgrown */
         b->n = 0;
         if (!(b->p = sde_mem_alloc(n * sizeof(float)))) return NULL;
         b->n = n;
