@@ -91,6 +91,7 @@ void sdw_srv_reload(sdw_srv *s)
         free(owned);
     }
     owned = cfg;
+    file = cfg->file ? cfg->file : ""; /* the old name went with the configuration freed above */
     sdw_log(SDW_LOG_INFO, "reload", "file=%s model=%s devices=%d needs_restart=%s", file, cfg->model_path,
             cfg->n_devices, restart_only[0] ? restart_only : "none");
     if (restart_only[0])
