@@ -646,6 +646,10 @@ static int generate_run(sdw_gen_request *req, sde_load_opts *lo, const char *out
 
     sde_engine *e;
     struct timespec l0, l1;
+    /* the job's memory faulted in on a second core while the model loads (the size may be the model's) */
+    lo->warm = 1;
+    lo->warm_width = have_w ? req->width : 0;
+    lo->warm_height = have_h ? req->height : 0;
     clock_gettime(CLOCK_MONOTONIC, &l0);
     if (sde_engine_load(lo, &e, err, sizeof err)) {
         fprintf(stderr, "sd-worker generate: %s\n", err);

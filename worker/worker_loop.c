@@ -519,7 +519,8 @@ int sdw_cmd_worker(int argc, char **argv)
                           .tokenizer_path = tokenizer,
                           .threads = threads,
                           .taesd_path = taesd,
-                          .backend = backend};
+                          .backend = backend,
+                          .warm = 1}; /* the first job at the model's size finds its memory in place */
     if (!bad[0] && !model) snprintf(bad, sizeof bad, "--model PATH is required");
     if (!bad[0]) {
         int pr = sdw_prediction_parse(prediction);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,12 @@ struct sde_engine {
     void *warn_ud;
     sde_backend *be;   /* what every model runs on (sde_load_opts.backend), from sde_backend_open */
     sde_backend *prof; /* the profiling wrapper the models run on (sde_load_opts.profile), or NULL */
+    /* threads of the load: the file's sha256 (the model hash), the warm-up of the first job's memory */
+    pthread_t hash_th, warm_th;
+    int hash_on, warm_on, hash_rc;
+    const char *hash_path; /* sde_load_opts.model_path, valid until the load returns */
+    char hash[11], hash_err[512];
+    size_t warm_bytes;
 };
 
 /* A warning goes to the caller's callback (or nowhere): the engine knows nothing of logs or terminals. */
@@ -204,6 +211,59 @@ static int64_t count_params(const sde_ckpt *c, const char *prefix)
     return total;
 }
 
+/* The model's native resolution, once its arch and prediction are known. */
+static int native_size(const sde_engine *e)
+{
+    int size = e->xl                                       ? 1024
+               : !strcmp(e->info.arch, "tiny")             ? 64
+               : !strcmp(e->info.arch, "sd2") && e->v_pred ? 768
+                                                           : 512;
+    /* a file that carries Stability's model spec metadata names its training size there: it wins (square
+     * only), for distilled models such as SDXL-Turbo (512) that share an architecture with a larger size */
+    const char *res = sde_ckpt_meta(e->ck, "modelspec.resolution");
+    int rw = 0, rh = 0, used = 0;
+    if (res && sscanf(res, "%dx%d%n", &rw, &rh, &used) == 2 && !res[used] && rw == rh && rw >= 64 &&
+        rw <= 2048 && rw % 8 == 0)
+        size = rw;
+    return size;
+}
+
+/* The A1111 model hash reads the whole file (about 1 s for 2 GB, 80 % of a load): on its own thread, while
+ * the models are built. */
+static void *load_hash(void *arg)
+{
+    sde_engine *e = arg;
+    e->hash_rc = sde_ckpt_short_hash(e->hash_path, e->hash, e->hash_err, sizeof e->hash_err);
+    return NULL;
+}
+
+/* The first job's UNet activations, faulted in on a second core while the load goes on, and kept mapped
+ * for that job (ops_mem.c): a page the process touches for the first time is a fault and a zeroing, under a
+ * hypervisor that reclaims free guest pages far more (386 MB: 0.9 s), and the first step paid it. */
+static void *load_warm(void *arg)
+{
+    const sde_engine *e = arg;
+    sde_mem_prefault(e->warm_bytes);
+    return NULL;
+}
+
+/* Waits for the load's threads; the hash thread's failure, with its message in err. */
+static int load_join(sde_engine *e, char *err, size_t errlen)
+{
+    int rc = 0;
+    if (e->warm_on) pthread_join(e->warm_th, NULL);
+    e->warm_on = 0;
+    if (e->hash_on) {
+        pthread_join(e->hash_th, NULL);
+        e->hash_on = 0;
+        if (e->hash_rc) {
+            if (err) snprintf(err, errlen, "%s", e->hash_err);
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
 int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -224,6 +284,9 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
     e->warn = opts->warn;
     e->warn_ud = opts->warn_ud;
     if (opts->threads > 0) sde_set_threads(opts->threads);
+    e->hash_path = opts->model_path;
+    e->hash_on = !pthread_create(&e->hash_th, NULL, load_hash, e);
+    if (!e->hash_on) e->hash_rc = sde_ckpt_short_hash(e->hash_path, e->hash, e->hash_err, sizeof e->hash_err);
     if (sde_ckpt_open(opts->model_path, &e->ck, err, errlen)) goto fail;
     /* SDXL by its tensors: a UNet with label_emb and a second, bigG text encoder */
     if (sde_sdxl_detect(e->ck) ? sde_sdxl_cond_build_on(e->be, e->ck, &e->xl, err, errlen)
@@ -296,6 +359,15 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
         goto fail;
     }
     if (resolve_prediction(e, opts, err, errlen)) goto fail;
+    e->info.default_size = native_size(e);
+    if (opts->warm && e->be == sde_backend_cpu()) {
+        const int ww = opts->warm_width > 0 ? opts->warm_width : e->info.default_size,
+                  wh = opts->warm_height > 0 ? opts->warm_height : e->info.default_size;
+        /* the activations sde_generate reserves for one image with CFG (a batch of 2) */
+        e->warm_bytes = sde_unet_activation_bytes(e->unet, 2, (wh + 7) / 8, (ww + 7) / 8, SDE_TOK_CONTEXT);
+        if (e->warm_bytes != SIZE_MAX && ww >= 64 && wh >= 64 && ww <= 2048 && wh <= 2048)
+            e->warm_on = !pthread_create(&e->warm_th, NULL, load_warm, e);
+    }
     const char *env_prof = getenv("SDW_PROFILE");
     if (opts->profile || (env_prof && !strcmp(env_prof, "1"))) {
         /* the models keep the buffers and weights they were built with: the wrapper forwards to them */
@@ -314,9 +386,8 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
     sde_model_info *in = &e->info;
     in->bf16 = sde_bf16_available() && e->be == sde_backend_cpu();
     snprintf(in->prediction, sizeof in->prediction, "%s", e->v_pred ? "v" : "eps");
-    char hash[11];
-    if (sde_ckpt_short_hash(opts->model_path, hash, err, errlen)) goto fail;
-    snprintf(in->model_hash, sizeof in->model_hash, "%s", hash);
+    if (load_join(e, err, errlen)) goto fail;
+    snprintf(in->model_hash, sizeof in->model_hash, "%s", e->hash);
     /* model name: the basename, without the extension of a file */
     const char *base = opts->model_path;
     size_t bl = strlen(base);
@@ -336,17 +407,6 @@ int sde_engine_load(const sde_load_opts *opts, sde_engine **out, char *err, size
     memcpy(in->model_name, base + start, nl);
     in->model_name[nl] = 0;
     in->context_dim = ctx_dim;
-    in->default_size = e->xl                                   ? 1024
-                       : !strcmp(in->arch, "tiny")             ? 64
-                       : !strcmp(in->arch, "sd2") && e->v_pred ? 768
-                                                               : 512;
-    /* a file that carries Stability's model spec metadata names its training size there: it wins (square
-     * only), for distilled models such as SDXL-Turbo (512) that share an architecture with a larger size */
-    const char *res = sde_ckpt_meta(e->ck, "modelspec.resolution");
-    int rw = 0, rh = 0, used = 0;
-    if (res && sscanf(res, "%dx%d%n", &rw, &rh, &used) == 2 && !res[used] && rw == rh && rw >= 64 &&
-        rw <= 2048 && rw % 8 == 0)
-        in->default_size = rw;
     in->n_params = (e->xl ? sde_sdxl_params(e->xl) : sde_clip_params(e->clip)) +
                    count_params(e->ck, "model.diffusion_model.") +
                    count_params(e->ck, "first_stage_model.decoder.") +
@@ -362,6 +422,7 @@ fail:
 void sde_engine_free(sde_engine *e)
 {
     if (!e) return;
+    load_join(e, NULL, 0); /* a load that failed while its threads ran */
     sde_vae_free(e->vae);
     sde_taesd_free(e->taesd);
     sde_unet_free(e->unet);

@@ -139,6 +139,9 @@ void *sde_mem_alloc(size_t bytes);
 void sde_mem_free(void *p);
 /** Releases a buffer of sde_mem_alloc() for good (a scratch outgrown, whose size will not be asked again). */
 void sde_mem_drop(void *p);
+/** Maps bytes as sde_mem_alloc() would, faults every page in and keeps the mapping for reuse, so the next
+ * sde_mem_alloc() of that size finds its pages in place. */
+void sde_mem_prefault(size_t bytes);
 /** Unmaps every buffer sde_mem_free() kept for reuse. */
 void sde_mem_trim(void);
 /** Bytes sde_mem_free() keeps mapped for reuse now. */

@@ -39,6 +39,13 @@ static int mem_ncache;
 static size_t mem_cached;
 static pthread_mutex_t mem_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* Private mappings: not in ASan builds, which keep malloc, whose redzones catch overruns a mapping would
+ * not. */
+#if !defined(__SANITIZE_ADDRESS__) && defined(MADV_HUGEPAGE)
+#define MEM_MAPPED 1
+#endif
+
+#ifdef MEM_MAPPED
 /* A cached mapping of at least len bytes and at most twice that, the smallest; NULL when none. */
 static char *cache_take(size_t len, size_t *got)
 {
@@ -66,6 +73,7 @@ static char *cache_take(size_t len, size_t *got)
     }
     return m;
 }
+#endif
 
 /* Keeps a freed mapping for reuse; 0 when the cache is full (the caller unmaps it). */
 static int cache_put(char *base, size_t len)
@@ -79,6 +87,23 @@ static int cache_put(char *base, size_t len)
     }
     pthread_mutex_unlock(&mem_mu);
     return ok;
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
+void sde_mem_prefault(size_t bytes)
+{
+    char *p = sde_mem_alloc(bytes);
+    if (!p) return;
+    const mem_hdr *h = (const mem_hdr *)(p - MEM_HDR);
+    if (h->len && madvise(h->base, h->len, MADV_POPULATE_WRITE)) {
+        /* an older kernel: a write per page (the header's page is written already) */
+        for (size_t o = 4096; o < h->len; o += 4096)
+            ((volatile char *)h->base)[o] = 0;
+    }
+    sde_mem_free(p);
 }
 
 void sde_mem_trim(void)
@@ -102,8 +127,7 @@ size_t sde_mem_cached(void)
 void *sde_mem_alloc(size_t bytes)
 {
     const size_t need = MEM_HDR + ((bytes + 63) & ~(size_t)63);
-#if !defined(__SANITIZE_ADDRESS__) && defined(MADV_HUGEPAGE)
-    /* ASan builds keep malloc, whose redzones catch overruns a private mapping would not */
+#ifdef MEM_MAPPED
     if (bytes >= MEM_HUGE_MIN) {
         const size_t len = (need + MEM_HUGE_ALIGN - 1) & ~(MEM_HUGE_ALIGN - 1);
         size_t got;

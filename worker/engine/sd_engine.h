@@ -56,6 +56,10 @@ typedef struct {
                           * environment's SDW_PROFILE=1 turns it on too (docs/backends.md) */
     const char *taesd_path; /* optional TAESD (tiny autoencoder) .safetensors: previews decode with it,
                              * and jobs may ask for it as their decoder (sde_gen_params.decoder) */
+    int warm; /* 1: while loading, fault in the UNet activations of a CFG job of warm_width x warm_height
+               * (0 x 0: the model's native size) on another thread, kept for the first job that fits them
+               * (CPU backend; docs/backends.md) */
+    int warm_width, warm_height;
 } sde_load_opts;
 
 /** What was loaded, for logs, /ready and the PNG parameters chunk. */
