@@ -344,6 +344,10 @@ static void test_conv2d_ex(void **state)
         {12, 5, 6, 9, 1, 1, 0, 0, 0, 0, 0, 0, 0},  /* 1x1 straight SGEMM over the whole batch */
         {12, 5, 6, 9, 1, 1, 0, 0, 0, 0, 0, 1, 1},  /* 1x1 with the input transform */
         {128, 6, 5, 4, 3, 1, 1, 1, 1, 1, 0, 1, 1}, /* K = 1152 */
+        /* up to 4 output channels: no im2col (ops_conv.c's small-cout path), whole and partial vectors */
+        {3, 9, 37, 1, 3, 1, 1, 1, 1, 1, 0, 0, 0},
+        {40, 11, 33, 3, 3, 1, 1, 1, 1, 1, 0, 1, 1},
+        {512, 7, 200, 2, 3, 1, 1, 1, 1, 1, 0, 1, 0}, /* bands of 2 rows */
         /* >= 16 channels, >= 8x8 and >= 64 tiles of 4x4: the Winograd path (whole batch with the big budget;
          * bands of tile rows and blocks of output channels with 64-512 KB; im2col with the two smallest
          * budgets). F(6x6,3x3) for these four (their 6x6 tiles need at least 10% fewer multiplies) ... */

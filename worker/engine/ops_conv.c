@@ -44,11 +44,20 @@ static int conv_pointwise(const sde_conv_desc *d)
     return d->k == 1 && d->stride == 1 && !d->upsample && !d->pad_t && !d->pad_b && !d->pad_l && !d->pad_r;
 }
 
-enum { PLAN_DIRECT, PLAN_POINTWISE_TILED, PLAN_BATCH, PLAN_ROWS, PLAN_WINO_BATCH, PLAN_WINO_ROWS };
+enum {
+    PLAN_DIRECT,
+    PLAN_POINTWISE_TILED,
+    PLAN_BATCH,
+    PLAN_ROWS,
+    PLAN_WINO_BATCH,
+    PLAN_WINO_ROWS,
+    PLAN_SMALL_COUT
+};
 
 typedef struct {
     int mode;
-    int tile;      /* columns (pointwise tiled), output rows (PLAN_ROWS) or tile rows (PLAN_WINO_ROWS) */
+    int tile;      /* columns (pointwise tiled), output rows (PLAN_ROWS, PLAN_SMALL_COUT) or tile rows
+                      (PLAN_WINO_ROWS) */
     int cb;        /* output channels per weight-transform block (Winograd) */
     size_t floats; /* scratch needed */
 } conv_plan;
@@ -566,6 +575,128 @@ static void wino_run(const sde_conv_desc *d, const conv_plan *p, float *scratch)
     }
 }
 
+/* 3x3 convolutions to at most 4 channels (the UNet's conv_out: 320 -> 4; the VAE's: 128 -> 3) without
+ * im2col: its column matrix is the input nine times over (94 MB for the UNet at 512x512, 1.2 GB for the
+ * VAE, built in bands) for a product of a few rows, and building it cost 15 times the arithmetic (the
+ * UNet's conv_out took 30 ms a step at 6 GFLOP/s). Here a band of input rows, with the GroupNorm+SiLU
+ * applied and a zero border, stays in L2 while each output row sums its 9 cin taps. Each output is the
+ * float32 sum in the order the im2col GEMM for so few rows (gemm_small_m) takes: k = (c, ky, kx) from 0,
+ * one fused multiply-add each, then the bias; so the result is the same bits. In bf16 jobs too (these
+ * products are too small to gain from bf16). AVX-512 only, as gemm_small_m. */
+#define SC_MAX_COUT 4
+#define SC_BAND_BYTES ((size_t)2 << 20)
+
+static int small_cout_ok(const sde_conv_desc *d)
+{
+    return d->cout <= SC_MAX_COUT && d->k == 3 && d->stride == 1 && !d->upsample && d->pad_t == 1 &&
+           d->pad_b == 1 && d->pad_l == 1 && d->pad_r == 1 && d->w >= 1 && d->h >= 1 &&
+           sde_cpu_has_avx512() && sde_gemm_reads_16bit();
+}
+
+/* A band row's floats: the input row between one zero column on the left and at least one on the right,
+ * padded to whole vectors of 16 for the last vector's reads at x + 2. */
+static size_t sc_row_floats(const sde_conv_desc *d)
+{
+    return ((size_t)d->w + 15) / 16 * 16 + 16;
+}
+
+static size_t sc_band_floats(const sde_conv_desc *d, int rows)
+{
+    return (size_t)d->cin * (rows + 2) * sc_row_floats(d);
+}
+
+typedef struct {
+    const sde_conv_desc *d;
+    const float *wf; /* [cout][cin * 9] float32 */
+    float *band;     /* per thread: sc_band_floats(d, rows) + 16 */
+    int rows, bands;
+} sc_job;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) static void sc_item(void *ctx, int item,
+                                                                                  int thread)
+{
+    const sc_job *j = ctx;
+    const sde_conv_desc *d = j->d;
+    const int b = item / j->bands, r0 = item % j->bands * j->rows, W = d->w, H = d->h, cout = d->cout;
+    const int r1 = r0 + j->rows < H ? r0 + j->rows : H, R = j->rows + 2, K = d->cin * 9;
+    const size_t rf = sc_row_floats(d);
+    float *band = (float *)(((uintptr_t)(j->band + (size_t)thread * (sc_band_floats(d, j->rows) + 16)) + 63) &
+                            ~(uintptr_t)63);
+    /* input rows r0-1 .. r1 (zero outside the image), transformed as conv_band does */
+    const float *xb = d->x + (size_t)b * d->x_bstride;
+    for (int c = 0; c < d->cin; c++)
+        for (int i = 0; i < r1 - r0 + 2; i++) {
+            float *dst = band + ((size_t)c * R + i) * rf;
+            const int vy = r0 - 1 + i;
+            memset(dst, 0, sizeof(float) * rf);
+            if (vy < 0 || vy >= H) continue;
+            const float *src = xb + (size_t)c * d->x_cstride + (size_t)vy * W;
+            if (d->in_scale)
+                sde_affine_row(src, dst + 1, (size_t)W, d->in_scale[(size_t)b * d->cin + c],
+                               d->in_shift[(size_t)b * d->cin + c], d->in_silu);
+            else
+                memcpy(dst + 1, src, sizeof(float) * W);
+        }
+    float bv[SC_MAX_COUT];
+    for (int o = 0; o < cout; o++)
+        bv[o] = (d->bias ? d->bias[o] : 0.0f) + (d->bias_b ? d->bias_b[(size_t)b * cout + o] : 0.0f);
+    const int biased = d->bias || d->bias_b;
+    for (int oy = r0; oy < r1; oy++)
+        for (int x0 = 0; x0 < W; x0 += 16) {
+            const __mmask16 m = W - x0 >= 16 ? 0xffff : (__mmask16)((1u << (W - x0)) - 1);
+            __m512 acc[SC_MAX_COUT];
+            for (int o = 0; o < SC_MAX_COUT; o++)
+                acc[o] = _mm512_setzero_ps();
+            for (int c = 0; c < d->cin; c++) {
+                const float *in = band + ((size_t)c * R + (oy - r0)) * rf + x0;
+                const float *w = j->wf + (size_t)c * 9;
+                for (int t = 0; t < 9; t++) {
+                    const __m512 v = _mm512_loadu_ps(in + (size_t)(t / 3) * rf + t % 3);
+                    for (int o = 0; o < cout; o++)
+                        acc[o] = _mm512_fmadd_ps(_mm512_set1_ps(w[(size_t)o * K + t]), v, acc[o]);
+                }
+            }
+            for (int o = 0; o < cout; o++) {
+                float *y = d->y + (size_t)o * d->y_cstride + (size_t)b * d->y_bstride + (size_t)oy * W + x0;
+                __m512 v = _mm512_add_ps(acc[o], _mm512_setzero_ps());
+                if (biased) {
+                    __m512 cv = _mm512_set1_ps(bv[o]);
+                    if (d->accumulate) cv = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), cv);
+                    v = _mm512_add_ps(v, cv);
+                } else if (d->accumulate) {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, y));
+                }
+                _mm512_mask_storeu_ps(y, m, v);
+            }
+        }
+}
+#else
+static void sc_item(void *ctx, int item, int thread)
+{
+    (void)ctx, (void)item, (void)thread;
+}
+#endif
+
+static void small_cout_run(const sde_conv_desc *d, const conv_plan *p, float *scratch)
+{
+    const int K = d->cin * 9;
+    float *wf = scratch;
+    for (size_t i = 0; i < (size_t)d->cout * K; i++)
+        if (d->wt) {
+            wf[i] = d->wt[i];
+        } else if (d->wt16_bf16) {
+            const uint32_t u = (uint32_t)d->wt16[i] << 16;
+            memcpy(&wf[i], &u, sizeof u);
+        } else {
+            wf[i] = sde_cvt_half(d->wt16[i]);
+        }
+    sc_job j = {.d = d, .wf = wf, .band = wf + (size_t)d->cout * K + 16, .rows = p->tile};
+    j.bands = (d->h + j.rows - 1) / j.rows;
+    sde_par_for(d->batch * j.bands, sc_item, &j);
+}
+
 static conv_plan conv_make_plan(const sde_conv_desc *d, size_t budget)
 {
     conv_plan p = {PLAN_DIRECT, 0, 0, 0};
@@ -581,6 +712,15 @@ static conv_plan conv_make_plan(const sde_conv_desc *d, size_t budget)
         p.mode = PLAN_POINTWISE_TILED;
         p.tile = (int)nc;
         p.floats = nc * per_col;
+        return p;
+    }
+    if (small_cout_ok(d)) {
+        const size_t row = (size_t)d->cin * sc_row_floats(d); /* one band row, all channels */
+        int rows = (int)(SC_BAND_BYTES / sizeof(float) / row) - 2;
+        rows = rows < 1 ? 1 : rows > d->h ? d->h : rows;
+        p.mode = PLAN_SMALL_COUT;
+        p.tile = rows;
+        p.floats = (size_t)d->cout * d->cin * 9 + 16 + SDE_PAR_MAX * (sc_band_floats(d, rows) + 16) + 16;
         return p;
     }
     size_t kk = (size_t)d->cin * d->k * d->k, ohw = (size_t)oh * ow;
@@ -798,6 +938,10 @@ void sde_conv2d_ex(const sde_conv_desc *d, float *scratch, size_t scratch_bytes)
     }
     if (p.mode == PLAN_POINTWISE_TILED) {
         conv_pointwise_tiled(d, p.tile, scratch);
+        return;
+    }
+    if (p.mode == PLAN_SMALL_COUT) {
+        small_cout_run(d, &p, scratch);
         return;
     }
     if (p.mode == PLAN_WINO_BATCH || p.mode == PLAN_WINO_ROWS) {
