@@ -502,6 +502,10 @@ static void test_attention(void **state)
     check_attention(150, 600, 3, 16, 0, 5);
     check_attention(1000, 77, 8, 40, 0, 0);
     check_attention(260, 520, 1, 80, 0, 2);
+    /* head widths of 8 mod 16 take the row-pair P V kernel on AVX-512 (40 above; 8, 24, 56 here) */
+    check_attention(300, 300, 1, 8, 0, 0);
+    check_attention(300, 301, 2, 24, 0, 1);
+    check_attention(260, 270, 1, 56, 0, 0);
     check_attention(256, 256, 1, 160, 0, 0);
     /* nk large enough that the queries are processed in several blocks (block = 2^20/nk = 16) */
     check_attention(40, 65536, 2, 4, 0, 0);

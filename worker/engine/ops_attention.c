@@ -42,7 +42,8 @@ static size_t attn_fused_floats(int nk, int hd)
 {
     size_t nkp = ((size_t)nk + 15) & ~(size_t)15;
     /* packed K and V, packed Q block, score block, output block, running max and sum; +16 for alignment */
-    return nkp * hd + (size_t)nk * hd + (size_t)FA_QB * hd + (size_t)FA_QB * FA_KC + (size_t)FA_QB * hd +
+    /* V twice over: fa_pv512_pairs reads each row as [V[j] V[j]] */
+    return nkp * hd + 2 * (size_t)nk * hd + (size_t)FA_QB * hd + (size_t)FA_QB * FA_KC + (size_t)FA_QB * hd +
            2 * FA_QB + 16;
 }
 
@@ -224,6 +225,75 @@ FA512_TARGET static void fa_pv512(const float *P, const float *vp, int kv, int h
     }
 }
 
+/* fa_pv512 for a head width of 8 mod 16 (SD 1.5's 40): rows taken two at a time, so a pair's 2 hd outputs
+ * are whole vectors (5 for hd 40) where one row's were 2.5 (three vectors, the last half empty: a sixth of
+ * the multiply-adds wasted). The vector that straddles the two rows takes its first lanes' P from the first
+ * row (a blend of the two broadcasts). vp2 holds each V row twice, [V[j] V[j]], so vector i of a pair reads
+ * vp2 + 16 i. Each output is summed over the keys in the same order as fa_pv512: the same bits. */
+#define PV_PAIRS_MAX_NV 7
+FA512_TARGET static inline __attribute__((always_inline)) void
+fa_pv512_pairs_hd(const float *P, const float *vp2, int kv, int hd, float *O)
+{
+    const int nv = hd / 8;
+    __mmask16 first[PV_PAIRS_MAX_NV];
+    for (int i = 0; i < nv; i++) {
+        const int lo = hd - 16 * i;
+        first[i] = lo >= 16 ? 0xffff : lo <= 0 ? 0 : (__mmask16)((1u << lo) - 1);
+    }
+    __m512 c[FA_MR / 2][PV_PAIRS_MAX_NV];
+    for (int q = 0; q < FA_MR / 2; q++)
+        for (int i = 0; i < nv; i++)
+            c[q][i] = _mm512_setzero_ps();
+    const float *b = vp2;
+    for (int j = 0; j < kv; j++, b += 2 * hd) {
+        __m512 v[PV_PAIRS_MAX_NV];
+        for (int i = 0; i < nv; i++) {
+            v[i] = _mm512_loadu_ps(b + 16 * i);
+            __asm__("" : "+v"(v[i])); /* one load per vector, not one folded into each of its 3 FMAs */
+        }
+        for (int q = 0; q < FA_MR / 2; q++) {
+            const __m512 a0 = _mm512_set1_ps(P[2 * q * FA_KC + j]),
+                         a1 = _mm512_set1_ps(P[(2 * q + 1) * FA_KC + j]);
+            for (int i = 0; i < nv; i++) {
+                const __m512 a = first[i] == 0xffff ? a0
+                                 : !first[i]        ? a1
+                                                    : _mm512_mask_blend_ps(first[i], a1, a0);
+                c[q][i] = _mm512_fmadd_ps(a, v[i], c[q][i]);
+            }
+        }
+    }
+    for (int q = 0; q < FA_MR / 2; q++) {
+        float *o = O + (size_t)2 * q * hd;
+        for (int i = 0; i < nv; i++)
+            _mm512_storeu_ps(o + 16 * i, _mm512_add_ps(_mm512_loadu_ps(o + 16 * i), c[q][i]));
+    }
+}
+
+/* The head widths of 8 mod 16 up to 56, each compiled with its width known. */
+FA512_TARGET static void fa_pv512_pairs(const float *P, const float *vp2, int kv, int hd, float *O)
+{
+    switch (hd) {
+    case 40:
+        fa_pv512_pairs_hd(P, vp2, kv, 40, O);
+        break;
+    case 24:
+        fa_pv512_pairs_hd(P, vp2, kv, 24, O);
+        break;
+    case 56:
+        fa_pv512_pairs_hd(P, vp2, kv, 56, O);
+        break;
+    default:
+        fa_pv512_pairs_hd(P, vp2, kv, 8, O);
+        break;
+    }
+}
+
+/* Whether fa_pv512_pairs serves this head width. */
+static int pv_pairs(int hd)
+{
+    return hd % 16 == 8 && hd <= 56;
+}
+
 /* exp(x) of 8 lanes, same scheme and accuracy as fast_expf (0 below -87.3). */
 FA_TARGET static inline __m256 fa_exp(__m256 x)
 {
@@ -367,7 +437,7 @@ static void attn_head_fused(const float *q, int qs, const float *k, int ks, cons
 #endif
     const int nkp = (nk + 15) & ~15, wide = sde_cpu_has_avx512();
     float *kp = (float *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
-    float *vp = kp + (size_t)nkp * hd, *qp = vp + (size_t)nk * hd, *S = qp + (size_t)FA_QB * hd;
+    float *vp = kp + (size_t)nkp * hd, *qp = vp + (size_t)2 * nk * hd, *S = qp + (size_t)FA_QB * hd;
     float *O = S + (size_t)FA_QB * FA_KC, *mrow = O + (size_t)FA_QB * hd, *lrow = mrow + FA_QB;
     /* K into panels of 16 keys [panel][d][16] (zero keys pad the last panel), V into [key][hd] */
     for (int p = 0; p < nkp / 16; p++)
@@ -381,8 +451,11 @@ static void attn_head_fused(const float *q, int qs, const float *k, int ks, cons
                 for (int d = 0; d < hd; d++)
                     dst[d * 16] = 0.0f;
         }
-    for (int j = 0; j < nk; j++)
-        memcpy(vp + (size_t)j * hd, v + (size_t)j * vs, sizeof(float) * hd);
+    const int pairs = wide && pv_pairs(hd); /* V rows twice over for fa_pv512_pairs */
+    for (int j = 0; j < nk; j++) {
+        memcpy(vp + (size_t)j * hd * (pairs ? 2 : 1), v + (size_t)j * vs, sizeof(float) * hd);
+        if (pairs) memcpy(vp + (size_t)j * hd * 2 + hd, v + (size_t)j * vs, sizeof(float) * hd);
+    }
     for (int q0 = 0; q0 < nq; q0 += FA_QB) {
         const int nb = nq - q0 < FA_QB ? nq - q0 : FA_QB;
         const int nbp = (nb + FA_MR - 1) / FA_MR * FA_MR;
@@ -410,7 +483,9 @@ static void attn_head_fused(const float *q, int qs, const float *k, int ks, cons
                     fa_softmax_tile512(Sm, kc, kv, mrow + mt, lrow + mt, O + (size_t)mt * hd, hd);
                 else
                     fa_softmax_tile(Sm, kc, kv, mrow + mt, lrow + mt, O + (size_t)mt * hd, hd);
-                if (wide)
+                if (pairs)
+                    fa_pv512_pairs(Sm, vp + (size_t)j0 * hd * 2, kv, hd, O + (size_t)mt * hd);
+                else if (wide)
                     fa_pv512(Sm, vp + (size_t)j0 * hd, kv, hd, O + (size_t)mt * hd);
                 else
                     fa_pv(Sm, vp + (size_t)j0 * hd, kv, hd, O + (size_t)mt * hd);
