@@ -348,6 +348,9 @@ static void test_conv2d_ex(void **state)
         {3, 9, 37, 1, 3, 1, 1, 1, 1, 1, 0, 0, 0},
         {40, 11, 33, 3, 3, 1, 1, 1, 1, 1, 0, 1, 1},
         {512, 7, 200, 2, 3, 1, 1, 1, 1, 1, 0, 1, 0}, /* bands of 2 rows */
+        /* K over 1024 (several of the packed kernels' K blocks) through im2col, stride 1 and 2 */
+        {160, 6, 7, 9, 3, 1, 1, 1, 1, 1, 0, 1, 1},
+        {130, 9, 8, 7, 3, 2, 1, 1, 1, 1, 0, 0, 0},
         /* >= 16 channels, >= 8x8 and >= 64 tiles of 4x4: the Winograd path (whole batch with the big budget;
          * bands of tile rows and blocks of output channels with 64-512 KB; im2col with the two smallest
          * budgets). F(6x6,3x3) for these four (their 6x6 tiles need at least 10% fewer multiplies) ... */

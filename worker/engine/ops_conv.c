@@ -718,10 +718,16 @@ static conv_plan conv_make_plan(const sde_conv_desc *d, size_t budget)
         const size_t row = (size_t)d->cin * sc_row_floats(d); /* one band row, all channels */
         int rows = (int)(SC_BAND_BYTES / sizeof(float) / row) - 2;
         rows = rows < 1 ? 1 : rows > d->h ? d->h : rows;
-        p.mode = PLAN_SMALL_COUT;
-        p.tile = rows;
-        p.floats = (size_t)d->cout * d->cin * 9 + 16 + SDE_PAR_MAX * (sc_band_floats(d, rows) + 16) + 16;
-        return p;
+        const size_t fixed = (size_t)d->cout * d->cin * 9 + 16 + 16;
+        /* within the budget (a reservation planned in another mode may have made it smaller) */
+        while (rows > 1 && fixed + SDE_PAR_MAX * (sc_band_floats(d, rows) + 16) > bf)
+            rows--;
+        if (fixed + SDE_PAR_MAX * (sc_band_floats(d, rows) + 16) <= bf) {
+            p.mode = PLAN_SMALL_COUT;
+            p.tile = rows;
+            p.floats = fixed + SDE_PAR_MAX * (sc_band_floats(d, rows) + 16);
+            return p;
+        }
     }
     size_t kk = (size_t)d->cin * d->k * d->k, ohw = (size_t)oh * ow;
     int y_packed = d->y_bstride == ohw && d->y_cstride == (size_t)d->batch * ohw;
