@@ -42,17 +42,32 @@ static void test_reuse_fits(void **state)
     assert_int_equal(sde_mem_cached(), 0);
     b[5 * MB - 1] = 2; /* the whole size asked is usable */
     sde_mem_free(b);
-    /* more than twice the size asked: a new mapping, the cached one stays */
+    /* more than twice the size asked: a new mapping, and the cached one goes back to the kernel first (a
+     * miss unmaps the largest cached mappings until the size asked is given back) */
     char *c = sde_mem_alloc(3 * MB);
     assert_ptr_not_equal(c, a);
-    assert_true(sde_mem_cached() >= 8 * MB);
-    /* too small for the size asked: a new mapping */
+    assert_int_equal(sde_mem_cached(), 0);
+    sde_mem_free(c);
+    const size_t c_len = sde_mem_cached();
+    assert_true(c_len >= 3 * MB);
+    /* too small for the size asked: a new mapping; the smaller one is unmapped */
     char *d = sde_mem_alloc(16 * MB);
-    assert_ptr_not_equal(d, a);
+    assert_ptr_not_equal(d, c);
+    assert_int_equal(sde_mem_cached(), 0);
     memset(d, 3, 16 * MB);
     sde_mem_drop(d); /* dropped: not cached */
-    assert_true(sde_mem_cached() < 16 * MB);
-    sde_mem_free(c);
+    assert_int_equal(sde_mem_cached(), 0);
+    /* a miss gives back only as much as it asks for, largest first: with 4, 4 and 12 MB buffers cached,
+     * 15 MB unmaps the 12 MB one and one 4 MB one and leaves the other */
+    char *e0 = sde_mem_alloc(4 * MB), *e1 = sde_mem_alloc(4 * MB), *e2 = sde_mem_alloc(12 * MB);
+    sde_mem_free(e0);
+    const size_t small = sde_mem_cached();
+    sde_mem_free(e1);
+    sde_mem_free(e2);
+    char *f = sde_mem_alloc(15 * MB);
+    assert_non_null(f);
+    assert_int_equal(sde_mem_cached(), small);
+    sde_mem_free(f);
     sde_mem_trim();
     assert_int_equal(sde_mem_cached(), 0);
 }
