@@ -1,6 +1,7 @@
-/* test_mem_cache.c: sde_mem_free() keeps a freed mapping for the next sde_mem_alloc() that fits it (at most
- * twice the size asked), sde_mem_drop() and sde_mem_trim() unmap, small buffers never enter the cache, and
- * SDW_MEM_POISON=1 fills a reused buffer with NaN bytes. */
+/* test_mem_cache.c: sde_mem_free() keeps a freed mapping for the next sde_mem_alloc() it holds (cut to size,
+ * the rest kept; under 32 MB only from one at most twice the size), freed pieces join again, sde_mem_drop()
+ * and sde_mem_trim() unmap, small buffers never enter the cache, and SDW_MEM_POISON=1 fills a reused
+ * buffer with NaN bytes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -35,39 +36,46 @@ static void test_reuse_fits(void **state)
     assert_non_null(a);
     memset(a, 1, 8 * MB);
     sde_mem_free(a);
-    assert_true(sde_mem_cached() >= 8 * MB);
-    /* twice the size or less: the same mapping comes back, its pages already there */
+    const size_t a_len = sde_mem_cached();
+    assert_true(a_len >= 8 * MB);
+    /* half the size or more: the head of the cached mapping, the tail stays cached */
     char *b = sde_mem_alloc(5 * MB);
     assert_ptr_equal(a, b);
-    assert_int_equal(sde_mem_cached(), 0);
+    assert_true(sde_mem_cached() > 0 && sde_mem_cached() < a_len);
     b[5 * MB - 1] = 2; /* the whole size asked is usable */
+    /* freed, the head joins its tail again: the whole mapping comes back for its full size */
     sde_mem_free(b);
-    /* more than twice the size asked: a new mapping, and the cached one goes back to the kernel first (a
-     * miss unmaps the largest cached mappings until the size asked is given back) */
+    assert_int_equal(sde_mem_cached(), a_len);
+    char *a2 = sde_mem_alloc(8 * MB);
+    assert_ptr_equal(a2, a);
+    assert_int_equal(sde_mem_cached(), 0);
+    sde_mem_free(a2);
+    /* a small request (under 32 MB) does not cut a mapping over twice its size: a new mapping */
     char *c = sde_mem_alloc(3 * MB);
     assert_ptr_not_equal(c, a);
-    assert_int_equal(sde_mem_cached(), 0);
+    assert_int_equal(sde_mem_cached(), a_len);
     sde_mem_free(c);
-    const size_t c_len = sde_mem_cached();
-    assert_true(c_len >= 3 * MB);
-    /* too small for the size asked: a new mapping; the smaller one is unmapped */
-    char *d = sde_mem_alloc(16 * MB);
-    assert_ptr_not_equal(d, c);
-    assert_int_equal(sde_mem_cached(), 0);
-    memset(d, 3, 16 * MB);
+    /* a big one cuts the smallest mapping that holds it, however much bigger */
+    char *big = sde_mem_alloc(100 * MB);
+    assert_non_null(big);
+    sde_mem_free(big);
+    const size_t all = sde_mem_cached();
+    char *part = sde_mem_alloc(40 * MB);
+    assert_ptr_equal(part, big);
+    char *rest = sde_mem_alloc(40 * MB);   /* the next piece of the same mapping */
+    assert_ptr_equal(rest, big + 42 * MB); /* 40 MB and the 64-byte header, in whole 2 MB pages */
+    sde_mem_free(part);
+    sde_mem_free(rest);
+    assert_int_equal(sde_mem_cached(), all); /* joined again */
+    assert_ptr_equal(sde_mem_alloc(100 * MB), big);
+    sde_mem_free(big);
+    /* too big for anything cached: a new mapping */
+    char *d = sde_mem_alloc(200 * MB);
+    assert_non_null(d);
+    assert_int_equal(sde_mem_cached(), all);
+    memset(d, 3, 200 * MB);
     sde_mem_drop(d); /* dropped: not cached */
-    assert_int_equal(sde_mem_cached(), 0);
-    /* a miss gives back only as much as it asks for, largest first: with 4, 4 and 12 MB buffers cached,
-     * 15 MB unmaps the 12 MB one and one 4 MB one and leaves the other */
-    char *e0 = sde_mem_alloc(4 * MB), *e1 = sde_mem_alloc(4 * MB), *e2 = sde_mem_alloc(12 * MB);
-    sde_mem_free(e0);
-    const size_t small = sde_mem_cached();
-    sde_mem_free(e1);
-    sde_mem_free(e2);
-    char *f = sde_mem_alloc(15 * MB);
-    assert_non_null(f);
-    assert_int_equal(sde_mem_cached(), small);
-    sde_mem_free(f);
+    assert_int_equal(sde_mem_cached(), all);
     sde_mem_trim();
     assert_int_equal(sde_mem_cached(), 0);
 }

@@ -20,16 +20,19 @@ typedef struct {
     size_t len;
 } mem_hdr;
 
-/* Freed mappings, kept for the next allocation they fit (at most twice its size). A page a process touches
- * for the first time costs a fault and a zeroing, and under a hypervisor that takes back the guest's free
- * pages (virtio-balloon free page reporting) far more: 386 MB of UNet activations took 0.9 s to fault in
- * cold on a Firecracker guest, 20 ms warm. The engine frees the UNet's activations before the VAE decode
- * and the VAE's buffers after it, so without the cache every job of a worker faulted its ~1 GB of working
- * memory in again, cold once the worker had sat idle for a few seconds. Kept: at most MEM_CACHE_MAX bytes
- * (beyond it a freed mapping is unmapped), what one job's working set needs. Reused memory is not zeroed:
+/* Freed mappings, kept for the next allocation: the smallest that holds it, cut to size, the rest kept. A
+ * page a process touches for the first time costs a fault and a zeroing, and under a hypervisor that takes
+ * back the guest's free pages (virtio-balloon free page reporting) far more: 386 MB of UNet activations
+ * took 0.9-2.5 s to fault in cold on a Firecracker guest, 17-20 ms warm, and freed pages went cold within
+ * 10 s. The engine frees the UNet's activations before the VAE decode and the VAE's buffers after it, so
+ * without the cache every job of a worker faulted its ~1 GB of working memory in again, cold once the
+ * worker had sat idle. The VAE's buffers are cut from the UNet's cached activations, whose pieces join
+ * again when freed, so a job's two phases share their pages as they did through the kernel before. Kept:
+ * at most MEM_CACHE_MAX bytes (beyond it a freed mapping is unmapped). Reused memory is not zeroed:
  * sde_mem_alloc never promised zeroes (SDW_MEM_POISON=1 fills reused buffers with NaN bytes, so a test run
  * can show that nothing reads memory it did not write). */
 #define MEM_CACHE_SLOTS 32
+#define MEM_CUT_MIN ((size_t)32 << 20)
 #define MEM_CACHE_MAX ((size_t)3 << 30)
 static struct {
     char *base;
@@ -46,21 +49,30 @@ static pthread_mutex_t mem_mu = PTHREAD_MUTEX_INITIALIZER;
 #endif
 
 #ifdef MEM_MAPPED
-/* A cached mapping of at least len bytes and at most twice that, the smallest; NULL when none. */
+/* A cached mapping for len bytes (a multiple of MEM_HUGE_ALIGN): the smallest that holds it, cut to len, the
+ * rest staying cached (2 MB-aligned, so huge pages survive the cut); NULL when none holds it. *got = len.
+ * Below MEM_CUT_MIN only a mapping of at most twice len is taken: the text encoder's and the GEMM's small
+ * buffers, asked for before the first job reserves its activations, must not cut the activations the load
+ * faulted in for that job. */
 static char *cache_take(size_t len, size_t *got)
 {
     pthread_mutex_lock(&mem_mu);
     int best = -1;
     for (int i = 0; i < mem_ncache; i++)
-        if (mem_cache[i].len >= len && mem_cache[i].len / 2 <= len &&
+        if (mem_cache[i].len >= len && (len >= MEM_CUT_MIN || mem_cache[i].len / 2 <= len) &&
             (best < 0 || mem_cache[i].len < mem_cache[best].len))
             best = i;
     char *m = NULL;
     if (best >= 0) {
         m = mem_cache[best].base;
-        *got = mem_cache[best].len;
-        mem_cached -= *got;
-        mem_cache[best] = mem_cache[--mem_ncache];
+        if (mem_cache[best].len > len) { /* the tail stays, in the same slot */
+            mem_cache[best].base += len;
+            mem_cache[best].len -= len;
+        } else {
+            mem_cache[best] = mem_cache[--mem_ncache];
+        }
+        mem_cached -= len;
+        *got = len;
     }
     pthread_mutex_unlock(&mem_mu);
     if (m) {
@@ -73,36 +85,35 @@ static char *cache_take(size_t len, size_t *got)
     }
     return m;
 }
-
-/* On a miss, unmaps the largest cached mappings until len bytes have gone back to the kernel, which then
- * serves the new mapping's faults from pages freed a moment ago, still in place under the hypervisor.
- * Kept instead, they left a job's next buffers (the VAE's, after the UNet's activations were cached) to
- * pages freed long before, which the host had taken back: a one-job `generate` decoded 1-1.5 s slower. */
-static void cache_evict_for(size_t len)
-{
-    pthread_mutex_lock(&mem_mu);
-    for (size_t freed = 0; freed < len && mem_ncache > 0;) {
-        int big = 0;
-        for (int i = 1; i < mem_ncache; i++)
-            if (mem_cache[i].len > mem_cache[big].len) big = i;
-        munmap(mem_cache[big].base, mem_cache[big].len);
-        freed += mem_cache[big].len;
-        mem_cached -= mem_cache[big].len;
-        mem_cache[big] = mem_cache[--mem_ncache];
-    }
-    pthread_mutex_unlock(&mem_mu);
-}
 #endif
 
-/* Keeps a freed mapping for reuse; 0 when the cache is full (the caller unmaps it). */
+/* Keeps a freed mapping for reuse, joined to the cached ones it touches (the pieces cache_take cut from
+ * one mapping come back together: the UNet's activations, lent piecewise to the VAE's buffers, are whole
+ * again for the next job). 1 when it took the mapping (kept, or unmapped here with its neighbours when the
+ * table is full), 0 over MEM_CACHE_MAX (the caller unmaps it). */
 static int cache_put(char *base, size_t len)
 {
     pthread_mutex_lock(&mem_mu);
-    const int ok = mem_ncache < MEM_CACHE_SLOTS && mem_cached + len <= MEM_CACHE_MAX;
+    int ok = mem_cached + len <= MEM_CACHE_MAX;
     if (ok) {
-        mem_cache[mem_ncache].base = base;
-        mem_cache[mem_ncache++].len = len;
         mem_cached += len;
+        for (int i = 0; i < mem_ncache;) { /* absorb every cached neighbour, then file the whole */
+            if (mem_cache[i].base + mem_cache[i].len == base || base + len == mem_cache[i].base) {
+                if (mem_cache[i].base < base) base = mem_cache[i].base;
+                len += mem_cache[i].len;
+                mem_cache[i] = mem_cache[--mem_ncache];
+                i = 0;
+            } else {
+                i++;
+            }
+        }
+        if (mem_ncache < MEM_CACHE_SLOTS) {
+            mem_cache[mem_ncache].base = base;
+            mem_cache[mem_ncache++].len = len;
+        } else { /* no slot: the whole (neighbours included, out of the table now) is unmapped here */
+            mem_cached -= len;
+            munmap(base, len);
+        }
     }
     pthread_mutex_unlock(&mem_mu);
     return ok;
@@ -157,7 +168,6 @@ void *sde_mem_alloc(size_t bytes)
             h->len = got;
             return c + MEM_HDR;
         }
-        cache_evict_for(len);
         char *m =
             mmap(NULL, len + MEM_HUGE_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED) return NULL;
