@@ -81,6 +81,7 @@ typedef struct {
     int nblk;
     prof_acc *cur; /* the section or block being timed, or NULL */
     double cur_start;
+    double last_dt; /* the last timed op's seconds, for shape_add */
 } prof_be;
 
 static double now_s(void)
@@ -93,15 +94,17 @@ static double now_s(void)
 static void account(prof_be *P, int k, double t0)
 {
     double dt = now_s() - t0;
+    P->last_dt = dt;
     P->op_t[k] += dt;
     P->op_calls[k]++;
     if (P->cur) P->cur->op[k] += dt;
 }
 
-/* Files the last op's time (op_t's newest addition, dt) and FLOP under its shape d[0..6]; shapes past the
- * table's end are counted in the op kind only. */
-static void shape_add(prof_be *P, int k, const int d[7], double dt, double flop)
+/* Files the op just timed (its time, and flop) under its shape d[0..6]; shapes past the table's end are
+ * counted in the op kind only. */
+static void shape_add(prof_be *P, int k, const int d[7], double flop)
 {
+    const double dt = P->last_dt;
     P->op_flop[k] += flop;
     prof_shape *s = NULL;
     for (int i = 0; i < P->nshp && !s; i++)
@@ -174,10 +177,9 @@ static void p_sync(sde_backend *be)
 static void p_linear(sde_backend *be, sde_ten x, int n, int in, prof_w w, const float *b, int out, sde_ten y,
                      int flags)
 {
-    double t0 = P_OF(be)->op_t[K_LINEAR];
     TIMED(be, K_LINEAR, P->in->linear(P->in, x, n, in, w, b, out, y, flags));
     const int d[7] = {n, in, out, flags, (int)w->type};
-    shape_add(P_OF(be), K_LINEAR, d, P_OF(be)->op_t[K_LINEAR] - t0, 2.0 * n * in * out);
+    shape_add(P_OF(be), K_LINEAR, d, 2.0 * n * in * out);
 }
 
 static size_t p_conv_scratch(sde_backend *be, const sde_be_conv *c, size_t budget)
@@ -187,14 +189,12 @@ static size_t p_conv_scratch(sde_backend *be, const sde_be_conv *c, size_t budge
 
 static void p_conv(sde_backend *be, const sde_be_conv *c, sde_ten scratch, size_t scratch_bytes)
 {
-    double t0 = P_OF(be)->op_t[K_CONV];
     TIMED(be, K_CONV, P->in->conv(P->in, c, scratch, scratch_bytes));
     const int oh = sde_be_conv_out_h(c), ow = sde_be_conv_out_w(c);
     const int d[7] = {
         c->batch, c->cin,   c->upsample ? 2 * c->h : c->h, c->upsample ? 2 * c->w : c->w, c->cout,
         c->k,     c->stride};
-    shape_add(P_OF(be), K_CONV, d, P_OF(be)->op_t[K_CONV] - t0,
-              2.0 * c->batch * oh * ow * c->cout * c->cin * c->k * c->k);
+    shape_add(P_OF(be), K_CONV, d, 2.0 * c->batch * oh * ow * c->cout * c->cin * c->k * c->k);
 }
 
 static size_t p_attention_scratch(sde_backend *be, int nq, int nk, int hd)
@@ -206,12 +206,11 @@ static void p_attention(sde_backend *be, sde_ten q, int q_stride, sde_ten k, int
                         int v_stride, int nq, int nk, int heads, int hd, int causal, sde_ten out,
                         int out_stride, sde_ten scratch)
 {
-    double t0 = P_OF(be)->op_t[K_ATTENTION];
     TIMED(be, K_ATTENTION,
           P->in->attention(P->in, q, q_stride, k, k_stride, v, v_stride, nq, nk, heads, hd, causal, out,
                            out_stride, scratch));
     const int d[7] = {nq, nk, heads, hd, causal};
-    shape_add(P_OF(be), K_ATTENTION, d, P_OF(be)->op_t[K_ATTENTION] - t0, 4.0 * nq * nk * heads * hd);
+    shape_add(P_OF(be), K_ATTENTION, d, 4.0 * nq * nk * heads * hd);
 }
 
 static void p_gn_coeffs(sde_backend *be, sde_ten x, int c, int batch, size_t hw, int groups, const float *g,

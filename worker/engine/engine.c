@@ -253,13 +253,12 @@ static int load_join(sde_engine *e, char *err, size_t errlen)
     int rc = 0;
     if (e->warm_on) pthread_join(e->warm_th, NULL);
     e->warm_on = 0;
-    if (e->hash_on) {
-        pthread_join(e->hash_th, NULL);
-        e->hash_on = 0;
-        if (e->hash_rc) {
-            if (err) snprintf(err, errlen, "%s", e->hash_err);
-            rc = -1;
-        }
+    if (e->hash_on) pthread_join(e->hash_th, NULL);
+    e->hash_on = 0;
+    /* the hash's failure, whether its thread ran it or the load did (no thread could be started) */
+    if (e->hash_rc) {
+        if (err) snprintf(err, errlen, "%s", e->hash_err);
+        rc = -1;
     }
     return rc;
 }

@@ -683,15 +683,10 @@ static void small_cout_run(const sde_conv_desc *d, const conv_plan *p, float *sc
 {
     const int K = d->cin * 9;
     float *wf = scratch;
-    for (size_t i = 0; i < (size_t)d->cout * K; i++)
-        if (d->wt) {
-            wf[i] = d->wt[i];
-        } else if (d->wt16_bf16) {
-            const uint32_t u = (uint32_t)d->wt16[i] << 16;
-            memcpy(&wf[i], &u, sizeof u);
-        } else {
-            wf[i] = sde_cvt_half(d->wt16[i]);
-        }
+    if (d->wt)
+        memcpy(wf, d->wt, sizeof(float) * d->cout * K);
+    else
+        sde_cvt_to_f32(d->wt16_bf16 ? SDE_DT_BF16 : SDE_DT_F16, d->wt16, (size_t)d->cout * K, wf);
     sc_job j = {.d = d, .wf = wf, .band = wf + (size_t)d->cout * K + 16, .rows = p->tile};
     j.bands = (d->h + j.rows - 1) / j.rows;
     sde_par_for(d->batch * j.bands, sc_item, &j);
